@@ -1,0 +1,436 @@
+/* SPDX-License-Identifier: MIT */
+/* Access log: one line per exchange, `combined` or `json`, to stdout or a file. Each worker
+ * buffers its lines per file and writes them in one write(2) when the buffer is nearly full,
+ * every second, and when it stops, so logging costs no syscall per request. Files are opened
+ * O_APPEND; SIGUSR1 reopens them in place with dup2, so workers need no message. */
+#include <errno.h>
+#include <fcntl.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/arena.h"
+#include "core/common.h"
+#include "core/conf.h"
+#include "core/log.h"
+#include "core/module.h"
+#include "core/worker.h"
+#include "http/exchange.h"
+#include "http/headers.h"
+
+#define AL_BUF 65536
+#define AL_MAX_FILES 32
+
+enum al_format {
+    AL_COMBINED = 0,
+    AL_JSON,
+};
+
+/* Per level (main, server). file < 0: off. */
+struct al_conf {
+    int set;
+    int file; /* index into the main conf's files */
+    enum al_format format;
+    const char *path;
+    int line, col;
+};
+
+/* Main-level extra state: the distinct files of the snapshot. */
+struct al_main {
+    struct al_conf c;
+    const char *paths[AL_MAX_FILES];
+    int fds[AL_MAX_FILES];
+    int n_files;
+};
+
+struct al_worker {
+    ev_timer flush_timer;
+    char *buf[AL_MAX_FILES];
+    size_t len[AL_MAX_FILES];
+    time_t cached_sec;
+    char cached_time[40];
+    char cached_iso[40];
+};
+
+extern struct pt_module pt_module_access_log;
+
+static void *
+al_create(struct pt_conf_ctx *cx, unsigned level)
+{
+    struct al_conf *c;
+
+    if (level == PT_CTX_MAIN) {
+        struct al_main *m = pt_arena_calloc(&cx->conf->arena, sizeof(*m));
+
+        for (int i = 0; i < AL_MAX_FILES; i++)
+            m->fds[i] = -1;
+        c = &m->c;
+    } else if (level == PT_CTX_SERVER) {
+        c = pt_arena_calloc(&cx->conf->arena, sizeof(*c));
+    } else {
+        return NULL;
+    }
+    c->file = -1;
+    return c;
+}
+
+static int
+al_set(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct al_conf *c = conf;
+
+    if (c->set)
+        return pt_conf_error(cx, 0, "\"access_log\" directive is duplicate");
+    c->set = 1;
+    c->line = cx->lines[1];
+    c->col = cx->cols[1];
+    if (strcmp(cx->args[1], "off") == 0) {
+        if (cx->nargs > 1)
+            return pt_conf_error(cx, 2, "\"access_log off\" takes no format");
+        c->path = NULL;
+        return PT_OK;
+    }
+    c->path = cx->args[1];
+    c->format = AL_COMBINED;
+    if (cx->nargs == 2) {
+        if (strcmp(cx->args[2], "json") == 0)
+            c->format = AL_JSON;
+        else if (strcmp(cx->args[2], "combined") != 0)
+            return pt_conf_error(cx, 2, "unknown access log format \"%s\" (combined, json)",
+                                 cx->args[2]);
+    }
+    return PT_OK;
+}
+
+static int
+al_merge(struct pt_conf_ctx *cx, void *parent, void *child)
+{
+    struct al_conf *p = parent, *c = child;
+
+    if (!c->set) {
+        if (p != NULL) {
+            c->path = p->path;
+            c->format = p->format;
+        } else {
+            c->path = "stdout"; /* default: stdout combined */
+            c->format = AL_COMBINED;
+        }
+        c->set = 1;
+    }
+    return PT_OK;
+}
+
+static int
+open_log(const char *path, struct pt_err *err)
+{
+    int fd;
+
+    if (strcmp(path, "stdout") == 0)
+        return dup(1);
+    if (strcmp(path, "stderr") == 0)
+        return dup(2);
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd == -1)
+        pt_err_errno(err, errno, "cannot open access log \"%s\"", path);
+    return fd;
+}
+
+static int
+assign_file(struct al_main *m, struct al_conf *c, struct pt_err *err)
+{
+    if (c->path == NULL) {
+        c->file = -1;
+        return PT_OK;
+    }
+    for (int i = 0; i < m->n_files; i++)
+        if (strcmp(m->paths[i], c->path) == 0) {
+            c->file = i;
+            return PT_OK;
+        }
+    if (m->n_files == AL_MAX_FILES)
+        return pt_err_set(err, "too many access log files (max %d)", AL_MAX_FILES);
+    int fd = open_log(c->path, err);
+
+    if (fd == -1)
+        return PT_ERR;
+    m->paths[m->n_files] = c->path;
+    m->fds[m->n_files] = fd;
+    c->file = m->n_files++;
+    return PT_OK;
+}
+
+static int
+al_finish(struct pt_conf *conf, struct pt_err *err)
+{
+    unsigned idx = pt_module_access_log._index;
+    struct al_main *m = conf->mod[idx];
+
+    if (assign_file(m, &m->c, err) != PT_OK)
+        return PT_ERR;
+    for (unsigned i = 0; i < conf->n_vhosts; i++)
+        if (assign_file(m, conf->vhosts[i]->mod[idx], err) != PT_OK)
+            return PT_ERR;
+    return PT_OK;
+}
+
+static void
+al_release(struct pt_conf *conf)
+{
+    struct al_main *m = conf->mod[pt_module_access_log._index];
+
+    if (m == NULL)
+        return;
+    for (int i = 0; i < m->n_files; i++)
+        if (m->fds[i] != -1)
+            close(m->fds[i]);
+}
+
+static void
+al_reopen(struct pt_conf *conf)
+{
+    struct al_main *m = conf->mod[pt_module_access_log._index];
+
+    for (int i = 0; i < m->n_files; i++) {
+        if (strcmp(m->paths[i], "stdout") == 0 || strcmp(m->paths[i], "stderr") == 0)
+            continue;
+        int fd = open(m->paths[i], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+
+        if (fd == -1) {
+            pt_log(PT_LOG_ERROR, "cannot reopen access log \"%s\": %s", m->paths[i],
+                   strerror(errno));
+            continue;
+        }
+        if (dup2(fd, m->fds[i]) == -1)
+            pt_log(PT_LOG_ERROR, "dup2 access log \"%s\": %s", m->paths[i], strerror(errno));
+        close(fd);
+    }
+}
+
+static void
+al_flush(struct pt_worker *w)
+{
+    struct al_worker *aw = w->mod[pt_module_access_log._index];
+    struct al_main *m = w->conf->mod[pt_module_access_log._index];
+
+    for (int i = 0; i < m->n_files; i++) {
+        size_t off = 0;
+
+        while (off < aw->len[i]) {
+            ssize_t n = write(m->fds[i], aw->buf[i] + off, aw->len[i] - off);
+
+            if (n == -1) {
+                if (errno == EINTR)
+                    continue;
+                break; /* a full disk must not stall the worker; the lines are lost */
+            }
+            off += (size_t)n;
+        }
+        aw->len[i] = 0;
+    }
+}
+
+static void
+on_flush_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    al_flush(ev_userdata(loop));
+}
+
+static int
+al_worker_init(struct pt_worker *w)
+{
+    struct al_worker *aw = calloc(1, sizeof(*aw));
+    struct al_main *m = w->conf->mod[pt_module_access_log._index];
+
+    if (aw == NULL)
+        return PT_ERR;
+    for (int i = 0; i < m->n_files; i++) {
+        aw->buf[i] = malloc(AL_BUF);
+        if (aw->buf[i] == NULL)
+            return PT_ERR;
+    }
+    w->mod[pt_module_access_log._index] = aw;
+    if (m->n_files > 0) {
+        ev_timer_init(&aw->flush_timer, on_flush_timer, 1., 1.);
+        ev_timer_start(w->loop, &aw->flush_timer);
+        ev_unref(w->loop); /* the flush timer must not keep a draining worker alive */
+    }
+    return PT_OK;
+}
+
+static void
+al_worker_fini(struct pt_worker *w)
+{
+    struct al_worker *aw = w->mod[pt_module_access_log._index];
+
+    if (aw == NULL)
+        return;
+    al_flush(w);
+    for (int i = 0; i < AL_MAX_FILES; i++)
+        free(aw->buf[i]);
+    free(aw);
+    w->mod[pt_module_access_log._index] = NULL;
+}
+
+/* Appends s as a JSON string body (without quotes). */
+static size_t
+json_esc(char *out, size_t room, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    for (size_t i = 0; i < n && o + 6 < room; i++) {
+        unsigned char ch = (unsigned char)s[i];
+
+        if (ch == '"' || ch == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)ch;
+        } else if (ch < 0x20 || ch == 0x7f) {
+            out[o++] = '\\';
+            out[o++] = 'u';
+            out[o++] = '0';
+            out[o++] = '0';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        } else {
+            out[o++] = (char)ch;
+        }
+    }
+    return o;
+}
+
+/* combined-format fields escape quotes and controls the way nginx does (\xHH) */
+static size_t
+clf_esc(char *out, size_t room, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+
+    for (size_t i = 0; i < n && o + 4 < room; i++) {
+        unsigned char ch = (unsigned char)s[i];
+
+        if (ch == '"' || ch == '\\' || ch < 0x20 || ch >= 0x7f) {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        } else {
+            out[o++] = (char)ch;
+        }
+    }
+    return o;
+}
+
+static void
+hdr_value(const struct pt_exchange *x, enum pt_hdr_tok tok, const char **v, size_t *n)
+{
+    int i = pt_hdrs_find(&x->req, tok);
+
+    if (i < 0) {
+        *v = NULL;
+        *n = 0;
+        return;
+    }
+    *v = x->req.v[i].value;
+    *n = x->req.v[i].vlen;
+}
+
+static void
+al_log(struct pt_exchange *x)
+{
+    struct pt_worker *w = x->w;
+    unsigned idx = pt_module_access_log._index;
+    struct al_worker *aw = w->mod[idx];
+    struct al_conf *c = x->vh != NULL ? x->vh->mod[idx] : x->conf->mod[idx];
+    char line[8192];
+    size_t o = 0;
+    const char *ua, *ref;
+    size_t ualen, reflen;
+    time_t now = (time_t)x->t_end;
+
+    if (aw == NULL || c == NULL || c->file < 0)
+        return;
+    if (now != aw->cached_sec) {
+        struct tm tm;
+
+        gmtime_r(&now, &tm);
+        strftime(aw->cached_time, sizeof(aw->cached_time), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+        strftime(aw->cached_iso, sizeof(aw->cached_iso), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        aw->cached_sec = now;
+    }
+    hdr_value(x, PT_H_USER_AGENT, &ua, &ualen);
+    hdr_value(x, PT_H_REFERER, &ref, &reflen);
+    size_t tlen = PT_MIN(x->target_len, 2048);
+    const char *target = x->target != NULL ? x->target : "";
+
+    if (c->format == AL_COMBINED) {
+        o += (size_t)snprintf(line + o, sizeof(line) - o, "%s - - [%s] \"%s ", x->peer_ip,
+                              aw->cached_time, x->method_name);
+        o += clf_esc(line + o, sizeof(line) - o, target, tlen);
+        o += (size_t)snprintf(line + o, sizeof(line) - o, " HTTP/%u.%u\" %u %llu \"", x->major,
+                              x->minor, x->status, (unsigned long long)x->resp_body_bytes);
+        o += ref ? clf_esc(line + o, sizeof(line) - o, ref, PT_MIN(reflen, 1024))
+                 : (size_t)snprintf(line + o, sizeof(line) - o, "-");
+        o += (size_t)snprintf(line + o, sizeof(line) - o, "\" \"");
+        o += ua ? clf_esc(line + o, sizeof(line) - o, ua, PT_MIN(ualen, 1024))
+                : (size_t)snprintf(line + o, sizeof(line) - o, "-");
+        o += (size_t)snprintf(line + o, sizeof(line) - o, "\"\n");
+    } else {
+        o += (size_t)snprintf(line + o, sizeof(line) - o,
+                              "{\"time\":\"%s\",\"remote_addr\":\"%s\",\"method\":\"%s\",\"uri\":\"",
+                              aw->cached_iso, x->peer_ip, x->method_name);
+        o += json_esc(line + o, sizeof(line) - o, target, tlen);
+        o += (size_t)snprintf(line + o, sizeof(line) - o,
+                              "\",\"protocol\":\"HTTP/%u.%u\",\"status\":%u,\"bytes_sent\":%llu,"
+                              "\"request_time\":%.3f,\"upstream\":",
+                              x->major, x->minor, x->status,
+                              (unsigned long long)x->resp_body_bytes, x->t_end - x->t_start);
+        if (x->up != NULL)
+            o += (size_t)snprintf(line + o, sizeof(line) - o, "\"%s\",\"upstream_addr\":\"%s\"",
+                                  x->up->name, x->srv != NULL ? x->srv->addr.name : "");
+        else
+            o += (size_t)snprintf(line + o, sizeof(line) - o, "null,\"upstream_addr\":null");
+        o += (size_t)snprintf(line + o, sizeof(line) - o, ",\"host\":\"");
+        if (x->host != NULL)
+            o += json_esc(line + o, sizeof(line) - o, x->host, PT_MIN(x->host_len, 256));
+        o += (size_t)snprintf(line + o, sizeof(line) - o, "\",\"user_agent\":\"");
+        if (ua != NULL)
+            o += json_esc(line + o, sizeof(line) - o, ua, PT_MIN(ualen, 1024));
+        o += (size_t)snprintf(line + o, sizeof(line) - o, "\",\"referer\":\"");
+        if (ref != NULL)
+            o += json_esc(line + o, sizeof(line) - o, ref, PT_MIN(reflen, 1024));
+        o += (size_t)snprintf(line + o, sizeof(line) - o, "\"}\n");
+    }
+    if (o >= sizeof(line))
+        o = sizeof(line) - 1;
+    if (aw->len[c->file] + o > AL_BUF)
+        al_flush(w);
+    memcpy(aw->buf[c->file] + aw->len[c->file], line, o);
+    aw->len[c->file] += o;
+}
+
+static const struct pt_logger_ops al_ops = {
+    .log = al_log,
+};
+
+static const struct pt_directive al_directives[] = {
+    {"access_log", PT_CTX_MAIN | PT_CTX_SERVER, 1, 2, 0, PT_BASE_MODULE, al_set, 0, NULL},
+    {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
+};
+
+struct pt_module pt_module_access_log = {
+    .abi = PT_MODULE_ABI,
+    .name = "access_log",
+    .kind = PT_MODULE_LOGGER,
+    .directives = al_directives,
+    .conf_create = al_create,
+    .conf_merge = al_merge,
+    .conf_finish = al_finish,
+    .conf_release = al_release,
+    .worker_init = al_worker_init,
+    .worker_fini = al_worker_fini,
+    .reopen = al_reopen,
+    .ops = &al_ops,
+};

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/* `return CODE [TEXT];` in a location: portico answers by itself. With a redirect code (301,
+ * 302, 303, 307, 308) TEXT is the Location; otherwise it is a text/plain body. */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/common.h"
+#include "core/conf.h"
+#include "core/module.h"
+#include "http/exchange.h"
+
+struct return_conf {
+    unsigned status;
+    const char *text;
+};
+
+static int
+is_redirect(unsigned s)
+{
+    return s == 301 || s == 302 || s == 303 || s == 307 || s == 308;
+}
+
+static int
+return_handle(struct pt_exchange *x, const void *conf)
+{
+    const struct return_conf *rc = conf;
+
+    x->discard_body = 1;
+    if (is_redirect(rc->status) && rc->text != NULL)
+        pt_exchange_respond_with(x, rc->status, NULL, "Location", rc->text);
+    else
+        pt_exchange_respond(x, rc->status, rc->text);
+    return PT_OK;
+}
+
+static const struct pt_handler_ops return_ops = {
+    .handle = return_handle,
+};
+
+static int
+set_return(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_location *loc = cx->loc;
+    struct return_conf *rc;
+    uint64_t code;
+
+    if (loc->handler != NULL)
+        return pt_conf_error(cx, 0, "location \"%s\" already has a handler", loc->path);
+    if (pt_parse_uint(cx->args[1], 599, &code) != PT_OK || code < 200)
+        return pt_conf_error(cx, 1, "invalid status \"%s\" in \"return\" (200-599)",
+                             cx->args[1]);
+    rc = pt_arena_calloc(&cx->conf->arena, sizeof(*rc));
+    rc->status = (unsigned)code;
+    rc->text = cx->nargs == 2 ? cx->args[2] : NULL;
+    loc->handler = &return_ops;
+    loc->handler_conf = rc;
+    return PT_OK;
+}
+
+static const struct pt_directive return_directives[] = {
+    {"return", PT_CTX_LOCATION, 1, 2, 0, PT_BASE_NONE, set_return, 0, NULL},
+    {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
+};
+
+struct pt_module pt_module_handler_return = {
+    .abi = PT_MODULE_ABI,
+    .name = "handler_return",
+    .kind = PT_MODULE_HANDLER,
+    .directives = return_directives,
+    .ops = &return_ops,
+};

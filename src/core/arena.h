@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: MIT */
+/* Bump allocator: allocations live until pt_arena_free(); nothing is freed piecemeal. */
+#ifndef PT_ARENA_H
+#define PT_ARENA_H
+
+#include "core/arena-t.h"
+
+/* Initialises an empty arena; no memory is taken until the first allocation. */
+void pt_arena_init(struct pt_arena *a, size_t blk_size);
+/* Returns size bytes aligned to 16, or NULL when out of memory. */
+void *pt_arena_alloc(struct pt_arena *a, size_t size);
+/* Zeroed allocation. */
+void *pt_arena_calloc(struct pt_arena *a, size_t size);
+/* Copies len bytes and NUL-terminates. */
+char *pt_arena_strndup(struct pt_arena *a, const char *s, size_t len);
+char *pt_arena_strdup(struct pt_arena *a, const char *s);
+/* Returns a copy of old (old_size bytes) in a new allocation of new_size bytes. */
+void *pt_arena_grow(struct pt_arena *a, void *old, size_t old_size, size_t new_size);
+/* Frees every block; the arena can be reused afterwards. */
+void pt_arena_free(struct pt_arena *a);
+
+#endif

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/* Chunk freelist and chain operations. All functions are called on the owning worker thread. */
+#ifndef PT_BUF_H
+#define PT_BUF_H
+
+#include <sys/uio.h>
+
+#include "core/buf-t.h"
+
+void pt_chunk_pool_init(struct pt_chunk_pool *p, unsigned max_free);
+void pt_chunk_pool_fini(struct pt_chunk_pool *p);
+/* Returns an empty chunk or NULL when out of memory. */
+struct pt_chunk *pt_chunk_get(struct pt_chunk_pool *p);
+void pt_chunk_put(struct pt_chunk_pool *p, struct pt_chunk *c);
+
+static inline void
+pt_chain_init(struct pt_chain *ch)
+{
+    ch->head = ch->tail = NULL;
+    ch->bytes = 0;
+}
+
+/* Copies len bytes to the end of the chain. Returns PT_OK or PT_ERR (out of memory). */
+int pt_chain_append(struct pt_chunk_pool *p, struct pt_chain *ch, const void *data, size_t len);
+/* printf-style append; the formatted text must fit in one chunk. */
+int pt_chain_printf(struct pt_chunk_pool *p, struct pt_chain *ch, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Moves every chunk of src to the end of dst (no copy). */
+void pt_chain_move(struct pt_chain *dst, struct pt_chain *src);
+/* Drops n bytes from the front, returning emptied chunks to the pool. */
+void pt_chain_consume(struct pt_chunk_pool *p, struct pt_chain *ch, size_t n);
+/* Fills up to max iovecs with the chain's data; returns the count. */
+int pt_chain_iov(const struct pt_chain *ch, struct iovec *iov, int max);
+void pt_chain_free(struct pt_chunk_pool *p, struct pt_chain *ch);
+
+#endif

@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+/* Error carrier and the size/time/number parsers used by the configuration language. */
+#include <ctype.h>
+#include <errno.h>
+#include <strings.h>
+
+#include "core/common.h"
+
+int
+pt_err_set(struct pt_err *err, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL)
+        return PT_ERR;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+    return PT_ERR;
+}
+
+int
+pt_err_errno(struct pt_err *err, int errnum, const char *fmt, ...)
+{
+    va_list ap;
+    size_t n;
+
+    if (err == NULL)
+        return PT_ERR;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+    n = strlen(err->msg);
+    snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", strerror(errnum));
+    return PT_ERR;
+}
+
+int
+pt_parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (*s == '\0')
+        return PT_ERR;
+    for (; *s; s++) {
+        if (!isdigit((unsigned char)*s))
+            return PT_ERR;
+        if (v > (UINT64_MAX - 9) / 10)
+            return PT_ERR;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    if (v > max)
+        return PT_ERR;
+    *out = v;
+    return PT_OK;
+}
+
+/* Splits "123abc" into the number and its unit suffix. */
+static int
+split_unit(const char *s, uint64_t *num, const char **unit)
+{
+    uint64_t v = 0;
+    const char *p = s;
+
+    if (!isdigit((unsigned char)*p))
+        return PT_ERR;
+    for (; isdigit((unsigned char)*p); p++) {
+        if (v > (UINT64_MAX - 9) / 10)
+            return PT_ERR;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    *num = v;
+    *unit = p;
+    return PT_OK;
+}
+
+int
+pt_parse_size(const char *s, uint64_t *out)
+{
+    uint64_t v, mul;
+    const char *u;
+
+    if (split_unit(s, &v, &u) != PT_OK)
+        return PT_ERR;
+    if (*u == '\0')
+        mul = 1;
+    else if (strcasecmp(u, "k") == 0)
+        mul = 1024;
+    else if (strcasecmp(u, "m") == 0)
+        mul = 1024 * 1024;
+    else if (strcasecmp(u, "g") == 0)
+        mul = 1024ULL * 1024 * 1024;
+    else
+        return PT_ERR;
+    if (v > UINT64_MAX / mul)
+        return PT_ERR;
+    *out = v * mul;
+    return PT_OK;
+}
+
+int
+pt_parse_msec(const char *s, pt_msec *out)
+{
+    uint64_t v, mul;
+    const char *u;
+
+    if (split_unit(s, &v, &u) != PT_OK)
+        return PT_ERR;
+    if (*u == '\0' || strcmp(u, "s") == 0)
+        mul = 1000;
+    else if (strcmp(u, "ms") == 0)
+        mul = 1;
+    else if (strcmp(u, "m") == 0)
+        mul = 60 * 1000;
+    else if (strcmp(u, "h") == 0)
+        mul = 3600 * 1000;
+    else if (strcmp(u, "d") == 0)
+        mul = 86400 * 1000;
+    else
+        return PT_ERR;
+    if (v > (uint64_t)INT64_MAX / mul)
+        return PT_ERR;
+    *out = (pt_msec)(v * mul);
+    return PT_OK;
+}

@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: MIT */
+/* Small helpers every subsystem uses: errors, lists, assertions, parsing of sizes and times. */
+#ifndef PT_COMMON_H
+#define PT_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/common-t.h"
+
+#ifdef PT_DEBUG
+#define PT_ASSERT(c)                                                                             \
+    do {                                                                                         \
+        if (!(c)) {                                                                              \
+            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #c);            \
+            abort();                                                                             \
+        }                                                                                        \
+    } while (0)
+#else
+#define PT_ASSERT(c) ((void)0)
+#endif
+
+/* Fills err with a formatted message; returns PT_ERR so callers can `return pt_err_set(...)`. */
+int pt_err_set(struct pt_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Same, appending ": strerror(errnum)". */
+int pt_err_errno(struct pt_err *err, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Parses "16k", "1m", "2g", "123" into bytes. Returns PT_OK or PT_ERR. */
+int pt_parse_size(const char *s, uint64_t *out);
+/* Parses "500ms", "2s", "1m", "1h", "10" (seconds) into milliseconds. */
+int pt_parse_msec(const char *s, pt_msec *out);
+/* Parses a non-negative decimal integer that fits in max. */
+int pt_parse_uint(const char *s, uint64_t max, uint64_t *out);
+
+static inline void
+pt_list_init(struct pt_list *l)
+{
+    l->next = l->prev = l;
+}
+
+static inline bool
+pt_list_empty(const struct pt_list *l)
+{
+    return l->next == l;
+}
+
+static inline void
+pt_list_insert_head(struct pt_list *l, struct pt_list *e)
+{
+    e->next = l->next;
+    e->prev = l;
+    l->next->prev = e;
+    l->next = e;
+}
+
+static inline void
+pt_list_insert_tail(struct pt_list *l, struct pt_list *e)
+{
+    e->prev = l->prev;
+    e->next = l;
+    l->prev->next = e;
+    l->prev = e;
+}
+
+static inline void
+pt_list_remove(struct pt_list *e)
+{
+    e->prev->next = e->next;
+    e->next->prev = e->prev;
+    e->next = e->prev = e;
+}
+
+static inline bool
+pt_str_ieq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    return alen == blen && strncasecmp(a, b, alen) == 0;
+}
+
+#endif

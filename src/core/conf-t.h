@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: MIT */
+/* The configuration snapshot: immutable once loaded, shared by every worker, refcounted so a
+ * reload can swap it while exchanges finish on the old one. Everything below is allocated from
+ * the snapshot arena and owned by the snapshot. */
+#ifndef PT_CONF_T_H
+#define PT_CONF_T_H
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/arena-t.h"
+#include "core/common-t.h"
+#include "core/module-t.h"
+
+#ifndef PT_MODULES_MAX
+#define PT_MODULES_MAX 32
+#endif
+
+/* An address with its printable form. */
+struct pt_addr {
+    struct sockaddr_storage sa;
+    socklen_t len;
+    char name[64]; /* "127.0.0.1:8080", "[::1]:8080" */
+};
+
+/* A CIDR block for trusted_proxies. */
+struct pt_cidr {
+    int family;
+    uint8_t addr[16];
+    unsigned prefix;
+};
+
+/* HTTP settings inherited main -> server -> location. PT_UNSET until merged. */
+struct pt_http_conf {
+    pt_msec client_header_timeout;
+    pt_msec client_body_timeout;
+    pt_msec keepalive_timeout;
+    pt_msec send_timeout;
+    int64_t keepalive_requests;
+    int64_t client_max_body_size; /* 0 = unlimited */
+    int64_t client_max_header_size;
+    int64_t client_max_uri_size;
+    int64_t client_max_headers;
+    int x_forwarded;
+    int forwarded;
+    int via;
+    struct pt_cidr *trusted; /* NULL and n_trusted == PT_UNSET when not set */
+    int n_trusted;
+};
+
+struct pt_upstream;
+
+/* A backend server of an upstream. `_active` is the one mutable field: in-flight requests over
+ * all workers, for max_conns (atomic, relaxed). */
+struct pt_server {
+    struct pt_upstream *upstream;
+    unsigned index; /* position in upstream->servers */
+    struct pt_addr addr;
+    unsigned weight;
+    unsigned max_conns; /* 0 = unlimited */
+    unsigned backup : 1;
+    unsigned down : 1;
+    atomic_uint _active;
+};
+
+enum pt_backend_proto {
+    PT_PROTO_HTTP1 = 0,
+};
+
+/* An upstream block. */
+struct pt_upstream {
+    const char *name;
+    unsigned index;
+    struct pt_server **servers;
+    unsigned n_servers;
+    const struct pt_module *lb; /* PT_MODULE_LB */
+    int64_t keepalive;          /* idle connections kept per worker per server */
+    pt_msec keepalive_timeout;
+    int64_t keepalive_requests;
+    pt_msec connect_timeout;
+    pt_msec read_timeout;
+    pt_msec send_timeout;
+    enum pt_backend_proto protocol;
+    void *mod[PT_MODULES_MAX];
+    const char *file;
+    int line, col;
+};
+
+/* A location block: a path match and the handler that answers it. */
+struct pt_location {
+    const char *path;
+    size_t path_len;
+    unsigned exact : 1;
+    struct pt_http_conf http;
+    const struct pt_handler_ops *handler;
+    const void *handler_conf;
+    /* proxy_pass target, resolved after parsing */
+    const char *upstream_name;
+    struct pt_upstream *upstream;
+    int pass_line, pass_col;
+    void *mod[PT_MODULES_MAX];
+};
+
+struct pt_listen;
+
+/* A server block (virtual host). */
+struct pt_vhost {
+    unsigned index;
+    const char **names; /* exact names and "*.suffix" wildcards, lower case */
+    unsigned n_names;
+    struct pt_http_conf http;
+    struct pt_location **locs;
+    unsigned n_locs;
+    void *mod[PT_MODULES_MAX];
+    const char *file;
+    int line, col;
+    unsigned n_listen;
+};
+
+/* A listening address and the virtual hosts on it. Listening sockets are runtime state and live
+ * in struct pt_runtime, keyed by the index here. */
+struct pt_listen {
+    unsigned index;
+    struct pt_addr addr;
+    struct pt_vhost **vhosts;
+    unsigned n_vhosts;
+    struct pt_vhost *default_vhost;
+    unsigned default_explicit : 1;
+};
+
+/* The snapshot. */
+struct pt_conf {
+    atomic_int _refs;
+    struct pt_arena arena;
+    const char *path;
+    unsigned workers;
+    const char *error_log;
+    int error_log_level;
+    pt_msec shutdown_timeout;
+    struct pt_http_conf http;
+    struct pt_upstream **upstreams;
+    unsigned n_upstreams;
+    struct pt_vhost **vhosts;
+    unsigned n_vhosts;
+    struct pt_listen **listens;
+    unsigned n_listens;
+    void *mod[PT_MODULES_MAX];
+};
+
+/* Parser state handed to directive setters. */
+struct pt_conf_ctx {
+    struct pt_conf *conf;
+    struct pt_upstream *up;
+    struct pt_vhost *vh;
+    struct pt_location *loc;
+    unsigned level; /* enum pt_ctx of the block being parsed */
+    const char *file;
+    struct pt_conf_parser *p;
+    unsigned nargs;     /* arguments after the directive name */
+    char **args;        /* args[0] is the name */
+    int *lines, *cols;  /* position of each arg */
+    const struct pt_module *module; /* module owning the directive being set, or NULL */
+};
+
+#endif

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/* Configuration loading: tokenizer, parser driven by directive tables (core + modules),
+ * validation, and the snapshot's lifetime. */
+#ifndef PT_CONF_H
+#define PT_CONF_H
+
+#include <stdio.h>
+
+#include "core/conf-t.h"
+
+/* Loads and validates a file. Every error is printed to errout (when not NULL) as
+ * "file:line:col: message"; err receives the first. Returns a snapshot with one reference,
+ * or NULL. Main thread. */
+struct pt_conf *pt_conf_load(const char *path, FILE *errout, struct pt_err *err);
+/* Same, from a string (unit tests); `name` stands for the file name in messages. */
+struct pt_conf *pt_conf_load_string(const char *name, const char *text, FILE *errout,
+                                    struct pt_err *err);
+void pt_conf_ref(struct pt_conf *c);
+/* Drops a reference; the last one releases module resources and the arena. Any thread. */
+void pt_conf_unref(struct pt_conf *c);
+
+/* For directive setters: report an error at argument i (0 = the directive name). Returns PT_ERR. */
+int pt_conf_error(struct pt_conf_ctx *cx, unsigned i, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Parses the body of a block just opened; the setter has already switched cx to the new level. */
+int pt_conf_parse_block(struct pt_conf_ctx *cx);
+/* The module's conf slot array of the current level. */
+void **pt_conf_mod_slots(struct pt_conf_ctx *cx);
+
+/* Generic setters; `offset` is relative to the directive's base, `arg` as noted. */
+pt_directive_set_cb pt_set_flag;  /* on|off into int */
+pt_directive_set_cb pt_set_msec;  /* time into pt_msec */
+pt_directive_set_cb pt_set_size;  /* size into int64_t */
+pt_directive_set_cb pt_set_count; /* integer into int64_t; arg: const int64_t *max or NULL */
+
+/* Resolves "host:port", "[v6]:port" or (listen only) "port" / "*:port". */
+int pt_addr_parse(const char *s, int listen, struct pt_addr *out, struct pt_err *err);
+/* Formats a sockaddr as "ip:port" / "[ip]:port". */
+void pt_addr_format(const struct sockaddr *sa, char *buf, size_t len);
+/* Returns 1 when the address is inside one of the blocks. */
+int pt_cidr_match(const struct pt_cidr *c, int n, const struct sockaddr *sa);
+int pt_cidr_parse(const char *s, struct pt_cidr *out);
+
+#endif

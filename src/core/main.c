@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/* portico entry point: command line, configuration, workers, and the main loop that owns
+ * signals. */
+#include <ev.h>
+#include <getopt.h>
+#include <llhttp.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "core/common.h"
+#include "core/conf.h"
+#include "core/log.h"
+#include "core/module.h"
+#include "core/worker.h"
+
+#ifndef PT_DEFAULT_CONF
+#define PT_DEFAULT_CONF "/etc/portico/portico.conf"
+#endif
+
+static struct pt_runtime runtime;
+static int stopping;
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: portico [-c FILE] [-t] [-v]\n"
+               "  -c FILE  configuration file (default " PT_DEFAULT_CONF ")\n"
+               "  -t       check the configuration and exit\n"
+               "  -v       print versions of portico and its libraries\n");
+}
+
+static void
+versions(void)
+{
+    printf("portico %s\n", PACKAGE_VERSION);
+    printf("libev %d.%d\n", ev_version_major(), ev_version_minor());
+    printf("nghttp2 %s\n", nghttp2_version(0)->version_str);
+    printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
+    printf("llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
+    printf("modules:");
+    for (unsigned i = 0; pt_modules[i] != NULL; i++)
+        printf(" %s", pt_modules[i]->name);
+    printf("\n");
+}
+
+static void
+on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    if (stopping)
+        return;
+    stopping = 1;
+    pt_log(PT_LOG_NOTICE, "%s: stopping gracefully (shutdown_timeout %lldms)",
+           strsignal(w->signum), (long long)runtime.conf->shutdown_timeout);
+    pt_runtime_stop(&runtime);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+on_reopen_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct pt_err err;
+
+    if (pt_log_reopen(&err) != PT_OK)
+        pt_log(PT_LOG_ERROR, "%s", err.msg);
+    for (unsigned i = 0; pt_modules[i] != NULL; i++)
+        if (pt_modules[i]->reopen != NULL)
+            pt_modules[i]->reopen(runtime.conf);
+    pt_log(PT_LOG_NOTICE, "log files reopened");
+}
+
+static void
+on_hup_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    pt_log(PT_LOG_WARN, "SIGHUP: configuration reload is not supported yet; ignoring");
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *path = PT_DEFAULT_CONF;
+    int test = 0, opt;
+    struct pt_err err = {{0}};
+    struct pt_conf *conf;
+    struct ev_loop *loop;
+    ev_signal sig_term, sig_int, sig_usr1, sig_hup;
+
+    while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            test = 1;
+            break;
+        case 'v':
+            if (pt_modules_init() != PT_OK)
+                return 1;
+            versions();
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (pt_modules_init() != PT_OK)
+        return 1;
+    conf = pt_conf_load(path, stderr, &err);
+    if (conf == NULL) {
+        if (test)
+            fprintf(stderr, "portico: configuration file %s test failed\n", path);
+        return 1;
+    }
+    if (test) {
+        printf("portico: configuration file %s test is successful\n", path);
+        pt_conf_unref(conf);
+        return 0;
+    }
+    if (pt_log_open(conf->error_log, (enum pt_log_level)conf->error_log_level, &err) != PT_OK) {
+        fprintf(stderr, "portico: %s\n", err.msg);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (pt_runtime_listen(&runtime, conf, &err) != PT_OK) {
+        pt_log(PT_LOG_EMERG, "%s", err.msg);
+        return 1;
+    }
+    loop = ev_default_loop(EVFLAG_AUTO);
+    ev_signal_init(&sig_term, on_stop_signal, SIGTERM);
+    ev_signal_init(&sig_int, on_stop_signal, SIGINT);
+    ev_signal_init(&sig_usr1, on_reopen_signal, SIGUSR1);
+    ev_signal_init(&sig_hup, on_hup_signal, SIGHUP);
+    ev_signal_start(loop, &sig_term);
+    ev_signal_start(loop, &sig_int);
+    ev_signal_start(loop, &sig_usr1);
+    ev_signal_start(loop, &sig_hup);
+    if (pt_runtime_start(&runtime, &err) != PT_OK) {
+        pt_log(PT_LOG_EMERG, "%s", err.msg);
+        return 1;
+    }
+    for (unsigned i = 0; i < conf->n_listens; i++)
+        pt_log(PT_LOG_NOTICE, "listening on %s", conf->listens[i]->addr.name);
+    pt_log(PT_LOG_NOTICE, "portico %s started with %u worker(s), config %s", PACKAGE_VERSION,
+           runtime.n_workers, path);
+    ev_run(loop, 0);
+    pt_runtime_join(&runtime);
+    pt_log(PT_LOG_NOTICE, "stopped");
+    return 0;
+}

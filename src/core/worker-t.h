@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/* Worker threads: one libev loop each, their own listeners, connections, pools and LB state. */
+#ifndef PT_WORKER_T_H
+#define PT_WORKER_T_H
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "core/buf-t.h"
+#include "core/common-t.h"
+#include "core/conf-t.h"
+
+struct pt_worker;
+struct pt_runtime;
+
+/* Something freed after the current callbacks have run (no free inside one's own callback). */
+struct pt_reapable {
+    struct pt_list link;
+    void (*free)(struct pt_reapable *r);
+};
+
+/* Per worker, per upstream server: the idle pool and counters. Owner: worker. */
+struct pt_wserver {
+    struct pt_server *srv;
+    struct pt_list idle; /* struct pt_bconn, most recently used first */
+    unsigned n_idle;
+    unsigned n_active;
+    uint64_t requests;
+    uint64_t failures;
+};
+
+/* Per worker, per upstream: balancer state and servers. Owner: worker. */
+struct pt_wupstream {
+    struct pt_upstream *up;
+    struct pt_wserver *servers; /* n = up->n_servers */
+    void *lb_state;             /* owned by the lb module (group_init / group_fini) */
+};
+
+enum pt_worker_msg {
+    PT_MSG_STOP = 1u << 0,
+};
+
+/* A worker. Owner: the runtime (main thread creates and joins it). Fields below `_mu` are only
+ * touched by the worker thread itself, except `_msgs`, which is guarded by `_mu`. */
+struct pt_worker {
+    unsigned id;
+    char name[16]; /* "w0" */
+    struct pt_runtime *rt;
+    struct pt_conf *conf;
+    pthread_t thread;
+    struct ev_loop *loop;
+    ev_async wake;
+    pthread_mutex_t _mu;
+    unsigned _msgs; /* enum pt_worker_msg bits, guarded by _mu */
+
+    ev_check reaper;
+    struct pt_list reap_q; /* struct pt_reapable */
+    ev_timer drain_timer;
+    unsigned draining : 1;
+
+    struct pt_chunk_pool chunks;
+    ev_io *accept_w; /* one per conf->listens[i] */
+    int *listen_fd;
+    struct pt_list conns; /* client connections */
+    unsigned n_conns;
+    struct pt_wupstream *ups; /* one per conf->upstreams[i] */
+    void *mod[PT_MODULES_MAX];
+    uint64_t next_id;
+
+    /* counters, summed across workers when read */
+    uint64_t n_accepted;
+    uint64_t n_requests;
+};
+
+/* The process: snapshot, workers and listening sockets. Owner: main. */
+struct pt_runtime {
+    struct pt_conf *conf;
+    struct pt_worker *workers;
+    unsigned n_workers;
+    int *listen_fds; /* [listen index * n_workers + worker id] */
+};
+
+#endif

@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: MIT */
+/* Worker threads: each runs its own ev_loop with its own SO_REUSEPORT listeners, so the kernel
+ * spreads accepts and the hot path takes no lock. The main thread talks to workers only through
+ * a flag word under a mutex plus ev_async. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/common.h"
+#include "core/conf.h"
+#include "core/log.h"
+#include "core/module.h"
+#include "core/worker.h"
+#include "http/h1_server.h"
+#include "upstream/upstream.h"
+
+static __thread struct pt_worker *self_worker;
+
+struct pt_worker *
+pt_worker_self(void)
+{
+    return self_worker;
+}
+
+int
+pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *err)
+{
+    unsigned nw = conf->workers;
+
+    rt->conf = conf;
+    rt->n_workers = nw;
+    rt->listen_fds = calloc((size_t)conf->n_listens * nw + 1, sizeof(int));
+    if (rt->listen_fds == NULL)
+        return pt_err_set(err, "out of memory");
+    for (unsigned i = 0; i < conf->n_listens * nw; i++)
+        rt->listen_fds[i] = -1;
+    for (unsigned i = 0; i < conf->n_listens; i++) {
+        struct pt_listen *l = conf->listens[i];
+        int family = l->addr.sa.ss_family;
+
+        for (unsigned j = 0; j < nw; j++) {
+            int one = 1;
+            int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+            if (fd == -1)
+                return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
+            rt->listen_fds[i * nw + j] = fd;
+            if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+                setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
+                return pt_err_errno(err, errno, "setsockopt() for listen %s", l->addr.name);
+            if (family == AF_INET6 &&
+                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1)
+                return pt_err_errno(err, errno, "IPV6_V6ONLY for listen %s", l->addr.name);
+            if (bind(fd, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1)
+                return pt_err_errno(err, errno, "bind() to %s", l->addr.name);
+            if (listen(fd, 4096) == -1)
+                return pt_err_errno(err, errno, "listen() on %s", l->addr.name);
+        }
+    }
+    return PT_OK;
+}
+
+static void
+on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct pt_worker *w = ev_userdata(loop);
+    unsigned li = (unsigned)(io - w->accept_w);
+    struct pt_listen *l = w->conf->listens[li];
+
+    /* bounded batch per event so one busy listener cannot starve the loop */
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t slen = sizeof(ss);
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &slen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (fd == -1) {
+            int e = errno;
+
+            if (e == EAGAIN || e == EINTR || e == ECONNABORTED)
+                return;
+            pt_log(PT_LOG_ERROR, "accept() on %s failed: %s", l->addr.name, strerror(e));
+            return;
+        }
+        int one = 1;
+
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        w->n_accepted++;
+        if (pt_h1_conn_accept(w, fd, (struct sockaddr *)&ss, slen, l) != PT_OK)
+            close(fd);
+    }
+}
+
+static void
+on_reap(struct ev_loop *loop, ev_check *c, int revents)
+{
+    struct pt_worker *w = ev_userdata(loop);
+
+    while (!pt_list_empty(&w->reap_q)) {
+        struct pt_reapable *r = pt_container_of(w->reap_q.next, struct pt_reapable, link);
+
+        pt_list_remove(&r->link);
+        r->free(r);
+    }
+    if (w->draining && w->n_conns == 0)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+void
+pt_worker_reap(struct pt_worker *w, struct pt_reapable *r)
+{
+    pt_list_insert_tail(&w->reap_q, &r->link);
+}
+
+void
+pt_worker_conn_closed(struct pt_worker *w)
+{
+    w->n_conns--;
+}
+
+static void
+on_drain_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pt_worker *w = ev_userdata(loop);
+
+    pt_log(PT_LOG_WARN, "shutdown_timeout reached with %u connection(s) open; closing them",
+           w->n_conns);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+worker_drain(struct pt_worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = 1;
+    for (unsigned i = 0; i < w->conf->n_listens; i++) {
+        ev_io_stop(w->loop, &w->accept_w[i]);
+        close(w->accept_w[i].fd);
+        w->rt->listen_fds[i * w->rt->n_workers + w->id] = -1;
+    }
+    pt_h1_server_drain(w);
+    pt_upstream_worker_drain(w);
+    ev_timer_init(&w->drain_timer, on_drain_deadline, (double)w->conf->shutdown_timeout / 1000.0,
+                  0.);
+    ev_timer_start(w->loop, &w->drain_timer);
+    ev_unref(w->loop); /* the deadline alone must not keep the loop alive */
+}
+
+static void
+on_wake(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct pt_worker *w = ev_userdata(loop);
+    unsigned msgs;
+
+    pthread_mutex_lock(&w->_mu);
+    msgs = w->_msgs;
+    w->_msgs = 0;
+    pthread_mutex_unlock(&w->_mu);
+    if (msgs & PT_MSG_STOP)
+        worker_drain(w);
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct pt_worker *w = arg;
+    sigset_t all;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the main thread's */
+    self_worker = w;
+    pt_log_set_thread_tag(w->name);
+    ev_run(w->loop, 0);
+    pt_h1_server_close_all(w);
+    pt_upstream_worker_fini(w);
+    for (unsigned i = 0; pt_modules[i] != NULL; i++)
+        if (pt_modules[i]->worker_fini != NULL)
+            pt_modules[i]->worker_fini(w);
+    on_reap(w->loop, &w->reaper, 0);
+    pt_log_debug("worker stopped");
+    return NULL;
+}
+
+static int
+worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_err *err)
+{
+    struct pt_conf *c = rt->conf;
+
+    w->id = id;
+    snprintf(w->name, sizeof(w->name), "w%u", id);
+    w->rt = rt;
+    w->conf = c;
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (w->loop == NULL)
+        return pt_err_set(err, "cannot create event loop for worker %u", id);
+    ev_set_userdata(w->loop, w);
+    pthread_mutex_init(&w->_mu, NULL);
+    ev_async_init(&w->wake, on_wake);
+    ev_async_start(w->loop, &w->wake);
+    ev_unref(w->loop); /* the wake-up watcher must not keep a draining loop alive */
+    ev_check_init(&w->reaper, on_reap);
+    ev_check_start(w->loop, &w->reaper);
+    ev_unref(w->loop);
+    pt_list_init(&w->reap_q);
+    pt_list_init(&w->conns);
+    pt_chunk_pool_init(&w->chunks, 256);
+    w->accept_w = calloc(c->n_listens + 1, sizeof(ev_io));
+    if (w->accept_w == NULL)
+        return pt_err_set(err, "out of memory");
+    for (unsigned i = 0; i < c->n_listens; i++) {
+        ev_io_init(&w->accept_w[i], on_accept, rt->listen_fds[i * rt->n_workers + id], EV_READ);
+        ev_io_start(w->loop, &w->accept_w[i]);
+    }
+    if (pt_upstream_worker_init(w, err) != PT_OK)
+        return PT_ERR;
+    for (unsigned i = 0; pt_modules[i] != NULL; i++)
+        if (pt_modules[i]->worker_init != NULL && pt_modules[i]->worker_init(w) != PT_OK)
+            return pt_err_set(err, "module %s failed to start in worker %u", pt_modules[i]->name,
+                              id);
+    return PT_OK;
+}
+
+int
+pt_runtime_start(struct pt_runtime *rt, struct pt_err *err)
+{
+    rt->workers = calloc(rt->n_workers, sizeof(struct pt_worker));
+    if (rt->workers == NULL)
+        return pt_err_set(err, "out of memory");
+    for (unsigned i = 0; i < rt->n_workers; i++)
+        if (worker_init(rt, &rt->workers[i], i, err) != PT_OK)
+            return PT_ERR;
+    for (unsigned i = 0; i < rt->n_workers; i++) {
+        int rc = pthread_create(&rt->workers[i].thread, NULL, worker_main, &rt->workers[i]);
+
+        if (rc != 0)
+            return pt_err_errno(err, rc, "cannot start worker thread %u", i);
+    }
+    return PT_OK;
+}
+
+void
+pt_runtime_stop(struct pt_runtime *rt)
+{
+    for (unsigned i = 0; i < rt->n_workers; i++) {
+        struct pt_worker *w = &rt->workers[i];
+
+        pthread_mutex_lock(&w->_mu);
+        w->_msgs |= PT_MSG_STOP;
+        pthread_mutex_unlock(&w->_mu);
+        ev_async_send(w->loop, &w->wake);
+    }
+}
+
+void
+pt_runtime_join(struct pt_runtime *rt)
+{
+    for (unsigned i = 0; i < rt->n_workers; i++) {
+        struct pt_worker *w = &rt->workers[i];
+
+        pthread_join(w->thread, NULL);
+        pt_chunk_pool_fini(&w->chunks);
+        ev_loop_destroy(w->loop);
+        free(w->accept_w);
+        pthread_mutex_destroy(&w->_mu);
+    }
+    for (unsigned i = 0; i < rt->conf->n_listens * rt->n_workers; i++)
+        if (rt->listen_fds[i] != -1)
+            close(rt->listen_fds[i]);
+    free(rt->listen_fds);
+    free(rt->workers);
+    pt_conf_unref(rt->conf);
+    rt->conf = NULL;
+}

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+/* Worker threads and the runtime that owns them. */
+#ifndef PT_WORKER_H
+#define PT_WORKER_H
+
+#include "core/worker-t.h"
+
+/* Opens every listening socket, one per worker per address (SO_REUSEPORT). Main thread. */
+int pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *err);
+/* Starts the worker threads. Main thread. */
+int pt_runtime_start(struct pt_runtime *rt, struct pt_err *err);
+/* Asks every worker to drain and stop. Main thread (signal watcher). */
+void pt_runtime_stop(struct pt_runtime *rt);
+/* Waits for the workers, closes sockets, drops the snapshot. Main thread. */
+void pt_runtime_join(struct pt_runtime *rt);
+
+/* Queues r to be freed after the current loop iteration's callbacks. Worker thread. */
+void pt_worker_reap(struct pt_worker *w, struct pt_reapable *r);
+/* Called when a connection closes, so a draining worker can finish. Worker thread. */
+void pt_worker_conn_closed(struct pt_worker *w);
+/* The current thread's worker (NULL on the main thread). */
+struct pt_worker *pt_worker_self(void);
+
+#endif

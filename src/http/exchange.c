@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: MIT */
+/* Exchange lifetime, local responses and status texts. */
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/buf.h"
+#include "core/common.h"
+#include "core/conf.h"
+#include "core/module.h"
+#include "core/worker.h"
+#include "http/exchange.h"
+#include "http/headers.h"
+
+struct exchange_box {
+    struct pt_reapable reap;
+    struct pt_exchange x;
+};
+
+struct pt_exchange *
+pt_exchange_new(struct pt_worker *w, struct pt_conf *conf)
+{
+    struct exchange_box *b = calloc(1, sizeof(*b));
+
+    if (b == NULL)
+        return NULL;
+    struct pt_exchange *x = &b->x;
+
+    pt_arena_init(&x->arena, 2048);
+    x->w = w;
+    x->conf = conf;
+    pt_conf_ref(conf);
+    x->id = ++w->next_id;
+    x->req_cl = -1;
+    x->resp_cl = -1;
+    x->t_start = ev_now(w->loop);
+    pt_chain_init(&x->req_body);
+    return x;
+}
+
+static void
+exchange_free(struct pt_reapable *r)
+{
+    struct exchange_box *b = pt_container_of(r, struct exchange_box, reap);
+    struct pt_exchange *x = &b->x;
+
+    pt_chain_free(&x->w->chunks, &x->req_body);
+    pt_arena_free(&x->arena);
+    pt_conf_unref(x->conf);
+    free(b);
+}
+
+void
+pt_exchange_finish(struct pt_exchange *x)
+{
+    struct exchange_box *b = pt_container_of(x, struct exchange_box, x);
+
+    b->reap.free = exchange_free;
+    if (x->be != NULL)
+        x->be->detach(x);
+    x->t_end = ev_now(x->w->loop);
+    x->w->n_requests++;
+    if (x->method_name != NULL) {
+        for (unsigned i = 0; pt_modules[i] != NULL; i++)
+            if (pt_modules[i]->kind == PT_MODULE_LOGGER)
+                ((const struct pt_logger_ops *)pt_modules[i]->ops)->log(x);
+    }
+    pt_worker_reap(x->w, &b->reap);
+}
+
+int
+pt_exchange_respond(struct pt_exchange *x, unsigned status, const char *body)
+{
+    return pt_exchange_respond_with(x, status, body, NULL, NULL);
+}
+
+int
+pt_exchange_respond_with(struct pt_exchange *x, unsigned status, const char *body,
+                         const char *hname, const char *hvalue)
+{
+    char len[24];
+    size_t n = body != NULL ? strlen(body) : 0;
+
+    if (x->resp_head_sent) {
+        x->fe->abort(x);
+        return PT_OK;
+    }
+    x->status = status;
+    x->resp.n = 0;
+    x->resp_local = 1;
+    x->resp_cl = (int64_t)n;
+    snprintf(len, sizeof(len), "%zu", n);
+    pt_hdrs_add(&x->arena, &x->resp, "Server", 6, "portico", 7);
+    if (n > 0)
+        pt_hdrs_add(&x->arena, &x->resp, "Content-Type", 12, "text/plain", 10);
+    if (hname != NULL)
+        pt_hdrs_add(&x->arena, &x->resp, hname, strlen(hname), hvalue, strlen(hvalue));
+    x->resp_no_body = status == 204 || status == 304 || x->method == HTTP_HEAD;
+    if (x->fe->send_head(x) == PT_ERR)
+        return PT_OK;
+    if (n > 0 && !x->resp_no_body && x->fe->send_body(x, body, n) == PT_ERR)
+        return PT_OK;
+    x->fe->send_end(x);
+    return PT_OK;
+}
+
+int
+pt_exchange_idempotent(const struct pt_exchange *x)
+{
+    switch (x->method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+const char *
+pt_status_reason(unsigned status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 102: return "Processing";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 205: return "Reset Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 421: return "Misdirected Request";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: break;
+    }
+    if (status < 200)
+        return "Informational";
+    if (status < 300)
+        return "Success";
+    if (status < 400)
+        return "Redirection";
+    if (status < 500)
+        return "Client Error";
+    return "Server Error";
+}

@@ -1,0 +1,727 @@
+/* SPDX-License-Identifier: MIT */
+/* HTTP/1.1 backend client. Requests are re-serialised from the exchange (never raw bytes);
+ * responses are parsed with llhttp and handed to the frontend through the exchange. Idle
+ * connections sit in a per-worker LIFO pool with their read watcher armed: a read event while
+ * idle means EOF or stray bytes, so the connection is evicted at once and reuse needs no probe
+ * syscall. */
+#include <errno.h>
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "core/arena.h"
+#include "core/buf.h"
+#include "core/common.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "http/exchange.h"
+#include "http/h1_client.h"
+#include "http/headers.h"
+#include "http/proxy.h"
+#include "upstream/upstream.h"
+
+enum bconn_state {
+    B_CONNECTING = 0,
+    B_ACTIVE,
+    B_IDLE,
+};
+
+/* A backend connection. Owner: its worker; while idle the pool (ws->idle) holds it, while
+ * active its exchange points at it. Freed through the reaper. */
+struct pt_bconn {
+    struct pt_reapable reap;
+    struct pt_list pool_link;
+    struct pt_worker *w;
+    struct pt_wserver *ws;
+    struct pt_server *srv;
+    int fd;
+    ev_io rio;
+    ev_io wio;
+    ev_timer timer;
+    enum bconn_state state;
+    unsigned closing : 1;
+    unsigned reused : 1;
+    unsigned resp_started : 1;
+    unsigned resp_done : 1;
+    unsigned req_end_queued : 1; /* the end of the request is in `out` */
+    unsigned paused : 1;         /* frontend output full */
+    unsigned reading : 1;
+    unsigned interim : 1;
+    unsigned in_trailers : 1;
+    unsigned requests;
+    struct pt_chunk *in;
+    struct pt_chain out;
+    llhttp_t parser;
+    struct pt_exchange *x;
+    char *hname, *hval;
+    size_t hname_len, hval_len;
+};
+
+static llhttp_settings_t settings;
+static const struct pt_be_ops h1_be_ops;
+
+static void bconn_close(struct pt_bconn *b);
+static void bconn_write(struct pt_bconn *b);
+static void bconn_parse(struct pt_bconn *b);
+
+static void
+bconn_free(struct pt_reapable *r)
+{
+    free(pt_container_of(r, struct pt_bconn, reap));
+}
+
+static void
+bconn_close(struct pt_bconn *b)
+{
+    struct pt_worker *w = b->w;
+
+    if (b->closing)
+        return;
+    b->closing = 1;
+    if (b->state == B_IDLE)
+        pt_pool_remove(b->ws, &b->pool_link);
+    ev_io_stop(w->loop, &b->rio);
+    ev_io_stop(w->loop, &b->wio);
+    ev_timer_stop(w->loop, &b->timer);
+    close(b->fd);
+    if (b->in != NULL)
+        pt_chunk_put(&w->chunks, b->in);
+    b->in = NULL;
+    pt_chain_free(&w->chunks, &b->out);
+    pt_worker_reap(w, &b->reap);
+}
+
+static void
+set_reading(struct pt_bconn *b, int on)
+{
+    if (on && !b->reading)
+        ev_io_start(b->w->loop, &b->rio);
+    else if (!on && b->reading)
+        ev_io_stop(b->w->loop, &b->rio);
+    b->reading = on ? 1 : 0;
+}
+
+static void
+arm_timer(struct pt_bconn *b, pt_msec ms)
+{
+    ev_timer_stop(b->w->loop, &b->timer);
+    if (ms > 0) {
+        ev_timer_set(&b->timer, (double)ms / 1000.0, 0.);
+        ev_timer_start(b->w->loop, &b->timer);
+    }
+}
+
+/* Applies the timeout of what the connection is waiting for. */
+static void
+update_timer(struct pt_bconn *b)
+{
+    const struct pt_upstream *up = b->srv->upstream;
+
+    if (b->state == B_IDLE)
+        arm_timer(b, up->keepalive_timeout);
+    else if (b->state == B_CONNECTING)
+        arm_timer(b, up->connect_timeout);
+    else if (ev_is_active(&b->wio))
+        arm_timer(b, up->send_timeout);
+    else if (b->paused)
+        arm_timer(b, 0); /* the client is slow, not the backend */
+    else
+        arm_timer(b, up->read_timeout);
+}
+
+/* Detaches the exchange and reports the failure; the connection is closed. */
+static void
+bconn_fail(struct pt_bconn *b, enum pt_backend_failure kind, const char *what, int err)
+{
+    struct pt_exchange *x = b->x;
+    bool reused = b->reused, started = b->resp_started;
+
+    if (x != NULL && !(reused && !started && (kind == PT_BF_RESET)))
+        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: %s%s%s (%s %.*s)",
+               b->srv->upstream->name, b->srv->addr.name, what, err ? ": " : "",
+               err ? strerror(err) : "", x->method_name, (int)PT_MIN(x->target_len, 200),
+               x->target);
+    b->x = NULL;
+    bconn_close(b);
+    if (x == NULL)
+        return;
+    x->be = NULL;
+    x->be_ctx = NULL;
+    b->ws->failures++;
+    pt_proxy_backend_failed(x, kind, reused, started);
+}
+
+/* ---- request serialisation ------------------------------------------------------------ */
+
+static void
+put_hdr(struct pt_chunk_pool *p, struct pt_chain *o, const struct pt_hdr *h)
+{
+    pt_chain_append(p, o, h->name, h->nlen);
+    pt_chain_append(p, o, ": ", 2);
+    pt_chain_append(p, o, h->value, h->vlen);
+    pt_chain_append(p, o, "\r\n", 2);
+}
+
+static void
+write_head(struct pt_bconn *b)
+{
+    struct pt_exchange *x = b->x;
+    struct pt_chunk_pool *p = &b->w->chunks;
+    struct pt_chain *o = &b->out;
+
+    pt_chain_append(p, o, x->method_name, strlen(x->method_name));
+    pt_chain_append(p, o, " ", 1);
+    pt_chain_append(p, o, x->target, x->target_len);
+    pt_chain_append(p, o, " HTTP/1.1\r\n", 11);
+    if (pt_hdrs_find(&x->req, PT_H_HOST) < 0) {
+        /* HTTP/1.0 clients may omit Host; HTTP/1.1 requires one (RFC 9112 section 3.2) */
+        pt_chain_append(p, o, "Host: ", 6);
+        pt_chain_append(p, o, b->srv->addr.name, strlen(b->srv->addr.name));
+        pt_chain_append(p, o, "\r\n", 2);
+    }
+    for (unsigned i = 0; i < x->req.n; i++) {
+        const struct pt_hdr *h = &x->req.v[i];
+
+        if (!h->skip && h->tok != PT_H_CONTENT_LENGTH)
+            put_hdr(p, o, h);
+    }
+    for (unsigned i = 0; i < x->fwd.n; i++)
+        put_hdr(p, o, &x->fwd.v[i]);
+    if (x->req_chunked)
+        pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
+    else if (x->req_cl >= 0)
+        pt_chain_printf(p, o, "Content-Length: %lld\r\n", (long long)x->req_cl);
+    if (b->srv->upstream->keepalive == 0)
+        pt_chain_append(p, o, "Connection: close\r\n", 19);
+    pt_chain_append(p, o, "\r\n", 2);
+    b->req_end_queued = 0;
+}
+
+/* Moves request body from the exchange into the connection's output, framing it. */
+static void
+take_body(struct pt_bconn *b)
+{
+    struct pt_exchange *x = b->x;
+    struct pt_chunk_pool *p = &b->w->chunks;
+    size_t n = x->req_body.bytes;
+    int took = 0;
+
+    if (b->req_end_queued || b->out.bytes >= PT_BODY_CAP)
+        return;
+    if (n > 0) {
+        if (x->req_chunked)
+            pt_chain_printf(p, &b->out, "%zx\r\n", n);
+        pt_chain_move(&b->out, &x->req_body);
+        if (x->req_chunked)
+            pt_chain_append(p, &b->out, "\r\n", 2);
+        x->req_body_sent += n;
+        took = 1;
+    }
+    if (x->req_complete) {
+        if (x->req_chunked) {
+            pt_chain_append(p, &b->out, "0\r\n", 3);
+            for (unsigned i = 0; i < x->req_trailers.n; i++)
+                if (!x->req_trailers.v[i].skip)
+                    put_hdr(p, &b->out, &x->req_trailers.v[i]);
+            pt_chain_append(p, &b->out, "\r\n", 2);
+        }
+        b->req_end_queued = 1;
+    }
+    if (took)
+        x->fe->resume_body(x);
+}
+
+static void
+bconn_write(struct pt_bconn *b)
+{
+    struct iovec iov[64];
+
+    while (b->out.bytes > 0) {
+        int n = pt_chain_iov(&b->out, iov, 64);
+        ssize_t w = writev(b->fd, iov, n);
+
+        if (w == -1) {
+            int e = errno;
+
+            if (e == EINTR)
+                continue;
+            if (e == EAGAIN) {
+                if (!ev_is_active(&b->wio)) {
+                    ev_io_start(b->w->loop, &b->wio);
+                    update_timer(b);
+                }
+                return;
+            }
+            bconn_fail(b, PT_BF_RESET, "write failed", e);
+            return;
+        }
+        pt_chain_consume(&b->w->chunks, &b->out, (size_t)w);
+        if (b->out.bytes == 0 && b->x != NULL && !b->req_end_queued) {
+            take_body(b);
+            if (b->closing)
+                return;
+        }
+    }
+    if (ev_is_active(&b->wio)) {
+        ev_io_stop(b->w->loop, &b->wio);
+        update_timer(b);
+    }
+}
+
+static void
+on_writable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct pt_bconn *b = pt_container_of(io, struct pt_bconn, wio);
+
+    if (b->state == B_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+
+        if (getsockopt(b->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+            err = errno;
+        if (err != 0) {
+            bconn_fail(b, PT_BF_CONNECT, "connect() failed", err);
+            return;
+        }
+        b->state = B_ACTIVE;
+        ev_io_stop(loop, &b->wio);
+        set_reading(b, 1);
+        write_head(b);
+        take_body(b);
+        bconn_write(b);
+        if (!b->closing)
+            update_timer(b);
+        return;
+    }
+    size_t before = b->out.bytes;
+
+    bconn_write(b);
+    if (!b->closing && b->out.bytes < before)
+        update_timer(b);
+}
+
+/* ---- response parsing ----------------------------------------------------------------- */
+
+static int
+r_append(struct pt_exchange *x, char **buf, size_t *len, const char *at, size_t n)
+{
+    char *g = pt_arena_grow(&x->arena, *buf, *len, *len + n + 1);
+
+    if (g == NULL)
+        return -1;
+    memcpy(g + *len, at, n);
+    *len += n;
+    g[*len] = '\0';
+    *buf = g;
+    return 0;
+}
+
+static int
+r_message_begin(llhttp_t *p)
+{
+    struct pt_bconn *b = p->data;
+
+    b->x->resp.n = 0;
+    b->x->resp_trailers.n = 0;
+    b->in_trailers = 0;
+    b->hname = b->hval = NULL;
+    b->hname_len = b->hval_len = 0;
+    return 0;
+}
+
+static int
+r_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    struct pt_bconn *b = p->data;
+
+    return r_append(b->x, &b->hname, &b->hname_len, at, n);
+}
+
+static int
+r_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    struct pt_bconn *b = p->data;
+
+    return r_append(b->x, &b->hval, &b->hval_len, at, n);
+}
+
+static int
+r_header_value_complete(llhttp_t *p)
+{
+    struct pt_bconn *b = p->data;
+    struct pt_exchange *x = b->x;
+    struct pt_hdrs *h = b->in_trailers ? &x->resp_trailers : &x->resp;
+    const char *v = b->hval != NULL ? b->hval : "";
+    size_t vlen = b->hval_len;
+
+    if (x->resp.n + x->resp_trailers.n >= 1000)
+        return -1;
+    while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+        vlen--;
+    if (pt_hdrs_add(&x->arena, h, b->hname, b->hname_len, v, vlen) != PT_OK)
+        return -1;
+    b->hname = b->hval = NULL;
+    b->hname_len = b->hval_len = 0;
+    return 0;
+}
+
+static int
+r_headers_complete(llhttp_t *p)
+{
+    struct pt_bconn *b = p->data;
+    struct pt_exchange *x = b->x;
+    unsigned status = llhttp_get_status_code(p);
+
+    b->in_trailers = 1;
+    if (status < 200) {
+        b->interim = 1;
+        /* 100 was answered by portico itself; 101 needs a tunnel (not negotiated here) */
+        if (status == 101)
+            return -1;
+        if (status != 100) {
+            x->interim_status = status;
+            pt_hdrs_mark_hop_by_hop(&x->resp, false);
+            if (x->fe->send_interim(x) == PT_AGAIN)
+                b->paused = 1;
+        }
+        return 0;
+    }
+    b->interim = 0;
+    x->status = status;
+    x->resp_cl = (p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED)
+                     ? (int64_t)p->content_length
+                     : -1;
+    x->resp_no_body = x->method == HTTP_HEAD || status == 204 || status == 304;
+    pt_hdrs_mark_hop_by_hop(&x->resp, false);
+    if (x->fe->send_head(x) == PT_AGAIN)
+        b->paused = 1;
+    return x->method == HTTP_HEAD ? 1 : 0;
+}
+
+static int
+r_body(llhttp_t *p, const char *at, size_t n)
+{
+    struct pt_bconn *b = p->data;
+    int rc = b->x->fe->send_body(b->x, at, n);
+
+    if (rc == PT_AGAIN)
+        b->paused = 1;
+    return rc == PT_ERR ? -1 : 0;
+}
+
+static int
+r_message_complete(llhttp_t *p)
+{
+    struct pt_bconn *b = p->data;
+
+    if (b->interim) {
+        b->interim = 0;
+        b->x->resp.n = 0;
+        return 0;
+    }
+    b->resp_done = 1;
+    return HPE_PAUSED; /* anything after the response is stray: leave it unparsed */
+}
+
+/* The response is complete: hand the end to the frontend and pool or close the connection. */
+static void
+bconn_response_done(struct pt_bconn *b)
+{
+    struct pt_exchange *x = b->x;
+    const struct pt_upstream *up = b->srv->upstream;
+    bool reusable = llhttp_should_keep_alive(&b->parser) && b->req_end_queued &&
+                    b->out.bytes == 0 && (b->in == NULL || b->in->rpos == b->in->wpos) &&
+                    up->keepalive > 0 && b->requests < (unsigned)up->keepalive_requests &&
+                    !b->w->draining;
+
+    b->x = NULL;
+    x->be = NULL;
+    x->be_ctx = NULL;
+    pt_upstream_release(x);
+    if (!x->req_complete) {
+        /* the backend answered before the whole request arrived: the rest is dropped */
+        x->discard_body = 1;
+        pt_chain_free(&b->w->chunks, &x->req_body);
+    }
+    x->fe->send_end(x);
+    x->fe->flush(x);
+    if (!reusable || !pt_pool_put(b->ws, &b->pool_link)) {
+        bconn_close(b);
+        return;
+    }
+    b->state = B_IDLE;
+    b->paused = 0;
+    if (b->in != NULL) {
+        pt_chunk_put(&b->w->chunks, b->in);
+        b->in = NULL;
+    }
+    set_reading(b, 1);
+    update_timer(b);
+}
+
+static void
+bconn_parse(struct pt_bconn *b)
+{
+    while (b->in != NULL && b->in->rpos < b->in->wpos && !b->closing && !b->resp_done) {
+        const char *data = b->in->data + b->in->rpos;
+        size_t len = b->in->wpos - b->in->rpos;
+        llhttp_errno_t e = llhttp_execute(&b->parser, data, len);
+
+        if (e == HPE_OK) {
+            b->in->rpos = b->in->wpos;
+        } else if (e == HPE_PAUSED) {
+            b->in->rpos += (uint32_t)(llhttp_get_error_pos(&b->parser) - data);
+            llhttp_resume(&b->parser);
+        } else {
+            if (b->x != NULL)
+                pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: invalid response: %s (%s)",
+                       b->srv->upstream->name, b->srv->addr.name, llhttp_errno_name(e),
+                       llhttp_get_error_reason(&b->parser));
+            bconn_fail(b, PT_BF_PROTOCOL, "invalid response", 0);
+            return;
+        }
+    }
+    if (b->closing)
+        return;
+    if (b->resp_done) {
+        bconn_response_done(b);
+        return;
+    }
+    if (b->in != NULL && b->in->rpos == b->in->wpos) {
+        pt_chunk_put(&b->w->chunks, b->in);
+        b->in = NULL;
+    }
+    if (b->paused)
+        set_reading(b, 0);
+    update_timer(b);
+    if (b->x != NULL)
+        b->x->fe->flush(b->x);
+}
+
+static void
+on_readable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct pt_bconn *b = pt_container_of(io, struct pt_bconn, rio);
+    ssize_t n;
+
+    if (b->state == B_IDLE) {
+        /* EOF or stray bytes on an idle connection: it cannot be reused */
+        pt_log_debug("upstream \"%s\" server %s: idle connection closed by server",
+                     b->srv->upstream->name, b->srv->addr.name);
+        bconn_close(b);
+        return;
+    }
+    if (b->in == NULL) {
+        b->in = pt_chunk_get(&b->w->chunks);
+        if (b->in == NULL) {
+            bconn_fail(b, PT_BF_RESET, "out of memory", 0);
+            return;
+        }
+    }
+    n = read(b->fd, b->in->data + b->in->wpos, PT_CHUNK_SIZE - b->in->wpos);
+    if (n == -1) {
+        int e = errno;
+
+        if (e == EAGAIN || e == EINTR)
+            return;
+        bconn_fail(b, PT_BF_RESET, "read failed", e);
+        return;
+    }
+    if (n == 0) {
+        /* EOF ends a close-delimited body (RFC 9112 section 6.3 item 8); anything else is a
+         * truncated response */
+        if (b->resp_started && llhttp_finish(&b->parser) == HPE_OK && b->resp_done) {
+            bconn_response_done(b);
+            return;
+        }
+        if (b->resp_done)
+            return;
+        bconn_fail(b, PT_BF_RESET,
+                   b->resp_started ? "connection closed mid-response"
+                                   : "connection closed before the response",
+                   0);
+        return;
+    }
+    b->resp_started = 1;
+    b->in->wpos += (uint32_t)n;
+    bconn_parse(b);
+}
+
+static void
+on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pt_bconn *b = pt_container_of(t, struct pt_bconn, timer);
+
+    switch (b->state) {
+    case B_IDLE:
+        bconn_close(b);
+        return;
+    case B_CONNECTING:
+        bconn_fail(b, PT_BF_CONNECT_TIMEOUT, "connect() timed out", 0);
+        return;
+    case B_ACTIVE:
+        bconn_fail(b, PT_BF_TIMEOUT,
+                   ev_is_active(&b->wio) ? "send timed out" : "timed out reading the response",
+                   0);
+        return;
+    }
+}
+
+/* ---- backend ops called by the frontend ----------------------------------------------- */
+
+static void
+be_req_body(struct pt_exchange *x)
+{
+    struct pt_bconn *b = x->be_ctx;
+
+    if (b->state != B_ACTIVE || b->req_end_queued)
+        return;
+    take_body(b);
+    if (!b->closing)
+        bconn_write(b);
+}
+
+static void
+be_resume(struct pt_exchange *x)
+{
+    struct pt_bconn *b = x->be_ctx;
+
+    if (!b->paused || b->closing)
+        return;
+    b->paused = 0;
+    set_reading(b, 1);
+    update_timer(b);
+}
+
+static void
+be_detach(struct pt_exchange *x)
+{
+    struct pt_bconn *b = x->be_ctx;
+
+    /* the frontend gave up mid-exchange: the connection's state is unknown, so close it */
+    pt_upstream_release(x);
+    x->be = NULL;
+    x->be_ctx = NULL;
+    b->x = NULL;
+    bconn_close(b);
+}
+
+static const struct pt_be_ops h1_be_ops = {
+    .req_body = be_req_body,
+    .resume = be_resume,
+    .detach = be_detach,
+};
+
+/* ---- start ---------------------------------------------------------------------------- */
+
+static void
+init_settings(void)
+{
+    static int ready;
+
+    if (ready)
+        return;
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = r_message_begin;
+    settings.on_header_field = r_header_field;
+    settings.on_header_value = r_header_value;
+    settings.on_header_value_complete = r_header_value_complete;
+    settings.on_headers_complete = r_headers_complete;
+    settings.on_body = r_body;
+    settings.on_message_complete = r_message_complete;
+    ready = 1;
+}
+
+static void
+attach(struct pt_bconn *b, struct pt_exchange *x)
+{
+    b->x = x;
+    b->resp_started = 0;
+    b->resp_done = 0;
+    b->req_end_queued = 0;
+    b->paused = 0;
+    b->interim = 0;
+    b->requests++;
+    x->be = &h1_be_ops;
+    x->be_ctx = b;
+    llhttp_init(&b->parser, HTTP_RESPONSE, &settings);
+    b->parser.data = b;
+}
+
+void
+pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
+{
+    struct pt_wserver *ws = &pt_upstream_group(x->w, x->up)->servers[x->srv->index];
+    struct pt_list *idle = allow_reuse ? pt_pool_get(ws) : NULL;
+    struct pt_bconn *b;
+
+    init_settings();
+    if (idle != NULL) {
+        b = pt_container_of(idle, struct pt_bconn, pool_link);
+        b->state = B_ACTIVE;
+        b->reused = 1;
+        attach(b, x);
+        write_head(b);
+        take_body(b);
+        bconn_write(b);
+        if (!b->closing)
+            update_timer(b);
+        return;
+    }
+    b = calloc(1, sizeof(*b));
+    if (b == NULL) {
+        pt_proxy_backend_failed(x, PT_BF_CONNECT, false, false);
+        return;
+    }
+    b->reap.free = bconn_free;
+    b->w = x->w;
+    b->ws = ws;
+    b->srv = x->srv;
+    pt_list_init(&b->pool_link);
+    pt_chain_init(&b->out);
+    ev_io_init(&b->rio, on_readable, -1, EV_READ);
+    ev_io_init(&b->wio, on_writable, -1, EV_WRITE);
+    ev_timer_init(&b->timer, on_timeout, 0., 0.);
+    b->fd = socket(x->srv->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (b->fd == -1) {
+        int e = errno;
+
+        free(b);
+        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: socket() failed: %s", x->up->name,
+               x->srv->addr.name, strerror(e));
+        pt_proxy_backend_failed(x, PT_BF_CONNECT, false, false);
+        return;
+    }
+    int one = 1;
+
+    setsockopt(b->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    ev_io_set(&b->rio, b->fd, EV_READ);
+    ev_io_set(&b->wio, b->fd, EV_WRITE);
+    b->state = B_CONNECTING;
+    attach(b, x);
+    if (connect(b->fd, (struct sockaddr *)&x->srv->addr.sa, x->srv->addr.len) == -1 &&
+        errno != EINPROGRESS) {
+        bconn_fail(b, PT_BF_CONNECT, "connect() failed", errno);
+        return;
+    }
+    ev_io_start(x->w->loop, &b->wio);
+    update_timer(b);
+}
+
+void
+pt_h1_client_close_idle(struct pt_wserver *ws)
+{
+    struct pt_list *e;
+
+    while ((e = pt_pool_get(ws)) != NULL) {
+        struct pt_bconn *b = pt_container_of(e, struct pt_bconn, pool_link);
+
+        b->state = B_ACTIVE; /* already off the pool list */
+        bconn_close(b);
+    }
+}

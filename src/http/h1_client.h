@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: MIT */
+/* HTTP/1.1 backend client: pooled connections to upstream servers. */
+#ifndef PT_H1_CLIENT_H
+#define PT_H1_CLIENT_H
+
+#include <stdbool.h>
+
+#include "core/worker-t.h"
+
+struct pt_exchange;
+
+enum pt_backend_failure {
+    PT_BF_CONNECT = 0,     /* connect refused or failed: nothing was sent */
+    PT_BF_CONNECT_TIMEOUT, /* connect_timeout: nothing was sent */
+    PT_BF_RESET,           /* closed or reset before the response completed */
+    PT_BF_TIMEOUT,         /* read_timeout / send_timeout */
+    PT_BF_PROTOCOL,        /* invalid response */
+};
+
+/* Attaches x to a connection to x->srv: an idle pooled one when allow_reuse, else a new one.
+ * Failures are reported through pt_proxy_backend_failed(). Worker thread. */
+void pt_h1_client_start(struct pt_exchange *x, bool allow_reuse);
+/* Closes every idle pooled connection of a server (drain, shutdown). */
+void pt_h1_client_close_idle(struct pt_wserver *ws);
+
+#endif

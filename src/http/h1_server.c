@@ -1,0 +1,1035 @@
+/* SPDX-License-Identifier: MIT */
+/* HTTP/1.1 frontend. llhttp parses in strict mode, so CL+TE, duplicate or invalid
+ * Content-Length, bad chunk sizes, obs-fold, bare LF and control bytes in headers are rejected
+ * at parse time (RFC 9112 sections 2.2, 5.2, 6.3), which is what makes request smuggling
+ * impossible: the request is then re-serialised from the parsed form, never forwarded raw.
+ *
+ * One exchange at a time per connection: on_message_complete pauses the parser, and pipelined
+ * requests wait in the input chunk until the current response is complete (RFC 9112 section
+ * 9.3.2 requires responses in request order). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <llhttp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "core/arena.h"
+#include "core/buf.h"
+#include "core/common.h"
+#include "core/conf.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "http/exchange.h"
+#include "http/h1_server.h"
+#include "http/headers.h"
+#include "http/router.h"
+
+enum pause_reason {
+    PAUSE_BODY = 1u << 0,     /* the backend has not taken the body we hold */
+    PAUSE_PIPELINE = 1u << 1, /* a request is complete; the next waits for its response */
+};
+
+enum timer_kind {
+    T_NONE = 0,
+    T_HEADER,
+    T_BODY,
+    T_KEEPALIVE,
+    T_SEND,
+    T_LINGER,
+};
+
+#define LINGER_MSEC 2000
+#define DISCARD_MAX (64 * 1024)
+
+/* A client connection. Owner: its worker (w->conns); freed through the reaper. */
+struct pt_h1_conn {
+    struct pt_reapable reap;
+    struct pt_list link;
+    struct pt_worker *w;
+    struct pt_listen *listen;
+    int fd;
+    ev_io rio;
+    ev_io wio;
+    ev_timer timer;
+    enum timer_kind tkind;
+    uint64_t id;
+    struct sockaddr_storage peer;
+    char peer_ip[48];
+    unsigned pause;
+    unsigned closing : 1;     /* closed; waiting for the reaper */
+    unsigned close_after : 1; /* close once the current response is written */
+    unsigned lingering : 1;   /* write side shut; discarding input before close */
+    unsigned eof : 1;         /* client half-closed */
+    unsigned reading : 1;     /* rio started */
+    unsigned in_parse : 1;    /* inside parse(); nested calls must not recurse */
+    unsigned resp_chunked : 1;
+    unsigned out_full : 1;    /* told the backend to stop; resume it when drained */
+    unsigned in_trailers : 1;
+    unsigned requests;
+    struct pt_chunk *in;
+    struct pt_chain out;
+    llhttp_t parser;
+    struct pt_exchange *x;
+    char *hname, *hval; /* header being accumulated (exchange arena) */
+    size_t hname_len, hval_len;
+    size_t head_bytes;
+    unsigned err_status; /* set by a callback that rejects the request */
+};
+
+static llhttp_settings_t settings;
+static const struct pt_fe_ops h1_fe_ops;
+
+static void conn_close(struct pt_h1_conn *c);
+static void parse(struct pt_h1_conn *c);
+static void flush(struct pt_h1_conn *c);
+static void update_read(struct pt_h1_conn *c);
+
+/* ---- timers --------------------------------------------------------------------------- */
+
+static void
+set_timer(struct pt_h1_conn *c, enum timer_kind k, pt_msec ms, int restart)
+{
+    if (c->tkind == k && !restart)
+        return;
+    ev_timer_stop(c->w->loop, &c->timer);
+    c->tkind = k;
+    if (k == T_NONE || ms <= 0)
+        return;
+    ev_timer_set(&c->timer, (double)ms / 1000.0, 0.);
+    ev_timer_start(c->w->loop, &c->timer);
+}
+
+static const struct pt_http_conf *
+conn_http(struct pt_h1_conn *c)
+{
+    if (c->x != NULL && c->x->http != NULL)
+        return c->x->http;
+    return &c->listen->default_vhost->http;
+}
+
+static void
+local_error(struct pt_h1_conn *c, unsigned status)
+{
+    struct pt_exchange *x = c->x;
+
+    c->close_after = 1;
+    if (x == NULL) {
+        /* bytes that never became a request: answer without an exchange */
+        const char *reason = pt_status_reason(status);
+        char body[64];
+        int n = snprintf(body, sizeof(body), "%u %s\n", status, reason);
+
+        pt_chain_printf(&c->w->chunks, &c->out,
+                        "HTTP/1.1 %u %s\r\nServer: portico\r\nContent-Type: text/plain\r\n"
+                        "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                        status, reason, n, body);
+        flush(c);
+        return;
+    }
+    if (x->be != NULL)
+        x->be->detach(x);
+    x->discard_body = 1;
+    if (x->method_name == NULL)
+        x->method_name = "-";
+    char body[64];
+
+    snprintf(body, sizeof(body), "%u %s\n", status, pt_status_reason(status));
+    pt_exchange_respond(x, status, body);
+    flush(c);
+}
+
+static void
+on_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pt_h1_conn *c = pt_container_of(t, struct pt_h1_conn, timer);
+    enum timer_kind k = c->tkind;
+
+    c->tkind = T_NONE;
+    switch (k) {
+    case T_HEADER:
+        if (c->x != NULL || (c->in != NULL && c->in->wpos > c->in->rpos)) {
+            pt_log(PT_LOG_INFO, "client %s timed out sending the request head (c%llu)",
+                   c->peer_ip, (unsigned long long)c->id);
+            local_error(c, 408);
+            return;
+        }
+        conn_close(c);
+        return;
+    case T_BODY:
+        pt_log(PT_LOG_INFO, "client %s timed out sending the request body (c%llu)", c->peer_ip,
+               (unsigned long long)c->id);
+        if (c->x != NULL && !c->x->resp_head_sent) {
+            local_error(c, 408);
+            return;
+        }
+        conn_close(c);
+        return;
+    case T_SEND:
+        pt_log(PT_LOG_INFO, "client %s timed out reading the response (c%llu)", c->peer_ip,
+               (unsigned long long)c->id);
+        conn_close(c);
+        return;
+    case T_KEEPALIVE:
+    case T_LINGER:
+    case T_NONE:
+        conn_close(c);
+        return;
+    }
+}
+
+/* Picks the timer that applies to the connection's current state. */
+static void
+update_timer(struct pt_h1_conn *c, int progress)
+{
+    const struct pt_http_conf *h = conn_http(c);
+    struct pt_exchange *x = c->x;
+
+    if (c->lingering)
+        set_timer(c, T_LINGER, LINGER_MSEC, 0);
+    else if (ev_is_active(&c->wio))
+        set_timer(c, T_SEND, h->send_timeout, progress);
+    else if (x == NULL && (c->requests == 0 || (c->in != NULL && c->in->wpos > c->in->rpos)))
+        set_timer(c, T_HEADER, h->client_header_timeout, 0);
+    else if (x == NULL)
+        set_timer(c, T_KEEPALIVE, h->keepalive_timeout, 0);
+    else if (x->state == PT_X_HEAD)
+        set_timer(c, T_HEADER, h->client_header_timeout, 0);
+    else if (!x->req_complete && !(c->pause & PAUSE_BODY))
+        set_timer(c, T_BODY, h->client_body_timeout, progress);
+    else
+        set_timer(c, T_NONE, 0, 0);
+}
+
+/* ---- output --------------------------------------------------------------------------- */
+
+static void
+maybe_close_after_output(struct pt_h1_conn *c)
+{
+    if (!c->close_after || c->out.bytes > 0 || c->closing)
+        return;
+    if (c->x != NULL && !c->x->resp_complete)
+        return;
+    /* Lingering close: if the client may still be sending, shut our side and drain briefly so
+     * its unread bytes do not turn into a RST that destroys the response in flight. */
+    if (!c->lingering && !c->eof &&
+        ((c->x != NULL && !c->x->req_complete) || (c->in != NULL && c->in->wpos > c->in->rpos))) {
+        c->lingering = 1;
+        shutdown(c->fd, SHUT_WR);
+        if (c->x != NULL) {
+            pt_exchange_finish(c->x);
+            c->x = NULL;
+        }
+        c->pause = 0;
+        update_read(c);
+        update_timer(c, 0);
+        return;
+    }
+    if (!c->lingering)
+        conn_close(c);
+}
+
+static void
+flush(struct pt_h1_conn *c)
+{
+    struct iovec iov[64];
+
+    if (c->closing)
+        return;
+    while (c->out.bytes > 0) {
+        int n = pt_chain_iov(&c->out, iov, 64);
+        ssize_t w = writev(c->fd, iov, n);
+
+        if (w == -1) {
+            int e = errno;
+
+            if (e == EINTR)
+                continue;
+            if (e == EAGAIN) {
+                if (!ev_is_active(&c->wio)) {
+                    ev_io_start(c->w->loop, &c->wio);
+                    update_timer(c, 1);
+                }
+                return;
+            }
+            pt_log_debug("write to client %s failed: %s (c%llu)", c->peer_ip, strerror(e),
+                         (unsigned long long)c->id);
+            conn_close(c);
+            return;
+        }
+        pt_chain_consume(&c->w->chunks, &c->out, (size_t)w);
+    }
+    if (ev_is_active(&c->wio)) {
+        ev_io_stop(c->w->loop, &c->wio);
+        update_timer(c, 0);
+    }
+    if (c->out_full && c->x != NULL && c->x->be != NULL) {
+        c->out_full = 0;
+        c->x->be->resume(c->x);
+        if (c->closing)
+            return;
+    }
+    maybe_close_after_output(c);
+}
+
+static void
+on_write(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct pt_h1_conn *c = pt_container_of(io, struct pt_h1_conn, wio);
+    size_t before = c->out.bytes;
+
+    flush(c);
+    if (!c->closing && c->out.bytes < before && ev_is_active(&c->wio))
+        update_timer(c, 1);
+}
+
+static int
+out_status(struct pt_h1_conn *c)
+{
+    if (c->closing)
+        return PT_ERR;
+    if (c->out.bytes >= PT_OUT_CAP) {
+        c->out_full = 1;
+        return PT_AGAIN;
+    }
+    return PT_OK;
+}
+
+/* ---- frontend ops: the response side -------------------------------------------------- */
+
+static int
+fe_send_head(struct pt_exchange *x)
+{
+    struct pt_h1_conn *c = x->fe_ctx;
+    struct pt_chunk_pool *p = &c->w->chunks;
+    struct pt_chain *o = &c->out;
+    int http10 = x->major == 1 && x->minor == 0;
+
+    if (c->closing)
+        return PT_ERR;
+    if (c->w->draining || c->requests + 1 >= (unsigned)conn_http(c)->keepalive_requests ||
+        conn_http(c)->keepalive_timeout == 0 || !llhttp_should_keep_alive(&c->parser))
+        c->close_after = 1;
+    if (x->resp_local && !x->req_complete) {
+        /* answering before the body arrived: keep the connection only if what is left is small
+         * enough to read and drop */
+        if (x->req_chunked || x->req_cl - (int64_t)x->req_body_bytes > DISCARD_MAX)
+            c->close_after = 1;
+        x->discard_body = 1;
+    }
+    c->resp_chunked = 0;
+    pt_chain_printf(p, o, "HTTP/1.1 %u %s\r\n", x->status, pt_status_reason(x->status));
+    for (unsigned i = 0; i < x->resp.n; i++) {
+        const struct pt_hdr *h = &x->resp.v[i];
+
+        if (h->skip || h->tok == PT_H_CONTENT_LENGTH)
+            continue;
+        pt_chain_append(p, o, h->name, h->nlen);
+        pt_chain_append(p, o, ": ", 2);
+        pt_chain_append(p, o, h->value, h->vlen);
+        pt_chain_append(p, o, "\r\n", 2);
+    }
+    if (x->resp_no_body) {
+        /* HEAD keeps the length of what GET would send; 204 and 1xx never carry one */
+        if (x->resp_cl >= 0 && x->status != 204 && x->status >= 200)
+            pt_chain_printf(p, o, "Content-Length: %lld\r\n", (long long)x->resp_cl);
+    } else if (x->resp_cl >= 0) {
+        pt_chain_printf(p, o, "Content-Length: %lld\r\n", (long long)x->resp_cl);
+    } else if (!http10) {
+        pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
+        c->resp_chunked = 1;
+    } else {
+        c->close_after = 1; /* HTTP/1.0 client: the body ends when we close */
+    }
+    if (c->close_after)
+        pt_chain_append(p, o, "Connection: close\r\n\r\n", 21);
+    else if (http10)
+        pt_chain_append(p, o, "Connection: keep-alive\r\n\r\n", 26);
+    else
+        pt_chain_append(p, o, "\r\n", 2);
+    x->resp_head_sent = 1;
+    return out_status(c);
+}
+
+static int
+fe_send_body(struct pt_exchange *x, const char *data, size_t len)
+{
+    struct pt_h1_conn *c = x->fe_ctx;
+    struct pt_chunk_pool *p = &c->w->chunks;
+
+    if (c->closing)
+        return PT_ERR;
+    if (len == 0 || x->resp_no_body)
+        return out_status(c);
+    x->resp_body_bytes += len;
+    if (c->resp_chunked) {
+        pt_chain_printf(p, &c->out, "%zx\r\n", len);
+        pt_chain_append(p, &c->out, data, len);
+        pt_chain_append(p, &c->out, "\r\n", 2);
+    } else {
+        pt_chain_append(p, &c->out, data, len);
+    }
+    return out_status(c);
+}
+
+static void exchange_maybe_done(struct pt_h1_conn *c);
+
+static int
+fe_send_end(struct pt_exchange *x)
+{
+    struct pt_h1_conn *c = x->fe_ctx;
+    struct pt_chunk_pool *p = &c->w->chunks;
+
+    if (c->closing)
+        return PT_ERR;
+    if (c->resp_chunked) {
+        pt_chain_append(p, &c->out, "0\r\n", 3);
+        for (unsigned i = 0; i < x->resp_trailers.n; i++) {
+            const struct pt_hdr *h = &x->resp_trailers.v[i];
+
+            if (h->skip)
+                continue;
+            pt_chain_append(p, &c->out, h->name, h->nlen);
+            pt_chain_append(p, &c->out, ": ", 2);
+            pt_chain_append(p, &c->out, h->value, h->vlen);
+            pt_chain_append(p, &c->out, "\r\n", 2);
+        }
+        pt_chain_append(p, &c->out, "\r\n", 2);
+    }
+    x->resp_complete = 1;
+    exchange_maybe_done(c);
+    return PT_OK;
+}
+
+static int
+fe_send_interim(struct pt_exchange *x)
+{
+    struct pt_h1_conn *c = x->fe_ctx;
+    struct pt_chunk_pool *p = &c->w->chunks;
+
+    /* RFC 9110 section 15.2: a server must not send 1xx to an HTTP/1.0 client */
+    if (c->closing || x->minor == 0)
+        return PT_OK;
+    pt_chain_printf(p, &c->out, "HTTP/1.1 %u %s\r\n", x->interim_status,
+                    pt_status_reason(x->interim_status));
+    for (unsigned i = 0; i < x->resp.n; i++) {
+        const struct pt_hdr *h = &x->resp.v[i];
+
+        if (h->skip)
+            continue;
+        pt_chain_append(p, &c->out, h->name, h->nlen);
+        pt_chain_append(p, &c->out, ": ", 2);
+        pt_chain_append(p, &c->out, h->value, h->vlen);
+        pt_chain_append(p, &c->out, "\r\n", 2);
+    }
+    pt_chain_append(p, &c->out, "\r\n", 2);
+    return out_status(c);
+}
+
+static void
+fe_resume_body(struct pt_exchange *x)
+{
+    struct pt_h1_conn *c = x->fe_ctx;
+
+    if (c->closing || !(c->pause & PAUSE_BODY) || x->req_body.bytes >= PT_BODY_CAP)
+        return;
+    c->pause &= ~PAUSE_BODY;
+    parse(c);
+    update_read(c);
+    update_timer(c, 1);
+}
+
+static void
+fe_flush(struct pt_exchange *x)
+{
+    flush(x->fe_ctx);
+}
+
+static void
+fe_abort(struct pt_exchange *x)
+{
+    struct pt_h1_conn *c = x->fe_ctx;
+
+    /* the response is partly sent and cannot be completed: closing is the only honest signal */
+    conn_close(c);
+}
+
+static const struct pt_fe_ops h1_fe_ops = {
+    .send_head = fe_send_head,
+    .send_body = fe_send_body,
+    .send_end = fe_send_end,
+    .send_interim = fe_send_interim,
+    .resume_body = fe_resume_body,
+    .flush = fe_flush,
+    .abort = fe_abort,
+};
+
+/* Ends the exchange once both the request and the response are complete. */
+static void
+exchange_maybe_done(struct pt_h1_conn *c)
+{
+    struct pt_exchange *x = c->x;
+
+    if (x == NULL || !x->resp_complete || !x->req_complete)
+        return;
+    x->state = PT_X_DONE;
+    pt_exchange_finish(x);
+    c->x = NULL;
+    c->requests++;
+    c->pause &= ~(PAUSE_PIPELINE | PAUSE_BODY);
+    if (c->close_after || c->eof) {
+        c->close_after = 1;
+        if (!c->in_parse)
+            flush(c);
+        return;
+    }
+    update_timer(c, 0);
+    if (!c->in_parse) {
+        parse(c);
+        update_read(c);
+    }
+}
+
+/* ---- llhttp callbacks: the request side ----------------------------------------------- */
+
+static int
+head_grow(struct pt_h1_conn *c, size_t n)
+{
+    c->head_bytes += n;
+    if (c->head_bytes > (size_t)conn_http(c)->client_max_header_size) {
+        c->err_status = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int
+append(struct pt_exchange *x, char **buf, size_t *len, const char *at, size_t n)
+{
+    char *grown = pt_arena_grow(&x->arena, *buf, *len, *len + n + 1);
+
+    if (grown == NULL)
+        return -1;
+    memcpy(grown + *len, at, n);
+    *len += n;
+    grown[*len] = '\0';
+    *buf = grown;
+    return 0;
+}
+
+static int
+on_message_begin(llhttp_t *p)
+{
+    struct pt_h1_conn *c = p->data;
+    struct pt_exchange *x = pt_exchange_new(c->w, c->w->conf);
+
+    if (x == NULL) {
+        c->err_status = 503;
+        return -1;
+    }
+    x->fe = &h1_fe_ops;
+    x->fe_ctx = c;
+    x->peer = (struct sockaddr *)&c->peer;
+    x->peer_ip = c->peer_ip;
+    x->listen = c->listen;
+    x->state = PT_X_HEAD;
+    c->x = x;
+    c->head_bytes = 0;
+    c->hname = c->hval = NULL;
+    c->hname_len = c->hval_len = 0;
+    c->in_trailers = 0;
+    update_timer(c, 0);
+    return 0;
+}
+
+static int
+on_url(llhttp_t *p, const char *at, size_t n)
+{
+    struct pt_h1_conn *c = p->data;
+    struct pt_exchange *x = c->x;
+
+    if (x->target_len + n > (size_t)conn_http(c)->client_max_uri_size) {
+        c->err_status = 414;
+        return -1;
+    }
+    if (head_grow(c, n) != 0)
+        return -1;
+    char *t = (char *)x->target;
+
+    if (append(x, &t, &x->target_len, at, n) != 0)
+        return -1;
+    x->target = t;
+    return 0;
+}
+
+static int
+on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    struct pt_h1_conn *c = p->data;
+
+    if (head_grow(c, n) != 0)
+        return -1;
+    return append(c->x, &c->hname, &c->hname_len, at, n);
+}
+
+static int
+on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    struct pt_h1_conn *c = p->data;
+
+    if (head_grow(c, n) != 0)
+        return -1;
+    /* llhttp rejects CR, LF and NUL; other control bytes are rejected here (RFC 9110 5.5) */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)at[i];
+
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            c->err_status = 400;
+            return -1;
+        }
+    }
+    return append(c->x, &c->hval, &c->hval_len, at, n);
+}
+
+static int
+on_header_value_complete(llhttp_t *p)
+{
+    struct pt_h1_conn *c = p->data;
+    struct pt_exchange *x = c->x;
+    struct pt_hdrs *h = c->in_trailers ? &x->req_trailers : &x->req;
+    const char *v = c->hval != NULL ? c->hval : "";
+    size_t vlen = c->hval_len;
+
+    if (head_grow(c, 4) != 0)
+        return -1;
+    if (x->req.n + x->req_trailers.n >= (unsigned)conn_http(c)->client_max_headers) {
+        c->err_status = 431;
+        return -1;
+    }
+    /* trailing whitespace is not part of the value (RFC 9110 section 5.5) */
+    while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+        vlen--;
+    if (pt_hdrs_add(&x->arena, h, c->hname, c->hname_len, v, vlen) != PT_OK)
+        return -1;
+    c->hname = c->hval = NULL;
+    c->hname_len = c->hval_len = 0;
+    return 0;
+}
+
+static int
+on_headers_complete(llhttp_t *p)
+{
+    struct pt_h1_conn *c = p->data;
+    struct pt_exchange *x = c->x;
+
+    x->method = llhttp_get_method(p);
+    x->method_name = llhttp_method_name((llhttp_method_t)x->method);
+    x->major = llhttp_get_http_major(p);
+    x->minor = llhttp_get_http_minor(p);
+    x->req_chunked = (p->flags & F_CHUNKED) != 0;
+    x->req_cl = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
+    x->req_has_body = x->req_chunked || x->req_cl > 0;
+    c->in_trailers = 1;
+    if (x->major != 1) {
+        c->err_status = 505;
+        return -1;
+    }
+    return HPE_PAUSED; /* route and start the handler outside the parser */
+}
+
+static int
+on_body(llhttp_t *p, const char *at, size_t n)
+{
+    struct pt_h1_conn *c = p->data;
+    struct pt_exchange *x = c->x;
+    int64_t max = x->http->client_max_body_size;
+
+    if (max > 0 && x->req_body_bytes + n > (uint64_t)max && !x->discard_body) {
+        c->err_status = 413;
+        return -1;
+    }
+    x->req_body_bytes += n;
+    if (x->discard_body)
+        return 0;
+    if (pt_chain_append(&c->w->chunks, &x->req_body, at, n) != PT_OK) {
+        c->err_status = 503;
+        return -1;
+    }
+    return 0;
+}
+
+static int
+on_message_complete(llhttp_t *p)
+{
+    struct pt_h1_conn *c = p->data;
+
+    c->x->req_complete = 1;
+    return HPE_PAUSED;
+}
+
+/* ---- request start -------------------------------------------------------------------- */
+
+static void
+set_host(struct pt_exchange *x)
+{
+    int i = pt_hdrs_find(&x->req, PT_H_HOST);
+
+    if (i < 0)
+        return;
+    const char *v = x->req.v[i].value;
+    size_t n = x->req.v[i].vlen;
+
+    /* strip the port; an IPv6 literal keeps its brackets */
+    if (n > 0 && v[0] == '[') {
+        const char *e = memchr(v, ']', n);
+
+        if (e != NULL)
+            n = (size_t)(e - v) + 1;
+    } else {
+        const char *colon = memchr(v, ':', n);
+
+        if (colon != NULL)
+            n = (size_t)(colon - v);
+    }
+    char *h = pt_arena_strndup(&x->arena, v, n);
+
+    for (size_t k = 0; k < n; k++)
+        if (h[k] >= 'A' && h[k] <= 'Z')
+            h[k] = (char)(h[k] + 32);
+    x->host = h;
+    x->host_len = n;
+}
+
+/* The head is parsed: validate, route and start the handler. */
+static void
+request_start(struct pt_h1_conn *c)
+{
+    struct pt_exchange *x = c->x;
+    int hi = pt_hdrs_find(&x->req, PT_H_HOST);
+
+    x->state = PT_X_ACTIVE;
+    set_host(x);
+    x->vh = pt_router_vhost(c->listen, x->host, x->host_len);
+    x->http = &x->vh->http;
+    if (x->target == NULL || x->target[0] != '/') {
+        /* absolute-form is for forward proxies, authority-form for CONNECT: not ours */
+        x->http = &x->vh->http;
+        local_error(c, x->method == HTTP_CONNECT ? 405 : 400);
+        return;
+    }
+    x->loc = pt_router_location(x->vh, x->target, x->target_len);
+    if (x->loc != NULL)
+        x->http = &x->loc->http;
+    /* RFC 9112 section 3.2: HTTP/1.1 requests carry exactly one Host */
+    if ((x->minor >= 1 && hi < 0) ||
+        (hi >= 0 && pt_hdrs_find(&x->req, PT_H_HOST) != hi) ||
+        (hi >= 0 && x->req.n > (unsigned)hi + 1 &&
+         pt_hdrs_find_name(&(struct pt_hdrs){x->req.v + hi + 1, x->req.n - hi - 1, 0}, "host",
+                           4) >= 0)) {
+        local_error(c, 400);
+        return;
+    }
+    if (x->http->client_max_body_size > 0 && x->req_cl > x->http->client_max_body_size) {
+        local_error(c, 413);
+        return;
+    }
+    int ei = pt_hdrs_find(&x->req, PT_H_EXPECT);
+
+    if (ei >= 0) {
+        x->req.v[ei].skip = 1; /* handled here, never forwarded */
+        if (!pt_str_ieq(x->req.v[ei].value, x->req.v[ei].vlen, "100-continue", 12)) {
+            local_error(c, 417);
+            return;
+        }
+        x->expect_continue = x->minor >= 1 && x->req_has_body;
+    }
+    pt_hdrs_mark_hop_by_hop(&x->req, false);
+    if (x->loc == NULL) {
+        x->discard_body = 1;
+        pt_exchange_respond(x, 404, "404 Not Found\n");
+        return;
+    }
+    if (x->expect_continue)
+        pt_chain_append(&c->w->chunks, &c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (x->loc->handler->handle(x, x->loc->handler_conf) != PT_OK && c->x == x &&
+        !x->resp_head_sent)
+        local_error(c, 500);
+}
+
+static unsigned
+parse_error_status(struct pt_h1_conn *c, llhttp_errno_t e)
+{
+    if (c->err_status != 0)
+        return c->err_status;
+    switch (e) {
+    case HPE_INVALID_METHOD:
+        return 501;
+    case HPE_INVALID_VERSION:
+        return 505;
+    default:
+        return 400;
+    }
+}
+
+static void
+parse(struct pt_h1_conn *c)
+{
+    int kick = 0;
+
+    if (c->in_parse)
+        return;
+    c->in_parse = 1;
+    for (;;) {
+        struct pt_exchange *x = c->x;
+
+        if (c->closing || c->lingering || (x == NULL && c->close_after))
+            break;
+        if (c->pause & PAUSE_PIPELINE)
+            break;
+        if (x != NULL && !x->discard_body && x->req_body.bytes >= PT_BODY_CAP) {
+            c->pause |= PAUSE_BODY;
+            break;
+        }
+        size_t len = c->in != NULL ? c->in->wpos - c->in->rpos : 0;
+
+        /* after a pause at the end of the head, one empty execute lets llhttp finish a
+         * message without body */
+        if (len == 0 && !kick)
+            break;
+        kick = 0;
+        const char *data = c->in != NULL ? c->in->data + c->in->rpos : "";
+        uint64_t body_before = x != NULL ? x->req_body.bytes : 0;
+        llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
+
+        if (e == HPE_OK) {
+            if (c->in != NULL)
+                c->in->rpos = c->in->wpos;
+        } else if (e == HPE_PAUSED) {
+            if (c->in != NULL)
+                c->in->rpos += (uint32_t)(llhttp_get_error_pos(&c->parser) - data);
+            llhttp_resume(&c->parser);
+        } else {
+            unsigned status = parse_error_status(c, e);
+
+            pt_log(PT_LOG_INFO, "client %s sent an invalid request: %s (%s), answering %u (c%llu)",
+                   c->peer_ip, llhttp_errno_name(e), llhttp_get_error_reason(&c->parser), status,
+                   (unsigned long long)c->id);
+            if (c->in != NULL)
+                c->in->rpos = c->in->wpos;
+            local_error(c, status);
+            break;
+        }
+        x = c->x;
+        if (x == NULL)
+            continue;
+        if (x->state == PT_X_HEAD && e == HPE_PAUSED) {
+            request_start(c);
+            kick = 1;
+            continue;
+        }
+        if (x->req_complete && x->resp_complete) {
+            exchange_maybe_done(c);
+            continue;
+        }
+        if (x->req_complete)
+            c->pause |= PAUSE_PIPELINE;
+        if (x->be != NULL && (x->req_body.bytes != body_before || x->req_complete))
+            x->be->req_body(x);
+    }
+    c->in_parse = 0;
+    if (c->in != NULL && c->in->rpos == c->in->wpos) {
+        pt_chunk_put(&c->w->chunks, c->in);
+        c->in = NULL;
+    }
+    if (!c->closing) {
+        update_timer(c, 0);
+        flush(c);
+    }
+}
+
+/* ---- reading -------------------------------------------------------------------------- */
+
+static void
+update_read(struct pt_h1_conn *c)
+{
+    int want = !c->closing && !c->eof && !(c->pause & PAUSE_BODY) &&
+               !(c->in != NULL && c->in->wpos - c->in->rpos == PT_CHUNK_SIZE && !c->lingering);
+
+    if (want && !c->reading) {
+        ev_io_start(c->w->loop, &c->rio);
+        c->reading = 1;
+    } else if (!want && c->reading) {
+        ev_io_stop(c->w->loop, &c->rio);
+        c->reading = 0;
+    }
+}
+
+static void
+on_read(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct pt_h1_conn *c = pt_container_of(io, struct pt_h1_conn, rio);
+    ssize_t n;
+
+    if (c->in == NULL) {
+        c->in = pt_chunk_get(&c->w->chunks);
+        if (c->in == NULL) {
+            conn_close(c);
+            return;
+        }
+    } else if (c->in->wpos == PT_CHUNK_SIZE && c->in->rpos > 0) {
+        memmove(c->in->data, c->in->data + c->in->rpos, c->in->wpos - c->in->rpos);
+        c->in->wpos -= c->in->rpos;
+        c->in->rpos = 0;
+    }
+    n = read(c->fd, c->in->data + c->in->wpos, PT_CHUNK_SIZE - c->in->wpos);
+    if (n == -1) {
+        int e = errno;
+
+        if (e == EAGAIN || e == EINTR)
+            return;
+        pt_log_debug("read from client %s failed: %s", c->peer_ip, strerror(e));
+        conn_close(c);
+        return;
+    }
+    if (n == 0) {
+        c->eof = 1;
+        update_read(c);
+        if (c->lingering || c->x == NULL || !c->x->req_complete || c->x->resp_complete) {
+            if (c->x != NULL && !c->x->req_complete)
+                pt_log_debug("client %s closed the connection mid-request", c->peer_ip);
+            conn_close(c);
+            return;
+        }
+        c->close_after = 1; /* half-close after a full request: answer, then close */
+        return;
+    }
+    if (c->lingering) {
+        c->in->rpos = c->in->wpos = 0;
+        return;
+    }
+    c->in->wpos += (uint32_t)n;
+    parse(c);
+    update_read(c);
+}
+
+/* ---- connection lifetime -------------------------------------------------------------- */
+
+static void
+conn_free(struct pt_reapable *r)
+{
+    struct pt_h1_conn *c = pt_container_of(r, struct pt_h1_conn, reap);
+
+    free(c);
+}
+
+static void
+conn_close(struct pt_h1_conn *c)
+{
+    struct pt_worker *w = c->w;
+
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (c->x != NULL) {
+        struct pt_exchange *x = c->x;
+
+        if (!x->resp_complete && x->status == 0)
+            x->status = 499; /* client went away before the response, as nginx logs it */
+        c->x = NULL;
+        pt_exchange_finish(x);
+    }
+    ev_io_stop(w->loop, &c->rio);
+    ev_io_stop(w->loop, &c->wio);
+    ev_timer_stop(w->loop, &c->timer);
+    close(c->fd);
+    if (c->in != NULL)
+        pt_chunk_put(&w->chunks, c->in);
+    c->in = NULL;
+    pt_chain_free(&w->chunks, &c->out);
+    pt_list_remove(&c->link);
+    pt_worker_conn_closed(w);
+    pt_worker_reap(w, &c->reap);
+}
+
+int
+pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
+                  struct pt_listen *l)
+{
+    struct pt_h1_conn *c;
+    static int settings_ready;
+
+    if (w->draining)
+        return PT_ERR;
+    if (!settings_ready) {
+        /* benign race: every thread writes the same values */
+        llhttp_settings_init(&settings);
+        settings.on_message_begin = on_message_begin;
+        settings.on_url = on_url;
+        settings.on_header_field = on_header_field;
+        settings.on_header_value = on_header_value;
+        settings.on_header_value_complete = on_header_value_complete;
+        settings.on_headers_complete = on_headers_complete;
+        settings.on_body = on_body;
+        settings.on_message_complete = on_message_complete;
+        settings_ready = 1;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return PT_ERR;
+    c->reap.free = conn_free;
+    c->w = w;
+    c->listen = l;
+    c->fd = fd;
+    c->id = ++w->next_id;
+    memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
+    if (peer->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+
+        if (IN6_IS_ADDR_V4MAPPED(a6))
+            inet_ntop(AF_INET, &a6->s6_addr[12], c->peer_ip, sizeof(c->peer_ip));
+        else
+            inet_ntop(AF_INET6, a6, c->peer_ip, sizeof(c->peer_ip));
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->peer_ip,
+                  sizeof(c->peer_ip));
+    }
+    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+    c->parser.data = c;
+    pt_chain_init(&c->out);
+    ev_io_init(&c->rio, on_read, fd, EV_READ);
+    ev_io_init(&c->wio, on_write, fd, EV_WRITE);
+    ev_timer_init(&c->timer, on_timer, 0., 0.);
+    pt_list_insert_tail(&w->conns, &c->link);
+    w->n_conns++;
+    update_read(c);
+    update_timer(c, 0);
+    return PT_OK;
+}
+
+void
+pt_h1_server_drain(struct pt_worker *w)
+{
+    struct pt_list *e = w->conns.next;
+
+    while (e != &w->conns) {
+        struct pt_h1_conn *c = pt_container_of(e, struct pt_h1_conn, link);
+
+        e = e->next;
+        if (c->x == NULL && c->out.bytes == 0)
+            conn_close(c);
+        else
+            c->close_after = 1;
+    }
+}
+
+void
+pt_h1_server_close_all(struct pt_worker *w)
+{
+    while (!pt_list_empty(&w->conns)) {
+        struct pt_h1_conn *c = pt_container_of(w->conns.next, struct pt_h1_conn, link);
+
+        conn_close(c);
+    }
+}

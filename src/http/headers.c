@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+/* Header lists. Hop-by-hop removal follows RFC 9110 section 7.6.1: Connection and every field it
+ * names, plus the fields that are hop-by-hop by definition (Keep-Alive, TE, Trailer,
+ * Transfer-Encoding, Upgrade, and the non-standard Proxy-Connection). */
+#include <string.h>
+#include <strings.h>
+
+#include "core/arena.h"
+#include "core/common.h"
+#include "http/headers.h"
+
+static const struct {
+    const char *name;
+    uint8_t len;
+    uint8_t tok;
+} known[] = {
+    {"connection", 10, PT_H_CONNECTION},
+    {"keep-alive", 10, PT_H_KEEP_ALIVE},
+    {"te", 2, PT_H_TE},
+    {"trailer", 7, PT_H_TRAILER},
+    {"transfer-encoding", 17, PT_H_TRANSFER_ENCODING},
+    {"upgrade", 7, PT_H_UPGRADE},
+    {"proxy-connection", 16, PT_H_PROXY_CONNECTION},
+    {"content-length", 14, PT_H_CONTENT_LENGTH},
+    {"host", 4, PT_H_HOST},
+    {"expect", 6, PT_H_EXPECT},
+    {"x-forwarded-for", 15, PT_H_X_FORWARDED_FOR},
+    {"x-forwarded-proto", 17, PT_H_X_FORWARDED_PROTO},
+    {"x-forwarded-host", 16, PT_H_X_FORWARDED_HOST},
+    {"forwarded", 9, PT_H_FORWARDED},
+    {"via", 3, PT_H_VIA},
+    {"user-agent", 10, PT_H_USER_AGENT},
+    {"referer", 7, PT_H_REFERER},
+};
+
+enum pt_hdr_tok
+pt_hdr_token(const char *name, size_t len)
+{
+    for (size_t i = 0; i < PT_ARRAY_LEN(known); i++)
+        if (known[i].len == len && strncasecmp(known[i].name, name, len) == 0)
+            return known[i].tok;
+    return PT_H_OTHER;
+}
+
+int
+pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
+            const char *value, size_t vlen)
+{
+    if (h->n == h->cap) {
+        unsigned cap = h->cap ? h->cap * 2 : 16;
+        struct pt_hdr *v = pt_arena_grow(a, h->v, h->n * sizeof(*v), cap * sizeof(*v));
+
+        if (v == NULL)
+            return PT_ERR;
+        h->v = v;
+        h->cap = cap;
+    }
+    struct pt_hdr *e = &h->v[h->n++];
+
+    e->name = name;
+    e->nlen = (uint32_t)nlen;
+    e->value = value;
+    e->vlen = (uint32_t)vlen;
+    e->tok = (uint8_t)pt_hdr_token(name, nlen);
+    e->skip = 0;
+    return PT_OK;
+}
+
+int
+pt_hdrs_find(const struct pt_hdrs *h, enum pt_hdr_tok tok)
+{
+    for (unsigned i = 0; i < h->n; i++)
+        if (h->v[i].tok == tok)
+            return (int)i;
+    return -1;
+}
+
+int
+pt_hdrs_find_name(const struct pt_hdrs *h, const char *name, size_t len)
+{
+    for (unsigned i = 0; i < h->n; i++)
+        if (pt_str_ieq(h->v[i].name, h->v[i].nlen, name, len))
+            return (int)i;
+    return -1;
+}
+
+/* Calls fn for each element of a comma-separated list with OWS trimmed. */
+static bool
+list_each(const char *v, size_t n, bool (*fn)(const char *e, size_t len, void *arg), void *arg)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        size_t s, e;
+
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        s = i;
+        while (i < n && v[i] != ',')
+            i++;
+        e = i;
+        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+            e--;
+        if (e > s && fn(v + s, e - s, arg))
+            return true;
+    }
+    return false;
+}
+
+static bool
+eq_token(const char *e, size_t len, void *arg)
+{
+    const char *t = arg;
+
+    return pt_str_ieq(e, len, t, strlen(t));
+}
+
+bool
+pt_hdr_list_has(const char *value, size_t vlen, const char *token)
+{
+    return list_each(value, vlen, eq_token, (void *)token);
+}
+
+static bool
+mark_named(const char *e, size_t len, void *arg)
+{
+    struct pt_hdrs *h = arg;
+
+    for (unsigned i = 0; i < h->n; i++)
+        if (pt_str_ieq(h->v[i].name, h->v[i].nlen, e, len))
+            h->v[i].skip = 1;
+    return false;
+}
+
+void
+pt_hdrs_mark_hop_by_hop(struct pt_hdrs *h, bool keep_upgrade)
+{
+    for (unsigned i = 0; i < h->n; i++) {
+        struct pt_hdr *e = &h->v[i];
+
+        switch (e->tok) {
+        case PT_H_CONNECTION:
+            list_each(e->value, e->vlen, mark_named, h);
+            e->skip = 1;
+            break;
+        case PT_H_KEEP_ALIVE:
+        case PT_H_TE:
+        case PT_H_TRAILER:
+        case PT_H_TRANSFER_ENCODING:
+        case PT_H_PROXY_CONNECTION:
+            e->skip = 1;
+            break;
+        case PT_H_UPGRADE:
+            e->skip = keep_upgrade ? 0 : 1;
+            break;
+        default:
+            break;
+        }
+    }
+    if (keep_upgrade) {
+        int u = pt_hdrs_find(h, PT_H_UPGRADE);
+
+        if (u >= 0)
+            h->v[u].skip = 0;
+    }
+}

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/* Header list operations and the hop-by-hop rules of RFC 9110 section 7.6.1. */
+#ifndef PT_HEADERS_H
+#define PT_HEADERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/arena-t.h"
+#include "http/headers-t.h"
+
+/* Returns the token for a header name (case-insensitive). */
+enum pt_hdr_tok pt_hdr_token(const char *name, size_t len);
+/* Appends a header; name and value must already live in the arena. PT_OK or PT_ERR (memory). */
+int pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
+                const char *value, size_t vlen);
+/* Index of the first header with this token, or -1. */
+int pt_hdrs_find(const struct pt_hdrs *h, enum pt_hdr_tok tok);
+/* Index of the first header with this name, or -1. */
+int pt_hdrs_find_name(const struct pt_hdrs *h, const char *name, size_t len);
+/* True when a comma-separated value contains token (case-insensitive, OWS trimmed). */
+bool pt_hdr_list_has(const char *value, size_t vlen, const char *token);
+/* Marks hop-by-hop headers skip=1: the fixed set and every name listed in Connection.
+ * Keeps Upgrade when keep_upgrade (WebSocket). */
+void pt_hdrs_mark_hop_by_hop(struct pt_hdrs *h, bool keep_upgrade);
+
+#endif
