@@ -1,93 +1,217 @@
 /* SPDX-License-Identifier: MIT */
-/* Smooth weighted round-robin (the nginx algorithm): each pick adds every usable server's weight
- * to its current weight, takes the largest, and subtracts the total from it. Over any window of
- * sum(weights) picks each server gets exactly its weight, and picks are spread out rather than
- * bunched. Each worker runs its own sequence, so across workers the shares still converge to
- * the weights (each worker's sequence does), though a short burst may differ by up to one pick
- * per worker per server. */
+/* Smooth weighted round-robin, shared by all workers without a lock.
+ *
+ * The smooth algorithm (nginx's) adds each server's weight to its current weight, takes the
+ * largest and subtracts the total; over sum(weights) picks every server gets exactly its weight,
+ * spread out rather than bunched. Its output is periodic, so the period is computed once per
+ * snapshot (weights divided by their gcd) and every worker takes the next position with one
+ * relaxed atomic fetch_add. The shares are therefore exact across workers, not just per worker,
+ * and a client sees A B A B even when its connections land on different workers.
+ *
+ * Servers marked `down` are left out of the sequence; backups get a sequence of their own, used
+ * only when no primary can take the request. A position whose server is tried or at max_conns
+ * moves on to the next position, which briefly favours that server's successor; it only happens
+ * on retries and saturation. */
+#include <stdatomic.h>
 #include <stdlib.h>
 
+#include "core/arena.h"
 #include "core/common.h"
+#include "core/conf.h"
 #include "core/module.h"
 #include "upstream/lb-t.h"
 #include "upstream/upstream.h"
 
-struct rr_state {
-    int64_t *current; /* one per server */
+/* One tier (primaries or backups): the period and the shared position. */
+struct rr_seq {
+    uint32_t *seq; /* server indexes */
+    uint32_t len;
+    atomic_uint_fast64_t next;
 };
 
-static int
-rr_group_init(struct pt_wupstream *g)
-{
-    struct rr_state *st = calloc(1, sizeof(*st));
+/* Owner: the snapshot (upstream-level module conf), or the group for fabricated upstreams. */
+struct rr_shared {
+    struct rr_seq tier[2]; /* [0] primaries, [1] backups */
+    int owned_by_group;
+};
 
-    if (st == NULL)
-        return PT_ERR;
-    st->current = calloc(g->up->n_servers + 1, sizeof(int64_t));
-    if (st->current == NULL) {
-        free(st);
-        return PT_ERR;
+extern struct pt_module pt_module_lb_round_robin;
+
+static unsigned
+gcd(unsigned a, unsigned b)
+{
+    while (b != 0) {
+        unsigned t = a % b;
+
+        a = b;
+        b = t;
     }
-    g->lb_state = st;
-    return PT_OK;
+    return a;
 }
 
-static struct pt_server *
-rr_pick_tier(struct pt_wupstream *g, struct rr_state *st, const uint8_t *tried, int backup)
+/* Runs the smooth algorithm for one period over the servers of a tier. */
+static int
+build_tier(struct pt_upstream *up, int backup, struct rr_seq *t)
 {
-    struct pt_upstream *up = g->up;
-    int64_t total = 0;
-    int best = -1;
+    unsigned g = 0, total = 0, n = 0;
+    int64_t *cur;
 
     for (unsigned i = 0; i < up->n_servers; i++) {
         struct pt_server *s = up->servers[i];
 
-        if ((int)s->backup != backup || !pt_server_usable(s, tried))
-            continue;
-        st->current[i] += s->weight;
-        total += s->weight;
-        if (best < 0 || st->current[i] > st->current[best])
-            best = (int)i;
+        if ((int)s->backup == backup && !s->down) {
+            g = gcd(g, s->weight);
+            n++;
+        }
     }
-    if (best < 0)
+    t->seq = NULL;
+    t->len = 0;
+    atomic_init(&t->next, 0);
+    if (n == 0)
+        return PT_OK;
+    for (unsigned i = 0; i < up->n_servers; i++) {
+        struct pt_server *s = up->servers[i];
+
+        if ((int)s->backup == backup && !s->down)
+            total += s->weight / g;
+    }
+    cur = calloc(up->n_servers, sizeof(*cur));
+    t->seq = malloc(total * sizeof(*t->seq));
+    if (cur == NULL || t->seq == NULL) {
+        free(cur);
+        free(t->seq);
+        t->seq = NULL;
+        return PT_ERR;
+    }
+    for (unsigned k = 0; k < total; k++) {
+        int best = -1;
+
+        for (unsigned i = 0; i < up->n_servers; i++) {
+            struct pt_server *s = up->servers[i];
+
+            if ((int)s->backup != backup || s->down)
+                continue;
+            cur[i] += s->weight / g;
+            if (best < 0 || cur[i] > cur[best])
+                best = (int)i;
+        }
+        cur[best] -= total;
+        t->seq[k] = (uint32_t)best;
+    }
+    t->len = total;
+    free(cur);
+    return PT_OK;
+}
+
+static struct rr_shared *
+build_shared(struct pt_upstream *up)
+{
+    struct rr_shared *sh = calloc(1, sizeof(*sh));
+
+    if (sh == NULL)
         return NULL;
-    st->current[best] -= total;
-    return up->servers[best];
+    if (build_tier(up, 0, &sh->tier[0]) != PT_OK || build_tier(up, 1, &sh->tier[1]) != PT_OK) {
+        free(sh->tier[0].seq);
+        free(sh);
+        return NULL;
+    }
+    return sh;
+}
+
+static void
+free_shared(struct rr_shared *sh)
+{
+    if (sh == NULL)
+        return;
+    free(sh->tier[0].seq);
+    free(sh->tier[1].seq);
+    free(sh);
+}
+
+static int
+rr_conf_finish(struct pt_conf *conf, struct pt_err *err)
+{
+    unsigned idx = pt_module_lb_round_robin._index;
+
+    for (unsigned i = 0; i < conf->n_upstreams; i++) {
+        struct pt_upstream *up = conf->upstreams[i];
+
+        if (up->lb != &pt_module_lb_round_robin)
+            continue;
+        up->mod[idx] = build_shared(up);
+        if (up->mod[idx] == NULL)
+            return pt_err_set(err, "out of memory building round-robin for \"%s\"", up->name);
+    }
+    return PT_OK;
+}
+
+static void
+rr_conf_release(struct pt_conf *conf)
+{
+    unsigned idx = pt_module_lb_round_robin._index;
+
+    for (unsigned i = 0; i < conf->n_upstreams; i++)
+        if (conf->upstreams[i]->lb == &pt_module_lb_round_robin) {
+            free_shared(conf->upstreams[i]->mod[idx]);
+            conf->upstreams[i]->mod[idx] = NULL;
+        }
+}
+
+static int
+rr_group_init(struct pt_wupstream *g)
+{
+    struct rr_shared *sh = g->up->mod[pt_module_lb_round_robin._index];
+
+    if (sh == NULL) {
+        /* an upstream not built by the config loader (unit tests): the group owns a copy */
+        sh = build_shared(g->up);
+        if (sh == NULL)
+            return PT_ERR;
+        sh->owned_by_group = 1;
+    }
+    g->lb_state = sh;
+    return PT_OK;
+}
+
+static struct pt_server *
+pick_tier(struct pt_upstream *up, struct rr_seq *t, const uint8_t *tried)
+{
+    if (t->len == 0)
+        return NULL;
+    uint64_t start = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+
+    for (uint32_t i = 0; i < t->len; i++) {
+        struct pt_server *s = up->servers[t->seq[(start + i) % t->len]];
+
+        if (pt_server_usable(s, tried))
+            return s;
+    }
+    return NULL;
 }
 
 static struct pt_server *
 rr_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint8_t *tried)
 {
-    struct rr_state *st = g->lb_state;
-    struct pt_server *s = rr_pick_tier(g, st, tried, 0);
+    struct rr_shared *sh = g->lb_state;
+    struct pt_server *s = pick_tier(g->up, &sh->tier[0], tried);
 
-    return s != NULL ? s : rr_pick_tier(g, st, tried, 1);
-}
-
-static void
-rr_on_server_state(struct pt_wupstream *g, struct pt_server *s)
-{
-    struct rr_state *st = g->lb_state;
-
-    for (unsigned i = 0; i < g->up->n_servers; i++)
-        st->current[i] = 0;
+    return s != NULL ? s : pick_tier(g->up, &sh->tier[1], tried);
 }
 
 static void
 rr_group_fini(struct pt_wupstream *g)
 {
-    struct rr_state *st = g->lb_state;
+    struct rr_shared *sh = g->lb_state;
 
-    if (st != NULL)
-        free(st->current);
-    free(st);
+    if (sh != NULL && sh->owned_by_group)
+        free_shared(sh);
     g->lb_state = NULL;
 }
 
 static const struct pt_lb_ops rr_ops = {
     .group_init = rr_group_init,
     .pick = rr_pick,
-    .on_server_state = rr_on_server_state,
+    .on_server_state = NULL, /* down/up is static until health checks publish changes */
     .on_conn = NULL,
     .group_fini = rr_group_fini,
 };
@@ -96,5 +220,7 @@ struct pt_module pt_module_lb_round_robin = {
     .abi = PT_MODULE_ABI,
     .name = "lb_round_robin",
     .kind = PT_MODULE_LB,
+    .conf_finish = rr_conf_finish,
+    .conf_release = rr_conf_release,
     .ops = &rr_ops,
 };

@@ -535,12 +535,15 @@ on_readable(struct ev_loop *loop, ev_io *io, int revents)
     if (n == 0) {
         /* EOF ends a close-delimited body (RFC 9112 section 6.3 item 8); anything else is a
          * truncated response */
-        if (b->resp_started && llhttp_finish(&b->parser) == HPE_OK && b->resp_done) {
-            bconn_response_done(b);
-            return;
+        if (b->resp_started && b->x != NULL) {
+            llhttp_errno_t e = llhttp_finish(&b->parser);
+
+            /* our on_message_complete pauses, so a complete message finishes as HPE_PAUSED */
+            if ((e == HPE_OK || e == HPE_PAUSED) && b->resp_done) {
+                bconn_response_done(b); /* llhttp_should_keep_alive is false after EOF */
+                return;
+            }
         }
-        if (b->resp_done)
-            return;
         bconn_fail(b, PT_BF_RESET,
                    b->resp_started ? "connection closed mid-response"
                                    : "connection closed before the response",

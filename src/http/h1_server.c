@@ -9,6 +9,7 @@
  * 9.3.2 requires responses in request order). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <llhttp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,7 @@ struct pt_h1_conn {
     unsigned resp_chunked : 1;
     unsigned out_full : 1;    /* told the backend to stop; resume it when drained */
     unsigned in_trailers : 1;
+    unsigned head_lf : 1;     /* the last head byte scanned was LF */
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
@@ -492,6 +494,44 @@ exchange_maybe_done(struct pt_h1_conn *c)
     }
 }
 
+/* ---- checks llhttp 8 leaves to us ------------------------------------------------------ */
+
+/* RFC 9110 section 5.6.2 tchar */
+static bool
+is_tchar(unsigned char ch)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch != '\0' && strchr(extra, ch) != NULL);
+}
+
+static bool
+valid_field_name(const char *n, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)n[i]))
+            return false;
+    return true;
+}
+
+/* Scans head bytes that llhttp accepted for obs-fold (RFC 9112 section 5.2) and whitespace
+ * before the first field (section 2.2): an LF followed by SP or HTAB. llhttp 8 folds such lines
+ * into the value instead of rejecting them; we reject, since intermediaries that disagree on
+ * folding are a smuggling vector. Returns false when the head must be rejected. */
+static bool
+scan_head(struct pt_h1_conn *c, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (c->head_lf && (p[i] == ' ' || p[i] == '\t'))
+            return false;
+        c->head_lf = p[i] == '\n';
+    }
+    return true;
+}
+
 /* ---- llhttp callbacks: the request side ----------------------------------------------- */
 
 static int
@@ -540,6 +580,7 @@ on_message_begin(llhttp_t *p)
     c->hname = c->hval = NULL;
     c->hname_len = c->hval_len = 0;
     c->in_trailers = 0;
+    c->head_lf = 0;
     update_timer(c, 0);
     return 0;
 }
@@ -604,6 +645,11 @@ on_header_value_complete(llhttp_t *p)
 
     if (head_grow(c, 4) != 0)
         return -1;
+    /* llhttp 8 lets "Name : value" through; RFC 9112 section 5.1 requires a 400 */
+    if (!valid_field_name(c->hname, c->hname_len)) {
+        c->err_status = 400;
+        return -1;
+    }
     if (x->req.n + x->req_trailers.n >= (unsigned)conn_http(c)->client_max_headers) {
         c->err_status = 431;
         return -1;
@@ -702,6 +748,14 @@ set_host(struct pt_exchange *x)
     x->host_len = n;
 }
 
+static void
+reject(struct pt_h1_conn *c, unsigned status, const char *why)
+{
+    pt_log(PT_LOG_INFO, "client %s: %s, answering %u (c%llu)", c->peer_ip, why, status,
+           (unsigned long long)c->id);
+    local_error(c, status);
+}
+
 /* The head is parsed: validate, route and start the handler. */
 static void
 request_start(struct pt_h1_conn *c)
@@ -715,8 +769,7 @@ request_start(struct pt_h1_conn *c)
     x->http = &x->vh->http;
     if (x->target == NULL || x->target[0] != '/') {
         /* absolute-form is for forward proxies, authority-form for CONNECT: not ours */
-        x->http = &x->vh->http;
-        local_error(c, x->method == HTTP_CONNECT ? 405 : 400);
+        reject(c, x->method == HTTP_CONNECT ? 405 : 400, "request target is not origin-form");
         return;
     }
     x->loc = pt_router_location(x->vh, x->target, x->target_len);
@@ -728,11 +781,11 @@ request_start(struct pt_h1_conn *c)
         (hi >= 0 && x->req.n > (unsigned)hi + 1 &&
          pt_hdrs_find_name(&(struct pt_hdrs){x->req.v + hi + 1, x->req.n - hi - 1, 0}, "host",
                            4) >= 0)) {
-        local_error(c, 400);
+        reject(c, 400, "missing or duplicate Host");
         return;
     }
     if (x->http->client_max_body_size > 0 && x->req_cl > x->http->client_max_body_size) {
-        local_error(c, 413);
+        reject(c, 413, "Content-Length over client_max_body_size");
         return;
     }
     int ei = pt_hdrs_find(&x->req, PT_H_EXPECT);
@@ -740,7 +793,7 @@ request_start(struct pt_h1_conn *c)
     if (ei >= 0) {
         x->req.v[ei].skip = 1; /* handled here, never forwarded */
         if (!pt_str_ieq(x->req.v[ei].value, x->req.v[ei].vlen, "100-continue", 12)) {
-            local_error(c, 417);
+            reject(c, 417, "unsupported Expect");
             return;
         }
         x->expect_continue = x->minor >= 1 && x->req_has_body;
@@ -801,15 +854,24 @@ parse(struct pt_h1_conn *c)
         kick = 0;
         const char *data = c->in != NULL ? c->in->data + c->in->rpos : "";
         uint64_t body_before = x != NULL ? x->req_body.bytes : 0;
+        bool in_head = x == NULL || x->state == PT_X_HEAD;
         llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
+        size_t used = len;
 
-        if (e == HPE_OK) {
-            if (c->in != NULL)
-                c->in->rpos = c->in->wpos;
-        } else if (e == HPE_PAUSED) {
-            if (c->in != NULL)
-                c->in->rpos += (uint32_t)(llhttp_get_error_pos(&c->parser) - data);
+        if (e == HPE_PAUSED) {
+            used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
             llhttp_resume(&c->parser);
+        }
+        if (e == HPE_OK || e == HPE_PAUSED) {
+            if (c->in != NULL)
+                c->in->rpos += (uint32_t)used;
+            if (in_head && c->x != NULL && !scan_head(c, data, used)) {
+                pt_log(PT_LOG_INFO, "client %s sent an invalid request: obs-fold or whitespace "
+                       "before a header line, answering 400 (c%llu)",
+                       c->peer_ip, (unsigned long long)c->id);
+                local_error(c, 400);
+                break;
+            }
         } else {
             unsigned status = parse_error_status(c, e);
 

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Installs what building and testing portico needs, with apt, only when something is missing
+# (idempotent). Run as root on Debian 12.
+set -euo pipefail
+pkgs=(build-essential autoconf automake pkg-config libev-dev libnghttp2-dev libssl-dev
+      node-llhttp libcmocka-dev curl)
+if [ "${1:-}" = "--test" ]; then
+    pkgs+=(python3 python3-pytest python3-pytest-xdist python3-h2 nghttp2-client)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    if [ "$(id -u)" != 0 ]; then
+        echo "deps: run as root (or install: ${missing[*]})" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
