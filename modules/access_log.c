@@ -4,6 +4,7 @@
  * every second, and when it stops, so logging costs no syscall per request. Files are opened
  * O_APPEND; SIGUSR1 reopens them in place with dup2, so workers need no message. */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <llhttp.h>
 #include <stdio.h>
@@ -35,6 +36,7 @@ struct al_conf {
     int file; /* index into the main conf's files */
     enum al_format format;
     const char *path;
+    const char *file_name; /* where the directive was, for errors found at open time */
     int line, col;
 };
 
@@ -85,6 +87,7 @@ al_set(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     if (c->set)
         return pt_conf_error(cx, 0, "\"access_log\" directive is duplicate");
     c->set = 1;
+    c->file_name = cx->file;
     c->line = cx->lines[1];
     c->col = cx->cols[1];
     if (strcmp(cx->args[1], "off") == 0) {
@@ -154,8 +157,14 @@ assign_file(struct al_main *m, struct al_conf *c, struct pt_err *err)
         return pt_err_set(err, "too many access log files (max %d)", AL_MAX_FILES);
     int fd = open_log(c->path, err);
 
-    if (fd == -1)
+    if (fd == -1) {
+        char msg[sizeof(err->msg)];
+
+        snprintf(msg, sizeof(msg), "%s", err->msg);
+        if (c->file_name != NULL)
+            pt_err_set(err, "%s:%d:%d: %s", c->file_name, c->line, c->col, msg);
         return PT_ERR;
+    }
     m->paths[m->n_files] = c->path;
     m->fds[m->n_files] = fd;
     c->file = m->n_files++;
@@ -274,53 +283,60 @@ al_worker_fini(struct pt_worker *w)
     w->mod[pt_module_access_log._index] = NULL;
 }
 
-/* Appends s as a JSON string body (without quotes). */
-static size_t
-json_esc(char *out, size_t room, const char *s, size_t n)
+/* A line being built: every append is bounded by what is left, so a long or hostile field is
+ * truncated and can never write past the buffer. */
+struct al_line {
+    char buf[8192];
+    size_t o;
+};
+
+static void
+lprintf(struct al_line *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+lprintf(struct al_line *l, const char *fmt, ...)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
+    size_t room = sizeof(l->buf) - 1 - l->o;
+    va_list ap;
+    int n;
 
-    for (size_t i = 0; i < n && o + 6 < room; i++) {
-        unsigned char ch = (unsigned char)s[i];
-
-        if (ch == '"' || ch == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)ch;
-        } else if (ch < 0x20 || ch == 0x7f) {
-            out[o++] = '\\';
-            out[o++] = 'u';
-            out[o++] = '0';
-            out[o++] = '0';
-            out[o++] = hex[ch >> 4];
-            out[o++] = hex[ch & 15];
-        } else {
-            out[o++] = (char)ch;
-        }
-    }
-    return o;
+    va_start(ap, fmt);
+    n = vsnprintf(l->buf + l->o, room + 1, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        l->o += (size_t)n < room ? (size_t)n : room;
 }
 
-/* combined-format fields escape quotes and controls the way nginx does (\xHH) */
-static size_t
-clf_esc(char *out, size_t room, const char *s, size_t n)
+/* Appends s escaped: JSON (\", \\, \u00XX) or combined (\xHH, as nginx does). */
+static void
+lesc(struct al_line *l, const char *s, size_t n, int json)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
+    static const char hex[] = "0123456789abcdef";
 
-    for (size_t i = 0; i < n && o + 4 < room; i++) {
+    for (size_t i = 0; i < n && l->o + 7 < sizeof(l->buf); i++) {
         unsigned char ch = (unsigned char)s[i];
+        char *out = l->buf + l->o;
 
-        if (ch == '"' || ch == '\\' || ch < 0x20 || ch >= 0x7f) {
-            out[o++] = '\\';
-            out[o++] = 'x';
-            out[o++] = hex[ch >> 4];
-            out[o++] = hex[ch & 15];
+        if (json && (ch == '"' || ch == '\\')) {
+            out[0] = '\\';
+            out[1] = (char)ch;
+            l->o += 2;
+        } else if (json && (ch < 0x20 || ch == 0x7f)) {
+            memcpy(out, "\\u00", 4);
+            out[4] = hex[ch >> 4];
+            out[5] = hex[ch & 15];
+            l->o += 6;
+        } else if (!json && (ch == '"' || ch == '\\' || ch < 0x20 || ch >= 0x7f)) {
+            out[0] = '\\';
+            out[1] = 'x';
+            out[2] = hex[ch >> 4];
+            out[3] = hex[ch & 15];
+            l->o += 4;
         } else {
-            out[o++] = (char)ch;
+            out[0] = (char)ch;
+            l->o += 1;
         }
     }
-    return o;
 }
 
 static void
@@ -344,8 +360,7 @@ al_log(struct pt_exchange *x)
     unsigned idx = pt_module_access_log._index;
     struct al_worker *aw = w->mod[idx];
     struct al_conf *c = x->vh != NULL ? x->vh->mod[idx] : x->conf->mod[idx];
-    char line[8192];
-    size_t o = 0;
+    struct al_line l;
     const char *ua, *ref;
     size_t ualen, reflen;
     time_t now = (time_t)x->t_end;
@@ -360,55 +375,58 @@ al_log(struct pt_exchange *x)
         strftime(aw->cached_iso, sizeof(aw->cached_iso), "%Y-%m-%dT%H:%M:%SZ", &tm);
         aw->cached_sec = now;
     }
+    l.o = 0;
     hdr_value(x, PT_H_USER_AGENT, &ua, &ualen);
     hdr_value(x, PT_H_REFERER, &ref, &reflen);
     size_t tlen = PT_MIN(x->target_len, 2048);
     const char *target = x->target != NULL ? x->target : "";
+    int json = c->format == AL_JSON;
 
-    if (c->format == AL_COMBINED) {
-        o += (size_t)snprintf(line + o, sizeof(line) - o, "%s - - [%s] \"%s ", x->peer_ip,
-                              aw->cached_time, x->method_name);
-        o += clf_esc(line + o, sizeof(line) - o, target, tlen);
-        o += (size_t)snprintf(line + o, sizeof(line) - o, " HTTP/%u.%u\" %u %llu \"", x->major,
-                              x->minor, x->status, (unsigned long long)x->resp_body_bytes);
-        o += ref ? clf_esc(line + o, sizeof(line) - o, ref, PT_MIN(reflen, 1024))
-                 : (size_t)snprintf(line + o, sizeof(line) - o, "-");
-        o += (size_t)snprintf(line + o, sizeof(line) - o, "\" \"");
-        o += ua ? clf_esc(line + o, sizeof(line) - o, ua, PT_MIN(ualen, 1024))
-                : (size_t)snprintf(line + o, sizeof(line) - o, "-");
-        o += (size_t)snprintf(line + o, sizeof(line) - o, "\"\n");
-    } else {
-        o += (size_t)snprintf(line + o, sizeof(line) - o,
-                              "{\"time\":\"%s\",\"remote_addr\":\"%s\",\"method\":\"%s\",\"uri\":\"",
-                              aw->cached_iso, x->peer_ip, x->method_name);
-        o += json_esc(line + o, sizeof(line) - o, target, tlen);
-        o += (size_t)snprintf(line + o, sizeof(line) - o,
-                              "\",\"protocol\":\"HTTP/%u.%u\",\"status\":%u,\"bytes_sent\":%llu,"
-                              "\"request_time\":%.3f,\"upstream\":",
-                              x->major, x->minor, x->status,
-                              (unsigned long long)x->resp_body_bytes, x->t_end - x->t_start);
-        if (x->up != NULL)
-            o += (size_t)snprintf(line + o, sizeof(line) - o, "\"%s\",\"upstream_addr\":\"%s\"",
-                                  x->up->name, x->srv != NULL ? x->srv->addr.name : "");
-        else
-            o += (size_t)snprintf(line + o, sizeof(line) - o, "null,\"upstream_addr\":null");
-        o += (size_t)snprintf(line + o, sizeof(line) - o, ",\"host\":\"");
-        if (x->host != NULL)
-            o += json_esc(line + o, sizeof(line) - o, x->host, PT_MIN(x->host_len, 256));
-        o += (size_t)snprintf(line + o, sizeof(line) - o, "\",\"user_agent\":\"");
-        if (ua != NULL)
-            o += json_esc(line + o, sizeof(line) - o, ua, PT_MIN(ualen, 1024));
-        o += (size_t)snprintf(line + o, sizeof(line) - o, "\",\"referer\":\"");
+    if (!json) {
+        lprintf(&l, "%s - - [%s] \"%s ", x->peer_ip, aw->cached_time, x->method_name);
+        lesc(&l, target, tlen, 0);
+        lprintf(&l, " HTTP/%u.%u\" %u %llu \"", x->major, x->minor, x->status,
+                (unsigned long long)x->resp_body_bytes);
         if (ref != NULL)
-            o += json_esc(line + o, sizeof(line) - o, ref, PT_MIN(reflen, 1024));
-        o += (size_t)snprintf(line + o, sizeof(line) - o, "\"}\n");
+            lesc(&l, ref, PT_MIN(reflen, 1024), 0);
+        else
+            lprintf(&l, "-");
+        lprintf(&l, "\" \"");
+        if (ua != NULL)
+            lesc(&l, ua, PT_MIN(ualen, 1024), 0);
+        else
+            lprintf(&l, "-");
+        lprintf(&l, "\"");
+    } else {
+        lprintf(&l, "{\"time\":\"%s\",\"remote_addr\":\"%s\",\"method\":\"%s\",\"uri\":\"",
+                aw->cached_iso, x->peer_ip, x->method_name);
+        lesc(&l, target, tlen, 1);
+        lprintf(&l,
+                "\",\"protocol\":\"HTTP/%u.%u\",\"status\":%u,\"bytes_sent\":%llu,"
+                "\"request_time\":%.3f,\"upstream\":",
+                x->major, x->minor, x->status, (unsigned long long)x->resp_body_bytes,
+                x->t_end - x->t_start);
+        if (x->up != NULL)
+            lprintf(&l, "\"%s\",\"upstream_addr\":\"%s\"", x->up->name,
+                    x->srv != NULL ? x->srv->addr.name : "");
+        else
+            lprintf(&l, "null,\"upstream_addr\":null");
+        lprintf(&l, ",\"host\":\"");
+        if (x->host != NULL)
+            lesc(&l, x->host, PT_MIN(x->host_len, 256), 1);
+        lprintf(&l, "\",\"user_agent\":\"");
+        if (ua != NULL)
+            lesc(&l, ua, PT_MIN(ualen, 1024), 1);
+        lprintf(&l, "\",\"referer\":\"");
+        if (ref != NULL)
+            lesc(&l, ref, PT_MIN(reflen, 1024), 1);
+        lprintf(&l, "\"}");
     }
-    if (o >= sizeof(line))
-        o = sizeof(line) - 1;
-    if (aw->len[c->file] + o > AL_BUF)
+    l.buf[l.o++] = '\n'; /* lprintf and lesc always leave one byte for it */
+    if (aw->len[c->file] + l.o > AL_BUF)
         al_flush(w);
-    memcpy(aw->buf[c->file] + aw->len[c->file], line, o);
-    aw->len[c->file] += o;
+    memcpy(aw->buf[c->file] + aw->len[c->file], l.buf, l.o);
+    aw->len[c->file] += l.o;
 }
 
 static const struct pt_logger_ops al_ops = {

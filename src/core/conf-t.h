@@ -82,6 +82,7 @@ struct pt_upstream {
     pt_msec connect_timeout;
     pt_msec read_timeout;
     pt_msec send_timeout;
+    int64_t max_response_header_size;
     enum pt_backend_proto protocol;
     void *mod[PT_MODULES_MAX];
     const char *file;
@@ -100,6 +101,7 @@ struct pt_location {
     const char *upstream_name;
     struct pt_upstream *upstream;
     int pass_line, pass_col;
+    int line, col; /* of the location directive */
     void *mod[PT_MODULES_MAX];
 };
 

@@ -730,6 +730,7 @@ set_upstream_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
     up->index = c->n_upstreams;
     up->keepalive = up->keepalive_requests = PT_UNSET;
     up->keepalive_timeout = up->connect_timeout = up->read_timeout = up->send_timeout = PT_UNSET;
+    up->max_response_header_size = PT_UNSET;
     up->file = cx->file;
     up->line = cx->lines[0];
     up->col = cx->cols[0];
@@ -881,6 +882,8 @@ set_server_name(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf
 
         for (char *q = n; *q; q++)
             *q = (char)tolower((unsigned char)*q);
+        if (n[0] == '\0')
+            return pt_conf_error(cx, i, "empty server name");
         if (strchr(n + 1, '*') != NULL || (n[0] == '*' && n[1] != '.'))
             return pt_conf_error(cx, i,
                                  "invalid server name \"%s\" (wildcards only as \"*.example.com\")",
@@ -908,6 +911,8 @@ set_location_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
         pt_conf_error(cx, pi, "location path \"%s\" must start with \"/\"", cx->args[pi]);
     loc->path = cx->args[pi];
     loc->path_len = strlen(loc->path);
+    loc->line = cx->lines[0];
+    loc->col = cx->cols[0];
     for (unsigned i = 0; i < cx->vh->n_locs; i++) {
         struct pt_location *o = cx->vh->locs[i];
 
@@ -969,6 +974,8 @@ const struct pt_directive pt_core_directives[] = {
      NULL},
     {"send_timeout", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_msec, UOFF(send_timeout),
      NULL},
+    {"max_response_header_size", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_size,
+     UOFF(max_response_header_size), NULL},
     {"listen", PT_CTX_SERVER, 1, 2, 0, PT_BASE_NONE, set_listen, 0, NULL},
     {"server_name", PT_CTX_SERVER, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_server_name, 0, NULL},
     {"location", PT_CTX_SERVER, 1, 2, 1, PT_BASE_NONE, set_location_block, 0, NULL},
@@ -1041,6 +1048,8 @@ upstream_defaults(struct pt_upstream *up)
         up->read_timeout = 60000;
     if (up->send_timeout == PT_UNSET)
         up->send_timeout = 60000;
+    if (up->max_response_header_size == PT_UNSET)
+        up->max_response_header_size = 64 * 1024;
     if (up->lb == NULL)
         up->lb = pt_module_find("round_robin", PT_MODULE_LB);
 }
@@ -1090,7 +1099,7 @@ validate(struct pt_conf_ctx *cx)
             cx->loc = loc;
             modules_merge(cx, vh->mod, loc->mod);
             if (loc->handler == NULL) {
-                perr(p, vh->line, vh->col,
+                perr(p, loc->line, loc->col,
                      "location \"%s\" has no handler (proxy_pass or return)", loc->path);
                 continue;
             }
@@ -1153,8 +1162,14 @@ load(const char *name, const char *text, size_t len, FILE *errout, struct pt_err
             struct pt_err merr;
 
             if (pt_modules[i]->conf_finish != NULL &&
-                pt_modules[i]->conf_finish(c, &merr) != PT_OK)
-                perr(&p, 1, 1, "%s", merr.msg);
+                pt_modules[i]->conf_finish(c, &merr) != PT_OK) {
+                /* modules put "file:line:col: " in front when they know where */
+                if (p.nerrors == 0 && err != NULL)
+                    snprintf(err->msg, sizeof(err->msg), "%s", merr.msg);
+                if (errout != NULL)
+                    fprintf(errout, "%s\n", merr.msg);
+                p.nerrors++;
+            }
         }
     }
     if (p.nerrors > 0) {

@@ -81,6 +81,8 @@ struct pt_exchange {
     const char *method_name;
     const char *target; /* origin-form path?query */
     size_t target_len;
+    const char *path; /* normalised path, for routing (pt_router_normalize) */
+    size_t path_len;
     unsigned major, minor;
     const char *host; /* without port, lower case; NULL when absent */
     size_t host_len;

@@ -60,6 +60,7 @@ struct pt_bconn {
     struct pt_exchange *x;
     char *hname, *hval;
     size_t hname_len, hval_len;
+    size_t head_bytes; /* of the response head being parsed, for max_response_header_size */
 };
 
 static llhttp_settings_t settings;
@@ -128,8 +129,8 @@ update_timer(struct pt_bconn *b)
         arm_timer(b, up->connect_timeout);
     else if (ev_is_active(&b->wio))
         arm_timer(b, up->send_timeout);
-    else if (b->paused)
-        arm_timer(b, 0); /* the client is slow, not the backend */
+    else if (b->paused || (!b->req_end_queued && !b->resp_started))
+        arm_timer(b, 0); /* waiting on the client (slow reader or slow upload), not the backend */
     else
         arm_timer(b, up->read_timeout);
 }
@@ -329,9 +330,17 @@ r_message_begin(llhttp_t *p)
     b->x->resp.n = 0;
     b->x->resp_trailers.n = 0;
     b->in_trailers = 0;
+    b->head_bytes = 0;
     b->hname = b->hval = NULL;
     b->hname_len = b->hval_len = 0;
     return 0;
+}
+
+static int
+head_grow(struct pt_bconn *b, size_t n)
+{
+    b->head_bytes += n;
+    return b->head_bytes > (size_t)b->srv->upstream->max_response_header_size ? -1 : 0;
 }
 
 static int
@@ -339,6 +348,8 @@ r_header_field(llhttp_t *p, const char *at, size_t n)
 {
     struct pt_bconn *b = p->data;
 
+    if (!b->in_trailers && head_grow(b, n) != 0)
+        return -1;
     return r_append(b->x, &b->hname, &b->hname_len, at, n);
 }
 
@@ -347,6 +358,8 @@ r_header_value(llhttp_t *p, const char *at, size_t n)
 {
     struct pt_bconn *b = p->data;
 
+    if (!b->in_trailers && head_grow(b, n + 4) != 0)
+        return -1;
     return r_append(b->x, &b->hval, &b->hval_len, at, n);
 }
 
@@ -478,11 +491,14 @@ bconn_parse(struct pt_bconn *b)
             b->in->rpos += (uint32_t)(llhttp_get_error_pos(&b->parser) - data);
             llhttp_resume(&b->parser);
         } else {
-            if (b->x != NULL)
-                pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: invalid response: %s (%s)",
-                       b->srv->upstream->name, b->srv->addr.name, llhttp_errno_name(e),
-                       llhttp_get_error_reason(&b->parser));
-            bconn_fail(b, PT_BF_PROTOCOL, "invalid response", 0);
+            char what[200];
+
+            if (b->head_bytes > (size_t)b->srv->upstream->max_response_header_size)
+                snprintf(what, sizeof(what), "response head over max_response_header_size");
+            else
+                snprintf(what, sizeof(what), "invalid response: %s (%s)", llhttp_errno_name(e),
+                         llhttp_get_error_reason(&b->parser));
+            bconn_fail(b, PT_BF_PROTOCOL, what, 0);
             return;
         }
     }

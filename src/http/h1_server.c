@@ -682,6 +682,26 @@ on_headers_complete(llhttp_t *p)
         c->err_status = 505;
         return -1;
     }
+    /* llhttp checks framing only after this callback, but we act on the request as soon as we
+     * return, so the checks of RFC 9112 section 6.1 and 6.3 are made here first: Transfer-Encoding
+     * with Content-Length is ambiguous (400), chunked must be the final coding (400), and any
+     * other coding is one we would not forward faithfully (501). */
+    if (p->flags & F_TRANSFER_ENCODING) {
+        int ti = pt_hdrs_find(&x->req, PT_H_TRANSFER_ENCODING);
+        bool only_chunked = ti >= 0 && pt_hdrs_find_name(&(struct pt_hdrs){x->req.v + ti + 1,
+                                                           x->req.n - (unsigned)ti - 1, 0},
+                                                         "transfer-encoding", 17) < 0 &&
+                            pt_str_ieq(x->req.v[ti].value, x->req.v[ti].vlen, "chunked", 7);
+
+        if ((p->flags & F_CONTENT_LENGTH) || !(p->flags & F_CHUNKED)) {
+            c->err_status = 400;
+            return -1;
+        }
+        if (!only_chunked) {
+            c->err_status = 501;
+            return -1;
+        }
+    }
     return HPE_PAUSED; /* route and start the handler outside the parser */
 }
 
@@ -772,7 +792,14 @@ request_start(struct pt_h1_conn *c)
         reject(c, x->method == HTTP_CONNECT ? 405 : 400, "request target is not origin-form");
         return;
     }
-    x->loc = pt_router_location(x->vh, x->target, x->target_len);
+    char *norm = pt_arena_alloc(&x->arena, x->target_len + 1);
+
+    if (norm == NULL || pt_router_normalize(x->target, x->target_len, norm, &x->path_len) != PT_OK) {
+        reject(c, 400, "invalid path (bad %-escape, encoded NUL or \"..\" above the root)");
+        return;
+    }
+    x->path = norm;
+    x->loc = pt_router_location(x->vh, x->path, x->path_len);
     if (x->loc != NULL)
         x->http = &x->loc->http;
     /* RFC 9112 section 3.2: HTTP/1.1 requests carry exactly one Host */
@@ -819,8 +846,6 @@ parse_error_status(struct pt_h1_conn *c, llhttp_errno_t e)
     switch (e) {
     case HPE_INVALID_METHOD:
         return 501;
-    case HPE_INVALID_VERSION:
-        return 505;
     default:
         return 400;
     }
@@ -830,6 +855,8 @@ static void
 parse(struct pt_h1_conn *c)
 {
     int kick = 0;
+    uint64_t body_start = c->x != NULL ? c->x->req_body_bytes : 0;
+    struct pt_exchange *x_start = c->x;
 
     if (c->in_parse)
         return;
@@ -906,7 +933,8 @@ parse(struct pt_h1_conn *c)
         c->in = NULL;
     }
     if (!c->closing) {
-        update_timer(c, 0);
+        /* client_body_timeout is the gap between two body reads, so progress restarts it */
+        update_timer(c, c->x != NULL && c->x == x_start && c->x->req_body_bytes != body_start);
         flush(c);
     }
 }

@@ -198,6 +198,14 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
         x->last_status = 502;
         break;
     }
+    if (reused && !resp_started && kind == PT_BF_RESET)
+        pt_log(PT_LOG_ERROR,
+               "upstream \"%s\" server %s: pooled connection closed before the response; "
+               "%s %.*s not retried (%s)",
+               x->up->name, x->srv->addr.name, x->method_name, (int)PT_MIN(x->target_len, 200),
+               x->target,
+               !replayable ? "body already sent"
+               : !pt_exchange_idempotent(x) ? "method not idempotent" : "already retried");
     /* nothing was sent when connecting failed, so another server is always safe */
     if ((kind == PT_BF_CONNECT || kind == PT_BF_CONNECT_TIMEOUT) && replayable) {
         proxy_try(x, true);

@@ -58,3 +58,72 @@ pt_router_location(const struct pt_vhost *vh, const char *path, size_t len)
     }
     return best;
 }
+
+static int
+hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+int
+pt_router_normalize(const char *target, size_t len, char *out, size_t *out_len)
+{
+    size_t o = 0;
+    const char *q = memchr(target, '?', len);
+
+    if (q != NULL)
+        len = (size_t)(q - target);
+    if (len == 0 || target[0] != '/')
+        return PT_ERR;
+    for (size_t i = 0; i < len;) {
+        char ch = target[i];
+
+        if (ch == '%') {
+            int hi, lo;
+
+            hi = i + 1 < len ? hexval(target[i + 1]) : -1;
+            lo = i + 2 < len ? hexval(target[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                return PT_ERR;
+            ch = (char)(hi * 16 + lo);
+            i += 3;
+        } else {
+            i++;
+        }
+        if (ch == '/' && o > 0 && out[o - 1] == '/')
+            continue; /* merge slashes */
+        out[o++] = ch;
+        /* a completed "/." or "/.." segment is resolved as soon as its end is known */
+        if (ch == '/' || i == len) {
+            size_t end = ch == '/' ? o - 1 : o; /* segment end (exclusive) */
+            size_t seg = end;
+
+            while (seg > 0 && out[seg - 1] != '/')
+                seg--;
+            size_t sl = end - seg;
+
+            if (sl == 1 && out[seg] == '.') {
+                o = seg; /* drop "." */
+            } else if (sl == 2 && out[seg] == '.' && out[seg + 1] == '.') {
+                if (seg <= 1)
+                    return PT_ERR; /* above the root */
+                size_t prev = seg - 1;
+
+                while (prev > 0 && out[prev - 1] != '/')
+                    prev--;
+                o = prev;
+            }
+        }
+    }
+    if (o == 0)
+        out[o++] = '/';
+    out[o] = '\0';
+    *out_len = o;
+    return PT_OK;
+}

@@ -14,4 +14,11 @@ struct pt_vhost *pt_router_vhost(const struct pt_listen *l, const char *host, si
 /* The location for a path: an exact ("=") match, else the longest prefix; NULL when none. */
 struct pt_location *pt_router_location(const struct pt_vhost *vh, const char *path, size_t len);
 
+/* Normalises the path of an origin-form target for matching, as RFC 3986 section 6.2.2 does:
+ * percent-decoding, dot-segment removal (section 5.2.4) and merged slashes; the query is
+ * dropped. out must hold len + 1 bytes. Returns PT_ERR for a bad %-escape, an encoded NUL,
+ * or ".." above the root; the request is then answered 400. The original target is what is
+ * forwarded; this form is only for choosing a location. */
+int pt_router_normalize(const char *target, size_t len, char *out, size_t *out_len);
+
 #endif

@@ -1,0 +1,358 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for header lists (src/http/headers.c): name tokens, add/find, comma-separated list
+ * matching, and the hop-by-hop marking of RFC 9110 section 7.6.1. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/common.h"
+#include "http/headers.h"
+
+struct fixture {
+    struct pt_arena arena;
+    struct pt_hdrs h;
+};
+
+static int
+fixture_setup(void **state)
+{
+    static struct fixture f;
+
+    pt_arena_init(&f.arena, 1024);
+    memset(&f.h, 0, sizeof(f.h));
+    *state = &f;
+    return 0;
+}
+
+static int
+fixture_teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    pt_arena_free(&f->arena);
+    return 0;
+}
+
+/* Appends a header, copying name and value into the arena as the contract asks. */
+static void
+add(struct fixture *f, const char *name, const char *value)
+{
+    char *n = pt_arena_strdup(&f->arena, name);
+    char *v = pt_arena_strdup(&f->arena, value);
+
+    assert_non_null(n);
+    assert_non_null(v);
+    assert_int_equal(pt_hdrs_add(&f->arena, &f->h, n, strlen(n), v, strlen(v)), PT_OK);
+}
+
+static int
+find_name(const struct fixture *f, const char *name)
+{
+    return pt_hdrs_find_name(&f->h, name, strlen(name));
+}
+
+/* skip flag of the first header with this name */
+static int
+skip_of(const struct fixture *f, const char *name)
+{
+    int i = find_name(f, name);
+
+    assert_true(i >= 0);
+    return f->h.v[i].skip;
+}
+
+static bool
+has(const char *value, const char *token)
+{
+    return pt_hdr_list_has(value, strlen(value), token);
+}
+
+static void
+test_hdr_token(void **state)
+{
+    static const struct {
+        const char *name;
+        enum pt_hdr_tok tok;
+    } cases[] = {
+        {"Connection", PT_H_CONNECTION},
+        {"connection", PT_H_CONNECTION},
+        {"CONNECTION", PT_H_CONNECTION},
+        {"Keep-Alive", PT_H_KEEP_ALIVE},
+        {"TE", PT_H_TE},
+        {"te", PT_H_TE},
+        {"Trailer", PT_H_TRAILER},
+        {"Transfer-Encoding", PT_H_TRANSFER_ENCODING},
+        {"transfer-ENCODING", PT_H_TRANSFER_ENCODING},
+        {"Upgrade", PT_H_UPGRADE},
+        {"Proxy-Connection", PT_H_PROXY_CONNECTION},
+        {"Content-Length", PT_H_CONTENT_LENGTH},
+        {"HOST", PT_H_HOST},
+        {"Expect", PT_H_EXPECT},
+        {"X-Forwarded-For", PT_H_X_FORWARDED_FOR},
+        {"X-Forwarded-Proto", PT_H_X_FORWARDED_PROTO},
+        {"x-forwarded-host", PT_H_X_FORWARDED_HOST},
+        {"Forwarded", PT_H_FORWARDED},
+        {"Via", PT_H_VIA},
+        {"User-Agent", PT_H_USER_AGENT},
+        {"Referer", PT_H_REFERER},
+        {"X-Custom", PT_H_OTHER},
+        {"Connectio", PT_H_OTHER},
+        {"Connections", PT_H_OTHER},
+        {"T", PT_H_OTHER},
+        {"", PT_H_OTHER},
+        {"Content_Length", PT_H_OTHER},
+    };
+
+    for (size_t i = 0; i < PT_ARRAY_LEN(cases); i++) {
+        enum pt_hdr_tok t = pt_hdr_token(cases[i].name, strlen(cases[i].name));
+
+        if (t != cases[i].tok)
+            fail_msg("pt_hdr_token(\"%s\") = %d, expected %d", cases[i].name, (int)t,
+                     (int)cases[i].tok);
+    }
+    /* the length bounds the name: "Host" inside a longer buffer */
+    assert_int_equal(pt_hdr_token("Hostname", 4), PT_H_HOST);
+    assert_int_equal(pt_hdr_token("Host", 3), PT_H_OTHER);
+}
+
+static void
+test_hdrs_add_find(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(pt_hdrs_find(&f->h, PT_H_HOST), -1);
+    assert_int_equal(find_name(f, "Host"), -1);
+
+    add(f, "Host", "example.com");
+    add(f, "X-Foo", "1");
+    add(f, "content-length", "42");
+    add(f, "x-foo", "2");
+    assert_int_equal(f->h.n, 4);
+    assert_int_equal(f->h.v[0].tok, PT_H_HOST);
+    assert_int_equal(f->h.v[1].tok, PT_H_OTHER);
+    assert_int_equal(f->h.v[2].tok, PT_H_CONTENT_LENGTH);
+    assert_int_equal(f->h.v[2].nlen, 14);
+    assert_int_equal(f->h.v[2].vlen, 2);
+    assert_memory_equal(f->h.v[2].value, "42", 2);
+    for (unsigned i = 0; i < f->h.n; i++)
+        assert_int_equal(f->h.v[i].skip, 0);
+
+    assert_int_equal(pt_hdrs_find(&f->h, PT_H_HOST), 0);
+    assert_int_equal(pt_hdrs_find(&f->h, PT_H_CONTENT_LENGTH), 2);
+    assert_int_equal(pt_hdrs_find(&f->h, PT_H_CONNECTION), -1);
+    /* names: case-insensitive, first one wins, whole name only */
+    assert_int_equal(find_name(f, "x-FOO"), 1);
+    assert_int_equal(find_name(f, "HOST"), 0);
+    assert_int_equal(find_name(f, "X-Fo"), -1);
+    assert_int_equal(find_name(f, "X-Foo2"), -1);
+    assert_int_equal(pt_hdrs_find_name(&f->h, "X-FooBar", 5), 1);
+}
+
+static void
+test_hdrs_add_grows(void **state)
+{
+    struct fixture *f = *state;
+    char name[32], value[32];
+
+    for (unsigned i = 0; i < 100; i++) {
+        snprintf(name, sizeof(name), "X-H%u", i);
+        snprintf(value, sizeof(value), "v%u", i * 7);
+        add(f, name, value);
+    }
+    assert_int_equal(f->h.n, 100);
+    assert_true(f->h.cap >= 100);
+    /* every entry survived the array growing */
+    for (unsigned i = 0; i < 100; i++) {
+        snprintf(name, sizeof(name), "x-h%u", i);
+        snprintf(value, sizeof(value), "v%u", i * 7);
+        assert_int_equal(find_name(f, name), (int)i);
+        assert_int_equal(f->h.v[i].vlen, strlen(value));
+        assert_memory_equal(f->h.v[i].value, value, strlen(value));
+    }
+}
+
+static void
+test_hdr_list_has(void **state)
+{
+    assert_true(has("close", "close"));
+    assert_true(has("Close", "close"));
+    assert_true(has("close", "CLOSE"));
+    assert_true(has("keep-alive, Upgrade", "upgrade"));
+    assert_true(has("keep-alive,Upgrade", "upgrade"));
+    assert_true(has("  Upgrade  ,\tkeep-alive\t", "upgrade"));
+    assert_true(has("  Upgrade  ,\tkeep-alive\t", "keep-alive"));
+    assert_true(has(",,, close ,,", "close"));
+    assert_true(has("a, b, c", "c"));
+
+    assert_false(has("", "close"));
+    assert_false(has(" , ,", "close"));
+    assert_false(has("closed", "close"));
+    assert_false(has("clos", "close"));
+    assert_false(has("upgrade-insecure", "upgrade"));
+    assert_false(has("x-upgrade", "upgrade"));
+    assert_false(has("keep alive", "keep"));
+    /* the length bounds the value */
+    assert_false(pt_hdr_list_has("clo, close", 3, "close"));
+    assert_true(pt_hdr_list_has("a, closeXYZ", 8, "close"));
+}
+
+static void
+test_hop_by_hop_fixed_set(void **state)
+{
+    struct fixture *f = *state;
+
+    add(f, "Host", "example.com");
+    add(f, "Connection", "keep-alive");
+    add(f, "Keep-Alive", "timeout=5");
+    add(f, "TE", "trailers");
+    add(f, "Trailer", "X-Checksum");
+    add(f, "Transfer-Encoding", "chunked");
+    add(f, "Upgrade", "websocket");
+    add(f, "Proxy-Connection", "keep-alive");
+    add(f, "Content-Type", "text/plain");
+    add(f, "X-Checksum", "abc");
+    add(f, "Via", "1.1 other");
+
+    pt_hdrs_mark_hop_by_hop(&f->h, false);
+    assert_int_equal(skip_of(f, "Connection"), 1);
+    assert_int_equal(skip_of(f, "Keep-Alive"), 1);
+    assert_int_equal(skip_of(f, "TE"), 1);
+    assert_int_equal(skip_of(f, "Trailer"), 1);
+    assert_int_equal(skip_of(f, "Transfer-Encoding"), 1);
+    assert_int_equal(skip_of(f, "Upgrade"), 1);
+    assert_int_equal(skip_of(f, "Proxy-Connection"), 1);
+    /* end-to-end headers stay, including one merely named in Trailer */
+    assert_int_equal(skip_of(f, "Host"), 0);
+    assert_int_equal(skip_of(f, "Content-Type"), 0);
+    assert_int_equal(skip_of(f, "X-Checksum"), 0);
+    assert_int_equal(skip_of(f, "Via"), 0);
+}
+
+static void
+test_hop_by_hop_case_insensitive(void **state)
+{
+    struct fixture *f = *state;
+
+    add(f, "connection", "close");
+    add(f, "KEEP-ALIVE", "timeout=5");
+    add(f, "transfer-encoding", "chunked");
+    add(f, "proxy-CONNECTION", "close");
+    add(f, "x-kept", "1");
+
+    pt_hdrs_mark_hop_by_hop(&f->h, false);
+    assert_int_equal(f->h.v[0].skip, 1);
+    assert_int_equal(f->h.v[1].skip, 1);
+    assert_int_equal(f->h.v[2].skip, 1);
+    assert_int_equal(f->h.v[3].skip, 1);
+    assert_int_equal(f->h.v[4].skip, 0);
+}
+
+static void
+test_hop_by_hop_connection_names(void **state)
+{
+    struct fixture *f = *state;
+
+    add(f, "X-Before", "1"); /* named in Connection, appears before it */
+    add(f, "Connection", "close, X-Foo");
+    add(f, "x-foo", "a");
+    add(f, "X-Foo", "b");
+    add(f, "Connection", " x-before ,\tX-Bar ");
+    add(f, "X-Bar", "c");
+    add(f, "X-Foo-Bar", "kept");
+    add(f, "X-Baz", "kept");
+    add(f, "Close", "kept?"); /* "close" is named, so a header called Close goes too */
+
+    pt_hdrs_mark_hop_by_hop(&f->h, false);
+    assert_int_equal(f->h.v[0].skip, 1);
+    assert_int_equal(f->h.v[1].skip, 1);
+    assert_int_equal(f->h.v[2].skip, 1);
+    assert_int_equal(f->h.v[3].skip, 1);
+    assert_int_equal(f->h.v[4].skip, 1);
+    assert_int_equal(f->h.v[5].skip, 1);
+    assert_int_equal(f->h.v[6].skip, 0);
+    assert_int_equal(f->h.v[7].skip, 0);
+    assert_int_equal(f->h.v[8].skip, 1);
+}
+
+static void
+test_hop_by_hop_keep_upgrade(void **state)
+{
+    struct fixture *f = *state;
+
+    add(f, "Connection", "Upgrade");
+    add(f, "Upgrade", "websocket");
+    add(f, "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    add(f, "Keep-Alive", "timeout=5");
+
+    pt_hdrs_mark_hop_by_hop(&f->h, true);
+    assert_int_equal(skip_of(f, "Connection"), 1);
+    assert_int_equal(skip_of(f, "Upgrade"), 0);
+    assert_int_equal(skip_of(f, "Sec-WebSocket-Key"), 0);
+    assert_int_equal(skip_of(f, "Keep-Alive"), 1);
+
+    /* without keep_upgrade the same request loses Upgrade */
+    for (unsigned i = 0; i < f->h.n; i++)
+        f->h.v[i].skip = 0;
+    pt_hdrs_mark_hop_by_hop(&f->h, false);
+    assert_int_equal(skip_of(f, "Upgrade"), 1);
+    assert_int_equal(skip_of(f, "Sec-WebSocket-Key"), 0);
+}
+
+static void
+test_hop_by_hop_keep_upgrade_named_after(void **state)
+{
+    struct fixture *f = *state;
+
+    /* Upgrade before the Connection header that names it: keep_upgrade still keeps it */
+    add(f, "Upgrade", "websocket");
+    add(f, "Connection", "keep-alive, upgrade");
+
+    pt_hdrs_mark_hop_by_hop(&f->h, true);
+    assert_int_equal(skip_of(f, "Upgrade"), 0);
+    assert_int_equal(skip_of(f, "Connection"), 1);
+}
+
+static void
+test_hop_by_hop_none(void **state)
+{
+    struct fixture *f = *state;
+
+    add(f, "Host", "example.com");
+    add(f, "Content-Length", "3");
+    add(f, "X-Forwarded-For", "192.0.2.1");
+
+    pt_hdrs_mark_hop_by_hop(&f->h, false);
+    for (unsigned i = 0; i < f->h.n; i++)
+        assert_int_equal(f->h.v[i].skip, 0);
+    /* an empty list is fine too */
+    memset(&f->h, 0, sizeof(f->h));
+    pt_hdrs_mark_hop_by_hop(&f->h, true);
+    assert_int_equal(f->h.n, 0);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hdr_token),
+        T(test_hdrs_add_find),
+        T(test_hdrs_add_grows),
+        cmocka_unit_test(test_hdr_list_has),
+        T(test_hop_by_hop_fixed_set),
+        T(test_hop_by_hop_case_insensitive),
+        T(test_hop_by_hop_connection_names),
+        T(test_hop_by_hop_keep_upgrade),
+        T(test_hop_by_hop_keep_upgrade_named_after),
+        T(test_hop_by_hop_none),
+    };
+
+    return cmocka_run_group_tests_name("headers", tests, NULL, NULL);
+}
