@@ -17,6 +17,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "upstream/lb-t.h"
 
 #define MAX_ARGS 64
 #define MAX_ERRORS 50
@@ -793,9 +794,13 @@ set_balance(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
         return already_set(cx);
     if (m == NULL)
         return pt_conf_error(cx, 1, "unknown balancing policy \"%s\"", cx->args[1]);
+    cx->up->lb = m;
+    const struct pt_lb_ops *ops = m->ops;
+
+    if (ops->configure != NULL)
+        return ops->configure(cx, cx->up, 2);
     if (cx->nargs > 1)
         return pt_conf_error(cx, 2, "policy \"%s\" takes no parameters", cx->args[1]);
-    cx->up->lb = m;
     return PT_OK;
 }
 

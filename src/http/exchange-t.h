@@ -121,6 +121,7 @@ struct pt_exchange {
     unsigned last_status;        /* what to answer if no other server can be tried */
 
     ev_tstamp t_start;
+    ev_tstamp t_attempt; /* when the current backend attempt started */
     ev_tstamp t_end;
 };
 

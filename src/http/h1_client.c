@@ -405,6 +405,7 @@ r_headers_complete(llhttp_t *p)
         return 0;
     }
     b->interim = 0;
+    pt_upstream_result(x, 1);
     x->status = status;
     x->resp_cl = (p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED)
                      ? (int64_t)p->content_length

@@ -170,6 +170,8 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
 {
     bool replayable = x->req_body_sent == 0;
 
+    if (!resp_started || !x->resp_head_sent)
+        pt_upstream_result(x, 0);
     pt_upstream_release(x);
     if (x->resp_head_sent) {
         x->fe->abort(x);

@@ -8,10 +8,17 @@
 struct pt_wupstream;
 struct pt_server;
 struct pt_exchange;
+struct pt_conf_ctx;
+struct pt_upstream;
 
 /* Ops of a PT_MODULE_LB module. The group is one upstream in one worker, so no call needs a
  * lock. pick() does no I/O, so unit tests call it with fabricated servers. */
 struct pt_lb_ops {
+    /* Parses `balance NAME ARGS...`: cx->args[first..cx->nargs] are the policy's arguments.
+     * Keeps its per-upstream conf in up->mod[module index] (snapshot arena). May be NULL when
+     * the policy takes no arguments. Main thread, at load. PT_OK or PT_ERR (via
+     * pt_conf_error). */
+    int (*configure)(struct pt_conf_ctx *cx, struct pt_upstream *up, unsigned first);
     /* Allocates g->lb_state. Worker thread, before the loop runs. PT_OK or PT_ERR. */
     int (*group_init)(struct pt_wupstream *g);
     /* Picks a server that is not down, not marked in tried (one byte per server index, may be
@@ -23,6 +30,9 @@ struct pt_lb_ops {
     void (*on_server_state)(struct pt_wupstream *g, struct pt_server *s);
     /* A request started (+1) or ended (-1) on s. May be NULL. */
     void (*on_conn)(struct pt_wupstream *g, struct pt_server *s, int delta);
+    /* An attempt on s ended: latency from sending the request to the response head (or the
+     * failure), in seconds, and whether it succeeded. May be NULL. */
+    void (*on_result)(struct pt_wupstream *g, struct pt_server *s, double latency, int ok);
     void (*group_fini)(struct pt_wupstream *g);
 };
 

@@ -82,11 +82,22 @@ pt_upstream_acquire(struct pt_exchange *x)
     if (x->srv_counted)
         return;
     x->srv_counted = 1;
+    x->t_attempt = ev_now(x->w->loop);
     atomic_fetch_add_explicit(&x->srv->_active, 1, memory_order_relaxed);
     g->servers[x->srv->index].n_active++;
     g->servers[x->srv->index].requests++;
     if (ops->on_conn != NULL)
         ops->on_conn(g, x->srv, +1);
+}
+
+void
+pt_upstream_result(struct pt_exchange *x, int ok)
+{
+    const struct pt_lb_ops *ops = x->up->lb->ops;
+
+    if (ops->on_result != NULL && x->srv != NULL)
+        ops->on_result(pt_upstream_group(x->w, x->up), x->srv,
+                       ev_now(x->w->loop) - x->t_attempt, ok);
 }
 
 void

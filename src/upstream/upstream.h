@@ -39,6 +39,8 @@ pt_server_usable(const struct pt_server *s, const uint8_t *tried)
 struct pt_server *pt_upstream_pick(struct pt_worker *w, struct pt_exchange *x);
 /* Counts x as in flight on x->srv (max_conns, lb on_conn). */
 void pt_upstream_acquire(struct pt_exchange *x);
+/* Reports the outcome of the current attempt to the lb policy (latency since t_attempt). */
+void pt_upstream_result(struct pt_exchange *x, int ok);
 /* Undoes pt_upstream_acquire; safe to call twice. */
 void pt_upstream_release(struct pt_exchange *x);
 
