@@ -13,6 +13,7 @@
 #include "core/arena-t.h"
 #include "core/common-t.h"
 #include "core/module-t.h"
+#include "net/tls-t.h"
 
 #ifndef PT_MODULES_MAX
 #define PT_MODULES_MAX 32
@@ -115,6 +116,7 @@ struct pt_vhost {
     struct pt_http_conf http;
     struct pt_location **locs;
     unsigned n_locs;
+    struct pt_tls_conf tls;
     void *mod[PT_MODULES_MAX];
     const char *file;
     int line, col;
@@ -130,6 +132,7 @@ struct pt_listen {
     unsigned n_vhosts;
     struct pt_vhost *default_vhost;
     unsigned default_explicit : 1;
+    unsigned tls : 1; /* `listen ... tls`: TLS with ALPN h2/http/1.1 */
 };
 
 /* The snapshot. */
@@ -142,6 +145,7 @@ struct pt_conf {
     int error_log_level;
     pt_msec shutdown_timeout;
     struct pt_http_conf http;
+    struct pt_tls_conf tls;
     struct pt_upstream **upstreams;
     unsigned n_upstreams;
     struct pt_vhost **vhosts;

@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "upstream/lb-t.h"
+#include "net/tls.h"
 
 #define MAX_ARGS 64
 #define MAX_ERRORS 50
@@ -199,6 +200,15 @@ find_directive(const char *name, unsigned level, const struct pt_module **owner,
 {
     *seen = 0;
     for (const struct pt_directive *d = pt_core_directives; d->name != NULL; d++) {
+        if (strcmp(d->name, name) != 0)
+            continue;
+        *seen = 1;
+        if (d->where & level) {
+            *owner = NULL;
+            return d;
+        }
+    }
+    for (const struct pt_directive *d = pt_tls_directives; d->name != NULL; d++) {
         if (strcmp(d->name, name) != 0)
             continue;
         *seen = 1;
@@ -826,6 +836,7 @@ set_server_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *con
     vh->line = cx->lines[0];
     vh->col = cx->cols[0];
     http_conf_unset(&vh->http);
+    pt_tls_conf_unset(&vh->tls);
     PUSH(&c->arena, &c->vhosts, &c->n_vhosts, vh);
     cx->vh = vh;
     cx->level = PT_CTX_SERVER;
@@ -844,11 +855,16 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 
     if (pt_addr_parse(cx->args[1], 1, &addr, &err) != PT_OK)
         return pt_conf_error(cx, 1, "%s", err.msg);
+    int tls = 0;
+
     for (unsigned i = 2; i <= cx->nargs; i++) {
         if (strcmp(cx->args[i], "default_server") == 0)
             dflt = 1;
+        else if (strcmp(cx->args[i], "tls") == 0)
+            tls = 1;
         else
-            return pt_conf_error(cx, i, "invalid listen parameter \"%s\" (default_server)",
+            return pt_conf_error(cx, i,
+                                 "invalid listen parameter \"%s\" (default_server, tls)",
                                  cx->args[i]);
     }
     for (unsigned i = 0; i < c->n_listens; i++)
@@ -858,7 +874,10 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
         l = pt_arena_calloc(&c->arena, sizeof(*l));
         l->addr = addr;
         l->index = c->n_listens;
+        l->tls = tls ? 1 : 0;
         PUSH(&c->arena, &c->listens, &c->n_listens, l);
+    } else if (l->tls != (unsigned)tls) {
+        return pt_conf_error(cx, 1, "listen %s is used both with and without tls", addr.name);
     }
     for (unsigned i = 0; i < l->n_vhosts; i++)
         if (l->vhosts[i] == cx->vh)
@@ -981,7 +1000,7 @@ const struct pt_directive pt_core_directives[] = {
      NULL},
     {"max_response_header_size", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_size,
      UOFF(max_response_header_size), NULL},
-    {"listen", PT_CTX_SERVER, 1, 2, 0, PT_BASE_NONE, set_listen, 0, NULL},
+    {"listen", PT_CTX_SERVER, 1, 3, 0, PT_BASE_NONE, set_listen, 0, NULL},
     {"server_name", PT_CTX_SERVER, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_server_name, 0, NULL},
     {"location", PT_CTX_SERVER, 1, 2, 1, PT_BASE_NONE, set_location_block, 0, NULL},
     {"proxy_pass", PT_CTX_LOCATION, 1, 1, 0, PT_BASE_NONE, set_proxy_pass, 0, NULL},
@@ -1074,6 +1093,7 @@ validate(struct pt_conf_ctx *cx)
     struct pt_conf_parser *p = cx->p;
 
     http_conf_merge(NULL, &c->http);
+    pt_tls_conf_merge(NULL, &c->tls);
     modules_merge(cx, NULL, c->mod);
     if (c->shutdown_timeout == PT_UNSET)
         c->shutdown_timeout = 10000;
@@ -1091,6 +1111,7 @@ validate(struct pt_conf_ctx *cx)
         struct pt_vhost *vh = c->vhosts[i];
 
         http_conf_merge(&c->http, &vh->http);
+        pt_tls_conf_merge(&c->tls, &vh->tls);
         cx->level = PT_CTX_SERVER;
         cx->vh = vh;
         modules_merge(cx, c->mod, vh->mod);
@@ -1140,6 +1161,7 @@ load(const char *name, const char *text, size_t len, FILE *errout, struct pt_err
     c->error_log_level = PT_UNSET;
     c->shutdown_timeout = PT_UNSET;
     http_conf_unset(&c->http);
+    pt_tls_conf_unset(&c->tls);
     p.file = name;
     p.text = text;
     p.len = len;
@@ -1162,6 +1184,8 @@ load(const char *name, const char *text, size_t len, FILE *errout, struct pt_err
     }
     if (c->error_log_level == PT_UNSET)
         c->error_log_level = PT_LOG_NOTICE;
+    if (p.nerrors == 0)
+        p.nerrors += pt_tls_conf_finish(c, errout, err);
     if (p.nerrors == 0) {
         for (unsigned i = 0; pt_modules[i] != NULL; i++) {
             struct pt_err merr;
@@ -1240,6 +1264,7 @@ pt_conf_unref(struct pt_conf *c)
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->conf_release != NULL)
             pt_modules[i]->conf_release(c);
+    pt_tls_conf_release(c);
     pt_arena_free(&c->arena);
     free(c);
 }

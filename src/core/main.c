@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/worker.h"
+#include "net/tls.h"
 
 #ifndef PT_DEFAULT_CONF
 #define PT_DEFAULT_CONF "/etc/portico/portico.conf"
@@ -75,6 +76,12 @@ on_reopen_signal(struct ev_loop *loop, ev_signal *w, int revents)
 }
 
 static void
+on_ticket_rotate(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    pt_tls_rotate_ticket_keys();
+}
+
+static void
 on_hup_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     pt_log(PT_LOG_WARN, "SIGHUP: configuration reload is not supported yet; ignoring");
@@ -89,6 +96,7 @@ main(int argc, char **argv)
     struct pt_conf *conf;
     struct ev_loop *loop;
     ev_signal sig_term, sig_int, sig_usr1, sig_hup;
+    ev_timer ticket_timer;
 
     while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
         switch (opt) {
@@ -133,6 +141,10 @@ main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (pt_tls_init(&err) != PT_OK) {
+        pt_log(PT_LOG_EMERG, "%s", err.msg);
+        return 1;
+    }
     if (pt_runtime_listen(&runtime, conf, &err) != PT_OK) {
         pt_log(PT_LOG_EMERG, "%s", err.msg);
         return 1;
@@ -146,6 +158,9 @@ main(int argc, char **argv)
     ev_signal_start(loop, &sig_int);
     ev_signal_start(loop, &sig_usr1);
     ev_signal_start(loop, &sig_hup);
+    /* session ticket keys rotate hourly; the previous key still decrypts for one more hour */
+    ev_timer_init(&ticket_timer, on_ticket_rotate, 3600., 3600.);
+    ev_timer_start(loop, &ticket_timer);
     if (pt_runtime_start(&runtime, &err) != PT_OK) {
         pt_log(PT_LOG_EMERG, "%s", err.msg);
         return 1;

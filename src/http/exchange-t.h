@@ -71,6 +71,7 @@ struct pt_exchange {
     const struct sockaddr *peer;
     const char *peer_ip;
     unsigned tls : 1;
+    const char *tls_client_subject; /* verified client certificate subject (RFC 2253) */
     struct pt_listen *listen;
     struct pt_vhost *vh;
     struct pt_location *loc;

@@ -27,6 +27,7 @@
 #include "http/h1_server.h"
 #include "http/headers.h"
 #include "http/router.h"
+#include "net/tls.h"
 
 enum pause_reason {
     PAUSE_BODY = 1u << 0,     /* the backend has not taken the body we hold */
@@ -35,6 +36,7 @@ enum pause_reason {
 
 enum timer_kind {
     T_NONE = 0,
+    T_HANDSHAKE,
     T_HEADER,
     T_BODY,
     T_KEEPALIVE,
@@ -52,6 +54,8 @@ struct pt_h1_conn {
     struct pt_worker *w;
     struct pt_listen *listen;
     int fd;
+    SSL *ssl;          /* NULL on cleartext listeners */
+    size_t tls_retry;  /* SSL_write length to repeat (see pt_io_writev) */
     ev_io rio;
     ev_io wio;
     ev_timer timer;
@@ -70,6 +74,7 @@ struct pt_h1_conn {
     unsigned out_full : 1;    /* told the backend to stop; resume it when drained */
     unsigned in_trailers : 1;
     unsigned head_lf : 1;     /* the last head byte scanned was LF */
+    unsigned handshaking : 1; /* TLS handshake in progress */
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
@@ -174,6 +179,11 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
                (unsigned long long)c->id);
         conn_close(c);
         return;
+    case T_HANDSHAKE:
+        pt_log(PT_LOG_INFO, "TLS handshake with %s timed out (c%llu)", c->peer_ip,
+               (unsigned long long)c->id);
+        conn_close(c);
+        return;
     case T_KEEPALIVE:
     case T_LINGER:
     case T_NONE:
@@ -189,7 +199,9 @@ update_timer(struct pt_h1_conn *c, int progress)
     const struct pt_http_conf *h = conn_http(c);
     struct pt_exchange *x = c->x;
 
-    if (c->lingering)
+    if (c->handshaking)
+        set_timer(c, T_HANDSHAKE, c->listen->default_vhost->tls.handshake_timeout, 0);
+    else if (c->lingering)
         set_timer(c, T_LINGER, LINGER_MSEC, 0);
     else if (ev_is_active(&c->wio))
         set_timer(c, T_SEND, h->send_timeout, progress);
@@ -242,14 +254,12 @@ flush(struct pt_h1_conn *c)
         return;
     while (c->out.bytes > 0) {
         int n = pt_chain_iov(&c->out, iov, 64);
-        ssize_t w = writev(c->fd, iov, n);
+        ssize_t w = pt_io_writev(c->fd, c->ssl, iov, n, &c->tls_retry);
 
-        if (w == -1) {
+        if (w < 0) {
             int e = errno;
 
-            if (e == EINTR)
-                continue;
-            if (e == EAGAIN) {
+            if (w == PT_AGAIN) {
                 if (!ev_is_active(&c->wio)) {
                     ev_io_start(c->w->loop, &c->wio);
                     update_timer(c, 1);
@@ -276,11 +286,19 @@ flush(struct pt_h1_conn *c)
     maybe_close_after_output(c);
 }
 
+static void handshake(struct pt_h1_conn *c);
+static int pt_h1_switch_to_h2(struct pt_h1_conn *c);
+
 static void
 on_write(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct pt_h1_conn *c = pt_container_of(io, struct pt_h1_conn, wio);
     size_t before = c->out.bytes;
+
+    if (c->handshaking) {
+        handshake(c);
+        return;
+    }
 
     flush(c);
     if (!c->closing && c->out.bytes < before && ev_is_active(&c->wio))
@@ -574,6 +592,10 @@ on_message_begin(llhttp_t *p)
     x->peer = (struct sockaddr *)&c->peer;
     x->peer_ip = c->peer_ip;
     x->listen = c->listen;
+    if (c->ssl != NULL) {
+        x->tls = 1;
+        x->tls_client_subject = pt_tls_client_subject(c->ssl, &x->arena);
+    }
     x->state = PT_X_HEAD;
     c->x = x;
     c->head_bytes = 0;
@@ -950,6 +972,9 @@ update_read(struct pt_h1_conn *c)
     if (want && !c->reading) {
         ev_io_start(c->w->loop, &c->rio);
         c->reading = 1;
+        /* bytes OpenSSL already decrypted will not wake epoll: deliver them now */
+        if (c->ssl != NULL && !c->handshaking && SSL_pending(c->ssl) > 0)
+            ev_feed_event(c->w->loop, &c->rio, EV_READ);
     } else if (!want && c->reading) {
         ev_io_stop(c->w->loop, &c->rio);
         c->reading = 0;
@@ -962,6 +987,10 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
     struct pt_h1_conn *c = pt_container_of(io, struct pt_h1_conn, rio);
     ssize_t n;
 
+    if (c->handshaking) {
+        handshake(c);
+        return;
+    }
     if (c->in == NULL) {
         c->in = pt_chunk_get(&c->w->chunks);
         if (c->in == NULL) {
@@ -973,13 +1002,11 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
         c->in->wpos -= c->in->rpos;
         c->in->rpos = 0;
     }
-    n = read(c->fd, c->in->data + c->in->wpos, PT_CHUNK_SIZE - c->in->wpos);
-    if (n == -1) {
-        int e = errno;
-
-        if (e == EAGAIN || e == EINTR)
-            return;
-        pt_log_debug("read from client %s failed: %s", c->peer_ip, strerror(e));
+    n = pt_io_read(c->fd, c->ssl, c->in->data + c->in->wpos, PT_CHUNK_SIZE - c->in->wpos);
+    if (n == PT_AGAIN)
+        return;
+    if (n < 0) {
+        pt_log_debug("read from client %s failed: %s", c->peer_ip, strerror(errno));
         conn_close(c);
         return;
     }
@@ -1002,6 +1029,35 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
     c->in->wpos += (uint32_t)n;
     parse(c);
     update_read(c);
+    if (!c->closing && c->reading && c->ssl != NULL && SSL_pending(c->ssl) > 0)
+        ev_feed_event(c->w->loop, &c->rio, EV_READ);
+}
+
+static void
+handshake(struct pt_h1_conn *c)
+{
+    bool want_write;
+    int rc = pt_tls_handshake(c->ssl, c->peer_ip, &want_write);
+
+    if (rc == PT_ERR) {
+        conn_close(c);
+        return;
+    }
+    if (rc == PT_AGAIN) {
+        if (want_write && !ev_is_active(&c->wio))
+            ev_io_start(c->w->loop, &c->wio);
+        else if (!want_write && ev_is_active(&c->wio))
+            ev_io_stop(c->w->loop, &c->wio);
+        return;
+    }
+    c->handshaking = 0;
+    if (ev_is_active(&c->wio))
+        ev_io_stop(c->w->loop, &c->wio);
+    if (pt_tls_alpn_h2(c->ssl) && pt_h1_switch_to_h2(c) == PT_DONE)
+        return;
+    update_timer(c, 0);
+    /* the client's first request may already sit in OpenSSL's buffer */
+    ev_feed_event(c->w->loop, &c->rio, EV_READ);
 }
 
 /* ---- connection lifetime -------------------------------------------------------------- */
@@ -1033,6 +1089,8 @@ conn_close(struct pt_h1_conn *c)
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
     ev_timer_stop(w->loop, &c->timer);
+    pt_tls_free(c->ssl);
+    c->ssl = NULL;
     close(c->fd);
     if (c->in != NULL)
         pt_chunk_put(&w->chunks, c->in);
@@ -1091,6 +1149,14 @@ pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, sock
     ev_io_init(&c->rio, on_read, fd, EV_READ);
     ev_io_init(&c->wio, on_write, fd, EV_WRITE);
     ev_timer_init(&c->timer, on_timer, 0., 0.);
+    if (l->tls) {
+        c->ssl = pt_tls_accept(l, fd);
+        if (c->ssl == NULL) {
+            free(c);
+            return PT_ERR;
+        }
+        c->handshaking = 1;
+    }
     pt_list_insert_tail(&w->conns, &c->link);
     w->n_conns++;
     update_read(c);
@@ -1122,4 +1188,11 @@ pt_h1_server_close_all(struct pt_worker *w)
 
         conn_close(c);
     }
+}
+
+/* Hands the connection to the HTTP/2 frontend (ALPN h2, or the h2c preface). */
+static int
+pt_h1_switch_to_h2(struct pt_h1_conn *c)
+{
+    return PT_DECLINED;
 }

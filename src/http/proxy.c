@@ -58,6 +58,9 @@ forward_headers(struct pt_exchange *x)
     for (unsigned i = 0; i < x->req.n; i++) {
         struct pt_hdr *e = &x->req.v[i];
 
+        /* only portico may say what the client certificate was */
+        if (pt_str_ieq(e->name, e->nlen, "x-client-cert-subject", 21))
+            e->skip = 1;
         switch (e->tok) {
         case PT_H_X_FORWARDED_FOR:
             if (h->x_forwarded) {
@@ -107,6 +110,9 @@ forward_headers(struct pt_exchange *x)
                  host != NULL ? "\"" : "");
         add_joined(x, "Forwarded", prev_fwd, buf);
     }
+    if (x->tls_client_subject != NULL)
+        pt_hdrs_add(&x->arena, &x->fwd, "X-Client-Cert-Subject", 21, x->tls_client_subject,
+                    strlen(x->tls_client_subject));
     if (h->via) {
         snprintf(buf, sizeof(buf), "%u.%u portico", x->major, x->minor);
         add_joined(x, "Via", prev_via, buf);

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/* TLS settings of a server block (inherited from main) and the SSL_CTX built from them. */
+#ifndef PT_TLS_T_H
+#define PT_TLS_T_H
+
+#include <stdint.h>
+
+#include "core/common-t.h"
+
+struct ssl_ctx_st;
+
+enum pt_tls_proto {
+    PT_TLS_V12 = 1u << 0,
+    PT_TLS_V13 = 1u << 1,
+};
+
+enum pt_tls_verify {
+    PT_TLS_VERIFY_OFF = 0,
+    PT_TLS_VERIFY_ON,
+    PT_TLS_VERIFY_OPTIONAL,
+};
+
+/* Owner: the snapshot; `ctx` is created at load and freed with the snapshot. PT_UNSET / NULL
+ * until merged. */
+struct pt_tls_conf {
+    const char *certificate;
+    const char *certificate_key;
+    const char *cert_file; /* where tls_certificate was written, for errors */
+    int cert_line, cert_col;
+    int64_t protocols;     /* enum pt_tls_proto bits */
+    const char *ciphers;   /* TLS 1.2 cipher list (TLS 1.3 suites stay OpenSSL's) */
+    const char *client_ca; /* tls_client_certificate */
+    int64_t verify_client; /* enum pt_tls_verify */
+    int session_tickets;
+    int64_t session_cache; /* sessions in the server-side cache, 0 = off */
+    pt_msec handshake_timeout;
+    struct ssl_ctx_st *ctx;
+};
+
+#endif

@@ -1,0 +1,633 @@
+/* SPDX-License-Identifier: MIT */
+/* TLS termination with OpenSSL 3: one SSL_CTX per server block on a TLS listener, chosen by SNI;
+ * ALPN h2 / http/1.1; TLS 1.2 and 1.3 only; session tickets with in-memory keys rotated by the
+ * main thread, plus a server-side session cache; optional client certificates. Idle
+ * connections stay small: SSL_MODE_RELEASE_BUFFERS drops OpenSSL's buffers between records and
+ * one ticket is issued per handshake instead of OpenSSL's two. */
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "core/arena.h"
+#include "core/common.h"
+#include "core/conf.h"
+#include "core/log.h"
+#include "http/router.h"
+#include "net/tls.h"
+
+#define DEFAULT_CIPHERS                                                                          \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                 \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                 \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+/* ---- directives ----------------------------------------------------------------------- */
+
+static struct pt_tls_conf *
+level_tls(struct pt_conf_ctx *cx)
+{
+    return cx->level == PT_CTX_SERVER ? &cx->vh->tls : &cx->conf->tls;
+}
+
+static int
+set_tls_str(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_tls_conf *t = level_tls(cx);
+    const char **f = (const char **)((char *)t + d->offset);
+
+    if (*f != NULL)
+        return pt_conf_error(cx, 0, "\"%s\" directive is duplicate", d->name);
+    *f = cx->args[1];
+    if (d->offset == offsetof(struct pt_tls_conf, certificate)) {
+        t->cert_file = cx->file;
+        t->cert_line = cx->lines[1];
+        t->cert_col = cx->cols[1];
+    }
+    return PT_OK;
+}
+
+static int
+set_tls_protocols(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_tls_conf *t = level_tls(cx);
+
+    if (t->protocols != PT_UNSET)
+        return pt_conf_error(cx, 0, "\"tls_protocols\" directive is duplicate");
+    t->protocols = 0;
+    for (unsigned i = 1; i <= cx->nargs; i++) {
+        if (strcmp(cx->args[i], "TLSv1.2") == 0)
+            t->protocols |= PT_TLS_V12;
+        else if (strcmp(cx->args[i], "TLSv1.3") == 0)
+            t->protocols |= PT_TLS_V13;
+        else
+            return pt_conf_error(cx, i,
+                                 "unsupported protocol \"%s\" (TLSv1.2, TLSv1.3; older versions "
+                                 "are not offered)",
+                                 cx->args[i]);
+    }
+    return PT_OK;
+}
+
+static int
+set_tls_verify(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_tls_conf *t = level_tls(cx);
+
+    if (t->verify_client != PT_UNSET)
+        return pt_conf_error(cx, 0, "\"tls_verify_client\" directive is duplicate");
+    if (strcmp(cx->args[1], "off") == 0)
+        t->verify_client = PT_TLS_VERIFY_OFF;
+    else if (strcmp(cx->args[1], "on") == 0)
+        t->verify_client = PT_TLS_VERIFY_ON;
+    else if (strcmp(cx->args[1], "optional") == 0)
+        t->verify_client = PT_TLS_VERIFY_OPTIONAL;
+    else
+        return pt_conf_error(cx, 1, "invalid value \"%s\" (off, on, optional)", cx->args[1]);
+    return PT_OK;
+}
+
+static int
+set_tls_generic(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    const struct pt_directive *real = d->arg;
+
+    return real->set(cx, real, level_tls(cx));
+}
+
+#define TCTX (PT_CTX_MAIN | PT_CTX_SERVER)
+#define TOFF(f) offsetof(struct pt_tls_conf, f)
+
+static const struct pt_directive d_tickets = {"tls_session_tickets", TCTX, 1, 1, 0,
+                                              PT_BASE_NONE, pt_set_flag, TOFF(session_tickets),
+                                              NULL};
+static const int64_t max_cache = 10000000;
+static const struct pt_directive d_cache = {"tls_session_cache", TCTX, 1, 1, 0, PT_BASE_NONE,
+                                            pt_set_count, TOFF(session_cache), &max_cache};
+static const struct pt_directive d_hs = {"tls_handshake_timeout", TCTX, 1, 1, 0, PT_BASE_NONE,
+                                         pt_set_msec, TOFF(handshake_timeout), NULL};
+
+const struct pt_directive pt_tls_directives[] = {
+    {"tls_certificate", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_str, TOFF(certificate), NULL},
+    {"tls_certificate_key", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_str, TOFF(certificate_key),
+     NULL},
+    {"tls_ciphers", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_str, TOFF(ciphers), NULL},
+    {"tls_client_certificate", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_str, TOFF(client_ca), NULL},
+    {"tls_protocols", TCTX, 1, 2, 0, PT_BASE_NONE, set_tls_protocols, 0, NULL},
+    {"tls_verify_client", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_verify, 0, NULL},
+    {"tls_session_tickets", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_generic, 0, &d_tickets},
+    {"tls_session_cache", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_generic, 0, &d_cache},
+    {"tls_handshake_timeout", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_generic, 0, &d_hs},
+    {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
+};
+
+void
+pt_tls_conf_unset(struct pt_tls_conf *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->protocols = PT_UNSET;
+    t->verify_client = PT_UNSET;
+    t->session_tickets = PT_UNSET;
+    t->session_cache = PT_UNSET;
+    t->handshake_timeout = PT_UNSET;
+    t->cert_line = 1;
+    t->cert_col = 1;
+}
+
+#define TMERGE(f, dflt)                                                                          \
+    do {                                                                                         \
+        if (child->f == PT_UNSET)                                                                \
+            child->f = parent != NULL ? parent->f : (dflt);                                      \
+    } while (0)
+#define TMERGE_PTR(f, dflt)                                                                      \
+    do {                                                                                         \
+        if (child->f == NULL)                                                                    \
+            child->f = parent != NULL ? parent->f : (dflt);                                      \
+    } while (0)
+
+void
+pt_tls_conf_merge(const struct pt_tls_conf *parent, struct pt_tls_conf *child)
+{
+    if (child->certificate == NULL && parent != NULL) {
+        child->certificate = parent->certificate;
+        child->cert_file = parent->cert_file;
+        child->cert_line = parent->cert_line;
+        child->cert_col = parent->cert_col;
+    }
+    TMERGE_PTR(certificate_key, NULL);
+    TMERGE_PTR(ciphers, DEFAULT_CIPHERS);
+    TMERGE_PTR(client_ca, NULL);
+    TMERGE(protocols, PT_TLS_V12 | PT_TLS_V13);
+    TMERGE(verify_client, PT_TLS_VERIFY_OFF);
+    TMERGE(session_tickets, 1);
+    TMERGE(session_cache, 20480);
+    TMERGE(handshake_timeout, 10000);
+}
+
+/* ---- ticket keys ---------------------------------------------------------------------- */
+
+/* Three slots: the current key, the previous one (still decrypts), and the one being written
+ * at rotation. A reader on a worker never sees a slot being rewritten, since rotation happens
+ * hours apart and a reader holds an index for microseconds. */
+struct ticket_key {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+};
+
+static struct ticket_key ticket_keys[3];
+static atomic_uint ticket_current;
+
+static int
+make_key(struct ticket_key *k)
+{
+    return RAND_bytes(k->name, sizeof(k->name)) == 1 && RAND_bytes(k->aes, sizeof(k->aes)) == 1 &&
+           RAND_bytes(k->hmac, sizeof(k->hmac)) == 1;
+}
+
+int
+pt_tls_init(struct pt_err *err)
+{
+    if (!make_key(&ticket_keys[0]) || !make_key(&ticket_keys[2]))
+        return pt_err_set(err, "cannot generate TLS session ticket keys");
+    atomic_store(&ticket_current, 0);
+    return PT_OK;
+}
+
+void
+pt_tls_rotate_ticket_keys(void)
+{
+    unsigned cur = atomic_load(&ticket_current);
+    unsigned next = (cur + 1) % 3;
+
+    if (!make_key(&ticket_keys[next])) {
+        pt_log(PT_LOG_ERROR, "TLS ticket key rotation failed; keeping the current key");
+        return;
+    }
+    atomic_store(&ticket_current, next);
+    pt_log(PT_LOG_INFO, "TLS session ticket key rotated");
+}
+
+static int
+ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *cctx,
+          EVP_MAC_CTX *hctx, int enc)
+{
+    unsigned cur = atomic_load(&ticket_current);
+    const struct ticket_key *k = &ticket_keys[cur];
+
+    if (enc) {
+        if (RAND_bytes(iv, EVP_CIPHER_iv_length(EVP_aes_256_cbc())) != 1)
+            return -1;
+        memcpy(name, k->name, 16);
+        OSSL_PARAM p2[3] = {
+            OSSL_PARAM_construct_octet_string("key", (void *)k->hmac, sizeof(k->hmac)),
+            OSSL_PARAM_construct_utf8_string("digest", "sha256", 0),
+            OSSL_PARAM_construct_end(),
+        };
+        if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1 ||
+            EVP_MAC_CTX_set_params(hctx, p2) != 1)
+            return -1;
+        return 1;
+    }
+    /* decrypt: the current key, or the previous one (then ask for a fresh ticket) */
+    for (unsigned back = 0; back < 2; back++) {
+        unsigned idx = (cur + 3 - back) % 3;
+
+        k = &ticket_keys[idx];
+        if (memcmp(name, k->name, 16) != 0)
+            continue;
+        OSSL_PARAM p2[3] = {
+            OSSL_PARAM_construct_octet_string("key", (void *)k->hmac, sizeof(k->hmac)),
+            OSSL_PARAM_construct_utf8_string("digest", "sha256", 0),
+            OSSL_PARAM_construct_end(),
+        };
+        if (EVP_MAC_CTX_set_params(hctx, p2) != 1 ||
+            EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
+            return -1;
+        return back == 0 ? 1 : 2;
+    }
+    return 0; /* unknown key: full handshake */
+}
+
+/* ---- SNI and ALPN --------------------------------------------------------------------- */
+
+static int listen_ex_index = -1;
+static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
+
+static void
+ex_init(void)
+{
+    listen_ex_index = SSL_get_ex_new_index(0, "portico listen", NULL, NULL, NULL);
+}
+
+static int
+sni_cb(SSL *ssl, int *alert, void *arg)
+{
+    struct pt_listen *l = SSL_get_ex_data(ssl, listen_ex_index);
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    char lower[256];
+    size_t n;
+
+    if (l == NULL || name == NULL)
+        return SSL_TLSEXT_ERR_OK;
+    n = strlen(name);
+    if (n >= sizeof(lower))
+        return SSL_TLSEXT_ERR_OK;
+    for (size_t i = 0; i <= n; i++)
+        lower[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+    struct pt_vhost *vh = pt_router_vhost(l, lower, n);
+
+    if (vh != NULL && vh->tls.ctx != NULL && vh->tls.ctx != SSL_get_SSL_CTX(ssl)) {
+        SSL_set_SSL_CTX(ssl, vh->tls.ctx);
+        /* SSL_set_SSL_CTX switches certificate and key only: carry the verify settings over */
+        SSL_set_verify(ssl, SSL_CTX_get_verify_mode(vh->tls.ctx), NULL);
+        SSL_set_options(ssl, SSL_CTX_get_options(vh->tls.ctx));
+        STACK_OF(X509_NAME) *cas = SSL_CTX_get_client_CA_list(vh->tls.ctx);
+
+        if (cas != NULL)
+            SSL_set_client_CA_list(ssl, SSL_dup_CA_list(cas));
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int
+alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+        unsigned int inlen, void *arg)
+{
+    static const unsigned char ours[] = "\x02h2\x08http/1.1";
+
+    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, sizeof(ours) - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK; /* no overlap: carry on without ALPN (HTTP/1.1) */
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* ---- contexts ------------------------------------------------------------------------- */
+
+static void
+ssl_errors(char *buf, size_t len)
+{
+    unsigned long e;
+    size_t o = 0;
+
+    buf[0] = '\0';
+    while ((e = ERR_get_error()) != 0 && o + 2 < len) {
+        char one[256];
+
+        ERR_error_string_n(e, one, sizeof(one));
+        o += (size_t)snprintf(buf + o, len - o, "%s%s", o ? "; " : "", one);
+    }
+    if (buf[0] == '\0')
+        snprintf(buf, len, "unknown error");
+}
+
+static int
+build_ctx(struct pt_vhost *vh, char *why, size_t wlen)
+{
+    struct pt_tls_conf *t = &vh->tls;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    char errs[300];
+
+    if (ctx == NULL)
+        goto ssl_fail;
+    SSL_CTX_set_min_proto_version(ctx, (t->protocols & PT_TLS_V12) ? TLS1_2_VERSION
+                                                                   : TLS1_3_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, (t->protocols & PT_TLS_V13) ? TLS1_3_VERSION
+                                                                   : TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (SSL_CTX_set_cipher_list(ctx, t->ciphers) != 1) {
+        snprintf(why, wlen, "invalid tls_ciphers \"%s\"", t->ciphers);
+        goto fail;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, t->certificate) != 1) {
+        ssl_errors(errs, sizeof(errs));
+        snprintf(why, wlen, "cannot load tls_certificate \"%s\": %s", t->certificate, errs);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, t->certificate_key, SSL_FILETYPE_PEM) != 1) {
+        ssl_errors(errs, sizeof(errs));
+        snprintf(why, wlen, "cannot load tls_certificate_key \"%s\": %s", t->certificate_key,
+                 errs);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        ERR_clear_error();
+        snprintf(why, wlen, "tls_certificate_key \"%s\" does not match tls_certificate \"%s\"",
+                 t->certificate_key, t->certificate);
+        goto fail;
+    }
+    if (t->client_ca != NULL) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(t->client_ca);
+
+        if (names == NULL || SSL_CTX_load_verify_locations(ctx, t->client_ca, NULL) != 1) {
+            ssl_errors(errs, sizeof(errs));
+            snprintf(why, wlen, "cannot load tls_client_certificate \"%s\": %s", t->client_ca,
+                     errs);
+            goto fail;
+        }
+        SSL_CTX_set_client_CA_list(ctx, names);
+    }
+    if (t->verify_client != PT_TLS_VERIFY_OFF) {
+        if (t->client_ca == NULL) {
+            snprintf(why, wlen, "tls_verify_client needs tls_client_certificate");
+            goto fail;
+        }
+        SSL_CTX_set_verify(ctx,
+                           SSL_VERIFY_PEER | (t->verify_client == PT_TLS_VERIFY_ON
+                                                  ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                                  : 0),
+                           NULL);
+    }
+    SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"portico", 7);
+    if (t->session_cache > 0) {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+        SSL_CTX_sess_set_cache_size(ctx, (long)t->session_cache);
+    } else {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    }
+    if (t->session_tickets) {
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+        SSL_CTX_set_num_tickets(ctx, 1);
+    } else {
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ctx, t->session_cache > 0 ? 1 : 0);
+    }
+    t->ctx = ctx;
+    return PT_OK;
+ssl_fail:
+    ssl_errors(errs, sizeof(errs));
+    snprintf(why, wlen, "cannot create TLS context: %s", errs);
+fail:
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return PT_ERR;
+}
+
+unsigned
+pt_tls_conf_finish(struct pt_conf *conf, FILE *errout, struct pt_err *err)
+{
+    unsigned nerr = 0;
+
+    pthread_once(&ex_once, ex_init);
+    for (unsigned i = 0; i < conf->n_listens; i++) {
+        struct pt_listen *l = conf->listens[i];
+
+        if (!l->tls)
+            continue;
+        for (unsigned j = 0; j < l->n_vhosts; j++) {
+            struct pt_vhost *vh = l->vhosts[j];
+            char why[700];
+            char msg[900];
+
+            if (vh->tls.ctx != NULL)
+                continue;
+            if (vh->tls.certificate == NULL || vh->tls.certificate_key == NULL) {
+                snprintf(msg, sizeof(msg),
+                         "%s:%d:%d: server on TLS listener %s needs tls_certificate and "
+                         "tls_certificate_key",
+                         vh->file, vh->line, vh->col, l->addr.name);
+            } else if (build_ctx(vh, why, sizeof(why)) != PT_OK) {
+                snprintf(msg, sizeof(msg), "%s:%d:%d: %s",
+                         vh->tls.cert_file != NULL ? vh->tls.cert_file : vh->file,
+                         vh->tls.cert_file != NULL ? vh->tls.cert_line : vh->line,
+                         vh->tls.cert_file != NULL ? vh->tls.cert_col : vh->col, why);
+            } else {
+                continue;
+            }
+            if (nerr == 0 && err != NULL)
+                snprintf(err->msg, sizeof(err->msg), "%.500s", msg);
+            if (errout != NULL)
+                fprintf(errout, "%s\n", msg);
+            nerr++;
+        }
+    }
+    return nerr;
+}
+
+void
+pt_tls_conf_release(struct pt_conf *conf)
+{
+    for (unsigned i = 0; i < conf->n_vhosts; i++) {
+        SSL_CTX_free(conf->vhosts[i]->tls.ctx);
+        conf->vhosts[i]->tls.ctx = NULL;
+    }
+}
+
+/* ---- connections ---------------------------------------------------------------------- */
+
+SSL *
+pt_tls_accept(struct pt_listen *l, int fd)
+{
+    SSL *ssl = SSL_new(l->default_vhost->tls.ctx);
+
+    if (ssl == NULL) {
+        ERR_clear_error();
+        pt_log(PT_LOG_ERROR, "SSL_new failed on %s", l->addr.name);
+        return NULL;
+    }
+    SSL_set_ex_data(ssl, listen_ex_index, l);
+    if (SSL_set_fd(ssl, fd) != 1) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return NULL;
+    }
+    SSL_set_accept_state(ssl);
+    return ssl;
+}
+
+int
+pt_tls_handshake(SSL *ssl, const char *peer, bool *want_write)
+{
+    int rc = SSL_do_handshake(ssl);
+    char errs[300];
+
+    *want_write = false;
+    if (rc == 1)
+        return PT_OK;
+    switch (SSL_get_error(ssl, rc)) {
+    case SSL_ERROR_WANT_READ:
+        return PT_AGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        *want_write = true;
+        return PT_AGAIN;
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        pt_log(PT_LOG_INFO, "TLS handshake with %s failed: %s", peer,
+               errno != 0 ? strerror(errno) : "connection closed");
+        return PT_ERR;
+    default:
+        ssl_errors(errs, sizeof(errs));
+        pt_log(PT_LOG_INFO, "TLS handshake with %s failed: %s", peer, errs);
+        return PT_ERR;
+    }
+}
+
+bool
+pt_tls_alpn_h2(SSL *ssl)
+{
+    const unsigned char *p;
+    unsigned int n;
+
+    SSL_get0_alpn_selected(ssl, &p, &n);
+    return n == 2 && memcmp(p, "h2", 2) == 0;
+}
+
+const char *
+pt_tls_client_subject(SSL *ssl, struct pt_arena *a)
+{
+    X509 *cert = SSL_get0_peer_certificate(ssl);
+    char buf[1024];
+    BIO *bio;
+    int n;
+
+    if (cert == NULL || SSL_get_verify_result(ssl) != X509_V_OK)
+        return NULL;
+    bio = BIO_new(BIO_s_mem());
+    if (bio == NULL)
+        return NULL;
+    X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+    n = BIO_read(bio, buf, sizeof(buf) - 1);
+    BIO_free(bio);
+    if (n <= 0)
+        return NULL;
+    /* a header value must not carry CR, LF or NUL */
+    for (int i = 0; i < n; i++)
+        if (buf[i] == '\r' || buf[i] == '\n' || buf[i] == '\0')
+            buf[i] = '?';
+    return pt_arena_strndup(a, buf, (size_t)n);
+}
+
+ssize_t
+pt_io_read(int fd, SSL *ssl, char *buf, size_t n)
+{
+    if (ssl == NULL) {
+        ssize_t r = read(fd, buf, n);
+
+        if (r >= 0)
+            return r;
+        return errno == EAGAIN || errno == EINTR ? PT_AGAIN : PT_ERR;
+    }
+    int r = SSL_read(ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
+
+    if (r > 0)
+        return r;
+    switch (SSL_get_error(ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        return PT_AGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        if (errno == 0)
+            return 0; /* EOF without close_notify: treat as EOF */
+        return PT_ERR;
+    default:
+        ERR_clear_error();
+        errno = EPROTO;
+        return PT_ERR;
+    }
+}
+
+ssize_t
+pt_io_writev(int fd, SSL *ssl, const struct iovec *iov, int n, size_t *retry_len)
+{
+    ssize_t total = 0;
+
+    if (ssl == NULL) {
+        ssize_t w = writev(fd, iov, n);
+
+        if (w >= 0)
+            return w;
+        return errno == EAGAIN || errno == EINTR ? PT_AGAIN : PT_ERR;
+    }
+    /* one SSL_write per buffer: each is a 16 KiB chunk at most, so one TLS record */
+    for (int i = 0; i < n; i++) {
+        size_t len = iov[i].iov_len;
+
+        if (*retry_len != 0 && i == 0)
+            len = *retry_len < len ? *retry_len : len;
+        int w = SSL_write(ssl, iov[i].iov_base, (int)len);
+
+        if (w > 0) {
+            *retry_len = 0;
+            total += w;
+            if ((size_t)w < iov[i].iov_len)
+                break;
+            continue;
+        }
+        int e = SSL_get_error(ssl, w);
+
+        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+            /* after the caller consumes `total`, this buffer is first: same length again */
+            *retry_len = len;
+            return total > 0 ? total : PT_AGAIN;
+        }
+        ERR_clear_error();
+        if (total > 0)
+            return total;
+        errno = e == SSL_ERROR_SYSCALL && errno != 0 ? errno : EPROTO;
+        return PT_ERR;
+    }
+    return total;
+}
+
+void
+pt_tls_free(SSL *ssl)
+{
+    if (ssl == NULL)
+        return;
+    SSL_set_quiet_shutdown(ssl, 0);
+    SSL_shutdown(ssl); /* best effort close_notify; we do not wait for the reply */
+    SSL_free(ssl);
+    ERR_clear_error();
+}

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/* TLS termination (OpenSSL 3) and the socket I/O helpers every frontend connection uses, so a
+ * codec reads and writes the same way over cleartext and TLS. */
+#ifndef PT_TLS_H
+#define PT_TLS_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "core/arena-t.h"
+#include "core/conf-t.h"
+#include "core/module-t.h"
+#include "net/tls-t.h"
+
+extern const struct pt_directive pt_tls_directives[];
+
+/* Fills unset TLS fields of child from parent (or defaults when parent is NULL). */
+void pt_tls_conf_merge(const struct pt_tls_conf *parent, struct pt_tls_conf *child);
+void pt_tls_conf_unset(struct pt_tls_conf *t);
+/* Builds an SSL_CTX for every server block on a TLS listener and checks certificate, key and
+ * CA files. Each error is printed to errout as file:line:col: message; returns the count.
+ * Main thread, at load. */
+unsigned pt_tls_conf_finish(struct pt_conf *conf, FILE *errout, struct pt_err *err);
+void pt_tls_conf_release(struct pt_conf *conf);
+/* Process-wide setup: session-ticket keys. Main thread, once. */
+int pt_tls_init(struct pt_err *err);
+/* Replaces the ticket encryption key; the previous one still decrypts. Main thread. */
+void pt_tls_rotate_ticket_keys(void);
+
+/* A server-side SSL for an accepted socket on a TLS listener. NULL on failure (logged). */
+SSL *pt_tls_accept(struct pt_listen *l, int fd);
+/* Drives the handshake: PT_OK when done, PT_AGAIN (sets *want_write when it waits for
+ * writability), PT_ERR (logged with the client address). */
+int pt_tls_handshake(SSL *ssl, const char *peer, bool *want_write);
+/* True when ALPN chose "h2". */
+bool pt_tls_alpn_h2(SSL *ssl);
+/* The verified client certificate subject (RFC 2253) copied into the arena, or NULL. */
+const char *pt_tls_client_subject(SSL *ssl, struct pt_arena *a);
+
+/* Reads into buf: > 0 bytes, 0 at EOF, PT_AGAIN, PT_ERR (errno set for socket errors). */
+ssize_t pt_io_read(int fd, SSL *ssl, char *buf, size_t n);
+/* Writes from iov: bytes written, PT_AGAIN, or PT_ERR. Over TLS, a write that would block must
+ * be retried with the same length (OpenSSL's rule); *retry_len remembers it between calls. */
+ssize_t pt_io_writev(int fd, SSL *ssl, const struct iovec *iov, int n, size_t *retry_len);
+/* Closes the TLS session (close_notify, best effort) and frees ssl. */
+void pt_tls_free(SSL *ssl);
+
+#endif
