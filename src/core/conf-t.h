@@ -44,6 +44,8 @@ struct pt_http_conf {
     int64_t client_max_header_size;
     int64_t client_max_uri_size;
     int64_t client_max_headers;
+    int64_t http2_max_concurrent_streams;
+    int64_t http2_initial_window_size;
     int x_forwarded;
     int forwarded;
     int via;

@@ -670,6 +670,7 @@ http_conf_unset(struct pt_http_conf *h)
     h->keepalive_requests = h->client_max_body_size = PT_UNSET;
     h->client_max_header_size = h->client_max_uri_size = h->client_max_headers = PT_UNSET;
     h->x_forwarded = h->forwarded = h->via = PT_UNSET;
+    h->http2_max_concurrent_streams = h->http2_initial_window_size = PT_UNSET;
     h->trusted = NULL;
     h->n_trusted = PT_UNSET;
 }
@@ -971,6 +972,7 @@ set_proxy_pass(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 static const int64_t max_requests = 1000000000;
 static const int64_t max_keepalive = 100000;
 static const int64_t max_headers = 10000;
+static const int64_t max_streams = 100000;
 
 #define HTTP_CTX (PT_CTX_MAIN | PT_CTX_SERVER)
 #define HOFF(f) offsetof(struct pt_http_conf, f)
@@ -1021,6 +1023,10 @@ const struct pt_directive pt_core_directives[] = {
      HOFF(client_max_uri_size), NULL},
     {"client_max_headers", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_count,
      HOFF(client_max_headers), &max_headers},
+    {"http2_max_concurrent_streams", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_count,
+     HOFF(http2_max_concurrent_streams), &max_streams},
+    {"http2_initial_window_size", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_size,
+     HOFF(http2_initial_window_size), NULL},
     {"x_forwarded", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_flag, HOFF(x_forwarded), NULL},
     {"forwarded", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_flag, HOFF(forwarded), NULL},
     {"via", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_flag, HOFF(via), NULL},
@@ -1048,6 +1054,8 @@ http_conf_merge(const struct pt_http_conf *parent, struct pt_http_conf *child)
     MERGE(client_max_header_size, 16 * 1024);
     MERGE(client_max_uri_size, 8 * 1024);
     MERGE(client_max_headers, 100);
+    MERGE(http2_max_concurrent_streams, 128);
+    MERGE(http2_initial_window_size, 65535);
     MERGE(x_forwarded, 1);
     MERGE(forwarded, 1);
     MERGE(via, 0);
@@ -1112,6 +1120,11 @@ validate(struct pt_conf_ctx *cx)
 
         http_conf_merge(&c->http, &vh->http);
         pt_tls_conf_merge(&c->tls, &vh->tls);
+        if (vh->http.http2_initial_window_size > 2147483647 ||
+            vh->http.http2_max_concurrent_streams == 0)
+            perr(p, vh->line, vh->col,
+                 "http2_initial_window_size must be at most 2147483647 and "
+                 "http2_max_concurrent_streams at least 1");
         cx->level = PT_CTX_SERVER;
         cx->vh = vh;
         modules_merge(cx, c->mod, vh->mod);

@@ -62,7 +62,8 @@ struct pt_worker {
     struct pt_chunk_pool chunks;
     ev_io *accept_w; /* one per conf->listens[i] */
     int *listen_fd;
-    struct pt_list conns; /* client connections */
+    struct pt_list conns;    /* HTTP/1.1 client connections */
+    struct pt_list h2_conns; /* HTTP/2 client connections */
     unsigned n_conns;
     struct pt_wupstream *ups; /* one per conf->upstreams[i] */
     void *mod[PT_MODULES_MAX];

@@ -18,6 +18,7 @@
 #include "core/module.h"
 #include "core/worker.h"
 #include "http/h1_server.h"
+#include "http/h2_server.h"
 #include "upstream/upstream.h"
 
 static __thread struct pt_worker *self_worker;
@@ -160,6 +161,7 @@ worker_drain(struct pt_worker *w)
         w->rt->listen_fds[i * w->rt->n_workers + w->id] = -1;
     }
     pt_h1_server_drain(w);
+    pt_h2_server_drain(w);
     pt_upstream_worker_drain(w);
     ev_timer_init(&w->drain_timer, on_drain_deadline, (double)w->conf->shutdown_timeout / 1000.0,
                   0.);
@@ -193,6 +195,7 @@ worker_main(void *arg)
     pt_log_set_thread_tag(w->name);
     ev_run(w->loop, 0);
     pt_h1_server_close_all(w);
+    pt_h2_server_close_all(w);
     pt_upstream_worker_fini(w);
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->worker_fini != NULL)
@@ -224,6 +227,7 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
     ev_unref(w->loop);
     pt_list_init(&w->reap_q);
     pt_list_init(&w->conns);
+    pt_list_init(&w->h2_conns);
     pt_chunk_pool_init(&w->chunks, 256);
     w->accept_w = calloc(c->n_listens + 1, sizeof(ev_io));
     if (w->accept_w == NULL)

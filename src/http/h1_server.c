@@ -25,6 +25,7 @@
 #include "core/worker.h"
 #include "http/exchange.h"
 #include "http/h1_server.h"
+#include "http/h2_server.h"
 #include "http/headers.h"
 #include "http/router.h"
 #include "net/tls.h"
@@ -287,7 +288,8 @@ flush(struct pt_h1_conn *c)
 }
 
 static void handshake(struct pt_h1_conn *c);
-static int pt_h1_switch_to_h2(struct pt_h1_conn *c);
+static int switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2_settings,
+                        size_t settings_len);
 
 static void
 on_write(struct ev_loop *loop, ev_io *io, int revents)
@@ -790,6 +792,53 @@ set_host(struct pt_exchange *x)
     x->host_len = n;
 }
 
+/* Upgrade: h2c (RFC 7540 section 3.2, what `curl --http2 http://...` sends): answered with 101
+ * and the request continues as stream 1. Only for bodiless requests on cleartext connections;
+ * otherwise the Upgrade header is dropped as hop-by-hop and HTTP/1.1 goes on. Returns true when
+ * the connection was handed over. */
+static bool
+try_upgrade_h2c(struct pt_h1_conn *c, struct pt_exchange *x)
+{
+    static const char resp[] = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                               "Upgrade: h2c\r\n\r\n";
+    int ui = -1, si = -1, ci = -1;
+
+    if (c->ssl != NULL || x->minor != 1 || x->req_has_body || c->out.bytes > 0 ||
+        c->requests > 0)
+        return false;
+    for (unsigned i = 0; i < x->req.n; i++) {
+        const struct pt_hdr *h = &x->req.v[i];
+
+        if (h->tok == PT_H_UPGRADE)
+            ui = (int)i;
+        else if (h->tok == PT_H_CONNECTION)
+            ci = (int)i;
+        else if (pt_str_ieq(h->name, h->nlen, "http2-settings", 14))
+            si = si < 0 ? (int)i : -2;
+    }
+    if (ui < 0 || si < 0 || ci < 0 ||
+        !pt_hdr_list_has(x->req.v[ui].value, x->req.v[ui].vlen, "h2c") ||
+        !pt_hdr_list_has(x->req.v[ci].value, x->req.v[ci].vlen, "upgrade") ||
+        !pt_hdr_list_has(x->req.v[ci].value, x->req.v[ci].vlen, "http2-settings"))
+        return false;
+    x->req.v[si].skip = 1; /* connection-specific, never forwarded */
+    /* the 101 is tiny and the socket buffer empty on a first request */
+    if (write(c->fd, resp, sizeof(resp) - 1) != (ssize_t)(sizeof(resp) - 1))
+        return false;
+    x->req_complete = 1;
+    if (switch_to_h2(c, x, x->req.v[si].value, x->req.v[si].vlen) != PT_DONE) {
+        conn_close(c);
+        return true;
+    }
+    /* now stream 1 of the new connection: run the handler as for any request */
+    if (x->loc == NULL)
+        pt_exchange_respond(x, 404, "404 Not Found\n");
+    else if (x->loc->handler->handle(x, x->loc->handler_conf) != PT_OK && !x->resp_head_sent)
+        pt_exchange_respond(x, 500, "500 Internal Server Error\n");
+    x->fe->flush(x);
+    return true;
+}
+
 static void
 reject(struct pt_h1_conn *c, unsigned status, const char *why)
 {
@@ -853,6 +902,8 @@ request_start(struct pt_h1_conn *c)
         pt_exchange_respond(x, 404, "404 Not Found\n");
         return;
     }
+    if (try_upgrade_h2c(c, x))
+        return;
     if (x->expect_continue)
         pt_chain_append(&c->w->chunks, &c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     if (x->loc->handler->handle(x, x->loc->handler_conf) != PT_OK && c->x == x &&
@@ -896,6 +947,22 @@ parse(struct pt_h1_conn *c)
         }
         size_t len = c->in != NULL ? c->in->wpos - c->in->rpos : 0;
 
+        /* h2c with prior knowledge (RFC 9113 section 3.3): the connection preface instead of a
+         * request line */
+        if (x == NULL && c->requests == 0 && c->ssl == NULL && len > 0) {
+            static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+            const char *d = c->in->data + c->in->rpos;
+            size_t cmp = PT_MIN(len, sizeof(preface) - 1);
+
+            if (memcmp(d, preface, cmp) == 0) {
+                if (len < sizeof(preface) - 1)
+                    break; /* wait for the rest of the preface */
+                c->in_parse = 0;
+                if (switch_to_h2(c, NULL, NULL, 0) == PT_DONE)
+                    return;
+                c->in_parse = 1;
+            }
+        }
         /* after a pause at the end of the head, one empty execute lets llhttp finish a
          * message without body */
         if (len == 0 && !kick)
@@ -1053,7 +1120,7 @@ handshake(struct pt_h1_conn *c)
     c->handshaking = 0;
     if (ev_is_active(&c->wio))
         ev_io_stop(c->w->loop, &c->wio);
-    if (pt_tls_alpn_h2(c->ssl) && pt_h1_switch_to_h2(c) == PT_DONE)
+    if (pt_tls_alpn_h2(c->ssl) && switch_to_h2(c, NULL, NULL, 0) == PT_DONE)
         return;
     update_timer(c, 0);
     /* the client's first request may already sit in OpenSSL's buffer */
@@ -1190,9 +1257,41 @@ pt_h1_server_close_all(struct pt_worker *w)
     }
 }
 
-/* Hands the connection to the HTTP/2 frontend (ALPN h2, or the h2c preface). */
+/* Hands fd, TLS session and unread bytes to a new HTTP/2 connection and retires this one
+ * without closing the socket. Returns PT_DONE when handed over. */
 static int
-pt_h1_switch_to_h2(struct pt_h1_conn *c)
+switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2_settings,
+             size_t settings_len)
 {
-    return PT_DECLINED;
+    struct pt_worker *w = c->w;
+    struct pt_h2_takeover t = {
+        .fd = c->fd,
+        .ssl = c->ssl,
+        .peer = (struct sockaddr *)&c->peer,
+        .peer_len = sizeof(c->peer),
+        .listen = c->listen,
+        .initial = c->in != NULL ? c->in->data + c->in->rpos : NULL,
+        .initial_len = c->in != NULL ? c->in->wpos - c->in->rpos : 0,
+        .upgrade_x = upgrade_x,
+        .settings = h2_settings,
+        .settings_len = settings_len,
+    };
+
+    if (pt_h2_conn_start(w, &t) != PT_OK)
+        return PT_ERR;
+    if (upgrade_x != NULL && c->x == upgrade_x)
+        c->x = NULL;
+    c->closing = 1;
+    ev_io_stop(w->loop, &c->rio);
+    ev_io_stop(w->loop, &c->wio);
+    ev_timer_stop(w->loop, &c->timer);
+    if (c->in != NULL)
+        pt_chunk_put(&w->chunks, c->in);
+    c->in = NULL;
+    pt_chain_free(&w->chunks, &c->out);
+    c->ssl = NULL;
+    pt_list_remove(&c->link);
+    pt_worker_conn_closed(w);
+    pt_worker_reap(w, &c->reap);
+    return PT_DONE;
 }

@@ -1,0 +1,1018 @@
+/* SPDX-License-Identifier: MIT */
+/* HTTP/2 frontend. Each stream becomes an exchange, so an h2 client reaches HTTP/1.1 backends
+ * through the same two conversions as an h1 client (no pair-specific code).
+ *
+ * Flow control (RFC 9113 section 5.2): nghttp2's automatic WINDOW_UPDATEs are off and request
+ * DATA is consumed only when the backend has taken it, so a slow backend closes only its own
+ * stream's window. The connection window is opened to max streams x stream window, so no stream
+ * can starve the others. Response bodies wait in a per-stream chain capped at PT_OUT_CAP; over
+ * it, the backend stops reading until the DATA frames drain it.
+ *
+ * Abuse limits come from nghttp2: stream reset rate limit (CVE-2023-44487), outbound ACK limit
+ * (SETTINGS and PING floods), CONTINUATION limit, header list size; any of them ends the
+ * connection with GOAWAY and a log line, and touches no other connection. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <llhttp.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/arena.h"
+#include "core/buf.h"
+#include "core/common.h"
+#include "core/conf.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "http/exchange.h"
+#include "http/h2_server.h"
+#include "http/headers.h"
+#include "http/router.h"
+#include "net/tls.h"
+
+/* A client HTTP/2 connection. Owner: its worker (w->h2_conns); freed through the reaper. */
+struct pt_h2_conn {
+    struct pt_reapable reap;
+    struct pt_list link;
+    struct pt_worker *w;
+    struct pt_listen *listen;
+    int fd;
+    SSL *ssl;
+    size_t tls_retry;
+    ev_io rio;
+    ev_io wio;
+    ev_timer timer;
+    uint64_t id;
+    struct sockaddr_storage peer;
+    char peer_ip[48];
+    nghttp2_session *session;
+    struct pt_chain out;
+    unsigned closing : 1;
+    unsigned reading : 1;
+    unsigned goaway : 1;
+    unsigned in_recv : 1;
+    unsigned n_streams;
+    struct pt_list streams;
+};
+
+/* A stream with its exchange. Owner: the connection; freed when nghttp2 closes the stream. */
+struct pt_h2_stream {
+    struct pt_list link;
+    struct pt_h2_conn *c;
+    int32_t id;
+    struct pt_exchange *x;
+    struct pt_chain out;   /* response payload waiting for DATA frames */
+    uint64_t consumed;     /* request payload acknowledged with WINDOW_UPDATE */
+    size_t head_bytes;     /* header list size so far */
+    const char *method, *path, *authority, *scheme, *protocol;
+    char *cookie;
+    size_t cookie_len;
+    unsigned err_status;   /* a limit hit while receiving headers */
+    unsigned headers_done : 1;
+    unsigned resp_eof : 1;
+    unsigned deferred : 1;
+    unsigned out_full : 1;
+    unsigned started : 1;
+};
+
+static const struct pt_fe_ops h2_fe_ops;
+static void h2_flush(struct pt_h2_conn *c);
+static void h2_close(struct pt_h2_conn *c);
+
+static void
+update_read(struct pt_h2_conn *c, int want)
+{
+    if (want && !c->reading) {
+        ev_io_start(c->w->loop, &c->rio);
+        c->reading = 1;
+        if (c->ssl != NULL && SSL_pending(c->ssl) > 0)
+            ev_feed_event(c->w->loop, &c->rio, EV_READ);
+    } else if (!want && c->reading) {
+        ev_io_stop(c->w->loop, &c->rio);
+        c->reading = 0;
+    }
+}
+
+/* Idle connections time out with keepalive_timeout; a blocked writer with send_timeout. */
+static void
+update_timer(struct pt_h2_conn *c)
+{
+    const struct pt_http_conf *h = &c->listen->default_vhost->http;
+    pt_msec ms = 0;
+
+    if (ev_is_active(&c->wio))
+        ms = h->send_timeout;
+    else if (c->n_streams == 0)
+        ms = h->keepalive_timeout;
+    ev_timer_stop(c->w->loop, &c->timer);
+    if (ms > 0) {
+        ev_timer_set(&c->timer, (double)ms / 1000.0, 0.);
+        ev_timer_start(c->w->loop, &c->timer);
+    }
+}
+
+static void
+on_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pt_h2_conn *c = pt_container_of(t, struct pt_h2_conn, timer);
+
+    if (ev_is_active(&c->wio)) {
+        pt_log(PT_LOG_INFO, "h2 client %s timed out reading (c%llu)", c->peer_ip,
+               (unsigned long long)c->id);
+        h2_close(c);
+        return;
+    }
+    nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+    c->goaway = 1;
+    h2_flush(c);
+    if (!c->closing)
+        h2_close(c); /* idle: nothing in flight */
+}
+
+/* ---- streams -------------------------------------------------------------------------- */
+
+static struct pt_h2_stream *
+stream_of(struct pt_h2_conn *c, int32_t id)
+{
+    return nghttp2_session_get_stream_user_data(c->session, id);
+}
+
+static void
+stream_free(struct pt_h2_stream *st)
+{
+    struct pt_h2_conn *c = st->c;
+    struct pt_exchange *x = st->x;
+
+    if (x != NULL) {
+        if (!x->resp_complete && x->status == 0)
+            x->status = 499;
+        st->x = NULL;
+        pt_exchange_finish(x);
+    }
+    pt_chain_free(&c->w->chunks, &st->out);
+    pt_list_remove(&st->link);
+    c->n_streams--;
+    free(st);
+}
+
+static int
+method_enum(const char *name)
+{
+    for (int i = 0; i < 64; i++) {
+        const char *n = llhttp_method_name((llhttp_method_t)i);
+
+        if (n != NULL && strcmp(n, name) == 0)
+            return i;
+    }
+    return -1;
+}
+
+static void
+stream_reject(struct pt_h2_stream *st, unsigned status, const char *why)
+{
+    struct pt_exchange *x = st->x;
+    char body[64];
+
+    pt_log(PT_LOG_INFO, "h2 client %s stream %d: %s, answering %u (c%llu)", st->c->peer_ip,
+           st->id, why, status, (unsigned long long)st->c->id);
+    if (x->method_name == NULL)
+        x->method_name = st->method != NULL ? st->method : "-";
+    x->discard_body = 1;
+    snprintf(body, sizeof(body), "%u %s\n", status, pt_status_reason(status));
+    pt_exchange_respond(x, status, body);
+}
+
+/* The request head is complete: translate, validate, route, start the handler. */
+static void
+stream_start(struct pt_h2_stream *st, bool end_stream)
+{
+    struct pt_h2_conn *c = st->c;
+    struct pt_exchange *x = st->x;
+    int cl;
+
+    st->started = 1;
+    x->state = PT_X_ACTIVE;
+    x->major = 2;
+    x->minor = 0;
+    x->req_complete = end_stream;
+    x->method_name = st->method;
+    x->method = st->method != NULL ? method_enum(st->method) : -1;
+    x->target = st->path;
+    x->target_len = st->path != NULL ? strlen(st->path) : 0;
+    if (st->authority != NULL) {
+        /* h1 backends need Host (RFC 9113 section 8.3.1); :authority wins over a host field */
+        int hi = pt_hdrs_find(&x->req, PT_H_HOST);
+
+        if (hi >= 0)
+            x->req.v[hi].skip = 1;
+        pt_hdrs_add(&x->arena, &x->req, "host", 4, st->authority, strlen(st->authority));
+    }
+    if (st->cookie != NULL)
+        pt_hdrs_add(&x->arena, &x->req, "cookie", 6, st->cookie, st->cookie_len);
+    int hi = -1;
+
+    for (unsigned i = 0; i < x->req.n; i++)
+        if (x->req.v[i].tok == PT_H_HOST && !x->req.v[i].skip)
+            hi = (int)i;
+    if (hi >= 0) {
+        const char *v = x->req.v[hi].value;
+        size_t n = x->req.v[hi].vlen;
+        const char *colon = v[0] == '[' ? NULL : memchr(v, ':', n);
+        const char *rb = v[0] == '[' ? memchr(v, ']', n) : NULL;
+
+        if (colon != NULL)
+            n = (size_t)(colon - v);
+        else if (rb != NULL)
+            n = (size_t)(rb - v) + 1;
+        char *h = pt_arena_strndup(&x->arena, v, n);
+
+        for (size_t k = 0; k < n; k++)
+            if (h[k] >= 'A' && h[k] <= 'Z')
+                h[k] = (char)(h[k] + 32);
+        x->host = h;
+        x->host_len = n;
+    }
+    x->vh = pt_router_vhost(c->listen, x->host, x->host_len);
+    x->http = &x->vh->http;
+    if (st->err_status != 0) {
+        stream_reject(st, st->err_status, "request head over a limit");
+        return;
+    }
+    if (st->method == NULL || x->method < 0) {
+        stream_reject(st, st->method == NULL ? 400 : 501, "missing or unknown :method");
+        return;
+    }
+    if (x->method == HTTP_CONNECT || st->protocol != NULL) {
+        stream_reject(st, 405, "CONNECT is not supported here");
+        return;
+    }
+    if (st->path == NULL || st->path[0] != '/' || st->scheme == NULL) {
+        stream_reject(st, 400, "missing :scheme or :path not in origin form");
+        return;
+    }
+    /* content-length is checked against DATA by nghttp2 (http messaging is on) */
+    cl = pt_hdrs_find(&x->req, PT_H_CONTENT_LENGTH);
+    if (cl >= 0) {
+        char tmp[24];
+        uint64_t v;
+        size_t n = PT_MIN(x->req.v[cl].vlen, sizeof(tmp) - 1);
+
+        memcpy(tmp, x->req.v[cl].value, n);
+        tmp[n] = '\0';
+        if (pt_parse_uint(tmp, INT64_MAX, &v) != PT_OK) {
+            stream_reject(st, 400, "invalid content-length");
+            return;
+        }
+        x->req_cl = (int64_t)v;
+    }
+    x->req_has_body = !end_stream;
+    /* a body of unknown length goes to an h1 backend chunked */
+    x->req_chunked = !end_stream && x->req_cl < 0;
+    if (x->req_cl < 0 && end_stream && (x->method == HTTP_POST || x->method == HTTP_PUT))
+        x->req_cl = 0;
+    char *norm = pt_arena_alloc(&x->arena, x->target_len + 1);
+
+    if (norm == NULL || pt_router_normalize(x->target, x->target_len, norm, &x->path_len) != PT_OK) {
+        stream_reject(st, 400, "invalid path");
+        return;
+    }
+    x->path = norm;
+    x->loc = pt_router_location(x->vh, x->path, x->path_len);
+    if (x->loc != NULL)
+        x->http = &x->loc->http;
+    if (x->http->client_max_body_size > 0 && x->req_cl > x->http->client_max_body_size) {
+        stream_reject(st, 413, "content-length over client_max_body_size");
+        return;
+    }
+    int ei = pt_hdrs_find(&x->req, PT_H_EXPECT);
+
+    if (ei >= 0)
+        x->req.v[ei].skip = 1; /* no 100-continue in h2: flow control does that job */
+    pt_hdrs_mark_hop_by_hop(&x->req, false);
+    if (x->loc == NULL) {
+        x->discard_body = 1;
+        pt_exchange_respond(x, 404, "404 Not Found\n");
+        return;
+    }
+    if (x->loc->handler->handle(x, x->loc->handler_conf) != PT_OK && !x->resp_head_sent)
+        stream_reject(st, 500, "handler failed");
+}
+
+/* ---- nghttp2 callbacks ---------------------------------------------------------------- */
+
+static int
+on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    struct pt_h2_conn *c = ud;
+    struct pt_h2_stream *st;
+    struct pt_exchange *x;
+
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    if (c->w->draining) {
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id,
+                                  NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
+    st = calloc(1, sizeof(*st));
+    x = st != NULL ? pt_exchange_new(c->w, c->w->conf) : NULL;
+    if (x == NULL) {
+        free(st);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets just this stream */
+    }
+    st->c = c;
+    st->id = f->hd.stream_id;
+    st->x = x;
+    pt_chain_init(&st->out);
+    x->fe = &h2_fe_ops;
+    x->fe_ctx = st;
+    x->peer = (struct sockaddr *)&c->peer;
+    x->peer_ip = c->peer_ip;
+    x->listen = c->listen;
+    x->state = PT_X_HEAD;
+    if (c->ssl != NULL) {
+        x->tls = 1;
+        x->tls_client_subject = pt_tls_client_subject(c->ssl, &x->arena);
+    }
+    pt_list_insert_tail(&c->streams, &st->link);
+    c->n_streams++;
+    nghttp2_session_set_stream_user_data(s, st->id, st);
+    return 0;
+}
+
+static int
+on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+          const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
+{
+    struct pt_h2_conn *c = ud;
+    struct pt_h2_stream *st = stream_of(c, f->hd.stream_id);
+    const struct pt_http_conf *h = &c->listen->default_vhost->http;
+    struct pt_exchange *x;
+
+    if (st == NULL || st->x == NULL)
+        return 0;
+    x = st->x;
+    st->head_bytes += nlen + vlen + 32; /* RFC 9113 section 6.5.2 counts 32 per field */
+    if (st->head_bytes > (size_t)h->client_max_header_size ||
+        x->req.n >= (unsigned)h->client_max_headers) {
+        st->err_status = 431;
+        return 0;
+    }
+    const char *n = (const char *)name, *v = (const char *)value;
+    char *vcopy = pt_arena_strndup(&x->arena, v, vlen);
+
+    if (vcopy == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (st->headers_done) {
+        /* trailers */
+        pt_hdrs_add(&x->arena, &x->req_trailers, pt_arena_strndup(&x->arena, n, nlen), nlen,
+                    vcopy, vlen);
+        return 0;
+    }
+    if (nlen > 0 && n[0] == ':') {
+        if (nlen == 7 && memcmp(n, ":method", 7) == 0)
+            st->method = vcopy;
+        else if (nlen == 5 && memcmp(n, ":path", 5) == 0) {
+            if (vlen > (size_t)h->client_max_uri_size)
+                st->err_status = 414;
+            st->path = vcopy;
+        } else if (nlen == 10 && memcmp(n, ":authority", 10) == 0)
+            st->authority = vcopy;
+        else if (nlen == 7 && memcmp(n, ":scheme", 7) == 0)
+            st->scheme = vcopy;
+        else if (nlen == 9 && memcmp(n, ":protocol", 9) == 0)
+            st->protocol = vcopy;
+        return 0;
+    }
+    if (nlen == 6 && memcmp(n, "cookie", 6) == 0) {
+        /* RFC 9113 section 8.2.3: split cookie fields are joined with "; " for HTTP/1.1 */
+        size_t add = st->cookie != NULL ? 2 : 0;
+        char *j = pt_arena_grow(&x->arena, st->cookie, st->cookie_len, st->cookie_len + add + vlen + 1);
+
+        if (j == NULL)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        if (add)
+            memcpy(j + st->cookie_len, "; ", 2);
+        memcpy(j + st->cookie_len + add, v, vlen);
+        st->cookie_len += add + vlen;
+        j[st->cookie_len] = '\0';
+        st->cookie = j;
+        return 0;
+    }
+    pt_hdrs_add(&x->arena, &x->req, pt_arena_strndup(&x->arena, n, nlen), nlen, vcopy, vlen);
+    return 0;
+}
+
+static void
+request_body_progress(struct pt_h2_stream *st)
+{
+    struct pt_exchange *x = st->x;
+
+    if (x != NULL && x->be != NULL)
+        x->be->req_body(x);
+}
+
+static int
+on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    struct pt_h2_conn *c = ud;
+    struct pt_h2_stream *st;
+    bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+        return 0;
+    st = stream_of(c, f->hd.stream_id);
+    if (st == NULL || st->x == NULL)
+        return 0;
+    if (f->hd.type == NGHTTP2_HEADERS && !st->headers_done) {
+        st->headers_done = 1;
+        stream_start(st, end);
+        return 0;
+    }
+    if (end && st->x != NULL) {
+        st->x->req_complete = 1;
+        request_body_progress(st);
+    }
+    return 0;
+}
+
+static int
+on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+              void *ud)
+{
+    struct pt_h2_conn *c = ud;
+    struct pt_h2_stream *st = stream_of(c, id);
+    struct pt_exchange *x = st != NULL ? st->x : NULL;
+
+    if (x == NULL || x->discard_body) {
+        nghttp2_session_consume(s, id, len);
+        return 0;
+    }
+    int64_t max = x->http != NULL ? x->http->client_max_body_size : 0;
+
+    if (max > 0 && x->req_body_bytes + len > (uint64_t)max) {
+        nghttp2_session_consume(s, id, len);
+        if (!x->resp_head_sent) {
+            if (x->be != NULL)
+                x->be->detach(x);
+            stream_reject(st, 413, "body over client_max_body_size");
+        } else {
+            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+        }
+        return 0;
+    }
+    x->req_body_bytes += len;
+    if (pt_chain_append(&c->w->chunks, &x->req_body, data, len) != PT_OK)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    request_body_progress(st);
+    return 0;
+}
+
+static int
+on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *ud)
+{
+    struct pt_h2_conn *c = ud;
+    struct pt_h2_stream *st = stream_of(c, id);
+
+    if (st == NULL)
+        return 0;
+    nghttp2_session_set_stream_user_data(s, id, NULL);
+    stream_free(st);
+    return 0;
+}
+
+/* DATA source: copies from the stream's chain; defers when it is empty and not finished. */
+static ssize_t
+data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+          nghttp2_data_source *src, void *ud)
+{
+    struct pt_h2_stream *st = src->ptr;
+    struct pt_h2_conn *c = st->c;
+    size_t n = 0;
+
+    while (n < len && st->out.head != NULL) {
+        struct pt_chunk *ch = st->out.head;
+        size_t take = PT_MIN(len - n, (size_t)(ch->wpos - ch->rpos));
+
+        memcpy(buf + n, ch->data + ch->rpos, take);
+        n += take;
+        pt_chain_consume(&c->w->chunks, &st->out, take);
+    }
+    if (st->out_full && st->out.bytes < PT_OUT_CAP / 2 && st->x != NULL && st->x->be != NULL) {
+        st->out_full = 0;
+        st->x->be->resume(st->x);
+    }
+    if (st->out.bytes == 0 && st->resp_eof) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        struct pt_exchange *x = st->x;
+
+        if (x != NULL && x->resp_trailers.n > 0) {
+            nghttp2_nv nv[64];
+            size_t k = 0;
+
+            for (unsigned i = 0; i < x->resp_trailers.n && k < 64; i++) {
+                struct pt_hdr *h = &x->resp_trailers.v[i];
+                char *lname = pt_arena_strndup(&x->arena, h->name, h->nlen);
+
+                if (h->skip || lname == NULL)
+                    continue;
+                for (size_t j = 0; j < h->nlen; j++)
+                    if (lname[j] >= 'A' && lname[j] <= 'Z')
+                        lname[j] = (char)(lname[j] + 32);
+                nv[k++] = (nghttp2_nv){(uint8_t *)lname, (uint8_t *)h->value, h->nlen, h->vlen,
+                                       NGHTTP2_NV_FLAG_NONE};
+            }
+            if (k > 0 && nghttp2_submit_trailer(s, id, nv, k) == 0)
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        st->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+/* ---- frontend ops --------------------------------------------------------------------- */
+
+static void
+resume_stream_data(struct pt_h2_stream *st)
+{
+    if (st->deferred) {
+        st->deferred = 0;
+        nghttp2_session_resume_data(st->c->session, st->id);
+    }
+}
+
+static int
+fe_send_head(struct pt_exchange *x)
+{
+    struct pt_h2_stream *st = x->fe_ctx;
+    struct pt_h2_conn *c = st->c;
+    nghttp2_nv *nv = pt_arena_alloc(&x->arena, (x->resp.n + 2) * sizeof(*nv));
+    char *status = pt_arena_alloc(&x->arena, 4);
+    char *cl = pt_arena_alloc(&x->arena, 24);
+    size_t k = 0;
+
+    if (c->closing || nv == NULL || status == NULL || cl == NULL)
+        return PT_ERR;
+    snprintf(status, 4, "%03u", x->status);
+    nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    for (unsigned i = 0; i < x->resp.n; i++) {
+        struct pt_hdr *h = &x->resp.v[i];
+
+        if (h->skip || h->tok == PT_H_CONTENT_LENGTH)
+            continue;
+        char *lname = pt_arena_strndup(&x->arena, h->name, h->nlen);
+
+        if (lname == NULL)
+            return PT_ERR;
+        for (size_t j = 0; j < h->nlen; j++)
+            if (lname[j] >= 'A' && lname[j] <= 'Z')
+                lname[j] = (char)(lname[j] + 32);
+        nv[k++] = (nghttp2_nv){(uint8_t *)lname, (uint8_t *)h->value, h->nlen, h->vlen,
+                               NGHTTP2_NV_FLAG_NONE};
+    }
+    if (x->resp_cl >= 0 && x->status != 204 && x->status != 304) {
+        int n = snprintf(cl, 24, "%lld", (long long)x->resp_cl);
+
+        nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n,
+                               NGHTTP2_NV_FLAG_NONE};
+    }
+    nghttp2_data_provider prd = {.source = {.ptr = st}, .read_callback = data_read};
+    int rc = nghttp2_submit_response(c->session, st->id, nv, k, x->resp_no_body ? NULL : &prd);
+
+    if (rc != 0)
+        return PT_ERR;
+    x->resp_head_sent = 1;
+    return PT_OK;
+}
+
+static int
+fe_send_body(struct pt_exchange *x, const char *data, size_t len)
+{
+    struct pt_h2_stream *st = x->fe_ctx;
+
+    if (st->c->closing)
+        return PT_ERR;
+    if (len == 0 || x->resp_no_body)
+        return PT_OK;
+    x->resp_body_bytes += len;
+    if (pt_chain_append(&st->c->w->chunks, &st->out, data, len) != PT_OK)
+        return PT_ERR;
+    resume_stream_data(st);
+    if (st->out.bytes >= PT_OUT_CAP) {
+        st->out_full = 1;
+        return PT_AGAIN;
+    }
+    return PT_OK;
+}
+
+static int
+fe_send_end(struct pt_exchange *x)
+{
+    struct pt_h2_stream *st = x->fe_ctx;
+
+    st->resp_eof = 1;
+    x->resp_complete = 1;
+    if (!x->req_complete) {
+        /* answered before the request body ended: what is still coming is read and dropped
+         * (its window is returned at once), so the response is never cut short */
+        uint64_t held = x->req_body.bytes;
+
+        x->discard_body = 1;
+        pt_chain_free(&st->c->w->chunks, &x->req_body);
+        if (held > 0 && !st->c->closing)
+            nghttp2_session_consume(st->c->session, st->id, held);
+    }
+    resume_stream_data(st);
+    return PT_OK;
+}
+
+static int
+fe_send_interim(struct pt_exchange *x)
+{
+    struct pt_h2_stream *st = x->fe_ctx;
+    char status[4];
+    nghttp2_nv nv[33];
+    size_t k = 0;
+
+    snprintf(status, sizeof(status), "%03u", x->interim_status);
+    nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    for (unsigned i = 0; i < x->resp.n && k < 33; i++) {
+        struct pt_hdr *h = &x->resp.v[i];
+        char *lname = pt_arena_strndup(&x->arena, h->name, h->nlen);
+
+        if (h->skip || lname == NULL)
+            continue;
+        for (size_t j = 0; j < h->nlen; j++)
+            if (lname[j] >= 'A' && lname[j] <= 'Z')
+                lname[j] = (char)(lname[j] + 32);
+        nv[k++] = (nghttp2_nv){(uint8_t *)lname, (uint8_t *)h->value, h->nlen, h->vlen,
+                               NGHTTP2_NV_FLAG_NONE};
+    }
+    nghttp2_submit_headers(st->c->session, NGHTTP2_FLAG_NONE, st->id, NULL, nv, k, NULL);
+    return PT_OK;
+}
+
+static void
+fe_resume_body(struct pt_exchange *x)
+{
+    struct pt_h2_stream *st = x->fe_ctx;
+    uint64_t delta = x->req_body_sent - st->consumed;
+
+    /* the backend took these bytes: now the client may send as many more */
+    if (delta > 0 && !st->c->closing) {
+        nghttp2_session_consume(st->c->session, st->id, delta);
+        st->consumed += delta;
+    }
+}
+
+static void
+fe_flush(struct pt_exchange *x)
+{
+    struct pt_h2_stream *st = x->fe_ctx;
+
+    if (!st->c->in_recv)
+        h2_flush(st->c);
+}
+
+static void
+fe_abort(struct pt_exchange *x)
+{
+    struct pt_h2_stream *st = x->fe_ctx;
+
+    nghttp2_submit_rst_stream(st->c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    if (!st->c->in_recv)
+        h2_flush(st->c);
+}
+
+static const struct pt_fe_ops h2_fe_ops = {
+    .send_head = fe_send_head,
+    .send_body = fe_send_body,
+    .send_end = fe_send_end,
+    .send_interim = fe_send_interim,
+    .resume_body = fe_resume_body,
+    .flush = fe_flush,
+    .abort = fe_abort,
+};
+
+/* ---- I/O ------------------------------------------------------------------------------ */
+
+static void
+h2_flush(struct pt_h2_conn *c)
+{
+    struct iovec iov[64];
+
+    if (c->closing)
+        return;
+    for (;;) {
+        /* serialise frames while the output is under its cap: one write per loop iteration
+         * carries the frames of many streams */
+        while (c->out.bytes < PT_OUT_CAP) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->session, &data);
+
+            if (n < 0) {
+                pt_log(PT_LOG_INFO, "h2 client %s: %s (c%llu)", c->peer_ip,
+                       nghttp2_strerror((int)n), (unsigned long long)c->id);
+                h2_close(c);
+                return;
+            }
+            if (n == 0)
+                break;
+            if (pt_chain_append(&c->w->chunks, &c->out, data, (size_t)n) != PT_OK) {
+                h2_close(c);
+                return;
+            }
+        }
+        if (c->out.bytes == 0)
+            break;
+        int k = pt_chain_iov(&c->out, iov, 64);
+        ssize_t w = pt_io_writev(c->fd, c->ssl, iov, k, &c->tls_retry);
+
+        if (w == PT_AGAIN) {
+            if (!ev_is_active(&c->wio)) {
+                ev_io_start(c->w->loop, &c->wio);
+                update_timer(c);
+            }
+            return;
+        }
+        if (w < 0) {
+            pt_log_debug("h2 write to %s failed: %s", c->peer_ip, strerror(errno));
+            h2_close(c);
+            return;
+        }
+        pt_chain_consume(&c->w->chunks, &c->out, (size_t)w);
+    }
+    if (ev_is_active(&c->wio)) {
+        ev_io_stop(c->w->loop, &c->wio);
+    }
+    update_timer(c);
+    if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
+        h2_close(c);
+    else if (c->goaway && c->n_streams == 0)
+        h2_close(c);
+}
+
+static void
+on_write(struct ev_loop *loop, ev_io *io, int revents)
+{
+    h2_flush(pt_container_of(io, struct pt_h2_conn, wio));
+}
+
+static int
+feed(struct pt_h2_conn *c, const char *data, size_t len)
+{
+    ssize_t rc;
+
+    c->in_recv = 1;
+    rc = nghttp2_session_mem_recv(c->session, (const uint8_t *)data, len);
+    c->in_recv = 0;
+    if (rc < 0) {
+        pt_log(PT_LOG_INFO, "h2 client %s: %s; closing (c%llu)", c->peer_ip,
+               nghttp2_strerror((int)rc), (unsigned long long)c->id);
+        /* nghttp2 queued a GOAWAY for protocol errors and flood limits: send it, then close */
+        h2_flush(c);
+        h2_close(c);
+        return PT_ERR;
+    }
+    return PT_OK;
+}
+
+static void
+on_read(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct pt_h2_conn *c = pt_container_of(io, struct pt_h2_conn, rio);
+    struct pt_chunk *ch = pt_chunk_get(&c->w->chunks);
+    ssize_t n;
+
+    if (ch == NULL) {
+        h2_close(c);
+        return;
+    }
+    n = pt_io_read(c->fd, c->ssl, ch->data, PT_CHUNK_SIZE);
+    if (n == PT_AGAIN) {
+        pt_chunk_put(&c->w->chunks, ch);
+        return;
+    }
+    if (n <= 0) {
+        pt_chunk_put(&c->w->chunks, ch);
+        h2_close(c);
+        return;
+    }
+    /* nghttp2 consumes everything it is given, so the chunk goes back at once: an idle h2
+     * connection holds no buffer of ours */
+    int rc = feed(c, ch->data, (size_t)n);
+
+    pt_chunk_put(&c->w->chunks, ch);
+    if (rc != PT_OK)
+        return;
+    h2_flush(c);
+    if (!c->closing && c->ssl != NULL && SSL_pending(c->ssl) > 0)
+        ev_feed_event(c->w->loop, &c->rio, EV_READ);
+}
+
+/* ---- lifetime ------------------------------------------------------------------------- */
+
+static void
+conn_free(struct pt_reapable *r)
+{
+    struct pt_h2_conn *c = pt_container_of(r, struct pt_h2_conn, reap);
+
+    nghttp2_session_del(c->session);
+    free(c);
+}
+
+static void
+h2_close(struct pt_h2_conn *c)
+{
+    struct pt_worker *w = c->w;
+
+    if (c->closing)
+        return;
+    c->closing = 1;
+    while (!pt_list_empty(&c->streams)) {
+        struct pt_h2_stream *st = pt_container_of(c->streams.next, struct pt_h2_stream, link);
+
+        if (st->x != NULL && st->x->be != NULL)
+            st->x->be->detach(st->x);
+        nghttp2_session_set_stream_user_data(c->session, st->id, NULL);
+        stream_free(st);
+    }
+    ev_io_stop(w->loop, &c->rio);
+    ev_io_stop(w->loop, &c->wio);
+    ev_timer_stop(w->loop, &c->timer);
+    pt_tls_free(c->ssl);
+    c->ssl = NULL;
+    close(c->fd);
+    pt_chain_free(&w->chunks, &c->out);
+    pt_list_remove(&c->link);
+    pt_worker_conn_closed(w);
+    pt_worker_reap(w, &c->reap);
+}
+
+static nghttp2_session_callbacks *callbacks;
+
+static void
+callbacks_init(void)
+{
+    nghttp2_session_callbacks_new(&callbacks);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+}
+
+int
+pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    const struct pt_http_conf *h = &t->listen->default_vhost->http;
+    struct pt_h2_conn *c;
+    nghttp2_option *opt;
+    int rc;
+
+    pthread_once(&once, callbacks_init);
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return PT_ERR;
+    c->reap.free = conn_free;
+    c->w = w;
+    c->listen = t->listen;
+    c->fd = t->fd;
+    c->id = ++w->next_id;
+    memcpy(&c->peer, t->peer, PT_MIN((size_t)t->peer_len, sizeof(c->peer)));
+    pt_chain_init(&c->out);
+    pt_list_init(&c->streams);
+    if (t->peer->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)t->peer)->sin6_addr;
+
+        if (IN6_IS_ADDR_V4MAPPED(a6))
+            inet_ntop(AF_INET, &a6->s6_addr[12], c->peer_ip, sizeof(c->peer_ip));
+        else
+            inet_ntop(AF_INET6, a6, c->peer_ip, sizeof(c->peer_ip));
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)t->peer)->sin_addr, c->peer_ip,
+                  sizeof(c->peer_ip));
+    }
+    if (nghttp2_option_new(&opt) != 0) {
+        free(c);
+        return PT_ERR;
+    }
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* rapid reset (CVE-2023-44487): at most 1000 resets in a burst, then 33 per second */
+    nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    nghttp2_option_set_max_settings(opt, 32);
+    nghttp2_option_set_max_continuations(opt, 8);
+    rc = nghttp2_session_server_new2(&c->session, callbacks, c, opt);
+    nghttp2_option_del(opt);
+    if (rc != 0) {
+        free(c);
+        return PT_ERR;
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)h->http2_max_concurrent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)h->http2_initial_window_size},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)h->client_max_header_size},
+    };
+    if (t->upgrade_x != NULL) {
+        /* Upgrade: h2c: the HTTP/1.1 request becomes stream 1 (RFC 7540 section 3.2) */
+        char settings[256];
+        size_t sl = 0;
+
+        /* HTTP2-Settings is base64url without padding: map to base64, pad, decode */
+        char b64[344];
+        size_t bl = 0;
+
+        for (size_t i = 0; i < t->settings_len && bl < sizeof(b64) - 4; i++)
+            b64[bl++] = t->settings[i] == '-' ? '+' : t->settings[i] == '_' ? '/' : t->settings[i];
+        while (bl % 4 != 0 && bl < sizeof(b64) - 1)
+            b64[bl++] = '=';
+        b64[bl] = '\0';
+        int dl = EVP_DecodeBlock((unsigned char *)settings, (unsigned char *)b64, (int)bl);
+
+        if (dl < 0 || t->settings_len > 300) {
+            nghttp2_session_del(c->session);
+            free(c);
+            return PT_ERR;
+        }
+        sl = (size_t)dl;
+        while (sl > 0 && bl > 0 && b64[bl - 1] == '=') {
+            sl--;
+            bl--;
+        }
+        struct pt_h2_stream *st = calloc(1, sizeof(*st));
+
+        if (st == NULL ||
+            nghttp2_session_upgrade2(c->session, (uint8_t *)settings, sl,
+                                     t->upgrade_x->method == HTTP_HEAD, st) != 0) {
+            free(st);
+            nghttp2_session_del(c->session);
+            free(c);
+            return PT_ERR;
+        }
+        st->c = c;
+        st->id = 1;
+        st->x = t->upgrade_x;
+        st->started = 1;
+        st->headers_done = 1;
+        pt_chain_init(&st->out);
+        st->x->fe = &h2_fe_ops;
+        st->x->fe_ctx = st;
+        st->x->peer = (struct sockaddr *)&c->peer; /* the h1 connection's copies go away */
+        st->x->peer_ip = c->peer_ip;
+        pt_list_insert_tail(&c->streams, &st->link);
+        c->n_streams++;
+    }
+    nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, PT_ARRAY_LEN(iv));
+    /* the connection window covers every stream's window, so one stream cannot block others */
+    nghttp2_session_set_local_window_size(
+        c->session, NGHTTP2_FLAG_NONE, 0,
+        (int32_t)PT_MIN((int64_t)h->http2_initial_window_size * h->http2_max_concurrent_streams,
+                        (int64_t)INT32_MAX));
+    c->ssl = t->ssl;
+    ev_io_init(&c->rio, on_read, c->fd, EV_READ);
+    ev_io_init(&c->wio, on_write, c->fd, EV_WRITE);
+    ev_timer_init(&c->timer, on_timer, 0., 0.);
+    pt_list_insert_tail(&w->h2_conns, &c->link);
+    w->n_conns++;
+    if (t->initial_len > 0 && feed(c, t->initial, t->initial_len) != PT_OK)
+        return PT_OK; /* closed and logged; fd and ssl were ours */
+    update_read(c, 1);
+    h2_flush(c);
+    return PT_OK;
+}
+
+void
+pt_h2_server_drain(struct pt_worker *w)
+{
+    struct pt_list *e = w->h2_conns.next;
+
+    while (e != &w->h2_conns) {
+        struct pt_h2_conn *c = pt_container_of(e, struct pt_h2_conn, link);
+
+        e = e->next;
+        nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->session),
+                              NGHTTP2_NO_ERROR, NULL, 0);
+        c->goaway = 1;
+        h2_flush(c);
+    }
+}
+
+void
+pt_h2_server_close_all(struct pt_worker *w)
+{
+    while (!pt_list_empty(&w->h2_conns))
+        h2_close(pt_container_of(w->h2_conns.next, struct pt_h2_conn, link));
+}
