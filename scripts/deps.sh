@@ -4,7 +4,7 @@
 # (idempotent). Run as root on Debian 12.
 set -euo pipefail
 pkgs=(build-essential autoconf automake pkg-config libev-dev libnghttp2-dev libssl-dev
-      node-llhttp libcmocka-dev curl)
+      node-llhttp libcmocka-dev curl openssl)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(python3 python3-pytest python3-pytest-xdist python3-h2 nghttp2-client)
 fi

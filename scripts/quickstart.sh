@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh
+bash scripts/gen-cert.sh
 ./portico -t -c etc/portico.conf
 cat <<'MSG'
 
@@ -16,6 +17,9 @@ portico is starting on http://127.0.0.1:8080 (and [::1]:8080). Try, from another
   curl -i http://127.0.0.1:8080/healthz      # answered by portico itself
   curl -i http://127.0.0.1:8080/nowhere/     # 502: upstream "offline" has no live server
   curl -i -H 'Host: admin.example' http://127.0.0.1:8080/   # routed by server_name
+  curl -k https://localhost:8443/            # TLS (self-signed cert from etc/tls/), HTTP/2 via ALPN
+  curl -k --http1.1 https://localhost:8443/  # TLS with HTTP/1.1
+  curl --http2-prior-knowledge http://127.0.0.1:8080/   # cleartext HTTP/2 (h2c)
 
 Access log lines appear below; Ctrl-C (SIGINT) stops portico gracefully.
 

@@ -7,6 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh --test || exit 1
 bash scripts/build.sh --enable-debug || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+bash scripts/gen-cert.sh
 
 unit_pass=0; unit_fail=0
 make -j"$(nproc)" -s check >/tmp/portico-unit.$$ 2>&1
