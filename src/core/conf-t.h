@@ -61,6 +61,7 @@ struct pt_server {
     struct pt_upstream *upstream;
     unsigned index; /* position in upstream->servers */
     struct pt_addr addr;
+    const char *host; /* as written (name or IP literal), for SNI and certificate checks */
     unsigned weight;
     unsigned max_conns; /* 0 = unlimited */
     unsigned backup : 1;
@@ -70,6 +71,7 @@ struct pt_server {
 
 enum pt_backend_proto {
     PT_PROTO_HTTP1 = 0,
+    PT_PROTO_H2, /* h2 over TLS with `tls on`, else h2c with prior knowledge */
 };
 
 /* An upstream block. */
@@ -87,6 +89,11 @@ struct pt_upstream {
     pt_msec send_timeout;
     int64_t max_response_header_size;
     enum pt_backend_proto protocol;
+    int tls;                      /* `tls on`: TLS to the servers */
+    int tls_verify;               /* verify the server certificate and name (default on) */
+    const char *tls_trusted;      /* CA file; NULL: the system store */
+    const char *tls_sni;          /* SNI and name to verify; NULL: the server's host name */
+    struct ssl_ctx_st *tls_ctx;   /* built at load, freed with the snapshot */
     void *mod[PT_MODULES_MAX];
     const char *file;
     int line, col;

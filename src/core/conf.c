@@ -743,6 +743,7 @@ set_upstream_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
     up->keepalive = up->keepalive_requests = PT_UNSET;
     up->keepalive_timeout = up->connect_timeout = up->read_timeout = up->send_timeout = PT_UNSET;
     up->max_response_header_size = PT_UNSET;
+    up->tls = up->tls_verify = PT_UNSET;
     up->file = cx->file;
     up->line = cx->lines[0];
     up->col = cx->cols[0];
@@ -763,6 +764,13 @@ set_upstream_server(struct pt_conf_ctx *cx, const struct pt_directive *d, void *
 
     if (pt_addr_parse(cx->args[1], 0, &s->addr, &err) != PT_OK)
         return pt_conf_error(cx, 1, "%s", err.msg);
+    {
+        const char *a = cx->args[1];
+        const char *end = a[0] == '[' ? strchr(a, ']') : strrchr(a, ':');
+
+        s->host = a[0] == '[' ? pt_arena_strndup(&cx->conf->arena, a + 1, (size_t)(end - a - 1))
+                              : pt_arena_strndup(&cx->conf->arena, a, (size_t)(end - a));
+    }
     s->weight = 1;
     for (unsigned i = 2; i <= cx->nargs; i++) {
         const char *a = cx->args[i];
@@ -820,9 +828,13 @@ set_protocol(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
     if (strcmp(cx->args[1], "http1") == 0)
         cx->up->protocol = PT_PROTO_HTTP1;
+    else if (strcmp(cx->args[1], "h2") == 0 || strcmp(cx->args[1], "h2c") == 0)
+        cx->up->protocol = PT_PROTO_H2;
     else
-        return pt_conf_error(cx, 1, "unsupported backend protocol \"%s\" (supported: http1)",
+        return pt_conf_error(cx, 1, "unsupported backend protocol \"%s\" (http1, h2, h2c)",
                              cx->args[1]);
+    if (strcmp(cx->args[1], "h2c") == 0 && cx->up->tls == 1)
+        return pt_conf_error(cx, 1, "\"h2c\" is cleartext; with \"tls on\" use \"h2\"");
     return PT_OK;
 }
 
@@ -969,6 +981,17 @@ set_proxy_pass(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     return PT_OK;
 }
 
+static int
+set_up_str(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    const char **f = (const char **)((char *)conf + d->offset);
+
+    if (*f != NULL)
+        return already_set(cx);
+    *f = cx->args[1];
+    return PT_OK;
+}
+
 static const int64_t max_requests = 1000000000;
 static const int64_t max_keepalive = 100000;
 static const int64_t max_headers = 10000;
@@ -1000,6 +1023,12 @@ const struct pt_directive pt_core_directives[] = {
      NULL},
     {"send_timeout", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_msec, UOFF(send_timeout),
      NULL},
+    {"tls", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_flag, UOFF(tls), NULL},
+    {"tls_verify", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_flag, UOFF(tls_verify),
+     NULL},
+    {"tls_trusted_certificate", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, set_up_str,
+     UOFF(tls_trusted), NULL},
+    {"tls_sni", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, set_up_str, UOFF(tls_sni), NULL},
     {"max_response_header_size", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_size,
      UOFF(max_response_header_size), NULL},
     {"listen", PT_CTX_SERVER, 1, 3, 0, PT_BASE_NONE, set_listen, 0, NULL},
@@ -1080,6 +1109,10 @@ upstream_defaults(struct pt_upstream *up)
         up->read_timeout = 60000;
     if (up->send_timeout == PT_UNSET)
         up->send_timeout = 60000;
+    if (up->tls == PT_UNSET)
+        up->tls = 0;
+    if (up->tls_verify == PT_UNSET)
+        up->tls_verify = 1;
     if (up->max_response_header_size == PT_UNSET)
         up->max_response_header_size = 64 * 1024;
     if (up->lb == NULL)

@@ -25,6 +25,8 @@ struct pt_wserver {
     struct pt_server *srv;
     struct pt_list idle; /* struct pt_bconn, most recently used first */
     unsigned n_idle;
+    struct pt_list h2;   /* HTTP/2 backend connections (protocol h2) */
+    void *tls_session;   /* SSL_SESSION to resume on the next TLS connection */
     unsigned n_active;
     uint64_t requests;
     uint64_t failures;

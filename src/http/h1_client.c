@@ -23,10 +23,12 @@
 #include "http/h1_client.h"
 #include "http/headers.h"
 #include "http/proxy.h"
+#include "net/tls.h"
 #include "upstream/upstream.h"
 
 enum bconn_state {
     B_CONNECTING = 0,
+    B_HANDSHAKE, /* TLS to the backend */
     B_ACTIVE,
     B_IDLE,
 };
@@ -40,6 +42,8 @@ struct pt_bconn {
     struct pt_wserver *ws;
     struct pt_server *srv;
     int fd;
+    SSL *ssl;
+    size_t tls_retry;
     ev_io rio;
     ev_io wio;
     ev_timer timer;
@@ -69,6 +73,8 @@ static const struct pt_be_ops h1_be_ops;
 static void bconn_close(struct pt_bconn *b);
 static void bconn_write(struct pt_bconn *b);
 static void bconn_parse(struct pt_bconn *b);
+static void tls_step(struct pt_bconn *b);
+static void start_request(struct pt_bconn *b);
 
 static void
 bconn_free(struct pt_reapable *r)
@@ -89,6 +95,10 @@ bconn_close(struct pt_bconn *b)
     ev_io_stop(w->loop, &b->rio);
     ev_io_stop(w->loop, &b->wio);
     ev_timer_stop(w->loop, &b->timer);
+    if (b->ssl != NULL) {
+        SSL_free(b->ssl); /* no close_notify: the server may already be gone */
+        b->ssl = NULL;
+    }
     close(b->fd);
     if (b->in != NULL)
         pt_chunk_put(&w->chunks, b->in);
@@ -125,7 +135,7 @@ update_timer(struct pt_bconn *b)
 
     if (b->state == B_IDLE)
         arm_timer(b, up->keepalive_timeout);
-    else if (b->state == B_CONNECTING)
+    else if (b->state == B_CONNECTING || b->state == B_HANDSHAKE)
         arm_timer(b, up->connect_timeout);
     else if (ev_is_active(&b->wio))
         arm_timer(b, up->send_timeout);
@@ -244,14 +254,12 @@ bconn_write(struct pt_bconn *b)
 
     while (b->out.bytes > 0) {
         int n = pt_chain_iov(&b->out, iov, 64);
-        ssize_t w = writev(b->fd, iov, n);
+        ssize_t w = pt_io_writev(b->fd, b->ssl, iov, n, &b->tls_retry);
 
-        if (w == -1) {
+        if (w < 0) {
             int e = errno;
 
-            if (e == EINTR)
-                continue;
-            if (e == EAGAIN) {
+            if (w == PT_AGAIN) {
                 if (!ev_is_active(&b->wio)) {
                     ev_io_start(b->w->loop, &b->wio);
                     update_timer(b);
@@ -275,6 +283,50 @@ bconn_write(struct pt_bconn *b)
 }
 
 static void
+start_request(struct pt_bconn *b)
+{
+    b->state = B_ACTIVE;
+    set_reading(b, 1);
+    write_head(b);
+    take_body(b);
+    bconn_write(b);
+    if (!b->closing)
+        update_timer(b);
+}
+
+static void
+tls_step(struct pt_bconn *b)
+{
+    char who[200];
+    bool want_write;
+    int rc;
+
+    snprintf(who, sizeof(who), "upstream \"%s\" server %s", b->srv->upstream->name,
+             b->srv->addr.name);
+    rc = pt_tls_connect_step(b->ssl, who, &want_write);
+    if (rc == PT_AGAIN) {
+        if (want_write && !ev_is_active(&b->wio))
+            ev_io_start(b->w->loop, &b->wio);
+        else if (!want_write && ev_is_active(&b->wio))
+            ev_io_stop(b->w->loop, &b->wio);
+        return;
+    }
+    if (rc != PT_OK) {
+        bconn_fail(b, PT_BF_CONNECT, "TLS handshake failed", 0);
+        return;
+    }
+    if (ev_is_active(&b->wio))
+        ev_io_stop(b->w->loop, &b->wio);
+    SSL_SESSION *sess = SSL_get1_session(b->ssl);
+
+    if (sess != NULL) {
+        SSL_SESSION_free(b->ws->tls_session);
+        b->ws->tls_session = sess;
+    }
+    start_request(b);
+}
+
+static void
 on_writable(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct pt_bconn *b = pt_container_of(io, struct pt_bconn, wio);
@@ -289,14 +341,23 @@ on_writable(struct ev_loop *loop, ev_io *io, int revents)
             bconn_fail(b, PT_BF_CONNECT, "connect() failed", err);
             return;
         }
-        b->state = B_ACTIVE;
         ev_io_stop(loop, &b->wio);
-        set_reading(b, 1);
-        write_head(b);
-        take_body(b);
-        bconn_write(b);
-        if (!b->closing)
-            update_timer(b);
+        if (b->srv->upstream->tls) {
+            b->ssl = pt_tls_connect(b->srv, b->fd, b->ws->tls_session);
+            if (b->ssl == NULL) {
+                bconn_fail(b, PT_BF_CONNECT, "cannot start TLS", 0);
+                return;
+            }
+            b->state = B_HANDSHAKE;
+            set_reading(b, 1);
+            tls_step(b);
+            return;
+        }
+        start_request(b);
+        return;
+    }
+    if (b->state == B_HANDSHAKE) {
+        tls_step(b);
         return;
     }
     size_t before = b->out.bytes;
@@ -526,6 +587,19 @@ on_readable(struct ev_loop *loop, ev_io *io, int revents)
     struct pt_bconn *b = pt_container_of(io, struct pt_bconn, rio);
     ssize_t n;
 
+    if (b->state == B_HANDSHAKE) {
+        tls_step(b);
+        return;
+    }
+    if (b->state == B_IDLE && b->ssl != NULL) {
+        /* TLS 1.3 servers send session tickets after the handshake: a record that carries no
+         * data keeps the connection; data, EOF or an error evicts it */
+        char scratch[64];
+        ssize_t r = pt_io_read(b->fd, b->ssl, scratch, sizeof(scratch));
+
+        if (r == PT_AGAIN)
+            return;
+    }
     if (b->state == B_IDLE) {
         /* EOF or stray bytes on an idle connection: it cannot be reused */
         pt_log_debug("upstream \"%s\" server %s: idle connection closed by server",
@@ -540,13 +614,11 @@ on_readable(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
     }
-    n = read(b->fd, b->in->data + b->in->wpos, PT_CHUNK_SIZE - b->in->wpos);
-    if (n == -1) {
-        int e = errno;
-
-        if (e == EAGAIN || e == EINTR)
-            return;
-        bconn_fail(b, PT_BF_RESET, "read failed", e);
+    n = pt_io_read(b->fd, b->ssl, b->in->data + b->in->wpos, PT_CHUNK_SIZE - b->in->wpos);
+    if (n == PT_AGAIN)
+        return;
+    if (n < 0) {
+        bconn_fail(b, PT_BF_RESET, "read failed", errno);
         return;
     }
     if (n == 0) {
@@ -570,6 +642,8 @@ on_readable(struct ev_loop *loop, ev_io *io, int revents)
     b->resp_started = 1;
     b->in->wpos += (uint32_t)n;
     bconn_parse(b);
+    if (!b->closing && b->reading && b->ssl != NULL && SSL_pending(b->ssl) > 0)
+        ev_feed_event(b->w->loop, &b->rio, EV_READ);
 }
 
 static void
@@ -582,7 +656,10 @@ on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
         bconn_close(b);
         return;
     case B_CONNECTING:
-        bconn_fail(b, PT_BF_CONNECT_TIMEOUT, "connect() timed out", 0);
+    case B_HANDSHAKE:
+        bconn_fail(b, PT_BF_CONNECT_TIMEOUT,
+                   b->state == B_CONNECTING ? "connect() timed out" : "TLS handshake timed out",
+                   0);
         return;
     case B_ACTIVE:
         bconn_fail(b, PT_BF_TIMEOUT,
@@ -616,6 +693,8 @@ be_resume(struct pt_exchange *x)
     b->paused = 0;
     set_reading(b, 1);
     update_timer(b);
+    if (b->ssl != NULL && SSL_pending(b->ssl) > 0)
+        ev_feed_event(b->w->loop, &b->rio, EV_READ);
 }
 
 static void

@@ -4,6 +4,7 @@
  * main thread, plus a server-side session cache; optional client certificates. Idle
  * connections stay small: SSL_MODE_RELEASE_BUFFERS drops OpenSSL's buffers between records and
  * one ticket is issued per handshake instead of OpenSSL's two. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -412,12 +413,120 @@ fail:
     return PT_ERR;
 }
 
+/* A client context for an upstream: TLS 1.2+, the trusted CAs (or the system store), ALPN for
+ * the backend protocol. Certificate and host name are checked per connection. */
+static int
+build_client_ctx(struct pt_upstream *up, char *why, size_t wlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    char errs[300];
+    static const unsigned char alpn_h2[] = "\x02h2";
+    static const unsigned char alpn_h1[] = "\x08http/1.1";
+
+    if (ctx == NULL) {
+        ssl_errors(errs, sizeof(errs));
+        snprintf(why, wlen, "cannot create TLS client context: %s", errs);
+        return PT_ERR;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    if (up->tls_trusted != NULL) {
+        if (SSL_CTX_load_verify_locations(ctx, up->tls_trusted, NULL) != 1) {
+            ssl_errors(errs, sizeof(errs));
+            snprintf(why, wlen, "cannot load tls_trusted_certificate \"%s\": %s",
+                     up->tls_trusted, errs);
+            SSL_CTX_free(ctx);
+            return PT_ERR;
+        }
+    } else {
+        SSL_CTX_set_default_verify_paths(ctx);
+    }
+    SSL_CTX_set_verify(ctx, up->tls_verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    if (up->protocol == PT_PROTO_H2)
+        SSL_CTX_set_alpn_protos(ctx, alpn_h2, sizeof(alpn_h2) - 1);
+    else
+        SSL_CTX_set_alpn_protos(ctx, alpn_h1, sizeof(alpn_h1) - 1);
+    up->tls_ctx = ctx;
+    return PT_OK;
+}
+
+SSL *
+pt_tls_connect(struct pt_server *srv, int fd, SSL_SESSION *resume)
+{
+    struct pt_upstream *up = srv->upstream;
+    SSL *ssl = SSL_new(up->tls_ctx);
+    const char *name = up->tls_sni != NULL ? up->tls_sni : srv->host;
+    struct in6_addr tmp;
+    int is_ip = inet_pton(AF_INET, name, &tmp) == 1 || inet_pton(AF_INET6, name, &tmp) == 1;
+
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return NULL;
+    }
+    SSL_set_connect_state(ssl);
+    if (!is_ip)
+        SSL_set_tlsext_host_name(ssl, name); /* RFC 6066: no IP literals in SNI */
+    if (up->tls_verify) {
+        if (is_ip)
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);
+        else
+            SSL_set1_host(ssl, name);
+    }
+    if (resume != NULL)
+        SSL_set_session(ssl, resume);
+    return ssl;
+}
+
+int
+pt_tls_connect_step(SSL *ssl, const char *who, bool *want_write)
+{
+    int rc = SSL_do_handshake(ssl);
+    char errs[300];
+
+    *want_write = false;
+    if (rc == 1)
+        return PT_OK;
+    switch (SSL_get_error(ssl, rc)) {
+    case SSL_ERROR_WANT_READ:
+        return PT_AGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        *want_write = true;
+        return PT_AGAIN;
+    default:
+        if (SSL_get_verify_result(ssl) != X509_V_OK)
+            snprintf(errs, sizeof(errs), "certificate verification failed: %s",
+                     X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
+        else
+            ssl_errors(errs, sizeof(errs));
+        ERR_clear_error();
+        pt_log(PT_LOG_ERROR, "%s: TLS handshake failed: %s", who, errs);
+        return PT_ERR;
+    }
+}
+
 unsigned
 pt_tls_conf_finish(struct pt_conf *conf, FILE *errout, struct pt_err *err)
 {
     unsigned nerr = 0;
 
     pthread_once(&ex_once, ex_init);
+    for (unsigned i = 0; i < conf->n_upstreams; i++) {
+        struct pt_upstream *up = conf->upstreams[i];
+        char why[600], msg[800];
+
+        if (!up->tls || build_client_ctx(up, why, sizeof(why)) == PT_OK)
+            continue;
+        snprintf(msg, sizeof(msg), "%s:%d:%d: upstream \"%s\": %s", up->file, up->line, up->col,
+                 up->name, why);
+        if (nerr == 0 && err != NULL)
+            snprintf(err->msg, sizeof(err->msg), "%.500s", msg);
+        if (errout != NULL)
+            fprintf(errout, "%s\n", msg);
+        nerr++;
+    }
     for (unsigned i = 0; i < conf->n_listens; i++) {
         struct pt_listen *l = conf->listens[i];
 
@@ -456,6 +565,10 @@ pt_tls_conf_finish(struct pt_conf *conf, FILE *errout, struct pt_err *err)
 void
 pt_tls_conf_release(struct pt_conf *conf)
 {
+    for (unsigned i = 0; i < conf->n_upstreams; i++) {
+        SSL_CTX_free(conf->upstreams[i]->tls_ctx);
+        conf->upstreams[i]->tls_ctx = NULL;
+    }
     for (unsigned i = 0; i < conf->n_vhosts; i++) {
         SSL_CTX_free(conf->vhosts[i]->tls.ctx);
         conf->vhosts[i]->tls.ctx = NULL;

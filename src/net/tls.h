@@ -40,6 +40,12 @@ bool pt_tls_alpn_h2(SSL *ssl);
 /* The verified client certificate subject (RFC 2253) copied into the arena, or NULL. */
 const char *pt_tls_client_subject(SSL *ssl, struct pt_arena *a);
 
+/* A client SSL for a backend connection: SNI and name check from tls_sni or the server's host,
+ * resuming `resume` when not NULL. NULL on failure. */
+SSL *pt_tls_connect(struct pt_server *srv, int fd, SSL_SESSION *resume);
+/* Drives a client handshake like pt_tls_handshake; errors are logged with `who`. */
+int pt_tls_connect_step(SSL *ssl, const char *who, bool *want_write);
+
 /* Reads into buf: > 0 bytes, 0 at EOF, PT_AGAIN, PT_ERR (errno set for socket errors). */
 ssize_t pt_io_read(int fd, SSL *ssl, char *buf, size_t n);
 /* Writes from iov: bytes written, PT_AGAIN, or PT_ERR. Over TLS, a write that would block must

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Per-worker upstream state. Each worker balances on its own (no lock on the hot path);
  * max_conns is the one cross-worker limit and uses a relaxed atomic counter per server. */
+#include <openssl/ssl.h>
 #include <stdlib.h>
 
 #include "core/common.h"
@@ -28,6 +29,7 @@ pt_upstream_worker_init(struct pt_worker *w, struct pt_err *err)
         for (unsigned j = 0; j < up->n_servers; j++) {
             g->servers[j].srv = up->servers[j];
             pt_list_init(&g->servers[j].idle);
+            pt_list_init(&g->servers[j].h2);
         }
         const struct pt_lb_ops *ops = up->lb->ops;
 
@@ -58,6 +60,8 @@ pt_upstream_worker_fini(struct pt_worker *w)
 
         if (ops->group_fini != NULL)
             ops->group_fini(g);
+        for (unsigned j = 0; j < g->up->n_servers; j++)
+            SSL_SESSION_free(g->servers[j].tls_session);
         free(g->servers);
     }
     free(w->ups);
