@@ -14,6 +14,7 @@
 #include "http/exchange.h"
 #include "http/headers.h"
 #include "http/proxy.h"
+#include "http/h2_client.h"
 #include "upstream/upstream.h"
 
 /* Appends `prev, add` (or just add) as a new forwarded header. */
@@ -129,6 +130,16 @@ answer_error(struct pt_exchange *x, unsigned status)
     x->fe->flush(x);
 }
 
+/* Hands x to the backend codec of its upstream's protocol. */
+static void
+start_attempt(struct pt_exchange *x, bool allow_reuse)
+{
+    if (x->up->protocol == PT_PROTO_H2)
+        pt_h2_client_start(x, allow_reuse);
+    else
+        pt_h1_client_start(x, allow_reuse);
+}
+
 /* Picks the next server and starts an attempt; answers 502/503/504 when none is left. */
 static void
 proxy_try(struct pt_exchange *x, bool allow_reuse)
@@ -149,7 +160,7 @@ proxy_try(struct pt_exchange *x, bool allow_reuse)
     x->tried[s->index] = 1;
     x->tries++;
     pt_upstream_acquire(x);
-    pt_h1_client_start(x, allow_reuse);
+    start_attempt(x, allow_reuse);
 }
 
 static int
@@ -191,7 +202,7 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
         pt_log_debug("upstream \"%s\" server %s: pooled connection failed, retrying on a new one",
                      x->up->name, x->srv->addr.name);
         pt_upstream_acquire(x);
-        pt_h1_client_start(x, false);
+        start_attempt(x, false);
         return;
     }
     switch (kind) {

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "http/exchange.h"
 #include "http/h1_client.h"
+#include "http/h2_client.h"
 #include "upstream/upstream.h"
 
 int
@@ -45,7 +46,10 @@ pt_upstream_worker_drain(struct pt_worker *w)
 {
     for (unsigned i = 0; i < w->conf->n_upstreams; i++)
         for (unsigned j = 0; j < w->ups[i].up->n_servers; j++)
+        {
             pt_h1_client_close_idle(&w->ups[i].servers[j]);
+            pt_h2_client_close_idle(&w->ups[i].servers[j]);
+        }
 }
 
 void

@@ -1,0 +1,916 @@
+/* SPDX-License-Identifier: MIT */
+/* HTTP/2 backend client (`protocol h2`, or h2c in cleartext): one multiplexed connection per
+ * server per worker, more when the server's stream limit is reached. This is what gRPC needs:
+ * trailers pass through, and a stream that has its response head is not cut by read_timeout
+ * (long-lived streams); the connection itself is watched with PING while idle.
+ *
+ * GOAWAY (RFC 9113 section 6.8): streams up to the last id finish; new requests go to a new
+ * connection; streams the server refused (REFUSED_STREAM or above last id) were never
+ * processed, so they are retried like a connect failure. */
+#include <errno.h>
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/arena.h"
+#include "core/buf.h"
+#include "core/common.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "http/exchange.h"
+#include "http/h2_client.h"
+#include "http/headers.h"
+#include "http/proxy.h"
+#include "net/tls.h"
+#include "upstream/upstream.h"
+
+#define PING_INTERVAL 10.0
+
+enum h2b_state {
+    H_CONNECTING = 0,
+    H_HANDSHAKE,
+    H_READY,
+};
+
+/* A backend HTTP/2 connection. Owner: its worker server (ws->h2); freed through the reaper. */
+struct pt_h2b {
+    struct pt_reapable reap;
+    struct pt_list link;
+    struct pt_worker *w;
+    struct pt_wserver *ws;
+    struct pt_server *srv;
+    int fd;
+    SSL *ssl;
+    size_t tls_retry;
+    ev_io rio;
+    ev_io wio;
+    ev_timer timer;
+    enum h2b_state state;
+    nghttp2_session *session;
+    struct pt_chain out;
+    unsigned closing : 1;
+    unsigned goaway : 1;
+    unsigned ping_out : 1;
+    unsigned in_io : 1;
+    unsigned used : 1;        /* has carried a request (for retry decisions) */
+    unsigned n_streams;
+    struct pt_list streams;   /* struct pt_h2b_stream, submitted or waiting */
+    ev_tstamp idle_since;
+};
+
+/* One request on a backend connection. Owner: the connection. */
+struct pt_h2b_stream {
+    struct pt_list link;
+    struct pt_h2b *b;
+    int32_t id;               /* 0 until submitted */
+    struct pt_exchange *x;    /* NULL once detached */
+    ev_timer timer;           /* read_timeout until the response head */
+    uint64_t unconsumed;      /* response DATA handed on but not yet acknowledged */
+    unsigned head_done : 1;
+    unsigned deferred : 1;
+    unsigned paused : 1;
+    unsigned reused : 1;
+};
+
+static const struct pt_be_ops h2b_ops;
+static void h2b_flush(struct pt_h2b *b);
+static void h2b_close(struct pt_h2b *b, const char *why);
+static void stream_submit(struct pt_h2b_stream *st);
+
+static const char *
+who(struct pt_h2b *b, char *buf, size_t len)
+{
+    snprintf(buf, len, "upstream \"%s\" server %s", b->srv->upstream->name, b->srv->addr.name);
+    return buf;
+}
+
+/* ---- streams -------------------------------------------------------------------------- */
+
+static void
+stream_unlink(struct pt_h2b_stream *st)
+{
+    ev_timer_stop(st->b->w->loop, &st->timer);
+    if (st->x != NULL) {
+        st->x->be = NULL;
+        st->x->be_ctx = NULL;
+        st->x = NULL;
+    }
+}
+
+static void
+stream_free(struct pt_h2b_stream *st)
+{
+    struct pt_h2b *b = st->b;
+
+    stream_unlink(st);
+    pt_list_remove(&st->link);
+    b->n_streams--;
+    if (b->n_streams == 0)
+        b->idle_since = ev_now(b->w->loop);
+    free(st);
+}
+
+/* The attempt failed before the response completed. */
+static void
+stream_fail(struct pt_h2b_stream *st, enum pt_backend_failure kind, const char *what)
+{
+    struct pt_exchange *x = st->x;
+    char buf[200];
+
+    if (x == NULL)
+        return;
+    if (kind != PT_BF_CONNECT)
+        pt_log(PT_LOG_ERROR, "%s: %s (%s %.*s)", who(st->b, buf, sizeof(buf)), what,
+               x->method_name, (int)PT_MIN(x->target_len, 200), x->target);
+    stream_unlink(st);
+    st->b->ws->failures++;
+    pt_proxy_backend_failed(x, kind, st->reused, st->head_done);
+}
+
+static void
+on_stream_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pt_h2b_stream *st = pt_container_of(t, struct pt_h2b_stream, timer);
+    struct pt_h2b *b = st->b;
+
+    if (st->id > 0)
+        nghttp2_submit_rst_stream(b->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    stream_fail(st, PT_BF_TIMEOUT, "timed out waiting for the response");
+    if (!b->in_io)
+        h2b_flush(b);
+}
+
+/* Request DATA source: the exchange's body chain; deferred until more arrives. */
+static ssize_t
+req_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+         nghttp2_data_source *src, void *ud)
+{
+    struct pt_h2b_stream *st = src->ptr;
+    struct pt_exchange *x = st->x;
+    size_t n = 0;
+
+    if (x == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    while (n < len && x->req_body.head != NULL) {
+        struct pt_chunk *ch = x->req_body.head;
+        size_t take = PT_MIN(len - n, (size_t)(ch->wpos - ch->rpos));
+
+        memcpy(buf + n, ch->data + ch->rpos, take);
+        n += take;
+        pt_chain_consume(&x->w->chunks, &x->req_body, take);
+    }
+    x->req_body_sent += n;
+    if (n > 0)
+        x->fe->resume_body(x);
+    if (x->req_body.bytes == 0 && x->req_complete) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (x->req_trailers.n > 0) {
+            nghttp2_nv nv[64];
+            size_t k = 0;
+
+            for (unsigned i = 0; i < x->req_trailers.n && k < 64; i++) {
+                struct pt_hdr *h = &x->req_trailers.v[i];
+                char *lname = pt_arena_strndup(&x->arena, h->name, h->nlen);
+
+                if (h->skip || lname == NULL)
+                    continue;
+                for (size_t j = 0; j < h->nlen; j++)
+                    if (lname[j] >= 'A' && lname[j] <= 'Z')
+                        lname[j] = (char)(lname[j] + 32);
+                nv[k++] = (nghttp2_nv){(uint8_t *)lname, (uint8_t *)h->value, h->nlen, h->vlen,
+                                       NGHTTP2_NV_FLAG_NONE};
+            }
+            if (k > 0 && nghttp2_submit_trailer(s, id, nv, k) == 0)
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        st->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+static void
+add_nv(struct pt_exchange *x, nghttp2_nv *nv, size_t *k, const char *name, size_t nlen,
+       const char *value, size_t vlen)
+{
+    char *lname = pt_arena_strndup(&x->arena, name, nlen);
+
+    if (lname == NULL)
+        return;
+    for (size_t j = 0; j < nlen; j++)
+        if (lname[j] >= 'A' && lname[j] <= 'Z')
+            lname[j] = (char)(lname[j] + 32);
+    nv[(*k)++] = (nghttp2_nv){(uint8_t *)lname, (uint8_t *)value, nlen, vlen, NGHTTP2_NV_FLAG_NONE};
+}
+
+/* Re-serialises the exchange's request as HTTP/2 (RFC 9113 section 8.3). */
+static void
+stream_submit(struct pt_h2b_stream *st)
+{
+    struct pt_h2b *b = st->b;
+    struct pt_exchange *x = st->x;
+    nghttp2_nv *nv = pt_arena_alloc(&x->arena, (x->req.n + x->fwd.n + 8) * sizeof(*nv));
+    size_t k = 0;
+    int hi = -1;
+    const char *authority;
+
+    if (nv == NULL) {
+        stream_fail(st, PT_BF_RESET, "out of memory");
+        return;
+    }
+    for (unsigned i = 0; i < x->req.n; i++)
+        if (x->req.v[i].tok == PT_H_HOST && !x->req.v[i].skip)
+            hi = (int)i;
+    authority = hi >= 0 ? pt_arena_strndup(&x->arena, x->req.v[hi].value, x->req.v[hi].vlen)
+                        : b->srv->addr.name;
+    nv[k++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)x->method_name, 7,
+                           strlen(x->method_name), NGHTTP2_NV_FLAG_NONE};
+    nv[k++] = (nghttp2_nv){(uint8_t *)":scheme",
+                           (uint8_t *)(b->srv->upstream->tls ? "https" : "http"), 7,
+                           b->srv->upstream->tls ? 5u : 4u, NGHTTP2_NV_FLAG_NONE};
+    nv[k++] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)authority, 10, strlen(authority),
+                           NGHTTP2_NV_FLAG_NONE};
+    nv[k++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)x->target, 5, x->target_len,
+                           NGHTTP2_NV_FLAG_NONE};
+    for (unsigned i = 0; i < x->req.n; i++) {
+        struct pt_hdr *h = &x->req.v[i];
+
+        /* gRPC needs "te: trailers", the one TE value HTTP/2 allows (section 8.2.2) */
+        if (h->tok == PT_H_TE && pt_hdr_list_has(h->value, h->vlen, "trailers")) {
+            nv[k++] = (nghttp2_nv){(uint8_t *)"te", (uint8_t *)"trailers", 2, 8,
+                                   NGHTTP2_NV_FLAG_NONE};
+            continue;
+        }
+        if (h->skip || h->tok == PT_H_HOST || h->tok == PT_H_CONTENT_LENGTH)
+            continue;
+        add_nv(x, nv, &k, h->name, h->nlen, h->value, h->vlen);
+    }
+    for (unsigned i = 0; i < x->fwd.n; i++)
+        add_nv(x, nv, &k, x->fwd.v[i].name, x->fwd.v[i].nlen, x->fwd.v[i].value,
+               x->fwd.v[i].vlen);
+    char *cl = NULL;
+
+    if (x->req_cl >= 0) {
+        cl = pt_arena_alloc(&x->arena, 24);
+        if (cl != NULL) {
+            int n = snprintf(cl, 24, "%lld", (long long)x->req_cl);
+
+            nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n,
+                                   NGHTTP2_NV_FLAG_NONE};
+        }
+    }
+    nghttp2_data_provider prd = {.source = {.ptr = st}, .read_callback = req_read};
+    bool body = x->req_has_body || x->req_body.bytes > 0;
+    int32_t id = nghttp2_submit_request(b->session, NULL, nv, k, body ? &prd : NULL, st);
+
+    if (id < 0) {
+        stream_fail(st, PT_BF_CONNECT, nghttp2_strerror(id));
+        return;
+    }
+    st->id = id;
+    b->used = 1;
+    if (b->srv->upstream->read_timeout > 0) {
+        ev_timer_set(&st->timer, (double)b->srv->upstream->read_timeout / 1000.0, 0.);
+        ev_timer_start(b->w->loop, &st->timer);
+    }
+}
+
+/* ---- nghttp2 callbacks ---------------------------------------------------------------- */
+
+static struct pt_h2b_stream *
+stream_of(struct pt_h2b *b, int32_t id)
+{
+    return nghttp2_session_get_stream_user_data(b->session, id);
+}
+
+static int
+on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+          const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
+{
+    struct pt_h2b_stream *st = stream_of(ud, f->hd.stream_id);
+    struct pt_exchange *x = st != NULL ? st->x : NULL;
+
+    if (x == NULL)
+        return 0;
+    if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
+        unsigned v = 0;
+
+        for (size_t i = 0; i < vlen && i < 3; i++)
+            v = v * 10 + (unsigned)(value[i] - '0');
+        x->interim_status = v; /* moved to status when the head completes */
+        return 0;
+    }
+    struct pt_hdrs *h = st->head_done ? &x->resp_trailers : &x->resp;
+    size_t total = 0;
+
+    for (unsigned i = 0; i < h->n; i++)
+        total += h->v[i].nlen + h->v[i].vlen + 4;
+    if (total + nlen + vlen > (size_t)st->b->srv->upstream->max_response_header_size)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    pt_hdrs_add(&x->arena, h, pt_arena_strndup(&x->arena, (const char *)name, nlen), nlen,
+                pt_arena_strndup(&x->arena, (const char *)value, vlen), vlen);
+    return 0;
+}
+
+static void
+stream_complete(struct pt_h2b_stream *st)
+{
+    struct pt_exchange *x = st->x;
+
+    if (x == NULL)
+        return;
+    stream_unlink(st);
+    pt_upstream_release(x);
+    if (!x->req_complete) {
+        x->discard_body = 1;
+        pt_chain_free(&x->w->chunks, &x->req_body);
+    }
+    x->fe->send_end(x);
+    x->fe->flush(x);
+}
+
+static int
+on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    struct pt_h2b *b = ud;
+    struct pt_h2b_stream *st;
+    bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+
+    switch (f->hd.type) {
+    case NGHTTP2_GOAWAY:
+        b->goaway = 1;
+        return 0;
+    case NGHTTP2_PING:
+        if (f->hd.flags & NGHTTP2_FLAG_ACK)
+            b->ping_out = 0;
+        return 0;
+    case NGHTTP2_HEADERS:
+    case NGHTTP2_DATA:
+        break;
+    default:
+        return 0;
+    }
+    st = stream_of(b, f->hd.stream_id);
+    if (st == NULL || st->x == NULL)
+        return 0;
+    struct pt_exchange *x = st->x;
+
+    if (f->hd.type == NGHTTP2_HEADERS && !st->head_done) {
+        unsigned status = x->interim_status;
+
+        if (status >= 100 && status < 200) {
+            if (status != 100 && status != 101)
+                x->fe->send_interim(x);
+            x->resp.n = 0;
+            return 0;
+        }
+        st->head_done = 1;
+        ev_timer_stop(b->w->loop, &st->timer); /* streams may now live as long as they like */
+        pt_upstream_result(x, 1);
+        x->status = status;
+        x->interim_status = 0;
+        int cl = pt_hdrs_find(&x->resp, PT_H_CONTENT_LENGTH);
+
+        x->resp_cl = -1;
+        if (cl >= 0) {
+            char tmp[24];
+            uint64_t v;
+            size_t n = PT_MIN(x->resp.v[cl].vlen, sizeof(tmp) - 1);
+
+            memcpy(tmp, x->resp.v[cl].value, n);
+            tmp[n] = '\0';
+            if (pt_parse_uint(tmp, INT64_MAX, &v) == PT_OK)
+                x->resp_cl = (int64_t)v;
+        }
+        x->resp_no_body = x->method == HTTP_HEAD || status == 204 || status == 304;
+        pt_hdrs_mark_hop_by_hop(&x->resp, false);
+        if (x->fe->send_head(x) == PT_AGAIN)
+            st->paused = 1;
+    }
+    if (end)
+        stream_complete(st);
+    return 0;
+}
+
+static int
+on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+              void *ud)
+{
+    struct pt_h2b *b = ud;
+    struct pt_h2b_stream *st = stream_of(b, id);
+
+    if (st == NULL || st->x == NULL) {
+        nghttp2_session_consume(s, id, len);
+        return 0;
+    }
+    int rc = st->x->fe->send_body(st->x, (const char *)data, len);
+
+    if (rc == PT_OK) {
+        nghttp2_session_consume(s, id, len);
+    } else {
+        /* the client is slower than the backend: hold the window until it drains */
+        st->unconsumed += len;
+        st->paused = 1;
+    }
+    return 0;
+}
+
+static int
+on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *ud)
+{
+    struct pt_h2b *b = ud;
+    struct pt_h2b_stream *st = stream_of(b, id);
+
+    if (st == NULL)
+        return 0;
+    if (st->x != NULL) {
+        if (error_code == NGHTTP2_REFUSED_STREAM && !st->head_done)
+            stream_fail(st, PT_BF_CONNECT, "stream refused");
+        else
+            stream_fail(st, PT_BF_RESET, error_code == NGHTTP2_NO_ERROR
+                                             ? "stream closed before the response ended"
+                                             : nghttp2_http2_strerror(error_code));
+    }
+    nghttp2_session_set_stream_user_data(s, id, NULL);
+    stream_free(st);
+    return 0;
+}
+
+/* ---- backend ops ---------------------------------------------------------------------- */
+
+static void
+be_req_body(struct pt_exchange *x)
+{
+    struct pt_h2b_stream *st = x->be_ctx;
+
+    if (st->id > 0 && st->deferred) {
+        st->deferred = 0;
+        nghttp2_session_resume_data(st->b->session, st->id);
+    }
+    if (!st->b->in_io)
+        h2b_flush(st->b);
+}
+
+static void
+be_resume(struct pt_exchange *x)
+{
+    struct pt_h2b_stream *st = x->be_ctx;
+
+    if (st->unconsumed > 0 && st->id > 0) {
+        nghttp2_session_consume(st->b->session, st->id, st->unconsumed);
+        st->unconsumed = 0;
+    }
+    st->paused = 0;
+    if (!st->b->in_io)
+        h2b_flush(st->b);
+}
+
+static void
+be_detach(struct pt_exchange *x)
+{
+    struct pt_h2b_stream *st = x->be_ctx;
+    struct pt_h2b *b = st->b;
+
+    pt_upstream_release(x);
+    stream_unlink(st);
+    if (st->id > 0) {
+        nghttp2_submit_rst_stream(b->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+        if (!b->in_io)
+            h2b_flush(b);
+    } else {
+        stream_free(st); /* never submitted */
+    }
+}
+
+static const struct pt_be_ops h2b_ops = {
+    .req_body = be_req_body,
+    .resume = be_resume,
+    .detach = be_detach,
+};
+
+/* ---- connection ----------------------------------------------------------------------- */
+
+static void
+h2b_update_timer(struct pt_h2b *b)
+{
+    ev_tstamp after = 0;
+
+    if (b->state != H_READY)
+        after = (double)b->srv->upstream->connect_timeout / 1000.0;
+    else if (ev_is_active(&b->wio))
+        after = (double)b->srv->upstream->send_timeout / 1000.0;
+    else
+        after = PING_INTERVAL;
+    ev_timer_stop(b->w->loop, &b->timer);
+    ev_timer_set(&b->timer, after, 0.);
+    ev_timer_start(b->w->loop, &b->timer);
+}
+
+static void
+on_conn_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pt_h2b *b = pt_container_of(t, struct pt_h2b, timer);
+
+    if (b->state != H_READY) {
+        h2b_close(b, b->state == H_CONNECTING ? "connect() timed out"
+                                              : "TLS handshake timed out");
+        return;
+    }
+    if (ev_is_active(&b->wio)) {
+        h2b_close(b, "send timed out");
+        return;
+    }
+    if (b->ping_out) {
+        h2b_close(b, "no PING acknowledgement: connection is dead");
+        return;
+    }
+    if (b->n_streams == 0 &&
+        ev_now(loop) - b->idle_since >= (double)b->srv->upstream->keepalive_timeout / 1000.0) {
+        nghttp2_submit_goaway(b->session, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+        b->goaway = 1;
+        h2b_flush(b);
+        h2b_close(b, NULL);
+        return;
+    }
+    /* a PING every interval proves the connection (and a NAT on the way) is alive */
+    nghttp2_submit_ping(b->session, NGHTTP2_FLAG_NONE, NULL);
+    b->ping_out = 1;
+    h2b_flush(b);
+    if (!b->closing)
+        h2b_update_timer(b);
+}
+
+static void
+h2b_flush(struct pt_h2b *b)
+{
+    struct iovec iov[64];
+
+    if (b->closing || b->state != H_READY)
+        return;
+    for (;;) {
+        while (b->out.bytes < PT_OUT_CAP) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(b->session, &data);
+
+            if (n < 0) {
+                h2b_close(b, nghttp2_strerror((int)n));
+                return;
+            }
+            if (n == 0)
+                break;
+            if (pt_chain_append(&b->w->chunks, &b->out, data, (size_t)n) != PT_OK) {
+                h2b_close(b, "out of memory");
+                return;
+            }
+        }
+        if (b->out.bytes == 0)
+            break;
+        int k = pt_chain_iov(&b->out, iov, 64);
+        ssize_t w = pt_io_writev(b->fd, b->ssl, iov, k, &b->tls_retry);
+
+        if (w == PT_AGAIN) {
+            if (!ev_is_active(&b->wio)) {
+                ev_io_start(b->w->loop, &b->wio);
+                h2b_update_timer(b);
+            }
+            return;
+        }
+        if (w < 0) {
+            h2b_close(b, strerror(errno));
+            return;
+        }
+        pt_chain_consume(&b->w->chunks, &b->out, (size_t)w);
+    }
+    if (ev_is_active(&b->wio)) {
+        ev_io_stop(b->w->loop, &b->wio);
+        h2b_update_timer(b);
+    }
+    if (!nghttp2_session_want_read(b->session) && !nghttp2_session_want_write(b->session))
+        h2b_close(b, NULL);
+    else if (b->goaway && b->n_streams == 0)
+        h2b_close(b, NULL);
+}
+
+static void
+conn_free(struct pt_reapable *r)
+{
+    struct pt_h2b *b = pt_container_of(r, struct pt_h2b, reap);
+
+    nghttp2_session_del(b->session);
+    free(b);
+}
+
+static void
+h2b_close(struct pt_h2b *b, const char *why)
+{
+    struct pt_worker *w = b->w;
+    char buf[200];
+
+    if (b->closing)
+        return;
+    b->closing = 1;
+    if (why != NULL && b->n_streams > 0)
+        pt_log(PT_LOG_ERROR, "%s: %s", who(b, buf, sizeof(buf)), why);
+    while (!pt_list_empty(&b->streams)) {
+        struct pt_h2b_stream *st = pt_container_of(b->streams.next, struct pt_h2b_stream, link);
+
+        if (st->id > 0)
+            nghttp2_session_set_stream_user_data(b->session, st->id, NULL);
+        /* requests never sent, or refused, can go elsewhere; others fail */
+        stream_fail(st, st->id == 0 || !b->used ? PT_BF_CONNECT : PT_BF_RESET,
+                    why != NULL ? why : "connection closed");
+        stream_free(st);
+    }
+    ev_io_stop(w->loop, &b->rio);
+    ev_io_stop(w->loop, &b->wio);
+    ev_timer_stop(w->loop, &b->timer);
+    if (b->ssl != NULL)
+        SSL_free(b->ssl);
+    b->ssl = NULL;
+    close(b->fd);
+    pt_chain_free(&w->chunks, &b->out);
+    pt_list_remove(&b->link);
+    pt_worker_reap(w, &b->reap);
+}
+
+static void
+on_ready(struct pt_h2b *b)
+{
+    b->state = H_READY;
+    b->idle_since = ev_now(b->w->loop);
+    nghttp2_submit_settings(b->session, NGHTTP2_FLAG_NONE, NULL, 0);
+    for (struct pt_list *e = b->streams.next; e != &b->streams;) {
+        struct pt_h2b_stream *st = pt_container_of(e, struct pt_h2b_stream, link);
+
+        e = e->next;
+        if (st->id == 0 && st->x != NULL)
+            stream_submit(st);
+    }
+    h2b_flush(b);
+    if (!b->closing)
+        h2b_update_timer(b);
+}
+
+static void
+tls_step(struct pt_h2b *b)
+{
+    char buf[200];
+    bool want_write;
+    int rc = pt_tls_connect_step(b->ssl, who(b, buf, sizeof(buf)), &want_write);
+
+    if (rc == PT_AGAIN) {
+        if (want_write && !ev_is_active(&b->wio))
+            ev_io_start(b->w->loop, &b->wio);
+        else if (!want_write && ev_is_active(&b->wio))
+            ev_io_stop(b->w->loop, &b->wio);
+        return;
+    }
+    if (rc != PT_OK) {
+        h2b_close(b, "TLS handshake failed");
+        return;
+    }
+    if (ev_is_active(&b->wio))
+        ev_io_stop(b->w->loop, &b->wio);
+    if (!pt_tls_alpn_h2(b->ssl)) {
+        h2b_close(b, "server did not negotiate h2 (ALPN)");
+        return;
+    }
+    SSL_SESSION *sess = SSL_get1_session(b->ssl);
+
+    if (sess != NULL) {
+        SSL_SESSION_free(b->ws->tls_session);
+        b->ws->tls_session = sess;
+    }
+    on_ready(b);
+}
+
+static void
+on_writable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct pt_h2b *b = pt_container_of(io, struct pt_h2b, wio);
+
+    if (b->state == H_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+
+        if (getsockopt(b->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+            err = errno;
+        ev_io_stop(loop, &b->wio);
+        if (err != 0) {
+            char buf[200], msg[300];
+
+            snprintf(msg, sizeof(msg), "%s: connect() failed: %s", who(b, buf, sizeof(buf)),
+                     strerror(err));
+            pt_log(PT_LOG_ERROR, "%s", msg);
+            h2b_close(b, NULL);
+            return;
+        }
+        ev_io_start(loop, &b->rio);
+        if (b->srv->upstream->tls) {
+            b->ssl = pt_tls_connect(b->srv, b->fd, b->ws->tls_session);
+            if (b->ssl == NULL) {
+                h2b_close(b, "cannot start TLS");
+                return;
+            }
+            b->state = H_HANDSHAKE;
+            tls_step(b);
+            return;
+        }
+        on_ready(b);
+        return;
+    }
+    if (b->state == H_HANDSHAKE) {
+        tls_step(b);
+        return;
+    }
+    h2b_flush(b);
+}
+
+static void
+on_readable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct pt_h2b *b = pt_container_of(io, struct pt_h2b, rio);
+    struct pt_chunk *ch;
+    ssize_t n, rc;
+
+    if (b->state == H_HANDSHAKE) {
+        tls_step(b);
+        return;
+    }
+    ch = pt_chunk_get(&b->w->chunks);
+    if (ch == NULL) {
+        h2b_close(b, "out of memory");
+        return;
+    }
+    n = pt_io_read(b->fd, b->ssl, ch->data, PT_CHUNK_SIZE);
+    if (n == PT_AGAIN) {
+        pt_chunk_put(&b->w->chunks, ch);
+        return;
+    }
+    if (n <= 0) {
+        pt_chunk_put(&b->w->chunks, ch);
+        h2b_close(b, n == 0 ? "connection closed by server" : strerror(errno));
+        return;
+    }
+    b->in_io = 1;
+    rc = nghttp2_session_mem_recv(b->session, (const uint8_t *)ch->data, (size_t)n);
+    b->in_io = 0;
+    pt_chunk_put(&b->w->chunks, ch);
+    if (rc < 0) {
+        h2b_close(b, nghttp2_strerror((int)rc));
+        return;
+    }
+    h2b_flush(b);
+    /* each exchange's frontend may have been given data: push it out once per read */
+    for (struct pt_list *e = b->streams.next; !b->closing && e != &b->streams; e = e->next) {
+        struct pt_h2b_stream *st = pt_container_of(e, struct pt_h2b_stream, link);
+
+        if (st->x != NULL)
+            st->x->fe->flush(st->x);
+    }
+    if (!b->closing && b->ssl != NULL && SSL_pending(b->ssl) > 0)
+        ev_feed_event(loop, &b->rio, EV_READ);
+}
+
+static nghttp2_session_callbacks *callbacks;
+
+static void
+callbacks_init(void)
+{
+    nghttp2_session_callbacks_new(&callbacks);
+    nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+}
+
+static struct pt_h2b *
+h2b_new(struct pt_worker *w, struct pt_wserver *ws)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    struct pt_server *srv = ws->srv;
+    struct pt_h2b *b;
+    nghttp2_option *opt;
+    int one = 1;
+
+    pthread_once(&once, callbacks_init);
+    b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return NULL;
+    b->reap.free = conn_free;
+    b->w = w;
+    b->ws = ws;
+    b->srv = srv;
+    pt_chain_init(&b->out);
+    pt_list_init(&b->streams);
+    if (nghttp2_option_new(&opt) != 0) {
+        free(b);
+        return NULL;
+    }
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_max_continuations(opt, 8);
+    int rc = nghttp2_session_client_new2(&b->session, callbacks, b, opt);
+
+    nghttp2_option_del(opt);
+    if (rc != 0) {
+        free(b);
+        return NULL;
+    }
+    b->fd = socket(srv->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (b->fd == -1) {
+        nghttp2_session_del(b->session);
+        free(b);
+        return NULL;
+    }
+    setsockopt(b->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    ev_io_init(&b->rio, on_readable, b->fd, EV_READ);
+    ev_io_init(&b->wio, on_writable, b->fd, EV_WRITE);
+    ev_timer_init(&b->timer, on_conn_timer, 0., 0.);
+    pt_list_insert_head(&ws->h2, &b->link);
+    b->state = H_CONNECTING;
+    if (connect(b->fd, (struct sockaddr *)&srv->addr.sa, srv->addr.len) == -1 &&
+        errno != EINPROGRESS) {
+        char buf[200];
+
+        pt_log(PT_LOG_ERROR, "%s: connect() failed: %s", who(b, buf, sizeof(buf)),
+               strerror(errno));
+        h2b_close(b, NULL);
+        return NULL;
+    }
+    ev_io_start(w->loop, &b->wio);
+    h2b_update_timer(b);
+    return b;
+}
+
+void
+pt_h2_client_start(struct pt_exchange *x, bool allow_reuse)
+{
+    struct pt_wserver *ws = &pt_upstream_group(x->w, x->up)->servers[x->srv->index];
+    struct pt_h2b *b = NULL;
+    struct pt_h2b_stream *st;
+
+    if (allow_reuse) {
+        for (struct pt_list *e = ws->h2.next; e != &ws->h2; e = e->next) {
+            struct pt_h2b *c = pt_container_of(e, struct pt_h2b, link);
+            uint32_t limit = c->state == H_READY
+                                 ? nghttp2_session_get_remote_settings(
+                                       c->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+                                 : 100;
+
+            if (!c->closing && !c->goaway && c->n_streams < limit) {
+                b = c;
+                break;
+            }
+        }
+    }
+    if (b == NULL) {
+        b = h2b_new(x->w, ws);
+        if (b == NULL) {
+            pt_proxy_backend_failed(x, PT_BF_CONNECT, false, false);
+            return;
+        }
+    }
+    st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        pt_proxy_backend_failed(x, PT_BF_CONNECT, false, false);
+        return;
+    }
+    st->b = b;
+    st->x = x;
+    st->reused = b->used;
+    ev_timer_init(&st->timer, on_stream_timer, 0., 0.);
+    pt_list_insert_tail(&b->streams, &st->link);
+    b->n_streams++;
+    x->be = &h2b_ops;
+    x->be_ctx = st;
+    if (b->state == H_READY) {
+        stream_submit(st);
+        if (!b->in_io)
+            h2b_flush(b);
+    }
+}
+
+void
+pt_h2_client_close_idle(struct pt_wserver *ws)
+{
+    struct pt_list *e = ws->h2.next;
+
+    while (e != &ws->h2) {
+        struct pt_h2b *b = pt_container_of(e, struct pt_h2b, link);
+
+        e = e->next;
+        if (b->n_streams == 0)
+            h2b_close(b, NULL);
+        else
+            b->goaway = 1; /* close once its streams are done */
+    }
+}
