@@ -392,6 +392,12 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
                 x->resp_cl = (int64_t)v;
         }
         x->resp_no_body = x->method == HTTP_HEAD || status == 204 || status == 304;
+        if (end && !x->resp_no_body) {
+            /* keep a trailers-only response one HEADERS frame; h1 clients get a zero length */
+            x->resp_head_only = 1;
+            if (x->resp_cl < 0)
+                x->resp_cl = 0;
+        }
         pt_hdrs_mark_hop_by_hop(&x->resp, false);
         if (x->fe->send_head(x) == PT_AGAIN)
             st->paused = 1;

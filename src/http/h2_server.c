@@ -580,14 +580,15 @@ fe_send_head(struct pt_exchange *x)
         nv[k++] = (nghttp2_nv){(uint8_t *)lname, (uint8_t *)h->value, h->nlen, h->vlen,
                                NGHTTP2_NV_FLAG_NONE};
     }
-    if (x->resp_cl >= 0 && x->status != 204 && x->status != 304) {
+    if (x->resp_cl >= 0 && x->status != 204 && x->status != 304 && !x->resp_head_only) {
         int n = snprintf(cl, 24, "%lld", (long long)x->resp_cl);
 
         nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n,
                                NGHTTP2_NV_FLAG_NONE};
     }
     nghttp2_data_provider prd = {.source = {.ptr = st}, .read_callback = data_read};
-    int rc = nghttp2_submit_response(c->session, st->id, nv, k, x->resp_no_body ? NULL : &prd);
+    int rc = nghttp2_submit_response(c->session, st->id, nv, k,
+                                     x->resp_no_body || x->resp_head_only ? NULL : &prd);
 
     if (rc != 0)
         return PT_ERR;
