@@ -9,9 +9,9 @@
  * and a client sees A B A B even when its connections land on different workers.
  *
  * Servers marked `down` are left out of the sequence; backups get a sequence of their own, used
- * only when no primary can take the request. A position whose server is tried or at max_conns
- * moves on to the next position, which briefly favours that server's successor; it only happens
- * on retries and saturation. */
+ * only when no primary can take the request. A position whose server is unusable right now
+ * (health check, ejection, max_conns, already tried) is skipped by drawing the next position,
+ * which keeps the others' shares in proportion to their weights. */
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -178,10 +178,18 @@ pick_tier(struct pt_upstream *up, struct rr_seq *t, const uint8_t *tried)
 {
     if (t->len == 0)
         return NULL;
-    uint64_t start = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
-
+    /* A position whose server cannot take the request is given up and a fresh one drawn, so
+     * the skipped server's share spreads over the others by weight (walking to the next slot
+     * would hand it all to its successor). The last pass walks the period to be sure. */
     for (uint32_t i = 0; i < t->len; i++) {
-        struct pt_server *s = up->servers[t->seq[(start + i) % t->len]];
+        uint64_t pos = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        struct pt_server *s = up->servers[t->seq[pos % t->len]];
+
+        if (pt_server_usable(s, tried))
+            return s;
+    }
+    for (uint32_t i = 0; i < t->len; i++) {
+        struct pt_server *s = up->servers[t->seq[i]];
 
         if (pt_server_usable(s, tried))
             return s;

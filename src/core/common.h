@@ -36,6 +36,19 @@ int pt_parse_msec(const char *s, pt_msec *out);
 /* Parses a non-negative decimal integer that fits in max. */
 int pt_parse_uint(const char *s, uint64_t max, uint64_t *out);
 
+#include <time.h>
+
+/* Monotonic milliseconds, cheap (vDSO, coarse clock): for state shared across threads, where
+ * each loop's ev_now() would not agree. */
+static inline int64_t
+pt_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static inline void
 pt_list_init(struct pt_list *l)
 {

@@ -14,6 +14,7 @@
 #include "core/common-t.h"
 #include "core/module-t.h"
 #include "net/tls-t.h"
+#include "upstream/resilience-t.h"
 
 #ifndef PT_MODULES_MAX
 #define PT_MODULES_MAX 32
@@ -66,7 +67,14 @@ struct pt_server {
     unsigned max_conns; /* 0 = unlimited */
     unsigned backup : 1;
     unsigned down : 1;
-    atomic_uint _active;
+    /* Runtime state shared by all threads (relaxed atomics; the snapshot is otherwise
+     * immutable). Health is written by the main thread's prober, the rest by workers. */
+    atomic_uint _active;          /* in-flight requests, for max_conns and load-aware policies */
+    atomic_int _check_down;       /* 1 while active health checks say down; 0 initially */
+    atomic_int_fast64_t _ejected_until; /* pt_now_ms() until which it is ejected; 0 none */
+    atomic_uint _consec_fail;     /* consecutive failures seen by outlier detection */
+    atomic_uint _ejections;       /* ejections so far (backoff exponent) */
+    atomic_int_fast64_t _usable_since; /* pt_now_ms() when it last became usable (slow start) */
 };
 
 enum pt_backend_proto {
@@ -94,6 +102,8 @@ struct pt_upstream {
     const char *tls_trusted;      /* CA file; NULL: the system store */
     const char *tls_sni;          /* SNI and name to verify; NULL: the server's host name */
     struct ssl_ctx_st *tls_ctx;   /* built at load, freed with the snapshot */
+    struct pt_resilience res;
+    atomic_uint _pending;         /* requests queued for a free server, all workers */
     void *mod[PT_MODULES_MAX];
     const char *file;
     int line, col;

@@ -19,6 +19,7 @@
 #include "core/module.h"
 #include "upstream/lb-t.h"
 #include "net/tls.h"
+#include "upstream/resilience.h"
 
 #define MAX_ARGS 64
 #define MAX_ERRORS 50
@@ -195,26 +196,26 @@ next_token(struct pt_conf_parser *p, struct pt_arena *a, struct tok *t)
 
 /* ---- statements ----------------------------------------------------------------------- */
 
+/* The core tables: this file's, TLS, and upstream resilience (health, retries, breakers). */
+static const struct pt_directive *const core_tables[] = {
+    pt_core_directives,
+    pt_tls_directives,
+    pt_resilience_directives,
+};
+
 static const struct pt_directive *
 find_directive(const char *name, unsigned level, const struct pt_module **owner, int *seen)
 {
     *seen = 0;
-    for (const struct pt_directive *d = pt_core_directives; d->name != NULL; d++) {
-        if (strcmp(d->name, name) != 0)
-            continue;
-        *seen = 1;
-        if (d->where & level) {
-            *owner = NULL;
-            return d;
-        }
-    }
-    for (const struct pt_directive *d = pt_tls_directives; d->name != NULL; d++) {
-        if (strcmp(d->name, name) != 0)
-            continue;
-        *seen = 1;
-        if (d->where & level) {
-            *owner = NULL;
-            return d;
+    for (size_t t = 0; t < PT_ARRAY_LEN(core_tables); t++) {
+        for (const struct pt_directive *d = core_tables[t]; d->name != NULL; d++) {
+            if (strcmp(d->name, name) != 0)
+                continue;
+            *seen = 1;
+            if (d->where & level) {
+                *owner = NULL;
+                return d;
+            }
         }
     }
     for (unsigned i = 0; pt_modules[i] != NULL; i++) {
@@ -744,6 +745,7 @@ set_upstream_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
     up->keepalive_timeout = up->connect_timeout = up->read_timeout = up->send_timeout = PT_UNSET;
     up->max_response_header_size = PT_UNSET;
     up->tls = up->tls_verify = PT_UNSET;
+    pt_resilience_unset(&up->res);
     up->file = cx->file;
     up->line = cx->lines[0];
     up->col = cx->cols[0];
@@ -1109,6 +1111,7 @@ upstream_defaults(struct pt_upstream *up)
         up->read_timeout = 60000;
     if (up->send_timeout == PT_UNSET)
         up->send_timeout = 60000;
+    pt_resilience_defaults(&up->res);
     if (up->tls == PT_UNSET)
         up->tls = 0;
     if (up->tls_verify == PT_UNSET)

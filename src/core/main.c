@@ -19,6 +19,7 @@
 #include "core/module.h"
 #include "core/worker.h"
 #include "net/tls.h"
+#include "upstream/resilience.h"
 
 #ifndef PT_DEFAULT_CONF
 #define PT_DEFAULT_CONF "/etc/portico/portico.conf"
@@ -59,6 +60,7 @@ on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     pt_log(PT_LOG_NOTICE, "%s: stopping gracefully (shutdown_timeout %lldms)",
            strsignal(w->signum), (long long)runtime.conf->shutdown_timeout);
     pt_runtime_stop(&runtime);
+    pt_health_stop();
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -162,6 +164,10 @@ main(int argc, char **argv)
     ev_timer_init(&ticket_timer, on_ticket_rotate, 3600., 3600.);
     ev_timer_start(loop, &ticket_timer);
     if (pt_runtime_start(&runtime, &err) != PT_OK) {
+        pt_log(PT_LOG_EMERG, "%s", err.msg);
+        return 1;
+    }
+    if (pt_health_start(loop, conf, &err) != PT_OK) {
         pt_log(PT_LOG_EMERG, "%s", err.msg);
         return 1;
     }

@@ -37,6 +37,12 @@ struct pt_wupstream {
     struct pt_upstream *up;
     struct pt_wserver *servers; /* n = up->n_servers */
     void *lb_state;             /* owned by the lb module (group_init / group_fini) */
+    struct pt_worker *w;
+    double retry_tokens;        /* retry budget: +budget% per request, -1 per retry, cap 10 */
+    uint64_t retries_denied;
+    struct pt_list queue;       /* exchanges waiting for a server under max_conns */
+    unsigned n_queued;
+    ev_timer queue_poll;        /* retries the queue while it is not empty */
 };
 
 enum pt_worker_msg {

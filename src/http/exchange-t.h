@@ -98,7 +98,11 @@ struct pt_exchange {
     unsigned discard_body : 1;   /* response already decided; drop body bytes */
     struct pt_chain req_body;    /* payload waiting for the backend */
     uint64_t req_body_bytes;     /* payload received so far */
-    uint64_t req_body_sent;      /* payload handed to a backend connection */
+    uint64_t req_body_sent;      /* distinct payload bytes handed to backends (a replay does not
+                                  * count again; frontends acknowledge flow control with it) */
+    struct pt_chain replay;      /* copy of what was sent, for a retry (up to retry_buffer_size) */
+    uint64_t replay_pending;     /* bytes at the head of req_body that are a replay */
+    unsigned replay_ok : 1;      /* replay holds every byte sent so far */
 
     /* response */
     unsigned status;
@@ -122,6 +126,10 @@ struct pt_exchange {
     unsigned fresh_retry : 1;    /* already retried once after a reused connection failed */
     unsigned srv_counted : 1;    /* counted in srv->_active */
     unsigned last_status;        /* what to answer if no other server can be tried */
+    unsigned retries_done;       /* retries on other servers (retries directive) */
+    struct pt_server *sticky_hit; /* the server the sticky cookie named, if any */
+    struct pt_list qlink;        /* in the worker's pending queue (max_pending) */
+    ev_timer qtimer;             /* queue_timeout */
 
     ev_tstamp t_start;
     ev_tstamp t_attempt; /* when the current backend attempt started */

@@ -37,6 +37,8 @@ pt_exchange_new(struct pt_worker *w, struct pt_conf *conf)
     x->resp_cl = -1;
     x->t_start = ev_now(w->loop);
     pt_chain_init(&x->req_body);
+    pt_chain_init(&x->replay);
+    pt_list_init(&x->qlink);
     return x;
 }
 
@@ -47,6 +49,7 @@ exchange_free(struct pt_reapable *r)
     struct pt_exchange *x = &b->x;
 
     pt_chain_free(&x->w->chunks, &x->req_body);
+    pt_chain_free(&x->w->chunks, &x->replay);
     pt_arena_free(&x->arena);
     pt_conf_unref(x->conf);
     free(b);
@@ -103,6 +106,62 @@ pt_exchange_respond_with(struct pt_exchange *x, unsigned status, const char *bod
     if (n > 0 && !x->resp_no_body && x->fe->send_body(x, body, n) == PT_ERR)
         return PT_OK;
     x->fe->send_end(x);
+    return PT_OK;
+}
+
+void
+pt_exchange_body_taken(struct pt_exchange *x, const char *data, size_t n)
+{
+    size_t again = (size_t)PT_MIN((uint64_t)n, x->replay_pending);
+
+    /* the head of the chain may be a replay of bytes already counted and copied */
+    x->replay_pending -= again;
+    data += again;
+    n -= again;
+    x->req_body_sent += n;
+    if (n == 0 || !x->replay_ok)
+        return;
+    if (x->up == NULL || x->replay.bytes + n > (uint64_t)x->up->res.retry.buffer_size) {
+        x->replay_ok = 0; /* too large to keep: this request can no longer be replayed */
+        pt_chain_free(&x->w->chunks, &x->replay);
+        return;
+    }
+    if (pt_chain_append(&x->w->chunks, &x->replay, data, n) != PT_OK) {
+        x->replay_ok = 0;
+        pt_chain_free(&x->w->chunks, &x->replay);
+    }
+}
+
+void
+pt_exchange_chain_taken(struct pt_exchange *x, const struct pt_chain *ch)
+{
+    for (const struct pt_chunk *c = ch->head; c != NULL; c = c->next)
+        pt_exchange_body_taken(x, c->data + c->rpos, c->wpos - c->rpos);
+}
+
+int
+pt_exchange_replayable(const struct pt_exchange *x)
+{
+    return x->req_body_sent == 0 || (x->replay_ok && x->replay.bytes == x->req_body_sent);
+}
+
+int
+pt_exchange_prepare_replay(struct pt_exchange *x)
+{
+    struct pt_chain again;
+
+    if (x->replay.bytes == 0)
+        return PT_OK;
+    pt_chain_init(&again);
+    for (const struct pt_chunk *c = x->replay.head; c != NULL; c = c->next)
+        if (pt_chain_append(&x->w->chunks, &again, c->data + c->rpos, c->wpos - c->rpos) !=
+            PT_OK) {
+            pt_chain_free(&x->w->chunks, &again);
+            return PT_ERR;
+        }
+    pt_chain_move(&again, &x->req_body);
+    x->req_body = again;
+    x->replay_pending = x->replay.bytes;
     return PT_OK;
 }
 

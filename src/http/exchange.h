@@ -23,6 +23,15 @@ int pt_exchange_respond_with(struct pt_exchange *x, unsigned status, const char 
                              const char *hname, const char *hvalue);
 /* Canonical reason phrase for a status. */
 const char *pt_status_reason(unsigned status);
+/* Backend codecs report every n body bytes they take out of x->req_body (data points at
+ * them), so flow control, replay copies and retry safety stay right. */
+void pt_exchange_body_taken(struct pt_exchange *x, const char *data, size_t n);
+/* Same for a whole chain about to be moved out of req_body. */
+void pt_exchange_chain_taken(struct pt_exchange *x, const struct pt_chain *ch);
+/* True while a retry could resend exactly what the failed attempt was sent. */
+int pt_exchange_replayable(const struct pt_exchange *x);
+/* Puts the kept copy back in front of req_body for a new attempt. PT_OK or PT_ERR. */
+int pt_exchange_prepare_replay(struct pt_exchange *x);
 /* True for methods that RFC 9110 section 9.2.2 calls idempotent. */
 int pt_exchange_idempotent(const struct pt_exchange *x);
 

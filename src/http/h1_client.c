@@ -57,6 +57,7 @@ struct pt_bconn {
     unsigned reading : 1;
     unsigned interim : 1;
     unsigned in_trailers : 1;
+    unsigned retry_status : 1; /* the response status is one to retry elsewhere */
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
@@ -227,10 +228,10 @@ take_body(struct pt_bconn *b)
     if (n > 0) {
         if (x->req_chunked)
             pt_chain_printf(p, &b->out, "%zx\r\n", n);
+        pt_exchange_chain_taken(x, &x->req_body);
         pt_chain_move(&b->out, &x->req_body);
         if (x->req_chunked)
             pt_chain_append(p, &b->out, "\r\n", 2);
-        x->req_body_sent += n;
         took = 1;
     }
     if (x->req_complete) {
@@ -468,6 +469,10 @@ r_headers_complete(llhttp_t *p)
     b->interim = 0;
     pt_upstream_result(x, 1);
     x->status = status;
+    if (pt_proxy_response_head(x) == PT_DECLINED) {
+        b->retry_status = 1; /* stop parsing; bconn_parse hands the request to another server */
+        return -1;
+    }
     x->resp_cl = (p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED)
                      ? (int64_t)p->content_length
                      : -1;
@@ -518,6 +523,7 @@ bconn_response_done(struct pt_bconn *b)
     x->be = NULL;
     x->be_ctx = NULL;
     pt_upstream_release(x);
+    pt_proxy_request_done(x);
     if (!x->req_complete) {
         /* the backend answered before the whole request arrived: the rest is dropped */
         x->discard_body = 1;
@@ -552,6 +558,16 @@ bconn_parse(struct pt_bconn *b)
         } else if (e == HPE_PAUSED) {
             b->in->rpos += (uint32_t)(llhttp_get_error_pos(&b->parser) - data);
             llhttp_resume(&b->parser);
+        } else if (b->retry_status) {
+            struct pt_exchange *x = b->x;
+
+            /* the rest of that response is not wanted: the connection cannot be reused */
+            b->x = NULL;
+            x->be = NULL;
+            x->be_ctx = NULL;
+            bconn_close(b);
+            pt_proxy_retry_status(x);
+            return;
         } else {
             char what[200];
 
@@ -704,6 +720,7 @@ be_detach(struct pt_exchange *x)
 
     /* the frontend gave up mid-exchange: the connection's state is unknown, so close it */
     pt_upstream_release(x);
+    pt_proxy_request_done(x);
     x->be = NULL;
     x->be_ctx = NULL;
     b->x = NULL;
@@ -745,6 +762,7 @@ attach(struct pt_bconn *b, struct pt_exchange *x)
     b->req_end_queued = 0;
     b->paused = 0;
     b->interim = 0;
+    b->retry_status = 0;
     b->requests++;
     x->be = &h1_be_ops;
     x->be_ctx = b;

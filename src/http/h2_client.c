@@ -162,10 +162,10 @@ req_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *fla
         size_t take = PT_MIN(len - n, (size_t)(ch->wpos - ch->rpos));
 
         memcpy(buf + n, ch->data + ch->rpos, take);
+        pt_exchange_body_taken(x, ch->data + ch->rpos, take);
         n += take;
         pt_chain_consume(&x->w->chunks, &x->req_body, take);
     }
-    x->req_body_sent += n;
     if (n > 0)
         x->fe->resume_body(x);
     if (x->req_body.bytes == 0 && x->req_complete) {
@@ -330,6 +330,7 @@ stream_complete(struct pt_h2b_stream *st)
         return;
     stream_unlink(st);
     pt_upstream_release(x);
+    pt_proxy_request_done(x);
     if (!x->req_complete) {
         x->discard_body = 1;
         pt_chain_free(&x->w->chunks, &x->req_body);
@@ -378,6 +379,12 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         pt_upstream_result(x, 1);
         x->status = status;
         x->interim_status = 0;
+        if (pt_proxy_response_head(x) == PT_DECLINED) {
+            nghttp2_submit_rst_stream(b->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+            stream_unlink(st);
+            pt_proxy_retry_status(x);
+            return 0;
+        }
         int cl = pt_hdrs_find(&x->resp, PT_H_CONTENT_LENGTH);
 
         x->resp_cl = -1;
@@ -487,6 +494,7 @@ be_detach(struct pt_exchange *x)
     struct pt_h2b *b = st->b;
 
     pt_upstream_release(x);
+    pt_proxy_request_done(x);
     stream_unlink(st);
     if (st->id > 0) {
         nghttp2_submit_rst_stream(b->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);

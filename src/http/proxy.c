@@ -126,7 +126,11 @@ answer_error(struct pt_exchange *x, unsigned status)
     char body[64];
 
     snprintf(body, sizeof(body), "%u %s\n", status, pt_status_reason(status));
-    pt_exchange_respond(x, status, body);
+    /* 503s from saturation or an empty queue say when to come back */
+    if (status == 503)
+        pt_exchange_respond_with(x, status, body, "Retry-After", "1");
+    else
+        pt_exchange_respond(x, status, body);
     x->fe->flush(x);
 }
 
@@ -140,16 +144,129 @@ start_attempt(struct pt_exchange *x, bool allow_reuse)
         pt_h1_client_start(x, allow_reuse);
 }
 
+/* ---- the pending queue (max_pending) ---------------------------------------------------- */
+
+static void proxy_try(struct pt_exchange *x, bool allow_reuse);
+
+static void
+dequeue(struct pt_exchange *x)
+{
+    struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
+
+    ev_timer_stop(x->w->loop, &x->qtimer);
+    pt_list_remove(&x->qlink);
+    g->n_queued--;
+    atomic_fetch_sub_explicit(&x->up->_pending, 1, memory_order_relaxed);
+    x->be = NULL;
+    x->be_ctx = NULL;
+    if (g->n_queued == 0)
+        ev_timer_stop(x->w->loop, &g->queue_poll);
+}
+
+static void q_noop(struct pt_exchange *x) {}
+
+/* While queued, the exchange's "backend" is the queue: a client that goes away leaves it. */
+static const struct pt_be_ops queue_ops = {
+    .req_body = q_noop,
+    .resume = q_noop,
+    .detach = dequeue,
+};
+
+static void
+on_queue_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pt_exchange *x = pt_container_of(t, struct pt_exchange, qtimer);
+
+    dequeue(x);
+    pt_log(PT_LOG_WARN, "upstream \"%s\": no server freed within queue_timeout for %s %.*s",
+           x->up->name, x->method_name, (int)PT_MIN(x->target_len, 200), x->target);
+    answer_error(x, 503);
+}
+
+/* Starts queued exchanges while servers have room; called when a request ends and by a short
+ * poll (slots freed by other workers are not announced). */
+static void
+queue_run(struct pt_wupstream *g)
+{
+    while (g->n_queued > 0) {
+        struct pt_exchange *x = pt_container_of(g->queue.next, struct pt_exchange, qlink);
+        struct pt_server *s = pt_upstream_pick(g->w, x);
+
+        if (s == NULL)
+            return;
+        dequeue(x);
+        x->srv = s;
+        x->tried[s->index] = 1;
+        x->tries++;
+        pt_upstream_acquire(x);
+        start_attempt(x, true);
+    }
+}
+
+static void
+on_queue_poll(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    queue_run(pt_container_of(t, struct pt_wupstream, queue_poll));
+}
+
+static bool
+enqueue(struct pt_exchange *x)
+{
+    struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
+    unsigned n = atomic_fetch_add_explicit(&x->up->_pending, 1, memory_order_relaxed);
+
+    if ((int64_t)n >= x->up->res.max_pending) {
+        atomic_fetch_sub_explicit(&x->up->_pending, 1, memory_order_relaxed);
+        return false;
+    }
+    pt_list_insert_tail(&g->queue, &x->qlink);
+    g->n_queued++;
+    ev_timer_init(&x->qtimer, on_queue_timeout, (double)x->up->res.queue_timeout / 1000.0, 0.);
+    ev_timer_start(x->w->loop, &x->qtimer);
+    if (!ev_is_active(&g->queue_poll)) {
+        ev_timer_init(&g->queue_poll, on_queue_poll, 0.05, 0.05);
+        ev_timer_start(x->w->loop, &g->queue_poll);
+    }
+    x->be = &queue_ops;
+    x->be_ctx = x;
+    return true;
+}
+
+void
+pt_proxy_request_done(struct pt_exchange *x)
+{
+    struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
+
+    if (g->n_queued > 0)
+        queue_run(g);
+}
+
+/* ---- attempts ------------------------------------------------------------------------- */
+
 /* Picks the next server and starts an attempt; answers 502/503/504 when none is left. */
 static void
 proxy_try(struct pt_exchange *x, bool allow_reuse)
 {
-    struct pt_server *s = pt_upstream_pick(x->w, x);
+    struct pt_server *s = NULL;
 
+    if (x->tries == 0)
+        s = pt_sticky_server(x);
+    if (s == NULL)
+        s = pt_upstream_pick(x->w, x);
+    if (s == NULL && x->tries > 0 && x->up->n_servers == 1) {
+        /* a retry goes to another server, unless there is no other */
+        x->tried[0] = 0;
+        s = pt_upstream_pick(x->w, x);
+    }
     if (s == NULL) {
         if (x->tries == 0) {
-            pt_log(PT_LOG_ERROR, "upstream \"%s\": no server available for %s %.*s",
-                   x->up->name, x->method_name, (int)PT_MIN(x->target_len, 200), x->target);
+            bool saturated = pt_upstream_saturated(x->up);
+
+            if (saturated && x->up->res.max_pending > 0 && enqueue(x))
+                return;
+            pt_log(PT_LOG_ERROR, "upstream \"%s\": no server available for %s %.*s%s",
+                   x->up->name, x->method_name, (int)PT_MIN(x->target_len, 200), x->target,
+                   saturated ? " (all at max_conns)" : "");
             answer_error(x, 503);
         } else {
             answer_error(x, x->last_status ? x->last_status : 502);
@@ -172,7 +289,11 @@ proxy_handle(struct pt_exchange *x, const void *conf)
     x->tried = pt_arena_calloc(&x->arena, x->up->n_servers);
     if (x->tried == NULL)
         return PT_ERR;
+    /* keep a copy of the body for a retry only when it can fit */
+    x->replay_ok = x->up->res.retry.buffer_size > 0 &&
+                   (x->req_cl < 0 || x->req_cl <= x->up->res.retry.buffer_size);
     forward_headers(x);
+    pt_retry_count_request(x);
     proxy_try(x, true);
     return PT_OK;
 }
@@ -181,54 +302,99 @@ const struct pt_handler_ops pt_proxy_handler = {
     .handle = proxy_handle,
 };
 
+static unsigned
+fail_class(enum pt_backend_failure kind)
+{
+    switch (kind) {
+    case PT_BF_CONNECT:
+    case PT_BF_CONNECT_TIMEOUT:
+        return PT_FC_CONNECT;
+    case PT_BF_TIMEOUT:
+        return PT_FC_TIMEOUT;
+    default:
+        return PT_FC_RESET;
+    }
+}
+
+static void
+retry_elsewhere(struct pt_exchange *x)
+{
+    x->retries_done++;
+    if (pt_exchange_prepare_replay(x) != PT_OK) {
+        answer_error(x, 502);
+        return;
+    }
+    proxy_try(x, true);
+}
+
 void
 pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, bool reused,
                         bool resp_started)
 {
-    bool replayable = x->req_body_sent == 0;
+    unsigned fc = fail_class(kind);
 
     if (!resp_started || !x->resp_head_sent)
         pt_upstream_result(x, 0);
+    /* a pooled connection the server had closed says nothing about the server's health */
+    if (!(reused && !resp_started && kind == PT_BF_RESET))
+        pt_outlier_record(x->srv, fc);
     pt_upstream_release(x);
+    pt_proxy_request_done(x);
     if (x->resp_head_sent) {
         x->fe->abort(x);
         return;
     }
     /* A pooled connection the server closed while idle fails the next request before any
      * response byte (RFC 9112 section 9.3.1): replay once on a fresh connection if safe. */
-    if (reused && !resp_started && replayable && pt_exchange_idempotent(x) && !x->fresh_retry &&
-        (kind == PT_BF_RESET || kind == PT_BF_CONNECT)) {
+    if (reused && !resp_started && pt_exchange_replayable(x) && pt_exchange_idempotent(x) &&
+        !x->fresh_retry && (kind == PT_BF_RESET || kind == PT_BF_CONNECT)) {
         x->fresh_retry = 1;
         pt_log_debug("upstream \"%s\" server %s: pooled connection failed, retrying on a new one",
                      x->up->name, x->srv->addr.name);
-        pt_upstream_acquire(x);
-        start_attempt(x, false);
-        return;
+        if (pt_exchange_prepare_replay(x) == PT_OK) {
+            pt_upstream_acquire(x);
+            start_attempt(x, false);
+            return;
+        }
     }
-    switch (kind) {
-    case PT_BF_CONNECT:
-        x->last_status = 502;
-        break;
-    case PT_BF_CONNECT_TIMEOUT:
-    case PT_BF_TIMEOUT:
-        x->last_status = 504;
-        break;
-    default:
-        x->last_status = 502;
-        break;
-    }
+    x->last_status = kind == PT_BF_CONNECT_TIMEOUT || kind == PT_BF_TIMEOUT ? 504 : 502;
     if (reused && !resp_started && kind == PT_BF_RESET)
         pt_log(PT_LOG_ERROR,
                "upstream \"%s\" server %s: pooled connection closed before the response; "
                "%s %.*s not retried (%s)",
                x->up->name, x->srv->addr.name, x->method_name, (int)PT_MIN(x->target_len, 200),
                x->target,
-               !replayable ? "body already sent"
-               : !pt_exchange_idempotent(x) ? "method not idempotent" : "already retried");
-    /* nothing was sent when connecting failed, so another server is always safe */
-    if ((kind == PT_BF_CONNECT || kind == PT_BF_CONNECT_TIMEOUT) && replayable) {
-        proxy_try(x, true);
+               !pt_exchange_replayable(x)   ? "body already sent"
+               : !pt_exchange_idempotent(x) ? "method not idempotent"
+                                            : "already retried");
+    if (pt_retry_allowed(x, fc, 0)) {
+        retry_elsewhere(x);
         return;
     }
     answer_error(x, x->last_status);
+}
+
+int
+pt_proxy_response_head(struct pt_exchange *x)
+{
+    pt_outlier_record(x->srv, x->status >= 500 ? PT_FC_5XX : 0);
+    if (x->status >= 500 && pt_retry_allowed(x, 0, x->status))
+        return PT_DECLINED;
+    pt_sticky_response(x);
+    return PT_OK;
+}
+
+void
+pt_proxy_retry_status(struct pt_exchange *x)
+{
+    pt_log(PT_LOG_INFO, "upstream \"%s\" server %s answered %u: retrying %s %.*s elsewhere",
+           x->up->name, x->srv->addr.name, x->status, x->method_name,
+           (int)PT_MIN(x->target_len, 200), x->target);
+    x->last_status = x->status;
+    x->status = 0;
+    x->resp.n = 0;
+    x->resp_trailers.n = 0;
+    pt_upstream_release(x);
+    pt_proxy_request_done(x);
+    retry_elsewhere(x);
 }

@@ -17,4 +17,12 @@ extern const struct pt_handler_ops pt_proxy_handler;
 void pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, bool reused,
                              bool resp_started);
 
+/* A backend codec has the final response head in x (status, headers). Records the outcome for
+ * outlier detection and adds the sticky cookie. Returns PT_DECLINED when the status is one to
+ * retry on another server: the codec then drops the response and calls pt_proxy_retry_status(). */
+int pt_proxy_response_head(struct pt_exchange *x);
+void pt_proxy_retry_status(struct pt_exchange *x);
+/* A request on x->up ended (success or failure): start queued ones if a server has room. */
+void pt_proxy_request_done(struct pt_exchange *x);
+
 #endif

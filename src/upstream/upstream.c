@@ -24,6 +24,9 @@ pt_upstream_worker_init(struct pt_worker *w, struct pt_err *err)
         struct pt_upstream *up = c->upstreams[i];
 
         g->up = up;
+        g->w = w;
+        g->retry_tokens = 10.0;
+        pt_list_init(&g->queue);
         g->servers = calloc(up->n_servers, sizeof(*g->servers));
         if (g->servers == NULL)
             return pt_err_set(err, "out of memory");
@@ -70,6 +73,19 @@ pt_upstream_worker_fini(struct pt_worker *w)
     }
     free(w->ups);
     w->ups = NULL;
+}
+
+bool
+pt_upstream_saturated(const struct pt_upstream *up)
+{
+    for (unsigned i = 0; i < up->n_servers; i++) {
+        struct pt_server *s = up->servers[i];
+
+        if (!s->down && s->max_conns != 0 && pt__server_runtime_usable(s) &&
+            atomic_load_explicit(&s->_active, memory_order_relaxed) >= s->max_conns)
+            return true;
+    }
+    return false;
 }
 
 struct pt_server *

@@ -9,6 +9,7 @@
 #include "core/conf-t.h"
 #include "core/worker-t.h"
 #include "upstream/lb-t.h"
+#include "upstream/resilience.h"
 
 struct pt_exchange;
 
@@ -30,10 +31,15 @@ pt_server_usable(const struct pt_server *s, const uint8_t *tried)
 {
     if (s->down || (tried != NULL && tried[s->index]))
         return false;
-    return s->max_conns == 0 ||
-           atomic_load_explicit(&((struct pt_server *)s)->_active, memory_order_relaxed) <
-               s->max_conns;
+    if (s->max_conns != 0 &&
+        atomic_load_explicit(&((struct pt_server *)s)->_active, memory_order_relaxed) >=
+            s->max_conns)
+        return false;
+    return pt__server_runtime_usable(s);
 }
+
+/* True when no server can take a request only because they are all at max_conns. */
+bool pt_upstream_saturated(const struct pt_upstream *up);
 
 /* Picks a server for x with the upstream's policy; NULL when none is usable. */
 struct pt_server *pt_upstream_pick(struct pt_worker *w, struct pt_exchange *x);

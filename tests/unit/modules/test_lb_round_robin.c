@@ -269,19 +269,23 @@ test_lb_rr_tried_skipped(void **state)
     uint8_t tried[3] = {1, 0, 0};
     char seq[16];
 
-    /* positions of "aabacaa" holding the tried a go to the next usable position:
-     * 0->b(2) 1->b(2) 2->b 3->c(4) 4->c 5->b(2, wrapping) 6->b(2, wrapping) */
+    /* a position holding the tried a is given up and the next one drawn, so b and c (weight
+     * 1 each) share a's picks equally instead of a's successor taking them all */
     sequence(f, tried, 7, seq);
-    assert_string_equal(seq, "bbbccbb");
+    assert_string_equal(seq, "bcbcbcb");
     tried[1] = 1;
     sequence(f, tried, 3, seq);
     assert_string_equal(seq, "ccc");
     tried[2] = 1;
     assert_int_equal(pick(f, tried), -1);
-    /* tried is per request: without it everyone is back, in sequence order from position 11
-     * (the failed pick above used position 10) */
-    sequence(f, NULL, 7, seq);
-    assert_string_equal(seq, "caaaaba");
+    /* tried is per request: without it every server is back at its exact weight */
+    unsigned count[3] = {0, 0, 0};
+
+    for (unsigned i = 0; i < 700; i++)
+        count[pick(f, NULL)]++;
+    assert_int_equal(count[0], 500);
+    assert_int_equal(count[1], 100);
+    assert_int_equal(count[2], 100);
 }
 
 static void

@@ -1,0 +1,328 @@
+/* SPDX-License-Identifier: MIT */
+/* Active health checks. They run on the main thread's loop, off the workers: one prober per
+ * server of every upstream with `health_check`, started at a random offset within the interval
+ * so checks do not align. A check is a TCP connect, or an HTTP request (over TLS when the
+ * upstream uses TLS) whose status must fall in the expected ranges and whose body may have to
+ * contain a string. After `fall` failures in a row a server is DOWN, after `rise` successes UP;
+ * while it is changing state it is checked every fast_interval. The state is published with one
+ * relaxed atomic that every worker's pick() reads, and each transition is logged once with its
+ * reason. */
+#include <errno.h>
+#include <stdbool.h>
+#include <ev.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/common.h"
+#include "core/log.h"
+#include "net/tls.h"
+#include "upstream/resilience.h"
+
+#define PROBE_BUF 8192
+
+struct probe {
+    struct ev_loop *loop;
+    struct pt_server *srv;
+    const struct pt_health_conf *h;
+    ev_timer timer;   /* next check, or the running check's timeout */
+    ev_io io;
+    int fd;
+    SSL *ssl;
+    size_t tls_retry;
+    int running;
+    int handshaking;
+    int sent;
+    size_t len;
+    unsigned ok_run;  /* consecutive successes */
+    unsigned fail_run;
+    int down;         /* current published state */
+    char buf[PROBE_BUF];
+};
+
+static struct probe *probes;
+static unsigned n_probes;
+
+static void probe_schedule(struct probe *p, double after);
+
+static void
+probe_cleanup(struct probe *p)
+{
+    ev_io_stop(p->loop, &p->io);
+    ev_timer_stop(p->loop, &p->timer);
+    if (p->ssl != NULL) {
+        SSL_free(p->ssl);
+        p->ssl = NULL;
+    }
+    if (p->fd != -1) {
+        close(p->fd);
+        p->fd = -1;
+    }
+    p->running = 0;
+}
+
+static void
+probe_done(struct probe *p, int ok, const char *why)
+{
+    const struct pt_health_conf *h = p->h;
+    struct pt_server *s = p->srv;
+    int changing;
+
+    probe_cleanup(p);
+    if (ok) {
+        p->ok_run++;
+        p->fail_run = 0;
+        if (p->down && p->ok_run >= h->rise) {
+            p->down = 0;
+            atomic_store_explicit(&s->_usable_since, pt_now_ms(), memory_order_relaxed);
+            atomic_store_explicit(&s->_check_down, 0, memory_order_relaxed);
+            pt_log(PT_LOG_NOTICE, "server %s in %s UP: %u/%u checks passed", s->addr.name,
+                   s->upstream->name, p->ok_run, h->rise);
+        }
+    } else {
+        p->fail_run++;
+        p->ok_run = 0;
+        if (!p->down && p->fail_run >= h->fall) {
+            p->down = 1;
+            atomic_store_explicit(&s->_check_down, 1, memory_order_relaxed);
+            pt_log(PT_LOG_WARN, "server %s in %s DOWN: %u/%u checks failed: %s", s->addr.name,
+                   s->upstream->name, p->fail_run, h->fall, why);
+        }
+    }
+    /* a server on its way up or down is looked at more often, so it changes state quickly */
+    changing = (p->down && p->ok_run > 0) || (!p->down && p->fail_run > 0);
+    probe_schedule(p, (double)(changing ? h->fast_interval : h->interval) / 1000.0);
+}
+
+static int
+status_ok(const struct pt_health_conf *h, unsigned st)
+{
+    for (unsigned i = 0; i < h->n_status; i++)
+        if (st >= h->status[i].lo && st <= h->status[i].hi)
+            return 1;
+    return 0;
+}
+
+/* Judges what has been read: the status line, and the body when one is required. */
+static void
+judge_response(struct probe *p, int eof)
+{
+    const struct pt_health_conf *h = p->h;
+    unsigned st = 0;
+    char why[128];
+
+    p->buf[p->len] = '\0';
+    if (p->len < 12 || strncmp(p->buf, "HTTP/1.", 7) != 0 ||
+        sscanf(p->buf + 9, "%3u", &st) != 1) {
+        if (eof || p->len >= PROBE_BUF - 1)
+            probe_done(p, 0, "invalid response");
+        return;
+    }
+    if (!status_ok(h, st)) {
+        snprintf(why, sizeof(why), "status %u", st);
+        probe_done(p, 0, why);
+        return;
+    }
+    if (h->body == NULL) {
+        probe_done(p, 1, NULL);
+        return;
+    }
+    const char *body = strstr(p->buf, "\r\n\r\n");
+
+    if (body != NULL && strstr(body + 4, h->body) != NULL) {
+        probe_done(p, 1, NULL);
+        return;
+    }
+    if (eof || p->len >= PROBE_BUF - 1)
+        probe_done(p, 0, "body does not contain the expected text");
+}
+
+static void
+send_request(struct probe *p)
+{
+    const struct pt_health_conf *h = p->h;
+    char req[1024];
+    int n = snprintf(req, sizeof(req),
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: portico-health-check\r\n"
+                     "Connection: close\r\n\r\n",
+                     h->method, h->path, h->host != NULL ? h->host : p->srv->host);
+    struct iovec iov = {req, (size_t)n};
+    ssize_t w = pt_io_writev(p->fd, p->ssl, &iov, 1, &p->tls_retry);
+
+    if (w == PT_AGAIN)
+        return; /* writable again later */
+    if (w != n) {
+        probe_done(p, 0, w < 0 ? strerror(errno) : "short write");
+        return;
+    }
+    p->sent = 1;
+    ev_io_stop(p->loop, &p->io);
+    ev_io_set(&p->io, p->fd, EV_READ);
+    ev_io_start(p->loop, &p->io);
+}
+
+static void
+on_io(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct probe *p = pt_container_of(io, struct probe, io);
+
+    if (!p->sent && !p->handshaking && p->ssl == NULL && !p->len) {
+        /* connect finished? */
+        int err = 0;
+        socklen_t l = sizeof(err);
+
+        if ((revents & EV_WRITE) && p->h != NULL) {
+            if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &l) == -1)
+                err = errno;
+            if (err != 0) {
+                probe_done(p, 0, strerror(err));
+                return;
+            }
+            if (!p->h->http) {
+                probe_done(p, 1, NULL);
+                return;
+            }
+            if (p->srv->upstream->tls) {
+                p->ssl = pt_tls_connect(p->srv, p->fd, NULL);
+                if (p->ssl == NULL) {
+                    probe_done(p, 0, "cannot start TLS");
+                    return;
+                }
+                p->handshaking = 1;
+            } else {
+                send_request(p);
+                return;
+            }
+        }
+    }
+    if (p->handshaking) {
+        char who[160];
+        bool want_write;
+        int rc;
+
+        snprintf(who, sizeof(who), "health check of %s in %s", p->srv->addr.name,
+                 p->srv->upstream->name);
+        rc = pt_tls_connect_step(p->ssl, who, &want_write);
+        if (rc == PT_ERR) {
+            probe_done(p, 0, "TLS handshake failed");
+            return;
+        }
+        if (rc == PT_AGAIN) {
+            ev_io_stop(loop, &p->io);
+            ev_io_set(&p->io, p->fd, want_write ? EV_WRITE : EV_READ);
+            ev_io_start(loop, &p->io);
+            return;
+        }
+        p->handshaking = 0;
+        ev_io_stop(loop, &p->io);
+        ev_io_set(&p->io, p->fd, EV_WRITE);
+        ev_io_start(loop, &p->io);
+        send_request(p);
+        return;
+    }
+    if (!p->sent) {
+        send_request(p);
+        return;
+    }
+    ssize_t n = pt_io_read(p->fd, p->ssl, p->buf + p->len, PROBE_BUF - 1 - p->len);
+
+    if (n == PT_AGAIN)
+        return;
+    if (n < 0) {
+        probe_done(p, 0, strerror(errno));
+        return;
+    }
+    p->len += (size_t)n;
+    judge_response(p, n == 0);
+}
+
+static void
+on_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct probe *p = pt_container_of(t, struct probe, timer);
+    int one = 1;
+
+    if (p->running) {
+        probe_done(p, 0, "timeout");
+        return;
+    }
+    /* start a check */
+    p->running = 1;
+    p->sent = 0;
+    p->len = 0;
+    p->handshaking = 0;
+    p->tls_retry = 0;
+    p->fd = socket(p->srv->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (p->fd == -1) {
+        probe_done(p, 0, strerror(errno));
+        return;
+    }
+    setsockopt(p->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(p->fd, (struct sockaddr *)&p->srv->addr.sa, p->srv->addr.len) == -1 &&
+        errno != EINPROGRESS) {
+        probe_done(p, 0, strerror(errno));
+        return;
+    }
+    ev_io_init(&p->io, on_io, p->fd, EV_WRITE);
+    ev_io_start(loop, &p->io);
+    ev_timer_set(&p->timer, (double)p->h->timeout / 1000.0, 0.);
+    ev_timer_start(loop, &p->timer);
+}
+
+static void
+probe_schedule(struct probe *p, double after)
+{
+    ev_timer_stop(p->loop, &p->timer);
+    ev_timer_set(&p->timer, after, 0.);
+    ev_timer_start(p->loop, &p->timer);
+}
+
+int
+pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err)
+{
+    unsigned n = 0, k = 0;
+
+    for (unsigned i = 0; i < conf->n_upstreams; i++)
+        if (conf->upstreams[i]->res.health.enabled)
+            n += conf->upstreams[i]->n_servers;
+    if (n == 0)
+        return PT_OK;
+    probes = calloc(n, sizeof(*probes));
+    if (probes == NULL)
+        return pt_err_set(err, "out of memory for health checks");
+    srand48((long)pt_now_ms() ^ (long)getpid());
+    for (unsigned i = 0; i < conf->n_upstreams; i++) {
+        struct pt_upstream *up = conf->upstreams[i];
+
+        if (!up->res.health.enabled)
+            continue;
+        for (unsigned j = 0; j < up->n_servers; j++) {
+            struct probe *p = &probes[k++];
+
+            p->loop = loop;
+            p->srv = up->servers[j];
+            p->h = &up->res.health;
+            p->fd = -1;
+            ev_timer_init(&p->timer, on_timer, 0., 0.);
+            /* jitter: the first check lands anywhere in the first interval */
+            probe_schedule(p, drand48() * (double)p->h->interval / 1000.0 * 0.9 + 0.01);
+        }
+    }
+    n_probes = k;
+    pt_log(PT_LOG_INFO, "health checks started for %u server(s)", n_probes);
+    return PT_OK;
+}
+
+void
+pt_health_stop(void)
+{
+    for (unsigned i = 0; i < n_probes; i++)
+        probe_cleanup(&probes[i]);
+    free(probes);
+    probes = NULL;
+    n_probes = 0;
+}
