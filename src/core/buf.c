@@ -116,6 +116,13 @@ pt_chain_printf(struct pt_chunk_pool *p, struct pt_chain *ch, const char *fmt, .
 }
 
 void
+pt_chain_push(struct pt_chain *ch, struct pt_chunk *c)
+{
+    chain_push(ch, c);
+    ch->bytes += c->wpos - c->rpos;
+}
+
+void
 pt_chain_move(struct pt_chain *dst, struct pt_chain *src)
 {
     if (src->head == NULL)

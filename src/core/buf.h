@@ -25,6 +25,8 @@ int pt_chain_append(struct pt_chunk_pool *p, struct pt_chain *ch, const void *da
 /* printf-style append; the formatted text must fit in one chunk. */
 int pt_chain_printf(struct pt_chunk_pool *p, struct pt_chain *ch, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Appends a whole chunk (its [rpos, wpos) bytes) to the chain, which takes ownership. */
+void pt_chain_push(struct pt_chain *ch, struct pt_chunk *c);
 /* Moves every chunk of src to the end of dst (no copy). */
 void pt_chain_move(struct pt_chain *dst, struct pt_chain *src);
 /* Drops n bytes from the front, returning emptied chunks to the pool. */

@@ -24,6 +24,9 @@ struct pt_fe_ops {
     int (*send_head)(struct pt_exchange *x);
     /* Response payload bytes (copied). Same returns as send_head. */
     int (*send_body)(struct pt_exchange *x, const char *data, size_t len);
+    /* Response payload as a whole chunk ([rpos, wpos)), taken over without a copy; the caller
+     * never touches it again. Same returns as send_head. */
+    int (*send_chunk)(struct pt_exchange *x, struct pt_chunk *c);
     /* End of response; trailers in x->resp_trailers. */
     int (*send_end)(struct pt_exchange *x);
     /* A 1xx interim response (status in x->interim_status, headers in x->resp). */

@@ -58,6 +58,7 @@ struct pt_bconn {
     unsigned interim : 1;
     unsigned in_trailers : 1;
     unsigned retry_status : 1; /* the response status is one to retry elsewhere */
+    unsigned in_given : 1;     /* `in` was handed to the frontend during this parse */
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
@@ -487,7 +488,22 @@ static int
 r_body(llhttp_t *p, const char *at, size_t n)
 {
     struct pt_bconn *b = p->data;
-    int rc = b->x->fe->send_body(b->x, at, n);
+    struct pt_exchange *x = b->x;
+    int rc;
+
+    /* A body span reaching the end of what was read (the usual case for Content-Length and
+     * close-delimited bodies) is handed over as the chunk itself: no copy. llhttp stops at the
+     * end of the span, and the chunk is not written before bconn_parse returns. */
+    if (x->fe->send_chunk != NULL && b->in != NULL && !b->in_given &&
+        at + n == b->in->data + b->in->wpos && n >= 1024) {
+        struct pt_chunk *c = b->in;
+
+        c->rpos = (uint32_t)(at - c->data);
+        b->in_given = 1;
+        rc = x->fe->send_chunk(x, c);
+    } else {
+        rc = x->fe->send_body(x, at, n);
+    }
 
     if (rc == PT_AGAIN)
         b->paused = 1;
@@ -551,8 +567,19 @@ bconn_parse(struct pt_bconn *b)
     while (b->in != NULL && b->in->rpos < b->in->wpos && !b->closing && !b->resp_done) {
         const char *data = b->in->data + b->in->rpos;
         size_t len = b->in->wpos - b->in->rpos;
-        llhttp_errno_t e = llhttp_execute(&b->parser, data, len);
+        llhttp_errno_t e;
 
+        b->in_given = 0;
+        e = llhttp_execute(&b->parser, data, len);
+        if (b->in_given) {
+            /* the frontend owns the chunk now; the span ended where the data did */
+            b->in = NULL;
+            if (e == HPE_OK || e == HPE_PAUSED) {
+                if (e == HPE_PAUSED)
+                    llhttp_resume(&b->parser);
+                break;
+            }
+        }
         if (e == HPE_OK) {
             b->in->rpos = b->in->wpos;
         } else if (e == HPE_PAUSED) {

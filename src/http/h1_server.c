@@ -396,6 +396,25 @@ fe_send_body(struct pt_exchange *x, const char *data, size_t len)
     return out_status(c);
 }
 
+static int
+fe_send_chunk(struct pt_exchange *x, struct pt_chunk *ch)
+{
+    struct pt_h1_conn *c = x->fe_ctx;
+    size_t len = ch->wpos - ch->rpos;
+
+    if (c->closing || x->resp_no_body || len == 0) {
+        pt_chunk_put(&c->w->chunks, ch);
+        return c->closing ? PT_ERR : out_status(c);
+    }
+    x->resp_body_bytes += len;
+    if (c->resp_chunked)
+        pt_chain_printf(&c->w->chunks, &c->out, "%zx\r\n", len);
+    pt_chain_push(&c->out, ch);
+    if (c->resp_chunked)
+        pt_chain_append(&c->w->chunks, &c->out, "\r\n", 2);
+    return out_status(c);
+}
+
 static void exchange_maybe_done(struct pt_h1_conn *c);
 
 static int
@@ -481,6 +500,7 @@ fe_abort(struct pt_exchange *x)
 static const struct pt_fe_ops h1_fe_ops = {
     .send_head = fe_send_head,
     .send_body = fe_send_body,
+    .send_chunk = fe_send_chunk,
     .send_end = fe_send_end,
     .send_interim = fe_send_interim,
     .resume_body = fe_resume_body,

@@ -617,6 +617,26 @@ fe_send_body(struct pt_exchange *x, const char *data, size_t len)
 }
 
 static int
+fe_send_chunk(struct pt_exchange *x, struct pt_chunk *ch)
+{
+    struct pt_h2_stream *st = x->fe_ctx;
+    size_t len = ch->wpos - ch->rpos;
+
+    if (st->c->closing || x->resp_no_body || len == 0) {
+        pt_chunk_put(&st->c->w->chunks, ch);
+        return st->c->closing ? PT_ERR : PT_OK;
+    }
+    x->resp_body_bytes += len;
+    pt_chain_push(&st->out, ch);
+    resume_stream_data(st);
+    if (st->out.bytes >= PT_OUT_CAP) {
+        st->out_full = 1;
+        return PT_AGAIN;
+    }
+    return PT_OK;
+}
+
+static int
 fe_send_end(struct pt_exchange *x)
 {
     struct pt_h2_stream *st = x->fe_ctx;
@@ -698,6 +718,7 @@ fe_abort(struct pt_exchange *x)
 static const struct pt_fe_ops h2_fe_ops = {
     .send_head = fe_send_head,
     .send_body = fe_send_body,
+    .send_chunk = fe_send_chunk,
     .send_end = fe_send_end,
     .send_interim = fe_send_interim,
     .resume_body = fe_resume_body,
