@@ -20,6 +20,13 @@
 #define PT_MODULES_MAX 32
 #endif
 
+/* A peer address, sized for IPv4 and IPv6 only (28 bytes, not sockaddr_storage's 128). */
+union pt_sockaddr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
 /* An address with its printable form. */
 struct pt_addr {
     struct sockaddr_storage sa;

@@ -509,6 +509,23 @@ pt_addr_format(const struct sockaddr *sa, char *buf, size_t len)
     }
 }
 
+const char *
+pt_addr_ip(const struct sockaddr *sa, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+        if (IN6_IS_ADDR_V4MAPPED(a6))
+            inet_ntop(AF_INET, &a6->s6_addr[12], buf, (socklen_t)len);
+        else
+            inet_ntop(AF_INET6, a6, buf, (socklen_t)len);
+    } else if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, (socklen_t)len);
+    }
+    return buf;
+}
+
 int
 pt_addr_parse(const char *s, int listen, struct pt_addr *out, struct pt_err *err)
 {

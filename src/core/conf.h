@@ -37,6 +37,8 @@ pt_directive_set_cb pt_set_count; /* integer into int64_t; arg: const int64_t *m
 int pt_addr_parse(const char *s, int listen, struct pt_addr *out, struct pt_err *err);
 /* Formats a sockaddr as "ip:port" / "[ip]:port". */
 void pt_addr_format(const struct sockaddr *sa, char *buf, size_t len);
+/* The IP of sa as text (IPv4-mapped IPv6 shown as IPv4) in buf; returns buf. */
+const char *pt_addr_ip(const struct sockaddr *sa, char *buf, size_t len);
 /* Returns 1 when the address is inside one of the blocks. */
 int pt_cidr_match(const struct pt_cidr *c, int n, const struct sockaddr *sa);
 int pt_cidr_parse(const char *s, struct pt_cidr *out);

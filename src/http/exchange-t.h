@@ -134,6 +134,10 @@ struct pt_exchange {
     struct pt_list qlink;        /* in the worker's pending queue (max_pending) */
     ev_timer qtimer;             /* queue_timeout */
 
+    /* HTTP/1.1 frontend scratch while the head is parsed: the field being accumulated */
+    char *h1_hname, *h1_hval;
+    size_t h1_hname_len, h1_hval_len;
+
     ev_tstamp t_start;
     ev_tstamp t_attempt; /* when the current backend attempt started */
     ev_tstamp t_end;

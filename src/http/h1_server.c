@@ -62,8 +62,7 @@ struct pt_h1_conn {
     ev_timer timer;
     enum timer_kind tkind;
     uint64_t id;
-    struct sockaddr_storage peer;
-    char peer_ip[48];
+    union pt_sockaddr peer;
     unsigned pause;
     unsigned closing : 1;     /* closed; waiting for the reaper */
     unsigned close_after : 1; /* close once the current response is written */
@@ -81,14 +80,22 @@ struct pt_h1_conn {
     struct pt_chain out;
     llhttp_t parser;
     struct pt_exchange *x;
-    char *hname, *hval; /* header being accumulated (exchange arena) */
-    size_t hname_len, hval_len;
     size_t head_bytes;
     unsigned err_status; /* set by a callback that rejects the request */
 };
 
 static llhttp_settings_t settings;
 static const struct pt_fe_ops h1_fe_ops;
+
+/* The client's IP as text, formatted when needed (log lines, a new exchange) rather than kept
+ * in every connection. */
+static const char *
+peer_ip(struct pt_h1_conn *c)
+{
+    static __thread char buf[INET6_ADDRSTRLEN];
+
+    return pt_addr_ip(&c->peer.sa, buf, sizeof(buf));
+}
 
 static void conn_close(struct pt_h1_conn *c);
 static void parse(struct pt_h1_conn *c);
@@ -160,14 +167,14 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     case T_HEADER:
         if (c->x != NULL || (c->in != NULL && c->in->wpos > c->in->rpos)) {
             pt_log(PT_LOG_INFO, "client %s timed out sending the request head (c%llu)",
-                   c->peer_ip, (unsigned long long)c->id);
+                   peer_ip(c), (unsigned long long)c->id);
             local_error(c, 408);
             return;
         }
         conn_close(c);
         return;
     case T_BODY:
-        pt_log(PT_LOG_INFO, "client %s timed out sending the request body (c%llu)", c->peer_ip,
+        pt_log(PT_LOG_INFO, "client %s timed out sending the request body (c%llu)", peer_ip(c),
                (unsigned long long)c->id);
         if (c->x != NULL && !c->x->resp_head_sent) {
             local_error(c, 408);
@@ -176,12 +183,12 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         conn_close(c);
         return;
     case T_SEND:
-        pt_log(PT_LOG_INFO, "client %s timed out reading the response (c%llu)", c->peer_ip,
+        pt_log(PT_LOG_INFO, "client %s timed out reading the response (c%llu)", peer_ip(c),
                (unsigned long long)c->id);
         conn_close(c);
         return;
     case T_HANDSHAKE:
-        pt_log(PT_LOG_INFO, "TLS handshake with %s timed out (c%llu)", c->peer_ip,
+        pt_log(PT_LOG_INFO, "TLS handshake with %s timed out (c%llu)", peer_ip(c),
                (unsigned long long)c->id);
         conn_close(c);
         return;
@@ -267,7 +274,7 @@ flush(struct pt_h1_conn *c)
                 }
                 return;
             }
-            pt_log_debug("write to client %s failed: %s (c%llu)", c->peer_ip, strerror(e),
+            pt_log_debug("write to client %s failed: %s (c%llu)", peer_ip(c), strerror(e),
                          (unsigned long long)c->id);
             conn_close(c);
             return;
@@ -611,8 +618,8 @@ on_message_begin(llhttp_t *p)
     }
     x->fe = &h1_fe_ops;
     x->fe_ctx = c;
-    x->peer = (struct sockaddr *)&c->peer;
-    x->peer_ip = c->peer_ip;
+    x->peer = &c->peer.sa;
+    x->peer_ip = pt_arena_strdup(&x->arena, peer_ip(c));
     x->listen = c->listen;
     if (c->ssl != NULL) {
         x->tls = 1;
@@ -621,8 +628,6 @@ on_message_begin(llhttp_t *p)
     x->state = PT_X_HEAD;
     c->x = x;
     c->head_bytes = 0;
-    c->hname = c->hval = NULL;
-    c->hname_len = c->hval_len = 0;
     c->in_trailers = 0;
     c->head_lf = 0;
     update_timer(c, 0);
@@ -656,7 +661,7 @@ on_header_field(llhttp_t *p, const char *at, size_t n)
 
     if (head_grow(c, n) != 0)
         return -1;
-    return append(c->x, &c->hname, &c->hname_len, at, n);
+    return append(c->x, &c->x->h1_hname, &c->x->h1_hname_len, at, n);
 }
 
 static int
@@ -675,7 +680,7 @@ on_header_value(llhttp_t *p, const char *at, size_t n)
             return -1;
         }
     }
-    return append(c->x, &c->hval, &c->hval_len, at, n);
+    return append(c->x, &c->x->h1_hval, &c->x->h1_hval_len, at, n);
 }
 
 static int
@@ -684,13 +689,13 @@ on_header_value_complete(llhttp_t *p)
     struct pt_h1_conn *c = p->data;
     struct pt_exchange *x = c->x;
     struct pt_hdrs *h = c->in_trailers ? &x->req_trailers : &x->req;
-    const char *v = c->hval != NULL ? c->hval : "";
-    size_t vlen = c->hval_len;
+    const char *v = c->x->h1_hval != NULL ? c->x->h1_hval : "";
+    size_t vlen = c->x->h1_hval_len;
 
     if (head_grow(c, 4) != 0)
         return -1;
     /* llhttp 8 lets "Name : value" through; RFC 9112 section 5.1 requires a 400 */
-    if (!valid_field_name(c->hname, c->hname_len)) {
+    if (!valid_field_name(c->x->h1_hname, c->x->h1_hname_len)) {
         c->err_status = 400;
         return -1;
     }
@@ -701,10 +706,10 @@ on_header_value_complete(llhttp_t *p)
     /* trailing whitespace is not part of the value (RFC 9110 section 5.5) */
     while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
         vlen--;
-    if (pt_hdrs_add(&x->arena, h, c->hname, c->hname_len, v, vlen) != PT_OK)
+    if (pt_hdrs_add(&x->arena, h, c->x->h1_hname, c->x->h1_hname_len, v, vlen) != PT_OK)
         return -1;
-    c->hname = c->hval = NULL;
-    c->hname_len = c->hval_len = 0;
+    c->x->h1_hname = c->x->h1_hval = NULL;
+    c->x->h1_hname_len = c->x->h1_hval_len = 0;
     return 0;
 }
 
@@ -862,7 +867,7 @@ try_upgrade_h2c(struct pt_h1_conn *c, struct pt_exchange *x)
 static void
 reject(struct pt_h1_conn *c, unsigned status, const char *why)
 {
-    pt_log(PT_LOG_INFO, "client %s: %s, answering %u (c%llu)", c->peer_ip, why, status,
+    pt_log(PT_LOG_INFO, "client %s: %s, answering %u (c%llu)", peer_ip(c), why, status,
            (unsigned long long)c->id);
     local_error(c, status);
 }
@@ -1004,7 +1009,7 @@ parse(struct pt_h1_conn *c)
             if (in_head && c->x != NULL && !scan_head(c, data, used)) {
                 pt_log(PT_LOG_INFO, "client %s sent an invalid request: obs-fold or whitespace "
                        "before a header line, answering 400 (c%llu)",
-                       c->peer_ip, (unsigned long long)c->id);
+                       peer_ip(c), (unsigned long long)c->id);
                 local_error(c, 400);
                 break;
             }
@@ -1012,7 +1017,7 @@ parse(struct pt_h1_conn *c)
             unsigned status = parse_error_status(c, e);
 
             pt_log(PT_LOG_INFO, "client %s sent an invalid request: %s (%s), answering %u (c%llu)",
-                   c->peer_ip, llhttp_errno_name(e), llhttp_get_error_reason(&c->parser), status,
+                   peer_ip(c), llhttp_errno_name(e), llhttp_get_error_reason(&c->parser), status,
                    (unsigned long long)c->id);
             if (c->in != NULL)
                 c->in->rpos = c->in->wpos;
@@ -1093,7 +1098,7 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
     if (n == PT_AGAIN)
         return;
     if (n < 0) {
-        pt_log_debug("read from client %s failed: %s", c->peer_ip, strerror(errno));
+        pt_log_debug("read from client %s failed: %s", peer_ip(c), strerror(errno));
         conn_close(c);
         return;
     }
@@ -1102,7 +1107,7 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
         update_read(c);
         if (c->lingering || c->x == NULL || !c->x->req_complete || c->x->resp_complete) {
             if (c->x != NULL && !c->x->req_complete)
-                pt_log_debug("client %s closed the connection mid-request", c->peer_ip);
+                pt_log_debug("client %s closed the connection mid-request", peer_ip(c));
             conn_close(c);
             return;
         }
@@ -1124,7 +1129,7 @@ static void
 handshake(struct pt_h1_conn *c)
 {
     bool want_write;
-    int rc = pt_tls_handshake(c->ssl, c->peer_ip, &want_write);
+    int rc = pt_tls_handshake(c->ssl, peer_ip(c), &want_write);
 
     if (rc == PT_ERR) {
         conn_close(c);
@@ -1219,17 +1224,6 @@ pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, sock
     c->fd = fd;
     c->id = ++w->next_id;
     memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
-    if (peer->sa_family == AF_INET6) {
-        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)peer)->sin6_addr;
-
-        if (IN6_IS_ADDR_V4MAPPED(a6))
-            inet_ntop(AF_INET, &a6->s6_addr[12], c->peer_ip, sizeof(c->peer_ip));
-        else
-            inet_ntop(AF_INET6, a6, c->peer_ip, sizeof(c->peer_ip));
-    } else {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->peer_ip,
-                  sizeof(c->peer_ip));
-    }
     llhttp_init(&c->parser, HTTP_REQUEST, &settings);
     c->parser.data = c;
     pt_chain_init(&c->out);
@@ -1287,7 +1281,7 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
     struct pt_h2_takeover t = {
         .fd = c->fd,
         .ssl = c->ssl,
-        .peer = (struct sockaddr *)&c->peer,
+        .peer = &c->peer.sa,
         .peer_len = sizeof(c->peer),
         .listen = c->listen,
         .initial = c->in != NULL ? c->in->data + c->in->rpos : NULL,

@@ -915,17 +915,7 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     memcpy(&c->peer, t->peer, PT_MIN((size_t)t->peer_len, sizeof(c->peer)));
     pt_chain_init(&c->out);
     pt_list_init(&c->streams);
-    if (t->peer->sa_family == AF_INET6) {
-        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)t->peer)->sin6_addr;
-
-        if (IN6_IS_ADDR_V4MAPPED(a6))
-            inet_ntop(AF_INET, &a6->s6_addr[12], c->peer_ip, sizeof(c->peer_ip));
-        else
-            inet_ntop(AF_INET6, a6, c->peer_ip, sizeof(c->peer_ip));
-    } else {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)t->peer)->sin_addr, c->peer_ip,
-                  sizeof(c->peer_ip));
-    }
+    pt_addr_ip(t->peer, c->peer_ip, sizeof(c->peer_ip));
     if (nghttp2_option_new(&opt) != 0) {
         free(c);
         return PT_ERR;
