@@ -104,6 +104,7 @@ struct pt_upstream {
     pt_msec send_timeout;
     int64_t max_response_header_size;
     enum pt_backend_proto protocol;
+    int h2c;                      /* written as h2c (for the tls check) */
     int tls;                      /* `tls on`: TLS to the servers */
     int tls_verify;               /* verify the server certificate and name (default on) */
     const char *tls_trusted;      /* CA file; NULL: the system store */

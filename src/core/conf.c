@@ -852,8 +852,8 @@ set_protocol(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     else
         return pt_conf_error(cx, 1, "unsupported backend protocol \"%s\" (http1, h2, h2c)",
                              cx->args[1]);
-    if (strcmp(cx->args[1], "h2c") == 0 && cx->up->tls == 1)
-        return pt_conf_error(cx, 1, "\"h2c\" is cleartext; with \"tls on\" use \"h2\"");
+    if (strcmp(cx->args[1], "h2c") == 0)
+        cx->up->h2c = 1;
     return PT_OK;
 }
 
@@ -1161,6 +1161,9 @@ validate(struct pt_conf_ctx *cx)
     for (unsigned i = 0; i < c->n_upstreams; i++) {
         struct pt_upstream *up = c->upstreams[i];
 
+        if (up->h2c && up->tls == 1)
+            perr(p, up->line, up->col,
+                 "upstream \"%s\": protocol h2c is cleartext; with \"tls on\" use h2", up->name);
         upstream_defaults(up);
         if (up->n_servers == 0)
             perr(p, up->line, up->col, "upstream \"%s\" has no servers", up->name);

@@ -41,18 +41,19 @@ pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *er
         return pt_err_set(err, "out of memory");
     for (unsigned i = 0; i < conf->n_listens * nw; i++)
         rt->listen_fds[i] = -1;
+    /* SO_REUSEPORT would let a second instance share a port silently and split traffic with
+     * this one; a bind without it fails if anyone listens there already. All addresses are
+     * probed before any is bound, so our own sockets (`*:80` next to `127.0.0.1:80`) do not
+     * trip the check. */
     for (unsigned i = 0; i < conf->n_listens; i++) {
         struct pt_listen *l = conf->listens[i];
-        int family = l->addr.sa.ss_family;
         int one = 1;
-        int probe = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int probe = socket(l->addr.sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-        /* SO_REUSEPORT would let a second instance share the port silently and split traffic
-         * with this one; a bind without it fails if anyone listens there already. */
         if (probe == -1)
             return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
         setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (family == AF_INET6)
+        if (l->addr.sa.ss_family == AF_INET6)
             setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
         if (bind(probe, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1) {
             int e = errno;
@@ -61,6 +62,12 @@ pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *er
             return pt_err_errno(err, e, "bind() to %s", l->addr.name);
         }
         close(probe);
+    }
+    for (unsigned i = 0; i < conf->n_listens; i++) {
+        struct pt_listen *l = conf->listens[i];
+        int family = l->addr.sa.ss_family;
+        int one = 1;
+
         for (unsigned j = 0; j < nw; j++) {
             int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 

@@ -97,10 +97,8 @@ bconn_close(struct pt_bconn *b)
     ev_io_stop(w->loop, &b->rio);
     ev_io_stop(w->loop, &b->wio);
     ev_timer_stop(w->loop, &b->timer);
-    if (b->ssl != NULL) {
-        SSL_free(b->ssl); /* no close_notify: the server may already be gone */
-        b->ssl = NULL;
-    }
+    pt_tls_client_free(b->ssl);
+    b->ssl = NULL;
     close(b->fd);
     if (b->in != NULL)
         pt_chunk_put(&w->chunks, b->in);
@@ -319,12 +317,9 @@ tls_step(struct pt_bconn *b)
     }
     if (ev_is_active(&b->wio))
         ev_io_stop(b->w->loop, &b->wio);
-    SSL_SESSION *sess = SSL_get1_session(b->ssl);
-
-    if (sess != NULL) {
-        SSL_SESSION_free(b->ws->tls_session);
-        b->ws->tls_session = sess;
-    }
+    pt_log_debug("upstream \"%s\" server %s: TLS %s, session %s", b->srv->upstream->name,
+                 b->srv->addr.name, SSL_get_version(b->ssl),
+                 SSL_session_reused(b->ssl) ? "resumed" : "new");
     start_request(b);
 }
 
@@ -540,6 +535,8 @@ bconn_response_done(struct pt_bconn *b)
     x->be_ctx = NULL;
     pt_upstream_release(x);
     pt_proxy_request_done(x);
+    if (b->ssl != NULL && b->requests == 1)
+        pt_tls_save_session(b->ssl, &b->ws->tls_session); /* tickets have arrived by now */
     if (!x->req_complete) {
         /* the backend answered before the whole request arrived: the rest is dropped */
         x->discard_body = 1;

@@ -883,6 +883,10 @@ request_start(struct pt_h1_conn *c)
     set_host(x);
     x->vh = pt_router_vhost(c->listen, x->host, x->host_len);
     x->http = &x->vh->http;
+    if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh)) {
+        reject(c, 421, "Host names another server block than the TLS handshake");
+        return;
+    }
     if (x->target == NULL || x->target[0] != '/') {
         /* absolute-form is for forward proxies, authority-form for CONNECT: not ours */
         reject(c, x->method == HTTP_CONNECT ? 405 : 400, "request target is not origin-form");

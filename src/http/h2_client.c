@@ -59,6 +59,7 @@ struct pt_h2b {
     unsigned ping_out : 1;
     unsigned in_io : 1;
     unsigned used : 1;        /* has carried a request (for retry decisions) */
+    unsigned session_saved : 1;
     unsigned n_streams;
     struct pt_list streams;   /* struct pt_h2b_stream, submitted or waiting */
     ev_tstamp idle_since;
@@ -146,6 +147,19 @@ on_stream_timer(struct ev_loop *loop, ev_timer *t, int revents)
         h2b_flush(b);
 }
 
+/* read_timeout runs from the end of the request to the response head (a client-streaming
+ * call's server may answer only when the request ends). */
+static void
+stream_request_sent(struct pt_h2b_stream *st)
+{
+    pt_msec t = st->b->srv->upstream->read_timeout;
+
+    if (t > 0 && !st->head_done) {
+        ev_timer_set(&st->timer, (double)t / 1000.0, 0.);
+        ev_timer_start(st->b->w->loop, &st->timer);
+    }
+}
+
 /* Request DATA source: the exchange's body chain; deferred until more arrives. */
 static ssize_t
 req_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
@@ -170,6 +184,7 @@ req_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *fla
         x->fe->resume_body(x);
     if (x->req_body.bytes == 0 && x->req_complete) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
+        stream_request_sent(st);
         if (x->req_trailers.n > 0) {
             nghttp2_nv nv[64];
             size_t k = 0;
@@ -278,10 +293,8 @@ stream_submit(struct pt_h2b_stream *st)
     }
     st->id = id;
     b->used = 1;
-    if (b->srv->upstream->read_timeout > 0) {
-        ev_timer_set(&st->timer, (double)b->srv->upstream->read_timeout / 1000.0, 0.);
-        ev_timer_start(b->w->loop, &st->timer);
-    }
+    if (!body)
+        stream_request_sent(st);
 }
 
 /* ---- nghttp2 callbacks ---------------------------------------------------------------- */
@@ -647,8 +660,7 @@ h2b_close(struct pt_h2b *b, const char *why)
     ev_io_stop(w->loop, &b->rio);
     ev_io_stop(w->loop, &b->wio);
     ev_timer_stop(w->loop, &b->timer);
-    if (b->ssl != NULL)
-        SSL_free(b->ssl);
+    pt_tls_client_free(b->ssl);
     b->ssl = NULL;
     close(b->fd);
     pt_chain_free(&w->chunks, &b->out);
@@ -662,6 +674,9 @@ on_ready(struct pt_h2b *b)
     b->state = H_READY;
     b->idle_since = ev_now(b->w->loop);
     nghttp2_submit_settings(b->session, NGHTTP2_FLAG_NONE, NULL, 0);
+    /* response DATA is acknowledged only as each client takes it, so the connection window
+     * must cover every stream's window or one slow client would stall the others */
+    nghttp2_session_set_local_window_size(b->session, NGHTTP2_FLAG_NONE, 0, 65535 * 128);
     for (struct pt_list *e = b->streams.next; e != &b->streams;) {
         struct pt_h2b_stream *st = pt_container_of(e, struct pt_h2b_stream, link);
 
@@ -697,12 +712,6 @@ tls_step(struct pt_h2b *b)
     if (!pt_tls_alpn_h2(b->ssl)) {
         h2b_close(b, "server did not negotiate h2 (ALPN)");
         return;
-    }
-    SSL_SESSION *sess = SSL_get1_session(b->ssl);
-
-    if (sess != NULL) {
-        SSL_SESSION_free(b->ws->tls_session);
-        b->ws->tls_session = sess;
     }
     on_ready(b);
 }
@@ -774,6 +783,10 @@ on_readable(struct ev_loop *loop, ev_io *io, int revents)
         pt_chunk_put(&b->w->chunks, ch);
         h2b_close(b, n == 0 ? "connection closed by server" : strerror(errno));
         return;
+    }
+    if (b->ssl != NULL && !b->session_saved) {
+        /* TLS 1.3 tickets come after the handshake, with the first records read */
+        b->session_saved = pt_tls_save_session(b->ssl, &b->ws->tls_session);
     }
     b->in_io = 1;
     rc = nghttp2_session_mem_recv(b->session, (const uint8_t *)ch->data, (size_t)n);

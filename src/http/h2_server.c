@@ -240,6 +240,10 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
     }
     x->vh = pt_router_vhost(c->listen, x->host, x->host_len);
     x->http = &x->vh->http;
+    if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh)) {
+        stream_reject(st, 421, ":authority names another server block than the TLS handshake");
+        return;
+    }
     if (st->err_status != 0) {
         stream_reject(st, st->err_status, "request head over a limit");
         return;

@@ -40,10 +40,9 @@ struct pt_location *
 pt_router_location(const struct pt_vhost *vh, const char *path, size_t len)
 {
     struct pt_location *best = NULL;
-    const char *q = memchr(path, '?', len);
 
-    if (q != NULL)
-        len = (size_t)(q - path);
+    /* path is the normalised path (pt_router_normalize): the query is already gone, and a '?'
+     * here came from %3F, which is part of the path */
     for (unsigned i = 0; i < vh->n_locs; i++) {
         struct pt_location *loc = vh->locs[i];
 

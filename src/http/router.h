@@ -11,7 +11,8 @@
 /* The server block for a host name (lower case, no port; NULL when absent): exact name first,
  * then the longest matching "*.suffix", else the listen's default server. */
 struct pt_vhost *pt_router_vhost(const struct pt_listen *l, const char *host, size_t len);
-/* The location for a path: an exact ("=") match, else the longest prefix; NULL when none. */
+/* The location for a normalised path (pt_router_normalize): an exact ("=") match, else the
+ * longest prefix; NULL when none. */
 struct pt_location *pt_router_location(const struct pt_vhost *vh, const char *path, size_t len);
 
 /* Normalises the path of an origin-form target for matching, as RFC 3986 section 6.2.2 does:

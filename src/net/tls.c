@@ -258,42 +258,74 @@ ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *cctx
 /* ---- SNI and ALPN --------------------------------------------------------------------- */
 
 static int listen_ex_index = -1;
+static int vhost_ex_index = -1;
 static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
 
 static void
 ex_init(void)
 {
     listen_ex_index = SSL_get_ex_new_index(0, "portico listen", NULL, NULL, NULL);
+    vhost_ex_index = SSL_get_ex_new_index(0, "portico vhost", NULL, NULL, NULL);
 }
 
+/* Chooses the server block by SNI before version negotiation (the ClientHello callback runs
+ * first, unlike the servername callback), so tls_protocols, ciphers and client verification of
+ * the chosen server all apply. The choice is remembered for pt_tls_misdirected(). */
 static int
-sni_cb(SSL *ssl, int *alert, void *arg)
+client_hello_cb(SSL *ssl, int *alert, void *arg)
 {
     struct pt_listen *l = SSL_get_ex_data(ssl, listen_ex_index);
-    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    const unsigned char *p;
+    size_t len;
     char lower[256];
-    size_t n;
+    struct pt_vhost *vh;
 
-    if (l == NULL || name == NULL)
-        return SSL_TLSEXT_ERR_OK;
-    n = strlen(name);
-    if (n >= sizeof(lower))
-        return SSL_TLSEXT_ERR_OK;
-    for (size_t i = 0; i <= n; i++)
-        lower[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
-    struct pt_vhost *vh = pt_router_vhost(l, lower, n);
+    if (l == NULL)
+        return SSL_CLIENT_HELLO_SUCCESS;
+    vh = l->default_vhost;
+    /* server_name extension (RFC 6066 section 3): list length, type 0, name length, name */
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) == 1 && len > 5 &&
+        (size_t)((p[0] << 8) | p[1]) + 2 == len && p[2] == TLSEXT_NAMETYPE_host_name) {
+        size_t n = (size_t)((p[3] << 8) | p[4]);
 
+        if (n + 5 <= len && n < sizeof(lower)) {
+            for (size_t i = 0; i < n; i++)
+                lower[i] = (char)((p[5 + i] >= 'A' && p[5 + i] <= 'Z') ? p[5 + i] + 32 : p[5 + i]);
+            lower[n] = '\0';
+            vh = pt_router_vhost(l, lower, n);
+        }
+    }
+    SSL_set_ex_data(ssl, vhost_ex_index, vh);
     if (vh != NULL && vh->tls.ctx != NULL && vh->tls.ctx != SSL_get_SSL_CTX(ssl)) {
-        SSL_set_SSL_CTX(ssl, vh->tls.ctx);
-        /* SSL_set_SSL_CTX switches certificate and key only: carry the verify settings over */
-        SSL_set_verify(ssl, SSL_CTX_get_verify_mode(vh->tls.ctx), NULL);
-        SSL_set_options(ssl, SSL_CTX_get_options(vh->tls.ctx));
-        STACK_OF(X509_NAME) *cas = SSL_CTX_get_client_CA_list(vh->tls.ctx);
+        SSL_CTX *ctx = vh->tls.ctx;
+
+        /* SSL_set_SSL_CTX switches certificate and key only: carry the rest over */
+        SSL_set_SSL_CTX(ssl, ctx);
+        SSL_set_min_proto_version(ssl, SSL_CTX_get_min_proto_version(ctx));
+        SSL_set_max_proto_version(ssl, SSL_CTX_get_max_proto_version(ctx));
+        SSL_set_cipher_list(ssl, vh->tls.ciphers);
+        SSL_set_options(ssl, SSL_CTX_get_options(ctx));
+        SSL_set_verify(ssl, SSL_CTX_get_verify_mode(ctx), NULL);
+        STACK_OF(X509_NAME) *cas = SSL_CTX_get_client_CA_list(ctx);
 
         if (cas != NULL)
             SSL_set_client_CA_list(ssl, SSL_dup_CA_list(cas));
     }
-    return SSL_TLSEXT_ERR_OK;
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+bool
+pt_tls_misdirected(SSL *ssl, const struct pt_vhost *routed)
+{
+    const struct pt_vhost *chosen = SSL_get_ex_data(ssl, vhost_ex_index);
+
+    /* A request for another server block than the handshake chose is refused when either of
+     * them verifies client certificates: otherwise a client could present the SNI of a server
+     * with `tls_verify_client off` and reach one with `on` without a certificate. */
+    if (chosen == NULL || routed == NULL || chosen == routed)
+        return false;
+    return chosen->tls.verify_client != PT_TLS_VERIFY_OFF ||
+           routed->tls.verify_client != PT_TLS_VERIFY_OFF;
 }
 
 static int
@@ -386,7 +418,7 @@ build_ctx(struct pt_vhost *vh, char *why, size_t wlen)
                                                   : 0),
                            NULL);
     }
-    SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
+    SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"portico", 7);
     if (t->session_cache > 0) {
@@ -450,6 +482,35 @@ build_client_ctx(struct pt_upstream *up, char *why, size_t wlen)
         SSL_CTX_set_alpn_protos(ctx, alpn_h1, sizeof(alpn_h1) - 1);
     up->tls_ctx = ctx;
     return PT_OK;
+}
+
+void
+pt_tls_client_free(SSL *ssl)
+{
+    if (ssl == NULL)
+        return;
+    /* no close_notify (the server may be gone), but a quiet shutdown, so the session is not
+     * marked unusable and the next connection can resume it */
+    SSL_set_quiet_shutdown(ssl, 1);
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+    ERR_clear_error();
+}
+
+bool
+pt_tls_save_session(SSL *ssl, void **slot)
+{
+    SSL_SESSION *sess = SSL_get1_session(ssl);
+
+    if (sess == NULL)
+        return false;
+    if (!SSL_SESSION_is_resumable(sess)) {
+        SSL_SESSION_free(sess);
+        return false;
+    }
+    SSL_SESSION_free(*slot);
+    *slot = sess;
+    return true;
 }
 
 SSL *

@@ -43,6 +43,14 @@ const char *pt_tls_client_subject(SSL *ssl, struct pt_arena *a);
 /* A client SSL for a backend connection: SNI and name check from tls_sni or the server's host,
  * resuming `resume` when not NULL. NULL on failure. */
 SSL *pt_tls_connect(struct pt_server *srv, int fd, SSL_SESSION *resume);
+/* Frees a backend SSL keeping its session resumable. */
+void pt_tls_client_free(SSL *ssl);
+/* Keeps ssl's session in *slot (an SSL_SESSION *) when it can be resumed; TLS 1.3 tickets
+ * arrive after the handshake, so call it once data has been read. */
+bool pt_tls_save_session(SSL *ssl, void **slot);
+/* True when a request routed to `routed` must be refused with 421 on this TLS connection (the
+ * handshake chose another server block and one of them verifies client certificates). */
+bool pt_tls_misdirected(SSL *ssl, const struct pt_vhost *routed);
 /* Drives a client handshake like pt_tls_handshake; errors are logged with `who`. */
 int pt_tls_connect_step(SSL *ssl, const char *who, bool *want_write);
 
