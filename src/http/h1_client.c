@@ -189,7 +189,7 @@ write_head(struct pt_bconn *b)
     pt_chain_append(p, o, " ", 1);
     pt_chain_append(p, o, x->target, x->target_len);
     pt_chain_append(p, o, " HTTP/1.1\r\n", 11);
-    if (pt_hdrs_find(&x->req, PT_H_HOST) < 0) {
+    if (pt_hdrs_find_live(&x->req, PT_H_HOST) < 0) {
         /* HTTP/1.0 clients may omit Host; HTTP/1.1 requires one (RFC 9112 section 3.2) */
         pt_chain_append(p, o, "Host: ", 6);
         pt_chain_append(p, o, b->srv->addr.name, strlen(b->srv->addr.name));

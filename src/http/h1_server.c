@@ -74,6 +74,7 @@ struct pt_h1_conn {
     unsigned out_full : 1;    /* told the backend to stop; resume it when drained */
     unsigned in_trailers : 1;
     unsigned head_lf : 1;     /* the last head byte scanned was LF */
+    unsigned crlf_need : 2;   /* bytes of the CRLF after chunk data still to check (0-2) */
     unsigned handshaking : 1; /* TLS handshake in progress */
     unsigned requests;
     struct pt_chunk *in;
@@ -754,12 +755,36 @@ on_headers_complete(llhttp_t *p)
     return HPE_PAUSED; /* route and start the handler outside the parser */
 }
 
+/* Checks that `need` bytes of the CRLF closing a chunk's data are at p (RFC 9112 section
+ * 7.1: chunk = chunk-size CRLF chunk-data CRLF). llhttp 8 skips whatever stands there, which
+ * would let two parsers disagree on where the body ends. Returns bytes matched, or -1. */
+static int
+check_crlf(unsigned need, const char *p, size_t avail)
+{
+    static const char crlf[] = "\r\n";
+    size_t n = PT_MIN((size_t)need, avail);
+
+    return memcmp(p, crlf + (2 - need), n) == 0 ? (int)n : -1;
+}
+
 static int
 on_body(llhttp_t *p, const char *at, size_t n)
 {
     struct pt_h1_conn *c = p->data;
     struct pt_exchange *x = c->x;
     int64_t max = x->http->client_max_body_size;
+
+    if (x->req_chunked && p->content_length == 0) {
+        /* this span ends a chunk: its CRLF must follow */
+        const char *end = at + n, *bufend = c->in->data + c->in->wpos;
+        int m = check_crlf(2, end, (size_t)(bufend - end));
+
+        if (m < 0) {
+            c->err_status = 400;
+            return -1;
+        }
+        c->crlf_need = (unsigned)(2 - m);
+    }
 
     if (max > 0 && x->req_body_bytes + n > (uint64_t)max && !x->discard_body) {
         c->err_status = 413;
@@ -789,8 +814,11 @@ on_message_complete(llhttp_t *p)
 static void
 set_host(struct pt_exchange *x)
 {
-    int i = pt_hdrs_find(&x->req, PT_H_HOST);
+    int i = -1;
 
+    for (unsigned k = 0; k < x->req.n && i < 0; k++)
+        if (x->req.v[k].tok == PT_H_HOST && !x->req.v[k].skip)
+            i = (int)k;
     if (i < 0)
         return;
     const char *v = x->req.v[i].value;
@@ -872,14 +900,71 @@ reject(struct pt_h1_conn *c, unsigned status, const char *why)
     local_error(c, status);
 }
 
+/* RFC 9112 section 3.2.2: a server must accept absolute-form ("http://host/path") and then
+ * use its host, ignoring any Host field. The target becomes origin-form and Host is replaced,
+ * so the backend sees one unambiguous request. */
+static int
+absolute_form(struct pt_exchange *x)
+{
+    const char *t = x->target, *end = x->target + x->target_len;
+    size_t skip;
+
+    if (x->target_len > 7 && strncasecmp(t, "http://", 7) == 0)
+        skip = 7;
+    else if (x->target_len > 8 && strncasecmp(t, "https://", 8) == 0)
+        skip = 8;
+    else
+        return PT_ERR;
+    const char *auth = t + skip, *a_end = auth;
+
+    while (a_end < end && *a_end != '/' && *a_end != '?' && *a_end != '#')
+        a_end++;
+    if (a_end == auth || memchr(auth, '@', (size_t)(a_end - auth)) != NULL)
+        return PT_ERR; /* no host, or userinfo (deprecated, RFC 9110 section 4.2.4) */
+    char *host = pt_arena_strndup(&x->arena, auth, (size_t)(a_end - auth));
+    const char *path = a_end < end && *a_end == '/' ? a_end : NULL;
+
+    if (host == NULL)
+        return PT_ERR;
+    if (path != NULL) {
+        x->target = path;
+        x->target_len = (size_t)(end - path);
+    } else {
+        /* "http://h?q" has an empty path: it means "/" (RFC 9112 section 3.2.1) */
+        size_t qlen = (size_t)(end - a_end);
+        char *o = pt_arena_alloc(&x->arena, qlen + 2);
+
+        if (o == NULL)
+            return PT_ERR;
+        o[0] = '/';
+        memcpy(o + 1, a_end, qlen);
+        o[qlen + 1] = '\0';
+        x->target = o;
+        x->target_len = qlen + 1;
+    }
+    for (unsigned i = 0; i < x->req.n; i++)
+        if (x->req.v[i].tok == PT_H_HOST)
+            x->req.v[i].skip = 1;
+    return pt_hdrs_add(&x->arena, &x->req, "Host", 4, host, strlen(host));
+}
+
 /* The head is parsed: validate, route and start the handler. */
 static void
 request_start(struct pt_h1_conn *c)
 {
     struct pt_exchange *x = c->x;
     int hi = pt_hdrs_find(&x->req, PT_H_HOST);
+    bool absolute = false;
 
     x->state = PT_X_ACTIVE;
+    if (x->target != NULL && x->target[0] != '/' && x->method != HTTP_CONNECT &&
+        !(x->target_len == 1 && x->target[0] == '*')) {
+        if (absolute_form(x) != PT_OK) {
+            reject(c, 400, "invalid absolute-form request target");
+            return;
+        }
+        absolute = true; /* the Host fields were replaced by the target's authority */
+    }
     set_host(x);
     x->vh = pt_router_vhost(c->listen, x->host, x->host_len);
     x->http = &x->vh->http;
@@ -888,7 +973,7 @@ request_start(struct pt_h1_conn *c)
         return;
     }
     if (x->target == NULL || x->target[0] != '/') {
-        /* absolute-form is for forward proxies, authority-form for CONNECT: not ours */
+        /* authority-form is for CONNECT, asterisk-form for OPTIONS *: not for a gateway */
         reject(c, x->method == HTTP_CONNECT ? 405 : 400, "request target is not origin-form");
         return;
     }
@@ -903,11 +988,11 @@ request_start(struct pt_h1_conn *c)
     if (x->loc != NULL)
         x->http = &x->loc->http;
     /* RFC 9112 section 3.2: HTTP/1.1 requests carry exactly one Host */
-    if ((x->minor >= 1 && hi < 0) ||
+    if (!absolute && ((x->minor >= 1 && hi < 0) ||
         (hi >= 0 && pt_hdrs_find(&x->req, PT_H_HOST) != hi) ||
         (hi >= 0 && x->req.n > (unsigned)hi + 1 &&
          pt_hdrs_find_name(&(struct pt_hdrs){x->req.v + hi + 1, x->req.n - hi - 1, 0}, "host",
-                           4) >= 0)) {
+                           4) >= 0))) {
         reject(c, 400, "missing or duplicate Host");
         return;
     }
@@ -991,6 +1076,18 @@ parse(struct pt_h1_conn *c)
                     return;
                 c->in_parse = 1;
             }
+        }
+        if (c->crlf_need > 0 && len > 0) {
+            int m = check_crlf(c->crlf_need, c->in->data + c->in->rpos, len);
+
+            if (m < 0) {
+                pt_log(PT_LOG_INFO, "client %s sent an invalid request: no CRLF after chunk "
+                       "data, answering 400 (c%llu)", peer_ip(c), (unsigned long long)c->id);
+                c->in->rpos = c->in->wpos;
+                local_error(c, 400);
+                break;
+            }
+            c->crlf_need -= (unsigned)m;
         }
         /* after a pause at the end of the head, one empty execute lets llhttp finish a
          * message without body */
@@ -1107,15 +1204,14 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
         return;
     }
     if (n == 0) {
+        /* EOF: the client is gone, even if it sent a whole request (a half-close is treated
+         * as an abort, as nginx does): the exchange ends as 499 and its backend connection is
+         * closed now instead of waiting for read_timeout */
         c->eof = 1;
-        update_read(c);
-        if (c->lingering || c->x == NULL || !c->x->req_complete || c->x->resp_complete) {
-            if (c->x != NULL && !c->x->req_complete)
-                pt_log_debug("client %s closed the connection mid-request", peer_ip(c));
-            conn_close(c);
-            return;
-        }
-        c->close_after = 1; /* half-close after a full request: answer, then close */
+        if (c->x != NULL && !c->lingering)
+            pt_log_debug("client %s closed the connection %s", peer_ip(c),
+                         c->x->req_complete ? "while waiting for the response" : "mid-request");
+        conn_close(c);
         return;
     }
     if (c->lingering) {

@@ -76,6 +76,15 @@ pt_hdrs_find(const struct pt_hdrs *h, enum pt_hdr_tok tok)
 }
 
 int
+pt_hdrs_find_live(const struct pt_hdrs *h, enum pt_hdr_tok tok)
+{
+    for (unsigned i = 0; i < h->n; i++)
+        if (h->v[i].tok == tok && !h->v[i].skip)
+            return (int)i;
+    return -1;
+}
+
+int
 pt_hdrs_find_name(const struct pt_hdrs *h, const char *name, size_t len)
 {
     for (unsigned i = 0; i < h->n; i++)

@@ -16,6 +16,8 @@ int pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t 
                 const char *value, size_t vlen);
 /* Index of the first header with this token, or -1. */
 int pt_hdrs_find(const struct pt_hdrs *h, enum pt_hdr_tok tok);
+/* Index of the first header with this token that is forwarded (skip == 0), or -1. */
+int pt_hdrs_find_live(const struct pt_hdrs *h, enum pt_hdr_tok tok);
 /* Index of the first header with this name, or -1. */
 int pt_hdrs_find_name(const struct pt_hdrs *h, const char *name, size_t len);
 /* True when a comma-separated value contains token (case-insensitive, OWS trimmed). */
