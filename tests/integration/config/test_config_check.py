@@ -1,0 +1,232 @@
+"""portico -t / -v and config errors reported as file:line:col."""
+
+import os
+import re
+import subprocess
+
+import pytest
+
+import portico_testlib as lib
+
+GOOD = """workers 1;
+error_log stderr notice;
+access_log off;
+shutdown_timeout 2s;
+
+upstream app {
+    server 127.0.0.1:9;
+    server 127.0.0.1:10 weight=3 max_conns=10;
+    server 127.0.0.1:11 backup;
+    server 127.0.0.1:12 down;
+    server [::1]:13;
+    balance round_robin;
+    keepalive 16;
+    keepalive_timeout 30s;
+    keepalive_requests 100;
+    connect_timeout 500ms;
+    read_timeout 1m;
+    send_timeout 60s;
+    protocol http1;
+}
+
+server {
+    listen 127.0.0.1:%(port)d default_server;
+    listen [::1]:%(port)d;
+    server_name example.test *.example.test;
+    client_header_timeout 10s;
+    client_body_timeout 60s;
+    keepalive_timeout 75s;
+    keepalive_requests 1000;
+    send_timeout 60s;
+    client_max_body_size 1m;
+    client_max_header_size 16k;
+    client_max_uri_size 8k;
+    client_max_headers 100;
+    x_forwarded on;
+    forwarded off;
+    trusted_proxies 127.0.0.1/32 10.0.0.0/8;
+    via on;
+    access_log stdout json;
+
+    location = /exact { return 200 "exact"; }
+    location /api {
+        proxy_pass app;
+        client_max_body_size 0;
+    }
+    location / { proxy_pass app; }   # comment after a directive
+}
+"""
+
+
+def write(tmp_path, text, name="t.conf"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def check(tmp_path, text):
+    path = write(tmp_path, text)
+    rc, out = lib.run_portico(["-t", "-c", path])
+    return path, rc, out
+
+
+def assert_error_at(path, rc, out, line, cols, words=()):
+    """rc 1 and a `path:line:col: message` line with col among cols."""
+    assert rc == 1, "expected exit 1 from -t, got %d:\n%s" % (rc, out)
+    m = re.search(r"^(.*?):(\d+):(\d+): (.+)$", out, re.M)
+    assert m, "no `file:line:col: message` in output:\n%s" % out
+    assert os.path.basename(m.group(1)) == os.path.basename(path), out
+    assert int(m.group(2)) == line, "wrong line, expected %d:\n%s" % (line, out)
+    assert int(m.group(3)) in cols, "wrong column, expected one of %r:\n%s" % (cols, out)
+    for w in words:
+        assert w.lower() in out.lower(), "message should mention %r:\n%s" % (w, out)
+
+
+def test_config_t_success(tmp_path):
+    path, rc, out = check(tmp_path, GOOD % {"port": lib.free_port()})
+    assert rc == 0, out
+    assert "configuration file %s test is successful" % path in out, out
+
+
+def test_config_t_does_not_listen(tmp_path):
+    port = lib.free_port()
+    # -t only checks: nothing stays listening afterwards.
+    path, rc, out = check(tmp_path, GOOD % {"port": port})
+    assert rc == 0, out
+    assert not lib.wait_port("127.0.0.1", port, timeout=0.3)
+
+
+def test_config_version_flag():
+    rc, out = lib.run_portico(["-v"])
+    assert rc == 0, out
+    assert re.search(r"portico[ /v]*\d+\.\d+", out, re.I), out
+    for libname in ("libev", "llhttp"):
+        assert libname in out.lower(), "-v should show the %s version:\n%s" % (libname, out)
+
+
+def test_config_unknown_directive(tmp_path):
+    text = "workers 1;\nserver {\n    listen 127.0.0.1:1;\n    frobnicate on;\n}\n"
+    path, rc, out = check(tmp_path, text)
+    assert_error_at(path, rc, out, 4, (5,), ["frobnicate"])
+
+
+def test_config_unknown_directive_main(tmp_path):
+    path, rc, out = check(tmp_path, "workers 1;\n\n  bogus_thing 3;\n")
+    assert_error_at(path, rc, out, 3, (3,), ["bogus_thing"])
+
+
+@pytest.mark.parametrize("text,line,cols,word", [
+    # proxy_pass belongs in a location
+    ("workers 1;\nupstream app { server 127.0.0.1:1; }\nproxy_pass app;\n", 3, (1,), "proxy_pass"),
+    # listen belongs in server, not upstream
+    ("upstream app {\n    server 127.0.0.1:1;\n    listen 8080;\n}\n", 3, (5,), "listen"),
+    # balance belongs in upstream, not server
+    ("server {\n    listen 127.0.0.1:1;\n    balance round_robin;\n}\n", 3, (5,), "balance"),
+    # workers is main-only
+    ("server {\n  listen 127.0.0.1:1;\n  workers 2;\n}\n", 3, (3,), "workers"),
+    # location outside server
+    ("location / { return 200; }\n", 1, (1,), "location"),
+], ids=["proxy_pass_in_main", "listen_in_upstream", "balance_in_server",
+        "workers_in_server", "location_in_main"])
+def test_config_wrong_context(tmp_path, text, line, cols, word):
+    path, rc, out = check(tmp_path, text)
+    assert_error_at(path, rc, out, line, cols, [word])
+
+
+@pytest.mark.parametrize("directive,value", [
+    ("workers", "many"),
+    ("workers", "-1"),
+    ("client_max_body_size", "12q"),
+    ("keepalive_timeout", "5parsecs"),
+    ("client_header_timeout", "abc"),
+    ("x_forwarded", "maybe"),
+    ("client_max_headers", "1x"),
+])
+def test_config_bad_value(tmp_path, directive, value):
+    # line 2, directive at column 3, value at column 4 + len(directive)
+    if directive == "workers":
+        text = "# c\n  %s %s;\n" % (directive, value)
+    else:
+        text = "# c\n  %s %s;\nserver { listen 127.0.0.1:1; location / { return 200; } }\n" % (
+            directive, value)
+    path, rc, out = check(tmp_path, text)
+    assert_error_at(path, rc, out, 2, (3, 4 + len(directive)), [directive])
+
+
+def test_config_bad_server_param(tmp_path):
+    text = "upstream app {\n    server 127.0.0.1:1 weight=zero;\n}\n"
+    path, rc, out = check(tmp_path, text)
+    assert_error_at(path, rc, out, 2, (5, 12, 24), ["weight"])
+
+
+def test_config_duplicate_upstream(tmp_path):
+    text = ("upstream app { server 127.0.0.1:1; }\n"
+            "\n"
+            "upstream app { server 127.0.0.1:2; }\n")
+    path, rc, out = check(tmp_path, text)
+    assert_error_at(path, rc, out, 3, (1, 10), ["app"])
+
+
+def test_config_proxy_pass_undefined_upstream(tmp_path):
+    text = ("upstream app { server 127.0.0.1:1; }\n"
+            "server {\n"
+            "    listen 127.0.0.1:1;\n"
+            "    location / {\n"
+            "        proxy_pass nowhere;\n"
+            "    }\n"
+            "}\n")
+    path, rc, out = check(tmp_path, text)
+    assert_error_at(path, rc, out, 5, (9, 20), ["nowhere"])
+
+
+def test_config_missing_semicolon(tmp_path):
+    text = "workers 1\nerror_log stderr;\n"
+    path, rc, out = check(tmp_path, text)
+    assert rc == 1, out
+    assert re.search(r"t\.conf:[12]:\d+: ", out), out
+
+
+def test_config_unclosed_block(tmp_path):
+    text = "server {\n    listen 127.0.0.1:1;\n    location / { return 200;\n}\n"
+    path, rc, out = check(tmp_path, text)
+    assert rc == 1, out
+    assert re.search(r"t\.conf:\d+:\d+: ", out), out
+
+
+def test_config_missing_file(tmp_path):
+    path = str(tmp_path / "does-not-exist.conf")
+    rc, out = lib.run_portico(["-t", "-c", path])
+    assert rc != 0
+    assert "does-not-exist.conf" in out, out
+
+
+def test_config_error_stops_startup(tmp_path):
+    # Without -t a bad config is a startup error: non-zero exit, message, no listener.
+    port = lib.free_port()
+    text = "server {\n    listen 127.0.0.1:%d;\n    frobnicate on;\n}\n" % port
+    path = write(tmp_path, text)
+    p = subprocess.run([lib.PORTICO_BIN, "-c", path], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=10)
+    out = p.stdout.decode("utf-8", "replace")
+    assert p.returncode != 0, out
+    assert re.search(r"t\.conf:3:5: ", out), out
+
+
+def test_config_listen_port_in_use(tmp_path):
+    # A startup error (address in use) is a non-zero exit with a clear message.
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    try:
+        text = ("error_log stderr;\nserver {\n    listen 127.0.0.1:%d;\n"
+                "    location / { return 200 \"x\"; }\n}\n" % port)
+        path = write(tmp_path, text)
+        p = subprocess.run([lib.PORTICO_BIN, "-c", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=10)
+        out = p.stdout.decode("utf-8", "replace")
+        assert p.returncode != 0, out
+        assert "in use" in out.lower() or "bind" in out.lower(), out
+    finally:
+        s.close()
