@@ -27,11 +27,11 @@ echo "unit: $unit_pass passed, $unit_fail failed"
 
 out=$(mktemp)
 bash tests/integration/run.sh 2>&1 | tee "$out"
-summary=$(grep -E '^=*.* in [0-9.]+s' "$out" | tail -1)
+# pytest's closing line, e.g. "3 failed, 225 passed, 2 skipped, 1 error in 50.1s"
+summary=$(grep -E '(passed|failed|error|no tests ran).* in [0-9.]+s' "$out" | tail -1)
 rm -f "$out"
-int_pass=$(sed -nE 's/.*[^0-9]([0-9]+) passed.*/\1/p' <<<"$summary"); int_pass=${int_pass:-0}
-int_fail=$(sed -nE 's/.*[^0-9]([0-9]+) failed.*/\1/p' <<<"$summary"); int_fail=${int_fail:-0}
-int_err=$(sed -nE 's/.*[^0-9]([0-9]+) errors?.*/\1/p' <<<"$summary"); int_err=${int_err:-0}
+count() { grep -oE "[0-9]+ $1" <<<"$summary" | grep -oE '^[0-9]+' || echo 0; }
+int_pass=$(count passed); int_fail=$(count failed); int_err=$(count 'errors?')
 [ -n "$summary" ] || int_err=1   # pytest crashed or collected nothing
 passed=$((unit_pass + int_pass)); failed=$((unit_fail + int_fail + int_err))
 echo "integration: $int_pass passed, $((int_fail + int_err)) failed"
