@@ -25,6 +25,7 @@
 #include "core/worker.h"
 #include "http/exchange.h"
 #include "http/h2_client.h"
+#include "http/h2_fields.h"
 #include "http/headers.h"
 #include "http/proxy.h"
 #include "net/tls.h"
@@ -185,25 +186,8 @@ req_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *fla
     if (x->req_body.bytes == 0 && x->req_complete) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         stream_request_sent(st);
-        if (x->req_trailers.n > 0) {
-            nghttp2_nv nv[64];
-            size_t k = 0;
-
-            for (unsigned i = 0; i < x->req_trailers.n && k < 64; i++) {
-                struct pt_hdr *h = &x->req_trailers.v[i];
-                char *lname = pt_arena_strndup(&x->arena, h->name, h->nlen);
-
-                if (h->skip || lname == NULL)
-                    continue;
-                for (size_t j = 0; j < h->nlen; j++)
-                    if (lname[j] >= 'A' && lname[j] <= 'Z')
-                        lname[j] = (char)(lname[j] + 32);
-                nv[k++] = (nghttp2_nv){(uint8_t *)lname, (uint8_t *)h->value, h->nlen, h->vlen,
-                                       NGHTTP2_NV_FLAG_NONE};
-            }
-            if (k > 0 && nghttp2_submit_trailer(s, id, nv, k) == 0)
-                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        }
+        if (pt_h2_submit_trailers(s, id, x, &x->req_trailers))
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         return (ssize_t)n;
     }
     if (n == 0) {
@@ -211,20 +195,6 @@ req_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *fla
         return NGHTTP2_ERR_DEFERRED;
     }
     return (ssize_t)n;
-}
-
-static void
-add_nv(struct pt_exchange *x, nghttp2_nv *nv, size_t *k, const char *name, size_t nlen,
-       const char *value, size_t vlen)
-{
-    char *lname = pt_arena_strndup(&x->arena, name, nlen);
-
-    if (lname == NULL)
-        return;
-    for (size_t j = 0; j < nlen; j++)
-        if (lname[j] >= 'A' && lname[j] <= 'Z')
-            lname[j] = (char)(lname[j] + 32);
-    nv[(*k)++] = (nghttp2_nv){(uint8_t *)lname, (uint8_t *)value, nlen, vlen, NGHTTP2_NV_FLAG_NONE};
 }
 
 /* Re-serialises the exchange's request as HTTP/2 (RFC 9113 section 8.3). */
@@ -247,31 +217,24 @@ stream_submit(struct pt_h2b_stream *st)
             hi = (int)i;
     authority = hi >= 0 ? pt_arena_strndup(&x->arena, x->req.v[hi].value, x->req.v[hi].vlen)
                         : b->srv->addr.name;
-    nv[k++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)x->method_name, 7,
-                           strlen(x->method_name), NGHTTP2_NV_FLAG_NONE};
-    nv[k++] = (nghttp2_nv){(uint8_t *)":scheme",
-                           (uint8_t *)(b->srv->upstream->tls ? "https" : "http"), 7,
-                           b->srv->upstream->tls ? 5u : 4u, NGHTTP2_NV_FLAG_NONE};
-    nv[k++] = (nghttp2_nv){(uint8_t *)":authority", (uint8_t *)authority, 10, strlen(authority),
-                           NGHTTP2_NV_FLAG_NONE};
-    nv[k++] = (nghttp2_nv){(uint8_t *)":path", (uint8_t *)x->target, 5, x->target_len,
-                           NGHTTP2_NV_FLAG_NONE};
+    nv[k++] = pt_h2_nv(":method", 7, x->method_name, strlen(x->method_name));
+    nv[k++] = pt_h2_nv(":scheme", 7, b->srv->upstream->tls ? "https" : "http",
+                       b->srv->upstream->tls ? 5 : 4);
+    nv[k++] = pt_h2_nv(":authority", 10, authority, strlen(authority));
+    nv[k++] = pt_h2_nv(":path", 5, x->target, x->target_len);
     for (unsigned i = 0; i < x->req.n; i++) {
         struct pt_hdr *h = &x->req.v[i];
 
         /* gRPC needs "te: trailers", the one TE value HTTP/2 allows (section 8.2.2) */
-        if (h->tok == PT_H_TE && pt_hdr_list_has(h->value, h->vlen, "trailers")) {
-            nv[k++] = (nghttp2_nv){(uint8_t *)"te", (uint8_t *)"trailers", 2, 8,
-                                   NGHTTP2_NV_FLAG_NONE};
-            continue;
-        }
-        if (h->skip || h->tok == PT_H_HOST || h->tok == PT_H_CONTENT_LENGTH)
-            continue;
-        add_nv(x, nv, &k, h->name, h->nlen, h->value, h->vlen);
+        if (h->tok == PT_H_TE && pt_hdr_list_has(h->value, h->vlen, "trailers"))
+            nv[k++] = pt_h2_nv("te", 2, "trailers", 8);
     }
-    for (unsigned i = 0; i < x->fwd.n; i++)
-        add_nv(x, nv, &k, x->fwd.v[i].name, x->fwd.v[i].nlen, x->fwd.v[i].value,
-               x->fwd.v[i].vlen);
+    if (pt_h2_add_fields(x, nv, &k, x->req.n + x->fwd.n + 8, &x->req,
+                         1u << PT_H_HOST | 1u << PT_H_CONTENT_LENGTH | 1u << PT_H_TE) != PT_OK ||
+        pt_h2_add_fields(x, nv, &k, x->req.n + x->fwd.n + 8, &x->fwd, 0) != PT_OK) {
+        stream_fail(st, PT_BF_RESET, "out of memory");
+        return;
+    }
     char *cl = NULL;
 
     if (x->req_cl >= 0) {
@@ -279,8 +242,7 @@ stream_submit(struct pt_h2b_stream *st)
         if (cl != NULL) {
             int n = snprintf(cl, 24, "%lld", (long long)x->req_cl);
 
-            nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n,
-                                   NGHTTP2_NV_FLAG_NONE};
+            nv[k++] = pt_h2_nv("content-length", 14, cl, (size_t)n);
         }
     }
     nghttp2_data_provider prd = {.source = {.ptr = st}, .read_callback = req_read};

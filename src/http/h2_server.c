@@ -29,6 +29,7 @@
 #include "core/log.h"
 #include "core/worker.h"
 #include "http/exchange.h"
+#include "http/h2_fields.h"
 #include "http/h2_server.h"
 #include "http/headers.h"
 #include "http/router.h"
@@ -516,25 +517,8 @@ data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *fl
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         struct pt_exchange *x = st->x;
 
-        if (x != NULL && x->resp_trailers.n > 0) {
-            nghttp2_nv nv[64];
-            size_t k = 0;
-
-            for (unsigned i = 0; i < x->resp_trailers.n && k < 64; i++) {
-                struct pt_hdr *h = &x->resp_trailers.v[i];
-                char *lname = pt_arena_strndup(&x->arena, h->name, h->nlen);
-
-                if (h->skip || lname == NULL)
-                    continue;
-                for (size_t j = 0; j < h->nlen; j++)
-                    if (lname[j] >= 'A' && lname[j] <= 'Z')
-                        lname[j] = (char)(lname[j] + 32);
-                nv[k++] = (nghttp2_nv){(uint8_t *)lname, (uint8_t *)h->value, h->nlen, h->vlen,
-                                       NGHTTP2_NV_FLAG_NONE};
-            }
-            if (k > 0 && nghttp2_submit_trailer(s, id, nv, k) == 0)
-                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        }
+        if (x != NULL && pt_h2_submit_trailers(s, id, x, &x->resp_trailers))
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         return (ssize_t)n;
     }
     if (n == 0) {
@@ -568,27 +552,13 @@ fe_send_head(struct pt_exchange *x)
     if (c->closing || nv == NULL || status == NULL || cl == NULL)
         return PT_ERR;
     snprintf(status, 4, "%03u", x->status);
-    nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
-    for (unsigned i = 0; i < x->resp.n; i++) {
-        struct pt_hdr *h = &x->resp.v[i];
-
-        if (h->skip || h->tok == PT_H_CONTENT_LENGTH)
-            continue;
-        char *lname = pt_arena_strndup(&x->arena, h->name, h->nlen);
-
-        if (lname == NULL)
-            return PT_ERR;
-        for (size_t j = 0; j < h->nlen; j++)
-            if (lname[j] >= 'A' && lname[j] <= 'Z')
-                lname[j] = (char)(lname[j] + 32);
-        nv[k++] = (nghttp2_nv){(uint8_t *)lname, (uint8_t *)h->value, h->nlen, h->vlen,
-                               NGHTTP2_NV_FLAG_NONE};
-    }
+    nv[k++] = pt_h2_nv(":status", 7, status, 3);
+    if (pt_h2_add_fields(x, nv, &k, x->resp.n + 1, &x->resp, 1u << PT_H_CONTENT_LENGTH) != PT_OK)
+        return PT_ERR;
     if (x->resp_cl >= 0 && x->status != 204 && x->status != 304 && !x->resp_head_only) {
         int n = snprintf(cl, 24, "%lld", (long long)x->resp_cl);
 
-        nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n,
-                               NGHTTP2_NV_FLAG_NONE};
+        nv[k++] = pt_h2_nv("content-length", 14, cl, (size_t)n);
     }
     nghttp2_data_provider prd = {.source = {.ptr = st}, .read_callback = data_read};
     int rc = nghttp2_submit_response(c->session, st->id, nv, k,
@@ -670,19 +640,8 @@ fe_send_interim(struct pt_exchange *x)
     size_t k = 0;
 
     snprintf(status, sizeof(status), "%03u", x->interim_status);
-    nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
-    for (unsigned i = 0; i < x->resp.n && k < 33; i++) {
-        struct pt_hdr *h = &x->resp.v[i];
-        char *lname = pt_arena_strndup(&x->arena, h->name, h->nlen);
-
-        if (h->skip || lname == NULL)
-            continue;
-        for (size_t j = 0; j < h->nlen; j++)
-            if (lname[j] >= 'A' && lname[j] <= 'Z')
-                lname[j] = (char)(lname[j] + 32);
-        nv[k++] = (nghttp2_nv){(uint8_t *)lname, (uint8_t *)h->value, h->nlen, h->vlen,
-                               NGHTTP2_NV_FLAG_NONE};
-    }
+    nv[k++] = pt_h2_nv(":status", 7, status, 3);
+    pt_h2_add_fields(x, nv, &k, PT_ARRAY_LEN(nv), &x->resp, 0);
     nghttp2_submit_headers(st->c->session, NGHTTP2_FLAG_NONE, st->id, NULL, nv, k, NULL);
     return PT_OK;
 }

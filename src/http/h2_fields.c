@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+/* Header lists to HTTP/2 fields (see h2_fields.h). */
+#include "core/arena.h"
+#include "core/common.h"
+#include "http/exchange.h"
+#include "http/h2_fields.h"
+
+int
+pt_h2_add_fields(struct pt_exchange *x, nghttp2_nv *nv, size_t *k, size_t max,
+                 const struct pt_hdrs *h, unsigned except_mask)
+{
+    for (unsigned i = 0; i < h->n && *k < max; i++) {
+        const struct pt_hdr *e = &h->v[i];
+
+        if (e->skip || (except_mask & (1u << e->tok)))
+            continue;
+        char *lname = pt_arena_strndup(&x->arena, e->name, e->nlen);
+
+        if (lname == NULL)
+            return PT_ERR;
+        for (size_t j = 0; j < e->nlen; j++)
+            if (lname[j] >= 'A' && lname[j] <= 'Z')
+                lname[j] = (char)(lname[j] + 32);
+        nv[(*k)++] = pt_h2_nv(lname, e->nlen, e->value, e->vlen);
+    }
+    return PT_OK;
+}
+
+bool
+pt_h2_submit_trailers(nghttp2_session *s, int32_t id, struct pt_exchange *x,
+                      const struct pt_hdrs *h)
+{
+    nghttp2_nv nv[64];
+    size_t k = 0;
+
+    if (h->n == 0 || pt_h2_add_fields(x, nv, &k, PT_ARRAY_LEN(nv), h, 0) != PT_OK || k == 0)
+        return false;
+    return nghttp2_submit_trailer(s, id, nv, k) == 0;
+}
