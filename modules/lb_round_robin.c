@@ -19,6 +19,7 @@
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/module.h"
+#include "http/exchange-t.h"
 #include "upstream/lb-t.h"
 #include "upstream/upstream.h"
 
@@ -197,12 +198,36 @@ pick_tier(struct pt_upstream *up, struct rr_seq *t, const uint8_t *tried)
     return NULL;
 }
 
+/* A retry walks the period from the current position without taking any: if it drew
+ * positions, the next request's first attempt would land on the server that just failed,
+ * every time (with one bad server out of two, all first attempts would go to it). */
+static struct pt_server *
+peek_tier(struct pt_upstream *up, struct rr_seq *t, const uint8_t *tried)
+{
+    if (t->len == 0)
+        return NULL;
+    uint64_t pos = atomic_load_explicit(&t->next, memory_order_relaxed);
+
+    for (uint32_t i = 0; i < t->len; i++) {
+        struct pt_server *s = up->servers[t->seq[(pos + i) % t->len]];
+
+        if (pt_server_usable(s, tried))
+            return s;
+    }
+    return NULL;
+}
+
 static struct pt_server *
 rr_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint8_t *tried)
 {
     struct rr_shared *sh = g->lb_state;
-    struct pt_server *s = pick_tier(g->up, &sh->tier[0], tried);
+    struct pt_server *s;
 
+    if (x != NULL && x->tries > 0) {
+        s = peek_tier(g->up, &sh->tier[0], tried);
+        return s != NULL ? s : peek_tier(g->up, &sh->tier[1], tried);
+    }
+    s = pick_tier(g->up, &sh->tier[0], tried);
     return s != NULL ? s : pick_tier(g->up, &sh->tier[1], tried);
 }
 

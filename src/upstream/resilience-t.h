@@ -39,6 +39,7 @@ struct pt_health_conf {
 
 struct pt_outlier_conf {
     int enabled;
+    int off;              /* `outlier_detection off`: not even the connect-failure default */
     unsigned consecutive; /* failures in a row that eject */
     unsigned on;          /* enum pt_fail_class mask */
     pt_msec base_ejection;

@@ -132,8 +132,12 @@ set_outlier(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     uint64_t n;
     pt_msec ms;
 
-    if (o->enabled)
+    if (o->enabled || o->off)
         return pt_conf_error(cx, 0, "\"outlier_detection\" directive is duplicate");
+    if (cx->nargs == 1 && strcmp(cx->args[1], "off") == 0) {
+        o->off = 1;
+        return PT_OK;
+    }
     o->enabled = 1;
     for (unsigned i = 1; i <= cx->nargs; i++) {
         const char *a = cx->args[i];
@@ -435,13 +439,28 @@ class_name(unsigned c)
     }
 }
 
+/* Without outlier_detection, a server that refuses or times out a connection is still left
+ * alone for a moment, as nginx does by default (max_fails=1 fail_timeout=10s): otherwise a dead
+ * server costs every request that draws it a failed attempt and a retry. */
+static const struct pt_outlier_conf connect_default = {
+    .enabled = 1,
+    .consecutive = 1,
+    .on = PT_FC_CONNECT,
+    .base_ejection = 2000,
+    .max_ejection = 30000,
+    .max_ejected_percent = 50,
+};
+
 void
 pt_outlier_record(struct pt_server *s, unsigned fail_class)
 {
     const struct pt_outlier_conf *o = &s->upstream->res.outlier;
 
-    if (!o->enabled)
-        return;
+    if (!o->enabled) {
+        if (o->off || (fail_class != PT_FC_CONNECT && fail_class != 0))
+            return;
+        o = &connect_default;
+    }
     if (fail_class == 0 || !(o->on & fail_class)) {
         if (fail_class == 0 && atomic_load_explicit(&s->_consec_fail, memory_order_relaxed))
             atomic_store_explicit(&s->_consec_fail, 0, memory_order_relaxed);
@@ -460,6 +479,10 @@ pt_outlier_record(struct pt_server *s, unsigned fail_class)
         if (atomic_load(&up->servers[i]->_ejected_until) > now)
             ejected++;
     if ((ejected + 1) * 100 > up->n_servers * o->max_ejected_percent) {
+        if (o == &connect_default) {
+            atomic_store(&s->_consec_fail, 0); /* implicit: say nothing, keep serving */
+            return;
+        }
         pt_log(PT_LOG_WARN,
                "server %s in %s not ejected after %u consecutive failures (%s): max_ejected "
                "reached",
