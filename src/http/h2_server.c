@@ -652,10 +652,14 @@ fe_resume_body(struct pt_exchange *x)
     struct pt_h2_stream *st = x->fe_ctx;
     uint64_t delta = x->req_body_sent - st->consumed;
 
-    /* the backend took these bytes: now the client may send as many more */
+    /* the backend took these bytes: now the client may send as many more. The WINDOW_UPDATE
+     * must go out now: this runs from the backend's write event too, after which nothing else
+     * would flush this connection and the client would wait for window forever */
     if (delta > 0 && !st->c->closing) {
         nghttp2_session_consume(st->c->session, st->id, delta);
         st->consumed += delta;
+        if (!st->c->in_recv)
+            h2_flush(st->c);
     }
 }
 
@@ -844,6 +848,23 @@ h2_close(struct pt_h2_conn *c)
     pt_worker_reap(w, &c->reap);
 }
 
+/* nghttp2 ends a session by itself for floods and protocol errors (rapid reset, SETTINGS or
+ * PING floods, too many SETTINGS entries, CONTINUATION floods, ...): the GOAWAY it sends is
+ * where we learn of it, so that is where it is logged. */
+static int
+on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    struct pt_h2_conn *c = ud;
+
+    if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR)
+        pt_log(PT_LOG_INFO, "h2 client %s: closing with GOAWAY %s%s%.*s (c%llu)", c->peer_ip,
+               nghttp2_http2_strerror(f->goaway.error_code),
+               f->goaway.opaque_data_len > 0 ? ": " : "",
+               (int)PT_MIN(f->goaway.opaque_data_len, 200), (const char *)f->goaway.opaque_data,
+               (unsigned long long)c->id);
+    return 0;
+}
+
 static nghttp2_session_callbacks *callbacks;
 
 static void
@@ -855,6 +876,7 @@ callbacks_init(void)
     nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
 }
 
 int

@@ -1,0 +1,4 @@
+/* SPDX-License-Identifier: MIT */
+/* Compiles llhttp.c of Debian's node-llhttp (found through -I$(LLHTTP_SRC); not a copy in our tree),
+ * so that its object lands in our build tree rather than next to the system sources. */
+#include "llhttp.c"
