@@ -11,6 +11,7 @@ import re
 import select
 import signal
 import socket
+import random
 import subprocess
 import sys
 import time
@@ -37,9 +38,44 @@ GiB = 1024 * MiB
 
 # ---------------------------------------------------------------- ports ---
 
+def _port_range():
+    """Ports below the kernel's ephemeral range, a slice per xdist worker: a port the kernel
+    hands out (bind to 0) can be taken by an outgoing connection -- portico's own backend
+    connections -- before portico binds it, which made startup fail now and then."""
+    lo = 20000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            eph = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        eph = 32768
+    hi = max(lo + 2000, eph)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    try:
+        i = int(worker[2:])
+    except ValueError:
+        i = 0
+    width = (hi - lo) // max(n, 1)
+    return lo + i * width, lo + (i + 1) * width
+
+
+_port_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+
+
 def free_port(host="127.0.0.1"):
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
+    lo, hi = _port_range()
+    for _ in range(200):
+        port = _port_rng.randrange(lo, hi)
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            s.bind((host, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    s = socket.socket(fam, socket.SOCK_STREAM)   # range exhausted: let the kernel choose
     try:
         s.bind((host, 0))
         return s.getsockname()[1]
