@@ -47,6 +47,7 @@ struct pt_wupstream {
 
 enum pt_worker_msg {
     PT_MSG_STOP = 1u << 0,
+    PT_MSG_SERVER_STATE = 1u << 1, /* servers in _changed went up/down */
 };
 
 /* A worker. Owner: the runtime (main thread creates and joins it). Fields below `_mu` are only
@@ -61,6 +62,8 @@ struct pt_worker {
     ev_async wake;
     pthread_mutex_t _mu;
     unsigned _msgs; /* enum pt_worker_msg bits, guarded by _mu */
+    struct pt_server **_changed; /* servers whose state changed, guarded by _mu */
+    unsigned _n_changed, _cap_changed;
 
     ev_check reaper;
     struct pt_list reap_q; /* struct pt_reapable */

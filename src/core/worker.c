@@ -3,6 +3,7 @@
  * spreads accepts and the hot path takes no lock. The main thread talks to workers only through
  * a flag word under a mutex plus ev_async. */
 #include <errno.h>
+#include <stdbool.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -22,6 +23,7 @@
 #include "upstream/upstream.h"
 
 static __thread struct pt_worker *self_worker;
+static struct pt_runtime *the_runtime; /* the process has one; set when workers start */
 
 struct pt_worker *
 pt_worker_self(void)
@@ -176,6 +178,64 @@ worker_drain(struct pt_worker *w)
     ev_unref(w->loop); /* the deadline alone must not keep the loop alive */
 }
 
+/* Runs the balancers' on_server_state for the servers posted since the last wake-up. */
+static void
+notify_balancers(struct pt_worker *w)
+{
+    struct pt_server *batch[64];
+    unsigned n;
+
+    do {
+        pthread_mutex_lock(&w->_mu);
+        n = PT_MIN(w->_n_changed, (unsigned)PT_ARRAY_LEN(batch));
+        memcpy(batch, w->_changed, n * sizeof(*batch));
+        memmove(w->_changed, w->_changed + n, (w->_n_changed - n) * sizeof(*batch));
+        w->_n_changed -= n;
+        pthread_mutex_unlock(&w->_mu);
+        for (unsigned i = 0; i < n; i++) {
+            struct pt_server *srv = batch[i];
+            struct pt_wupstream *g = pt_upstream_group(w, srv->upstream);
+            const struct pt_lb_ops *ops = srv->upstream->lb->ops;
+
+            if (ops->on_server_state != NULL)
+                ops->on_server_state(g, srv);
+        }
+    } while (n == PT_ARRAY_LEN(batch));
+}
+
+void
+pt_runtime_server_changed(struct pt_server *s)
+{
+    struct pt_runtime *rt = the_runtime;
+
+    if (rt == NULL || rt->workers == NULL)
+        return;
+    for (unsigned i = 0; i < rt->n_workers; i++) {
+        struct pt_worker *w = &rt->workers[i];
+        bool queued = true;
+
+        pthread_mutex_lock(&w->_mu);
+        if (w->_n_changed == w->_cap_changed) {
+            unsigned cap = w->_cap_changed ? w->_cap_changed * 2 : 16;
+            struct pt_server **v = realloc(w->_changed, cap * sizeof(*v));
+
+            if (v != NULL) {
+                w->_changed = v;
+                w->_cap_changed = cap;
+            } else {
+                queued = false; /* picks still see the state; only the hint is lost */
+            }
+        }
+        if (queued) {
+            w->_changed[w->_n_changed++] = s;
+            w->_msgs |= PT_MSG_SERVER_STATE;
+        }
+        pthread_mutex_unlock(&w->_mu);
+        if (queued)
+            ev_async_send(w->loop, &w->wake);
+    }
+}
+
 static void
 on_wake(struct ev_loop *loop, ev_async *a, int revents)
 {
@@ -188,6 +248,8 @@ on_wake(struct ev_loop *loop, ev_async *a, int revents)
     pthread_mutex_unlock(&w->_mu);
     if (msgs & PT_MSG_STOP)
         worker_drain(w);
+    if (msgs & PT_MSG_SERVER_STATE)
+        notify_balancers(w);
 }
 
 static void *
@@ -261,6 +323,7 @@ pt_runtime_start(struct pt_runtime *rt, struct pt_err *err)
     for (unsigned i = 0; i < rt->n_workers; i++)
         if (worker_init(rt, &rt->workers[i], i, err) != PT_OK)
             return PT_ERR;
+    the_runtime = rt;
     for (unsigned i = 0; i < rt->n_workers; i++) {
         int rc = pthread_create(&rt->workers[i].thread, NULL, worker_main, &rt->workers[i]);
 
@@ -290,6 +353,7 @@ pt_runtime_join(struct pt_runtime *rt)
         struct pt_worker *w = &rt->workers[i];
 
         pthread_join(w->thread, NULL);
+        free(w->_changed);
         pt_chunk_pool_fini(&w->chunks);
         ev_loop_destroy(w->loop);
         free(w->accept_w);
@@ -299,6 +363,7 @@ pt_runtime_join(struct pt_runtime *rt)
         if (rt->listen_fds[i] != -1)
             close(rt->listen_fds[i]);
     free(rt->listen_fds);
+    the_runtime = NULL;
     free(rt->workers);
     pt_conf_unref(rt->conf);
     rt->conf = NULL;

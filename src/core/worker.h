@@ -14,6 +14,10 @@ void pt_runtime_stop(struct pt_runtime *rt);
 /* Waits for the workers, closes sockets, drops the snapshot. Main thread. */
 void pt_runtime_join(struct pt_runtime *rt);
 
+/* Tells every worker that s went up or down (health check, ejection), so its balancer's
+ * on_server_state runs on that worker's thread. Any thread. */
+void pt_runtime_server_changed(struct pt_server *s);
+
 /* Queues r to be freed after the current loop iteration's callbacks. Worker thread. */
 void pt_worker_reap(struct pt_worker *w, struct pt_reapable *r);
 /* Called when a connection closes, so a draining worker can finish. Worker thread. */

@@ -402,8 +402,10 @@ pt__server_runtime_usable(const struct pt_server *cs)
         /* the ejection is over: whoever sees it first logs the return, once */
         if (atomic_compare_exchange_strong(&s->_ejected_until, &until, 0)) {
             atomic_store_explicit(&s->_usable_since, now, memory_order_relaxed);
-            pt_log(PT_LOG_NOTICE, "server %s in %s back in rotation after ejection",
-                   s->addr.name, s->upstream->name);
+            pt_log(s->upstream->res.outlier.enabled ? PT_LOG_NOTICE : PT_LOG_INFO,
+                   "server %s in %s back in rotation after ejection", s->addr.name,
+                   s->upstream->name);
+            pt_runtime_server_changed(s);
         }
     }
     pt_msec ss = s->upstream->res.slow_start;
@@ -500,8 +502,14 @@ pt_outlier_record(struct pt_server *s, unsigned fail_class)
 
     if (atomic_compare_exchange_strong(&s->_ejected_until, &zero, now + t)) {
         atomic_store(&s->_consec_fail, 0);
-        pt_log(PT_LOG_WARN, "server %s in %s ejected for %lldms: %u consecutive failures (%s)",
-               s->addr.name, up->name, (long long)t, n, class_name(fail_class));
+        if (o != &connect_default)
+            pt_log(PT_LOG_WARN,
+                   "server %s in %s ejected for %lldms: %u consecutive failures (%s)",
+                   s->addr.name, up->name, (long long)t, n, class_name(fail_class));
+        else
+            pt_log(PT_LOG_INFO, "server %s in %s ejected for %lldms: connection failed",
+                   s->addr.name, up->name, (long long)t);
+        pt_runtime_server_changed(s);
     }
 }
 
