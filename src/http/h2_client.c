@@ -541,43 +541,22 @@ on_conn_timer(struct ev_loop *loop, ev_timer *t, int revents)
 static void
 h2b_flush(struct pt_h2b *b)
 {
-    struct iovec iov[64];
+    const char *why = NULL;
+    int rc;
 
     if (b->closing || b->state != H_READY)
         return;
-    for (;;) {
-        while (b->out.bytes < PT_OUT_CAP) {
-            const uint8_t *data;
-            ssize_t n = nghttp2_session_mem_send(b->session, &data);
-
-            if (n < 0) {
-                h2b_close(b, nghttp2_strerror((int)n));
-                return;
-            }
-            if (n == 0)
-                break;
-            if (pt_chain_append(&b->w->chunks, &b->out, data, (size_t)n) != PT_OK) {
-                h2b_close(b, "out of memory");
-                return;
-            }
+    rc = pt_h2_send(b->session, &b->w->chunks, &b->out, b->fd, b->ssl, &b->tls_retry, &why);
+    if (rc == PT_ERR) {
+        h2b_close(b, why);
+        return;
+    }
+    if (rc == PT_AGAIN) {
+        if (!ev_is_active(&b->wio)) {
+            ev_io_start(b->w->loop, &b->wio);
+            h2b_update_timer(b);
         }
-        if (b->out.bytes == 0)
-            break;
-        int k = pt_chain_iov(&b->out, iov, 64);
-        ssize_t w = pt_io_writev(b->fd, b->ssl, iov, k, &b->tls_retry);
-
-        if (w == PT_AGAIN) {
-            if (!ev_is_active(&b->wio)) {
-                ev_io_start(b->w->loop, &b->wio);
-                h2b_update_timer(b);
-            }
-            return;
-        }
-        if (w < 0) {
-            h2b_close(b, strerror(errno));
-            return;
-        }
-        pt_chain_consume(&b->w->chunks, &b->out, (size_t)w);
+        return;
     }
     if (ev_is_active(&b->wio)) {
         ev_io_stop(b->w->loop, &b->wio);

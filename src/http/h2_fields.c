@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Header lists to HTTP/2 fields (see h2_fields.h). */
+#include <errno.h>
+#include <string.h>
+
 #include "core/arena.h"
+#include "core/buf.h"
 #include "core/common.h"
 #include "http/exchange.h"
 #include "http/h2_fields.h"
+#include "net/tls.h"
 
 int
 pt_h2_add_fields(struct pt_exchange *x, nghttp2_nv *nv, size_t *k, size_t max,
@@ -36,4 +41,41 @@ pt_h2_submit_trailers(nghttp2_session *s, int32_t id, struct pt_exchange *x,
     if (h->n == 0 || pt_h2_add_fields(x, nv, &k, PT_ARRAY_LEN(nv), h, 0) != PT_OK || k == 0)
         return false;
     return nghttp2_submit_trailer(s, id, nv, k) == 0;
+}
+
+int
+pt_h2_send(nghttp2_session *s, struct pt_chunk_pool *pool, struct pt_chain *out, int fd,
+           SSL *ssl, size_t *tls_retry, const char **why)
+{
+    struct iovec iov[64];
+
+    for (;;) {
+        while (out->bytes < PT_OUT_CAP) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(s, &data);
+
+            if (n < 0) {
+                *why = nghttp2_strerror((int)n);
+                return PT_ERR;
+            }
+            if (n == 0)
+                break;
+            if (pt_chain_append(pool, out, data, (size_t)n) != PT_OK) {
+                *why = "out of memory";
+                return PT_ERR;
+            }
+        }
+        if (out->bytes == 0)
+            return PT_OK;
+        int k = pt_chain_iov(out, iov, 64);
+        ssize_t w = pt_io_writev(fd, ssl, iov, k, tls_retry);
+
+        if (w == PT_AGAIN)
+            return PT_AGAIN;
+        if (w < 0) {
+            *why = strerror(errno);
+            return PT_ERR;
+        }
+        pt_chain_consume(pool, out, (size_t)w);
+    }
 }

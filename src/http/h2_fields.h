@@ -5,9 +5,11 @@
 #define PT_H2_FIELDS_H
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/buf-t.h"
 #include "http/headers-t.h"
 
 struct pt_exchange;
@@ -27,5 +29,12 @@ int pt_h2_add_fields(struct pt_exchange *x, nghttp2_nv *nv, size_t *k, size_t ma
  * May be called from an nghttp2 data source callback. */
 bool pt_h2_submit_trailers(nghttp2_session *s, int32_t id, struct pt_exchange *x,
                            const struct pt_hdrs *h);
+
+/* Serialises the session's pending frames into out while it is under PT_OUT_CAP (so one write
+ * carries the frames of many streams) and writes them to fd/ssl, until nothing is pending.
+ * Returns PT_OK when all was written, PT_AGAIN when the socket is full (wait for writability),
+ * PT_ERR with *why set. Shared by the h2 server and client connections. */
+int pt_h2_send(nghttp2_session *s, struct pt_chunk_pool *pool, struct pt_chain *out, int fd,
+               SSL *ssl, size_t *tls_retry, const char **why);
 
 #endif

@@ -698,48 +698,25 @@ static const struct pt_fe_ops h2_fe_ops = {
 static void
 h2_flush(struct pt_h2_conn *c)
 {
-    struct iovec iov[64];
+    const char *why = NULL;
+    int rc;
 
     if (c->closing)
         return;
-    for (;;) {
-        /* serialise frames while the output is under its cap: one write per loop iteration
-         * carries the frames of many streams */
-        while (c->out.bytes < PT_OUT_CAP) {
-            const uint8_t *data;
-            ssize_t n = nghttp2_session_mem_send(c->session, &data);
-
-            if (n < 0) {
-                pt_log(PT_LOG_INFO, "h2 client %s: %s (c%llu)", c->peer_ip,
-                       nghttp2_strerror((int)n), (unsigned long long)c->id);
-                h2_close(c);
-                return;
-            }
-            if (n == 0)
-                break;
-            if (pt_chain_append(&c->w->chunks, &c->out, data, (size_t)n) != PT_OK) {
-                h2_close(c);
-                return;
-            }
+    rc = pt_h2_send(c->session, &c->w->chunks, &c->out, c->fd, c->ssl, &c->tls_retry, &why);
+    if (rc == PT_ERR) {
+        /* mostly a client that went away; protocol errors were logged when received or when
+         * the GOAWAY went out */
+        pt_log_debug("h2 client %s: %s (c%llu)", c->peer_ip, why, (unsigned long long)c->id);
+        h2_close(c);
+        return;
+    }
+    if (rc == PT_AGAIN) {
+        if (!ev_is_active(&c->wio)) {
+            ev_io_start(c->w->loop, &c->wio);
+            update_timer(c);
         }
-        if (c->out.bytes == 0)
-            break;
-        int k = pt_chain_iov(&c->out, iov, 64);
-        ssize_t w = pt_io_writev(c->fd, c->ssl, iov, k, &c->tls_retry);
-
-        if (w == PT_AGAIN) {
-            if (!ev_is_active(&c->wio)) {
-                ev_io_start(c->w->loop, &c->wio);
-                update_timer(c);
-            }
-            return;
-        }
-        if (w < 0) {
-            pt_log_debug("h2 write to %s failed: %s", c->peer_ip, strerror(errno));
-            h2_close(c);
-            return;
-        }
-        pt_chain_consume(&c->w->chunks, &c->out, (size_t)w);
+        return;
     }
     if (ev_is_active(&c->wio)) {
         ev_io_stop(c->w->loop, &c->wio);

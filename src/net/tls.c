@@ -541,31 +541,42 @@ pt_tls_connect(struct pt_server *srv, int fd, SSL_SESSION *resume)
     return ssl;
 }
 
-int
-pt_tls_connect_step(SSL *ssl, const char *who, bool *want_write)
+/* The common part of both handshake drivers: PT_OK, PT_AGAIN (with *want_write), or PT_ERR
+ * with the SSL error code in *code (errors left on OpenSSL's queue for the caller). */
+static int
+handshake_step(SSL *ssl, bool *want_write, int *code)
 {
     int rc = SSL_do_handshake(ssl);
-    char errs[300];
 
     *want_write = false;
     if (rc == 1)
         return PT_OK;
-    switch (SSL_get_error(ssl, rc)) {
-    case SSL_ERROR_WANT_READ:
+    *code = SSL_get_error(ssl, rc);
+    if (*code == SSL_ERROR_WANT_READ)
         return PT_AGAIN;
-    case SSL_ERROR_WANT_WRITE:
+    if (*code == SSL_ERROR_WANT_WRITE) {
         *want_write = true;
         return PT_AGAIN;
-    default:
-        if (SSL_get_verify_result(ssl) != X509_V_OK)
-            snprintf(errs, sizeof(errs), "certificate verification failed: %s",
-                     X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
-        else
-            ssl_errors(errs, sizeof(errs));
-        ERR_clear_error();
-        pt_log(PT_LOG_ERROR, "%s: TLS handshake failed: %s", who, errs);
-        return PT_ERR;
     }
+    return PT_ERR;
+}
+
+int
+pt_tls_connect_step(SSL *ssl, const char *who, bool *want_write)
+{
+    char errs[300];
+    int code, rc = handshake_step(ssl, want_write, &code);
+
+    if (rc != PT_ERR)
+        return rc;
+    if (SSL_get_verify_result(ssl) != X509_V_OK)
+        snprintf(errs, sizeof(errs), "certificate verification failed: %s",
+                 X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
+    else
+        ssl_errors(errs, sizeof(errs));
+    ERR_clear_error();
+    pt_log(PT_LOG_ERROR, "%s: TLS handshake failed: %s", who, errs);
+    return PT_ERR;
 }
 
 unsigned
@@ -661,28 +672,20 @@ pt_tls_accept(struct pt_listen *l, int fd)
 int
 pt_tls_handshake(SSL *ssl, const char *peer, bool *want_write)
 {
-    int rc = SSL_do_handshake(ssl);
     char errs[300];
+    int code, rc = handshake_step(ssl, want_write, &code);
 
-    *want_write = false;
-    if (rc == 1)
-        return PT_OK;
-    switch (SSL_get_error(ssl, rc)) {
-    case SSL_ERROR_WANT_READ:
-        return PT_AGAIN;
-    case SSL_ERROR_WANT_WRITE:
-        *want_write = true;
-        return PT_AGAIN;
-    case SSL_ERROR_SYSCALL:
+    if (rc != PT_ERR)
+        return rc;
+    if (code == SSL_ERROR_SYSCALL) {
         ERR_clear_error();
         pt_log(PT_LOG_INFO, "TLS handshake with %s failed: %s", peer,
                errno != 0 ? strerror(errno) : "connection closed");
         return PT_ERR;
-    default:
-        ssl_errors(errs, sizeof(errs));
-        pt_log(PT_LOG_INFO, "TLS handshake with %s failed: %s", peer, errs);
-        return PT_ERR;
     }
+    ssl_errors(errs, sizeof(errs));
+    pt_log(PT_LOG_INFO, "TLS handshake with %s failed: %s", peer, errs);
+    return PT_ERR;
 }
 
 bool
