@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""Helpers for bench/run.sh: process-tree memory/CPU, wrk/strace/callgrind
-parsing, a fixed-count keep-alive client, the idle-connection probe and the
+"""Helpers for bench/run.sh: process-tree memory/CPU, wrk/h2load/strace/
+callgrind parsing, a fixed-count keep-alive client, the idle-connection
+probes (cleartext, TLS, h2 over TLS, with a minimal HTTP/2 client) and the
 final report.  Standard library only; run with /usr/bin/python3.
 
 Usage: benchlib.py COMMAND ARGS...   (see the functions named cmd_*)
@@ -8,7 +9,9 @@ Usage: benchlib.py COMMAND ARGS...   (see the functions named cmd_*)
 import os
 import re
 import socket
+import ssl
 import statistics
+import struct
 import sys
 import time
 
@@ -291,6 +294,207 @@ def cmd_idle(port, pid, n, path='/small'):
     print('%d %d %.0f %d %d' % (before, after, per, ok, alive))
 
 
+# --------------------------------------------------------------- TLS, HTTP/2
+
+def tls_connect(port, alpn, timeout=5):
+    """TLS client socket to 127.0.0.1:port offering the ALPN list; no
+    certificate verification (the benchmark's cert is self-signed)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(alpn)
+    s = socket.create_connection(('127.0.0.1', int(port)), timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return ctx.wrap_socket(s, server_hostname='localhost')
+
+
+def h2_frame(ftype, flags, sid, payload=b''):
+    return (struct.pack('>I', len(payload))[1:] + bytes([ftype, flags]) +
+            struct.pack('>I', sid) + payload)
+
+
+def hpack_lit(index, value):
+    """literal header field without indexing, indexed name (< 15), raw
+    string (no Huffman, < 127 bytes)"""
+    return bytes([index, len(value)]) + value
+
+
+# first byte of a response header block -> status, for the indexed forms
+# (RFC 7541 static table 8..14); every proxy here sends 200 as 0x88
+H2_STATIC_STATUS = {0x88: 200, 0x89: 204, 0x8a: 206, 0x8b: 304, 0x8c: 400,
+                    0x8d: 404, 0x8e: 500}
+
+
+class H2Conn:
+    """Just enough HTTP/2 (RFC 9113) over TLS to send GETs one at a time and
+    read the responses: big windows, so no flow control is needed for
+    responses below 2 GiB; SETTINGS and PING are acknowledged."""
+
+    def __init__(self, port, timeout=5):
+        self.port = int(port)
+        self.s = tls_connect(port, ['h2'], timeout)
+        if self.s.selected_alpn_protocol() != 'h2':
+            raise ConnectionError('ALPN: server chose %r, not h2'
+                                  % self.s.selected_alpn_protocol())
+        self.buf = b''
+        self.sid = 1
+        # SETTINGS: ENABLE_PUSH 0, INITIAL_WINDOW_SIZE 2^31-1
+        self.s.sendall(b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' +
+                       h2_frame(4, 0, 0, struct.pack('>HIHI', 2, 0, 4, 0x7fffffff)) +
+                       h2_frame(8, 0, 0, struct.pack('>I', 0x7fffffff - 65535)))
+
+    def frame(self):
+        while True:
+            if len(self.buf) >= 9:
+                n = int.from_bytes(self.buf[:3], 'big')
+                if len(self.buf) >= 9 + n:
+                    t, fl = self.buf[3], self.buf[4]
+                    sid = int.from_bytes(self.buf[5:9], 'big') & 0x7fffffff
+                    pl = self.buf[9:9 + n]
+                    self.buf = self.buf[9 + n:]
+                    return t, fl, sid, pl
+            d = self.s.recv(1 << 20)
+            if not d:
+                raise ConnectionError('EOF on h2 connection')
+            self.buf += d
+
+    def request(self, path):
+        """GET path -> (status, body); status -1 if not recognised."""
+        sid, self.sid = self.sid, self.sid + 2
+        block = (b'\x82\x87' + hpack_lit(4, path.encode()) +
+                 hpack_lit(1, b'127.0.0.1:%d' % self.port) +
+                 b'\x0f\x2b' + bytes([5]) + b'bench')   # user-agent: static index 58 = 15 + 43
+        self.s.sendall(h2_frame(1, 0x5, sid, block))    # END_STREAM|END_HEADERS
+        status, body = None, []
+        while True:
+            t, fl, fsid, pl = self.frame()
+            if t == 4 and not fl & 1:               # SETTINGS -> ACK
+                self.s.sendall(h2_frame(4, 1, 0))
+            elif t == 6 and not fl & 1:             # PING -> ACK
+                self.s.sendall(h2_frame(6, 1, 0, pl))
+            elif t == 7:
+                raise ConnectionError('GOAWAY error %d' % int.from_bytes(pl[4:8], 'big'))
+            elif fsid != sid:
+                continue
+            elif t == 3:
+                raise ConnectionError('RST_STREAM error %d' % int.from_bytes(pl[:4], 'big'))
+            elif t in (0, 1):
+                if fl & 0x8:                        # PADDED
+                    pl = pl[1:len(pl) - pl[0]]
+                if t == 1:
+                    if fl & 0x20:                   # PRIORITY
+                        pl = pl[5:]
+                    if status is None:
+                        status = H2_STATIC_STATUS.get(pl[0], -1) if pl else -1
+                else:
+                    body.append(pl)
+                if fl & 1:                          # END_STREAM
+                    return status, b''.join(body)
+
+    def close(self):
+        self.s.close()
+
+
+def cmd_tlscheck(port, file_1m):
+    """Sanity check of a TLS listener: HTTP/1.1 (ALPN http/1.1) and h2 (ALPN
+    h2), each /small, /1m (compared byte for byte), /small on one
+    connection.  Prints the negotiated version/cipher; exits 1 on failure."""
+    want = {'/small': b'hello, world\n', '/1m': open(file_1m, 'rb').read()}
+    paths = ('/small', '/1m', '/small')
+    try:
+        s = tls_connect(port, ['http/1.1'])
+        if s.selected_alpn_protocol() not in (None, 'http/1.1'):
+            sys.exit('HTTP/1.1: ALPN chose %r' % s.selected_alpn_protocol())
+        info = '%s %s' % (s.version(), s.cipher()[0])
+        for p in paths:
+            s.sendall(request_bytes(port, p))
+            buf = b''
+            while b'\r\n\r\n' not in buf:
+                d = s.recv(65536)
+                if not d:
+                    sys.exit('HTTP/1.1: EOF before response head for ' + p)
+                buf += d
+            head, _, rest = buf.partition(b'\r\n\r\n')
+            st = int(head.split()[1])
+            clen = [int(l.split(b':', 1)[1]) for l in head.split(b'\r\n')[1:]
+                    if l.lower().startswith(b'content-length:')]
+            if st != 200:
+                sys.exit('HTTP/1.1: status %d for %s' % (st, p))
+            if not clen:
+                read_response(s, buf)
+                continue
+            while len(rest) < clen[0]:
+                d = s.recv(1 << 20)
+                if not d:
+                    sys.exit('HTTP/1.1: EOF in body for ' + p)
+                rest += d
+            if rest[:clen[0]] != want[p]:
+                sys.exit('HTTP/1.1: wrong body for ' + p)
+        s.close()
+        c = H2Conn(port)
+        for p in paths:
+            st, body = c.request(p)
+            if st != 200:
+                sys.exit('h2: status %s for %s' % (st, p))
+            if body != want[p]:
+                sys.exit('h2: wrong body for %s (%d bytes)' % (p, len(body)))
+        c.close()
+    except (OSError, ConnectionError, ValueError, IndexError) as e:
+        sys.exit('%s: %s' % (type(e).__name__, e))
+    print(info)
+
+
+def cmd_tlsidle(port, pid, n, proto='h1', path='/small'):
+    """Like idle, over TLS: proto h1 (ALPN http/1.1) or h2 (ALPN h2, one
+    GET on stream 1).  Prints: before_kB after_kB bytes_per_conn ok alive."""
+    port, pid, n = int(port), int(pid), int(n)
+    req = request_bytes(port, path)
+
+    def one():
+        if proto == 'h2':
+            c = H2Conn(port)
+            st, _ = c.request(path)
+            return c.s, st
+        s = tls_connect(port, ['http/1.1'])
+        s.sendall(req)
+        st, _ = read_response(s, b'')
+        return s, st
+
+    warm = []
+    for _ in range(20):
+        s, _ = one()
+        warm.append(s)
+    for s in warm:
+        s.close()
+    time.sleep(1.0)
+    before = tree_kb(pid, 'VmRSS')
+    conns, ok = [], 0
+    for _ in range(n):
+        try:
+            s, st = one()
+            ok += st == 200
+            conns.append(s)
+        except (OSError, ConnectionError) as e:
+            sys.stderr.write('tlsidle: connection %d failed: %s\n' % (len(conns), e))
+            break
+    time.sleep(1.5)
+    after = tree_kb(pid, 'VmRSS')
+    alive = 0
+    for s in conns:
+        s.setblocking(False)
+        try:
+            if s.recv(1):
+                alive += 1      # e.g. an unread h2 SETTINGS ACK: still open
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            alive += 1
+        except OSError:
+            pass
+    for s in conns:
+        s.close()
+    per = (after - before) * 1024.0 / max(1, len(conns))
+    print('%d %d %.0f %d %d' % (before, after, per, ok, alive))
+
+
 # --------------------------------------------------------------- parsers
 
 def to_ms(v):
@@ -318,6 +522,60 @@ def cmd_parse_wrk(path):
     print('%s %s %s %d' % (rps.group(1) if rps else 'nan',
                            '%.3f' % to_ms(p99.group(1)) if p99 else 'nan',
                            reqs.group(1) if reqs else '0', err))
+
+
+def cmd_parse_load(kind, path):
+    """wrk or h2load output (kind: wrk | h2load).  Prints: req_per_s p99_ms
+    requests errors mean_ms max_ms protocol tls.  errors = socket errors /
+    failed requests + 4xx/5xx (wrk: non-2xx/3xx); h2load's p99 comes from
+    its --log-file, PATH.log; protocol and tls ('-' if unknown) are what
+    h2load reports as negotiated."""
+    txt = open(path, errors='replace').read()
+    nan = float('nan')
+    if kind == 'wrk':
+        rps = re.search(r'Requests/sec:\s+([\d.]+)', txt)
+        p99 = re.search(r'^\s+99%\s+(\S+)', txt, re.M)
+        lat = re.search(r'^\s+Latency\s+(\S+)\s+(\S+)\s+(\S+)', txt, re.M)
+        reqs = re.search(r'(\d+) requests in', txt)
+        err = 0
+        m = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', txt)
+        if m:
+            err += sum(int(x) for x in m.groups())
+        m = re.search(r'Non-2xx or 3xx responses: (\d+)', txt)
+        if m:
+            err += int(m.group(1))
+        print('%s %.3f %s %d %.3f %.3f %s %s' % (
+            rps.group(1) if rps else 'nan', to_ms(p99.group(1)) if p99 else nan,
+            reqs.group(1) if reqs else '0', err,
+            to_ms(lat.group(1)) if lat else nan, to_ms(lat.group(3)) if lat else nan,
+            'http/1.1', '-'))
+        return
+    rps = re.search(r'finished in \S+, ([\d.]+) req/s', txt)
+    req = re.search(r'requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, '
+                    r'(\d+) failed, (\d+) errored, (\d+) timeout', txt)
+    codes = re.search(r'status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx', txt)
+    lat = re.search(r'time for request:\s+(\S+)\s+(\S+)\s+(\S+)', txt)
+    proto = re.search(r'Application protocol: (\S+)', txt)
+    tls = [re.search(r, txt) for r in (r'TLS Protocol: (\S+)', r'Cipher: (\S+)',
+                                        r'Server Temp Key: (\S+)')]
+    err = 0
+    if req:
+        err += int(req.group(5))
+    if codes:
+        err += int(codes.group(3)) + int(codes.group(4))
+    p99 = nan
+    try:
+        us = sorted(int(l.split('\t')[2]) for l in open(path + '.log')
+                    if l.count('\t') >= 2)
+        if us:
+            p99 = us[min(len(us) - 1, int(len(us) * 0.99))] / 1000.0
+    except (OSError, ValueError):
+        pass
+    print('%s %.3f %s %d %.3f %.3f %s %s' % (
+        rps.group(1) if rps else 'nan', p99, req.group(3) if req else '0', err,
+        to_ms(lat.group(3)) if lat else nan, to_ms(lat.group(2)) if lat else nan,
+        proto.group(1) if proto else '-',
+        '/'.join(m.group(1) for m in tls) if all(tls) else '-'))
 
 
 def cmd_parse_strace(path):
@@ -399,7 +657,95 @@ def human_kb(kb):
     return '%.1f MiB' % (kb / 1024.0) if kb >= 10240 else '%d KiB' % kb
 
 
-def cmd_report(path, proxies, workloads):
+def tls_report(R, proxies, workloads, out):
+    """The TLS section: workloads 'name:desc' with keys name.rps etc. and
+    mean/max latency, then memory per idle TLS / h2 connection.  proxies are
+    the instances' names, tls-NAME; the tables show NAME."""
+    R = dict((p[4:] if p.startswith('tls-') else p, R.get(p, {})) for p in proxies)
+    proxies = [p[4:] if p.startswith('tls-') else p for p in proxies]
+    status = {p: (R.get(p, {}).get('status') or ['phase skipped'])[-1]
+              for p in proxies}
+    noisy = []
+    out.append('')
+    out.append('== TLS section (TLS-terminating proxies, cleartext HTTP/1.1 backend)')
+    for key, what in (('tls.negotiated', 'h2, h2load'),
+                      ('tls.negotiated.h1', 'HTTP/1.1, OpenSSL client defaults as wrk')):
+        neg = {}
+        for p in proxies:
+            v = [x for x in R.get(p, {}).get(key, []) if x != '-']
+            if v:
+                neg[p] = v[-1].replace(' ', '/')
+        if len(set(neg.values())) == 1:
+            out.append('negotiated (%s): %s, every proxy' % (what, list(neg.values())[0]))
+        elif neg:
+            out.append('negotiated (%s): ' % what + ', '.join('%s %s' % kv for kv in neg.items()))
+    for wname, wdesc in workloads:
+        out.append('')
+        out.append('== %s: %s' % (wname, wdesc))
+        out.append('%-9s %9s %9s %9s %9s %10s %6s %6s %10s %5s %6s  %s' % (
+            'proxy', 'req/s', 'mean', 'p99', 'max', 'peak RSS', 'CPU0%',
+            'other%', 'cpu us/req', 'sys%', 'errors', 'req/s by round'))
+        agg = {}
+        for p in proxies:
+            d = R.get(p, {})
+            k = lambda x: d.get(wname + '.' + x)
+            if not k('rps'):
+                out.append('%-9s %s' % (p, 'not measured (%s)' % status[p]))
+                continue
+            maxes = [num(v) for v in k('max') or [] if num(v) is not None]
+            hwm = [num(v) for v in k('hwm') or [] if num(v) is not None]
+            other = med(k('other_pct'))
+            if other is not None and other > 10:
+                noisy.append('%s/%s %.0f%%' % (wname, p, other))
+            errs = sum(int(num(v) or 0) for v in k('errors') or [])
+            rounds = ' '.join('%.0f' % num(v) if num(v) is not None else 'x'
+                              for v in k('rps'))
+            agg[p] = (med(k('rps')), med(k('mean')), med(k('p99')),
+                      med(k('cpu_us_per_req')), max(hwm) if hwm else None)
+            out.append('%-9s %9s %9s %9s %9s %10s %6s %6s %10s %5s %6d  %s' % (
+                p, fmt(agg[p][0], '%.0f'), fmt(agg[p][1], '%.2f', 'ms'),
+                fmt(agg[p][2], '%.2f', 'ms'),
+                fmt(max(maxes) if maxes else None, '%.0f', 'ms'),
+                human_kb(agg[p][4]), fmt(med(k('cpu')), '%.0f'), fmt(other, '%.0f'),
+                fmt(agg[p][3], '%.1f'), fmt(med(k('sys_pct')), '%.0f'), errs, rounds))
+        if agg.get('portico'):
+            for peer in proxies:
+                if peer == 'portico':
+                    continue
+                a, b = agg['portico'], agg.get(peer, (None,) * 5)
+                out.append('  portico/%-8s req/s %s (higher is better)   mean %s   p99 %s   '
+                           'cpu/req %s   peak RSS %s (lower is better)' % (
+                               peer, ratio(a[0], b[0]), ratio(a[1], b[1]),
+                               ratio(a[2], b[2]), ratio(a[3], b[3]), ratio(a[4], b[4])))
+    if noisy:
+        out.append('')
+        out.append('!! other processes used the benchmark CPUs during: %s (median other%%).'
+                   % ', '.join(noisy))
+        out.append('!! req/s and latency there are unreliable; cpu us/req is less affected.')
+    out.append('')
+    out.append('== memory per idle TLS connection (RSS growth / connections, after one request each)')
+    out.append('%-9s %12s %14s %12s %14s' % ('proxy', 'TLS HTTP/1.1', 'conns open/ok',
+                                             'h2 over TLS', 'conns open/ok'))
+    agg = {}
+    for p in proxies:
+        d = R.get(p, {})
+        row = []
+        for pre in ('tlsidle', 'h2idle'):
+            per = med(d.get(pre + '.per_conn'))
+            row += [fmt(per, '%.0f'), (d.get(pre + '.alive') or ['-'])[-1] + '/' +
+                    (d.get(pre + '.ok') or ['-'])[-1]]
+            agg[(p, pre)] = per
+        out.append('%-9s %12s %14s %12s %14s' % tuple([p] + row))
+    if 'portico' in proxies:
+        for peer in proxies:
+            if peer != 'portico':
+                out.append('  portico/%-8s bytes/conn %s (TLS HTTP/1.1), %s (h2 over TLS) '
+                           '(lower is better)' % (
+                               peer, ratio(agg[('portico', 'tlsidle')], agg[(peer, 'tlsidle')]),
+                               ratio(agg[('portico', 'h2idle')], agg[(peer, 'h2idle')])))
+
+
+def cmd_report(path, proxies, workloads, tls_proxies='', tls_workloads=''):
     R = load(path)
     proxies = proxies.split(',')
     workloads = [w.split(':', 1) for w in workloads.split(',')]
@@ -500,8 +846,12 @@ def cmd_report(path, proxies, workloads):
             if peer != 'portico':
                 out.append('  portico/%-8s bytes/conn %s (lower is better)' % (
                     peer, ratio(agg['portico'], agg[peer])))
-    # problems
-    notes = [(p, k, v) for p in proxies for k in R.get(p, {}) if k == 'problem'
+    if tls_proxies:
+        tls_report(R, tls_proxies.split(','),
+                   [w.split(':', 1) for w in tls_workloads.split(',') if w], out)
+    # problems (also of proxies that are only in the TLS section)
+    allp = proxies + [p for p in tls_proxies.split(',') if p and p not in proxies]
+    notes = [(p, k, v) for p in allp for k in R.get(p, {}) if k == 'problem'
              for v in R[p][k]]
     if notes:
         out.append('')

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # portico benchmark harness: portico vs HAProxy vs nginx as HTTP/1.1 reverse
-# proxies in front of one shared nginx backend, all on 127.0.0.1.
+# proxies in front of one shared nginx backend, all on 127.0.0.1; then (TLS
+# section) portico vs HAProxy vs nginx vs nghttpx terminating TLS, h2 and
+# HTTP/1.1, in front of the same backend.
 # See bench/README.md.  Knobs (env):
 #   PORTICO_BIN   portico binary (default <repo>/portico; skipped if missing)
 #   PROXIES       which proxies, default "portico haproxy nginx"
@@ -19,6 +21,14 @@
 #                 processes used > NOISE_MAX % CPU is repeated (the least noisy
 #                 attempt is kept), spending at most RETRY_BUDGET s in all
 #   KEEP_TMP=1    keep the temp dir (configs, logs, raw outputs)
+# TLS section (SKIP_IDLE / SKIP_WRK / ROUNDS / WARMUP apply to it too):
+#   SKIP_TLS=1    skip the TLS section
+#   TLS_PROXIES   default "$PROXIES nghttpx"
+#   TLS_DURATION=5s  duration of the h2 and TLS HTTP/1.1 small-body runs
+#   H2_CONNS=50 H2_STREAMS=10   h2load -c / -m for h2 small body
+#   TLS_H1_CONNS=50             wrk -c for TLS HTTP/1.1 small body
+#   H2_BIG_CONNS=10 H2_BIG_DURATION=3s   h2 1 MiB body (h2load -m1); 0 conns: skip
+#   TLS_IDLE_N=1000   idle TLS and idle h2 connections for the memory test
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -43,6 +53,15 @@ SKIP_CALLGRIND=${SKIP_CALLGRIND:-0}
 SKIP_STRACE=${SKIP_STRACE:-0}
 SKIP_IDLE=${SKIP_IDLE:-0}
 SKIP_WRK=${SKIP_WRK:-0}
+SKIP_TLS=${SKIP_TLS:-0}
+TLS_PROXIES=${TLS_PROXIES:-$PROXIES nghttpx}
+TLS_DURATION=${TLS_DURATION:-5s}
+H2_CONNS=${H2_CONNS:-50}
+H2_STREAMS=${H2_STREAMS:-10}
+TLS_H1_CONNS=${TLS_H1_CONNS:-50}
+H2_BIG_CONNS=${H2_BIG_CONNS:-10}
+H2_BIG_DURATION=${H2_BIG_DURATION:-3s}
+TLS_IDLE_N=${TLS_IDLE_N:-1000}
 KEEP_TMP=${KEEP_TMP:-0}
 NCPU=$(nproc)
 if [ "$NCPU" -ge 2 ]; then
@@ -63,6 +82,11 @@ for pair in wrk:wrk haproxy:haproxy nginx:nginx-light valgrind:valgrind \
             strace:strace taskset:util-linux; do
     have "${pair%%:*}" || need_pkgs+=("${pair#*:}")
 done
+if [ "$SKIP_TLS" != 1 ]; then
+    for pair in h2load:nghttp2-client nghttpx:nghttp2-proxy openssl:openssl; do
+        have "${pair%%:*}" || need_pkgs+=("${pair#*:}")
+    done
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing missing packages: ${need_pkgs[*]}"
     SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
@@ -110,12 +134,14 @@ trap 'log "interrupted"; exit 130' INT TERM
 rec() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RES"; }
 problem() { log "PROBLEM $1: $2"; rec "$1" problem "$2"; }
 
-read -r BACKEND_PORT P_portico P_haproxy P_nginx CG_PORT <<<"$(lib freeports 5)"
+read -r BACKEND_PORT P_portico P_haproxy P_nginx CG_PORT \
+        P_tls_portico P_tls_haproxy P_tls_nginx P_tls_nghttpx <<<"$(lib freeports 9)"
 
 # ------------------------------------------------------------------ header
 echo "portico benchmark -- $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "host: $(uname -sr), $NCPU CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "peers: $(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3); $(nginx -v 2>&1 | cut -d' ' -f3); wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)"
+[ "$SKIP_TLS" != 1 ] && echo "TLS peers: $(nghttpx --version 2>/dev/null | head -1); $(h2load --version 2>/dev/null | head -1); $(openssl version 2>/dev/null | cut -d' ' -f1-2)"
 if [ -x "$PORTICO_BIN" ]; then
     echo "portico: $PORTICO_BIN ($("$PORTICO_BIN" -v 2>&1 | head -1))"
 fi
@@ -237,6 +263,47 @@ http {
 EOF
 }
 
+# TLS section: the same proxies terminating TLS (h2 and HTTP/1.1 by ALPN),
+# cert/key in $T/tls (EC P-256, self-signed), same cleartext backend.
+# OpenSSL's default TLS 1.3 suite order, offered by h2load (whose own
+# default puts AES-128 first) and set in nghttpx, so that every proxy,
+# whether it prefers its own order or the client's, picks the same suite
+TLS13_SUITES=TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256
+write_portico_tls_conf() {  # PORT FILE
+    cat >"$2" <<EOF
+workers 1;
+access_log off;
+error_log stderr warn;
+upstream b {
+    server 127.0.0.1:$BACKEND_PORT;
+    keepalive 64;
+}
+server {
+    listen 127.0.0.1:$1 tls;
+    tls_certificate $T/tls/cert.pem;
+    tls_certificate_key $T/tls/key.pem;
+    keepalive_requests 1000000000;
+    client_max_body_size 0;
+    location / { proxy_pass b; }
+}
+EOF
+}
+
+write_haproxy_tls_conf() {  # PORT FILE
+    write_haproxy_conf "$1" "$2"
+    sed -i "s|^    bind 127.0.0.1:$1\$|    bind 127.0.0.1:$1 ssl crt $T/tls/haproxy.pem alpn h2,http/1.1|" "$2"
+    grep -q "ssl crt" "$2" || die "haproxy TLS config: bind line not rewritten"
+}
+
+write_nginx_tls_conf() {    # PORT FILE
+    write_nginx_conf "$1" "$2"
+    # nginx < 1.23.4 leaves TLSv1.3 out of its default ssl_protocols; its
+    # keepalive_requests (1000) also ends h2 connections (GOAWAY), and
+    # h2load does not reconnect, so it is lifted here (portico's too)
+    sed -i -e "s|^        listen 127.0.0.1:$1 backlog=4096;|        listen 127.0.0.1:$1 ssl http2 backlog=4096;\n        ssl_certificate $T/tls/cert.pem;\n        ssl_certificate_key $T/tls/key.pem;\n        ssl_protocols TLSv1.2 TLSv1.3;\n        keepalive_requests 10000000;|" "$2"
+    grep -q "ssl http2" "$2" || die "nginx TLS config: listen line not rewritten"
+}
+
 # proxy_cmd NAME PORT [single] -> prints nothing, sets CMD array (config written)
 proxy_cmd() {
     local name=$1 port=$2 conf="$T/$1-$2.conf"
@@ -244,6 +311,17 @@ proxy_cmd() {
         portico) write_portico_conf "$port" "$conf"; CMD=("$PORTICO_BIN" -c "$conf") ;;
         haproxy) write_haproxy_conf "$port" "$conf"; CMD=(haproxy -db -f "$conf") ;;
         nginx)   write_nginx_conf "$port" "$conf" "${3:-}"; CMD=(nginx -c "$conf" -p "$T") ;;
+        tls-portico) write_portico_tls_conf "$port" "$conf"; CMD=("$PORTICO_BIN" -c "$conf") ;;
+        tls-haproxy) write_haproxy_tls_conf "$port" "$conf"; CMD=(haproxy -db -f "$conf") ;;
+        tls-nginx)   write_nginx_tls_conf "$port" "$conf"; CMD=(nginx -c "$conf" -p "$T") ;;
+        # an empty --conf keeps /etc/nghttpx/nghttpx.conf out; no access log
+        # by default; --no-ocsp: no OCSP fetch helper (self-signed cert);
+        # TLS 1.3 suites in OpenSSL's order (nghttpx puts AES-128 first)
+        tls-nghttpx) : >"$conf"
+                 CMD=(nghttpx --conf="$conf" --frontend="127.0.0.1,$port" \
+                      --backend="127.0.0.1,$BACKEND_PORT" --workers=1 --no-ocsp \
+                      --tls13-ciphers="$TLS13_SUITES" \
+                      "$T/tls/key.pem" "$T/tls/cert.pem") ;;
     esac
 }
 
@@ -287,20 +365,22 @@ start_proxy() {         # NAME
     local name=$1 port
     case $name in
         portico|haproxy|nginx) eval "port=\$P_$name" ;;
+        tls-portico|tls-haproxy|tls-nginx|tls-nghttpx) eval "port=\$P_${name/-/_}" ;;
+        tls-*) log "unknown proxy '${name#tls-}' in TLS_PROXIES (portico haproxy nginx nghttpx) -- skipped"; return 1 ;;
         *) log "unknown proxy '$name' in PROXIES (portico haproxy nginx) -- skipped"; return 1 ;;
     esac
-    if [ "$name" = portico ]; then
+    if [ "${name#tls-}" = portico ]; then
         if [ ! -x "$PORTICO_BIN" ]; then
             log "portico: binary $PORTICO_BIN not found or not executable -- skipping portico"
             log "         (build it, or set PORTICO_BIN=/path/to/portico)"
-            rec portico status "skipped: no binary at $PORTICO_BIN"
+            rec "$name" status "skipped: no binary at $PORTICO_BIN"
             return 1
         fi
-        proxy_cmd portico "$port"
+        proxy_cmd "$name" "$port"
         local tout
-        if ! tout=$("$PORTICO_BIN" -t -c "$T/portico-$port.conf" 2>&1); then
-            problem portico "config test failed: $(echo "$tout" | tr '\n' ' ')"
-            rec portico status "config test failed"
+        if ! tout=$("$PORTICO_BIN" -t -c "$T/$name-$port.conf" 2>&1); then
+            problem "$name" "config test failed: $(echo "$tout" | tr '\n' ' ')"
+            rec "$name" status "config test failed"
             return 1
         fi
     else
@@ -317,13 +397,19 @@ start_proxy() {         # NAME
         return 1
     fi
     local err
-    if ! err=$(check_proxy "$name" "$port"); then
+    if [ "${name#tls-}" != "$name" ]; then
+        err=$(lib tlscheck "$port" "$T/www/1m" 2>&1)
+    else
+        err=$(check_proxy "$name" "$port")
+    fi
+    if [ $? != 0 ]; then
         problem "$name" "sanity check failed: $(echo "$err" | tail -c 400 | tr '\n' ' ')"
         rec "$name" status "failed sanity check"
         stop_pid "${PID[$name]}" 1
         return 1
     fi
-    log "$name: pid ${PID[$name]} on 127.0.0.1:$port (CPU $PROXY_CPU), sanity check ok"
+    log "$name: pid ${PID[$name]} on 127.0.0.1:$port (CPU $PROXY_CPU), sanity check ok${err:+ ($err)}"
+    [ -n "$err" ] && rec "$name" tls.negotiated.h1 "$err"
     return 0
 }
 
@@ -340,6 +426,9 @@ mark_dead() {           # NAME WHAT
     else how="exit status $rc"; fi
     problem "$1" "process exited ($how) during $2; last log lines: $(tail -c 600 "$T/$1.log" | tr '\n' ' ')"
     rec "$1" status "died during $2"
+    drop_active "$1"
+}
+drop_active() {         # NAME: remove from ACTIVE
     local a=() p
     for p in "${ACTIVE[@]}"; do [ "$p" != "$1" ] && a+=("$p"); done
     ACTIVE=("${a[@]}")
@@ -387,27 +476,48 @@ if [ "$SKIP_IDLE" != 1 ]; then
 fi
 
 # ------------------------------------------------------------------ wrk rounds
-# workload table: name path conns description
-WORKLOADS=("small /small $SMALL_CONNS" "big /1m $BIG_CONNS")
+# workload table (RW): name kind path conns streams duration; kind is wrk
+# (cleartext), wrktls (wrk over TLS, HTTP/1.1) or h2load (h2 over TLS)
+WORKLOADS=("small wrk /small $SMALL_CONNS 1 $DURATION" "big wrk /1m $BIG_CONNS 1 $DURATION")
 WDESC="small:13 B body - wrk -t1 -c$SMALL_CONNS -d$DURATION,big:1 MiB body - wrk -t1 -c$BIG_CONNS -d$DURATION"
 
-run_wrk() {             # NAME WNAME PATH CONNS DURATION OUTFILE; wrk's CPU s -> $6.time
-    local TIMEFORMAT='%U %S'
-    { time taskset -c "$LOAD_CPU" wrk -t1 -c"$4" -d"$5" --latency \
-        "http://127.0.0.1:${PORT[$1]}$3" >"$6" 2>&1; } 2>"$6.time"
+dur_s() {               # 5s -> 5, 1m -> 60, 500ms -> 1
+    case $1 in
+        *ms) echo 1 ;;
+        *s) echo "${1%s}" ;;
+        *m) echo $(( ${1%m} * 60 )) ;;
+        *) echo "$1" ;;
+    esac
 }
 
-# measure NAME WNAME PATH CONNS OUT: one wrk run with CPU/memory accounting.
-# Sets M (space-separated: rps p99 hwm errs cpu cpr sys other reqs); returns 1
-# if the proxy died.
+# run_load KIND NAME PATH CONNS STREAMS DURATION OUTFILE; the load
+# generator's CPU s -> OUTFILE.time (h2load's per-request log: OUTFILE.log)
+run_load() {
+    local TIMEFORMAT='%U %S' kind=$1 port=${PORT[$2]}
+    case $kind in
+        wrk) { time taskset -c "$LOAD_CPU" wrk -t1 -c"$4" -d"$6" --latency \
+                   "http://127.0.0.1:$port$3" >"$7" 2>&1; } 2>"$7.time" ;;
+        wrktls) { time taskset -c "$LOAD_CPU" wrk -t1 -c"$4" -d"$6" --latency \
+                   "https://127.0.0.1:$port$3" >"$7" 2>&1; } 2>"$7.time" ;;
+        h2load) { time taskset -c "$LOAD_CPU" timeout -k 5 $(( $(dur_s "$6") + 30 )) \
+                   h2load -t1 -c"$4" -m"$5" -D "$6" --log-file="$7.log" --tls13-ciphers="$TLS13_SUITES" \
+                   "https://127.0.0.1:$port$3" >"$7" 2>&1; } 2>"$7.time" ;;
+    esac
+}
+
+# measure NAME WNAME PATH CONNS OUT KIND STREAMS DURATION: one load run with
+# CPU/memory accounting.  Sets M (space-separated: rps p99 hwm errs cpu cpr
+# sys other reqs) and MX (mean max protocol tls); returns 1 if the proxy died.
 measure() {
-    local p=$1 wname=$2 wpath=$3 wconns=$4 out=$5
+    local p=$1 wname=$2 wpath=$3 wconns=$4 out=$5 kind=${6:-wrk} wstreams=${7:-1} wdur=${8:-$DURATION}
     local c0 s0 c1 s1 t0 t1 b0 a0 b1 a1 k0 k1 wu ws hwm rps p99 reqs errs cpu cpr sys other _
+    local mean max proto tls parser=wrk
+    [ "$kind" = h2load ] && parser=h2load
     lib clear-hwm "${PID[$p]}"
     read -r c0 s0 <<<"$(lib cpu "${PID[$p]}")"; t0=$(date +%s.%N)
     read -r b0 a0 <<<"$(lib cpustat "$CPUS")"
     read -r k0 _ <<<"$(lib cpu "$BACKEND_PID")"
-    run_wrk "$p" "$wname" "$wpath" "$wconns" "$DURATION" "$out"
+    run_load "$kind" "$p" "$wpath" "$wconns" "$wstreams" "$wdur" "$out"
     t1=$(date +%s.%N)
     alive "$p" || return 1
     read -r c1 s1 <<<"$(lib cpu "${PID[$p]}")"
@@ -415,9 +525,10 @@ measure() {
     read -r k1 _ <<<"$(lib cpu "$BACKEND_PID")"
     read -r wu ws <<<"$(tail -1 "$out.time")"
     hwm=$(lib mem "${PID[$p]}" VmHWM)
-    read -r rps p99 reqs errs <<<"$(lib parse-wrk "$out")"
+    read -r rps p99 reqs errs mean max proto tls <<<"$(lib parse-load "$parser" "$out")"
     # other = CPU time used on the benchmark CPUs by anything but the proxy,
-    # the backend and wrk (noise from other processes), in % of one CPU
+    # the backend and the load generator (noise from other processes), in %
+    # of one CPU
     read -r cpu cpr sys other <<<"$("$PY" -c "
 hz = $(getconf CLK_TCK); ncpu = len('$CPUS'.split(','))
 dc, ds, wall = $c1 - $c0, $s1 - $s0, $t1 - $t0
@@ -429,6 +540,7 @@ ours = dc + ($k1 - $k0) + ${wu:-0} + ${ws:-0}
 other = max(0.0, 100.0 * (($b1 - $b0) / hz - ours) / max(tick_wall, 1e-9))
 print('%.1f %s %s %.1f' % (cpu, cpr, sysp, other))")"
     M="$rps $p99 $hwm $errs $cpu $cpr $sys $other $reqs"
+    MX="$mean $max $proto $tls"
     return 0
 }
 
@@ -436,46 +548,55 @@ NOISE_MAX=${NOISE_MAX:-15}
 NOISE_RETRIES=${NOISE_RETRIES:-2}
 RETRY_BUDGET=${RETRY_BUDGET:-60}
 retry_spent=0
-case $DURATION in
-    *ms) DUR_S=1 ;;
-    *s) DUR_S=${DURATION%s} ;;
-    *m) DUR_S=$(( ${DURATION%m} * 60 )) ;;
-    *) DUR_S=$DURATION ;;
-esac
 
-if [ "$SKIP_WRK" != 1 ]; then
+# run_rounds: ROUNDS interleaved rounds of the workloads in RW over the
+# proxies in ACTIVE; a noisy run is repeated (the least noisy attempt is
+# kept).  Records NAME WNAME.{rps,p99,hwm,errors,cpu,cpu_us_per_req,sys_pct,
+# other_pct} and, for TLS kinds, WNAME.{mean,max} and tls.negotiated.
+run_rounds() {
+    local r i n w p order wname kind wpath wconns wstreams wdur att out rs
+    local best best_x best_other errs_all died
+    local rps p99 hwm errs cpu cpr sys other reqs mean max proto tls
     for ((r = 1; r <= ROUNDS; r++)); do
         # rotate the order every round: 1: a b c, 2: b c a, 3: c a b
         order=()
         n=${#ACTIVE[@]}
         for ((i = 0; i < n; i++)); do order+=("${ACTIVE[$(( (i + r - 1) % n ))]}"); done
-        for w in "${WORKLOADS[@]}"; do
-            read -r wname wpath wconns <<<"$w"
+        for w in "${RW[@]}"; do
+            read -r wname kind wpath wconns wstreams wdur <<<"$w"
             for p in "${order[@]}"; do
                 # skip proxies that died earlier
                 case " ${ACTIVE[*]} " in *" $p "*) ;; *) continue ;; esac
                 if [ "$r" = 1 ] && [ -n "$WARMUP" ] && [ "$WARMUP" != 0 ]; then
-                    run_wrk "$p" "$wname" "$wpath" "$wconns" "$WARMUP" "$T/warm-$p-$wname.txt"
+                    run_load "$kind" "$p" "$wpath" "$wconns" "$wstreams" "$WARMUP" "$T/warm-$p-$wname.txt"
                 fi
-                best= best_other= errs_all=0 died=0
+                best= best_x= best_other= errs_all=0 died=0
                 for ((att = 0; att <= NOISE_RETRIES; att++)); do
-                    out="$T/wrk-$p-$wname-$r.$att.txt"
-                    if ! measure "$p" "$wname" "$wpath" "$wconns" "$out"; then
-                        problem "$p" "round $r $wname: wrk said: $(grep -E 'requests in|Socket errors|Non-2xx|unable' "$out" | tr '\n' ' ')"
-                        mark_dead "$p" "wrk $wname round $r"
+                    out="$T/$kind-$p-$wname-$r.$att.txt"
+                    if ! measure "$p" "$wname" "$wpath" "$wconns" "$out" "$kind" "$wstreams" "$wdur"; then
+                        problem "$p" "round $r $wname: $kind said: $(grep -E 'requests in|Socket errors|Non-2xx|unable|^requests:|^status codes:|rror' "$out" | head -5 | tr '\n' ' ')"
+                        mark_dead "$p" "$kind $wname round $r"
                         died=1; break
                     fi
                     read -r rps p99 hwm errs cpu cpr sys other reqs <<<"$M"
-                    log "round $r $wname $p: $rps req/s, p99 ${p99}ms, peak RSS ${hwm} kB, CPU ${cpu}%, others on CPU $CPUS ${other}%, errors $errs"
+                    read -r mean max proto tls <<<"$MX"
+                    if [ "$kind" = wrk ]; then
+                        log "round $r $wname $p: $rps req/s, p99 ${p99}ms, peak RSS ${hwm} kB, CPU ${cpu}%, others on CPU $CPUS ${other}%, errors $errs"
+                    else
+                        log "round $r $wname $p: $rps req/s, mean ${mean}ms p99 ${p99}ms max ${max}ms, peak RSS ${hwm} kB, CPU ${cpu}%, others on CPU $CPUS ${other}%, errors $errs ($proto)"
+                    fi
                     errs_all=$((errs_all + errs))
                     if [ "$errs" != 0 ]; then
-                        problem "$p" "round $r $wname: $errs wrk errors: $(grep -E 'Socket errors|Non-2xx' "$out" | tr '\n' ' ')"
+                        problem "$p" "round $r $wname: $errs $kind errors: $(grep -E 'Socket errors|Non-2xx|^requests:|^status codes:' "$out" | tr '\n' ' ')"
                     fi
                     if [ "$rps" = nan ]; then
-                        problem "$p" "round $r $wname: wrk produced no result: $(tail -c 300 "$out" | tr '\n' ' ')"
+                        problem "$p" "round $r $wname: $kind produced no result: $(tail -c 300 "$out" | tr '\n' ' ')"
+                    fi
+                    if [ "$kind" = h2load ] && [ "$proto" != h2 ] && [ "$rps" != nan ]; then
+                        problem "$p" "round $r $wname: h2load negotiated '$proto', not h2"
                     fi
                     if [ -z "$best" ] || "$PY" -c "import sys; sys.exit(0 if $other < $best_other else 1)"; then
-                        best=$M best_other=$other
+                        best=$M best_x=$MX best_other=$other
                     fi
                     # noisy? wait for quiet and measure again, within budget
                     "$PY" -c "import sys; sys.exit(0 if $other > $NOISE_MAX else 1)" || break
@@ -484,7 +605,7 @@ if [ "$SKIP_WRK" != 1 ]; then
                     rs=$(date +%s)
                     log "noisy (${other}% other CPU use), measuring again"
                     wait_quiet 10 >/dev/null
-                    retry_spent=$(( retry_spent + $(date +%s) - rs + DUR_S ))
+                    retry_spent=$(( retry_spent + $(date +%s) - rs + $(dur_s "$wdur") ))
                 done
                 [ "$died" = 1 ] && continue
                 read -r rps p99 hwm errs cpu cpr sys other reqs <<<"$best"
@@ -492,10 +613,20 @@ if [ "$SKIP_WRK" != 1 ]; then
                 rec "$p" "$wname.hwm" "$hwm"; rec "$p" "$wname.errors" "$errs_all"
                 rec "$p" "$wname.cpu" "$cpu"; rec "$p" "$wname.cpu_us_per_req" "$cpr"
                 rec "$p" "$wname.sys_pct" "$sys"; rec "$p" "$wname.other_pct" "$other"
-                alive "$p" || mark_dead "$p" "wrk $wname round $r"
+                if [ "$kind" != wrk ]; then
+                    read -r mean max proto tls <<<"$best_x"
+                    rec "$p" "$wname.mean" "$mean"; rec "$p" "$wname.max" "$max"
+                    [ "$tls" != - ] && rec "$p" tls.negotiated "$tls"
+                fi
+                alive "$p" || mark_dead "$p" "$kind $wname round $r"
             done
         done
     done
+}
+
+if [ "$SKIP_WRK" != 1 ]; then
+    RW=("${WORKLOADS[@]}")
+    run_rounds
 fi
 
 # ------------------------------------------------------------------ fixed-count client
@@ -609,13 +740,90 @@ if [ "$SKIP_CALLGRIND" != 1 ]; then
     done
 fi
 
+# ------------------------------------------------------------------ TLS section
+# The same proxies plus nghttpx, each terminating TLS (h2 or HTTP/1.1 by
+# ALPN) in front of the same cleartext backend; fresh instances named
+# tls-NAME (their results and problems are recorded under that name).
+TLS_RW=()
+TLS_WDESC=
+TLS_NAMES=
+if [ "$SKIP_TLS" != 1 ]; then
+    mkdir -p "$T/tls"
+    if ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout "$T/tls/key.pem" -out "$T/tls/cert.pem" -days 2 -subj /CN=localhost \
+            -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$T/tls/openssl.log" 2>&1; then
+        die "openssl could not make the test certificate: $(tail -c 300 "$T/tls/openssl.log")"
+    fi
+    cat "$T/tls/cert.pem" "$T/tls/key.pem" >"$T/tls/haproxy.pem"
+    chmod -R a+rX "$T/tls"
+    log "TLS section: self-signed EC P-256 certificate in $T/tls"
+
+    TLS_RW=("h2 h2load /small $H2_CONNS $H2_STREAMS $TLS_DURATION"
+            "h1tls wrktls /small $TLS_H1_CONNS 1 $TLS_DURATION")
+    TLS_WDESC="h2:13 B body - h2 over TLS - h2load -t1 -c$H2_CONNS -m$H2_STREAMS -D $TLS_DURATION"
+    TLS_WDESC="$TLS_WDESC,h1tls:13 B body - HTTP/1.1 over TLS - wrk -t1 -c$TLS_H1_CONNS -d$TLS_DURATION"
+    if [ "$H2_BIG_CONNS" -gt 0 ]; then
+        TLS_RW+=("h2big h2load /1m $H2_BIG_CONNS 1 $H2_BIG_DURATION")
+        TLS_WDESC="$TLS_WDESC,h2big:1 MiB body - h2 over TLS - h2load -t1 -c$H2_BIG_CONNS -m1 -D $H2_BIG_DURATION"
+    fi
+
+    ACTIVE=()
+    for p in $TLS_PROXIES; do
+        case " $TLS_NAMES " in *" tls-$p "*) continue ;; esac
+        TLS_NAMES="$TLS_NAMES tls-$p"
+        start_proxy "tls-$p" && ACTIVE+=("tls-$p")
+    done
+    TLS_NAMES=$(echo $TLS_NAMES | tr ' ' ',')
+
+    # idle TLS / h2 connections, each on a fresh process (memory freed by
+    # the first test would otherwise be reused by the second one)
+    if [ "$SKIP_IDLE" != 1 ] && [ "$TLS_IDLE_N" -gt 0 ]; then
+        for p in "${ACTIVE[@]}"; do
+            for spec in "tlsidle h1 TLS HTTP/1.1" "h2idle h2 h2-over-TLS"; do
+                read -r key proto what <<<"$spec"
+                if [ "$key" = h2idle ]; then
+                    stop_pid "${PID[$p]}" 5
+                    start_proxy "$p" || { drop_active "$p"; break; }
+                fi
+                log "idle: $TLS_IDLE_N $what connections to $p"
+                if out=$(lib tlsidle "${PORT[$p]}" "${PID[$p]}" "$TLS_IDLE_N" "$proto" 2>"$T/$key-$p.err"); then
+                    read -r before after per ok alive_n <<<"$out"
+                    rec "$p" "$key.before" "$before"; rec "$p" "$key.after" "$after"
+                    rec "$p" "$key.per_conn" "$per"; rec "$p" "$key.ok" "$ok"; rec "$p" "$key.alive" "$alive_n"
+                    log "idle: $p $what: $before kB -> $after kB, $per bytes/conn, $ok ok, $alive_n open"
+                    [ "$ok" != "$TLS_IDLE_N" ] && problem "$p" "$what idle test: only $ok of $TLS_IDLE_N requests got 200"
+                    [ "$alive_n" != "$TLS_IDLE_N" ] && problem "$p" "$what idle test: only $alive_n of $TLS_IDLE_N connections still open after 1.5s"
+                else
+                    problem "$p" "$what idle test failed: $(tail -c 300 "$T/$key-$p.err" | tr '\n' ' ')"
+                fi
+                alive "$p" || { mark_dead "$p" "$what idle test"; break; }
+            done
+        done
+        # fresh processes for the load phase (peak RSS not inflated by the
+        # memory the idle connections left behind)
+        for p in "${ACTIVE[@]}"; do
+            stop_pid "${PID[$p]}" 5
+            start_proxy "$p" || drop_active "$p"
+        done
+    fi
+
+    if [ "$SKIP_WRK" != 1 ] && [ ${#ACTIVE[@]} -gt 0 ]; then
+        RW=("${TLS_RW[@]}")
+        run_rounds
+    fi
+    for p in "${ACTIVE[@]}"; do stop_pid "${PID[$p]}" 5; done
+fi
+
 # ------------------------------------------------------------------ logs
 # error-level lines in a proxy's own logs are worth a look (bug reports)
-for p in $PROXIES; do
+for p in $PROXIES ${TLS_NAMES//,/ }; do
     logs=$(ls "$T/$p.log" "$T/cg-$p.log" 2>/dev/null)
-    [ "$p" = nginx ] && logs="$logs $(ls "$T"/nginx-*.err 2>/dev/null)"
+    [ "$p" = nginx ] && logs="$logs $(ls "$T"/nginx-*.err 2>/dev/null | grep -v "/nginx-${PORT[tls-nginx]:-x}\.err\$")"
+    [ "$p" = tls-nginx ] && logs="$logs $(ls "$T/nginx-${PORT[$p]:-x}.err" 2>/dev/null)"
     [ -n "${logs// /}" ] || continue
-    bad=$(cat $logs 2>/dev/null | grep -E '\[(error|crit|alert|emerg)\]|\[ALERT\]|[Ss]egmentation|[Aa]ssert|AddressSanitizer|runtime error|Process terminating with default action of signal (4|6|7|8|11) ' || true)
+    # nginx/portico [error], HAProxy [ALERT], nghttpx " ERROR (file:line)"
+    # (nghttpx's worker logs "IPC socket is closed" FATAL when we stop it)
+    bad=$(cat $logs 2>/dev/null | grep -v 'IPC socket is closed' | grep -E '\[(error|crit|alert|emerg)\]|\[ALERT\]| (ERROR|FATAL) \(|[Ss]egmentation|[Aa]ssert|AddressSanitizer|runtime error|Process terminating with default action of signal (4|6|7|8|11) ' || true)
     if [ -n "$bad" ]; then
         problem "$p" "$(echo "$bad" | wc -l) error-level log lines, first: $(echo "$bad" | head -3 | cut -c1-240 | tr '\n' '|')"
     fi
@@ -624,7 +832,7 @@ done
 # ------------------------------------------------------------------ report
 echo
 echo "results (medians of $ROUNDS rounds; ratios are portico/peer)"
-lib report "$RES" "$(echo $PROXIES | tr ' ' ',')" "$WDESC"
+lib report "$RES" "$(echo $PROXIES | tr ' ' ',')" "$WDESC" "$TLS_NAMES" "$TLS_WDESC"
 echo
 log "done in $(( $(date +%s) - T0 ))s"
 exit 0
