@@ -1117,7 +1117,7 @@ static void
 upstream_defaults(struct pt_upstream *up)
 {
     if (up->keepalive == PT_UNSET)
-        up->keepalive = 32;
+        up->keepalive = 128;
     if (up->keepalive_timeout == PT_UNSET)
         up->keepalive_timeout = 60000;
     if (up->keepalive_requests == PT_UNSET)

@@ -14,6 +14,13 @@
 struct pt_worker;
 struct pt_runtime;
 
+/* A connection whose output is written once at the end of the loop iteration, so the frames
+ * of many streams share one write (and one TLS record). */
+struct pt_deferred_flush {
+    struct pt_list link; /* in w->flush_q while queued; points to itself otherwise */
+    void (*flush)(struct pt_deferred_flush *f);
+};
+
 /* Something freed after the current callbacks have run (no free inside one's own callback). */
 struct pt_reapable {
     struct pt_list link;
@@ -67,6 +74,8 @@ struct pt_worker {
 
     ev_check reaper;
     struct pt_list reap_q; /* struct pt_reapable */
+    ev_prepare flusher;    /* runs w->flush_q before the loop blocks again */
+    struct pt_list flush_q; /* struct pt_deferred_flush */
     ev_timer drain_timer;
     unsigned draining : 1;
 

@@ -136,6 +136,34 @@ on_reap(struct ev_loop *loop, ev_check *c, int revents)
         ev_break(loop, EVBREAK_ALL);
 }
 
+static void
+on_flush(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    struct pt_worker *w = ev_userdata(loop);
+
+    while (!pt_list_empty(&w->flush_q)) {
+        struct pt_deferred_flush *f =
+            pt_container_of(w->flush_q.next, struct pt_deferred_flush, link);
+
+        pt_list_remove(&f->link);
+        f->flush(f);
+    }
+}
+
+void
+pt_worker_defer_flush(struct pt_worker *w, struct pt_deferred_flush *f)
+{
+    if (f->link.next == &f->link || f->link.next == NULL)
+        pt_list_insert_tail(&w->flush_q, &f->link);
+}
+
+void
+pt_worker_cancel_flush(struct pt_deferred_flush *f)
+{
+    if (f->link.next != NULL && f->link.next != &f->link)
+        pt_list_remove(&f->link);
+}
+
 void
 pt_worker_reap(struct pt_worker *w, struct pt_reapable *r)
 {
@@ -295,6 +323,10 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
     ev_check_start(w->loop, &w->reaper);
     ev_unref(w->loop);
     pt_list_init(&w->reap_q);
+    pt_list_init(&w->flush_q);
+    ev_prepare_init(&w->flusher, on_flush);
+    ev_prepare_start(w->loop, &w->flusher);
+    ev_unref(w->loop);
     pt_list_init(&w->conns);
     pt_list_init(&w->h2_conns);
     pt_chunk_pool_init(&w->chunks, 256);

@@ -18,6 +18,11 @@ void pt_runtime_join(struct pt_runtime *rt);
  * on_server_state runs on that worker's thread. Any thread. */
 void pt_runtime_server_changed(struct pt_server *s);
 
+/* Asks for f->flush to run once before the loop next blocks (idempotent). Worker thread. */
+void pt_worker_defer_flush(struct pt_worker *w, struct pt_deferred_flush *f);
+/* Takes f off the queue (a connection that closes). */
+void pt_worker_cancel_flush(struct pt_deferred_flush *f);
+
 /* Queues r to be freed after the current loop iteration's callbacks. Worker thread. */
 void pt_worker_reap(struct pt_worker *w, struct pt_reapable *r);
 /* Called when a connection closes, so a draining worker can finish. Worker thread. */

@@ -42,6 +42,7 @@ enum h2b_state {
 /* A backend HTTP/2 connection. Owner: its worker server (ws->h2); freed through the reaper. */
 struct pt_h2b {
     struct pt_reapable reap;
+    struct pt_deferred_flush df;
     struct pt_list link;
     struct pt_worker *w;
     struct pt_wserver *ws;
@@ -598,6 +599,7 @@ h2b_close(struct pt_h2b *b, const char *why)
                     why != NULL ? why : "connection closed");
         stream_free(st);
     }
+    pt_worker_cancel_flush(&b->df);
     ev_io_stop(w->loop, &b->rio);
     ev_io_stop(w->loop, &b->wio);
     ev_timer_stop(w->loop, &b->timer);
@@ -749,6 +751,12 @@ on_readable(struct ev_loop *loop, ev_io *io, int revents)
         ev_feed_event(loop, &b->rio, EV_READ);
 }
 
+static void
+deferred_flush(struct pt_deferred_flush *f)
+{
+    h2b_flush(pt_container_of(f, struct pt_h2b, df));
+}
+
 static nghttp2_session_callbacks *callbacks;
 
 static void
@@ -775,6 +783,8 @@ h2b_new(struct pt_worker *w, struct pt_wserver *ws)
     if (b == NULL)
         return NULL;
     b->reap.free = conn_free;
+    b->df.flush = deferred_flush;
+    pt_list_init(&b->df.link);
     b->w = w;
     b->ws = ws;
     b->srv = srv;
@@ -862,8 +872,8 @@ pt_h2_client_start(struct pt_exchange *x, bool allow_reuse)
     x->be_ctx = st;
     if (b->state == H_READY) {
         stream_submit(st);
-        if (!b->in_io)
-            h2b_flush(b);
+        /* requests started in one loop iteration share one write */
+        pt_worker_defer_flush(b->w, &b->df);
     }
 }
 

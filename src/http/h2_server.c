@@ -38,6 +38,7 @@
 /* A client HTTP/2 connection. Owner: its worker (w->h2_conns); freed through the reaper. */
 struct pt_h2_conn {
     struct pt_reapable reap;
+    struct pt_deferred_flush df;
     struct pt_list link;
     struct pt_worker *w;
     struct pt_listen *listen;
@@ -668,8 +669,15 @@ fe_flush(struct pt_exchange *x)
 {
     struct pt_h2_stream *st = x->fe_ctx;
 
-    if (!st->c->in_recv)
-        h2_flush(st->c);
+    /* backends of many streams call this in one loop iteration: write once, at its end */
+    if (!st->c->closing)
+        pt_worker_defer_flush(st->c->w, &st->c->df);
+}
+
+static void
+deferred_flush(struct pt_deferred_flush *f)
+{
+    h2_flush(pt_container_of(f, struct pt_h2_conn, df));
 }
 
 static void
@@ -813,6 +821,7 @@ h2_close(struct pt_h2_conn *c)
         nghttp2_session_set_stream_user_data(c->session, st->id, NULL);
         stream_free(st);
     }
+    pt_worker_cancel_flush(&c->df);
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
     ev_timer_stop(w->loop, &c->timer);
@@ -870,6 +879,8 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     if (c == NULL)
         return PT_ERR;
     c->reap.free = conn_free;
+    c->df.flush = deferred_flush;
+    pt_list_init(&c->df.link);
     c->w = w;
     c->listen = t->listen;
     c->fd = t->fd;

@@ -175,7 +175,7 @@ test_conf_valid_main_and_upstreams(void **state)
 
     /* defaults, and round_robin when no balance directive is given */
     assert_ptr_equal(app->lb, &pt_module_lb_round_robin);
-    assert_int_equal(app->keepalive, 32);
+    assert_int_equal(app->keepalive, 128);
     assert_int_equal(app->keepalive_timeout, 60000);
     assert_int_equal(app->keepalive_requests, 1000);
     assert_int_equal(app->connect_timeout, 5000);
