@@ -67,6 +67,7 @@ struct pt_h2_stream {
     struct pt_h2_conn *c;
     int32_t id;
     struct pt_exchange *x;
+    ev_timer timer;        /* client_header_timeout, then client_body_timeout between DATA */
     struct pt_chain out;   /* response payload waiting for DATA frames */
     uint64_t consumed;     /* request payload acknowledged with WINDOW_UPDATE */
     size_t head_bytes;     /* header list size so far */
@@ -145,12 +146,45 @@ stream_of(struct pt_h2_conn *c, int32_t id)
     return nghttp2_session_get_stream_user_data(c->session, id);
 }
 
+/* A stream that stops sending its head or body would hold its exchange, and a backend
+ * connection waiting for the rest of the request, for ever: reset it after the client
+ * timeouts, as an HTTP/1.1 connection would be closed. */
+static void
+on_stream_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pt_h2_stream *st = pt_container_of(t, struct pt_h2_stream, timer);
+    struct pt_h2_conn *c = st->c;
+    struct pt_exchange *x = st->x;
+
+    pt_log(PT_LOG_INFO, "h2 client %s stream %d: timed out sending the request %s (c%llu)",
+           c->peer_ip, st->id, st->started ? "body" : "head", (unsigned long long)c->id);
+    if (x != NULL) {
+        if (x->be != NULL)
+            x->be->detach(x);
+        if (!x->resp_head_sent)
+            x->status = 408;
+    }
+    nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    h2_flush(c);
+}
+
+static void
+stream_timer(struct pt_h2_stream *st, pt_msec ms)
+{
+    ev_timer_stop(st->c->w->loop, &st->timer);
+    if (ms > 0) {
+        ev_timer_set(&st->timer, (double)ms / 1000.0, 0.);
+        ev_timer_start(st->c->w->loop, &st->timer);
+    }
+}
+
 static void
 stream_free(struct pt_h2_stream *st)
 {
     struct pt_h2_conn *c = st->c;
     struct pt_exchange *x = st->x;
 
+    ev_timer_stop(c->w->loop, &st->timer);
     if (x != NULL) {
         if (!x->resp_complete && x->status == 0)
             x->status = 499;
@@ -349,6 +383,8 @@ on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     pt_list_insert_tail(&c->streams, &st->link);
     c->n_streams++;
     nghttp2_session_set_stream_user_data(s, st->id, st);
+    ev_timer_init(&st->timer, on_stream_timer, 0., 0.);
+    stream_timer(st, c->listen->default_vhost->http.client_header_timeout);
     return 0;
 }
 
@@ -439,10 +475,15 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     if (f->hd.type == NGHTTP2_HEADERS && !st->headers_done) {
         st->headers_done = 1;
         stream_start(st, end);
+        if (stream_of(c, f->hd.stream_id) == st) /* not reset while starting */
+            stream_timer(st, !end && st->x != NULL && !st->x->req_complete && st->x->http != NULL
+                                 ? st->x->http->client_body_timeout
+                                 : 0);
         return 0;
     }
     if (end && st->x != NULL) {
         st->x->req_complete = 1;
+        stream_timer(st, 0);
         request_body_progress(st);
     }
     return 0;
@@ -476,6 +517,9 @@ on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data
     x->req_body_bytes += len;
     if (pt_chain_append(&c->w->chunks, &x->req_body, data, len) != PT_OK)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    /* the client is not late while we hold its bytes: flow control stops it until the
+     * backend takes them, and resume_body restarts the timer then */
+    stream_timer(st, 0);
     request_body_progress(st);
     return 0;
 }
@@ -659,6 +703,8 @@ fe_resume_body(struct pt_exchange *x)
     if (delta > 0 && !st->c->closing) {
         nghttp2_session_consume(st->c->session, st->id, delta);
         st->consumed += delta;
+        if (!x->req_complete && !x->discard_body && x->req_body.bytes == 0)
+            stream_timer(st, x->http->client_body_timeout);
         if (!st->c->in_recv)
             h2_flush(st->c);
     }
@@ -952,6 +998,7 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
         st->started = 1;
         st->headers_done = 1;
         pt_chain_init(&st->out);
+        ev_timer_init(&st->timer, on_stream_timer, 0., 0.);
         st->x->fe = &h2_fe_ops;
         st->x->fe_ctx = st;
         st->x->peer = (struct sockaddr *)&c->peer; /* the h1 connection's copies go away */
