@@ -57,6 +57,7 @@ struct pt_h2_conn {
     unsigned reading : 1;
     unsigned goaway : 1;
     unsigned in_recv : 1;
+    unsigned served : 1; /* at least one stream was opened */
     unsigned n_streams;
     struct pt_list streams;
 };
@@ -109,6 +110,10 @@ update_timer(struct pt_h2_conn *c)
 
     if (ev_is_active(&c->wio))
         ms = h->send_timeout;
+    else if (c->n_streams == 0 && h->keepalive_timeout == 0)
+        /* no keep-alive: end the connection as soon as it is idle, but give a new one the
+         * time to send its first request */
+        ms = c->served ? 1 : h->client_header_timeout;
     else if (c->n_streams == 0)
         ms = h->keepalive_timeout;
     ev_timer_stop(c->w->loop, &c->timer);
@@ -382,6 +387,7 @@ on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     }
     pt_list_insert_tail(&c->streams, &st->link);
     c->n_streams++;
+    c->served = 1;
     nghttp2_session_set_stream_user_data(s, st->id, st);
     ev_timer_init(&st->timer, on_stream_timer, 0., 0.);
     stream_timer(st, c->listen->default_vhost->http.client_header_timeout);
