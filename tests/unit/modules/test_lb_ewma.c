@@ -20,7 +20,6 @@
 #include "core/worker-t.h"
 #include "upstream/lb-t.h"
 
-extern struct pt_module pt_module_lb_ewma;
 extern double (*pt__lb_ewma_clock)(void);
 
 /* The test clock, seconds. */
@@ -32,91 +31,9 @@ test_clock(void)
     return now_s;
 }
 
-#define MAX_SRV 8
+#define LB_MODULE pt_module_lb_ewma
+#include "lb_fixture.h"
 
-/* What a fabricated server looks like before group_init. */
-struct srv_spec {
-    unsigned weight;
-    unsigned backup;
-    unsigned down;
-    unsigned max_conns;
-};
-
-/* A fabricated upstream and its per-worker group. */
-struct fixture {
-    struct pt_server srv[MAX_SRV];
-    struct pt_server *ptrs[MAX_SRV];
-    struct pt_upstream up;
-    struct pt_wupstream g;
-    const struct pt_lb_ops *ops;
-};
-
-static struct fixture fx;
-
-static const struct pt_lb_ops *
-ewma_ops(void)
-{
-    return pt_module_lb_ewma.ops;
-}
-
-static struct fixture *
-make(unsigned n, const struct srv_spec *spec)
-{
-    struct fixture *f = &fx;
-
-    assert_true(n <= MAX_SRV);
-    memset(f, 0, sizeof(*f));
-    f->up.name = "test";
-    f->up.lb = &pt_module_lb_ewma;
-    f->up.servers = f->ptrs;
-    f->up.n_servers = n;
-    for (unsigned i = 0; i < n; i++) {
-        struct pt_server *s = &f->srv[i];
-
-        s->upstream = &f->up;
-        s->index = i;
-        snprintf(s->addr.name, sizeof(s->addr.name), "10.0.0.%u:80", i + 1);
-        s->weight = spec[i].weight;
-        s->backup = spec[i].backup;
-        s->down = spec[i].down;
-        s->max_conns = spec[i].max_conns;
-        atomic_store(&s->_active, 0);
-        f->ptrs[i] = s;
-    }
-    f->g = (struct pt_wupstream){.up = &f->up};
-    f->ops = ewma_ops();
-    assert_int_equal(f->ops->group_init(&f->g), PT_OK);
-    assert_non_null(f->g.lb_state);
-    return f;
-}
-
-static int
-teardown(void **state)
-{
-    if (fx.ops != NULL && fx.g.lb_state != NULL) {
-        fx.ops->group_fini(&fx.g);
-        assert_null(fx.g.lb_state);
-    }
-    fx.ops = NULL;
-    return 0;
-}
-
-static int
-pick(struct fixture *f, const uint8_t *tried)
-{
-    struct pt_server *s = ewma_ops()->pick(&f->g, NULL, tried);
-
-    if (s == NULL)
-        return -1;
-    assert_ptr_equal(s, f->up.servers[s->index]);
-    return (int)s->index;
-}
-
-static void
-set_active(struct fixture *f, unsigned i, unsigned n)
-{
-    atomic_store(&f->srv[i]._active, n);
-}
 
 static int
 setup(void **state)
@@ -135,7 +52,7 @@ assert_near(unsigned count, double expected, double tol)
 static void
 observe(struct fixture *f, unsigned i, double latency, int ok)
 {
-    ewma_ops()->on_result(&f->g, &f->srv[i], latency, ok);
+    lb_ops()->on_result(&f->g, &f->srv[i], latency, ok);
 }
 
 /* Sequential traffic: every dt seconds one request is picked and answers at once with its
@@ -159,9 +76,9 @@ test_lb_ewma_descriptor(void **state)
 {
     assert_int_equal(pt_module_lb_ewma.kind, PT_MODULE_LB);
     assert_ptr_equal(pt_module_find("ewma", PT_MODULE_LB), &pt_module_lb_ewma);
-    assert_non_null(ewma_ops()->pick);
-    assert_non_null(ewma_ops()->on_result);
-    assert_null(ewma_ops()->configure);
+    assert_non_null(lb_ops()->pick);
+    assert_non_null(lb_ops()->on_result);
+    assert_null(lb_ops()->configure);
 }
 
 static void
@@ -424,7 +341,7 @@ test_lb_ewma_state_change_forgets(void **state)
     observe(f, 1, 5.0, 1);
     assert_int_equal(pick(f, NULL), 0);
     /* b was down and came back: its old estimate no longer applies, it is probed at once */
-    ewma_ops()->on_server_state(&f->g, &f->srv[1]);
+    lb_ops()->on_server_state(&f->g, &f->srv[1]);
     assert_int_equal(pick(f, NULL), 1);
 }
 

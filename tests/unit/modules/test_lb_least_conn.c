@@ -20,104 +20,10 @@
 #include "core/worker-t.h"
 #include "upstream/lb-t.h"
 
-extern struct pt_module pt_module_lb_least_conn;
+#define LB_MODULE pt_module_lb_least_conn
+#include "lb_fixture.h"
 
-#define MAX_SRV 8
 
-/* What a fabricated server looks like before group_init. */
-struct srv_spec {
-    unsigned weight;
-    unsigned backup;
-    unsigned down;
-    unsigned max_conns;
-};
-
-/* A fabricated upstream and its per-worker group. */
-struct fixture {
-    struct pt_server srv[MAX_SRV];
-    struct pt_server *ptrs[MAX_SRV];
-    struct pt_upstream up;
-    struct pt_wupstream g;
-    const struct pt_lb_ops *ops;
-};
-
-static struct fixture fx;
-
-static const struct pt_lb_ops *
-lc_ops(void)
-{
-    return pt_module_lb_least_conn.ops;
-}
-
-static struct fixture *
-make(unsigned n, const struct srv_spec *spec)
-{
-    struct fixture *f = &fx;
-
-    assert_true(n <= MAX_SRV);
-    memset(f, 0, sizeof(*f));
-    f->up.name = "test";
-    f->up.lb = &pt_module_lb_least_conn;
-    f->up.servers = f->ptrs;
-    f->up.n_servers = n;
-    for (unsigned i = 0; i < n; i++) {
-        struct pt_server *s = &f->srv[i];
-
-        s->upstream = &f->up;
-        s->index = i;
-        snprintf(s->addr.name, sizeof(s->addr.name), "10.0.0.%u:80", i + 1);
-        s->weight = spec[i].weight;
-        s->backup = spec[i].backup;
-        s->down = spec[i].down;
-        s->max_conns = spec[i].max_conns;
-        atomic_store(&s->_active, 0);
-        f->ptrs[i] = s;
-    }
-    f->g = (struct pt_wupstream){.up = &f->up};
-    f->ops = lc_ops();
-    assert_int_equal(f->ops->group_init(&f->g), PT_OK);
-    assert_non_null(f->g.lb_state);
-    return f;
-}
-
-static int
-teardown(void **state)
-{
-    if (fx.ops != NULL && fx.g.lb_state != NULL) {
-        fx.ops->group_fini(&fx.g);
-        assert_null(fx.g.lb_state);
-    }
-    fx.ops = NULL;
-    return 0;
-}
-
-static int
-pick(struct fixture *f, const uint8_t *tried)
-{
-    struct pt_server *s = lc_ops()->pick(&f->g, NULL, tried);
-
-    if (s == NULL)
-        return -1;
-    assert_ptr_equal(s, f->up.servers[s->index]);
-    return (int)s->index;
-}
-
-static void
-sequence(struct fixture *f, const uint8_t *tried, unsigned n, char *out)
-{
-    for (unsigned i = 0; i < n; i++) {
-        int k = pick(f, tried);
-
-        out[i] = k < 0 ? '-' : (char)('a' + k);
-    }
-    out[n] = '\0';
-}
-
-static void
-set_active(struct fixture *f, unsigned i, unsigned n)
-{
-    atomic_store(&f->srv[i]._active, n);
-}
 
 static int
 setup(void **state)
@@ -130,10 +36,10 @@ test_lb_lc_descriptor(void **state)
 {
     assert_int_equal(pt_module_lb_least_conn.kind, PT_MODULE_LB);
     assert_ptr_equal(pt_module_find("least_conn", PT_MODULE_LB), &pt_module_lb_least_conn);
-    assert_non_null(lc_ops()->group_init);
-    assert_non_null(lc_ops()->pick);
-    assert_non_null(lc_ops()->group_fini);
-    assert_null(lc_ops()->configure); /* takes no parameters */
+    assert_non_null(lb_ops()->group_init);
+    assert_non_null(lb_ops()->pick);
+    assert_non_null(lb_ops()->group_fini);
+    assert_null(lb_ops()->configure); /* takes no parameters */
 }
 
 static void
@@ -356,7 +262,7 @@ test_lb_lc_weight_change(void **state)
 
     (void)pick(f, NULL);
     f->srv[0].weight = 4;
-    lc_ops()->on_server_state(&f->g, &f->srv[0]);
+    lb_ops()->on_server_state(&f->g, &f->srv[0]);
     for (unsigned i = 0; i < 50; i++)
         a += pick(f, NULL) == 0;
     assert_int_equal(a, 40);

@@ -20,93 +20,9 @@
 #include "core/worker-t.h"
 #include "upstream/lb-t.h"
 
-extern struct pt_module pt_module_lb_random_two;
+#define LB_MODULE pt_module_lb_random_two
+#include "lb_fixture.h"
 
-#define MAX_SRV 8
-
-/* What a fabricated server looks like before group_init. */
-struct srv_spec {
-    unsigned weight;
-    unsigned backup;
-    unsigned down;
-    unsigned max_conns;
-};
-
-/* A fabricated upstream and its per-worker group. */
-struct fixture {
-    struct pt_server srv[MAX_SRV];
-    struct pt_server *ptrs[MAX_SRV];
-    struct pt_upstream up;
-    struct pt_wupstream g;
-    const struct pt_lb_ops *ops;
-};
-
-static struct fixture fx;
-
-static const struct pt_lb_ops *
-r2_ops(void)
-{
-    return pt_module_lb_random_two.ops;
-}
-
-static struct fixture *
-make(unsigned n, const struct srv_spec *spec)
-{
-    struct fixture *f = &fx;
-
-    assert_true(n <= MAX_SRV);
-    memset(f, 0, sizeof(*f));
-    f->up.name = "test";
-    f->up.lb = &pt_module_lb_random_two;
-    f->up.servers = f->ptrs;
-    f->up.n_servers = n;
-    for (unsigned i = 0; i < n; i++) {
-        struct pt_server *s = &f->srv[i];
-
-        s->upstream = &f->up;
-        s->index = i;
-        snprintf(s->addr.name, sizeof(s->addr.name), "10.0.0.%u:80", i + 1);
-        s->weight = spec[i].weight;
-        s->backup = spec[i].backup;
-        s->down = spec[i].down;
-        s->max_conns = spec[i].max_conns;
-        atomic_store(&s->_active, 0);
-        f->ptrs[i] = s;
-    }
-    f->g = (struct pt_wupstream){.up = &f->up};
-    f->ops = r2_ops();
-    assert_int_equal(f->ops->group_init(&f->g), PT_OK);
-    assert_non_null(f->g.lb_state);
-    return f;
-}
-
-static int
-teardown(void **state)
-{
-    if (fx.ops != NULL && fx.g.lb_state != NULL) {
-        fx.ops->group_fini(&fx.g);
-        assert_null(fx.g.lb_state);
-    }
-    fx.ops = NULL;
-    return 0;
-}
-
-static int
-pick(struct fixture *f, const uint8_t *tried)
-{
-    struct pt_server *s = r2_ops()->pick(&f->g, NULL, tried);
-
-    if (s == NULL)
-        return -1;
-    assert_ptr_equal(s, f->up.servers[s->index]);
-    return (int)s->index;
-}
-
-static void
-set_active(struct fixture *f, unsigned i, unsigned n)
-{
-    atomic_store(&f->srv[i]._active, n);
-}
 
 static int
 setup(void **state)
@@ -127,10 +43,10 @@ test_lb_r2_descriptor(void **state)
 {
     assert_int_equal(pt_module_lb_random_two.kind, PT_MODULE_LB);
     assert_ptr_equal(pt_module_find("random_two", PT_MODULE_LB), &pt_module_lb_random_two);
-    assert_non_null(r2_ops()->group_init);
-    assert_non_null(r2_ops()->pick);
-    assert_non_null(r2_ops()->group_fini);
-    assert_null(r2_ops()->configure);
+    assert_non_null(lb_ops()->group_init);
+    assert_non_null(lb_ops()->pick);
+    assert_non_null(lb_ops()->group_fini);
+    assert_null(lb_ops()->configure);
 }
 
 static void
@@ -179,7 +95,7 @@ test_lb_r2_steers_away_from_loaded(void **state)
     /* per weight: 3 in flight on weight 4 is lighter than 1 on weight 1 (c out of the way, so
      * every pair is a and b) */
     f->srv[0].weight = 4;
-    r2_ops()->on_server_state(&f->g, &f->srv[0]);
+    lb_ops()->on_server_state(&f->g, &f->srv[0]);
     f->srv[2].down = 1;
     set_active(f, 0, 3);
     set_active(f, 1, 1);
@@ -329,15 +245,15 @@ test_lb_r2_groups_seeded_apart(void **state)
     struct pt_wupstream g2 = {.up = &f->up};
     char a[65], b[65];
 
-    assert_int_equal(r2_ops()->group_init(&g2), PT_OK);
+    assert_int_equal(lb_ops()->group_init(&g2), PT_OK);
     for (unsigned i = 0; i < 64; i++) {
-        a[i] = (char)('a' + r2_ops()->pick(&f->g, NULL, NULL)->index);
-        b[i] = (char)('a' + r2_ops()->pick(&g2, NULL, NULL)->index);
+        a[i] = (char)('a' + lb_ops()->pick(&f->g, NULL, NULL)->index);
+        b[i] = (char)('a' + lb_ops()->pick(&g2, NULL, NULL)->index);
     }
     a[64] = b[64] = '\0';
     /* two workers must not walk the same random sequence (4^-64 chance of a false failure) */
     assert_string_not_equal(a, b);
-    r2_ops()->group_fini(&g2);
+    lb_ops()->group_fini(&g2);
 }
 
 #define T(fn) cmocka_unit_test_teardown(fn, teardown)
