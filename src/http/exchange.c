@@ -150,6 +150,13 @@ pt_exchange_prepare_replay(struct pt_exchange *x)
 {
     struct pt_chain again;
 
+    /* a copy put back for an earlier attempt that took none of it is still at the head:
+     * drop it, or the body would go out twice (and the second copy would be read by the
+     * backend as the start of another request) */
+    if (x->replay_pending > 0) {
+        pt_chain_consume(&x->w->chunks, &x->req_body, x->replay_pending);
+        x->replay_pending = 0;
+    }
     if (x->replay.bytes == 0)
         return PT_OK;
     pt_chain_init(&again);

@@ -537,12 +537,7 @@ bconn_response_done(struct pt_bconn *b)
     pt_proxy_request_done(x);
     if (b->ssl != NULL && b->requests == 1)
         pt_tls_save_session(b->ssl, &b->ws->tls_session); /* tickets have arrived by now */
-    if (!x->req_complete) {
-        /* the backend answered before the whole request arrived: the rest is dropped */
-        x->discard_body = 1;
-        pt_chain_free(&b->w->chunks, &x->req_body);
-    }
-    x->fe->send_end(x);
+    x->fe->send_end(x); /* the frontend drops what is left of the request body, if any */
     x->fe->flush(x);
     if (!reusable || !pt_pool_put(b->ws, &b->pool_link)) {
         bconn_close(b);

@@ -448,6 +448,20 @@ fe_send_end(struct pt_exchange *x)
         pt_chain_append(p, &c->out, "\r\n", 2);
     }
     x->resp_complete = 1;
+    if (!x->req_complete) {
+        /* answered before the request body ended: what is left is read and dropped (or the
+         * connection closes, see fe_send_head), so reading must go on even if it had paused
+         * for a backend that will now never take the body */
+        x->discard_body = 1;
+        pt_chain_free(&c->w->chunks, &x->req_body);
+        if (c->pause & PAUSE_BODY) {
+            c->pause &= ~PAUSE_BODY;
+            if (!c->in_parse)
+                parse(c);
+            update_read(c);
+            update_timer(c, 1);
+        }
+    }
     exchange_maybe_done(c);
     return PT_OK;
 }

@@ -211,6 +211,7 @@ stream_submit(struct pt_h2b_stream *st)
 
     if (nv == NULL) {
         stream_fail(st, PT_BF_RESET, "out of memory");
+        stream_free(st); /* never submitted: nghttp2 will not close it for us */
         return;
     }
     for (unsigned i = 0; i < x->req.n; i++)
@@ -234,6 +235,7 @@ stream_submit(struct pt_h2b_stream *st)
                          1u << PT_H_HOST | 1u << PT_H_CONTENT_LENGTH | 1u << PT_H_TE) != PT_OK ||
         pt_h2_add_fields(x, nv, &k, x->req.n + x->fwd.n + 8, &x->fwd, 0) != PT_OK) {
         stream_fail(st, PT_BF_RESET, "out of memory");
+        stream_free(st);
         return;
     }
     char *cl = NULL;
@@ -252,6 +254,7 @@ stream_submit(struct pt_h2b_stream *st)
 
     if (id < 0) {
         stream_fail(st, PT_BF_CONNECT, nghttp2_strerror(id));
+        stream_free(st);
         return;
     }
     st->id = id;
@@ -307,11 +310,7 @@ stream_complete(struct pt_h2b_stream *st)
     stream_unlink(st);
     pt_upstream_release(x);
     pt_proxy_request_done(x);
-    if (!x->req_complete) {
-        x->discard_body = 1;
-        pt_chain_free(&x->w->chunks, &x->req_body);
-    }
-    x->fe->send_end(x);
+    x->fe->send_end(x); /* the frontend drops what is left of the request body, if any */
     x->fe->flush(x);
 }
 
@@ -445,8 +444,9 @@ be_req_body(struct pt_exchange *x)
         st->deferred = 0;
         nghttp2_session_resume_data(st->b->session, st->id);
     }
-    if (!st->b->in_io)
-        h2b_flush(st->b);
+    /* called from the frontend's own callbacks: write at the end of the loop iteration, so a
+     * backend failure cannot re-enter the frontend under them */
+    pt_worker_defer_flush(st->b->w, &st->b->df);
 }
 
 static void
@@ -459,8 +459,7 @@ be_resume(struct pt_exchange *x)
         st->unconsumed = 0;
     }
     st->paused = 0;
-    if (!st->b->in_io)
-        h2b_flush(st->b);
+    pt_worker_defer_flush(st->b->w, &st->b->df); /* called from the frontend's data source */
 }
 
 static void

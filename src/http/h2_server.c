@@ -53,6 +53,7 @@ struct pt_h2_conn {
     char peer_ip[48];
     nghttp2_session *session;
     struct pt_chain out;
+    struct pt_chunk *pending; /* bytes the h1 connection had read, fed at the next read event */
     unsigned closing : 1;
     unsigned reading : 1;
     unsigned goaway : 1;
@@ -183,6 +184,22 @@ stream_timer(struct pt_h2_stream *st, pt_msec ms)
     }
 }
 
+/* Acknowledges request DATA received on st but never handed to a backend. */
+static void
+give_back_window(struct pt_h2_stream *st)
+{
+    struct pt_exchange *x = st->x;
+    uint64_t held;
+
+    if (x == NULL || st->c->closing || x->req_body_bytes <= st->consumed)
+        return;
+    held = x->req_body_bytes - st->consumed;
+    st->consumed = x->req_body_bytes;
+    /* a closed stream has no window of its own left: give the connection's back */
+    if (nghttp2_session_consume(st->c->session, st->id, held) != 0)
+        nghttp2_session_consume_connection(st->c->session, held);
+}
+
 static void
 stream_free(struct pt_h2_stream *st)
 {
@@ -190,6 +207,7 @@ stream_free(struct pt_h2_stream *st)
     struct pt_exchange *x = st->x;
 
     ev_timer_stop(c->w->loop, &st->timer);
+    give_back_window(st); /* a client reset while we held its bytes */
     if (x != NULL) {
         if (!x->resp_complete && x->status == 0)
             x->status = 499;
@@ -669,14 +687,13 @@ fe_send_end(struct pt_exchange *x)
     st->resp_eof = 1;
     x->resp_complete = 1;
     if (!x->req_complete) {
-        /* answered before the request body ended: what is still coming is read and dropped
-         * (its window is returned at once), so the response is never cut short */
-        uint64_t held = x->req_body.bytes;
-
+        /* answered before the request body ended: what is still coming is read and dropped,
+         * and everything received but not yet acknowledged is acknowledged now, or the
+         * connection window would shrink for good */
         x->discard_body = 1;
         pt_chain_free(&st->c->w->chunks, &x->req_body);
-        if (held > 0 && !st->c->closing)
-            nghttp2_session_consume(st->c->session, st->id, held);
+        give_back_window(st);
+        stream_timer(st, 0);
     }
     resume_stream_data(st);
     return PT_OK;
@@ -738,8 +755,9 @@ fe_abort(struct pt_exchange *x)
     struct pt_h2_stream *st = x->fe_ctx;
 
     nghttp2_submit_rst_stream(st->c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-    if (!st->c->in_recv)
-        h2_flush(st->c);
+    /* may run inside nghttp2's own callbacks (a backend failing from data_read): write later */
+    if (!st->c->closing)
+        pt_worker_defer_flush(st->c->w, &st->c->df);
 }
 
 static const struct pt_fe_ops h2_fe_ops = {
@@ -817,8 +835,26 @@ static void
 on_read(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct pt_h2_conn *c = pt_container_of(io, struct pt_h2_conn, rio);
-    struct pt_chunk *ch = pt_chunk_get(&c->w->chunks);
+    struct pt_chunk *ch;
     ssize_t n;
+
+    if (c->pending != NULL) {
+        /* what the HTTP/1.1 connection had already read (the preface, or frames after an
+         * Upgrade): fed here, outside pt_h2_conn_start, so a connection that dies on them
+         * cannot take the upgraded request down under its handler's feet */
+        struct pt_chunk *p = c->pending;
+        int rc;
+
+        c->pending = NULL;
+        rc = feed(c, p->data + p->rpos, p->wpos - p->rpos);
+        pt_chunk_put(&c->w->chunks, p);
+        if (rc != PT_OK)
+            return;
+        h2_flush(c);
+        if (c->closing)
+            return;
+    }
+    ch = pt_chunk_get(&c->w->chunks);
 
     if (ch == NULL) {
         h2_close(c);
@@ -874,6 +910,10 @@ h2_close(struct pt_h2_conn *c)
         stream_free(st);
     }
     pt_worker_cancel_flush(&c->df);
+    if (c->pending != NULL) {
+        pt_chunk_put(&w->chunks, c->pending);
+        c->pending = NULL;
+    }
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
     ev_timer_stop(w->loop, &c->timer);
@@ -1024,9 +1064,18 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     ev_timer_init(&c->timer, on_timer, 0., 0.);
     pt_list_insert_tail(&w->h2_conns, &c->link);
     w->n_conns++;
-    if (t->initial_len > 0 && feed(c, t->initial, t->initial_len) != PT_OK)
-        return PT_OK; /* closed and logged; fd and ssl were ours */
+    if (t->initial_len > 0) {
+        c->pending = pt_chunk_get(&w->chunks);
+        if (c->pending == NULL) {
+            h2_close(c);
+            return PT_OK; /* fd and ssl were ours: closed */
+        }
+        memcpy(c->pending->data, t->initial, PT_MIN(t->initial_len, (size_t)PT_CHUNK_SIZE));
+        c->pending->wpos = (uint32_t)PT_MIN(t->initial_len, (size_t)PT_CHUNK_SIZE);
+    }
     update_read(c, 1);
+    if (c->pending != NULL)
+        ev_feed_event(w->loop, &c->rio, EV_READ);
     h2_flush(c);
     return PT_OK;
 }

@@ -556,13 +556,14 @@ pt_retry_allowed(struct pt_exchange *x, unsigned fail_class, unsigned status)
     }
     if (!match)
         return false;
-    /* a request that may have reached the application is replayed only when that is safe */
-    if (fail_class != PT_FC_CONNECT || status != 0) {
-        if (!pt_exchange_replayable(x))
-            return false;
-        if (!pt_exchange_idempotent(x) && !r->non_idempotent)
-            return false;
-    }
+    /* the body must be resendable in full whatever failed (an HTTP/2 stream can be refused
+     * after DATA was taken); and a request that may have reached the application is
+     * replayed only when its method says that is safe */
+    if (!pt_exchange_replayable(x))
+        return false;
+    if ((fail_class != PT_FC_CONNECT || status != 0) && !pt_exchange_idempotent(x) &&
+        !r->non_idempotent)
+        return false;
     if (!budget_take(x)) {
         struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
 
