@@ -79,7 +79,7 @@ struct pt_h1_conn {
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
-    llhttp_t parser;
+    llhttp_t *parser; /* only while a request is being parsed or answered (NULL when idle) */
     struct pt_exchange *x;
     size_t head_bytes;
     unsigned err_status; /* set by a callback that rejects the request */
@@ -340,7 +340,8 @@ fe_send_head(struct pt_exchange *x)
     if (c->closing)
         return PT_ERR;
     if (c->w->draining || c->requests + 1 >= (unsigned)conn_http(c)->keepalive_requests ||
-        conn_http(c)->keepalive_timeout == 0 || !llhttp_should_keep_alive(&c->parser))
+        conn_http(c)->keepalive_timeout == 0 || c->parser == NULL ||
+        !llhttp_should_keep_alive(c->parser))
         c->close_after = 1;
     if (x->resp_local && !x->req_complete) {
         /* answering before the body arrived: keep the connection only if what is left is small
@@ -551,7 +552,7 @@ exchange_maybe_done(struct pt_h1_conn *c)
     }
     update_timer(c, 0);
     if (!c->in_parse) {
-        parse(c);
+        parse(c); /* also gives the parser back when nothing is buffered */
         update_read(c);
     }
 }
@@ -1052,6 +1053,27 @@ parse_error_status(struct pt_h1_conn *c, llhttp_errno_t e)
     }
 }
 
+/* The parser (96 bytes) exists only while a request is in flight: an idle keep-alive
+ * connection holds neither buffer nor parser state. Between two messages llhttp is at the start
+ * of a new one, so a fresh parser is equivalent. */
+static int
+parser_get(struct pt_h1_conn *c)
+{
+    c->parser = malloc(sizeof(*c->parser));
+    if (c->parser == NULL)
+        return PT_ERR;
+    llhttp_init(c->parser, HTTP_REQUEST, &settings);
+    c->parser->data = c;
+    return PT_OK;
+}
+
+static void
+parser_put(struct pt_h1_conn *c)
+{
+    free(c->parser);
+    c->parser = NULL;
+}
+
 static void
 parse(struct pt_h1_conn *c)
 {
@@ -1111,12 +1133,16 @@ parse(struct pt_h1_conn *c)
         const char *data = c->in != NULL ? c->in->data + c->in->rpos : "";
         uint64_t body_before = x != NULL ? x->req_body.bytes : 0;
         bool in_head = x == NULL || x->state == PT_X_HEAD;
-        llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
+        if (c->parser == NULL && parser_get(c) != PT_OK) {
+            local_error(c, 503);
+            break;
+        }
+        llhttp_errno_t e = llhttp_execute(c->parser, data, len);
         size_t used = len;
 
         if (e == HPE_PAUSED) {
-            used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
-            llhttp_resume(&c->parser);
+            used = (size_t)(llhttp_get_error_pos(c->parser) - data);
+            llhttp_resume(c->parser);
         }
         if (e == HPE_OK || e == HPE_PAUSED) {
             if (c->in != NULL)
@@ -1132,7 +1158,7 @@ parse(struct pt_h1_conn *c)
             unsigned status = parse_error_status(c, e);
 
             pt_log(PT_LOG_INFO, "client %s sent an invalid request: %s (%s), answering %u (c%llu)",
-                   peer_ip(c), llhttp_errno_name(e), llhttp_get_error_reason(&c->parser), status,
+                   peer_ip(c), llhttp_errno_name(e), llhttp_get_error_reason(c->parser), status,
                    (unsigned long long)c->id);
             if (c->in != NULL)
                 c->in->rpos = c->in->wpos;
@@ -1161,6 +1187,8 @@ parse(struct pt_h1_conn *c)
         pt_chunk_put(&c->w->chunks, c->in);
         c->in = NULL;
     }
+    if (c->in == NULL && c->x == NULL && c->parser != NULL && !c->closing)
+        parser_put(c);
     if (!c->closing) {
         /* client_body_timeout is the gap between two body reads, so progress restarts it */
         update_timer(c, c->x != NULL && c->x == x_start && c->x->req_body_bytes != body_start);
@@ -1297,6 +1325,7 @@ conn_close(struct pt_h1_conn *c)
     ev_timer_stop(w->loop, &c->timer);
     pt_tls_free(c->ssl);
     c->ssl = NULL;
+    parser_put(c);
     close(c->fd);
     if (c->in != NULL)
         pt_chunk_put(&w->chunks, c->in);
@@ -1338,8 +1367,6 @@ pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, sock
     c->fd = fd;
     c->id = ++w->next_id;
     memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
-    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
-    c->parser.data = c;
     pt_chain_init(&c->out);
     ev_io_init(&c->rio, on_read, fd, EV_READ);
     ev_io_init(&c->wio, on_write, fd, EV_WRITE);
@@ -1418,6 +1445,7 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
     c->in = NULL;
     pt_chain_free(&w->chunks, &c->out);
     c->ssl = NULL;
+    parser_put(c);
     pt_list_remove(&c->link);
     pt_worker_conn_closed(w);
     pt_worker_reap(w, &c->reap);
