@@ -160,3 +160,46 @@ def make_proxy(tmp_path, start_backend, start_portico):
 @pytest.fixture
 def proxy(make_proxy):
     return make_proxy()
+
+
+# ---- fixtures shared by balance/ and health/ -------------------------------------------------
+# start_flaky(name, **kw) -> FlakyBackend (tests/tools/flaky_backend.py), whose health status,
+# answer status and delay tests flip at run time; start_lb(servers, upstream_extra=...,
+# workers=2, name=...) -> Portico with upstream `app` of these `server` lines and
+# `location / { proxy_pass app; }`.
+
+from flaky_backend import FlakyBackend  # noqa: E402
+
+
+@pytest.fixture
+def start_flaky(tmp_path):
+    started = []
+
+    def _start(name, **kw):
+        b = FlakyBackend(name, logdir=str(tmp_path), **kw)
+        started.append(b)
+        return b
+
+    yield _start
+    for b in started:
+        b.stop()
+    for b in started:
+        try:
+            with open(b.errpath) as f:
+                err = f.read()
+        except OSError:
+            err = ""
+        if err:
+            print("---- flaky backend %s stderr ----\n%s" % (b.name, err))
+
+
+@pytest.fixture
+def start_lb(tmp_path, start_portico):
+    def _start(servers, upstream_extra="", workers=2, name="portico"):
+        port = lib.free_port()
+        conf = lib.make_conf(tmp_path, lib.proxy_conf(port, servers,
+                                                      upstream_extra=upstream_extra),
+                             workers=workers, access_log="off")
+        return start_portico(conf, [port], name=name)
+
+    return _start

@@ -1,52 +1,8 @@
-"""Fixtures for the load-balancing tests (tests/integration/balance/).
-
-  start_flaky(name, **kw) -> FlakyBackend   (tests/tools/flaky_backend.py): a backend
-      whose health status, answer status and delay are flipped at run time
-  start_lb(servers, upstream_extra=..., workers=2, name=...) -> Portico with upstream
-      `app` made of these `server` lines and `location / { proxy_pass app; }`
-
-The parent conftest.py gives start_backend, start_portico and the hard timeouts.
-"""
+"""The load-balancing tests (tests/integration/balance/) use start_flaky and start_lb from the parent
+conftest.py (with start_backend, start_portico and the hard timeouts); this file only puts
+lbutil.py on the import path."""
 
 import os
 import sys
 
-import pytest
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import portico_testlib as lib  # noqa: E402
-from flaky_backend import FlakyBackend  # noqa: E402
-import lbutil  # noqa: E402
-
-
-@pytest.fixture
-def start_flaky(tmp_path):
-    started = []
-
-    def _start(name, **kw):
-        b = FlakyBackend(name, logdir=str(tmp_path), **kw)
-        started.append(b)
-        return b
-
-    yield _start
-    for b in started:
-        b.stop()
-    for b in started:
-        try:
-            with open(b.errpath) as f:
-                err = f.read()
-        except OSError:
-            err = ""
-        if err:
-            print("---- flaky backend %s stderr ----\n%s" % (b.name, err))
-
-
-@pytest.fixture
-def start_lb(tmp_path, start_portico):
-    def _start(servers, upstream_extra="", workers=2, name="portico"):
-        port = lib.free_port()
-        conf = lbutil.lb_conf(tmp_path, port, servers, upstream_extra, workers)
-        return start_portico(conf, [port], name=name)
-
-    return _start

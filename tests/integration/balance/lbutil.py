@@ -13,11 +13,6 @@ import portico_testlib as lib
 from flaky_backend import Client, Load  # noqa: F401  (re-exported for the tests)
 
 
-def lb_conf(tmp_path, port, servers, upstream_extra="", workers=2):
-    """A full config: upstream `app` with these `server` lines, `location / {proxy_pass app;}`."""
-    return lib.make_conf(tmp_path, lib.proxy_conf(port, servers, upstream_extra=upstream_extra),
-                         workers=workers, access_log="off")
-
 
 def dead_port():
     """A loopback port nobody listens on: connecting is refused at once."""
