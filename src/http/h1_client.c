@@ -298,25 +298,17 @@ static void
 tls_step(struct pt_bconn *b)
 {
     char who[200];
-    bool want_write;
     int rc;
 
     snprintf(who, sizeof(who), "upstream \"%s\" server %s", b->srv->upstream->name,
              b->srv->addr.name);
-    rc = pt_tls_connect_step(b->ssl, who, &want_write);
-    if (rc == PT_AGAIN) {
-        if (want_write && !ev_is_active(&b->wio))
-            ev_io_start(b->w->loop, &b->wio);
-        else if (!want_write && ev_is_active(&b->wio))
-            ev_io_stop(b->w->loop, &b->wio);
+    rc = pt_tls_connect_io(b->w->loop, &b->wio, b->ssl, who);
+    if (rc == PT_AGAIN)
         return;
-    }
     if (rc != PT_OK) {
         bconn_fail(b, PT_BF_CONNECT, "TLS handshake failed", 0);
         return;
     }
-    if (ev_is_active(&b->wio))
-        ev_io_stop(b->w->loop, &b->wio);
     pt_log_debug("upstream \"%s\" server %s: TLS %s, session %s", b->srv->upstream->name,
                  b->srv->addr.name, SSL_get_version(b->ssl),
                  SSL_session_reused(b->ssl) ? "resumed" : "new");

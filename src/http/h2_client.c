@@ -635,22 +635,14 @@ static void
 tls_step(struct pt_h2b *b)
 {
     char buf[200];
-    bool want_write;
-    int rc = pt_tls_connect_step(b->ssl, who(b, buf, sizeof(buf)), &want_write);
+    int rc = pt_tls_connect_io(b->w->loop, &b->wio, b->ssl, who(b, buf, sizeof(buf)));
 
-    if (rc == PT_AGAIN) {
-        if (want_write && !ev_is_active(&b->wio))
-            ev_io_start(b->w->loop, &b->wio);
-        else if (!want_write && ev_is_active(&b->wio))
-            ev_io_stop(b->w->loop, &b->wio);
+    if (rc == PT_AGAIN)
         return;
-    }
     if (rc != PT_OK) {
         h2b_close(b, "TLS handshake failed");
         return;
     }
-    if (ev_is_active(&b->wio))
-        ev_io_stop(b->w->loop, &b->wio);
     if (!pt_tls_alpn_h2(b->ssl)) {
         h2b_close(b, "server did not negotiate h2 (ALPN)");
         return;

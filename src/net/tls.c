@@ -579,6 +579,21 @@ pt_tls_connect_step(SSL *ssl, const char *who, bool *want_write)
     return PT_ERR;
 }
 
+int
+pt_tls_connect_io(struct ev_loop *loop, ev_io *wio, SSL *ssl, const char *who)
+{
+    bool want_write;
+    int rc = pt_tls_connect_step(ssl, who, &want_write);
+
+    if (rc == PT_AGAIN && want_write) {
+        if (!ev_is_active(wio))
+            ev_io_start(loop, wio);
+    } else if (ev_is_active(wio)) {
+        ev_io_stop(loop, wio);
+    }
+    return rc;
+}
+
 unsigned
 pt_tls_conf_finish(struct pt_conf *conf, FILE *errout, struct pt_err *err)
 {

@@ -4,6 +4,7 @@
 #ifndef PT_TLS_H
 #define PT_TLS_H
 
+#include <ev.h>
 #include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -53,6 +54,9 @@ bool pt_tls_save_session(SSL *ssl, void **slot);
 bool pt_tls_misdirected(SSL *ssl, const struct pt_vhost *routed);
 /* Drives a client handshake like pt_tls_handshake; errors are logged with `who`. */
 int pt_tls_connect_step(SSL *ssl, const char *who, bool *want_write);
+/* The same for a connection with separate read and write watchers: wio runs exactly while the
+ * handshake waits for writability. PT_OK, PT_AGAIN or PT_ERR (logged). */
+int pt_tls_connect_io(struct ev_loop *loop, ev_io *wio, SSL *ssl, const char *who);
 
 /* Reads into buf: > 0 bytes, 0 at EOF, PT_AGAIN, PT_ERR (errno set for socket errors). */
 ssize_t pt_io_read(int fd, SSL *ssl, char *buf, size_t n);
