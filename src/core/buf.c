@@ -166,6 +166,39 @@ pt_chain_consume(struct pt_chunk_pool *p, struct pt_chain *ch, size_t n)
     }
 }
 
+void
+pt_chain_truncate(struct pt_chunk_pool *p, struct pt_chain *ch, size_t keep)
+{
+    struct pt_chunk *c = ch->head, *last = NULL;
+    size_t seen = 0;
+
+    if (keep >= ch->bytes)
+        return;
+    /* find the chunk holding byte `keep`: it is cut there, the ones after it go back */
+    while (c != NULL && seen + (c->wpos - c->rpos) <= keep) {
+        seen += c->wpos - c->rpos;
+        last = c;
+        c = c->next;
+    }
+    if (c != NULL && keep > seen) {
+        c->wpos = c->rpos + (uint32_t)(keep - seen);
+        last = c;
+        c = c->next;
+    }
+    if (last != NULL)
+        last->next = NULL;
+    else
+        ch->head = NULL;
+    ch->tail = last;
+    while (c != NULL) {
+        struct pt_chunk *n = c->next;
+
+        pt_chunk_put(p, c);
+        c = n;
+    }
+    ch->bytes = keep;
+}
+
 int
 pt_chain_iov(const struct pt_chain *ch, struct iovec *iov, int max)
 {

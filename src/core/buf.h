@@ -31,6 +31,9 @@ void pt_chain_push(struct pt_chain *ch, struct pt_chunk *c);
 void pt_chain_move(struct pt_chain *dst, struct pt_chain *src);
 /* Drops n bytes from the front, returning emptied chunks to the pool. */
 void pt_chain_consume(struct pt_chunk_pool *p, struct pt_chain *ch, size_t n);
+/* Keeps the first `keep` bytes and returns the rest's chunks to the pool (no-op when the chain
+ * holds no more than that). */
+void pt_chain_truncate(struct pt_chunk_pool *p, struct pt_chain *ch, size_t keep);
 /* Fills up to max iovecs with the chain's data; returns the count. */
 int pt_chain_iov(const struct pt_chain *ch, struct iovec *iov, int max);
 void pt_chain_free(struct pt_chunk_pool *p, struct pt_chain *ch);

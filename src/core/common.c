@@ -36,23 +36,56 @@ pt_err_errno(struct pt_err *err, int errnum, const char *fmt, ...)
 }
 
 int
-pt_parse_uint(const char *s, uint64_t max, uint64_t *out)
+pt_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
 {
     uint64_t v = 0;
 
-    if (*s == '\0')
+    if (len == 0)
         return PT_ERR;
-    for (; *s; s++) {
-        if (!isdigit((unsigned char)*s))
+    for (size_t i = 0; i < len; i++) {
+        unsigned d = (unsigned char)s[i] - '0';
+
+        if (d > 9)
             return PT_ERR;
-        if (v > (UINT64_MAX - 9) / 10)
-            return PT_ERR;
-        v = v * 10 + (uint64_t)(*s - '0');
+        if (d > max || v > (max - d) / 10)
+            return PT_ERR; /* v * 10 + d would exceed max (and so never wraps) */
+        v = v * 10 + d;
     }
-    if (v > max)
-        return PT_ERR;
     *out = v;
     return PT_OK;
+}
+
+int
+pt_parse_hex_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (len == 0)
+        return PT_ERR;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        unsigned d;
+
+        if (ch >= '0' && ch <= '9')
+            d = ch - '0';
+        else if (ch >= 'a' && ch <= 'f')
+            d = ch - 'a' + 10;
+        else if (ch >= 'A' && ch <= 'F')
+            d = ch - 'A' + 10;
+        else
+            return PT_ERR;
+        if (d > max || v > (max - d) / 16)
+            return PT_ERR;
+        v = v * 16 + d;
+    }
+    *out = v;
+    return PT_OK;
+}
+
+int
+pt_parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+    return pt_parse_u64(s, strlen(s), max, out);
 }
 
 /* Splits "123abc" into the number and its unit suffix. */

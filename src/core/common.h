@@ -33,7 +33,14 @@ int pt_err_errno(struct pt_err *err, int errnum, const char *fmt, ...)
 int pt_parse_size(const char *s, uint64_t *out);
 /* Parses "500ms", "2s", "1m", "1h", "10" (seconds) into milliseconds. */
 int pt_parse_msec(const char *s, pt_msec *out);
-/* Parses a non-negative decimal integer that fits in max. */
+/* The one parser for numbers: from the configuration and from the wire (Content-Length, chunk
+ * sizes, ports, status codes, cookie tokens). s[0..len) must be 1*DIGIT (1*HEXDIG for the hex
+ * form): no sign, no space, no prefix; leading zeros are allowed (RFC 9110 section 8.6). Returns
+ * PT_OK and sets *out when the value is at most max, else PT_ERR and leaves *out alone. Never
+ * overflows, whatever the input. */
+int pt_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out);
+int pt_parse_hex_u64(const char *s, size_t len, uint64_t max, uint64_t *out);
+/* pt_parse_u64 of a NUL-terminated string. */
 int pt_parse_uint(const char *s, uint64_t max, uint64_t *out);
 
 #include <time.h>

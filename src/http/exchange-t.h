@@ -38,6 +38,11 @@ struct pt_fe_ops {
     /* The backend failed after the response head was sent: the frontend must fail the
      * response visibly (close the connection / reset the stream). */
     void (*abort)(struct pt_exchange *x);
+    /* The backend failed after send_head, before the frontend wrote any byte of the response:
+     * drop what was handed over so a local error response can take its place. PT_OK when
+     * dropped (x's response fields are then the caller's to reset), PT_ERR when some of it
+     * has left (the caller aborts instead). */
+    int (*retract)(struct pt_exchange *x);
 };
 
 /* Backend side, implemented by each backend codec (h1 client today, h2 client next). */

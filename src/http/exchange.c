@@ -110,6 +110,21 @@ pt_exchange_respond_with(struct pt_exchange *x, unsigned status, const char *bod
 }
 
 void
+pt_exchange_reset_response(struct pt_exchange *x)
+{
+    x->status = 0;
+    x->interim_status = 0;
+    x->resp.n = 0;
+    x->resp_trailers.n = 0;
+    x->resp_cl = -1;
+    x->resp_no_body = 0;
+    x->resp_head_sent = 0;
+    x->resp_complete = 0;
+    x->resp_head_only = 0;
+    x->resp_body_bytes = 0;
+}
+
+void
 pt_exchange_body_taken(struct pt_exchange *x, const char *data, size_t n)
 {
     size_t again = (size_t)PT_MIN((uint64_t)n, x->replay_pending);
@@ -169,6 +184,58 @@ pt_exchange_prepare_replay(struct pt_exchange *x)
     pt_chain_move(&again, &x->req_body);
     x->req_body = again;
     x->replay_pending = x->replay.bytes;
+    return PT_OK;
+}
+
+const char *
+pt_http_method_name(int method)
+{
+#define PT_METHOD_CASE(num, name, string)                                                         \
+    case num:                                                                                    \
+        return #string;
+    switch (method) {
+        HTTP_ALL_METHOD_MAP(PT_METHOD_CASE)
+    default:
+        return NULL;
+    }
+#undef PT_METHOD_CASE
+}
+
+int
+pt_http_method_lookup(const char *name, size_t len)
+{
+    /* request methods only (HTTP_METHOD_MAP): not PRI, not the RTSP ones */
+#define PT_METHOD_CMP(num, name_, string)                                                        \
+    if (len == sizeof(#string) - 1 && memcmp(name, #string, len) == 0)                          \
+        return num;
+    HTTP_METHOD_MAP(PT_METHOD_CMP)
+#undef PT_METHOD_CMP
+    return PT_METHOD_OTHER;
+}
+
+int
+pt_exchange_set_host(struct pt_exchange *x)
+{
+    int i = -1;
+    size_t n;
+
+    for (unsigned k = 0; k < x->req.n && i < 0; k++)
+        if (x->req.v[k].tok == PT_H_HOST && !x->req.v[k].skip)
+            i = (int)k;
+    if (i < 0)
+        return PT_OK;
+    if (!pt_http_valid_authority(x->req.v[i].value, x->req.v[i].vlen, &n))
+        return PT_ERR;
+    /* without the port; an IPv6 literal keeps its brackets */
+    char *h = pt_arena_strndup(&x->arena, x->req.v[i].value, n);
+
+    if (h == NULL)
+        return PT_ERR;
+    for (size_t k = 0; k < n; k++)
+        if (h[k] >= 'A' && h[k] <= 'Z')
+            h[k] = (char)(h[k] + 32);
+    x->host = h;
+    x->host_len = n;
     return PT_OK;
 }
 

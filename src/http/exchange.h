@@ -21,6 +21,8 @@ int pt_exchange_respond(struct pt_exchange *x, unsigned status, const char *body
 /* Same, with one extra response header (e.g. Location). */
 int pt_exchange_respond_with(struct pt_exchange *x, unsigned status, const char *body,
                              const char *hname, const char *hvalue);
+/* Forgets a response head the frontend took back (fe->retract), so a local answer can follow. */
+void pt_exchange_reset_response(struct pt_exchange *x);
 /* Canonical reason phrase for a status. */
 const char *pt_status_reason(unsigned status);
 /* Backend codecs report every n body bytes they take out of x->req_body (data points at
@@ -32,6 +34,20 @@ void pt_exchange_chain_taken(struct pt_exchange *x, const struct pt_chain *ch);
 int pt_exchange_replayable(const struct pt_exchange *x);
 /* Puts the kept copy back in front of req_body for a new attempt. PT_OK or PT_ERR. */
 int pt_exchange_prepare_replay(struct pt_exchange *x);
+/* x->method for a request method llhttp has no number for (forwarded as sent, by name). */
+#define PT_METHOD_OTHER (-1)
+/* Name of an llhttp method number, or NULL when it is none: unlike llhttp_method_name(), which
+ * calls abort() for a number it does not know, this never fails. */
+const char *pt_http_method_name(int method);
+/* The llhttp number of a request method name (case-sensitive, RFC 9110 section 9.1), or
+ * PT_METHOD_OTHER for any other name. Never calls into llhttp. */
+int pt_http_method_lookup(const char *name, size_t len);
+/* Methods a gateway forwards (the Allow value of a 405 for CONNECT). */
+#define PT_ALLOW_METHODS "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+/* Sets x->host (lower case, without the port) from the forwarded Host field, which must be a
+ * valid authority without userinfo (pt_http_valid_authority). PT_OK (also when there is no
+ * Host), or PT_ERR for an invalid value (answer 400) or no memory. */
+int pt_exchange_set_host(struct pt_exchange *x);
 /* True for methods that RFC 9110 section 9.2.2 calls idempotent. */
 int pt_exchange_idempotent(const struct pt_exchange *x);
 

@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/worker.h"
 #include "http/exchange.h"
+#include "http/h1_chunk.h"
 #include "http/h1_client.h"
 #include "http/headers.h"
 #include "http/proxy.h"
@@ -63,6 +64,8 @@ struct pt_bconn {
     struct pt_chunk *in;
     struct pt_chain out;
     llhttp_t parser;
+    struct pt_h1_chunk_guard chunk; /* chunk framing to check before llhttp goes on */
+    const char *why;                /* what a callback rejected, for the log line */
     struct pt_exchange *x;
     char *hname, *hval;
     size_t hname_len, hval_len;
@@ -380,6 +383,7 @@ r_message_begin(llhttp_t *p)
     b->x->resp.n = 0;
     b->x->resp_trailers.n = 0;
     b->in_trailers = 0;
+    b->chunk = (struct pt_h1_chunk_guard){0};
     b->head_bytes = 0;
     b->hname = b->hval = NULL;
     b->hname_len = b->hval_len = 0;
@@ -461,14 +465,31 @@ r_headers_complete(llhttp_t *p)
         b->retry_status = 1; /* stop parsing; bconn_parse hands the request to another server */
         return -1;
     }
-    x->resp_cl = (p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED)
-                     ? (int64_t)p->content_length
-                     : -1;
+    x->resp_cl = -1;
+    if ((p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED)) {
+        /* the one number parser, with a signed maximum: llhttp takes up to 2^64-1 */
+        int ci = pt_hdrs_find(&x->resp, PT_H_CONTENT_LENGTH);
+        uint64_t cl;
+
+        if (ci < 0 ||
+            pt_parse_u64(x->resp.v[ci].value, x->resp.v[ci].vlen, INT64_MAX, &cl) != PT_OK ||
+            cl != p->content_length) {
+            b->why = "invalid Content-Length (over 2^63-1)";
+            return -1;
+        }
+        x->resp_cl = (int64_t)cl;
+    }
     x->resp_no_body = x->method == HTTP_HEAD || status == 204 || status == 304;
     pt_hdrs_mark_hop_by_hop(&x->resp, false);
     if (x->fe->send_head(x) == PT_AGAIN)
         b->paused = 1;
-    return x->method == HTTP_HEAD ? 1 : 0;
+    if (x->method == HTTP_HEAD)
+        return 1;
+    if ((p->flags & F_CHUNKED) && !x->resp_no_body) {
+        b->chunk.line = 1; /* the first chunk-size line is checked before llhttp reads it */
+        return HPE_PAUSED;
+    }
+    return 0;
 }
 
 static int
@@ -494,7 +515,15 @@ r_body(llhttp_t *p, const char *at, size_t n)
 
     if (rc == PT_AGAIN)
         b->paused = 1;
-    return rc == PT_ERR ? -1 : 0;
+    if (rc == PT_ERR)
+        return -1;
+    if ((p->flags & F_CHUNKED) && p->content_length == 0) {
+        /* this span ends a chunk: its CRLF and the next chunk-size line come first */
+        b->chunk.crlf = 1;
+        b->chunk.line = 1;
+        return HPE_PAUSED;
+    }
+    return 0;
 }
 
 static int
@@ -553,6 +582,20 @@ bconn_parse(struct pt_bconn *b)
         size_t len = b->in->wpos - b->in->rpos;
         llhttp_errno_t e;
 
+        if (pt_h1_chunk_pending(&b->chunk)) {
+            const char *why;
+            int rc = pt_h1_chunk_check(&b->chunk, b->in->data + b->in->rpos, len, &why);
+
+            if (rc == PT_AGAIN)
+                break;
+            if (rc != PT_OK) {
+                char what[200];
+
+                snprintf(what, sizeof(what), "invalid response: %s", why);
+                bconn_fail(b, PT_BF_PROTOCOL, what, 0);
+                return;
+            }
+        }
         b->in_given = 0;
         e = llhttp_execute(&b->parser, data, len);
         if (b->in_given) {
@@ -584,6 +627,8 @@ bconn_parse(struct pt_bconn *b)
 
             if (b->head_bytes > (size_t)b->srv->upstream->max_response_header_size)
                 snprintf(what, sizeof(what), "response head over max_response_header_size");
+            else if (b->why != NULL)
+                snprintf(what, sizeof(what), "invalid response: %s", b->why);
             else
                 snprintf(what, sizeof(what), "invalid response: %s (%s)", llhttp_errno_name(e),
                          llhttp_get_error_reason(&b->parser));
@@ -640,6 +685,15 @@ on_readable(struct ev_loop *loop, ev_io *io, int revents)
             bconn_fail(b, PT_BF_RESET, "out of memory", 0);
             return;
         }
+    } else if (b->in->wpos == PT_CHUNK_SIZE) {
+        /* a chunk-size line waits for its end: make room after the bytes kept */
+        if (b->in->rpos == 0) {
+            bconn_fail(b, PT_BF_PROTOCOL, "invalid response: line too long", 0);
+            return;
+        }
+        memmove(b->in->data, b->in->data + b->in->rpos, b->in->wpos - b->in->rpos);
+        b->in->wpos -= b->in->rpos;
+        b->in->rpos = 0;
     }
     n = pt_io_read(b->fd, b->ssl, b->in->data + b->in->wpos, PT_CHUNK_SIZE - b->in->wpos);
     if (n == PT_AGAIN)
@@ -775,6 +829,7 @@ attach(struct pt_bconn *b, struct pt_exchange *x)
     b->interim = 0;
     b->retry_status = 0;
     b->requests++;
+    b->why = NULL;
     x->be = &h1_be_ops;
     x->be_ctx = b;
     llhttp_init(&b->parser, HTTP_RESPONSE, &settings);

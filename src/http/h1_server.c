@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "core/worker.h"
 #include "http/exchange.h"
+#include "http/h1_chunk.h"
 #include "http/h1_server.h"
 #include "http/h2_server.h"
 #include "http/headers.h"
@@ -74,15 +75,18 @@ struct pt_h1_conn {
     unsigned out_full : 1;    /* told the backend to stop; resume it when drained */
     unsigned in_trailers : 1;
     unsigned head_lf : 1;     /* the last head byte scanned was LF */
-    unsigned crlf_need : 2;   /* bytes of the CRLF after chunk data still to check (0-2) */
     unsigned handshaking : 1; /* TLS handshake in progress */
+    struct pt_h1_chunk_guard chunk; /* chunk framing to check before llhttp goes on */
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
+    uint64_t out_written; /* bytes of `out` written to the socket so far */
+    uint64_t resp_start;  /* where the current response head starts, counted like out_written */
     llhttp_t *parser; /* only while a request is being parsed or answered (NULL when idle) */
     struct pt_exchange *x;
     size_t head_bytes;
     unsigned err_status; /* set by a callback that rejects the request */
+    const char *err_why; /* and why, for the log line (llhttp overwrites its own reason) */
 };
 
 static llhttp_settings_t settings;
@@ -281,6 +285,7 @@ flush(struct pt_h1_conn *c)
             return;
         }
         pt_chain_consume(&c->w->chunks, &c->out, (size_t)w);
+        c->out_written += (uint64_t)w;
     }
     if (ev_is_active(&c->wio)) {
         ev_io_stop(c->w->loop, &c->wio);
@@ -351,6 +356,7 @@ fe_send_head(struct pt_exchange *x)
         x->discard_body = 1;
     }
     c->resp_chunked = 0;
+    c->resp_start = c->out_written + o->bytes;
     pt_chain_printf(p, o, "HTTP/1.1 %u %s\r\n", x->status, pt_status_reason(x->status));
     for (unsigned i = 0; i < x->resp.n; i++) {
         const struct pt_hdr *h = &x->resp.v[i];
@@ -511,6 +517,21 @@ fe_flush(struct pt_exchange *x)
     flush(x->fe_ctx);
 }
 
+/* Nothing of the response has reached the socket: take it back out of `out`, so that a local
+ * error can answer instead (a backend that sent a head, then garbage in the same read). */
+static int
+fe_retract(struct pt_exchange *x)
+{
+    struct pt_h1_conn *c = x->fe_ctx;
+
+    if (c->closing || c->out_written > c->resp_start)
+        return PT_ERR;
+    pt_chain_truncate(&c->w->chunks, &c->out, (size_t)(c->resp_start - c->out_written));
+    c->resp_chunked = 0;
+    c->out_full = 0;
+    return PT_OK;
+}
+
 static void
 fe_abort(struct pt_exchange *x)
 {
@@ -529,6 +550,7 @@ static const struct pt_fe_ops h1_fe_ops = {
     .resume_body = fe_resume_body,
     .flush = fe_flush,
     .abort = fe_abort,
+    .retract = fe_retract,
 };
 
 /* Ends the exchange once both the request and the response are complete. */
@@ -544,7 +566,7 @@ exchange_maybe_done(struct pt_h1_conn *c)
     c->x = NULL;
     c->requests++;
     c->pause &= ~(PAUSE_PIPELINE | PAUSE_BODY);
-    if (c->close_after || c->eof) {
+    if (c->close_after || (c->eof && (c->in == NULL || c->in->rpos == c->in->wpos))) {
         c->close_after = 1;
         if (!c->in_parse)
             flush(c);
@@ -558,27 +580,6 @@ exchange_maybe_done(struct pt_h1_conn *c)
 }
 
 /* ---- checks llhttp 8 leaves to us ------------------------------------------------------ */
-
-/* RFC 9110 section 5.6.2 tchar */
-static bool
-is_tchar(unsigned char ch)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-           (ch != '\0' && strchr(extra, ch) != NULL);
-}
-
-static bool
-valid_field_name(const char *n, size_t len)
-{
-    if (len == 0)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!is_tchar((unsigned char)n[i]))
-            return false;
-    return true;
-}
 
 /* Scans head bytes that llhttp accepted for obs-fold (RFC 9112 section 5.2) and whitespace
  * before the first field (section 2.2): an LF followed by SP or HTAB. llhttp 8 folds such lines
@@ -646,6 +647,7 @@ on_message_begin(llhttp_t *p)
     c->head_bytes = 0;
     c->in_trailers = 0;
     c->head_lf = 0;
+    c->chunk = (struct pt_h1_chunk_guard){0};
     update_timer(c, 0);
     return 0;
 }
@@ -711,7 +713,7 @@ on_header_value_complete(llhttp_t *p)
     if (head_grow(c, 4) != 0)
         return -1;
     /* llhttp 8 lets "Name : value" through; RFC 9112 section 5.1 requires a 400 */
-    if (!valid_field_name(c->x->h1_hname, c->x->h1_hname_len)) {
+    if (!pt_http_is_token(c->x->h1_hname, c->x->h1_hname_len)) {
         c->err_status = 400;
         return -1;
     }
@@ -736,13 +738,35 @@ on_headers_complete(llhttp_t *p)
     struct pt_exchange *x = c->x;
 
     x->method = llhttp_get_method(p);
-    x->method_name = llhttp_method_name((llhttp_method_t)x->method);
+    x->method_name = pt_http_method_name(x->method);
     x->major = llhttp_get_http_major(p);
     x->minor = llhttp_get_http_minor(p);
     x->req_chunked = (p->flags & F_CHUNKED) != 0;
-    x->req_cl = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
-    x->req_has_body = x->req_chunked || x->req_cl > 0;
+    x->req_cl = -1;
     c->in_trailers = 1;
+    if (x->method_name == NULL) {
+        c->err_why = "method without a name";
+        c->err_status = 501;
+        return -1;
+    }
+    if (p->flags & F_CONTENT_LENGTH) {
+        /* llhttp takes any length up to 2^64-1; ours is signed and goes through the one number
+         * parser with its maximum, or a length of 2^63 would turn negative and the body would
+         * be forwarded without framing (request smuggling) */
+        int ci = pt_hdrs_find(&x->req, PT_H_CONTENT_LENGTH);
+        uint64_t cl;
+
+        if (ci < 0 ||
+            pt_parse_u64(x->req.v[ci].value, x->req.v[ci].vlen, INT64_MAX, &cl) != PT_OK ||
+            cl != p->content_length) {
+            c->err_why = "Content-Length over 2^63-1";
+            c->err_status = 400;
+            return -1;
+        }
+        x->req_cl = (int64_t)cl;
+    }
+    x->req_has_body = x->req_chunked || x->req_cl > 0;
+    c->chunk.line = x->req_chunked;
     if (x->major != 1) {
         c->err_status = 505;
         return -1;
@@ -770,18 +794,6 @@ on_headers_complete(llhttp_t *p)
     return HPE_PAUSED; /* route and start the handler outside the parser */
 }
 
-/* Checks that `need` bytes of the CRLF closing a chunk's data are at p (RFC 9112 section
- * 7.1: chunk = chunk-size CRLF chunk-data CRLF). llhttp 8 skips whatever stands there, which
- * would let two parsers disagree on where the body ends. Returns bytes matched, or -1. */
-static int
-check_crlf(unsigned need, const char *p, size_t avail)
-{
-    static const char crlf[] = "\r\n";
-    size_t n = PT_MIN((size_t)need, avail);
-
-    return memcmp(p, crlf + (2 - need), n) == 0 ? (int)n : -1;
-}
-
 static int
 on_body(llhttp_t *p, const char *at, size_t n)
 {
@@ -789,28 +801,21 @@ on_body(llhttp_t *p, const char *at, size_t n)
     struct pt_exchange *x = c->x;
     int64_t max = x->http->client_max_body_size;
 
-    if (x->req_chunked && p->content_length == 0) {
-        /* this span ends a chunk: its CRLF must follow */
-        const char *end = at + n, *bufend = c->in->data + c->in->wpos;
-        int m = check_crlf(2, end, (size_t)(bufend - end));
-
-        if (m < 0) {
-            c->err_status = 400;
-            return -1;
-        }
-        c->crlf_need = (unsigned)(2 - m);
-    }
-
     if (max > 0 && x->req_body_bytes + n > (uint64_t)max && !x->discard_body) {
         c->err_status = 413;
         return -1;
     }
     x->req_body_bytes += n;
-    if (x->discard_body)
-        return 0;
-    if (pt_chain_append(&c->w->chunks, &x->req_body, at, n) != PT_OK) {
+    if (!x->discard_body && pt_chain_append(&c->w->chunks, &x->req_body, at, n) != PT_OK) {
         c->err_status = 503;
         return -1;
+    }
+    if (x->req_chunked && p->content_length == 0) {
+        /* this span ends a chunk: its CRLF and the next chunk-size line are checked before
+         * llhttp reads them (h1_chunk.h) */
+        c->chunk.crlf = 1;
+        c->chunk.line = 1;
+        return HPE_PAUSED;
     }
     return 0;
 }
@@ -825,40 +830,6 @@ on_message_complete(llhttp_t *p)
 }
 
 /* ---- request start -------------------------------------------------------------------- */
-
-static void
-set_host(struct pt_exchange *x)
-{
-    int i = -1;
-
-    for (unsigned k = 0; k < x->req.n && i < 0; k++)
-        if (x->req.v[k].tok == PT_H_HOST && !x->req.v[k].skip)
-            i = (int)k;
-    if (i < 0)
-        return;
-    const char *v = x->req.v[i].value;
-    size_t n = x->req.v[i].vlen;
-
-    /* strip the port; an IPv6 literal keeps its brackets */
-    if (n > 0 && v[0] == '[') {
-        const char *e = memchr(v, ']', n);
-
-        if (e != NULL)
-            n = (size_t)(e - v) + 1;
-    } else {
-        const char *colon = memchr(v, ':', n);
-
-        if (colon != NULL)
-            n = (size_t)(colon - v);
-    }
-    char *h = pt_arena_strndup(&x->arena, v, n);
-
-    for (size_t k = 0; k < n; k++)
-        if (h[k] >= 'A' && h[k] <= 'Z')
-            h[k] = (char)(h[k] + 32);
-    x->host = h;
-    x->host_len = n;
-}
 
 /* Upgrade: h2c (RFC 7540 section 3.2, what `curl --http2 http://...` sends): answered with 101
  * and the request continues as stream 1. Only for bodiless requests on cleartext connections;
@@ -972,7 +943,17 @@ request_start(struct pt_h1_conn *c)
     bool absolute = false;
 
     x->state = PT_X_ACTIVE;
-    if (x->target != NULL && x->target[0] != '/' && x->method != HTTP_CONNECT &&
+    if (x->method == HTTP_CONNECT) {
+        /* a gateway opens no tunnels to arbitrary authorities (RFC 9110 section 9.3.6); what
+         * follows the head would be tunnel bytes, so the connection closes after the answer */
+        pt_log(PT_LOG_INFO, "client %s: CONNECT is not supported, answering 405 (c%llu)",
+               peer_ip(c), (unsigned long long)c->id);
+        c->close_after = 1;
+        x->discard_body = 1;
+        pt_exchange_respond_with(x, 405, "405 Method Not Allowed\n", "Allow", PT_ALLOW_METHODS);
+        return;
+    }
+    if (x->target != NULL && x->target[0] != '/' &&
         !(x->target_len == 1 && x->target[0] == '*')) {
         if (absolute_form(x) != PT_OK) {
             reject(c, 400, "invalid absolute-form request target");
@@ -980,7 +961,10 @@ request_start(struct pt_h1_conn *c)
         }
         absolute = true; /* the Host fields were replaced by the target's authority */
     }
-    set_host(x);
+    if (pt_exchange_set_host(x) != PT_OK) {
+        reject(c, 400, "invalid Host (userinfo, a bad character or port)");
+        return;
+    }
     x->vh = pt_router_vhost(c->listen, x->host, x->host_len);
     x->http = &x->vh->http;
     if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh)) {
@@ -988,8 +972,8 @@ request_start(struct pt_h1_conn *c)
         return;
     }
     if (x->target == NULL || x->target[0] != '/') {
-        /* authority-form is for CONNECT, asterisk-form for OPTIONS *: not for a gateway */
-        reject(c, x->method == HTTP_CONNECT ? 405 : 400, "request target is not origin-form");
+        /* asterisk-form is for OPTIONS *: not for a gateway */
+        reject(c, 400, "request target is not origin-form");
         return;
     }
     char *norm = pt_arena_alloc(&x->arena, x->target_len + 1);
@@ -1045,12 +1029,18 @@ parse_error_status(struct pt_h1_conn *c, llhttp_errno_t e)
 {
     if (c->err_status != 0)
         return c->err_status;
-    switch (e) {
-    case HPE_INVALID_METHOD:
-        return 501;
-    default:
+    if (e != HPE_INVALID_METHOD)
         return 400;
-    }
+    /* 501 only for what could be a method portico cannot forward (a token followed by a space,
+     * RFC 9110 section 9.1); bytes that are not a request line at all are a 400 */
+    const char *pos = llhttp_get_error_pos(c->parser);
+    const char *end = c->in != NULL ? c->in->data + c->in->wpos : pos;
+
+    if (pos == NULL || pos < (c->in != NULL ? c->in->data : pos) || pos > end)
+        return 400;
+    while (pos < end && pt_http_is_tchar((unsigned char)*pos))
+        pos++;
+    return pos == end || *pos == ' ' ? 501 : 400;
 }
 
 /* The parser (96 bytes) exists only while a request is in flight: an idle keep-alive
@@ -1113,17 +1103,20 @@ parse(struct pt_h1_conn *c)
                 c->in_parse = 1;
             }
         }
-        if (c->crlf_need > 0 && len > 0) {
-            int m = check_crlf(c->crlf_need, c->in->data + c->in->rpos, len);
+        if (x != NULL && pt_h1_chunk_pending(&c->chunk)) {
+            const char *why;
+            int rc = len > 0 ? pt_h1_chunk_check(&c->chunk, c->in->data + c->in->rpos, len, &why)
+                             : PT_AGAIN;
 
-            if (m < 0) {
-                pt_log(PT_LOG_INFO, "client %s sent an invalid request: no CRLF after chunk "
-                       "data, answering 400 (c%llu)", peer_ip(c), (unsigned long long)c->id);
+            if (rc == PT_AGAIN)
+                break;
+            if (rc != PT_OK) {
+                pt_log(PT_LOG_INFO, "client %s sent an invalid request: %s, answering 400 "
+                       "(c%llu)", peer_ip(c), why, (unsigned long long)c->id);
                 c->in->rpos = c->in->wpos;
                 local_error(c, 400);
                 break;
             }
-            c->crlf_need -= (unsigned)m;
         }
         /* after a pause at the end of the head, one empty execute lets llhttp finish a
          * message without body */
@@ -1158,7 +1151,8 @@ parse(struct pt_h1_conn *c)
             unsigned status = parse_error_status(c, e);
 
             pt_log(PT_LOG_INFO, "client %s sent an invalid request: %s (%s), answering %u (c%llu)",
-                   peer_ip(c), llhttp_errno_name(e), llhttp_get_error_reason(c->parser), status,
+                   peer_ip(c), llhttp_errno_name(e),
+                   c->err_why != NULL ? c->err_why : llhttp_get_error_reason(c->parser), status,
                    (unsigned long long)c->id);
             if (c->in != NULL)
                 c->in->rpos = c->in->wpos;
@@ -1189,6 +1183,17 @@ parse(struct pt_h1_conn *c)
     }
     if (c->in == NULL && c->x == NULL && c->parser != NULL && !c->closing)
         parser_put(c);
+    if (c->eof && !c->closing && !c->lingering) {
+        /* half-closed: a request still incomplete in the buffer can never complete */
+        if (c->x != NULL && !c->x->req_complete) {
+            pt_log_debug("client %s half-closed mid-request (c%llu)", peer_ip(c),
+                         (unsigned long long)c->id);
+            conn_close(c);
+            return;
+        }
+        if (c->x == NULL)
+            c->close_after = 1;
+    }
     if (!c->closing) {
         /* client_body_timeout is the gap between two body reads, so progress restarts it */
         update_timer(c, c->x != NULL && c->x == x_start && c->x->req_body_bytes != body_start);
@@ -1246,10 +1251,18 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
         return;
     }
     if (n == 0) {
-        /* EOF: the client is gone, even if it sent a whole request (a half-close is treated
-         * as an abort, as nginx does): the exchange ends as 499 and its backend connection is
-         * closed now instead of waiting for read_timeout */
         c->eof = 1;
+        if (c->x != NULL && c->x->req_complete && !c->lingering) {
+            /* a half-close after a whole request (`shutdown(SHUT_WR)` after sending it) only
+             * says no more requests will come: the response still goes out, and requests
+             * already buffered behind it are answered too; then the connection closes */
+            pt_log_debug("client %s half-closed after its request (c%llu)", peer_ip(c),
+                         (unsigned long long)c->id);
+            update_read(c);
+            return;
+        }
+        /* EOF mid-request (or idle): the client is gone, the exchange ends as 499 and its
+         * backend connection is closed now instead of waiting for read_timeout */
         if (c->x != NULL && !c->lingering)
             pt_log_debug("client %s closed the connection %s", peer_ip(c),
                          c->x->req_complete ? "while waiting for the response" : "mid-request");

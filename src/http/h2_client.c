@@ -281,11 +281,12 @@ on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_
     if (x == NULL)
         return 0;
     if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
-        unsigned v = 0;
+        uint64_t v;
 
-        for (size_t i = 0; i < vlen && i < 3; i++)
-            v = v * 10 + (unsigned)(value[i] - '0');
-        x->interim_status = v; /* moved to status when the head completes */
+        /* 3DIGIT (RFC 9110 section 15); nghttp2 checks it too, this keeps one parser */
+        if (vlen != 3 || pt_parse_u64((const char *)value, vlen, 599, &v) != PT_OK || v < 100)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        x->interim_status = (unsigned)v; /* moved to status when the head completes */
         return 0;
     }
     struct pt_hdrs *h = st->head_done ? &x->resp_trailers : &x->resp;
@@ -364,14 +365,16 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 
         x->resp_cl = -1;
         if (cl >= 0) {
-            char tmp[24];
             uint64_t v;
-            size_t n = PT_MIN(x->resp.v[cl].vlen, sizeof(tmp) - 1);
 
-            memcpy(tmp, x->resp.v[cl].value, n);
-            tmp[n] = '\0';
-            if (pt_parse_uint(tmp, INT64_MAX, &v) == PT_OK)
-                x->resp_cl = (int64_t)v;
+            if (pt_parse_u64(x->resp.v[cl].value, x->resp.v[cl].vlen, INT64_MAX, &v) != PT_OK) {
+                /* nghttp2 only checks that DATA matches it: ours must also fit a signed length */
+                nghttp2_submit_rst_stream(b->session, NGHTTP2_FLAG_NONE, st->id,
+                                          NGHTTP2_PROTOCOL_ERROR);
+                stream_fail(st, PT_BF_PROTOCOL, "invalid content-length in the response");
+                return 0;
+            }
+            x->resp_cl = (int64_t)v;
         }
         x->resp_no_body = x->method == HTTP_HEAD || status == 204 || status == 304;
         if (end && !x->resp_no_body) {

@@ -59,13 +59,16 @@ struct pt_h2_conn {
     unsigned goaway : 1;
     unsigned in_recv : 1;
     unsigned served : 1; /* at least one stream was opened */
+    unsigned eof : 1;    /* the client half-closed: finish the streams, then close */
     unsigned n_streams;
     struct pt_list streams;
+    struct pt_list heads; /* streams whose response head waits for the next write */
 };
 
 /* A stream with its exchange. Owner: the connection; freed when nghttp2 closes the stream. */
 struct pt_h2_stream {
     struct pt_list link;
+    struct pt_list head_link; /* in c->heads while head_pending */
     struct pt_h2_conn *c;
     int32_t id;
     struct pt_exchange *x;
@@ -78,6 +81,8 @@ struct pt_h2_stream {
     size_t cookie_len;
     unsigned err_status;   /* a limit hit while receiving headers */
     unsigned headers_done : 1;
+    unsigned malformed : 1; /* reset with PROTOCOL_ERROR while its head was received */
+    unsigned head_pending : 1; /* send_head ran; HEADERS not submitted to nghttp2 yet */
     unsigned resp_eof : 1;
     unsigned deferred : 1;
     unsigned out_full : 1;
@@ -207,6 +212,8 @@ stream_free(struct pt_h2_stream *st)
     struct pt_exchange *x = st->x;
 
     ev_timer_stop(c->w->loop, &st->timer);
+    if (st->head_pending)
+        pt_list_remove(&st->head_link);
     give_back_window(st); /* a client reset while we held its bytes */
     if (x != NULL) {
         if (!x->resp_complete && x->status == 0)
@@ -218,18 +225,6 @@ stream_free(struct pt_h2_stream *st)
     pt_list_remove(&st->link);
     c->n_streams--;
     free(st);
-}
-
-static int
-method_enum(const char *name)
-{
-    for (int i = 0; i < 64; i++) {
-        const char *n = llhttp_method_name((llhttp_method_t)i);
-
-        if (n != NULL && strcmp(n, name) == 0)
-            return i;
-    }
-    return -1;
 }
 
 static void
@@ -261,7 +256,8 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
     x->minor = 0;
     x->req_complete = end_stream;
     x->method_name = st->method;
-    x->method = st->method != NULL ? method_enum(st->method) : -1;
+    x->method = st->method != NULL ? pt_http_method_lookup(st->method, strlen(st->method))
+                                   : PT_METHOD_OTHER;
     x->target = st->path;
     x->target_len = st->path != NULL ? strlen(st->path) : 0;
     if (st->authority != NULL) {
@@ -274,29 +270,9 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
     }
     if (st->cookie != NULL)
         pt_hdrs_add(&x->arena, &x->req, "cookie", 6, st->cookie, st->cookie_len);
-    int hi = -1;
+    /* RFC 9113 section 8.3.1: :authority has no userinfo; a host field is checked alike */
+    bool bad_host = pt_exchange_set_host(x) != PT_OK;
 
-    for (unsigned i = 0; i < x->req.n; i++)
-        if (x->req.v[i].tok == PT_H_HOST && !x->req.v[i].skip)
-            hi = (int)i;
-    if (hi >= 0) {
-        const char *v = x->req.v[hi].value;
-        size_t n = x->req.v[hi].vlen;
-        const char *colon = v[0] == '[' ? NULL : memchr(v, ':', n);
-        const char *rb = v[0] == '[' ? memchr(v, ']', n) : NULL;
-
-        if (colon != NULL)
-            n = (size_t)(colon - v);
-        else if (rb != NULL)
-            n = (size_t)(rb - v) + 1;
-        char *h = pt_arena_strndup(&x->arena, v, n);
-
-        for (size_t k = 0; k < n; k++)
-            if (h[k] >= 'A' && h[k] <= 'Z')
-                h[k] = (char)(h[k] + 32);
-        x->host = h;
-        x->host_len = n;
-    }
     x->vh = pt_router_vhost(c->listen, x->host, x->host_len);
     x->http = &x->vh->http;
     if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh)) {
@@ -307,12 +283,31 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
         stream_reject(st, st->err_status, "request head over a limit");
         return;
     }
-    if (st->method == NULL || x->method < 0) {
-        stream_reject(st, st->method == NULL ? 400 : 501, "missing or unknown :method");
+    if (bad_host) {
+        stream_reject(st, 400, "invalid :authority or host (userinfo, a bad character or port)");
         return;
     }
-    if (x->method == HTTP_CONNECT || st->protocol != NULL) {
-        stream_reject(st, 405, "CONNECT is not supported here");
+    if (st->method == NULL) {
+        stream_reject(st, 400, "missing :method");
+        return;
+    }
+    if (st->protocol != NULL) {
+        /* extended CONNECT (RFC 8441): no tunnel protocol is served here */
+        x->method_name = "CONNECT";
+        stream_reject(st, 501, ":protocol (extended CONNECT) is not supported here");
+        return;
+    }
+    if (x->method == HTTP_CONNECT) {
+        pt_log(PT_LOG_INFO, "h2 client %s stream %d: CONNECT is not supported, answering 405 "
+               "(c%llu)", c->peer_ip, st->id, (unsigned long long)c->id);
+        x->discard_body = 1;
+        pt_exchange_respond_with(x, 405, "405 Method Not Allowed\n", "Allow", PT_ALLOW_METHODS);
+        return;
+    }
+    if (strcmp(st->method, "PRI") == 0) {
+        /* the HTTP/2 preface's method: forwarded to an HTTP/1.1 backend it could be read as
+         * the start of a preface */
+        stream_reject(st, 501, "method PRI is not forwarded");
         return;
     }
     if (st->path == NULL || st->path[0] != '/' || st->scheme == NULL) {
@@ -322,13 +317,9 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
     /* content-length is checked against DATA by nghttp2 (http messaging is on) */
     cl = pt_hdrs_find(&x->req, PT_H_CONTENT_LENGTH);
     if (cl >= 0) {
-        char tmp[24];
         uint64_t v;
-        size_t n = PT_MIN(x->req.v[cl].vlen, sizeof(tmp) - 1);
 
-        memcpy(tmp, x->req.v[cl].value, n);
-        tmp[n] = '\0';
-        if (pt_parse_uint(tmp, INT64_MAX, &v) != PT_OK) {
+        if (pt_parse_u64(x->req.v[cl].value, x->req.v[cl].vlen, INT64_MAX, &v) != PT_OK) {
             stream_reject(st, 400, "invalid content-length");
             return;
         }
@@ -442,8 +433,19 @@ on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_
         return 0;
     }
     if (nlen > 0 && n[0] == ':') {
-        if (nlen == 7 && memcmp(n, ":method", 7) == 0)
+        if (nlen == 7 && memcmp(n, ":method", 7) == 0) {
+            /* RFC 9113 section 8.3.1: a method is a token; anything else is malformed */
+            if (!pt_http_is_token(v, vlen) && !st->malformed) {
+                pt_log(PT_LOG_INFO, "h2 client %s stream %d: :method is not a token, resetting "
+                       "the stream (c%llu)", c->peer_ip, st->id, (unsigned long long)c->id);
+                st->malformed = 1;
+                x->status = 400;
+                x->method_name = "-";
+                nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_PROTOCOL_ERROR);
+                return 0;
+            }
             st->method = vcopy;
+        }
         else if (nlen == 5 && memcmp(n, ":path", 5) == 0) {
             if (vlen > (size_t)h->client_max_uri_size)
                 st->err_status = 414;
@@ -498,6 +500,8 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         return 0;
     if (f->hd.type == NGHTTP2_HEADERS && !st->headers_done) {
         st->headers_done = 1;
+        if (st->malformed)
+            return 0;
         stream_start(st, end);
         if (stream_of(c, f->hd.stream_id) == st) /* not reset while starting */
             stream_timer(st, !end && st->x != NULL && !st->x->req_complete && st->x->http != NULL
@@ -608,17 +612,20 @@ resume_stream_data(struct pt_h2_stream *st)
     }
 }
 
+/* Submits a response head that send_head queued. The HEADERS frame is made only now, right
+ * before the connection writes, so that a backend failing in the same read as its head can
+ * still be answered with a clean 502 (fe_retract). */
 static int
-fe_send_head(struct pt_exchange *x)
+submit_head(struct pt_h2_stream *st)
 {
-    struct pt_h2_stream *st = x->fe_ctx;
+    struct pt_exchange *x = st->x;
     struct pt_h2_conn *c = st->c;
     nghttp2_nv *nv = pt_arena_alloc(&x->arena, (x->resp.n + 2) * sizeof(*nv));
     char *status = pt_arena_alloc(&x->arena, 4);
     char *cl = pt_arena_alloc(&x->arena, 24);
     size_t k = 0;
 
-    if (c->closing || nv == NULL || status == NULL || cl == NULL)
+    if (nv == NULL || status == NULL || cl == NULL)
         return PT_ERR;
     snprintf(status, 4, "%03u", x->status);
     nv[k++] = pt_h2_nv(":status", 7, status, 3);
@@ -630,12 +637,59 @@ fe_send_head(struct pt_exchange *x)
         nv[k++] = pt_h2_nv("content-length", 14, cl, (size_t)n);
     }
     nghttp2_data_provider prd = {.source = {.ptr = st}, .read_callback = data_read};
-    int rc = nghttp2_submit_response(c->session, st->id, nv, k,
-                                     x->resp_no_body || x->resp_head_only ? NULL : &prd);
 
-    if (rc != 0)
+    if (nghttp2_submit_response(c->session, st->id, nv, k,
+                                x->resp_no_body || x->resp_head_only ? NULL : &prd) != 0)
         return PT_ERR;
+    return PT_OK;
+}
+
+static void
+submit_heads(struct pt_h2_conn *c)
+{
+    while (!pt_list_empty(&c->heads)) {
+        struct pt_h2_stream *st = pt_container_of(c->heads.next, struct pt_h2_stream, head_link);
+
+        pt_list_remove(&st->head_link);
+        st->head_pending = 0;
+        if (submit_head(st) != PT_OK) {
+            pt_log(PT_LOG_ERROR, "h2 client %s stream %d: cannot submit the response head "
+                   "(c%llu)", c->peer_ip, st->id, (unsigned long long)c->id);
+            nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id,
+                                      NGHTTP2_INTERNAL_ERROR);
+        }
+    }
+}
+
+static int
+fe_send_head(struct pt_exchange *x)
+{
+    struct pt_h2_stream *st = x->fe_ctx;
+    struct pt_h2_conn *c = st->c;
+
+    if (c->closing)
+        return PT_ERR;
+    if (!st->head_pending) {
+        st->head_pending = 1;
+        pt_list_insert_tail(&c->heads, &st->head_link);
+    }
     x->resp_head_sent = 1;
+    pt_worker_defer_flush(c->w, &c->df);
+    return PT_OK;
+}
+
+static int
+fe_retract(struct pt_exchange *x)
+{
+    struct pt_h2_stream *st = x->fe_ctx;
+
+    if (st->c->closing || !st->head_pending)
+        return PT_ERR;
+    pt_list_remove(&st->head_link);
+    st->head_pending = 0;
+    st->resp_eof = 0;
+    st->out_full = 0;
+    pt_chain_free(&st->c->w->chunks, &st->out);
     return PT_OK;
 }
 
@@ -769,6 +823,7 @@ static const struct pt_fe_ops h2_fe_ops = {
     .resume_body = fe_resume_body,
     .flush = fe_flush,
     .abort = fe_abort,
+    .retract = fe_retract,
 };
 
 /* ---- I/O ------------------------------------------------------------------------------ */
@@ -781,6 +836,7 @@ h2_flush(struct pt_h2_conn *c)
 
     if (c->closing)
         return;
+    submit_heads(c);
     rc = pt_h2_send(c->session, &c->w->chunks, &c->out, c->fd, c->ssl, &c->tls_retry, &why);
     if (rc == PT_ERR) {
         /* mostly a client that went away; protocol errors were logged when received or when
@@ -802,7 +858,7 @@ h2_flush(struct pt_h2_conn *c)
     update_timer(c);
     if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
         h2_close(c);
-    else if (c->goaway && c->n_streams == 0)
+    else if ((c->goaway || c->eof) && c->n_streams == 0)
         h2_close(c);
 }
 
@@ -829,6 +885,32 @@ feed(struct pt_h2_conn *c, const char *data, size_t len)
         return PT_ERR;
     }
     return PT_OK;
+}
+
+/* The client shut its write side. Streams whose request is complete still get their responses
+ * (as on HTTP/1.1); the others can never complete and are reset. Returns false when nothing is
+ * left to answer (the caller closes). */
+static bool
+half_close(struct pt_h2_conn *c)
+{
+    bool answering = false;
+
+    for (struct pt_list *e = c->streams.next; e != &c->streams; e = e->next) {
+        struct pt_h2_stream *st = pt_container_of(e, struct pt_h2_stream, link);
+
+        if (st->x != NULL && st->x->req_complete && !st->malformed)
+            answering = true;
+        else
+            nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    }
+    if (!answering)
+        return false;
+    pt_log_debug("h2 client %s half-closed with streams in flight (c%llu)", c->peer_ip,
+                 (unsigned long long)c->id);
+    c->eof = 1;
+    update_read(c, 0);
+    h2_flush(c);
+    return true;
 }
 
 static void
@@ -867,6 +949,8 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
     }
     if (n <= 0) {
         pt_chunk_put(&c->w->chunks, ch);
+        if (n == 0 && half_close(c))
+            return;
         h2_close(c);
         return;
     }
@@ -980,6 +1064,7 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     memcpy(&c->peer, t->peer, PT_MIN((size_t)t->peer_len, sizeof(c->peer)));
     pt_chain_init(&c->out);
     pt_list_init(&c->streams);
+    pt_list_init(&c->heads);
     pt_addr_ip(t->peer, c->peer_ip, sizeof(c->peer_ip));
     if (nghttp2_option_new(&opt) != 0) {
         free(c);
@@ -1001,6 +1086,8 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)h->http2_max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)h->http2_initial_window_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)h->client_max_header_size},
+        /* RFC 8441: an extended CONNECT gets an HTTP answer rather than a stream reset */
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
     if (t->upgrade_x != NULL) {
         /* Upgrade: h2c: the HTTP/1.1 request becomes stream 1 (RFC 7540 section 3.2) */

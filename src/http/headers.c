@@ -173,3 +173,81 @@ pt_hdrs_mark_hop_by_hop(struct pt_hdrs *h, bool keep_upgrade)
             h->v[u].skip = 0;
     }
 }
+
+bool
+pt_http_is_tchar(unsigned char ch)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch != '\0' && strchr(extra, ch) != NULL);
+}
+
+bool
+pt_http_is_token(const char *s, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!pt_http_is_tchar((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+/* RFC 3986 unreserved / sub-delims, the characters of a reg-name besides pct-encoded */
+static bool
+host_char(unsigned char ch)
+{
+    static const char extra[] = "-._~!$&'()*+,;=";
+
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch != '\0' && strchr(extra, ch) != NULL);
+}
+
+static bool
+is_hex(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+bool
+pt_http_valid_authority(const char *s, size_t len, size_t *host_len)
+{
+    size_t i = 0;
+
+    if (len > 0 && s[0] == '[') {
+        /* IP-literal: the address itself is checked by whoever uses it; here only that it
+         * cannot smuggle a delimiter */
+        for (i = 1; i < len && s[i] != ']'; i++)
+            if (!is_hex((unsigned char)s[i]) && s[i] != ':' && s[i] != '.' && s[i] != 'v' &&
+                s[i] != 'V')
+                return false;
+        if (i == len || i == 1)
+            return false;
+        i++;
+    } else {
+        while (i < len && s[i] != ':') {
+            if (s[i] == '%') {
+                if (i + 2 >= len || !is_hex((unsigned char)s[i + 1]) ||
+                    !is_hex((unsigned char)s[i + 2]))
+                    return false;
+                i += 3;
+                continue;
+            }
+            if (!host_char((unsigned char)s[i]))
+                return false; /* '@' (userinfo), '/', whitespace, controls, ... */
+            i++;
+        }
+        if (i == 0 && len > 0)
+            return false; /* ":80" names no host */
+    }
+    *host_len = i;
+    if (i == len)
+        return true;
+    if (s[i] != ':')
+        return false;
+    /* port = *DIGIT: empty is allowed (RFC 3986 section 3.2.3) */
+    uint64_t port;
+
+    return i + 1 == len || pt_parse_u64(s + i + 1, len - i - 1, 65535, &port) == PT_OK;
+}

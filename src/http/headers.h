@@ -22,6 +22,16 @@ int pt_hdrs_find_live(const struct pt_hdrs *h, enum pt_hdr_tok tok);
 int pt_hdrs_find_name(const struct pt_hdrs *h, const char *name, size_t len);
 /* True when a comma-separated value contains token (case-insensitive, OWS trimmed). */
 bool pt_hdr_list_has(const char *value, size_t vlen, const char *token);
+/* RFC 9110 section 5.6.2 tchar. */
+bool pt_http_is_tchar(unsigned char ch);
+/* True when s[0..len) is a token (1*tchar): field names, methods, chunk extension names. */
+bool pt_http_is_token(const char *s, size_t len);
+/* Checks a Host field value or :authority (RFC 9110 section 7.2, RFC 3986 section 3.2):
+ * uri-host [":" port], where uri-host is a bracketed IP literal or a reg-name / IPv4 of
+ * unreserved, pct-encoded and sub-delims characters, and port is at most 65535 (parsed by the
+ * one number parser). Userinfo ("user@host"), whitespace, controls and an empty host are
+ * rejected. On success *host_len is the length of the uri-host part. */
+bool pt_http_valid_authority(const char *s, size_t len, size_t *host_len);
 /* Marks hop-by-hop headers skip=1: the fixed set and every name listed in Connection.
  * Keeps Upgrade when keep_upgrade (WebSocket). */
 void pt_hdrs_mark_hop_by_hop(struct pt_hdrs *h, bool keep_upgrade);

@@ -341,7 +341,15 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
     pt_upstream_release(x);
     pt_proxy_request_done(x);
     if (x->resp_head_sent) {
-        x->fe->abort(x);
+        /* the backend answered, then broke (e.g. a bad chunk in the same read as its head):
+         * if nothing reached the client yet, it gets a clean 502 instead of a cut response;
+         * the request was acted on, so it is not retried */
+        if (x->fe->retract == NULL || x->fe->retract(x) != PT_OK) {
+            x->fe->abort(x);
+            return;
+        }
+        pt_exchange_reset_response(x);
+        answer_error(x, 502);
         return;
     }
     /* A pooled connection the server closed while idle fails the next request before any

@@ -77,11 +77,13 @@ def test_h1_h1_client_abort_mid_download(proxy):
 
 
 def test_h1_h1_client_abort_frees_backend(make_proxy):
-    # A client that closes while its request waits on a hanging backend makes
-    # portico close that backend connection (no leak until read_timeout).
+    # A client that closes before its request is complete, while the backend
+    # hangs on it, makes portico close that backend connection (no leak until
+    # read_timeout). (A FIN after a complete request is a half-close: that
+    # client still gets its response, see test_h1_h1_security.py.)
     p = make_proxy(upstream_extra="    read_timeout 30s;\n")
     c = RawConn("127.0.0.1", p.port, timeout=5)
-    c.send("GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")
+    c.send("POST /hang HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345")
     time.sleep(0.5)
     assert p.backend.stats()["open"] == 1  # the hanging one
     c.close()

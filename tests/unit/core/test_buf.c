@@ -334,6 +334,50 @@ test_buf_move_no_copy(void **state)
     pt_chunk_pool_fini(&pool);
 }
 
+/* pt_chain_truncate keeps exactly the first n bytes, in the middle of a chunk, at a chunk
+ * boundary and at 0, and gives the rest back to the pool (a retracted response head) */
+static void
+test_buf_truncate(void **state)
+{
+    struct pt_chunk_pool pool;
+    struct pt_chain ch;
+    size_t cut[] = {0, 1, 100, PT_CHUNK_SIZE - 7, PT_CHUNK_SIZE, PT_CHUNK_SIZE + 1,
+                    2 * PT_CHUNK_SIZE + 3};
+
+    (void)state;
+    pt_chunk_pool_init(&pool, 8);
+    for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++) {
+        pt_chain_init(&ch);
+        assert_int_equal(pt_chain_append(&pool, &ch, pattern, 2 * PT_CHUNK_SIZE + 10), PT_OK);
+        pt_chain_consume(&pool, &ch, 7);
+        pt_chain_truncate(&pool, &ch, cut[i]);
+        assert_int_equal(ch.bytes, cut[i]);
+        size_t total = 0;
+        const struct pt_chunk *last = NULL;
+
+        for (const struct pt_chunk *c = ch.head; c != NULL; c = c->next) {
+            assert_memory_equal(c->data + c->rpos, pattern + 7 + total, c->wpos - c->rpos);
+            total += c->wpos - c->rpos;
+            last = c;
+        }
+        assert_int_equal(total, cut[i]);
+        assert_ptr_equal(ch.tail, last);
+        /* the chain still appends where it was cut */
+        assert_int_equal(pt_chain_append(&pool, &ch, "xy", 2), PT_OK);
+        assert_int_equal(ch.bytes, cut[i] + 2);
+        assert_memory_equal(ch.tail->data + ch.tail->wpos - 2, "xy", 2);
+        pt_chain_free(&pool, &ch);
+        assert_int_equal(pool.allocated, 0);
+    }
+    /* keeping more than there is changes nothing */
+    pt_chain_init(&ch);
+    assert_int_equal(pt_chain_append(&pool, &ch, pattern, 10), PT_OK);
+    pt_chain_truncate(&pool, &ch, 11);
+    assert_int_equal(ch.bytes, 10);
+    pt_chain_free(&pool, &ch);
+    pt_chunk_pool_fini(&pool);
+}
+
 static void
 test_buf_iov(void **state)
 {
@@ -455,6 +499,7 @@ main(void)
         cmocka_unit_test(test_buf_consume_whole),
         cmocka_unit_test(test_buf_move_no_copy),
         cmocka_unit_test(test_buf_iov),
+        cmocka_unit_test(test_buf_truncate),
         cmocka_unit_test(test_buf_free_returns_chunks),
         cmocka_unit_test(test_buf_max_free),
     };

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/* The framing checks of a chunked body (RFC 9112 section 7.1) that llhttp 8 leaves to us,
+ * shared by the HTTP/1.1 server (request bodies) and client (response bodies).
+ *
+ * llhttp 8.1 accepts any two bytes where the CRLF closing chunk data must stand, so two parsers
+ * could disagree on where a body ends; and it rejects valid extension lists ("5;a=b;c=d",
+ * "5 ;a=b"). So a codec pauses llhttp wherever a chunk-size line is about to start (after the
+ * head of a chunked message, and after the span that completes a chunk's data) and lets the
+ * guard check the bytes first: the CRLF, then the whole chunk-size line against the grammar
+ * of section 7.1.1, with the size through the one number parser. A valid line is rewritten in
+ * place to bare size digits, left-padded with zeros over its extensions (which portico drops
+ * anyway: it re-chunks what it forwards), so llhttp only ever sees `HEXDIG+ CRLF`. */
+#ifndef PT_H1_CHUNK_H
+#define PT_H1_CHUNK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Longest chunk-size line accepted, extensions included (nginx and HAProxy accept less). */
+#define PT_H1_CHUNK_LINE_MAX 4096
+/* Largest chunk size: what a signed 64-bit length can hold. */
+#define PT_H1_CHUNK_SIZE_MAX ((uint64_t)INT64_MAX)
+
+/* What must come before the next bytes llhttp parses. Owner: the codec's connection (one per
+ * message being parsed; zeroed when a message begins). */
+struct pt_h1_chunk_guard {
+    unsigned crlf : 1; /* the CRLF closing chunk data */
+    unsigned line : 1; /* then a chunk-size line */
+};
+
+/* True when the guard has something to check before llhttp may go on. */
+static inline int
+pt_h1_chunk_pending(const struct pt_h1_chunk_guard *g)
+{
+    return g->crlf || g->line;
+}
+
+/* Checks p[0..len), the bytes llhttp will parse next. Returns PT_OK when what was pending is
+ * valid (the chunk-size line is rewritten in place; the guard is clear), PT_AGAIN when the line
+ * is not complete yet (call again with more bytes), PT_ERR with *why when the framing is
+ * invalid or the line is longer than PT_H1_CHUNK_LINE_MAX. */
+int pt_h1_chunk_check(struct pt_h1_chunk_guard *g, char *p, size_t len, const char **why);
+
+#endif

@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for the chunk framing guard (src/http/h1_chunk.c): the CRLF after chunk data, the
+ * chunk-size line grammar of RFC 9112 section 7.1.1 (extensions accepted, malformed ones and
+ * bare LF rejected), sizes through the one number parser, and the in-place rewrite llhttp
+ * then reads. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "http/h1_chunk.h"
+
+/* Runs the guard on a copy of `in` with the given pending state; returns its result and leaves
+ * the (possibly rewritten) bytes in out. */
+static int
+run(int crlf, int line, const char *in, char *out, const char **why)
+{
+    struct pt_h1_chunk_guard g = {.crlf = (unsigned)crlf, .line = (unsigned)line};
+    size_t n = strlen(in);
+    int rc;
+
+    memcpy(out, in, n + 1);
+    *why = NULL;
+    rc = pt_h1_chunk_check(&g, out, n, why);
+    if (rc == PT_OK)
+        assert_false(pt_h1_chunk_pending(&g));
+    return rc;
+}
+
+static void
+test_valid_lines(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } ok[] = {
+        {"5\r\nhello", "5\r\nhello"},
+        {"5;a=b;c=d\r\n", "000000005\r\n"}, /* what llhttp 8.1 rejects */
+        {"5;a\r\n", "005\r\n"},
+        {"5;a;c\r\n", "00005\r\n"},
+        {"5;a=b;c\r\n", "0000005\r\n"},
+        {"5;name=\"quoted str\"\r\n", "0000000000000000005\r\n"},
+        {"5;a=\"x\\\"y\";b=c\r\n", "00000000000005\r\n"},
+        {"5 ;a=b\r\n", "000005\r\n"},          /* BWS before ";" */
+        {"5; a = b\r\n", "00000005\r\n"},      /* BWS around "=" */
+        {"A;x=1\r\n", "0000A\r\n"},
+        {"0\r\n\r\n", "0\r\n\r\n"},
+        {"0;last=yes\r\n\r\n", "0000000000\r\n\r\n"},
+        {"00000000000000000000ff\r\n", "00000000000000000000ff\r\n"},
+        {"7fffffffffffffff\r\n", "7fffffffffffffff\r\n"},
+    };
+    char out[256];
+    const char *why;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        if (run(0, 1, ok[i].in, out, &why) != PT_OK)
+            fail_msg("rejected \"%s\": %s", ok[i].in, why);
+        assert_string_equal(out, ok[i].out);
+    }
+}
+
+static void
+test_invalid_lines(void **state)
+{
+    static const char *bad[] = {
+        "\r\n",                     /* no size */
+        ";a=b\r\n",
+        "x\r\n",
+        "-5\r\n",
+        "+5\r\n",
+        "0x5\r\n",
+        "5\n",                      /* bare LF */
+        "5;a=b\n",
+        "5 \r\n",                   /* whitespace not before ";" */
+        "5;a \r\n",
+        "5;a=b \r\n",
+        "5;\r\n",                   /* no name */
+        "5;=b\r\n",
+        "5;a=\r\n",                 /* no value */
+        "5;a=\"open\r\n",           /* unterminated quote */
+        "5;a=\"x\x01y\"\r\n",       /* control in a quoted string */
+        "5;a=b c\r\n",
+        "5;a@b\r\n",                /* not a token */
+        "5,6\r\n",
+        "8000000000000000\r\n",     /* 2^63: over the maximum */
+        "ffffffffffffffff\r\n",     /* 2^64-1 */
+        "10000000000000000\r\n",    /* 2^64 */
+    };
+    char out[256];
+    const char *why;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (run(0, 1, bad[i], out, &why) != PT_ERR)
+            fail_msg("accepted \"%s\"", bad[i]);
+        assert_non_null(why);
+    }
+}
+
+static void
+test_crlf_after_data(void **state)
+{
+    char out[64];
+    const char *why;
+
+    (void)state;
+    assert_int_equal(run(1, 1, "\r\n5\r\n", out, &why), PT_OK);
+    assert_int_equal(run(1, 1, "\r\n5;a=b;c=d\r\n", out, &why), PT_OK);
+    assert_string_equal(out, "\r\n000000005\r\n");
+    assert_int_equal(run(1, 1, "XX5\r\n", out, &why), PT_ERR);
+    assert_string_equal(why, "no CRLF after chunk data");
+    assert_int_equal(run(1, 1, "\n5\r\n", out, &why), PT_ERR);
+    assert_int_equal(run(1, 1, "\rX", out, &why), PT_ERR);
+    assert_int_equal(run(1, 1, "X", out, &why), PT_ERR);
+    /* incomplete: wait for more */
+    assert_int_equal(run(1, 1, "", out, &why), PT_AGAIN);
+    assert_int_equal(run(1, 1, "\r", out, &why), PT_AGAIN);
+    assert_int_equal(run(1, 1, "\r\n", out, &why), PT_AGAIN);
+    assert_int_equal(run(1, 1, "\r\n5;a=b", out, &why), PT_AGAIN);
+    assert_int_equal(run(1, 1, "\r\n5\r", out, &why), PT_AGAIN);
+    /* only the CRLF pending (no line expected) */
+    assert_int_equal(run(1, 0, "\r\nanything", out, &why), PT_OK);
+}
+
+static void
+test_line_length(void **state)
+{
+    static char in[PT_H1_CHUNK_LINE_MAX + 64], out[PT_H1_CHUNK_LINE_MAX + 64];
+    struct pt_h1_chunk_guard g = {.line = 1};
+    const char *why;
+    size_t n;
+
+    (void)state;
+    /* exactly the maximum is accepted */
+    memset(in, 0, sizeof(in));
+    in[0] = '5';
+    in[1] = ';';
+    in[2] = 'a';
+    in[3] = '=';
+    memset(in + 4, 'b', PT_H1_CHUNK_LINE_MAX - 4);
+    memcpy(in + PT_H1_CHUNK_LINE_MAX, "\r\n", 3);
+    assert_int_equal(run(0, 1, in, out, &why), PT_OK);
+    /* one more is not, complete or not */
+    memset(in + 4, 'b', PT_H1_CHUNK_LINE_MAX - 3);
+    memcpy(in + PT_H1_CHUNK_LINE_MAX + 1, "\r\n", 3);
+    assert_int_equal(run(0, 1, in, out, &why), PT_ERR);
+    n = PT_H1_CHUNK_LINE_MAX + 1;
+    memcpy(out, in, n);
+    assert_int_equal(pt_h1_chunk_check(&g, out, n, &why), PT_ERR);
+    assert_string_equal(why, "chunk-size line too long");
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_lines),
+        cmocka_unit_test(test_invalid_lines),
+        cmocka_unit_test(test_crlf_after_data),
+        cmocka_unit_test(test_line_length),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
