@@ -1,0 +1,116 @@
+"""Descriptor exhaustion: what the worker does when accept() fails with EMFILE (pause, bounded
+log, retry).  CPU use is read from /proc/PID/stat (utime + stime of every thread), which does
+not depend on how busy the machine is."""
+
+import os
+import socket
+import time
+
+import pytest
+
+import portico_testlib as lib
+from portico_testlib import RawConn
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+KEEPALIVE_GET = "GET /name HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of the whole process so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def log_lines(p, needle):
+    return [line for line in p.read(p.error_log).splitlines() if needle in line]
+
+
+def prlimit(soft, hard):
+    return ["prlimit", "--nofile=%d:%d" % (soft, hard)]
+
+
+def start(tmp_path, start_backend, start_portico, main_extra="", wrap=(), server_extra=""):
+    b = start_backend("b1")
+    port = lib.free_port()
+    conf = lib.make_conf(tmp_path, lib.proxy_conf(port, [b.addr], server_extra=server_extra),
+                         workers=1, access_log="off", main_extra=main_extra)
+    return start_portico(conf, [port], wrap=wrap)
+
+
+def silent(conn, timeout):
+    """True if nothing arrives on conn within timeout (the connection stays open)."""
+    conn.sock.settimeout(timeout)
+    try:
+        conn.sock.recv(1)
+    except socket.timeout:
+        return True
+    return False
+
+
+# ------------------------------------------------------------------- EMFILE ---
+
+NOFILE = 64
+
+
+@pytest.mark.hard_timeout(40)
+def test_h1_h1_emfile_pauses_accepts(tmp_path, start_backend, start_portico):
+    p = start(tmp_path, start_backend, start_portico, wrap=prlimit(NOFILE, NOFILE))
+    # a keep-alive client from before the shortage; its backend connection stays pooled
+    ka = RawConn("127.0.0.1", p.port)
+    ka.send(KEEPALIVE_GET)
+    assert ka.read_response().status == 200
+
+    cpu0 = cpu_seconds(p.pid)
+    idle = []
+    try:
+        # more clients than descriptors: portico accepts until EMFILE, the rest wait in the
+        # listen backlog (the connect itself succeeds)
+        for _ in range(NOFILE + 40):
+            idle.append(socket.create_connection(("127.0.0.1", p.port), timeout=5))
+        time.sleep(2.0)
+        cpu = cpu_seconds(p.pid) - cpu0
+        fails = log_lines(p, "accept() on ")
+        assert fails, "no accept() failure logged:\n" + p.read(p.error_log)[-3000:]
+        assert "Too many open files" in fails[0] and "pausing accepts" in fails[0], fails[0]
+        assert len(fails) <= 5, "%d accept() failure lines in 2 s:\n%s" % (
+            len(fails), "\n".join(fails[:10]))
+        assert cpu < 0.3, "portico used %.2f s of CPU in 2 s while out of descriptors" % cpu
+        # the connections it has are still served
+        ka.send(KEEPALIVE_GET)
+        r = ka.read_response()
+        assert r.status == 200 and r.body == b"b1", r
+    finally:
+        for s in idle:
+            s.close()
+    ka.close()
+    # descriptors are back: a new client is served (after at most the 100 ms retry)
+    r = lib.curl(p.url("/name"), timeout=10)
+    assert r.rc == 0 and r.status == 200 and r.body == b"b1", r
+
+
+def test_h1_h1_emfile_then_graceful_stop(tmp_path, start_backend, start_portico):
+    """SIGTERM while accepts are paused: the drain closes the listeners, the retry timer does
+    not re-arm them nor keep the worker alive, and portico exits 0 at once (its idle
+    connections are closed by the drain)."""
+    p = start(tmp_path, start_backend, start_portico, wrap=prlimit(NOFILE, NOFILE))
+    idle = []
+    try:
+        for _ in range(NOFILE + 40):
+            idle.append(socket.create_connection(("127.0.0.1", p.port), timeout=5))
+        deadline = time.monotonic() + 5
+        while not log_lines(p, "pausing accepts") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert log_lines(p, "pausing accepts"), p.read(p.error_log)
+        t0 = time.monotonic()
+        p.signal(15)
+        rc = p.wait_exit(5)
+        took = time.monotonic() - t0
+    finally:
+        for s in idle:
+            s.close()
+    assert rc == 0, p.logs()
+    assert took < 1.5, "portico took %.2f s to stop (shutdown_timeout 2s)" % took
+    log = p.read(p.error_log)
+    after = log[log.index("stopping gracefully"):]
+    assert "accept() on" not in after, log[-2000:]
