@@ -129,6 +129,24 @@ on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
     accept_update(w);
 }
 
+/* True when a rate-limited line may be written now (at most once per interval_ms); `more` then
+ * holds " (N more since last report)" for the repeats held back, or "". */
+static bool
+log_limit_due(struct pt_log_limit *ll, ev_tstamp now, pt_msec interval_ms, char *more,
+              size_t len)
+{
+    if (now - ll->last < (double)interval_ms / 1000.0) {
+        ll->quiet++;
+        return false;
+    }
+    more[0] = '\0';
+    if (ll->quiet > 0)
+        snprintf(more, len, " (%lu more since last report)", ll->quiet);
+    ll->last = now;
+    ll->quiet = 0;
+    return true;
+}
+
 /* accept() failed for want of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM) or for a reason we
  * do not expect. The listen socket stays readable while connections wait in its backlog, so
  * retrying at once would spin: stop accepting on every listener of this worker, try again
@@ -137,27 +155,34 @@ on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
 static void
 accept_failed(struct pt_worker *w, struct pt_listen *l, int e)
 {
-    ev_tstamp now = ev_now(w->loop);
+    char more[64];
 
-    if (now - w->accept_logged >= PT_ACCEPT_LOG_MSEC / 1000.0) {
-        if (w->accept_quiet > 0)
-            pt_log(PT_LOG_ERROR,
-                   "accept() on %s failed: %s; pausing accepts (%lu more since last report)",
-                   l->addr.name, strerror(e), w->accept_quiet);
-        else
-            pt_log(PT_LOG_ERROR, "accept() on %s failed: %s; pausing accepts", l->addr.name,
-                   strerror(e));
-        w->accept_logged = now;
-        w->accept_quiet = 0;
-    } else {
-        w->accept_quiet++;
-    }
+    if (log_limit_due(&w->accept_log, ev_now(w->loop), PT_ACCEPT_LOG_MSEC, more, sizeof(more)))
+        pt_log(PT_LOG_ERROR, "accept() on %s failed: %s; pausing accepts%s", l->addr.name,
+               strerror(e), more);
     w->accept_pause |= PT_ACCEPT_PAUSE_FDS;
     accept_update(w);
     if (!ev_is_active(&w->accept_retry)) {
         ev_timer_set(&w->accept_retry, PT_ACCEPT_RETRY_MSEC / 1000.0, 0.);
         ev_timer_start(w->loop, &w->accept_retry);
     }
+}
+
+/* The worker has max_connections client connections: stop accepting, so that new clients
+ * wait in the kernel backlog (and time out there, or get in when a connection closes) rather
+ * than being accepted and dropped. Logged at most once per PT_ACCEPT_FULL_LOG_MSEC. */
+static void
+accept_full(struct pt_worker *w)
+{
+    char more[64];
+
+    if (log_limit_due(&w->full_log, ev_now(w->loop), PT_ACCEPT_FULL_LOG_MSEC, more,
+                      sizeof(more)))
+        pt_log(PT_LOG_WARN,
+               "max_connections (%lld) reached; new connections wait in the listen backlog%s",
+               (long long)w->conf->max_connections, more);
+    w->accept_pause |= PT_ACCEPT_PAUSE_FULL;
+    accept_update(w);
 }
 
 static void
@@ -168,10 +193,18 @@ on_accept(struct ev_loop *loop, ev_io *io, int revents)
     struct pt_listen *l = w->conf->listens[li];
 
     /* bounded batch per event so one busy listener cannot starve the loop */
-    for (int i = 0; i < 64 && w->accepting; i++) {
+    for (int i = 0; i < 64; i++) {
         struct sockaddr_storage ss;
         socklen_t slen = sizeof(ss);
-        int fd = accept4(io->fd, (struct sockaddr *)&ss, &slen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd;
+
+        /* checked before each accept, not after: whatever path changed n_conns since the
+         * last one, a worker at its limit takes nothing */
+        if ((int64_t)w->n_conns >= w->conf->max_connections) {
+            accept_full(w);
+            return;
+        }
+        fd = accept4(io->fd, (struct sockaddr *)&ss, &slen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
         if (fd == -1) {
             int e = errno;
@@ -260,12 +293,15 @@ void
 pt_worker_conn_closed(struct pt_worker *w)
 {
     w->n_conns--;
+    if ((w->accept_pause & PT_ACCEPT_PAUSE_FULL) &&
+        (int64_t)w->n_conns < w->conf->max_connections)
+        w->accept_pause &= ~(unsigned)PT_ACCEPT_PAUSE_FULL;
     /* the connection's descriptor was just closed: a paused accept may succeed now */
     if (w->accept_pause & PT_ACCEPT_PAUSE_FDS) {
         w->accept_pause &= ~(unsigned)PT_ACCEPT_PAUSE_FDS;
         ev_timer_stop(w->loop, &w->accept_retry);
-        accept_update(w);
     }
+    accept_update(w);
 }
 
 static void

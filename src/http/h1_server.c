@@ -1447,7 +1447,7 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
     c->ssl = NULL;
     parser_put(c);
     pt_list_remove(&c->link);
-    pt_worker_conn_closed(w);
+    /* no pt_worker_conn_closed(): the h2 connection took over our place in w->n_conns */
     pt_worker_reap(w, &c->reap);
     return PT_DONE;
 }

@@ -1,6 +1,7 @@
-"""Descriptor exhaustion: what the worker does when accept() fails with EMFILE (pause, bounded
-log, retry).  CPU use is read from /proc/PID/stat (utime + stime of every thread), which does
-not depend on how busy the machine is."""
+"""Descriptor exhaustion and connection limits: what the worker does when accept() fails with
+EMFILE (pause, bounded log, retry), and `max_connections` (new clients wait in the kernel
+backlog).  CPU use is read from /proc/PID/stat (utime + stime of every thread), which does not
+depend on how busy the machine is."""
 
 import os
 import socket
@@ -114,3 +115,84 @@ def test_h1_h1_emfile_then_graceful_stop(tmp_path, start_backend, start_portico)
     log = p.read(p.error_log)
     after = log[log.index("stopping gracefully"):]
     assert "accept() on" not in after, log[-2000:]
+
+
+# ---------------------------------------------------------- max_connections ---
+
+def test_h1_h1_max_connections_waits_in_backlog(tmp_path, start_backend, start_portico):
+    p = start(tmp_path, start_backend, start_portico, main_extra="max_connections 4;")
+    held = []
+    for _ in range(4):
+        c = RawConn("127.0.0.1", p.port)
+        c.send(KEEPALIVE_GET)
+        assert c.read_response().status == 200   # accepted, and stays open (keep-alive)
+        held.append(c)
+    # the fifth connects (kernel backlog) but is not accepted: no answer
+    fifth = RawConn("127.0.0.1", p.port)
+    fifth.send(KEEPALIVE_GET)
+    assert silent(fifth, 1.0), "a fifth connection was served with max_connections 4"
+    held.pop(0).close()
+    fifth.sock.settimeout(5)
+    r = fifth.read_response()
+    assert r.status == 200 and r.body == b"b1", r
+    # four open again (three held + the fifth): the next one waits too
+    sixth = RawConn("127.0.0.1", p.port)
+    sixth.send(KEEPALIVE_GET)
+    assert silent(sixth, 0.5)
+    fifth.close()
+    sixth.sock.settimeout(5)
+    assert sixth.read_response().status == 200
+    for c in held + [sixth]:
+        c.close()
+    assert lib.curl(p.url("/name")).status == 200
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def test_h1_h1_max_connections_counts_h2_takeover_once(tmp_path, start_backend,
+                                                       start_portico):
+    """An HTTP/1.1 connection that becomes HTTP/2 (prior knowledge) is still one connection:
+    the limit neither frees a slot nor takes a second one when it changes hands."""
+    p = start(tmp_path, start_backend, start_portico, main_extra="max_connections 2;")
+    h2 = RawConn("127.0.0.1", p.port)
+    h2.send(H2_PREFACE)
+    h2.sock.settimeout(5)
+    head = h2._exact(9)
+    assert head[3] == 0x04, "expected the server's SETTINGS, got %r" % head
+    h1 = RawConn("127.0.0.1", p.port)
+    h1.send(KEEPALIVE_GET)
+    assert h1.read_response().status == 200
+    third = RawConn("127.0.0.1", p.port)
+    third.send(KEEPALIVE_GET)
+    assert silent(third, 1.0), "served a third connection with max_connections 2"
+    h2.close()
+    third.sock.settimeout(5)
+    assert third.read_response().status == 200
+    h1.close()
+    third.close()
+    for _ in range(3):
+        assert lib.curl(p.url("/name")).status == 200
+
+
+@pytest.mark.parametrize("value,msg", [
+    ("0", 'invalid number "0" in "max_connections" (1 to 1048576)'),
+    ("lots", 'invalid number "lots" in "max_connections" (1 to 1048576)'),
+    ("1048577", 'invalid number "1048577" in "max_connections" (1 to 1048576)'),
+])
+def test_h1_h1_max_connections_config_errors(tmp_path, value, msg):
+    path = tmp_path / "bad.conf"
+    path.write_text("workers 1;\nmax_connections %s;\n"
+                    "server {\n    listen 127.0.0.1:%d;\n    location / { return 200; }\n}\n"
+                    % (value, lib.free_port()))
+    rc, out = lib.run_portico(["-t", "-c", str(path)])
+    assert rc == 1, out
+    assert "%s:2:17: %s" % (path, msg) in out, out
+
+
+def test_h1_h1_max_connections_in_server_is_an_error(tmp_path):
+    path = tmp_path / "bad.conf"
+    path.write_text("server {\n    listen 127.0.0.1:%d;\n    max_connections 10;\n"
+                    "    location / { return 200; }\n}\n" % lib.free_port())
+    rc, out = lib.run_portico(["-t", "-c", str(path)])
+    assert rc == 1 and "%s:3:5:" % path in out, out
