@@ -1,6 +1,6 @@
 """Descriptor exhaustion and connection limits: what the worker does when accept() fails with
-EMFILE (pause, bounded log, retry), and `max_connections` (new clients wait in the kernel
-backlog).  CPU use is read from /proc/PID/stat (utime + stime of every thread), which does not
+EMFILE (pause, bounded log, retry), `max_connections` (new clients wait in the kernel
+backlog), and the RLIMIT_NOFILE raise at start.  CPU use is read from /proc/PID/stat (utime + stime of every thread), which does not
 depend on how busy the machine is."""
 
 import os
@@ -196,3 +196,28 @@ def test_h1_h1_max_connections_in_server_is_an_error(tmp_path):
                     "    location / { return 200; }\n}\n" % lib.free_port())
     rc, out = lib.run_portico(["-t", "-c", str(path)])
     assert rc == 1 and "%s:3:5:" % path in out, out
+
+
+# ------------------------------------------------------------------- RLIMIT ---
+
+def test_h1_h1_rlimit_nofile_raised_to_hard(tmp_path, start_backend, start_portico):
+    p = start(tmp_path, start_backend, start_portico, main_extra="max_connections 1000;",
+              wrap=prlimit(256, 4096))
+    lines = log_lines(p, "file descriptor limit: ")
+    assert len(lines) == 1 and "[notice]" in lines[0] and \
+        lines[0].endswith("file descriptor limit: 4096"), lines
+    with open("/proc/%d/limits" % p.pid) as f:
+        row = [line for line in f if line.startswith("Max open files")][0]
+    assert row.split()[3:5] == ["4096", "4096"], row
+    # 1 worker x 1000 connections (x2 with their backend connections) fits: no warning
+    assert not log_lines(p, "max_connections"), p.read(p.error_log)
+    assert lib.curl(p.url("/name")).status == 200
+
+
+def test_h1_h1_rlimit_capacity_warning(tmp_path, start_backend, start_portico):
+    # the default max_connections (16384 per worker) needs far more than 256 descriptors
+    p = start(tmp_path, start_backend, start_portico, wrap=prlimit(256, 256))
+    warn = log_lines(p, "max_connections")
+    assert len(warn) == 1 and "[warn]" in warn[0] and "256" in warn[0], \
+        p.read(p.error_log)
+    assert lib.curl(p.url("/name")).status == 200
