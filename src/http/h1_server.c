@@ -76,6 +76,7 @@ struct pt_h1_conn {
     unsigned head_lf : 1;     /* the last head byte scanned was LF */
     unsigned crlf_need : 2;   /* bytes of the CRLF after chunk data still to check (0-2) */
     unsigned handshaking : 1; /* TLS handshake in progress */
+    unsigned hs_write : 1;    /* the handshake waits for the socket to drain: reads are off */
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
@@ -1201,7 +1202,7 @@ parse(struct pt_h1_conn *c)
 static void
 update_read(struct pt_h1_conn *c)
 {
-    int want = !c->closing && !c->eof && !(c->pause & PAUSE_BODY) &&
+    int want = !c->closing && !c->eof && !(c->pause & PAUSE_BODY) && !c->hs_write &&
                !(c->in != NULL && c->in->wpos - c->in->rpos == PT_CHUNK_SIZE && !c->lingering);
 
     if (want && !c->reading) {
@@ -1278,17 +1279,25 @@ handshake(struct pt_h1_conn *c)
         return;
     }
     if (rc == PT_AGAIN) {
+        /* OpenSSL finishes a blocked write before it reads again, so while it waits for the
+         * socket to drain, the read watcher stays off: a client that sent one byte more and
+         * stopped reading would otherwise wake us (level-triggered) on every loop iteration
+         * until tls_handshake_timeout */
+        c->hs_write = want_write;
         if (want_write && !ev_is_active(&c->wio))
             ev_io_start(c->w->loop, &c->wio);
         else if (!want_write && ev_is_active(&c->wio))
             ev_io_stop(c->w->loop, &c->wio);
+        update_read(c);
         return;
     }
     c->handshaking = 0;
+    c->hs_write = 0;
     if (ev_is_active(&c->wio))
         ev_io_stop(c->w->loop, &c->wio);
     if (pt_tls_alpn_h2(c->ssl) && switch_to_h2(c, NULL, NULL, 0) == PT_DONE)
         return;
+    update_read(c);
     update_timer(c, 0);
     /* the client's first request may already sit in OpenSSL's buffer */
     ev_feed_event(c->w->loop, &c->rio, EV_READ);

@@ -1,16 +1,21 @@
 """Descriptor exhaustion and connection limits: what the worker does when accept() fails with
-EMFILE (pause, bounded log, retry), `max_connections` (new clients wait in the kernel
-backlog), and the RLIMIT_NOFILE raise at start.  CPU use is read from /proc/PID/stat (utime + stime of every thread), which does not
+EMFILE (pause, bounded log, retry), `max_connections` (new clients wait in the kernel backlog),
+the RLIMIT_NOFILE raise at start, and TLS clients that reset or stall mid-handshake (no busy
+loop).  CPU use is read from /proc/PID/stat (utime + stime of every thread), which does not
 depend on how busy the machine is."""
 
 import os
 import socket
+import ssl
+import struct
 import time
 
 import pytest
 
 import portico_testlib as lib
 from portico_testlib import RawConn
+from tls_h2_testlib import certs  # noqa: F401  (a fixture)
+from tls_h2_testlib import plain_server, tls_server, upstream
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KEEPALIVE_GET = "GET /name HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -221,3 +226,104 @@ def test_h1_h1_rlimit_capacity_warning(tmp_path, start_backend, start_portico):
     assert len(warn) == 1 and "[warn]" in warn[0] and "256" in warn[0], \
         p.read(p.error_log)
     assert lib.curl(p.url("/name")).status == 200
+
+
+# ---------------------------------------------------------------------- TLS ---
+
+def tls_portico(tmp_path, start_backend, start_portico, cert, key):
+    """portico with a TLS listener (p.port) and a plain one (p.ports[1]), both to b1."""
+    b = start_backend("b1")
+    port, plain = lib.free_port(), lib.free_port()
+    body = upstream("app", [b.addr]) + tls_server(port, cert, key, server_name="localhost") + \
+        plain_server(plain)
+    conf = lib.make_conf(tmp_path, body, workers=1, access_log="off")
+    return start_portico(conf, [port, plain])
+
+
+def client_hello():
+    """The bytes of a real TLS ClientHello (made with a memory BIO)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def reset(s):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+@pytest.mark.hard_timeout(60)
+def test_h1_h1_tls_peer_reset_closes_once(tmp_path, start_backend, start_portico, certs):
+    p = tls_portico(tmp_path, start_backend, start_portico, certs.localhost,
+                    certs.localhost_key)
+    hello = client_hello()
+    cpu0 = cpu_seconds(p.pid)
+    for i in range(150):
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        # a partial ClientHello, garbage, or the whole hello, then RST mid-handshake
+        s.sendall((hello[:len(hello) // 2], b"\x16\x03\x01\xff\xff" + os.urandom(64),
+                   hello)[i % 3])
+        if i % 3 == 2:
+            time.sleep(0.002)   # let the server answer, so the RST meets a written flight
+        reset(s)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for _ in range(20):
+        # mid-stream: a finished handshake, half a request, then RST
+        raw = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        t = ctx.wrap_socket(raw, server_hostname="localhost")
+        t.sendall(b"GET /name HTTP/1.1\r\nHo")
+        reset(t)
+    time.sleep(1.0)
+    cpu = cpu_seconds(p.pid) - cpu0
+    assert cpu < 1.0, "portico used %.2f s of CPU for 170 reset connections" % cpu
+    r = lib.curl("https://127.0.0.1:%d/name" % p.port, "-k")
+    assert r.rc == 0 and r.status == 200 and r.body == b"b1", r
+    # one line per connection at most (a connection is closed once)
+    assert len(log_lines(p, "TLS handshake with 127.0.0.1 failed")) <= 170
+
+
+@pytest.mark.hard_timeout(40)
+def test_h1_h1_tls_handshake_stalled_writer_does_not_spin(tmp_path, start_backend,
+                                                          start_portico, certs):
+    """A client that sends its ClientHello plus one more byte and then never reads: the
+    server's first flight (a big certificate chain) fills the socket, OpenSSL waits to write,
+    and the unread byte keeps the socket readable.  The worker must wait for writability
+    instead of retrying the handshake on every read event until tls_handshake_timeout."""
+    chain = tmp_path / "big-chain.pem"
+    with open(certs.localhost) as f:
+        leaf = f.read()
+    with open(certs.ca) as f:
+        ca = f.read()
+    chain.write_text(leaf + ca * 400)   # ~250 KB of certificates in the Certificate message
+    p = tls_portico(tmp_path, start_backend, start_portico, str(chain), certs.localhost_key)
+    hello = client_hello()
+    stalled = []
+    try:
+        for _ in range(2):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+            s.settimeout(5)
+            s.connect(("127.0.0.1", p.port))
+            s.sendall(hello + b"\x17")
+            stalled.append(s)
+        time.sleep(0.3)
+        cpu0 = cpu_seconds(p.pid)
+        time.sleep(2.0)
+        cpu = cpu_seconds(p.pid) - cpu0
+        assert cpu < 0.3, "portico used %.2f s of CPU in 2 s on stalled handshakes" % cpu
+        # (the chain is over curl's certificate size limit: ask the plain listener)
+        r = lib.curl("http://127.0.0.1:%d/name" % p.ports[1])
+        assert r.rc == 0 and r.status == 200, r
+    finally:
+        for s in stalled:
+            s.close()
