@@ -162,6 +162,11 @@ struct pt_listen {
     unsigned tls : 1; /* `listen ... tls`: TLS with ALPN h2/http/1.1 */
 };
 
+/* max_connections: the default, per worker, and the largest value accepted (Linux's default
+ * fs.nr_open, the most descriptors one process can have). */
+#define PT_MAX_CONNECTIONS_DEFAULT 16384
+#define PT_MAX_CONNECTIONS_MAX 1048576
+
 /* The snapshot. */
 struct pt_conf {
     atomic_int _refs;
@@ -171,6 +176,7 @@ struct pt_conf {
     const char *error_log;
     int error_log_level;
     pt_msec shutdown_timeout;
+    int64_t max_connections; /* client connections per worker (h1 + h2); then accepts pause */
     struct pt_http_conf http;
     struct pt_tls_conf tls;
     struct pt_upstream **upstreams;

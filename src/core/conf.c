@@ -712,6 +712,20 @@ set_workers(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 }
 
 static int
+set_max_connections(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    uint64_t n;
+
+    if (cx->conf->max_connections != PT_UNSET)
+        return already_set(cx);
+    if (pt_parse_uint(cx->args[1], PT_MAX_CONNECTIONS_MAX, &n) != PT_OK || n == 0)
+        return pt_conf_error(cx, 1, "invalid number \"%s\" in \"max_connections\" (1 to %d)",
+                             cx->args[1], PT_MAX_CONNECTIONS_MAX);
+    cx->conf->max_connections = (int64_t)n;
+    return PT_OK;
+}
+
+static int
 set_error_log(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
     cx->conf->error_log = cx->args[1];
@@ -1025,6 +1039,7 @@ const struct pt_directive pt_core_directives[] = {
     {"error_log", PT_CTX_MAIN, 1, 2, 0, PT_BASE_MAIN, set_error_log, 0, NULL},
     {"shutdown_timeout", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, pt_set_msec,
      offsetof(struct pt_conf, shutdown_timeout), NULL},
+    {"max_connections", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_max_connections, 0, NULL},
     {"upstream", PT_CTX_MAIN, 1, 1, 1, PT_BASE_NONE, set_upstream_block, 0, NULL},
     {"server", PT_CTX_MAIN, 0, 0, 1, PT_BASE_NONE, set_server_block, 0, NULL},
     {"server", PT_CTX_UPSTREAM, 1, 5, 0, PT_BASE_NONE, set_upstream_server, 0, NULL},
@@ -1158,6 +1173,8 @@ validate(struct pt_conf_ctx *cx)
     modules_merge(cx, NULL, c->mod);
     if (c->shutdown_timeout == PT_UNSET)
         c->shutdown_timeout = 10000;
+    if (c->max_connections == PT_UNSET)
+        c->max_connections = PT_MAX_CONNECTIONS_DEFAULT;
     for (unsigned i = 0; i < c->n_upstreams; i++) {
         struct pt_upstream *up = c->upstreams[i];
 
@@ -1229,6 +1246,7 @@ load(const char *name, const char *text, size_t len, FILE *errout, struct pt_err
     c->workers = 0;
     c->error_log_level = PT_UNSET;
     c->shutdown_timeout = PT_UNSET;
+    c->max_connections = PT_UNSET;
     http_conf_unset(&c->http);
     pt_tls_conf_unset(&c->tls);
     p.file = name;

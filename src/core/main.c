@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* portico entry point: command line, configuration, workers, and the main loop that owns
  * signals. */
+#include <errno.h>
 #include <ev.h>
 #include <getopt.h>
 #include <llhttp.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -24,6 +26,10 @@
 #ifndef PT_DEFAULT_CONF
 #define PT_DEFAULT_CONF "/etc/portico/portico.conf"
 #endif
+
+/* Descriptors a process needs besides connections: log files, event loops, wake-ups, health
+ * probes, the resolver. Only used to judge whether the limit fits the configuration. */
+#define PT_FD_MARGIN 64
 
 static struct pt_runtime runtime;
 static int stopping;
@@ -49,6 +55,49 @@ versions(void)
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         printf(" %s", pt_modules[i]->name);
     printf("\n");
+}
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit, which any process may do: a worker out of
+ * descriptors only pauses its accepts (see on_accept), but every descriptor it lacks is a
+ * client kept waiting. Logs the resulting figure, and warns once when the configuration may
+ * need more: a client and a backend descriptor per connection, workers x max_connections of
+ * them, plus a listening socket per address per worker. Main thread, after the log is open. */
+static void
+raise_nofile(const struct pt_conf *c)
+{
+    struct rlimit rl;
+    unsigned long long need;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+        int e = errno;
+
+        pt_log(PT_LOG_WARN, "getrlimit(RLIMIT_NOFILE) failed: %s", strerror(e));
+    } else {
+        if (rl.rlim_cur < rl.rlim_max) {
+            struct rlimit raised = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+
+            if (setrlimit(RLIMIT_NOFILE, &raised) == -1) {
+                int e = errno;
+
+                pt_log(PT_LOG_WARN, "cannot raise the file descriptor limit from %llu to %llu: %s",
+                       (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+                       strerror(e));
+            } else {
+                rl.rlim_cur = rl.rlim_max;
+            }
+        }
+        pt_log(PT_LOG_NOTICE, "file descriptor limit: %llu", (unsigned long long)rl.rlim_cur);
+        need = (unsigned long long)c->workers * (unsigned long long)c->max_connections * 2 +
+               (unsigned long long)c->n_listens * c->workers + PT_FD_MARGIN;
+        if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur)
+            pt_log(PT_LOG_WARN,
+                   "file descriptor limit %llu is below the %llu that %u worker(s) x "
+                   "max_connections %lld may need (a client and a backend descriptor per "
+                   "connection); past it accepts pause on EMFILE: raise LimitNOFILE / ulimit -n "
+                   "or lower max_connections",
+                   (unsigned long long)rl.rlim_cur, need, c->workers,
+                   (long long)c->max_connections);
+    }
 }
 
 static void
@@ -143,6 +192,7 @@ main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile(conf);
     if (pt_tls_init(&err) != PT_OK) {
         pt_log(PT_LOG_EMERG, "%s", err.msg);
         return 1;

@@ -52,6 +52,27 @@ struct pt_wupstream {
     ev_timer queue_poll;        /* retries the queue while it is not empty */
 };
 
+/* Why a worker's accept watchers are stopped (any bit set: not accepting). */
+enum pt_accept_pause {
+    PT_ACCEPT_PAUSE_FULL = 1u << 0, /* n_conns reached max_connections; a close resumes */
+    PT_ACCEPT_PAUSE_FDS = 1u << 1,  /* accept() failed (EMFILE...); accept_retry or a close
+                                     * resumes */
+};
+
+/* After an accept() failure such as EMFILE, the worker tries again this much later, or as
+ * soon as one of its client connections closes, whichever comes first. */
+#define PT_ACCEPT_RETRY_MSEC 100
+/* accept() failures are logged at most once per this interval per worker. */
+#define PT_ACCEPT_LOG_MSEC 1000
+/* "max_connections reached" is logged at most once per this interval per worker. */
+#define PT_ACCEPT_FULL_LOG_MSEC 60000
+
+/* A line logged at most once per interval, with the count of repeats held back. */
+struct pt_log_limit {
+    ev_tstamp last;      /* when it was last written */
+    unsigned long quiet; /* repeats since then that were not written */
+};
+
 enum pt_worker_msg {
     PT_MSG_STOP = 1u << 0,
     PT_MSG_SERVER_STATE = 1u << 1, /* servers in _changed went up/down */
@@ -80,11 +101,18 @@ struct pt_worker {
     unsigned draining : 1;
 
     struct pt_chunk_pool chunks;
-    ev_io *accept_w; /* one per conf->listens[i] */
+    ev_io *accept_w; /* one per conf->listens[i]; stopped while paused, closed by drain */
+    unsigned accept_pause; /* enum pt_accept_pause bits */
+    unsigned accepting : 1;   /* the accept watchers are started */
+    unsigned accept_held : 1; /* paused: holds one loop reference in their place */
+    ev_timer accept_retry;    /* PT_ACCEPT_PAUSE_FDS: re-arms after PT_ACCEPT_RETRY_MSEC */
+    struct pt_log_limit accept_log; /* accept() failures */
+    struct pt_log_limit full_log;   /* max_connections reached */
     int *listen_fd;
     struct pt_list conns;    /* HTTP/1.1 client connections */
     struct pt_list h2_conns; /* HTTP/2 client connections */
-    unsigned n_conns;
+    unsigned n_conns;        /* client connections, h1 and h2: one each, also across an
+                              * h1 -> h2 takeover; accepts pause at conf->max_connections */
     struct pt_wupstream *ups; /* one per conf->upstreams[i] */
     void *mod[PT_MODULES_MAX];
     uint64_t next_id;

@@ -91,6 +91,100 @@ pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *er
     return PT_OK;
 }
 
+/* Starts or stops the worker's accept watchers so that they run exactly when the worker is
+ * not draining and has no pause reason. While paused, one loop reference stands in for the
+ * stopped watchers: the worker must stay in ev_run even if none of its connections has a
+ * watcher of its own at that moment. Drain closes the listeners and drops that reference, so
+ * nothing here re-arms a closed socket. */
+static void
+accept_update(struct pt_worker *w)
+{
+    bool want = !w->draining && w->accept_pause == 0;
+
+    if (want && !w->accepting) {
+        for (unsigned i = 0; i < w->conf->n_listens; i++)
+            ev_io_start(w->loop, &w->accept_w[i]);
+        w->accepting = 1;
+        if (w->accept_held) {
+            ev_unref(w->loop);
+            w->accept_held = 0;
+        }
+    } else if (!want && w->accepting) {
+        for (unsigned i = 0; i < w->conf->n_listens; i++)
+            ev_io_stop(w->loop, &w->accept_w[i]);
+        w->accepting = 0;
+        if (!w->draining && !w->accept_held) {
+            ev_ref(w->loop);
+            w->accept_held = 1;
+        }
+    }
+}
+
+static void
+on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pt_worker *w = ev_userdata(loop);
+
+    w->accept_pause &= ~(unsigned)PT_ACCEPT_PAUSE_FDS;
+    accept_update(w);
+}
+
+/* True when a rate-limited line may be written now (at most once per interval_ms); `more` then
+ * holds " (N more since last report)" for the repeats held back, or "". */
+static bool
+log_limit_due(struct pt_log_limit *ll, ev_tstamp now, pt_msec interval_ms, char *more,
+              size_t len)
+{
+    if (now - ll->last < (double)interval_ms / 1000.0) {
+        ll->quiet++;
+        return false;
+    }
+    more[0] = '\0';
+    if (ll->quiet > 0)
+        snprintf(more, len, " (%lu more since last report)", ll->quiet);
+    ll->last = now;
+    ll->quiet = 0;
+    return true;
+}
+
+/* accept() failed for want of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM) or for a reason we
+ * do not expect. The listen socket stays readable while connections wait in its backlog, so
+ * retrying at once would spin: stop accepting on every listener of this worker, try again
+ * after PT_ACCEPT_RETRY_MSEC or when one of our connections closes (its descriptor is free
+ * then), and log once per PT_ACCEPT_LOG_MSEC with the number of failures not logged. */
+static void
+accept_failed(struct pt_worker *w, struct pt_listen *l, int e)
+{
+    char more[64];
+
+    if (log_limit_due(&w->accept_log, ev_now(w->loop), PT_ACCEPT_LOG_MSEC, more, sizeof(more)))
+        pt_log(PT_LOG_ERROR, "accept() on %s failed: %s; pausing accepts%s", l->addr.name,
+               strerror(e), more);
+    w->accept_pause |= PT_ACCEPT_PAUSE_FDS;
+    accept_update(w);
+    if (!ev_is_active(&w->accept_retry)) {
+        ev_timer_set(&w->accept_retry, PT_ACCEPT_RETRY_MSEC / 1000.0, 0.);
+        ev_timer_start(w->loop, &w->accept_retry);
+    }
+}
+
+/* The worker has max_connections client connections: stop accepting, so that new clients
+ * wait in the kernel backlog (and time out there, or get in when a connection closes) rather
+ * than being accepted and dropped. Logged at most once per PT_ACCEPT_FULL_LOG_MSEC. */
+static void
+accept_full(struct pt_worker *w)
+{
+    char more[64];
+
+    if (log_limit_due(&w->full_log, ev_now(w->loop), PT_ACCEPT_FULL_LOG_MSEC, more,
+                      sizeof(more)))
+        pt_log(PT_LOG_WARN,
+               "max_connections (%lld) reached; new connections wait in the listen backlog%s",
+               (long long)w->conf->max_connections, more);
+    w->accept_pause |= PT_ACCEPT_PAUSE_FULL;
+    accept_update(w);
+}
+
 static void
 on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
@@ -102,15 +196,40 @@ on_accept(struct ev_loop *loop, ev_io *io, int revents)
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage ss;
         socklen_t slen = sizeof(ss);
-        int fd = accept4(io->fd, (struct sockaddr *)&ss, &slen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd;
+
+        /* checked before each accept, not after: whatever path changed n_conns since the
+         * last one, a worker at its limit takes nothing */
+        if ((int64_t)w->n_conns >= w->conf->max_connections) {
+            accept_full(w);
+            return;
+        }
+        fd = accept4(io->fd, (struct sockaddr *)&ss, &slen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
         if (fd == -1) {
             int e = errno;
 
-            if (e == EAGAIN || e == EINTR || e == ECONNABORTED)
+            switch (e) {
+            case EAGAIN:
                 return;
-            pt_log(PT_LOG_ERROR, "accept() on %s failed: %s", l->addr.name, strerror(e));
-            return;
+            case EINTR:
+            case ECONNABORTED:
+            case EPERM: /* a firewall rule refused this one */
+            /* accept(2), Linux: errors already pending on the new connection are returned
+             * here; the connection is gone, the next one may be fine */
+            case ENETDOWN:
+            case EPROTO:
+            case ENOPROTOOPT:
+            case EHOSTDOWN:
+            case ENONET:
+            case EHOSTUNREACH:
+            case EOPNOTSUPP:
+            case ENETUNREACH:
+                continue;
+            default: /* EMFILE, ENFILE, ENOBUFS, ENOMEM, or a bug: do not retry at once */
+                accept_failed(w, l, e);
+                return;
+            }
         }
         int one = 1;
 
@@ -174,6 +293,15 @@ void
 pt_worker_conn_closed(struct pt_worker *w)
 {
     w->n_conns--;
+    if ((w->accept_pause & PT_ACCEPT_PAUSE_FULL) &&
+        (int64_t)w->n_conns < w->conf->max_connections)
+        w->accept_pause &= ~(unsigned)PT_ACCEPT_PAUSE_FULL;
+    /* the connection's descriptor was just closed: a paused accept may succeed now */
+    if (w->accept_pause & PT_ACCEPT_PAUSE_FDS) {
+        w->accept_pause &= ~(unsigned)PT_ACCEPT_PAUSE_FDS;
+        ev_timer_stop(w->loop, &w->accept_retry);
+    }
+    accept_update(w);
 }
 
 static void
@@ -192,8 +320,15 @@ worker_drain(struct pt_worker *w)
     if (w->draining)
         return;
     w->draining = 1;
+    /* stops the accept watchers (if a pause had not already) and gives back the loop
+     * reference a pause holds; the retry timer must not outlive the listeners either */
+    accept_update(w);
+    if (w->accept_held) {
+        ev_unref(w->loop);
+        w->accept_held = 0;
+    }
+    ev_timer_stop(w->loop, &w->accept_retry);
     for (unsigned i = 0; i < w->conf->n_listens; i++) {
-        ev_io_stop(w->loop, &w->accept_w[i]);
         close(w->accept_w[i].fd);
         w->rt->listen_fds[i * w->rt->n_workers + w->id] = -1;
     }
@@ -333,10 +468,10 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
     w->accept_w = calloc(c->n_listens + 1, sizeof(ev_io));
     if (w->accept_w == NULL)
         return pt_err_set(err, "out of memory");
-    for (unsigned i = 0; i < c->n_listens; i++) {
+    for (unsigned i = 0; i < c->n_listens; i++)
         ev_io_init(&w->accept_w[i], on_accept, rt->listen_fds[i * rt->n_workers + id], EV_READ);
-        ev_io_start(w->loop, &w->accept_w[i]);
-    }
+    ev_timer_init(&w->accept_retry, on_accept_retry, 0., 0.);
+    accept_update(w);
     if (pt_upstream_worker_init(w, err) != PT_OK)
         return PT_ERR;
     for (unsigned i = 0; pt_modules[i] != NULL; i++)

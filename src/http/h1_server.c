@@ -76,6 +76,7 @@ struct pt_h1_conn {
     unsigned in_trailers : 1;
     unsigned head_lf : 1;     /* the last head byte scanned was LF */
     unsigned handshaking : 1; /* TLS handshake in progress */
+    unsigned hs_write : 1;    /* the handshake waits for the socket to drain: reads are off */
     struct pt_h1_chunk_guard chunk; /* chunk framing to check before llhttp goes on */
     unsigned requests;
     struct pt_chunk *in;
@@ -1206,7 +1207,7 @@ parse(struct pt_h1_conn *c)
 static void
 update_read(struct pt_h1_conn *c)
 {
-    int want = !c->closing && !c->eof && !(c->pause & PAUSE_BODY) &&
+    int want = !c->closing && !c->eof && !(c->pause & PAUSE_BODY) && !c->hs_write &&
                !(c->in != NULL && c->in->wpos - c->in->rpos == PT_CHUNK_SIZE && !c->lingering);
 
     if (want && !c->reading) {
@@ -1291,17 +1292,25 @@ handshake(struct pt_h1_conn *c)
         return;
     }
     if (rc == PT_AGAIN) {
+        /* OpenSSL finishes a blocked write before it reads again, so while it waits for the
+         * socket to drain, the read watcher stays off: a client that sent one byte more and
+         * stopped reading would otherwise wake us (level-triggered) on every loop iteration
+         * until tls_handshake_timeout */
+        c->hs_write = want_write;
         if (want_write && !ev_is_active(&c->wio))
             ev_io_start(c->w->loop, &c->wio);
         else if (!want_write && ev_is_active(&c->wio))
             ev_io_stop(c->w->loop, &c->wio);
+        update_read(c);
         return;
     }
     c->handshaking = 0;
+    c->hs_write = 0;
     if (ev_is_active(&c->wio))
         ev_io_stop(c->w->loop, &c->wio);
     if (pt_tls_alpn_h2(c->ssl) && switch_to_h2(c, NULL, NULL, 0) == PT_DONE)
         return;
+    update_read(c);
     update_timer(c, 0);
     /* the client's first request may already sit in OpenSSL's buffer */
     ev_feed_event(c->w->loop, &c->rio, EV_READ);
@@ -1460,7 +1469,7 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
     c->ssl = NULL;
     parser_put(c);
     pt_list_remove(&c->link);
-    pt_worker_conn_closed(w);
+    /* no pt_worker_conn_closed(): the h2 connection took over our place in w->n_conns */
     pt_worker_reap(w, &c->reap);
     return PT_DONE;
 }

@@ -1149,8 +1149,9 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     ev_io_init(&c->rio, on_read, c->fd, EV_READ);
     ev_io_init(&c->wio, on_write, c->fd, EV_WRITE);
     ev_timer_init(&c->timer, on_timer, 0., 0.);
+    /* w->n_conns is not touched: the HTTP/1.1 connection's place passes to this one, so the
+     * count (and max_connections) never sees the socket twice or not at all */
     pt_list_insert_tail(&w->h2_conns, &c->link);
-    w->n_conns++;
     if (t->initial_len > 0) {
         c->pending = pt_chunk_get(&w->chunks);
         if (c->pending == NULL) {

@@ -1,7 +1,9 @@
 """Fixtures for portico's integration tests.
 
   start_backend(name=..., host=..., flags=[...]) -> Backend   (tests/tools/backend.py)
-  start_portico(conf, ports=[...], host=...)      -> Portico   (the real binary)
+  start_portico(conf, ports=[...], host=..., wrap=[...])
+                                                 -> Portico   (the real binary; wrap: a
+                                                   command that execs it, e.g. prlimit)
   make_proxy(server_extra=, upstream_extra=, workers=, access_log=,
              backend_flags=, ...)              -> Proxy: one backend "b1" + portico,
                                                    upstream `app`, `location / { proxy_pass app; }`
@@ -103,9 +105,9 @@ def start_portico(tmp_path):
     started = []
 
     def _start(conf, ports, host="127.0.0.1", name="portico", shutdown_timeout=2.0,
-               wait=True):
+               wait=True, wrap=()):
         p = lib.Portico(tmp_path, conf, ports, host=host, name=name,
-                        shutdown_timeout=shutdown_timeout, wait=wait)
+                        shutdown_timeout=shutdown_timeout, wait=wait, wrap=wrap)
         started.append(p)
         return p
 

@@ -492,6 +492,38 @@ test_conf_err_bad_time(void **state)
 }
 
 static void
+test_conf_max_connections(void **state)
+{
+    struct pt_err err;
+    struct pt_conf *c = load(GOOD_SERVER, &err);
+
+    assert_non_null(c);
+    assert_int_equal(c->max_connections, PT_MAX_CONNECTIONS_DEFAULT);
+    pt_conf_unref(c);
+    c = load("max_connections 1;\n" GOOD_SERVER, &err);
+    assert_non_null(c);
+    assert_int_equal(c->max_connections, 1);
+    pt_conf_unref(c);
+    c = load("max_connections 1048576;\n" GOOD_SERVER, &err);
+    assert_non_null(c);
+    assert_int_equal(c->max_connections, 1048576);
+    pt_conf_unref(c);
+    expect_error("max_connections 0;\n" GOOD_SERVER,
+                 "t.conf:1:17: invalid number \"0\" in \"max_connections\" (1 to 1048576)");
+    expect_error("max_connections 1048577;\n" GOOD_SERVER,
+                 "t.conf:1:17: invalid number \"1048577\" in \"max_connections\" "
+                 "(1 to 1048576)");
+    expect_error("max_connections -5;\n" GOOD_SERVER,
+                 "t.conf:1:17: invalid number \"-5\" in \"max_connections\" (1 to 1048576)");
+    expect_error("max_connections 10;\nmax_connections 20;\n" GOOD_SERVER,
+                 "t.conf:2:1: \"max_connections\" directive is duplicate");
+    expect_error("server {\n    listen 18080;\n    max_connections 10;\n"
+                 "    location / { return 200; }\n}\n",
+                 "t.conf:3:5: directive \"max_connections\" is not allowed in the server "
+                 "context");
+}
+
+static void
 test_conf_err_workers(void **state)
 {
     expect_error("workers 0;\n" GOOD_SERVER,
@@ -1048,6 +1080,7 @@ main(void)
         cmocka_unit_test(test_conf_location_override_only),
         cmocka_unit_test(test_conf_tokenizer_comments_and_quotes),
         cmocka_unit_test(test_conf_workers_auto),
+        cmocka_unit_test(test_conf_max_connections),
         cmocka_unit_test(test_conf_default_server_explicit),
         cmocka_unit_test(test_conf_refcount),
         cmocka_unit_test(test_conf_err_unknown_directive),
