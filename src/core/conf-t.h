@@ -177,6 +177,7 @@ struct pt_conf {
     int error_log_level;
     pt_msec shutdown_timeout;
     int64_t max_connections; /* client connections per worker (h1 + h2); then accepts pause */
+    unsigned max_connections_auto : 1; /* not set: main lowers it to fit the fd limit */
     struct pt_http_conf http;
     struct pt_tls_conf tls;
     struct pt_upstream **upstreams;

@@ -1173,8 +1173,10 @@ validate(struct pt_conf_ctx *cx)
     modules_merge(cx, NULL, c->mod);
     if (c->shutdown_timeout == PT_UNSET)
         c->shutdown_timeout = 10000;
-    if (c->max_connections == PT_UNSET)
+    if (c->max_connections == PT_UNSET) {
         c->max_connections = PT_MAX_CONNECTIONS_DEFAULT;
+        c->max_connections_auto = 1;
+    }
     for (unsigned i = 0; i < c->n_upstreams; i++) {
         struct pt_upstream *up = c->upstreams[i];
 

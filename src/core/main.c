@@ -63,7 +63,7 @@ versions(void)
  * need more: a client and a backend descriptor per connection, workers x max_connections of
  * them, plus a listening socket per address per worker. Main thread, after the log is open. */
 static void
-raise_nofile(const struct pt_conf *c)
+raise_nofile(struct pt_conf *c)
 {
     struct rlimit rl;
     unsigned long long need;
@@ -89,6 +89,19 @@ raise_nofile(const struct pt_conf *c)
         pt_log(PT_LOG_NOTICE, "file descriptor limit: %llu", (unsigned long long)rl.rlim_cur);
         need = (unsigned long long)c->workers * (unsigned long long)c->max_connections * 2 +
                (unsigned long long)c->n_listens * c->workers + PT_FD_MARGIN;
+        if (c->max_connections_auto && rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur) {
+            /* not configured: take what the limit allows rather than warn about a default */
+            unsigned long long room = (unsigned long long)c->n_listens * c->workers +
+                                      PT_FD_MARGIN;
+            unsigned long long fit = rl.rlim_cur > room ? (rl.rlim_cur - room) /
+                                                              (2ULL * c->workers)
+                                                        : 0;
+
+            c->max_connections = (int64_t)(fit < 16 ? 16 : fit);
+            pt_log(PT_LOG_NOTICE, "max_connections %lld per worker, to fit the descriptor limit",
+                   (long long)c->max_connections);
+            need = 0;
+        }
         if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur)
             pt_log(PT_LOG_WARN,
                    "file descriptor limit %llu is below the %llu that %u worker(s) x "

@@ -61,7 +61,9 @@ NOFILE = 64
 
 @pytest.mark.hard_timeout(40)
 def test_h1_h1_emfile_pauses_accepts(tmp_path, start_backend, start_portico):
-    p = start(tmp_path, start_backend, start_portico, wrap=prlimit(NOFILE, NOFILE))
+    # max_connections set above what NOFILE holds, so that accept() itself runs out
+    p = start(tmp_path, start_backend, start_portico, main_extra="max_connections 1000;",
+              wrap=prlimit(NOFILE, NOFILE))
     # a keep-alive client from before the shortage; its backend connection stays pooled
     ka = RawConn("127.0.0.1", p.port)
     ka.send(KEEPALIVE_GET)
@@ -99,7 +101,9 @@ def test_h1_h1_emfile_then_graceful_stop(tmp_path, start_backend, start_portico)
     """SIGTERM while accepts are paused: the drain closes the listeners, the retry timer does
     not re-arm them nor keep the worker alive, and portico exits 0 at once (its idle
     connections are closed by the drain)."""
-    p = start(tmp_path, start_backend, start_portico, wrap=prlimit(NOFILE, NOFILE))
+    # max_connections set above what NOFILE holds, so that accept() itself runs out
+    p = start(tmp_path, start_backend, start_portico, main_extra="max_connections 1000;",
+              wrap=prlimit(NOFILE, NOFILE))
     idle = []
     try:
         for _ in range(NOFILE + 40):
@@ -220,11 +224,24 @@ def test_h1_h1_rlimit_nofile_raised_to_hard(tmp_path, start_backend, start_porti
 
 
 def test_h1_h1_rlimit_capacity_warning(tmp_path, start_backend, start_portico):
-    # the default max_connections (16384 per worker) needs far more than 256 descriptors
-    p = start(tmp_path, start_backend, start_portico, wrap=prlimit(256, 256))
+    # a configured max_connections that needs more than 256 descriptors: kept, with a warning
+    p = start(tmp_path, start_backend, start_portico, main_extra="max_connections 1000;",
+              wrap=prlimit(256, 256))
     warn = log_lines(p, "max_connections")
     assert len(warn) == 1 and "[warn]" in warn[0] and "256" in warn[0], \
         p.read(p.error_log)
+    assert lib.curl(p.url("/name")).status == 200
+
+
+def test_h1_h1_default_max_connections_fits_the_limit(tmp_path, start_backend, start_portico):
+    # not configured: the default (16384 per worker) is lowered to what 256 descriptors hold,
+    # with a notice rather than a warning about a value the user never chose
+    p = start(tmp_path, start_backend, start_portico, wrap=prlimit(256, 256))
+    lines = log_lines(p, "max_connections")
+    # (256 - 1 listener - 64 spare) / 2 descriptors per connection = 95
+    assert len(lines) == 1 and "[notice]" in lines[0] and \
+        "max_connections 95 per worker" in lines[0], p.read(p.error_log)
+    assert not log_lines(p, "[warn]"), p.read(p.error_log)
     assert lib.curl(p.url("/name")).status == 200
 
 
