@@ -89,7 +89,7 @@ static void stream_submit(struct pt_h2b_stream *st);
 static const char *
 who(struct pt_h2b *b, char *buf, size_t len)
 {
-    snprintf(buf, len, "upstream \"%s\" server %s", b->srv->upstream->name, b->srv->addr.name);
+    snprintf(buf, len, "upstream \"%s\" server %s", b->srv->upstream->name, b->srv->name);
     return buf;
 }
 

@@ -350,7 +350,7 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
         !x->fresh_retry && (kind == PT_BF_RESET || kind == PT_BF_CONNECT)) {
         x->fresh_retry = 1;
         pt_log_debug("upstream \"%s\" server %s: pooled connection failed, retrying on a new one",
-                     x->up->name, x->srv->addr.name);
+                     x->up->name, x->srv->name);
         if (pt_exchange_prepare_replay(x) == PT_OK) {
             pt_upstream_acquire(x);
             start_attempt(x, false);
@@ -362,7 +362,7 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
         pt_log(PT_LOG_ERROR,
                "upstream \"%s\" server %s: pooled connection closed before the response; "
                "%s %.*s not retried (%s)",
-               x->up->name, x->srv->addr.name, x->method_name, (int)PT_MIN(x->target_len, 200),
+               x->up->name, x->srv->name, x->method_name, (int)PT_MIN(x->target_len, 200),
                x->target,
                !pt_exchange_replayable(x)   ? "body already sent"
                : !pt_exchange_idempotent(x) ? "method not idempotent"
@@ -388,7 +388,7 @@ void
 pt_proxy_retry_status(struct pt_exchange *x)
 {
     pt_log(PT_LOG_INFO, "upstream \"%s\" server %s answered %u: retrying %s %.*s elsewhere",
-           x->up->name, x->srv->addr.name, x->status, x->method_name,
+           x->up->name, x->srv->name, x->status, x->method_name,
            (int)PT_MIN(x->target_len, 200), x->target);
     x->last_status = x->status;
     x->status = 0;

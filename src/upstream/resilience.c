@@ -403,7 +403,7 @@ pt__server_runtime_usable(const struct pt_server *cs)
         if (atomic_compare_exchange_strong(&s->_ejected_until, &until, 0)) {
             atomic_store_explicit(&s->_usable_since, now, memory_order_relaxed);
             pt_log(s->upstream->res.outlier.enabled ? PT_LOG_NOTICE : PT_LOG_INFO,
-                   "server %s in %s back in rotation after ejection", s->addr.name,
+                   "server %s in %s back in rotation after ejection", s->name,
                    s->upstream->name);
             pt_runtime_server_changed(s);
         }
@@ -488,7 +488,7 @@ pt_outlier_record(struct pt_server *s, unsigned fail_class)
         pt_log(PT_LOG_WARN,
                "server %s in %s not ejected after %u consecutive failures (%s): max_ejected "
                "reached",
-               s->addr.name, up->name, n, class_name(fail_class));
+               s->name, up->name, n, class_name(fail_class));
         atomic_store(&s->_consec_fail, 0);
         return;
     }
@@ -505,10 +505,10 @@ pt_outlier_record(struct pt_server *s, unsigned fail_class)
         if (o != &connect_default)
             pt_log(PT_LOG_WARN,
                    "server %s in %s ejected for %lldms: %u consecutive failures (%s)",
-                   s->addr.name, up->name, (long long)t, n, class_name(fail_class));
+                   s->name, up->name, (long long)t, n, class_name(fail_class));
         else
             pt_log(PT_LOG_INFO, "server %s in %s ejected for %lldms: connection failed",
-                   s->addr.name, up->name, (long long)t);
+                   s->name, up->name, (long long)t);
         pt_runtime_server_changed(s);
     }
 }
