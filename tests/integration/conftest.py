@@ -1,7 +1,8 @@
 """Fixtures for portico's integration tests.
 
   start_backend(name=..., host=..., flags=[...]) -> Backend   (tests/tools/backend.py)
-  start_portico(conf, ports=[...], host=...)      -> Portico   (the real binary)
+  start_portico(conf, ports=[...], host=..., prefix=[...]) -> Portico (the real binary,
+                                                   run under the prefix command if given)
   make_proxy(server_extra=, upstream_extra=, workers=, access_log=,
              backend_flags=, ...)              -> Proxy: one backend "b1" + portico,
                                                    upstream `app`, `location / { proxy_pass app; }`
@@ -28,6 +29,7 @@ import portico_testlib as lib  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line("markers", "hard_timeout(seconds): per-test hard timeout")
     config.addinivalue_line("markers", "slow: long streaming tests (1 GiB)")
+    config.addinivalue_line("markers", "ipv6: needs ::1 on lo (skipped, saying so, without)")
 
 
 def pytest_sessionstart(session):
@@ -76,6 +78,13 @@ def _hard_timeout(request):
         signal.signal(signal.SIGALRM, old)
 
 
+@pytest.fixture(autouse=True)
+def _needs_ipv6(request):
+    if request.node.get_closest_marker("ipv6") and not lib.have_ipv6_loopback():
+        pytest.skip("::1 is not usable on lo: not configured, or IPv6 is off (scripts/test.sh "
+                    "adds it when it can: ip -6 addr add ::1/128 dev lo)")
+
+
 @pytest.fixture
 def start_backend(tmp_path):
     started = []
@@ -103,9 +112,9 @@ def start_portico(tmp_path):
     started = []
 
     def _start(conf, ports, host="127.0.0.1", name="portico", shutdown_timeout=2.0,
-               wait=True):
+               wait=True, prefix=None):
         p = lib.Portico(tmp_path, conf, ports, host=host, name=name,
-                        shutdown_timeout=shutdown_timeout, wait=wait)
+                        shutdown_timeout=shutdown_timeout, wait=wait, prefix=prefix)
         started.append(p)
         return p
 
