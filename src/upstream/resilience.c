@@ -618,8 +618,8 @@ pt_retry_allowed(struct pt_exchange *x, unsigned fail_class, unsigned status)
 
 /* ---- sticky sessions ------------------------------------------------------------------ */
 
-/* The cookie value naming a server: a hash of its address, stable across restarts and
- * instances with the same server list. */
+/* The cookie value naming a server: a hash of its concrete address (so each address of a host
+ * name has its own), stable across restarts and instances with the same server list. */
 static uint32_t
 server_token(const struct pt_server *s)
 {
