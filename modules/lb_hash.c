@@ -214,7 +214,9 @@ point_cmp(const void *a, const void *b)
     return pa->srv < pb->srv ? -1 : pa->srv > pb->srv;
 }
 
-/* Points of the tier: server i gets per * weight points at mix64(fnv1a(address) + counter). */
+/* Points of the tier: server i gets per * weight points at mix64(fnv1a(address) + counter). The
+ * address is the concrete one (addr.name), so the addresses of one host name, each a server,
+ * get distinct points. */
 static int
 build_ring(struct hash_tier *t, const struct pt_upstream *up)
 {

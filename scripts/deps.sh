@@ -6,7 +6,8 @@ set -euo pipefail
 pkgs=(build-essential autoconf automake pkg-config libev-dev libnghttp2-dev libssl-dev
       node-llhttp libcmocka-dev curl openssl)
 if [ "${1:-}" = "--test" ]; then
-    pkgs+=(python3 python3-pytest python3-pytest-xdist python3-h2 python3-grpcio nghttp2-client)
+    pkgs+=(python3 python3-pytest python3-pytest-xdist python3-h2 python3-grpcio nghttp2-client
+           iproute2)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -25,6 +25,29 @@ fi
 rm -f /tmp/portico-unit.$$
 echo "unit: $unit_pass passed, $unit_fail failed"
 
+# What the integration tests assume of the machine, said before they run.
+# - ::1 on lo: the tests marked ipv6 (grep -rn "mark.ipv6" tests/integration) listen on and
+#   connect to ::1. A container or a machine with IPv6 off may lack it: add it when we can,
+#   else those tests skip (pytest says so for each).
+if grep -qE '^0{31}1 .* lo$' /proc/net/if_inet6 2>/dev/null; then
+    echo "machine: ::1 is configured on lo"
+elif [ "$(id -u)" = 0 ] && command -v ip >/dev/null && ip -6 addr add ::1/128 dev lo 2>/dev/null; then
+    echo "machine: ::1 was not configured on lo: added it (ip -6 addr add ::1/128 dev lo)"
+else
+    echo "machine: ::1 is not configured on lo and cannot be added here (IPv6 disabled, or not" \
+         "root): the tests marked ipv6 will be skipped"
+fi
+# - Name resolution: no test depends on how the machine resolves `localhost`. The tests of
+#   `server NAME:PORT` (tests/integration/proxy/test_h1_h1_server_names.py) run portico with
+#   a private /etc/hosts (unshare --mount and a bind mount: root), and skip without one.
+echo "machine: localhost resolves to $(getent ahosts localhost 2>/dev/null | awk '$2 == "STREAM" {print $1}' | tr '\n' ' ')(no test relies on it)"
+if unshare --mount true 2>/dev/null; then
+    echo "machine: private mount namespaces work: the server-by-name tests use their own /etc/hosts"
+else
+    echo "machine: cannot create a private mount namespace (unshare --mount needs root): the" \
+         "server-by-name tests will be skipped"
+fi
+
 out=$(mktemp)
 bash tests/integration/run.sh 2>&1 | tee "$out"
 # pytest's closing line, e.g. "3 failed, 225 passed, 2 skipped, 1 error in 50.1s"

@@ -63,13 +63,18 @@ struct pt_http_conf {
 
 struct pt_upstream;
 
-/* A backend server of an upstream. `_active` is the one mutable field: in-flight requests over
- * all workers, for max_conns (atomic, relaxed). */
+/* A backend server of an upstream: one address. A `server NAME:PORT` line whose name resolves to
+ * several addresses becomes one struct pt_server per address, each with the line's parameters
+ * (weight, max_conns, backup, down). The fields below `_active` are the mutable ones, shared by
+ * all threads (relaxed atomics). */
 struct pt_server {
     struct pt_upstream *upstream;
     unsigned index; /* position in upstream->servers */
-    struct pt_addr addr;
+    struct pt_addr addr; /* the concrete address: what is connected to, the access log's
+                          * upstream_addr, and the key of hash rings and sticky cookies */
     const char *host; /* as written (name or IP literal), for SNI and certificate checks */
+    const char *name; /* how logs show it: addr.name for an IP literal, "NAME (ADDRESS)" for a
+                       * host name, e.g. "localhost (127.0.0.1:8080)" */
     unsigned weight;
     unsigned max_conns; /* 0 = unlimited */
     unsigned backup : 1;

@@ -526,64 +526,150 @@ pt_addr_ip(const struct sockaddr *sa, char *buf, size_t len)
     return buf;
 }
 
-int
-pt_addr_parse(const char *s, int listen, struct pt_addr *out, struct pt_err *err)
+/* Splits "host:port", "[v6]:port" or (listen only) "port" into the host without brackets ("*"
+ * for any address) and the port. */
+static int
+addr_split(const char *s, int listen, char *host, size_t hostlen, uint16_t *port,
+           struct pt_err *err)
 {
-    char host[256];
-    const char *port;
+    const char *p;
     uint64_t portnum;
-    struct addrinfo hints, *res = NULL;
-    int rc;
 
-    memset(out, 0, sizeof(*out));
     if (s[0] == '[') {
         const char *end = strchr(s, ']');
 
-        if (end == NULL || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host))
+        if (end == NULL || end[1] != ':' || (size_t)(end - s - 1) >= hostlen)
             return pt_err_set(err, "invalid address \"%s\" (expected [v6addr]:port)", s);
         memcpy(host, s + 1, (size_t)(end - s - 1));
         host[end - s - 1] = '\0';
-        port = end + 2;
+        p = end + 2;
     } else {
         const char *colon = strrchr(s, ':');
 
         if (colon == NULL) {
             if (!listen)
                 return pt_err_set(err, "invalid address \"%s\" (expected host:port)", s);
-            strcpy(host, "*");
-            port = s;
+            snprintf(host, hostlen, "*");
+            p = s;
         } else {
-            if ((size_t)(colon - s) >= sizeof(host) || strchr(s, ':') != colon)
+            if ((size_t)(colon - s) >= hostlen || strchr(s, ':') != colon)
                 return pt_err_set(err, "invalid address \"%s\" (IPv6 needs [brackets])", s);
             memcpy(host, s, (size_t)(colon - s));
             host[colon - s] = '\0';
-            port = colon + 1;
+            p = colon + 1;
         }
     }
-    if (pt_parse_uint(port, 65535, &portnum) != PT_OK || portnum == 0)
+    if (pt_parse_uint(p, 65535, &portnum) != PT_OK || portnum == 0)
         return pt_err_set(err, "invalid port in \"%s\"", s);
+    *port = (uint16_t)portnum;
+    return PT_OK;
+}
+
+/* getaddrinfo() for host and port; *res is freed by the caller with freeaddrinfo(). */
+static int
+addr_lookup(const char *host, uint16_t port, int listen, struct addrinfo **res,
+            struct pt_err *err)
+{
+    struct addrinfo hints;
+    char ports[8];
+    int rc;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = listen ? AI_PASSIVE : 0;
+    snprintf(ports, sizeof(ports), "%u", port);
+    *res = NULL;
+    rc = getaddrinfo(host, ports, &hints, res);
+    if (rc != 0 || *res == NULL) {
+        if (*res != NULL)
+            freeaddrinfo(*res);
+        *res = NULL;
+        return pt_err_set(err, "cannot resolve \"%s\": %s", host,
+                          rc != 0 ? gai_strerror(rc) : "no address");
+    }
+    return PT_OK;
+}
+
+int
+pt_addr_parse(const char *s, int listen, struct pt_addr *out, struct pt_err *err)
+{
+    char host[256];
+    uint16_t port;
+    struct addrinfo *res;
+
+    memset(out, 0, sizeof(*out));
+    if (addr_split(s, listen, host, sizeof(host), &port, err) != PT_OK)
+        return PT_ERR;
     if (strcmp(host, "*") == 0) {
         struct sockaddr_in *s4 = (struct sockaddr_in *)&out->sa;
 
         s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)portnum);
+        s4->sin_port = htons(port);
         s4->sin_addr.s_addr = htonl(INADDR_ANY);
         out->len = sizeof(*s4);
     } else {
-        memset(&hints, 0, sizeof(hints));
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        hints.ai_flags = listen ? AI_PASSIVE : 0;
-        rc = getaddrinfo(host, port, &hints, &res);
-        if (rc != 0 || res == NULL)
-            return pt_err_set(err, "cannot resolve \"%s\": %s", host,
-                              rc != 0 ? gai_strerror(rc) : "no address");
+        if (addr_lookup(host, port, listen, &res, err) != PT_OK)
+            return PT_ERR;
         memcpy(&out->sa, res->ai_addr, res->ai_addrlen);
         out->len = res->ai_addrlen;
         freeaddrinfo(res);
     }
     pt_addr_format((struct sockaddr *)&out->sa, out->name, sizeof(out->name));
     return PT_OK;
+}
+
+int
+pt_addr_resolve(const char *s, struct pt_arena *a, struct pt_addr **out, unsigned *n,
+                bool *named, struct pt_err *err)
+{
+    char host[256];
+    uint16_t port;
+    struct addrinfo *res = NULL;
+    unsigned count = 0, k = 0;
+    struct in6_addr scratch;
+    int rc = PT_ERR;
+
+    *out = NULL;
+    *n = 0;
+    if (addr_split(s, 0, host, sizeof(host), &port, err) != PT_OK)
+        goto out;
+    *named = inet_pton(AF_INET, host, &scratch) != 1 && inet_pton(AF_INET6, host, &scratch) != 1;
+    if (addr_lookup(host, port, 0, &res, err) != PT_OK)
+        goto out;
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next)
+        count++;
+    *out = pt_arena_calloc(a, count * sizeof(**out));
+    if (*out == NULL) {
+        pt_err_set(err, "out of memory");
+        goto out;
+    }
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        struct pt_addr *ad = &(*out)[k];
+        bool dup = false;
+
+        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+            ai->ai_addrlen > sizeof(ad->sa))
+            continue;
+        memcpy(&ad->sa, ai->ai_addr, ai->ai_addrlen);
+        ad->len = ai->ai_addrlen;
+        pt_addr_format((struct sockaddr *)&ad->sa, ad->name, sizeof(ad->name));
+        /* a name listed twice for one address (two /etc/hosts lines) is still one server */
+        for (unsigned j = 0; j < k; j++)
+            dup |= strcmp((*out)[j].name, ad->name) == 0;
+        if (!dup)
+            k++;
+    }
+    if (k == 0) {
+        pt_err_set(err, "cannot resolve \"%s\": no IPv4 or IPv6 address", host);
+        goto out;
+    }
+    *n = k;
+    rc = PT_OK;
+out:
+    if (res != NULL)
+        freeaddrinfo(res);
+    return rc;
 }
 
 int
@@ -787,53 +873,105 @@ set_upstream_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
     return pt_conf_parse_block(cx);
 }
 
+/* `server ADDRESS [params]`: one struct pt_server per address the host resolves to (nginx's
+ * rule), so a name with an A and an AAAA record is two servers; each gets the line's
+ * parameters, including the full weight. Resolved once, here. */
 static int
 set_upstream_server(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
     struct pt_upstream *up = cx->up;
-    struct pt_server *s = pt_arena_calloc(&cx->conf->arena, sizeof(*s));
+    struct pt_arena *a = &cx->conf->arena;
+    const char *arg = cx->args[1];
+    const char *end = arg[0] == '[' ? strchr(arg, ']') : strrchr(arg, ':');
+    const char *host;
+    unsigned weight = 1, max_conns = 0, backup = 0, down = 0;
+    struct pt_addr *addrs;
+    unsigned n_addrs;
+    bool named = false;
     struct pt_err err;
     uint64_t n;
 
-    if (pt_addr_parse(cx->args[1], 0, &s->addr, &err) != PT_OK)
+    if (pt_addr_resolve(arg, a, &addrs, &n_addrs, &named, &err) != PT_OK)
         return pt_conf_error(cx, 1, "%s", err.msg);
-    {
-        const char *a = cx->args[1];
-        const char *end = a[0] == '[' ? strchr(a, ']') : strrchr(a, ':');
-
-        s->host = a[0] == '[' ? pt_arena_strndup(&cx->conf->arena, a + 1, (size_t)(end - a - 1))
-                              : pt_arena_strndup(&cx->conf->arena, a, (size_t)(end - a));
-    }
-    s->weight = 1;
+    /* pt_addr_resolve checked the form: `end` is the bracket or the port's colon */
+    host = arg[0] == '[' ? pt_arena_strndup(a, arg + 1, (size_t)(end - arg - 1))
+                         : pt_arena_strndup(a, arg, (size_t)(end - arg));
+    if (host == NULL)
+        return pt_conf_error(cx, 1, "out of memory");
     for (unsigned i = 2; i <= cx->nargs; i++) {
-        const char *a = cx->args[i];
+        const char *p = cx->args[i];
 
-        if (strncmp(a, "weight=", 7) == 0) {
-            if (pt_parse_uint(a + 7, 1000, &n) != PT_OK || n == 0)
-                return pt_conf_error(cx, i, "invalid weight \"%s\" (1-1000)", a + 7);
-            s->weight = (unsigned)n;
-        } else if (strncmp(a, "max_conns=", 10) == 0) {
-            if (pt_parse_uint(a + 10, 1000000, &n) != PT_OK)
-                return pt_conf_error(cx, i, "invalid max_conns \"%s\"", a + 10);
-            s->max_conns = (unsigned)n;
-        } else if (strcmp(a, "backup") == 0) {
-            s->backup = 1;
-        } else if (strcmp(a, "down") == 0) {
-            s->down = 1;
+        if (strncmp(p, "weight=", 7) == 0) {
+            if (pt_parse_uint(p + 7, 1000, &n) != PT_OK || n == 0)
+                return pt_conf_error(cx, i, "invalid weight \"%s\" (1-1000)", p + 7);
+            weight = (unsigned)n;
+        } else if (strncmp(p, "max_conns=", 10) == 0) {
+            if (pt_parse_uint(p + 10, 1000000, &n) != PT_OK)
+                return pt_conf_error(cx, i, "invalid max_conns \"%s\"", p + 10);
+            max_conns = (unsigned)n;
+        } else if (strcmp(p, "backup") == 0) {
+            backup = 1;
+        } else if (strcmp(p, "down") == 0) {
+            down = 1;
         } else {
             return pt_conf_error(cx, i,
                                  "invalid server parameter \"%s\" (weight=, max_conns=, backup, "
                                  "down)",
-                                 a);
+                                 p);
         }
     }
-    s->upstream = up;
-    s->index = up->n_servers;
-    for (unsigned i = 0; i < up->n_servers; i++)
-        if (strcmp(up->servers[i]->addr.name, s->addr.name) == 0)
-            return pt_conf_error(cx, 1, "duplicate server \"%s\" in upstream \"%s\"",
-                                 s->addr.name, up->name);
-    PUSH(&cx->conf->arena, &up->servers, &up->n_servers, s);
+    for (unsigned k = 0; k < n_addrs; k++) {
+        for (unsigned i = 0; i < up->n_servers; i++) {
+            const struct pt_server *o = up->servers[i];
+
+            if (strcmp(o->addr.name, addrs[k].name) != 0)
+                continue;
+            /* the same line twice: the same literal address, or the same name and port */
+            if (!named && o->name == o->addr.name)
+                return pt_conf_error(cx, 1, "duplicate server \"%s\" in upstream \"%s\"",
+                                     addrs[k].name, up->name);
+            if (named && strcasecmp(o->host, host) == 0)
+                return pt_conf_error(cx, 1, "duplicate server \"%s\" in upstream \"%s\"",
+                                     arg, up->name);
+            /* two lines that reach one address would be two servers with one hash and sticky
+             * key and separate max_conns counts: a configuration mistake, said as such */
+            if (!named)
+                return pt_conf_error(cx, 1,
+                                     "duplicate server \"%s\" in upstream \"%s\": already "
+                                     "server %s",
+                                     arg, up->name, o->name);
+            return pt_conf_error(cx, 1,
+                                 "server \"%s\" resolves to %s, which is already server %s "
+                                 "in upstream \"%s\"",
+                                 arg, addrs[k].name, o->name, up->name);
+        }
+        struct pt_server *s = pt_arena_calloc(a, sizeof(*s));
+        char *name;
+        size_t len;
+
+        if (s == NULL)
+            return pt_conf_error(cx, 1, "out of memory");
+        s->upstream = up;
+        s->index = up->n_servers;
+        s->addr = addrs[k];
+        s->host = host;
+        s->weight = weight;
+        s->max_conns = max_conns;
+        s->backup = backup;
+        s->down = down;
+        if (named) {
+            len = strlen(s->host) + strlen(s->addr.name) + 4;
+            name = pt_arena_alloc(a, len);
+            if (name == NULL)
+                return pt_conf_error(cx, 1, "out of memory");
+            snprintf(name, len, "%s (%s)", s->host, s->addr.name);
+            s->name = name;
+        } else {
+            s->name = s->addr.name;
+        }
+        if (PUSH(a, &up->servers, &up->n_servers, s) != PT_OK)
+            return pt_conf_error(cx, 1, "out of memory");
+    }
     return PT_OK;
 }
 

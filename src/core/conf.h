@@ -4,6 +4,7 @@
 #ifndef PT_CONF_H
 #define PT_CONF_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "core/conf-t.h"
@@ -33,8 +34,15 @@ pt_directive_set_cb pt_set_msec;  /* time into pt_msec */
 pt_directive_set_cb pt_set_size;  /* size into int64_t */
 pt_directive_set_cb pt_set_count; /* integer into int64_t; arg: const int64_t *max or NULL */
 
-/* Resolves "host:port", "[v6]:port" or (listen only) "port" / "*:port". */
+/* Resolves "host:port", "[v6]:port" or (listen only) "port" / "*:port" to one address: the
+ * first that getaddrinfo() returns. */
 int pt_addr_parse(const char *s, int listen, struct pt_addr *out, struct pt_err *err);
+/* Resolves "host:port" or "[v6]:port" to every address of host, IPv4 and IPv6, in
+ * getaddrinfo()'s order, each once: *out (allocated from arena `a`) receives *n >= 1 of them.
+ * *named is set when host is a name rather than an IP literal. PT_OK, or PT_ERR with err
+ * filled. Main thread, at load (it may block on DNS). */
+int pt_addr_resolve(const char *s, struct pt_arena *a, struct pt_addr **out, unsigned *n,
+                    bool *named, struct pt_err *err);
 /* Formats a sockaddr as "ip:port" / "[ip]:port". */
 void pt_addr_format(const struct sockaddr *sa, char *buf, size_t len);
 /* The IP of sa as text (IPv4-mapped IPv6 shown as IPv4) in buf; returns buf. */

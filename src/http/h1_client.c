@@ -157,7 +157,7 @@ bconn_fail(struct pt_bconn *b, enum pt_backend_failure kind, const char *what, i
 
     if (x != NULL && !(reused && !started && (kind == PT_BF_RESET)))
         pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: %s%s%s (%s %.*s)",
-               b->srv->upstream->name, b->srv->addr.name, what, err ? ": " : "",
+               b->srv->upstream->name, b->srv->name, what, err ? ": " : "",
                err ? strerror(err) : "", x->method_name, (int)PT_MIN(x->target_len, 200),
                x->target);
     b->x = NULL;
@@ -304,7 +304,7 @@ tls_step(struct pt_bconn *b)
     int rc;
 
     snprintf(who, sizeof(who), "upstream \"%s\" server %s", b->srv->upstream->name,
-             b->srv->addr.name);
+             b->srv->name);
     rc = pt_tls_connect_io(b->w->loop, &b->wio, b->ssl, who);
     if (rc == PT_AGAIN)
         return;
@@ -313,7 +313,7 @@ tls_step(struct pt_bconn *b)
         return;
     }
     pt_log_debug("upstream \"%s\" server %s: TLS %s, session %s", b->srv->upstream->name,
-                 b->srv->addr.name, SSL_get_version(b->ssl),
+                 b->srv->name, SSL_get_version(b->ssl),
                  SSL_session_reused(b->ssl) ? "resumed" : "new");
     start_request(b);
 }
@@ -675,7 +675,7 @@ on_readable(struct ev_loop *loop, ev_io *io, int revents)
     if (b->state == B_IDLE) {
         /* EOF or stray bytes on an idle connection: it cannot be reused */
         pt_log_debug("upstream \"%s\" server %s: idle connection closed by server",
-                     b->srv->upstream->name, b->srv->addr.name);
+                     b->srv->upstream->name, b->srv->name);
         bconn_close(b);
         return;
     }
@@ -876,7 +876,7 @@ pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
 
         free(b);
         pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: socket() failed: %s", x->up->name,
-               x->srv->addr.name, strerror(e));
+               x->srv->name, strerror(e));
         pt_proxy_backend_failed(x, PT_BF_CONNECT, false, false);
         return;
     }

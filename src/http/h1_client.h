@@ -9,9 +9,13 @@
 
 struct pt_exchange;
 
+/* Why an attempt failed. The first three are "unsent": the server took none of the request,
+ * so it goes to another server without spending `retries` or the retry budget. */
 enum pt_backend_failure {
-    PT_BF_CONNECT = 0,     /* connect refused or failed: nothing was sent */
-    PT_BF_CONNECT_TIMEOUT, /* connect_timeout: nothing was sent */
+    PT_BF_CONNECT = 0,     /* connect() or the TLS handshake failed: nothing was sent */
+    PT_BF_CONNECT_TIMEOUT, /* connect_timeout (TCP or TLS): nothing was sent */
+    PT_BF_REFUSED,         /* the server is up but declined the request unprocessed (HTTP/2
+                            * REFUSED_STREAM, a stream the connection closed before sending) */
     PT_BF_RESET,           /* closed or reset before the response completed */
     PT_BF_TIMEOUT,         /* read_timeout / send_timeout */
     PT_BF_PROTOCOL,        /* invalid response */

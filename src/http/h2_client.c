@@ -61,6 +61,7 @@ struct pt_h2b {
     unsigned ping_out : 1;
     unsigned in_io : 1;
     unsigned used : 1;        /* has carried a request (for retry decisions) */
+    unsigned connect_timed_out : 1; /* connect_timeout hit before the connection was ready */
     unsigned session_saved : 1;
     unsigned n_streams;
     struct pt_list streams;   /* struct pt_h2b_stream, submitted or waiting */
@@ -89,7 +90,7 @@ static void stream_submit(struct pt_h2b_stream *st);
 static const char *
 who(struct pt_h2b *b, char *buf, size_t len)
 {
-    snprintf(buf, len, "upstream \"%s\" server %s", b->srv->upstream->name, b->srv->addr.name);
+    snprintf(buf, len, "upstream \"%s\" server %s", b->srv->upstream->name, b->srv->name);
     return buf;
 }
 
@@ -128,7 +129,8 @@ stream_fail(struct pt_h2b_stream *st, enum pt_backend_failure kind, const char *
 
     if (x == NULL)
         return;
-    if (kind != PT_BF_CONNECT)
+    /* connection-level failures are logged once by h2b_close(); a refused stream is routine */
+    if (kind != PT_BF_CONNECT && kind != PT_BF_CONNECT_TIMEOUT && kind != PT_BF_REFUSED)
         pt_log(PT_LOG_ERROR, "%s: %s (%s %.*s)", who(st->b, buf, sizeof(buf)), what,
                x->method_name, (int)PT_MIN(x->target_len, 200), x->target);
     stream_unlink(st);
@@ -253,7 +255,7 @@ stream_submit(struct pt_h2b_stream *st)
     int32_t id = nghttp2_submit_request(b->session, NULL, nv, k, body ? &prd : NULL, st);
 
     if (id < 0) {
-        stream_fail(st, PT_BF_CONNECT, nghttp2_strerror(id));
+        stream_fail(st, PT_BF_REFUSED, nghttp2_strerror(id));
         stream_free(st);
         return;
     }
@@ -425,7 +427,7 @@ on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *ud)
         return 0;
     if (st->x != NULL) {
         if (error_code == NGHTTP2_REFUSED_STREAM && !st->head_done)
-            stream_fail(st, PT_BF_CONNECT, "stream refused");
+            stream_fail(st, PT_BF_REFUSED, "stream refused");
         else
             stream_fail(st, PT_BF_RESET, error_code == NGHTTP2_NO_ERROR
                                              ? "stream closed before the response ended"
@@ -513,6 +515,7 @@ on_conn_timer(struct ev_loop *loop, ev_timer *t, int revents)
     struct pt_h2b *b = pt_container_of(t, struct pt_h2b, timer);
 
     if (b->state != H_READY) {
+        b->connect_timed_out = 1;
         h2b_close(b, b->state == H_CONNECTING ? "connect() timed out"
                                               : "TLS handshake timed out");
         return;
@@ -597,7 +600,11 @@ h2b_close(struct pt_h2b *b, const char *why)
         if (st->id > 0)
             nghttp2_session_set_stream_user_data(b->session, st->id, NULL);
         /* requests never sent, or refused, can go elsewhere; others fail */
-        stream_fail(st, st->id == 0 || !b->used ? PT_BF_CONNECT : PT_BF_RESET,
+        stream_fail(st,
+                    b->state != H_READY ? (b->connect_timed_out ? PT_BF_CONNECT_TIMEOUT
+                                                                : PT_BF_CONNECT)
+                    : st->id == 0 || !b->used ? PT_BF_REFUSED
+                                              : PT_BF_RESET,
                     why != NULL ? why : "connection closed");
         stream_free(st);
     }

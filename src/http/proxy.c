@@ -308,6 +308,7 @@ fail_class(enum pt_backend_failure kind)
     switch (kind) {
     case PT_BF_CONNECT:
     case PT_BF_CONNECT_TIMEOUT:
+    case PT_BF_REFUSED:
         return PT_FC_CONNECT;
     case PT_BF_TIMEOUT:
         return PT_FC_TIMEOUT;
@@ -316,10 +317,13 @@ fail_class(enum pt_backend_failure kind)
     }
 }
 
+/* resend: the failed attempt may have reached the application, so this retry counts against
+ * `retries` (it has already taken from the budget) */
 static void
-retry_elsewhere(struct pt_exchange *x)
+retry_elsewhere(struct pt_exchange *x, bool resend)
 {
-    x->retries_done++;
+    if (resend)
+        x->retries_done++;
     if (pt_exchange_prepare_replay(x) != PT_OK) {
         answer_error(x, 502);
         return;
@@ -332,12 +336,13 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
                         bool resp_started)
 {
     unsigned fc = fail_class(kind);
+    bool unsent = kind == PT_BF_CONNECT || kind == PT_BF_CONNECT_TIMEOUT || kind == PT_BF_REFUSED;
 
     if (!resp_started || !x->resp_head_sent)
         pt_upstream_result(x, 0);
     /* a pooled connection the server had closed says nothing about the server's health */
     if (!(reused && !resp_started && kind == PT_BF_RESET))
-        pt_outlier_record(x->srv, fc);
+        pt_outlier_record(x->srv, fc, kind == PT_BF_CONNECT);
     pt_upstream_release(x);
     pt_proxy_request_done(x);
     if (x->resp_head_sent) {
@@ -355,10 +360,11 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
     /* A pooled connection the server closed while idle fails the next request before any
      * response byte (RFC 9112 section 9.3.1): replay once on a fresh connection if safe. */
     if (reused && !resp_started && pt_exchange_replayable(x) && pt_exchange_idempotent(x) &&
-        !x->fresh_retry && (kind == PT_BF_RESET || kind == PT_BF_CONNECT)) {
+        !x->fresh_retry && (kind == PT_BF_RESET || kind == PT_BF_CONNECT ||
+                            kind == PT_BF_REFUSED)) {
         x->fresh_retry = 1;
         pt_log_debug("upstream \"%s\" server %s: pooled connection failed, retrying on a new one",
-                     x->up->name, x->srv->addr.name);
+                     x->up->name, x->srv->name);
         if (pt_exchange_prepare_replay(x) == PT_OK) {
             pt_upstream_acquire(x);
             start_attempt(x, false);
@@ -370,13 +376,20 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
         pt_log(PT_LOG_ERROR,
                "upstream \"%s\" server %s: pooled connection closed before the response; "
                "%s %.*s not retried (%s)",
-               x->up->name, x->srv->addr.name, x->method_name, (int)PT_MIN(x->target_len, 200),
+               x->up->name, x->srv->name, x->method_name, (int)PT_MIN(x->target_len, 200),
                x->target,
                !pt_exchange_replayable(x)   ? "body already sent"
                : !pt_exchange_idempotent(x) ? "method not idempotent"
                                             : "already retried");
+    /* Nothing reached the server: try every other server, backups included (pick() turns to
+     * them once every primary is tried), as nginx does, so clients see no error while one
+     * server works. `tried` bounds this to one attempt per server. */
+    if (unsent && pt_retry_unsent(x)) {
+        retry_elsewhere(x, false);
+        return;
+    }
     if (pt_retry_allowed(x, fc, 0)) {
-        retry_elsewhere(x);
+        retry_elsewhere(x, true);
         return;
     }
     answer_error(x, x->last_status);
@@ -385,7 +398,7 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
 int
 pt_proxy_response_head(struct pt_exchange *x)
 {
-    pt_outlier_record(x->srv, x->status >= 500 ? PT_FC_5XX : 0);
+    pt_outlier_record(x->srv, x->status >= 500 ? PT_FC_5XX : 0, false);
     if (x->status >= 500 && pt_retry_allowed(x, 0, x->status))
         return PT_DECLINED;
     pt_sticky_response(x);
@@ -396,7 +409,7 @@ void
 pt_proxy_retry_status(struct pt_exchange *x)
 {
     pt_log(PT_LOG_INFO, "upstream \"%s\" server %s answered %u: retrying %s %.*s elsewhere",
-           x->up->name, x->srv->addr.name, x->status, x->method_name,
+           x->up->name, x->srv->name, x->status, x->method_name,
            (int)PT_MIN(x->target_len, 200), x->target);
     x->last_status = x->status;
     x->status = 0;
@@ -404,5 +417,5 @@ pt_proxy_retry_status(struct pt_exchange *x)
     x->resp_trailers.n = 0;
     pt_upstream_release(x);
     pt_proxy_request_done(x);
-    retry_elsewhere(x);
+    retry_elsewhere(x, true);
 }

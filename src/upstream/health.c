@@ -81,7 +81,7 @@ probe_done(struct probe *p, int ok, const char *why)
             p->down = 0;
             atomic_store_explicit(&s->_usable_since, pt_now_ms(), memory_order_relaxed);
             atomic_store_explicit(&s->_check_down, 0, memory_order_relaxed);
-            pt_log(PT_LOG_NOTICE, "server %s in %s UP: %u/%u checks passed", s->addr.name,
+            pt_log(PT_LOG_NOTICE, "server %s in %s UP: %u/%u checks passed", s->name,
                    s->upstream->name, p->ok_run, h->rise);
             pt_runtime_server_changed(s);
         }
@@ -91,7 +91,7 @@ probe_done(struct probe *p, int ok, const char *why)
         if (!p->down && p->fail_run >= h->fall) {
             p->down = 1;
             atomic_store_explicit(&s->_check_down, 1, memory_order_relaxed);
-            pt_log(PT_LOG_WARN, "server %s in %s DOWN: %u/%u checks failed: %s", s->addr.name,
+            pt_log(PT_LOG_WARN, "server %s in %s DOWN: %u/%u checks failed: %s", s->name,
                    s->upstream->name, p->fail_run, h->fall, why);
             pt_runtime_server_changed(s);
         }
@@ -207,7 +207,7 @@ on_io(struct ev_loop *loop, ev_io *io, int revents)
         bool want_write;
         int rc;
 
-        snprintf(who, sizeof(who), "health check of %s in %s", p->srv->addr.name,
+        snprintf(who, sizeof(who), "health check of %s in %s", p->srv->name,
                  p->srv->upstream->name);
         rc = pt_tls_connect_step(p->ssl, who, &want_write);
         if (rc == PT_ERR) {

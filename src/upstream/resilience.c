@@ -403,7 +403,7 @@ pt__server_runtime_usable(const struct pt_server *cs)
         if (atomic_compare_exchange_strong(&s->_ejected_until, &until, 0)) {
             atomic_store_explicit(&s->_usable_since, now, memory_order_relaxed);
             pt_log(s->upstream->res.outlier.enabled ? PT_LOG_NOTICE : PT_LOG_INFO,
-                   "server %s in %s back in rotation after ejection", s->addr.name,
+                   "server %s in %s back in rotation after ejection", s->name,
                    s->upstream->name);
             pt_runtime_server_changed(s);
         }
@@ -443,7 +443,8 @@ class_name(unsigned c)
 
 /* Without outlier_detection, a server that refuses or times out a connection is still left
  * alone for a moment, as nginx does by default (max_fails=1 fail_timeout=10s): otherwise a dead
- * server costs every request that draws it a failed attempt and a retry. */
+ * server costs every request that draws it a failed attempt and a retry elsewhere (the client
+ * sees no error, but waits for the failed connect: up to connect_timeout). */
 static const struct pt_outlier_conf connect_default = {
     .enabled = 1,
     .consecutive = 1,
@@ -453,8 +454,24 @@ static const struct pt_outlier_conf connect_default = {
     .max_ejected_percent = 50,
 };
 
+/* True when a server other than s is in rotation: not `down`, not DOWN by health checks, not
+ * ejected. */
+static bool
+others_in_rotation(const struct pt_upstream *up, const struct pt_server *s, int64_t now)
+{
+    for (unsigned i = 0; i < up->n_servers; i++) {
+        struct pt_server *o = up->servers[i];
+
+        if (o != s && !o->down &&
+            !atomic_load_explicit(&o->_check_down, memory_order_relaxed) &&
+            atomic_load_explicit(&o->_ejected_until, memory_order_relaxed) <= now)
+            return true;
+    }
+    return false;
+}
+
 void
-pt_outlier_record(struct pt_server *s, unsigned fail_class)
+pt_outlier_record(struct pt_server *s, unsigned fail_class, bool unreachable)
 {
     const struct pt_outlier_conf *o = &s->upstream->res.outlier;
 
@@ -472,25 +489,33 @@ pt_outlier_record(struct pt_server *s, unsigned fail_class)
 
     if (n < o->consecutive || atomic_load(&s->_ejected_until) != 0)
         return;
-    /* never eject more than max_ejected of the servers: better a bad server than none */
+    /* Never eject more than max_ejected of the servers: a server that answers badly (5xx,
+     * resets, timeouts) is better than none. A server that cannot be connected to answers
+     * nothing, so keeping it in only costs each request that draws it a failed attempt; it is
+     * ejected beyond the cap as long as another server stays in rotation (the others may look
+     * healthy only because they were not tried yet: they get their own chance to fail). */
     struct pt_upstream *up = s->upstream;
     unsigned ejected = 0;
     int64_t now = pt_now_ms();
+    bool beyond_cap = false;
 
     for (unsigned i = 0; i < up->n_servers; i++)
         if (atomic_load(&up->servers[i]->_ejected_until) > now)
             ejected++;
     if ((ejected + 1) * 100 > up->n_servers * o->max_ejected_percent) {
-        if (o == &connect_default) {
+        if (unreachable && others_in_rotation(up, s, now)) {
+            beyond_cap = true;
+        } else if (o == &connect_default) {
             atomic_store(&s->_consec_fail, 0); /* implicit: say nothing, keep serving */
             return;
+        } else {
+            pt_log(PT_LOG_WARN,
+                   "server %s in %s not ejected after %u consecutive failures (%s): "
+                   "max_ejected reached",
+                   s->name, up->name, n, class_name(fail_class));
+            atomic_store(&s->_consec_fail, 0);
+            return;
         }
-        pt_log(PT_LOG_WARN,
-               "server %s in %s not ejected after %u consecutive failures (%s): max_ejected "
-               "reached",
-               s->addr.name, up->name, n, class_name(fail_class));
-        atomic_store(&s->_consec_fail, 0);
-        return;
     }
     unsigned k = atomic_fetch_add(&s->_ejections, 1);
     int64_t t = o->base_ejection;
@@ -500,17 +525,23 @@ pt_outlier_record(struct pt_server *s, unsigned fail_class)
     t = PT_MIN(t, o->max_ejection);
     int64_t zero = 0;
 
-    if (atomic_compare_exchange_strong(&s->_ejected_until, &zero, now + t)) {
+    if (!atomic_compare_exchange_strong(&s->_ejected_until, &zero, now + t))
+        return;
+    if (beyond_cap && !others_in_rotation(up, s, now)) {
+        /* another worker ejected the last other server meanwhile: this one stays */
+        atomic_store(&s->_ejected_until, 0);
         atomic_store(&s->_consec_fail, 0);
-        if (o != &connect_default)
-            pt_log(PT_LOG_WARN,
-                   "server %s in %s ejected for %lldms: %u consecutive failures (%s)",
-                   s->addr.name, up->name, (long long)t, n, class_name(fail_class));
-        else
-            pt_log(PT_LOG_INFO, "server %s in %s ejected for %lldms: connection failed",
-                   s->addr.name, up->name, (long long)t);
-        pt_runtime_server_changed(s);
+        return;
     }
+    atomic_store(&s->_consec_fail, 0);
+    if (o != &connect_default)
+        pt_log(PT_LOG_WARN, "server %s in %s ejected for %lldms: %u consecutive failures (%s)%s",
+               s->name, up->name, (long long)t, n, class_name(fail_class),
+               beyond_cap ? ", beyond max_ejected: it cannot be connected to" : "");
+    else
+        pt_log(PT_LOG_INFO, "server %s in %s ejected for %lldms: connection failed", s->name,
+               up->name, (long long)t);
+    pt_runtime_server_changed(s);
 }
 
 /* ---- retries -------------------------------------------------------------------------- */
@@ -538,6 +569,16 @@ pt_retry_count_request(struct pt_exchange *x)
     g->retry_tokens += (double)x->up->res.retry.budget_percent / 100.0;
     if (g->retry_tokens > 10.0)
         g->retry_tokens = 10.0;
+}
+
+bool
+pt_retry_unsent(struct pt_exchange *x)
+{
+    /* nothing reached the application, so neither the method nor the budget matters: the
+     * budget bounds the load that resending adds, and an unsent request added none. The body
+     * must still be whole (an HTTP/2 stream can be refused after DATA was taken). */
+    return (x->up->res.retry.on & PT_FC_CONNECT) != 0 && x->up->n_servers > 1 &&
+           pt_exchange_replayable(x);
 }
 
 bool
@@ -577,8 +618,8 @@ pt_retry_allowed(struct pt_exchange *x, unsigned fail_class, unsigned status)
 
 /* ---- sticky sessions ------------------------------------------------------------------ */
 
-/* The cookie value naming a server: a hash of its address, stable across restarts and
- * instances with the same server list. */
+/* The cookie value naming a server: a hash of its concrete address (so each address of a host
+ * name has its own), stable across restarts and instances with the same server list. */
 static uint32_t
 server_token(const struct pt_server *s)
 {

@@ -22,10 +22,19 @@ void pt_resilience_defaults(struct pt_resilience *r);
 
 /* The runtime half of pt_server_usable(): active health, ejection, slow start. Any thread. */
 bool pt__server_runtime_usable(const struct pt_server *s);
-/* Outlier detection: a failure of class fail_class (0 for a success) on s. */
-void pt_outlier_record(struct pt_server *s, unsigned fail_class);
+/* Outlier detection: a failure of class fail_class (0 for a success) on s. `unreachable`: the
+ * connection itself could not be made (connect() or the TLS handshake failed), so ejecting s
+ * may go beyond max_ejected as long as another server stays in rotation. */
+void pt_outlier_record(struct pt_server *s, unsigned fail_class, bool unreachable);
+/* Whether x may go to another server after a failure before the server took any of it
+ * (connect error or timeout, TLS handshake failure, refused stream): while retry_on has
+ * connect_error, the upstream has another server and the body can be sent again. Neither
+ * `retries` nor the budget applies; the caller's `tried` set bounds it to one attempt per
+ * server. */
+bool pt_retry_unsent(struct pt_exchange *x);
 /* Whether x may be retried on another server after a failure of fail_class, or after a
- * response with `status` (fail_class ignored when status != 0). Takes from the budget. */
+ * response with `status` (fail_class ignored when status != 0): a retry that sends the
+ * request again. Bounded by `retries`; takes from the budget. */
 bool pt_retry_allowed(struct pt_exchange *x, unsigned fail_class, unsigned status);
 /* Adds this request's share to the retry budget (once per request). */
 void pt_retry_count_request(struct pt_exchange *x);

@@ -30,6 +30,7 @@ import portico_testlib as lib  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line("markers", "hard_timeout(seconds): per-test hard timeout")
     config.addinivalue_line("markers", "slow: long streaming tests (1 GiB)")
+    config.addinivalue_line("markers", "ipv6: needs ::1 on lo (skipped, saying so, without)")
 
 
 def pytest_sessionstart(session):
@@ -76,6 +77,13 @@ def _hard_timeout(request):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(autouse=True)
+def _needs_ipv6(request):
+    if request.node.get_closest_marker("ipv6") and not lib.have_ipv6_loopback():
+        pytest.skip("::1 is not usable on lo: not configured, or IPv6 is off (scripts/test.sh "
+                    "adds it when it can: ip -6 addr add ::1/128 dev lo)")
 
 
 @pytest.fixture

@@ -300,6 +300,57 @@ class Portico:
         self._err.close()
 
 
+# ------------------------------------------------- machine assumptions ---
+
+_ipv6 = None
+
+
+def have_ipv6_loopback():
+    """True when ::1 can be listened on (configured on lo).  Tests that need it are marked
+    @pytest.mark.ipv6 and skipped otherwise; scripts/test.sh configures ::1 when it can."""
+    global _ipv6
+    if _ipv6 is None:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            s.bind(("::1", 0))
+            _ipv6 = True
+        except OSError:
+            _ipv6 = False
+        finally:
+            s.close()
+    return _ipv6
+
+
+def private_hosts_prefix(hosts_path):
+    """A command prefix that runs its command in a private mount namespace where hosts_path is
+    bind-mounted over /etc/hosts: names resolve from that file for the command only (the real
+    /etc/hosts and every other process are untouched).  Needs root (CAP_SYS_ADMIN)."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts_path)]
+
+
+def private_hosts_usable(hosts_path, name):
+    """Why private_hosts_prefix() cannot be used here (None when it can): runs
+    `getent ahosts NAME` under it, which must answer from hosts_path (a name service cache
+    daemon, or no unshare/mount permission, would defeat it)."""
+    with open(hosts_path) as f:
+        want = set(l.split()[0] for l in f if l.strip() and not l.startswith("#")
+                   and name in l.split()[1:])
+    try:
+        p = subprocess.run(private_hosts_prefix(hosts_path) + ["getent", "ahosts", name],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "cannot run unshare: %s" % e
+    if p.returncode != 0:
+        return "unshare --mount + mount --bind over /etc/hosts failed (root needed): %s" % (
+            p.stderr.decode("utf-8", "replace").strip())
+    got = set(l.split()[0] for l in p.stdout.decode().splitlines() if l.strip())
+    if got != want:
+        return "a private /etc/hosts is not what the resolver reads (nscd?): %s resolves " \
+               "to %s, not %s" % (name, sorted(got), sorted(want))
+    return None
+
+
 def run_portico(args, timeout=10):
     """Run the binary to completion (for -t / -v); return (rc, stdout+stderr)."""
     p = subprocess.run([PORTICO_BIN] + list(args), stdout=subprocess.PIPE,

@@ -4,6 +4,7 @@ import signal
 import threading
 import time
 
+import pytest
 
 import portico_testlib as lib
 from portico_testlib import RawConn
@@ -94,6 +95,7 @@ def test_h1_h1_sigint_graceful(make_proxy):
     assert p.portico.wait_exit(5) == 0
 
 
+@pytest.mark.ipv6
 def test_h1_h1_ipv6_listener(tmp_path, start_backend, start_portico):
     b = start_backend("v6", host="::1")
     port = lib.free_port("::1")
@@ -108,6 +110,7 @@ def test_h1_h1_ipv6_listener(tmp_path, start_backend, start_portico):
     assert r.header("X-Backend") == "v6"
 
 
+@pytest.mark.ipv6
 def test_h1_h1_ipv4_and_ipv6_same_server(tmp_path, start_backend, start_portico):
     b = start_backend()
     port = lib.free_port()

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/arena.h"
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/module.h"
@@ -781,6 +783,112 @@ test_conf_err_bad_server_param(void **state)
                  "t.conf:2:12: invalid address \"127.0.0.1\" (expected host:port)");
 }
 
+/* `server NAME:PORT` is one server per address of the name. Which addresses `localhost` has
+ * depends on /etc/hosts (127.0.0.1, and ::1 on Debian), so the test asks getaddrinfo() the same
+ * question and compares; tests/integration/proxy/test_h1_h1_server_names.py fixes the answer
+ * with a private /etc/hosts. */
+static void
+test_conf_server_by_name_every_address(void **state)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res, *ai;
+    char want[8][64];
+    unsigned n_want = 0;
+    int has_v4 = 0;
+    struct pt_err err;
+    struct pt_conf *c;
+    struct pt_upstream *up;
+
+    assert_int_equal(getaddrinfo("localhost", "8080", &hints, &res), 0);
+    for (ai = res; ai != NULL && n_want < 8; ai = ai->ai_next) {
+        char name[64];
+        int dup = 0;
+
+        pt_addr_format(ai->ai_addr, name, sizeof(name));
+        for (unsigned i = 0; i < n_want; i++)
+            dup |= strcmp(want[i], name) == 0;
+        if (!dup)
+            snprintf(want[n_want++], sizeof(want[0]), "%s", name);
+        has_v4 |= strcmp(name, "127.0.0.1:8080") == 0;
+    }
+    freeaddrinfo(res);
+
+    c = load("upstream app {\n"
+             "    server localhost:8080 weight=3 max_conns=7 backup;\n"
+             "    server 127.0.0.1:9090;\n"
+             "}\n" GOOD_SERVER,
+             &err);
+    assert_non_null(c);
+    up = find_upstream(c, "app");
+    assert_int_equal(up->n_servers, n_want + 1);
+    for (unsigned i = 0; i < n_want; i++) {
+        const struct pt_server *s = up->servers[i];
+        char name[128];
+
+        snprintf(name, sizeof(name), "localhost (%s)", want[i]);
+        assert_int_equal(s->index, i);
+        assert_string_equal(s->addr.name, want[i]); /* distinct keys for hash and sticky */
+        assert_string_equal(s->name, name);
+        assert_string_equal(s->host, "localhost");
+        /* every address has the line's parameters, the full weight included */
+        assert_int_equal(s->weight, 3);
+        assert_int_equal(s->max_conns, 7);
+        assert_int_equal(s->backup, 1);
+    }
+    assert_string_equal(up->servers[n_want]->name, "127.0.0.1:9090");
+    assert_ptr_equal(up->servers[n_want]->name, up->servers[n_want]->addr.name);
+    pt_conf_unref(c);
+
+    /* the same line twice is a duplicate, whatever the case of the name */
+    expect_error("upstream app {\n"
+                 "    server localhost:8080;\n"
+                 "    server LocalHost:8080 backup;\n"
+                 "}\n" GOOD_SERVER,
+                 "t.conf:3:12: duplicate server \"LocalHost:8080\" in upstream \"app\"");
+    expect_error("upstream app {\n"
+                 "    server [::1]:8080;\n"
+                 "    server [0::1]:8080;\n"
+                 "}\n" GOOD_SERVER,
+                 "t.conf:3:12: duplicate server \"[::1]:8080\" in upstream \"app\"");
+    /* a name that reaches an address another line names */
+    if (has_v4) {
+        expect_error("upstream app {\n"
+                     "    server 127.0.0.1:8080;\n"
+                     "    server localhost:8080;\n"
+                     "}\n" GOOD_SERVER,
+                     "t.conf:3:12: server \"localhost:8080\" resolves to 127.0.0.1:8080, which "
+                     "is already server 127.0.0.1:8080 in upstream \"app\"");
+        expect_error("upstream app {\n"
+                     "    server localhost:8080;\n"
+                     "    server 127.0.0.1:8080;\n"
+                     "}\n" GOOD_SERVER,
+                     "t.conf:3:12: duplicate server \"127.0.0.1:8080\" in upstream \"app\": "
+                     "already server localhost (127.0.0.1:8080)");
+    }
+}
+
+static void
+test_addr_resolve_literals(void **state)
+{
+    struct pt_arena a;
+    struct pt_addr *out;
+    unsigned n;
+    bool named = true;
+    struct pt_err err;
+
+    pt_arena_init(&a, 4096);
+    assert_int_equal(pt_addr_resolve("[::1]:80", &a, &out, &n, &named, &err), PT_OK);
+    assert_int_equal(n, 1);
+    assert_false(named);
+    assert_string_equal(out[0].name, "[::1]:80");
+    assert_int_equal(pt_addr_resolve("10.1.2.3:8", &a, &out, &n, &named, &err), PT_OK);
+    assert_int_equal(n, 1);
+    assert_false(named);
+    assert_string_equal(out[0].name, "10.1.2.3:8");
+    assert_int_equal(pt_addr_resolve("10.1.2.3", &a, &out, &n, &named, &err), PT_ERR);
+    assert_string_equal(err.msg, "invalid address \"10.1.2.3\" (expected host:port)");
+    pt_arena_free(&a);
+}
+
 static void
 test_conf_err_bad_listen(void **state)
 {
@@ -1113,6 +1221,8 @@ main(void)
         cmocka_unit_test(test_conf_multiple_errors_reported),
         cmocka_unit_test(test_conf_syntax_error_stops_parsing),
         cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_conf_server_by_name_every_address),
+        cmocka_unit_test(test_addr_resolve_literals),
         cmocka_unit_test(test_parse_msec),
         cmocka_unit_test(test_cidr_parse),
         cmocka_unit_test(test_cidr_match_v4),

@@ -55,6 +55,7 @@ make(unsigned n, const struct srv_spec *spec)
         s->upstream = &f->up;
         s->index = i;
         snprintf(s->addr.name, sizeof(s->addr.name), "10.0.0.%u:80", i + 1);
+        s->name = s->addr.name;
         s->weight = spec[i].weight;
         s->backup = spec[i].backup;
         s->down = spec[i].down;

@@ -101,6 +101,7 @@ make_in(struct fixture *f, unsigned n, const struct srv_spec *spec, const char *
         s->index = i;
         snprintf(s->addr.name, sizeof(s->addr.name), "10.0.0.%u:80",
                  spec[i].addr != 0 ? spec[i].addr : i + 1);
+        s->name = s->addr.name;
         s->weight = spec[i].weight;
         s->backup = spec[i].backup;
         s->down = spec[i].down;
