@@ -115,18 +115,25 @@ static void
 judge_response(struct probe *p, int eof)
 {
     const struct pt_health_conf *h = p->h;
-    unsigned st = 0;
+    uint64_t st = 0;
     char why[128];
 
     p->buf[p->len] = '\0';
-    if (p->len < 12 || strncmp(p->buf, "HTTP/1.", 7) != 0 ||
-        sscanf(p->buf + 9, "%3u", &st) != 1) {
+    /* status-line = HTTP-version SP 3DIGIT SP ... (RFC 9112 section 4), through the one number
+     * parser: "-12" or " 20" is not a status */
+    if (p->len < 13 && memchr(p->buf, '\n', p->len) == NULL) {
         if (eof || p->len >= PROBE_BUF - 1)
             probe_done(p, 0, "invalid response");
+        return; /* the status line is not complete yet */
+    }
+    if (p->len < 13 || strncmp(p->buf, "HTTP/1.", 7) != 0 || p->buf[8] != ' ' ||
+        pt_parse_u64(p->buf + 9, 3, 999, &st) != PT_OK ||
+        (p->buf[12] != ' ' && p->buf[12] != '\r')) {
+        probe_done(p, 0, "invalid response");
         return;
     }
-    if (!status_ok(h, st)) {
-        snprintf(why, sizeof(why), "status %u", st);
+    if (!status_ok(h, (unsigned)st)) {
+        snprintf(why, sizeof(why), "status %u", (unsigned)st);
         probe_done(p, 0, why);
         return;
     }

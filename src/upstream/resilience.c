@@ -80,13 +80,14 @@ set_health_check(struct pt_conf_ctx *cx, const struct pt_directive *d, void *con
 
             snprintf(buf, sizeof(buf), "%s", v);
             for (char *tok = strtok(buf, ","); tok != NULL; tok = strtok(NULL, ",")) {
-                unsigned lo, hi;
+                uint64_t lo, hi;
                 char *dash = strchr(tok, '-');
 
                 if (h->n_status == PT_ARRAY_LEN(h->status))
                     return pt_conf_error(cx, i, "too many status ranges");
-                if (dash != NULL ? sscanf(tok, "%u-%u", &lo, &hi) != 2
-                                 : sscanf(tok, "%u", &lo) != 1)
+                if (dash != NULL ? pt_parse_u64(tok, (size_t)(dash - tok), 999, &lo) != PT_OK ||
+                                       pt_parse_uint(dash + 1, 999, &hi) != PT_OK
+                                 : pt_parse_uint(tok, 999, &lo) != PT_OK)
                     return pt_conf_error(cx, i, "invalid status range \"%s\"", tok);
                 if (dash == NULL)
                     hi = lo;
@@ -652,12 +653,12 @@ pt_sticky_server(struct pt_exchange *x)
             const char *e = semi != NULL ? semi : end;
 
             if ((size_t)(e - p) > nlen + 1 && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
-                char tok[16];
-                size_t tl = PT_MIN((size_t)(e - p - (long)nlen - 1), sizeof(tok) - 1);
+                uint64_t want;
 
-                memcpy(tok, p + nlen + 1, tl);
-                tok[tl] = '\0';
-                uint32_t want = (uint32_t)strtoul(tok, NULL, 16);
+                /* the token we set is 8 hex digits; anything else names no server */
+                if (pt_parse_hex_u64(p + nlen + 1, (size_t)(e - p) - nlen - 1, UINT32_MAX,
+                                     &want) != PT_OK)
+                    return NULL;
 
                 for (unsigned k = 0; k < x->up->n_servers; k++) {
                     struct pt_server *s = x->up->servers[k];

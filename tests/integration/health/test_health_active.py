@@ -189,3 +189,38 @@ def test_health_slow_start_ramps_share(start_flaky, start_lb):
     assert early < 0.35, "no slow start: B had %.0f%% right after UP %r" % (100 * early, e_got)
     assert late >= 0.4, "B did not reach its full share after slow_start: %.0f%% %r" % (
         100 * late, l_got)
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 2000 OK", b"HTTP/1.1  200 OK",
+                                         b"HTTP/1.1 -200 OK", b"HTTP/1.1 +20 OK",
+                                         b"HTTP/1.1 20 OK"])
+def test_health_status_line_parsed_strictly(start_flaky, start_lb, status_line):
+    # the status of a probe answer goes through the one number parser: 3DIGIT after one SP
+    # (sscanf("%3u") read "2000" and " 200" as 200: a broken server looked healthy)
+    from tls_h2_testlib import RecordingBackend
+
+    a = start_flaky("A")
+    r = RecordingBackend(response=status_line + b"\r\nContent-Length: 2\r\n\r\nok")
+    try:
+        p = start_lb([a.addr, r.addr],
+                     "health_check http path=/health interval=100ms timeout=500ms rise=1 "
+                     "fall=2;", workers=1)
+        assert wait_log(p, "server %s in app DOWN: 2/2 checks failed: invalid response"
+                        % r.addr, timeout=5), p.logs()
+    finally:
+        r.stop()
+
+
+def test_health_status_line_without_reason_phrase(start_flaky, start_lb):
+    from tls_h2_testlib import RecordingBackend
+
+    a = start_flaky("A")
+    r = RecordingBackend(response=b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok")
+    try:
+        p = start_lb([a.addr, r.addr],
+                     "health_check http path=/health interval=100ms timeout=500ms rise=1 "
+                     "fall=2;", workers=1)
+        time.sleep(0.8)
+        assert not log_lines(p, "DOWN"), p.logs()
+    finally:
+        r.stop()
