@@ -21,6 +21,7 @@
 #include "core/worker.h"
 #include "http/exchange.h"
 #include "http/headers.h"
+#include "http/http.h"
 
 #define AL_BUF 65536
 #define AL_MAX_FILES 32
@@ -179,8 +180,8 @@ al_finish(struct pt_conf *conf, struct pt_err *err)
 
     if (assign_file(m, &m->c, err) != PT_OK)
         return PT_ERR;
-    for (unsigned i = 0; i < conf->n_vhosts; i++)
-        if (assign_file(m, conf->vhosts[i]->mod[idx], err) != PT_OK)
+    for (unsigned i = 0; i < pt_http_main(conf)->n_vhosts; i++)
+        if (assign_file(m, pt_http_main(conf)->vhosts[i]->mod[idx], err) != PT_OK)
             return PT_ERR;
     return PT_OK;
 }
@@ -408,7 +409,7 @@ al_log(struct pt_exchange *x)
                 x->t_end - x->t_start);
         if (x->up != NULL)
             lprintf(&l, "\"%s\",\"upstream_addr\":\"%s\"", x->up->name,
-                    x->srv != NULL ? x->srv->addr.name : "");
+                    x->att.srv != NULL ? x->att.srv->addr.name : "");
         else
             lprintf(&l, "null,\"upstream_addr\":null");
         lprintf(&l, ",\"host\":\"");

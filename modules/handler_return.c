@@ -9,6 +9,7 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "http/exchange.h"
+#include "http/http-t.h"
 
 struct return_conf {
     unsigned status;
@@ -41,7 +42,7 @@ static const struct pt_handler_ops return_ops = {
 static int
 set_return(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_location *loc = cx->loc;
+    struct pt_location *loc = cx->block;
     struct return_conf *rc;
     uint64_t code;
 

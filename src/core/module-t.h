@@ -25,9 +25,9 @@ enum pt_ctx {
 enum pt_conf_base {
     PT_BASE_NONE = 0, /* the setter finds its own target */
     PT_BASE_MAIN,     /* struct pt_conf */
-    PT_BASE_HTTP,     /* struct pt_http_conf of the current level (main, server or location) */
-    PT_BASE_UPSTREAM, /* struct pt_upstream */
-    PT_BASE_MODULE,   /* the module's own conf at the current level */
+    PT_BASE_BLOCK,    /* the object of the block being parsed (cx->block), e.g. an upstream */
+    PT_BASE_MODULE,   /* the owning module's conf at the current level: its directive_conf(),
+                       * else its slot */
 };
 
 struct pt_directive;
@@ -68,6 +68,13 @@ struct pt_module {
     void *(*conf_create)(struct pt_conf_ctx *cx, unsigned level);
     /* Fills unset fields of child from parent. Returns PT_OK or PT_ERR (err filled). */
     int (*conf_merge)(struct pt_conf_ctx *cx, void *parent, void *child);
+    /* Where the module's PT_BASE_MODULE directives write at the current level, when that is not
+     * simply its slot (a subsystem whose settings live in the block objects it owns). */
+    void *(*directive_conf)(struct pt_conf_ctx *cx);
+    /* After parsing: check and complete what the module owns (its blocks: merge their levels,
+     * resolve names, build contexts), reporting each error with pt_conf_error_at(). Runs in
+     * registration order, so a subsystem sees the layers below it complete. Main thread. */
+    int (*conf_validate)(struct pt_conf_ctx *cx);
     /* After the whole snapshot is parsed and merged: open files etc. Main thread. */
     int (*conf_finish)(struct pt_conf *conf, struct pt_err *err);
     /* Releases what conf_finish acquired, when the snapshot dies. */

@@ -11,6 +11,7 @@
 #include "core/arena-t.h"
 #include "core/buf-t.h"
 #include "core/conf-t.h"
+#include "http/http-t.h"
 #include "http/headers-t.h"
 #include "upstream/upstream-t.h"
 

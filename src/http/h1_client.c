@@ -336,7 +336,7 @@ on_writable(struct ev_loop *loop, ev_io *io, int revents)
         }
         ev_io_stop(loop, &b->wio);
         if (b->srv->upstream->tls) {
-            b->ssl = pt_tls_connect(b->srv, b->fd, b->ws->tls_session);
+            b->ssl = pt_upstream_tls(b->srv, b->fd, b->ws->tls_session);
             if (b->ssl == NULL) {
                 bconn_fail(b, PT_BF_CONNECT, "cannot start TLS", 0);
                 return;

@@ -28,6 +28,7 @@
 #include "http/h1_server.h"
 #include "http/h2_server.h"
 #include "http/headers.h"
+#include "http/http.h"
 #include "http/router.h"
 #include "net/tls.h"
 
@@ -129,7 +130,7 @@ conn_http(struct pt_h1_conn *c)
 {
     if (c->x != NULL && c->x->http != NULL)
         return c->x->http;
-    return &c->listen->default_vhost->http;
+    return &pt_http_listen(c->listen)->default_vhost->http;
 }
 
 static void
@@ -215,7 +216,8 @@ update_timer(struct pt_h1_conn *c, int progress)
     struct pt_exchange *x = c->x;
 
     if (c->handshaking)
-        set_timer(c, T_HANDSHAKE, c->listen->default_vhost->tls.handshake_timeout, 0);
+        set_timer(c, T_HANDSHAKE, pt_http_listen(c->listen)->default_vhost->tls->handshake_timeout,
+                  0);
     else if (c->lingering)
         set_timer(c, T_LINGER, LINGER_MSEC, 0);
     else if (ev_is_active(&c->wio))
@@ -969,7 +971,7 @@ request_start(struct pt_h1_conn *c)
     }
     x->vh = pt_router_vhost(c->listen, x->host, x->host_len);
     x->http = &x->vh->http;
-    if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh)) {
+    if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh->tls)) {
         reject(c, 421, "Host names another server block than the TLS handshake");
         return;
     }
@@ -1395,7 +1397,7 @@ h1_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t le
     ev_io_init(&c->wio, on_write, fd, EV_WRITE);
     ev_timer_init(&c->timer, on_timer, 0., 0.);
     if (l->tls) {
-        c->ssl = pt_tls_accept(l, fd);
+        c->ssl = pt_tls_accept(&pt_http_listen(l)->tls, fd);
         if (c->ssl == NULL) {
             free(c);
             return PT_ERR;

@@ -685,7 +685,7 @@ on_writable(struct ev_loop *loop, ev_io *io, int revents)
         }
         ev_io_start(loop, &b->rio);
         if (b->srv->upstream->tls) {
-            b->ssl = pt_tls_connect(b->srv, b->fd, b->ws->tls_session);
+            b->ssl = pt_upstream_tls(b->srv, b->fd, b->ws->tls_session);
             if (b->ssl == NULL) {
                 h2b_close(b, "cannot start TLS");
                 return;

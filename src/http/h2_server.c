@@ -32,6 +32,7 @@
 #include "http/h2_fields.h"
 #include "http/h2_server.h"
 #include "http/headers.h"
+#include "http/http.h"
 #include "http/router.h"
 #include "net/tls.h"
 
@@ -112,7 +113,7 @@ update_read(struct pt_h2_conn *c, int want)
 static void
 update_timer(struct pt_h2_conn *c)
 {
-    const struct pt_http_conf *h = &c->listen->default_vhost->http;
+    const struct pt_http_conf *h = &pt_http_listen(c->listen)->default_vhost->http;
     pt_msec ms = 0;
 
     if (ev_is_active(&c->wio))
@@ -276,7 +277,7 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
 
     x->vh = pt_router_vhost(c->listen, x->host, x->host_len);
     x->http = &x->vh->http;
-    if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh)) {
+    if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh->tls)) {
         stream_reject(st, 421, ":authority names another server block than the TLS handshake");
         return;
     }
@@ -400,7 +401,7 @@ on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     c->served = 1;
     nghttp2_session_set_stream_user_data(s, st->id, st);
     ev_timer_init(&st->timer, on_stream_timer, 0., 0.);
-    stream_timer(st, c->listen->default_vhost->http.client_header_timeout);
+    stream_timer(st, pt_http_listen(c->listen)->default_vhost->http.client_header_timeout);
     return 0;
 }
 
@@ -410,7 +411,7 @@ on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_
 {
     struct pt_h2_conn *c = ud;
     struct pt_h2_stream *st = stream_of(c, f->hd.stream_id);
-    const struct pt_http_conf *h = &c->listen->default_vhost->http;
+    const struct pt_http_conf *h = &pt_http_listen(c->listen)->default_vhost->http;
     struct pt_exchange *x;
 
     if (st == NULL || st->x == NULL)
@@ -1045,7 +1046,7 @@ int
 pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    const struct pt_http_conf *h = &t->listen->default_vhost->http;
+    const struct pt_http_conf *h = &pt_http_listen(t->listen)->default_vhost->http;
     struct pt_h2_conn *c;
     nghttp2_option *opt;
     int rc;

@@ -14,6 +14,7 @@
 #include "http/exchange.h"
 #include "http/headers.h"
 #include "http/proxy.h"
+#include "http/retry.h"
 #include "http/h2_client.h"
 #include "upstream/upstream.h"
 

@@ -20,7 +20,7 @@
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/log.h"
-#include "http/router.h"
+#include "core/module.h"
 #include "net/tls.h"
 
 #define DEFAULT_CIPHERS                                                                          \
@@ -30,16 +30,10 @@
 
 /* ---- directives ----------------------------------------------------------------------- */
 
-static struct pt_tls_conf *
-level_tls(struct pt_conf_ctx *cx)
-{
-    return cx->level == PT_CTX_SERVER ? &cx->vh->tls : &cx->conf->tls;
-}
-
 static int
 set_tls_str(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_tls_conf *t = level_tls(cx);
+    struct pt_tls_conf *t = conf;
     const char **f = (const char **)((char *)t + d->offset);
 
     if (*f != NULL)
@@ -56,7 +50,7 @@ set_tls_str(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 static int
 set_tls_protocols(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_tls_conf *t = level_tls(cx);
+    struct pt_tls_conf *t = conf;
 
     if (t->protocols != PT_UNSET)
         return pt_conf_error(cx, 0, "\"tls_protocols\" directive is duplicate");
@@ -78,7 +72,7 @@ set_tls_protocols(struct pt_conf_ctx *cx, const struct pt_directive *d, void *co
 static int
 set_tls_verify(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_tls_conf *t = level_tls(cx);
+    struct pt_tls_conf *t = conf;
 
     if (t->verify_client != PT_UNSET)
         return pt_conf_error(cx, 0, "\"tls_verify_client\" directive is duplicate");
@@ -98,7 +92,7 @@ set_tls_generic(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf
 {
     const struct pt_directive *real = d->arg;
 
-    return real->set(cx, real, level_tls(cx));
+    return real->set(cx, real, conf);
 }
 
 #define TCTX (PT_CTX_MAIN | PT_CTX_SERVER)
@@ -114,16 +108,16 @@ static const struct pt_directive d_hs = {"tls_handshake_timeout", TCTX, 1, 1, 0,
                                          pt_set_msec, TOFF(handshake_timeout), NULL};
 
 const struct pt_directive pt_tls_directives[] = {
-    {"tls_certificate", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_str, TOFF(certificate), NULL},
-    {"tls_certificate_key", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_str, TOFF(certificate_key),
+    {"tls_certificate", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_str, TOFF(certificate), NULL},
+    {"tls_certificate_key", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_str, TOFF(certificate_key),
      NULL},
-    {"tls_ciphers", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_str, TOFF(ciphers), NULL},
-    {"tls_client_certificate", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_str, TOFF(client_ca), NULL},
-    {"tls_protocols", TCTX, 1, 2, 0, PT_BASE_NONE, set_tls_protocols, 0, NULL},
-    {"tls_verify_client", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_verify, 0, NULL},
-    {"tls_session_tickets", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_generic, 0, &d_tickets},
-    {"tls_session_cache", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_generic, 0, &d_cache},
-    {"tls_handshake_timeout", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_generic, 0, &d_hs},
+    {"tls_ciphers", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_str, TOFF(ciphers), NULL},
+    {"tls_client_certificate", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_str, TOFF(client_ca), NULL},
+    {"tls_protocols", TCTX, 1, 2, 0, PT_BASE_MODULE, set_tls_protocols, 0, NULL},
+    {"tls_verify_client", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_verify, 0, NULL},
+    {"tls_session_tickets", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_generic, 0, &d_tickets},
+    {"tls_session_cache", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_generic, 0, &d_cache},
+    {"tls_handshake_timeout", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_generic, 0, &d_hs},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 
@@ -274,15 +268,15 @@ ex_init(void)
 static int
 client_hello_cb(SSL *ssl, int *alert, void *arg)
 {
-    struct pt_listen *l = SSL_get_ex_data(ssl, listen_ex_index);
+    const struct pt_tls_listen *l = SSL_get_ex_data(ssl, listen_ex_index);
     const unsigned char *p;
     size_t len;
     char lower[256];
-    struct pt_vhost *vh;
+    const struct pt_tls_conf *t;
 
     if (l == NULL)
         return SSL_CLIENT_HELLO_SUCCESS;
-    vh = l->default_vhost;
+    t = l->dflt;
     /* server_name extension (RFC 6066 section 3): list length, type 0, name length, name */
     if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) == 1 && len > 5 &&
         (size_t)((p[0] << 8) | p[1]) + 2 == len && p[2] == TLSEXT_NAMETYPE_host_name) {
@@ -292,18 +286,18 @@ client_hello_cb(SSL *ssl, int *alert, void *arg)
             for (size_t i = 0; i < n; i++)
                 lower[i] = (char)((p[5 + i] >= 'A' && p[5 + i] <= 'Z') ? p[5 + i] + 32 : p[5 + i]);
             lower[n] = '\0';
-            vh = pt_router_vhost(l, lower, n);
+            t = l->select(l->arg, lower, n); /* the owner of the address decides */
         }
     }
-    SSL_set_ex_data(ssl, vhost_ex_index, vh);
-    if (vh != NULL && vh->tls.ctx != NULL && vh->tls.ctx != SSL_get_SSL_CTX(ssl)) {
-        SSL_CTX *ctx = vh->tls.ctx;
+    SSL_set_ex_data(ssl, vhost_ex_index, (void *)t);
+    if (t != NULL && t->ctx != NULL && t->ctx != SSL_get_SSL_CTX(ssl)) {
+        SSL_CTX *ctx = t->ctx;
 
         /* SSL_set_SSL_CTX switches certificate and key only: carry the rest over */
         SSL_set_SSL_CTX(ssl, ctx);
         SSL_set_min_proto_version(ssl, SSL_CTX_get_min_proto_version(ctx));
         SSL_set_max_proto_version(ssl, SSL_CTX_get_max_proto_version(ctx));
-        SSL_set_cipher_list(ssl, vh->tls.ciphers);
+        SSL_set_cipher_list(ssl, t->ciphers);
         SSL_set_options(ssl, SSL_CTX_get_options(ctx));
         SSL_set_verify(ssl, SSL_CTX_get_verify_mode(ctx), NULL);
         STACK_OF(X509_NAME) *cas = SSL_CTX_get_client_CA_list(ctx);
@@ -315,17 +309,17 @@ client_hello_cb(SSL *ssl, int *alert, void *arg)
 }
 
 bool
-pt_tls_misdirected(SSL *ssl, const struct pt_vhost *routed)
+pt_tls_misdirected(SSL *ssl, const struct pt_tls_conf *routed)
 {
-    const struct pt_vhost *chosen = SSL_get_ex_data(ssl, vhost_ex_index);
+    const struct pt_tls_conf *chosen = SSL_get_ex_data(ssl, vhost_ex_index);
 
     /* A request for another server block than the handshake chose is refused when either of
      * them verifies client certificates: otherwise a client could present the SNI of a server
      * with `tls_verify_client off` and reach one with `on` without a certificate. */
     if (chosen == NULL || routed == NULL || chosen == routed)
         return false;
-    return chosen->tls.verify_client != PT_TLS_VERIFY_OFF ||
-           routed->tls.verify_client != PT_TLS_VERIFY_OFF;
+    return chosen->verify_client != PT_TLS_VERIFY_OFF ||
+           routed->verify_client != PT_TLS_VERIFY_OFF;
 }
 
 static int
@@ -359,10 +353,9 @@ ssl_errors(char *buf, size_t len)
         snprintf(buf, len, "unknown error");
 }
 
-static int
-build_ctx(struct pt_vhost *vh, char *why, size_t wlen)
+int
+pt_tls_server_ctx(struct pt_tls_conf *t, char *why, size_t wlen)
 {
-    struct pt_tls_conf *t = &vh->tls;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     char errs[300];
 
@@ -447,8 +440,8 @@ fail:
 
 /* A client context for an upstream: TLS 1.2+, the trusted CAs (or the system store), ALPN for
  * the backend protocol. Certificate and host name are checked per connection. */
-static int
-build_client_ctx(struct pt_upstream *up, char *why, size_t wlen)
+SSL_CTX *
+pt_tls_client_ctx(const char *trusted, bool verify, bool h2, char *why, size_t wlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     char errs[300];
@@ -458,30 +451,29 @@ build_client_ctx(struct pt_upstream *up, char *why, size_t wlen)
     if (ctx == NULL) {
         ssl_errors(errs, sizeof(errs));
         snprintf(why, wlen, "cannot create TLS client context: %s", errs);
-        return PT_ERR;
+        return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-    if (up->tls_trusted != NULL) {
-        if (SSL_CTX_load_verify_locations(ctx, up->tls_trusted, NULL) != 1) {
+    if (trusted != NULL) {
+        if (SSL_CTX_load_verify_locations(ctx, trusted, NULL) != 1) {
             ssl_errors(errs, sizeof(errs));
-            snprintf(why, wlen, "cannot load tls_trusted_certificate \"%s\": %s",
-                     up->tls_trusted, errs);
+            snprintf(why, wlen, "cannot load tls_trusted_certificate \"%s\": %s", trusted,
+                     errs);
             SSL_CTX_free(ctx);
-            return PT_ERR;
+            return NULL;
         }
     } else {
         SSL_CTX_set_default_verify_paths(ctx);
     }
-    SSL_CTX_set_verify(ctx, up->tls_verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
-    if (up->protocol == PT_PROTO_H2)
+    SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    if (h2)
         SSL_CTX_set_alpn_protos(ctx, alpn_h2, sizeof(alpn_h2) - 1);
     else
         SSL_CTX_set_alpn_protos(ctx, alpn_h1, sizeof(alpn_h1) - 1);
-    up->tls_ctx = ctx;
-    return PT_OK;
+    return ctx;
 }
 
 void
@@ -514,11 +506,9 @@ pt_tls_save_session(SSL *ssl, void **slot)
 }
 
 SSL *
-pt_tls_connect(struct pt_server *srv, int fd, SSL_SESSION *resume)
+pt_tls_connect(SSL_CTX *ctx, const char *name, bool verify, int fd, SSL_SESSION *resume)
 {
-    struct pt_upstream *up = srv->upstream;
-    SSL *ssl = SSL_new(up->tls_ctx);
-    const char *name = up->tls_sni != NULL ? up->tls_sni : srv->host;
+    SSL *ssl = SSL_new(ctx);
     struct in6_addr tmp;
     int is_ip = inet_pton(AF_INET, name, &tmp) == 1 || inet_pton(AF_INET6, name, &tmp) == 1;
 
@@ -530,7 +520,7 @@ pt_tls_connect(struct pt_server *srv, int fd, SSL_SESSION *resume)
     SSL_set_connect_state(ssl);
     if (!is_ip)
         SSL_set_tlsext_host_name(ssl, name); /* RFC 6066: no IP literals in SNI */
-    if (up->tls_verify) {
+    if (verify) {
         if (is_ip)
             X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);
         else
@@ -594,87 +584,96 @@ pt_tls_connect_io(struct ev_loop *loop, ev_io *wio, SSL *ssl, const char *who)
     return rc;
 }
 
-unsigned
-pt_tls_conf_finish(struct pt_conf *conf, FILE *errout, struct pt_err *err)
+/* The TLS subsystem's main-level slot: the main-level settings, and every conf it made (one
+ * per server block), so their contexts are freed with the snapshot. */
+struct tls_main {
+    struct pt_tls_conf conf;
+    struct pt_tls_conf **all;
+    unsigned n_all, cap_all;
+};
+
+static void *
+tls_conf_create(struct pt_conf_ctx *cx, unsigned level)
 {
-    unsigned nerr = 0;
+    struct tls_main *m;
+    struct pt_tls_conf *t;
 
-    pthread_once(&ex_once, ex_init);
-    for (unsigned i = 0; i < conf->n_upstreams; i++) {
-        struct pt_upstream *up = conf->upstreams[i];
-        char why[600], msg[800];
-
-        if (!up->tls || build_client_ctx(up, why, sizeof(why)) == PT_OK)
-            continue;
-        snprintf(msg, sizeof(msg), "%s:%d:%d: upstream \"%s\": %s", up->file, up->line, up->col,
-                 up->name, why);
-        if (nerr == 0 && err != NULL)
-            snprintf(err->msg, sizeof(err->msg), "%.500s", msg);
-        if (errout != NULL)
-            fprintf(errout, "%s\n", msg);
-        nerr++;
+    if (level == PT_CTX_MAIN) {
+        m = pt_arena_calloc(&cx->conf->arena, sizeof(*m));
+        if (m != NULL)
+            pt_tls_conf_unset(&m->conf);
+        return m != NULL ? &m->conf : NULL;
     }
-    for (unsigned i = 0; i < conf->n_listens; i++) {
-        struct pt_listen *l = conf->listens[i];
+    if (level != PT_CTX_SERVER)
+        return NULL;
+    m = (struct tls_main *)cx->conf->mod[pt_module_tls._index];
+    t = pt_arena_calloc(&cx->conf->arena, sizeof(*t));
+    if (t == NULL || m == NULL)
+        return NULL;
+    if (m->n_all == m->cap_all) {
+        unsigned cap = m->cap_all ? m->cap_all * 2 : 8;
+        struct pt_tls_conf **v = pt_arena_grow(&cx->conf->arena, m->all,
+                                               m->cap_all * sizeof(*v), cap * sizeof(*v));
 
-        if (!l->tls)
-            continue;
-        for (unsigned j = 0; j < l->n_vhosts; j++) {
-            struct pt_vhost *vh = l->vhosts[j];
-            char why[700];
-            char msg[900];
-
-            if (vh->tls.ctx != NULL)
-                continue;
-            if (vh->tls.certificate == NULL || vh->tls.certificate_key == NULL) {
-                snprintf(msg, sizeof(msg),
-                         "%s:%d:%d: server on TLS listener %s needs tls_certificate and "
-                         "tls_certificate_key",
-                         vh->file, vh->line, vh->col, l->addr.name);
-            } else if (build_ctx(vh, why, sizeof(why)) != PT_OK) {
-                snprintf(msg, sizeof(msg), "%s:%d:%d: %s",
-                         vh->tls.cert_file != NULL ? vh->tls.cert_file : vh->file,
-                         vh->tls.cert_file != NULL ? vh->tls.cert_line : vh->line,
-                         vh->tls.cert_file != NULL ? vh->tls.cert_col : vh->col, why);
-            } else {
-                continue;
-            }
-            if (nerr == 0 && err != NULL)
-                snprintf(err->msg, sizeof(err->msg), "%.500s", msg);
-            if (errout != NULL)
-                fprintf(errout, "%s\n", msg);
-            nerr++;
-        }
+        if (v == NULL)
+            return NULL;
+        m->all = v;
+        m->cap_all = cap;
     }
-    return nerr;
+    m->all[m->n_all++] = t;
+    pt_tls_conf_unset(t);
+    return t;
 }
 
-void
-pt_tls_conf_release(struct pt_conf *conf)
+static int
+tls_conf_merge(struct pt_conf_ctx *cx, void *parent, void *child)
 {
-    for (unsigned i = 0; i < conf->n_upstreams; i++) {
-        SSL_CTX_free(conf->upstreams[i]->tls_ctx);
-        conf->upstreams[i]->tls_ctx = NULL;
-    }
-    for (unsigned i = 0; i < conf->n_vhosts; i++) {
-        SSL_CTX_free(conf->vhosts[i]->tls.ctx);
-        conf->vhosts[i]->tls.ctx = NULL;
+    pt_tls_conf_merge(parent, child);
+    return PT_OK;
+}
+
+static void
+tls_conf_release(struct pt_conf *conf)
+{
+    struct tls_main *m = conf->mod[pt_module_tls._index];
+
+    if (m == NULL)
+        return;
+    SSL_CTX_free(m->conf.ctx);
+    m->conf.ctx = NULL;
+    for (unsigned i = 0; i < m->n_all; i++) {
+        SSL_CTX_free(m->all[i]->ctx);
+        m->all[i]->ctx = NULL;
     }
 }
+
+/* conf->mod[] of a main-level slot points at the embedded conf, the first member */
+_Static_assert(offsetof(struct tls_main, conf) == 0, "tls_main starts with its conf");
+
+struct pt_module pt_module_tls = {
+    .abi = PT_MODULE_ABI,
+    .name = "tls",
+    .kind = PT_MODULE_SUBSYSTEM,
+    .directives = pt_tls_directives,
+    .conf_create = tls_conf_create,
+    .conf_merge = tls_conf_merge,
+    .conf_release = tls_conf_release,
+};
 
 /* ---- connections ---------------------------------------------------------------------- */
 
 SSL *
-pt_tls_accept(struct pt_listen *l, int fd)
+pt_tls_accept(const struct pt_tls_listen *l, int fd)
 {
-    SSL *ssl = SSL_new(l->default_vhost->tls.ctx);
+    SSL *ssl = SSL_new(l->dflt->ctx);
 
     if (ssl == NULL) {
         ERR_clear_error();
-        pt_log(PT_LOG_ERROR, "SSL_new failed on %s", l->addr.name);
+        pt_log(PT_LOG_ERROR, "SSL_new failed for a new TLS connection");
         return NULL;
     }
-    SSL_set_ex_data(ssl, listen_ex_index, l);
+    pthread_once(&ex_once, ex_init);
+    SSL_set_ex_data(ssl, listen_ex_index, (void *)l);
     if (SSL_set_fd(ssl, fd) != 1) {
         SSL_free(ssl);
         ERR_clear_error();

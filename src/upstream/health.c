@@ -198,7 +198,7 @@ on_io(struct ev_loop *loop, ev_io *io, int revents)
                 return;
             }
             if (p->srv->upstream->tls) {
-                p->ssl = pt_tls_connect(p->srv, p->fd, NULL);
+                p->ssl = pt_upstream_tls(p->srv, p->fd, NULL);
                 if (p->ssl == NULL) {
                     probe_done(p, 0, "cannot start TLS");
                     return;
@@ -297,17 +297,17 @@ pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err)
 {
     unsigned n = 0, k = 0;
 
-    for (unsigned i = 0; i < conf->n_upstreams; i++)
-        if (conf->upstreams[i]->res.health.enabled)
-            n += conf->upstreams[i]->n_servers;
+    for (unsigned i = 0; i < pt_upstream_main(conf)->n_upstreams; i++)
+        if (pt_upstream_main(conf)->upstreams[i]->res.health.enabled)
+            n += pt_upstream_main(conf)->upstreams[i]->n_servers;
     if (n == 0)
         return PT_OK;
     probes = calloc(n, sizeof(*probes));
     if (probes == NULL)
         return pt_err_set(err, "out of memory for health checks");
     srand48((long)pt_now_ms() ^ (long)getpid());
-    for (unsigned i = 0; i < conf->n_upstreams; i++) {
-        struct pt_upstream *up = conf->upstreams[i];
+    for (unsigned i = 0; i < pt_upstream_main(conf)->n_upstreams; i++) {
+        struct pt_upstream *up = pt_upstream_main(conf)->upstreams[i];
 
         if (!up->res.health.enabled)
             continue;

@@ -1,14 +1,85 @@
 /* SPDX-License-Identifier: MIT */
-/* Per-worker upstream state: each worker's view of every upstream and server, with the idle
- * backend connections it pools. */
+/* Upstreams and their servers (snapshot objects, owned by the snapshot arena), and the
+ * per-worker state: each worker's view of every upstream and server, with the idle backend
+ * connections it pools. */
 #ifndef PT_UPSTREAM_T_H
 #define PT_UPSTREAM_T_H
 
 #include <ev.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "core/common-t.h"
 #include "core/conf-t.h"
+#include "upstream/resilience-t.h"
+
+struct pt_upstream;
+
+/* A backend server of an upstream: one address. A `server NAME:PORT` line whose name resolves to
+ * several addresses becomes one struct pt_server per address, each with the line's parameters
+ * (weight, max_conns, backup, down). The fields below `_active` are the mutable ones, shared by
+ * all threads (relaxed atomics). */
+struct pt_server {
+    struct pt_upstream *upstream;
+    unsigned index; /* position in upstream->servers */
+    struct pt_addr addr; /* the concrete address: what is connected to, the access log's
+                          * upstream_addr, and the key of hash rings and sticky cookies */
+    const char *host; /* as written (name or IP literal), for SNI and certificate checks */
+    const char *name; /* how logs show it: addr.name for an IP literal, "NAME (ADDRESS)" for a
+                       * host name, e.g. "localhost (127.0.0.1:8080)" */
+    unsigned weight;
+    unsigned max_conns; /* 0 = unlimited */
+    unsigned backup : 1;
+    unsigned down : 1;
+    /* Runtime state shared by all threads (relaxed atomics; the snapshot is otherwise
+     * immutable). Health is written by the main thread's prober, the rest by workers. */
+    atomic_uint _active;          /* in-flight requests, for max_conns and load-aware policies */
+    atomic_int _check_down;       /* 1 while active health checks say down; 0 initially */
+    atomic_int_fast64_t _ejected_until; /* pt_now_ms() until which it is ejected; 0 none */
+    atomic_uint _consec_fail;     /* consecutive failures seen by outlier detection */
+    atomic_uint _ejections;       /* ejections so far (backoff exponent) */
+    atomic_int_fast64_t _usable_since; /* pt_now_ms() when it last became usable (slow start) */
+};
+
+enum pt_backend_proto {
+    PT_PROTO_HTTP1 = 0,
+    PT_PROTO_H2, /* h2 over TLS with `tls on`, else h2c with prior knowledge */
+};
+
+/* An upstream block. */
+struct pt_upstream {
+    const char *name;
+    unsigned index;
+    struct pt_server **servers;
+    unsigned n_servers;
+    const struct pt_module *lb; /* PT_MODULE_LB */
+    int64_t keepalive;          /* idle connections kept per worker per server */
+    pt_msec keepalive_timeout;
+    int64_t keepalive_requests;
+    pt_msec connect_timeout;
+    pt_msec read_timeout;
+    pt_msec send_timeout;
+    int64_t max_response_header_size;
+    enum pt_backend_proto protocol;
+    int h2c;                      /* written as h2c (for the tls check) */
+    int tls;                      /* `tls on`: TLS to the servers */
+    int tls_verify;               /* verify the server certificate and name (default on) */
+    const char *tls_trusted;      /* CA file; NULL: the system store */
+    const char *tls_sni;          /* SNI and name to verify; NULL: the server's host name */
+    struct ssl_ctx_st *tls_ctx;   /* built at load, freed with the snapshot */
+    struct pt_resilience res;
+    atomic_uint _pending;         /* requests queued for a free server, all workers */
+    void *mod[PT_MODULES_MAX];
+    const char *file;
+    int line, col;
+};
+
+/* The upstream subsystem's part of the snapshot (its main-level slot): every upstream block. */
+struct pt_upstream_main {
+    struct pt_upstream **upstreams;
+    unsigned n_upstreams;
+};
+
 
 struct pt_pooled;
 

@@ -7,20 +7,21 @@
 #include "core/common.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "net/tls.h"
 #include "upstream/upstream.h"
 
 static int
 upstream_worker_init(struct pt_worker *w)
 {
-    struct pt_conf *c = w->conf;
-    struct pt_wupstream *ups = calloc(c->n_upstreams + 1, sizeof(*ups));
+    struct pt_upstream_main *m = pt_upstream_main(w->conf);
+    struct pt_wupstream *ups = calloc(m->n_upstreams + 1, sizeof(*ups));
 
     if (ups == NULL)
         return PT_ERR;
     w->mod[pt_module_upstream._index] = ups;
-    for (unsigned i = 0; i < c->n_upstreams; i++) {
+    for (unsigned i = 0; i < m->n_upstreams; i++) {
         struct pt_wupstream *g = &ups[i];
-        struct pt_upstream *up = c->upstreams[i];
+        struct pt_upstream *up = m->upstreams[i];
 
         g->up = up;
         g->w = w;
@@ -62,7 +63,7 @@ upstream_worker_drain(struct pt_worker *w)
 {
     struct pt_wupstream *ups = w->mod[pt_module_upstream._index];
 
-    for (unsigned i = 0; ups != NULL && i < w->conf->n_upstreams; i++)
+    for (unsigned i = 0; ups != NULL && i < pt_upstream_main(w->conf)->n_upstreams; i++)
         for (unsigned j = 0; j < ups[i].up->n_servers; j++) {
             close_list(&ups[i].servers[j].idle);
             close_list(&ups[i].servers[j].shared);
@@ -77,7 +78,7 @@ upstream_worker_fini(struct pt_worker *w)
     if (ups == NULL)
         return;
     upstream_worker_drain(w);
-    for (unsigned i = 0; i < w->conf->n_upstreams; i++) {
+    for (unsigned i = 0; i < pt_upstream_main(w->conf)->n_upstreams; i++) {
         struct pt_wupstream *g = &ups[i];
 
         if (g->up == NULL || g->servers == NULL)
@@ -114,6 +115,10 @@ struct pt_module pt_module_upstream = {
     .abi = PT_MODULE_ABI,
     .name = "upstream",
     .kind = PT_MODULE_SUBSYSTEM,
+    .directives = pt_upstream_directives,
+    .conf_create = pt__upstream_conf_create,
+    .conf_validate = pt__upstream_conf_validate,
+    .conf_release = pt__upstream_conf_release,
     .worker_init = upstream_worker_init,
     .worker_drain = upstream_worker_drain,
     .worker_fini = upstream_worker_fini,
@@ -179,6 +184,15 @@ pt_upstream_release(struct pt_wupstream *g, struct pt_attempt *a)
     g->servers[a->srv->index].n_active--;
     if (ops->on_conn != NULL)
         ops->on_conn(g, a->srv, -1);
+}
+
+SSL *
+pt_upstream_tls(const struct pt_server *s, int fd, SSL_SESSION *resume)
+{
+    const struct pt_upstream *up = s->upstream;
+
+    return pt_tls_connect(up->tls_ctx, up->tls_sni != NULL ? up->tls_sni : s->host,
+                          up->tls_verify, fd, resume);
 }
 
 struct pt_pooled *

@@ -3,6 +3,7 @@
 #ifndef PT_UPSTREAM_H
 #define PT_UPSTREAM_H
 
+#include <openssl/ssl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -18,6 +19,22 @@ struct pt_exchange;
 /* The upstream subsystem: its per-worker state (w->mod[its index]: one struct pt_wupstream per
  * upstream of the snapshot) is built, drained and freed through the module hooks. */
 extern struct pt_module pt_module_upstream;
+
+/* Every upstream block of a snapshot (the subsystem's main-level slot). */
+static inline struct pt_upstream_main *
+pt_upstream_main(const struct pt_conf *c)
+{
+    return (struct pt_upstream_main *)c->mod[pt_module_upstream._index];
+}
+
+/* The upstream named name, or NULL. */
+struct pt_upstream *pt_upstream_find(struct pt_conf *c, const char *name);
+
+/* Internal: the configuration hooks of pt_module_upstream (upstream_conf.c). */
+extern const struct pt_directive pt_upstream_directives[];
+void *pt__upstream_conf_create(struct pt_conf_ctx *cx, unsigned level);
+int pt__upstream_conf_validate(struct pt_conf_ctx *cx);
+void pt__upstream_conf_release(struct pt_conf *c);
 
 static inline struct pt_wupstream *
 pt_upstream_group(struct pt_worker *w, const struct pt_upstream *up)
@@ -57,6 +74,10 @@ void pt_upstream_result(struct pt_wupstream *g, const struct pt_attempt *a, ev_t
                         int ok);
 /* Undoes pt_upstream_acquire; safe to call twice. */
 void pt_upstream_release(struct pt_wupstream *g, struct pt_attempt *a);
+
+/* A client SSL on fd for a TLS connection to s: the upstream's context, SNI and name check from
+ * tls_sni or the server's host name, resuming `resume` when not NULL. NULL on failure. */
+SSL *pt_upstream_tls(const struct pt_server *s, int fd, SSL_SESSION *resume);
 
 /* Idle pool: LIFO of one-request connections per worker per server. The pooled link is
  * embedded in the connection; its ops let the pool close it on drain. */

@@ -19,6 +19,7 @@
 #include "core/module.h"
 #include "core/worker-t.h"
 #include "upstream/upstream-t.h"
+#include "upstream/upstream.h"
 #include "upstream/lb-t.h"
 
 extern double (*pt__lb_ewma_clock)(void);

@@ -19,6 +19,7 @@
 #include "core/module.h"
 #include "core/worker-t.h"
 #include "upstream/upstream-t.h"
+#include "upstream/upstream.h"
 #include "upstream/lb-t.h"
 
 #define LB_MODULE pt_module_lb_random_two
