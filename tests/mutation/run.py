@@ -22,6 +22,7 @@ behaviour.  The run fails (exit 1) when the score (killed / applied mutations) i
     tests/mutation/run.py --list                # names and guarantees
     tests/mutation/run.py h1-resp-trailers ...  # only these (a name or a prefix)
     tests/mutation/run.py --no-baseline         # skip the run of all tests unmutated
+    tests/mutation/run.py --check               # only: does every snippet still apply?
 
 Only one test process runs at a time.  The scratch copy is /tmp/portico-mut-XXXX (removed
 at the end unless --keep); the full log of builds and test runs is /tmp/portico-mut-XXXX.log.
@@ -200,6 +201,8 @@ def main():
     ap = argparse.ArgumentParser(description="portico mutation check")
     ap.add_argument("names", nargs="*", help="mutation names or name prefixes (default: all)")
     ap.add_argument("--list", action="store_true", help="list the mutations and exit")
+    ap.add_argument("--check", action="store_true",
+                    help="only check that every snippet occurs exactly once (no build)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch copy")
     ap.add_argument("--no-baseline", action="store_true",
                     help="do not first run the selected tests on the unmutated build")
@@ -221,6 +224,22 @@ def main():
                                               if m.equivalent else ""))
         print("%d mutations" % len(muts))
         return 0
+
+    if args.check:
+        bad = 0
+        for m in muts:
+            try:
+                with open(os.path.join(REPO, m.file)) as f:
+                    n = f.read().count(m.find)
+            except OSError:
+                n = -1
+            if n != 1:
+                bad += 1
+                print("DID NOT APPLY %s (%s:%d): snippet found %s in %s" % (
+                    m.name, os.path.basename(LIST), m.lineno,
+                    "no file" if n < 0 else "%d times" % n, m.file))
+        print("%d mutations, %d do not apply" % (len(muts), bad))
+        return 1 if bad else 0
 
     scratch = prepare_scratch(args.keep)
     logpath = args.log or scratch + ".log"
