@@ -236,6 +236,8 @@ test_framing_transfer_encoding(void **state)
     assert_int_equal(framing(F("Transfer-Encoding: identity"), &chunked, &cl, &why), 400);
     assert_int_equal(framing(F("Transfer-Encoding: chunked, gzip"), &chunked, &cl, &why), 400);
     assert_int_equal(framing(F("Transfer-Encoding: chunkedx"), &chunked, &cl, &why), 400);
+    assert_int_equal(framing(F("Transfer-Encoding: chunked,"), &chunked, &cl, &why), 400);
+    assert_int_equal(framing(F("Transfer-Encoding: gzip, "), &chunked, &cl, &why), 400);
     /* a coding before chunked: well-framed, but not one portico forwards faithfully */
     assert_int_equal(framing(F("Transfer-Encoding: gzip, chunked"), &chunked, &cl, &why), 501);
     assert_int_equal(framing(F("Transfer-Encoding: gzip ,chunked"), &chunked, &cl, &why), 501);
