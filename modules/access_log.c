@@ -408,7 +408,7 @@ al_log(struct pt_exchange *x)
                 x->t_end - x->t_start);
         if (x->up != NULL)
             lprintf(&l, "\"%s\",\"upstream_addr\":\"%s\"", x->up->name,
-                    x->srv != NULL ? x->srv->addr.name : "");
+                    x->att.srv != NULL ? x->att.srv->addr.name : "");
         else
             lprintf(&l, "null,\"upstream_addr\":null");
         lprintf(&l, ",\"host\":\"");

@@ -155,6 +155,19 @@ struct pt_vhost {
     unsigned n_listen;
 };
 
+struct pt_worker;
+struct pt_listen;
+
+/* What a listening address speaks, registered by the subsystem that owns the address (HTTP
+ * server blocks today): the worker hands it each accepted socket and knows nothing else. */
+struct pt_listen_proto {
+    const char *name; /* "http", for logs */
+    /* Takes an accepted, non-blocking socket from the worker thread. PT_OK, or PT_ERR (the
+     * worker closes fd). */
+    int (*accept)(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
+                  struct pt_listen *l);
+};
+
 /* A listening address and the virtual hosts on it. Listening sockets are runtime state and live
  * in struct pt_runtime, keyed by the index here. */
 struct pt_listen {
@@ -165,6 +178,7 @@ struct pt_listen {
     struct pt_vhost *default_vhost;
     unsigned default_explicit : 1;
     unsigned tls : 1; /* `listen ... tls`: TLS with ALPN h2/http/1.1 */
+    const struct pt_listen_proto *proto; /* set by the owner of the address */
 };
 
 /* max_connections: the default, per worker, and the largest value accepted (Linux's default

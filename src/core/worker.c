@@ -18,9 +18,6 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/worker.h"
-#include "http/h1_server.h"
-#include "http/h2_server.h"
-#include "upstream/upstream.h"
 
 static __thread struct pt_worker *self_worker;
 static struct pt_runtime *the_runtime; /* the process has one; set when workers start */
@@ -235,7 +232,7 @@ on_accept(struct ev_loop *loop, ev_io *io, int revents)
 
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         w->n_accepted++;
-        if (pt_h1_conn_accept(w, fd, (struct sockaddr *)&ss, slen, l) != PT_OK)
+        if (l->proto == NULL || l->proto->accept(w, fd, (struct sockaddr *)&ss, slen, l) != PT_OK)
             close(fd);
     }
 }
@@ -290,8 +287,25 @@ pt_worker_reap(struct pt_worker *w, struct pt_reapable *r)
 }
 
 void
-pt_worker_conn_closed(struct pt_worker *w)
+pt_worker_conn_open(struct pt_worker *w, struct pt_conn *c, const struct pt_conn_ops *ops)
 {
+    c->ops = ops;
+    pt_list_insert_tail(&w->conns, &c->link);
+    w->n_conns++;
+}
+
+void
+pt_worker_conn_replace(struct pt_conn *old, struct pt_conn *c, const struct pt_conn_ops *ops)
+{
+    c->ops = ops;
+    pt_list_insert_tail(&old->link, &c->link); /* right after old: the same place in the list */
+    pt_list_remove(&old->link);
+}
+
+void
+pt_worker_conn_closed(struct pt_worker *w, struct pt_conn *c)
+{
+    pt_list_remove(&c->link);
     w->n_conns--;
     if ((w->accept_pause & PT_ACCEPT_PAUSE_FULL) &&
         (int64_t)w->n_conns < w->conf->max_connections)
@@ -332,71 +346,75 @@ worker_drain(struct pt_worker *w)
         close(w->accept_w[i].fd);
         w->rt->listen_fds[i * w->rt->n_workers + w->id] = -1;
     }
-    pt_h1_server_drain(w);
-    pt_h2_server_drain(w);
-    pt_upstream_worker_drain(w);
+    /* each connection by its own protocol's rule; one may close (and leave the list) at once */
+    for (struct pt_list *e = w->conns.next, *next; e != &w->conns; e = next) {
+        struct pt_conn *c = pt_container_of(e, struct pt_conn, link);
+
+        next = e->next;
+        c->ops->drain(c);
+    }
+    for (unsigned i = 0; pt_modules[i] != NULL; i++)
+        if (pt_modules[i]->worker_drain != NULL)
+            pt_modules[i]->worker_drain(w);
     ev_timer_init(&w->drain_timer, on_drain_deadline, (double)w->conf->shutdown_timeout / 1000.0,
                   0.);
     ev_timer_start(w->loop, &w->drain_timer);
     ev_unref(w->loop); /* the deadline alone must not keep the loop alive */
 }
 
-/* Runs the balancers' on_server_state for the servers posted since the last wake-up. */
+/* Runs the functions posted since the last wake-up, in order. */
 static void
-notify_balancers(struct pt_worker *w)
+run_posts(struct pt_worker *w)
 {
-    struct pt_server *batch[64];
+    struct pt_post batch[64];
     unsigned n;
 
     do {
         pthread_mutex_lock(&w->_mu);
-        n = PT_MIN(w->_n_changed, (unsigned)PT_ARRAY_LEN(batch));
-        memcpy(batch, w->_changed, n * sizeof(*batch));
-        memmove(w->_changed, w->_changed + n, (w->_n_changed - n) * sizeof(*batch));
-        w->_n_changed -= n;
+        n = PT_MIN(w->_n_posts, (unsigned)PT_ARRAY_LEN(batch));
+        memcpy(batch, w->_posts, n * sizeof(*batch));
+        memmove(w->_posts, w->_posts + n, (w->_n_posts - n) * sizeof(*batch));
+        w->_n_posts -= n;
         pthread_mutex_unlock(&w->_mu);
-        for (unsigned i = 0; i < n; i++) {
-            struct pt_server *srv = batch[i];
-            struct pt_wupstream *g = pt_upstream_group(w, srv->upstream);
-            const struct pt_lb_ops *ops = srv->upstream->lb->ops;
-
-            if (ops->on_server_state != NULL)
-                ops->on_server_state(g, srv);
-        }
+        for (unsigned i = 0; i < n; i++)
+            batch[i].fn(w, batch[i].arg);
     } while (n == PT_ARRAY_LEN(batch));
 }
 
-void
-pt_runtime_server_changed(struct pt_server *s)
+bool
+pt_runtime_post(void (*fn)(struct pt_worker *w, void *arg), void *arg)
 {
     struct pt_runtime *rt = the_runtime;
+    bool all = true;
 
     if (rt == NULL || rt->workers == NULL)
-        return;
+        return false;
     for (unsigned i = 0; i < rt->n_workers; i++) {
         struct pt_worker *w = &rt->workers[i];
         bool queued = true;
 
         pthread_mutex_lock(&w->_mu);
-        if (w->_n_changed == w->_cap_changed) {
-            unsigned cap = w->_cap_changed ? w->_cap_changed * 2 : 16;
-            struct pt_server **v = realloc(w->_changed, cap * sizeof(*v));
+        if (w->_n_posts == w->_cap_posts) {
+            unsigned cap = w->_cap_posts ? w->_cap_posts * 2 : 16;
+            struct pt_post *v = realloc(w->_posts, cap * sizeof(*v));
 
             if (v != NULL) {
-                w->_changed = v;
-                w->_cap_changed = cap;
+                w->_posts = v;
+                w->_cap_posts = cap;
             } else {
-                queued = false; /* picks still see the state; only the hint is lost */
+                queued = false;
             }
         }
         if (queued) {
-            w->_changed[w->_n_changed++] = s;
-            w->_msgs |= PT_MSG_SERVER_STATE;
+            w->_posts[w->_n_posts++] = (struct pt_post){fn, arg};
+            w->_msgs |= PT_MSG_POST;
         }
         pthread_mutex_unlock(&w->_mu);
         if (queued)
             ev_async_send(w->loop, &w->wake);
+        all = all && queued;
     }
+    return all;
 }
 
 static void
@@ -411,8 +429,8 @@ on_wake(struct ev_loop *loop, ev_async *a, int revents)
     pthread_mutex_unlock(&w->_mu);
     if (msgs & PT_MSG_STOP)
         worker_drain(w);
-    if (msgs & PT_MSG_SERVER_STATE)
-        notify_balancers(w);
+    if (msgs & PT_MSG_POST)
+        run_posts(w);
 }
 
 static void *
@@ -426,12 +444,19 @@ worker_main(void *arg)
     self_worker = w;
     pt_log_set_thread_tag(w->name);
     ev_run(w->loop, 0);
-    pt_h1_server_close_all(w);
-    pt_h2_server_close_all(w);
-    pt_upstream_worker_fini(w);
-    for (unsigned i = 0; pt_modules[i] != NULL; i++)
-        if (pt_modules[i]->worker_fini != NULL)
-            pt_modules[i]->worker_fini(w);
+    while (!pt_list_empty(&w->conns)) {
+        struct pt_conn *c = pt_container_of(w->conns.next, struct pt_conn, link);
+
+        c->ops->close(c);
+    }
+    /* reverse order: a module may rely on one registered before it (lb modules on upstreams) */
+    unsigned nm = 0;
+
+    while (pt_modules[nm] != NULL)
+        nm++;
+    while (nm-- > 0)
+        if (pt_modules[nm]->worker_fini != NULL)
+            pt_modules[nm]->worker_fini(w);
     on_reap(w->loop, &w->reaper, 0);
     pt_log_debug("worker stopped");
     return NULL;
@@ -463,7 +488,6 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
     ev_prepare_start(w->loop, &w->flusher);
     ev_unref(w->loop);
     pt_list_init(&w->conns);
-    pt_list_init(&w->h2_conns);
     pt_chunk_pool_init(&w->chunks, 256);
     w->accept_w = calloc(c->n_listens + 1, sizeof(ev_io));
     if (w->accept_w == NULL)
@@ -472,8 +496,6 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
         ev_io_init(&w->accept_w[i], on_accept, rt->listen_fds[i * rt->n_workers + id], EV_READ);
     ev_timer_init(&w->accept_retry, on_accept_retry, 0., 0.);
     accept_update(w);
-    if (pt_upstream_worker_init(w, err) != PT_OK)
-        return PT_ERR;
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->worker_init != NULL && pt_modules[i]->worker_init(w) != PT_OK)
             return pt_err_set(err, "module %s failed to start in worker %u", pt_modules[i]->name,
@@ -520,7 +542,7 @@ pt_runtime_join(struct pt_runtime *rt)
         struct pt_worker *w = &rt->workers[i];
 
         pthread_join(w->thread, NULL);
-        free(w->_changed);
+        free(w->_posts);
         pt_chunk_pool_fini(&w->chunks);
         ev_loop_destroy(w->loop);
         free(w->accept_w);

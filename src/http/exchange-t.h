@@ -12,6 +12,7 @@
 #include "core/buf-t.h"
 #include "core/conf-t.h"
 #include "http/headers-t.h"
+#include "upstream/upstream-t.h"
 
 struct pt_exchange;
 struct pt_worker;
@@ -128,11 +129,10 @@ struct pt_exchange {
 
     /* upstream */
     struct pt_upstream *up;
-    struct pt_server *srv;
+    struct pt_attempt att;       /* att.srv: the server of the current attempt */
     uint8_t *tried;              /* one byte per server of up */
     unsigned tries;
     unsigned fresh_retry : 1;    /* already retried once after a reused connection failed */
-    unsigned srv_counted : 1;    /* counted in srv->_active */
     unsigned last_status;        /* what to answer if no other server can be tried */
     unsigned retries_done;       /* retries on other servers (retries directive) */
     struct pt_server *sticky_hit; /* the server the sticky cookie named, if any */
@@ -144,7 +144,6 @@ struct pt_exchange {
     size_t h1_hname_len, h1_hval_len;
 
     ev_tstamp t_start;
-    ev_tstamp t_attempt; /* when the current backend attempt started */
     ev_tstamp t_end;
 };
 

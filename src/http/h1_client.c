@@ -38,7 +38,7 @@ enum bconn_state {
  * active its exchange points at it. Freed through the reaper. */
 struct pt_bconn {
     struct pt_reapable reap;
-    struct pt_list pool_link;
+    struct pt_pooled pool; /* in ws->idle while B_IDLE */
     struct pt_worker *w;
     struct pt_wserver *ws;
     struct pt_server *srv;
@@ -74,6 +74,7 @@ struct pt_bconn {
 
 static llhttp_settings_t settings;
 static const struct pt_be_ops h1_be_ops;
+static const struct pt_pool_ops h1_pool_ops;
 
 static void bconn_close(struct pt_bconn *b);
 static void bconn_write(struct pt_bconn *b);
@@ -96,7 +97,7 @@ bconn_close(struct pt_bconn *b)
         return;
     b->closing = 1;
     if (b->state == B_IDLE)
-        pt_pool_remove(b->ws, &b->pool_link);
+        pt_pool_remove(b->ws, &b->pool);
     ev_io_stop(w->loop, &b->rio);
     ev_io_stop(w->loop, &b->wio);
     ev_timer_stop(w->loop, &b->timer);
@@ -459,7 +460,7 @@ r_headers_complete(llhttp_t *p)
         return 0;
     }
     b->interim = 0;
-    pt_upstream_result(x, 1);
+    pt_proxy_result(x, 1);
     x->status = status;
     if (pt_proxy_response_head(x) == PT_DECLINED) {
         b->retry_status = 1; /* stop parsing; bconn_parse hands the request to another server */
@@ -554,13 +555,13 @@ bconn_response_done(struct pt_bconn *b)
     b->x = NULL;
     x->be = NULL;
     x->be_ctx = NULL;
-    pt_upstream_release(x);
+    pt_proxy_release(x);
     pt_proxy_request_done(x);
     if (b->ssl != NULL && b->requests == 1)
         pt_tls_save_session(b->ssl, &b->ws->tls_session); /* tickets have arrived by now */
     x->fe->send_end(x); /* the frontend drops what is left of the request body, if any */
     x->fe->flush(x);
-    if (!reusable || !pt_pool_put(b->ws, &b->pool_link)) {
+    if (!reusable || !pt_pool_put(b->ws, &b->pool)) {
         bconn_close(b);
         return;
     }
@@ -784,7 +785,7 @@ be_detach(struct pt_exchange *x)
     struct pt_bconn *b = x->be_ctx;
 
     /* the frontend gave up mid-exchange: the connection's state is unknown, so close it */
-    pt_upstream_release(x);
+    pt_proxy_release(x);
     pt_proxy_request_done(x);
     x->be = NULL;
     x->be_ctx = NULL;
@@ -839,13 +840,13 @@ attach(struct pt_bconn *b, struct pt_exchange *x)
 void
 pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
 {
-    struct pt_wserver *ws = &pt_upstream_group(x->w, x->up)->servers[x->srv->index];
-    struct pt_list *idle = allow_reuse ? pt_pool_get(ws) : NULL;
+    struct pt_wserver *ws = &pt_upstream_group(x->w, x->up)->servers[x->att.srv->index];
+    struct pt_pooled *idle = allow_reuse ? pt_pool_get(ws) : NULL;
     struct pt_bconn *b;
 
     init_settings();
     if (idle != NULL) {
-        b = pt_container_of(idle, struct pt_bconn, pool_link);
+        b = pt_container_of(idle, struct pt_bconn, pool);
         b->state = B_ACTIVE;
         b->reused = 1;
         attach(b, x);
@@ -864,19 +865,20 @@ pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
     b->reap.free = bconn_free;
     b->w = x->w;
     b->ws = ws;
-    b->srv = x->srv;
-    pt_list_init(&b->pool_link);
+    b->srv = x->att.srv;
+    pt_list_init(&b->pool.link);
+    b->pool.ops = &h1_pool_ops;
     pt_chain_init(&b->out);
     ev_io_init(&b->rio, on_readable, -1, EV_READ);
     ev_io_init(&b->wio, on_writable, -1, EV_WRITE);
     ev_timer_init(&b->timer, on_timeout, 0., 0.);
-    b->fd = socket(x->srv->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    b->fd = socket(x->att.srv->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (b->fd == -1) {
         int e = errno;
 
         free(b);
         pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: socket() failed: %s", x->up->name,
-               x->srv->name, strerror(e));
+               x->att.srv->name, strerror(e));
         pt_proxy_backend_failed(x, PT_BF_CONNECT, false, false);
         return;
     }
@@ -887,7 +889,7 @@ pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
     ev_io_set(&b->wio, b->fd, EV_WRITE);
     b->state = B_CONNECTING;
     attach(b, x);
-    if (connect(b->fd, (struct sockaddr *)&x->srv->addr.sa, x->srv->addr.len) == -1 &&
+    if (connect(b->fd, (struct sockaddr *)&x->att.srv->addr.sa, x->att.srv->addr.len) == -1 &&
         errno != EINPROGRESS) {
         bconn_fail(b, PT_BF_CONNECT, "connect() failed", errno);
         return;
@@ -896,15 +898,13 @@ pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
     update_timer(b);
 }
 
-void
-pt_h1_client_close_idle(struct pt_wserver *ws)
+/* The pool closes an idle connection (drain, shutdown); only idle ones are on its list. */
+static void
+pool_close_idle(struct pt_pooled *p)
 {
-    struct pt_list *e;
-
-    while ((e = pt_pool_get(ws)) != NULL) {
-        struct pt_bconn *b = pt_container_of(e, struct pt_bconn, pool_link);
-
-        b->state = B_ACTIVE; /* already off the pool list */
-        bconn_close(b);
-    }
+    bconn_close(pt_container_of(p, struct pt_bconn, pool));
 }
+
+static const struct pt_pool_ops h1_pool_ops = {
+    .close_idle = pool_close_idle,
+};

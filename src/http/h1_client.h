@@ -21,10 +21,8 @@ enum pt_backend_failure {
     PT_BF_PROTOCOL,        /* invalid response */
 };
 
-/* Attaches x to a connection to x->srv: an idle pooled one when allow_reuse, else a new one.
+/* Attaches x to a connection to x->att.srv: an idle pooled one when allow_reuse, else a new one.
  * Failures are reported through pt_proxy_backend_failed(). Worker thread. */
 void pt_h1_client_start(struct pt_exchange *x, bool allow_reuse);
-/* Closes every idle pooled connection of a server (drain, shutdown). */
-void pt_h1_client_close_idle(struct pt_wserver *ws);
 
 #endif

@@ -52,7 +52,7 @@ enum timer_kind {
 /* A client connection. Owner: its worker (w->conns); freed through the reaper. */
 struct pt_h1_conn {
     struct pt_reapable reap;
-    struct pt_list link;
+    struct pt_conn conn; /* in w->conns */
     struct pt_worker *w;
     struct pt_listen *listen;
     int fd;
@@ -92,6 +92,7 @@ struct pt_h1_conn {
 
 static llhttp_settings_t settings;
 static const struct pt_fe_ops h1_fe_ops;
+static const struct pt_conn_ops h1_conn_ops;
 
 /* The client's IP as text, formatted when needed (log lines, a new exchange) rather than kept
  * in every connection. */
@@ -1353,14 +1354,14 @@ conn_close(struct pt_h1_conn *c)
         pt_chunk_put(&w->chunks, c->in);
     c->in = NULL;
     pt_chain_free(&w->chunks, &c->out);
-    pt_list_remove(&c->link);
-    pt_worker_conn_closed(w);
+    pt_worker_conn_closed(w, &c->conn);
     pt_worker_reap(w, &c->reap);
 }
 
-int
-pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
-                  struct pt_listen *l)
+/* Every accepted connection starts as HTTP/1.1; it may become HTTP/2 (switch_to_h2). */
+static int
+h1_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
+          struct pt_listen *l)
 {
     struct pt_h1_conn *c;
     static int settings_ready;
@@ -1401,38 +1402,39 @@ pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, sock
         }
         c->handshaking = 1;
     }
-    pt_list_insert_tail(&w->conns, &c->link);
-    w->n_conns++;
+    pt_worker_conn_open(w, &c->conn, &h1_conn_ops);
     update_read(c);
     update_timer(c, 0);
     return PT_OK;
 }
 
-void
-pt_h1_server_drain(struct pt_worker *w)
+/* Graceful stop: an idle connection closes now, the others after their current response. */
+static void
+conn_drain(struct pt_conn *cn)
 {
-    struct pt_list *e = w->conns.next;
+    struct pt_h1_conn *c = pt_container_of(cn, struct pt_h1_conn, conn);
 
-    while (e != &w->conns) {
-        struct pt_h1_conn *c = pt_container_of(e, struct pt_h1_conn, link);
-
-        e = e->next;
-        if (c->x == NULL && c->out.bytes == 0)
-            conn_close(c);
-        else
-            c->close_after = 1;
-    }
-}
-
-void
-pt_h1_server_close_all(struct pt_worker *w)
-{
-    while (!pt_list_empty(&w->conns)) {
-        struct pt_h1_conn *c = pt_container_of(w->conns.next, struct pt_h1_conn, link);
-
+    if (c->x == NULL && c->out.bytes == 0)
         conn_close(c);
-    }
+    else
+        c->close_after = 1;
 }
+
+static void
+conn_close_now(struct pt_conn *cn)
+{
+    conn_close(pt_container_of(cn, struct pt_h1_conn, conn));
+}
+
+static const struct pt_conn_ops h1_conn_ops = {
+    .drain = conn_drain,
+    .close = conn_close_now,
+};
+
+const struct pt_listen_proto pt_http_listen_proto = {
+    .name = "http",
+    .accept = h1_accept,
+};
 
 /* Hands fd, TLS session and unread bytes to a new HTTP/2 connection and retires this one
  * without closing the socket. Returns PT_DONE when handed over. */
@@ -1442,6 +1444,7 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
 {
     struct pt_worker *w = c->w;
     struct pt_h2_takeover t = {
+        .conn = &c->conn,
         .fd = c->fd,
         .ssl = c->ssl,
         .peer = &c->peer.sa,
@@ -1468,8 +1471,7 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
     pt_chain_free(&w->chunks, &c->out);
     c->ssl = NULL;
     parser_put(c);
-    pt_list_remove(&c->link);
-    /* no pt_worker_conn_closed(): the h2 connection took over our place in w->n_conns */
+    /* no pt_worker_conn_closed(): the h2 connection took our place in w->conns */
     pt_worker_reap(w, &c->reap);
     return PT_DONE;
 }

@@ -39,11 +39,12 @@ enum h2b_state {
     H_READY,
 };
 
-/* A backend HTTP/2 connection. Owner: its worker server (ws->h2); freed through the reaper. */
+/* A backend HTTP/2 connection. Owner: its worker server (ws->shared); freed through the
+ * reaper. */
 struct pt_h2b {
     struct pt_reapable reap;
     struct pt_deferred_flush df;
-    struct pt_list link;
+    struct pt_pooled pool; /* in ws->shared */
     struct pt_worker *w;
     struct pt_wserver *ws;
     struct pt_server *srv;
@@ -83,6 +84,7 @@ struct pt_h2b_stream {
 };
 
 static const struct pt_be_ops h2b_ops;
+static const struct pt_pool_ops h2b_pool_ops;
 static void h2b_flush(struct pt_h2b *b);
 static void h2b_close(struct pt_h2b *b, const char *why);
 static void stream_submit(struct pt_h2b_stream *st);
@@ -311,7 +313,7 @@ stream_complete(struct pt_h2b_stream *st)
     if (x == NULL)
         return;
     stream_unlink(st);
-    pt_upstream_release(x);
+    pt_proxy_release(x);
     pt_proxy_request_done(x);
     x->fe->send_end(x); /* the frontend drops what is left of the request body, if any */
     x->fe->flush(x);
@@ -354,7 +356,7 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         }
         st->head_done = 1;
         ev_timer_stop(b->w->loop, &st->timer); /* streams may now live as long as they like */
-        pt_upstream_result(x, 1);
+        pt_proxy_result(x, 1);
         x->status = status;
         x->interim_status = 0;
         if (pt_proxy_response_head(x) == PT_DECLINED) {
@@ -473,7 +475,7 @@ be_detach(struct pt_exchange *x)
     struct pt_h2b_stream *st = x->be_ctx;
     struct pt_h2b *b = st->b;
 
-    pt_upstream_release(x);
+    pt_proxy_release(x);
     pt_proxy_request_done(x);
     stream_unlink(st);
     if (st->id > 0) {
@@ -616,7 +618,7 @@ h2b_close(struct pt_h2b *b, const char *why)
     b->ssl = NULL;
     close(b->fd);
     pt_chain_free(&w->chunks, &b->out);
-    pt_list_remove(&b->link);
+    pt_list_remove(&b->pool.link);
     pt_worker_reap(w, &b->reap);
 }
 
@@ -814,7 +816,8 @@ h2b_new(struct pt_worker *w, struct pt_wserver *ws)
     ev_io_init(&b->rio, on_readable, b->fd, EV_READ);
     ev_io_init(&b->wio, on_writable, b->fd, EV_WRITE);
     ev_timer_init(&b->timer, on_conn_timer, 0., 0.);
-    pt_list_insert_head(&ws->h2, &b->link);
+    b->pool.ops = &h2b_pool_ops;
+    pt_list_insert_head(&ws->shared, &b->pool.link);
     b->state = H_CONNECTING;
     if (connect(b->fd, (struct sockaddr *)&srv->addr.sa, srv->addr.len) == -1 &&
         errno != EINPROGRESS) {
@@ -833,13 +836,13 @@ h2b_new(struct pt_worker *w, struct pt_wserver *ws)
 void
 pt_h2_client_start(struct pt_exchange *x, bool allow_reuse)
 {
-    struct pt_wserver *ws = &pt_upstream_group(x->w, x->up)->servers[x->srv->index];
+    struct pt_wserver *ws = &pt_upstream_group(x->w, x->up)->servers[x->att.srv->index];
     struct pt_h2b *b = NULL;
     struct pt_h2b_stream *st;
 
     if (allow_reuse) {
-        for (struct pt_list *e = ws->h2.next; e != &ws->h2; e = e->next) {
-            struct pt_h2b *c = pt_container_of(e, struct pt_h2b, link);
+        for (struct pt_list *e = ws->shared.next; e != &ws->shared; e = e->next) {
+            struct pt_h2b *c = pt_container_of(e, struct pt_h2b, pool.link);
             uint32_t limit = c->state == H_READY
                                  ? nghttp2_session_get_remote_settings(
                                        c->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
@@ -878,18 +881,19 @@ pt_h2_client_start(struct pt_exchange *x, bool allow_reuse)
     }
 }
 
-void
-pt_h2_client_close_idle(struct pt_wserver *ws)
+/* The pool closes a connection (drain, shutdown): now when it carries no stream, else once its
+ * streams are done. */
+static void
+pool_close_idle(struct pt_pooled *p)
 {
-    struct pt_list *e = ws->h2.next;
+    struct pt_h2b *b = pt_container_of(p, struct pt_h2b, pool);
 
-    while (e != &ws->h2) {
-        struct pt_h2b *b = pt_container_of(e, struct pt_h2b, link);
-
-        e = e->next;
-        if (b->n_streams == 0)
-            h2b_close(b, NULL);
-        else
-            b->goaway = 1; /* close once its streams are done */
-    }
+    if (b->n_streams == 0)
+        h2b_close(b, NULL);
+    else
+        b->goaway = 1;
 }
+
+static const struct pt_pool_ops h2b_pool_ops = {
+    .close_idle = pool_close_idle,
+};

@@ -35,11 +35,11 @@
 #include "http/router.h"
 #include "net/tls.h"
 
-/* A client HTTP/2 connection. Owner: its worker (w->h2_conns); freed through the reaper. */
+/* A client HTTP/2 connection. Owner: its worker (w->conns); freed through the reaper. */
 struct pt_h2_conn {
     struct pt_reapable reap;
     struct pt_deferred_flush df;
-    struct pt_list link;
+    struct pt_conn conn; /* in w->conns */
     struct pt_worker *w;
     struct pt_listen *listen;
     int fd;
@@ -90,6 +90,7 @@ struct pt_h2_stream {
 };
 
 static const struct pt_fe_ops h2_fe_ops;
+static const struct pt_conn_ops h2_conn_ops;
 static void h2_flush(struct pt_h2_conn *c);
 static void h2_close(struct pt_h2_conn *c);
 
@@ -1005,8 +1006,7 @@ h2_close(struct pt_h2_conn *c)
     c->ssl = NULL;
     close(c->fd);
     pt_chain_free(&w->chunks, &c->out);
-    pt_list_remove(&c->link);
-    pt_worker_conn_closed(w);
+    pt_worker_conn_closed(w, &c->conn);
     pt_worker_reap(w, &c->reap);
 }
 
@@ -1149,9 +1149,9 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     ev_io_init(&c->rio, on_read, c->fd, EV_READ);
     ev_io_init(&c->wio, on_write, c->fd, EV_WRITE);
     ev_timer_init(&c->timer, on_timer, 0., 0.);
-    /* w->n_conns is not touched: the HTTP/1.1 connection's place passes to this one, so the
-     * count (and max_connections) never sees the socket twice or not at all */
-    pt_list_insert_tail(&w->h2_conns, &c->link);
+    /* the HTTP/1.1 connection's place passes to this one, so the count (and max_connections)
+     * never sees the socket twice or not at all */
+    pt_worker_conn_replace(t->conn, &c->conn, &h2_conn_ops);
     if (t->initial_len > 0) {
         c->pending = pt_chunk_get(&w->chunks);
         if (c->pending == NULL) {
@@ -1168,26 +1168,26 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     return PT_OK;
 }
 
-void
-pt_h2_server_drain(struct pt_worker *w)
+/* Graceful stop: GOAWAY now; the connection closes when its streams are done. */
+static void
+conn_drain(struct pt_conn *cn)
 {
-    struct pt_list *e = w->h2_conns.next;
+    struct pt_h2_conn *c = pt_container_of(cn, struct pt_h2_conn, conn);
 
-    while (e != &w->h2_conns) {
-        struct pt_h2_conn *c = pt_container_of(e, struct pt_h2_conn, link);
-
-        e = e->next;
-        nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(c->session),
-                              NGHTTP2_NO_ERROR, NULL, 0);
-        c->goaway = 1;
-        h2_flush(c);
-    }
+    nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+    c->goaway = 1;
+    h2_flush(c);
 }
 
-void
-pt_h2_server_close_all(struct pt_worker *w)
+static void
+conn_close_now(struct pt_conn *cn)
 {
-    while (!pt_list_empty(&w->h2_conns))
-        h2_close(pt_container_of(w->h2_conns.next, struct pt_h2_conn, link));
+    h2_close(pt_container_of(cn, struct pt_h2_conn, conn));
 }
+
+static const struct pt_conn_ops h2_conn_ops = {
+    .drain = conn_drain,
+    .close = conn_close_now,
+};

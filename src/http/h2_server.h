@@ -13,6 +13,7 @@ struct pt_exchange;
 
 /* What an HTTP/1.1 connection hands over when it becomes HTTP/2. */
 struct pt_h2_takeover {
+    struct pt_conn *conn; /* the connection replaced: its place in w->conns passes on */
     int fd;
     SSL *ssl; /* NULL for h2c */
     const struct sockaddr *peer;
@@ -28,12 +29,10 @@ struct pt_h2_takeover {
 };
 
 /* Starts an HTTP/2 connection owning fd and ssl. Worker thread. PT_OK, or PT_ERR (nothing taken
- * over: the caller still owns fd, ssl and upgrade_x). On PT_OK the caller's place in
- * w->n_conns passes to the new connection: the caller retires without pt_worker_conn_closed(),
- * and the h2 connection calls it when it closes (possibly before this returns). */
+ * over: the caller still owns fd, ssl and upgrade_x). On PT_OK the caller's place in w->conns
+ * (and its count) passes to the new connection (pt_worker_conn_replace): the caller retires
+ * without pt_worker_conn_closed(), and the h2 connection calls it when it closes (possibly
+ * before this returns). */
 int pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t);
-/* Graceful stop: GOAWAY now; connections close when their streams are done. */
-void pt_h2_server_drain(struct pt_worker *w);
-void pt_h2_server_close_all(struct pt_worker *w);
 
 #endif

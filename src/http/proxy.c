@@ -144,6 +144,27 @@ start_attempt(struct pt_exchange *x, bool allow_reuse)
         pt_h1_client_start(x, allow_reuse);
 }
 
+/* ---- the attempt's place in its upstream's counters --------------------------------------- */
+
+void
+pt_proxy_acquire(struct pt_exchange *x, struct pt_server *srv)
+{
+    pt_upstream_acquire(pt_upstream_group(x->w, x->up), &x->att, srv, ev_now(x->w->loop));
+}
+
+void
+pt_proxy_result(struct pt_exchange *x, int ok)
+{
+    pt_upstream_result(pt_upstream_group(x->w, x->up), &x->att, ev_now(x->w->loop), ok);
+}
+
+void
+pt_proxy_release(struct pt_exchange *x)
+{
+    if (x->att.counted)
+        pt_upstream_release(pt_upstream_group(x->w, x->up), &x->att);
+}
+
 /* ---- the pending queue (max_pending) ---------------------------------------------------- */
 
 static void proxy_try(struct pt_exchange *x, bool allow_reuse);
@@ -190,15 +211,14 @@ queue_run(struct pt_wupstream *g)
 {
     while (g->n_queued > 0) {
         struct pt_exchange *x = pt_container_of(g->queue.next, struct pt_exchange, qlink);
-        struct pt_server *s = pt_upstream_pick(g->w, x);
+        struct pt_server *s = pt_upstream_pick(g, x, x->tried);
 
         if (s == NULL)
             return;
         dequeue(x);
-        x->srv = s;
         x->tried[s->index] = 1;
         x->tries++;
-        pt_upstream_acquire(x);
+        pt_proxy_acquire(x, s);
         start_attempt(x, true);
     }
 }
@@ -252,11 +272,11 @@ proxy_try(struct pt_exchange *x, bool allow_reuse)
     if (x->tries == 0)
         s = pt_sticky_server(x);
     if (s == NULL)
-        s = pt_upstream_pick(x->w, x);
+        s = pt_upstream_pick(pt_upstream_group(x->w, x->up), x, x->tried);
     if (s == NULL && x->tries > 0 && x->up->n_servers == 1) {
         /* a retry goes to another server, unless there is no other */
         x->tried[0] = 0;
-        s = pt_upstream_pick(x->w, x);
+        s = pt_upstream_pick(pt_upstream_group(x->w, x->up), x, x->tried);
     }
     if (s == NULL) {
         if (x->tries == 0) {
@@ -273,10 +293,9 @@ proxy_try(struct pt_exchange *x, bool allow_reuse)
         }
         return;
     }
-    x->srv = s;
     x->tried[s->index] = 1;
     x->tries++;
-    pt_upstream_acquire(x);
+    pt_proxy_acquire(x, s);
     start_attempt(x, allow_reuse);
 }
 
@@ -339,11 +358,11 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
     bool unsent = kind == PT_BF_CONNECT || kind == PT_BF_CONNECT_TIMEOUT || kind == PT_BF_REFUSED;
 
     if (!resp_started || !x->resp_head_sent)
-        pt_upstream_result(x, 0);
+        pt_proxy_result(x, 0);
     /* a pooled connection the server had closed says nothing about the server's health */
     if (!(reused && !resp_started && kind == PT_BF_RESET))
-        pt_outlier_record(x->srv, fc, kind == PT_BF_CONNECT);
-    pt_upstream_release(x);
+        pt_outlier_record(x->att.srv, fc, kind == PT_BF_CONNECT);
+    pt_proxy_release(x);
     pt_proxy_request_done(x);
     if (x->resp_head_sent) {
         /* the backend answered, then broke (e.g. a bad chunk in the same read as its head):
@@ -364,9 +383,9 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
                             kind == PT_BF_REFUSED)) {
         x->fresh_retry = 1;
         pt_log_debug("upstream \"%s\" server %s: pooled connection failed, retrying on a new one",
-                     x->up->name, x->srv->name);
+                     x->up->name, x->att.srv->name);
         if (pt_exchange_prepare_replay(x) == PT_OK) {
-            pt_upstream_acquire(x);
+            pt_proxy_acquire(x, x->att.srv);
             start_attempt(x, false);
             return;
         }
@@ -376,7 +395,7 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
         pt_log(PT_LOG_ERROR,
                "upstream \"%s\" server %s: pooled connection closed before the response; "
                "%s %.*s not retried (%s)",
-               x->up->name, x->srv->name, x->method_name, (int)PT_MIN(x->target_len, 200),
+               x->up->name, x->att.srv->name, x->method_name, (int)PT_MIN(x->target_len, 200),
                x->target,
                !pt_exchange_replayable(x)   ? "body already sent"
                : !pt_exchange_idempotent(x) ? "method not idempotent"
@@ -398,7 +417,7 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
 int
 pt_proxy_response_head(struct pt_exchange *x)
 {
-    pt_outlier_record(x->srv, x->status >= 500 ? PT_FC_5XX : 0, false);
+    pt_outlier_record(x->att.srv, x->status >= 500 ? PT_FC_5XX : 0, false);
     if (x->status >= 500 && pt_retry_allowed(x, 0, x->status))
         return PT_DECLINED;
     pt_sticky_response(x);
@@ -409,13 +428,13 @@ void
 pt_proxy_retry_status(struct pt_exchange *x)
 {
     pt_log(PT_LOG_INFO, "upstream \"%s\" server %s answered %u: retrying %s %.*s elsewhere",
-           x->up->name, x->srv->name, x->status, x->method_name,
+           x->up->name, x->att.srv->name, x->status, x->method_name,
            (int)PT_MIN(x->target_len, 200), x->target);
     x->last_status = x->status;
     x->status = 0;
     x->resp.n = 0;
     x->resp_trailers.n = 0;
-    pt_upstream_release(x);
+    pt_proxy_release(x);
     pt_proxy_request_done(x);
     retry_elsewhere(x, true);
 }

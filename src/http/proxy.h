@@ -22,6 +22,13 @@ void pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind
  * retry on another server: the codec then drops the response and calls pt_proxy_retry_status(). */
 int pt_proxy_response_head(struct pt_exchange *x);
 void pt_proxy_retry_status(struct pt_exchange *x);
+/* The attempt on srv starts: counted in its server's in-flight requests (max_conns, lb on_conn);
+ * x->att.srv = srv. */
+void pt_proxy_acquire(struct pt_exchange *x, struct pt_server *srv);
+/* Reports the attempt's outcome to the balancing policy (latency since acquire). */
+void pt_proxy_result(struct pt_exchange *x, int ok);
+/* Undoes pt_proxy_acquire; safe to call twice. */
+void pt_proxy_release(struct pt_exchange *x);
 /* A request on x->up ended (success or failure): start queued ones if a server has room. */
 void pt_proxy_request_done(struct pt_exchange *x);
 

@@ -23,6 +23,7 @@
 #include "core/worker.h"
 #include "net/tls.h"
 #include "upstream/resilience.h"
+#include "upstream/upstream.h"
 
 #define PROBE_BUF 8192
 
@@ -99,13 +100,13 @@ probe_done(struct probe *p, int ok, const char *why)
         atomic_store_explicit(&s->_check_down, 0, memory_order_relaxed);
         pt_log(PT_LOG_NOTICE, "server %s in %s UP: %u/%u checks passed", s->name,
                s->upstream->name, p->run.ok_run, h->rise);
-        pt_runtime_server_changed(s);
+        pt_upstream_server_changed(s);
         break;
     case -1:
         atomic_store_explicit(&s->_check_down, 1, memory_order_relaxed);
         pt_log(PT_LOG_WARN, "server %s in %s DOWN: %u/%u checks failed: %s", s->name,
                s->upstream->name, p->run.fail_run, h->fall, why);
-        pt_runtime_server_changed(s);
+        pt_upstream_server_changed(s);
         break;
     default:
         break;

@@ -406,7 +406,7 @@ pt__server_runtime_usable(const struct pt_server *cs)
             pt_log(s->upstream->res.outlier.enabled ? PT_LOG_NOTICE : PT_LOG_INFO,
                    "server %s in %s back in rotation after ejection", s->name,
                    s->upstream->name);
-            pt_runtime_server_changed(s);
+            pt_upstream_server_changed(s);
         }
     }
     pt_msec ss = s->upstream->res.slow_start;
@@ -542,7 +542,7 @@ pt_outlier_record(struct pt_server *s, unsigned fail_class, bool unreachable)
     else
         pt_log(PT_LOG_INFO, "server %s in %s ejected for %lldms: connection failed", s->name,
                up->name, (long long)t);
-    pt_runtime_server_changed(s);
+    pt_upstream_server_changed(s);
 }
 
 /* ---- retries -------------------------------------------------------------------------- */
@@ -683,15 +683,15 @@ pt_sticky_response(struct pt_exchange *x)
     char buf[256];
     int n;
 
-    if (r->sticky_cookie == NULL || x->srv == NULL || x->sticky_hit == x->srv)
+    if (r->sticky_cookie == NULL || x->att.srv == NULL || x->sticky_hit == x->att.srv)
         return;
     if (r->sticky_ttl > 0)
         n = snprintf(buf, sizeof(buf), "%s=%08x; Path=%s; Max-Age=%lld; HttpOnly",
-                     r->sticky_cookie, server_token(x->srv), r->sticky_path,
+                     r->sticky_cookie, server_token(x->att.srv), r->sticky_path,
                      (long long)(r->sticky_ttl / 1000));
     else
         n = snprintf(buf, sizeof(buf), "%s=%08x; Path=%s; HttpOnly", r->sticky_cookie,
-                     server_token(x->srv), r->sticky_path);
+                     server_token(x->att.srv), r->sticky_path);
     if (n > 0 && (size_t)n < sizeof(buf))
         pt_hdrs_add(&x->arena, &x->resp, "Set-Cookie", 10, pt_arena_strndup(&x->arena, buf, (size_t)n),
                     (size_t)n);

@@ -40,7 +40,7 @@ bool pt_retry_allowed(struct pt_exchange *x, unsigned fail_class, unsigned statu
 void pt_retry_count_request(struct pt_exchange *x);
 /* The server named by the request's sticky cookie when it is usable, else NULL. */
 struct pt_server *pt_sticky_server(struct pt_exchange *x);
-/* Adds Set-Cookie to the response when the client is not yet pinned to x->srv. */
+/* Adds Set-Cookie to the response when the client is not yet pinned to x->att.srv. */
 void pt_sticky_response(struct pt_exchange *x);
 
 /* Active health checks on the main thread's loop: starts a prober per server of every upstream

@@ -6,21 +6,20 @@
 
 #include "core/common.h"
 #include "core/log.h"
-#include "http/exchange.h"
-#include "http/h1_client.h"
-#include "http/h2_client.h"
+#include "core/worker.h"
 #include "upstream/upstream.h"
 
-int
-pt_upstream_worker_init(struct pt_worker *w, struct pt_err *err)
+static int
+upstream_worker_init(struct pt_worker *w)
 {
     struct pt_conf *c = w->conf;
+    struct pt_wupstream *ups = calloc(c->n_upstreams + 1, sizeof(*ups));
 
-    w->ups = calloc(c->n_upstreams + 1, sizeof(*w->ups));
-    if (w->ups == NULL)
-        return pt_err_set(err, "out of memory");
+    if (ups == NULL)
+        return PT_ERR;
+    w->mod[pt_module_upstream._index] = ups;
     for (unsigned i = 0; i < c->n_upstreams; i++) {
-        struct pt_wupstream *g = &w->ups[i];
+        struct pt_wupstream *g = &ups[i];
         struct pt_upstream *up = c->upstreams[i];
 
         g->up = up;
@@ -29,40 +28,60 @@ pt_upstream_worker_init(struct pt_worker *w, struct pt_err *err)
         pt_list_init(&g->queue);
         g->servers = calloc(up->n_servers, sizeof(*g->servers));
         if (g->servers == NULL)
-            return pt_err_set(err, "out of memory");
+            return PT_ERR;
         for (unsigned j = 0; j < up->n_servers; j++) {
             g->servers[j].srv = up->servers[j];
             pt_list_init(&g->servers[j].idle);
-            pt_list_init(&g->servers[j].h2);
+            pt_list_init(&g->servers[j].shared);
         }
         const struct pt_lb_ops *ops = up->lb->ops;
 
-        if (ops->group_init(g) != PT_OK)
-            return pt_err_set(err, "balancer %s failed for upstream \"%s\"", up->lb->name,
-                              up->name);
+        if (ops->group_init(g) != PT_OK) {
+            pt_log(PT_LOG_ERROR, "balancer %s failed for upstream \"%s\"", up->lb->name,
+                   up->name);
+            return PT_ERR;
+        }
     }
     return PT_OK;
 }
 
-void
-pt_upstream_worker_drain(struct pt_worker *w)
+/* Closes every pooled connection that carries nothing (graceful stop): each by its codec. */
+static void
+close_list(struct pt_list *l)
 {
-    for (unsigned i = 0; i < w->conf->n_upstreams; i++)
-        for (unsigned j = 0; j < w->ups[i].up->n_servers; j++)
-        {
-            pt_h1_client_close_idle(&w->ups[i].servers[j]);
-            pt_h2_client_close_idle(&w->ups[i].servers[j]);
+    for (struct pt_list *e = l->next, *next; e != l; e = next) {
+        struct pt_pooled *p = pt_container_of(e, struct pt_pooled, link);
+
+        next = e->next;
+        p->ops->close_idle(p);
+    }
+}
+
+static void
+upstream_worker_drain(struct pt_worker *w)
+{
+    struct pt_wupstream *ups = w->mod[pt_module_upstream._index];
+
+    for (unsigned i = 0; ups != NULL && i < w->conf->n_upstreams; i++)
+        for (unsigned j = 0; j < ups[i].up->n_servers; j++) {
+            close_list(&ups[i].servers[j].idle);
+            close_list(&ups[i].servers[j].shared);
         }
 }
 
-void
-pt_upstream_worker_fini(struct pt_worker *w)
+static void
+upstream_worker_fini(struct pt_worker *w)
 {
-    if (w->ups == NULL)
+    struct pt_wupstream *ups = w->mod[pt_module_upstream._index];
+
+    if (ups == NULL)
         return;
-    pt_upstream_worker_drain(w);
+    upstream_worker_drain(w);
     for (unsigned i = 0; i < w->conf->n_upstreams; i++) {
-        struct pt_wupstream *g = &w->ups[i];
+        struct pt_wupstream *g = &ups[i];
+
+        if (g->up == NULL || g->servers == NULL)
+            continue; /* worker_init failed before this one */
         const struct pt_lb_ops *ops = g->up->lb->ops;
 
         if (ops->group_fini != NULL)
@@ -71,9 +90,34 @@ pt_upstream_worker_fini(struct pt_worker *w)
             SSL_SESSION_free(g->servers[j].tls_session);
         free(g->servers);
     }
-    free(w->ups);
-    w->ups = NULL;
+    free(ups);
+    w->mod[pt_module_upstream._index] = NULL;
 }
+
+static void
+server_changed(struct pt_worker *w, void *arg)
+{
+    struct pt_server *s = arg;
+    const struct pt_lb_ops *ops = s->upstream->lb->ops;
+
+    if (ops->on_server_state != NULL && w->mod[pt_module_upstream._index] != NULL)
+        ops->on_server_state(pt_upstream_group(w, s->upstream), s);
+}
+
+void
+pt_upstream_server_changed(struct pt_server *s)
+{
+    pt_runtime_post(server_changed, s); /* a worker that misses it still sees the state */
+}
+
+struct pt_module pt_module_upstream = {
+    .abi = PT_MODULE_ABI,
+    .name = "upstream",
+    .kind = PT_MODULE_SUBSYSTEM,
+    .worker_init = upstream_worker_init,
+    .worker_drain = upstream_worker_drain,
+    .worker_fini = upstream_worker_fini,
+};
 
 bool
 pt_upstream_saturated(const struct pt_upstream *up)
@@ -89,59 +133,55 @@ pt_upstream_saturated(const struct pt_upstream *up)
 }
 
 struct pt_server *
-pt_upstream_pick(struct pt_worker *w, struct pt_exchange *x)
+pt_upstream_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint8_t *tried)
 {
-    struct pt_wupstream *g = pt_upstream_group(w, x->up);
-    const struct pt_lb_ops *ops = x->up->lb->ops;
+    const struct pt_lb_ops *ops = g->up->lb->ops;
 
-    return ops->pick(g, x, x->tried);
+    return ops->pick(g, x, tried);
 }
 
 void
-pt_upstream_acquire(struct pt_exchange *x)
+pt_upstream_acquire(struct pt_wupstream *g, struct pt_attempt *a, struct pt_server *srv,
+                    ev_tstamp now)
 {
-    struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
-    const struct pt_lb_ops *ops = x->up->lb->ops;
+    const struct pt_lb_ops *ops = g->up->lb->ops;
 
-    if (x->srv_counted)
+    if (a->counted)
         return;
-    x->srv_counted = 1;
-    x->t_attempt = ev_now(x->w->loop);
-    atomic_fetch_add_explicit(&x->srv->_active, 1, memory_order_relaxed);
-    g->servers[x->srv->index].n_active++;
-    g->servers[x->srv->index].requests++;
+    a->srv = srv;
+    a->counted = 1;
+    a->t_start = now;
+    atomic_fetch_add_explicit(&srv->_active, 1, memory_order_relaxed);
+    g->servers[srv->index].n_active++;
+    g->servers[srv->index].requests++;
     if (ops->on_conn != NULL)
-        ops->on_conn(g, x->srv, +1);
+        ops->on_conn(g, srv, +1);
 }
 
 void
-pt_upstream_result(struct pt_exchange *x, int ok)
+pt_upstream_result(struct pt_wupstream *g, const struct pt_attempt *a, ev_tstamp now, int ok)
 {
-    const struct pt_lb_ops *ops = x->up->lb->ops;
+    const struct pt_lb_ops *ops = g->up->lb->ops;
 
-    if (ops->on_result != NULL && x->srv != NULL)
-        ops->on_result(pt_upstream_group(x->w, x->up), x->srv,
-                       ev_now(x->w->loop) - x->t_attempt, ok);
+    if (ops->on_result != NULL && a->srv != NULL)
+        ops->on_result(g, a->srv, now - a->t_start, ok);
 }
 
 void
-pt_upstream_release(struct pt_exchange *x)
+pt_upstream_release(struct pt_wupstream *g, struct pt_attempt *a)
 {
-    struct pt_wupstream *g;
-    const struct pt_lb_ops *ops;
+    const struct pt_lb_ops *ops = g->up->lb->ops;
 
-    if (!x->srv_counted)
+    if (!a->counted)
         return;
-    g = pt_upstream_group(x->w, x->up);
-    ops = x->up->lb->ops;
-    x->srv_counted = 0;
-    atomic_fetch_sub_explicit(&x->srv->_active, 1, memory_order_relaxed);
-    g->servers[x->srv->index].n_active--;
+    a->counted = 0;
+    atomic_fetch_sub_explicit(&a->srv->_active, 1, memory_order_relaxed);
+    g->servers[a->srv->index].n_active--;
     if (ops->on_conn != NULL)
-        ops->on_conn(g, x->srv, -1);
+        ops->on_conn(g, a->srv, -1);
 }
 
-struct pt_list *
+struct pt_pooled *
 pt_pool_get(struct pt_wserver *ws)
 {
     struct pt_list *e;
@@ -151,22 +191,22 @@ pt_pool_get(struct pt_wserver *ws)
     e = ws->idle.next;
     pt_list_remove(e);
     ws->n_idle--;
-    return e;
+    return pt_container_of(e, struct pt_pooled, link);
 }
 
 bool
-pt_pool_put(struct pt_wserver *ws, struct pt_list *link)
+pt_pool_put(struct pt_wserver *ws, struct pt_pooled *p)
 {
     if ((int64_t)ws->n_idle >= ws->srv->upstream->keepalive)
         return false;
-    pt_list_insert_head(&ws->idle, link);
+    pt_list_insert_head(&ws->idle, &p->link);
     ws->n_idle++;
     return true;
 }
 
 void
-pt_pool_remove(struct pt_wserver *ws, struct pt_list *link)
+pt_pool_remove(struct pt_wserver *ws, struct pt_pooled *p)
 {
-    pt_list_remove(link);
+    pt_list_remove(&p->link);
     ws->n_idle--;
 }

@@ -20,6 +20,7 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "core/worker-t.h"
+#include "upstream/upstream-t.h"
 #include "http/exchange-t.h"
 #include "upstream/lb-t.h"
 

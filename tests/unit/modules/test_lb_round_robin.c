@@ -17,6 +17,7 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "core/worker-t.h"
+#include "upstream/upstream-t.h"
 #include "upstream/lb-t.h"
 
 extern struct pt_module pt_module_lb_round_robin;

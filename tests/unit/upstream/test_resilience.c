@@ -21,6 +21,7 @@
 #include "http/exchange-t.h"
 #include "http/exchange.h"
 #include "upstream/resilience.h"
+#include "upstream/upstream.h"
 
 #define MAX_SRV 4
 
@@ -210,7 +211,7 @@ request(const char *method, unsigned on)
     memset(&rg, 0, sizeof(rg));
     memset(&rx, 0, sizeof(rx));
     pt_chunk_pool_init(&rw.chunks, 8);
-    rw.ups = &rg;
+    rw.mod[pt_module_upstream._index] = &rg;
     rg.retry_tokens = 10.0;
     rx.w = &rw;
     rx.up = &up;
