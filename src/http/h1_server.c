@@ -776,22 +776,22 @@ on_headers_complete(llhttp_t *p)
         return -1;
     }
     /* llhttp checks framing only after this callback, but we act on the request as soon as we
-     * return, so the checks of RFC 9112 section 6.1 and 6.3 are made here first: Transfer-Encoding
-     * with Content-Length is ambiguous (400), chunked must be the final coding (400), and any
-     * other coding is one we would not forward faithfully (501). */
-    if (p->flags & F_TRANSFER_ENCODING) {
-        int ti = pt_hdrs_find(&x->req, PT_H_TRANSFER_ENCODING);
-        bool only_chunked = ti >= 0 && pt_hdrs_find_name(&(struct pt_hdrs){x->req.v + ti + 1,
-                                                           x->req.n - (unsigned)ti - 1, 0},
-                                                         "transfer-encoding", 17) < 0 &&
-                            pt_str_ieq(x->req.v[ti].value, x->req.v[ti].vlen, "chunked", 7);
+     * return, so the checks of RFC 9112 sections 6.1 and 6.3 are made here first, by our own
+     * rules (pt_h1_request_framing: CL with TE, two TE, chunked not last are 400, another
+     * coding before chunked 501), and portico and llhttp must then agree on the body's end. */
+    {
+        const char *why = NULL;
+        int chunked;
+        int64_t cl;
+        unsigned st = pt_h1_request_framing(&x->req, &chunked, &cl, &why);
 
-        if ((p->flags & F_CONTENT_LENGTH) || !(p->flags & F_CHUNKED)) {
-            c->err_status = 400;
-            return -1;
+        if (st == 0 && (chunked != x->req_chunked || cl != x->req_cl)) {
+            why = "framing not understood alike by portico and its parser";
+            st = 400;
         }
-        if (!only_chunked) {
-            c->err_status = 501;
+        if (st != 0) {
+            c->err_why = why;
+            c->err_status = st;
             return -1;
         }
     }

@@ -39,6 +39,10 @@ uint32_t pt_server_token(const struct pt_server *s);
 
 /* Active health checks on the main thread's loop: starts a prober per server of every upstream
  * with health_check. Main thread. */
+/* Counts one health check result into r: `fall` failures in a row make an UP server DOWN, `rise`
+ * passes in a row a DOWN one UP; a result of the other kind restarts the run. Returns 1 when the
+ * server just went UP, -1 when it just went DOWN, 0 otherwise. Pure; any thread. */
+int pt_health_count(struct pt_health_run *r, bool ok, unsigned fall, unsigned rise);
 int pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err);
 void pt_health_stop(void);
 

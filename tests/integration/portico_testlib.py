@@ -102,6 +102,32 @@ def wait_port(host, port, timeout=5.0, proc=None):
     return False
 
 
+def wait_until(cond, timeout=5.0, step=0.02, what=None):
+    """Poll cond() until it returns a true value or the deadline passes; return that value
+    (or the last false one).  With `what`, a timeout raises AssertionError("... WHAT"), so
+    tests wait for a condition instead of sleeping a fixed time and hoping."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v or time.monotonic() >= deadline:
+            break
+        time.sleep(step)
+    if not v and what is not None:
+        raise AssertionError("not within %.1f s: %s" % (timeout, what))
+    return v
+
+
+def stays(cond, duration, step=0.05):
+    """True if cond() holds at every poll for `duration` seconds: for asserting that something
+    does NOT happen, checked repeatedly over a bounded window rather than once after a sleep."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        if not cond():
+            return False
+        time.sleep(step)
+    return bool(cond())
+
+
 def hostport(host, port):
     return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
 
