@@ -32,6 +32,10 @@ struct pt_http_conf {
     int via;
     struct pt_cidr *trusted; /* NULL and n_trusted == PT_UNSET when not set */
     int n_trusted;
+    int websocket;                  /* on: Upgrade: websocket becomes a tunnel */
+    int64_t websocket_max_message;  /* 0 = unlimited */
+    pt_msec websocket_idle_timeout; /* 0 = none */
+    pt_msec websocket_fin_timeout;
 };
 
 /* A location block: a path match and the handler that answers it. */

@@ -30,6 +30,9 @@ http_conf_unset(struct pt_http_conf *h)
     h->http2_max_concurrent_streams = h->http2_initial_window_size = PT_UNSET;
     h->trusted = NULL;
     h->n_trusted = PT_UNSET;
+    h->websocket = PT_UNSET;
+    h->websocket_max_message = PT_UNSET;
+    h->websocket_idle_timeout = h->websocket_fin_timeout = PT_UNSET;
 }
 
 static int
@@ -229,6 +232,14 @@ static const struct pt_directive http_directives[] = {
     {"forwarded", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_flag, HOFF(forwarded), NULL},
     {"via", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_flag, HOFF(via), NULL},
     {"trusted_proxies", HTTP_CTX, 1, PT_ARGS_MANY, 0, PT_BASE_MODULE, set_trusted, 0, NULL},
+    {"websocket", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_flag,
+     HOFF(websocket), NULL},
+    {"websocket_max_message", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_size,
+     HOFF(websocket_max_message), NULL},
+    {"websocket_idle_timeout", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE,
+     pt_set_msec, HOFF(websocket_idle_timeout), NULL},
+    {"websocket_fin_timeout", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
+     HOFF(websocket_fin_timeout), NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 
@@ -255,6 +266,10 @@ http_conf_merge(const struct pt_http_conf *parent, struct pt_http_conf *child)
     MERGE(x_forwarded, 1);
     MERGE(forwarded, 1);
     MERGE(via, 0);
+    MERGE(websocket, 1);
+    MERGE(websocket_max_message, 16 * 1024 * 1024);
+    MERGE(websocket_idle_timeout, 3600 * 1000);
+    MERGE(websocket_fin_timeout, 10 * 1000);
     if (child->n_trusted == PT_UNSET) {
         child->trusted = parent != NULL ? parent->trusted : NULL;
         child->n_trusted = parent != NULL ? parent->n_trusted : 0;
