@@ -253,6 +253,47 @@ def test_h1_h1_ws_backend_200_stays_http(ws_front):
     assert f.backend.stats()["connections"] == 0
 
 
+def test_h1_h1_ws_upgrade_to_local_location_stays_http(ws_front):
+    """An upgrade request to a location portico answers itself (`return`): Upgrade is dropped,
+    the answer is a plain 200, and a pipelined request after it is answered as HTTP too."""
+    f = ws_front()
+    with f.raw() as c:
+        req, _ = wsl.upgrade_request("/local")
+        c.send(req + b"GET /local HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        r1 = c.read_response(allow_interim=True)
+        r2 = c.read_response()
+    assert (r1.status, r1.body, r1.header("upgrade")) == (200, b"portico-local", None)
+    assert (r2.status, r2.body) == (200, b"portico-local")
+    assert f.backend.stats()["connections"] == 0
+
+
+def test_h1_h1_ws_tunnel_on_pooled_connection(ws_front, raw_ws_backend):
+    """An upgrade may go out on a pooled keep-alive backend connection: the backend sees the
+    plain GET and then the upgrade on one TCP connection, and the tunnel works."""
+
+    def serve(c, b):
+        line, h = c.read_request()
+        b.record(line)
+        c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain")
+        line, h = c.read_request()
+        b.record(line)
+        c.answer_101(h["sec-websocket-key"])
+        rd = wsl.FrameReader(c)
+        _, op, data, _ = rd.read(5)
+        c.send(wsl.frame(op, data, mask=False))
+        c.read_all(5)
+
+    rb = raw_ws_backend(serve)
+    f = ws_front(servers=[rb.addr])
+    assert lib.get(f.plain_port, "/plain")[0:3:2] == (200, b"plain")
+    with f.raw() as c:
+        r, _ = wsl.raw_ws_connect(c, "/ws")
+        assert r.status == 101
+        c.send(wsl.frame(wsl.OP_TEXT, "pooled"))
+        assert wsl.FrameReader(c).read() == (1, wsl.OP_TEXT, b"pooled", False)
+    assert (rb.accepted, rb.log) == (1, ["GET /plain HTTP/1.1", "GET /ws HTTP/1.1"])
+
+
 def test_h1_h1_ws_wrong_accept_502(ws_front, raw_ws_backend):
     """A backend 101 with a wrong Sec-WebSocket-Accept: the client gets 502 (never the 101),
     and the error log says why."""
@@ -369,9 +410,29 @@ def test_h1_h1_ws_max_message_1009(ws_front):
                    what="the backend got 1001 twice")
 
 
-def test_h1_h1_ws_unmasked_client_frame_1002(ws_front):
-    """An unmasked frame from the client (RFC 6455 section 5.1): close 1002 to the client,
-    unmasked; the backend gets 1001; the connection closes promptly."""
+def _bad_len64():
+    # a 64-bit length with its most significant bit set (section 5.2)
+    return bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 1 << 63) + b"\0\0\0\0"
+
+
+CLIENT_VIOLATIONS = {
+    "unmasked": lambda: wsl.frame(wsl.OP_TEXT, "naked", mask=False),
+    "ping_126_bytes": lambda: wsl.frame(wsl.OP_PING, b"p" * 126),
+    "fragmented_ping": lambda: wsl.frame(wsl.OP_PING, b"p", fin=False),
+    "continuation_first": lambda: wsl.frame(wsl.OP_CONT, b"c"),
+    "text_inside_message": lambda: wsl.frame(wsl.OP_TEXT, b"a", fin=False) +
+    wsl.frame(wsl.OP_TEXT, b"b"),
+    "reserved_opcode_3": lambda: wsl.frame(3, b"r"),
+    "length_msb_set": _bad_len64,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLIENT_VIOLATIONS))
+def test_h1_h1_ws_client_frame_violation_1002(ws_front, case):
+    """A client frame against RFC 6455 section 5 (unmasked, control frame over 125 bytes or
+    fragmented, a continuation with no message, a new message inside a fragmented one, a
+    reserved opcode, a 64-bit length with its top bit set): close 1002 to the client,
+    unmasked; the backend gets 1001; the connection ends promptly."""
     f = ws_front()
     with f.raw() as c:
         r, _ = wsl.raw_ws_connect(c, "/echo")
@@ -379,13 +440,42 @@ def test_h1_h1_ws_unmasked_client_frame_1002(ws_front):
         c.send(wsl.frame(wsl.OP_TEXT, "ok"))
         rd = wsl.FrameReader(c)
         assert rd.read() == (1, wsl.OP_TEXT, b"ok", False)
-        c.send(wsl.frame(wsl.OP_TEXT, "naked", mask=False))
+        c.send(CLIENT_VIOLATIONS[case]())
         fin, op, data, masked = rd.read()
         assert (op, wsl.close_code_of(data), masked) == (wsl.OP_CLOSE, 1002, False)
         c.send(wsl.frame(wsl.OP_CLOSE, wsl.close_payload(1002)))
         assert c.is_closed(2)
     lib.wait_until(lambda: f.backend.stats()["closes"] == [1001], 5,
                    what="the backend got 1001")
+
+
+def test_h1_h1_ws_server_masked_frame_1002(ws_front, raw_ws_backend):
+    """A masked frame from the backend (section 5.1: a server must not mask): the backend
+    gets close 1002, masked as a client's; the client gets 1001; the tunnel ends promptly."""
+
+    def serve(c, b):
+        _, h = c.read_request()
+        c.answer_101(h["sec-websocket-key"])
+        c.send(wsl.frame(wsl.OP_TEXT, "masked!", mask=True))
+        rd = wsl.FrameReader(c)
+        try:
+            while True:
+                b.record(rd.read(5))
+        except lib.ConnClosed:
+            b.record("eof")
+
+    rb = raw_ws_backend(serve)
+    f = ws_front(servers=[rb.addr])
+    with f.raw() as c:
+        r, _ = wsl.raw_ws_connect(c, "/")
+        assert r.status == 101
+        fin, op, data, masked = wsl.FrameReader(c).read()
+        assert (op, wsl.close_code_of(data), masked) == (wsl.OP_CLOSE, 1001, False)
+        c.send(wsl.frame(wsl.OP_CLOSE, wsl.close_payload(1001)))
+        assert c.is_closed(2)
+    lib.wait_until(lambda: rb.log and rb.log[-1] == "eof", 5, what="the backend's EOF")
+    assert [(op, wsl.close_code_of(d), m) for _, op, d, m in rb.log[:-1]] == \
+        [(wsl.OP_CLOSE, 1002, True)]
 
 
 def test_h1_h1_ws_oversize_header_split_across_reads(ws_front, raw_ws_backend):
@@ -423,6 +513,69 @@ def test_h1_h1_ws_oversize_header_split_across_reads(ws_front, raw_ws_backend):
         assert c.is_closed(3)
     lib.wait_until(lambda: rb.log and rb.log[-1] is None, 5, what="the backend's EOF")
     assert b"".join(d for d in rb.log if d) == big[:1]
+
+
+def test_h1_h1_ws_early_bytes_both_ways(ws_front, raw_ws_backend):
+    """Bytes that arrive in the same read as a handshake are tunnel bytes: frames the client
+    sent right after its request (before the 101) reach the backend, and a frame the backend
+    sent in the same write as its 101 reaches the client."""
+
+    def serve(c, b):
+        _, h = c.read_request()
+        c.send(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n"
+                % wsl.accept_for(h["sec-websocket-key"])).encode() +
+               wsl.frame(wsl.OP_TEXT, "greeting", mask=False))
+        rd = wsl.FrameReader(c)
+        b.record([(op, len(d), wsl.sha(d)) for _, op, d, _ in (rd.read(), rd.read())])
+        c.read_all(5)
+
+    rb = raw_ws_backend(serve)
+    f = ws_front(servers=[rb.addr])
+    big = wsl.pattern(70000)
+    with f.raw() as c:
+        req, _ = wsl.upgrade_request("/")
+        c.send(req + wsl.frame(wsl.OP_TEXT, "early") + wsl.frame(wsl.OP_BINARY, big))
+        assert c.read_response(allow_interim=True).status == 101
+        assert wsl.FrameReader(c).read() == (1, wsl.OP_TEXT, b"greeting", False)
+        lib.wait_until(lambda: rb.log, 5, what="the backend read both early frames")
+    assert rb.log[0] == [(wsl.OP_TEXT, 5, wsl.sha(b"early")), (wsl.OP_BINARY, 70000, wsl.sha(big))]
+
+
+def test_h1_h1_ws_connection_keep_alive_upgrade(ws_front):
+    """Connection: keep-alive, Upgrade (what Firefox sends) is a valid handshake."""
+    f = ws_front()
+    with f.raw() as c:
+        req, _ = wsl.upgrade_request("/echo")
+        c.send(req.replace(b"Connection: Upgrade", b"Connection: keep-alive, Upgrade"))
+        assert c.read_response(allow_interim=True).status == 101
+        c.send(wsl.frame(wsl.OP_TEXT, "ff"))
+        assert wsl.FrameReader(c).read() == (1, wsl.OP_TEXT, b"ff", False)
+
+
+def test_h1_h1_ws_fin_timeout(ws_front, raw_ws_backend):
+    """websocket_fin_timeout 1s: after the client's FIN, a backend that neither answers nor
+    closes is given about 1 s, then both connections close."""
+
+    def serve(c, b):
+        _, h = c.read_request()
+        c.answer_101(h["sec-websocket-key"])
+        c.read_all(10)  # up to the FIN
+        b.record("eof")
+        while not b.stopping.wait(0.1):  # and then nothing: no close frame, no FIN
+            pass
+
+    rb = raw_ws_backend(serve)
+    f = ws_front(servers=[rb.addr], location_extra="websocket_fin_timeout 1s;")
+    with f.raw() as c:
+        r, _ = wsl.raw_ws_connect(c, "/")
+        assert r.status == 101
+        t0 = time.monotonic()
+        c.sock.shutdown(socket.SHUT_WR)
+        assert c.is_closed(5)
+        took = time.monotonic() - t0
+    assert rb.log == ["eof"]
+    assert 0.9 <= took <= 2.0, took
 
 
 # --------------------------------------------------------- backpressure ---
@@ -538,6 +691,22 @@ def test_h1_h1_ws_idle_timeout_one_clock(ws_front):
     assert code == 1006  # the idle timeout closes the connections: no close frame
 
 
+def test_h1_h1_ws_http_timeouts_do_not_apply(ws_front):
+    """A tunnel is timed by websocket_idle_timeout only: with read_timeout and send_timeout
+    1s on the upstream, a silent tunnel is still open after 1.5 s and still echoes."""
+    f = ws_front(upstream_extra="    read_timeout 1s;\n    send_timeout 1s;")
+
+    async def go():
+        async with f.connect("/echo") as ws:
+            await ws.send("before")
+            assert await ws.recv() == "before"
+            await asyncio.sleep(1.5)  # the silence under test, not a wait for something
+            await ws.send("after")
+            return await asyncio.wait_for(ws.recv(), 5)
+
+    assert run(go()) == "after"
+
+
 # -------------------------------------------------------- graceful stop ---
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -617,9 +786,16 @@ def test_h1_h1_ws_least_conn_counts_tunnels(ws_front):
         open_now = [b.stats()["open"] for b in f.backends]
         for ws in conns:
             await ws.close()
-        return open_now
+        lib.wait_until(lambda: [b.stats()["open"] for b in f.backends] == [0, 0], 5,
+                       what="all tunnels closed at the backends")
+        # closed tunnels no longer count: two new ones go one to each server
+        again = [await f.connect("/echo") for _ in range(2)]
+        open_again = [b.stats()["open"] for b in f.backends]
+        for ws in again:
+            await ws.close()
+        return open_now, open_again
 
-    assert run(go()) == [5, 5]
+    assert run(go()) == ([5, 5], [1, 1])
 
 
 # ----------------------------------------------------------------- scale ---
