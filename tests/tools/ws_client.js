@@ -31,14 +31,9 @@ function finish() {
 
 setTimeout(() => { report.error = 'timeout'; finish(); }, spec.timeout_ms || 30000);
 
-function payload(m, i) {
-  // deterministic per message: a SHA-256 counter stream
-  const out = Buffer.alloc(m.size);
-  let off = 0;
-  for (let n = 0; off < m.size; n++) {
-    const h = crypto.createHash('sha256').update(`${i}:${n}`).digest();
-    off += h.copy(out, off);
-  }
+function payload(m) {
+  // random bytes; the echo is compared with what was sent
+  const out = crypto.randomBytes(m.size);
   if (m.kind === 'text') {
     for (let k = 0; k < out.length; k++) out[k] = 0x41 + (out[k] % 26); // 'A'..'Z'
     return out.toString('latin1');
@@ -49,7 +44,7 @@ function payload(m, i) {
 const opts = { perMessageDeflate: !!spec.deflate, maxPayload: 64 * 1024 * 1024 };
 if (spec.ca) opts.ca = fs.readFileSync(spec.ca);
 const ws = new WebSocket(spec.url, spec.protocols || [], opts);
-const queue = (spec.messages || []).map((m, i) => ({ m, i }));
+const queue = (spec.messages || []).map((m) => ({ m }));
 let current = null;
 
 function next() {
@@ -62,7 +57,7 @@ function next() {
     return;
   }
   current = queue.shift();
-  current.data = payload(current.m, current.i);
+  current.data = payload(current.m);
   ws.send(current.data, { binary: current.m.kind === 'binary' });
 }
 
