@@ -92,6 +92,8 @@ struct pt_module {
 struct pt_handler_ops {
     /* Starts handling; returns PT_OK (the handler will finish the exchange) or PT_ERR. */
     int (*handle)(struct pt_exchange *x, const void *handler_conf);
+    /* Takes WebSocket handshakes (x->ws set, the key checked) where `websocket on`. */
+    unsigned websocket : 1;
 };
 
 /* PT_MODULE_LOGGER ops: called once per exchange when it ends, on the worker thread. */

@@ -1059,7 +1059,7 @@ request_start(struct pt_h1_conn *c)
     /* RFC 6455: a WebSocket handshake to a proxied location with `websocket on` keeps its
      * upgrade fields and may become a tunnel; anywhere else Upgrade is dropped (hop-by-hop) and
      * the request is an ordinary one */
-    if (x->loc != NULL && x->loc->handler == &pt_proxy_handler && x->http->websocket &&
+    if (x->loc != NULL && x->loc->handler->websocket && x->http->websocket &&
         pt_ws_requested(x)) {
         unsigned st = pt_ws_check_request(x);
 

@@ -320,6 +320,7 @@ proxy_handle(struct pt_exchange *x, const void *conf)
 
 const struct pt_handler_ops pt_proxy_handler = {
     .handle = proxy_handle,
+    .websocket = 1,
 };
 
 static unsigned

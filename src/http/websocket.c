@@ -353,8 +353,10 @@ closed(struct pt_relay *r, const char *why)
     x->req_body_bytes = r->end[PT_RELAY_A].bytes_in;
     x->resp_body_bytes = r->end[PT_RELAY_B].bytes_in;
     x->resp_complete = 1;
-    pt_proxy_release(x); /* least_conn and max_conns counted the tunnel until now */
-    pt_proxy_request_done(x);
+    if (x->up != NULL) {
+        pt_proxy_release(x); /* least_conn and max_conns counted the tunnel until now */
+        pt_proxy_request_done(x);
+    }
     pt_exchange_finish(x);
     free(t);
 }
@@ -365,6 +367,45 @@ static const struct pt_relay_owner_ops ws_ops = {
     .drain = drain,
     .closed = closed,
 };
+
+int
+pt_ws_serve(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void *ctx)
+{
+    struct ws_tunnel *t;
+    struct pt_relay *r;
+    struct pt_chain from_client;
+    char accept[29];
+    int rc = PT_ERR;
+
+    pt_ws_accept_for(x->ws_key, strlen(x->ws_key), accept);
+    x->status = 101;
+    x->resp.n = 0;
+    x->resp_no_body = 1;
+    x->resp_local = 1;
+    pt_hdrs_add(&x->arena, &x->resp, "Upgrade", 7, "websocket", 9);
+    pt_hdrs_add(&x->arena, &x->resp, "Sec-WebSocket-Accept", 20,
+                pt_arena_strndup(&x->arena, accept, 28), 28);
+    t = calloc(1, sizeof(*t));
+    r = t != NULL ? pt_relay_new(x->w, &ws_ops, t) : NULL;
+    pt_chain_init(&from_client);
+    if (r == NULL || x->fe->take_socket == NULL || x->fe->send_head(x) != PT_OK ||
+        x->fe->take_socket(x, r, &from_client) != PT_OK)
+        goto fail;
+    t->x = x;
+    t->r = r;
+    t->max_message = (uint64_t)x->http->websocket_max_message;
+    x->fe = NULL;
+    pt_relay_attach_ops(r, PT_RELAY_B, ops, ctx);
+    pt_relay_set_timeouts(r, x->http->websocket_idle_timeout, x->http->websocket_fin_timeout);
+    pt_relay_start(r, &from_client, NULL);
+    return PT_OK;
+fail:
+    free(r);
+    free(t);
+    if (x->resp_head_sent) /* the 101 went out, but no tunnel follows: only a close is left */
+        x->fe->abort(x);
+    return rc;
+}
 
 void
 pt_ws_tunnel(struct pt_exchange *x, int fd, struct ssl_st *ssl, struct pt_chain *from_server)

@@ -38,4 +38,9 @@ bool pt_ws_response_ok(const struct pt_exchange *x);
  * the tunnel from now on and finished when the relay closes. Worker thread. */
 void pt_ws_tunnel(struct pt_exchange *x, int fd, struct ssl_st *ssl, struct pt_chain *from_server);
 
+/* A handler serves the WebSocket itself (websocket_echo): answers x's handshake with 101 and
+ * makes a tunnel whose server side is the handler's ops end (ctx its object). PT_OK, or PT_ERR
+ * (nothing sent; the caller answers). */
+int pt_ws_serve(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void *ctx);
+
 #endif

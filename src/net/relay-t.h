@@ -44,9 +44,31 @@ struct pt_relay_owner_ops {
     void (*closed)(struct pt_relay *r, const char *why);
 };
 
-/* One side: today a socket (cleartext or TLS). Owner: the relay. */
+struct pt_relay_end;
+
+/* A side that is not a socket of the relay's own (an HTTP/2 stream): its owner moves the bytes.
+ * It feeds what its peer sends with pt_relay_input() / pt_relay_eof(), drains `out` itself
+ * when told, and calls pt_relay_written() after taking bytes from it. */
+struct pt_relay_end_ops {
+    /* `out` has bytes to send (the end drains it when it can). */
+    void (*write)(struct pt_relay_end *e);
+    /* No more bytes will be queued: end the stream once `out` is drained. */
+    void (*shut)(struct pt_relay_end *e);
+    /* n bytes that came from this end were written to the other side (flow control). May be
+     * NULL. */
+    void (*delivered)(struct pt_relay_end *e, size_t n);
+    /* The other side's queue has room again: the end may produce more. May be NULL. */
+    void (*resume)(struct pt_relay_end *e);
+    /* The relay is closing: let go of the relay (reset the stream if it is still open). */
+    void (*close)(struct pt_relay_end *e);
+};
+
+/* One side: a socket (cleartext or TLS) of the relay's own, or an end with ops. Owner: the
+ * relay. */
 struct pt_relay_end {
     struct pt_relay *r;
+    const struct pt_relay_end_ops *ops; /* NULL: a socket */
+    void *ctx;                          /* the ops' object */
     int fd;
     struct ssl_st *ssl;
     size_t tls_retry;

@@ -105,6 +105,10 @@ shut_side(struct pt_relay *r, enum pt_relay_side s)
     if (e->shut || e->out.bytes > 0)
         return;
     e->shut = 1;
+    if (e->ops != NULL) {
+        e->ops->shut(e);
+        return;
+    }
     if (e->ssl != NULL) {
         SSL_shutdown(e->ssl); /* close_notify, best effort */
         ERR_clear_error();
@@ -138,6 +142,16 @@ update_reading(struct pt_relay *r, enum pt_relay_side s)
     else if (o->out.bytes < PT_RELAY_QUEUE_CAP / 2)
         e->held = 0;
     want = !r->closing && !e->eof && !e->stopped && !e->held && !o->shut;
+    if (e->ops != NULL) {
+        /* its own flow control holds it (an HTTP/2 window: delivered()); one that produces
+         * on its own is told when it may go on */
+        bool was = e->reading;
+
+        e->reading = want;
+        if (want && !was && e->ops->resume != NULL)
+            e->ops->resume(e);
+        return;
+    }
     if (want && !e->reading) {
         ev_io_start(r->w->loop, &e->rio);
         e->reading = 1;
@@ -219,12 +233,27 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
 
 /* ---- writing ----------------------------------------------------------------------------- */
 
+/* After bytes left side s's queue: room for the other side, and a FIN waiting for them. */
+static void
+after_written(struct pt_relay *r, enum pt_relay_side s)
+{
+    update_reading(r, pt_relay_other(s)); /* room again for what the other side sends */
+    if (r->end[pt_relay_other(s)].eof)
+        shut_side(r, s);
+}
+
 static void
 relay_flush(struct pt_relay *r, enum pt_relay_side s)
 {
     struct pt_relay_end *e = &r->end[s];
+    struct pt_relay_end *o = &r->end[pt_relay_other(s)];
     struct iovec iov[64];
 
+    if (e->ops != NULL) {
+        if (e->out.bytes > 0)
+            e->ops->write(e);
+        return;
+    }
     while (!r->closing && e->out.bytes > 0) {
         int k = pt_chain_iov(&e->out, iov, 64);
         ssize_t w = pt_io_writev(e->fd, e->ssl, iov, k, &e->tls_retry);
@@ -240,14 +269,14 @@ relay_flush(struct pt_relay *r, enum pt_relay_side s)
         }
         pt_chain_consume(&r->w->chunks, &e->out, (size_t)w);
         r->last_active = ev_now(r->w->loop);
+        if (o->ops != NULL && o->ops->delivered != NULL)
+            o->ops->delivered(o, (size_t)w);
     }
     if (r->closing)
         return;
     if (ev_is_active(&e->wio))
         ev_io_stop(r->w->loop, &e->wio);
-    update_reading(r, pt_relay_other(s)); /* room again for what the other side sends */
-    if (r->end[pt_relay_other(s)].eof)
-        shut_side(r, s);
+    after_written(r, s);
     maybe_done(r);
 }
 
@@ -324,6 +353,49 @@ pt_relay_attach_socket(struct pt_relay *r, enum pt_relay_side side, int fd, stru
     e->client_tls = client_tls;
     ev_io_set(&e->rio, fd, EV_READ);
     ev_io_set(&e->wio, fd, EV_WRITE);
+}
+
+void
+pt_relay_attach_ops(struct pt_relay *r, enum pt_relay_side side,
+                    const struct pt_relay_end_ops *ops, void *ctx)
+{
+    r->end[side].ops = ops;
+    r->end[side].ctx = ctx;
+    r->end[side].reading = 1;
+}
+
+void
+pt_relay_input(struct pt_relay *r, enum pt_relay_side from, struct pt_chunk *ch)
+{
+    if (r->closing || r->end[from].eof || r->end[from].stopped) {
+        pt_chunk_put(&r->w->chunks, ch);
+        return;
+    }
+    r->end[from].bytes_in += ch->wpos - ch->rpos;
+    r->last_active = ev_now(r->w->loop);
+    forward(r, from, ch);
+}
+
+void
+pt_relay_eof(struct pt_relay *r, enum pt_relay_side from)
+{
+    if (!r->closing && !r->end[from].eof)
+        side_eof(r, from);
+}
+
+void
+pt_relay_written(struct pt_relay *r, enum pt_relay_side side)
+{
+    if (r->closing)
+        return;
+    r->last_active = ev_now(r->w->loop);
+    after_written(r, side);
+}
+
+void
+pt_relay_drain(struct pt_relay *r)
+{
+    conn_drain(&r->conn);
 }
 
 void
@@ -442,6 +514,11 @@ pt_relay_close(struct pt_relay *r, const char *why)
     for (int i = 0; i < 2; i++) {
         struct pt_relay_end *e = &r->end[i];
 
+        if (e->ops != NULL) {
+            e->ops->close(e);
+            pt_chain_free(&w->chunks, &e->out);
+            continue;
+        }
         if (e->ssl != NULL) {
             if (e->client_tls)
                 pt_tls_client_free(e->ssl);

@@ -12,6 +12,17 @@ struct pt_relay *pt_relay_new(struct pt_worker *w, const struct pt_relay_owner_o
  * on. client_tls: ssl is a client session (a backend's). */
 void pt_relay_attach_socket(struct pt_relay *r, enum pt_relay_side side, int fd,
                             struct ssl_st *ssl, bool client_tls);
+/* Side `side` is moved by its own code through ops (an HTTP/2 stream); see relay-t.h. */
+void pt_relay_attach_ops(struct pt_relay *r, enum pt_relay_side side,
+                         const struct pt_relay_end_ops *ops, void *ctx);
+/* Bytes (a chunk, taken) from an ops side, and its end of stream. */
+void pt_relay_input(struct pt_relay *r, enum pt_relay_side from, struct pt_chunk *ch);
+void pt_relay_eof(struct pt_relay *r, enum pt_relay_side from);
+/* An ops side took bytes from its `out`: the other side may read again. Safe inside the ops
+ * side's own callbacks: it never closes the relay. */
+void pt_relay_written(struct pt_relay *r, enum pt_relay_side side);
+/* A graceful stop for a relay that is not on w->conns (its client connection drains it). */
+void pt_relay_drain(struct pt_relay *r);
 /* The relay takes the place of the client connection `old` in its worker's w->conns (the
  * count does not change: a takeover). */
 void pt_relay_replace(struct pt_relay *r, struct pt_conn *old);
