@@ -36,6 +36,8 @@ NODE = "node"
 NODE_PATH = "/usr/share/nodejs"
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+SAMPLE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 section 1.3's example key
+
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
 

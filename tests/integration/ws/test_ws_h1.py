@@ -319,16 +319,21 @@ def test_h1_h1_ws_wrong_accept_502(ws_front, raw_ws_backend):
 
 # ------------------------------------------------------------- handshake ---
 
-@pytest.mark.parametrize("case,req,status", [
-    ("version_8", wsl.upgrade_request("/echo", version="8")[0], 426),
-    ("short_key", wsl.upgrade_request("/echo", key="abc")[0], 400),
-    ("key_17_bytes", wsl.upgrade_request("/echo", key="AAAAAAAAAAAAAAAAAAAAAAA=")[0], 400),
-    ("post", wsl.upgrade_request("/echo", method="POST", extra=["Content-Length: 0"])[0], 400),
-    ("http10", wsl.upgrade_request("/echo", proto="HTTP/1.0")[0], 400),
-])
-def test_h1_h1_ws_handshake_rejected(ws_front, case, req, status):
+HANDSHAKE_REJECTED = {  # case: (request, status); keys are fixed so that xdist workers agree
+    "version_8": (wsl.upgrade_request("/echo", key=wsl.SAMPLE_KEY, version="8")[0], 426),
+    "short_key": (wsl.upgrade_request("/echo", key="abc")[0], 400),
+    "key_17_bytes": (wsl.upgrade_request("/echo", key="AAAAAAAAAAAAAAAAAAAAAAA=")[0], 400),
+    "post": (wsl.upgrade_request("/echo", key=wsl.SAMPLE_KEY, method="POST",
+                                 extra=["Content-Length: 0"])[0], 400),
+    "http10": (wsl.upgrade_request("/echo", key=wsl.SAMPLE_KEY, proto="HTTP/1.0")[0], 400),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HANDSHAKE_REJECTED))
+def test_h1_h1_ws_handshake_rejected(ws_front, case):
     """Portico's own handshake checks (RFC 6455 section 4.2.1), answered before any backend
     is asked: 426 with Sec-WebSocket-Version: 13 for another version, 400 otherwise."""
+    req, status = HANDSHAKE_REJECTED[case]
     f = ws_front()
     with f.raw() as c:
         c.send(req)
