@@ -75,7 +75,8 @@ async def main():
     a = ap.parse_args()
     server = await websockets.server.serve(
         handler, a.host, a.port, process_request=process_request,
-        subprotocols=["chat.v2"], max_size=64 * 1024 * 1024, ping_interval=None)
+        subprotocols=["chat.v2"], max_size=64 * 1024 * 1024, ping_interval=None,
+        backlog=4096)
     port = server.sockets[0].getsockname()[1]
     sys.stdout.write("READY %s %d\n" % (a.host, port))
     sys.stdout.flush()
