@@ -22,6 +22,7 @@ import random
 import select
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -133,13 +134,17 @@ class WsBackend:
     """tests/tools/ws_backend.py (python3-websockets 10.4): /echo, /push, /close, /proto,
     /count, /http-200 and GET /stats (see its header)."""
 
-    def __init__(self, name="ws1", host="127.0.0.1", logdir=None):
+    def __init__(self, name="ws1", host="127.0.0.1", logdir=None, tls=None):
+        """tls: (certificate, key) paths to speak TLS."""
         self.name = name
         self.host = host
+        self.tls = tls
         self.errpath = os.path.join(logdir, "wsbackend-%s.err" % name) if logdir else os.devnull
         self.err = open(self.errpath, "ab")
-        self.proc = subprocess.Popen([lib.PYTHON, WS_BACKEND_PY, "--host", host, "--port", "0"],
-                                     stdout=subprocess.PIPE, stderr=self.err)
+        args = [lib.PYTHON, WS_BACKEND_PY, "--host", host, "--port", "0"]
+        if tls:
+            args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.err)
         r, _, _ = select.select([self.proc.stdout], [], [], 10)
         line = self.proc.stdout.readline().decode() if r else ""
         if not line.startswith("READY"):
@@ -149,6 +154,22 @@ class WsBackend:
         self.addr = lib.hostport(host, self.port)
 
     def stats(self):
+        if self.tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            with socket.create_connection((self.host, self.port), 5) as s:
+                with ctx.wrap_socket(s) as t:
+                    t.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    data = b""
+                    while True:
+                        d = t.recv(65536)
+                        if not d:
+                            break
+                        data += d
+            head, body = data.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            return json.loads(body)
         st, _, body = lib.raw_request(self.host, self.port, "GET", "/stats")
         assert st == 200, st
         return json.loads(body)

@@ -5,12 +5,13 @@
   raw_ws_backend(serve, rcvbuf=, sndbuf=)
                             a RawWsBackend (a thread per connection running serve), for the
                             misbehaving backends a real server library will not play
-  ws_front(servers=None, location_extra=, upstream_extra=, workers=, ...)
+  ws_front(servers=None, location_extra=, upstream_extra=, workers=, backend_tls=, ...)
                             a portico with a cleartext listener and a TLS listener
                             (certificate for localhost and 127.0.0.1) in front of upstream
                             `app` (one ws backend started when servers is None), with
                             `location /local { return 200 "portico-local"; }` answered by
-                            portico itself and `location / { proxy_pass app; ... }`
+                            portico itself and `location / { proxy_pass app; ... }`;
+                            backend_tls: the ws backend speaks TLS and `app` has `tls on`
   certs                     the test CA and certificates (session)
 
 The common fixtures (start_portico, the hard per-test timeout, and the check that every portico
@@ -38,8 +39,8 @@ import ws_testlib as wsl  # noqa: E402
 def start_ws_backend(tmp_path):
     started = []
 
-    def _start(name="ws1"):
-        b = wsl.WsBackend(name=name, logdir=str(tmp_path))
+    def _start(name="ws1", tls=None):
+        b = wsl.WsBackend(name=name, logdir=str(tmp_path), tls=tls)
         started.append(b)
         return b
 
@@ -115,11 +116,15 @@ class WsFront:
 def ws_front(tmp_path, certs, start_ws_backend, start_portico):
     def _make(servers=None, location_extra="", upstream_extra="", workers=1,
               shutdown_timeout="2s", main_extra="", access_log="combined", n_backends=1,
-              error_level="info"):
+              error_level="info", backend_tls=False):
         backends = []
         if servers is None:
-            backends = [start_ws_backend("ws%d" % (i + 1)) for i in range(n_backends)]
+            tls = (certs.localhost, certs.localhost_key) if backend_tls else None
+            backends = [start_ws_backend("ws%d" % (i + 1), tls=tls) for i in range(n_backends)]
             servers = [b.addr for b in backends]
+        if backend_tls:
+            upstream_extra += "\n    tls on;\n    tls_trusted_certificate %s;\n" \
+                              "    tls_sni localhost;\n" % certs.ca
         plain, tls = lib.free_port(), lib.free_port()
         locations = ('    location /local { return 200 "portico-local"; }\n'
                      "    location / {\n        proxy_pass app;\n        %s\n    }\n"

@@ -207,6 +207,53 @@ def test_h1_h1_ws_half_close(ws_front, raw_ws_backend):
         assert c.is_closed(5)
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_h1_h1_ws_tls_backend(ws_front, scheme):
+    """An upstream with `tls on` (the tunnel's backend side is a TLS client session): 16 MiB
+    both ways, a ping, the backend's close code, and the client's 1000 seen by the backend."""
+    f = ws_front(backend_tls=True)
+
+    async def go():
+        async with f.connect("/echo", scheme, compression=None) as ws:
+            big = wsl.pattern(16 * 1024 * 1024, seed=7)
+            await ws.send(big)
+            ok = await ws.recv() == big
+            await asyncio.wait_for(await ws.ping(b"tls"), 5)
+        ws = await f.connect("/close?code=4002", scheme)
+        try:
+            await asyncio.wait_for(ws.recv(), 5)
+        except websockets.ConnectionClosed:
+            pass
+        await ws.wait_closed()
+        return ok, ws.close_code
+
+    assert run(go()) == (True, 4002)
+    lib.wait_until(lambda: sorted(f.backend.stats()["closes"]) == [1000, 4002], 5,
+                   what="the backend saw 1000 and its own 4002")
+
+
+def test_h1_h1_ws_tls_backend_sigterm(ws_front):
+    """SIGTERM with a tunnel to a TLS backend: both sides get 1001, portico exits 0."""
+    f = ws_front(backend_tls=True, shutdown_timeout="3s")
+
+    async def go():
+        ws = await f.connect("/echo", "wss")
+        await ws.send("x")
+        assert await ws.recv() == "x"
+        f.portico.signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(ws.recv(), 5)
+        except websockets.ConnectionClosed:
+            pass
+        await ws.wait_closed()
+        return ws.close_code
+
+    assert run(go()) == 1001
+    assert f.portico.wait_exit(4) == 0
+    lib.wait_until(lambda: f.backend.stats()["closes"] == [1001], 5,
+                   what="the TLS backend got 1001")
+
+
 # ---------------------------------------------------------- negotiation ---
 
 @pytest.mark.parametrize("scheme", SCHEMES)
