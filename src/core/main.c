@@ -21,6 +21,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/notify.h"
 #include "core/worker.h"
 #include "net/tls.h"
 #include "upstream/resilience.h"
@@ -359,12 +360,24 @@ on_reload_switched(struct ev_loop *loop, ev_async *a, int revents)
     }
 }
 
+/* systemd (Type=notify): ready once the listeners are open and the workers run */
+static void
+notify_started(const char *path)
+{
+    char status[512];
+
+    snprintf(status, sizeof(status), "portico %s: %u worker(s), config %s", PACKAGE_VERSION,
+             runtime.n_workers, path);
+    pt_notify_ready(status);
+}
+
 static void
 on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     if (stopping)
         return;
     stopping = 1;
+    pt_notify_stopping();
     pt_log(PT_LOG_NOTICE, "%s: stopping gracefully (shutdown_timeout %lldms)",
            strsignal(w->signum), (long long)runtime.conf->shutdown_timeout);
     pt_runtime_stop(&runtime);
@@ -496,6 +509,7 @@ main(int argc, char **argv)
         return 1;
     pt_log(PT_LOG_NOTICE, "portico %s started with %u worker(s), config %s", PACKAGE_VERSION,
            runtime.n_workers, path);
+    notify_started(path);
     ev_run(loop, 0);
     {
         const char *pid_file = runtime.conf->pid_file;
