@@ -73,7 +73,7 @@ struct pt_conf {
     atomic_int _refs;
     struct pt_arena arena;
     const char *path;
-    unsigned generation; /* 1 for the first snapshot loaded, then one more per reload */
+    unsigned generation; /* 1 for the first snapshot served, one more per reload (0: not served) */
     time_t loaded_at;
     unsigned workers;
     const char *error_log;

@@ -18,8 +18,7 @@
 #include "core/log.h"
 #include "core/module.h"
 
-/* Snapshots loaded so far (the generation of the newest) and alive now. */
-static atomic_uint generations_loaded;
+/* Loaded snapshots alive now. */
 static atomic_uint generations_live;
 
 #define MAX_ARGS 64
@@ -986,7 +985,6 @@ load(const char *name, const char *text, size_t len, FILE *errout, struct pt_err
         pt_conf_unref(c);
         return NULL;
     }
-    c->generation = atomic_fetch_add_explicit(&generations_loaded, 1, memory_order_relaxed) + 1;
     c->loaded_at = time(NULL);
     atomic_fetch_add_explicit(&generations_live, 1, memory_order_relaxed);
     return c;
@@ -1051,8 +1049,7 @@ pt_conf_unref(struct pt_conf *c)
 {
     if (c == NULL || atomic_fetch_sub_explicit(&c->_refs, 1, memory_order_acq_rel) != 1)
         return;
-    if (c->generation != 0)
-        atomic_fetch_sub_explicit(&generations_live, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&generations_live, 1, memory_order_relaxed);
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->conf_release != NULL)
             pt_modules[i]->conf_release(c);

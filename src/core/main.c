@@ -289,6 +289,7 @@ reload(struct ev_loop *loop)
         return;
     }
     pt_log(PT_LOG_NOTICE, "reloading %s", conf_path);
+    pt_notify_reloading();
     errout = open_memstream(&text, &len);
     conf = pt_conf_load(conf_path, errout != NULL ? errout : stderr, &err);
     if (errout != NULL)
@@ -301,6 +302,7 @@ reload(struct ev_loop *loop)
         pt_log(PT_LOG_ERROR, "reload failed: still serving configuration generation %u",
                old->generation);
         free(text);
+        pt_notify_ready("reload failed: still serving the previous configuration");
         return;
     }
     free(text);
@@ -310,6 +312,7 @@ reload(struct ev_loop *loop)
         if (pt_modules[i]->conf_adopt != NULL)
             pt_modules[i]->conf_adopt(conf, old);
     pt_health_stop();
+    conf->generation = old->generation + 1; /* before the workers see it */
     if (pt_runtime_reload(&runtime, conf, &err) != PT_OK) {
         pt_log(PT_LOG_ERROR, "reload: %s", err.msg);
         pt_log(PT_LOG_ERROR, "reload failed: still serving configuration generation %u",
@@ -317,7 +320,8 @@ reload(struct ev_loop *loop)
         runtime.reloads_failed++;
         pt_conf_unref(conf);
         conf = old;
-    } else {
+    }
+    if (conf != old) {
         for (unsigned i = 0; i < conf->n_listens; i++) {
             unsigned j;
 
@@ -347,6 +351,12 @@ reload(struct ev_loop *loop)
     }
     if (pt_health_start(loop, conf, &err) != PT_OK)
         pt_log(PT_LOG_ERROR, "reload: %s", err.msg);
+    {
+        char status[128];
+
+        snprintf(status, sizeof(status), "configuration generation %u", conf->generation);
+        pt_notify_ready(status);
+    }
 }
 
 static void
@@ -460,6 +470,7 @@ main(int argc, char **argv)
             fprintf(stderr, "portico: configuration file %s test failed\n", path);
         return 1;
     }
+    conf->generation = 1;
     if (test) {
         printf("portico: configuration file %s test is successful\n", path);
         pt_conf_unref(conf);

@@ -1416,8 +1416,8 @@ conn_close_now(struct pt_conn *cn)
 }
 
 /* A reload: new streams come from the new snapshot, on the listen with the same address
- * (streams in progress, tunnels included, finish on the old one). An address no longer
- * listened on: GOAWAY, as on a graceful stop. */
+ * (streams in progress finish on the old one; tunnels too, unless their route is gone). An
+ * address no longer listened on: GOAWAY, as on a graceful stop. */
 static void
 conn_reload(struct pt_conn *cn, struct pt_conf *conf)
 {
@@ -1430,6 +1430,13 @@ conn_reload(struct pt_conn *cn, struct pt_conf *conf)
         if (l->proto == &pt_http_listen_proto && l->tls == c->listen->tls &&
             strcmp(l->addr.name, c->listen->addr.name) == 0)
             found = l;
+    }
+    for (struct pt_list *e = c->streams.next, *next; e != &c->streams; e = next) {
+        struct pt_h2_stream *st = pt_container_of(e, struct pt_h2_stream, link);
+
+        next = e->next;
+        if (st->relay != NULL)
+            pt_relay_reload(st->relay, conf); /* a tunnel whose route is gone ends (1001) */
     }
     if (found == NULL) {
         conn_drain(cn);
