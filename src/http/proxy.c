@@ -383,8 +383,10 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
         !x->fresh_retry && (kind == PT_BF_RESET || kind == PT_BF_CONNECT ||
                             kind == PT_BF_REFUSED)) {
         x->fresh_retry = 1;
-        pt_log_debug("upstream \"%s\" server %s: pooled connection failed, retrying on a new one",
-                     x->up->name, x->att.srv->name);
+        pt_log_debug("upstream \"%s\" server %s: pooled connection failed, retrying %s %.*s "
+                     "on a new one",
+                     x->up->name, x->att.srv->name, x->method_name,
+                     (int)PT_MIN(x->target_len, 200), x->target);
         if (pt_exchange_prepare_replay(x) == PT_OK) {
             pt_proxy_acquire(x, x->att.srv);
             start_attempt(x, false);

@@ -359,7 +359,7 @@ pt_resilience_defaults(struct pt_resilience *r)
     if (!r->set_retries)
         r->retry.retries = 1;
     if (!r->set_retry_on)
-        r->retry.on = PT_FC_CONNECT;
+        r->retry.on = PT_FC_CONNECT | PT_FC_RESET;
     if (!r->set_budget)
         r->retry.budget_percent = 20;
     if (r->retry.buffer_size == PT_UNSET)
