@@ -28,6 +28,8 @@ return_handle(struct pt_exchange *x, const void *conf)
     const struct return_conf *rc = conf;
 
     x->discard_body = 1;
+    /* an error status here is the configuration's answer, not a failure of the request */
+    x->perr = PT_PERR_PROXY_INTERNAL_RESPONSE;
     if (is_redirect(rc->status) && rc->text != NULL)
         pt_exchange_respond_with(x, rc->status, NULL, "Location", rc->text);
     else

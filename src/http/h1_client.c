@@ -24,6 +24,7 @@
 #include "http/h1_client.h"
 #include "http/headers.h"
 #include "http/proxy.h"
+#include "http/trace.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
 
@@ -157,10 +158,12 @@ bconn_fail(struct pt_bconn *b, enum pt_backend_failure kind, const char *what, i
     bool reused = b->reused, started = b->resp_started;
 
     if (x != NULL && !(reused && !started && (kind == PT_BF_RESET)))
-        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: %s%s%s (%s %.*s)",
+        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: %s%s%s (%s %.*s) request_id=%s",
                b->srv->upstream->name, b->srv->name, what, err ? ": " : "",
                err ? strerror(err) : "", x->method_name, (int)PT_MIN(x->target_len, 200),
-               x->target);
+               x->target, pt_request_id(x));
+    if (x != NULL)
+        pt_proxy_fail_detail(x, err, what);
     b->x = NULL;
     bconn_close(b);
     if (x == NULL)
@@ -313,6 +316,7 @@ tls_step(struct pt_bconn *b)
         bconn_fail(b, PT_BF_CONNECT, "TLS handshake failed", 0);
         return;
     }
+    pt_proxy_tls_done(b->x);
     pt_log_debug("upstream \"%s\" server %s: TLS %s, session %s", b->srv->upstream->name,
                  b->srv->name, SSL_get_version(b->ssl),
                  SSL_session_reused(b->ssl) ? "resumed" : "new");
@@ -335,6 +339,7 @@ on_writable(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         ev_io_stop(loop, &b->wio);
+        pt_proxy_connected(b->x);
         if (b->srv->upstream->tls) {
             b->ssl = pt_upstream_tls(b->srv, b->fd, b->ws->tls_session);
             if (b->ssl == NULL) {
@@ -877,8 +882,9 @@ pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
         int e = errno;
 
         free(b);
-        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: socket() failed: %s", x->up->name,
-               x->att.srv->name, strerror(e));
+        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: socket() failed: %s request_id=%s",
+               x->up->name, x->att.srv->name, strerror(e), pt_request_id(x));
+        pt_proxy_fail_detail(x, e, "socket() failed");
         pt_proxy_backend_failed(x, PT_BF_CONNECT, false, false);
         return;
     }

@@ -28,6 +28,7 @@
 #include "http/h2_fields.h"
 #include "http/headers.h"
 #include "http/proxy.h"
+#include "http/trace.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
 
@@ -64,6 +65,7 @@ struct pt_h2b {
     unsigned used : 1;        /* has carried a request (for retry decisions) */
     unsigned connect_timed_out : 1; /* connect_timeout hit before the connection was ready */
     unsigned session_saved : 1;
+    int fail_errno;           /* why connect() failed, for the streams' error class */
     unsigned n_streams;
     struct pt_list streams;   /* struct pt_h2b_stream, submitted or waiting */
     ev_tstamp idle_since;
@@ -122,6 +124,18 @@ stream_free(struct pt_h2b_stream *st)
     free(st);
 }
 
+/* Tells every request waiting on a new connection that it progressed (for their timings). */
+static void
+streams_progress(struct pt_h2b *b, void (*step)(struct pt_exchange *x))
+{
+    for (struct pt_list *e = b->streams.next; e != &b->streams; e = e->next) {
+        struct pt_h2b_stream *st = pt_container_of(e, struct pt_h2b_stream, link);
+
+        if (st->x != NULL)
+            step(st->x);
+    }
+}
+
 /* The attempt failed before the response completed. */
 static void
 stream_fail(struct pt_h2b_stream *st, enum pt_backend_failure kind, const char *what)
@@ -133,8 +147,10 @@ stream_fail(struct pt_h2b_stream *st, enum pt_backend_failure kind, const char *
         return;
     /* connection-level failures are logged once by h2b_close(); a refused stream is routine */
     if (kind != PT_BF_CONNECT && kind != PT_BF_CONNECT_TIMEOUT && kind != PT_BF_REFUSED)
-        pt_log(PT_LOG_ERROR, "%s: %s (%s %.*s)", who(st->b, buf, sizeof(buf)), what,
-               x->method_name, (int)PT_MIN(x->target_len, 200), x->target);
+        pt_log(PT_LOG_ERROR, "%s: %s (%s %.*s) request_id=%s", who(st->b, buf, sizeof(buf)),
+               what, x->method_name, (int)PT_MIN(x->target_len, 200), x->target,
+               pt_request_id(x));
+    pt_proxy_fail_detail(x, st->b->fail_errno, what);
     stream_unlink(st);
     st->b->ws->failures++;
     pt_proxy_backend_failed(x, kind, st->reused, st->head_done);
@@ -659,6 +675,7 @@ tls_step(struct pt_h2b *b)
         h2b_close(b, "server did not negotiate h2 (ALPN)");
         return;
     }
+    streams_progress(b, pt_proxy_tls_done);
     on_ready(b);
 }
 
@@ -680,9 +697,11 @@ on_writable(struct ev_loop *loop, ev_io *io, int revents)
             snprintf(msg, sizeof(msg), "%s: connect() failed: %s", who(b, buf, sizeof(buf)),
                      strerror(err));
             pt_log(PT_LOG_ERROR, "%s", msg);
+            b->fail_errno = err;
             h2b_close(b, NULL);
             return;
         }
+        streams_progress(b, pt_proxy_connected);
         ev_io_start(loop, &b->rio);
         if (b->srv->upstream->tls) {
             b->ssl = pt_upstream_tls(b->srv, b->fd, b->ws->tls_session);

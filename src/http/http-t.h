@@ -32,6 +32,11 @@ struct pt_http_conf {
     int via;
     struct pt_cidr *trusted; /* NULL and n_trusted == PT_UNSET when not set */
     int n_trusted;
+    int tracing;             /* traceparent generated when absent or invalid */
+    int server_timing;       /* Server-Timing on responses */
+    int debug_header;        /* Portico-Debug on responses to debug_header_from clients */
+    struct pt_cidr *debug_from; /* NULL and n_debug_from == PT_UNSET when not set */
+    int n_debug_from;
 };
 
 /* A location block: a path match and the handler that answers it. */
@@ -77,6 +82,9 @@ struct pt_http_listen {
 /* The HTTP subsystem's main-level slot: main-level settings and every server block. */
 struct pt_http_main {
     struct pt_http_conf http;
+    const char *proxy_name;    /* this instance in Proxy-Status (proxy_name; the host name) */
+    const char *proxy_name_sf; /* the same as a Structured Field item: a token, or a quoted
+                                * string when it is not one (RFC 8941 section 3.3) */
     struct pt_vhost **vhosts;
     unsigned n_vhosts;
 };
