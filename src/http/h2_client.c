@@ -145,11 +145,14 @@ stream_fail(struct pt_h2b_stream *st, enum pt_backend_failure kind, const char *
 
     if (x == NULL)
         return;
-    /* connection-level failures are logged once by h2b_close(); a refused stream is routine */
-    if (kind != PT_BF_CONNECT && kind != PT_BF_CONNECT_TIMEOUT && kind != PT_BF_REFUSED)
-        pt_log(PT_LOG_ERROR, "%s: %s (%s %.*s) request_id=%s", who(st->b, buf, sizeof(buf)),
-               what, x->method_name, (int)PT_MIN(x->target_len, 200), x->target,
-               pt_request_id(x));
+    /* a failure of a ready connection is logged once by h2b_close(), a refused stream is
+     * routine; a connection that never became ready failed each request waiting on it, and
+     * each gets its line, as on an HTTP/1.1 connection */
+    if (kind != PT_BF_REFUSED)
+        pt_log(PT_LOG_ERROR, "%s: %s%s%s (%s %.*s) request_id=%s", who(st->b, buf, sizeof(buf)),
+               what, st->b->fail_errno != 0 ? ": " : "",
+               st->b->fail_errno != 0 ? strerror(st->b->fail_errno) : "", x->method_name,
+               (int)PT_MIN(x->target_len, 200), x->target, pt_request_id(x));
     pt_proxy_fail_detail(x, st->b->fail_errno, what);
     stream_unlink(st);
     st->b->ws->failures++;
@@ -610,7 +613,7 @@ h2b_close(struct pt_h2b *b, const char *why)
     if (b->closing)
         return;
     b->closing = 1;
-    if (why != NULL && b->n_streams > 0)
+    if (why != NULL && b->n_streams > 0 && b->state == H_READY)
         pt_log(PT_LOG_ERROR, "%s: %s", who(b, buf, sizeof(buf)), why);
     while (!pt_list_empty(&b->streams)) {
         struct pt_h2b_stream *st = pt_container_of(b->streams.next, struct pt_h2b_stream, link);
@@ -692,13 +695,8 @@ on_writable(struct ev_loop *loop, ev_io *io, int revents)
             err = errno;
         ev_io_stop(loop, &b->wio);
         if (err != 0) {
-            char buf[200], msg[300];
-
-            snprintf(msg, sizeof(msg), "%s: connect() failed: %s", who(b, buf, sizeof(buf)),
-                     strerror(err));
-            pt_log(PT_LOG_ERROR, "%s", msg);
             b->fail_errno = err;
-            h2b_close(b, NULL);
+            h2b_close(b, "connect() failed"); /* each waiting request logs it, with err */
             return;
         }
         streams_progress(b, pt_proxy_connected);
