@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/worker.h"
+#include "http/explain.h"
 #include "net/tls.h"
 #include "upstream/resilience.h"
 
@@ -37,10 +38,14 @@ static int stopping;
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: portico [-c FILE] [-t] [-v]\n"
+    fprintf(f, "usage: portico [-c FILE] [-t [-v]] [-v]\n"
+               "       portico explain [-c FILE] [-H 'Name: value']... [--from ADDR] "
+               "'METHOD URL'\n"
                "  -c FILE  configuration file (default " PT_DEFAULT_CONF ")\n"
-               "  -t       check the configuration and exit\n"
-               "  -v       print versions of portico and its libraries\n");
+               "  -t       check the configuration and exit; with -v, print the routing table\n"
+               "  -v       print versions of portico and its libraries\n"
+               "  explain  say where a request would go and what the backend would receive,\n"
+               "           without sending anything (portico explain -h)\n");
 }
 
 static void
@@ -155,13 +160,18 @@ int
 main(int argc, char **argv)
 {
     const char *path = PT_DEFAULT_CONF;
-    int test = 0, opt;
+    int test = 0, verbose = 0, opt;
     struct pt_err err = {{0}};
     struct pt_conf *conf;
     struct ev_loop *loop;
     ev_signal sig_term, sig_int, sig_usr1, sig_hup;
     ev_timer ticket_timer;
 
+    if (argc > 1 && strcmp(argv[1], "explain") == 0) {
+        if (pt_modules_init() != PT_OK)
+            return 1;
+        return pt_explain_main(argc - 1, argv + 1, PT_DEFAULT_CONF);
+    }
     while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
         switch (opt) {
         case 'c':
@@ -171,10 +181,8 @@ main(int argc, char **argv)
             test = 1;
             break;
         case 'v':
-            if (pt_modules_init() != PT_OK)
-                return 1;
-            versions();
-            return 0;
+            verbose = 1;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -189,6 +197,10 @@ main(int argc, char **argv)
     }
     if (pt_modules_init() != PT_OK)
         return 1;
+    if (verbose && !test) {
+        versions();
+        return 0;
+    }
     conf = pt_conf_load(path, stderr, &err);
     if (conf == NULL) {
         if (test)
@@ -196,6 +208,8 @@ main(int argc, char **argv)
         return 1;
     }
     if (test) {
+        if (verbose)
+            pt_http_routes_print(conf, stdout);
         printf("portico: configuration file %s test is successful\n", path);
         pt_conf_unref(conf);
         return 0;

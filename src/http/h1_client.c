@@ -185,13 +185,10 @@ put_hdr(struct pt_chunk_pool *p, struct pt_chain *o, const struct pt_hdr *h)
     pt_chain_append(p, o, "\r\n", 2);
 }
 
-static void
-write_head(struct pt_bconn *b)
+void
+pt_h1_request_head(const struct pt_exchange *x, const struct pt_server *srv,
+                   struct pt_chunk_pool *p, struct pt_chain *o)
 {
-    struct pt_exchange *x = b->x;
-    struct pt_chunk_pool *p = &b->w->chunks;
-    struct pt_chain *o = &b->out;
-
     pt_chain_append(p, o, x->method_name, strlen(x->method_name));
     pt_chain_append(p, o, " ", 1);
     pt_chain_append(p, o, x->target, x->target_len);
@@ -199,7 +196,7 @@ write_head(struct pt_bconn *b)
     if (pt_hdrs_find_live(&x->req, PT_H_HOST) < 0) {
         /* HTTP/1.0 clients may omit Host; HTTP/1.1 requires one (RFC 9112 section 3.2) */
         pt_chain_append(p, o, "Host: ", 6);
-        pt_chain_append(p, o, b->srv->addr.name, strlen(b->srv->addr.name));
+        pt_chain_append(p, o, srv->addr.name, strlen(srv->addr.name));
         pt_chain_append(p, o, "\r\n", 2);
     }
     for (unsigned i = 0; i < x->req.n; i++) {
@@ -214,9 +211,15 @@ write_head(struct pt_bconn *b)
         pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
     else if (x->req_cl >= 0)
         pt_chain_printf(p, o, "Content-Length: %lld\r\n", (long long)x->req_cl);
-    if (b->srv->upstream->keepalive == 0)
+    if (srv->upstream->keepalive == 0)
         pt_chain_append(p, o, "Connection: close\r\n", 19);
     pt_chain_append(p, o, "\r\n", 2);
+}
+
+static void
+write_head(struct pt_bconn *b)
+{
+    pt_h1_request_head(b->x, b->srv, &b->w->chunks, &b->out);
     b->req_end_queued = 0;
 }
 

@@ -60,6 +60,8 @@ struct pt_vhost {
     unsigned index;
     const char **names; /* exact names and "*.suffix" wildcards, lower case */
     unsigned n_names;
+    struct pt_conf_pos **name_pos; /* where each name was written (n_names of them) */
+    unsigned n_name_pos;
     struct pt_http_conf http;
     struct pt_location **locs;
     unsigned n_locs;
@@ -68,6 +70,7 @@ struct pt_vhost {
     const char *file;
     int line, col;
     unsigned n_listen;
+    unsigned n_listen_written; /* listen directives, valid or not */
 };
 
 /* What HTTP keeps per listening address (l->owner): the server blocks on it. */

@@ -129,6 +129,7 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     struct pt_http_listen *hl;
     int dflt = 0;
 
+    vh->n_listen_written++;
     if (pt_addr_parse(cx->args[1], 1, &addr, &err) != PT_OK)
         return pt_conf_error(cx, 1, "%s", err.msg);
     int tls = 0;
@@ -186,8 +187,13 @@ set_server_name(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf
             return pt_conf_error(cx, i,
                                  "invalid server name \"%s\" (wildcards only as \"*.example.com\")",
                                  cx->args[i]);
-        if (PT_CONF_PUSH(&cx->conf->arena, &vh->names, &vh->n_names, n) != PT_OK)
+        struct pt_conf_pos *pos = pt_arena_alloc(&cx->conf->arena, sizeof(*pos));
+
+        if (pos == NULL || PT_CONF_PUSH(&cx->conf->arena, &vh->names, &vh->n_names, n) != PT_OK ||
+            PT_CONF_PUSH(&cx->conf->arena, &vh->name_pos, &vh->n_name_pos, pos) != PT_OK)
             return pt_conf_error(cx, i, "out of memory");
+        pos->line = cx->lines[i];
+        pos->col = cx->cols[i];
     }
     return PT_OK;
 }
@@ -446,6 +452,65 @@ proxy_name_default(struct pt_conf_ctx *cx, struct pt_http_main *m)
     m->proxy_name_sf = q;
 }
 
+/* Server names that can never select their block: the same name twice on one listening
+ * address (the first block listed there takes it), or twice in one block; and a block with no
+ * name on an address where it is not the default (nothing selects it there). Warnings, as
+ * nginx gives for a conflicting server name: the configuration works, not as written. */
+static void
+name_checks(struct pt_conf_ctx *cx)
+{
+    struct pt_conf *c = cx->conf;
+    struct pt_http_main *hm = pt_http_main(c);
+
+    for (unsigned v = 0; v < hm->n_vhosts; v++) {
+        const struct pt_vhost *vh = hm->vhosts[v];
+
+        for (unsigned k = 0; k < vh->n_names; k++)
+            for (unsigned m = 0; m < k; m++)
+                if (strcmp(vh->names[m], vh->names[k]) == 0) {
+                    pt_conf_warn_at(cx, vh->name_pos[k]->line, vh->name_pos[k]->col,
+                                    "server name \"%s\" is listed twice in this server block",
+                                    vh->names[k]);
+                    break;
+                }
+    }
+    for (unsigned li = 0; li < c->n_listens; li++) {
+        const struct pt_listen *l = c->listens[li];
+        const struct pt_http_listen *hl = l->owner;
+
+        if (l->proto != &pt_http_listen_proto || hl == NULL)
+            continue;
+        for (unsigned j = 0; j < hl->n_vhosts; j++) {
+            const struct pt_vhost *vh = hl->vhosts[j];
+
+            if (vh->n_names == 0 && vh != hl->default_vhost)
+                pt_conf_warn_at(cx, vh->line, vh->col,
+                                "server block on %s has no server_name and is not its "
+                                "default_server: no request on %s reaches it",
+                                l->addr.name, l->addr.name);
+            for (unsigned k = 0; k < vh->n_names; k++) {
+                const char *n = vh->names[k];
+                bool reported = false;
+
+                for (unsigned i = 0; i < j && !reported; i++) {
+                    const struct pt_vhost *o = hl->vhosts[i];
+
+                    for (unsigned m = 0; m < o->n_names && !reported; m++) {
+                        if (strcmp(o->names[m], n) != 0)
+                            continue;
+                        pt_conf_warn_at(cx, vh->name_pos[k]->line, vh->name_pos[k]->col,
+                                        "server name \"%s\" on %s is already defined at line "
+                                        "%d; requests for it go to that server block, never to "
+                                        "this one",
+                                        n, l->addr.name, o->name_pos[m]->line);
+                        reported = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
 static int
 http_conf_validate(struct pt_conf_ctx *cx)
 {
@@ -468,7 +533,7 @@ http_conf_validate(struct pt_conf_ctx *cx)
         cx->slots = vh->mod;
         pt_conf_modules_merge(cx, c->mod, vh->mod);
         vh->tls = pt_tls_conf_of(vh->mod);
-        if (vh->n_listen == 0)
+        if (vh->n_listen_written == 0)
             pt_conf_error_at(cx, vh->line, vh->col, "server block has no \"listen\" directive");
         for (unsigned j = 0; j < vh->n_locs; j++) {
             struct pt_location *loc = vh->locs[j];
@@ -492,6 +557,7 @@ http_conf_validate(struct pt_conf_ctx *cx)
                                  "proxy_pass to undefined upstream \"%s\"", loc->upstream_name);
         }
     }
+    name_checks(cx);
     if (pt_conf_nerrors(cx) == 0)
         tls_listeners(cx);
     return pt_conf_nerrors(cx) > 0 ? PT_ERR : PT_OK;

@@ -47,8 +47,8 @@ add_joined(struct pt_exchange *x, const char *name, const struct pt_hdr *prev, c
 /* X-Forwarded-For/Proto/Host, Forwarded (RFC 7239) and Via. Incoming values are kept and
  * extended only from trusted_proxies; from anyone else they are dropped, since a client could
  * otherwise claim any address. */
-static void
-forward_headers(struct pt_exchange *x)
+void
+pt_proxy_forward_headers(struct pt_exchange *x)
 {
     const struct pt_http_conf *h = x->http;
     int trusted = pt_cidr_match(h->trusted, h->n_trusted, x->peer);
@@ -386,14 +386,23 @@ proxy_handle(struct pt_exchange *x, const void *conf)
     /* keep a copy of the body for a retry only when it can fit */
     x->replay_ok = x->up->res.retry.buffer_size > 0 &&
                    (x->req_cl < 0 || x->req_cl <= x->up->res.retry.buffer_size);
-    forward_headers(x);
+    pt_proxy_forward_headers(x);
     pt_retry_count_request(x);
     proxy_try(x, true);
     return PT_OK;
 }
 
+static void
+proxy_describe(const void *conf, char *buf, size_t len)
+{
+    const struct pt_location *loc = conf;
+
+    snprintf(buf, len, "proxy_pass %s", loc->upstream_name);
+}
+
 const struct pt_handler_ops pt_proxy_handler = {
     .handle = proxy_handle,
+    .describe = proxy_describe,
 };
 
 static unsigned

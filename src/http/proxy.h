@@ -12,6 +12,10 @@ struct pt_exchange;
 
 extern const struct pt_handler_ops pt_proxy_handler;
 
+/* Builds what portico adds to the request it forwards (x->fwd: X-Forwarded-*, Forwarded, Via,
+ * X-Client-Cert-Subject, X-Request-ID, traceparent) and marks the client's fields it replaces
+ * (skip). Needs x->http (the routed location). Used by the handler and by `portico explain`. */
+void pt_proxy_forward_headers(struct pt_exchange *x);
 /* A backend codec reports that x's attempt failed. `reused`: the connection came from the pool;
  * `resp_started`: response bytes had arrived. Decides between a retry and an error answer. */
 void pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, bool reused,

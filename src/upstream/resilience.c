@@ -56,6 +56,8 @@ set_health_check(struct pt_conf_ctx *cx, const struct pt_directive *d, void *con
     if (h->enabled)
         return pt_conf_error(cx, 0, "\"health_check\" directive is duplicate");
     h->enabled = 1;
+    h->line = cx->lines[0];
+    h->col = cx->cols[0];
     if (strcmp(cx->args[1], "http") == 0)
         h->http = 1;
     else if (strcmp(cx->args[1], "tcp") != 0)
