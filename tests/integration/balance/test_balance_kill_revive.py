@@ -52,7 +52,7 @@ def h2load_counts(out):
             int(req.group(4)) + int(req.group(5)) + int(req.group(6)))
 
 
-def run_kill_revive(tmp_path, start_portico, method):
+def run_kill_revive(tmp_path, start_portico, method, upstream_extra=""):
     """Three backends behind default settings; h2load (8 connections x 4 streams, 20 ms
     requests) for DURATION seconds while SCRIPT kills and revives two of them. Returns
     (h2load output, portico, kill wall-clock times, server addresses)."""
@@ -61,7 +61,8 @@ def run_kill_revive(tmp_path, start_portico, method):
                 for i, p in enumerate(ports)]
     try:
         port = lib.free_port()
-        conf = lib.make_conf(tmp_path, lib.proxy_conf(port, [b.addr for b in backends]),
+        conf = lib.make_conf(tmp_path, lib.proxy_conf(port, [b.addr for b in backends],
+                                                      upstream_extra=upstream_extra),
                              workers=2, access_log="off", error_level="debug")
         p = start_portico(conf, [port])
         args = ["h2load", "-c", "8", "-m", "4", "-D", str(int(DURATION))]
@@ -104,12 +105,16 @@ def died_lines(p, method):
 
 
 @pytest.mark.hard_timeout(90)
-def test_balance_kill_revive_get_no_client_error(tmp_path, start_portico):
-    out, p, kills, addrs, revived = run_kill_revive(tmp_path, start_portico, "GET")
+@pytest.mark.parametrize("keepalive", ["default", "0"])
+def test_balance_kill_revive_get_no_client_error(tmp_path, start_portico, keepalive):
+    # keepalive 0: every request on a new connection, so the one replay of a request whose
+    # pooled connection died (which would hide a missing retry) cannot happen
+    out, p, kills, addrs, revived = run_kill_revive(
+        tmp_path, start_portico, "GET", "" if keepalive == "default" else "    keepalive 0;\n")
     ok, n2xx, n5xx, bad = h2load_counts(out)
     died = died_lines(p, "GET")
-    print("GET: %d requests, %d client errors; %d attempts in flight on a dying server, all "
-          "replayed" % (ok + bad, bad, len(died)))
+    print("GET (keepalive %s): %d requests, %d client errors; %d attempts in flight on a dying "
+          "server, all replayed" % (keepalive, ok + bad, bad, len(died)))
     assert bad == 0, out + p.logs()
     assert ok > 1000, out
     # requests were in flight when the servers died, and were resent elsewhere
