@@ -369,7 +369,7 @@ enum al_list {
 static void
 upstream_list(struct al_line *l, const struct pt_exchange *x, enum al_list what)
 {
-    unsigned n = PT_MIN(x->n_attempts, (unsigned)PT_X_ATTEMPTS_MAX);
+    unsigned n = PT_MIN(x->n_attempts, x->cap_attempts);
 
     if (n == 0) {
         lprintf(l, "-");

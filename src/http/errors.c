@@ -162,7 +162,9 @@ pt_proxy_status_relayed(struct pt_exchange *x)
     unsigned last_status = 0;
     size_t o;
 
-    for (unsigned i = 0; i + 1 < x->n_attempts; i++) {
+    for (unsigned i = 0; i + 1 < PT_MIN(x->n_attempts, x->cap_attempts); i++) {
+        if (x->attempts[i].stale)
+            continue; /* a pooled connection closed while idle: routine, replayed at once */
         failed++;
         if (x->attempts[i].perr != PT_PERR_NONE)
             last = (enum pt_perr)x->attempts[i].perr;

@@ -70,6 +70,8 @@ struct pt_x_attempt {
     ev_tstamp t_end;       /* response complete, attempt failed or abandoned */
     unsigned status;       /* the response status; 502 or 504 for a failed attempt */
     uint8_t perr;          /* enum pt_perr of a failed attempt; 0 when a response came */
+    uint8_t stale;         /* a pooled connection the server had closed while idle: replayed
+                            * at once, no sign of trouble (not in Proxy-Status) */
 };
 
 /* The most attempts one exchange records (later ones are counted, not recorded). */
@@ -158,7 +160,8 @@ struct pt_exchange {
     struct pt_list qlink;        /* in the worker's pending queue (max_pending) */
     ev_timer qtimer;             /* queue_timeout */
     struct pt_x_attempt *attempts; /* every attempt, in order (arena; PT_X_ATTEMPTS_MAX) */
-    unsigned n_attempts;
+    unsigned n_attempts;         /* attempts made (may exceed what is recorded) */
+    unsigned cap_attempts;       /* room in `attempts` */
     int fail_errno;              /* set by a backend codec just before it reports a failure */
     const char *fail_what;       /* (pt_proxy_fail_detail), consumed by the report */
 

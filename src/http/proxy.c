@@ -159,7 +159,7 @@ start_attempt(struct pt_exchange *x, bool allow_reuse)
 static struct pt_x_attempt *
 current(struct pt_exchange *x)
 {
-    return x->n_attempts > 0 && x->n_attempts <= PT_X_ATTEMPTS_MAX
+    return x->n_attempts > 0 && x->n_attempts <= x->cap_attempts
                ? &x->attempts[x->n_attempts - 1]
                : NULL;
 }
@@ -170,12 +170,19 @@ pt_proxy_acquire(struct pt_exchange *x, struct pt_server *srv)
     ev_tstamp now = ev_now(x->w->loop);
 
     pt_upstream_acquire(pt_upstream_group(x->w, x->up), &x->att, srv, now);
-    if (x->attempts == NULL)
-        x->attempts = pt_arena_calloc(&x->arena, PT_X_ATTEMPTS_MAX * sizeof(*x->attempts));
-    if (x->attempts == NULL)
-        return;
     x->fail_errno = 0;
     x->fail_what = NULL;
+    if (x->n_attempts == x->cap_attempts && x->n_attempts < PT_X_ATTEMPTS_MAX) {
+        /* room for two at first: most requests make one attempt */
+        unsigned cap = x->cap_attempts ? PT_MIN(x->cap_attempts * 4, PT_X_ATTEMPTS_MAX) : 2;
+        struct pt_x_attempt *v = pt_arena_grow(&x->arena, x->attempts,
+                                               x->cap_attempts * sizeof(*v), cap * sizeof(*v));
+
+        if (v == NULL)
+            return; /* not recorded; the request goes on */
+        x->attempts = v;
+        x->cap_attempts = cap;
+    }
     if (++x->n_attempts > PT_X_ATTEMPTS_MAX)
         return;
     x->attempts[x->n_attempts - 1] = (struct pt_x_attempt){.srv = srv, .t_start = now};
@@ -512,6 +519,8 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
         !x->fresh_retry && (kind == PT_BF_RESET || kind == PT_BF_CONNECT ||
                             kind == PT_BF_REFUSED)) {
         x->fresh_retry = 1;
+        if (a != NULL)
+            a->stale = 1;
         pt_log_debug("upstream \"%s\" server %s: pooled connection failed, retrying %s %.*s "
                      "on a new one request_id=%s",
                      x->up->name, x->att.srv->name, x->method_name,

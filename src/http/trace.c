@@ -218,7 +218,7 @@ ms(ev_tstamp from, ev_tstamp to)
 static const struct pt_x_attempt *
 answering(const struct pt_exchange *x, bool local)
 {
-    if (local || x->n_attempts == 0)
+    if (local || x->n_attempts == 0 || x->n_attempts > x->cap_attempts)
         return NULL;
     const struct pt_x_attempt *a = &x->attempts[x->n_attempts - 1];
 
@@ -270,7 +270,7 @@ debug_header(struct pt_exchange *x, bool local)
         o = app(buf, o, sizeof(buf), ", server=\"%s\"", a->srv->addr.name);
     if (x->n_attempts > 0) {
         o = app(buf, o, sizeof(buf), ", attempts=\"");
-        for (unsigned i = 0; i < x->n_attempts; i++) {
+        for (unsigned i = 0; i < PT_MIN(x->n_attempts, x->cap_attempts); i++) {
             const struct pt_x_attempt *t = &x->attempts[i];
             const char *e = pt_perr_token((enum pt_perr)t->perr);
 

@@ -204,3 +204,20 @@ def test_h1_h1_proxy_name_checked(tmp_path):
                    '{ return 200; } }\n')
     rc, out = lib.run_portico(["-t", "-c", str(bad)])
     assert rc == 1 and "invalid character in proxy_name" in out, out
+
+
+def test_h1_h1_proxy_status_not_for_a_stale_pooled_connection(make_proxy):
+    # A pooled connection the server closed while idle is replayed at once on a new one: a
+    # routine race, no sign of trouble, so no Proxy-Status; the access log still lists both
+    # attempts, as nginx would.
+    p = make_proxy(backend_flags=["--drop-reused"], access_log="json")
+    statuses = []
+    for _ in range(6):
+        r = lib.curl(p.url("/name"))
+        assert r.status == 200, r
+        statuses.append(r.header("proxy-status"))
+    assert statuses == [None] * 6, statuses
+    assert p.portico.stop() == 0
+    import json
+    objs = [json.loads(l) for l in p.portico.read(p.portico.access_log).splitlines()]
+    assert any(o["upstream_status"] == "502, 200" for o in objs), objs
