@@ -96,6 +96,8 @@ struct pt_handler_ops {
      * \"no\"") into buf, NUL-terminated; for `portico -t -v` and `portico explain`. May be
      * NULL. */
     void (*describe)(const void *handler_conf, char *buf, size_t len);
+    /* Takes WebSocket handshakes (x->ws set, the key checked) where `websocket on`. */
+    unsigned websocket : 1;
 };
 
 /* PT_MODULE_LOGGER ops: called once per exchange when it ends, on the worker thread. */

@@ -18,6 +18,7 @@
 
 struct pt_exchange;
 struct pt_worker;
+struct pt_relay;
 
 /* Frontend side, implemented by each frontend codec (h1 server today, h2 server next). All calls
  * happen on the worker thread; none frees the exchange. */
@@ -46,6 +47,11 @@ struct pt_fe_ops {
      * dropped (x's response fields are then the caller's to reset), PT_ERR when some of it
      * has left (the caller aborts instead). */
     int (*retract)(struct pt_exchange *x);
+    /* The exchange became a tunnel (a WebSocket after its 101, already given to send_head):
+     * the frontend hands its side to r (socket, unwritten output, and the bytes read after
+     * the request into *from_client), gives r its place among the worker's connections and
+     * retires. PT_OK, or PT_ERR (nothing taken). NULL where tunnels cannot start. */
+    int (*take_socket)(struct pt_exchange *x, struct pt_relay *r, struct pt_chain *from_client);
 };
 
 /* Backend side, implemented by each backend codec (h1 client today, h2 client next). */
@@ -126,6 +132,8 @@ struct pt_exchange {
     unsigned req_complete : 1;   /* whole request received */
     unsigned expect_continue : 1;
     unsigned discard_body : 1;   /* response already decided; drop body bytes */
+    unsigned ws : 1;             /* a WebSocket upgrade being proxied (ws_key checked) */
+    const char *ws_key;          /* its Sec-WebSocket-Key, for the backend's accept */
     struct pt_chain req_body;    /* payload waiting for the backend */
     uint64_t req_body_bytes;     /* payload received so far */
     uint64_t req_body_sent;      /* distinct payload bytes handed to backends (a replay does not

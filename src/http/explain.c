@@ -30,6 +30,7 @@
 #include "http/proxy.h"
 #include "http/router.h"
 #include "http/trace.h"
+#include "http/websocket.h"
 #include "upstream/resilience-t.h"
 #include "upstream/upstream.h"
 
@@ -73,6 +74,12 @@ print_http_settings(FILE *out, const char *ind, const struct pt_http_conf *h)
             pt_fmt_msec(h->client_body_timeout, b, sizeof(b)),
             pt_fmt_msec(h->send_timeout, c, sizeof(c)),
             pt_fmt_msec(h->keepalive_timeout, d, sizeof(d)), (long long)h->keepalive_requests);
+    fprintf(out, "%swebsocket %s (max message %s, idle %s, fin %s)\n", ind,
+            h->websocket ? "on" : "off",
+            h->websocket_max_message == 0 ? "unlimited"
+                                          : pt_fmt_size(h->websocket_max_message, a, sizeof(a)),
+            pt_fmt_msec(h->websocket_idle_timeout, b, sizeof(b)),
+            pt_fmt_msec(h->websocket_fin_timeout, c, sizeof(c)));
     fprintf(out, "%sforwarding: x_forwarded %s, forwarded %s, via %s, trusted_proxies ", ind,
             h->x_forwarded ? "on" : "off", h->forwarded ? "on" : "off", h->via ? "on" : "off");
     print_cidrs(out, h->trusted, h->n_trusted);
@@ -621,7 +628,20 @@ explain(struct pt_conf *c, struct explain_req *r, FILE *out)
 
     if (ei >= 0)
         x->req.v[ei].skip = 1;
-    pt_hdrs_mark_hop_by_hop(&x->req, false);
+    /* the same WebSocket rule as the HTTP/1.1 server's request_start */
+    if (x->loc->handler->websocket && x->http->websocket && pt_ws_requested(x)) {
+        unsigned st = pt_ws_check_request(x);
+
+        if (st != 0) {
+            fprintf(out, "answer    %u from portico: %s (Proxy-Status error=http_request_error)\n",
+                    st, st == 426 ? "WebSocket version not 13" : "invalid WebSocket handshake");
+            goto out;
+        }
+        x->ws = 1;
+        fprintf(out, "websocket a valid handshake: Upgrade is kept, and a 101 from the backend "
+                     "turns the request into a tunnel\n");
+    }
+    pt_hdrs_mark_hop_by_hop(&x->req, x->ws);
     fprintf(out, "handler   %s\n", handler_text(x->loc, buf, sizeof(buf)));
     if (x->loc->upstream == NULL) {
         fprintf(out, "          answered by portico; nothing is forwarded\n");

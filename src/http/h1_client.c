@@ -25,6 +25,7 @@
 #include "http/headers.h"
 #include "http/proxy.h"
 #include "http/trace.h"
+#include "http/websocket.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
 
@@ -61,6 +62,7 @@ struct pt_bconn {
     unsigned in_trailers : 1;
     unsigned retry_status : 1; /* the response status is one to retry elsewhere */
     unsigned in_given : 1;     /* `in` was handed to the frontend during this parse */
+    unsigned upgraded : 1;     /* a WebSocket 101 was accepted: the socket goes to a tunnel */
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
@@ -211,7 +213,9 @@ pt_h1_request_head(const struct pt_exchange *x, const struct pt_server *srv,
         pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
     else if (x->req_cl >= 0)
         pt_chain_printf(p, o, "Content-Length: %lld\r\n", (long long)x->req_cl);
-    if (srv->upstream->keepalive == 0)
+    if (x->ws)
+        pt_chain_append(p, o, "Connection: upgrade\r\n", 21); /* Upgrade was kept */
+    else if (srv->upstream->keepalive == 0)
         pt_chain_append(p, o, "Connection: close\r\n", 19);
     pt_chain_append(p, o, "\r\n", 2);
 }
@@ -454,6 +458,21 @@ r_headers_complete(llhttp_t *p)
     unsigned status = llhttp_get_status_code(p);
 
     b->in_trailers = 1;
+    if (status == 101 && x->ws) {
+        /* RFC 6455 section 4.1: only a 101 with the accept value of our key switches */
+        pt_proxy_result(x, 1);
+        x->status = 101;
+        if (!pt_ws_response_ok(x)) {
+            b->why = "101 without the right Upgrade, Connection or Sec-WebSocket-Accept";
+            return -1;
+        }
+        pt_hdrs_mark_hop_by_hop(&x->resp, true);
+        x->resp_no_body = 1;
+        if (x->fe->send_head(x) != PT_OK)
+            return -1;
+        b->upgraded = 1;
+        return HPE_PAUSED; /* what follows the head is the server's first WebSocket bytes */
+    }
     if (status < 200) {
         b->interim = 1;
         /* 100 was answered by portico itself; 101 needs a tunnel (not negotiated here) */
@@ -583,6 +602,38 @@ bconn_response_done(struct pt_bconn *b)
     update_timer(b);
 }
 
+/* The backend accepted a WebSocket: its socket, and what it sent after the 101, go to the
+ * tunnel (pt_ws_tunnel); this connection retires without closing the socket. The attempt stays
+ * counted on the server (least_conn, max_conns) until the tunnel closes. */
+static void
+bconn_tunnel(struct pt_bconn *b)
+{
+    struct pt_worker *w = b->w;
+    struct pt_exchange *x = b->x;
+    struct pt_chain from_server;
+    int fd = b->fd;
+    SSL *ssl = b->ssl;
+
+    pt_chain_init(&from_server);
+    if (b->in != NULL && b->in->rpos < b->in->wpos)
+        pt_chain_push(&from_server, b->in);
+    else if (b->in != NULL)
+        pt_chunk_put(&w->chunks, b->in);
+    b->in = NULL;
+    b->x = NULL;
+    x->be = NULL;
+    x->be_ctx = NULL;
+    b->closing = 1;
+    b->fd = -1;
+    b->ssl = NULL;
+    ev_io_stop(w->loop, &b->rio);
+    ev_io_stop(w->loop, &b->wio);
+    ev_timer_stop(w->loop, &b->timer);
+    pt_chain_free(&w->chunks, &b->out);
+    pt_worker_reap(w, &b->reap);
+    pt_ws_tunnel(x, fd, ssl, &from_server);
+}
+
 static void
 bconn_parse(struct pt_bconn *b)
 {
@@ -621,6 +672,10 @@ bconn_parse(struct pt_bconn *b)
         } else if (e == HPE_PAUSED) {
             b->in->rpos += (uint32_t)(llhttp_get_error_pos(&b->parser) - data);
             llhttp_resume(&b->parser);
+            if (b->upgraded) {
+                bconn_tunnel(b);
+                return;
+            }
         } else if (b->retry_status) {
             struct pt_exchange *x = b->x;
 
@@ -837,6 +892,7 @@ attach(struct pt_bconn *b, struct pt_exchange *x)
     b->paused = 0;
     b->interim = 0;
     b->retry_status = 0;
+    b->upgraded = 0;
     b->requests++;
     b->why = NULL;
     x->be = &h1_be_ops;

@@ -30,6 +30,9 @@
 #include "http/h2_server.h"
 #include "http/headers.h"
 #include "http/http.h"
+#include "http/proxy.h"
+#include "http/websocket.h"
+#include "net/relay.h"
 #include "http/router.h"
 #include "http/trace.h"
 #include "net/tls.h"
@@ -119,6 +122,7 @@ static void conn_close(struct pt_h1_conn *c);
 static void parse(struct pt_h1_conn *c);
 static void flush(struct pt_h1_conn *c);
 static void update_read(struct pt_h1_conn *c);
+static void parser_put(struct pt_h1_conn *c);
 
 /* ---- timers --------------------------------------------------------------------------- */
 
@@ -351,6 +355,15 @@ out_status(struct pt_h1_conn *c)
 
 /* ---- frontend ops: the response side -------------------------------------------------- */
 
+static void
+put_field(struct pt_chunk_pool *p, struct pt_chain *o, const struct pt_hdr *h)
+{
+    pt_chain_append(p, o, h->name, h->nlen);
+    pt_chain_append(p, o, ": ", 2);
+    pt_chain_append(p, o, h->value, h->vlen);
+    pt_chain_append(p, o, "\r\n", 2);
+}
+
 static int
 fe_send_head(struct pt_exchange *x)
 {
@@ -375,15 +388,22 @@ fe_send_head(struct pt_exchange *x)
     c->resp_chunked = 0;
     c->resp_start = c->out_written + o->bytes;
     pt_chain_printf(p, o, "HTTP/1.1 %u %s\r\n", x->status, pt_status_reason(x->status));
+    if (x->status == 101) {
+        /* a WebSocket accepted by the backend: its upgrade fields, no framing; the connection
+         * becomes a tunnel next (fe_take_socket) */
+        for (unsigned i = 0; i < x->resp.n; i++)
+            if (!x->resp.v[i].skip)
+                put_field(p, o, &x->resp.v[i]);
+        pt_chain_append(p, o, "Connection: upgrade\r\n\r\n", 23);
+        x->resp_head_sent = 1;
+        return PT_OK;
+    }
     for (unsigned i = 0; i < x->resp.n; i++) {
         const struct pt_hdr *h = &x->resp.v[i];
 
         if (h->skip || h->tok == PT_H_CONTENT_LENGTH)
             continue;
-        pt_chain_append(p, o, h->name, h->nlen);
-        pt_chain_append(p, o, ": ", 2);
-        pt_chain_append(p, o, h->value, h->vlen);
-        pt_chain_append(p, o, "\r\n", 2);
+        put_field(p, o, h);
     }
     if (x->resp_no_body) {
         /* HEAD keeps the length of what GET would send; 204 and 1xx never carry one */
@@ -462,12 +482,8 @@ fe_send_end(struct pt_exchange *x)
         for (unsigned i = 0; i < x->resp_trailers.n; i++) {
             const struct pt_hdr *h = &x->resp_trailers.v[i];
 
-            if (h->skip)
-                continue;
-            pt_chain_append(p, &c->out, h->name, h->nlen);
-            pt_chain_append(p, &c->out, ": ", 2);
-            pt_chain_append(p, &c->out, h->value, h->vlen);
-            pt_chain_append(p, &c->out, "\r\n", 2);
+            if (!h->skip)
+                put_field(p, &c->out, h);
         }
         pt_chain_append(p, &c->out, "\r\n", 2);
     }
@@ -504,12 +520,8 @@ fe_send_interim(struct pt_exchange *x)
     for (unsigned i = 0; i < x->resp.n; i++) {
         const struct pt_hdr *h = &x->resp.v[i];
 
-        if (h->skip)
-            continue;
-        pt_chain_append(p, &c->out, h->name, h->nlen);
-        pt_chain_append(p, &c->out, ": ", 2);
-        pt_chain_append(p, &c->out, h->value, h->vlen);
-        pt_chain_append(p, &c->out, "\r\n", 2);
+        if (!h->skip)
+            put_field(p, &c->out, h);
     }
     pt_chain_append(p, &c->out, "\r\n", 2);
     return out_status(c);
@@ -536,6 +548,36 @@ fe_flush(struct pt_exchange *x)
 
 /* Nothing of the response has reached the socket: take it back out of `out`, so that a local
  * error can answer instead (a backend that sent a head, then garbage in the same read). */
+/* The exchange became a tunnel: the socket, the unwritten 101, and the bytes the client sent
+ * after its request go to the relay, which takes this connection's place; this one retires
+ * without closing the socket (like switch_to_h2). */
+static int
+fe_take_socket(struct pt_exchange *x, struct pt_relay *r, struct pt_chain *from_client)
+{
+    struct pt_h1_conn *c = x->fe_ctx;
+    struct pt_worker *w = c->w;
+
+    if (c->closing || c->x != x)
+        return PT_ERR;
+    pt_relay_attach_socket(r, PT_RELAY_A, c->fd, c->ssl, false);
+    pt_relay_queue(r, PT_RELAY_A, &c->out);
+    if (c->in != NULL && c->in->rpos < c->in->wpos)
+        pt_chain_push(from_client, c->in);
+    else if (c->in != NULL)
+        pt_chunk_put(&w->chunks, c->in);
+    c->in = NULL;
+    pt_relay_replace(r, &c->conn);
+    c->x = NULL;
+    c->closing = 1;
+    c->ssl = NULL;
+    ev_io_stop(w->loop, &c->rio);
+    ev_io_stop(w->loop, &c->wio);
+    ev_timer_stop(w->loop, &c->timer);
+    parser_put(c);
+    pt_worker_reap(w, &c->reap);
+    return PT_OK;
+}
+
 static int
 fe_retract(struct pt_exchange *x)
 {
@@ -568,6 +610,7 @@ static const struct pt_fe_ops h1_fe_ops = {
     .flush = fe_flush,
     .abort = fe_abort,
     .retract = fe_retract,
+    .take_socket = fe_take_socket,
 };
 
 /* Ends the exchange once both the request and the response are complete. */
@@ -1028,13 +1071,33 @@ request_start(struct pt_h1_conn *c)
         }
         x->expect_continue = x->minor >= 1 && x->req_has_body;
     }
-    pt_hdrs_mark_hop_by_hop(&x->req, false);
+    /* RFC 6455: a WebSocket handshake to a proxied location with `websocket on` keeps its
+     * upgrade fields and may become a tunnel; anywhere else Upgrade is dropped (hop-by-hop) and
+     * the request is an ordinary one */
+    if (x->loc != NULL && x->loc->handler->websocket && x->http->websocket &&
+        pt_ws_requested(x)) {
+        unsigned st = pt_ws_check_request(x);
+
+        if (st == 426) {
+            pt_log(PT_LOG_INFO, "client %s: WebSocket version not 13, answering 426 (c%llu) "
+                   "request_id=%s", peer_ip(c), (unsigned long long)c->id, rid(c));
+            pt_exchange_respond_with(x, 426, "426 Upgrade Required\n", "Sec-WebSocket-Version",
+                                     "13");
+            return;
+        }
+        if (st != 0) {
+            reject(c, st, "invalid WebSocket handshake");
+            return;
+        }
+        x->ws = 1;
+    }
+    pt_hdrs_mark_hop_by_hop(&x->req, x->ws);
     if (x->loc == NULL) {
         x->discard_body = 1;
         pt_exchange_respond(x, 404, "404 Not Found\n");
         return;
     }
-    if (try_upgrade_h2c(c, x))
+    if (!x->ws && try_upgrade_h2c(c, x))
         return;
     if (x->expect_continue)
         pt_chain_append(&c->w->chunks, &c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -1153,7 +1216,14 @@ parse(struct pt_h1_conn *c)
         llhttp_errno_t e = llhttp_execute(c->parser, data, len);
         size_t used = len;
 
-        if (e == HPE_PAUSED) {
+        if (e == HPE_PAUSED_UPGRADE) {
+            /* llhttp stops after a request with Upgrade (or CONNECT): what follows is HTTP
+             * again unless this exchange became a tunnel, and then the connection is no longer
+             * ours to parse (fe_take_socket). A refused upgrade leaves no tunnel behind. */
+            e = HPE_PAUSED;
+            used = (size_t)(llhttp_get_error_pos(c->parser) - data);
+            llhttp_resume_after_upgrade(c->parser);
+        } else if (e == HPE_PAUSED) {
             used = (size_t)(llhttp_get_error_pos(c->parser) - data);
             llhttp_resume(c->parser);
         }

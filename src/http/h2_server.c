@@ -16,6 +16,7 @@
 #include <llhttp.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -33,6 +34,9 @@
 #include "http/h2_server.h"
 #include "http/headers.h"
 #include "http/http.h"
+#include "http/proxy.h"
+#include "http/websocket.h"
+#include "net/relay.h"
 #include "http/router.h"
 #include "http/trace.h"
 #include "net/tls.h"
@@ -89,11 +93,16 @@ struct pt_h2_stream {
     unsigned deferred : 1;
     unsigned out_full : 1;
     unsigned started : 1;
+    unsigned shut_out : 1;   /* tunnel: END_STREAM once the relay's queue is sent */
+    struct pt_relay *relay;  /* an RFC 8441 WebSocket: the stream is the relay's client side */
+    struct pt_chain early;   /* DATA received before the tunnel started */
+    uint64_t unconsumed;     /* tunnel DATA not yet written to the backend (window held) */
 };
 
 static const struct pt_fe_ops h2_fe_ops;
 static const struct pt_conn_ops h2_conn_ops;
 static void h2_flush(struct pt_h2_conn *c);
+static void resume_stream_data(struct pt_h2_stream *st);
 static void h2_close(struct pt_h2_conn *c);
 
 static void
@@ -217,6 +226,13 @@ stream_free(struct pt_h2_stream *st)
     struct pt_exchange *x = st->x;
 
     ev_timer_stop(c->w->loop, &st->timer);
+    if (st->relay != NULL) {
+        struct pt_relay *r = st->relay;
+
+        st->relay = NULL; /* the relay's close op must not touch the stream any more */
+        pt_relay_close(r, "stream closed");
+    }
+    pt_chain_free(&c->w->chunks, &st->early);
     if (st->head_pending)
         pt_list_remove(&st->head_link);
     give_back_window(st); /* a client reset while we held its bytes */
@@ -246,6 +262,44 @@ stream_reject(struct pt_h2_stream *st, unsigned status, const char *why)
     x->discard_body = 1;
     snprintf(body, sizeof(body), "%u %s\n", status, pt_status_reason(status));
     pt_exchange_respond(x, status, body);
+}
+
+/* An extended CONNECT for a WebSocket (RFC 8441 section 5), routed: to an HTTP/1.1 backend it
+ * becomes the RFC 6455 handshake, with a key of portico's own whose accept value the backend's
+ * 101 must carry. The HTTP request is complete (a GET); the stream's DATA is the tunnel's.
+ * Returns false when the stream was answered. */
+static bool
+websocket_request(struct pt_h2_stream *st)
+{
+    struct pt_exchange *x = st->x;
+    unsigned char raw[16];
+    char *key = pt_arena_alloc(&x->arena, 25);
+
+    if (x->loc == NULL)
+        return true; /* answered 404 like any request */
+    if (!x->loc->handler->websocket || !x->http->websocket) {
+        stream_reject(st, 501, "WebSocket (extended CONNECT) is not enabled at this location");
+        return false;
+    }
+    if (key == NULL || RAND_bytes(raw, sizeof(raw)) != 1) {
+        stream_reject(st, 500, "cannot make a WebSocket key");
+        return false;
+    }
+    EVP_EncodeBlock((unsigned char *)key, raw, sizeof(raw));
+    for (unsigned i = 0; i < x->req.n; i++)
+        if (pt_str_ieq(x->req.v[i].name, x->req.v[i].nlen, "sec-websocket-version", 21) ||
+            pt_str_ieq(x->req.v[i].name, x->req.v[i].nlen, "sec-websocket-key", 17))
+            x->req.v[i].skip = 1;
+    pt_hdrs_add(&x->arena, &x->req, "upgrade", 7, "websocket", 9);
+    pt_hdrs_add(&x->arena, &x->req, "sec-websocket-key", 17, key, 24);
+    pt_hdrs_add(&x->arena, &x->req, "sec-websocket-version", 21, "13", 2);
+    x->ws = 1;
+    x->ws_key = key;
+    x->req_complete = 1;
+    x->req_has_body = 0;
+    x->req_chunked = 0;
+    x->req_cl = -1;
+    return true;
 }
 
 /* The request head is complete: translate, validate, route, start the handler. */
@@ -297,11 +351,19 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
         stream_reject(st, 400, "missing :method");
         return;
     }
+    bool ext_ws = false;
+
     if (st->protocol != NULL) {
-        /* extended CONNECT (RFC 8441): no tunnel protocol is served here */
-        x->method_name = "CONNECT";
-        stream_reject(st, 501, ":protocol (extended CONNECT) is not supported here");
-        return;
+        /* extended CONNECT (RFC 8441): a WebSocket, translated below into the RFC 6455
+         * handshake an HTTP/1.1 backend expects; no other protocol is served */
+        if (strcmp(st->protocol, "websocket") != 0) {
+            x->method_name = "CONNECT";
+            stream_reject(st, 501, ":protocol other than websocket is not supported");
+            return;
+        }
+        ext_ws = true;
+        x->method = HTTP_GET;
+        x->method_name = "GET";
     }
     if (x->method == HTTP_CONNECT) {
         pt_log(PT_LOG_INFO, "h2 client %s stream %d: CONNECT is not supported, answering 405 "
@@ -355,7 +417,9 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
 
     if (ei >= 0)
         x->req.v[ei].skip = 1; /* no 100-continue in h2: flow control does that job */
-    pt_hdrs_mark_hop_by_hop(&x->req, false);
+    if (ext_ws && !websocket_request(st))
+        return;
+    pt_hdrs_mark_hop_by_hop(&x->req, x->ws);
     if (x->loc == NULL) {
         x->discard_body = 1;
         pt_exchange_respond(x, 404, "404 Not Found\n");
@@ -517,6 +581,10 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
                                  : 0);
         return 0;
     }
+    if (end && st->relay != NULL) {
+        pt_relay_eof(st->relay, PT_RELAY_A);
+        return 0;
+    }
     if (end && st->x != NULL) {
         st->x->req_complete = 1;
         stream_timer(st, 0);
@@ -533,6 +601,26 @@ on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data
     struct pt_h2_stream *st = stream_of(c, id);
     struct pt_exchange *x = st != NULL ? st->x : NULL;
 
+    if (st != NULL && st->relay != NULL) {
+        /* tunnel DATA: the window opens again as the backend takes it (delivered) */
+        struct pt_chunk *ch = pt_chunk_get(&c->w->chunks);
+
+        if (ch == NULL)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        memcpy(ch->data, data, len); /* len <= the frame size, at most 16 KiB */
+        ch->wpos = (uint32_t)len;
+        st->unconsumed += len;
+        pt_relay_input(st->relay, PT_RELAY_A, ch);
+        return 0;
+    }
+    if (x != NULL && x->ws) {
+        /* before the backend's 101: kept for the tunnel, with the window held */
+        if (st->early.bytes + len > PT_BODY_CAP ||
+            pt_chain_append(&c->w->chunks, &st->early, data, len) != PT_OK)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        st->unconsumed += len;
+        return 0;
+    }
     if (x == NULL || x->discard_body) {
         nghttp2_session_consume(s, id, len);
         return 0;
@@ -573,6 +661,89 @@ on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *ud)
     return 0;
 }
 
+/* ---- an RFC 8441 tunnel: the stream as the relay's client side -------------------------- */
+
+/* DATA source of a tunnel stream: what the relay queued for the client. */
+static ssize_t
+tunnel_read(struct pt_h2_stream *st, uint8_t *buf, size_t len, uint32_t *flags)
+{
+    struct pt_relay_end *e = &st->relay->end[PT_RELAY_A];
+    size_t n = 0;
+
+    while (n < len && e->out.head != NULL) {
+        struct pt_chunk *ch = e->out.head;
+        size_t take = PT_MIN(len - n, (size_t)(ch->wpos - ch->rpos));
+
+        memcpy(buf + n, ch->data + ch->rpos, take);
+        n += take;
+        pt_chain_consume(&st->c->w->chunks, &e->out, take);
+    }
+    if (n > 0)
+        pt_relay_written(st->relay, PT_RELAY_A);
+    if (e->out.bytes == 0 && st->shut_out) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        st->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+static void
+end_write(struct pt_relay_end *e)
+{
+    struct pt_h2_stream *st = e->ctx;
+
+    resume_stream_data(st);
+    if (!st->c->closing)
+        pt_worker_defer_flush(st->c->w, &st->c->df);
+}
+
+static void
+end_shut(struct pt_relay_end *e)
+{
+    struct pt_h2_stream *st = e->ctx;
+
+    st->shut_out = 1;
+    end_write(e);
+}
+
+static void
+end_delivered(struct pt_relay_end *e, size_t n)
+{
+    struct pt_h2_stream *st = e->ctx;
+    size_t k = (size_t)PT_MIN((uint64_t)n, st->unconsumed);
+
+    if (k == 0 || st->c->closing)
+        return;
+    st->unconsumed -= k;
+    nghttp2_session_consume(st->c->session, st->id, k);
+    pt_worker_defer_flush(st->c->w, &st->c->df);
+}
+
+static void
+end_close(struct pt_relay_end *e)
+{
+    struct pt_h2_stream *st = e->ctx;
+
+    if (st->relay == NULL)
+        return; /* the stream is going away itself */
+    st->relay = NULL;
+    if (!st->c->closing) {
+        nghttp2_submit_rst_stream(st->c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+        pt_worker_defer_flush(st->c->w, &st->c->df);
+    }
+}
+
+static const struct pt_relay_end_ops h2_end_ops = {
+    .write = end_write,
+    .shut = end_shut,
+    .delivered = end_delivered,
+    .close = end_close,
+};
+
 /* DATA source: copies from the stream's chain; defers when it is empty and not finished. */
 static ssize_t
 data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
@@ -582,6 +753,8 @@ data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *fl
     struct pt_h2_conn *c = st->c;
     size_t n = 0;
 
+    if (st->relay != NULL)
+        return tunnel_read(st, buf, len, flags);
     while (n < len && st->out.head != NULL) {
         struct pt_chunk *ch = st->out.head;
         size_t take = PT_MIN(len - n, (size_t)(ch->wpos - ch->rpos));
@@ -677,12 +850,51 @@ fe_send_head(struct pt_exchange *x)
 
     if (c->closing)
         return PT_ERR;
+    if (x->status == 101) {
+        /* RFC 8441 section 5: the backend's 101 is a 200 here, without the RFC 6455 handshake
+         * fields (subprotocol and extensions stay); the stream stays open for the tunnel */
+        for (unsigned i = 0; i < x->resp.n; i++) {
+            struct pt_hdr *h = &x->resp.v[i];
+
+            if (h->tok == PT_H_UPGRADE ||
+                pt_str_ieq(h->name, h->nlen, "sec-websocket-accept", 20))
+                h->skip = 1;
+        }
+        x->status = 200;
+        x->resp_cl = -1;
+        x->resp_no_body = 0;
+    }
     if (!st->head_pending) {
         st->head_pending = 1;
         pt_list_insert_tail(&c->heads, &st->head_link);
     }
     x->resp_head_sent = 1;
     pt_worker_defer_flush(c->w, &c->df);
+    return PT_OK;
+}
+
+/* The exchange became a tunnel: the stream is the relay's client side from now on; its DATA
+ * (and what came early) goes to the relay, the relay's output goes out as DATA. The HTTP/2
+ * connection stays the worker's client connection. */
+static int
+fe_take_socket(struct pt_exchange *x, struct pt_relay *r, struct pt_chain *from_client)
+{
+    struct pt_h2_stream *st = x->fe_ctx;
+
+    if (st->c->closing || st->x != x)
+        return PT_ERR;
+    if (st->head_pending) {
+        /* the 200 goes now: it is made from the exchange, which the tunnel takes over */
+        pt_list_remove(&st->head_link);
+        st->head_pending = 0;
+        if (submit_head(st) != PT_OK)
+            return PT_ERR;
+    }
+    pt_relay_attach_ops(r, PT_RELAY_A, &h2_end_ops, st);
+    pt_chain_move(from_client, &st->early);
+    st->relay = r;
+    st->x = NULL; /* the tunnel finishes the exchange */
+    ev_timer_stop(st->c->w->loop, &st->timer);
     return PT_OK;
 }
 
@@ -832,6 +1044,7 @@ static const struct pt_fe_ops h2_fe_ops = {
     .flush = fe_flush,
     .abort = fe_abort,
     .retract = fe_retract,
+    .take_socket = fe_take_socket,
 };
 
 /* ---- I/O ------------------------------------------------------------------------------ */
@@ -1175,11 +1388,20 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     return PT_OK;
 }
 
-/* Graceful stop: GOAWAY now; the connection closes when its streams are done. */
+/* Graceful stop: GOAWAY now; the connection closes when its streams are done. Tunnels say
+ * goodbye (WebSocket close 1001) on their own streams. */
 static void
 conn_drain(struct pt_conn *cn)
 {
     struct pt_h2_conn *c = pt_container_of(cn, struct pt_h2_conn, conn);
+
+    for (struct pt_list *e = c->streams.next, *next; e != &c->streams; e = next) {
+        struct pt_h2_stream *st = pt_container_of(e, struct pt_h2_stream, link);
+
+        next = e->next;
+        if (st->relay != NULL)
+            pt_relay_drain(st->relay);
+    }
 
     nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
                           nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR,

@@ -37,6 +37,10 @@ struct pt_http_conf {
     int debug_header;        /* Portico-Debug on responses to debug_header_from clients */
     struct pt_cidr *debug_from; /* NULL and n_debug_from == PT_UNSET when not set */
     int n_debug_from;
+    int websocket;                  /* on: Upgrade: websocket becomes a tunnel */
+    int64_t websocket_max_message;  /* 0 = unlimited */
+    pt_msec websocket_idle_timeout; /* 0 = none */
+    pt_msec websocket_fin_timeout;
 };
 
 /* A location block: a path match and the handler that answers it. */

@@ -38,6 +38,9 @@ http_conf_unset(struct pt_http_conf *h)
     h->tracing = h->server_timing = h->debug_header = PT_UNSET;
     h->debug_from = NULL;
     h->n_debug_from = PT_UNSET;
+    h->websocket = PT_UNSET;
+    h->websocket_max_message = PT_UNSET;
+    h->websocket_idle_timeout = h->websocket_fin_timeout = PT_UNSET;
 }
 
 /* Addresses or CIDR blocks into an arena array; each bad one is reported at its argument. */
@@ -295,6 +298,14 @@ static const struct pt_directive http_directives[] = {
      HOFF(debug_header), NULL},
     {"debug_header_from", HTTP_CTX | PT_CTX_LOCATION, 1, PT_ARGS_MANY, 0, PT_BASE_MODULE,
      set_debug_from, 0, NULL},
+    {"websocket", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_flag,
+     HOFF(websocket), NULL},
+    {"websocket_max_message", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_size,
+     HOFF(websocket_max_message), NULL},
+    {"websocket_idle_timeout", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE,
+     pt_set_msec, HOFF(websocket_idle_timeout), NULL},
+    {"websocket_fin_timeout", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
+     HOFF(websocket_fin_timeout), NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 
@@ -327,6 +338,10 @@ http_conf_merge(const struct pt_http_conf *parent, struct pt_http_conf *child)
     MERGE(x_forwarded, 1);
     MERGE(forwarded, 1);
     MERGE(via, 0);
+    MERGE(websocket, 1);
+    MERGE(websocket_max_message, 16 * 1024 * 1024);
+    MERGE(websocket_idle_timeout, 3600 * 1000);
+    MERGE(websocket_fin_timeout, 10 * 1000);
     if (child->n_trusted == PT_UNSET) {
         child->trusted = parent != NULL ? parent->trusted : NULL;
         child->n_trusted = parent != NULL ? parent->n_trusted : 0;

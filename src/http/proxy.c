@@ -410,6 +410,7 @@ proxy_describe(const void *conf, char *buf, size_t len)
 const struct pt_handler_ops pt_proxy_handler = {
     .handle = proxy_handle,
     .describe = proxy_describe,
+    .websocket = 1,
 };
 
 static unsigned

@@ -335,8 +335,10 @@ def test_config_t_v_prints_routing_table(tmp_path):
     assert lines[i + 1] == ("      -> upstream app: round_robin over 127.0.0.1:9, 127.0.0.1:10, "
                             "127.0.0.1:11 (backup), 127.0.0.1:12 (down), [::1]:13"), out
     # effective settings: the location's own and inherited ones
-    assert "client_max_body_size 0 (unlimited)" in lines[i + 2], lines[i + 2]
-    assert "trusted_proxies 127.0.0.1/32 10.0.0.0/8" in lines[i + 4], lines[i + 4]
+    settings = "\n".join(lines[i + 2:i + 8])
+    assert "client_max_body_size 0 (unlimited)" in settings, settings
+    assert "trusted_proxies 127.0.0.1/32 10.0.0.0/8" in settings, settings
+    assert "client timeouts: header 10s, body 1m, send 1m, keepalive 75s" in settings, settings
     assert any(l.startswith("    location = /exact ") and l.endswith('-> return 200 "exact"')
                for l in lines), out
     # and each upstream once, with its defaults filled in and every server

@@ -1,0 +1,417 @@
+/* SPDX-License-Identifier: MIT */
+/* WebSocket tunnels (RFC 6455): the handshake checks, and the tunnel that follows a backend's
+ * 101. The tunnel is a relay with a frame tracker: each direction's frame headers are parsed as
+ * they go by (payloads are neither copied nor unmasked), which enforces what an intermediary
+ * must (section 5.1: frames from the client are masked, frames from the server are not; control
+ * frames are final and at most 125 bytes; continuations only inside a message) and
+ * websocket_max_message, counts messages, and knows where frame boundaries are, so portico can
+ * put a close frame of its own there (1009, 1002, and 1001 on a graceful stop). */
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <llhttp.h>
+#include <unistd.h>
+
+#include "core/arena.h"
+#include "core/buf.h"
+#include "core/common.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "http/exchange.h"
+#include "http/headers.h"
+#include "http/proxy.h"
+#include "http/trace.h"
+#include "http/websocket.h"
+#include "net/relay.h"
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+/* ---- the handshake ---------------------------------------------------------------------- */
+
+bool
+pt_ws_requested(const struct pt_exchange *x)
+{
+    for (unsigned i = 0; i < x->req.n; i++) {
+        const struct pt_hdr *h = &x->req.v[i];
+
+        if (h->tok == PT_H_UPGRADE && pt_hdr_list_has(h->value, h->vlen, "websocket"))
+            return true;
+    }
+    return false;
+}
+
+/* The one field named name (case-insensitive), or NULL when absent or repeated. */
+static const struct pt_hdr *
+one_field(const struct pt_hdrs *h, const char *name)
+{
+    const struct pt_hdr *found = NULL;
+    size_t n = strlen(name);
+
+    for (unsigned i = 0; i < h->n; i++) {
+        if (!pt_str_ieq(h->v[i].name, h->v[i].nlen, name, n))
+            continue;
+        if (found != NULL)
+            return NULL;
+        found = &h->v[i];
+    }
+    return found;
+}
+
+unsigned
+pt_ws_check_request(struct pt_exchange *x)
+{
+    const struct pt_hdr *conn = one_field(&x->req, "connection");
+    const struct pt_hdr *key = one_field(&x->req, "sec-websocket-key");
+    const struct pt_hdr *ver = one_field(&x->req, "sec-websocket-version");
+    unsigned char raw[20];
+
+    if (x->method != HTTP_GET || x->major != 1 || x->minor != 1 || x->req_has_body)
+        return 400;
+    if (conn == NULL || !pt_hdr_list_has(conn->value, conn->vlen, "upgrade"))
+        return 400;
+    /* section 4.1: a base64 value that decodes to 16 bytes: 24 characters, "==" at the end */
+    if (key == NULL || key->vlen != 24 || key->value[22] != '=' || key->value[23] != '=' ||
+        EVP_DecodeBlock(raw, (const unsigned char *)key->value, 24) != 18)
+        return 400;
+    for (int i = 0; i < 22; i++) {
+        char ch = key->value[i];
+
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '+' || ch == '/'))
+            return 400;
+    }
+    if (ver == NULL || !pt_str_ieq(ver->value, ver->vlen, "13", 2))
+        return 426;
+    x->ws_key = key->value;
+    return 0;
+}
+
+void
+pt_ws_accept_for(const char *key, size_t len, char out[29])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+    out[0] = '\0';
+    if (ctx == NULL)
+        return;
+    if (EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 && EVP_DigestUpdate(ctx, key, len) == 1 &&
+        EVP_DigestUpdate(ctx, WS_GUID, sizeof(WS_GUID) - 1) == 1 &&
+        EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 20)
+        EVP_EncodeBlock((unsigned char *)out, md, 20);
+    EVP_MD_CTX_free(ctx);
+}
+
+bool
+pt_ws_response_ok(const struct pt_exchange *x)
+{
+    const struct pt_hdr *up = one_field(&x->resp, "upgrade");
+    const struct pt_hdr *conn = one_field(&x->resp, "connection");
+    const struct pt_hdr *acc = one_field(&x->resp, "sec-websocket-accept");
+    char want[29];
+
+    if (x->ws_key == NULL || up == NULL || conn == NULL || acc == NULL)
+        return false;
+    if (!pt_str_ieq(up->value, up->vlen, "websocket", 9) ||
+        !pt_hdr_list_has(conn->value, conn->vlen, "upgrade"))
+        return false;
+    pt_ws_accept_for(x->ws_key, strlen(x->ws_key), want);
+    return want[0] != '\0' && acc->vlen == 28 && memcmp(acc->value, want, 28) == 0;
+}
+
+/* ---- the frame tracker ------------------------------------------------------------------- */
+
+/* One direction's position in the frame stream. */
+struct ws_dir {
+    uint8_t hdr[14];     /* the header of the frame being read, while incomplete */
+    uint8_t hlen;        /* bytes of it so far */
+    unsigned in_msg : 1; /* a fragmented data message has begun */
+    unsigned closed : 1; /* a close frame went this way */
+    uint64_t left;       /* payload bytes of the current frame still to come */
+    uint64_t msg_bytes;  /* payload of the current data message so far */
+    uint64_t messages;   /* data messages completed */
+};
+
+/* A tunnel. Owner: its relay (freed in closed()). */
+struct ws_tunnel {
+    struct pt_exchange *x;
+    struct pt_relay *r;
+    struct ws_dir dir[2];   /* by the side the frames come from */
+    uint64_t max_message;   /* websocket_max_message; 0: no limit */
+    unsigned code;          /* the close code of a violation */
+    unsigned goodbye : 1;   /* portico sent its close frames (stop or violation) */
+};
+
+static bool
+at_boundary(const struct ws_dir *d)
+{
+    return d->hlen == 0 && d->left == 0;
+}
+
+/* Bytes a complete header needs, from its first two bytes. */
+static unsigned
+header_size(const uint8_t *h)
+{
+    unsigned n = 2 + ((h[1] & 0x80) ? 4 : 0);
+    unsigned len7 = h[1] & 0x7f;
+
+    return n + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0);
+}
+
+/* Checks a complete frame header from side `from`. Returns 0 or the close code it deserves. */
+static unsigned
+check_header(struct ws_tunnel *t, struct ws_dir *d, enum pt_relay_side from, uint64_t *len)
+{
+    const uint8_t *h = d->hdr;
+    unsigned fin = h[0] >> 7, opcode = h[0] & 0x0f, masked = h[1] >> 7, len7 = h[1] & 0x7f;
+    uint64_t n = len7;
+
+    if (len7 == 126) {
+        n = ((uint64_t)h[2] << 8) | h[3];
+    } else if (len7 == 127) {
+        n = 0;
+        for (int i = 0; i < 8; i++)
+            n = (n << 8) | h[2 + i];
+        if (n >> 63)
+            return PT_WS_PROTOCOL_ERROR; /* the most significant bit must be 0 */
+    }
+    *len = n;
+    /* section 5.1: a server closes on an unmasked client frame, a client on a masked one */
+    if (masked != (from == PT_RELAY_A))
+        return PT_WS_PROTOCOL_ERROR;
+    if (opcode >= 8) {
+        if (opcode > 10 || !fin || n > 125) /* section 5.5 */
+            return PT_WS_PROTOCOL_ERROR;
+        if (opcode == 8)
+            d->closed = 1;
+        return 0;
+    }
+    if (opcode == 0 ? !d->in_msg : (opcode > 2 || d->in_msg))
+        return PT_WS_PROTOCOL_ERROR; /* section 5.4 */
+    if (opcode != 0)
+        d->msg_bytes = 0;
+    if (t->max_message > 0 && d->msg_bytes + n > t->max_message)
+        return PT_WS_TOO_BIG;
+    d->msg_bytes += n;
+    d->in_msg = !fin;
+    if (fin)
+        d->messages++;
+    return 0;
+}
+
+/* Walks the new bytes; returns how many belong to frames that keep the rules (a bad frame is
+ * held back from its first header byte on). */
+static size_t
+inspect(struct pt_relay *r, enum pt_relay_side from, const char *p, size_t n)
+{
+    struct ws_tunnel *t = r->owner;
+    struct ws_dir *d = &t->dir[from];
+    size_t i = 0, frame_start = 0;
+
+    while (i < n) {
+        if (d->left > 0) {
+            uint64_t take = PT_MIN(d->left, (uint64_t)(n - i));
+
+            d->left -= take;
+            i += (size_t)take;
+            continue;
+        }
+        if (d->hlen == 0)
+            frame_start = i;
+        d->hdr[d->hlen++] = (uint8_t)p[i++];
+        if (d->hlen < 2 || d->hlen < header_size(d->hdr))
+            continue;
+        uint64_t len;
+        unsigned code = check_header(t, d, from, &len);
+
+        d->hlen = 0;
+        if (code != 0) {
+            t->code = code;
+            return frame_start; /* a header split across reads: its start was forwarded */
+        }
+        d->left = len;
+        /* after portico's goodbye, the two close frames in reply end the tunnel */
+        if (t->goodbye && t->dir[PT_RELAY_A].closed && t->dir[PT_RELAY_B].closed) {
+            pt_relay_finish(r);
+            return n;
+        }
+    }
+    return n;
+}
+
+/* A close frame (section 5.5.1): masked towards the server, as a client's must be. */
+static void
+send_close(struct ws_tunnel *t, enum pt_relay_side to, unsigned code)
+{
+    uint8_t f[8] = {0x88, 2};
+    uint8_t body[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    size_t n = 2;
+
+    if (to == PT_RELAY_B) {
+        uint8_t key[4];
+
+        if (RAND_bytes(key, 4) != 1)
+            memset(key, 0x5a, 4);
+        f[1] |= 0x80;
+        memcpy(f + 2, key, 4);
+        f[6] = body[0] ^ key[0];
+        f[7] = body[1] ^ key[1];
+        n = 8;
+    } else {
+        f[2] = body[0];
+        f[3] = body[1];
+        n = 4;
+    }
+    pt_relay_send(t->r, to, f, n);
+}
+
+/* Says goodbye to both sides (where the stream towards them is at a frame boundary, else the
+ * connection is only closed), then waits for their close frames, up to fin_timeout. */
+static void
+goodbye(struct ws_tunnel *t, unsigned code_client, unsigned code_server)
+{
+    if (t->goodbye)
+        return;
+    t->goodbye = 1;
+    /* frames towards the client come from the server: dir[B] says where that stream is */
+    if (at_boundary(&t->dir[PT_RELAY_B]) && !t->dir[PT_RELAY_B].closed)
+        send_close(t, PT_RELAY_A, code_client);
+    if (at_boundary(&t->dir[PT_RELAY_A]) && !t->dir[PT_RELAY_A].closed)
+        send_close(t, PT_RELAY_B, code_server);
+    pt_relay_discard(t->r, PT_RELAY_A);
+    pt_relay_discard(t->r, PT_RELAY_B);
+    if (t->dir[PT_RELAY_A].closed && t->dir[PT_RELAY_B].closed)
+        pt_relay_finish(t->r);
+    else
+        pt_relay_deadline(t->r); /* their close frames, or the end at fin_timeout */
+}
+
+static void
+violation(struct pt_relay *r, enum pt_relay_side from)
+{
+    struct ws_tunnel *t = r->owner;
+    struct pt_exchange *x = t->x;
+
+    pt_log(PT_LOG_INFO, "websocket %.*s: %s sent %s, closing with %u (x%llu) request_id=%s",
+           (int)PT_MIN(x->target_len, 200), x->target, from == PT_RELAY_A ? "client" : "server",
+           t->code == PT_WS_TOO_BIG ? "a message over websocket_max_message" : "an invalid frame",
+           t->code, (unsigned long long)x->id, pt_request_id(x));
+    /* the offender gets the code; the other side hears that the tunnel is going away */
+    goodbye(t, from == PT_RELAY_A ? t->code : PT_WS_GOING_AWAY,
+            from == PT_RELAY_B ? t->code : PT_WS_GOING_AWAY);
+}
+
+static void
+drain(struct pt_relay *r)
+{
+    goodbye(r->owner, PT_WS_GOING_AWAY, PT_WS_GOING_AWAY);
+}
+
+static void
+closed(struct pt_relay *r, const char *why)
+{
+    struct ws_tunnel *t = r->owner;
+    struct pt_exchange *x = t->x;
+
+    pt_log_debug("websocket %.*s closed: %s; %llu message(s) and %llu byte(s) from the client, "
+                 "%llu and %llu from the server (x%llu)",
+                 (int)PT_MIN(x->target_len, 200), x->target, why,
+                 (unsigned long long)t->dir[PT_RELAY_A].messages,
+                 (unsigned long long)r->end[PT_RELAY_A].bytes_in,
+                 (unsigned long long)t->dir[PT_RELAY_B].messages,
+                 (unsigned long long)r->end[PT_RELAY_B].bytes_in, (unsigned long long)x->id);
+    /* the access log line: 101, the bytes each way, the whole tunnel's duration */
+    x->req_body_bytes = r->end[PT_RELAY_A].bytes_in;
+    x->resp_body_bytes = r->end[PT_RELAY_B].bytes_in;
+    x->resp_complete = 1;
+    if (x->up != NULL) {
+        pt_proxy_release(x); /* least_conn and max_conns counted the tunnel until now */
+        pt_proxy_request_done(x);
+    }
+    pt_exchange_finish(x);
+    free(t);
+}
+
+static const struct pt_relay_owner_ops ws_ops = {
+    .inspect = inspect,
+    .violation = violation,
+    .drain = drain,
+    .closed = closed,
+};
+
+int
+pt_ws_serve(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void *ctx)
+{
+    struct ws_tunnel *t;
+    struct pt_relay *r;
+    struct pt_chain from_client;
+    char accept[29];
+    int rc = PT_ERR;
+
+    pt_ws_accept_for(x->ws_key, strlen(x->ws_key), accept);
+    x->status = 101;
+    x->resp.n = 0;
+    x->resp_no_body = 1;
+    x->resp_local = 1;
+    pt_hdrs_add(&x->arena, &x->resp, "Upgrade", 7, "websocket", 9);
+    pt_hdrs_add(&x->arena, &x->resp, "Sec-WebSocket-Accept", 20,
+                pt_arena_strndup(&x->arena, accept, 28), 28);
+    t = calloc(1, sizeof(*t));
+    r = t != NULL ? pt_relay_new(x->w, &ws_ops, t) : NULL;
+    pt_chain_init(&from_client);
+    if (r == NULL || x->fe->take_socket == NULL || x->fe->send_head(x) != PT_OK ||
+        x->fe->take_socket(x, r, &from_client) != PT_OK)
+        goto fail;
+    t->x = x;
+    t->r = r;
+    t->max_message = (uint64_t)x->http->websocket_max_message;
+    x->fe = NULL;
+    pt_relay_attach_ops(r, PT_RELAY_B, ops, ctx);
+    pt_relay_set_timeouts(r, x->http->websocket_idle_timeout, x->http->websocket_fin_timeout);
+    pt_relay_start(r, &from_client, NULL);
+    return PT_OK;
+fail:
+    free(r);
+    free(t);
+    if (x->resp_head_sent) /* the 101 went out, but no tunnel follows: only a close is left */
+        x->fe->abort(x);
+    return rc;
+}
+
+void
+pt_ws_tunnel(struct pt_exchange *x, int fd, struct ssl_st *ssl, struct pt_chain *from_server)
+{
+    struct ws_tunnel *t = calloc(1, sizeof(*t));
+    struct pt_relay *r = t != NULL ? pt_relay_new(x->w, &ws_ops, t) : NULL;
+    struct pt_chain from_client;
+
+    pt_chain_init(&from_client);
+    if (r == NULL || x->fe->take_socket == NULL ||
+        x->fe->take_socket(x, r, &from_client) != PT_OK) {
+        /* the 101 is on its way or gone: the client cannot get another answer */
+        pt_log(PT_LOG_ERROR, "websocket %.*s: cannot start the tunnel (x%llu) request_id=%s",
+               (int)PT_MIN(x->target_len, 200), x->target, (unsigned long long)x->id,
+               pt_request_id(x));
+        free(r);
+        free(t);
+        pt_chain_free(&x->w->chunks, from_server);
+        if (ssl != NULL)
+            SSL_free(ssl);
+        close(fd);
+        pt_proxy_release(x);
+        pt_proxy_request_done(x);
+        x->fe->abort(x);
+        return;
+    }
+    t->x = x;
+    t->r = r;
+    t->max_message = (uint64_t)x->http->websocket_max_message;
+    x->fe = NULL; /* neither codec is left: the relay owns both sockets */
+    x->be = NULL;
+    pt_relay_attach_socket(r, PT_RELAY_B, fd, ssl, true);
+    pt_relay_set_timeouts(r, x->http->websocket_idle_timeout, x->http->websocket_fin_timeout);
+    pt_relay_start(r, &from_client, from_server);
+}
