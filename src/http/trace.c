@@ -307,6 +307,7 @@ pt_trace_response(struct pt_exchange *x, bool local)
         return; /* not routed: no location said what it wants */
     if (h->server_timing)
         server_timing(x, local);
-    if (h->debug_header && x->peer != NULL && pt_cidr_match(h->debug_from, h->n_debug_from, x->peer))
+    if (h->debug_header && x->peer != NULL &&
+        pt_cidr_match(h->debug_from, h->n_debug_from, x->peer))
         debug_header(x, local);
 }
