@@ -233,6 +233,16 @@ pt_proxy_release(struct pt_exchange *x)
         pt_upstream_release(pt_upstream_group(x->w, x->up), &x->att);
 }
 
+/* The balancer's choice for x. A request that started before a reload keeps its snapshot's
+ * servers, but the balancer was rebuilt on the new list: it gets no other server. */
+static struct pt_server *
+pick(struct pt_exchange *x)
+{
+    struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
+
+    return g->up == x->up ? pt_upstream_pick(g, x, x->tried) : NULL;
+}
+
 /* ---- the pending queue (max_pending) ---------------------------------------------------- */
 
 static void proxy_try(struct pt_exchange *x, bool allow_reuse);
@@ -281,8 +291,15 @@ queue_run(struct pt_wupstream *g)
 {
     while (g->n_queued > 0) {
         struct pt_exchange *x = pt_container_of(g->queue.next, struct pt_exchange, qlink);
-        struct pt_server *s = pt_upstream_pick(g, x, x->tried);
+        struct pt_server *s = pick(x);
 
+        if (s == NULL && x->up != g->up) {
+            /* queued before a reload: its server list is gone from the balancer */
+            dequeue(x);
+            answer_error(x, 503, PT_PERR_DESTINATION_UNAVAILABLE,
+                         "the upstream changed while the request waited");
+            continue;
+        }
         if (s == NULL)
             return;
         dequeue(x);
@@ -342,11 +359,11 @@ proxy_try(struct pt_exchange *x, bool allow_reuse)
     if (x->tries == 0)
         s = pt_sticky_server(x);
     if (s == NULL)
-        s = pt_upstream_pick(pt_upstream_group(x->w, x->up), x, x->tried);
+        s = pick(x);
     if (s == NULL && x->tries > 0 && x->up->n_servers == 1) {
         /* a retry goes to another server, unless there is no other */
         x->tried[0] = 0;
-        s = pt_upstream_pick(pt_upstream_group(x->w, x->up), x, x->tried);
+        s = pick(x);
     }
     if (s == NULL) {
         if (x->tries == 0) {

@@ -39,11 +39,21 @@ extern const struct pt_directive pt_upstream_directives[];
 void *pt__upstream_conf_create(struct pt_conf_ctx *cx, unsigned level);
 int pt__upstream_conf_validate(struct pt_conf_ctx *cx);
 void pt__upstream_conf_release(struct pt_conf *c);
+void pt__upstream_conf_adopt(struct pt_conf *c, struct pt_conf *old);
 
+/* This worker's state of upstream up, of whichever snapshot: the same object for every
+ * generation of the same upstream name. */
 static inline struct pt_wupstream *
 pt_upstream_group(struct pt_worker *w, const struct pt_upstream *up)
 {
-    return &((struct pt_wupstream *)w->mod[pt_module_upstream._index])[up->index];
+    return ((struct pt_wupstreams *)w->mod[pt_module_upstream._index])->g[up->slot];
+}
+
+/* The worker state (pool, counters) of server s in group g, of whichever snapshot. */
+static inline struct pt_wserver *
+pt_upstream_wserver(const struct pt_wupstream *g, const struct pt_server *s)
+{
+    return g->servers[s->slot];
 }
 
 /* True when s may take a request now: not down, not tried, under max_conns. For lb modules. */

@@ -198,6 +198,8 @@ test_health_fall_rise_counted_in_a_row(void **state)
 
 static struct pt_worker rw;
 static struct pt_wupstream rg;
+static struct pt_wupstream *rgs[1] = {&rg};
+static struct pt_wupstreams rt = {rgs, 1};
 static struct pt_exchange rx;
 
 /* A request on the one-server upstream `up` (retries 1, retry_on the given classes), with a
@@ -212,7 +214,8 @@ request(const char *method, unsigned on)
     memset(&rg, 0, sizeof(rg));
     memset(&rx, 0, sizeof(rx));
     pt_chunk_pool_init(&rw.chunks, 8);
-    rw.mod[pt_module_upstream._index] = &rg;
+    rw.mod[pt_module_upstream._index] = &rt;
+    up.slot = 0;
     rg.up = &up;
     rg.retry_tokens = 10.0;
     rx.w = &rw;
