@@ -115,6 +115,8 @@ struct pt_worker {
                               * HTTP/2); accepts pause at conf->max_connections */
     void *mod[PT_MODULES_MAX]; /* per-worker state of each module and subsystem */
     uint64_t next_id;
+    uint64_t seed[2]; /* random, drawn once at start: what request IDs are made from, so
+                       * making one needs no syscall */
 
     /* counters, summed across workers when read */
     uint64_t n_accepted;

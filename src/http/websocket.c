@@ -23,6 +23,7 @@
 #include "http/headers.h"
 #include "http/proxy.h"
 #include "http/router.h"
+#include "http/trace.h"
 #include "http/websocket.h"
 #include "net/relay.h"
 #include "upstream/upstream-t.h"
@@ -316,10 +317,10 @@ violation(struct pt_relay *r, enum pt_relay_side from)
     struct ws_tunnel *t = r->owner;
     struct pt_exchange *x = t->x;
 
-    pt_log(PT_LOG_INFO, "websocket %.*s: %s sent %s, closing with %u (x%llu)",
+    pt_log(PT_LOG_INFO, "websocket %.*s: %s sent %s, closing with %u (x%llu) request_id=%s",
            (int)PT_MIN(x->target_len, 200), x->target, from == PT_RELAY_A ? "client" : "server",
            t->code == PT_WS_TOO_BIG ? "a message over websocket_max_message" : "an invalid frame",
-           t->code, (unsigned long long)x->id);
+           t->code, (unsigned long long)x->id, pt_request_id(x));
     /* the offender gets the code; the other side hears that the tunnel is going away */
     goodbye(t, from == PT_RELAY_A ? t->code : PT_WS_GOING_AWAY,
             from == PT_RELAY_B ? t->code : PT_WS_GOING_AWAY);
@@ -466,8 +467,9 @@ pt_ws_tunnel(struct pt_exchange *x, int fd, struct ssl_st *ssl, struct pt_chain 
     if (r == NULL || x->fe->take_socket == NULL ||
         x->fe->take_socket(x, r, &from_client) != PT_OK) {
         /* the 101 is on its way or gone: the client cannot get another answer */
-        pt_log(PT_LOG_ERROR, "websocket %.*s: cannot start the tunnel (x%llu)",
-               (int)PT_MIN(x->target_len, 200), x->target, (unsigned long long)x->id);
+        pt_log(PT_LOG_ERROR, "websocket %.*s: cannot start the tunnel (x%llu) request_id=%s",
+               (int)PT_MIN(x->target_len, 200), x->target, (unsigned long long)x->id,
+               pt_request_id(x));
         free(r);
         free(t);
         pt_chain_free(&x->w->chunks, from_server);
