@@ -200,6 +200,8 @@ next_token(struct pt_conf_parser *p, struct pt_arena *a, struct tok *t)
                 c = getc_(p);
                 if (c == 'n')
                     c = '\n';
+                else if (c == 'r')
+                    c = '\r';
                 else if (c == 't')
                     c = '\t';
                 else if (c == -1)

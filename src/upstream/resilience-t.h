@@ -37,6 +37,8 @@ struct pt_health_conf {
     struct pt_status_range status[8];
     unsigned n_status;   /* default 200-399 */
     const char *body;    /* substring the body must contain, or NULL */
+    const char *send;    /* tcp: bytes to send once connected (send=), or NULL */
+    const char *expect;  /* tcp: what the first bytes read must contain (expect=), or NULL */
     pt_msec interval;
     pt_msec timeout;
     pt_msec fast_interval; /* while a server is changing state */

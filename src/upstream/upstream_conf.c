@@ -388,7 +388,9 @@ pt_upstream_print(const struct pt_upstream *up, FILE *out, const char *indent)
                 pt_fmt_msec(r->health.interval, a, sizeof(a)),
                 pt_fmt_msec(r->health.timeout, b, sizeof(b)), r->health.fall, r->health.rise);
     else if (r->health.enabled)
-        fprintf(out, "%s  health_check tcp every %s (timeout %s, fall %u, rise %u)\n", indent,
+        fprintf(out, "%s  health_check tcp%s%s every %s (timeout %s, fall %u, rise %u)\n", indent,
+                r->health.send != NULL ? " send" : "",
+                r->health.expect != NULL ? " expect" : "",
                 pt_fmt_msec(r->health.interval, a, sizeof(a)),
                 pt_fmt_msec(r->health.timeout, b, sizeof(b)), r->health.fall, r->health.rise);
     else
