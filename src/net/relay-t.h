@@ -79,6 +79,7 @@ struct pt_relay_end {
     ev_io wio;
     struct pt_chain out;    /* bytes queued to be written to this side */
     uint64_t bytes_in;      /* read from this side */
+    uint64_t bytes_out;     /* written to this side (a socket side's) */
     unsigned reading : 1;   /* rio started */
     unsigned held : 1;      /* reading stopped: the other side's queue is full */
     unsigned stopped : 1;   /* reading stopped for good (a violation) */
@@ -100,7 +101,8 @@ struct pt_relay {
     ev_timer timer;          /* idle timeout, then the FIN and goodbye deadline */
     ev_tstamp last_active;   /* the activity clock: any byte either way */
     pt_msec idle_timeout;    /* 0: none */
-    pt_msec fin_timeout;     /* after one side's FIN, or a goodbye, the other has this long */
+    pt_msec fin_timeout;     /* after one side's FIN, or a goodbye, the other has this long;
+                              * < 0: a FIN sets no deadline (the idle timeout still runs) */
     ev_tstamp deadline;      /* when finishing: close at this time (0: not finishing) */
     unsigned closing : 1;
     unsigned finishing : 1;  /* close once every queue is flushed (or at the deadline) */

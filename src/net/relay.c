@@ -124,7 +124,8 @@ side_eof(struct pt_relay *r, enum pt_relay_side s)
     e->eof = 1;
     update_reading(r, s);
     shut_side(r, pt_relay_other(s)); /* now, or when its queue is written */
-    set_deadline(r);
+    if (r->fin_timeout >= 0)
+        set_deadline(r);
     maybe_done(r);
 }
 
@@ -268,6 +269,7 @@ relay_flush(struct pt_relay *r, enum pt_relay_side s)
             return;
         }
         pt_chain_consume(&r->w->chunks, &e->out, (size_t)w);
+        e->bytes_out += (uint64_t)w;
         r->last_active = ev_now(r->w->loop);
         if (o->ops != NULL && o->ops->delivered != NULL)
             o->ops->delivered(o, (size_t)w);

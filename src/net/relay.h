@@ -35,7 +35,8 @@ void pt_relay_queue(struct pt_relay *r, enum pt_relay_side side, struct pt_chain
  * forwarded first; may be NULL. Their chunks are taken. */
 void pt_relay_start(struct pt_relay *r, struct pt_chain *from_a, struct pt_chain *from_b);
 /* Idle timeout (the activity clock, both directions; 0: none) and the time a side has to
- * finish after the other's FIN or a goodbye (0: none, the relay closes at once). */
+ * finish after the other's FIN or a goodbye (0: none, the relay closes at once; < 0: a FIN sets
+ * no deadline, the half-closed connection runs on under the idle timeout, as TCP allows). */
 void pt_relay_set_timeouts(struct pt_relay *r, pt_msec idle, pt_msec fin);
 /* Appends a copy of bytes the owner makes (a close frame) to side `to`'s queue and writes. */
 void pt_relay_send(struct pt_relay *r, enum pt_relay_side to, const void *p, size_t n);
