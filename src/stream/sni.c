@@ -123,25 +123,25 @@ host_name(struct hs *h, struct vec *v, unsigned nv, size_t hlen, char *name, siz
 }
 
 /* The server_name extension's body (RFC 6066 section 3): ServerNameList, a vector of
- * (name_type, HostName) entries; the first host_name entry is the name. */
+ * (name_type, HostName) entries; the first host_name entry is the name. v[nv] is free: the
+ * extension's own vector goes there, so every read also counts in the enclosing ones. */
 static enum pt_sni_rc
 server_name(struct hs *h, struct vec *v, unsigned nv, size_t elen, char *name, size_t cap,
             size_t *len)
 {
-    struct vec all[4];
     size_t list, type, hlen;
 
-    memcpy(all, v, nv * sizeof(*v));
-    all[nv].left = elen;
-    TRY(get(h, all, nv + 1, 2, &list));
-    if (list == 0 || list != all[nv].left)
+    v[nv].left = elen;
+    nv++;
+    TRY(get(h, v, nv, 2, &list));
+    if (list == 0 || list != v[nv - 1].left)
         return PT_SNI_BAD;
-    while (all[nv].left > 0) {
-        TRY(get(h, all, nv + 1, 1, &type));
-        TRY(get(h, all, nv + 1, 2, &hlen));
+    while (v[nv - 1].left > 0) {
+        TRY(get(h, v, nv, 1, &type));
+        TRY(get(h, v, nv, 2, &hlen));
         if (type == NAME_TYPE_HOST)
-            return host_name(h, all, nv + 1, hlen, name, cap, len);
-        TRY(skip(h, all, nv + 1, hlen));
+            return host_name(h, v, nv, hlen, name, cap, len);
+        TRY(skip(h, v, nv, hlen));
     }
     return PT_SNI_NONE;
 }
@@ -150,7 +150,7 @@ enum pt_sni_rc
 pt_sni_parse(const uint8_t *p, size_t n, char *name, size_t cap, size_t *len)
 {
     struct hs h = {.p = p, .n = n};
-    struct vec v[2]; /* [0] the ClientHello body, [1] the extensions block */
+    struct vec v[3]; /* the ClientHello body, the extensions block, the server_name extension */
     size_t type, body, x, ext_type, elen;
 
     *len = 0;
