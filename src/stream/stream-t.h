@@ -51,6 +51,7 @@ struct pt_stream_server {
     int pass_line, pass_col;
     struct pt_stream_route **routes;
     unsigned n_routes;
+    unsigned n_listen_written, n_pass_written; /* directives written, valid or not */
     struct pt_tls_conf *tls;       /* the TLS subsystem's conf of this block (its slot), merged */
     struct pt_tls_listen tls_listen; /* what its TLS listens hand pt_tls_accept() */
     void *mod[PT_MODULES_MAX];

@@ -48,10 +48,10 @@ set_stream_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *con
 {
     struct pt_stream_main *m = pt_stream_main(cx->conf);
 
-    if (m->seen)
-        return pt_conf_error(cx, 0, "\"stream\" directive is duplicate (first at line %d): one "
-                             "stream block holds every stream server",
-                             m->line);
+    if (m->seen) /* parsed all the same, so that what follows is checked too */
+        pt_conf_error(cx, 0, "\"stream\" directive is duplicate (first at line %d): one "
+                      "stream block holds every stream server",
+                      m->line);
     m->seen = 1;
     m->line = cx->lines[0];
     m->col = cx->cols[0];
@@ -86,6 +86,7 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     struct pt_listen *l;
     int tls = 0;
 
+    ss->n_listen_written++;
     if (pt_addr_parse(cx->args[1], 1, &addr, &err) != PT_OK)
         return pt_conf_error(cx, 1, "%s", err.msg);
     for (unsigned i = 2; i <= cx->nargs; i++) {
@@ -118,6 +119,7 @@ set_proxy_pass(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
     struct pt_stream_server *ss = cx->block;
 
+    ss->n_pass_written++;
     if (ss->upstream_name != NULL)
         return pt_conf_duplicate(cx);
     ss->upstream_name = cx->args[1];
@@ -135,6 +137,7 @@ set_proxy_pass_sni(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
     struct pt_arena *a = &cx->conf->arena;
     const char *up = cx->args[cx->nargs];
 
+    ss->n_pass_written++;
     for (unsigned i = 1; i < cx->nargs; i++) {
         struct pt_stream_route *r = pt_arena_calloc(a, sizeof(*r));
         char *n = pt_arena_strdup(a, cx->args[i]);
@@ -270,10 +273,12 @@ static void
 server_check(struct pt_conf_ctx *cx, struct pt_stream_server *ss, bool preread_off)
 {
     if (ss->n_listens == 0) {
-        pt_conf_error_at(cx, ss->line, ss->col, "stream server has no \"listen\" directive");
+        if (ss->n_listen_written == 0)
+            pt_conf_error_at(cx, ss->line, ss->col,
+                             "stream server has no \"listen\" directive");
         return;
     }
-    if (ss->upstream_name == NULL && ss->n_routes == 0)
+    if (ss->n_pass_written == 0)
         pt_conf_error_at(cx, ss->line, ss->col,
                          "stream server has no \"proxy_pass\" (or \"proxy_pass_sni\")");
     if (ss->sc.preread_buffer_size < 512 || ss->sc.preread_buffer_size > PT_CHUNK_SIZE)
