@@ -28,6 +28,8 @@ enum pt_relay_side {
 /* Each side holds at most this many bytes queued for it; past it the other side stops reading
  * until the queue is half drained. So a peer that never reads costs at most this much. */
 #define PT_RELAY_QUEUE_CAP (64 * 1024)
+/* Chunks one read of a cleartext socket fills at most (one readv): the queue cap's worth. */
+#define PT_RELAY_READ_CHUNKS 4
 
 /* What the relay tells its owner. Called on the worker thread; none may free the relay (call
  * pt_relay_close() instead). */

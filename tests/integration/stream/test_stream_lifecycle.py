@@ -11,7 +11,7 @@ import time
 import pytest
 
 import portico_testlib as lib
-from conftest import (closed_within, connect, recv_exact, recv_until, stream, stream_log,
+from streamlib import (closed_within, connect, recv_exact, recv_until, stream, stream_log,
                       upstream, wait_stream_log)
 
 import tcp_backend

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import portico_testlib as lib
-from conftest import stream, stream_log, upstream, wait_stream_log
+from streamlib import stream, stream_log, upstream, wait_stream_log
 
 
 def cli(port, *args, stdin=None, timeout=20):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import portico_testlib as lib
-from conftest import (closed_within, connect, recv_until, stream, stream_log, upstream,
+from streamlib import (closed_within, connect, recv_until, stream, stream_log, upstream,
                       wait_stream_log)
 from tls_h2_testlib import s_client
 
