@@ -51,6 +51,15 @@ arm_timer(struct pt_relay *r)
     ev_timer_start(r->w->loop, &r->timer);
 }
 
+/* Bytes that came from side `from` moved (read from it, or written to the other side): the one
+ * activity clock goes on, whichever way they go, so a stream pushed by one side while the other
+ * stays silent is not idle. */
+static void
+activity(struct pt_relay *r, enum pt_relay_side from)
+{
+    r->last_active = ev_now(r->w->loop);
+}
+
 static void
 on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -258,7 +267,7 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         e->bytes_in += (uint64_t)n;
-        r->last_active = ev_now(loop);
+        activity(r, s);
         left = (size_t)n;
         for (unsigned i = 0; i < k; i++) {
             ch[i]->wpos = (uint32_t)PT_MIN(left, (size_t)PT_CHUNK_SIZE);
@@ -322,7 +331,7 @@ relay_flush(struct pt_relay *r, enum pt_relay_side s)
         }
         pt_chain_consume(&r->w->chunks, &e->out, (size_t)w);
         e->bytes_out += (uint64_t)w;
-        r->last_active = ev_now(r->w->loop);
+        activity(r, pt_relay_other(s));
         if (o->ops != NULL && o->ops->delivered != NULL)
             o->ops->delivered(o, (size_t)w);
     }
@@ -433,7 +442,7 @@ pt_relay_input(struct pt_relay *r, enum pt_relay_side from, struct pt_chunk *ch)
         return;
     }
     r->end[from].bytes_in += ch->wpos - ch->rpos;
-    r->last_active = ev_now(r->w->loop);
+    activity(r, from);
     forward(r, from, ch);
     if (!r->closing)
         relay_flush(r, pt_relay_other(from));
@@ -451,7 +460,7 @@ pt_relay_written(struct pt_relay *r, enum pt_relay_side side)
 {
     if (r->closing)
         return;
-    r->last_active = ev_now(r->w->loop);
+    activity(r, pt_relay_other(side));
     after_written(r, side);
 }
 
