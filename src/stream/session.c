@@ -44,6 +44,23 @@ static const struct pt_relay_owner_ops relay_ops;
 
 static void connect_next(struct pt_stream_session *s);
 
+/* What s->sni is when there is no server name: most connections carry none, and hold no copy. */
+static const char no_sni[] = "";
+
+/* Keeps name[0..n) as the session's server name, lower case. */
+static void
+set_sni(struct pt_stream_session *s, const char *name, size_t n)
+{
+    char *copy = n > 0 ? malloc(n + 1) : NULL;
+
+    if (copy == NULL)
+        return; /* none (or out of memory): the default route, logged without a name */
+    for (size_t i = 0; i < n; i++)
+        copy[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + ('a' - 'A') : name[i]);
+    copy[n] = '\0';
+    s->sni = copy;
+}
+
 /* ---- the end ----------------------------------------------------------------------------- */
 
 static void
@@ -66,6 +83,8 @@ session_free(struct pt_reapable *r)
     pt_conf_unref(s->conf);
     free(s->tried);
     free(s->attempts);
+    if (s->sni != no_sni)
+        free((char *)s->sni);
     free(s);
 }
 
@@ -81,12 +100,24 @@ static void
 stop_watchers(struct pt_stream_session *s)
 {
     struct ev_loop *loop = s->w->loop;
+    struct pt_stream_setup *su = s->su;
 
-    ev_io_stop(loop, &s->rio);
-    ev_io_stop(loop, &s->wio);
-    ev_io_stop(loop, &s->brio);
-    ev_io_stop(loop, &s->bwio);
-    ev_timer_stop(loop, &s->timer);
+    if (su == NULL)
+        return;
+    ev_io_stop(loop, &su->rio);
+    ev_io_stop(loop, &su->wio);
+    ev_io_stop(loop, &su->brio);
+    ev_io_stop(loop, &su->bwio);
+    ev_timer_stop(loop, &su->timer);
+}
+
+/* The setup is over (relaying, or the end): its watchers go. */
+static void
+setup_free(struct pt_stream_session *s)
+{
+    stop_watchers(s);
+    free(s->su);
+    s->su = NULL;
 }
 
 /* Ends a session that is not relaying (yet): everything closed, its line logged. */
@@ -98,7 +129,7 @@ finish(struct pt_stream_session *s, unsigned status, const char *outcome)
     if (s->state == PT_STREAM_DONE)
         return;
     s->state = PT_STREAM_DONE;
-    stop_watchers(s);
+    setup_free(s);
     if (s->bssl != NULL)
         pt_tls_client_free(s->bssl);
     s->bssl = NULL;
@@ -143,9 +174,9 @@ attempt_failed(struct pt_stream_session *s, const char *what, int err)
     pt_log(PT_LOG_ERROR, "stream %s: upstream \"%s\" server %s: %s%s%s (client %s, s%llu)",
            s->listen->addr.name, up->name, srv->name, what, err != 0 ? ": " : "",
            err != 0 ? strerror(err) : "", s->peer_name, (unsigned long long)s->id);
-    ev_io_stop(s->w->loop, &s->brio);
-    ev_io_stop(s->w->loop, &s->bwio);
-    ev_timer_stop(s->w->loop, &s->timer);
+    ev_io_stop(s->w->loop, &s->su->brio);
+    ev_io_stop(s->w->loop, &s->su->bwio);
+    ev_timer_stop(s->w->loop, &s->su->timer);
     if (s->bssl != NULL)
         pt_tls_client_free(s->bssl);
     s->bssl = NULL;
@@ -196,11 +227,11 @@ backend_tls_step(struct pt_stream_session *s)
     }
     if (rc == PT_AGAIN) {
         if (want_write) {
-            ev_io_stop(s->w->loop, &s->brio);
-            ev_io_start(s->w->loop, &s->bwio);
+            ev_io_stop(s->w->loop, &s->su->brio);
+            ev_io_start(s->w->loop, &s->su->bwio);
         } else {
-            ev_io_stop(s->w->loop, &s->bwio);
-            ev_io_start(s->w->loop, &s->brio);
+            ev_io_stop(s->w->loop, &s->su->bwio);
+            ev_io_start(s->w->loop, &s->su->brio);
         }
         return;
     }
@@ -222,7 +253,7 @@ backend_io(struct pt_stream_session *s)
             attempt_failed(s, "connect() failed", err);
             return;
         }
-        ev_io_stop(s->w->loop, &s->bwio);
+        ev_io_stop(s->w->loop, &s->su->bwio);
         if (current(s) != NULL)
             current(s)->t_connected = ev_now(s->w->loop);
         if (!s->up->tls) {
@@ -245,13 +276,13 @@ backend_io(struct pt_stream_session *s)
 static void
 on_backend_read(struct ev_loop *loop, ev_io *io, int revents)
 {
-    backend_io(pt_container_of(io, struct pt_stream_session, brio));
+    backend_io(pt_container_of(io, struct pt_stream_setup, brio)->s);
 }
 
 static void
 on_backend_write(struct ev_loop *loop, ev_io *io, int revents)
 {
-    backend_io(pt_container_of(io, struct pt_stream_session, bwio));
+    backend_io(pt_container_of(io, struct pt_stream_setup, bwio)->s);
 }
 
 /* Records a new attempt on srv (the array grows to the attempts this upstream allows). */
@@ -259,7 +290,7 @@ static void
 note_attempt(struct pt_stream_session *s, const struct pt_server *srv)
 {
     if (s->n_attempts == s->cap_attempts) {
-        unsigned cap = s->cap_attempts ? s->cap_attempts * 2 : 2;
+        unsigned cap = s->cap_attempts ? s->cap_attempts * 2 : 1; /* most make one */
         struct pt_stream_attempt *v = realloc(s->attempts, cap * sizeof(*v));
 
         if (v == NULL)
@@ -319,20 +350,20 @@ connect_next(struct pt_stream_session *s)
         return;
     }
     setsockopt(s->bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    ev_io_set(&s->brio, s->bfd, EV_READ);
-    ev_io_set(&s->bwio, s->bfd, EV_WRITE);
+    ev_io_set(&s->su->brio, s->bfd, EV_READ);
+    ev_io_set(&s->su->bwio, s->bfd, EV_WRITE);
     if (connect(s->bfd, (struct sockaddr *)&srv->addr.sa, srv->addr.len) == -1 &&
         errno != EINPROGRESS) {
         attempt_failed(s, "connect() failed", errno);
         return;
     }
-    ev_io_start(s->w->loop, &s->bwio);
+    ev_io_start(s->w->loop, &s->su->bwio);
     timeout = s->ss->sc.proxy_connect_timeout != PT_UNSET ? s->ss->sc.proxy_connect_timeout
                                                           : up->connect_timeout;
-    ev_timer_stop(s->w->loop, &s->timer);
+    ev_timer_stop(s->w->loop, &s->su->timer);
     if (timeout > 0) {
-        ev_timer_set(&s->timer, (double)timeout / 1000.0, 0.);
-        ev_timer_start(s->w->loop, &s->timer);
+        ev_timer_set(&s->su->timer, (double)timeout / 1000.0, 0.);
+        ev_timer_start(s->w->loop, &s->su->timer);
     }
 }
 
@@ -374,22 +405,17 @@ client_handshake(struct pt_stream_session *s)
     if (rc == PT_AGAIN) {
         /* OpenSSL finishes a blocked write before reading again (see h1_server.c) */
         if (want_write) {
-            ev_io_stop(s->w->loop, &s->rio);
-            ev_io_start(s->w->loop, &s->wio);
+            ev_io_stop(s->w->loop, &s->su->rio);
+            ev_io_start(s->w->loop, &s->su->wio);
         } else {
-            ev_io_stop(s->w->loop, &s->wio);
-            ev_io_start(s->w->loop, &s->rio);
+            ev_io_stop(s->w->loop, &s->su->wio);
+            ev_io_start(s->w->loop, &s->su->rio);
         }
         return;
     }
     name = SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
-    if (name != NULL) {
-        size_t n = 0;
-
-        for (; name[n] != '\0' && n < PT_SNI_NAME_MAX; n++)
-            s->sni[n] = (char)((name[n] >= 'A' && name[n] <= 'Z') ? name[n] + 32 : name[n]);
-        s->sni[n] = '\0';
-    }
+    if (name != NULL)
+        set_sni(s, name, strnlen(name, PT_SNI_NAME_MAX));
     route(s);
 }
 
@@ -400,6 +426,7 @@ preread(struct pt_stream_session *s)
 {
     struct pt_chunk *ch = s->in;
     size_t cap = (size_t)s->ss->sc.preread_buffer_size, len;
+    char name[PT_SNI_NAME_MAX + 1];
     ssize_t n;
     enum pt_sni_rc rc;
 
@@ -418,7 +445,7 @@ preread(struct pt_stream_session *s)
         return;
     }
     ch->wpos += (uint32_t)n;
-    rc = pt_sni_parse((const uint8_t *)ch->data, ch->wpos, s->sni, sizeof(s->sni), &len);
+    rc = pt_sni_parse((const uint8_t *)ch->data, ch->wpos, name, sizeof(name), &len);
     switch (rc) {
     case PT_SNI_MORE:
         if (ch->wpos < cap)
@@ -429,7 +456,6 @@ preread(struct pt_stream_session *s)
         finish(s, 400, "client_hello_too_big");
         return;
     case PT_SNI_BAD:
-        s->sni[0] = '\0';
         pt_log(PT_LOG_INFO, "stream %s: malformed TLS ClientHello: closing (client %s, s%llu)",
                s->listen->addr.name, s->peer_name, (unsigned long long)s->id);
         finish(s, 400, "bad_client_hello");
@@ -437,8 +463,8 @@ preread(struct pt_stream_session *s)
     case PT_SNI_FOUND:
     case PT_SNI_NONE:
     case PT_SNI_NOT_TLS: /* another protocol: the default route (proxy_pass) takes it */
-        if (rc != PT_SNI_FOUND)
-            s->sni[0] = '\0';
+        if (rc == PT_SNI_FOUND)
+            set_sni(s, name, len);
         pt_log_debug("stream %s: ClientHello %s%s%s (s%llu)", s->listen->addr.name,
                      pt_sni_rc_name(rc), rc == PT_SNI_FOUND ? ": " : "", s->sni,
                      (unsigned long long)s->id);
@@ -459,19 +485,19 @@ client_io(struct pt_stream_session *s)
 static void
 on_client_read(struct ev_loop *loop, ev_io *io, int revents)
 {
-    client_io(pt_container_of(io, struct pt_stream_session, rio));
+    client_io(pt_container_of(io, struct pt_stream_setup, rio)->s);
 }
 
 static void
 on_client_write(struct ev_loop *loop, ev_io *io, int revents)
 {
-    client_io(pt_container_of(io, struct pt_stream_session, wio));
+    client_io(pt_container_of(io, struct pt_stream_setup, wio)->s);
 }
 
 static void
 on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    struct pt_stream_session *s = pt_container_of(t, struct pt_stream_session, timer);
+    struct pt_stream_session *s = pt_container_of(t, struct pt_stream_setup, timer)->s;
 
     switch (s->state) {
     case PT_STREAM_HANDSHAKE:
@@ -574,7 +600,7 @@ relay_reload(struct pt_relay *r, struct pt_conf *conf)
     }
     pt_log(PT_LOG_INFO, "stream %s: the route of %s%s%s is gone after the reload, closing "
            "(s%llu)",
-           s->listen->addr.name, s->peer_name, s->sni[0] ? " for " : "", s->sni,
+           s->listen->addr.name, s->peer_name, s->sni[0] != '\0' ? " for " : "", s->sni,
            (unsigned long long)s->id);
     s->outcome = "reload";
     pt_relay_close(r, "route gone after a reload");
@@ -607,7 +633,7 @@ start_relay(struct pt_stream_session *s)
     struct pt_chain first;
     ev_tstamp now = ev_now(w->loop);
 
-    stop_watchers(s);
+    setup_free(s);
     /* the server took the connection: a success for outlier detection and the balancer */
     pt_outlier_record(s->att.srv, 0, false);
     pt_upstream_result(g, &s->att, now, 1);
@@ -742,8 +768,8 @@ arm(struct pt_stream_session *s, pt_msec ms)
 {
     if (ms <= 0)
         return;
-    ev_timer_set(&s->timer, (double)ms / 1000.0, 0.);
-    ev_timer_start(s->w->loop, &s->timer);
+    ev_timer_set(&s->su->timer, (double)ms / 1000.0, 0.);
+    ev_timer_start(s->w->loop, &s->su->timer);
 }
 
 int
@@ -756,8 +782,13 @@ pt__stream_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, sock
     if (w->draining)
         return PT_ERR;
     s = calloc(1, sizeof(*s));
-    if (s == NULL)
+    if (s != NULL)
+        s->su = calloc(1, sizeof(*s->su));
+    if (s == NULL || s->su == NULL) {
+        free(s);
         return PT_ERR;
+    }
+    s->su->s = s;
     s->reap.free = session_free;
     s->w = w;
     s->conf = w->conf;
@@ -767,14 +798,15 @@ pt__stream_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, sock
     s->id = ++w->next_id;
     s->fd = fd;
     s->bfd = -1;
+    s->sni = no_sni;
     s->t_start = ev_now(w->loop);
     pt_addr_ip(peer, s->peer_ip, sizeof(s->peer_ip));
     pt_addr_format(peer, s->peer_name, sizeof(s->peer_name));
-    ev_io_init(&s->rio, on_client_read, fd, EV_READ);
-    ev_io_init(&s->wio, on_client_write, fd, EV_WRITE);
-    ev_io_init(&s->brio, on_backend_read, -1, EV_READ);
-    ev_io_init(&s->bwio, on_backend_write, -1, EV_WRITE);
-    ev_timer_init(&s->timer, on_timer, 0., 0.);
+    ev_io_init(&s->su->rio, on_client_read, fd, EV_READ);
+    ev_io_init(&s->su->wio, on_client_write, fd, EV_WRITE);
+    ev_io_init(&s->su->brio, on_backend_read, -1, EV_READ);
+    ev_io_init(&s->su->bwio, on_backend_write, -1, EV_WRITE);
+    ev_timer_init(&s->su->timer, on_timer, 0., 0.);
     pt_worker_conn_open(w, &s->conn, &session_conn_ops);
     if (ss->tls_ends) {
         s->ssl = pt_tls_accept(&ss->tls_listen, fd);
@@ -784,13 +816,13 @@ pt__stream_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, sock
         }
         s->state = PT_STREAM_HANDSHAKE;
         arm(s, ss->tls->handshake_timeout);
-        ev_io_start(w->loop, &s->rio);
+        ev_io_start(w->loop, &s->su->rio);
         return PT_OK;
     }
     if (ss->preread) {
         s->state = PT_STREAM_PREREAD;
         arm(s, ss->sc.preread_timeout);
-        ev_io_start(w->loop, &s->rio);
+        ev_io_start(w->loop, &s->su->rio);
         return PT_OK;
     }
     route(s);

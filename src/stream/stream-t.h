@@ -79,6 +79,18 @@ enum pt_stream_state {
     PT_STREAM_DONE,
 };
 
+struct pt_stream_session;
+
+/* What a session needs only until it relays (the relay has watchers of its own): allocated at
+ * accept, freed when the relay starts or the session ends, so a relaying connection does not
+ * carry it. Owner: the session. */
+struct pt_stream_setup {
+    struct pt_stream_session *s;
+    ev_io rio, wio;   /* client, while handshaking or prereading */
+    ev_io brio, bwio; /* server, while connecting */
+    ev_timer timer;   /* handshake, preread or connect deadline */
+};
+
 /* One connect attempt, for the access log. The address is a copy: a session may outlive the
  * snapshot whose server it tried (a reload moves it to the new one). */
 struct pt_stream_attempt {
@@ -106,10 +118,7 @@ struct pt_stream_session {
     struct ssl_st *ssl;           /* client TLS (a tls listen) */
     int bfd;                      /* server; -1 when none */
     struct ssl_st *bssl;          /* server TLS (`tls on`) */
-    size_t tls_retry;
-    ev_io rio, wio;               /* client, while handshaking or prereading */
-    ev_io brio, bwio;             /* server, while connecting */
-    ev_timer timer;               /* handshake, preread or connect deadline */
+    struct pt_stream_setup *su;   /* watchers while being set up; NULL once relaying */
     struct pt_chunk *in;          /* what preread read: forwarded first */
     struct pt_upstream *up;       /* where it goes, once routed */
     uint8_t *tried;               /* one byte per server of up */
@@ -123,7 +132,8 @@ struct pt_stream_session {
     const char *outcome;          /* how it ended, a word (docs/stream.md) */
     char peer_ip[46];
     char peer_name[64];           /* "ip:port" */
-    char sni[256];                /* the ClientHello's server_name; "" when none */
+    const char *sni;              /* the server name (ClientHello or handshake), lower case; ""
+                                   * when none (allocated only when there is one) */
     struct pt_stream_attempt *attempts; /* n_attempts of them, or NULL */
     unsigned n_attempts, cap_attempts;
     ev_tstamp t_start, t_end;

@@ -372,8 +372,8 @@ pt_stream_print(const struct pt_conf *c, FILE *out)
 
     if (m == NULL || m->n_servers == 0)
         return;
-    fprintf(out, "\nstream servers (connections go: listen -> %s)\n",
-            "server_name route or proxy_pass -> upstream");
+    fprintf(out, "\nstream servers (connections go: listen -> server_name route or proxy_pass "
+                 "-> upstream)\n");
     for (unsigned i = 0; i < m->n_servers; i++) {
         const struct pt_stream_server *ss = m->servers[i];
 
@@ -393,7 +393,8 @@ pt_stream_print(const struct pt_conf *c, FILE *out)
         for (unsigned j = 0; j < ss->n_routes; j++)
             fprintf(out, "    server_name %s -> %s\n", ss->routes[j]->name,
                     ss->routes[j]->upstream_name);
-        fprintf(out, "    %s -> %s\n", ss->n_routes > 0 ? "any other (or none)" : "every connection",
+        fprintf(out, "    %s -> %s\n",
+                ss->n_routes > 0 ? "any other (or none)" : "every connection",
                 ss->upstream_name != NULL ? ss->upstream_name : "closed (no proxy_pass)");
         fprintf(out, "    proxy_timeout %s, proxy_connect_timeout %s\n",
                 pt_fmt_msec(ss->sc.proxy_timeout, t, sizeof(t)),

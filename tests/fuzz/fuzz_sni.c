@@ -37,9 +37,12 @@ run(const uint8_t *p, size_t n, struct out *o)
     if (rc == PT_SNI_FOUND) {
         if (len == 0 || len > PT_SNI_NAME_MAX || strlen(o->name) != len)
             abort();
-        for (size_t i = 0; i < len; i++)
-            if (o->name[i] <= 0x20 || o->name[i] >= 0x7f || (o->name[i] >= 'A' && o->name[i] <= 'Z'))
+        for (size_t i = 0; i < len; i++) {
+            char c = o->name[i];
+
+            if (c <= 0x20 || c >= 0x7f || (c >= 'A' && c <= 'Z'))
                 abort();
+        }
     } else if (len != 0) {
         abort();
     }
