@@ -29,8 +29,9 @@ from streamlib import Daemon, TcpBackend  # noqa: E402
 def start_tcp(tmp_path):
     started = []
 
-    def _start(name, mode="echo", tls=None, extra=(), port=0):
-        b = TcpBackend(name, mode=mode, tls=tls, extra=extra, port=port, logdir=str(tmp_path))
+    def _start(name, mode="echo", tls=None, extra=(), port=0, host="127.0.0.1"):
+        b = TcpBackend(name, mode=mode, tls=tls, extra=extra, port=port, host=host,
+                       logdir=str(tmp_path))
         started.append(b)
         return b
 
@@ -86,11 +87,12 @@ def mosquitto(tmp_path):
 @pytest.fixture
 def start_stream(tmp_path, start_portico):
     def _start(body, ports, workers=1, access_log="combined", shutdown_timeout=2.0,
-               main_extra="", error_level="debug", name="portico"):
+               main_extra="", error_level="debug", name="portico", host="127.0.0.1"):
         conf = lib.make_conf(tmp_path, body, workers=workers, access_log=access_log,
                              error_level=error_level,
                              shutdown_timeout="%dms" % int(shutdown_timeout * 1000),
                              main_extra=main_extra)
-        return start_portico(conf, ports, shutdown_timeout=shutdown_timeout, name=name)
+        return start_portico(conf, ports, shutdown_timeout=shutdown_timeout, name=name,
+                             host=host)
 
     return _start

@@ -234,3 +234,35 @@ def test_stream_json_log(start_tcp, start_stream):
     assert d["upstream_bytes_sent"] == 12 and d["upstream_bytes_received"] == 12
     assert d["upstream_addr"] == b.addr and d["outcome"] == "closed" and d["sni"] == ""
     assert d["listen"] == "127.0.0.1:%d" % port
+
+
+@pytest.mark.ipv6
+def test_stream_ipv6_listen_and_server(start_tcp, start_stream):
+    """A stream server on [::1] to a server on [::1]; the log shows both IPv6 addresses."""
+    b = start_tcp("v6", mode="echo", host="::1")
+    port = lib.free_port("::1")
+    p = start_stream(upstream("app", [b.addr]) +
+                     stream("listen [::1]:%d;\nproxy_pass app;" % port), [port], host="::1")
+    s = connect(port, host="::1")
+    s.sendall(b"over six\n")
+    assert recv_until(s, b"\n") == b"over six\n"
+    s.close()
+    line = wait_stream_log(p, 1, where=lambda l: l["received"] != "0")[0]
+    assert line["client"] == "::1" and line["listen"] == "[::1]:%d" % port
+    assert line["addrs"] == b.addr
+
+
+def test_stream_hash_client_ip(start_tcp, start_stream):
+    """balance hash client_ip: every connection of one client goes to the same server (the key
+    a TCP connection has), whatever round-robin would have done."""
+    backends = [start_tcp("h%d" % i, mode="greet") for i in range(3)]
+    port = lib.free_port()
+    p = start_stream(upstream("app", [b.addr for b in backends],
+                              extra="    balance hash client_ip;\n") +
+                     stream("listen 127.0.0.1:%d;\nproxy_pass app;" % port), [port])
+    seen = set()
+    for _ in range(8):
+        s = connect(port)
+        seen.add(recv_until(s, b"\n"))
+        s.close()
+    assert len(seen) == 1, seen

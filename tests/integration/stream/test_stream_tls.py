@@ -4,16 +4,18 @@ theirs), the default route for no or unknown SNI, a ClientHello arriving in piec
 and slow ClientHellos, other protocols on a preread listener; TLS terminated by portico (no
 ALPN) and originated to the servers (`tls on`, verified)."""
 
+import os
 import re
 import socket
 import ssl
+import threading
 import time
 
 import pytest
 
 import portico_testlib as lib
-from streamlib import (closed_within, connect, recv_until, stream, stream_log, upstream,
-                      wait_stream_log)
+from streamlib import (closed_within, connect, recv_exact, recv_until, stream, stream_log,
+                       upstream, wait_stream_log)
 from tls_h2_testlib import s_client
 
 
@@ -206,15 +208,25 @@ def test_stream_tls_termination(certs, start_tcp, start_stream):
             assert s.selected_alpn_protocol() is None
             s.sendall(b"cleartext behind TLS\n")
             assert recv_until(s, b"\n") == b"cleartext behind TLS\n"
+    # bulk both ways through the TLS relay (records of every size, reads cut mid-record)
+    big = os.urandom(3 * 1024 * 1024 + 7)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            sender = threading.Thread(target=s.sendall, args=(big,))
+            sender.start()
+            got = recv_exact(s, len(big), timeout=30)
+            sender.join()
+            assert got == big
     ctx2 = ssl.create_default_context(cafile=certs.ca)
     ctx2.check_hostname = False
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with ctx2.wrap_socket(raw, server_hostname="other.example") as s:
             assert recv_until(s, b"\n").startswith(b"hello from other")
-    lines = wait_stream_log(p, 2, where=lambda l: l["received"] != "0" or l["sent"] != "0")
-    assert [l["proto"] for l in lines] == ["TLS", "TLS"]
+    lines = wait_stream_log(p, 3, where=lambda l: l["received"] != "0" or l["sent"] != "0")
+    assert [l["proto"] for l in lines] == ["TLS", "TLS", "TLS"]
     assert lines[0]["received"] == str(len(b"cleartext behind TLS\n"))
-    assert lines[1]["sni"] == "other.example" and lines[1]["upstream"] == "other"
+    assert lines[1]["received"] == lines[1]["sent"] == str(len(big))
+    assert lines[2]["sni"] == "other.example" and lines[2]["upstream"] == "other"
     # a client that does not speak TLS is closed, logged with 400
     s = connect(port)
     s.sendall(b"GET / HTTP/1.1\r\n\r\n")
