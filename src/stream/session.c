@@ -43,6 +43,11 @@ static const struct pt_conn_ops session_conn_ops;
 static const struct pt_relay_owner_ops relay_ops;
 
 static void connect_next(struct pt_stream_session *s);
+static const struct pt_stream_server *route_kept(const struct pt_stream_session *s,
+                                                 struct pt_conf *conf,
+                                                 const struct pt_listen **lp);
+static void follow_reload(struct pt_stream_session *s, struct pt_conf *conf,
+                          const struct pt_stream_server *ss, const struct pt_listen *l);
 
 /* What s->sni is when there is no server name: most connections carry none, and hold no copy. */
 static const char no_sni[] = "";
@@ -373,6 +378,17 @@ static void
 route(struct pt_stream_session *s)
 {
     stop_watchers(s);
+    if (s->conf != s->w->conf) {
+        /* a reload came during the TLS handshake: route by the configuration in force */
+        const struct pt_listen *l = NULL;
+        const struct pt_stream_server *ss = route_kept(s, s->w->conf, &l);
+
+        if (ss == NULL) {
+            finish(s, 502, "reload");
+            return;
+        }
+        follow_reload(s, s->w->conf, ss, l);
+    }
     s->up = pt_stream_route(s->ss, s->sni);
     if (s->up == NULL) {
         pt_log(PT_LOG_INFO, "stream %s: no route for server_name \"%s\" and no proxy_pass: "
@@ -587,6 +603,36 @@ rebind(struct pt_stream_session *s, struct pt_conf *conf, const struct pt_stream
         pt_relay_set_timeouts(s->relay, ss->sc.proxy_timeout, -1);
 }
 
+/* Moves a session still being set up to conf, where its route is kept (route_kept()): its
+ * server block, and once routed its upstream, whose servers already tried stay tried (by
+ * address), so that a retry picks from the balancer of the new configuration. The server it is
+ * connecting to stays counted on its old object until the attempt ends. */
+static void
+follow_reload(struct pt_stream_session *s, struct pt_conf *conf,
+              const struct pt_stream_server *ss, const struct pt_listen *l)
+{
+    if (s->up != NULL) {
+        struct pt_upstream *up = pt_stream_route(ss, s->sni), *old = s->up;
+        uint8_t *tried = calloc(up->n_servers + 1, 1);
+
+        if (tried == NULL)
+            return; /* stays on the old one: a retry finds no server there */
+        for (unsigned i = 0; i < up->n_servers; i++)
+            for (unsigned j = 0; s->tried != NULL && j < old->n_servers; j++)
+                if (s->tried[j] &&
+                    strcmp(old->servers[j]->addr.name, up->servers[i]->addr.name) == 0)
+                    tried[i] = 1;
+        free(s->tried);
+        s->tried = tried;
+        s->up = up;
+    }
+    s->ss = ss;
+    s->listen = l;
+    pt_conf_ref(conf);
+    pt_conf_unref(s->conf);
+    s->conf = conf;
+}
+
 static void
 relay_reload(struct pt_relay *r, struct pt_conf *conf)
 {
@@ -606,17 +652,21 @@ relay_reload(struct pt_relay *r, struct pt_conf *conf)
     pt_relay_close(r, "route gone after a reload");
 }
 
-/* A session still being set up keeps the snapshot it was accepted under until it relays (its
- * TLS handshake may still need the old server block); one whose listening address or route is
- * gone closes now. */
+/* A session still being set up follows the reload where its route is kept, except during its
+ * TLS handshake, which may still need the old server block (it follows when it routes); one whose
+ * listening address or route is gone closes now. */
 static void
 session_reload(struct pt_conn *c, struct pt_conf *conf)
 {
     struct pt_stream_session *s = pt_container_of(c, struct pt_stream_session, conn);
     const struct pt_listen *l = NULL;
+    const struct pt_stream_server *ss = route_kept(s, conf, &l);
 
-    if (route_kept(s, conf, &l) != NULL)
+    if (ss != NULL) {
+        if (s->state != PT_STREAM_HANDSHAKE)
+            follow_reload(s, conf, ss, l);
         return;
+    }
     pt_log(PT_LOG_INFO, "stream %s: the route of %s is gone after the reload, closing (s%llu)",
            s->listen->addr.name, s->peer_name, (unsigned long long)s->id);
     finish(s, 502, "reload");

@@ -285,6 +285,8 @@ on_io(struct ev_loop *loop, ev_io *io, int revents)
             probe_done(p, 0, "cannot start TLS");
             return;
         }
+        if (!p->h->http) /* a tcp check speaks the server's own protocol: no HTTP ALPN */
+            SSL_set_alpn_protos(p->ssl, NULL, 0);
         p->state = P_TLS;
         /* fall through */
     case P_TLS: {

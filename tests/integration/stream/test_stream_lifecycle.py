@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import time
 
 import pytest
@@ -136,3 +137,40 @@ def test_stream_sigterm_cuts_at_shutdown_timeout(start_tcp, start_stream):
     s.close()
     assert p.wait_exit(10) == 0
     assert re.search(r"outcome=stopped", p.read(p.access_log))
+
+
+def test_stream_reload_during_setup(certs, start_tcp, start_stream):
+    """Connections still being set up when a reload comes (a ClientHello half read, a TLS
+    handshake half done) are routed by the new configuration when their route is kept."""
+    a = start_tcp("A", mode="hello", tls=certs.pair("a.example"))
+    echo = start_tcp("E", mode="echo")
+    port, tport = lib.free_port(), lib.free_port()
+    cert, key = certs.pair("localhost")
+    body = (upstream("tls_a", [a.addr]) + upstream("plain", [echo.addr]) +
+            stream("listen 127.0.0.1:%d;\nproxy_pass_sni a.example tls_a;" % port,
+                   "listen 127.0.0.1:%d tls;\ntls_certificate %s;\ntls_certificate_key %s;\n"
+                   "proxy_pass plain;" % (tport, cert, key)))
+    p = start_stream(body, [port, tport], workers=2)
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inb, outb, server_hostname="a.example")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = outb.read()
+    s = connect(port)
+    s.sendall(hello[:20])           # the ClientHello, half of it
+    raw = connect(tport)            # a TLS handshake, not begun
+    reload_with(p, body + "# changed\n", 1)
+    s.sendall(hello[20:])
+    # the backend's ServerHello comes back: the connection was routed to tls_a
+    assert recv_until(s, b"\x16\x03", timeout=5).startswith(b"\x16\x03")
+    s.close()
+    with ssl.create_default_context(cafile=certs.ca).wrap_socket(
+            raw, server_hostname="localhost") as t:
+        t.sendall(b"after the reload\n")
+        assert recv_until(t, b"\n") == b"after the reload\n"
+    assert "is gone after the reload" not in p.read(p.error_log)
+    lines = wait_stream_log(p, 2, where=lambda l: l["received"] != "0")
+    assert all(l["status"] == "200" for l in lines), lines
