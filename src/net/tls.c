@@ -19,6 +19,7 @@
 #include "core/arena.h"
 #include "core/common.h"
 #include "core/conf.h"
+#include "core/handoff.h"
 #include "core/log.h"
 #include "core/module.h"
 #include "net/tls.h"
@@ -206,6 +207,61 @@ pt_tls_rotate_ticket_keys(void)
     }
     atomic_store(&ticket_current, next);
     pt_log(PT_LOG_INFO, "TLS session ticket key rotated");
+}
+
+/* A binary upgrade hands the ticket keys to the new process, so that sessions resumed by ticket
+ * survive it: `tls ticket_keys CURRENT KEY0 KEY1 KEY2`, each key the hex of its name, AES and
+ * HMAC parts. The socket pair is private to the two processes; the keys are never logged. */
+static void
+tls_upgrade_save(struct pt_conf *conf, struct pt_handoff *h)
+{
+    static const char hex[] = "0123456789abcdef";
+    char text[2 * sizeof(struct ticket_key) + 1];
+
+    pt_handoff_begin(h, pt_module_tls.name);
+    pt_handoff_str(h, "ticket_keys");
+    pt_handoff_u64(h, atomic_load(&ticket_current));
+    for (unsigned i = 0; i < 3; i++) {
+        const unsigned char *k = (const unsigned char *)&ticket_keys[i];
+
+        for (size_t j = 0; j < sizeof(struct ticket_key); j++) {
+            text[2 * j] = hex[k[j] >> 4];
+            text[2 * j + 1] = hex[k[j] & 15];
+        }
+        text[sizeof(text) - 1] = '\0';
+        pt_handoff_str(h, text);
+    }
+    pt_handoff_end(h);
+    OPENSSL_cleanse(text, sizeof(text));
+    OPENSSL_cleanse(h->buf, h->len);
+}
+
+static void
+tls_upgrade_load(struct pt_conf *conf, const struct pt_handoff_rec *r)
+{
+    struct ticket_key keys[3];
+    uint64_t cur;
+
+    if (r->n != 5 || strcmp(r->f[0], "ticket_keys") != 0 ||
+        pt_handoff_parse_u64(r->f[1], &cur) != PT_OK || cur > 2)
+        return;
+    for (unsigned i = 0; i < 3; i++) {
+        const char *t = r->f[2 + i];
+        unsigned char *k = (unsigned char *)&keys[i];
+
+        if (strlen(t) != 2 * sizeof(struct ticket_key))
+            return;
+        for (size_t j = 0; j < sizeof(struct ticket_key); j++) {
+            uint64_t b;
+
+            if (pt_parse_hex_u64(t + 2 * j, 2, 255, &b) != PT_OK)
+                return;
+            k[j] = (unsigned char)b;
+        }
+    }
+    memcpy(ticket_keys, keys, sizeof(keys));
+    OPENSSL_cleanse(keys, sizeof(keys));
+    atomic_store(&ticket_current, (unsigned)cur);
 }
 
 static int
@@ -658,6 +714,8 @@ struct pt_module pt_module_tls = {
     .conf_create = tls_conf_create,
     .conf_merge = tls_conf_merge,
     .conf_release = tls_conf_release,
+    .upgrade_save = tls_upgrade_save,
+    .upgrade_load = tls_upgrade_load,
 };
 
 /* ---- connections ---------------------------------------------------------------------- */
