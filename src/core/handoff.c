@@ -188,7 +188,8 @@ pt_handoff_flush(struct pt_handoff *h, struct pt_err *err)
 
             if (e == EAGAIN || e == EWOULDBLOCK)
                 return PT_AGAIN;
-            return pt_err_errno(err, e, "sending to the other process");
+            pt_err_errno(err, e, "sending to the other process");
+            return e == EPIPE || e == ECONNRESET ? PT_DONE : PT_ERR;
         }
         h->head = m->next;
         if (h->head == NULL)
@@ -296,6 +297,8 @@ pt_handoff_recv(int fd, struct pt_handoff_rec *r, struct pt_err *err)
 
         if (e == EAGAIN || e == EWOULDBLOCK)
             return PT_AGAIN;
+        if (e == ECONNRESET)
+            return PT_DONE; /* it went away with our records unread */
         return pt_err_errno(err, e, "receiving from the other process");
     }
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {

@@ -25,15 +25,15 @@ void pt_handoff_fd(struct pt_handoff *h, int fd);
 int pt_handoff_end(struct pt_handoff *h);
 
 /* Sends what is queued: PT_OK when everything went, PT_AGAIN when a non-blocking socket is
- * full (call again once writable), PT_ERR with err filled when the peer is gone. On a blocking
- * socket it returns when everything went. */
+ * full (call again once writable), PT_DONE when the peer is gone (its process exited), PT_ERR
+ * with err filled otherwise. On a blocking socket it returns when everything went. */
 int pt_handoff_flush(struct pt_handoff *h, struct pt_err *err);
 /* True while records wait to be sent. */
 bool pt_handoff_pending(const struct pt_handoff *h);
 
-/* Receives one record from fd: PT_OK (r filled), PT_DONE (the peer closed), PT_AGAIN (nothing
- * yet on a non-blocking socket), PT_ERR (err filled: a truncated or malformed record; any
- * descriptors that came with it are closed). */
+/* Receives one record from fd: PT_OK (r filled), PT_DONE (the peer closed or exited),
+ * PT_AGAIN (nothing yet on a non-blocking socket), PT_ERR (err filled: a truncated or
+ * malformed record; any descriptors that came with it are closed). */
 int pt_handoff_recv(int fd, struct pt_handoff_rec *r, struct pt_err *err);
 /* Closes the descriptors of r that the caller did not take (set to -1 when taken). */
 void pt_handoff_rec_close_fds(struct pt_handoff_rec *r);

@@ -480,6 +480,7 @@ upgrade_go(pid_t previous)
     char status[512];
 
     pt_runtime_accept(&runtime);
+    runtime.upgrades++; /* this one */
     if (runtime.conf->pid_file != NULL)
         pid_write(runtime.conf->pid_file); /* a failure is logged; too late to give up */
     pt_log(PT_LOG_NOTICE, "upgrade: accepting connections as pid %ld; the previous process "

@@ -240,6 +240,8 @@ upgrade_failed(const char *fmt, ...)
     pt_notify_status("upgrade failed; still serving");
 }
 
+static void read_child(void);
+
 static void
 on_child(struct ev_loop *loop, ev_child *w, int revents)
 {
@@ -248,6 +250,8 @@ on_child(struct ev_loop *loop, ev_child *w, int revents)
     ev_child_stop(loop, w);
     if (w->rpid == up.child)
         up.child = 0; /* reaped: never signalled again */
+    if (up.state == UP_STARTING)
+        read_child(); /* what it said before it went (why exec failed...) says more */
     if (up.state == UP_STARTING) {
         if (WIFEXITED(st))
             upgrade_failed("the new process (pid %ld) exited with status %d before it was "
@@ -271,6 +275,7 @@ flush_out(void)
     ev_io_stop(up.loop, &up.wio);
     if (rc == PT_ERR)
         upgrade_failed("%s", err.msg);
+    /* PT_DONE: the new process is gone; on_child says how it ended */
 }
 
 static void
@@ -289,6 +294,7 @@ commit(pid_t pid)
 
     pt_handoff_begin(up.out, "go");
     if (pt_handoff_end(up.out) != PT_OK || pt_handoff_flush(up.out, &err) != PT_OK) {
+        /* PT_AGAIN cannot be: everything before went (the new process read "end") */
         /* the rest of the handoff went (it came before "ready"), so this is a dead peer */
         upgrade_failed("cannot tell the new process (pid %ld) to go: %s", (long)pid,
                        err.msg[0] ? err.msg : "out of memory");
@@ -300,7 +306,6 @@ commit(pid_t pid)
     ev_timer_stop(up.loop, &up.timer);
     /* the socket stays open until this process exits: its end tells the new process that the
      * previous generation is gone */
-    up.rt->upgrades++;
     /* systemd follows the new process (a MAINPID change from the main process itself needs no
      * NotifyAccess=all); sent before this process can exit */
     snprintf(state, sizeof(state), "MAINPID=%ld\nSTATUS=handed over to pid %ld, draining",

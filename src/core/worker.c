@@ -401,6 +401,10 @@ pt_worker_conn_closed(struct pt_worker *w, struct pt_conn *c)
 {
     pt_list_remove(&c->link);
     w->n_conns--;
+    /* a handed-over worker is done with its last client: its idle backend connections and
+     * timers must not keep it (worker_fini closes them once the loop has ended) */
+    if (w->leaving && w->n_conns == 0)
+        ev_break(w->loop, EVBREAK_ALL);
     if ((w->accept_pause & PT_ACCEPT_PAUSE_FULL) &&
         (int64_t)w->n_conns < w->conf->max_connections)
         w->accept_pause &= ~(unsigned)PT_ACCEPT_PAUSE_FULL;
@@ -495,6 +499,8 @@ worker_leave(struct pt_worker *w, void *arg)
                   0.);
     ev_timer_start(w->loop, &w->drain_timer);
     ev_unref(w->loop); /* the timer alone must not keep the loop alive */
+    if (w->n_conns == 0)
+        ev_break(w->loop, EVBREAK_ALL); /* pooled backend connections would keep it running */
 }
 
 /* A binary upgrade is done: the previous process stopped accepting, these workers start. */
