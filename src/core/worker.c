@@ -659,7 +659,7 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
 }
 
 int
-pt_runtime_init(struct pt_runtime *rt, struct pt_err *err)
+pt_runtime_start(struct pt_runtime *rt, struct pt_err *err)
 {
     rt->workers = calloc(rt->n_workers, sizeof(struct pt_worker));
     if (rt->workers == NULL)
@@ -668,12 +668,6 @@ pt_runtime_init(struct pt_runtime *rt, struct pt_err *err)
         if (worker_init(rt, &rt->workers[i], i, err) != PT_OK)
             return PT_ERR;
     the_runtime = rt;
-    return PT_OK;
-}
-
-int
-pt_runtime_run(struct pt_runtime *rt, struct pt_err *err)
-{
     for (unsigned i = 0; i < rt->n_workers; i++) {
         int rc = pthread_create(&rt->workers[i].thread, NULL, worker_main, &rt->workers[i]);
 
@@ -681,14 +675,6 @@ pt_runtime_run(struct pt_runtime *rt, struct pt_err *err)
             return pt_err_errno(err, rc, "cannot start worker thread %u", i);
     }
     return PT_OK;
-}
-
-int
-pt_runtime_start(struct pt_runtime *rt, struct pt_err *err)
-{
-    if (pt_runtime_init(rt, err) != PT_OK)
-        return PT_ERR;
-    return pt_runtime_run(rt, err);
 }
 
 void

@@ -13,12 +13,8 @@
  * probed. Taken entries are marked `taken`; the caller closes the others. Main thread. */
 int pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_inherited_listen *inh,
                       unsigned n_inh, struct pt_err *err);
-/* Creates the workers (loops, accept watchers, module state) without starting their threads;
- * with rt->held set they will not accept until pt_runtime_accept(). Main thread. */
-int pt_runtime_init(struct pt_runtime *rt, struct pt_err *err);
-/* Starts the worker threads. Main thread. */
-int pt_runtime_run(struct pt_runtime *rt, struct pt_err *err);
-/* pt_runtime_init, then pt_runtime_run. */
+/* Starts the worker threads; with rt->held set they do not accept until pt_runtime_accept().
+ * Main thread. */
 int pt_runtime_start(struct pt_runtime *rt, struct pt_err *err);
 /* Binary upgrade, new process: the previous one has stopped accepting; held workers start.
  * Main thread. */

@@ -252,6 +252,38 @@ def test_second_upgrade_refused_while_one_is_in_progress(tmp_path, start_portico
     assert lib.curl(p.url("/who")).body == b"one"
 
 
+def test_new_process_accepts_nothing_before_go(tmp_path, start_portico, upgrades):
+    port = lib.free_port()
+    exe = copy_binary(tmp_path)
+    p = start_portico(who_conf(tmp_path, port, "one"), [port], exe=exe)
+    rewrite(p.conf_path, who_conf(tmp_path, port, "two"))
+    replace_with_script(exe, "sleep 0.5\nexec %s \"$@\"" % lib.PORTICO_BIN)
+    os.kill(p.pid, signal.SIGUSR2)
+    lib.wait_until(lambda: "upgrade: started" in p.read(p.error_log), 5, step=0.002,
+                   what="upgrade started")
+    # the old process cannot answer "ready" while stopped: the new one must wait, not accept
+    os.kill(p.pid, signal.SIGSTOP)
+    try:
+        lib.wait_until(lambda: "ready, waiting for the previous process" in p.read(p.error_log),
+                       10, what="the new process ready")
+        c = lib.RawConn("127.0.0.1", port, timeout=10)
+        c.send(b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n")
+        # nobody accepts it: it waits in the backlog of the shared socket
+        c.sock.settimeout(1.0)
+        with pytest.raises(socket.timeout):
+            c.sock.recv(1)
+        c.sock.settimeout(10)
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
+    upgrades.wait_upgraded(p, 1)
+    # the connection that waited is served: by the old process if it took it from the backlog
+    # before it heard "ready", else by the new one
+    r = c.read_response()
+    assert r.status == 200 and r.body in (b"one", b"two"), r
+    c.close()
+    assert p.wait_exit(5) == 0
+
+
 def test_upgrade_refused_while_previous_drains(tmp_path, start_portico, upgrades):
     port = lib.free_port()
     p = start_portico(who_conf(tmp_path, port, "one", shutdown="10s"), [port],
