@@ -28,6 +28,7 @@ import time
 import pytest
 
 import portico_testlib as lib
+import ws_testlib as wsl
 from tls_h2_testlib import s_client
 
 
@@ -524,3 +525,40 @@ def test_upgrade_timeout_directive(tmp_path):
         assert (rc == 0) == ok, out
         if value in ("500ms", "2h"):
             assert "%s:1:17: upgrade_timeout must be between 1s and 1h" % path in out, out
+
+
+def test_websocket_on_old_process_runs_then_goes_away_with_1001(tmp_path, start_portico,
+                                                               upgrades):
+    b = wsl.WsBackend(name="ws1", logdir=str(tmp_path))
+    try:
+        port = lib.free_port()
+        conf = lib.make_conf(tmp_path, """upstream app { server %s; }
+server {
+    listen 127.0.0.1:%d;
+    location / { proxy_pass app; }
+}
+""" % (b.addr, port), shutdown_timeout="3s")
+        p = start_portico(conf, [port], shutdown_timeout=3)
+        c = lib.RawConn("127.0.0.1", port)
+        r, _ = wsl.raw_ws_connect(c, "/echo")
+        assert r.status == 101, r
+        upgrades.upgrade(p, p.pid)
+        # the tunnel on the old process runs on through the first half of shutdown_timeout
+        c.send(wsl.frame(wsl.OP_TEXT, "after the upgrade"))
+        fin, op, data, _ = wsl.FrameReader(c).read(5)
+        assert (op, data) == (wsl.OP_TEXT, b"after the upgrade")
+        # then it is told the server is going away, as on SIGTERM
+        fin, op, data, _ = wsl.FrameReader(c).read(5)
+        assert op == wsl.OP_CLOSE and wsl.close_code_of(data) == 1001, (op, data)
+        c.close()
+        assert p.wait_exit(5) == 0
+        # a new tunnel goes to the new process
+        c2 = lib.RawConn("127.0.0.1", port)
+        r, _ = wsl.raw_ws_connect(c2, "/echo")
+        assert r.status == 101, r
+        c2.send(wsl.frame(wsl.OP_TEXT, "new"))
+        fin, op, data, _ = wsl.FrameReader(c2).read(5)
+        assert (op, data) == (wsl.OP_TEXT, b"new")
+        c2.close()
+    finally:
+        b.stop()
