@@ -562,3 +562,38 @@ server {
         c2.close()
     finally:
         b.stop()
+
+
+def fds_to(pid, path):
+    """How many of pid's descriptors are open on path."""
+    d = "/proc/%d/fd" % pid
+    n = 0
+    for fd in os.listdir(d):
+        try:
+            if os.readlink(os.path.join(d, fd)) == path:
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def test_no_descriptor_of_the_old_process_leaks_into_the_new_one(tmp_path, start_portico,
+                                                                 upgrades):
+    port = lib.free_port()
+    p = start_portico(who_conf(tmp_path, port, "one", workers=2), [port])
+    assert lib.curl(p.url("/who")).body == b"one"
+    # log files reopened (dup'ed over the old descriptors) must stay close-on-exec
+    p.signal(signal.SIGUSR1)
+    lib.wait_until(lambda: "log files reopened" in p.read(p.error_log), 5, what="reopened")
+    # a client connection open on the old process while it starts the new one
+    with lib.RawConn("127.0.0.1", port) as c:
+        c.send(b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.read_response().body == b"one"
+        new = upgrades.upgrade(p, p.pid)
+        assert fds_to(new.pid, p.error_log) == 1
+        assert fds_to(new.pid, p.access_log) == 1
+        sockets = [os.readlink("/proc/%d/fd/%s" % (new.pid, fd))
+                   for fd in os.listdir("/proc/%d/fd" % new.pid)]
+        inodes = {s[len("socket:["):-1] for s in sockets if s.startswith("socket:[")}
+        # its sockets: the two listening ones and its end of the pair to the old process
+        assert listen_inodes(port) <= inodes and len(inodes) == 3, (inodes, sockets)
