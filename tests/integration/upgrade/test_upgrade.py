@@ -215,18 +215,33 @@ def test_failed_new_binary_leaves_the_old_one_serving(tmp_path, start_portico, u
     assert re.search(r"upgrade failed: the new process \(pid \d+\): %s:%d:5: unknown directive "
                      r"\"bogus_directive\"" % (re.escape(p.conf_path), line), log), log
     still_serving()
-    # 4. a binary that never says ready: killed after upgrade_timeout
+    # 4. a new address that cannot be bound (another process has it)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    tport = taken.getsockname()[1]
+    try:
+        rewrite(p.conf_path, conf.replace("    listen 127.0.0.1:%d;" % port,
+                                          "    listen 127.0.0.1:%d;\n    listen 127.0.0.1:%d;"
+                                          % (port, tport)))
+        log = upgrades.failed(p, p.pid, 4)
+        assert re.search(r"upgrade failed: the new process \(pid \d+\): bind\(\) to "
+                         r"127\.0\.0\.1:%d: Address already in use" % tport, log), log
+        still_serving()
+    finally:
+        taken.close()
+    # 5. a binary that never says ready: killed after upgrade_timeout
     replace_with_script(exe, "exec sleep 30")
     rewrite(p.conf_path, conf)
-    log = upgrades.failed(p, p.pid, 4)
+    log = upgrades.failed(p, p.pid, 5)
     assert re.search(r"upgrade failed: no \"ready\" from the new process \(pid \d+\) within "
                      r"1000ms \(upgrade_timeout\); killed it", log), log
     still_serving()
-    # the four failed attempts stopped nothing: the next good one goes through
+    # the failed attempts stopped nothing: the next good one goes through
     replace_with_script(exe, real)
     rewrite(p.conf_path, conf.replace('"one"', '"two"'))
     new = upgrades.upgrade(p, p.pid)
-    assert "before it: 0 reload(s) (0 failed), 0 upgrade(s) (4 failed)" in p.read(p.error_log)
+    assert "before it: 0 reload(s) (0 failed), 0 upgrade(s) (5 failed)" in p.read(p.error_log)
     assert p.wait_exit(5) == 0
     assert lib.curl(p.url("/who")).body == b"two"
     assert read_pid(pid_path) == new.pid
