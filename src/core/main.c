@@ -335,7 +335,9 @@ reload(struct ev_loop *loop)
             pt_modules[i]->conf_adopt(conf, old);
     pt_health_stop();
     conf->generation = old->generation + 1; /* before the workers see it */
+    pt_tls_use_conf(conf);                  /* its ticket keys, for every new handshake */
     if (pt_runtime_reload(&runtime, conf, &err) != PT_OK) {
+        pt_tls_use_conf(old);
         pt_log(PT_LOG_ERROR, "reload: %s", err.msg);
         pt_log(PT_LOG_ERROR, "reload failed: still serving configuration generation %u",
                old->generation);
@@ -634,6 +636,7 @@ main(int argc, char **argv)
                (unsigned long long)runtime.upgrades,
                (unsigned long long)runtime.upgrades_failed);
     }
+    pt_tls_use_conf(conf);
     for (unsigned i = 0; i < inherit.n_listens; i++)
         inherit.listens[i].n_handed = inherit.listens[i].socks.n;
     if (pt_runtime_listen(&runtime, conf, inherit.listens, inherit.n_listens, &err) != PT_OK)
