@@ -512,7 +512,7 @@ pt_upgrade_start(struct ev_loop *loop, struct pt_runtime *rt, pt_upgrade_commit_
         pt_log(PT_LOG_WARN, "upgrade refused: a reload is still switching workers; try again");
         return;
     }
-    if (up.exe == NULL) {
+    if (up.exe == NULL || up.argv == NULL) {
         pt_log(PT_LOG_ERROR, "upgrade refused: the path of the portico binary is not known");
         rt->upgrades_failed++;
         return;
