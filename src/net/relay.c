@@ -260,6 +260,11 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
                 pt_chunk_put(&r->w->chunks, ch[i]);
             if (n == PT_AGAIN)
                 break;
+            /* what this event read before the end goes out first (a WebSocket close frame
+             * just before the peer hangs up must reach the other side) */
+            relay_flush(r, pt_relay_other(s));
+            if (r->closing)
+                return;
             if (n == 0)
                 side_eof(r, s);
             else

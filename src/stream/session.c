@@ -272,6 +272,8 @@ backend_io(struct pt_stream_session *s)
         }
         /* the upstream's context offers HTTP's ALPN; a stream relays bytes of its own */
         SSL_set_alpn_protos(s->bssl, NULL, 0);
+        /* a server that closes without close_notify (many do) ends its direction like a FIN */
+        SSL_set_options(s->bssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
         s->state = PT_STREAM_BACKEND_TLS;
     }
     if (s->state == PT_STREAM_BACKEND_TLS)
@@ -864,6 +866,7 @@ pt__stream_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, sock
             finish(s, 500, "error");
             return PT_OK;
         }
+        SSL_set_options(s->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF); /* as for the server side */
         s->state = PT_STREAM_HANDSHAKE;
         arm(s, ss->tls->handshake_timeout);
         ev_io_start(w->loop, &s->su->rio);

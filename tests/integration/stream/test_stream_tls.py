@@ -258,3 +258,19 @@ def test_stream_tls_origination(certs, start_tcp, start_stream):
     lines = wait_stream_log(p, 3, where=lambda l: l["received"] != "0")
     assert all(l["addrs"].endswith(good.addr) for l in lines), lines
     assert any(l["addrs"] == "%s, %s" % (untrusted.addr, good.addr) for l in lines), lines
+
+
+def test_stream_tls_peer_without_close_notify(certs, start_tcp, start_stream):
+    """A TLS server that hangs up without close_notify (as many do) ends its direction like a
+    FIN: the client gets everything it sent, then the end, and the line says closed."""
+    bye = start_tcp("bye", mode="hello", tls=certs.pair("localhost"))
+    port = lib.free_port()
+    p = start_stream(upstream("secure", [bye.addr],
+                              extra="    tls on;\n    tls_trusted_certificate %s;\n" % certs.ca) +
+                     stream("listen 127.0.0.1:%d;\nproxy_pass secure;" % port), [port])
+    s = connect(port)
+    assert recv_until(s, b"\n") == b"hello from bye sni=None\n"
+    assert closed_within(s, 5)
+    s.close()
+    line = wait_stream_log(p, 1, where=lambda l: l["sent"] != "0")[0]
+    assert line["outcome"] == "closed" and line["status"] == "200", line
