@@ -19,6 +19,7 @@
 struct pt_exchange;
 struct pt_worker;
 struct pt_relay;
+struct pt_compress;
 
 /* Frontend side, implemented by each frontend codec (h1 server today, h2 server next). All calls
  * happen on the worker thread; none frees the exchange. */
@@ -155,6 +156,8 @@ struct pt_exchange {
     unsigned resp_head_only : 1; /* the backend ended the response with its head (h2
                                   * END_STREAM on HEADERS, e.g. gRPC trailers-only) */
     uint64_t resp_body_bytes;    /* payload sent to the client */
+    struct pt_compress *compress; /* the compression filter while it sits in `fe` (compress.c);
+                                   * released with the exchange */
 
     /* upstream */
     struct pt_upstream *up;

@@ -12,6 +12,7 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "core/worker.h"
+#include "http/compress.h"
 #include "http/errors.h"
 #include "http/exchange.h"
 #include "http/headers.h"
@@ -51,6 +52,7 @@ exchange_free(struct pt_reapable *r)
     struct exchange_box *b = pt_container_of(r, struct exchange_box, reap);
     struct pt_exchange *x = &b->x;
 
+    pt_compress_release(x);
     pt_chain_free(&x->w->chunks, &x->req_body);
     pt_chain_free(&x->w->chunks, &x->replay);
     pt_arena_free(&x->arena);

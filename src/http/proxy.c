@@ -12,6 +12,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "http/compress.h"
 #include "http/errors.h"
 #include "http/exchange.h"
 #include "http/headers.h"
@@ -592,6 +593,7 @@ pt_proxy_response_head(struct pt_exchange *x)
     if (x->n_attempts > 1)
         pt_proxy_status_relayed(x);
     pt_trace_response(x, false);
+    pt_compress_attach(x); /* decides at send_head, once the head is final */
     return PT_OK;
 }
 
