@@ -831,28 +831,37 @@ cf_send_head(struct pt_exchange *x)
     return st->next->send_head(x);
 }
 
+/* Compresses body bytes. What the backend hears is the frontend's state, whether or not
+ * this call gave the frontend anything: the flush at the end of the backend's previous read
+ * may have filled it (its PT_AGAIN could not be returned from flush), and compressed output
+ * lags the input, so without asking, a stalled client would not stop the backend. */
+static int
+compress_body(struct pt_exchange *x, const char *data, size_t len)
+{
+    struct pt_compress *st = x->compress;
+    uint64_t handed = st->out_bytes;
+    int rc = PT_OK;
+
+    if (len > 0) {
+        st->pending = 1;
+        rc = run(x, st, data, len, OP_PROCESS);
+    }
+    if (rc == PT_OK && st->out_bytes == handed)
+        rc = st->next->send_body(x, NULL, 0);
+    return rc;
+}
+
 static int
 cf_send_body(struct pt_exchange *x, const char *data, size_t len)
 {
-    struct pt_compress *st = x->compress;
-
-    if (len == 0)
-        return PT_OK;
-    st->pending = 1;
-    return run(x, st, data, len, OP_PROCESS);
+    return compress_body(x, data, len);
 }
 
 static int
 cf_send_chunk(struct pt_exchange *x, struct pt_chunk *c)
 {
-    struct pt_compress *st = x->compress;
-    size_t n = c->wpos - c->rpos;
-    int rc = PT_OK;
+    int rc = compress_body(x, c->data + c->rpos, c->wpos - c->rpos);
 
-    if (n > 0) {
-        st->pending = 1;
-        rc = run(x, st, c->data + c->rpos, n, OP_PROCESS);
-    }
     pt_chunk_put(&x->w->chunks, c);
     return rc;
 }

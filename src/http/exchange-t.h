@@ -27,7 +27,9 @@ struct pt_fe_ops {
     /* The response head is in x->status / x->resp. Returns PT_OK, or PT_AGAIN when the frontend's
      * output is over its cap (the caller stops producing until resume), or PT_ERR. */
     int (*send_head)(struct pt_exchange *x);
-    /* Response payload bytes (copied). Same returns as send_head. */
+    /* Response payload bytes (copied). Same returns as send_head. With len 0 nothing is sent
+     * and the answer is the frontend's state: PT_AGAIN while its output is over the cap (it
+     * then calls be->resume once drained), which a filter holding bytes passes on. */
     int (*send_body)(struct pt_exchange *x, const char *data, size_t len);
     /* Response payload as a whole chunk ([rpos, wpos)), taken over without a copy; the caller
      * never touches it again. Same returns as send_head. */
