@@ -208,7 +208,7 @@ compress_conf_merge(struct pt_conf_ctx *cx, void *parent_v, void *child_v)
     MERGE(min_length, 20);
     MERGE(level[PT_CODING_GZIP], 1);
     MERGE(level[PT_CODING_BR], 4);
-    MERGE(level[PT_CODING_ZSTD], 3);
+    MERGE(level[PT_CODING_ZSTD], 1);
     if (child->n_types == PT_UNSET) {
         child->types = parent != NULL ? parent->types : NULL;
         child->n_types = parent != NULL ? parent->n_types : 0;
