@@ -26,6 +26,7 @@
 #include "http/explain.h"
 #include "net/tls.h"
 #include "upstream/resilience.h"
+#include "upstream/upstream.h"
 
 #ifndef PT_DEFAULT_CONF
 #define PT_DEFAULT_CONF "/etc/portico/portico.conf"
@@ -359,6 +360,8 @@ reload(struct ev_loop *loop)
     }
     if (pt_health_start(loop, conf, &err) != PT_OK)
         pt_log(PT_LOG_ERROR, "reload: %s", err.msg);
+    if (pt_resolve_start(loop, conf, &err) != PT_OK) /* follows the new snapshot's names */
+        pt_log(PT_LOG_ERROR, "reload: %s", err.msg);
     {
         char status[128];
 
@@ -400,6 +403,7 @@ on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
            strsignal(w->signum), (long long)runtime.conf->shutdown_timeout);
     pt_runtime_stop(&runtime);
     pt_health_stop();
+    pt_resolve_stop();
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -528,6 +532,10 @@ main(int argc, char **argv)
         return 1;
     }
     if (pt_health_start(loop, conf, &err) != PT_OK) {
+        pt_log(PT_LOG_EMERG, "%s", err.msg);
+        return 1;
+    }
+    if (pt_resolve_start(loop, conf, &err) != PT_OK) {
         pt_log(PT_LOG_EMERG, "%s", err.msg);
         return 1;
     }

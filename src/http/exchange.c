@@ -17,6 +17,7 @@
 #include "http/exchange.h"
 #include "http/headers.h"
 #include "http/trace.h"
+#include "upstream/upstream.h"
 
 struct exchange_box {
     struct pt_reapable reap;
@@ -53,6 +54,7 @@ exchange_free(struct pt_reapable *r)
     struct pt_exchange *x = &b->x;
 
     pt_compress_release(x);
+    pt_upstream_unref(x->up); /* a DNS version of its upstream, if it used one */
     pt_chain_free(&x->w->chunks, &x->req_body);
     pt_chain_free(&x->w->chunks, &x->replay);
     pt_arena_free(&x->arena);

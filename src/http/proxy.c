@@ -234,13 +234,40 @@ pt_proxy_release(struct pt_exchange *x)
         pt_upstream_release(pt_upstream_group(x->w, x->up), &x->att);
 }
 
+/* A request between attempts whose upstream got a new server list from DNS meanwhile moves to
+ * it: the servers it tried are marked tried in the new list (by address). PT_OK or PT_ERR. */
+static int
+rebase(struct pt_exchange *x, struct pt_upstream *v)
+{
+    uint8_t *tried = pt_arena_calloc(&x->arena, v->n_servers + 1);
+
+    if (tried == NULL)
+        return PT_ERR;
+    for (unsigned i = 0; i < x->up->n_servers; i++) {
+        if (!x->tried[i])
+            continue;
+        for (unsigned j = 0; j < v->n_servers; j++)
+            if (strcmp(v->servers[j]->addr.name, x->up->servers[i]->addr.name) == 0)
+                tried[j] = 1;
+    }
+    pt_upstream_ref(v);
+    pt_upstream_unref(x->up);
+    x->up = v;
+    x->tried = tried;
+    return PT_OK;
+}
+
 /* The balancer's choice for x. A request that started before a reload keeps its snapshot's
- * servers, but the balancer was rebuilt on the new list: it gets no other server. */
+ * servers, but the balancer was rebuilt on the new list: it gets no other server. One that
+ * started before a DNS change moves to the new list. */
 static struct pt_server *
 pick(struct pt_exchange *x)
 {
     struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
 
+    if (g->up != x->up && g->up->origin == x->up->origin && !x->att.counted &&
+        rebase(x, g->up) != PT_OK)
+        return NULL;
     return g->up == x->up ? pt_upstream_pick(g, x, x->tried) : NULL;
 }
 
@@ -256,7 +283,7 @@ dequeue(struct pt_exchange *x)
     ev_timer_stop(x->w->loop, &x->qtimer);
     pt_list_remove(&x->qlink);
     g->n_queued--;
-    atomic_fetch_sub_explicit(&x->up->_pending, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&x->up->origin->_pending, 1, memory_order_relaxed);
     x->be = NULL;
     x->be_ctx = NULL;
     if (g->n_queued == 0)
@@ -321,10 +348,11 @@ static bool
 enqueue(struct pt_exchange *x)
 {
     struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
-    unsigned n = atomic_fetch_add_explicit(&x->up->_pending, 1, memory_order_relaxed);
+    /* counted on the snapshot's upstream, whichever DNS version the request uses */
+    unsigned n = atomic_fetch_add_explicit(&x->up->origin->_pending, 1, memory_order_relaxed);
 
     if ((int64_t)n >= x->up->res.max_pending) {
-        atomic_fetch_sub_explicit(&x->up->_pending, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&x->up->origin->_pending, 1, memory_order_relaxed);
         return false;
     }
     pt_list_insert_tail(&g->queue, &x->qlink);
@@ -404,8 +432,10 @@ proxy_handle(struct pt_exchange *x, const void *conf)
 {
     const struct pt_location *loc = conf;
 
-    x->up = loc->upstream;
-    x->tried = pt_arena_calloc(&x->arena, x->up->n_servers);
+    /* the newest server list this worker has (DNS changes), held until the exchange ends */
+    x->up = pt_upstream_live(x->w, loc->upstream);
+    pt_upstream_ref(x->up);
+    x->tried = pt_arena_calloc(&x->arena, x->up->n_servers + 1);
     if (x->tried == NULL)
         return PT_ERR;
     /* keep a copy of the body for a retry only when it can fit */
