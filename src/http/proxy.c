@@ -130,12 +130,17 @@ pt_proxy_forward_headers(struct pt_exchange *x)
 static void
 answer_error(struct pt_exchange *x, unsigned status, enum pt_perr perr, const char *details)
 {
-    char body[64];
+    char body[160];
 
     x->perr = (uint8_t)perr;
     x->perr_details = details;
 
-    snprintf(body, sizeof(body), "%u %s\n", status, pt_status_reason(status));
+    if (status == 503 && x->up != NULL && x->up->n_servers == 0)
+        /* an upstream of `resolve` lines none of which has resolved yet */
+        snprintf(body, sizeof(body), "503 Service Unavailable: no backend address yet (the "
+                 "upstream's server names do not resolve)\n");
+    else
+        snprintf(body, sizeof(body), "%u %s\n", status, pt_status_reason(status));
     /* 503s from saturation or an empty queue say when to come back */
     if (status == 503)
         pt_exchange_respond_with(x, status, body, "Retry-After", "1");
@@ -402,13 +407,18 @@ proxy_try(struct pt_exchange *x, bool allow_reuse)
                 return;
             pt_log(PT_LOG_ERROR, "upstream \"%s\": no server available for %s %.*s%s request_id=%s",
                    x->up->name, x->method_name, (int)PT_MIN(x->target_len, 200), x->target,
-                   saturated ? " (all at max_conns)" : "", pt_request_id(x));
+                   saturated                ? " (all at max_conns)"
+                   : x->up->n_servers == 0 ? " (no address: its names do not resolve)"
+                                           : "",
+                   pt_request_id(x));
             if (saturated)
                 answer_error(x, 503, PT_PERR_CONNECTION_LIMIT_REACHED,
                              x->up->res.max_pending > 0 ? "every server at max_conns, queue full"
                                                         : "every server at max_conns");
             else
-                answer_error(x, 503, PT_PERR_DESTINATION_UNAVAILABLE, "no server available");
+                answer_error(x, 503, PT_PERR_DESTINATION_UNAVAILABLE,
+                             x->up->n_servers == 0 ? "no server address: the names do not resolve"
+                                                   : "no server available");
         } else {
             struct pt_x_attempt *a = current(x);
 

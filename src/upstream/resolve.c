@@ -631,16 +631,13 @@ wait_channel(ares_channel ch, double deadline)
     for (;;) {
         ares_socket_t socks[ARES_GETSOCK_MAXNUM];
         struct pollfd pfd[ARES_GETSOCK_MAXNUM];
-        struct timeval tv, max;
+        struct timeval tv;
         int bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM), nfd = 0;
-        double left = deadline - ev_time();
+        double left = deadline - ev_time(), wait;
 
-        if (left <= 0)
+        if (left <= 0 || ares_timeout(ch, NULL, &tv) == NULL) /* NULL: nothing pending */
             return;
-        max.tv_sec = (time_t)left;
-        max.tv_usec = (suseconds_t)((left - (double)max.tv_sec) * 1e6);
-        if (ares_timeout(ch, &max, &tv) == NULL)
-            return; /* nothing pending */
+        wait = PT_MIN(left, (double)tv.tv_sec + (double)tv.tv_usec / 1e6);
         for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
             if (!ARES_GETSOCK_READABLE(bits, i) && !ARES_GETSOCK_WRITABLE(bits, i))
                 continue;
@@ -650,7 +647,7 @@ wait_channel(ares_channel ch, double deadline)
             pfd[nfd].revents = 0;
             nfd++;
         }
-        int rc = poll(pfd, (nfds_t)nfd, (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000) + 1);
+        int rc = poll(pfd, (nfds_t)nfd, (int)(wait * 1000) + 1);
 
         if (rc < 0)
             continue; /* EINTR */
