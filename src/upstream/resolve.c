@@ -80,14 +80,56 @@ struct rline {
     struct rq *q;         /* in flight, or NULL */
 };
 
+/* An address a tracked upstream has had, and its worker-state slot. */
+struct rseen {
+    char name[64]; /* addr.name */
+    unsigned slot;
+};
+
 /* A tracked upstream of the running snapshot (main thread). */
 struct rup {
     struct pt_upstream *origin;  /* the snapshot's */
     struct pt_upstream *current; /* the newest version, or origin (one reference if a version) */
     unsigned next_slot;          /* server slots given out, over every version */
+    struct rseen *seen;          /* every address it has had: one that comes back takes its
+                                  * old slot, so slots (and each worker's state) grow with the
+                                  * addresses ever seen, not with the changes */
+    unsigned n_seen, cap_seen;
     struct rline *lines;
     unsigned n_lines;
 };
+
+/* Remembers that address `name` has slot `slot` in u (not when out of memory: a later
+ * return of the address then gets another slot). */
+static void
+seen_add(struct rup *u, const char *name, unsigned slot)
+{
+    if (u->n_seen == u->cap_seen) {
+        unsigned cap = u->cap_seen ? u->cap_seen * 2 : 16;
+        struct rseen *v = realloc(u->seen, cap * sizeof(*v));
+
+        if (v == NULL)
+            return;
+        u->seen = v;
+        u->cap_seen = cap;
+    }
+    snprintf(u->seen[u->n_seen].name, sizeof(u->seen[u->n_seen].name), "%s", name);
+    u->seen[u->n_seen++].slot = slot;
+}
+
+/* The slot of address `name` in u: the one it had, or a new one. */
+static unsigned
+slot_of(struct rup *u, const char *name)
+{
+    unsigned slot;
+
+    for (unsigned i = 0; i < u->n_seen; i++)
+        if (strcmp(u->seen[i].name, name) == 0)
+            return u->seen[i].slot;
+    slot = u->next_slot++;
+    seen_add(u, name, slot);
+    return slot;
+}
 
 struct rsock {
     int fd;
@@ -893,7 +935,7 @@ version_build(struct rup *u)
                 atomic_init(&s->_ejections, atomic_load(&prev->_ejections));
                 atomic_init(&s->_usable_since, atomic_load(&prev->_usable_since));
             } else {
-                s->slot = u->next_slot++;
+                s->slot = slot_of(u, s->addr.name);
                 atomic_init(&s->_check_down, 0);
                 atomic_init(&s->_ejected_until, 0);
                 atomic_init(&s->_consec_fail, 0);
@@ -1097,6 +1139,7 @@ pt_resolve_stop(void)
             raddrs_free(u->lines[j].addrs, u->lines[j].n);
         }
         free(u->lines);
+        free(u->seen);
         pt_upstream_unref(u->current);
     }
     free(R.ups);
@@ -1136,6 +1179,8 @@ pt_resolve_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err)
         u->origin = up;
         u->current = up;
         u->next_slot = up->n_slots;
+        for (unsigned s = 0; s < up->n_servers; s++) /* the snapshot's, with their slots */
+            seen_add(u, up->servers[s]->addr.name, up->servers[s]->slot);
         u->lines = calloc(up->n_resolve, sizeof(*u->lines));
         if (u->lines == NULL)
             return pt_err_set(err, "out of memory for the resolver");
