@@ -574,6 +574,19 @@ pt_upstream_print(const struct pt_upstream *up, FILE *out, const char *indent)
             fprintf(out, " max_conns=%u", sv->max_conns);
         fprintf(out, "%s%s\n", sv->backup ? " backup" : "", sv->down ? " down" : "");
     }
+    for (unsigned i = 0; i < up->n_resolve; i++) {
+        const struct pt_resolve_line *rl = up->resolve[i];
+        unsigned n = 0;
+
+        for (unsigned j = 0; j < up->n_servers; j++)
+            n += up->servers[j]->resolve_line == (int)i;
+        if (rl->srv)
+            fprintf(out, "%s  resolve SRV %s: %u server(s) now, followed while running\n",
+                    indent, rl->query, n);
+        else
+            fprintf(out, "%s  resolve %s:%u: %u server(s) now, followed while running\n",
+                    indent, rl->query, rl->port, n);
+    }
 }
 
 /* ---- reload ------------------------------------------------------------------------------ */

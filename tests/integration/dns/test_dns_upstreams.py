@@ -6,6 +6,7 @@ until it does; a name that stops resolving keeps its last addresses; SRV records
 ports and backups."""
 
 import concurrent.futures
+import subprocess
 import signal
 import time
 
@@ -256,3 +257,72 @@ def test_resolver_config_errors(tmp_path, resolver, msg):
     path.write_text(conf)
     rc, out = lib.run_portico(["-t", "-c", str(path)])
     assert rc != 0 and msg in out, out
+
+
+def test_dns_unresolved_explain_and_t_v(tmp_path, dns):
+    """`portico explain` and `portico -t -v` on an upstream whose only name does not resolve:
+    they say so, and nothing breaks (no server to show or to build a request for)."""
+    pport = lib.free_port()
+    conf = dns_conf(tmp_path, pport, dns, "    server app.test:8080 resolve;\n"
+                                          "    protocol h2c;")
+    path = tmp_path / "e.conf"
+    path.write_text(conf)
+    rc, out = lib.run_portico(["-t", "-v", "-c", str(path)])
+    assert rc == 0, out
+    assert "resolve app.test:8080: 0 server(s) now" in out, out
+    p = subprocess.run([lib.PORTICO_BIN, "explain", "-c", str(path),
+                        "GET http://127.0.0.1:%d/x" % pport], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=20)
+    out = p.stdout.decode()
+    assert p.returncode == 0, out
+    assert "no server yet" in out and "app.test (resolve)" in out, out
+
+
+@pytest.mark.hard_timeout(60)
+def test_dns_changes_under_load_no_failed_request(tmp_path, dns, backends_on_port,
+                                                  start_portico):
+    """Clients keep sending (keep-alive, 2 workers) while an address is added, then another
+    removed: every request is answered 200."""
+    import http.client
+    import threading
+
+    port, (b1, b2) = backends_on_port(2)
+    dns.set_zone(a_zone("app.test", ["127.0.0.1"]))
+    pport = lib.free_port()
+    p = start_portico(dns_conf(tmp_path, pport, dns, "    server app.test:%d resolve;" % port,
+                               workers=2), [pport])
+    stop = threading.Event()
+    results, lock = [], threading.Lock()
+
+    def client():
+        c = http.client.HTTPConnection("127.0.0.1", pport, timeout=10)
+        n = 0
+        while not stop.is_set() or n < 20:
+            c.request("GET", "/name")
+            r = c.getresponse()
+            body = r.read()
+            with lock:
+                results.append((r.status, body))
+            n += 1
+        c.close()
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        dns.set_zone(a_zone("app.test", ["127.0.0.1", "127.0.0.2"]))
+        wait_log(p, "now resolves to 127.0.0.1:%d, 127.0.0.2:%d" % (port, port))
+        time.sleep(0.5)
+        dns.set_zone(a_zone("app.test", ["127.0.0.2"]))
+        wait_log(p, "now resolves to 127.0.0.2:%d (was" % port)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert results and all(s == 200 for s, _ in results), \
+        [r for r in results if r[0] != 200][:5]
+    bodies = [b for _, b in results]
+    assert b"b1" in bodies and b"b2" in bodies
+    assert all(b == b"b2" for b in bodies[-8:]), bodies[-8:]  # after the removal, b2 serves
