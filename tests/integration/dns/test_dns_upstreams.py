@@ -13,7 +13,7 @@ import time
 import pytest
 
 import portico_testlib as lib
-from conftest import a_zone, dns_conf, wait_log
+from dnsutil import a_zone, dns_conf, wait_log
 
 
 def names(p, n, path="/name"):
