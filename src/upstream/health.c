@@ -333,8 +333,9 @@ pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err)
             p->srv = up->servers[j];
             p->h = &up->res.health;
             p->fd = -1;
-            /* a server already DOWN (carried over a reload or a DNS change) needs `rise`
-             * passed checks to come back, as it would had the prober never restarted */
+            /* a server found down before a reload, an upgrade or a DNS change starts down: a
+             * passing check counts towards `rise` and brings it back, a failing one changes
+             * nothing */
             p->run.down = atomic_load_explicit(&p->srv->_check_down, memory_order_relaxed) != 0;
             ev_timer_init(&p->timer, on_timer, 0., 0.);
             /* jitter: the first check lands anywhere in the first interval */
