@@ -85,6 +85,8 @@ session_free(struct pt_reapable *r)
 {
     struct pt_stream_session *s = pt_container_of(r, struct pt_stream_session, reap);
 
+    if (s->up != NULL)
+        pt_upstream_unref(s->up);
     pt_conf_unref(s->conf);
     free(s->tried);
     free(s->attempts);
@@ -312,6 +314,32 @@ note_attempt(struct pt_stream_session *s, const struct pt_server *srv)
     a->t_start = ev_now(s->w->loop);
 }
 
+/* The session goes on with server list v of its upstream (a newer DNS version, or the one a
+ * reload's snapshot has): the servers it tried are marked tried in v (by address), v is
+ * referenced and the old list let go. PT_OK, or PT_ERR (out of memory: nothing changed). */
+static int
+move_to(struct pt_stream_session *s, struct pt_upstream *v)
+{
+    struct pt_upstream *old = s->up;
+    uint8_t *tried = calloc(v->n_servers + 1, 1);
+
+    if (tried == NULL)
+        return PT_ERR;
+    for (unsigned i = 0; s->tried != NULL && i < old->n_servers; i++) {
+        if (!s->tried[i])
+            continue;
+        for (unsigned j = 0; j < v->n_servers; j++)
+            if (strcmp(v->servers[j]->addr.name, old->servers[i]->addr.name) == 0)
+                tried[j] = 1;
+    }
+    free(s->tried);
+    s->tried = tried;
+    pt_upstream_ref(v);
+    pt_upstream_unref(old);
+    s->up = v;
+    return PT_OK;
+}
+
 /* Picks a server not tried yet and connects to it. */
 static void
 connect_next(struct pt_stream_session *s)
@@ -323,8 +351,12 @@ connect_next(struct pt_stream_session *s)
     pt_msec timeout;
     int one = 1;
 
-    /* a session of an older snapshot (a reload since it began) keeps its servers, but the
-     * balancer was rebuilt on the new list: it gets no other server */
+    /* between attempts, a newer server list of the same upstream (DNS) is taken, the servers
+     * tried staying tried; a session of an older snapshot (a reload it did not follow) keeps
+     * its servers, but the balancer was rebuilt on the new list: it gets no other server */
+    if (g->up != up && g->up->origin == up->origin && !s->att.counted &&
+        move_to(s, g->up) == PT_OK)
+        up = s->up;
     if (g->up == up)
         srv = pt_upstream_pick(g, &c, s->tried);
     if (srv == NULL) {
@@ -392,6 +424,11 @@ route(struct pt_stream_session *s)
         follow_reload(s, s->w->conf, ss, l);
     }
     s->up = pt_stream_route(s->ss, s->sni);
+    if (s->up != NULL) {
+        /* the server list this worker has now (a DNS change makes new ones), kept alive */
+        s->up = pt_upstream_live(s->w, s->up);
+        pt_upstream_ref(s->up);
+    }
     if (s->up == NULL) {
         pt_log(PT_LOG_INFO, "stream %s: no route for server_name \"%s\" and no proxy_pass: "
                "closing (client %s, s%llu)",
@@ -567,6 +604,7 @@ route_kept(const struct pt_stream_session *s, struct pt_conf *conf, const struct
     up = pt_stream_route(ss, s->sni);
     if (up == NULL || strcmp(up->name, s->up->name) != 0 || up->tls != s->up->tls)
         return NULL;
+    up = pt_upstream_live(s->w, (struct pt_upstream *)up);
     if (s->att.srv == NULL)
         return ss;
     for (unsigned i = 0; i < up->n_servers; i++)
@@ -582,7 +620,7 @@ static void
 rebind(struct pt_stream_session *s, struct pt_conf *conf, const struct pt_stream_server *ss,
        const struct pt_listen *l)
 {
-    struct pt_upstream *up = pt_stream_route(ss, s->sni);
+    struct pt_upstream *up = pt_upstream_live(s->w, pt_stream_route(ss, s->sni));
     struct pt_wupstream *g = pt_upstream_group(s->w, up);
     struct pt_server *srv = NULL;
 
@@ -593,6 +631,8 @@ rebind(struct pt_stream_session *s, struct pt_conf *conf, const struct pt_stream
         pt_upstream_release(g, &s->att);
         pt_upstream_acquire(g, &s->att, srv, ev_now(s->w->loop));
     }
+    pt_upstream_ref(up);
+    pt_upstream_unref(s->up);
     s->up = up;
     s->ss = ss;
     s->listen = l;
@@ -613,21 +653,9 @@ static void
 follow_reload(struct pt_stream_session *s, struct pt_conf *conf,
               const struct pt_stream_server *ss, const struct pt_listen *l)
 {
-    if (s->up != NULL) {
-        struct pt_upstream *up = pt_stream_route(ss, s->sni), *old = s->up;
-        uint8_t *tried = calloc(up->n_servers + 1, 1);
-
-        if (tried == NULL)
-            return; /* stays on the old one: a retry finds no server there */
-        for (unsigned i = 0; i < up->n_servers; i++)
-            for (unsigned j = 0; s->tried != NULL && j < old->n_servers; j++)
-                if (s->tried[j] &&
-                    strcmp(old->servers[j]->addr.name, up->servers[i]->addr.name) == 0)
-                    tried[i] = 1;
-        free(s->tried);
-        s->tried = tried;
-        s->up = up;
-    }
+    if (s->up != NULL &&
+        move_to(s, pt_upstream_live(s->w, pt_stream_route(ss, s->sni))) != PT_OK)
+        return; /* stays on the old one: a retry finds no server there */
     s->ss = ss;
     s->listen = l;
     pt_conf_ref(conf);
