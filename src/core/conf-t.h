@@ -64,6 +64,7 @@ struct pt_listen {
     unsigned index;
     struct pt_addr addr;
     unsigned tls : 1;                    /* `listen ... tls` */
+    unsigned proxy_protocol : 1;         /* `listen ... proxy_protocol`: a PROXY header first */
     const struct pt_listen_proto *proto; /* set by the subsystem that owns the address */
     void *owner;                         /* that subsystem's data (HTTP: its server blocks) */
     int line, col;                       /* where it was first listened on */
