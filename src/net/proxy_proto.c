@@ -490,13 +490,13 @@ static const struct pt_conn_ops wait_ops = {
 
 int
 pt_pp_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
-             struct pt_listen *l, const struct pt_pp_listen *pl, pt_pp_accept_cb *next)
+             struct pt_listen *l, pt_pp_accept_cb *next)
 {
     struct pp_wait *pw;
 
     if (w->draining)
         return PT_ERR;
-    if (!pt_cidr_match(pl->trusted, pl->n_trusted, peer)) {
+    if (!pt_cidr_match(l->pp_trusted, l->pp_n_trusted, peer)) {
         char who[64];
 
         pt_addr_format(peer, who, sizeof(who));
@@ -517,10 +517,10 @@ pt_pp_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t
     memcpy(&pw->peer, peer, PT_MIN((size_t)len, sizeof(pw->peer)));
     pw->peer_len = len;
     ev_io_init(&pw->rio, on_wait_read, fd, EV_READ);
-    ev_timer_init(&pw->timer, on_wait_timer, (double)pl->timeout / 1000., 0.);
+    ev_timer_init(&pw->timer, on_wait_timer, (double)l->pp_timeout / 1000., 0.);
     pt_worker_conn_open(w, &pw->conn, &wait_ops);
     ev_io_start(w->loop, &pw->rio);
-    if (pl->timeout > 0)
+    if (l->pp_timeout > 0)
         ev_timer_start(w->loop, &pw->timer);
     return PT_OK;
 }

@@ -55,14 +55,6 @@ enum pt_pp_rc pt_pp_parse(const uint8_t *p, size_t n, struct pt_pp_result *r);
 size_t pt_pp_write(unsigned version, const struct sockaddr *src, const struct sockaddr *dst,
                    uint8_t *out);
 
-/* How a listen with `proxy_protocol` takes its headers (the owning subsystem fills this in
- * l->pp when it validates): from which peers, and within how long. */
-struct pt_pp_listen {
-    const struct pt_cidr *trusted;
-    int n_trusted;
-    pt_msec timeout;
-};
-
 /* Called with the connection once its header is read: peer is the carried address (or the
  * TCP peer's for LOCAL), local the address the client reached (carried; NULL for LOCAL: ask
  * getsockname()). Same contract as pt_listen_proto.accept (PT_ERR: the caller closes fd). */
@@ -70,10 +62,10 @@ typedef int pt_pp_accept_cb(struct pt_worker *w, int fd, const struct sockaddr *
                             socklen_t len, const struct sockaddr *local, struct pt_listen *l);
 
 /* Takes a connection accepted on a proxy_protocol listen: checks the peer against l's trusted
- * list, reads the header within its timeout, then calls next(). An untrusted peer, a broken
+ * list (l->pp_trusted), reads the header within l->pp_timeout, then calls next(). An untrusted peer, a broken
  * header, a timeout or a close are logged (info) with the peer and the reason, and the
  * connection closed. The waiting connection counts in w->conns (max_connections, drain). */
 int pt_pp_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
-                 struct pt_listen *l, const struct pt_pp_listen *pl, pt_pp_accept_cb *next);
+                 struct pt_listen *l, pt_pp_accept_cb *next);
 
 #endif
