@@ -9,6 +9,7 @@ Helpers are in pplib.py (header builders, raw clients, log readers). Every proce
 by the test and stopped by PID at teardown.
 """
 
+import importlib.util
 import os
 import sys
 
@@ -18,6 +19,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from tls_h2_testlib import certs  # noqa: E402,F401
 from pplib import PPBackend  # noqa: E402
+
+# the stream tests' fixtures (start_stream, start_tcp), from their conftest
+_spec = importlib.util.spec_from_file_location(
+    "stream_conftest", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "stream",
+                                    "conftest.py"))
+_stream = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_stream)
+start_stream = _stream.start_stream
+start_tcp = _stream.start_tcp
 
 
 @pytest.fixture
