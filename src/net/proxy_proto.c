@@ -328,6 +328,23 @@ pt_pp_write(unsigned version, const struct sockaddr *src, const struct sockaddr 
     return 52;
 }
 
+int
+pt_pp_send(int fd, unsigned version, const struct sockaddr *src, const struct sockaddr *dst)
+{
+    uint8_t h[PT_PP_OUT_MAX];
+    size_t n = pt_pp_write(version, src, dst, h);
+    ssize_t w;
+
+    do
+        w = send(fd, h, n, MSG_NOSIGNAL);
+    while (w == -1 && errno == EINTR);
+    if (w == (ssize_t)n)
+        return PT_OK;
+    if (w >= 0)
+        errno = EAGAIN;
+    return PT_ERR;
+}
+
 /* ---- the wait for a header ------------------------------------------------------------- */
 
 /* A connection on a proxy_protocol listen until its header is read. Owner: its worker (on

@@ -55,6 +55,11 @@ enum pt_pp_rc pt_pp_parse(const uint8_t *p, size_t n, struct pt_pp_result *r);
 size_t pt_pp_write(unsigned version, const struct sockaddr *src, const struct sockaddr *dst,
                    uint8_t *out);
 
+/* Sends a header (pt_pp_write) on a socket whose connect() has just completed: nothing has been
+ * written on it, so its send buffer takes the whole header at once; anything else is an error.
+ * PT_OK, or PT_ERR with errno set (EAGAIN for a short write). */
+int pt_pp_send(int fd, unsigned version, const struct sockaddr *src, const struct sockaddr *dst);
+
 /* Called with the connection once its header is read: peer is the carried address (or the
  * TCP peer's for LOCAL), local the address the client reached (carried; NULL for LOCAL: ask
  * getsockname()). Same contract as pt_listen_proto.accept (PT_ERR: the caller closes fd). */

@@ -264,6 +264,13 @@ backend_io(struct pt_stream_session *s)
         ev_io_stop(s->w->loop, &s->su->bwio);
         if (current(s) != NULL)
             current(s)->t_connected = ev_now(s->w->loop);
+        /* the client's address first, before any byte of its own or a TLS handshake */
+        if (s->up->proxy_protocol &&
+            pt_pp_send(s->bfd, s->up->proxy_protocol, (struct sockaddr *)&s->peer,
+                       s->local_known ? (struct sockaddr *)&s->local : NULL) != PT_OK) {
+            attempt_failed(s, "cannot send the PROXY header", errno);
+            return;
+        }
         if (!s->up->tls) {
             start_relay(s);
             return;

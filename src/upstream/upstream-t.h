@@ -102,6 +102,8 @@ struct pt_upstream {
     const char *tls_trusted;      /* CA file; NULL: the system store */
     const char *tls_sni;          /* SNI and name to verify; NULL: the server's host name */
     struct ssl_ctx_st *tls_ctx;   /* built at load, freed with the snapshot */
+    unsigned proxy_protocol;      /* PROXY header version sent first to the servers (1, 2);
+                                   * 0: none */
     struct pt_resilience res;
     atomic_uint _pending;         /* requests queued for a free server, all workers */
     void *mod[PT_MODULES_MAX];
