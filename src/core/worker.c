@@ -401,9 +401,11 @@ pt_worker_conn_closed(struct pt_worker *w, struct pt_conn *c)
 {
     pt_list_remove(&c->link);
     w->n_conns--;
-    /* a handed-over worker is done with its last client: its idle backend connections and
-     * timers must not keep it (worker_fini closes them once the loop has ended) */
-    if (w->leaving && w->n_conns == 0)
+    /* a draining or handed-over worker is done with its last client: its idle backend
+     * connections and the drain deadline must not keep it (worker_fini closes them once the
+     * loop has ended); checked here, since the reaper's check runs only after the next
+     * wake-up, which may be the deadline */
+    if ((w->leaving || w->draining) && w->n_conns == 0)
         ev_break(w->loop, EVBREAK_ALL);
     if ((w->accept_pause & PT_ACCEPT_PAUSE_FULL) &&
         (int64_t)w->n_conns < w->conf->max_connections)
@@ -456,13 +458,14 @@ worker_drain_for(struct pt_worker *w, pt_msec msec)
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->worker_drain != NULL)
             pt_modules[i]->worker_drain(w);
-    if (ev_is_active(&w->drain_timer)) {
-        ev_ref(w->loop); /* it was unreferenced when started (worker_leave) */
-        ev_timer_stop(w->loop, &w->drain_timer);
-    }
+    ev_timer_stop(w->loop, &w->drain_timer);
+    /* the deadline keeps the loop running while connections drain, even at a moment when none
+     * of them has a watcher of its own (a download held by a slow client's window, its backend
+     * paused): the loop ends when the last connection is gone (on_reap) or at the deadline */
     ev_timer_init(&w->drain_timer, on_drain_deadline, (double)msec / 1000.0, 0.);
     ev_timer_start(w->loop, &w->drain_timer);
-    ev_unref(w->loop); /* the deadline alone must not keep the loop alive */
+    if (w->n_conns == 0)
+        ev_break(w->loop, EVBREAK_ALL); /* nothing to wait for */
 }
 
 static void
@@ -477,7 +480,6 @@ on_leave_over(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct pt_worker *w = ev_userdata(loop);
 
-    ev_ref(loop); /* the expiry stopped the timer, which worker_leave had unreferenced */
     worker_drain_for(w, w->conf->shutdown_timeout - w->conf->shutdown_timeout / 2);
 }
 
@@ -497,8 +499,7 @@ worker_leave(struct pt_worker *w, void *arg)
     ev_timer_stop(w->loop, &w->accept_retry);
     ev_timer_init(&w->drain_timer, on_leave_over, (double)(w->conf->shutdown_timeout / 2) / 1000.,
                   0.);
-    ev_timer_start(w->loop, &w->drain_timer);
-    ev_unref(w->loop); /* the timer alone must not keep the loop alive */
+    ev_timer_start(w->loop, &w->drain_timer); /* keeps the loop until the conns are gone */
     if (w->n_conns == 0)
         ev_break(w->loop, EVBREAK_ALL); /* pooled backend connections would keep it running */
 }

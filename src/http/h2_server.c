@@ -68,6 +68,7 @@ struct pt_h2_conn {
     unsigned in_recv : 1;
     unsigned served : 1; /* at least one stream was opened */
     unsigned eof : 1;    /* the client half-closed: finish the streams, then close */
+    unsigned lingering : 1; /* done: our side shut, the client's last bytes read and dropped */
     unsigned n_streams;
     struct pt_list streams;
     struct pt_list heads; /* streams whose response head waits for the next write */
@@ -106,6 +107,7 @@ static const struct pt_conn_ops h2_conn_ops;
 static void h2_flush(struct pt_h2_conn *c);
 static void resume_stream_data(struct pt_h2_stream *st);
 static void h2_close(struct pt_h2_conn *c);
+static void h2_linger(struct pt_h2_conn *c);
 
 static void
 update_read(struct pt_h2_conn *c, int want)
@@ -148,6 +150,10 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct pt_h2_conn *c = pt_container_of(t, struct pt_h2_conn, timer);
 
+    if (c->lingering) {
+        h2_close(c); /* the lingering time is over */
+        return;
+    }
     if (ev_is_active(&c->wio)) {
         pt_log(PT_LOG_INFO, "h2 client %s timed out reading (c%llu)", c->peer_ip,
                (unsigned long long)c->id);
@@ -160,7 +166,7 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     c->goaway = 1;
     h2_flush(c);
     if (!c->closing)
-        h2_close(c); /* idle: nothing in flight */
+        h2_linger(c); /* idle: nothing in flight */
 }
 
 /* ---- streams -------------------------------------------------------------------------- */
@@ -1058,7 +1064,7 @@ h2_flush(struct pt_h2_conn *c)
     const char *why = NULL;
     int rc;
 
-    if (c->closing)
+    if (c->closing || c->lingering)
         return;
     submit_heads(c);
     rc = pt_h2_send(c->session, &c->w->chunks, &c->out, c->fd, c->ssl, &c->tls_retry, &why);
@@ -1080,10 +1086,9 @@ h2_flush(struct pt_h2_conn *c)
         ev_io_stop(c->w->loop, &c->wio);
     }
     update_timer(c);
-    if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
-        h2_close(c);
-    else if ((c->goaway || c->eof) && c->n_streams == 0)
-        h2_close(c);
+    if ((!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) ||
+        ((c->goaway || c->eof) && c->n_streams == 0))
+        h2_linger(c); /* everything went out: end without a reset */
 }
 
 static void
@@ -1144,6 +1149,14 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
     struct pt_chunk *ch;
     ssize_t n;
 
+    if (c->lingering) {
+        char drop[4096];
+
+        n = read(c->fd, drop, sizeof(drop)); /* TLS records too: nothing more is parsed */
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            h2_close(c);
+        return;
+    }
     if (c->pending != NULL) {
         /* what the HTTP/1.1 connection had already read (the preface, or frames after an
          * Upgrade): fed here, outside pt_h2_conn_start, so a connection that dies on them
@@ -1200,6 +1213,33 @@ conn_free(struct pt_reapable *r)
     nghttp2_session_del(c->session);
     pt_conf_unref(c->conf);
     free(c);
+}
+
+/* The connection is done and all its output went out (GOAWAY included). Closing now, with the
+ * client's WINDOW_UPDATEs or PINGs unread, would send a RST, and a RST makes the client's
+ * kernel drop what it has not read yet: the end of the last response. So our side is shut
+ * (close_notify first over TLS) and what the client still sends is read and dropped until it
+ * closes, or for LINGER_MSEC. A client that half-closed sends nothing more: closed at once. */
+#define LINGER_MSEC 2000
+
+static void
+h2_linger(struct pt_h2_conn *c)
+{
+    if (c->closing || c->lingering)
+        return;
+    if (c->eof || c->out.bytes > 0) {
+        h2_close(c);
+        return;
+    }
+    c->lingering = 1;
+    if (c->ssl != NULL)
+        SSL_shutdown(c->ssl); /* close_notify; its answer is not awaited */
+    shutdown(c->fd, SHUT_WR);
+    ev_io_stop(c->w->loop, &c->wio);
+    update_read(c, 1);
+    ev_timer_stop(c->w->loop, &c->timer);
+    ev_timer_set(&c->timer, LINGER_MSEC / 1000.0, 0.);
+    ev_timer_start(c->w->loop, &c->timer);
 }
 
 static void
