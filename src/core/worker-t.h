@@ -10,6 +10,7 @@
 #include "core/buf-t.h"
 #include "core/common-t.h"
 #include "core/conf-t.h"
+#include "core/stats-t.h"
 
 struct pt_worker;
 struct pt_runtime;
@@ -27,6 +28,11 @@ struct pt_reapable {
     void (*free)(struct pt_reapable *r);
 };
 
+/* Kinds of client connection the worker counts apart (w->n_conns_kind), for metrics and the
+ * status page. The core names none of them: each subsystem numbers its own kinds inside this
+ * range (HTTP: src/http/http_stats-t.h; the relay: src/net/relay-t.h); 0 is "other". */
+#define PT_CONN_KINDS 4
+
 /* A client connection as its worker sees it, whatever its protocol: it is on w->conns and can
  * be told to drain or to close. Embedded in each protocol's connection struct; the worker never
  * knows which protocol it is. */
@@ -37,6 +43,7 @@ struct pt_conn_ops {
     void (*drain)(struct pt_conn *c);
     /* The worker's loop has ended: close now. Must call pt_worker_conn_closed(). */
     void (*close)(struct pt_conn *c);
+    unsigned kind; /* < PT_CONN_KINDS: which of w->n_conns_kind counts it */
 };
 struct pt_conn {
     struct pt_list link; /* in w->conns */
@@ -111,9 +118,14 @@ struct pt_worker {
     void *mod[PT_MODULES_MAX]; /* per-worker state of each module and subsystem */
     uint64_t next_id;
 
-    /* counters, summed across workers when read */
+    /* Counters and gauges, summed across workers when read: written by this worker only, read
+     * by any thread with pt_stats_load() (see struct pt_stats_block for why that is safe). */
     uint64_t n_accepted;
     uint64_t n_requests;
+    uint64_t n_conns_kind[PT_CONN_KINDS]; /* open client connections by kind */
+    /* Named counter blocks of every subsystem (metrics, status). Freed only once every worker
+     * has been joined, so other workers may read them until then. */
+    struct pt_stats stats;
 };
 
 /* The process: snapshot, workers and listening sockets. Owner: main. */
@@ -122,6 +134,7 @@ struct pt_runtime {
     struct pt_worker *workers;
     unsigned n_workers;
     int *listen_fds; /* [listen index * n_workers + worker id] */
+    struct pt_reload_counters reload; /* configuration generations (metrics, status) */
 };
 
 #endif

@@ -17,6 +17,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/stats.h"
 #include "core/worker.h"
 
 static __thread struct pt_worker *self_worker;
@@ -35,6 +36,11 @@ pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *er
 
     rt->conf = conf;
     rt->n_workers = nw;
+    /* the snapshot loaded at start is generation 1; reload counts on from here */
+    atomic_store(&rt->reload.generation, 1);
+    atomic_store(&rt->reload.live, 1);
+    rt->reload.started_at = pt_wall_ms();
+    atomic_store(&rt->reload.loaded_at, rt->reload.started_at);
     rt->listen_fds = calloc((size_t)conf->n_listens * nw + 1, sizeof(int));
     if (rt->listen_fds == NULL)
         return pt_err_set(err, "out of memory");
@@ -292,11 +298,18 @@ pt_worker_conn_open(struct pt_worker *w, struct pt_conn *c, const struct pt_conn
     c->ops = ops;
     pt_list_insert_tail(&w->conns, &c->link);
     w->n_conns++;
+    w->n_conns_kind[ops->kind]++;
 }
 
 void
 pt_worker_conn_replace(struct pt_conn *old, struct pt_conn *c, const struct pt_conn_ops *ops)
 {
+    struct pt_worker *w = pt_worker_self();
+
+    if (w != NULL) {
+        w->n_conns_kind[old->ops->kind]--;
+        w->n_conns_kind[ops->kind]++;
+    }
     c->ops = ops;
     pt_list_insert_tail(&old->link, &c->link); /* right after old: the same place in the list */
     pt_list_remove(&old->link);
@@ -307,6 +320,7 @@ pt_worker_conn_closed(struct pt_worker *w, struct pt_conn *c)
 {
     pt_list_remove(&c->link);
     w->n_conns--;
+    w->n_conns_kind[c->ops->kind]--;
     if ((w->accept_pause & PT_ACCEPT_PAUSE_FULL) &&
         (int64_t)w->n_conns < w->conf->max_connections)
         w->accept_pause &= ~(unsigned)PT_ACCEPT_PAUSE_FULL;
@@ -476,6 +490,7 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
         return pt_err_set(err, "cannot create event loop for worker %u", id);
     ev_set_userdata(w->loop, w);
     pthread_mutex_init(&w->_mu, NULL);
+    pt_stats_init(&w->stats);
     ev_async_init(&w->wake, on_wake);
     ev_async_start(w->loop, &w->wake);
     ev_unref(w->loop); /* the wake-up watcher must not keep a draining loop alive */
@@ -548,6 +563,9 @@ pt_runtime_join(struct pt_runtime *rt)
         free(w->accept_w);
         pthread_mutex_destroy(&w->_mu);
     }
+    /* only now: until the last worker stopped, any of them could be reading the others' */
+    for (unsigned i = 0; i < rt->n_workers; i++)
+        pt_stats_fini(&rt->workers[i].stats);
     for (unsigned i = 0; i < rt->conf->n_listens * rt->n_workers; i++)
         if (rt->listen_fds[i] != -1)
             close(rt->listen_fds[i]);

@@ -316,6 +316,7 @@ conn_close(struct pt_conn *c)
 static const struct pt_conn_ops relay_conn_ops = {
     .drain = conn_drain,
     .close = conn_close,
+    .kind = PT_RELAY_CONN_KIND,
 };
 
 struct pt_relay *

@@ -6,9 +6,28 @@
 
 #include "core/common.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "core/worker.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
+
+int
+pt_upstream_stats_bind(struct pt_worker *w, struct pt_wupstream *g)
+{
+    const struct pt_upstream *up = g->up;
+
+    g->stats = pt_stats_get(&w->stats, "upstream", up->name, NULL, sizeof(*g->stats));
+    if (g->stats == NULL)
+        return PT_ERR;
+    for (unsigned j = 0; j < up->n_servers; j++) {
+        g->servers[j].stats = pt_stats_get(&w->stats, "upstream_server", up->name,
+                                           up->servers[j]->addr.name,
+                                           sizeof(*g->servers[j].stats));
+        if (g->servers[j].stats == NULL)
+            return PT_ERR;
+    }
+    return PT_OK;
+}
 
 static int
 upstream_worker_init(struct pt_worker *w)
@@ -28,7 +47,7 @@ upstream_worker_init(struct pt_worker *w)
         g->retry_tokens = 10.0;
         pt_list_init(&g->queue);
         g->servers = calloc(up->n_servers, sizeof(*g->servers));
-        if (g->servers == NULL)
+        if (g->servers == NULL || pt_upstream_stats_bind(w, g) != PT_OK)
             return PT_ERR;
         for (unsigned j = 0; j < up->n_servers; j++) {
             g->servers[j].srv = up->servers[j];
@@ -111,6 +130,39 @@ pt_upstream_server_changed(struct pt_server *s)
     pt_runtime_post(server_changed, s); /* a worker that misses it still sees the state */
 }
 
+const char *const pt_server_state_names[PT_SRV_STATES] = {
+    "up", "down", "ejected", "draining", "disabled",
+};
+
+enum pt_server_state
+pt_server_state(const struct pt_server *cs)
+{
+    struct pt_server *s = (struct pt_server *)cs;
+
+    if (s->down)
+        return PT_SRV_DISABLED;
+    if (atomic_load_explicit(&s->_admin_drain, memory_order_relaxed))
+        return PT_SRV_DRAINING;
+    if (atomic_load_explicit(&s->_check_down, memory_order_relaxed))
+        return PT_SRV_DOWN;
+    if (atomic_load_explicit(&s->_ejected_until, memory_order_relaxed) > pt_now_ms())
+        return PT_SRV_EJECTED;
+    return PT_SRV_UP;
+}
+
+bool
+pt_upstream_server_drain(struct pt_server *s, bool on, const char *who)
+{
+    if (atomic_exchange_explicit(&s->_admin_drain, on ? 1 : 0, memory_order_relaxed) == on)
+        return false;
+    if (!on) /* back in rotation: slow start applies, as after a health check's UP */
+        atomic_store_explicit(&s->_usable_since, pt_now_ms(), memory_order_relaxed);
+    pt_log(PT_LOG_NOTICE, "server %s in %s %s by %s", s->name, s->upstream->name,
+           on ? "drained (no new requests)" : "enabled", who);
+    pt_upstream_server_changed(s);
+    return true;
+}
+
 struct pt_module pt_module_upstream = {
     .abi = PT_MODULE_ABI,
     .name = "upstream",
@@ -158,7 +210,7 @@ pt_upstream_acquire(struct pt_wupstream *g, struct pt_attempt *a, struct pt_serv
     a->t_start = now;
     atomic_fetch_add_explicit(&srv->_active, 1, memory_order_relaxed);
     g->servers[srv->index].n_active++;
-    g->servers[srv->index].requests++;
+    g->servers[srv->index].stats->requests++;
     if (ops->on_conn != NULL)
         ops->on_conn(g, srv, +1);
 }
@@ -168,6 +220,8 @@ pt_upstream_result(struct pt_wupstream *g, const struct pt_attempt *a, ev_tstamp
 {
     const struct pt_lb_ops *ops = g->up->lb->ops;
 
+    if (ok && a->srv != NULL)
+        pt_hist_observe(&g->servers[a->srv->index].stats->response_time, now - a->t_start);
     if (ops->on_result != NULL && a->srv != NULL)
         ops->on_result(g, a->srv, now - a->t_start, ok);
 }
@@ -205,6 +259,8 @@ pt_pool_get(struct pt_wserver *ws)
     e = ws->idle.next;
     pt_list_remove(e);
     ws->n_idle--;
+    ws->stats->idle--;
+    ws->stats->conns_reused++;
     return pt_container_of(e, struct pt_pooled, link);
 }
 
@@ -215,6 +271,7 @@ pt_pool_put(struct pt_wserver *ws, struct pt_pooled *p)
         return false;
     pt_list_insert_head(&ws->idle, &p->link);
     ws->n_idle++;
+    ws->stats->idle++;
     return true;
 }
 
@@ -223,4 +280,5 @@ pt_pool_remove(struct pt_wserver *ws, struct pt_pooled *p)
 {
     pt_list_remove(&p->link);
     ws->n_idle--;
+    ws->stats->idle--;
 }
