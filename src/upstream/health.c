@@ -102,7 +102,7 @@ pt_health_result_text(enum pt_hc_result r, int detail, char *buf, size_t len)
     case PT_HC_TIMEOUT:
         return "timeout";
     case PT_HC_CONNECT:
-        snprintf(buf, len, "connect: %s", strerror(detail));
+        snprintf(buf, len, "%s", strerror(detail));
         return buf;
     case PT_HC_TLS:
         return "TLS handshake failed";

@@ -49,8 +49,8 @@ void pt_health_stop(void);
 /* Asks the prober to check s now (on the main thread, soon), unless a check is running. False
  * when s's upstream has no health_check. Any thread; no lock. */
 bool pt_health_check_now(struct pt_server *s);
-/* A health check result as text ("status 503", "connect: Connection refused"), in buf when it
- * needs formatting. Any thread. */
+/* A health check result as text ("status 503", "Connection refused"), as the DOWN log line
+ * says it; formatted in buf when it needs to be. Any thread. */
 const char *pt_health_result_text(enum pt_hc_result r, int detail, char *buf, size_t len);
 
 #endif

@@ -66,7 +66,7 @@ def test_status_failed_check_and_no_health_check(start_backend, start_portico, t
     s = lib.wait_until(lambda: (lambda s: s if s["state"] == "down" else None)(o.server(dead)),
                        what="the dead server DOWN")
     assert s["health"]["last"] == "failed"
-    assert s["health"]["reason"] == "connect: Connection refused"
+    assert s["health"]["reason"] == "Connection refused"
     assert s["health"]["fails"] >= 1
     plain = [u for u in o.status()["upstreams"] if u["name"] == "plain"][0]
     assert plain["health_check"] is False and plain["servers"][0]["health"] is None
