@@ -276,7 +276,8 @@ http_metrics(struct out *o, const struct pt_runtime *rt)
 #define EACH_HTTP                                                                                 \
     for (unsigned i = 0; i < set.n; i++)                                                         \
         for (const struct pt_http_stats *s = (const void *)set.v[i]->v; s != NULL; s = NULL)
-#define HTTP_KV(...) {"server_name", set.v[i]->labels[0], "upstream", set.v[i]->labels[1], __VA_ARGS__}
+#define HTTP_KV(...)                                                                              \
+    {"server_name", set.v[i]->labels[0], "upstream", set.v[i]->labels[1], __VA_ARGS__}
     family(o, "portico_http_requests_total", "counter",
            "Requests by server block (its first server_name, or _), upstream (empty: answered "
            "by portico), response status class (none: no response) and frontend protocol.");
@@ -394,7 +395,8 @@ tls_metrics(struct out *o, const struct pt_runtime *rt)
 
         sample(o, "portico_tls_sessions_resumed_total", kv, st.resumed[d]);
     }
-    family(o, "portico_tls_handshake_failures_total", "counter", "TLS handshakes that failed, by reason.");
+    family(o, "portico_tls_handshake_failures_total", "counter",
+           "TLS handshakes that failed, by reason.");
     for (unsigned d = 0; d < PT_TLS_SIDES; d++)
         for (unsigned r = 0; r < PT_TLS_FAILS; r++) {
             const char *kv[] = {"side", tls_side_names[d], "reason", tls_fail_names[r], NULL};
@@ -416,7 +418,8 @@ server_metrics(struct out *o, const struct pt_runtime *rt, const struct pt_conf 
 #define EACH_SRV                                                                                  \
     for (unsigned i = 0; i < set.n; i++)                                                         \
         for (const struct pt_server_stats *s = (const void *)set.v[i]->v; s != NULL; s = NULL)
-#define SRV_KV(...) {"upstream", set.v[i]->labels[0], "server", set.v[i]->labels[1], __VA_ARGS__}
+#define SRV_KV(...)                                                                               \
+    {"upstream", set.v[i]->labels[0], "server", set.v[i]->labels[1], __VA_ARGS__}
     family(o, "portico_upstream_requests_total", "counter",
            "Attempts sent to a server (a retried request counts once per attempt).");
     EACH_SRV
@@ -486,7 +489,8 @@ server_metrics(struct out *o, const struct pt_runtime *rt, const struct pt_conf 
     for (unsigned u = 0; u < m->n_upstreams; u++)                                                \
         for (unsigned j = 0; j < m->upstreams[u]->n_servers; j++)                                \
             for (struct pt_server *srv = m->upstreams[u]->servers[j]; srv != NULL; srv = NULL)
-#define SERVER_KV(...) {"upstream", srv->upstream->name, "server", srv->addr.name, __VA_ARGS__}
+#define SERVER_KV(...)                                                                            \
+    {"upstream", srv->upstream->name, "server", srv->addr.name, __VA_ARGS__}
     family(o, "portico_upstream_server_state", "gauge",
            "1 for the state a server is in: up, down (active health checks), ejected (outlier "
            "detection), draining (admin), disabled (down in the configuration).");
