@@ -51,6 +51,7 @@ struct al_main {
 
 struct al_worker {
     ev_timer flush_timer;
+    struct al_main *m; /* the snapshot whose files the buffers are for (the worker's) */
     char *buf[AL_MAX_FILES];
     size_t len[AL_MAX_FILES];
     time_t cached_sec;
@@ -220,26 +221,46 @@ al_reopen(struct pt_conf *conf)
 }
 
 static void
+write_all(int fd, const char *p, size_t len)
+{
+    size_t off = 0;
+
+    while (off < len) {
+        ssize_t n = write(fd, p + off, len - off);
+
+        if (n == -1) {
+            if (errno == EINTR)
+                continue;
+            break; /* a full disk must not stall the worker; the lines are lost */
+        }
+        off += (size_t)n;
+    }
+}
+
+static void
 al_flush(struct pt_worker *w)
 {
     struct al_worker *aw = w->mod[pt_module_access_log._index];
-    struct al_main *m = w->conf->mod[pt_module_access_log._index];
 
-    for (int i = 0; i < m->n_files; i++) {
-        size_t off = 0;
-
-        while (off < aw->len[i]) {
-            ssize_t n = write(m->fds[i], aw->buf[i] + off, aw->len[i] - off);
-
-            if (n == -1) {
-                if (errno == EINTR)
-                    continue;
-                break; /* a full disk must not stall the worker; the lines are lost */
-            }
-            off += (size_t)n;
-        }
+    for (int i = 0; i < aw->m->n_files; i++) {
+        write_all(aw->m->fds[i], aw->buf[i], aw->len[i]);
         aw->len[i] = 0;
     }
+}
+
+/* Buffers for each file of the worker's snapshot, and the timer that flushes them. */
+static int
+buffers(struct pt_worker *w, struct al_worker *aw)
+{
+    aw->m = w->conf->mod[pt_module_access_log._index];
+    for (int i = 0; i < aw->m->n_files; i++)
+        if (aw->buf[i] == NULL && (aw->buf[i] = malloc(AL_BUF)) == NULL)
+            return PT_ERR;
+    if (aw->m->n_files > 0 && !ev_is_active(&aw->flush_timer)) {
+        ev_timer_start(w->loop, &aw->flush_timer);
+        ev_unref(w->loop); /* the flush timer must not keep a draining worker alive */
+    }
+    return PT_OK;
 }
 
 static void
@@ -252,22 +273,27 @@ static int
 al_worker_init(struct pt_worker *w)
 {
     struct al_worker *aw = calloc(1, sizeof(*aw));
-    struct al_main *m = w->conf->mod[pt_module_access_log._index];
 
     if (aw == NULL)
         return PT_ERR;
-    for (int i = 0; i < m->n_files; i++) {
-        aw->buf[i] = malloc(AL_BUF);
-        if (aw->buf[i] == NULL)
-            return PT_ERR;
-    }
     w->mod[pt_module_access_log._index] = aw;
-    if (m->n_files > 0) {
-        ev_timer_init(&aw->flush_timer, on_flush_timer, 1., 1.);
-        ev_timer_start(w->loop, &aw->flush_timer);
-        ev_unref(w->loop); /* the flush timer must not keep a draining worker alive */
-    }
-    return PT_OK;
+    ev_timer_init(&aw->flush_timer, on_flush_timer, 1., 1.);
+    return buffers(w, aw);
+}
+
+/* A reload: what is buffered goes to the old snapshot's files (still open: the old snapshot
+ * lives until the hooks return); the buffers then serve the new one's. */
+static void
+al_worker_reload(struct pt_worker *w, struct pt_conf *old)
+{
+    struct al_worker *aw = w->mod[pt_module_access_log._index];
+
+    if (aw == NULL)
+        return;
+    al_flush(w);
+    if (buffers(w, aw) != PT_OK)
+        pt_log(PT_LOG_ERROR, "out of memory for access log buffers: lines are written "
+               "unbuffered");
 }
 
 static void
@@ -278,6 +304,10 @@ al_worker_fini(struct pt_worker *w)
     if (aw == NULL)
         return;
     al_flush(w);
+    if (ev_is_active(&aw->flush_timer)) {
+        ev_ref(w->loop);
+        ev_timer_stop(w->loop, &aw->flush_timer);
+    }
     for (int i = 0; i < AL_MAX_FILES; i++)
         free(aw->buf[i]);
     free(aw);
@@ -424,6 +454,13 @@ al_log(struct pt_exchange *x)
         lprintf(&l, "\"}");
     }
     l.buf[l.o++] = '\n'; /* lprintf and lesc always leave one byte for it */
+    if (x->conf->mod[idx] != aw->m || aw->buf[c->file] == NULL) {
+        /* an exchange of an older snapshot (a reload since it began): its own files */
+        struct al_main *xm = x->conf->mod[idx];
+
+        write_all(xm->fds[c->file], l.buf, l.o);
+        return;
+    }
     if (aw->len[c->file] + l.o > AL_BUF)
         al_flush(w);
     memcpy(aw->buf[c->file] + aw->len[c->file], l.buf, l.o);
@@ -450,6 +487,7 @@ struct pt_module pt_module_access_log = {
     .conf_release = al_release,
     .worker_init = al_worker_init,
     .worker_fini = al_worker_fini,
+    .worker_reload = al_worker_reload,
     .reopen = al_reopen,
     .ops = &al_ops,
 };

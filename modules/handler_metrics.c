@@ -167,43 +167,35 @@ static const char *const tls_fail_names[PT_TLS_FAILS] = {
 
 /* ---- families -------------------------------------------------------------------------- */
 
+/* The configuration: its generation and load time are the snapshot's this scrape runs on (the
+ * newest once this worker has switched); the reload counts are the main thread's. */
 static void
-runtime_metrics(struct out *o, const struct pt_runtime *rt)
+runtime_metrics(struct out *o, const struct pt_runtime *rt, const struct pt_conf *conf)
 {
-    const struct pt_reload_counters *r = &rt->reload;
     const char *kv[] = {"version", PACKAGE_VERSION, NULL};
 
     family(o, "portico_build_info", "gauge", "portico's version (always 1).");
     sample(o, "portico_build_info", kv, 1);
     family(o, "portico_start_time_seconds", "gauge", "When the process started (Unix time).");
-    sample_ms(o, "portico_start_time_seconds", NULL, r->started_at);
+    sample_ms(o, "portico_start_time_seconds", NULL, rt->started_at);
     family(o, "portico_workers", "gauge", "Worker threads.");
     sample(o, "portico_workers", NULL, rt->n_workers);
     family(o, "portico_config_generation", "gauge",
            "Number of the configuration in force: 1 at start, +1 per successful reload.");
-    sample(o, "portico_config_generation", NULL,
-           atomic_load_explicit(&((struct pt_reload_counters *)r)->generation,
-                                memory_order_relaxed));
+    sample(o, "portico_config_generation", NULL, conf->generation);
     family(o, "portico_config_generations_live", "gauge",
            "Configuration snapshots still in use (the newest and older ones in-flight "
            "requests hold).");
-    sample(o, "portico_config_generations_live", NULL,
-           atomic_load_explicit(&((struct pt_reload_counters *)r)->live, memory_order_relaxed));
+    sample(o, "portico_config_generations_live", NULL, pt_conf_generations_live());
     family(o, "portico_config_loaded_timestamp_seconds", "gauge",
            "When the configuration in force was loaded (Unix time).");
-    sample_ms(o, "portico_config_loaded_timestamp_seconds", NULL,
-              atomic_load_explicit(&((struct pt_reload_counters *)r)->loaded_at,
-                                   memory_order_relaxed));
+    sample(o, "portico_config_loaded_timestamp_seconds", NULL, (uint64_t)conf->loaded_at);
     family(o, "portico_config_reloads_total", "counter", "Successful configuration reloads.");
-    sample(o, "portico_config_reloads_total", NULL,
-           atomic_load_explicit(&((struct pt_reload_counters *)r)->reloads,
-                                memory_order_relaxed));
+    sample(o, "portico_config_reloads_total", NULL, pt_stats_load(&rt->reloads));
     family(o, "portico_config_reload_failures_total", "counter",
            "Reloads refused because the new configuration was invalid (the running one "
            "stayed).");
-    sample(o, "portico_config_reload_failures_total", NULL,
-           atomic_load_explicit(&((struct pt_reload_counters *)r)->failed,
-                                memory_order_relaxed));
+    sample(o, "portico_config_reload_failures_total", NULL, pt_stats_load(&rt->reloads_failed));
 }
 
 static void
@@ -616,7 +608,7 @@ metrics_handle(struct pt_exchange *x, const void *conf)
         return PT_OK;
     }
     pt_chain_init(&o.ch);
-    runtime_metrics(&o, rt);
+    runtime_metrics(&o, rt, x->conf);
     connection_metrics(&o, rt);
     http_metrics(&o, rt);
     tls_metrics(&o, rt);

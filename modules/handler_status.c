@@ -289,19 +289,16 @@ json_server(struct out *o, const struct view *v, struct pt_server *s)
 static void
 json_page(struct out *o, const struct view *v)
 {
-    const struct pt_reload_counters *r = &v->rt->reload;
     const struct pt_upstream_main *m = pt_upstream_main(v->conf);
 
     puts_(o, "{\"version\":\"" PACKAGE_VERSION "\",");
-    putf(o, "\"generation\":%llu,",
-         (unsigned long long)atomic_load((atomic_uint_fast64_t *)&r->generation));
-    json_time(o, "loaded_at", atomic_load((atomic_int_fast64_t *)&r->loaded_at));
+    putf(o, "\"generation\":%u,", v->conf->generation);
+    json_time(o, "loaded_at", (int64_t)v->conf->loaded_at * 1000);
     puts_(o, ",");
-    json_time(o, "started_at", r->started_at);
+    json_time(o, "started_at", v->rt->started_at);
     putf(o, ",\"reloads\":%llu,\"reload_failures\":%llu,\"generations_live\":%u,",
-         (unsigned long long)atomic_load((atomic_uint_fast64_t *)&r->reloads),
-         (unsigned long long)atomic_load((atomic_uint_fast64_t *)&r->failed),
-         atomic_load((atomic_uint *)&r->live));
+         (unsigned long long)pt_stats_load(&v->rt->reloads),
+         (unsigned long long)pt_stats_load(&v->rt->reloads_failed), pt_conf_generations_live());
     puts_(o, "\"workers\":[");
     for (unsigned i = 0; i < v->rt->n_workers; i++) {
         const struct pt_worker *w = &v->rt->workers[i];
@@ -359,7 +356,6 @@ html_action(struct out *o, const char *base, const struct pt_server *s, const ch
 static void
 html_page(struct out *o, const struct view *v, const char *base, bool admin)
 {
-    const struct pt_reload_counters *r = &v->rt->reload;
     const struct pt_upstream_main *m = pt_upstream_main(v->conf);
     char t1[40], t2[40];
 
@@ -370,16 +366,14 @@ html_page(struct out *o, const struct view *v, const char *base, bool admin)
              ".state-up{color:#060}.state-down,.state-ejected{color:#b00}"
              ".state-draining,.state-disabled{color:#a60}form{display:inline}</style>"
              "</head><body>\n<h1>portico " PACKAGE_VERSION "</h1>\n");
-    putf(o, "<p id=\"config\">Configuration generation <span id=\"generation\">%llu</span>, "
+    putf(o, "<p id=\"config\">Configuration generation <span id=\"generation\">%u</span>, "
             "loaded <span id=\"loaded-at\">%s</span>; started %s; ",
-         (unsigned long long)atomic_load((atomic_uint_fast64_t *)&r->generation),
-         iso_time(atomic_load((atomic_int_fast64_t *)&r->loaded_at), t1, sizeof(t1)),
-         iso_time(r->started_at, t2, sizeof(t2)));
+         v->conf->generation, iso_time((int64_t)v->conf->loaded_at * 1000, t1, sizeof(t1)),
+         iso_time(v->rt->started_at, t2, sizeof(t2)));
     putf(o, "reloads %llu (%llu failed), generations live %u. <a href=\"?format=json\">JSON</a>"
             "</p>\n",
-         (unsigned long long)atomic_load((atomic_uint_fast64_t *)&r->reloads),
-         (unsigned long long)atomic_load((atomic_uint_fast64_t *)&r->failed),
-         atomic_load((atomic_uint *)&r->live));
+         (unsigned long long)pt_stats_load(&v->rt->reloads),
+         (unsigned long long)pt_stats_load(&v->rt->reloads_failed), pt_conf_generations_live());
     puts_(o, "<h2>Workers</h2>\n<table id=\"workers\"><tr><th>worker</th><th>connections</th>"
              "<th>HTTP/1.1</th><th>HTTP/2</th><th>WebSocket</th><th>accepted</th>"
              "<th>requests</th></tr>\n");

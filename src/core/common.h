@@ -100,4 +100,11 @@ pt_str_ieq(const char *a, size_t alen, const char *b, size_t blen)
     return alen == blen && strncasecmp(a, b, alen) == 0;
 }
 
+/* Equal strings, NULL equal only to NULL. */
+static inline bool
+pt_str_eq(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
 #endif

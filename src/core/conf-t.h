@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "core/arena-t.h"
 #include "core/common-t.h"
@@ -72,9 +73,12 @@ struct pt_conf {
     atomic_int _refs;
     struct pt_arena arena;
     const char *path;
+    unsigned generation; /* 1 for the first snapshot loaded, then one more per reload */
+    time_t loaded_at;
     unsigned workers;
     const char *error_log;
     int error_log_level;
+    const char *pid_file; /* `pid`: NULL for none */
     pt_msec shutdown_timeout;
     int64_t max_connections; /* client connections per worker (h1 + h2); then accepts pause */
     unsigned max_connections_auto : 1; /* not set: main lowers it to fit the fd limit */

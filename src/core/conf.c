@@ -18,6 +18,10 @@
 #include "core/log.h"
 #include "core/module.h"
 
+/* Snapshots loaded so far (the generation of the newest) and alive now. */
+static atomic_uint generations_loaded;
+static atomic_uint generations_live;
+
 #define MAX_ARGS 64
 #define MAX_ERRORS 50
 
@@ -826,7 +830,21 @@ set_error_log(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     return PT_OK;
 }
 
+static int
+set_pid(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    if (cx->conf->pid_file != NULL)
+        return pt_conf_duplicate(cx);
+    if (strcmp(cx->args[1], "off") == 0)
+        return PT_OK;
+    if (cx->args[1][0] == '\0')
+        return pt_conf_error(cx, 1, "empty file name in \"pid\"");
+    cx->conf->pid_file = cx->args[1];
+    return PT_OK;
+}
+
 const struct pt_directive pt_core_directives[] = {
+    {"pid", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_pid, 0, NULL},
     {"workers", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_workers, 0, NULL},
     {"error_log", PT_CTX_MAIN, 1, 2, 0, PT_BASE_MAIN, set_error_log, 0, NULL},
     {"shutdown_timeout", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, pt_set_msec,
@@ -968,6 +986,9 @@ load(const char *name, const char *text, size_t len, FILE *errout, struct pt_err
         pt_conf_unref(c);
         return NULL;
     }
+    c->generation = atomic_fetch_add_explicit(&generations_loaded, 1, memory_order_relaxed) + 1;
+    c->loaded_at = time(NULL);
+    atomic_fetch_add_explicit(&generations_live, 1, memory_order_relaxed);
     return c;
 }
 
@@ -1013,6 +1034,12 @@ pt_conf_load(const char *path, FILE *errout, struct pt_err *err)
     return c;
 }
 
+unsigned
+pt_conf_generations_live(void)
+{
+    return atomic_load_explicit(&generations_live, memory_order_relaxed);
+}
+
 void
 pt_conf_ref(struct pt_conf *c)
 {
@@ -1024,6 +1051,8 @@ pt_conf_unref(struct pt_conf *c)
 {
     if (c == NULL || atomic_fetch_sub_explicit(&c->_refs, 1, memory_order_acq_rel) != 1)
         return;
+    if (c->generation != 0)
+        atomic_fetch_sub_explicit(&generations_live, 1, memory_order_relaxed);
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->conf_release != NULL)
             pt_modules[i]->conf_release(c);

@@ -17,6 +17,9 @@ struct pt_conf *pt_conf_load(const char *path, FILE *errout, struct pt_err *err)
 struct pt_conf *pt_conf_load_string(const char *name, const char *text, FILE *errout,
                                     struct pt_err *err);
 void pt_conf_ref(struct pt_conf *c);
+/* Snapshots alive now: the current one and those that exchanges, connections or tunnels still
+ * hold after a reload. Any thread. */
+unsigned pt_conf_generations_live(void);
 /* Drops a reference; the last one releases module resources and the arena. Any thread. */
 void pt_conf_unref(struct pt_conf *c);
 

@@ -79,6 +79,14 @@ struct pt_module {
     int (*conf_finish)(struct pt_conf *conf, struct pt_err *err);
     /* Releases what conf_finish acquired, when the snapshot dies. */
     void (*conf_release)(struct pt_conf *conf);
+    /* A reload: `conf` is the new snapshot, valid and not yet published; `old` the running one.
+     * Carries over what must survive (server state by upstream name and address). Main
+     * thread. */
+    void (*conf_adopt)(struct pt_conf *conf, struct pt_conf *old);
+    /* A reload, on each worker's thread at a safe point: w->conf is the new snapshot already;
+     * the module moves its per-worker state from `old` (which stays alive while exchanges
+     * hold it). */
+    void (*worker_reload)(struct pt_worker *w, struct pt_conf *old);
     int (*worker_init)(struct pt_worker *w);  /* on the worker thread, before its loop runs */
     void (*worker_drain)(struct pt_worker *w); /* graceful stop began (after conns drained) */
     void (*worker_fini)(struct pt_worker *w); /* on the worker thread, after its loop ends and

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Per-worker counters for metrics and the status page: named blocks of plain uint64_t that one
  * worker increments without locks or atomics, and any thread may read and sum; fixed-bucket
- * latency histograms; and the runtime's configuration-generation counters. */
+ * latency histograms. */
 #ifndef PT_STATS_T_H
 #define PT_STATS_T_H
 
@@ -68,20 +68,6 @@ struct pt_stats_sum {
 struct pt_stats_set {
     struct pt_stats_sum **v;
     unsigned n;
-};
-
-/* Configuration generations. Owner: the runtime; written by the main thread (at start, and by
- * reload), read by any thread with relaxed loads. Reload fills these: until then there are no
- * reloads, generation 1 and one snapshot live. */
-struct pt_reload_counters {
-    atomic_uint_fast64_t generation; /* number of the newest snapshot: 1 for the one loaded
-                                      * at start, +1 per successful reload */
-    atomic_uint_fast64_t reloads;    /* successful reloads */
-    atomic_uint_fast64_t failed;     /* reloads refused: the running configuration stayed */
-    atomic_uint live;                /* snapshots still in use (the newest and any an
-                                      * in-flight exchange still holds) */
-    atomic_int_fast64_t loaded_at;   /* when the newest snapshot was loaded: Unix time, ms */
-    int64_t started_at;              /* when the process started: Unix time, ms */
 };
 
 #endif

@@ -5,6 +5,7 @@
 
 #include <ev.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "core/buf-t.h"
@@ -43,6 +44,10 @@ struct pt_conn_ops {
     void (*drain)(struct pt_conn *c);
     /* The worker's loop has ended: close now. Must call pt_worker_conn_closed(). */
     void (*close)(struct pt_conn *c);
+    /* A reload: w->conf is the new snapshot. The connection moves its own references to it
+     * (its listening address, by name), or finishes what it does on the old one and closes.
+     * May be NULL (the connection holds nothing of the snapshot). */
+    void (*reload)(struct pt_conn *c, struct pt_conf *conf);
     unsigned kind; /* < PT_CONN_KINDS: which of w->n_conns_kind counts it */
 };
 struct pt_conn {
@@ -130,11 +135,19 @@ struct pt_worker {
 
 /* The process: snapshot, workers and listening sockets. Owner: main. */
 struct pt_runtime {
-    struct pt_conf *conf;
+    struct pt_conf *conf;    /* the current snapshot (one reference) */
     struct pt_worker *workers;
     unsigned n_workers;
-    int *listen_fds; /* [listen index * n_workers + worker id] */
-    struct pt_reload_counters reload; /* configuration generations (metrics, status) */
+    int *listen_fds; /* [listen index * n_workers + worker id] of conf */
+    /* a reload in progress: workers still to switch, then what the old snapshot alone used */
+    atomic_uint _switching;
+    struct pt_conf *old_conf;   /* held until every worker switched */
+    int *old_fds;               /* its listening sockets no longer used (-1 for those kept) */
+    unsigned n_old_fds;
+    struct ev_loop *main_loop;  /* where `switched` is sent when the last worker is done */
+    ev_async *switched;
+    uint64_t reloads, reloads_failed;
+    int64_t started_at; /* when the process started: Unix time, ms (metrics, status) */
 };
 
 #endif

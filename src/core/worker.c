@@ -29,6 +29,67 @@ pt_worker_self(void)
     return self_worker;
 }
 
+/* SO_REUSEPORT would let a second instance share a port silently and split traffic with this
+ * one; a bind without it fails if anyone listens there already. */
+static int
+probe_listen(const struct pt_listen *l, struct pt_err *err)
+{
+    int one = 1;
+    int probe = socket(l->addr.sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (probe == -1)
+        return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
+    setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (l->addr.sa.ss_family == AF_INET6)
+        setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(probe, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1) {
+        int e = errno;
+
+        close(probe);
+        return pt_err_errno(err, e, "bind() to %s", l->addr.name);
+    }
+    close(probe);
+    return PT_OK;
+}
+
+/* One listening socket per worker for l, into row[0..nw). On error the sockets opened so far
+ * are in row (the caller closes them). */
+static int
+open_listen(const struct pt_listen *l, unsigned nw, int *row, struct pt_err *err)
+{
+    int family = l->addr.sa.ss_family;
+    int one = 1;
+
+    for (unsigned j = 0; j < nw; j++) {
+        int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+        if (fd == -1)
+            return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
+        row[j] = fd;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
+            return pt_err_errno(err, errno, "setsockopt() for listen %s", l->addr.name);
+        if (family == AF_INET6 &&
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1)
+            return pt_err_errno(err, errno, "IPV6_V6ONLY for listen %s", l->addr.name);
+        if (bind(fd, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1)
+            return pt_err_errno(err, errno, "bind() to %s", l->addr.name);
+        if (listen(fd, 4096) == -1)
+            return pt_err_errno(err, errno, "listen() on %s", l->addr.name);
+    }
+    return PT_OK;
+}
+
+static int *
+new_fd_table(unsigned n)
+{
+    int *t = malloc((n + 1) * sizeof(int));
+
+    for (unsigned i = 0; t != NULL && i < n; i++)
+        t[i] = -1;
+    return t;
+}
+
 int
 pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *err)
 {
@@ -36,61 +97,18 @@ pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *er
 
     rt->conf = conf;
     rt->n_workers = nw;
-    /* the snapshot loaded at start is generation 1; reload counts on from here */
-    atomic_store(&rt->reload.generation, 1);
-    atomic_store(&rt->reload.live, 1);
-    rt->reload.started_at = pt_wall_ms();
-    atomic_store(&rt->reload.loaded_at, rt->reload.started_at);
-    rt->listen_fds = calloc((size_t)conf->n_listens * nw + 1, sizeof(int));
+    rt->started_at = pt_wall_ms();
+    rt->listen_fds = new_fd_table(conf->n_listens * nw);
     if (rt->listen_fds == NULL)
         return pt_err_set(err, "out of memory");
-    for (unsigned i = 0; i < conf->n_listens * nw; i++)
-        rt->listen_fds[i] = -1;
-    /* SO_REUSEPORT would let a second instance share a port silently and split traffic with
-     * this one; a bind without it fails if anyone listens there already. All addresses are
-     * probed before any is bound, so our own sockets (`*:80` next to `127.0.0.1:80`) do not
-     * trip the check. */
-    for (unsigned i = 0; i < conf->n_listens; i++) {
-        struct pt_listen *l = conf->listens[i];
-        int one = 1;
-        int probe = socket(l->addr.sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-        if (probe == -1)
-            return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
-        setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (l->addr.sa.ss_family == AF_INET6)
-            setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-        if (bind(probe, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1) {
-            int e = errno;
-
-            close(probe);
-            return pt_err_errno(err, e, "bind() to %s", l->addr.name);
-        }
-        close(probe);
-    }
-    for (unsigned i = 0; i < conf->n_listens; i++) {
-        struct pt_listen *l = conf->listens[i];
-        int family = l->addr.sa.ss_family;
-        int one = 1;
-
-        for (unsigned j = 0; j < nw; j++) {
-            int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-
-            if (fd == -1)
-                return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
-            rt->listen_fds[i * nw + j] = fd;
-            if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-                setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
-                return pt_err_errno(err, errno, "setsockopt() for listen %s", l->addr.name);
-            if (family == AF_INET6 &&
-                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1)
-                return pt_err_errno(err, errno, "IPV6_V6ONLY for listen %s", l->addr.name);
-            if (bind(fd, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1)
-                return pt_err_errno(err, errno, "bind() to %s", l->addr.name);
-            if (listen(fd, 4096) == -1)
-                return pt_err_errno(err, errno, "listen() on %s", l->addr.name);
-        }
-    }
+    /* every address is probed before any is bound, so our own sockets (`*:80` next to
+     * `127.0.0.1:80`) do not trip the check */
+    for (unsigned i = 0; i < conf->n_listens; i++)
+        if (probe_listen(conf->listens[i], err) != PT_OK)
+            return PT_ERR;
+    for (unsigned i = 0; i < conf->n_listens; i++)
+        if (open_listen(conf->listens[i], nw, rt->listen_fds + i * nw, err) != PT_OK)
+            return PT_ERR;
     return PT_OK;
 }
 
@@ -356,10 +374,10 @@ worker_drain(struct pt_worker *w)
         w->accept_held = 0;
     }
     ev_timer_stop(w->loop, &w->accept_retry);
-    for (unsigned i = 0; i < w->conf->n_listens; i++) {
-        close(w->accept_w[i].fd);
-        w->rt->listen_fds[i * w->rt->n_workers + w->id] = -1;
-    }
+    /* new clients are refused at once rather than left in the backlog; the sockets themselves
+     * are closed by the main thread (pt_runtime_join), which owns the table a reload swaps */
+    for (unsigned i = 0; i < w->conf->n_listens; i++)
+        shutdown(w->accept_w[i].fd, SHUT_RDWR);
     /* each connection by its own protocol's rule; one may close (and leave the list) at once */
     for (struct pt_list *e = w->conns.next, *next; e != &w->conns; e = next) {
         struct pt_conn *c = pt_container_of(e, struct pt_conn, link);
@@ -485,6 +503,7 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
     snprintf(w->name, sizeof(w->name), "w%u", id);
     w->rt = rt;
     w->conf = c;
+    pt_conf_ref(c); /* the worker's own: a reload moves it to the new snapshot */
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (w->loop == NULL)
         return pt_err_set(err, "cannot create event loop for worker %u", id);
@@ -537,6 +556,136 @@ pt_runtime_start(struct pt_runtime *rt, struct pt_err *err)
     return PT_OK;
 }
 
+/* ---- reload ------------------------------------------------------------------------------ */
+
+/* On each worker, at the top of an event (a posted function: no callback of ours is running):
+ * the new snapshot's accept watchers, then each module's state, then every connection. */
+static void
+worker_switch(struct pt_worker *w, void *arg)
+{
+    struct pt_conf *conf = arg, *old = w->conf;
+    struct pt_runtime *rt = w->rt;
+    bool accepting = w->accepting;
+
+    if (w->draining) {
+        pt_conf_unref(conf); /* stopping: the old one serves to the end */
+        goto done;
+    }
+    if (accepting) {
+        for (unsigned i = 0; i < old->n_listens; i++)
+            ev_io_stop(w->loop, &w->accept_w[i]);
+        w->accepting = 0;
+    }
+    free(w->accept_w);
+    w->accept_w = calloc(conf->n_listens + 1, sizeof(ev_io));
+    w->conf = conf;
+    for (unsigned i = 0; w->accept_w != NULL && i < conf->n_listens; i++)
+        ev_io_init(&w->accept_w[i], on_accept, rt->listen_fds[i * rt->n_workers + w->id],
+                   EV_READ);
+    if (w->accept_w == NULL)
+        pt_log(PT_LOG_ERROR, "out of memory switching to configuration generation %u: this "
+               "worker accepts no more connections", conf->generation);
+    else if (accepting) {
+        for (unsigned i = 0; i < conf->n_listens; i++)
+            ev_io_start(w->loop, &w->accept_w[i]);
+        w->accepting = 1;
+    }
+    for (unsigned i = 0; pt_modules[i] != NULL; i++)
+        if (pt_modules[i]->worker_reload != NULL)
+            pt_modules[i]->worker_reload(w, old);
+    for (struct pt_list *e = w->conns.next, *next; e != &w->conns; e = next) {
+        struct pt_conn *c = pt_container_of(e, struct pt_conn, link);
+
+        next = e->next;
+        if (c->ops->reload != NULL)
+            c->ops->reload(c, conf);
+    }
+    pt_conf_unref(old);
+done:
+    if (atomic_fetch_sub_explicit(&rt->_switching, 1, memory_order_acq_rel) == 1)
+        ev_async_send(rt->main_loop, rt->switched);
+}
+
+int
+pt_runtime_reload(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *err)
+{
+    struct pt_conf *old = rt->conf;
+    unsigned nw = rt->n_workers;
+    int *fds = new_fd_table(conf->n_listens * nw);
+    int *old_fds = rt->listen_fds;
+    unsigned i;
+
+    if (fds == NULL)
+        return pt_err_set(err, "out of memory");
+    /* an address that stays keeps its sockets (never closed and reopened: no connection is
+     * refused meanwhile); a new one is probed and bound now, before anything changes */
+    for (i = 0; i < conf->n_listens; i++) {
+        struct pt_listen *l = conf->listens[i];
+        unsigned j;
+
+        for (j = 0; j < old->n_listens; j++)
+            if (old_fds[j * nw] != -1 && strcmp(old->listens[j]->addr.name, l->addr.name) == 0)
+                break;
+        if (j < old->n_listens) {
+            memcpy(fds + i * nw, old_fds + j * nw, nw * sizeof(int));
+            for (unsigned k = 0; k < nw; k++)
+                old_fds[j * nw + k] = -1;
+            continue;
+        }
+        if (probe_listen(l, err) != PT_OK || open_listen(l, nw, fds + i * nw, err) != PT_OK)
+            goto fail;
+    }
+    rt->old_conf = old;
+    rt->old_fds = old_fds;
+    rt->n_old_fds = old->n_listens * nw;
+    rt->listen_fds = fds;
+    rt->conf = conf;
+    atomic_store_explicit(&rt->_switching, nw, memory_order_release);
+    for (unsigned k = 0; k < nw; k++)
+        pt_conf_ref(conf); /* each worker's own, taken over in worker_switch */
+    if (!pt_runtime_post(worker_switch, conf))
+        pt_log(PT_LOG_ERROR, "a worker could not be told of the new configuration");
+    rt->reloads++;
+    return PT_OK;
+fail:
+    /* give the kept sockets back, close the new ones */
+    for (i = 0; i < conf->n_listens; i++) {
+        struct pt_listen *l = conf->listens[i];
+
+        for (unsigned j = 0; j < old->n_listens; j++)
+            if (old_fds[j * nw] == -1 && fds[i * nw] != -1 &&
+                strcmp(old->listens[j]->addr.name, l->addr.name) == 0) {
+                memcpy(old_fds + j * nw, fds + i * nw, nw * sizeof(int));
+                for (unsigned k = 0; k < nw; k++)
+                    fds[i * nw + k] = -1;
+            }
+        for (unsigned k = 0; k < nw; k++)
+            if (fds[i * nw + k] != -1)
+                close(fds[i * nw + k]);
+    }
+    free(fds);
+    return PT_ERR;
+}
+
+bool
+pt_runtime_reloading(struct pt_runtime *rt)
+{
+    return atomic_load_explicit(&rt->_switching, memory_order_acquire) > 0;
+}
+
+void
+pt_runtime_reload_done(struct pt_runtime *rt)
+{
+    for (unsigned i = 0; i < rt->n_old_fds; i++)
+        if (rt->old_fds[i] != -1)
+            close(rt->old_fds[i]);
+    free(rt->old_fds);
+    rt->old_fds = NULL;
+    rt->n_old_fds = 0;
+    pt_conf_unref(rt->old_conf);
+    rt->old_conf = NULL;
+}
+
 void
 pt_runtime_stop(struct pt_runtime *rt)
 {
@@ -562,7 +711,10 @@ pt_runtime_join(struct pt_runtime *rt)
         ev_loop_destroy(w->loop);
         free(w->accept_w);
         pthread_mutex_destroy(&w->_mu);
+        pt_conf_unref(w->conf);
     }
+    if (rt->old_fds != NULL)
+        pt_runtime_reload_done(rt); /* stopped during a reload */
     /* only now: until the last worker stopped, any of them could be reading the others' */
     for (unsigned i = 0; i < rt->n_workers; i++)
         pt_stats_fini(&rt->workers[i].stats);

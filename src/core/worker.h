@@ -11,6 +11,18 @@
 int pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *err);
 /* Starts the worker threads. Main thread. */
 int pt_runtime_start(struct pt_runtime *rt, struct pt_err *err);
+/* Publishes a new snapshot (the caller's reference is taken): listening sockets of addresses
+ * that stay are kept, new ones opened (PT_ERR with err when one cannot be bound: nothing
+ * changed), and every worker switches at a safe point of its loop (its accept watchers,
+ * module state, connections). When the last worker has switched, rt->switched is sent to
+ * rt->main_loop, whose callback calls pt_runtime_reload_done(). Main thread; not while a
+ * reload is in progress (pt_runtime_reloading()). */
+int pt_runtime_reload(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *err);
+/* True while workers are switching. */
+bool pt_runtime_reloading(struct pt_runtime *rt);
+/* Every worker has switched: closes the sockets of addresses no longer listened on and drops
+ * the runtime's reference to the old snapshot. Main thread. */
+void pt_runtime_reload_done(struct pt_runtime *rt);
 /* Asks every worker to drain and stop. Main thread (signal watcher). */
 void pt_runtime_stop(struct pt_runtime *rt);
 /* Waits for the workers, closes sockets, drops the snapshot. Main thread. */

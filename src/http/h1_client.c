@@ -896,7 +896,7 @@ attach(struct pt_bconn *b, struct pt_exchange *x)
 void
 pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
 {
-    struct pt_wserver *ws = &pt_upstream_group(x->w, x->up)->servers[x->att.srv->index];
+    struct pt_wserver *ws = pt_upstream_wserver(pt_upstream_group(x->w, x->up), x->att.srv);
     struct pt_pooled *idle = allow_reuse ? pt_pool_get(ws) : NULL;
     struct pt_bconn *b;
 
@@ -962,6 +962,15 @@ pool_close_idle(struct pt_pooled *p)
     bconn_close(pt_container_of(p, struct pt_bconn, pool));
 }
 
+/* A reload (or a connection of an older snapshot going back to the pool): the same address's
+ * server of the newest snapshot. */
+static void
+pool_rebind(struct pt_pooled *p, struct pt_wserver *ws)
+{
+    pt_container_of(p, struct pt_bconn, pool)->srv = ws->srv;
+}
+
 static const struct pt_pool_ops h1_pool_ops = {
     .close_idle = pool_close_idle,
+    .rebind = pool_rebind,
 };

@@ -58,6 +58,7 @@ struct pt_h1_conn {
     struct pt_reapable reap;
     struct pt_conn conn; /* in w->conns */
     struct pt_worker *w;
+    struct pt_conf *conf;     /* the snapshot its listen and new exchanges come from (a ref) */
     struct pt_listen *listen;
     int fd;
     SSL *ssl;          /* NULL on cleartext listeners */
@@ -675,7 +676,7 @@ static int
 on_message_begin(llhttp_t *p)
 {
     struct pt_h1_conn *c = p->data;
-    struct pt_exchange *x = pt_exchange_new(c->w, c->w->conf);
+    struct pt_exchange *x = pt_exchange_new(c->w, c->conf);
 
     if (x == NULL) {
         c->err_status = 503;
@@ -1014,7 +1015,7 @@ request_start(struct pt_h1_conn *c)
         reject(c, 400, "invalid Host (userinfo, a bad character or port)");
         return;
     }
-    x->vh = pt_router_vhost(c->listen, x->host, x->host_len);
+    x->vh = pt_router_vhost(x->listen, x->host, x->host_len);
     x->http = &x->vh->http;
     if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh->tls)) {
         reject(c, 421, "Host names another server block than the TLS handshake");
@@ -1398,6 +1399,7 @@ conn_free(struct pt_reapable *r)
 {
     struct pt_h1_conn *c = pt_container_of(r, struct pt_h1_conn, reap);
 
+    pt_conf_unref(c->conf);
     free(c);
 }
 
@@ -1461,6 +1463,8 @@ h1_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t le
     c->reap.free = conn_free;
     c->w = w;
     c->listen = l;
+    c->conf = w->conf;
+    pt_conf_ref(c->conf);
     c->fd = fd;
     c->id = ++w->next_id;
     memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
@@ -1500,9 +1504,33 @@ conn_close_now(struct pt_conn *cn)
     conn_close(pt_container_of(cn, struct pt_h1_conn, conn));
 }
 
+/* A reload: the connection serves its next requests from the new snapshot, on the listen with
+ * the same address; the request in progress finishes on the old one (its exchange holds it).
+ * An address no longer listened on: the connection closes after what it is doing. */
+static void
+conn_reload(struct pt_conn *cn, struct pt_conf *conf)
+{
+    struct pt_h1_conn *c = pt_container_of(cn, struct pt_h1_conn, conn);
+
+    for (unsigned i = 0; i < conf->n_listens; i++) {
+        struct pt_listen *l = conf->listens[i];
+
+        if (l->proto == &pt_http_listen_proto && l->tls == c->listen->tls &&
+            strcmp(l->addr.name, c->listen->addr.name) == 0) {
+            pt_conf_ref(conf);
+            pt_conf_unref(c->conf);
+            c->conf = conf;
+            c->listen = l;
+            return;
+        }
+    }
+    conn_drain(cn);
+}
+
 static const struct pt_conn_ops h1_conn_ops = {
     .drain = conn_drain,
     .close = conn_close_now,
+    .reload = conn_reload,
     .kind = PT_HTTP_CONN_H1,
 };
 
@@ -1525,6 +1553,7 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
         .peer = &c->peer.sa,
         .peer_len = sizeof(c->peer),
         .listen = c->listen,
+        .conf = c->conf,
         .initial = c->in != NULL ? c->in->data + c->in->rpos : NULL,
         .initial_len = c->in != NULL ? c->in->wpos - c->in->rpos : 0,
         .upgrade_x = upgrade_x,

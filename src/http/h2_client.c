@@ -837,7 +837,7 @@ h2b_new(struct pt_worker *w, struct pt_wserver *ws)
 void
 pt_h2_client_start(struct pt_exchange *x, bool allow_reuse)
 {
-    struct pt_wserver *ws = &pt_upstream_group(x->w, x->up)->servers[x->att.srv->index];
+    struct pt_wserver *ws = pt_upstream_wserver(pt_upstream_group(x->w, x->up), x->att.srv);
     struct pt_h2b *b = NULL;
     struct pt_h2b_stream *st;
 
@@ -896,6 +896,13 @@ pool_close_idle(struct pt_pooled *p)
         b->goaway = 1;
 }
 
+static void
+pool_rebind(struct pt_pooled *p, struct pt_wserver *ws)
+{
+    pt_container_of(p, struct pt_h2b, pool)->srv = ws->srv;
+}
+
 static const struct pt_pool_ops h2b_pool_ops = {
     .close_idle = pool_close_idle,
+    .rebind = pool_rebind,
 };

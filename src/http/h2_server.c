@@ -32,6 +32,7 @@
 #include "http/exchange.h"
 #include "http/h2_fields.h"
 #include "http/h2_server.h"
+#include "http/h1_server.h"
 #include "http/headers.h"
 #include "http/http.h"
 #include "http/proxy.h"
@@ -46,6 +47,7 @@ struct pt_h2_conn {
     struct pt_deferred_flush df;
     struct pt_conn conn; /* in w->conns */
     struct pt_worker *w;
+    struct pt_conf *conf;     /* the snapshot its listen and new streams come from (a ref) */
     struct pt_listen *listen;
     int fd;
     SSL *ssl;
@@ -329,7 +331,7 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
     /* RFC 9113 section 8.3.1: :authority has no userinfo; a host field is checked alike */
     bool bad_host = pt_exchange_set_host(x) != PT_OK;
 
-    x->vh = pt_router_vhost(c->listen, x->host, x->host_len);
+    x->vh = pt_router_vhost(x->listen, x->host, x->host_len);
     x->http = &x->vh->http;
     if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh->tls)) {
         stream_reject(st, 421, ":authority names another server block than the TLS handshake");
@@ -441,7 +443,7 @@ on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         return 0;
     }
     st = calloc(1, sizeof(*st));
-    x = st != NULL ? pt_exchange_new(c->w, c->w->conf) : NULL;
+    x = st != NULL ? pt_exchange_new(c->w, c->conf) : NULL;
     if (x == NULL) {
         free(st);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets just this stream */
@@ -1190,6 +1192,7 @@ conn_free(struct pt_reapable *r)
     struct pt_h2_conn *c = pt_container_of(r, struct pt_h2_conn, reap);
 
     nghttp2_session_del(c->session);
+    pt_conf_unref(c->conf);
     free(c);
 }
 
@@ -1361,6 +1364,8 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
         (int32_t)PT_MIN((int64_t)h->http2_initial_window_size * h->http2_max_concurrent_streams,
                         (int64_t)INT32_MAX));
     c->ssl = t->ssl;
+    c->conf = t->conf;
+    pt_conf_ref(c->conf); /* from here on the connection is freed by conn_free */
     ev_io_init(&c->rio, on_read, c->fd, EV_READ);
     ev_io_init(&c->wio, on_write, c->fd, EV_WRITE);
     ev_timer_init(&c->timer, on_timer, 0., 0.);
@@ -1411,8 +1416,35 @@ conn_close_now(struct pt_conn *cn)
     h2_close(pt_container_of(cn, struct pt_h2_conn, conn));
 }
 
+/* A reload: new streams come from the new snapshot, on the listen with the same address
+ * (streams in progress, tunnels included, finish on the old one). An address no longer
+ * listened on: GOAWAY, as on a graceful stop. */
+static void
+conn_reload(struct pt_conn *cn, struct pt_conf *conf)
+{
+    struct pt_h2_conn *c = pt_container_of(cn, struct pt_h2_conn, conn);
+    struct pt_listen *found = NULL;
+
+    for (unsigned i = 0; i < conf->n_listens && found == NULL; i++) {
+        struct pt_listen *l = conf->listens[i];
+
+        if (l->proto == &pt_http_listen_proto && l->tls == c->listen->tls &&
+            strcmp(l->addr.name, c->listen->addr.name) == 0)
+            found = l;
+    }
+    if (found == NULL) {
+        conn_drain(cn);
+        return;
+    }
+    pt_conf_ref(conf);
+    pt_conf_unref(c->conf);
+    c->conf = conf;
+    c->listen = found;
+}
+
 static const struct pt_conn_ops h2_conn_ops = {
     .drain = conn_drain,
     .close = conn_close_now,
+    .reload = conn_reload,
     .kind = PT_HTTP_CONN_H2,
 };

@@ -19,6 +19,7 @@ struct pt_h2_takeover {
     const struct sockaddr *peer;
     socklen_t peer_len;
     struct pt_listen *listen;
+    struct pt_conf *conf; /* the snapshot of listen (the new connection takes its own ref) */
     const char *initial; /* bytes already read (the preface, for prior knowledge) */
     size_t initial_len;
     /* Upgrade: h2c only: the request that becomes stream 1, and its HTTP2-Settings payload

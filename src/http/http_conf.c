@@ -454,5 +454,6 @@ struct pt_module pt_module_http = {
     .directive_conf = http_directive_conf,
     .conf_validate = http_conf_validate,
     .worker_init = pt__http_stats_worker_init,
+    .worker_reload = pt__http_stats_worker_reload,
     .worker_fini = pt__http_stats_worker_fini,
 };

@@ -2,9 +2,9 @@
 /* Request and tunnel counters. An exchange is counted in the block named by its server block's
  * label and its location's upstream (core/stats: per worker, outliving snapshots), found
  * through a per-worker map indexed by location: one array load per request. The map belongs
- * to one snapshot; an exchange of another snapshot (one that started before a reload and ends
- * after it) rebuilds the map when its snapshot is the worker's current one, else looks its
- * block up by name. No lock, no atomic. */
+ * to one snapshot (by generation, which is never reused): a reload rebuilds it for the new
+ * one (worker_reload), and an exchange of another snapshot (one that started before the
+ * reload and ends after it) looks its block up by name. No lock, no atomic. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,7 +18,8 @@
 struct http_worker {
     struct pt_http_worker_stats *gauges;
     struct pt_http_stats *fallback;  /* exchanges with no server block at all */
-    const struct pt_conf *map_conf;  /* the snapshot the map is for */
+    unsigned map_gen;                /* the generation of the snapshot the map is for (0:
+                                      * none) */
     unsigned map_n;
     struct pt_http_stats **map;      /* [vhost index]: unrouted; [n_vhosts + loc index] */
 };
@@ -69,7 +70,7 @@ map_build(struct http_worker *hw, struct pt_worker *w, const struct pt_conf *con
     free(hw->map);
     hw->map = map;
     hw->map_n = n;
-    hw->map_conf = conf;
+    hw->map_gen = conf->generation;
     return PT_OK;
 }
 
@@ -84,7 +85,7 @@ stats_of(struct http_worker *hw, struct pt_exchange *x)
         vh = pt_http_listen(x->listen)->default_vhost; /* unrouted: the default server */
     if (vh == NULL)
         return hw->fallback;
-    if (PT_UNLIKELY(hw->map_conf != x->conf) &&
+    if (PT_UNLIKELY(hw->map_gen != x->conf->generation) &&
         (x->conf != x->w->conf || map_build(hw, x->w, x->conf) != PT_OK))
         return block(x->w, vh, x->loc);
     slot = x->loc != NULL ? pt_http_main(x->conf)->n_vhosts + x->loc->index : vh->index;
@@ -182,6 +183,17 @@ pt__http_stats_worker_init(struct pt_worker *w)
     if (hw->gauges == NULL || hw->fallback == NULL || map_build(hw, w, w->conf) != PT_OK)
         return PT_ERR;
     return PT_OK;
+}
+
+void
+pt__http_stats_worker_reload(struct pt_worker *w, struct pt_conf *old)
+{
+    struct http_worker *hw = worker_state(w);
+
+    /* the new server blocks' series exist from now on; if the map cannot be built, the next
+     * request of the new snapshot tries again */
+    if (hw != NULL && map_build(hw, w, w->conf) != PT_OK)
+        hw->map_gen = 0;
 }
 
 void

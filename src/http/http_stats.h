@@ -30,6 +30,7 @@ const char *pt_http_vhost_label(const struct pt_vhost *vh);
 
 /* Per-worker state (the HTTP subsystem's worker_init / worker_fini). */
 int pt__http_stats_worker_init(struct pt_worker *w);
+void pt__http_stats_worker_reload(struct pt_worker *w, struct pt_conf *old);
 void pt__http_stats_worker_fini(struct pt_worker *w);
 
 #endif

@@ -166,6 +166,16 @@ pt_proxy_release(struct pt_exchange *x)
         pt_upstream_release(pt_upstream_group(x->w, x->up), &x->att);
 }
 
+/* The balancer's choice for x. A request that started before a reload keeps its snapshot's
+ * servers, but the balancer was rebuilt on the new list: it gets no other server. */
+static struct pt_server *
+pick(struct pt_exchange *x)
+{
+    struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
+
+    return g->up == x->up ? pt_upstream_pick(g, x, x->tried) : NULL;
+}
+
 /* ---- the pending queue (max_pending) ---------------------------------------------------- */
 
 static void proxy_try(struct pt_exchange *x, bool allow_reuse);
@@ -213,8 +223,14 @@ queue_run(struct pt_wupstream *g)
 {
     while (g->n_queued > 0) {
         struct pt_exchange *x = pt_container_of(g->queue.next, struct pt_exchange, qlink);
-        struct pt_server *s = pt_upstream_pick(g, x, x->tried);
+        struct pt_server *s = pick(x);
 
+        if (s == NULL && x->up != g->up) {
+            /* queued before a reload: its server list is gone from the balancer */
+            dequeue(x);
+            answer_error(x, 503);
+            continue;
+        }
         if (s == NULL)
             return;
         dequeue(x);
@@ -276,11 +292,11 @@ proxy_try(struct pt_exchange *x, bool allow_reuse)
     if (x->tries == 0)
         s = pt_sticky_server(x);
     if (s == NULL)
-        s = pt_upstream_pick(pt_upstream_group(x->w, x->up), x, x->tried);
+        s = pick(x);
     if (s == NULL && x->tries > 0 && x->up->n_servers == 1) {
         /* a retry goes to another server, unless there is no other */
         x->tried[0] = 0;
-        s = pt_upstream_pick(pt_upstream_group(x->w, x->up), x, x->tried);
+        s = pick(x);
     }
     if (s == NULL) {
         if (x->tries == 0) {
@@ -425,7 +441,7 @@ int
 pt_proxy_response_head(struct pt_exchange *x)
 {
     if (x->status >= 100 && x->status < 600)
-        pt_upstream_group(x->w, x->up)->servers[x->att.srv->index].stats
+        pt_upstream_wserver(pt_upstream_group(x->w, x->up), x->att.srv)->stats
             ->responses[x->status / 100 - 1]++;
     pt_outlier_record(x->att.srv, x->status >= 500 ? PT_FC_5XX : 0, false);
     if (x->status >= 500 && pt_retry_allowed(x, 0, x->status))

@@ -128,7 +128,8 @@ struct ws_dir {
     uint8_t hdr[14];     /* the header of the frame being read, while incomplete */
     uint8_t hlen;        /* bytes of it so far */
     unsigned in_msg : 1; /* a fragmented data message has begun */
-    unsigned closed : 1; /* a close frame went this way */
+    unsigned closed : 1; /* a close frame went this way (or none will: see goodbye()) */
+    unsigned torn : 1;   /* stopped inside a frame header already partly forwarded */
     uint64_t left;       /* payload bytes of the current frame still to come */
     uint64_t msg_bytes;  /* payload of the current data message so far */
     uint64_t messages;   /* data messages completed */
@@ -147,7 +148,7 @@ struct ws_tunnel {
 static bool
 at_boundary(const struct ws_dir *d)
 {
-    return d->hlen == 0 && d->left == 0;
+    return d->hlen == 0 && d->left == 0 && !d->torn;
 }
 
 /* Bytes a complete header needs, from its first two bytes. */
@@ -209,6 +210,7 @@ inspect(struct pt_relay *r, enum pt_relay_side from, const char *p, size_t n)
     struct ws_tunnel *t = r->owner;
     struct ws_dir *d = &t->dir[from];
     size_t i = 0, frame_start = 0;
+    bool header_before = d->hlen > 0; /* a header begun in an earlier read goes on at p[0] */
 
     while (i < n) {
         if (d->left > 0) {
@@ -229,7 +231,10 @@ inspect(struct pt_relay *r, enum pt_relay_side from, const char *p, size_t n)
         d->hlen = 0;
         if (code != 0) {
             t->code = code;
-            return frame_start; /* a header split across reads: its start was forwarded */
+            /* a header split across reads: its start was forwarded, so the stream towards
+             * the other side now ends inside a frame */
+            d->torn = header_before && frame_start == 0;
+            return frame_start;
         }
         d->left = len;
         /* after portico's goodbye, the two close frames in reply end the tunnel */
@@ -268,24 +273,39 @@ send_close(struct ws_tunnel *t, enum pt_relay_side to, unsigned code)
 }
 
 /* Says goodbye to both sides (where the stream towards them is at a frame boundary, else the
- * connection is only closed), then waits for their close frames, up to fin_timeout. */
+ * connection is only closed), then waits for their close frames, up to fin_timeout. A side
+ * told nothing will not answer: it counts as closed, so that the tunnel ends once the sides
+ * that were told have answered. Writing a close frame can fail and close the relay, which
+ * frees t: check r->closing before touching t again. */
 static void
 goodbye(struct ws_tunnel *t, unsigned code_client, unsigned code_server)
 {
+    struct pt_relay *r = t->r; /* the reaper frees it, after this callback */
+    struct ws_dir *from_a = &t->dir[PT_RELAY_A], *from_b = &t->dir[PT_RELAY_B];
+    bool to_a, to_b;
+
     if (t->goodbye)
         return;
     t->goodbye = 1;
     /* frames towards the client come from the server: dir[B] says where that stream is */
-    if (at_boundary(&t->dir[PT_RELAY_B]) && !t->dir[PT_RELAY_B].closed)
+    to_a = at_boundary(from_b) && !from_b->closed;
+    to_b = at_boundary(from_a) && !from_a->closed;
+    if (!at_boundary(from_b))
+        from_a->closed = 1;
+    if (!at_boundary(from_a))
+        from_b->closed = 1;
+    pt_relay_discard(r, PT_RELAY_A);
+    pt_relay_discard(r, PT_RELAY_B);
+    if (to_a)
         send_close(t, PT_RELAY_A, code_client);
-    if (at_boundary(&t->dir[PT_RELAY_A]) && !t->dir[PT_RELAY_A].closed)
+    if (to_b && !r->closing)
         send_close(t, PT_RELAY_B, code_server);
-    pt_relay_discard(t->r, PT_RELAY_A);
-    pt_relay_discard(t->r, PT_RELAY_B);
-    if (t->dir[PT_RELAY_A].closed && t->dir[PT_RELAY_B].closed)
-        pt_relay_finish(t->r);
+    if (r->closing)
+        return;
+    if (from_a->closed && from_b->closed)
+        pt_relay_finish(r);
     else
-        pt_relay_deadline(t->r); /* their close frames, or the end at fin_timeout */
+        pt_relay_deadline(r); /* their close frames, or the end at fin_timeout */
 }
 
 static void
@@ -301,6 +321,13 @@ violation(struct pt_relay *r, enum pt_relay_side from)
     /* the offender gets the code; the other side hears that the tunnel is going away */
     goodbye(t, from == PT_RELAY_A ? t->code : PT_WS_GOING_AWAY,
             from == PT_RELAY_B ? t->code : PT_WS_GOING_AWAY);
+    /* RFC 6455 section 7.1.7: nothing more is read from the offender, not even its close
+     * frame (the relay stopped reading it), so the tunnel waits only for the other side's */
+    if (!r->closing && !t->dir[from].closed) {
+        t->dir[from].closed = 1;
+        if (t->dir[pt_relay_other(from)].closed)
+            pt_relay_finish(r);
+    }
 }
 
 static void

@@ -47,10 +47,12 @@ struct probe {
 static struct probe *probes;
 static unsigned n_probes;
 /* Checks asked for by workers (pt_health_check_now): a flag on the server, then a wake-up of
- * the main loop, which starts them. */
+ * the main loop, which starts them. The wake-up is set up once, by the first
+ * pt_health_start() (reloads stop and start the probers, never it), and published with
+ * hc_ready. */
 static struct ev_loop *hc_loop;
 static ev_async hc_force;
-static atomic_int hc_running;
+static atomic_int hc_ready;
 
 static void probe_schedule(struct probe *p, double after);
 
@@ -369,8 +371,8 @@ pt_health_check_now(struct pt_server *s)
     if (!s->upstream->res.health.enabled)
         return false;
     atomic_store_explicit(&s->_hc_force, 1, memory_order_relaxed);
-    /* ev_async_send is thread-safe; the default loop lives until the process exits */
-    if (atomic_load(&hc_running))
+    /* ev_async_send is thread-safe; the main loop lives until the process exits */
+    if (atomic_load_explicit(&hc_ready, memory_order_acquire))
         ev_async_send(hc_loop, &hc_force);
     return true;
 }
@@ -380,6 +382,13 @@ pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err)
 {
     unsigned n = 0, k = 0;
 
+    if (!atomic_load_explicit(&hc_ready, memory_order_relaxed)) {
+        hc_loop = loop;
+        ev_async_init(&hc_force, on_force);
+        ev_async_start(loop, &hc_force);
+        ev_unref(loop); /* the wake-up alone must not keep the main loop running */
+        atomic_store_explicit(&hc_ready, 1, memory_order_release);
+    }
     for (unsigned i = 0; i < pt_upstream_main(conf)->n_upstreams; i++)
         if (pt_upstream_main(conf)->upstreams[i]->res.health.enabled)
             n += pt_upstream_main(conf)->upstreams[i]->n_servers;
@@ -407,11 +416,6 @@ pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err)
         }
     }
     n_probes = k;
-    hc_loop = loop;
-    ev_async_init(&hc_force, on_force);
-    ev_async_start(loop, &hc_force);
-    ev_unref(loop); /* the wake-up alone must not keep the main loop running */
-    atomic_store(&hc_running, 1);
     pt_log(PT_LOG_INFO, "health checks started for %u server(s)", n_probes);
     return PT_OK;
 }
@@ -419,10 +423,6 @@ pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err)
 void
 pt_health_stop(void)
 {
-    if (atomic_exchange(&hc_running, 0)) {
-        ev_ref(hc_loop);
-        ev_async_stop(hc_loop, &hc_force);
-    }
     for (unsigned i = 0; i < n_probes; i++)
         probe_cleanup(&probes[i]);
     free(probes);

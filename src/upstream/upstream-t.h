@@ -23,6 +23,8 @@ struct pt_upstream;
 struct pt_server {
     struct pt_upstream *upstream;
     unsigned index; /* position in upstream->servers */
+    unsigned slot;  /* its worker state (pt_upstream_wserver): the same across reloads for
+                     * the same address in the same upstream */
     struct pt_addr addr; /* the concrete address: what is connected to, the access log's
                           * upstream_addr, and the key of hash rings and sticky cookies */
     const char *host; /* as written (name or IP literal), for SNI and certificate checks */
@@ -64,6 +66,9 @@ enum pt_backend_proto {
 struct pt_upstream {
     const char *name;
     unsigned index;
+    unsigned slot;     /* its worker state (pt_upstream_group): the same across reloads for
+                        * the same name */
+    unsigned n_slots;  /* server slots used so far by this name (>= n_servers) */
     struct pt_server **servers;
     unsigned n_servers;
     const struct pt_module *lb; /* PT_MODULE_LB */
@@ -88,6 +93,14 @@ struct pt_upstream {
     int line, col;
 };
 
+/* A worker's upstream state, by upstream slot (w->mod[upstream]): what it knows of every
+ * upstream name it has served, so that a reload keeps pools, counters and balancer
+ * continuity for the names that stay. Owner: the worker. */
+struct pt_wupstreams {
+    struct pt_wupstream **g; /* NULL for a slot this worker never had */
+    unsigned n;
+};
+
 /* The upstream subsystem's part of the snapshot (its main-level slot): every upstream block. */
 struct pt_upstream_main {
     struct pt_upstream **upstreams;
@@ -96,6 +109,7 @@ struct pt_upstream_main {
 
 
 struct pt_pooled;
+struct pt_wserver;
 
 /* How the pool closes a backend connection it holds, whatever its protocol: the backend
  * codecs register these, so upstream names no codec. */
@@ -103,6 +117,9 @@ struct pt_pool_ops {
     /* Graceful stop or shutdown: close the connection now if it carries nothing, else once
      * what it carries is done. Worker thread. */
     void (*close_idle)(struct pt_pooled *p);
+    /* A reload: the connection's server is now ws->srv (the newest snapshot's object for the
+     * same address). Worker thread. */
+    void (*rebind)(struct pt_pooled *p, struct pt_wserver *ws);
 };
 
 /* A backend connection as the pool holds it; embedded in the codec's connection struct. */
@@ -145,7 +162,8 @@ struct pt_upstream_stats {
 
 /* Per worker, per upstream server: the idle pool and counters. Owner: worker. */
 struct pt_wserver {
-    struct pt_server *srv;
+    struct pt_server *srv;    /* the newest snapshot's server of this slot */
+    unsigned retired : 1;     /* gone from the newest snapshot: nothing is pooled */
     struct pt_list idle;   /* idle one-request connections (HTTP/1.1), most recently used first */
     unsigned n_idle;
     struct pt_list shared; /* multiplexed connections (HTTP/2), idle or not */
@@ -156,8 +174,10 @@ struct pt_wserver {
 
 /* Per worker, per upstream: balancer state and servers. Owner: worker. */
 struct pt_wupstream {
-    struct pt_upstream *up;
-    struct pt_wserver *servers; /* n = up->n_servers */
+    struct pt_upstream *up;     /* the newest snapshot's upstream of this slot */
+    struct pt_wserver **servers; /* by server slot (stable across reloads), n_servers */
+    unsigned n_servers;
+    unsigned retired : 1;       /* gone from the newest snapshot */
     void *lb_state;             /* owned by the lb module (group_init / group_fini) */
     struct pt_worker *w;
     double retry_tokens;        /* retry budget: +budget% per request, -1 per retry, cap 10 */

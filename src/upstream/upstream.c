@@ -3,6 +3,7 @@
  * max_conns is the one cross-worker limit and uses a relaxed atomic counter per server. */
 #include <openssl/ssl.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/common.h"
 #include "core/log.h"
@@ -11,61 +12,74 @@
 #include "net/tls.h"
 #include "upstream/upstream.h"
 
-int
-pt_upstream_stats_bind(struct pt_worker *w, struct pt_wupstream *g)
-{
-    const struct pt_upstream *up = g->up;
+/* ---- a worker's state, by slot --------------------------------------------------------- */
 
-    g->stats = pt_stats_get(&w->stats, "upstream", up->name, NULL, sizeof(*g->stats));
-    if (g->stats == NULL)
-        return PT_ERR;
-    for (unsigned j = 0; j < up->n_servers; j++) {
-        g->servers[j].stats = pt_stats_get(&w->stats, "upstream_server", up->name,
-                                           up->servers[j]->addr.name,
-                                           sizeof(*g->servers[j].stats));
-        if (g->servers[j].stats == NULL)
-            return PT_ERR;
-    }
-    return PT_OK;
+static struct pt_wupstreams *
+table(struct pt_worker *w)
+{
+    return w->mod[pt_module_upstream._index];
 }
 
+/* Grows t->g to hold slot n - 1. */
 static int
-upstream_worker_init(struct pt_worker *w)
+table_reserve(struct pt_wupstreams *t, unsigned n)
 {
-    struct pt_upstream_main *m = pt_upstream_main(w->conf);
-    struct pt_wupstream *ups = calloc(m->n_upstreams + 1, sizeof(*ups));
+    if (n <= t->n)
+        return PT_OK;
+    struct pt_wupstream **g = realloc(t->g, n * sizeof(*g));
 
-    if (ups == NULL)
+    if (g == NULL)
         return PT_ERR;
-    w->mod[pt_module_upstream._index] = ups;
-    for (unsigned i = 0; i < m->n_upstreams; i++) {
-        struct pt_wupstream *g = &ups[i];
-        struct pt_upstream *up = m->upstreams[i];
+    memset(g + t->n, 0, (n - t->n) * sizeof(*g));
+    t->g = g;
+    t->n = n;
+    return PT_OK;
+}
 
-        g->up = up;
-        g->w = w;
-        g->retry_tokens = 10.0;
-        pt_list_init(&g->queue);
-        g->servers = calloc(up->n_servers, sizeof(*g->servers));
-        if (g->servers == NULL || pt_upstream_stats_bind(w, g) != PT_OK)
-            return PT_ERR;
-        for (unsigned j = 0; j < up->n_servers; j++) {
-            g->servers[j].srv = up->servers[j];
-            pt_list_init(&g->servers[j].idle);
-            pt_list_init(&g->servers[j].shared);
-        }
-        const struct pt_lb_ops *ops = up->lb->ops;
+/* Makes sure group g has a worker server for every server of up (its slot), pointing at the
+ * newest objects; the ones up no longer has are retired. */
+static int
+group_servers(struct pt_wupstream *g, struct pt_upstream *up)
+{
+    if (up->n_slots > g->n_servers) {
+        struct pt_wserver **v = realloc(g->servers, up->n_slots * sizeof(*v));
 
-        if (ops->group_init(g) != PT_OK) {
-            pt_log(PT_LOG_ERROR, "balancer %s failed for upstream \"%s\"", up->lb->name,
-                   up->name);
+        if (v == NULL)
             return PT_ERR;
+        memset(v + g->n_servers, 0, (up->n_slots - g->n_servers) * sizeof(*v));
+        g->servers = v;
+        g->n_servers = up->n_slots;
+    }
+    for (unsigned j = 0; j < g->n_servers; j++)
+        if (g->servers[j] != NULL)
+            g->servers[j]->retired = 1;
+    for (unsigned j = 0; j < up->n_servers; j++) {
+        struct pt_server *srv = up->servers[j];
+        struct pt_wserver *ws = g->servers[srv->slot];
+
+        if (ws == NULL) {
+            ws = calloc(1, sizeof(*ws));
+            if (ws == NULL)
+                return PT_ERR;
+            pt_list_init(&ws->idle);
+            pt_list_init(&ws->shared);
+            /* counters by name: a server that comes back (or changes slot with its transport)
+             * counts on in the same block */
+            ws->stats = pt_stats_get(&g->w->stats, "upstream_server", up->name,
+                                     srv->addr.name, sizeof(*ws->stats));
+            if (ws->stats == NULL) {
+                free(ws);
+                return PT_ERR;
+            }
+            g->servers[srv->slot] = ws;
         }
+        ws->srv = srv;
+        ws->retired = 0;
     }
     return PT_OK;
 }
 
-/* Closes every pooled connection that carries nothing (graceful stop): each by its codec. */
+/* Closes every pooled connection that carries nothing: each by its codec. */
 static void
 close_list(struct pt_list *l)
 {
@@ -77,40 +91,162 @@ close_list(struct pt_list *l)
     }
 }
 
+/* Pooled connections follow their worker server to the newest snapshot's objects; those of a
+ * retired one are closed (multiplexed ones once their streams end). */
+static void
+rebind_pools(struct pt_wupstream *g)
+{
+    for (unsigned j = 0; j < g->n_servers; j++) {
+        struct pt_wserver *ws = g->servers[j];
+
+        if (ws == NULL)
+            continue;
+        if (ws->retired || g->retired) {
+            close_list(&ws->idle);
+            close_list(&ws->shared);
+            continue;
+        }
+        for (struct pt_list *e = ws->idle.next; e != &ws->idle; e = e->next)
+            pt_container_of(e, struct pt_pooled, link)->ops->rebind(
+                pt_container_of(e, struct pt_pooled, link), ws);
+        for (struct pt_list *e = ws->shared.next; e != &ws->shared; e = e->next)
+            pt_container_of(e, struct pt_pooled, link)->ops->rebind(
+                pt_container_of(e, struct pt_pooled, link), ws);
+    }
+}
+
+static int
+group_attach(struct pt_worker *w, struct pt_upstream *up)
+{
+    struct pt_wupstreams *t = table(w);
+    struct pt_wupstream *g;
+    const struct pt_lb_ops *ops = up->lb->ops;
+
+    if (table_reserve(t, up->slot + 1) != PT_OK)
+        return PT_ERR;
+    g = t->g[up->slot];
+    if (g == NULL) {
+        g = calloc(1, sizeof(*g));
+        if (g == NULL)
+            return PT_ERR;
+        g->w = w;
+        g->retry_tokens = 10.0;
+        pt_list_init(&g->queue);
+        g->stats = pt_stats_get(&w->stats, "upstream", up->name, NULL, sizeof(*g->stats));
+        if (g->stats == NULL) {
+            free(g);
+            return PT_ERR;
+        }
+        t->g[up->slot] = g;
+    } else if (g->up != NULL && g->lb_state != NULL) {
+        const struct pt_lb_ops *old = g->up->lb->ops;
+
+        if (old->group_fini != NULL)
+            old->group_fini(g); /* the balancer starts again on the new server list */
+        g->lb_state = NULL;
+    }
+    g->up = up;
+    g->retired = 0;
+    if (group_servers(g, up) != PT_OK)
+        return PT_ERR;
+    if (ops->group_init(g) != PT_OK) {
+        pt_log(PT_LOG_ERROR, "balancer %s failed for upstream \"%s\"", up->lb->name, up->name);
+        return PT_ERR;
+    }
+    return PT_OK;
+}
+
+static int
+upstream_worker_init(struct pt_worker *w)
+{
+    struct pt_upstream_main *m = pt_upstream_main(w->conf);
+    struct pt_wupstreams *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return PT_ERR;
+    w->mod[pt_module_upstream._index] = t;
+    for (unsigned i = 0; i < m->n_upstreams; i++)
+        if (group_attach(w, m->upstreams[i]) != PT_OK)
+            return PT_ERR;
+    return PT_OK;
+}
+
+/* A reload: the groups of upstream names that stay are carried over (pools, counters, the retry
+ * budget, queued requests), their balancer rebuilt on the new server list; new names get new
+ * groups; the groups of names that are gone retire (their idle connections close; requests in
+ * flight finish on them). */
+static void
+upstream_worker_reload(struct pt_worker *w, struct pt_conf *old)
+{
+    struct pt_wupstreams *t = table(w);
+    struct pt_upstream_main *m = pt_upstream_main(w->conf);
+
+    for (unsigned i = 0; i < t->n; i++)
+        if (t->g[i] != NULL)
+            t->g[i]->retired = 1;
+    for (unsigned i = 0; i < m->n_upstreams; i++)
+        if (group_attach(w, m->upstreams[i]) != PT_OK)
+            pt_log(PT_LOG_ERROR, "upstream \"%s\": cannot carry its worker state over the "
+                   "reload", m->upstreams[i]->name);
+    for (unsigned i = 0; i < t->n; i++) {
+        struct pt_wupstream *g = t->g[i];
+
+        if (g == NULL)
+            continue;
+        if (g->retired && g->lb_state != NULL) {
+            const struct pt_lb_ops *ops = g->up->lb->ops;
+
+            if (ops->group_fini != NULL)
+                ops->group_fini(g);
+            g->lb_state = NULL;
+        }
+        rebind_pools(g);
+    }
+}
+
 static void
 upstream_worker_drain(struct pt_worker *w)
 {
-    struct pt_wupstream *ups = w->mod[pt_module_upstream._index];
+    struct pt_wupstreams *t = table(w);
 
-    for (unsigned i = 0; ups != NULL && i < pt_upstream_main(w->conf)->n_upstreams; i++)
-        for (unsigned j = 0; j < ups[i].up->n_servers; j++) {
-            close_list(&ups[i].servers[j].idle);
-            close_list(&ups[i].servers[j].shared);
-        }
+    for (unsigned i = 0; t != NULL && i < t->n; i++)
+        for (unsigned j = 0; t->g[i] != NULL && j < t->g[i]->n_servers; j++)
+            if (t->g[i]->servers[j] != NULL) {
+                close_list(&t->g[i]->servers[j]->idle);
+                close_list(&t->g[i]->servers[j]->shared);
+            }
 }
 
 static void
 upstream_worker_fini(struct pt_worker *w)
 {
-    struct pt_wupstream *ups = w->mod[pt_module_upstream._index];
+    struct pt_wupstreams *t = table(w);
 
-    if (ups == NULL)
+    if (t == NULL)
         return;
     upstream_worker_drain(w);
-    for (unsigned i = 0; i < pt_upstream_main(w->conf)->n_upstreams; i++) {
-        struct pt_wupstream *g = &ups[i];
+    for (unsigned i = 0; i < t->n; i++) {
+        struct pt_wupstream *g = t->g[i];
 
-        if (g->up == NULL || g->servers == NULL)
-            continue; /* worker_init failed before this one */
-        const struct pt_lb_ops *ops = g->up->lb->ops;
+        if (g == NULL)
+            continue;
+        if (g->up != NULL && g->lb_state != NULL && g->up->lb->ops != NULL) {
+            const struct pt_lb_ops *ops = g->up->lb->ops;
 
-        if (ops->group_fini != NULL)
-            ops->group_fini(g);
-        for (unsigned j = 0; j < g->up->n_servers; j++)
-            SSL_SESSION_free(g->servers[j].tls_session);
+            if (ops->group_fini != NULL)
+                ops->group_fini(g);
+        }
+        for (unsigned j = 0; j < g->n_servers; j++) {
+            if (g->servers[j] == NULL)
+                continue;
+            SSL_SESSION_free(g->servers[j]->tls_session);
+            free(g->servers[j]);
+        }
         free(g->servers);
+        free(g);
     }
-    free(ups);
+    free(t->g);
+    free(t);
     w->mod[pt_module_upstream._index] = NULL;
 }
 
@@ -171,7 +307,9 @@ struct pt_module pt_module_upstream = {
     .conf_create = pt__upstream_conf_create,
     .conf_validate = pt__upstream_conf_validate,
     .conf_release = pt__upstream_conf_release,
+    .conf_adopt = pt__upstream_conf_adopt,
     .worker_init = upstream_worker_init,
+    .worker_reload = upstream_worker_reload,
     .worker_drain = upstream_worker_drain,
     .worker_fini = upstream_worker_fini,
 };
@@ -209,9 +347,11 @@ pt_upstream_acquire(struct pt_wupstream *g, struct pt_attempt *a, struct pt_serv
     a->counted = 1;
     a->t_start = now;
     atomic_fetch_add_explicit(&srv->_active, 1, memory_order_relaxed);
-    g->servers[srv->index].n_active++;
-    g->servers[srv->index].stats->requests++;
-    if (ops->on_conn != NULL)
+    pt_upstream_wserver(g, srv)->n_active++;
+    pt_upstream_wserver(g, srv)->stats->requests++;
+    /* a request of an older snapshot (after a reload) is not the balancer's business: its
+     * state was rebuilt on the new server list */
+    if (ops->on_conn != NULL && srv->upstream == g->up)
         ops->on_conn(g, srv, +1);
 }
 
@@ -221,8 +361,9 @@ pt_upstream_result(struct pt_wupstream *g, const struct pt_attempt *a, ev_tstamp
     const struct pt_lb_ops *ops = g->up->lb->ops;
 
     if (ok && a->srv != NULL)
-        pt_hist_observe(&g->servers[a->srv->index].stats->response_time, now - a->t_start);
-    if (ops->on_result != NULL && a->srv != NULL)
+        pt_hist_observe(&pt_upstream_wserver(g, a->srv)->stats->response_time,
+                        now - a->t_start);
+    if (ops->on_result != NULL && a->srv != NULL && a->srv->upstream == g->up)
         ops->on_result(g, a->srv, now - a->t_start, ok);
 }
 
@@ -235,8 +376,8 @@ pt_upstream_release(struct pt_wupstream *g, struct pt_attempt *a)
         return;
     a->counted = 0;
     atomic_fetch_sub_explicit(&a->srv->_active, 1, memory_order_relaxed);
-    g->servers[a->srv->index].n_active--;
-    if (ops->on_conn != NULL)
+    pt_upstream_wserver(g, a->srv)->n_active--;
+    if (ops->on_conn != NULL && a->srv->upstream == g->up)
         ops->on_conn(g, a->srv, -1);
 }
 
@@ -267,8 +408,9 @@ pt_pool_get(struct pt_wserver *ws)
 bool
 pt_pool_put(struct pt_wserver *ws, struct pt_pooled *p)
 {
-    if ((int64_t)ws->n_idle >= ws->srv->upstream->keepalive)
+    if (ws->retired || (int64_t)ws->n_idle >= ws->srv->upstream->keepalive)
         return false;
+    p->ops->rebind(p, ws); /* a connection of an older snapshot joins the newest */
     pt_list_insert_head(&ws->idle, &p->link);
     ws->n_idle++;
     ws->stats->idle++;

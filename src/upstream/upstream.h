@@ -35,11 +35,21 @@ extern const struct pt_directive pt_upstream_directives[];
 void *pt__upstream_conf_create(struct pt_conf_ctx *cx, unsigned level);
 int pt__upstream_conf_validate(struct pt_conf_ctx *cx);
 void pt__upstream_conf_release(struct pt_conf *c);
+void pt__upstream_conf_adopt(struct pt_conf *c, struct pt_conf *old);
 
+/* This worker's state of upstream up, of whichever snapshot: the same object for every
+ * generation of the same upstream name. */
 static inline struct pt_wupstream *
 pt_upstream_group(struct pt_worker *w, const struct pt_upstream *up)
 {
-    return &((struct pt_wupstream *)w->mod[pt_module_upstream._index])[up->index];
+    return ((struct pt_wupstreams *)w->mod[pt_module_upstream._index])->g[up->slot];
+}
+
+/* The worker state (pool, counters) of server s in group g, of whichever snapshot. */
+static inline struct pt_wserver *
+pt_upstream_wserver(const struct pt_wupstream *g, const struct pt_server *s)
+{
+    return g->servers[s->slot];
 }
 
 /* True when s may take a request now: not down, not tried, under max_conns, not drained by an
@@ -55,11 +65,6 @@ pt_server_usable(const struct pt_server *s, const uint8_t *tried)
         return false;
     return pt__server_runtime_usable(s);
 }
-
-/* Gives g (its servers allocated) its counter blocks from w's registry: the same blocks for the
- * same upstream name and server addresses, whichever snapshot g belongs to, so counters carry
- * over a reload. Worker thread (or before it starts). PT_OK or PT_ERR (out of memory). */
-int pt_upstream_stats_bind(struct pt_worker *w, struct pt_wupstream *g);
 
 /* Tells every worker that s went up or down (health check, ejection), so its balancer's
  * on_server_state runs on that worker's thread. Any thread. */

@@ -270,6 +270,11 @@ pt__upstream_conf_validate(struct pt_conf_ctx *cx)
     for (unsigned i = 0; i < m->n_upstreams; i++) {
         struct pt_upstream *up = m->upstreams[i];
 
+        /* worker state slots: by position, until a reload maps names (adopt) */
+        up->slot = i;
+        up->n_slots = up->n_servers;
+        for (unsigned j = 0; j < up->n_servers; j++)
+            up->servers[j]->slot = j;
         if (up->h2c && up->tls == 1)
             pt_conf_error_at(cx, up->line, up->col,
                              "upstream \"%s\": protocol h2c is cleartext; with \"tls on\" use h2",
@@ -319,4 +324,67 @@ pt_upstream_find(struct pt_conf *c, const char *name)
         if (strcmp(m->upstreams[i]->name, name) == 0)
             return m->upstreams[i];
     return NULL;
+}
+
+/* ---- reload ------------------------------------------------------------------------------ */
+
+/* Upstream slots ever given out (main thread): a slot is never given to another name, since a
+ * worker may still hold a retired group in it. */
+static unsigned slots_used;
+
+/* Whether a connection made for upstream a may carry requests for upstream b. */
+static bool
+same_transport(const struct pt_upstream *a, const struct pt_upstream *b)
+{
+    return a->protocol == b->protocol && a->h2c == b->h2c && a->tls == b->tls &&
+           a->tls_verify == b->tls_verify && pt_str_eq(a->tls_trusted, b->tls_trusted) &&
+           pt_str_eq(a->tls_sni, b->tls_sni);
+}
+
+/* Gives each upstream and server of c the worker-state slot of the same name (and address) in
+ * old, or a fresh one, and carries over the server state the whole process shares (health,
+ * ejection, slow start): a reload neither resets a server's health nor revives an ejected one.
+ * A server keeps its slot, and so its pooled connections, only while the way of talking to it
+ * (protocol, TLS settings) stays the same. */
+void
+pt__upstream_conf_adopt(struct pt_conf *c, struct pt_conf *old)
+{
+    struct pt_upstream_main *m = pt_upstream_main(c), *om = pt_upstream_main(old);
+
+    for (unsigned i = 0; i < om->n_upstreams; i++)
+        slots_used = PT_MAX(slots_used, om->upstreams[i]->slot + 1);
+    for (unsigned i = 0; i < m->n_upstreams; i++) {
+        struct pt_upstream *up = m->upstreams[i], *o = pt_upstream_find(old, up->name);
+
+        if (o == NULL) {
+            up->slot = slots_used++;
+            continue; /* server slots by position, as loaded */
+        }
+        up->slot = o->slot;
+        up->n_slots = o->n_slots;
+        for (unsigned j = 0; j < up->n_servers; j++) {
+            struct pt_server *s = up->servers[j], *os = NULL;
+
+            for (unsigned k = 0; k < o->n_servers && os == NULL; k++)
+                if (strcmp(o->servers[k]->addr.name, s->addr.name) == 0)
+                    os = o->servers[k];
+            if (os == NULL) {
+                s->slot = up->n_slots++;
+                continue;
+            }
+            s->slot = same_transport(o, up) ? os->slot : up->n_slots++;
+            atomic_store(&s->_check_down, atomic_load(&os->_check_down));
+            atomic_store(&s->_ejected_until, atomic_load(&os->_ejected_until));
+            atomic_store(&s->_consec_fail, atomic_load(&os->_consec_fail));
+            atomic_store(&s->_ejections, atomic_load(&os->_ejections));
+            atomic_store(&s->_usable_since, atomic_load(&os->_usable_since));
+            /* an admin's drain, and what the status page shows of its health checks */
+            atomic_store(&s->_admin_drain, atomic_load(&os->_admin_drain));
+            atomic_store(&s->_hc_result, atomic_load(&os->_hc_result));
+            atomic_store(&s->_hc_detail, atomic_load(&os->_hc_detail));
+            atomic_store(&s->_hc_at, atomic_load(&os->_hc_at));
+            atomic_store(&s->_hc_passes, atomic_load(&os->_hc_passes));
+            atomic_store(&s->_hc_fails, atomic_load(&os->_hc_fails));
+        }
+    }
 }

@@ -9,7 +9,8 @@ What it does, by request path (what a test checks through the proxy):
   /count           answers each message with the number of messages received so far
   /http-200        answers the upgrade with a plain HTTP 200 "no websocket" (not a 101)
 It accepts permessage-deflate when offered (websockets' default), so negotiation passes
-through the proxy. The first line on stdout is "READY <port>"; stats at GET /stats over plain
+through the proxy. With --tls-cert and --tls-key it speaks TLS (wss://, a backend for
+`tls on` upstreams). The first line on stdout is "READY <port>"; stats at GET /stats over plain
 HTTP: {"connections", "open", "messages", "closes": [codes seen from clients]}.
 """
 
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import http
 import json
+import ssl
 import sys
 import urllib.parse
 
@@ -72,10 +74,17 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     a = ap.parse_args()
+    ctx = None
+    if a.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
     server = await websockets.server.serve(
         handler, a.host, a.port, process_request=process_request,
-        subprotocols=["chat.v2"], max_size=64 * 1024 * 1024, ping_interval=None)
+        subprotocols=["chat.v2"], max_size=64 * 1024 * 1024, ping_interval=None,
+        backlog=4096, ssl=ctx)
     port = server.sockets[0].getsockname()[1]
     sys.stdout.write("READY %s %d\n" % (a.host, port))
     sys.stdout.flush()
