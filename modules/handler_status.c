@@ -663,6 +663,8 @@ set_status(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 
     if (loc->handler != NULL)
         return pt_conf_error(cx, 0, "location \"%s\" already has a handler", loc->path);
+    if (loc->mod[pt_module_handler_status._index] == NULL)
+        return pt_conf_error(cx, 0, "out of memory");
     loc->handler = &status_ops;
     loc->handler_conf = loc->mod[pt_module_handler_status._index];
     return PT_OK;
