@@ -22,6 +22,8 @@
 #include "http/exchange.h"
 #include "http/headers.h"
 #include "http/http.h"
+#include "http/trace.h"
+#include "upstream/upstream-t.h"
 
 #define AL_BUF 65536
 #define AL_MAX_FILES 32
@@ -384,6 +386,56 @@ hdr_value(const struct pt_exchange *x, enum pt_hdr_tok tok, const char **v, size
     *n = x->req.v[i].vlen;
 }
 
+enum al_list {
+    AL_ADDR = 0,
+    AL_STATUS,
+    AL_CONNECT,
+    AL_RESPONSE,
+};
+
+/* One of nginx's $upstream_* lists: an entry per attempt, ", " between them; "-" when no
+ * server was tried. Times in seconds with millisecond resolution; a connect time of an
+ * attempt that never connected is "-" (0.000 on a reused connection). */
+static void
+upstream_list(struct al_line *l, const struct pt_exchange *x, enum al_list what)
+{
+    unsigned n = PT_MIN(x->n_attempts, x->cap_attempts);
+
+    if (n == 0) {
+        lprintf(l, "-");
+        return;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        const struct pt_x_attempt *a = &x->attempts[i];
+        ev_tstamp end = a->t_end != 0 ? a->t_end : x->t_end;
+
+        if (i > 0)
+            lprintf(l, ", ");
+        switch (what) {
+        case AL_ADDR:
+            lprintf(l, "%s", a->srv->addr.name);
+            break;
+        case AL_STATUS:
+            if (a->status != 0)
+                lprintf(l, "%u", a->status);
+            else
+                lprintf(l, "-");
+            break;
+        case AL_CONNECT:
+            if (a->t_connected != 0)
+                lprintf(l, "%.3f", a->t_connected - a->t_start);
+            else if (a->t_head != 0)
+                lprintf(l, "0.000"); /* a reused connection */
+            else
+                lprintf(l, "-");
+            break;
+        case AL_RESPONSE:
+            lprintf(l, "%.3f", end > a->t_start ? end - a->t_start : 0.0);
+            break;
+        }
+    }
+}
+
 static void
 al_log(struct pt_exchange *x)
 {
@@ -427,6 +479,17 @@ al_log(struct pt_exchange *x)
             lesc(&l, ua, PT_MIN(ualen, 1024), 0);
         else
             lprintf(&l, "-");
+        /* combined as nginx writes it, then the request ID and the upstream lists */
+        lprintf(&l, "\" request_id=");
+        lesc(&l, pt_request_id(x), x->request_id_len, 0);
+        lprintf(&l, " upstream_addr=\"");
+        upstream_list(&l, x, AL_ADDR);
+        lprintf(&l, "\" upstream_status=\"");
+        upstream_list(&l, x, AL_STATUS);
+        lprintf(&l, "\" upstream_connect_time=\"");
+        upstream_list(&l, x, AL_CONNECT);
+        lprintf(&l, "\" upstream_response_time=\"");
+        upstream_list(&l, x, AL_RESPONSE);
         lprintf(&l, "\"");
     } else {
         lprintf(&l, "{\"time\":\"%s\",\"remote_addr\":\"%s\",\"method\":\"%s\",\"uri\":\"",
@@ -438,10 +501,20 @@ al_log(struct pt_exchange *x)
                 x->major, x->minor, x->status, (unsigned long long)x->resp_body_bytes,
                 x->t_end - x->t_start);
         if (x->up != NULL)
-            lprintf(&l, "\"%s\",\"upstream_addr\":\"%s\"", x->up->name,
-                    x->att.srv != NULL ? x->att.srv->addr.name : "");
+            lprintf(&l, "\"%s\"", x->up->name);
         else
-            lprintf(&l, "null,\"upstream_addr\":null");
+            lprintf(&l, "null");
+        lprintf(&l, ",\"request_id\":\"");
+        lesc(&l, pt_request_id(x), x->request_id_len, 1);
+        lprintf(&l, "\",\"upstream_addr\":\"");
+        upstream_list(&l, x, AL_ADDR);
+        lprintf(&l, "\",\"upstream_status\":\"");
+        upstream_list(&l, x, AL_STATUS);
+        lprintf(&l, "\",\"upstream_connect_time\":\"");
+        upstream_list(&l, x, AL_CONNECT);
+        lprintf(&l, "\",\"upstream_response_time\":\"");
+        upstream_list(&l, x, AL_RESPONSE);
+        lprintf(&l, "\"");
         lprintf(&l, ",\"host\":\"");
         if (x->host != NULL)
             lesc(&l, x->host, PT_MIN(x->host_len, 256), 1);

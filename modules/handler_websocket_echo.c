@@ -152,9 +152,16 @@ echo_handle(struct pt_exchange *x, const void *conf)
     return PT_OK;
 }
 
+static void
+echo_describe(const void *conf, char *buf, size_t len)
+{
+    snprintf(buf, len, "websocket_echo");
+}
+
 static const struct pt_handler_ops echo_handler = {
     .handle = echo_handle,
     .websocket = 1,
+    .describe = echo_describe,
 };
 
 static int

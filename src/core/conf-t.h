@@ -33,6 +33,11 @@ struct pt_addr {
     char name[64]; /* "127.0.0.1:8080", "[::1]:8080" */
 };
 
+/* A place in the configuration file, for messages about it. */
+struct pt_conf_pos {
+    int line, col;
+};
+
 /* A CIDR block for trusted_proxies. */
 struct pt_cidr {
     int family;
@@ -61,6 +66,7 @@ struct pt_listen {
     unsigned tls : 1;                    /* `listen ... tls` */
     const struct pt_listen_proto *proto; /* set by the subsystem that owns the address */
     void *owner;                         /* that subsystem's data (HTTP: its server blocks) */
+    int line, col;                       /* where it was first listened on */
 };
 
 /* max_connections: the default, per worker, and the largest value accepted (Linux's default
@@ -73,7 +79,7 @@ struct pt_conf {
     atomic_int _refs;
     struct pt_arena arena;
     const char *path;
-    unsigned generation; /* 1 for the first snapshot loaded, then one more per reload */
+    unsigned generation; /* 1 for the first snapshot served, one more per reload (0: not served) */
     time_t loaded_at;
     unsigned workers;
     const char *error_log;

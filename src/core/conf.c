@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -18,8 +19,7 @@
 #include "core/log.h"
 #include "core/module.h"
 
-/* Snapshots loaded so far (the generation of the newest) and alive now. */
-static atomic_uint generations_loaded;
+/* Loaded snapshots alive now. */
 static atomic_uint generations_live;
 
 #define MAX_ARGS 64
@@ -91,6 +91,21 @@ pt_conf_error_at(struct pt_conf_ctx *cx, int line, int col, const char *fmt, ...
     report(cx->p, line, col, fmt, ap);
     va_end(ap);
     return PT_ERR;
+}
+
+int
+pt_conf_warn_at(struct pt_conf_ctx *cx, int line, int col, const char *fmt, ...)
+{
+    struct pt_conf_parser *p = cx->p;
+    char msg[400];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (p->errout != NULL)
+        fprintf(p->errout, "%s:%d:%d: warning: %s\n", p->file, line, col, msg);
+    return PT_OK;
 }
 
 unsigned
@@ -373,6 +388,33 @@ pt_conf_parse_block(struct pt_conf_ctx *cx)
             p->fatal = 1;
             return perr(p, lines[0], cols[0], "directive \"%s\" is not terminated by \";\"",
                         args[0]);
+        }
+
+        /* A word on a new line that names a directive is almost surely the next statement:
+         * the ";" before it is missing. Said so, rather than what the merged statement would
+         * get ("does not take a block", "invalid parameter"). */
+        for (unsigned i = 1; i < n; i++) {
+            const struct pt_module *o;
+            int seen;
+            char stmt[120];
+            size_t sl = 0;
+
+            if (lines[i] == lines[i - 1])
+                continue;
+            find_directive(args[i], cx->level, &o, &seen);
+            if (!seen)
+                continue;
+            stmt[0] = '\0';
+            for (unsigned k = 0; k < i && sl < sizeof(stmt) - 1; k++) {
+                int w = snprintf(stmt + sl, sizeof(stmt) - sl, "%s%s", k > 0 ? " " : "",
+                                 args[k]);
+
+                sl = w < 0 ? sl : PT_MIN(sizeof(stmt) - 1, sl + (size_t)w);
+            }
+            p->fatal = 1;
+            return perr(p, lines[i - 1], cols[i - 1] + (int)strlen(args[i - 1]),
+                        "missing \";\" after \"%s\" (line %d starts another directive, \"%s\")",
+                        stmt, lines[i], args[i]);
         }
 
         const struct pt_module *owner = NULL;
@@ -855,6 +897,35 @@ const struct pt_directive pt_core_directives[] = {
 
 /* ---- listening addresses --------------------------------------------------------------- */
 
+/* True when two different listen addresses cannot both be bound: the same port and family,
+ * one of them the wildcard (0.0.0.0 or ::). IPv6 sockets are IPV6_V6ONLY, so [::]:P and
+ * 0.0.0.0:P do not overlap. */
+static bool
+addr_overlaps(const struct pt_addr *a, const struct pt_addr *b)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)&a->sa;
+    const struct sockaddr *sb = (const struct sockaddr *)&b->sa;
+
+    if (sa->sa_family != sb->sa_family)
+        return false;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)sa, *y = (const void *)sb;
+
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr != y->sin_addr.s_addr &&
+               (x->sin_addr.s_addr == htonl(INADDR_ANY) ||
+                y->sin_addr.s_addr == htonl(INADDR_ANY));
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)sa, *y = (const void *)sb;
+
+        return x->sin6_port == y->sin6_port &&
+               !IN6_ARE_ADDR_EQUAL(&x->sin6_addr, &y->sin6_addr) &&
+               (IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) ||
+                IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+    }
+    return false;
+}
+
 struct pt_listen *
 pt_conf_listen(struct pt_conf_ctx *cx, unsigned argi, const struct pt_addr *addr, int tls,
                const struct pt_listen_proto *proto)
@@ -877,12 +948,26 @@ pt_conf_listen(struct pt_conf_ctx *cx, unsigned argi, const struct pt_addr *addr
         }
         return l;
     }
+    for (unsigned i = 0; i < c->n_listens; i++) {
+        l = c->listens[i];
+        if (!addr_overlaps(&l->addr, addr))
+            continue;
+        /* the kernel would refuse the second bind (each is probed without SO_REUSEPORT), so
+         * the configuration cannot start: say so here, with both places */
+        pt_conf_error(cx, argi,
+                      "listen %s overlaps listen %s (line %d): the wildcard address already "
+                      "takes port %s on every address of its family; use one of them",
+                      addr->name, l->addr.name, l->line, strrchr(addr->name, ':') + 1);
+        return NULL;
+    }
     l = pt_arena_calloc(&c->arena, sizeof(*l));
     if (l == NULL || PUSH(&c->arena, &c->listens, &c->n_listens, l) != PT_OK) {
         pt_conf_error(cx, argi, "out of memory");
         return NULL;
     }
     l->addr = *addr;
+    l->line = cx->lines[argi];
+    l->col = cx->cols[argi];
     l->index = c->n_listens - 1;
     l->tls = tls ? 1 : 0;
     l->proto = proto;
@@ -986,7 +1071,6 @@ load(const char *name, const char *text, size_t len, FILE *errout, struct pt_err
         pt_conf_unref(c);
         return NULL;
     }
-    c->generation = atomic_fetch_add_explicit(&generations_loaded, 1, memory_order_relaxed) + 1;
     c->loaded_at = time(NULL);
     atomic_fetch_add_explicit(&generations_live, 1, memory_order_relaxed);
     return c;
@@ -1051,8 +1135,7 @@ pt_conf_unref(struct pt_conf *c)
 {
     if (c == NULL || atomic_fetch_sub_explicit(&c->_refs, 1, memory_order_acq_rel) != 1)
         return;
-    if (c->generation != 0)
-        atomic_fetch_sub_explicit(&generations_live, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&generations_live, 1, memory_order_relaxed);
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->conf_release != NULL)
             pt_modules[i]->conf_release(c);

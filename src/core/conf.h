@@ -30,6 +30,10 @@ int pt_conf_error(struct pt_conf_ctx *cx, unsigned i, const char *fmt, ...)
  * earlier). Returns PT_ERR. */
 int pt_conf_error_at(struct pt_conf_ctx *cx, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Reports something that works but is probably not what was meant, as
+ * "file:line:col: warning: message"; the configuration still loads. Returns PT_OK. */
+int pt_conf_warn_at(struct pt_conf_ctx *cx, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* "\"NAME\" directive is duplicate" at the directive. Returns PT_ERR. */
 int pt_conf_duplicate(struct pt_conf_ctx *cx);
 /* Errors reported so far. */

@@ -23,6 +23,7 @@
 #include "core/module.h"
 #include "core/notify.h"
 #include "core/worker.h"
+#include "http/explain.h"
 #include "net/tls.h"
 #include "upstream/resilience.h"
 
@@ -44,12 +45,17 @@ static ev_async reload_switched;
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: portico [-c FILE] [-t] [-v] [-s SIGNAL]\n"
+    fprintf(f, "usage: portico [-c FILE] [-t [-v]] [-v] [-s SIGNAL]\n"
+               "       portico explain [-c FILE] [-H 'Name: value']... [--from ADDR] "
+               "'METHOD URL'\n"
                "  -c FILE    configuration file (default " PT_DEFAULT_CONF ")\n"
-               "  -t         check the configuration and exit\n"
+               "  -t         check the configuration and exit; with -v, print the routing "
+               "table\n"
                "  -v         print versions of portico and its libraries\n"
                "  -s SIGNAL  tell the running portico (its `pid` file): reload, reopen, stop "
-               "or quit\n");
+               "or quit\n"
+               "  explain    say where a request would go and what the backend would receive,\n"
+               "             without sending anything (portico explain -h)\n");
 }
 
 static void
@@ -255,7 +261,7 @@ keep_process_settings(struct pt_conf *c, const struct pt_conf *old)
     }
 }
 
-/* Logs each line the loader wrote (file:line:col: message) as an error. */
+/* Logs each line the loader wrote (file:line:col: message) as an error, or a warning. */
 static void
 log_lines(char *text, size_t len)
 {
@@ -266,7 +272,8 @@ log_lines(char *text, size_t len)
         size_t n = nl != NULL ? (size_t)(nl - p) : (size_t)(end - p);
 
         if (n > 0)
-            pt_log(PT_LOG_ERROR, "reload: %.*s", (int)n, p);
+            pt_log(memmem(p, n, ": warning: ", 11) != NULL ? PT_LOG_WARN : PT_LOG_ERROR,
+                   "reload: %.*s", (int)n, p);
         p += n + 1;
     }
 }
@@ -289,6 +296,7 @@ reload(struct ev_loop *loop)
         return;
     }
     pt_log(PT_LOG_NOTICE, "reloading %s", conf_path);
+    pt_notify_reloading();
     errout = open_memstream(&text, &len);
     conf = pt_conf_load(conf_path, errout != NULL ? errout : stderr, &err);
     if (errout != NULL)
@@ -301,8 +309,10 @@ reload(struct ev_loop *loop)
         pt_log(PT_LOG_ERROR, "reload failed: still serving configuration generation %u",
                old->generation);
         free(text);
+        pt_notify_ready("reload failed: still serving the previous configuration");
         return;
     }
+    log_lines(text, len); /* warnings */
     free(text);
     keep_process_settings(conf, old);
     fit_max_connections(conf);
@@ -310,6 +320,7 @@ reload(struct ev_loop *loop)
         if (pt_modules[i]->conf_adopt != NULL)
             pt_modules[i]->conf_adopt(conf, old);
     pt_health_stop();
+    conf->generation = old->generation + 1; /* before the workers see it */
     if (pt_runtime_reload(&runtime, conf, &err) != PT_OK) {
         pt_log(PT_LOG_ERROR, "reload: %s", err.msg);
         pt_log(PT_LOG_ERROR, "reload failed: still serving configuration generation %u",
@@ -317,7 +328,8 @@ reload(struct ev_loop *loop)
         runtime.reloads_failed++;
         pt_conf_unref(conf);
         conf = old;
-    } else {
+    }
+    if (conf != old) {
         for (unsigned i = 0; i < conf->n_listens; i++) {
             unsigned j;
 
@@ -347,6 +359,12 @@ reload(struct ev_loop *loop)
     }
     if (pt_health_start(loop, conf, &err) != PT_OK)
         pt_log(PT_LOG_ERROR, "reload: %s", err.msg);
+    {
+        char status[128];
+
+        snprintf(status, sizeof(status), "configuration generation %u", conf->generation);
+        pt_notify_ready(status);
+    }
 }
 
 static void
@@ -414,13 +432,18 @@ int
 main(int argc, char **argv)
 {
     const char *path = PT_DEFAULT_CONF, *signame = NULL;
-    int test = 0, opt;
+    int test = 0, verbose = 0, opt;
     struct pt_err err = {{0}};
     struct pt_conf *conf;
     struct ev_loop *loop;
     ev_signal sig_term, sig_int, sig_usr1, sig_hup;
     ev_timer ticket_timer;
 
+    if (argc > 1 && strcmp(argv[1], "explain") == 0) {
+        if (pt_modules_init() != PT_OK)
+            return 1;
+        return pt_explain_main(argc - 1, argv + 1, PT_DEFAULT_CONF);
+    }
     while ((opt = getopt(argc, argv, "c:s:tvh")) != -1) {
         switch (opt) {
         case 'c':
@@ -433,10 +456,8 @@ main(int argc, char **argv)
             signame = optarg;
             break;
         case 'v':
-            if (pt_modules_init() != PT_OK)
-                return 1;
-            versions();
-            return 0;
+            verbose = 1;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -451,6 +472,10 @@ main(int argc, char **argv)
     }
     if (pt_modules_init() != PT_OK)
         return 1;
+    if (verbose && !test) {
+        versions();
+        return 0;
+    }
     if (signame != NULL)
         return send_signal(path, signame);
     conf_path = path;
@@ -460,7 +485,10 @@ main(int argc, char **argv)
             fprintf(stderr, "portico: configuration file %s test failed\n", path);
         return 1;
     }
+    conf->generation = 1;
     if (test) {
+        if (verbose)
+            pt_http_routes_print(conf, stdout);
         printf("portico: configuration file %s test is successful\n", path);
         pt_conf_unref(conf);
         return 0;

@@ -100,6 +100,10 @@ struct pt_module {
 struct pt_handler_ops {
     /* Starts handling; returns PT_OK (the handler will finish the exchange) or PT_ERR. */
     int (*handle)(struct pt_exchange *x, const void *handler_conf);
+    /* Writes what the handler does with its conf as the configuration says it ("return 403
+     * \"no\"") into buf, NUL-terminated; for `portico -t -v` and `portico explain`. May be
+     * NULL. */
+    void (*describe)(const void *handler_conf, char *buf, size_t len);
     /* Takes WebSocket handshakes (x->ws set, the key checked) where `websocket on`. */
     unsigned websocket : 1;
     /* Enforces the location's allow / deny rules itself; elsewhere they are a configuration

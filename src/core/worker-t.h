@@ -122,6 +122,8 @@ struct pt_worker {
                               * HTTP/2); accepts pause at conf->max_connections */
     void *mod[PT_MODULES_MAX]; /* per-worker state of each module and subsystem */
     uint64_t next_id;
+    uint64_t seed[2]; /* random, drawn once at start: what request IDs are made from, so
+                       * making one needs no syscall */
 
     /* Counters and gauges, summed across workers when read: written by this worker only, read
      * by any thread with pt_stats_load() (see struct pt_stats_block for why that is safe). */

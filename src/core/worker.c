@@ -9,7 +9,10 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -501,6 +504,11 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
 
     w->id = id;
     snprintf(w->name, sizeof(w->name), "w%u", id);
+    if (getrandom(w->seed, sizeof(w->seed), GRND_NONBLOCK) != (ssize_t)sizeof(w->seed)) {
+        /* no entropy yet (early boot): still distinct per process, worker and start time */
+        w->seed[0] = (uint64_t)pt_now_ms() ^ ((uint64_t)getpid() << 32) ^ id;
+        w->seed[1] = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)w;
+    }
     w->rt = rt;
     w->conf = c;
     pt_conf_ref(c); /* the worker's own: a reload moves it to the new snapshot */

@@ -11,6 +11,7 @@
 #include "core/arena-t.h"
 #include "core/buf-t.h"
 #include "core/conf-t.h"
+#include "http/errors-t.h"
 #include "http/http-t.h"
 #include "http/headers-t.h"
 #include "upstream/upstream-t.h"
@@ -62,6 +63,25 @@ struct pt_be_ops {
     /* The frontend is gone; drop the exchange's link and close or pool the connection. */
     void (*detach)(struct pt_exchange *x);
 };
+
+/* One attempt of a request on a server, as the access log, Server-Timing and the debug header
+ * report it (nginx's $upstream_* lists). Times are the worker loop's (ev_now), 0 when the step
+ * did not happen. Owner: the exchange arena. */
+struct pt_x_attempt {
+    struct pt_server *srv;
+    ev_tstamp t_start;     /* acquired: the attempt begins */
+    ev_tstamp t_connected; /* TCP connected; 0 on a reused connection */
+    ev_tstamp t_tls;       /* TLS handshake done; 0 without one */
+    ev_tstamp t_head;      /* response head received */
+    ev_tstamp t_end;       /* response complete, attempt failed or abandoned */
+    unsigned status;       /* the response status; 502 or 504 for a failed attempt */
+    uint8_t perr;          /* enum pt_perr of a failed attempt; 0 when a response came */
+    uint8_t stale;         /* a pooled connection the server had closed while idle: replayed
+                            * at once, no sign of trouble (not in Proxy-Status) */
+};
+
+/* The most attempts one exchange records (later ones are counted, not recorded). */
+#define PT_X_ATTEMPTS_MAX 32
 
 enum pt_x_state {
     PT_X_HEAD = 0, /* receiving the request head */
@@ -148,6 +168,18 @@ struct pt_exchange {
     struct pt_server *sticky_hit; /* the server the sticky cookie named, if any */
     struct pt_list qlink;        /* in the worker's pending queue (max_pending) */
     ev_timer qtimer;             /* queue_timeout */
+    struct pt_x_attempt *attempts; /* every attempt, in order (arena; PT_X_ATTEMPTS_MAX) */
+    unsigned n_attempts;         /* attempts made (may exceed what is recorded) */
+    unsigned cap_attempts;       /* room in `attempts` */
+    int fail_errno;              /* set by a backend codec just before it reports a failure */
+    const char *fail_what;       /* (pt_proxy_fail_detail), consumed by the report */
+
+    /* where an answer came from (errors.c, trace.c) */
+    uint8_t perr;                /* enum pt_perr of the failure portico answers (0: none) */
+    const char *perr_details;    /* Proxy-Status details, safe to show (arena/static) or NULL */
+    const char *request_id;      /* X-Request-ID, set by pt_request_id() on first use */
+    size_t request_id_len;
+    unsigned request_id_ours : 1; /* generated here (32 hex digits), not the client's */
 
     /* HTTP/1.1 frontend scratch while the head is parsed: the field being accumulated */
     char *h1_hname, *h1_hval;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Exchange lifetime, local responses and status texts. */
 #include <llhttp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +12,10 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "core/worker.h"
+#include "http/errors.h"
 #include "http/exchange.h"
 #include "http/headers.h"
+#include "http/trace.h"
 
 struct exchange_box {
     struct pt_reapable reap;
@@ -84,8 +87,8 @@ int
 pt_exchange_respond_with(struct pt_exchange *x, unsigned status, const char *body,
                          const char *hname, const char *hvalue)
 {
-    char len[24];
     size_t n = body != NULL ? strlen(body) : 0;
+    bool grpc;
 
     if (x->resp_head_sent) {
         x->fe->abort(x);
@@ -94,14 +97,25 @@ pt_exchange_respond_with(struct pt_exchange *x, unsigned status, const char *bod
     x->status = status;
     x->resp.n = 0;
     x->resp_local = 1;
-    x->resp_cl = (int64_t)n;
-    snprintf(len, sizeof(len), "%zu", n);
+    /* an error says where it came from: its class, unless the caller gave a finer one */
+    if (status >= 400 && x->perr == PT_PERR_NONE)
+        x->perr = (uint8_t)pt_perr_of_status(status);
+    grpc = status >= 400 && pt_exchange_is_grpc(x);
     pt_hdrs_add(&x->arena, &x->resp, "Server", 6, "portico", 7);
-    if (n > 0)
-        pt_hdrs_add(&x->arena, &x->resp, "Content-Type", 12, "text/plain", 10);
     if (hname != NULL)
         pt_hdrs_add(&x->arena, &x->resp, hname, strlen(hname), hvalue, strlen(hvalue));
-    x->resp_no_body = status == 204 || status == 304 || x->method == HTTP_HEAD;
+    if (status >= 400)
+        pt_proxy_status_local(x);
+    pt_trace_response(x, true);
+    if (grpc) {
+        pt_grpc_error_head(x); /* HTTP 200, grpc-status: the client's library reads these */
+        n = 0;
+    } else {
+        x->resp_cl = (int64_t)n;
+        if (n > 0)
+            pt_hdrs_add(&x->arena, &x->resp, "Content-Type", 12, "text/plain", 10);
+    }
+    x->resp_no_body = status == 204 || status == 304 || x->method == HTTP_HEAD || grpc;
     if (x->fe->send_head(x) == PT_ERR)
         return PT_OK;
     if (n > 0 && !x->resp_no_body && x->fe->send_body(x, body, n) == PT_ERR)

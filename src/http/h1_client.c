@@ -24,6 +24,7 @@
 #include "http/h1_client.h"
 #include "http/headers.h"
 #include "http/proxy.h"
+#include "http/trace.h"
 #include "http/websocket.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
@@ -159,10 +160,12 @@ bconn_fail(struct pt_bconn *b, enum pt_backend_failure kind, const char *what, i
     bool reused = b->reused, started = b->resp_started;
 
     if (x != NULL && !(reused && !started && (kind == PT_BF_RESET)))
-        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: %s%s%s (%s %.*s)",
+        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: %s%s%s (%s %.*s) request_id=%s",
                b->srv->upstream->name, b->srv->name, what, err ? ": " : "",
                err ? strerror(err) : "", x->method_name, (int)PT_MIN(x->target_len, 200),
-               x->target);
+               x->target, pt_request_id(x));
+    if (x != NULL)
+        pt_proxy_fail_detail(x, err, what);
     b->x = NULL;
     bconn_close(b);
     if (x == NULL)
@@ -184,13 +187,10 @@ put_hdr(struct pt_chunk_pool *p, struct pt_chain *o, const struct pt_hdr *h)
     pt_chain_append(p, o, "\r\n", 2);
 }
 
-static void
-write_head(struct pt_bconn *b)
+void
+pt_h1_request_head(const struct pt_exchange *x, const struct pt_server *srv,
+                   struct pt_chunk_pool *p, struct pt_chain *o)
 {
-    struct pt_exchange *x = b->x;
-    struct pt_chunk_pool *p = &b->w->chunks;
-    struct pt_chain *o = &b->out;
-
     pt_chain_append(p, o, x->method_name, strlen(x->method_name));
     pt_chain_append(p, o, " ", 1);
     pt_chain_append(p, o, x->target, x->target_len);
@@ -198,7 +198,7 @@ write_head(struct pt_bconn *b)
     if (pt_hdrs_find_live(&x->req, PT_H_HOST) < 0) {
         /* HTTP/1.0 clients may omit Host; HTTP/1.1 requires one (RFC 9112 section 3.2) */
         pt_chain_append(p, o, "Host: ", 6);
-        pt_chain_append(p, o, b->srv->addr.name, strlen(b->srv->addr.name));
+        pt_chain_append(p, o, srv->addr.name, strlen(srv->addr.name));
         pt_chain_append(p, o, "\r\n", 2);
     }
     for (unsigned i = 0; i < x->req.n; i++) {
@@ -215,9 +215,15 @@ write_head(struct pt_bconn *b)
         pt_chain_printf(p, o, "Content-Length: %lld\r\n", (long long)x->req_cl);
     if (x->ws)
         pt_chain_append(p, o, "Connection: upgrade\r\n", 21); /* Upgrade was kept */
-    else if (b->srv->upstream->keepalive == 0)
+    else if (srv->upstream->keepalive == 0)
         pt_chain_append(p, o, "Connection: close\r\n", 19);
     pt_chain_append(p, o, "\r\n", 2);
+}
+
+static void
+write_head(struct pt_bconn *b)
+{
+    pt_h1_request_head(b->x, b->srv, &b->w->chunks, &b->out);
     b->req_end_queued = 0;
 }
 
@@ -317,6 +323,7 @@ tls_step(struct pt_bconn *b)
         bconn_fail(b, PT_BF_CONNECT, "TLS handshake failed", 0);
         return;
     }
+    pt_proxy_tls_done(b->x);
     pt_log_debug("upstream \"%s\" server %s: TLS %s, session %s", b->srv->upstream->name,
                  b->srv->name, SSL_get_version(b->ssl),
                  SSL_session_reused(b->ssl) ? "resumed" : "new");
@@ -339,6 +346,7 @@ on_writable(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         ev_io_stop(loop, &b->wio);
+        pt_proxy_connected(b->x);
         if (b->srv->upstream->tls) {
             b->ssl = pt_upstream_tls(b->srv, b->fd, b->ws->tls_session);
             if (b->ssl == NULL) {
@@ -933,8 +941,9 @@ pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
         int e = errno;
 
         free(b);
-        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: socket() failed: %s", x->up->name,
-               x->att.srv->name, strerror(e));
+        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: socket() failed: %s request_id=%s",
+               x->up->name, x->att.srv->name, strerror(e), pt_request_id(x));
+        pt_proxy_fail_detail(x, e, "socket() failed");
         pt_proxy_backend_failed(x, PT_BF_CONNECT, false, false);
         return;
     }

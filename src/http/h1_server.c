@@ -23,6 +23,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "http/errors.h"
 #include "http/exchange.h"
 #include "http/h1_chunk.h"
 #include "http/h1_server.h"
@@ -33,6 +34,7 @@
 #include "http/websocket.h"
 #include "net/relay.h"
 #include "http/router.h"
+#include "http/trace.h"
 #include "net/tls.h"
 
 enum pause_reason {
@@ -109,6 +111,14 @@ peer_ip(struct pt_h1_conn *c)
     return pt_addr_ip(&c->peer.sa, buf, sizeof(buf));
 }
 
+/* The request ID of the connection's current request, for its log lines ("-" between
+ * requests). */
+static const char *
+rid(struct pt_h1_conn *c)
+{
+    return c->x != NULL ? pt_request_id(c->x) : "-";
+}
+
 static void conn_close(struct pt_h1_conn *c);
 static void parse(struct pt_h1_conn *c);
 static void flush(struct pt_h1_conn *c);
@@ -147,13 +157,16 @@ local_error(struct pt_h1_conn *c, unsigned status)
     if (x == NULL) {
         /* bytes that never became a request: answer without an exchange */
         const char *reason = pt_status_reason(status);
-        char body[64];
+        char body[64], ps[300];
         int n = snprintf(body, sizeof(body), "%u %s\n", status, reason);
 
+        if (pt_proxy_status_format(pt_http_main(c->w->conf), pt_perr_of_status(status), NULL, ps,
+                                   sizeof(ps)) != PT_OK)
+            ps[0] = '\0';
         pt_chain_printf(&c->w->chunks, &c->out,
                         "HTTP/1.1 %u %s\r\nServer: portico\r\nContent-Type: text/plain\r\n"
-                        "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
-                        status, reason, n, body);
+                        "Proxy-Status: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+                        status, reason, ps, n, body);
         flush(c);
         return;
     }
@@ -179,16 +192,16 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     switch (k) {
     case T_HEADER:
         if (c->x != NULL || (c->in != NULL && c->in->wpos > c->in->rpos)) {
-            pt_log(PT_LOG_INFO, "client %s timed out sending the request head (c%llu)",
-                   peer_ip(c), (unsigned long long)c->id);
+            pt_log(PT_LOG_INFO, "client %s timed out sending the request head (c%llu) "
+                   "request_id=%s", peer_ip(c), (unsigned long long)c->id, rid(c));
             local_error(c, 408);
             return;
         }
         conn_close(c);
         return;
     case T_BODY:
-        pt_log(PT_LOG_INFO, "client %s timed out sending the request body (c%llu)", peer_ip(c),
-               (unsigned long long)c->id);
+        pt_log(PT_LOG_INFO, "client %s timed out sending the request body (c%llu) request_id=%s",
+               peer_ip(c), (unsigned long long)c->id, rid(c));
         if (c->x != NULL && !c->x->resp_head_sent) {
             local_error(c, 408);
             return;
@@ -196,8 +209,8 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         conn_close(c);
         return;
     case T_SEND:
-        pt_log(PT_LOG_INFO, "client %s timed out reading the response (c%llu)", peer_ip(c),
-               (unsigned long long)c->id);
+        pt_log(PT_LOG_INFO, "client %s timed out reading the response (c%llu) request_id=%s",
+               peer_ip(c), (unsigned long long)c->id, rid(c));
         conn_close(c);
         return;
     case T_HANDSHAKE:
@@ -931,8 +944,10 @@ try_upgrade_h2c(struct pt_h1_conn *c, struct pt_exchange *x)
 static void
 reject(struct pt_h1_conn *c, unsigned status, const char *why)
 {
-    pt_log(PT_LOG_INFO, "client %s: %s, answering %u (c%llu)", peer_ip(c), why, status,
-           (unsigned long long)c->id);
+    pt_log(PT_LOG_INFO, "client %s: %s, answering %u (c%llu) request_id=%s", peer_ip(c), why,
+           status, (unsigned long long)c->id, rid(c));
+    if (c->x != NULL)
+        c->x->perr_details = why;
     local_error(c, status);
 }
 
@@ -996,8 +1011,8 @@ request_start(struct pt_h1_conn *c)
     if (x->method == HTTP_CONNECT) {
         /* a gateway opens no tunnels to arbitrary authorities (RFC 9110 section 9.3.6); what
          * follows the head would be tunnel bytes, so the connection closes after the answer */
-        pt_log(PT_LOG_INFO, "client %s: CONNECT is not supported, answering 405 (c%llu)",
-               peer_ip(c), (unsigned long long)c->id);
+        pt_log(PT_LOG_INFO, "client %s: CONNECT is not supported, answering 405 (c%llu) "
+               "request_id=%s", peer_ip(c), (unsigned long long)c->id, rid(c));
         c->close_after = 1;
         x->discard_body = 1;
         pt_exchange_respond_with(x, 405, "405 Method Not Allowed\n", "Allow", PT_ALLOW_METHODS);
@@ -1067,8 +1082,8 @@ request_start(struct pt_h1_conn *c)
         unsigned st = pt_ws_check_request(x);
 
         if (st == 426) {
-            pt_log(PT_LOG_INFO, "client %s: WebSocket version not 13, answering 426 (c%llu)",
-                   peer_ip(c), (unsigned long long)c->id);
+            pt_log(PT_LOG_INFO, "client %s: WebSocket version not 13, answering 426 (c%llu) "
+                   "request_id=%s", peer_ip(c), (unsigned long long)c->id, rid(c));
             pt_exchange_respond_with(x, 426, "426 Upgrade Required\n", "Sec-WebSocket-Version",
                                      "13");
             return;
@@ -1182,7 +1197,8 @@ parse(struct pt_h1_conn *c)
                 break;
             if (rc != PT_OK) {
                 pt_log(PT_LOG_INFO, "client %s sent an invalid request: %s, answering 400 "
-                       "(c%llu)", peer_ip(c), why, (unsigned long long)c->id);
+                       "(c%llu) request_id=%s", peer_ip(c), why, (unsigned long long)c->id,
+                       rid(c));
                 c->in->rpos = c->in->wpos;
                 local_error(c, 400);
                 break;
@@ -1219,18 +1235,19 @@ parse(struct pt_h1_conn *c)
                 c->in->rpos += (uint32_t)used;
             if (in_head && c->x != NULL && !scan_head(c, data, used)) {
                 pt_log(PT_LOG_INFO, "client %s sent an invalid request: obs-fold or whitespace "
-                       "before a header line, answering 400 (c%llu)",
-                       peer_ip(c), (unsigned long long)c->id);
+                       "before a header line, answering 400 (c%llu) request_id=%s",
+                       peer_ip(c), (unsigned long long)c->id, rid(c));
                 local_error(c, 400);
                 break;
             }
         } else {
             unsigned status = parse_error_status(c, e);
 
-            pt_log(PT_LOG_INFO, "client %s sent an invalid request: %s (%s), answering %u (c%llu)",
+            pt_log(PT_LOG_INFO,
+                   "client %s sent an invalid request: %s (%s), answering %u (c%llu) request_id=%s",
                    peer_ip(c), llhttp_errno_name(e),
                    c->err_why != NULL ? c->err_why : llhttp_get_error_reason(c->parser), status,
-                   (unsigned long long)c->id);
+                   (unsigned long long)c->id, rid(c));
             if (c->in != NULL)
                 c->in->rpos = c->in->wpos;
             local_error(c, status);

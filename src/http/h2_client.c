@@ -28,6 +28,7 @@
 #include "http/h2_fields.h"
 #include "http/headers.h"
 #include "http/proxy.h"
+#include "http/trace.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
 
@@ -64,6 +65,7 @@ struct pt_h2b {
     unsigned used : 1;        /* has carried a request (for retry decisions) */
     unsigned connect_timed_out : 1; /* connect_timeout hit before the connection was ready */
     unsigned session_saved : 1;
+    int fail_errno;           /* why connect() failed, for the streams' error class */
     unsigned n_streams;
     struct pt_list streams;   /* struct pt_h2b_stream, submitted or waiting */
     ev_tstamp idle_since;
@@ -122,6 +124,18 @@ stream_free(struct pt_h2b_stream *st)
     free(st);
 }
 
+/* Tells every request waiting on a new connection that it progressed (for their timings). */
+static void
+streams_progress(struct pt_h2b *b, void (*step)(struct pt_exchange *x))
+{
+    for (struct pt_list *e = b->streams.next; e != &b->streams; e = e->next) {
+        struct pt_h2b_stream *st = pt_container_of(e, struct pt_h2b_stream, link);
+
+        if (st->x != NULL)
+            step(st->x);
+    }
+}
+
 /* The attempt failed before the response completed. */
 static void
 stream_fail(struct pt_h2b_stream *st, enum pt_backend_failure kind, const char *what)
@@ -131,10 +145,15 @@ stream_fail(struct pt_h2b_stream *st, enum pt_backend_failure kind, const char *
 
     if (x == NULL)
         return;
-    /* connection-level failures are logged once by h2b_close(); a refused stream is routine */
-    if (kind != PT_BF_CONNECT && kind != PT_BF_CONNECT_TIMEOUT && kind != PT_BF_REFUSED)
-        pt_log(PT_LOG_ERROR, "%s: %s (%s %.*s)", who(st->b, buf, sizeof(buf)), what,
-               x->method_name, (int)PT_MIN(x->target_len, 200), x->target);
+    /* a failure of a ready connection is logged once by h2b_close(), a refused stream is
+     * routine; a connection that never became ready failed each request waiting on it, and
+     * each gets its line, as on an HTTP/1.1 connection */
+    if (kind != PT_BF_REFUSED)
+        pt_log(PT_LOG_ERROR, "%s: %s%s%s (%s %.*s) request_id=%s", who(st->b, buf, sizeof(buf)),
+               what, st->b->fail_errno != 0 ? ": " : "",
+               st->b->fail_errno != 0 ? strerror(st->b->fail_errno) : "", x->method_name,
+               (int)PT_MIN(x->target_len, 200), x->target, pt_request_id(x));
+    pt_proxy_fail_detail(x, st->b->fail_errno, what);
     stream_unlink(st);
     st->b->ws->stats->failures++;
     pt_proxy_backend_failed(x, kind, st->reused, st->head_done);
@@ -594,7 +613,7 @@ h2b_close(struct pt_h2b *b, const char *why)
     if (b->closing)
         return;
     b->closing = 1;
-    if (why != NULL && b->n_streams > 0)
+    if (why != NULL && b->n_streams > 0 && b->state == H_READY)
         pt_log(PT_LOG_ERROR, "%s: %s", who(b, buf, sizeof(buf)), why);
     while (!pt_list_empty(&b->streams)) {
         struct pt_h2b_stream *st = pt_container_of(b->streams.next, struct pt_h2b_stream, link);
@@ -659,6 +678,7 @@ tls_step(struct pt_h2b *b)
         h2b_close(b, "server did not negotiate h2 (ALPN)");
         return;
     }
+    streams_progress(b, pt_proxy_tls_done);
     on_ready(b);
 }
 
@@ -675,14 +695,11 @@ on_writable(struct ev_loop *loop, ev_io *io, int revents)
             err = errno;
         ev_io_stop(loop, &b->wio);
         if (err != 0) {
-            char buf[200], msg[300];
-
-            snprintf(msg, sizeof(msg), "%s: connect() failed: %s", who(b, buf, sizeof(buf)),
-                     strerror(err));
-            pt_log(PT_LOG_ERROR, "%s", msg);
-            h2b_close(b, NULL);
+            b->fail_errno = err;
+            h2b_close(b, "connect() failed"); /* each waiting request logs it, with err */
             return;
         }
+        streams_progress(b, pt_proxy_connected);
         ev_io_start(loop, &b->rio);
         if (b->srv->upstream->tls) {
             b->ssl = pt_upstream_tls(b->srv, b->fd, b->ws->tls_session);

@@ -39,6 +39,7 @@
 #include "http/websocket.h"
 #include "net/relay.h"
 #include "http/router.h"
+#include "http/trace.h"
 #include "net/tls.h"
 
 /* A client HTTP/2 connection. Owner: its worker (w->conns); freed through the reaper. */
@@ -180,8 +181,10 @@ on_stream_timer(struct ev_loop *loop, ev_timer *t, int revents)
     struct pt_h2_conn *c = st->c;
     struct pt_exchange *x = st->x;
 
-    pt_log(PT_LOG_INFO, "h2 client %s stream %d: timed out sending the request %s (c%llu)",
-           c->peer_ip, st->id, st->started ? "body" : "head", (unsigned long long)c->id);
+    pt_log(PT_LOG_INFO,
+           "h2 client %s stream %d: timed out sending the request %s (c%llu) request_id=%s",
+           c->peer_ip, st->id, st->started ? "body" : "head", (unsigned long long)c->id,
+           x != NULL ? pt_request_id(x) : "-");
     if (x != NULL) {
         if (x->be != NULL)
             x->be->detach(x);
@@ -253,8 +256,9 @@ stream_reject(struct pt_h2_stream *st, unsigned status, const char *why)
     struct pt_exchange *x = st->x;
     char body[64];
 
-    pt_log(PT_LOG_INFO, "h2 client %s stream %d: %s, answering %u (c%llu)", st->c->peer_ip,
-           st->id, why, status, (unsigned long long)st->c->id);
+    pt_log(PT_LOG_INFO, "h2 client %s stream %d: %s, answering %u (c%llu) request_id=%s",
+           st->c->peer_ip, st->id, why, status, (unsigned long long)st->c->id, pt_request_id(x));
+    x->perr_details = why;
     if (x->method_name == NULL)
         x->method_name = st->method != NULL ? st->method : "-";
     x->discard_body = 1;
@@ -365,7 +369,8 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
     }
     if (x->method == HTTP_CONNECT) {
         pt_log(PT_LOG_INFO, "h2 client %s stream %d: CONNECT is not supported, answering 405 "
-               "(c%llu)", c->peer_ip, st->id, (unsigned long long)c->id);
+               "(c%llu) request_id=%s", c->peer_ip, st->id, (unsigned long long)c->id,
+               pt_request_id(x));
         x->discard_body = 1;
         pt_exchange_respond_with(x, 405, "405 Method Not Allowed\n", "Allow", PT_ALLOW_METHODS);
         return;
@@ -506,7 +511,8 @@ on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_
             /* RFC 9113 section 8.3.1: a method is a token; anything else is malformed */
             if (!pt_http_is_token(v, vlen) && !st->malformed) {
                 pt_log(PT_LOG_INFO, "h2 client %s stream %d: :method is not a token, resetting "
-                       "the stream (c%llu)", c->peer_ip, st->id, (unsigned long long)c->id);
+                       "the stream (c%llu) request_id=%s", c->peer_ip, st->id,
+                       (unsigned long long)c->id, pt_request_id(x));
                 st->malformed = 1;
                 x->status = 400;
                 x->method_name = "-";
@@ -1417,8 +1423,8 @@ conn_close_now(struct pt_conn *cn)
 }
 
 /* A reload: new streams come from the new snapshot, on the listen with the same address
- * (streams in progress, tunnels included, finish on the old one). An address no longer
- * listened on: GOAWAY, as on a graceful stop. */
+ * (streams in progress finish on the old one; tunnels too, unless their route is gone). An
+ * address no longer listened on: GOAWAY, as on a graceful stop. */
 static void
 conn_reload(struct pt_conn *cn, struct pt_conf *conf)
 {
@@ -1431,6 +1437,13 @@ conn_reload(struct pt_conn *cn, struct pt_conf *conf)
         if (l->proto == &pt_http_listen_proto && l->tls == c->listen->tls &&
             strcmp(l->addr.name, c->listen->addr.name) == 0)
             found = l;
+    }
+    for (struct pt_list *e = c->streams.next, *next; e != &c->streams; e = next) {
+        struct pt_h2_stream *st = pt_container_of(e, struct pt_h2_stream, link);
+
+        next = e->next;
+        if (st->relay != NULL)
+            pt_relay_reload(st->relay, conf); /* a tunnel whose route is gone ends (1001) */
     }
     if (found == NULL) {
         conn_drain(cn);

@@ -32,6 +32,11 @@ struct pt_http_conf {
     int via;
     struct pt_cidr *trusted; /* NULL and n_trusted == PT_UNSET when not set */
     int n_trusted;
+    int tracing;             /* traceparent generated when absent or invalid */
+    int server_timing;       /* Server-Timing on responses */
+    int debug_header;        /* Portico-Debug on responses to debug_header_from clients */
+    struct pt_cidr *debug_from; /* NULL and n_debug_from == PT_UNSET when not set */
+    int n_debug_from;
     int websocket;                  /* on: Upgrade: websocket becomes a tunnel */
     int64_t websocket_max_message;  /* 0 = unlimited */
     pt_msec websocket_idle_timeout; /* 0 = none */
@@ -71,6 +76,8 @@ struct pt_vhost {
     unsigned index;
     const char **names; /* exact names and "*.suffix" wildcards, lower case */
     unsigned n_names;
+    struct pt_conf_pos **name_pos; /* where each name was written (n_names of them) */
+    unsigned n_name_pos;
     struct pt_http_conf http;
     struct pt_location **locs;
     unsigned n_locs;
@@ -79,6 +86,7 @@ struct pt_vhost {
     const char *file;
     int line, col;
     unsigned n_listen;
+    unsigned n_listen_written; /* listen directives, valid or not */
 };
 
 /* What HTTP keeps per listening address (l->owner): the server blocks on it. */
@@ -93,6 +101,9 @@ struct pt_http_listen {
 /* The HTTP subsystem's main-level slot: main-level settings and every server block. */
 struct pt_http_main {
     struct pt_http_conf http;
+    const char *proxy_name;    /* this instance in Proxy-Status (proxy_name; the host name) */
+    const char *proxy_name_sf; /* the same as a Structured Field item: a token, or a quoted
+                                * string when it is not one (RFC 8941 section 3.3) */
     struct pt_vhost **vhosts;
     unsigned n_vhosts;
     unsigned n_locs; /* every location of every server block */

@@ -5,14 +5,19 @@
  * these blocks, checks them, merges their levels (its own settings and every module's) and
  * builds the TLS contexts of its TLS listeners. */
 #include <ctype.h>
+#include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "core/arena.h"
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/module.h"
 #include "http/h1_server.h"
+#include "http/headers.h"
 #include "http/http.h"
 #include "http/http_stats.h"
 #include "http/proxy.h"
@@ -31,9 +36,28 @@ http_conf_unset(struct pt_http_conf *h)
     h->http2_max_concurrent_streams = h->http2_initial_window_size = PT_UNSET;
     h->trusted = NULL;
     h->n_trusted = PT_UNSET;
+    h->tracing = h->server_timing = h->debug_header = PT_UNSET;
+    h->debug_from = NULL;
+    h->n_debug_from = PT_UNSET;
     h->websocket = PT_UNSET;
     h->websocket_max_message = PT_UNSET;
     h->websocket_idle_timeout = h->websocket_fin_timeout = PT_UNSET;
+}
+
+/* Addresses or CIDR blocks into an arena array; each bad one is reported at its argument. */
+static struct pt_cidr *
+cidr_list(struct pt_conf_ctx *cx, int *n)
+{
+    struct pt_cidr *v = pt_arena_calloc(&cx->conf->arena, cx->nargs * sizeof(struct pt_cidr));
+
+    *n = 0;
+    for (unsigned i = 1; v != NULL && i <= cx->nargs; i++) {
+        if (pt_cidr_parse(cx->args[i], &v[*n]) != PT_OK)
+            pt_conf_error(cx, i, "invalid address or CIDR \"%s\"", cx->args[i]);
+        else
+            (*n)++;
+    }
+    return v;
 }
 
 static int
@@ -43,14 +67,41 @@ set_trusted(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 
     if (h->n_trusted != PT_UNSET)
         return pt_conf_duplicate(cx);
-    h->trusted = pt_arena_calloc(&cx->conf->arena, cx->nargs * sizeof(struct pt_cidr));
-    h->n_trusted = 0;
-    for (unsigned i = 1; i <= cx->nargs; i++) {
-        if (pt_cidr_parse(cx->args[i], &h->trusted[h->n_trusted]) != PT_OK)
-            pt_conf_error(cx, i, "invalid address or CIDR \"%s\"", cx->args[i]);
-        else
-            h->n_trusted++;
-    }
+    h->trusted = cidr_list(cx, &h->n_trusted);
+    return PT_OK;
+}
+
+static int
+set_debug_from(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_http_conf *h = conf;
+
+    if (h->n_debug_from != PT_UNSET)
+        return pt_conf_duplicate(cx);
+    h->debug_from = cidr_list(cx, &h->n_debug_from);
+    return PT_OK;
+}
+
+/* proxy_name: printable ASCII without quote or backslash, so that it can always be written as
+ * a Structured Field string (RFC 8941 section 3.3.3) and never needs escaping. */
+static int
+set_proxy_name(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_http_main *m = pt_http_main(cx->conf);
+    const char *n = cx->args[1];
+    size_t len = strlen(n);
+
+    if (m->proxy_name != NULL)
+        return pt_conf_duplicate(cx);
+    if (len == 0 || len > 128)
+        return pt_conf_error(cx, 1, "proxy_name must be 1 to 128 characters");
+    for (size_t i = 0; i < len; i++)
+        if (n[i] < 0x20 || n[i] > 0x7e || n[i] == '"' || n[i] == '\\')
+            return pt_conf_error(cx, 1,
+                                 "invalid character in proxy_name \"%s\" (printable ASCII, "
+                                 "no quote or backslash)",
+                                 n);
+    m->proxy_name = n;
     return PT_OK;
 }
 
@@ -82,6 +133,7 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     struct pt_http_listen *hl;
     int dflt = 0;
 
+    vh->n_listen_written++;
     if (pt_addr_parse(cx->args[1], 1, &addr, &err) != PT_OK)
         return pt_conf_error(cx, 1, "%s", err.msg);
     int tls = 0;
@@ -139,8 +191,13 @@ set_server_name(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf
             return pt_conf_error(cx, i,
                                  "invalid server name \"%s\" (wildcards only as \"*.example.com\")",
                                  cx->args[i]);
-        if (PT_CONF_PUSH(&cx->conf->arena, &vh->names, &vh->n_names, n) != PT_OK)
+        struct pt_conf_pos *pos = pt_arena_alloc(&cx->conf->arena, sizeof(*pos));
+
+        if (pos == NULL || PT_CONF_PUSH(&cx->conf->arena, &vh->names, &vh->n_names, n) != PT_OK ||
+            PT_CONF_PUSH(&cx->conf->arena, &vh->name_pos, &vh->n_name_pos, pos) != PT_OK)
             return pt_conf_error(cx, i, "out of memory");
+        pos->line = cx->lines[i];
+        pos->col = cx->cols[i];
     }
     return PT_OK;
 }
@@ -274,6 +331,15 @@ static const struct pt_directive http_directives[] = {
     {"forwarded", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_flag, HOFF(forwarded), NULL},
     {"via", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_flag, HOFF(via), NULL},
     {"trusted_proxies", HTTP_CTX, 1, PT_ARGS_MANY, 0, PT_BASE_MODULE, set_trusted, 0, NULL},
+    {"proxy_name", PT_CTX_MAIN, 1, 1, 0, PT_BASE_NONE, set_proxy_name, 0, NULL},
+    {"tracing", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_flag, HOFF(tracing),
+     NULL},
+    {"server_timing", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_flag,
+     HOFF(server_timing), NULL},
+    {"debug_header", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_flag,
+     HOFF(debug_header), NULL},
+    {"debug_header_from", HTTP_CTX | PT_CTX_LOCATION, 1, PT_ARGS_MANY, 0, PT_BASE_MODULE,
+     set_debug_from, 0, NULL},
     {"websocket", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_flag,
      HOFF(websocket), NULL},
     {"websocket_max_message", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_size,
@@ -290,6 +356,12 @@ static const struct pt_directive http_directives[] = {
         if (child->f == PT_UNSET)                                                                \
             child->f = parent != NULL ? parent->f : (dflt);                                      \
     } while (0)
+
+/* debug_header_from's default: the machine itself */
+static struct pt_cidr loopback[] = {
+    {.family = AF_INET, .addr = {127}, .prefix = 8},
+    {.family = AF_INET6, .addr = {[15] = 1}, .prefix = 128},
+};
 
 static void
 http_conf_merge(const struct pt_http_conf *parent, struct pt_http_conf *child)
@@ -315,6 +387,13 @@ http_conf_merge(const struct pt_http_conf *parent, struct pt_http_conf *child)
     if (child->n_trusted == PT_UNSET) {
         child->trusted = parent != NULL ? parent->trusted : NULL;
         child->n_trusted = parent != NULL ? parent->n_trusted : 0;
+    }
+    MERGE(tracing, 0);
+    MERGE(server_timing, 0);
+    MERGE(debug_header, 0);
+    if (child->n_debug_from == PT_UNSET) {
+        child->debug_from = parent != NULL ? parent->debug_from : loopback;
+        child->n_debug_from = parent != NULL ? parent->n_debug_from : (int)PT_ARRAY_LEN(loopback);
     }
 }
 
@@ -391,6 +470,104 @@ tls_listeners(struct pt_conf_ctx *cx)
     }
 }
 
+/* Proxy-Status names the instance that answered (RFC 9209 section 2: a host name or a service
+ * name, not the product's name). Not set: the host name, which tells the instances behind one
+ * address apart. Written as a token when it is one, else as a quoted string. */
+static void
+proxy_name_default(struct pt_conf_ctx *cx, struct pt_http_main *m)
+{
+    const char *n = m->proxy_name;
+    bool token;
+    char *q;
+
+    if (n == NULL) {
+        char host[256];
+
+        if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+            snprintf(host, sizeof(host), "portico");
+        host[sizeof(host) - 1] = '\0';
+        for (char *p = host; *p != '\0'; p++)
+            if (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\\')
+                *p = '-';
+        n = m->proxy_name = pt_arena_strdup(&cx->conf->arena, host);
+        if (n == NULL)
+            n = m->proxy_name = "portico";
+    }
+    token = isalpha((unsigned char)n[0]) || n[0] == '*';
+    for (const char *p = n + 1; token && *p != '\0'; p++)
+        token = pt_http_is_tchar((unsigned char)*p) || *p == ':' || *p == '/';
+    if (token) {
+        m->proxy_name_sf = n;
+        return;
+    }
+    q = pt_arena_alloc(&cx->conf->arena, strlen(n) + 3);
+    if (q == NULL) {
+        m->proxy_name_sf = "portico";
+        return;
+    }
+    snprintf(q, strlen(n) + 3, "\"%s\"", n);
+    m->proxy_name_sf = q;
+}
+
+/* Server names that can never select their block: the same name twice on one listening
+ * address (the first block listed there takes it), or twice in one block; and a block with no
+ * name on an address where it is not the default (nothing selects it there). Warnings, as
+ * nginx gives for a conflicting server name: the configuration works, not as written. */
+static void
+name_checks(struct pt_conf_ctx *cx)
+{
+    struct pt_conf *c = cx->conf;
+    struct pt_http_main *hm = pt_http_main(c);
+
+    for (unsigned v = 0; v < hm->n_vhosts; v++) {
+        const struct pt_vhost *vh = hm->vhosts[v];
+
+        for (unsigned k = 0; k < vh->n_names; k++)
+            for (unsigned m = 0; m < k; m++)
+                if (strcmp(vh->names[m], vh->names[k]) == 0) {
+                    pt_conf_warn_at(cx, vh->name_pos[k]->line, vh->name_pos[k]->col,
+                                    "server name \"%s\" is listed twice in this server block",
+                                    vh->names[k]);
+                    break;
+                }
+    }
+    for (unsigned li = 0; li < c->n_listens; li++) {
+        const struct pt_listen *l = c->listens[li];
+        const struct pt_http_listen *hl = l->owner;
+
+        if (l->proto != &pt_http_listen_proto || hl == NULL)
+            continue;
+        for (unsigned j = 0; j < hl->n_vhosts; j++) {
+            const struct pt_vhost *vh = hl->vhosts[j];
+
+            if (vh->n_names == 0 && vh != hl->default_vhost)
+                pt_conf_warn_at(cx, vh->line, vh->col,
+                                "server block on %s has no server_name and is not its "
+                                "default_server: no request on %s reaches it",
+                                l->addr.name, l->addr.name);
+            for (unsigned k = 0; k < vh->n_names; k++) {
+                const char *n = vh->names[k];
+                bool reported = false;
+
+                for (unsigned i = 0; i < j && !reported; i++) {
+                    const struct pt_vhost *o = hl->vhosts[i];
+
+                    for (unsigned m = 0; m < o->n_names && !reported; m++) {
+                        if (strcmp(o->names[m], n) != 0)
+                            continue;
+                        pt_conf_warn_at(cx, vh->name_pos[k]->line, vh->name_pos[k]->col,
+                                        "server name \"%s\" on %s is already defined at line "
+                                        "%d; requests for it go to that server block, never to "
+                                        "this one",
+                                        n, l->addr.name, o->name_pos[m]->line);
+                        reported = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
 static int
 http_conf_validate(struct pt_conf_ctx *cx)
 {
@@ -398,6 +575,7 @@ http_conf_validate(struct pt_conf_ctx *cx)
     struct pt_http_main *m = pt_http_main(c);
 
     http_conf_merge(NULL, &m->http);
+    proxy_name_default(cx, m);
     for (unsigned i = 0; i < m->n_vhosts; i++) {
         struct pt_vhost *vh = m->vhosts[i];
 
@@ -412,7 +590,7 @@ http_conf_validate(struct pt_conf_ctx *cx)
         cx->slots = vh->mod;
         pt_conf_modules_merge(cx, c->mod, vh->mod);
         vh->tls = pt_tls_conf_of(vh->mod);
-        if (vh->n_listen == 0)
+        if (vh->n_listen_written == 0)
             pt_conf_error_at(cx, vh->line, vh->col, "server block has no \"listen\" directive");
         for (unsigned j = 0; j < vh->n_locs; j++) {
             struct pt_location *loc = vh->locs[j];
@@ -440,6 +618,7 @@ http_conf_validate(struct pt_conf_ctx *cx)
                                  "proxy_pass to undefined upstream \"%s\"", loc->upstream_name);
         }
     }
+    name_checks(cx);
     if (pt_conf_nerrors(cx) == 0)
         tls_listeners(cx);
     return pt_conf_nerrors(cx) > 0 ? PT_ERR : PT_OK;

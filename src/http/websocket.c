@@ -22,8 +22,11 @@
 #include "http/exchange.h"
 #include "http/headers.h"
 #include "http/proxy.h"
+#include "http/router.h"
+#include "http/trace.h"
 #include "http/websocket.h"
 #include "net/relay.h"
+#include "upstream/upstream-t.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -314,10 +317,10 @@ violation(struct pt_relay *r, enum pt_relay_side from)
     struct ws_tunnel *t = r->owner;
     struct pt_exchange *x = t->x;
 
-    pt_log(PT_LOG_INFO, "websocket %.*s: %s sent %s, closing with %u (x%llu)",
+    pt_log(PT_LOG_INFO, "websocket %.*s: %s sent %s, closing with %u (x%llu) request_id=%s",
            (int)PT_MIN(x->target_len, 200), x->target, from == PT_RELAY_A ? "client" : "server",
            t->code == PT_WS_TOO_BIG ? "a message over websocket_max_message" : "an invalid frame",
-           t->code, (unsigned long long)x->id);
+           t->code, (unsigned long long)x->id, pt_request_id(x));
     /* the offender gets the code; the other side hears that the tunnel is going away */
     goodbye(t, from == PT_RELAY_A ? t->code : PT_WS_GOING_AWAY,
             from == PT_RELAY_B ? t->code : PT_WS_GOING_AWAY);
@@ -363,10 +366,56 @@ closed(struct pt_relay *r, const char *why)
     free(t);
 }
 
+/* Whether conf still sends this tunnel's request where it went: a listener on the same
+ * address, a location with the same handler and websocket on, and for a proxied tunnel the
+ * same upstream name still holding the server it is connected to. */
+static bool
+route_kept(const struct pt_exchange *x, struct pt_conf *conf)
+{
+    const struct pt_listen *l = NULL;
+    const struct pt_vhost *vh;
+    const struct pt_location *loc;
+
+    for (unsigned i = 0; i < conf->n_listens && l == NULL; i++)
+        if (conf->listens[i]->proto == x->listen->proto &&
+            strcmp(conf->listens[i]->addr.name, x->listen->addr.name) == 0)
+            l = conf->listens[i];
+    if (l == NULL || x->loc == NULL || x->path == NULL)
+        return false;
+    vh = pt_router_vhost(l, x->host, x->host_len);
+    loc = vh != NULL ? pt_router_location(vh, x->path, x->path_len) : NULL;
+    if (loc == NULL || loc->handler != x->loc->handler || !loc->http.websocket)
+        return false;
+    if (x->up == NULL)
+        return true;
+    if (loc->upstream == NULL || strcmp(loc->upstream->name, x->up->name) != 0)
+        return false;
+    for (unsigned i = 0; x->att.srv != NULL && i < loc->upstream->n_servers; i++)
+        if (strcmp(loc->upstream->servers[i]->addr.name, x->att.srv->addr.name) == 0)
+            return true;
+    return false;
+}
+
+/* A reload: a tunnel whose route is unchanged runs on (on the snapshot it began with); one
+ * whose location, upstream or server is gone says goodbye with 1001. */
+static void
+reload(struct pt_relay *r, struct pt_conf *conf)
+{
+    struct ws_tunnel *t = r->owner;
+    struct pt_exchange *x = t->x;
+
+    if (t->goodbye || route_kept(x, conf))
+        return;
+    pt_log(PT_LOG_INFO, "websocket %.*s: its route is gone after the reload, closing with 1001 "
+           "(x%llu)", (int)PT_MIN(x->target_len, 200), x->target, (unsigned long long)x->id);
+    goodbye(t, PT_WS_GOING_AWAY, PT_WS_GOING_AWAY);
+}
+
 static const struct pt_relay_owner_ops ws_ops = {
     .inspect = inspect,
     .violation = violation,
     .drain = drain,
+    .reload = reload,
     .closed = closed,
 };
 
@@ -421,8 +470,9 @@ pt_ws_tunnel(struct pt_exchange *x, int fd, struct ssl_st *ssl, struct pt_chain 
     if (r == NULL || x->fe->take_socket == NULL ||
         x->fe->take_socket(x, r, &from_client) != PT_OK) {
         /* the 101 is on its way or gone: the client cannot get another answer */
-        pt_log(PT_LOG_ERROR, "websocket %.*s: cannot start the tunnel (x%llu)",
-               (int)PT_MIN(x->target_len, 200), x->target, (unsigned long long)x->id);
+        pt_log(PT_LOG_ERROR, "websocket %.*s: cannot start the tunnel (x%llu) request_id=%s",
+               (int)PT_MIN(x->target_len, 200), x->target, (unsigned long long)x->id,
+               pt_request_id(x));
         free(r);
         free(t);
         pt_chain_free(&x->w->chunks, from_server);

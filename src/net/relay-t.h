@@ -44,6 +44,9 @@ struct pt_relay_owner_ops {
     void (*violation)(struct pt_relay *r, enum pt_relay_side from);
     /* Graceful stop of the worker: say goodbye (or close at once with pt_relay_close()). */
     void (*drain)(struct pt_relay *r);
+    /* A reload: conf is the new snapshot; the owner decides whether its route still stands.
+     * May be NULL (the relay runs on). */
+    void (*reload)(struct pt_relay *r, struct pt_conf *conf);
     /* The relay is closing (both sides done, an error, a timeout): last call, before free. */
     void (*closed)(struct pt_relay *r, const char *why);
 };

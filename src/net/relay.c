@@ -313,9 +313,16 @@ conn_close(struct pt_conn *c)
     pt_relay_close(pt_container_of(c, struct pt_relay, conn), "worker stopped");
 }
 
+static void
+conn_reload(struct pt_conn *c, struct pt_conf *conf)
+{
+    pt_relay_reload(pt_container_of(c, struct pt_relay, conn), conf);
+}
+
 static const struct pt_conn_ops relay_conn_ops = {
     .drain = conn_drain,
     .close = conn_close,
+    .reload = conn_reload,
     .kind = PT_RELAY_CONN_KIND,
 };
 
@@ -397,6 +404,13 @@ void
 pt_relay_drain(struct pt_relay *r)
 {
     conn_drain(&r->conn);
+}
+
+void
+pt_relay_reload(struct pt_relay *r, struct pt_conf *conf)
+{
+    if (!r->closing && r->ops->reload != NULL)
+        r->ops->reload(r, conf);
 }
 
 void

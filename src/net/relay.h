@@ -23,6 +23,8 @@ void pt_relay_eof(struct pt_relay *r, enum pt_relay_side from);
 void pt_relay_written(struct pt_relay *r, enum pt_relay_side side);
 /* A graceful stop for a relay that is not on w->conns (its client connection drains it). */
 void pt_relay_drain(struct pt_relay *r);
+/* A reload (conf: the new snapshot): the owner's reload(), if it has one. */
+void pt_relay_reload(struct pt_relay *r, struct pt_conf *conf);
 /* The relay takes the place of the client connection `old` in its worker's w->conns (the
  * count does not change: a takeover). */
 void pt_relay_replace(struct pt_relay *r, struct pt_conn *old);

@@ -55,6 +55,7 @@ struct pt_health_conf {
     pt_msec fast_interval; /* while a server is changing state */
     unsigned rise;
     unsigned fall;
+    int line, col; /* of the health_check directive */
 };
 
 struct pt_outlier_conf {

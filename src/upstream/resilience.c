@@ -56,6 +56,8 @@ set_health_check(struct pt_conf_ctx *cx, const struct pt_directive *d, void *con
     if (h->enabled)
         return pt_conf_error(cx, 0, "\"health_check\" directive is duplicate");
     h->enabled = 1;
+    h->line = cx->lines[0];
+    h->col = cx->cols[0];
     if (strcmp(cx->args[1], "http") == 0)
         h->http = 1;
     else if (strcmp(cx->args[1], "tcp") != 0)
@@ -359,7 +361,7 @@ pt_resilience_defaults(struct pt_resilience *r)
     if (!r->set_retries)
         r->retry.retries = 1;
     if (!r->set_retry_on)
-        r->retry.on = PT_FC_CONNECT;
+        r->retry.on = PT_FC_CONNECT | PT_FC_RESET;
     if (!r->set_budget)
         r->retry.budget_percent = 20;
     if (r->retry.buffer_size == PT_UNSET)

@@ -161,6 +161,14 @@ struct pt_upstream_stats {
 };
 
 /* Per worker, per upstream server: the idle pool and counters. Owner: worker. */
+/* A balancer's running estimate of one server (ewma: its latency, decayed from `stamp`), kept
+ * with the rest of the worker's server state across reloads. */
+struct pt_lb_est {
+    double v;     /* value at `stamp` */
+    double stamp; /* clock time of the last observation */
+    unsigned observed : 1;
+};
+
 struct pt_wserver {
     struct pt_server *srv;    /* the newest snapshot's server of this slot */
     unsigned retired : 1;     /* gone from the newest snapshot: nothing is pooled */
@@ -170,6 +178,7 @@ struct pt_wserver {
     void *tls_session;     /* SSL_SESSION to resume on the next TLS connection */
     unsigned n_active;
     struct pt_server_stats *stats; /* this worker's block for the server (never NULL) */
+    struct pt_lb_est lb_est;  /* the balancer's, if it keeps one per server */
 };
 
 /* Per worker, per upstream: balancer state and servers. Owner: worker. */

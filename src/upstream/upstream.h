@@ -6,6 +6,7 @@
 #include <openssl/ssl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "core/conf-t.h"
 #include "core/module-t.h"
@@ -29,6 +30,9 @@ pt_upstream_main(const struct pt_conf *c)
 
 /* The upstream named name, or NULL. */
 struct pt_upstream *pt_upstream_find(struct pt_conf *c, const char *name);
+/* Prints up's effective settings (defaults applied) and its servers, one item per line, each
+ * line starting with indent: what `portico -t -v` and `portico explain` show. Main thread. */
+void pt_upstream_print(const struct pt_upstream *up, FILE *out, const char *indent);
 
 /* Internal: the configuration hooks of pt_module_upstream (upstream_conf.c). */
 extern const struct pt_directive pt_upstream_directives[];

@@ -279,6 +279,14 @@ pt__upstream_conf_validate(struct pt_conf_ctx *cx)
             pt_conf_error_at(cx, up->line, up->col,
                              "upstream \"%s\": protocol h2c is cleartext; with \"tls on\" use h2",
                              up->name);
+        /* the prober speaks HTTP/1.1: against servers that speak only HTTP/2 (gRPC servers)
+         * every check would fail and every server would go DOWN */
+        if (up->res.health.enabled && up->res.health.http && up->protocol == PT_PROTO_H2)
+            pt_conf_error_at(cx, up->res.health.line, up->res.health.col,
+                             "upstream \"%s\": \"health_check http\" sends HTTP/1.1 requests, "
+                             "which servers of \"protocol %s\" may not understand; use "
+                             "\"health_check tcp\"",
+                             up->name, up->h2c ? "h2c" : "h2");
         upstream_defaults(up);
         if (up->n_servers == 0)
             pt_conf_error_at(cx, up->line, up->col, "upstream \"%s\" has no servers", up->name);
@@ -324,6 +332,94 @@ pt_upstream_find(struct pt_conf *c, const char *name)
         if (strcmp(m->upstreams[i]->name, name) == 0)
             return m->upstreams[i];
     return NULL;
+}
+
+/* retry_on / outlier_detection on= classes, as written */
+static void
+print_classes(FILE *out, unsigned mask, const char *sep)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } names[] = {{PT_FC_CONNECT, "connect_error"}, {PT_FC_RESET, "reset"},
+                 {PT_FC_TIMEOUT, "timeout"}, {PT_FC_5XX, "5xx"}};
+    const char *s = "";
+
+    for (size_t i = 0; i < PT_ARRAY_LEN(names); i++)
+        if (mask & names[i].bit) {
+            fprintf(out, "%s%s", s, names[i].name);
+            s = sep;
+        }
+}
+
+void
+pt_upstream_print(const struct pt_upstream *up, FILE *out, const char *indent)
+{
+    const struct pt_resilience *r = &up->res;
+    char a[24], b[24], c[24];
+
+    fprintf(out, "%supstream %s (%s:%d): balance %s, protocol %s", indent, up->name, up->file,
+            up->line, up->lb != NULL ? up->lb->name + 3 : "round_robin",
+            up->protocol == PT_PROTO_H2 ? (up->tls ? "h2" : "h2c") : "http1");
+    if (up->tls)
+        fprintf(out, ", tls on (verify %s%s%s)", up->tls_verify ? "on" : "off",
+                up->tls_sni != NULL ? ", sni " : "", up->tls_sni != NULL ? up->tls_sni : "");
+    fprintf(out, "\n%s  timeouts: connect %s, read %s, send %s\n", indent,
+            pt_fmt_msec(up->connect_timeout, a, sizeof(a)),
+            pt_fmt_msec(up->read_timeout, b, sizeof(b)),
+            pt_fmt_msec(up->send_timeout, c, sizeof(c)));
+    fprintf(out, "%s  keepalive %lld idle per worker and server, %s, %lld requests; "
+                 "max_response_header_size %s\n",
+            indent, (long long)up->keepalive, pt_fmt_msec(up->keepalive_timeout, a, sizeof(a)),
+            (long long)up->keepalive_requests, pt_fmt_size(up->max_response_header_size, b,
+                                                           sizeof(b)));
+    fprintf(out, "%s  retries %lld on ", indent, (long long)r->retry.retries);
+    if (r->retry.on == 0 && r->retry.n_statuses == 0)
+        fprintf(out, "nothing (retry_on off)");
+    print_classes(out, r->retry.on, " ");
+    for (unsigned i = 0; i < r->retry.n_statuses; i++)
+        fprintf(out, " %u", r->retry.statuses[i]);
+    fprintf(out, "; budget %lld%%, retry_buffer_size %s, non-idempotent %s\n",
+            (long long)r->retry.budget_percent, pt_fmt_size(r->retry.buffer_size, a, sizeof(a)),
+            r->retry.non_idempotent ? "on" : "off");
+    if (r->health.enabled && r->health.http)
+        fprintf(out, "%s  health_check http %s %s every %s (timeout %s, fall %u, rise %u)\n",
+                indent, r->health.method, r->health.path,
+                pt_fmt_msec(r->health.interval, a, sizeof(a)),
+                pt_fmt_msec(r->health.timeout, b, sizeof(b)), r->health.fall, r->health.rise);
+    else if (r->health.enabled)
+        fprintf(out, "%s  health_check tcp every %s (timeout %s, fall %u, rise %u)\n", indent,
+                pt_fmt_msec(r->health.interval, a, sizeof(a)),
+                pt_fmt_msec(r->health.timeout, b, sizeof(b)), r->health.fall, r->health.rise);
+    else
+        fprintf(out, "%s  health_check none (passive only)\n", indent);
+    if (r->outlier.off) {
+        fprintf(out, "%s  outlier_detection off\n", indent);
+    } else if (r->outlier.enabled) {
+        fprintf(out, "%s  outlier_detection %u in a row of ", indent, r->outlier.consecutive);
+        print_classes(out, r->outlier.on, ",");
+        fprintf(out, ": eject %s doubling to %s, at most %u%%\n",
+                pt_fmt_msec(r->outlier.base_ejection, a, sizeof(a)),
+                pt_fmt_msec(r->outlier.max_ejection, b, sizeof(b)),
+                r->outlier.max_ejected_percent);
+    } else {
+        fprintf(out, "%s  outlier_detection: connect failures eject (implicit)\n", indent);
+    }
+    if (r->max_pending > 0)
+        fprintf(out, "%s  max_pending %lld, queue_timeout %s\n", indent,
+                (long long)r->max_pending, pt_fmt_msec(r->queue_timeout, a, sizeof(a)));
+    if (r->sticky_cookie != NULL)
+        fprintf(out, "%s  sticky cookie %s\n", indent, r->sticky_cookie);
+    if (r->slow_start > 0)
+        fprintf(out, "%s  slow_start %s\n", indent, pt_fmt_msec(r->slow_start, a, sizeof(a)));
+    for (unsigned i = 0; i < up->n_servers; i++) {
+        const struct pt_server *sv = up->servers[i];
+
+        fprintf(out, "%s  server %s weight=%u", indent, sv->name, sv->weight);
+        if (sv->max_conns)
+            fprintf(out, " max_conns=%u", sv->max_conns);
+        fprintf(out, "%s%s\n", sv->backup ? " backup" : "", sv->down ? " down" : "");
+    }
 }
 
 /* ---- reload ------------------------------------------------------------------------------ */

@@ -60,6 +60,9 @@ def _port_range():
 
 
 _port_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+# Ports handed out lately by this process: two calls before anything binds the first port (a
+# test asking for a TLS and a cleartext port) must not get the same one.
+_given = []
 
 
 def free_port(host="127.0.0.1"):
@@ -67,6 +70,10 @@ def free_port(host="127.0.0.1"):
     lo, hi = _port_range()
     for _ in range(200):
         port = _port_rng.randrange(lo, hi)
+        if port in _given:
+            continue
+        del _given[:-64]
+        _given.append(port)
         s = socket.socket(fam, socket.SOCK_STREAM)
         try:
             s.bind((host, port))

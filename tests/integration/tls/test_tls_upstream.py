@@ -66,6 +66,8 @@ def test_tls_upstream_verification_failure_502(certs, start_backend, start_porti
     start = log_size(fe.error_log)
     r = lib.curl(fe.url("/name"))
     assert r.status == 502, r
+    # where the error came from: the TLS handshake with the server
+    assert "error=tls_protocol_error" in (r.header("proxy-status") or ""), r.headers
     line = wait_log(fe.error_log, r"certificate verification failed", 3, start)
     assert line, fe.logs()
     want = "hostname mismatch" if case == "wrong_sni" else "unable to get local issuer"
@@ -153,3 +155,28 @@ def test_tls_upstream_sni_sent_to_backend(certs, start_portico_in, tls_sni, sent
         assert rec.names == [sent], rec.names
     finally:
         rec.stop()
+
+
+def test_tls_upstream_server_timing_has_tls(certs, start_backend, start_portico_in):
+    """Server-Timing over a new TLS connection: connect, then tls, within ttfb."""
+    b = start_backend("b1")
+    be_port = lib.free_port()
+    cert, key = certs.pair("localhost")
+    start_portico_in(upstream("app", [b.addr]) +
+                     tls_server(be_port, cert, key, server_name="localhost"),
+                     [be_port], name="be")
+    fe_port = lib.free_port()
+    fe = start_portico_in(
+        upstream("tlsapp", ["127.0.0.1:%d" % be_port],
+                 extra="    tls on;\n    tls_trusted_certificate %s;\n" % certs.ca) +
+        plain_server(fe_port, locations="    location / { proxy_pass tlsapp; server_timing on; }\n"),
+        [fe_port], name="fe")
+    r = lib.curl(fe.url("/name"))
+    assert r.status == 200, r
+    durs = {}
+    for m in r.header("server-timing").split(", "):
+        name, _, rest = m.partition(";dur=")
+        if rest:
+            durs[name] = float(rest)
+    assert list(durs) == ["connect", "tls", "ttfb", "total"], r.header("server-timing")
+    assert durs["connect"] + durs["tls"] <= durs["ttfb"] + 0.002 <= durs["total"] + 0.004, durs
