@@ -564,6 +564,7 @@ pt_ws_serve(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void *ctx
     if (extras_start(t) != PT_OK)
         pt_log(PT_LOG_ERROR, "websocket: out of memory for websocket_ping_interval (x%llu)",
                (unsigned long long)x->id);
+    pt_exchange_compact(x);
     pt_relay_start(r, &from_client, NULL);
     return PT_OK;
 fail:
@@ -610,5 +611,6 @@ pt_ws_tunnel(struct pt_exchange *x, int fd, struct ssl_st *ssl, struct pt_chain 
     if (extras_start(t) != PT_OK)
         pt_log(PT_LOG_ERROR, "websocket: out of memory for websocket_ping_interval or "
                "websocket_close_on_down (x%llu)", (unsigned long long)x->id);
+    pt_exchange_compact(x); /* a long-lived tunnel keeps only what its log line needs */
     pt_relay_start(r, &from_client, from_server);
 }

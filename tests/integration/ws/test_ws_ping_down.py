@@ -139,3 +139,35 @@ def test_without_close_on_down_tunnels_outlive_a_down_server(ws_front, raw_ws_ba
         c.send(wsl.frame(wsl.OP_TEXT, b"alive"))
         assert wsl.FrameReader(c).read(3)[1:3] == (wsl.OP_TEXT, b"alive")
     assert closes(rb) == []
+
+
+def test_tunnel_log_line_keeps_the_request_facts(ws_front, raw_ws_backend):
+    """A tunnel keeps only a compact copy of its request (memory per idle tunnel); its access
+    log line, written when it closes, still has the request line, host, client, User-Agent,
+    Referer, request id and upstream."""
+    import json
+
+    rb = raw_ws_backend(echo_serve)
+    f = ws_front(servers=[rb.addr], access_log="json")
+    with f.raw() as c:
+        req, _ = wsl.upgrade_request("/room/7?x=1", host="chat.example",
+                                     extra=("User-Agent: ua-test/1.0",
+                                            "Referer: http://ref.example/page",
+                                            "Cookie: " + "k=v; " * 500))
+        c.send(req)
+        r = c.read_response(allow_interim=True)
+        assert r.status == 101
+        rid = r.header("x-request-id")
+        c.send(wsl.frame(wsl.OP_TEXT, b"hello"))
+        assert wsl.FrameReader(c).read(3)[1:3] == (wsl.OP_TEXT, b"hello")
+        c.send(wsl.frame(wsl.OP_CLOSE, wsl.close_payload(1000)))
+        wsl.FrameReader(c).read(3)
+    line = lib.wait_until(lambda: [ln for ln in f.portico.read(f.portico.access_log).splitlines()
+                                   if "/room/7" in ln], 5, what="the tunnel's log line")[0]
+    e = json.loads(line)
+    assert e["uri"] == "/room/7?x=1" and e["method"] == "GET" and e["status"] == 101, e
+    assert e["host"] == "chat.example" and e["remote_addr"] == "127.0.0.1", e
+    assert e["user_agent"] == "ua-test/1.0" and e["referer"] == "http://ref.example/page", e
+    assert rb.addr in json.dumps(e["upstream_addr"]), e
+    if rid is not None:
+        assert rid in line
