@@ -532,13 +532,42 @@ static const struct pt_relay_owner_ops ws_ops = {
 };
 
 int
+pt_ws_tunnel_end(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void *ctx,
+                 struct pt_relay **rp)
+{
+    struct ws_tunnel *t = calloc(1, sizeof(*t));
+    struct pt_relay *r = t != NULL ? pt_relay_new(x->w, &ws_ops, t) : NULL;
+    struct pt_chain from_client;
+
+    pt_chain_init(&from_client);
+    if (r == NULL || x->fe->take_socket == NULL || x->fe->send_head(x) != PT_OK ||
+        x->fe->take_socket(x, r, &from_client) != PT_OK) {
+        free(r);
+        free(t);
+        return PT_ERR;
+    }
+    t->x = x;
+    t->r = r;
+    t->max_message = (uint64_t)x->http->websocket_max_message;
+    pt_http_stats_ws_open(x);
+    x->fe = NULL;
+    x->be = NULL;
+    pt_relay_attach_ops(r, PT_RELAY_B, ops, ctx);
+    pt_relay_set_timeouts(r, x->http->websocket_idle_timeout, x->http->websocket_fin_timeout);
+    if (extras_start(t) != PT_OK)
+        pt_log(PT_LOG_ERROR, "websocket: out of memory for websocket_ping_interval or "
+               "websocket_close_on_down (x%llu)", (unsigned long long)x->id);
+    pt_exchange_compact(x); /* a long-lived tunnel keeps only what its log line needs */
+    *rp = r;
+    pt_relay_start(r, &from_client, NULL);
+    return PT_OK;
+}
+
+int
 pt_ws_serve(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void *ctx)
 {
-    struct ws_tunnel *t;
     struct pt_relay *r;
-    struct pt_chain from_client;
     char accept[29];
-    int rc = PT_ERR;
 
     pt_ws_accept_for(x->ws_key, strlen(x->ws_key), accept);
     x->status = 101;
@@ -548,31 +577,11 @@ pt_ws_serve(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void *ctx
     pt_hdrs_add(&x->arena, &x->resp, "Upgrade", 7, "websocket", 9);
     pt_hdrs_add(&x->arena, &x->resp, "Sec-WebSocket-Accept", 20,
                 pt_arena_strndup(&x->arena, accept, 28), 28);
-    t = calloc(1, sizeof(*t));
-    r = t != NULL ? pt_relay_new(x->w, &ws_ops, t) : NULL;
-    pt_chain_init(&from_client);
-    if (r == NULL || x->fe->take_socket == NULL || x->fe->send_head(x) != PT_OK ||
-        x->fe->take_socket(x, r, &from_client) != PT_OK)
-        goto fail;
-    t->x = x;
-    t->r = r;
-    t->max_message = (uint64_t)x->http->websocket_max_message;
-    pt_http_stats_ws_open(x);
-    x->fe = NULL;
-    pt_relay_attach_ops(r, PT_RELAY_B, ops, ctx);
-    pt_relay_set_timeouts(r, x->http->websocket_idle_timeout, x->http->websocket_fin_timeout);
-    if (extras_start(t) != PT_OK)
-        pt_log(PT_LOG_ERROR, "websocket: out of memory for websocket_ping_interval (x%llu)",
-               (unsigned long long)x->id);
-    pt_exchange_compact(x);
-    pt_relay_start(r, &from_client, NULL);
-    return PT_OK;
-fail:
-    free(r);
-    free(t);
+    if (pt_ws_tunnel_end(x, ops, ctx, &r) == PT_OK)
+        return PT_OK;
     if (x->resp_head_sent) /* the 101 went out, but no tunnel follows: only a close is left */
         x->fe->abort(x);
-    return rc;
+    return PT_ERR;
 }
 
 void
