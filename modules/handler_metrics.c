@@ -398,8 +398,9 @@ tls_metrics(struct out *o, const struct pt_runtime *rt)
 }
 
 static void
-server_metrics(struct out *o, const struct pt_runtime *rt, const struct pt_conf *conf)
+server_metrics(struct out *o, struct pt_worker *w, const struct pt_conf *conf)
 {
+    const struct pt_runtime *rt = w->rt;
     const struct pt_upstream_main *m = pt_upstream_main(conf);
     struct pt_stats_set set;
 
@@ -476,11 +477,14 @@ server_metrics(struct out *o, const struct pt_runtime *rt, const struct pt_conf 
 #undef EACH_SRV
     pt_stats_set_free(&set);
 
-    /* the servers of the configuration in force: state from the snapshot */
+    /* the servers of the configuration in force, as this worker's newest server list has them
+     * (DNS may have changed it since the snapshot): state from those objects */
 #define EACH_SERVER                                                                               \
     for (unsigned u = 0; u < m->n_upstreams; u++)                                                \
-        for (unsigned j = 0; j < m->upstreams[u]->n_servers; j++)                                \
-            for (struct pt_server *srv = m->upstreams[u]->servers[j]; srv != NULL; srv = NULL)
+        for (struct pt_upstream *live = pt_upstream_live(w, m->upstreams[u]); live != NULL;      \
+             live = NULL)                                                                        \
+            for (unsigned j = 0; j < live->n_servers; j++)                                       \
+                for (struct pt_server *srv = live->servers[j]; srv != NULL; srv = NULL)
 #define SERVER_KV(...)                                                                            \
     {"upstream", srv->upstream->name, "server", srv->addr.name, __VA_ARGS__}
     family(o, "portico_upstream_server_state", "gauge",
@@ -613,7 +617,7 @@ metrics_handle(struct pt_exchange *x, const void *conf)
     http_metrics(&o, rt);
     tls_metrics(&o, rt);
     upstream_metrics(&o, rt);
-    server_metrics(&o, rt, x->conf);
+    server_metrics(&o, x->w, x->conf);
     if (o.failed) {
         pt_chain_free(o.pool, &o.ch);
         pt_exchange_respond(x, 500, "500 Internal Server Error\n");

@@ -168,6 +168,7 @@ mono_to_wall(int64_t mono)
 
 /* Everything summed once per request. */
 struct view {
+    struct pt_worker *w;           /* the worker serving the page: its newest server lists */
     const struct pt_runtime *rt;
     const struct pt_conf *conf;
     struct pt_stats_set servers;   /* "upstream_server" blocks */
@@ -328,10 +329,13 @@ json_page(struct out *o, const struct view *v)
              (unsigned long long)UCOUNT(v, up, retries_denied),
              (unsigned long long)UCOUNT(v, up, no_server));
         puts_(o, "\"servers\":[");
-        for (unsigned j = 0; j < up->n_servers; j++) {
+        /* the server list this worker uses now (DNS may have changed the snapshot's) */
+        struct pt_upstream *live = pt_upstream_live(v->w, up);
+
+        for (unsigned j = 0; j < live->n_servers; j++) {
             if (j)
                 puts_(o, ",");
-            json_server(o, v, up->servers[j]);
+            json_server(o, v, live->servers[j]);
         }
         puts_(o, "]}");
     }
@@ -397,7 +401,7 @@ html_page(struct out *o, const struct view *v, const char *base, bool admin)
         put_html(o, up->name);
         putf(o, "</span></h2>\n<p>balance %s, %u server(s), %u pending, retries %llu, "
                 "no server %llu</p>\n",
-             balance_name(up), up->n_servers,
+             balance_name(up), pt_upstream_live(v->w, up)->n_servers,
              atomic_load_explicit(&up->_pending, memory_order_relaxed),
              (unsigned long long)UCOUNT(v, up, retries),
              (unsigned long long)UCOUNT(v, up, no_server));
@@ -409,8 +413,8 @@ html_page(struct out *o, const struct view *v, const char *base, bool admin)
         if (admin)
             puts_(o, "<th>actions</th>");
         puts_(o, "</tr>\n");
-        for (unsigned j = 0; j < up->n_servers; j++) {
-            struct pt_server *s = up->servers[j];
+        for (unsigned j = 0; j < pt_upstream_live(v->w, up)->n_servers; j++) {
+            struct pt_server *s = pt_upstream_live(v->w, up)->servers[j];
             struct server_view sv;
             const char *st;
 
@@ -542,6 +546,8 @@ admin_action(struct pt_exchange *x, const struct status_conf *sc, const char *p,
         return respond_json(x, 403, "{\"error\":\"forbidden: no allow rule matches the "
                                     "client\"}");
     up = pt_upstream_find(x->conf, upname);
+    if (up != NULL)
+        up = pt_upstream_live(x->w, up); /* the servers new requests pick from now */
     for (unsigned i = 0; up != NULL && i < up->n_servers && s == NULL; i++)
         if (strcmp(up->servers[i]->addr.name, addr) == 0)
             s = up->servers[i];
@@ -587,7 +593,7 @@ status_handle(struct pt_exchange *x, const void *conf)
 {
     const struct status_conf *sc = conf;
     const char *p = x->path, *end = x->path + x->path_len;
-    struct view v = {.rt = x->w->rt, .conf = x->conf};
+    struct view v = {.w = x->w, .rt = x->w->rt, .conf = x->conf};
     struct out o = {.pool = &x->w->chunks};
     bool json;
 
