@@ -214,6 +214,7 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         conn_close(c);
         return;
     case T_HANDSHAKE:
+        pt_tls_count_timeout();
         pt_log(PT_LOG_INFO, "TLS handshake with %s timed out (c%llu)", peer_ip(c),
                (unsigned long long)c->id);
         conn_close(c);
@@ -698,6 +699,7 @@ on_message_begin(llhttp_t *p)
         return -1;
     }
     x->fe = &h1_fe_ops;
+    pt_http_stats_begin(x, PT_HTTP_PROTO_H1);
     x->fe_ctx = c;
     x->peer = &c->peer.sa;
     x->peer_ip = pt_arena_strdup(&x->arena, peer_ip(c));
@@ -1549,6 +1551,7 @@ static const struct pt_conn_ops h1_conn_ops = {
     .drain = conn_drain,
     .close = conn_close_now,
     .reload = conn_reload,
+    .kind = PT_HTTP_CONN_H1,
 };
 
 const struct pt_listen_proto pt_http_listen_proto = {

@@ -464,6 +464,7 @@ on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     st->x = x;
     pt_chain_init(&st->out);
     x->fe = &h2_fe_ops;
+    pt_http_stats_begin(x, PT_HTTP_PROTO_H2);
     x->fe_ctx = st;
     x->peer = (struct sockaddr *)&c->peer;
     x->peer_ip = c->peer_ip;
@@ -1499,4 +1500,5 @@ static const struct pt_conn_ops h2_conn_ops = {
     .drain = conn_drain,
     .close = conn_close_now,
     .reload = conn_reload,
+    .kind = PT_HTTP_CONN_H2,
 };

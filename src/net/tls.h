@@ -50,6 +50,8 @@ SSL *pt_tls_accept(const struct pt_tls_listen *l, int fd);
 /* Drives the handshake: PT_OK when done, PT_AGAIN (sets *want_write when it waits for
  * writability), PT_ERR (logged with the client address). */
 int pt_tls_handshake(SSL *ssl, const char *peer, bool *want_write);
+/* A frontend handshake ran out of tls_handshake_timeout: counted for metrics. Worker thread. */
+void pt_tls_count_timeout(void);
 /* True when ALPN chose "h2". */
 bool pt_tls_alpn_h2(SSL *ssl);
 /* The verified client certificate subject (RFC 2253) copied into the arena, or NULL. */
