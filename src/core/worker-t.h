@@ -11,6 +11,7 @@
 #include "core/buf-t.h"
 #include "core/common-t.h"
 #include "core/conf-t.h"
+#include "core/rate-t.h"
 
 struct pt_worker;
 struct pt_runtime;
@@ -121,6 +122,8 @@ struct pt_worker {
     /* counters, summed across workers when read */
     uint64_t n_accepted;
     uint64_t n_requests;
+    uint64_t n_rate_cuts[PT_RATE_KINDS]; /* clients cut for a minimum data rate, by what they
+                                          * were too slow at (enum pt_rate_kind) */
 };
 
 /* The process: snapshot, workers and listening sockets. Owner: main. */

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/arena.h"
@@ -735,6 +736,14 @@ pt_tls_client_subject(SSL *ssl, struct pt_arena *a)
         if (buf[i] == '\r' || buf[i] == '\n' || buf[i] == '\0')
             buf[i] = '?';
     return pt_arena_strndup(a, buf, (size_t)n);
+}
+
+void
+pt_io_reset_on_close(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }
 
 ssize_t
