@@ -229,6 +229,64 @@ def test_h2_stream_with_shut_window_reset_others_continue(front):
                      r"send_min_rate 16k 3s, resetting", f.log())
 
 
+# ---- time the client is not to blame for -------------------------------------------------
+
+@pytest.mark.hard_timeout(60)
+@pytest.mark.parametrize("proto", ["h1", "h2c"])
+def test_upload_held_up_by_the_backend_is_not_cut(front, proto):
+    """A client sending a body as fast as it may, to a backend that takes 1 MiB every 2 s
+    (512 KiB/s, under this location's client_body_min_rate 1m 3s): backpressure holds the client
+    up (HTTP/1.1: portico stops reading; HTTP/2: the stream's window stays shut), that time is not
+    the client's, and the body rate never cuts it. Were the clock running meanwhile, the client
+    would be cut after about 6 s. (The stream window is 1 MiB, so that the h2 client's own
+    reaction time to each WINDOW_UPDATE stays well within what each window buys it.)"""
+    f = front(extra=LIMITS + "    client_max_body_size 0;\n    http2_initial_window_size 1m;\n"
+              "    location /slow-read/ { proxy_pass app; client_body_min_rate 1m 3s; }\n")
+    body = b"x" * (256 << 20)  # never all sent: more than 12 s of the backend's pace
+    window = 4 * PERIOD
+    if proto == "h1":
+        c = lib.RawConn("127.0.0.1", f.plain_port, timeout=0.5)
+        c.sock.setblocking(False)
+        head = b"POST /slow-read/2000/1024 HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (
+            len(body))
+        sent = c.sock.send(head) - len(head)
+
+        def not_cut():
+            nonlocal sent
+            try:
+                while True:  # as fast as it may: until the socket is full
+                    sent += c.sock.send(body[sent:sent + 262144])
+            except BlockingIOError:
+                pass
+            except OSError:
+                return False
+            try:
+                return c.sock.recv(4096) == b"x"  # neither an answer nor a close
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+        held = lib.stays(not_cut, window, step=0.05)
+        c.close()
+        assert held, "cut while the backend held the upload up (%d bytes sent)" % sent
+    else:
+        with f.h2(tls=False) as c:
+            sid = c.request("POST", "/slow-read/2000/1024", end_stream=False)
+            sent = 0
+
+            def not_cut():
+                nonlocal sent
+                c.pump(0.02)
+                # whatever the window allows, at once: only flow control holds it up
+                sent += c.send_available(sid, body[sent:sent + (1 << 20)])
+                return not c.streams[sid].finished
+            held = lib.stays(not_cut, window, step=0.01)
+            assert held, c.streams[sid]
+    # the backend did take some of it, at its own pace, and the client was held up
+    assert 1 << 20 <= sent < len(body), sent
+    assert "too slow" not in f.log()
+
+
 # ---- the directives ----------------------------------------------------------------------
 
 @pytest.mark.hard_timeout(40)
