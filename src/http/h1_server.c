@@ -1464,7 +1464,15 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
     if (n == PT_AGAIN)
         return;
     if (n < 0) {
-        pt_log_debug("read from client %s failed: %s", peer_ip(c), strerror(errno));
+        bool eof = true;
+        const char *why = errno == EPROTO && c->ssl != NULL ? pt_io_tls_error(&eof) : NULL;
+
+        if (why != NULL && !eof)
+            pt_log(PT_LOG_INFO, "client %s: TLS error, closing: %s (c%llu) request_id=%s",
+                   peer_ip(c), why, (unsigned long long)c->id, rid(c));
+        else
+            pt_log_debug("read from client %s failed: %s", peer_ip(c),
+                         why != NULL ? why : strerror(errno));
         conn_close(c);
         return;
     }

@@ -1426,7 +1426,14 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
         return;
     }
     if (n <= 0) {
+        bool eof = true;
+        const char *why = n < 0 && errno == EPROTO && c->ssl != NULL ? pt_io_tls_error(&eof)
+                                                                     : NULL;
+
         pt_chunk_put(&c->w->chunks, ch);
+        if (why != NULL && !eof)
+            pt_log(PT_LOG_INFO, "h2 client %s: TLS error, closing: %s (c%llu)", c->peer_ip, why,
+                   (unsigned long long)c->id);
         if (n == 0 && half_close(c))
             return;
         h2_close(c);
