@@ -206,7 +206,8 @@ connection_metrics(struct out *o, const struct pt_runtime *rt)
         unsigned kind;
         const char *name;
     } kinds[] = {{PT_HTTP_CONN_H1, "http1"}, {PT_HTTP_CONN_H2, "h2"}, {PT_RELAY_CONN_KIND, "ws"}};
-    uint64_t accepted = 0, by_kind[PT_CONN_KINDS] = {0};
+    static const char *const rate_names[PT_RATE_KINDS] = {"header", "body", "send"};
+    uint64_t accepted = 0, by_kind[PT_CONN_KINDS] = {0}, cuts[PT_RATE_KINDS] = {0};
     char wname[16];
 
     for (unsigned i = 0; i < rt->n_workers; i++) {
@@ -215,6 +216,8 @@ connection_metrics(struct out *o, const struct pt_runtime *rt)
         accepted += pt_stats_load(&w->n_accepted);
         for (unsigned k = 0; k < PT_CONN_KINDS; k++)
             by_kind[k] += pt_stats_load(&w->n_conns_kind[k]);
+        for (unsigned k = 0; k < PT_RATE_KINDS; k++)
+            cuts[k] += pt_stats_load(&w->n_rate_cuts[k]);
     }
     family(o, "portico_connections_accepted_total", "counter", "Client connections accepted.");
     sample(o, "portico_connections_accepted_total", NULL, accepted);
@@ -225,6 +228,15 @@ connection_metrics(struct out *o, const struct pt_runtime *rt)
         const char *kv[] = {"protocol", kinds[k].name, NULL};
 
         sample(o, "portico_connections_active", kv, by_kind[kinds[k].kind]);
+    }
+    family(o, "portico_slow_clients_closed_total", "counter",
+           "Clients cut for sending or reading slower than a minimum rate allows, by what they "
+           "were slow at (header: client_header_min_rate, body: client_body_min_rate, send: "
+           "send_min_rate).");
+    for (unsigned k = 0; k < PT_RATE_KINDS; k++) {
+        const char *kv[] = {"reason", rate_names[k], NULL};
+
+        sample(o, "portico_slow_clients_closed_total", kv, cuts[k]);
     }
     family(o, "portico_worker_connections_active", "gauge",
            "Open client connections per worker thread.");

@@ -13,6 +13,7 @@
 #include "core/common-t.h"
 #include "core/conf-t.h"
 #include "core/stats-t.h"
+#include "core/rate-t.h"
 
 struct pt_worker;
 struct pt_runtime;
@@ -165,6 +166,8 @@ struct pt_worker {
     /* Named counter blocks of every subsystem (metrics, status). Freed only once every worker
      * has been joined, so other workers may read them until then. */
     struct pt_stats stats;
+    uint64_t n_rate_cuts[PT_RATE_KINDS]; /* clients cut for a minimum data rate, by what they
+                                          * were too slow at (enum pt_rate_kind) */
 };
 
 /* The process: snapshot, workers and listening sockets. Owner: main. */

@@ -858,7 +858,7 @@ h2b_flush(struct pt_h2b *b)
 
     if (b->closing || b->state != H_READY)
         return;
-    rc = pt_h2_send(b->session, &b->w->chunks, &b->out, b->fd, b->ssl, &b->tls_retry, &why);
+    rc = pt_h2_send(b->session, &b->w->chunks, &b->out, b->fd, b->ssl, &b->tls_retry, NULL, &why);
     if (rc == PT_ERR) {
         h2b_close(b, why);
         return;

@@ -11,6 +11,7 @@
 #include "core/common-t.h"
 #include "core/conf-t.h"
 #include "core/module-t.h"
+#include "core/rate-t.h"
 #include "net/tls-t.h"
 #include "upstream/upstream-t.h"
 
@@ -20,6 +21,9 @@ struct pt_http_conf {
     pt_msec client_body_timeout;
     pt_msec keepalive_timeout;
     pt_msec send_timeout;
+    struct pt_min_rate client_header_min_rate; /* slow-client limits (docs/configuration.md) */
+    struct pt_min_rate client_body_min_rate;
+    struct pt_min_rate send_min_rate;
     int64_t keepalive_requests;
     int64_t client_max_body_size; /* 0 = unlimited */
     int64_t client_max_header_size;

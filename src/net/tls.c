@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/arena.h"
@@ -1046,6 +1047,25 @@ pt_tls_client_subject(SSL *ssl, struct pt_arena *a)
     return pt_arena_strndup(a, buf, (size_t)n);
 }
 
+/* Why the last pt_io_read of this thread failed on a TLS connection (PT_ERR with EPROTO). */
+static __thread char io_error[256];
+static __thread bool io_error_eof;
+
+const char *
+pt_io_tls_error(bool *eof)
+{
+    *eof = io_error_eof;
+    return io_error;
+}
+
+void
+pt_io_reset_on_close(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
 ssize_t
 pt_io_read(int fd, SSL *ssl, char *buf, size_t n)
 {
@@ -1072,7 +1092,10 @@ pt_io_read(int fd, SSL *ssl, char *buf, size_t n)
             return 0; /* EOF without close_notify: treat as EOF */
         return PT_ERR;
     default:
-        ERR_clear_error();
+        /* a protocol error (a bad record, a renegotiation refused, ...) or, with OpenSSL 3, an
+         * EOF without close_notify (a truncation): the caller says which */
+        io_error_eof = ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+        ssl_errors(io_error, sizeof(io_error));
         errno = EPROTO;
         return PT_ERR;
     }
