@@ -15,7 +15,7 @@
  *
  * Graceful stop lets a session run until it ends or shutdown_timeout. A reload keeps a session
  * whose route is unchanged and moves it to the new configuration; the others close (the rule is
- * route_kept() below, documented in docs/stream.md). */
+ * route_kept() below, documented in docs/l4.md). */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>

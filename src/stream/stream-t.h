@@ -145,7 +145,7 @@ struct pt_stream_session {
     unsigned status;              /* nginx stream's $status: 200 relayed; 400 the client's
                                    * fault; 502 no server could be connected or no route; 503
                                    * no usable server; 500 portico stopped or failed */
-    const char *outcome;          /* how it ended, a word (docs/stream.md) */
+    const char *outcome;          /* how it ended, a word (docs/l4.md) */
     char peer_ip[46];
     char peer_name[64];           /* "ip:port" */
     const char *sni;              /* the server name (ClientHello or handshake), lower case; ""
