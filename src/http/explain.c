@@ -445,7 +445,7 @@ print_backend_request(FILE *out, struct pt_exchange *x)
 static void
 print_changes(FILE *out, struct pt_exchange *x)
 {
-    bool trusted = pt_cidr_match(x->http->trusted, x->http->n_trusted, x->peer);
+    bool trusted = pt_cidr_match(x->http->trusted, x->http->n_trusted, pt_exchange_client(x));
     unsigned n = 0;
 
     fprintf(out, "changes portico makes\n");
@@ -678,7 +678,8 @@ explain(struct pt_conf *c, struct explain_req *r, FILE *out)
                  "and after failed attempts\n",
             x->http->server_timing ? ", Server-Timing" : "",
             x->http->debug_header &&
-                    pt_cidr_match(x->http->debug_from, x->http->n_debug_from, x->peer)
+                    pt_cidr_match(x->http->debug_from, x->http->n_debug_from,
+                                  pt_exchange_client(x))
                 ? ", Portico-Debug"
                 : "",
             pt_exchange_is_grpc(x) ? "; errors as gRPC status (HTTP 200, grpc-status, "

@@ -16,6 +16,7 @@
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/module.h"
+#include "http/exchange.h"
 #include "http/h1_server.h"
 #include "http/headers.h"
 #include "http/http.h"
@@ -327,7 +328,7 @@ pt_http_access(const struct pt_exchange *x)
     for (unsigned i = 0; loc != NULL && i < loc->n_access; i++) {
         const struct pt_access_rule *r = &loc->access[i];
 
-        if (r->cidr.family == 0 || pt_cidr_match(&r->cidr, 1, x->peer))
+        if (r->cidr.family == 0 || pt_cidr_match(&r->cidr, 1, pt_exchange_client(x)))
             return r->allow ? PT_ACCESS_ALLOWED : PT_ACCESS_DENIED;
     }
     return PT_ACCESS_DEFAULT;

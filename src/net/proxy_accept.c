@@ -126,7 +126,8 @@ on_wait_read(struct ev_loop *loop, ev_io *io, int revents)
     int fd = pw->fd;
     struct pt_listen *l = pw->l;
     pt_pp_accept_cb *next = pw->next;
-    const struct sockaddr *peer = r.local ? (struct sockaddr *)&pw->peer : (struct sockaddr *)&r.src;
+    const struct sockaddr *peer =
+        r.local ? (const struct sockaddr *)&pw->peer : (const struct sockaddr *)&r.src;
     socklen_t plen = r.local ? pw->peer_len : r.src_len;
 
     pt_log_debug("listen %s: PROXY v%u header (%zu bytes)%s", l->addr.name, r.version, r.len,
