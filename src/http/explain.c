@@ -142,8 +142,12 @@ pt_http_routes_print(const struct pt_conf *c, FILE *out)
 
         if (l->proto != &pt_http_listen_proto || hl == NULL)
             continue;
-        fprintf(out, "\nlisten %s%s (%s:%d)\n", l->addr.name, l->tls ? " tls" : "", c->path,
-                l->line);
+        fprintf(out, "\nlisten %s%s%s (%s:%d)\n", l->addr.name, l->tls ? " tls" : "",
+                l->proxy_protocol ? " proxy_protocol" : "", c->path, l->line);
+        if (l->proxy_protocol)
+            fprintf(out, "  PROXY header (v1 or v2) first, from %d trusted_proxies block(s), "
+                         "within %lld ms; its address is the client's\n",
+                    l->pp_n_trusted, (long long)l->pp_timeout);
         for (unsigned j = 0; j < hl->n_vhosts; j++) {
             const struct pt_vhost *vh = hl->vhosts[j];
 
