@@ -137,6 +137,13 @@ test_v1_malformed(void **state)
     memset(l108, 'A', sizeof(l108));
     memcpy(l108, "PROXY ", 6);
     expect_bad(l108, sizeof(l108), "longer than 107");
+    /* 107 bytes without a line feed cannot be a line: refused at once, not waited for */
+    {
+        struct pt_pp_result r;
+
+        assert_int_equal(pt_pp_parse((const uint8_t *)l108, 106, &r), PT_PP_MORE);
+        assert_int_equal(pt_pp_parse((const uint8_t *)l108, 107, &r), PT_PP_BAD);
+    }
 #define BAD1(s, w) expect_bad(s, strlen(s), w)
     BAD1("GET / HTTP/1.1\r\n", "no PROXY");
     BAD1("PROXX TCP4", "no PROXY");
