@@ -251,3 +251,26 @@ def test_config_needs_trusted_proxies(tmp_path):
                     "{ proxy_pass app; }\n}\n" % (lib.free_port(), lib.free_port()))
     rc, out = lib.run_portico(["-t", "-c", str(conf)])
     assert rc == 0, out
+
+
+def test_header_wait_survives_a_reload(tmp_path, start_backend, start_portico):
+    """A connection half-way through its header when a reload comes finishes it under the new
+    configuration (the wait moves to the same address's listen of the new snapshot)."""
+    import os
+    import signal
+    b = start_backend("b1")
+    port = lib.free_port()
+    conf = pp_conf(tmp_path, port, b)
+    p = start_portico(conf, [port])
+    hdr = v2("192.0.2.44", "127.0.0.1", 4444, port)
+    with pplib.connect(port) as s:
+        s.sendall(hdr[:10])
+        with open(p.conf_path + ".tmp", "w") as f:
+            f.write(conf.replace("location / {", "location /x { return 204; }\n    location / {"))
+        os.rename(p.conf_path + ".tmp", p.conf_path)
+        p.signal(signal.SIGHUP)
+        lib.wait_until(lambda: re.search(r"reloaded: configuration generation",
+                                         pplib.error_log(p)), timeout=8, what="the reload")
+        s.sendall(hdr[10:] + b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert pplib.read_http(s)[0] == 204  # the new configuration's location
+        assert get_headers(s)["x-forwarded-for"] == "192.0.2.44"
