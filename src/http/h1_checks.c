@@ -64,5 +64,7 @@ pt_h1_unknown_method_status(const char *p, size_t n)
 
     while (i < n && pt_http_is_tchar((unsigned char)p[i]))
         i++;
+    if (i == 0 && n > 0)
+        return 400; /* no token at all (" GET / ..."): not a method */
     return i == n || p[i] == ' ' ? 501 : 400;
 }

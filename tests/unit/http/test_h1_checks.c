@@ -175,6 +175,7 @@ test_unknown_method_status(void **state)
     assert_int_equal(method_status("G(T / HTTP/1.1\r\n"), 400);
     assert_int_equal(method_status("\x16\x03\x01\x02\x00"), 400);   /* a TLS ClientHello */
     assert_int_equal(method_status("GET\r\n"), 400);
+    assert_int_equal(method_status(" GET / HTTP/1.1\r\n"), 400); /* an empty token */
     assert_int_equal(pt_h1_unknown_method_status("GE\0T / HTTP/1.1", 15), 400);
 }
 
