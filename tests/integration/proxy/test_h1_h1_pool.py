@@ -108,6 +108,19 @@ def test_h1_h1_retry_before_headers(make_proxy):
     assert s["connections"] >= 10, s  # the retries happened on new connections
 
 
+def test_h1_h1_stale_pooled_connection_replayed_with_retries_0(make_proxy):
+    # The replay of a request whose pooled connection the server had closed is no retry:
+    # with `retries 0` (no retry at all) it still happens, once, on a new connection to the
+    # same server, and the client never sees the race.
+    p = make_proxy(upstream_extra="retries 0;", backend_flags=["--drop-reused"])
+    codes = sequential_curl(p.url("/name"), 10)
+    assert codes == [200] * 10
+    s = p.backend.stats()
+    # every request after the first met a dropped pooled connection, then a fresh one
+    assert s["connections"] == 10, s
+    assert s["requests"] == 19, s
+
+
 def test_h1_h1_no_retry_for_post_with_body(make_proxy):
     # A POST whose body was sent on a reused connection that then dies is not
     # replayed (not idempotent): the client gets the 502, and the backend saw it once.
