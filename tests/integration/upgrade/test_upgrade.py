@@ -412,7 +412,7 @@ server {
                    what="the new process's health checks")
     # not one request tried on it, and not marked down again over a few check intervals of the
     # new process: it started down
-    assert lib.stays(lambda: not re.search(r"(connect|refused).*127\.0\.0\.1:%d|"
+    assert lib.stays(lambda: not re.search(r"server 127\.0\.0\.1:%d: connect\(\) failed|"
                                            r"127\.0\.0\.1:%d in app DOWN" % (dead, dead),
                                            p.read(p.error_log)[mark:]), 0.6), \
         p.read(p.error_log)[mark:]
