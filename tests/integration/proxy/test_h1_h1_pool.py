@@ -83,10 +83,11 @@ def test_h1_h1_pool_not_reused_after_connection_close(proxy):
     assert proxy.backend.stats()["connections"] == 4
 
 
-def test_h1_h1_retry_backend_closes_idle_pooled(make_proxy):
+def test_h1_h1_backend_closing_after_each_response_fails_nothing(make_proxy):
     # The backend closes every connection after one response without saying
     # Connection: close.  Whether portico notices the close while idle or
-    # only when it reuses the connection (then retries), all requests succeed.
+    # only when it reuses the connection (then replays: see the next tests), all requests
+    # succeed.
     p = make_proxy(backend_flags=["--close-after-each"])
     codes = sequential_curl(p.url("/name"), 30)
     assert codes == [200] * 30
