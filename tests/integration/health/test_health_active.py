@@ -169,7 +169,7 @@ def test_health_slow_start_ramps_share(start_flaky, start_lb):
     # first second it gets clearly less than its full half of the traffic
     a, b = start_flaky("A"), start_flaky("B")
     p = start_lb([a.addr, b.addr],
-                 "health_check http path=/health interval=200ms timeout=200ms rise=1 fall=1;\n"
+                 "health_check http path=/health interval=200ms timeout=1s rise=1 fall=1;\n"
                  "    slow_start 4s;")
     assert wait_for(lambda: both_get_traffic(p), 5)
     b.set_health(503)
