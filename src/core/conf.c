@@ -158,8 +158,9 @@ arg_position(struct pt_conf_ctx *cx, unsigned i, size_t off, int *line, int *col
     pos++;
     c++;
     for (size_t k = 0; k < off && pos < p->len && p->text[pos] != q; k++) {
-        if (p->text[pos] == '\\' && pos + 1 < p->len) {
-            pos++;
+        if (p->text[pos] == '\\' && pos + 1 < p->len &&
+            strchr("ntr\\\"'", p->text[pos + 1]) != NULL) {
+            pos++; /* an escape: two characters written, one read */
             c++;
         }
         if (p->text[pos++] == '\n') {
@@ -277,14 +278,15 @@ next_token(struct pt_conf_parser *p, struct pt_arena *a, struct tok *t)
             }
             if (c == q)
                 break;
+            /* nginx's escapes; a backslash before anything else stays, so a quoted regex
+             * ("\.png$", "^/\d+") means what it says */
             if (c == '\\') {
-                c = getc_(p);
-                if (c == 'n')
-                    c = '\n';
-                else if (c == 't')
-                    c = '\t';
-                else if (c == -1)
-                    continue;
+                int e = peekc(p);
+
+                if (e == 'n' || e == 't' || e == 'r' || e == '\\' || e == '"' || e == '\'') {
+                    getc_(p);
+                    c = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e;
+                }
             }
             if (n + 1 >= sizeof(buf)) {
                 perr(p, t->line, t->col, "string too long");
@@ -294,13 +296,19 @@ next_token(struct pt_conf_parser *p, struct pt_arena *a, struct tok *t)
             buf[n++] = (char)c;
         }
     } else {
-        while ((c = peekc(p)) != -1 && !isspace(c) && c != ';' && c != '{' && c != '}' &&
-               c != '#') {
+        bool in_var = false; /* inside "${...}": braces belong to the word, as in nginx */
+
+        while ((c = peekc(p)) != -1 && !isspace(c) && c != ';' && c != '#' &&
+               (in_var ? true : (c != '{' && c != '}'))) {
             if (n + 1 >= sizeof(buf)) {
                 perr(p, t->line, t->col, "word too long");
                 t->type = TOK_ERROR;
                 return;
             }
+            if (c == '$' && p->pos + 1 < p->len && p->text[p->pos + 1] == '{')
+                in_var = true;
+            else if (c == '}')
+                in_var = false;
             buf[n++] = (char)getc_(p);
         }
     }

@@ -375,35 +375,39 @@ struct pt_module pt_module_rules = {
 
 /* ---- running ---------------------------------------------------------------------------- */
 
-/* A warning per request would let a client fill the log: at most one per second per worker,
- * with the count of those left out. */
-static void
-warn_limited(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A warning per request would let a client fill the log: each kind at most once per second
+ * per worker, with the count of those left out. */
+struct warn_gate {
+    int64_t last;
+    unsigned skipped;
+};
 
 static void
-warn_limited(const char *fmt, ...)
+warn_limited(struct warn_gate *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+warn_limited(struct warn_gate *g, const char *fmt, ...)
 {
-    static __thread int64_t last;
-    static __thread unsigned skipped;
     int64_t now = pt_now_ms();
     char msg[600];
     va_list ap;
 
-    if (last != 0 && now - last < 1000) {
-        skipped++;
+    if (g->last != 0 && now - g->last < 1000) {
+        g->skipped++;
         return;
     }
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (skipped > 0)
-        pt_log(PT_LOG_WARN, "%s (%u similar warnings suppressed in the last second)", msg,
-               skipped);
+    if (g->skipped > 0)
+        pt_log(PT_LOG_WARN, "%s (%u similar warnings suppressed)", msg, g->skipped);
     else
         pt_log(PT_LOG_WARN, "%s", msg);
-    last = now;
-    skipped = 0;
+    g->last = now;
+    g->skipped = 0;
 }
+
+static __thread struct warn_gate gate_path, gate_limit, gate_cycle, gate_field;
 
 enum rw_result {
     RW_DONE = 0, /* every step ran; the URI is unchanged */
@@ -530,7 +534,7 @@ rewrite_step(struct pt_exchange *x, const struct pt_rw *w)
         return answer_with(x, w->status, loc, pl + (q != NULL ? 1 + ql : 0));
     }
     if (pl == 0 || v[0] != '/' || set_uri(x, v, pl, q, ql) != PT_OK) {
-        warn_limited("rewrite at %s:%d made \"%.*s\", not a valid path: answering 500 "
+        warn_limited(&gate_path, "rewrite at %s:%d made \"%.*s\", not a valid path: answering 500 "
                      "request_id=%s",
                      w->file, w->line, (int)PT_MIN(pl, 200), v, pt_request_id(x));
         return RW_ERROR;
@@ -569,7 +573,7 @@ run_program(struct pt_exchange *x, const struct pt_rw_prog *prog)
             return RW_ERROR;
         rc = pt_regex_match(w->re, x->path, x->path_len, m);
         if (rc == PT_ERR) {
-            warn_limited("rewrite at %s:%d: the regex \"%s\" gave up on \"%.*s\" (match limit): "
+            warn_limited(&gate_limit, "rewrite at %s:%d: the regex \"%s\" gave up on \"%.*s\" (match limit): "
                          "answering 500 request_id=%s",
                          w->file, w->line, w->re->src, (int)PT_MIN(x->path_len, 200), x->path,
                          pt_request_id(x));
@@ -633,7 +637,7 @@ pt_rules_route(struct pt_exchange *x)
             /* nginx: a location whose program changed the URI (without `break`) is left for
              * the location of the new URI */
             if (++cycles >= PT_REWRITE_CYCLES_MAX) {
-                warn_limited("rewrite cycle: %u rewrites of %.*s, last in location \"%s\" "
+                warn_limited(&gate_cycle, "rewrite cycle: %u rewrites of %.*s, last in location \"%s\" "
                              "(%s:%d): answering 500 request_id=%s",
                              cycles, (int)PT_MIN(x->req_uri_len, 200), x->req_uri, loc->path,
                              vh->file, loc->line, pt_request_id(x));
@@ -748,7 +752,7 @@ apply(struct pt_exchange *x, const struct pt_hrules *rules, struct pt_hdrs *a, s
                (val[i].v[val[i].len - 1] == ' ' || val[i].v[val[i].len - 1] == '\t'))
             val[i].len--;
         if (pt_field_value_unsafe(val[i].v, val[i].len)) {
-            warn_limited("%s %s at %s:%d: the value holds a control character (CR, LF, NUL...) "
+            warn_limited(&gate_field, "%s %s at %s:%d: the value holds a control character (CR, LF, NUL...) "
                          "from \"%s\": the field is not sent request_id=%s",
                          response ? "response header" : "header", r->name, r->file, r->line,
                          r->value.text, pt_request_id(x));
