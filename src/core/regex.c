@@ -12,6 +12,7 @@
 
 static __thread pcre2_match_data *tl_md;
 static __thread pcre2_match_context *tl_mctx;
+static __thread int tl_last_error; /* PCRE2's code of the last match that failed */
 
 int
 pt_regex_compile(struct pt_regex *re, const char *pattern, bool caseless, char *why, size_t wlen,
@@ -82,13 +83,17 @@ pt_regex_match(const struct pt_regex *re, const char *s, size_t len, struct pt_r
 {
     int rc;
 
-    if (!thread_init())
+    if (!thread_init()) {
+        tl_last_error = PCRE2_ERROR_NOMEMORY;
         return PT_ERR;
+    }
     rc = pcre2_match(re->code, (PCRE2_SPTR)s, len, 0, 0, tl_md, tl_mctx);
     if (rc == PCRE2_ERROR_NOMATCH)
         return 0;
-    if (rc < 0)
+    if (rc < 0) {
+        tl_last_error = rc;
         return PT_ERR;
+    }
     if (m != NULL) {
         const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(tl_md);
         unsigned n = PT_MIN(re->groups + 1, (unsigned)PT_RE_GROUPS);
@@ -117,6 +122,14 @@ pt_re_group(const struct pt_re_match *m, unsigned i, const char **s, size_t *len
     *s = m->subject + m->ov[2 * i];
     *len = m->ov[2 * i + 1] - m->ov[2 * i];
     return true;
+}
+
+const char *
+pt_regex_error(char *buf, size_t len)
+{
+    if (pcre2_get_error_message(tl_last_error, (PCRE2_UCHAR *)buf, len) < 0)
+        snprintf(buf, len, "error %d", tl_last_error);
+    return buf;
 }
 
 const char *

@@ -29,6 +29,9 @@ int pt_regex_match(const struct pt_regex *re, const char *s, size_t len, struct 
 /* Group i of m as a pointer into the subject; false (and an empty string) when the pattern has
  * no such group or it did not take part. */
 bool pt_re_group(const struct pt_re_match *m, unsigned i, const char **s, size_t *len);
+/* Why the calling thread's last pt_regex_match() returned PT_ERR ("match limit exceeded"),
+ * PCRE2's words, in buf; returns buf. */
+const char *pt_regex_error(char *buf, size_t len);
 /* Frees the calling thread's match data (a worker thread before it exits). */
 void pt_regex_thread_done(void);
 /* "10.42 (JIT)": the library version and whether JIT is available, for -v. */

@@ -573,10 +573,13 @@ run_program(struct pt_exchange *x, const struct pt_rw_prog *prog)
             return RW_ERROR;
         rc = pt_regex_match(w->re, x->path, x->path_len, m);
         if (rc == PT_ERR) {
-            warn_limited(&gate_limit, "rewrite at %s:%d: the regex \"%s\" gave up on \"%.*s\" (match limit): "
+            char why[120];
+
+            warn_limited(&gate_limit,
+                         "rewrite at %s:%d: the regex \"%s\" gave up on \"%.*s\" (%s): "
                          "answering 500 request_id=%s",
                          w->file, w->line, w->re->src, (int)PT_MIN(x->path_len, 200), x->path,
-                         pt_request_id(x));
+                         pt_regex_error(why, sizeof(why)), pt_request_id(x));
             return RW_ERROR;
         }
         if (rc == 0)

@@ -125,7 +125,9 @@ def test_rules_rewrite_limits(tmp_path, start_backend, start_portico, client):
     lib.wait_until(lambda: "rewrite cycle" in error_log(p), what="a rewrite cycle warning")
     r = get(p, "/redos/" + "a" * 40 + "b", client)
     assert r.status == 500, r
-    lib.wait_until(lambda: "gave up" in error_log(p), what="a match limit warning")
+    log = lib.wait_until(lambda: "gave up" in error_log(p) and error_log(p),
+                         what="a match limit warning")
+    assert "(match limit exceeded): answering 500" in log, log
     r = get(p, "/headers", client)
     assert r.status == 200, r
 
