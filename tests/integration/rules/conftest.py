@@ -9,4 +9,4 @@ _TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "t
 if _TOOLS not in sys.path:
     sys.path.insert(0, _TOOLS)
 
-from tls_h2_testlib import certs, start_portico_in  # noqa: E402,F401
+from tls_h2_testlib import certs, recording_backend, start_portico_in  # noqa: E402,F401

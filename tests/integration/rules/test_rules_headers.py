@@ -272,3 +272,33 @@ def test_rules_tls_backend_sni_follows_host(certs, start_backend, start_portico_
     fe2 = front("    host wrong.example;\n", "fe2")
     r = lib.curl(fe2.url("/headers"))
     assert r.status == 502, r
+
+
+@pytest.mark.parametrize("client", ["h1", "h2"])
+def test_rules_one_host_on_the_wire(tmp_path, start_portico, recording_backend, client):
+    """The raw request an HTTP/1.1 backend gets: one Host line, first, whatever set it; the
+    active health check asks for the upstream's fixed host too."""
+    rb = recording_backend()
+    port = lib.free_port()
+    body = """upstream app {
+    server %s;
+    host api.internal;
+    health_check http path=/hc interval=100ms;
+}
+server {
+    listen 127.0.0.1:%d;
+    location / { proxy_pass app; }
+    location /set/ { proxy_pass app; proxy_set_header Host "set.test"; proxy_add_header X-A 1; }
+}
+""" % (rb.addr, port)
+    p = start_portico(lib.make_conf(tmp_path, body), [port])
+    for path, want in (("/x", "api.internal"), ("/set/y", "set.test")):
+        r = lib.curl(p.url(path), "-H", "Host: client.test", *CLIENTS[client])
+        assert r.status == 200 and r.body == b"ok", r
+        raw = [q for q in rb.requests if b" %s HTTP/1.1" % path.encode() in q][-1]
+        lines = raw.decode("latin-1").split("\r\n")
+        hosts = [l for l in lines if l.lower().startswith("host:")]
+        assert hosts == ["Host: %s" % want] and lines[1] == hosts[0], raw
+    hc = lib.wait_until(lambda: [q for q in rb.requests if q.startswith(b"GET /hc ")],
+                        what="a health check request")
+    assert b"\r\nHost: api.internal\r\n" in hc[0], hc[0]
