@@ -50,6 +50,13 @@ int
 pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
             const char *value, size_t vlen)
 {
+    return pt_hdrs_add_tok(a, h, name, nlen, value, vlen, pt_hdr_token(name, nlen));
+}
+
+int
+pt_hdrs_add_tok(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
+                const char *value, size_t vlen, enum pt_hdr_tok tok)
+{
     if (h->n == h->cap) {
         unsigned cap = h->cap ? h->cap * 2 : 16;
         struct pt_hdr *v = pt_arena_grow(a, h->v, h->n * sizeof(*v), cap * sizeof(*v));
@@ -65,7 +72,7 @@ pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen
     e->nlen = (uint32_t)nlen;
     e->value = value;
     e->vlen = (uint32_t)vlen;
-    e->tok = (uint8_t)pt_hdr_token(name, nlen);
+    e->tok = (uint8_t)tok;
     e->skip = 0;
     return PT_OK;
 }

@@ -754,7 +754,8 @@ apply(struct pt_exchange *x, const struct pt_hrules *rules, struct pt_hdrs *a, s
         while (val[i].len > 0 &&
                (val[i].v[val[i].len - 1] == ' ' || val[i].v[val[i].len - 1] == '\t'))
             val[i].len--;
-        if (pt_field_value_unsafe(val[i].v, val[i].len)) {
+        /* a constant was checked at load */
+        if (!pt_tpl_is_const(&r->value) && pt_field_value_unsafe(val[i].v, val[i].len)) {
             warn_limited(&gate_field, "%s %s at %s:%d: the value holds a control character (CR, LF, NUL...) "
                          "from \"%s\": the field is not sent request_id=%s",
                          response ? "response header" : "header", r->name, r->file, r->line,
@@ -773,7 +774,8 @@ apply(struct pt_exchange *x, const struct pt_hrules *rules, struct pt_hdrs *a, s
             drop_fields(b, r);
         }
         if ((r->op == PT_HR_ADD || r->op == PT_HR_SET) && val[i].len > 0)
-            pt_hdrs_add(&x->arena, to, r->name, r->nlen, val[i].v, val[i].len);
+            pt_hdrs_add_tok(&x->arena, to, r->name, r->nlen, val[i].v, val[i].len,
+                            (enum pt_hdr_tok)r->tok);
     }
 }
 
