@@ -754,8 +754,8 @@ apply(struct pt_exchange *x, const struct pt_hrules *rules, struct pt_hdrs *a, s
         while (val[i].len > 0 &&
                (val[i].v[val[i].len - 1] == ' ' || val[i].v[val[i].len - 1] == '\t'))
             val[i].len--;
-        /* a constant was checked at load */
-        if (!pt_tpl_is_const(&r->value) && pt_field_value_unsafe(val[i].v, val[i].len)) {
+        /* literal text was checked at load; only some variables can bring a control byte */
+        if ((r->value.flags & PT_VARF_RAW) && pt_field_value_unsafe(val[i].v, val[i].len)) {
             warn_limited(&gate_field, "%s %s at %s:%d: the value holds a control character (CR, LF, NUL...) "
                          "from \"%s\": the field is not sent request_id=%s",
                          response ? "response header" : "header", r->name, r->file, r->line,

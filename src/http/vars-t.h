@@ -46,6 +46,9 @@ enum pt_var_flag {
     PT_VARF_DECODED = 1u << 2,  /* percent-decoded ($uri, captures): escaped again where the
                                  * value becomes part of a URI */
     PT_VARF_CAPTURE = 1u << 3,  /* a regex group */
+    PT_VARF_RAW = 1u << 4,      /* may hold a control character (a decoded path, a field an
+                                 * HTTP/2 client sent, the SNI): a header value made from it
+                                 * is checked before it is sent; the others never can */
 };
 
 /* One part of a template: literal bytes, or a variable reference. */

@@ -70,10 +70,24 @@ pt_var_flags(enum pt_var_id id)
     case PT_VAR_STATUS:
         return PT_VARF_RESPONSE;
     case PT_VAR_URI:
-        return PT_VARF_DECODED;
+        return PT_VARF_DECODED | PT_VARF_RAW;
     case PT_VAR_CAPTURE:
-        return PT_VARF_DECODED | PT_VARF_CAPTURE; /* groups of a match on the decoded path */
+        /* groups of a match on the decoded path */
+        return PT_VARF_DECODED | PT_VARF_CAPTURE | PT_VARF_RAW;
+    case PT_VAR_REQUEST_URI:
+    case PT_VAR_ARGS:
+    case PT_VAR_ARG:
+    case PT_VAR_HTTP:
+    case PT_VAR_COOKIE:
+    case PT_VAR_PROXY_ADD_XFF:
+    case PT_VAR_SSL_CLIENT_S_DN:
+    case PT_VAR_SSL_SERVER_NAME:
+        /* as the client sent them: HTTP/2 forbids only NUL, CR and LF in field values and
+         * paths; a certificate subject and an SNI are the client's bytes too */
+        return PT_VARF_RAW;
     default:
+        /* addresses, ports, numbers, the method (a token), the validated host, names from
+         * the configuration: never a control character */
         return 0;
     }
 }
