@@ -40,6 +40,10 @@ void *pt__upstream_conf_create(struct pt_conf_ctx *cx, unsigned level);
 int pt__upstream_conf_validate(struct pt_conf_ctx *cx);
 void pt__upstream_conf_release(struct pt_conf *c);
 void pt__upstream_conf_adopt(struct pt_conf *c, struct pt_conf *old);
+/* Binary upgrade: writes, and reads back in the new process, each server's shared state (the
+ * same as pt__upstream_conf_adopt carries). Main thread. */
+void pt__upstream_upgrade_save(struct pt_conf *c, struct pt_handoff *h);
+void pt__upstream_upgrade_load(struct pt_conf *c, const struct pt_handoff_rec *r);
 
 /* This worker's state of upstream up, of whichever snapshot: the same object for every
  * generation of the same upstream name. */
@@ -95,6 +99,10 @@ SSL *pt_upstream_tls(const struct pt_server *s, int fd, SSL_SESSION *resume);
 
 /* Idle pool: LIFO of one-request connections per worker per server. The pooled link is
  * embedded in the connection; its ops let the pool close it on drain. */
+/* Links p on s's worker state: p->down() runs when active health checks mark s DOWN. Worker
+ * thread; unpin before p goes away. */
+void pt_upstream_pin(struct pt_worker *w, const struct pt_server *s, struct pt_pin *p);
+void pt_upstream_unpin(struct pt_pin *p);
 struct pt_pooled *pt_pool_get(struct pt_wserver *ws);
 /* Returns false (caller closes) when the pool is full. */
 bool pt_pool_put(struct pt_wserver *ws, struct pt_pooled *p);

@@ -261,6 +261,13 @@ server {
     # not one attempt on the dead server after the reload: it was still known down
     after = p.read(p.error_log)[mark:]
     assert not re.search(r"(connect|refused).*127\.0\.0\.1:%d" % dead, after), after
+    # nor marked down a second time; and once it answers, its checks bring it back
+    assert not re.search(r"127\.0\.0\.1:%d in app DOWN" % dead, after), after
+    start_backend("b2", port=dead)
+    lib.wait_until(lambda: re.search(r"server 127\.0\.0\.1:%d in app UP" % dead,
+                                     p.read(p.error_log)[mark:]), 5,
+                   what="the server back UP after the reload")
+    lib.wait_until(lambda: lib.curl(p.url("/")).body == b"b2", 5, what="b2 answering")
 
 
 @pytest.fixture
@@ -322,6 +329,8 @@ def test_pid_file_and_signal_option(tmp_path, start_backend, start_portico):
     port = lib.free_port()
     pid_path = str(tmp_path / "portico.pid")
     p = start_portico(conf_two(tmp_path, port, b1, main_extra="pid %s;" % pid_path), [port])
+    # written once portico is ready, which is a moment after its port accepts
+    lib.wait_until(lambda: os.path.exists(pid_path), 5, what="the pid file")
     with open(pid_path) as f:
         assert f.read() == "%d\n" % p.pid
     rewrite(p, conf_two(tmp_path, port, b2, main_extra="pid %s;" % pid_path))
