@@ -640,8 +640,10 @@ explain(struct pt_conf *c, struct explain_req *r, FILE *out)
         fprintf(out, "rewrite   %.*s became %.*s (path %s)\n", (int)x->req_uri_len, x->req_uri,
                 (int)x->target_len, x->target, x->path);
     if (x->loc == NULL && x->rule_status != 0) {
-        fprintf(out, "answer    %u from the server block's rules%s%s\n", x->rule_status,
-                x->rule_text_len > 0 ? ": " : "", x->rule_text_len > 0 ? x->rule_text : "");
+        fprintf(out, "location  none: the server block's rules answer before one is chosen\n"
+                     "answer    %u from the server block's rules%s%s\n",
+                x->rule_status, x->rule_text_len > 0 ? ": " : "",
+                x->rule_text_len > 0 ? x->rule_text : "");
         goto out;
     }
     if (x->loc == NULL) {
