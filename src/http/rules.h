@@ -44,7 +44,11 @@ int pt_rules_route(struct pt_exchange *x);
  * or a location without handler): the caller may skip what only a handler needs. */
 bool pt_rules_answers(const struct pt_exchange *x);
 /* The content phase: a rule's answer, 404 when no location or handler, else the location's
- * handler. Returns the handler's result (PT_OK, or PT_ERR: the caller answers 500). */
+ * handler. Returns the handler's result (PT_OK, or PT_ERR: the caller answers 500).
+ * An access phase (allow/deny, credentials, limits) belongs here, after a rule's answer and
+ * the 404 and before the handler, as nginx's access phase follows its rewrite phase; it must
+ * also make pt_rules_answers() true when it refuses, so the HTTP/1.1 server sends no
+ * 100 Continue to a request it will refuse. */
 int pt_rules_dispatch(struct pt_exchange *x);
 /* The request as it goes to the backend: proxy_prefix (x->target rebuilt from the new prefix
  * and the rest of the normalised path) and the request header rules, applied to x->req (the
