@@ -138,6 +138,7 @@ struct pt_exchange {
     struct pt_hdrs req;
     struct pt_hdrs req_trailers;
     struct pt_hdrs fwd; /* headers portico adds when forwarding (X-Forwarded-*, Via) */
+    unsigned host_rule : 1; /* a request rule put a Host into fwd (pt_proxy_host) */
     int64_t req_cl; /* -1 when no Content-Length */
     unsigned req_chunked : 1;
     unsigned req_has_body : 1;

@@ -130,7 +130,7 @@ const char *
 pt_proxy_host(struct pt_exchange *x, const struct pt_server *srv, size_t *len)
 {
     const struct pt_upstream *up = srv->upstream;
-    int i = pt_hdrs_find_live(&x->fwd, PT_H_HOST);
+    int i = x->host_rule ? pt_hdrs_find_live(&x->fwd, PT_H_HOST) : -1;
     const struct pt_hdr *h;
 
     if (i >= 0) { /* proxy_set_header Host VALUE */

@@ -773,9 +773,11 @@ apply(struct pt_exchange *x, const struct pt_hrules *rules, struct pt_hdrs *a, s
             drop_fields(a, r);
             drop_fields(b, r);
         }
-        if ((r->op == PT_HR_ADD || r->op == PT_HR_SET) && val[i].len > 0)
+        if ((r->op == PT_HR_ADD || r->op == PT_HR_SET) && val[i].len > 0 &&
             pt_hdrs_add_tok(&x->arena, to, r->name, r->nlen, val[i].v, val[i].len,
-                            (enum pt_hdr_tok)r->tok);
+                            (enum pt_hdr_tok)r->tok) == PT_OK && !response &&
+            r->tok == PT_H_HOST)
+            x->host_rule = 1; /* pt_proxy_host looks in fwd */
     }
 }
 
