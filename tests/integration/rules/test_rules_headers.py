@@ -302,3 +302,28 @@ server {
     hc = lib.wait_until(lambda: [q for q in rb.requests if q.startswith(b"GET /hc ")],
                         what="a health check request")
     assert b"\r\nHost: api.internal\r\n" in hc[0], hc[0]
+
+
+@pytest.mark.parametrize("client", ["h1", "h2"])
+def test_rules_response_rules_before_compression(tmp_path, start_backend, start_portico, client):
+    """The response rules make the head the compression filter decides on: a Content-Type set
+    by a rule chooses whether the body is compressed, and the rules' fields survive it."""
+    p, b = start(tmp_path, start_backend, start_portico, locations="""
+    location / {
+        proxy_pass app;
+        gzip on;
+        gzip_types application/json;
+        set_header Content-Type application/json;
+        add_header X-Rule yes;
+    }
+    location /plain/ { proxy_pass app; proxy_prefix /; gzip on; gzip_types application/json;
+                       add_header X-Rule yes; }
+""")
+    body = "x" * 4000
+    for path, compressed in (("/echo", True), ("/plain/echo", False)):
+        r = get(p, path, client, "-H", "Accept-Encoding: gzip", "-H", "Content-Type: text/plain",
+                "--data-binary", body)
+        assert r.status == 200 and r.header("x-rule") == "yes", r
+        assert (r.header("content-encoding") == "gzip") == compressed, r.headers
+        if compressed:
+            assert r.header("content-type") == "application/json", r.headers
