@@ -81,3 +81,18 @@ def test_stream_hash_client_ip_keyed_by_carried_address(tmp_path, start_stream, 
     assert len(by_client) == 16, by_client
     assert all(len(v) == 1 for v in by_client.values()), by_client
     assert len(set().union(*by_client.values())) == 2, by_client
+
+
+def test_remote_addr_variables_are_the_carried_address(tmp_path, start_portico):
+    port = lib.free_port()
+    body = """server {
+    listen 127.0.0.1:%d proxy_protocol;
+    trusted_proxies 127.0.0.1;
+    location / { return 200 "$remote_addr $remote_port\\n"; }
+}
+""" % port
+    start_portico(lib.make_conf(tmp_path, body), [port])
+    with pplib.connect(port) as s:
+        s.sendall(v2("2001:db8::9", "::1", 44321, 443) + b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, _, body = pplib.read_http(s)
+    assert (status, body) == (200, b"2001:db8::9 44321\n")
