@@ -106,7 +106,11 @@ pt_h1_chunk_check(struct pt_h1_chunk_guard *g, char *p, size_t len, const char *
         uint64_t size;
 
         if (lf == NULL) {
-            if (len - i > PT_H1_CHUNK_LINE_MAX) {
+            /* a CR at the end may be the line's own: a line of exactly the maximum must not
+             * be refused because its LF comes in the next read */
+            size_t have = len - i - (len > i && p[len - 1] == '\r' ? 1 : 0);
+
+            if (have > PT_H1_CHUNK_LINE_MAX) {
                 *why = "chunk-size line too long";
                 return PT_ERR;
             }

@@ -153,6 +153,21 @@ test_line_length(void **state)
     memcpy(out, in, n);
     assert_int_equal(pt_h1_chunk_check(&g, out, n, &why), PT_ERR);
     assert_string_equal(why, "chunk-size line too long");
+    /* seen while writing tests/fuzz/fuzz_h1_chunk: a line of exactly the maximum whose LF comes in the
+     * next read (the guard sees the line and its CR first) is not refused */
+    memset(in + 4, 'b', PT_H1_CHUNK_LINE_MAX - 4);
+    memcpy(in + PT_H1_CHUNK_LINE_MAX, "\r\n", 3);
+    n = PT_H1_CHUNK_LINE_MAX + 1;
+    g = (struct pt_h1_chunk_guard){.line = 1};
+    memcpy(out, in, n + 2);
+    assert_int_equal(pt_h1_chunk_check(&g, out, n, &why), PT_AGAIN);
+    assert_int_equal(pt_h1_chunk_check(&g, out, n + 1, &why), PT_OK);
+    /* and one byte more than the maximum before the CR is refused before the LF */
+    memset(in + 4, 'b', PT_H1_CHUNK_LINE_MAX - 3);
+    memcpy(in + PT_H1_CHUNK_LINE_MAX + 1, "\r", 2);
+    g = (struct pt_h1_chunk_guard){.line = 1};
+    memcpy(out, in, PT_H1_CHUNK_LINE_MAX + 2);
+    assert_int_equal(pt_h1_chunk_check(&g, out, PT_H1_CHUNK_LINE_MAX + 2, &why), PT_ERR);
 }
 
 int
