@@ -136,6 +136,7 @@ pt_h1_chunk_check(struct pt_h1_chunk_guard *g, char *p, size_t len, const char *
             *why = "invalid chunk extension";
             return PT_ERR;
         }
+        g->last = size == 0;
         if (cr > d) {
             /* "5;a=b" becomes "00005": the size llhttp will read, the same length */
             size_t ndig = d - i;
@@ -150,4 +151,28 @@ pt_h1_chunk_check(struct pt_h1_chunk_guard *g, char *p, size_t len, const char *
 no_crlf:
     *why = "no CRLF after chunk data";
     return PT_ERR;
+}
+
+int
+pt_h1_lines_check(struct pt_h1_lines *s, const char *p, size_t n, const char **why)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+
+        if (s->cr && ch != '\n') {
+            *why = "bare CR in the head or trailers";
+            return PT_ERR;
+        }
+        if (ch == '\n' && !s->cr) {
+            *why = "bare LF in the head or trailers";
+            return PT_ERR;
+        }
+        if (s->lf && (ch == ' ' || ch == '\t')) {
+            *why = "obs-fold or whitespace before a header line";
+            return PT_ERR;
+        }
+        s->cr = ch == '\r';
+        s->lf = ch == '\n';
+    }
+    return PT_OK;
 }

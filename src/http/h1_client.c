@@ -65,6 +65,8 @@ struct pt_bconn {
     struct pt_chain out;
     llhttp_t parser;
     struct pt_h1_chunk_guard chunk; /* chunk framing to check before llhttp goes on */
+    struct pt_h1_lines lines;       /* line endings of the heads and trailers llhttp read */
+    unsigned in_head : 1;           /* llhttp reads a response head next (it pauses after) */
     const char *why;                /* what a callback rejected, for the log line */
     struct pt_exchange *x;
     char *hname, *hval;
@@ -384,6 +386,7 @@ r_message_begin(llhttp_t *p)
     b->x->resp_trailers.n = 0;
     b->in_trailers = 0;
     b->chunk = (struct pt_h1_chunk_guard){0};
+    b->lines = (struct pt_h1_lines){0};
     b->head_bytes = 0;
     b->hname = b->hval = NULL;
     b->hname_len = b->hval_len = 0;
@@ -445,6 +448,9 @@ r_headers_complete(llhttp_t *p)
     unsigned status = llhttp_get_status_code(p);
 
     b->in_trailers = 1;
+    b->in_head = 0;
+    /* every head ends with a pause, so that bconn_parse checks the lines llhttp read
+     * (pt_h1_lines_check) before anything after them is parsed */
     if (status < 200) {
         b->interim = 1;
         /* 100 was answered by portico itself; 101 needs a tunnel (not negotiated here) */
@@ -456,7 +462,7 @@ r_headers_complete(llhttp_t *p)
             if (x->fe->send_interim(x) == PT_AGAIN)
                 b->paused = 1;
         }
-        return 0;
+        return HPE_PAUSED;
     }
     b->interim = 0;
     pt_upstream_result(x, 1);
@@ -484,12 +490,10 @@ r_headers_complete(llhttp_t *p)
     if (x->fe->send_head(x) == PT_AGAIN)
         b->paused = 1;
     if (x->method == HTTP_HEAD)
-        return 1;
-    if ((p->flags & F_CHUNKED) && !x->resp_no_body) {
+        p->flags |= F_SKIPBODY; /* what returning 1 does, but with the pause */
+    else if (p->flags & F_CHUNKED && !x->resp_no_body)
         b->chunk.line = 1; /* the first chunk-size line is checked before llhttp reads it */
-        return HPE_PAUSED;
-    }
-    return 0;
+    return HPE_PAUSED;
 }
 
 static int
@@ -534,7 +538,8 @@ r_message_complete(llhttp_t *p)
     if (b->interim) {
         b->interim = 0;
         b->x->resp.n = 0;
-        return 0;
+        b->in_head = 1;
+        return HPE_PAUSED; /* the next head starts here */
     }
     b->resp_done = 1;
     return HPE_PAUSED; /* anything after the response is stray: leave it unparsed */
@@ -577,11 +582,16 @@ bconn_response_done(struct pt_bconn *b)
 static void
 bconn_parse(struct pt_bconn *b)
 {
-    while (b->in != NULL && b->in->rpos < b->in->wpos && !b->closing && !b->resp_done) {
+    bool kick = false; /* after a pause, one execute even without bytes: llhttp finishes a
+                        * message without body only then */
+
+    while (b->in != NULL && (b->in->rpos < b->in->wpos || kick) && !b->closing &&
+           !b->resp_done) {
         const char *data = b->in->data + b->in->rpos;
         size_t len = b->in->wpos - b->in->rpos;
         llhttp_errno_t e;
 
+        kick = false;
         if (pt_h1_chunk_pending(&b->chunk)) {
             const char *why;
             int rc = pt_h1_chunk_check(&b->chunk, b->in->data + b->in->rpos, len, &why);
@@ -597,7 +607,22 @@ bconn_parse(struct pt_bconn *b)
             }
         }
         b->in_given = 0;
+        bool lines = b->in_head || b->chunk.last; /* a head, or the trailer section */
+
         e = llhttp_execute(&b->parser, data, len);
+        if ((e == HPE_OK || e == HPE_PAUSED) && lines) {
+            const char *why;
+            size_t used = e == HPE_PAUSED ? (size_t)(llhttp_get_error_pos(&b->parser) - data)
+                                          : len;
+
+            if (pt_h1_lines_check(&b->lines, data, used, &why) != PT_OK) {
+                char what[200];
+
+                snprintf(what, sizeof(what), "invalid response: %s", why);
+                bconn_fail(b, PT_BF_PROTOCOL, what, 0);
+                return;
+            }
+        }
         if (b->in_given) {
             /* the frontend owns the chunk now; the span ended where the data did */
             b->in = NULL;
@@ -612,6 +637,7 @@ bconn_parse(struct pt_bconn *b)
         } else if (e == HPE_PAUSED) {
             b->in->rpos += (uint32_t)(llhttp_get_error_pos(&b->parser) - data);
             llhttp_resume(&b->parser);
+            kick = true;
         } else if (b->retry_status) {
             struct pt_exchange *x = b->x;
 
@@ -822,6 +848,8 @@ static void
 attach(struct pt_bconn *b, struct pt_exchange *x)
 {
     b->x = x;
+    b->in_head = 1;
+    b->lines = (struct pt_h1_lines){0};
     b->resp_started = 0;
     b->resp_done = 0;
     b->req_end_queued = 0;

@@ -74,10 +74,10 @@ struct pt_h1_conn {
     unsigned resp_chunked : 1;
     unsigned out_full : 1;    /* told the backend to stop; resume it when drained */
     unsigned in_trailers : 1;
-    unsigned head_lf : 1;     /* the last head byte scanned was LF */
     unsigned handshaking : 1; /* TLS handshake in progress */
     unsigned hs_write : 1;    /* the handshake waits for the socket to drain: reads are off */
     struct pt_h1_chunk_guard chunk; /* chunk framing to check before llhttp goes on */
+    struct pt_h1_lines lines;       /* line endings of the head and trailers llhttp read */
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
@@ -582,21 +582,6 @@ exchange_maybe_done(struct pt_h1_conn *c)
 
 /* ---- checks llhttp 8 leaves to us ------------------------------------------------------ */
 
-/* Scans head bytes that llhttp accepted for obs-fold (RFC 9112 section 5.2) and whitespace
- * before the first field (section 2.2): an LF followed by SP or HTAB. llhttp 8 folds such lines
- * into the value instead of rejecting them; we reject, since intermediaries that disagree on
- * folding are a smuggling vector. Returns false when the head must be rejected. */
-static bool
-scan_head(struct pt_h1_conn *c, const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (c->head_lf && (p[i] == ' ' || p[i] == '\t'))
-            return false;
-        c->head_lf = p[i] == '\n';
-    }
-    return true;
-}
-
 /* ---- llhttp callbacks: the request side ----------------------------------------------- */
 
 static int
@@ -647,7 +632,7 @@ on_message_begin(llhttp_t *p)
     c->x = x;
     c->head_bytes = 0;
     c->in_trailers = 0;
-    c->head_lf = 0;
+    c->lines = (struct pt_h1_lines){0};
     c->chunk = (struct pt_h1_chunk_guard){0};
     update_timer(c, 0);
     return 0;
@@ -1126,7 +1111,9 @@ parse(struct pt_h1_conn *c)
         kick = 0;
         const char *data = c->in != NULL ? c->in->data + c->in->rpos : "";
         uint64_t body_before = x != NULL ? x->req_body.bytes : 0;
-        bool in_head = x == NULL || x->state == PT_X_HEAD;
+        /* a head, or the trailer section: lines whose endings and folding llhttp 8 does not
+         * check (h1_chunk.h, pt_h1_lines_check) */
+        bool lines = x == NULL || x->state == PT_X_HEAD || c->chunk.last;
         if (c->parser == NULL && parser_get(c) != PT_OK) {
             local_error(c, 503);
             break;
@@ -1141,10 +1128,12 @@ parse(struct pt_h1_conn *c)
         if (e == HPE_OK || e == HPE_PAUSED) {
             if (c->in != NULL)
                 c->in->rpos += (uint32_t)used;
-            if (in_head && c->x != NULL && !scan_head(c, data, used)) {
-                pt_log(PT_LOG_INFO, "client %s sent an invalid request: obs-fold or whitespace "
-                       "before a header line, answering 400 (c%llu)",
-                       peer_ip(c), (unsigned long long)c->id);
+            const char *why;
+
+            if (lines && c->x != NULL &&
+                pt_h1_lines_check(&c->lines, data, used, &why) != PT_OK) {
+                pt_log(PT_LOG_INFO, "client %s sent an invalid request: %s, answering 400 "
+                       "(c%llu)", peer_ip(c), why, (unsigned long long)c->id);
                 local_error(c, 400);
                 break;
             }

@@ -170,6 +170,46 @@ test_line_length(void **state)
     assert_int_equal(pt_h1_chunk_check(&g, out, PT_H1_CHUNK_LINE_MAX + 2, &why), PT_ERR);
 }
 
+/* pt_h1_lines_check: the line endings llhttp 8.1 lets through (found by fuzz_h1_differential) */
+static void
+test_lines(void **state)
+{
+    static const char *const ok[] = {
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "\r\nGET / HTTP/1.1\r\n",
+        "A: b\tc\x80\r\n", /* a tab inside a value is fine; after CRLF it is not */
+    };
+    static const char *const bad[] = {
+        "GET / HTTP/1.1\r\nHost: a\r\n\rX",  /* CR + any byte ends the head */
+        "GET / HTTP/1.1\r\nHost: a\r\n\n",   /* bare LF ends the head */
+        "GET / HTTP/1.1\nHost: a\r\n\r\n",   /* bare LF after the request line */
+        "A: b\r\n c\r\n",                   /* obs-fold */
+        "A: b\r\r\n",
+    };
+    const char *why;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        struct pt_h1_lines l = {0};
+
+        assert_int_equal(pt_h1_lines_check(&l, ok[i], strlen(ok[i]), &why), PT_OK);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct pt_h1_lines l = {0};
+
+        assert_int_equal(pt_h1_lines_check(&l, bad[i], strlen(bad[i]), &why), PT_ERR);
+    }
+    /* the state carries across reads: CR at the end of one, LF at the start of the next */
+    {
+        struct pt_h1_lines l = {0};
+
+        assert_int_equal(pt_h1_lines_check(&l, "A: b\r", 5, &why), PT_OK);
+        assert_int_equal(pt_h1_lines_check(&l, "\n\r", 2, &why), PT_OK);
+        assert_int_equal(pt_h1_lines_check(&l, "X", 1, &why), PT_ERR);
+        assert_string_equal(why, "bare CR in the head or trailers");
+    }
+}
+
 int
 main(void)
 {
@@ -178,6 +218,7 @@ main(void)
         cmocka_unit_test(test_invalid_lines),
         cmocka_unit_test(test_crlf_after_data),
         cmocka_unit_test(test_line_length),
+        cmocka_unit_test(test_lines),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

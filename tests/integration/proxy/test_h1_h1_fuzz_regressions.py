@@ -1,0 +1,133 @@
+"""Regressions for what the fuzz targets (tests/fuzz, docs/security.md) found on the HTTP/1.1
+paths. Each case names its target and says what went wrong.
+
+fuzz_h1_differential: llhttp 8.1 takes a CR followed by any byte, or a bare LF, as the end of a
+request head or trailer section, and a bare LF after the request line (the CVE-2023-30589
+class). Portico then disagreed with a strict parser on where a request ends: the byte after
+the CR was swallowed and what followed was parsed as the next request. Every such line ending
+is now a 400 and a close, and nothing after it reaches the backend. The same lines in a
+backend's response fail the attempt (502)."""
+
+import socket
+import threading
+
+import pytest
+
+import portico_testlib as lib
+from portico_testlib import RawConn
+
+SMUGGLED = b"GET /status/418 HTTP/1.1\r\nHost: t\r\n\r\n"
+
+HEAD_CASES = {
+    # the head ends with CR + any byte: the byte vanished and the rest became a request
+    "cr_x_ends_head": b"GET /name HTTP/1.1\r\nHost: t\r\n\rX" + SMUGGLED,
+    "cr_nul_ends_head": b"GET /name HTTP/1.1\r\nHost: t\r\n\r\x00" + SMUGGLED,
+    # a bare LF ends the head, or the request line
+    "lf_ends_head": b"GET /name HTTP/1.1\r\nHost: t\r\n\n" + SMUGGLED,
+    "lf_after_request_line": b"GET /name HTTP/1.1\nHost: t\r\n\r\n" + SMUGGLED,
+    # the same in the trailer section of a chunked body
+    "cr_x_ends_trailers": b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"3\r\nabc\r\n0\r\nA: b\r\n\rX" + SMUGGLED,
+    "cr_x_after_last_chunk": b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                             b"\r\n0\r\n\rX" + SMUGGLED,
+    "lf_ends_trailers": b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"0\r\nA: b\r\n\n" + SMUGGLED,
+    "obs_fold_in_trailers": b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                            b"\r\n0\r\nA: b\r\n c\r\n\r\n" + SMUGGLED,
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEAD_CASES))
+def test_h1_h1_fuzz_line_endings_400(proxy, name):
+    with RawConn("127.0.0.1", proxy.port, timeout=5) as c:
+        c.send(HEAD_CASES[name])
+        data = c.read_all(5)
+    assert data.startswith(b"HTTP/1.1 400 "), data[:300]
+    assert data.count(b"HTTP/1.1 ") == 1, data
+    assert b" 418 " not in data
+    # the head of a chunked request may have been forwarded before its trailers arrived,
+    # never the request hidden behind them
+    assert proxy.backend.stats()["requests"] <= (1 if b"chunked" in HEAD_CASES[name] else 0)
+    st, _, b = lib.get(proxy.port, "/name")
+    assert (st, b) == (200, b"b1")
+
+
+def test_h1_h1_fuzz_crlf_between_requests_still_fine(proxy):
+    # RFC 9112 section 2.2: an empty line (CRLF) before a request line is ignored
+    with RawConn("127.0.0.1", proxy.port, timeout=5) as c:
+        c.send(b"GET /name HTTP/1.1\r\nHost: t\r\n\r\n\r\nGET /name HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert c.read_response().status == 200
+        assert c.read_response().status == 200
+
+
+class RawBackend:
+    """Answers every connection with fixed bytes once it has read a request head."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stop = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                s, _ = self.sock.accept()
+            except OSError:
+                continue
+            with s:
+                s.settimeout(5)
+                buf = b""
+                try:
+                    while b"\r\n\r\n" not in buf:
+                        d = s.recv(4096)
+                        if not d:
+                            break
+                        buf += d
+                    s.sendall(self.answer)
+                    s.recv(4096)  # until portico closes
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        self.sock.close()
+
+
+RESPONSE_CASES = {
+    "cr_x_ends_head": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\rXok",
+    "lf_ends_head": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok",
+    "lf_after_status_line": b"HTTP/1.1 200 OK\nContent-Length: 2\r\n\r\nok",
+    "obs_fold": b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+    "cr_x_ends_trailers": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"2\r\nok\r\n0\r\nA: b\r\n\rX",
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESPONSE_CASES))
+def test_h1_h1_fuzz_response_line_endings_502(tmp_path, start_portico, name):
+    be = RawBackend(RESPONSE_CASES[name])
+    try:
+        port = lib.free_port()
+        conf = lib.make_conf(tmp_path, lib.proxy_conf(
+            port, ["127.0.0.1:%d" % be.port], upstream_extra="    retries 0;\n"))
+        p = start_portico(conf, [port])
+        with RawConn("127.0.0.1", port, timeout=5) as c:
+            c.send(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+            data = c.read_all(5)
+        if data.startswith(b"HTTP/1.1 200 "):
+            # only when the head had left before the bad trailers came: then the client
+            # connection is closed instead of the chunked body being ended
+            assert name == "cr_x_ends_trailers", data[:300]
+            assert not data.endswith(b"0\r\n\r\n"), data
+        else:
+            assert data.startswith(b"HTTP/1.1 502 "), data[:300]
+        assert "invalid response" in p.logs()
+    finally:
+        be.close()
