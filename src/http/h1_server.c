@@ -650,6 +650,18 @@ on_url(llhttp_t *p, const char *at, size_t n)
     }
     if (head_grow(c, n) != 0)
         return -1;
+    /* llhttp 8.1 (built without LLHTTP_STRICT_MODE) lets HTAB and FF into a target; a backend
+     * that splits the request line on any whitespace would see another target (RFC 9112
+     * section 3: no whitespace inside; RFC 3986 has no control bytes) */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)at[i];
+
+        if (ch < 0x20 || ch == 0x7f) {
+            c->err_why = "control byte in the request target";
+            c->err_status = 400;
+            return -1;
+        }
+    }
     char *t = (char *)x->target;
 
     if (append(x, &t, &x->target_len, at, n) != 0)

@@ -324,6 +324,10 @@ request(const char *d, size_t n, size_t *i, struct ref_req *r, const char **why)
         *why = "method";
         return REF_REJECT;
     }
+    /* RFC 9112 section 3 lets a recipient take runs of SP as one separator (llhttp 8 does);
+     * the parts, and so where the request ends, do not change */
+    while (k + 1 < le && d[k + 1] == ' ')
+        k++;
     r->target = d + k + 1;
     for (k = k + 1; k < le && d[k] != ' '; k++)
         if (is_ctl((unsigned char)d[k])) {
@@ -335,6 +339,8 @@ request(const char *d, size_t n, size_t *i, struct ref_req *r, const char **why)
         *why = "target";
         return REF_REJECT;
     }
+    while (k + 1 < le && d[k + 1] == ' ')
+        k++;
     k++;
     if (le - k == 8 && memcmp(d + k, "HTTP/2.0", 8) == 0 && r->method_len == 3 &&
         memcmp(r->method, "PRI", 3) == 0) {
