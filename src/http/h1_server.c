@@ -772,8 +772,9 @@ on_headers_complete(llhttp_t *p)
     /* llhttp checks framing only after this callback, but we act on the request as soon as we
      * return, so the checks of RFC 9112 section 6.1 and 6.3 are made here first: Transfer-Encoding
      * with Content-Length is ambiguous (400), chunked must be the final coding (400), and any
-     * other coding is one we would not forward faithfully (501). */
-    if (p->flags & F_TRANSFER_ENCODING) {
+     * other coding is one we would not forward faithfully (501). An empty Transfer-Encoding
+     * field counts too: llhttp 8.1 ignores it, but chunked is not its final coding (400). */
+    if ((p->flags & F_TRANSFER_ENCODING) || pt_hdrs_find(&x->req, PT_H_TRANSFER_ENCODING) >= 0) {
         int ti = pt_hdrs_find(&x->req, PT_H_TRANSFER_ENCODING);
         bool only_chunked = ti >= 0 && pt_hdrs_find_name(&(struct pt_hdrs){x->req.v + ti + 1,
                                                            x->req.n - (unsigned)ti - 1, 0},

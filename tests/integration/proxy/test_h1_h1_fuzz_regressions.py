@@ -7,7 +7,7 @@ class). Portico then disagreed with a strict parser on where a request ends: the
 the CR was swallowed and what followed was parsed as the next request. Every such line ending
 is now a 400 and a close, and nothing after it reaches the backend. The same lines in a
 backend's response fail the attempt (502). Control bytes in the request target (HTAB, FF)
-are a 400 too."""
+and an empty Transfer-Encoding are a 400 too."""
 
 import socket
 import threading
@@ -37,6 +37,10 @@ HEAD_CASES = {
     # splitting on whitespace sees another target
     "tab_in_target": b"GET /name\t/../x HTTP/1.1\r\nHost: t\r\n\r\n" + SMUGGLED,
     "ff_in_target": b"GET /name\x0c HTTP/1.1\r\nHost: t\r\n\r\n" + SMUGGLED,
+    # fuzz_h1_differential: llhttp 8.1 ignores an empty Transfer-Encoding, so the request had
+    # no body for portico while a parser that sees the field frames a body
+    "empty_te": b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: \r\n\r\n" + SMUGGLED,
+    "blank_te": b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:  \t \r\n\r\n" + SMUGGLED,
     "obs_fold_in_trailers": b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
                             b"\r\n0\r\nA: b\r\n c\r\n\r\n" + SMUGGLED,
 }
