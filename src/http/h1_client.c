@@ -449,6 +449,11 @@ r_headers_complete(llhttp_t *p)
 
     b->in_trailers = 1;
     b->in_head = 0;
+    /* llhttp 8.1 takes one to three digits ("HTTP/1.1 2"); RFC 9110 section 15: 100-599 */
+    if (status < 100 || status > 599) {
+        b->why = "invalid status code";
+        return -1;
+    }
     /* every head ends with a pause, so that bconn_parse checks the lines llhttp read
      * (pt_h1_lines_check) before anything after them is parsed */
     if (status < 200) {
