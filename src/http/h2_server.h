@@ -30,7 +30,8 @@ struct pt_h2_takeover {
 /* Starts an HTTP/2 connection owning fd and ssl. Worker thread. PT_OK, or PT_ERR (nothing taken
  * over: the caller still owns fd, ssl and upgrade_x). On PT_OK the caller's place in
  * w->n_conns passes to the new connection: the caller retires without pt_worker_conn_closed(),
- * and the h2 connection calls it when it closes (possibly before this returns). */
+ * and the h2 connection calls it when it closes, never before this returns (its first write
+ * waits for the end of the loop iteration), so upgrade_x stays valid for the caller. */
 int pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t);
 /* Graceful stop: GOAWAY now; connections close when their streams are done. */
 void pt_h2_server_drain(struct pt_worker *w);
