@@ -227,12 +227,13 @@ check_forwarded(const struct backend_req *b, const struct fz_h2_field *f, size_t
 {
     const struct fz_h2_field *method = NULL, *path = NULL, *authority = NULL;
 
+    /* case-insensitive: the client (nghttp2) sends names in lower case */
     for (size_t i = 0; i < n; i++) {
-        if (f[i].nlen == 7 && memcmp(f[i].name, ":method", 7) == 0)
+        if (f[i].nlen == 7 && strncasecmp(f[i].name, ":method", 7) == 0)
             method = method ? method : &f[i];
-        else if (f[i].nlen == 5 && memcmp(f[i].name, ":path", 5) == 0)
+        else if (f[i].nlen == 5 && strncasecmp(f[i].name, ":path", 5) == 0)
             path = path ? path : &f[i];
-        else if (f[i].nlen == 10 && memcmp(f[i].name, ":authority", 10) == 0)
+        else if (f[i].nlen == 10 && strncasecmp(f[i].name, ":authority", 10) == 0)
             authority = authority ? authority : &f[i];
     }
     if (method == NULL || method->vlen != b->method.len ||
