@@ -431,6 +431,12 @@ r_header_value_complete(llhttp_t *p)
 
     if (x->resp.n + x->resp_trailers.n >= 1000)
         return -1;
+    /* llhttp 8.1 lets a space into a field name ("Content h: 0"); a name is a token (RFC 9110
+     * section 5.1), and such a name would reach clients as a field they cannot parse */
+    if (!pt_http_is_token(b->hname, b->hname_len)) {
+        b->why = "invalid field name";
+        return -1;
+    }
     while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
         vlen--;
     if (pt_hdrs_add(&x->arena, h, b->hname, b->hname_len, v, vlen) != PT_OK)

@@ -116,6 +116,10 @@ RESPONSE_CASES = {
     "obs_fold": b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
     "cr_x_ends_trailers": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                           b"2\r\nok\r\n0\r\nA: b\r\n\rX",
+    # fuzz_h1_response: llhttp 8.1 lets a space into a field name, which reached clients
+    "space_in_field_name": b"HTTP/1.1 200 OK\r\nContent h: 0\r\nContent-Length: 2\r\n\r\nok",
+    "space_in_trailer_name": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"2\r\nok\r\n0\r\nX y: 1\r\n\r\n",
 }
 
 
@@ -133,7 +137,7 @@ def test_h1_h1_fuzz_response_line_endings_502(tmp_path, start_portico, name):
         if data.startswith(b"HTTP/1.1 200 "):
             # only when the head had left before the bad trailers came: then the client
             # connection is closed instead of the chunked body being ended
-            assert name == "cr_x_ends_trailers", data[:300]
+            assert "trailer" in name, data[:300]
             assert not data.endswith(b"0\r\n\r\n"), data
         else:
             assert data.startswith(b"HTTP/1.1 502 "), data[:300]
