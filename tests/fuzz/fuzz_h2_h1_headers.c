@@ -72,6 +72,7 @@ struct backend_req {
     struct seen_field f[64];
     unsigned nf;
     bool in_value;
+    bool method_taken; /* the method was read before llhttp (see backend_parse) */
 };
 
 static int
@@ -91,7 +92,10 @@ b_url(llhttp_t *p, const char *at, size_t n)
 static int
 b_method(llhttp_t *p, const char *at, size_t n)
 {
-    fz_buf_add(&((struct backend_req *)p->data)->method, at, n);
+    struct backend_req *b = p->data;
+
+    if (!b->method_taken)
+        fz_buf_add(&b->method, at, n);
     return 0;
 }
 
@@ -155,6 +159,20 @@ backend_parse(struct run *r, unsigned i)
     if (b->parser.settings == NULL) {
         llhttp_init(&b->parser, HTTP_REQUEST, &b_settings);
         b->parser.data = b;
+    }
+    if (r->parsed[i] == 0) {
+        /* llhttp knows a fixed list of methods, portico forwards any token: the method is
+         * taken here, and llhttp checks the rest of the request behind a GET */
+        const char *sp = memchr(pe->in.data, ' ', pe->in.len);
+
+        if (sp == NULL)
+            return; /* not even the method yet */
+        fz_buf_add(&b->method, pe->in.data, (size_t)(sp - pe->in.data));
+        b->method_taken = true;
+        e = llhttp_execute(&b->parser, "GET", 3);
+        r->parsed[i] = (size_t)(sp - pe->in.data);
+        if (e != HPE_OK)
+            abort();
     }
     e = llhttp_execute(&b->parser, pe->in.data + r->parsed[i], pe->in.len - r->parsed[i]);
     r->parsed[i] = pe->in.len;
