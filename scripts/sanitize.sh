@@ -26,7 +26,7 @@ asan)
     set -- "$@"
     ;;
 tsan)
-    export TSAN_OPTIONS="log_path=$reports/tsan:halt_on_error=0:exitcode=66:second_deadlock_stack=1:history_size=4"
+    export TSAN_OPTIONS="log_path=$reports/tsan:halt_on_error=0:exitcode=66:second_deadlock_stack=1:history_size=4:suppressions=$PWD/scripts/tsan.supp"
     # the tests with more than one worker (the main loop's health prober and the workers'
     # balancers meet in pt_runtime_server_changed) and the health tests
     [ $# -gt 0 ] || set -- tests/integration/balance tests/integration/health \
@@ -39,14 +39,8 @@ tsan)
     exit 2
     ;;
 esac
-# The sanitizer runtimes need the address space laid out as they expect; recent kernels
-# randomise more than gcc 12's TSan can map around, so it runs without ASLR (setarch -R).
-# The wrapper execs, so the tests' pid and signals still reach portico.
-if [ "$kind" = tsan ]; then
-    printf '#!/bin/sh\nexec setarch "$(uname -m)" -R %s "$@"\n' "$(readlink -f "$bin")" >"$wrapper"
-else
-    printf '#!/bin/sh\nexec %s "$@"\n' "$(readlink -f "$bin")" >"$wrapper"
-fi
+# The tests run PORTICO_BIN; the wrapper execs, so their pid and signals still reach portico.
+printf '#!/bin/sh\nexec %s "$@"\n' "$(readlink -f "$bin")" >"$wrapper"
 chmod +x "$wrapper"
 out=$(mktemp)
 if [ $# -gt 0 ]; then

@@ -8,6 +8,7 @@
 #include <llhttp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -838,12 +839,8 @@ static const struct pt_be_ops h1_be_ops = {
 /* ---- start ---------------------------------------------------------------------------- */
 
 static void
-init_settings(void)
+settings_init(void)
 {
-    static int ready;
-
-    if (ready)
-        return;
     llhttp_settings_init(&settings);
     settings.on_message_begin = r_message_begin;
     settings.on_header_field = r_header_field;
@@ -852,7 +849,6 @@ init_settings(void)
     settings.on_headers_complete = r_headers_complete;
     settings.on_body = r_body;
     settings.on_message_complete = r_message_complete;
-    ready = 1;
 }
 
 static void
@@ -878,11 +874,15 @@ attach(struct pt_bconn *b, struct pt_exchange *x)
 void
 pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     struct pt_wserver *ws = &pt_upstream_group(x->w, x->up)->servers[x->srv->index];
     struct pt_list *idle = allow_reuse ? pt_pool_get(ws) : NULL;
     struct pt_bconn *b;
 
-    init_settings();
+    /* once for the process: a second llhttp_settings_init() (it starts with a memset) would
+     * clear the callbacks under another worker's parser (the race make check-tsan found in
+     * the HTTP/1.1 server) */
+    pthread_once(&once, settings_init);
     if (idle != NULL) {
         b = pt_container_of(idle, struct pt_bconn, pool_link);
         b->state = B_ACTIVE;

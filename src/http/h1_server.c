@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <llhttp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -1360,28 +1361,32 @@ conn_close(struct pt_h1_conn *c)
     pt_worker_reap(w, &c->reap);
 }
 
+static void
+settings_init(void)
+{
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_url = on_url;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+}
+
 int
 pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
                   struct pt_listen *l)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     struct pt_h1_conn *c;
-    static int settings_ready;
 
     if (w->draining)
         return PT_ERR;
-    if (!settings_ready) {
-        /* benign race: every thread writes the same values */
-        llhttp_settings_init(&settings);
-        settings.on_message_begin = on_message_begin;
-        settings.on_url = on_url;
-        settings.on_header_field = on_header_field;
-        settings.on_header_value = on_header_value;
-        settings.on_header_value_complete = on_header_value_complete;
-        settings.on_headers_complete = on_headers_complete;
-        settings.on_body = on_body;
-        settings.on_message_complete = on_message_complete;
-        settings_ready = 1;
-    }
+    /* once for the process: a second llhttp_settings_init() (it starts with a memset) would
+     * clear the callbacks under another worker's parser (found by make check-tsan) */
+    pthread_once(&once, settings_init);
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return PT_ERR;
