@@ -132,7 +132,7 @@ def test_h1_h1_fuzz_response_line_endings_502(tmp_path, start_portico, name):
             port, ["127.0.0.1:%d" % be.port], upstream_extra="    retries 0;\n"))
         p = start_portico(conf, [port])
         with RawConn("127.0.0.1", port, timeout=5) as c:
-            c.send(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+            c.send(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             data = c.read_all(5)
         if data.startswith(b"HTTP/1.1 200 "):
             # only when the head had left before the bad trailers came: then the client
