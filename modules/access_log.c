@@ -21,6 +21,9 @@
 #include "core/worker.h"
 #include "http/exchange.h"
 #include "http/headers.h"
+#include "http/http.h"
+#include "http/trace.h"
+#include "upstream/upstream-t.h"
 
 #define AL_BUF 65536
 #define AL_MAX_FILES 32
@@ -50,6 +53,7 @@ struct al_main {
 
 struct al_worker {
     ev_timer flush_timer;
+    struct al_main *m; /* the snapshot whose files the buffers are for (the worker's) */
     char *buf[AL_MAX_FILES];
     size_t len[AL_MAX_FILES];
     time_t cached_sec;
@@ -179,8 +183,8 @@ al_finish(struct pt_conf *conf, struct pt_err *err)
 
     if (assign_file(m, &m->c, err) != PT_OK)
         return PT_ERR;
-    for (unsigned i = 0; i < conf->n_vhosts; i++)
-        if (assign_file(m, conf->vhosts[i]->mod[idx], err) != PT_OK)
+    for (unsigned i = 0; i < pt_http_main(conf)->n_vhosts; i++)
+        if (assign_file(m, pt_http_main(conf)->vhosts[i]->mod[idx], err) != PT_OK)
             return PT_ERR;
     return PT_OK;
 }
@@ -219,26 +223,46 @@ al_reopen(struct pt_conf *conf)
 }
 
 static void
+write_all(int fd, const char *p, size_t len)
+{
+    size_t off = 0;
+
+    while (off < len) {
+        ssize_t n = write(fd, p + off, len - off);
+
+        if (n == -1) {
+            if (errno == EINTR)
+                continue;
+            break; /* a full disk must not stall the worker; the lines are lost */
+        }
+        off += (size_t)n;
+    }
+}
+
+static void
 al_flush(struct pt_worker *w)
 {
     struct al_worker *aw = w->mod[pt_module_access_log._index];
-    struct al_main *m = w->conf->mod[pt_module_access_log._index];
 
-    for (int i = 0; i < m->n_files; i++) {
-        size_t off = 0;
-
-        while (off < aw->len[i]) {
-            ssize_t n = write(m->fds[i], aw->buf[i] + off, aw->len[i] - off);
-
-            if (n == -1) {
-                if (errno == EINTR)
-                    continue;
-                break; /* a full disk must not stall the worker; the lines are lost */
-            }
-            off += (size_t)n;
-        }
+    for (int i = 0; i < aw->m->n_files; i++) {
+        write_all(aw->m->fds[i], aw->buf[i], aw->len[i]);
         aw->len[i] = 0;
     }
+}
+
+/* Buffers for each file of the worker's snapshot, and the timer that flushes them. */
+static int
+buffers(struct pt_worker *w, struct al_worker *aw)
+{
+    aw->m = w->conf->mod[pt_module_access_log._index];
+    for (int i = 0; i < aw->m->n_files; i++)
+        if (aw->buf[i] == NULL && (aw->buf[i] = malloc(AL_BUF)) == NULL)
+            return PT_ERR;
+    if (aw->m->n_files > 0 && !ev_is_active(&aw->flush_timer)) {
+        ev_timer_start(w->loop, &aw->flush_timer);
+        ev_unref(w->loop); /* the flush timer must not keep a draining worker alive */
+    }
+    return PT_OK;
 }
 
 static void
@@ -251,22 +275,27 @@ static int
 al_worker_init(struct pt_worker *w)
 {
     struct al_worker *aw = calloc(1, sizeof(*aw));
-    struct al_main *m = w->conf->mod[pt_module_access_log._index];
 
     if (aw == NULL)
         return PT_ERR;
-    for (int i = 0; i < m->n_files; i++) {
-        aw->buf[i] = malloc(AL_BUF);
-        if (aw->buf[i] == NULL)
-            return PT_ERR;
-    }
     w->mod[pt_module_access_log._index] = aw;
-    if (m->n_files > 0) {
-        ev_timer_init(&aw->flush_timer, on_flush_timer, 1., 1.);
-        ev_timer_start(w->loop, &aw->flush_timer);
-        ev_unref(w->loop); /* the flush timer must not keep a draining worker alive */
-    }
-    return PT_OK;
+    ev_timer_init(&aw->flush_timer, on_flush_timer, 1., 1.);
+    return buffers(w, aw);
+}
+
+/* A reload: what is buffered goes to the old snapshot's files (still open: the old snapshot
+ * lives until the hooks return); the buffers then serve the new one's. */
+static void
+al_worker_reload(struct pt_worker *w, struct pt_conf *old)
+{
+    struct al_worker *aw = w->mod[pt_module_access_log._index];
+
+    if (aw == NULL)
+        return;
+    al_flush(w);
+    if (buffers(w, aw) != PT_OK)
+        pt_log(PT_LOG_ERROR, "out of memory for access log buffers: lines are written "
+               "unbuffered");
 }
 
 static void
@@ -277,6 +306,10 @@ al_worker_fini(struct pt_worker *w)
     if (aw == NULL)
         return;
     al_flush(w);
+    if (ev_is_active(&aw->flush_timer)) {
+        ev_ref(w->loop);
+        ev_timer_stop(w->loop, &aw->flush_timer);
+    }
     for (int i = 0; i < AL_MAX_FILES; i++)
         free(aw->buf[i]);
     free(aw);
@@ -353,6 +386,56 @@ hdr_value(const struct pt_exchange *x, enum pt_hdr_tok tok, const char **v, size
     *n = x->req.v[i].vlen;
 }
 
+enum al_list {
+    AL_ADDR = 0,
+    AL_STATUS,
+    AL_CONNECT,
+    AL_RESPONSE,
+};
+
+/* One of nginx's $upstream_* lists: an entry per attempt, ", " between them; "-" when no
+ * server was tried. Times in seconds with millisecond resolution; a connect time of an
+ * attempt that never connected is "-" (0.000 on a reused connection). */
+static void
+upstream_list(struct al_line *l, const struct pt_exchange *x, enum al_list what)
+{
+    unsigned n = PT_MIN(x->n_attempts, x->cap_attempts);
+
+    if (n == 0) {
+        lprintf(l, "-");
+        return;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        const struct pt_x_attempt *a = &x->attempts[i];
+        ev_tstamp end = a->t_end != 0 ? a->t_end : x->t_end;
+
+        if (i > 0)
+            lprintf(l, ", ");
+        switch (what) {
+        case AL_ADDR:
+            lprintf(l, "%s", a->srv->addr.name);
+            break;
+        case AL_STATUS:
+            if (a->status != 0)
+                lprintf(l, "%u", a->status);
+            else
+                lprintf(l, "-");
+            break;
+        case AL_CONNECT:
+            if (a->t_connected != 0)
+                lprintf(l, "%.3f", a->t_connected - a->t_start);
+            else if (a->t_head != 0)
+                lprintf(l, "0.000"); /* a reused connection */
+            else
+                lprintf(l, "-");
+            break;
+        case AL_RESPONSE:
+            lprintf(l, "%.3f", end > a->t_start ? end - a->t_start : 0.0);
+            break;
+        }
+    }
+}
+
 static void
 al_log(struct pt_exchange *x)
 {
@@ -396,6 +479,17 @@ al_log(struct pt_exchange *x)
             lesc(&l, ua, PT_MIN(ualen, 1024), 0);
         else
             lprintf(&l, "-");
+        /* combined as nginx writes it, then the request ID and the upstream lists */
+        lprintf(&l, "\" request_id=");
+        lesc(&l, pt_request_id(x), x->request_id_len, 0);
+        lprintf(&l, " upstream_addr=\"");
+        upstream_list(&l, x, AL_ADDR);
+        lprintf(&l, "\" upstream_status=\"");
+        upstream_list(&l, x, AL_STATUS);
+        lprintf(&l, "\" upstream_connect_time=\"");
+        upstream_list(&l, x, AL_CONNECT);
+        lprintf(&l, "\" upstream_response_time=\"");
+        upstream_list(&l, x, AL_RESPONSE);
         lprintf(&l, "\"");
     } else {
         lprintf(&l, "{\"time\":\"%s\",\"remote_addr\":\"%s\",\"method\":\"%s\",\"uri\":\"",
@@ -407,10 +501,20 @@ al_log(struct pt_exchange *x)
                 x->major, x->minor, x->status, (unsigned long long)x->resp_body_bytes,
                 x->t_end - x->t_start);
         if (x->up != NULL)
-            lprintf(&l, "\"%s\",\"upstream_addr\":\"%s\"", x->up->name,
-                    x->srv != NULL ? x->srv->addr.name : "");
+            lprintf(&l, "\"%s\"", x->up->name);
         else
-            lprintf(&l, "null,\"upstream_addr\":null");
+            lprintf(&l, "null");
+        lprintf(&l, ",\"request_id\":\"");
+        lesc(&l, pt_request_id(x), x->request_id_len, 1);
+        lprintf(&l, "\",\"upstream_addr\":\"");
+        upstream_list(&l, x, AL_ADDR);
+        lprintf(&l, "\",\"upstream_status\":\"");
+        upstream_list(&l, x, AL_STATUS);
+        lprintf(&l, "\",\"upstream_connect_time\":\"");
+        upstream_list(&l, x, AL_CONNECT);
+        lprintf(&l, "\",\"upstream_response_time\":\"");
+        upstream_list(&l, x, AL_RESPONSE);
+        lprintf(&l, "\"");
         lprintf(&l, ",\"host\":\"");
         if (x->host != NULL)
             lesc(&l, x->host, PT_MIN(x->host_len, 256), 1);
@@ -423,6 +527,13 @@ al_log(struct pt_exchange *x)
         lprintf(&l, "\"}");
     }
     l.buf[l.o++] = '\n'; /* lprintf and lesc always leave one byte for it */
+    if (x->conf->mod[idx] != aw->m || aw->buf[c->file] == NULL) {
+        /* an exchange of an older snapshot (a reload since it began): its own files */
+        struct al_main *xm = x->conf->mod[idx];
+
+        write_all(xm->fds[c->file], l.buf, l.o);
+        return;
+    }
     if (aw->len[c->file] + l.o > AL_BUF)
         al_flush(w);
     memcpy(aw->buf[c->file] + aw->len[c->file], l.buf, l.o);
@@ -449,6 +560,7 @@ struct pt_module pt_module_access_log = {
     .conf_release = al_release,
     .worker_init = al_worker_init,
     .worker_fini = al_worker_fini,
+    .worker_reload = al_worker_reload,
     .reopen = al_reopen,
     .ops = &al_ops,
 };

@@ -9,6 +9,7 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "http/exchange.h"
+#include "http/http-t.h"
 
 struct return_conf {
     unsigned status;
@@ -27,6 +28,8 @@ return_handle(struct pt_exchange *x, const void *conf)
     const struct return_conf *rc = conf;
 
     x->discard_body = 1;
+    /* an error status here is the configuration's answer, not a failure of the request */
+    x->perr = PT_PERR_PROXY_INTERNAL_RESPONSE;
     if (is_redirect(rc->status) && rc->text != NULL)
         pt_exchange_respond_with(x, rc->status, NULL, "Location", rc->text);
     else
@@ -34,14 +37,40 @@ return_handle(struct pt_exchange *x, const void *conf)
     return PT_OK;
 }
 
+static void
+return_describe(const void *conf, char *buf, size_t len)
+{
+    const struct return_conf *rc = conf;
+
+    if (rc->text == NULL)
+        snprintf(buf, len, "return %u", rc->status);
+    else if (is_redirect(rc->status))
+        snprintf(buf, len, "return %u %s (Location)", rc->status, rc->text);
+    else {
+        /* the text as it would be written in the file: escapes for what is not printable */
+        size_t o = (size_t)snprintf(buf, len, "return %u \"", rc->status);
+
+        for (const char *t = rc->text; *t != '\0' && o + 8 < len && t - rc->text < 60; t++) {
+            if (*t == '\n' || *t == '\t' || *t == '"' || *t == '\\') {
+                buf[o++] = '\\';
+                buf[o++] = *t == '\n' ? 'n' : *t == '\t' ? 't' : *t;
+            } else {
+                buf[o++] = (unsigned char)*t < 0x20 ? '?' : *t;
+            }
+        }
+        snprintf(buf + o, len - o, "%s\"", strlen(rc->text) > 60 ? "..." : "");
+    }
+}
+
 static const struct pt_handler_ops return_ops = {
     .handle = return_handle,
+    .describe = return_describe,
 };
 
 static int
 set_return(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_location *loc = cx->loc;
+    struct pt_location *loc = cx->block;
     struct return_conf *rc;
     uint64_t code;
 

@@ -51,17 +51,11 @@
 #define EWMA_REJECTS 8
 
 /* A moving average of latency in seconds. */
-struct ewma_est {
-    double v;     /* value at `stamp` */
-    double stamp; /* clock time of the last observation */
-    unsigned observed : 1;
-};
 
 /* Per worker, per upstream. Owner: the group (group_init / group_fini). */
 struct ewma_state {
     uint64_t rng;             /* xorshift64* state, never 0 */
-    struct ewma_est *srv;     /* per server index */
-    struct ewma_est avg;      /* every observation of the group: the neutral value */
+    struct pt_lb_est avg;     /* every observation of the group: the neutral value */
     uint32_t *tier_idx[2];    /* server indexes of primaries [0] and backups [1] */
     uint32_t tier_n[2];
     unsigned n;
@@ -113,7 +107,7 @@ ewma_rand(struct ewma_state *st)
 
 /* The estimate at time now: the stored value decayed over the time since it was stored. */
 static double
-est_read(const struct ewma_est *e, double now)
+est_read(const struct pt_lb_est *e, double now)
 {
     double dt = now - e->stamp;
 
@@ -122,7 +116,7 @@ est_read(const struct ewma_est *e, double now)
 
 /* Adds an observation. With peak, a value above the current estimate replaces it. */
 static void
-est_observe(struct ewma_est *e, double x, double now, bool peak)
+est_observe(struct pt_lb_est *e, double x, double now, bool peak)
 {
     double dt = now - e->stamp, w;
 
@@ -150,11 +144,9 @@ ewma_group_init(struct pt_wupstream *g)
     if (st == NULL)
         return PT_ERR;
     st->n = up->n_servers;
-    st->srv = calloc(up->n_servers + 1, sizeof(*st->srv));
     st->tier_idx[0] = malloc((up->n_servers + 1) * sizeof(uint32_t));
     st->tier_idx[1] = malloc((up->n_servers + 1) * sizeof(uint32_t));
-    if (st->srv == NULL || st->tier_idx[0] == NULL || st->tier_idx[1] == NULL) {
-        free(st->srv);
+    if (st->tier_idx[0] == NULL || st->tier_idx[1] == NULL) {
         free(st->tier_idx[0]);
         free(st->tier_idx[1]);
         free(st);
@@ -205,11 +197,12 @@ draw(struct ewma_state *st, unsigned t, const struct pt_upstream *up, const uint
 }
 
 static double
-cost(struct ewma_state *st, const struct pt_server *s, double now)
+cost(struct pt_wupstream *g, const struct pt_server *s, double now)
 {
+    struct ewma_state *st = g->lb_state;
     unsigned inflight =
         atomic_load_explicit(&((struct pt_server *)s)->_active, memory_order_relaxed);
-    const struct ewma_est *e = &st->srv[s->index];
+    const struct pt_lb_est *e = &pt_upstream_wserver(g, s)->lb_est;
     double lat;
 
     if (e->observed)
@@ -237,7 +230,7 @@ ewma_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint8_t *tr
         b = draw(st, t, g->up, tried, a);
         if (b == NULL)
             return a;
-        return cost(st, b, now) < cost(st, a, now) ? b : a;
+        return cost(g, b, now) < cost(g, a, now) ? b : a;
     }
     return NULL;
 }
@@ -252,7 +245,7 @@ ewma_on_result(struct pt_wupstream *g, struct pt_server *s, double latency, int 
         latency = 0;
     if (!ok && latency < EWMA_FAIL_PENALTY)
         latency = EWMA_FAIL_PENALTY;
-    est_observe(&st->srv[s->index], latency, now, true);
+    est_observe(&pt_upstream_wserver(g, s)->lb_est, latency, now, true);
     est_observe(&st->avg, latency, now, false);
 }
 
@@ -261,9 +254,7 @@ ewma_on_result(struct pt_wupstream *g, struct pt_server *s, double latency, int 
 static void
 ewma_on_server_state(struct pt_wupstream *g, struct pt_server *s)
 {
-    struct ewma_state *st = g->lb_state;
-
-    st->srv[s->index] = (struct ewma_est){0};
+    pt_upstream_wserver(g, s)->lb_est = (struct pt_lb_est){0};
 }
 
 static void
@@ -272,7 +263,6 @@ ewma_group_fini(struct pt_wupstream *g)
     struct ewma_state *st = g->lb_state;
 
     if (st != NULL) {
-        free(st->srv);
         free(st->tier_idx[0]);
         free(st->tier_idx[1]);
         free(st);

@@ -286,8 +286,8 @@ fail:
 static int
 hash_conf_finish(struct pt_conf *conf, struct pt_err *err)
 {
-    for (unsigned i = 0; i < conf->n_upstreams; i++) {
-        struct pt_upstream *up = conf->upstreams[i];
+    for (unsigned i = 0; i < pt_upstream_main(conf)->n_upstreams; i++) {
+        struct pt_upstream *up = pt_upstream_main(conf)->upstreams[i];
         struct hash_conf *hc = up->mod[pt_module_lb_hash._index];
 
         if (up->lb != &pt_module_lb_hash || hc == NULL)
@@ -303,8 +303,8 @@ hash_conf_finish(struct pt_conf *conf, struct pt_err *err)
 static void
 hash_conf_release(struct pt_conf *conf)
 {
-    for (unsigned i = 0; i < conf->n_upstreams; i++) {
-        struct pt_upstream *up = conf->upstreams[i];
+    for (unsigned i = 0; i < pt_upstream_main(conf)->n_upstreams; i++) {
+        struct pt_upstream *up = pt_upstream_main(conf)->upstreams[i];
         struct hash_conf *hc = up->mod[pt_module_lb_hash._index];
 
         if (up->lb == &pt_module_lb_hash && hc != NULL) {

@@ -134,8 +134,8 @@ rr_conf_finish(struct pt_conf *conf, struct pt_err *err)
 {
     unsigned idx = pt_module_lb_round_robin._index;
 
-    for (unsigned i = 0; i < conf->n_upstreams; i++) {
-        struct pt_upstream *up = conf->upstreams[i];
+    for (unsigned i = 0; i < pt_upstream_main(conf)->n_upstreams; i++) {
+        struct pt_upstream *up = pt_upstream_main(conf)->upstreams[i];
 
         if (up->lb != &pt_module_lb_round_robin)
             continue;
@@ -151,10 +151,10 @@ rr_conf_release(struct pt_conf *conf)
 {
     unsigned idx = pt_module_lb_round_robin._index;
 
-    for (unsigned i = 0; i < conf->n_upstreams; i++)
-        if (conf->upstreams[i]->lb == &pt_module_lb_round_robin) {
-            free_shared(conf->upstreams[i]->mod[idx]);
-            conf->upstreams[i]->mod[idx] = NULL;
+    for (unsigned i = 0; i < pt_upstream_main(conf)->n_upstreams; i++)
+        if (pt_upstream_main(conf)->upstreams[i]->lb == &pt_module_lb_round_robin) {
+            free_shared(pt_upstream_main(conf)->upstreams[i]->mod[idx]);
+            pt_upstream_main(conf)->upstreams[i]->mod[idx] = NULL;
         }
 }
 

@@ -7,7 +7,8 @@ pkgs=(build-essential autoconf automake pkg-config libev-dev libnghttp2-dev libs
       node-llhttp libcmocka-dev curl openssl)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(python3 python3-pytest python3-pytest-xdist python3-h2 python3-grpcio nghttp2-client
-           iproute2 clang-14 libclang-rt-14-dev)
+           iproute2 python3-websockets node-ws nodejs groff-base man-db clang-14
+           libclang-rt-14-dev)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

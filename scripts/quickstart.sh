@@ -20,6 +20,8 @@ portico is starting on http://127.0.0.1:8080 (and [::1]:8080). Try, from another
   curl -k https://localhost:8443/            # TLS (self-signed cert from etc/tls/), HTTP/2 via ALPN
   curl -k --http1.1 https://localhost:8443/  # TLS with HTTP/1.1
   curl --http2-prior-knowledge http://127.0.0.1:8080/   # cleartext HTTP/2 (h2c)
+  python3 -m websockets ws://127.0.0.1:8080/ws   # a WebSocket, echoed by backend A or B
+                                                  # (/usr/bin/python3, Debian python3-websockets)
 
 Access log lines appear below; Ctrl-C (SIGINT) stops portico gracefully.
 

@@ -150,3 +150,33 @@ pt_parse_msec(const char *s, pt_msec *out)
     *out = (pt_msec)(v * mul);
     return PT_OK;
 }
+
+const char *
+pt_fmt_msec(pt_msec ms, char *buf, size_t len)
+{
+    if (ms > 0 && ms % 3600000 == 0)
+        snprintf(buf, len, "%lldh", (long long)(ms / 3600000));
+    else if (ms > 0 && ms % 60000 == 0)
+        snprintf(buf, len, "%lldm", (long long)(ms / 60000));
+    else if (ms > 0 && ms % 1000 == 0)
+        snprintf(buf, len, "%llds", (long long)(ms / 1000));
+    else if (ms > 0)
+        snprintf(buf, len, "%lldms", (long long)ms);
+    else
+        snprintf(buf, len, "0");
+    return buf;
+}
+
+const char *
+pt_fmt_size(int64_t size, char *buf, size_t len)
+{
+    if (size > 0 && size % (1024LL * 1024 * 1024) == 0)
+        snprintf(buf, len, "%lldg", (long long)(size / (1024LL * 1024 * 1024)));
+    else if (size > 0 && size % (1024 * 1024) == 0)
+        snprintf(buf, len, "%lldm", (long long)(size / (1024 * 1024)));
+    else if (size > 0 && size % 1024 == 0)
+        snprintf(buf, len, "%lldk", (long long)(size / 1024));
+    else
+        snprintf(buf, len, "%lld", (long long)size);
+    return buf;
+}

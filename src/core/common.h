@@ -42,6 +42,10 @@ int pt_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out);
 int pt_parse_hex_u64(const char *s, size_t len, uint64_t max, uint64_t *out);
 /* pt_parse_u64 of a NUL-terminated string. */
 int pt_parse_uint(const char *s, uint64_t max, uint64_t *out);
+/* The configuration's own forms, for printing settings back: "1m" "30s" "500ms" "0";
+ * "1m" "16k" "512" (sizes in powers of 1024). Return buf. */
+const char *pt_fmt_msec(pt_msec ms, char *buf, size_t len);
+const char *pt_fmt_size(int64_t size, char *buf, size_t len);
 
 #include <time.h>
 
@@ -98,6 +102,13 @@ static inline bool
 pt_str_ieq(const char *a, size_t alen, const char *b, size_t blen)
 {
     return alen == blen && strncasecmp(a, b, alen) == 0;
+}
+
+/* Equal strings, NULL equal only to NULL. */
+static inline bool
+pt_str_eq(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
 #endif

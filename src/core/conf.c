@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -17,9 +18,9 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/module.h"
-#include "upstream/lb-t.h"
-#include "net/tls.h"
-#include "upstream/resilience.h"
+
+/* Loaded snapshots alive now. */
+static atomic_uint generations_live;
 
 #define MAX_ARGS 64
 #define MAX_ERRORS 50
@@ -79,6 +80,38 @@ perr(struct pt_conf_parser *p, int line, int col, const char *fmt, ...)
     report(p, line, col, fmt, ap);
     va_end(ap);
     return PT_ERR;
+}
+
+int
+pt_conf_error_at(struct pt_conf_ctx *cx, int line, int col, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    report(cx->p, line, col, fmt, ap);
+    va_end(ap);
+    return PT_ERR;
+}
+
+int
+pt_conf_warn_at(struct pt_conf_ctx *cx, int line, int col, const char *fmt, ...)
+{
+    struct pt_conf_parser *p = cx->p;
+    char msg[400];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (p->errout != NULL)
+        fprintf(p->errout, "%s:%d:%d: warning: %s\n", p->file, line, col, msg);
+    return PT_OK;
+}
+
+unsigned
+pt_conf_nerrors(const struct pt_conf_ctx *cx)
+{
+    return cx->p->nerrors;
 }
 
 int
@@ -196,11 +229,10 @@ next_token(struct pt_conf_parser *p, struct pt_arena *a, struct tok *t)
 
 /* ---- statements ----------------------------------------------------------------------- */
 
-/* The core tables: this file's, TLS, and upstream resilience (health, retries, breakers). */
+/* The core's own table (main-level settings); the subsystems' and modules' come with their
+ * module descriptors. */
 static const struct pt_directive *const core_tables[] = {
     pt_core_directives,
-    pt_tls_directives,
-    pt_resilience_directives,
 };
 
 static const struct pt_directive *
@@ -240,16 +272,14 @@ directive_base(struct pt_conf_ctx *cx, const struct pt_directive *d, const struc
     switch (d->base) {
     case PT_BASE_MAIN:
         return cx->conf;
-    case PT_BASE_HTTP:
-        if (cx->level == PT_CTX_LOCATION)
-            return &cx->loc->http;
-        if (cx->level == PT_CTX_SERVER)
-            return &cx->vh->http;
-        return &cx->conf->http;
-    case PT_BASE_UPSTREAM:
-        return cx->up;
+    case PT_BASE_BLOCK:
+        return cx->block != NULL ? cx->block : cx->conf;
     case PT_BASE_MODULE:
-        return m != NULL ? pt_conf_mod_slots(cx)[m->_index] : NULL;
+        if (m == NULL)
+            return NULL;
+        if (m->directive_conf != NULL)
+            return m->directive_conf(cx);
+        return pt_conf_mod_slots(cx)[m->_index];
     case PT_BASE_NONE:
         break;
     }
@@ -259,16 +289,7 @@ directive_base(struct pt_conf_ctx *cx, const struct pt_directive *d, const struc
 void **
 pt_conf_mod_slots(struct pt_conf_ctx *cx)
 {
-    switch (cx->level) {
-    case PT_CTX_LOCATION:
-        return cx->loc->mod;
-    case PT_CTX_SERVER:
-        return cx->vh->mod;
-    case PT_CTX_UPSTREAM:
-        return cx->up->mod;
-    default:
-        return cx->conf->mod;
-    }
+    return cx->slots != NULL ? cx->slots : cx->conf->mod;
 }
 
 static const char *
@@ -287,7 +308,7 @@ level_name(unsigned level)
 }
 
 /* Creates every module's conf for a newly opened level. */
-static int
+static void
 modules_create(struct pt_conf_ctx *cx)
 {
     void **slots = pt_conf_mod_slots(cx);
@@ -297,7 +318,16 @@ modules_create(struct pt_conf_ctx *cx)
             continue;
         slots[i] = pt_modules[i]->conf_create(cx, cx->level);
     }
-    return PT_OK;
+}
+
+int
+pt_conf_block_open(struct pt_conf_ctx *cx, unsigned level, void *block, void **slots)
+{
+    cx->level = level;
+    cx->block = block;
+    cx->slots = slots;
+    modules_create(cx);
+    return pt_conf_parse_block(cx);
 }
 
 int
@@ -360,6 +390,33 @@ pt_conf_parse_block(struct pt_conf_ctx *cx)
                         args[0]);
         }
 
+        /* A word on a new line that names a directive is almost surely the next statement:
+         * the ";" before it is missing. Said so, rather than what the merged statement would
+         * get ("does not take a block", "invalid parameter"). */
+        for (unsigned i = 1; i < n; i++) {
+            const struct pt_module *o;
+            int seen;
+            char stmt[120];
+            size_t sl = 0;
+
+            if (lines[i] == lines[i - 1])
+                continue;
+            find_directive(args[i], cx->level, &o, &seen);
+            if (!seen)
+                continue;
+            stmt[0] = '\0';
+            for (unsigned k = 0; k < i && sl < sizeof(stmt) - 1; k++) {
+                int w = snprintf(stmt + sl, sizeof(stmt) - sl, "%s%s", k > 0 ? " " : "",
+                                 args[k]);
+
+                sl = w < 0 ? sl : PT_MIN(sizeof(stmt) - 1, sl + (size_t)w);
+            }
+            p->fatal = 1;
+            return perr(p, lines[i - 1], cols[i - 1] + (int)strlen(args[i - 1]),
+                        "missing \";\" after \"%s\" (line %d starts another directive, \"%s\")",
+                        stmt, lines[i], args[i]);
+        }
+
         const struct pt_module *owner = NULL;
         int seen;
         const struct pt_directive *d = find_directive(args[0], cx->level, &owner, &seen);
@@ -418,8 +475,8 @@ pt_conf_parse_block(struct pt_conf_ctx *cx)
 
 /* ---- generic setters ------------------------------------------------------------------ */
 
-static int
-already_set(struct pt_conf_ctx *cx)
+int
+pt_conf_duplicate(struct pt_conf_ctx *cx)
 {
     return pt_conf_error(cx, 0, "\"%s\" directive is duplicate", cx->args[0]);
 }
@@ -430,7 +487,7 @@ pt_set_flag(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     int *f = (int *)((char *)conf + d->offset);
 
     if (*f != PT_UNSET)
-        return already_set(cx);
+        return pt_conf_duplicate(cx);
     if (strcmp(cx->args[1], "on") == 0)
         *f = 1;
     else if (strcmp(cx->args[1], "off") == 0)
@@ -447,7 +504,7 @@ pt_set_msec(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     pt_msec *v = (pt_msec *)((char *)conf + d->offset);
 
     if (*v != PT_UNSET)
-        return already_set(cx);
+        return pt_conf_duplicate(cx);
     if (pt_parse_msec(cx->args[1], v) != PT_OK) {
         *v = PT_UNSET;
         return pt_conf_error(cx, 1, "invalid time \"%s\" in \"%s\" (examples: 500ms 10s 1m)",
@@ -463,7 +520,7 @@ pt_set_size(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     uint64_t s;
 
     if (*v != PT_UNSET)
-        return already_set(cx);
+        return pt_conf_duplicate(cx);
     if (pt_parse_size(cx->args[1], &s) != PT_OK || s > (uint64_t)INT64_MAX)
         return pt_conf_error(cx, 1, "invalid size \"%s\" in \"%s\" (examples: 512 16k 1m 2g)",
                              cx->args[1], d->name);
@@ -479,7 +536,7 @@ pt_set_count(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     uint64_t n;
 
     if (*v != PT_UNSET)
-        return already_set(cx);
+        return pt_conf_duplicate(cx);
     if (pt_parse_uint(cx->args[1], max, &n) != PT_OK)
         return pt_conf_error(cx, 1, "invalid number \"%s\" in \"%s\" (0 to %llu)", cx->args[1],
                              d->name, (unsigned long long)max);
@@ -746,8 +803,8 @@ pt_cidr_match(const struct pt_cidr *c, int n, const struct sockaddr *sa)
 
 /* ---- arrays in the arena -------------------------------------------------------------- */
 
-static int
-push_ptr(struct pt_arena *a, void ***arr, unsigned *n, void *item)
+int
+pt_conf_push(struct pt_arena *a, void ***arr, unsigned *n, void *item)
 {
     /* capacity doubles at powers of two */
     if ((*n & (*n - 1)) == 0) {
@@ -762,22 +819,9 @@ push_ptr(struct pt_arena *a, void ***arr, unsigned *n, void *item)
     return PT_OK;
 }
 
-#define PUSH(a, arr, n, item) push_ptr((a), (void ***)(arr), (n), (item))
+#define PUSH(a, arr, n, item) pt_conf_push((a), (void ***)(arr), (n), (item))
 
 /* ---- core directive setters ----------------------------------------------------------- */
-
-static void
-http_conf_unset(struct pt_http_conf *h)
-{
-    h->client_header_timeout = h->client_body_timeout = PT_UNSET;
-    h->keepalive_timeout = h->send_timeout = PT_UNSET;
-    h->keepalive_requests = h->client_max_body_size = PT_UNSET;
-    h->client_max_header_size = h->client_max_uri_size = h->client_max_headers = PT_UNSET;
-    h->x_forwarded = h->forwarded = h->via = PT_UNSET;
-    h->http2_max_concurrent_streams = h->http2_initial_window_size = PT_UNSET;
-    h->trusted = NULL;
-    h->n_trusted = PT_UNSET;
-}
 
 static int
 set_workers(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
@@ -803,7 +847,7 @@ set_max_connections(struct pt_conf_ctx *cx, const struct pt_directive *d, void *
     uint64_t n;
 
     if (cx->conf->max_connections != PT_UNSET)
-        return already_set(cx);
+        return pt_conf_duplicate(cx);
     if (pt_parse_uint(cx->args[1], PT_MAX_CONNECTIONS_MAX, &n) != PT_OK || n == 0)
         return pt_conf_error(cx, 1, "invalid number \"%s\" in \"max_connections\" (1 to %d)",
                              cx->args[1], PT_MAX_CONNECTIONS_MAX);
@@ -829,543 +873,141 @@ set_error_log(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 }
 
 static int
-set_trusted(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+set_pid(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_http_conf *h = conf;
-
-    if (h->n_trusted != PT_UNSET)
-        return already_set(cx);
-    h->trusted = pt_arena_calloc(&cx->conf->arena, cx->nargs * sizeof(struct pt_cidr));
-    h->n_trusted = 0;
-    for (unsigned i = 1; i <= cx->nargs; i++) {
-        if (pt_cidr_parse(cx->args[i], &h->trusted[h->n_trusted]) != PT_OK)
-            pt_conf_error(cx, i, "invalid address or CIDR \"%s\"", cx->args[i]);
-        else
-            h->n_trusted++;
-    }
+    if (cx->conf->pid_file != NULL)
+        return pt_conf_duplicate(cx);
+    if (strcmp(cx->args[1], "off") == 0)
+        return PT_OK;
+    if (cx->args[1][0] == '\0')
+        return pt_conf_error(cx, 1, "empty file name in \"pid\"");
+    cx->conf->pid_file = cx->args[1];
     return PT_OK;
 }
-
-static int
-set_upstream_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
-{
-    struct pt_conf *c = cx->conf;
-    struct pt_upstream *up = pt_arena_calloc(&c->arena, sizeof(*up));
-
-    for (unsigned i = 0; i < c->n_upstreams; i++)
-        if (strcmp(c->upstreams[i]->name, cx->args[1]) == 0)
-            pt_conf_error(cx, 1, "duplicate upstream \"%s\" (first defined at line %d)",
-                          cx->args[1], c->upstreams[i]->line);
-    up->name = cx->args[1];
-    up->index = c->n_upstreams;
-    up->keepalive = up->keepalive_requests = PT_UNSET;
-    up->keepalive_timeout = up->connect_timeout = up->read_timeout = up->send_timeout = PT_UNSET;
-    up->max_response_header_size = PT_UNSET;
-    up->tls = up->tls_verify = PT_UNSET;
-    pt_resilience_unset(&up->res);
-    up->file = cx->file;
-    up->line = cx->lines[0];
-    up->col = cx->cols[0];
-    PUSH(&c->arena, &c->upstreams, &c->n_upstreams, up);
-    cx->up = up;
-    cx->level = PT_CTX_UPSTREAM;
-    modules_create(cx);
-    return pt_conf_parse_block(cx);
-}
-
-/* `server ADDRESS [params]`: one struct pt_server per address the host resolves to (nginx's
- * rule), so a name with an A and an AAAA record is two servers; each gets the line's
- * parameters, including the full weight. Resolved once, here. */
-static int
-set_upstream_server(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
-{
-    struct pt_upstream *up = cx->up;
-    struct pt_arena *a = &cx->conf->arena;
-    const char *arg = cx->args[1];
-    const char *end = arg[0] == '[' ? strchr(arg, ']') : strrchr(arg, ':');
-    const char *host;
-    unsigned weight = 1, max_conns = 0, backup = 0, down = 0;
-    struct pt_addr *addrs;
-    unsigned n_addrs;
-    bool named = false;
-    struct pt_err err;
-    uint64_t n;
-
-    if (pt_addr_resolve(arg, a, &addrs, &n_addrs, &named, &err) != PT_OK)
-        return pt_conf_error(cx, 1, "%s", err.msg);
-    /* pt_addr_resolve checked the form: `end` is the bracket or the port's colon */
-    host = arg[0] == '[' ? pt_arena_strndup(a, arg + 1, (size_t)(end - arg - 1))
-                         : pt_arena_strndup(a, arg, (size_t)(end - arg));
-    if (host == NULL)
-        return pt_conf_error(cx, 1, "out of memory");
-    for (unsigned i = 2; i <= cx->nargs; i++) {
-        const char *p = cx->args[i];
-
-        if (strncmp(p, "weight=", 7) == 0) {
-            if (pt_parse_uint(p + 7, 1000, &n) != PT_OK || n == 0)
-                return pt_conf_error(cx, i, "invalid weight \"%s\" (1-1000)", p + 7);
-            weight = (unsigned)n;
-        } else if (strncmp(p, "max_conns=", 10) == 0) {
-            if (pt_parse_uint(p + 10, 1000000, &n) != PT_OK)
-                return pt_conf_error(cx, i, "invalid max_conns \"%s\"", p + 10);
-            max_conns = (unsigned)n;
-        } else if (strcmp(p, "backup") == 0) {
-            backup = 1;
-        } else if (strcmp(p, "down") == 0) {
-            down = 1;
-        } else {
-            return pt_conf_error(cx, i,
-                                 "invalid server parameter \"%s\" (weight=, max_conns=, backup, "
-                                 "down)",
-                                 p);
-        }
-    }
-    for (unsigned k = 0; k < n_addrs; k++) {
-        for (unsigned i = 0; i < up->n_servers; i++) {
-            const struct pt_server *o = up->servers[i];
-
-            if (strcmp(o->addr.name, addrs[k].name) != 0)
-                continue;
-            /* the same line twice: the same literal address, or the same name and port */
-            if (!named && o->name == o->addr.name)
-                return pt_conf_error(cx, 1, "duplicate server \"%s\" in upstream \"%s\"",
-                                     addrs[k].name, up->name);
-            if (named && strcasecmp(o->host, host) == 0)
-                return pt_conf_error(cx, 1, "duplicate server \"%s\" in upstream \"%s\"",
-                                     arg, up->name);
-            /* two lines that reach one address would be two servers with one hash and sticky
-             * key and separate max_conns counts: a configuration mistake, said as such */
-            if (!named)
-                return pt_conf_error(cx, 1,
-                                     "duplicate server \"%s\" in upstream \"%s\": already "
-                                     "server %s",
-                                     arg, up->name, o->name);
-            return pt_conf_error(cx, 1,
-                                 "server \"%s\" resolves to %s, which is already server %s "
-                                 "in upstream \"%s\"",
-                                 arg, addrs[k].name, o->name, up->name);
-        }
-        struct pt_server *s = pt_arena_calloc(a, sizeof(*s));
-        char *name;
-        size_t len;
-
-        if (s == NULL)
-            return pt_conf_error(cx, 1, "out of memory");
-        s->upstream = up;
-        s->index = up->n_servers;
-        s->addr = addrs[k];
-        s->host = host;
-        s->weight = weight;
-        s->max_conns = max_conns;
-        s->backup = backup;
-        s->down = down;
-        if (named) {
-            len = strlen(s->host) + strlen(s->addr.name) + 4;
-            name = pt_arena_alloc(a, len);
-            if (name == NULL)
-                return pt_conf_error(cx, 1, "out of memory");
-            snprintf(name, len, "%s (%s)", s->host, s->addr.name);
-            s->name = name;
-        } else {
-            s->name = s->addr.name;
-        }
-        if (PUSH(a, &up->servers, &up->n_servers, s) != PT_OK)
-            return pt_conf_error(cx, 1, "out of memory");
-    }
-    return PT_OK;
-}
-
-static int
-set_balance(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
-{
-    const struct pt_module *m = pt_module_find(cx->args[1], PT_MODULE_LB);
-
-    if (cx->up->lb != NULL)
-        return already_set(cx);
-    if (m == NULL)
-        return pt_conf_error(cx, 1, "unknown balancing policy \"%s\"", cx->args[1]);
-    cx->up->lb = m;
-    const struct pt_lb_ops *ops = m->ops;
-
-    if (ops->configure != NULL)
-        return ops->configure(cx, cx->up, 2);
-    if (cx->nargs > 1)
-        return pt_conf_error(cx, 2, "policy \"%s\" takes no parameters", cx->args[1]);
-    return PT_OK;
-}
-
-static int
-set_protocol(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
-{
-    if (strcmp(cx->args[1], "http1") == 0)
-        cx->up->protocol = PT_PROTO_HTTP1;
-    else if (strcmp(cx->args[1], "h2") == 0 || strcmp(cx->args[1], "h2c") == 0)
-        cx->up->protocol = PT_PROTO_H2;
-    else
-        return pt_conf_error(cx, 1, "unsupported backend protocol \"%s\" (http1, h2, h2c)",
-                             cx->args[1]);
-    if (strcmp(cx->args[1], "h2c") == 0)
-        cx->up->h2c = 1;
-    return PT_OK;
-}
-
-static int
-set_server_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
-{
-    struct pt_conf *c = cx->conf;
-    struct pt_vhost *vh = pt_arena_calloc(&c->arena, sizeof(*vh));
-
-    vh->index = c->n_vhosts;
-    vh->file = cx->file;
-    vh->line = cx->lines[0];
-    vh->col = cx->cols[0];
-    http_conf_unset(&vh->http);
-    pt_tls_conf_unset(&vh->tls);
-    PUSH(&c->arena, &c->vhosts, &c->n_vhosts, vh);
-    cx->vh = vh;
-    cx->level = PT_CTX_SERVER;
-    modules_create(cx);
-    return pt_conf_parse_block(cx);
-}
-
-static int
-set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
-{
-    struct pt_conf *c = cx->conf;
-    struct pt_addr addr;
-    struct pt_err err;
-    struct pt_listen *l = NULL;
-    int dflt = 0;
-
-    if (pt_addr_parse(cx->args[1], 1, &addr, &err) != PT_OK)
-        return pt_conf_error(cx, 1, "%s", err.msg);
-    int tls = 0;
-
-    for (unsigned i = 2; i <= cx->nargs; i++) {
-        if (strcmp(cx->args[i], "default_server") == 0)
-            dflt = 1;
-        else if (strcmp(cx->args[i], "tls") == 0)
-            tls = 1;
-        else
-            return pt_conf_error(cx, i,
-                                 "invalid listen parameter \"%s\" (default_server, tls)",
-                                 cx->args[i]);
-    }
-    for (unsigned i = 0; i < c->n_listens; i++)
-        if (strcmp(c->listens[i]->addr.name, addr.name) == 0)
-            l = c->listens[i];
-    if (l == NULL) {
-        l = pt_arena_calloc(&c->arena, sizeof(*l));
-        l->addr = addr;
-        l->index = c->n_listens;
-        l->tls = tls ? 1 : 0;
-        PUSH(&c->arena, &c->listens, &c->n_listens, l);
-    } else if (l->tls != (unsigned)tls) {
-        return pt_conf_error(cx, 1, "listen %s is used both with and without tls", addr.name);
-    }
-    for (unsigned i = 0; i < l->n_vhosts; i++)
-        if (l->vhosts[i] == cx->vh)
-            return pt_conf_error(cx, 1, "duplicate listen \"%s\" in this server", addr.name);
-    if (dflt) {
-        if (l->default_explicit)
-            return pt_conf_error(cx, 2, "a default_server for \"%s\" is already defined",
-                                 addr.name);
-        l->default_explicit = 1;
-        l->default_vhost = cx->vh;
-    } else if (l->default_vhost == NULL) {
-        l->default_vhost = cx->vh;
-    }
-    PUSH(&c->arena, &l->vhosts, &l->n_vhosts, cx->vh);
-    cx->vh->n_listen++;
-    return PT_OK;
-}
-
-static int
-set_server_name(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
-{
-    struct pt_vhost *vh = cx->vh;
-
-    for (unsigned i = 1; i <= cx->nargs; i++) {
-        char *n = pt_arena_strdup(&cx->conf->arena, cx->args[i]);
-
-        for (char *q = n; *q; q++)
-            *q = (char)tolower((unsigned char)*q);
-        if (n[0] == '\0')
-            return pt_conf_error(cx, i, "empty server name");
-        if (strchr(n + 1, '*') != NULL || (n[0] == '*' && n[1] != '.'))
-            return pt_conf_error(cx, i,
-                                 "invalid server name \"%s\" (wildcards only as \"*.example.com\")",
-                                 cx->args[i]);
-        PUSH(&cx->conf->arena, &vh->names, &vh->n_names, n);
-    }
-    return PT_OK;
-}
-
-static int
-set_location_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
-{
-    struct pt_conf *c = cx->conf;
-    struct pt_location *loc = pt_arena_calloc(&c->arena, sizeof(*loc));
-    unsigned pi = 1;
-
-    if (cx->nargs == 2) {
-        if (strcmp(cx->args[1], "=") != 0)
-            return pt_conf_error(cx, 1, "invalid location modifier \"%s\" (only \"=\")",
-                                 cx->args[1]);
-        loc->exact = 1;
-        pi = 2;
-    }
-    if (cx->args[pi][0] != '/')
-        pt_conf_error(cx, pi, "location path \"%s\" must start with \"/\"", cx->args[pi]);
-    loc->path = cx->args[pi];
-    loc->path_len = strlen(loc->path);
-    loc->line = cx->lines[0];
-    loc->col = cx->cols[0];
-    for (unsigned i = 0; i < cx->vh->n_locs; i++) {
-        struct pt_location *o = cx->vh->locs[i];
-
-        if (o->exact == loc->exact && strcmp(o->path, loc->path) == 0)
-            pt_conf_error(cx, pi, "duplicate location \"%s\"", loc->path);
-    }
-    http_conf_unset(&loc->http);
-    PUSH(&c->arena, &cx->vh->locs, &cx->vh->n_locs, loc);
-    cx->loc = loc;
-    cx->level = PT_CTX_LOCATION;
-    modules_create(cx);
-    return pt_conf_parse_block(cx);
-}
-
-extern const struct pt_handler_ops pt_proxy_handler;
-
-static int
-set_proxy_pass(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
-{
-    struct pt_location *loc = cx->loc;
-
-    if (loc->handler != NULL)
-        return pt_conf_error(cx, 0, "location \"%s\" already has a handler", loc->path);
-    loc->upstream_name = cx->args[1];
-    loc->pass_line = cx->lines[1];
-    loc->pass_col = cx->cols[1];
-    loc->handler = &pt_proxy_handler;
-    loc->handler_conf = loc;
-    return PT_OK;
-}
-
-static int
-set_up_str(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
-{
-    const char **f = (const char **)((char *)conf + d->offset);
-
-    if (*f != NULL)
-        return already_set(cx);
-    *f = cx->args[1];
-    return PT_OK;
-}
-
-static const int64_t max_requests = 1000000000;
-static const int64_t max_keepalive = 100000;
-static const int64_t max_headers = 10000;
-static const int64_t max_streams = 100000;
-
-#define HTTP_CTX (PT_CTX_MAIN | PT_CTX_SERVER)
-#define HOFF(f) offsetof(struct pt_http_conf, f)
-#define UOFF(f) offsetof(struct pt_upstream, f)
 
 const struct pt_directive pt_core_directives[] = {
+    {"pid", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_pid, 0, NULL},
     {"workers", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_workers, 0, NULL},
     {"error_log", PT_CTX_MAIN, 1, 2, 0, PT_BASE_MAIN, set_error_log, 0, NULL},
     {"shutdown_timeout", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, pt_set_msec,
      offsetof(struct pt_conf, shutdown_timeout), NULL},
     {"max_connections", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_max_connections, 0, NULL},
-    {"upstream", PT_CTX_MAIN, 1, 1, 1, PT_BASE_NONE, set_upstream_block, 0, NULL},
-    {"server", PT_CTX_MAIN, 0, 0, 1, PT_BASE_NONE, set_server_block, 0, NULL},
-    {"server", PT_CTX_UPSTREAM, 1, 5, 0, PT_BASE_NONE, set_upstream_server, 0, NULL},
-    {"balance", PT_CTX_UPSTREAM, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_balance, 0, NULL},
-    {"protocol", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_NONE, set_protocol, 0, NULL},
-    {"keepalive", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_count, UOFF(keepalive),
-     &max_keepalive},
-    {"keepalive_timeout", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_msec,
-     UOFF(keepalive_timeout), NULL},
-    {"keepalive_requests", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_count,
-     UOFF(keepalive_requests), &max_requests},
-    {"connect_timeout", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_msec,
-     UOFF(connect_timeout), NULL},
-    {"read_timeout", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_msec, UOFF(read_timeout),
-     NULL},
-    {"send_timeout", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_msec, UOFF(send_timeout),
-     NULL},
-    {"tls", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_flag, UOFF(tls), NULL},
-    {"tls_verify", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_flag, UOFF(tls_verify),
-     NULL},
-    {"tls_trusted_certificate", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, set_up_str,
-     UOFF(tls_trusted), NULL},
-    {"tls_sni", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, set_up_str, UOFF(tls_sni), NULL},
-    {"max_response_header_size", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_size,
-     UOFF(max_response_header_size), NULL},
-    {"listen", PT_CTX_SERVER, 1, 3, 0, PT_BASE_NONE, set_listen, 0, NULL},
-    {"server_name", PT_CTX_SERVER, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_server_name, 0, NULL},
-    {"location", PT_CTX_SERVER, 1, 2, 1, PT_BASE_NONE, set_location_block, 0, NULL},
-    {"proxy_pass", PT_CTX_LOCATION, 1, 1, 0, PT_BASE_NONE, set_proxy_pass, 0, NULL},
-    {"client_header_timeout", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_msec,
-     HOFF(client_header_timeout), NULL},
-    {"client_body_timeout", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_msec,
-     HOFF(client_body_timeout), NULL},
-    {"keepalive_timeout", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_msec, HOFF(keepalive_timeout),
-     NULL},
-    {"keepalive_requests", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_count,
-     HOFF(keepalive_requests), &max_requests},
-    {"send_timeout", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_msec, HOFF(send_timeout), NULL},
-    {"client_max_body_size", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_HTTP, pt_set_size,
-     HOFF(client_max_body_size), NULL},
-    {"client_max_header_size", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_size,
-     HOFF(client_max_header_size), NULL},
-    {"client_max_uri_size", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_size,
-     HOFF(client_max_uri_size), NULL},
-    {"client_max_headers", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_count,
-     HOFF(client_max_headers), &max_headers},
-    {"http2_max_concurrent_streams", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_count,
-     HOFF(http2_max_concurrent_streams), &max_streams},
-    {"http2_initial_window_size", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_size,
-     HOFF(http2_initial_window_size), NULL},
-    {"x_forwarded", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_flag, HOFF(x_forwarded), NULL},
-    {"forwarded", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_flag, HOFF(forwarded), NULL},
-    {"via", HTTP_CTX, 1, 1, 0, PT_BASE_HTTP, pt_set_flag, HOFF(via), NULL},
-    {"trusted_proxies", HTTP_CTX, 1, PT_ARGS_MANY, 0, PT_BASE_HTTP, set_trusted, 0, NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 
+/* ---- listening addresses --------------------------------------------------------------- */
+
+/* True when two different listen addresses cannot both be bound: the same port and family,
+ * one of them the wildcard (0.0.0.0 or ::). IPv6 sockets are IPV6_V6ONLY, so [::]:P and
+ * 0.0.0.0:P do not overlap. */
+static bool
+addr_overlaps(const struct pt_addr *a, const struct pt_addr *b)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)&a->sa;
+    const struct sockaddr *sb = (const struct sockaddr *)&b->sa;
+
+    if (sa->sa_family != sb->sa_family)
+        return false;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)sa, *y = (const void *)sb;
+
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr != y->sin_addr.s_addr &&
+               (x->sin_addr.s_addr == htonl(INADDR_ANY) ||
+                y->sin_addr.s_addr == htonl(INADDR_ANY));
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)sa, *y = (const void *)sb;
+
+        return x->sin6_port == y->sin6_port &&
+               !IN6_ARE_ADDR_EQUAL(&x->sin6_addr, &y->sin6_addr) &&
+               (IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) ||
+                IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+    }
+    return false;
+}
+
+struct pt_listen *
+pt_conf_listen(struct pt_conf_ctx *cx, unsigned argi, const struct pt_addr *addr, int tls,
+               const struct pt_listen_proto *proto)
+{
+    struct pt_conf *c = cx->conf;
+    struct pt_listen *l;
+
+    for (unsigned i = 0; i < c->n_listens; i++) {
+        l = c->listens[i];
+        if (strcmp(l->addr.name, addr->name) != 0)
+            continue;
+        if (l->proto != proto) {
+            pt_conf_error(cx, argi, "listen %s is already used by %s", addr->name,
+                          l->proto->name);
+            return NULL;
+        }
+        if (l->tls != (unsigned)tls) {
+            pt_conf_error(cx, argi, "listen %s is used both with and without tls", addr->name);
+            return NULL;
+        }
+        return l;
+    }
+    for (unsigned i = 0; i < c->n_listens; i++) {
+        l = c->listens[i];
+        if (!addr_overlaps(&l->addr, addr))
+            continue;
+        /* the kernel would refuse the second bind (each is probed without SO_REUSEPORT), so
+         * the configuration cannot start: say so here, with both places */
+        pt_conf_error(cx, argi,
+                      "listen %s overlaps listen %s (line %d): the wildcard address already "
+                      "takes port %s on every address of its family; use one of them",
+                      addr->name, l->addr.name, l->line, strrchr(addr->name, ':') + 1);
+        return NULL;
+    }
+    l = pt_arena_calloc(&c->arena, sizeof(*l));
+    if (l == NULL || PUSH(&c->arena, &c->listens, &c->n_listens, l) != PT_OK) {
+        pt_conf_error(cx, argi, "out of memory");
+        return NULL;
+    }
+    l->addr = *addr;
+    l->line = cx->lines[argi];
+    l->col = cx->cols[argi];
+    l->index = c->n_listens - 1;
+    l->tls = tls ? 1 : 0;
+    l->proto = proto;
+    return l;
+}
+
 /* ---- merge and validate --------------------------------------------------------------- */
 
-#define MERGE(f, dflt)                                                                           \
-    do {                                                                                         \
-        if (child->f == PT_UNSET)                                                                \
-            child->f = parent != NULL ? parent->f : (dflt);                                      \
-    } while (0)
-
-static void
-http_conf_merge(const struct pt_http_conf *parent, struct pt_http_conf *child)
-{
-    MERGE(client_header_timeout, 10000);
-    MERGE(client_body_timeout, 60000);
-    MERGE(keepalive_timeout, 75000);
-    MERGE(send_timeout, 60000);
-    MERGE(keepalive_requests, 1000);
-    MERGE(client_max_body_size, 1024 * 1024);
-    MERGE(client_max_header_size, 16 * 1024);
-    MERGE(client_max_uri_size, 8 * 1024);
-    MERGE(client_max_headers, 100);
-    MERGE(http2_max_concurrent_streams, 128);
-    MERGE(http2_initial_window_size, 65535);
-    MERGE(x_forwarded, 1);
-    MERGE(forwarded, 1);
-    MERGE(via, 0);
-    if (child->n_trusted == PT_UNSET) {
-        child->trusted = parent != NULL ? parent->trusted : NULL;
-        child->n_trusted = parent != NULL ? parent->n_trusted : 0;
-    }
-}
-
-static void
-upstream_defaults(struct pt_upstream *up)
-{
-    if (up->keepalive == PT_UNSET)
-        up->keepalive = 128;
-    if (up->keepalive_timeout == PT_UNSET)
-        up->keepalive_timeout = 60000;
-    if (up->keepalive_requests == PT_UNSET)
-        up->keepalive_requests = 1000;
-    if (up->connect_timeout == PT_UNSET)
-        up->connect_timeout = 5000;
-    if (up->read_timeout == PT_UNSET)
-        up->read_timeout = 60000;
-    if (up->send_timeout == PT_UNSET)
-        up->send_timeout = 60000;
-    pt_resilience_defaults(&up->res);
-    if (up->tls == PT_UNSET)
-        up->tls = 0;
-    if (up->tls_verify == PT_UNSET)
-        up->tls_verify = 1;
-    if (up->max_response_header_size == PT_UNSET)
-        up->max_response_header_size = 64 * 1024;
-    if (up->lb == NULL)
-        up->lb = pt_module_find("round_robin", PT_MODULE_LB);
-}
-
-static void
-modules_merge(struct pt_conf_ctx *cx, void **parent, void **child)
+void
+pt_conf_modules_merge(struct pt_conf_ctx *cx, void **parent, void **child)
 {
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->conf_merge != NULL && child[i] != NULL)
             pt_modules[i]->conf_merge(cx, parent != NULL ? parent[i] : NULL, child[i]);
 }
 
+/* Main-level defaults, then each subsystem and module checks and completes its part (merging
+ * the blocks it owns), in registration order: lower layers first. */
 static void
 validate(struct pt_conf_ctx *cx)
 {
     struct pt_conf *c = cx->conf;
     struct pt_conf_parser *p = cx->p;
 
-    http_conf_merge(NULL, &c->http);
-    pt_tls_conf_merge(NULL, &c->tls);
-    modules_merge(cx, NULL, c->mod);
+    pt_conf_modules_merge(cx, NULL, c->mod);
     if (c->shutdown_timeout == PT_UNSET)
         c->shutdown_timeout = 10000;
     if (c->max_connections == PT_UNSET) {
         c->max_connections = PT_MAX_CONNECTIONS_DEFAULT;
         c->max_connections_auto = 1;
     }
-    for (unsigned i = 0; i < c->n_upstreams; i++) {
-        struct pt_upstream *up = c->upstreams[i];
-
-        if (up->h2c && up->tls == 1)
-            perr(p, up->line, up->col,
-                 "upstream \"%s\": protocol h2c is cleartext; with \"tls on\" use h2", up->name);
-        upstream_defaults(up);
-        if (up->n_servers == 0)
-            perr(p, up->line, up->col, "upstream \"%s\" has no servers", up->name);
-        cx->level = PT_CTX_UPSTREAM;
-        cx->up = up;
-        modules_merge(cx, c->mod, up->mod);
+    for (unsigned i = 0; pt_modules[i] != NULL; i++) {
+        if (pt_modules[i]->conf_validate == NULL)
+            continue;
+        cx->level = PT_CTX_MAIN;
+        cx->block = NULL;
+        cx->slots = c->mod;
+        pt_modules[i]->conf_validate(cx);
     }
-    for (unsigned i = 0; i < c->n_vhosts; i++) {
-        struct pt_vhost *vh = c->vhosts[i];
-
-        http_conf_merge(&c->http, &vh->http);
-        pt_tls_conf_merge(&c->tls, &vh->tls);
-        if (vh->http.http2_initial_window_size > 2147483647 ||
-            vh->http.http2_max_concurrent_streams == 0)
-            perr(p, vh->line, vh->col,
-                 "http2_initial_window_size must be at most 2147483647 and "
-                 "http2_max_concurrent_streams at least 1");
-        cx->level = PT_CTX_SERVER;
-        cx->vh = vh;
-        modules_merge(cx, c->mod, vh->mod);
-        if (vh->n_listen == 0)
-            perr(p, vh->line, vh->col, "server block has no \"listen\" directive");
-        for (unsigned j = 0; j < vh->n_locs; j++) {
-            struct pt_location *loc = vh->locs[j];
-
-            http_conf_merge(&vh->http, &loc->http);
-            cx->level = PT_CTX_LOCATION;
-            cx->loc = loc;
-            modules_merge(cx, vh->mod, loc->mod);
-            if (loc->handler == NULL) {
-                perr(p, loc->line, loc->col,
-                     "location \"%s\" has no handler (proxy_pass or return)", loc->path);
-                continue;
-            }
-            if (loc->upstream_name == NULL)
-                continue;
-            for (unsigned k = 0; k < c->n_upstreams; k++)
-                if (strcmp(c->upstreams[k]->name, loc->upstream_name) == 0)
-                    loc->upstream = c->upstreams[k];
-            if (loc->upstream == NULL)
-                perr(p, loc->pass_line, loc->pass_col, "proxy_pass to undefined upstream \"%s\"",
-                     loc->upstream_name);
-        }
-    }
-    if (c->n_vhosts == 0 && p->nerrors == 0)
+    if (c->n_listens == 0 && p->nerrors == 0)
         perr(p, 1, 1, "no \"server\" block: portico would not listen anywhere");
 }
 
@@ -1387,8 +1029,6 @@ load(const char *name, const char *text, size_t len, FILE *errout, struct pt_err
     c->error_log_level = PT_UNSET;
     c->shutdown_timeout = PT_UNSET;
     c->max_connections = PT_UNSET;
-    http_conf_unset(&c->http);
-    pt_tls_conf_unset(&c->tls);
     p.file = name;
     p.text = text;
     p.len = len;
@@ -1398,6 +1038,7 @@ load(const char *name, const char *text, size_t len, FILE *errout, struct pt_err
     p.err = err;
     cx.conf = c;
     cx.level = PT_CTX_MAIN;
+    cx.slots = c->mod;
     cx.file = c->path;
     cx.p = &p;
     modules_create(&cx);
@@ -1411,8 +1052,6 @@ load(const char *name, const char *text, size_t len, FILE *errout, struct pt_err
     }
     if (c->error_log_level == PT_UNSET)
         c->error_log_level = PT_LOG_NOTICE;
-    if (p.nerrors == 0)
-        p.nerrors += pt_tls_conf_finish(c, errout, err);
     if (p.nerrors == 0) {
         for (unsigned i = 0; pt_modules[i] != NULL; i++) {
             struct pt_err merr;
@@ -1432,6 +1071,8 @@ load(const char *name, const char *text, size_t len, FILE *errout, struct pt_err
         pt_conf_unref(c);
         return NULL;
     }
+    c->loaded_at = time(NULL);
+    atomic_fetch_add_explicit(&generations_live, 1, memory_order_relaxed);
     return c;
 }
 
@@ -1477,6 +1118,12 @@ pt_conf_load(const char *path, FILE *errout, struct pt_err *err)
     return c;
 }
 
+unsigned
+pt_conf_generations_live(void)
+{
+    return atomic_load_explicit(&generations_live, memory_order_relaxed);
+}
+
 void
 pt_conf_ref(struct pt_conf *c)
 {
@@ -1488,10 +1135,10 @@ pt_conf_unref(struct pt_conf *c)
 {
     if (c == NULL || atomic_fetch_sub_explicit(&c->_refs, 1, memory_order_acq_rel) != 1)
         return;
+    atomic_fetch_sub_explicit(&generations_live, 1, memory_order_relaxed);
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->conf_release != NULL)
             pt_modules[i]->conf_release(c);
-    pt_tls_conf_release(c);
     pt_arena_free(&c->arena);
     free(c);
 }

@@ -17,16 +17,46 @@ struct pt_conf *pt_conf_load(const char *path, FILE *errout, struct pt_err *err)
 struct pt_conf *pt_conf_load_string(const char *name, const char *text, FILE *errout,
                                     struct pt_err *err);
 void pt_conf_ref(struct pt_conf *c);
+/* Snapshots alive now: the current one and those that exchanges, connections or tunnels still
+ * hold after a reload. Any thread. */
+unsigned pt_conf_generations_live(void);
 /* Drops a reference; the last one releases module resources and the arena. Any thread. */
 void pt_conf_unref(struct pt_conf *c);
 
 /* For directive setters: report an error at argument i (0 = the directive name). Returns PT_ERR. */
 int pt_conf_error(struct pt_conf_ctx *cx, unsigned i, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Reports an error at a position of the file being loaded (validation of a block recorded
+ * earlier). Returns PT_ERR. */
+int pt_conf_error_at(struct pt_conf_ctx *cx, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Reports something that works but is probably not what was meant, as
+ * "file:line:col: warning: message"; the configuration still loads. Returns PT_OK. */
+int pt_conf_warn_at(struct pt_conf_ctx *cx, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* "\"NAME\" directive is duplicate" at the directive. Returns PT_ERR. */
+int pt_conf_duplicate(struct pt_conf_ctx *cx);
+/* Errors reported so far. */
+unsigned pt_conf_nerrors(const struct pt_conf_ctx *cx);
+/* Opens a block from its directive's setter: the block's object and its module slots (the
+ * modules' conf_create runs for the level), then parses the block's body. The parser restores
+ * cx when the setter returns. Returns PT_OK or PT_ERR. */
+int pt_conf_block_open(struct pt_conf_ctx *cx, unsigned level, void *block, void **slots);
 /* Parses the body of a block just opened; the setter has already switched cx to the new level. */
 int pt_conf_parse_block(struct pt_conf_ctx *cx);
-/* The module's conf slot array of the current level. */
+/* The module slot array of the current level. */
 void **pt_conf_mod_slots(struct pt_conf_ctx *cx);
+/* Runs every module's conf_merge from a parent level's slots to a child's (parent NULL: the
+ * main level, defaults). Called by whoever owns the child block, in its conf_validate. */
+void pt_conf_modules_merge(struct pt_conf_ctx *cx, void **parent, void **child);
+/* Appends item to an arena-allocated array of pointers (*arr, *n). PT_OK or PT_ERR. */
+int pt_conf_push(struct pt_arena *a, void ***arr, unsigned *n, void *item);
+#define PT_CONF_PUSH(a, arr, n, item) pt_conf_push((a), (void ***)(arr), (n), (item))
+/* The listening address addr of protocol proto, shared by every block that listens there: made
+ * on first use; an error (at argument argi) when it is already used by another protocol or
+ * with another tls flag. NULL after reporting. */
+struct pt_listen *pt_conf_listen(struct pt_conf_ctx *cx, unsigned argi, const struct pt_addr *addr,
+                                 int tls, const struct pt_listen_proto *proto);
 
 /* Generic setters; `offset` is relative to the directive's base, `arg` as noted. */
 pt_directive_set_cb pt_set_flag;  /* on|off into int */

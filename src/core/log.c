@@ -72,6 +72,18 @@ pt_log_reopen(struct pt_err *err)
     return PT_OK;
 }
 
+const char *
+pt_log_level_name(int level)
+{
+    return level >= 0 && level < (int)PT_ARRAY_LEN(level_names) ? level_names[level] : "?";
+}
+
+void
+pt_log_set_level(enum pt_log_level level)
+{
+    __atomic_store_n(&pt__log_level, (int)level, __ATOMIC_RELAXED);
+}
+
 void
 pt_log_set_thread_tag(const char *tag)
 {

@@ -17,6 +17,10 @@ int pt_log_open(const char *path, enum pt_log_level level, struct pt_err *err);
 int pt_log_reopen(struct pt_err *err);
 /* Parses a level name; returns -1 when unknown. */
 int pt_log_level_parse(const char *name);
+/* A level's name ("notice"). */
+const char *pt_log_level_name(int level);
+/* Changes the level (a reload). Any thread. */
+void pt_log_set_level(enum pt_log_level level);
 /* Sets the per-thread tag printed on each line, e.g. "w0" or "main". */
 void pt_log_set_thread_tag(const char *tag);
 void pt_log(enum pt_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -24,7 +28,7 @@ void pt_log(enum pt_log_level level, const char *fmt, ...) __attribute__((format
 static inline bool
 pt_log_on(enum pt_log_level level)
 {
-    return (int)level <= pt__log_level;
+    return (int)level <= __atomic_load_n(&pt__log_level, __ATOMIC_RELAXED);
 }
 
 #ifdef PT_NO_DEBUG_LOG

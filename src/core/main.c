@@ -2,6 +2,7 @@
 /* portico entry point: command line, configuration, workers, and the main loop that owns
  * signals. */
 #include <errno.h>
+#include <fcntl.h>
 #include <ev.h>
 #include <getopt.h>
 #include <llhttp.h>
@@ -15,11 +16,14 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "core/arena.h"
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/notify.h"
 #include "core/worker.h"
+#include "http/explain.h"
 #include "net/tls.h"
 #include "upstream/resilience.h"
 
@@ -33,14 +37,25 @@
 
 static struct pt_runtime runtime;
 static int stopping;
+static const char *conf_path;
+static rlim_t nofile = RLIM_INFINITY; /* the descriptor limit in force (raise_nofile) */
+static int reload_again;              /* a SIGHUP came while a reload was in progress */
+static ev_async reload_switched;
 
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: portico [-c FILE] [-t] [-v]\n"
-               "  -c FILE  configuration file (default " PT_DEFAULT_CONF ")\n"
-               "  -t       check the configuration and exit\n"
-               "  -v       print versions of portico and its libraries\n");
+    fprintf(f, "usage: portico [-c FILE] [-t [-v]] [-v] [-s SIGNAL]\n"
+               "       portico explain [-c FILE] [-H 'Name: value']... [--from ADDR] "
+               "'METHOD URL'\n"
+               "  -c FILE    configuration file (default " PT_DEFAULT_CONF ")\n"
+               "  -t         check the configuration and exit; with -v, print the routing "
+               "table\n"
+               "  -v         print versions of portico and its libraries\n"
+               "  -s SIGNAL  tell the running portico (its `pid` file): reload, reopen, stop "
+               "or quit\n"
+               "  explain    say where a request would go and what the backend would receive,\n"
+               "             without sending anything (portico explain -h)\n");
 }
 
 static void
@@ -57,60 +72,323 @@ versions(void)
     printf("\n");
 }
 
+/* max_connections, when not configured, is lowered to what the descriptor limit allows (a
+ * client and a backend descriptor per connection, plus a listening socket per address per
+ * worker); when configured above it, a warning says so once. Main thread. */
+static void
+fit_max_connections(struct pt_conf *c)
+{
+    unsigned long long need = (unsigned long long)c->workers *
+                                  (unsigned long long)c->max_connections * 2 +
+                              (unsigned long long)c->n_listens * c->workers + PT_FD_MARGIN;
+
+    if (nofile == RLIM_INFINITY || need <= nofile)
+        return;
+    if (c->max_connections_auto) {
+        /* not configured: take what the limit allows rather than warn about a default */
+        unsigned long long room = (unsigned long long)c->n_listens * c->workers + PT_FD_MARGIN;
+        unsigned long long fit = nofile > room ? (nofile - room) / (2ULL * c->workers) : 0;
+
+        c->max_connections = (int64_t)(fit < 16 ? 16 : fit);
+        pt_log(PT_LOG_NOTICE, "max_connections %lld per worker, to fit the descriptor limit",
+               (long long)c->max_connections);
+        return;
+    }
+    pt_log(PT_LOG_WARN,
+           "file descriptor limit %llu is below the %llu that %u worker(s) x "
+           "max_connections %lld may need (a client and a backend descriptor per "
+           "connection); past it accepts pause on EMFILE: raise LimitNOFILE / ulimit -n "
+           "or lower max_connections",
+           (unsigned long long)nofile, need, c->workers, (long long)c->max_connections);
+}
+
 /* Raises the soft RLIMIT_NOFILE to the hard limit, which any process may do: a worker out of
  * descriptors only pauses its accepts (see on_accept), but every descriptor it lacks is a
- * client kept waiting. Logs the resulting figure, and warns once when the configuration may
- * need more: a client and a backend descriptor per connection, workers x max_connections of
- * them, plus a listening socket per address per worker. Main thread, after the log is open. */
+ * client kept waiting. Logs the resulting figure. Main thread, after the log is open. */
 static void
 raise_nofile(struct pt_conf *c)
 {
     struct rlimit rl;
-    unsigned long long need;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
         int e = errno;
 
         pt_log(PT_LOG_WARN, "getrlimit(RLIMIT_NOFILE) failed: %s", strerror(e));
-    } else {
-        if (rl.rlim_cur < rl.rlim_max) {
-            struct rlimit raised = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
-
-            if (setrlimit(RLIMIT_NOFILE, &raised) == -1) {
-                int e = errno;
-
-                pt_log(PT_LOG_WARN, "cannot raise the file descriptor limit from %llu to %llu: %s",
-                       (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
-                       strerror(e));
-            } else {
-                rl.rlim_cur = rl.rlim_max;
-            }
-        }
-        pt_log(PT_LOG_NOTICE, "file descriptor limit: %llu", (unsigned long long)rl.rlim_cur);
-        need = (unsigned long long)c->workers * (unsigned long long)c->max_connections * 2 +
-               (unsigned long long)c->n_listens * c->workers + PT_FD_MARGIN;
-        if (c->max_connections_auto && rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur) {
-            /* not configured: take what the limit allows rather than warn about a default */
-            unsigned long long room = (unsigned long long)c->n_listens * c->workers +
-                                      PT_FD_MARGIN;
-            unsigned long long fit = rl.rlim_cur > room ? (rl.rlim_cur - room) /
-                                                              (2ULL * c->workers)
-                                                        : 0;
-
-            c->max_connections = (int64_t)(fit < 16 ? 16 : fit);
-            pt_log(PT_LOG_NOTICE, "max_connections %lld per worker, to fit the descriptor limit",
-                   (long long)c->max_connections);
-            need = 0;
-        }
-        if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur)
-            pt_log(PT_LOG_WARN,
-                   "file descriptor limit %llu is below the %llu that %u worker(s) x "
-                   "max_connections %lld may need (a client and a backend descriptor per "
-                   "connection); past it accepts pause on EMFILE: raise LimitNOFILE / ulimit -n "
-                   "or lower max_connections",
-                   (unsigned long long)rl.rlim_cur, need, c->workers,
-                   (long long)c->max_connections);
+        return;
     }
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+
+        if (setrlimit(RLIMIT_NOFILE, &raised) == -1) {
+            int e = errno;
+
+            pt_log(PT_LOG_WARN, "cannot raise the file descriptor limit from %llu to %llu: %s",
+                   (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+                   strerror(e));
+        } else {
+            rl.rlim_cur = rl.rlim_max;
+        }
+    }
+    pt_log(PT_LOG_NOTICE, "file descriptor limit: %llu", (unsigned long long)rl.rlim_cur);
+    nofile = rl.rlim_cur;
+    fit_max_connections(c);
+}
+
+/* ---- pid file ---------------------------------------------------------------------------- */
+
+static int
+pid_write(const char *path)
+{
+    char tmp[4096], line[32];
+    int fd, n;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+        pt_log(PT_LOG_ERROR, "pid file name too long: %s", path);
+        return PT_ERR;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd == -1) {
+        int e = errno;
+
+        pt_log(PT_LOG_ERROR, "cannot write pid file %s: %s", path, strerror(e));
+        return PT_ERR;
+    }
+    n = snprintf(line, sizeof(line), "%ld\n", (long)getpid());
+    if (write(fd, line, (size_t)n) != n || close(fd) != 0 || rename(tmp, path) != 0) {
+        int e = errno;
+
+        pt_log(PT_LOG_ERROR, "cannot write pid file %s: %s", path, strerror(e));
+        unlink(tmp);
+        return PT_ERR;
+    }
+    return PT_OK;
+}
+
+/* Removes the pid file if it still names this process (another portico may have taken it). */
+static void
+pid_remove(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    long pid = 0;
+
+    if (f == NULL)
+        return;
+    if (fscanf(f, "%ld", &pid) == 1 && pid == (long)getpid())
+        unlink(path);
+    fclose(f);
+}
+
+/* portico -s SIGNAL: the running process is the one the configuration's pid file names. */
+static int
+send_signal(const char *path, const char *name)
+{
+    static const struct {
+        const char *name;
+        int sig;
+    } sigs[] = {{"reload", SIGHUP}, {"reopen", SIGUSR1}, {"stop", SIGTERM}, {"quit", SIGTERM}};
+    struct pt_err err = {{0}};
+    struct pt_conf *conf;
+    int sig = 0;
+    char buf[64];
+    uint64_t pid;
+    FILE *f;
+
+    for (unsigned i = 0; i < PT_ARRAY_LEN(sigs); i++)
+        if (strcmp(sigs[i].name, name) == 0)
+            sig = sigs[i].sig;
+    if (sig == 0) {
+        fprintf(stderr, "portico: unknown signal \"%s\" (reload, reopen, stop, quit)\n", name);
+        return 2;
+    }
+    conf = pt_conf_load(path, stderr, &err);
+    if (conf == NULL)
+        return 1;
+    if (conf->pid_file == NULL) {
+        fprintf(stderr, "portico: %s has no \"pid\" directive: cannot find the running "
+                        "process (send %s with kill, or systemctl)\n", path, name);
+        pt_conf_unref(conf);
+        return 1;
+    }
+    f = fopen(conf->pid_file, "r");
+    if (f == NULL) {
+        fprintf(stderr, "portico: cannot open pid file %s: %s\n", conf->pid_file,
+                strerror(errno));
+        pt_conf_unref(conf);
+        return 1;
+    }
+    if (fgets(buf, sizeof(buf), f) == NULL) {
+        buf[0] = '\0';
+    }
+    fclose(f);
+    buf[strcspn(buf, "\n")] = '\0';
+    if (pt_parse_uint(buf, INT32_MAX, &pid) != PT_OK || pid < 2) {
+        fprintf(stderr, "portico: pid file %s does not hold a process id\n", conf->pid_file);
+        pt_conf_unref(conf);
+        return 1;
+    }
+    if (kill((pid_t)pid, sig) == -1) {
+        fprintf(stderr, "portico: kill(%llu, %s): %s\n", (unsigned long long)pid, name, strerror(errno));
+        pt_conf_unref(conf);
+        return 1;
+    }
+    pt_conf_unref(conf);
+    return 0;
+}
+
+/* ---- reload -------------------------------------------------------------------------------- */
+
+/* Settings a reload cannot change in a running process: the new snapshot takes the running
+ * values, and the log says which were ignored. */
+static void
+keep_process_settings(struct pt_conf *c, const struct pt_conf *old)
+{
+    if (c->workers != old->workers) {
+        pt_log(PT_LOG_WARN, "reload: workers %u needs a restart; keeping %u", c->workers,
+               old->workers);
+        c->workers = old->workers;
+    }
+    if (!pt_str_eq(c->error_log, old->error_log)) {
+        pt_log(PT_LOG_WARN, "reload: error_log %s needs a restart; still logging to %s",
+               c->error_log != NULL ? c->error_log : "stderr",
+               old->error_log != NULL ? old->error_log : "stderr");
+        /* the new snapshot's own copy: the old one's arena goes with it */
+        c->error_log = old->error_log != NULL ? pt_arena_strdup(&c->arena, old->error_log)
+                                              : NULL;
+    }
+    if (c->error_log_level != old->error_log_level) {
+        pt_log(PT_LOG_NOTICE, "reload: error_log level %s", pt_log_level_name(c->error_log_level));
+        pt_log_set_level((enum pt_log_level)c->error_log_level);
+    }
+}
+
+/* Logs each line the loader wrote (file:line:col: message) as an error, or a warning. */
+static void
+log_lines(char *text, size_t len)
+{
+    char *p = text, *end = text + len;
+
+    while (p < end) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl != NULL ? (size_t)(nl - p) : (size_t)(end - p);
+
+        if (n > 0)
+            pt_log(memmem(p, n, ": warning: ", 11) != NULL ? PT_LOG_WARN : PT_LOG_ERROR,
+                   "reload: %.*s", (int)n, p);
+        p += n + 1;
+    }
+}
+
+static void
+reload(struct ev_loop *loop)
+{
+    struct pt_err err = {{0}};
+    struct pt_conf *old = runtime.conf, *conf;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *errout;
+
+    if (stopping)
+        return;
+    if (pt_runtime_reloading(&runtime)) {
+        pt_log(PT_LOG_NOTICE, "reload: the previous one is still switching workers; "
+               "reloading again once it is done");
+        reload_again = 1;
+        return;
+    }
+    pt_log(PT_LOG_NOTICE, "reloading %s", conf_path);
+    pt_notify_reloading();
+    errout = open_memstream(&text, &len);
+    conf = pt_conf_load(conf_path, errout != NULL ? errout : stderr, &err);
+    if (errout != NULL)
+        fclose(errout);
+    if (conf == NULL) {
+        log_lines(text, len);
+        if (len == 0)
+            pt_log(PT_LOG_ERROR, "reload: %s", err.msg);
+        runtime.reloads_failed++;
+        pt_log(PT_LOG_ERROR, "reload failed: still serving configuration generation %u",
+               old->generation);
+        free(text);
+        pt_notify_ready("reload failed: still serving the previous configuration");
+        return;
+    }
+    log_lines(text, len); /* warnings */
+    free(text);
+    keep_process_settings(conf, old);
+    fit_max_connections(conf);
+    for (unsigned i = 0; pt_modules[i] != NULL; i++)
+        if (pt_modules[i]->conf_adopt != NULL)
+            pt_modules[i]->conf_adopt(conf, old);
+    pt_health_stop();
+    conf->generation = old->generation + 1; /* before the workers see it */
+    pt_tls_use_conf(conf);                  /* its ticket keys, for every new handshake */
+    if (pt_runtime_reload(&runtime, conf, &err) != PT_OK) {
+        pt_tls_use_conf(old);
+        pt_log(PT_LOG_ERROR, "reload: %s", err.msg);
+        pt_log(PT_LOG_ERROR, "reload failed: still serving configuration generation %u",
+               old->generation);
+        runtime.reloads_failed++;
+        pt_conf_unref(conf);
+        conf = old;
+    }
+    if (conf != old) {
+        for (unsigned i = 0; i < conf->n_listens; i++) {
+            unsigned j;
+
+            for (j = 0; j < old->n_listens; j++)
+                if (strcmp(old->listens[j]->addr.name, conf->listens[i]->addr.name) == 0)
+                    break;
+            if (j == old->n_listens)
+                pt_log(PT_LOG_NOTICE, "listening on %s", conf->listens[i]->addr.name);
+        }
+        for (unsigned j = 0; j < old->n_listens; j++) {
+            unsigned i;
+
+            for (i = 0; i < conf->n_listens; i++)
+                if (strcmp(old->listens[j]->addr.name, conf->listens[i]->addr.name) == 0)
+                    break;
+            if (i == conf->n_listens)
+                pt_log(PT_LOG_NOTICE, "no longer listening on %s", old->listens[j]->addr.name);
+        }
+        if (conf->pid_file != NULL &&
+            (old->pid_file == NULL || strcmp(conf->pid_file, old->pid_file) != 0)) {
+            if (pid_write(conf->pid_file) == PT_OK && old->pid_file != NULL)
+                pid_remove(old->pid_file);
+        } else if (conf->pid_file == NULL && old->pid_file != NULL) {
+            pid_remove(old->pid_file);
+        }
+        pt_log(PT_LOG_NOTICE, "reloaded: configuration generation %u", conf->generation);
+    }
+    if (pt_health_start(loop, conf, &err) != PT_OK)
+        pt_log(PT_LOG_ERROR, "reload: %s", err.msg);
+    {
+        char status[128];
+
+        snprintf(status, sizeof(status), "configuration generation %u", conf->generation);
+        pt_notify_ready(status);
+    }
+}
+
+static void
+on_reload_switched(struct ev_loop *loop, ev_async *a, int revents)
+{
+    if (!pt_runtime_reloading(&runtime) && runtime.old_conf != NULL)
+        pt_runtime_reload_done(&runtime);
+    if (reload_again && !pt_runtime_reloading(&runtime)) {
+        reload_again = 0;
+        reload(loop);
+    }
+}
+
+/* systemd (Type=notify): ready once the listeners are open and the workers run */
+static void
+notify_started(const char *path)
+{
+    char status[512];
+
+    snprintf(status, sizeof(status), "portico %s: %u worker(s), config %s", PACKAGE_VERSION,
+             runtime.n_workers, path);
+    pt_notify_ready(status);
 }
 
 static void
@@ -119,6 +397,7 @@ on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     if (stopping)
         return;
     stopping = 1;
+    pt_notify_stopping();
     pt_log(PT_LOG_NOTICE, "%s: stopping gracefully (shutdown_timeout %lldms)",
            strsignal(w->signum), (long long)runtime.conf->shutdown_timeout);
     pt_runtime_stop(&runtime);
@@ -148,21 +427,26 @@ on_ticket_rotate(struct ev_loop *loop, ev_timer *t, int revents)
 static void
 on_hup_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    pt_log(PT_LOG_WARN, "SIGHUP: configuration reload is not supported yet; ignoring");
+    reload(loop);
 }
 
 int
 main(int argc, char **argv)
 {
-    const char *path = PT_DEFAULT_CONF;
-    int test = 0, opt;
+    const char *path = PT_DEFAULT_CONF, *signame = NULL;
+    int test = 0, verbose = 0, opt;
     struct pt_err err = {{0}};
     struct pt_conf *conf;
     struct ev_loop *loop;
     ev_signal sig_term, sig_int, sig_usr1, sig_hup;
     ev_timer ticket_timer;
 
-    while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
+    if (argc > 1 && strcmp(argv[1], "explain") == 0) {
+        if (pt_modules_init() != PT_OK)
+            return 1;
+        return pt_explain_main(argc - 1, argv + 1, PT_DEFAULT_CONF);
+    }
+    while ((opt = getopt(argc, argv, "c:s:tvh")) != -1) {
         switch (opt) {
         case 'c':
             path = optarg;
@@ -170,11 +454,12 @@ main(int argc, char **argv)
         case 't':
             test = 1;
             break;
+        case 's':
+            signame = optarg;
+            break;
         case 'v':
-            if (pt_modules_init() != PT_OK)
-                return 1;
-            versions();
-            return 0;
+            verbose = 1;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -189,13 +474,23 @@ main(int argc, char **argv)
     }
     if (pt_modules_init() != PT_OK)
         return 1;
+    if (verbose && !test) {
+        versions();
+        return 0;
+    }
+    if (signame != NULL)
+        return send_signal(path, signame);
+    conf_path = path;
     conf = pt_conf_load(path, stderr, &err);
     if (conf == NULL) {
         if (test)
             fprintf(stderr, "portico: configuration file %s test failed\n", path);
         return 1;
     }
+    conf->generation = 1;
     if (test) {
+        if (verbose)
+            pt_http_routes_print(conf, stdout);
         printf("portico: configuration file %s test is successful\n", path);
         pt_conf_unref(conf);
         return 0;
@@ -210,11 +505,16 @@ main(int argc, char **argv)
         pt_log(PT_LOG_EMERG, "%s", err.msg);
         return 1;
     }
+    pt_tls_use_conf(conf);
     if (pt_runtime_listen(&runtime, conf, &err) != PT_OK) {
         pt_log(PT_LOG_EMERG, "%s", err.msg);
         return 1;
     }
     loop = ev_default_loop(EVFLAG_AUTO);
+    ev_async_init(&reload_switched, on_reload_switched);
+    ev_async_start(loop, &reload_switched);
+    runtime.main_loop = loop;
+    runtime.switched = &reload_switched;
     ev_signal_init(&sig_term, on_stop_signal, SIGTERM);
     ev_signal_init(&sig_int, on_stop_signal, SIGINT);
     ev_signal_init(&sig_usr1, on_reopen_signal, SIGUSR1);
@@ -236,9 +536,18 @@ main(int argc, char **argv)
     }
     for (unsigned i = 0; i < conf->n_listens; i++)
         pt_log(PT_LOG_NOTICE, "listening on %s", conf->listens[i]->addr.name);
+    if (conf->pid_file != NULL && pid_write(conf->pid_file) != PT_OK)
+        return 1;
     pt_log(PT_LOG_NOTICE, "portico %s started with %u worker(s), config %s", PACKAGE_VERSION,
            runtime.n_workers, path);
+    notify_started(path);
     ev_run(loop, 0);
+    {
+        const char *pid_file = runtime.conf->pid_file;
+
+        if (pid_file != NULL)
+            pid_remove(pid_file);
+    }
     pt_runtime_join(&runtime);
     pt_log(PT_LOG_NOTICE, "stopped");
     return 0;

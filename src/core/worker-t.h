@@ -5,6 +5,7 @@
 
 #include <ev.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "core/buf-t.h"
@@ -27,29 +28,30 @@ struct pt_reapable {
     void (*free)(struct pt_reapable *r);
 };
 
-/* Per worker, per upstream server: the idle pool and counters. Owner: worker. */
-struct pt_wserver {
-    struct pt_server *srv;
-    struct pt_list idle; /* struct pt_bconn, most recently used first */
-    unsigned n_idle;
-    struct pt_list h2;   /* HTTP/2 backend connections (protocol h2) */
-    void *tls_session;   /* SSL_SESSION to resume on the next TLS connection */
-    unsigned n_active;
-    uint64_t requests;
-    uint64_t failures;
+/* A client connection as its worker sees it, whatever its protocol: it is on w->conns and can
+ * be told to drain or to close. Embedded in each protocol's connection struct; the worker never
+ * knows which protocol it is. */
+struct pt_conn;
+struct pt_conn_ops {
+    /* Graceful stop: take no new request on this connection, finish what is in flight (and
+     * close when done). May close the connection at once. */
+    void (*drain)(struct pt_conn *c);
+    /* The worker's loop has ended: close now. Must call pt_worker_conn_closed(). */
+    void (*close)(struct pt_conn *c);
+    /* A reload: w->conf is the new snapshot. The connection moves its own references to it
+     * (its listening address, by name), or finishes what it does on the old one and closes.
+     * May be NULL (the connection holds nothing of the snapshot). */
+    void (*reload)(struct pt_conn *c, struct pt_conf *conf);
+};
+struct pt_conn {
+    struct pt_list link; /* in w->conns */
+    const struct pt_conn_ops *ops;
 };
 
-/* Per worker, per upstream: balancer state and servers. Owner: worker. */
-struct pt_wupstream {
-    struct pt_upstream *up;
-    struct pt_wserver *servers; /* n = up->n_servers */
-    void *lb_state;             /* owned by the lb module (group_init / group_fini) */
-    struct pt_worker *w;
-    double retry_tokens;        /* retry budget: +budget% per request, -1 per retry, cap 10 */
-    uint64_t retries_denied;
-    struct pt_list queue;       /* exchanges waiting for a server under max_conns */
-    unsigned n_queued;
-    ev_timer queue_poll;        /* retries the queue while it is not empty */
+/* A function a worker runs on its own thread, posted from another (pt_runtime_post). */
+struct pt_post {
+    void (*fn)(struct pt_worker *w, void *arg);
+    void *arg;
 };
 
 /* Why a worker's accept watchers are stopped (any bit set: not accepting). */
@@ -75,7 +77,7 @@ struct pt_log_limit {
 
 enum pt_worker_msg {
     PT_MSG_STOP = 1u << 0,
-    PT_MSG_SERVER_STATE = 1u << 1, /* servers in _changed went up/down */
+    PT_MSG_POST = 1u << 1, /* functions in _posts to run */
 };
 
 /* A worker. Owner: the runtime (main thread creates and joins it). Fields below `_mu` are only
@@ -90,8 +92,8 @@ struct pt_worker {
     ev_async wake;
     pthread_mutex_t _mu;
     unsigned _msgs; /* enum pt_worker_msg bits, guarded by _mu */
-    struct pt_server **_changed; /* servers whose state changed, guarded by _mu */
-    unsigned _n_changed, _cap_changed;
+    struct pt_post *_posts; /* posted functions, guarded by _mu */
+    unsigned _n_posts, _cap_posts;
 
     ev_check reaper;
     struct pt_list reap_q; /* struct pt_reapable */
@@ -108,14 +110,13 @@ struct pt_worker {
     ev_timer accept_retry;    /* PT_ACCEPT_PAUSE_FDS: re-arms after PT_ACCEPT_RETRY_MSEC */
     struct pt_log_limit accept_log; /* accept() failures */
     struct pt_log_limit full_log;   /* max_connections reached */
-    int *listen_fd;
-    struct pt_list conns;    /* HTTP/1.1 client connections */
-    struct pt_list h2_conns; /* HTTP/2 client connections */
-    unsigned n_conns;        /* client connections, h1 and h2: one each, also across an
-                              * h1 -> h2 takeover; accepts pause at conf->max_connections */
-    struct pt_wupstream *ups; /* one per conf->upstreams[i] */
-    void *mod[PT_MODULES_MAX];
+    struct pt_list conns;    /* client connections of every protocol (struct pt_conn) */
+    unsigned n_conns;        /* their number, one each, also across a takeover (HTTP/1.1 ->
+                              * HTTP/2); accepts pause at conf->max_connections */
+    void *mod[PT_MODULES_MAX]; /* per-worker state of each module and subsystem */
     uint64_t next_id;
+    uint64_t seed[2]; /* random, drawn once at start: what request IDs are made from, so
+                       * making one needs no syscall */
 
     /* counters, summed across workers when read */
     uint64_t n_accepted;
@@ -124,10 +125,18 @@ struct pt_worker {
 
 /* The process: snapshot, workers and listening sockets. Owner: main. */
 struct pt_runtime {
-    struct pt_conf *conf;
+    struct pt_conf *conf;    /* the current snapshot (one reference) */
     struct pt_worker *workers;
     unsigned n_workers;
-    int *listen_fds; /* [listen index * n_workers + worker id] */
+    int *listen_fds; /* [listen index * n_workers + worker id] of conf */
+    /* a reload in progress: workers still to switch, then what the old snapshot alone used */
+    atomic_uint _switching;
+    struct pt_conf *old_conf;   /* held until every worker switched */
+    int *old_fds;               /* its listening sockets no longer used (-1 for those kept) */
+    unsigned n_old_fds;
+    struct ev_loop *main_loop;  /* where `switched` is sent when the last worker is done */
+    ev_async *switched;
+    uint64_t reloads, reloads_failed;
 };
 
 #endif

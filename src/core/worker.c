@@ -9,7 +9,10 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -18,9 +21,6 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/worker.h"
-#include "http/h1_server.h"
-#include "http/h2_server.h"
-#include "upstream/upstream.h"
 
 static __thread struct pt_worker *self_worker;
 static struct pt_runtime *the_runtime; /* the process has one; set when workers start */
@@ -31,6 +31,67 @@ pt_worker_self(void)
     return self_worker;
 }
 
+/* SO_REUSEPORT would let a second instance share a port silently and split traffic with this
+ * one; a bind without it fails if anyone listens there already. */
+static int
+probe_listen(const struct pt_listen *l, struct pt_err *err)
+{
+    int one = 1;
+    int probe = socket(l->addr.sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (probe == -1)
+        return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
+    setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (l->addr.sa.ss_family == AF_INET6)
+        setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(probe, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1) {
+        int e = errno;
+
+        close(probe);
+        return pt_err_errno(err, e, "bind() to %s", l->addr.name);
+    }
+    close(probe);
+    return PT_OK;
+}
+
+/* One listening socket per worker for l, into row[0..nw). On error the sockets opened so far
+ * are in row (the caller closes them). */
+static int
+open_listen(const struct pt_listen *l, unsigned nw, int *row, struct pt_err *err)
+{
+    int family = l->addr.sa.ss_family;
+    int one = 1;
+
+    for (unsigned j = 0; j < nw; j++) {
+        int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+        if (fd == -1)
+            return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
+        row[j] = fd;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
+            return pt_err_errno(err, errno, "setsockopt() for listen %s", l->addr.name);
+        if (family == AF_INET6 &&
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1)
+            return pt_err_errno(err, errno, "IPV6_V6ONLY for listen %s", l->addr.name);
+        if (bind(fd, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1)
+            return pt_err_errno(err, errno, "bind() to %s", l->addr.name);
+        if (listen(fd, 4096) == -1)
+            return pt_err_errno(err, errno, "listen() on %s", l->addr.name);
+    }
+    return PT_OK;
+}
+
+static int *
+new_fd_table(unsigned n)
+{
+    int *t = malloc((n + 1) * sizeof(int));
+
+    for (unsigned i = 0; t != NULL && i < n; i++)
+        t[i] = -1;
+    return t;
+}
+
 int
 pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *err)
 {
@@ -38,56 +99,17 @@ pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *er
 
     rt->conf = conf;
     rt->n_workers = nw;
-    rt->listen_fds = calloc((size_t)conf->n_listens * nw + 1, sizeof(int));
+    rt->listen_fds = new_fd_table(conf->n_listens * nw);
     if (rt->listen_fds == NULL)
         return pt_err_set(err, "out of memory");
-    for (unsigned i = 0; i < conf->n_listens * nw; i++)
-        rt->listen_fds[i] = -1;
-    /* SO_REUSEPORT would let a second instance share a port silently and split traffic with
-     * this one; a bind without it fails if anyone listens there already. All addresses are
-     * probed before any is bound, so our own sockets (`*:80` next to `127.0.0.1:80`) do not
-     * trip the check. */
-    for (unsigned i = 0; i < conf->n_listens; i++) {
-        struct pt_listen *l = conf->listens[i];
-        int one = 1;
-        int probe = socket(l->addr.sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-        if (probe == -1)
-            return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
-        setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (l->addr.sa.ss_family == AF_INET6)
-            setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-        if (bind(probe, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1) {
-            int e = errno;
-
-            close(probe);
-            return pt_err_errno(err, e, "bind() to %s", l->addr.name);
-        }
-        close(probe);
-    }
-    for (unsigned i = 0; i < conf->n_listens; i++) {
-        struct pt_listen *l = conf->listens[i];
-        int family = l->addr.sa.ss_family;
-        int one = 1;
-
-        for (unsigned j = 0; j < nw; j++) {
-            int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-
-            if (fd == -1)
-                return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
-            rt->listen_fds[i * nw + j] = fd;
-            if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-                setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
-                return pt_err_errno(err, errno, "setsockopt() for listen %s", l->addr.name);
-            if (family == AF_INET6 &&
-                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1)
-                return pt_err_errno(err, errno, "IPV6_V6ONLY for listen %s", l->addr.name);
-            if (bind(fd, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1)
-                return pt_err_errno(err, errno, "bind() to %s", l->addr.name);
-            if (listen(fd, 4096) == -1)
-                return pt_err_errno(err, errno, "listen() on %s", l->addr.name);
-        }
-    }
+    /* every address is probed before any is bound, so our own sockets (`*:80` next to
+     * `127.0.0.1:80`) do not trip the check */
+    for (unsigned i = 0; i < conf->n_listens; i++)
+        if (probe_listen(conf->listens[i], err) != PT_OK)
+            return PT_ERR;
+    for (unsigned i = 0; i < conf->n_listens; i++)
+        if (open_listen(conf->listens[i], nw, rt->listen_fds + i * nw, err) != PT_OK)
+            return PT_ERR;
     return PT_OK;
 }
 
@@ -235,7 +257,7 @@ on_accept(struct ev_loop *loop, ev_io *io, int revents)
 
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         w->n_accepted++;
-        if (pt_h1_conn_accept(w, fd, (struct sockaddr *)&ss, slen, l) != PT_OK)
+        if (l->proto == NULL || l->proto->accept(w, fd, (struct sockaddr *)&ss, slen, l) != PT_OK)
             close(fd);
     }
 }
@@ -290,8 +312,25 @@ pt_worker_reap(struct pt_worker *w, struct pt_reapable *r)
 }
 
 void
-pt_worker_conn_closed(struct pt_worker *w)
+pt_worker_conn_open(struct pt_worker *w, struct pt_conn *c, const struct pt_conn_ops *ops)
 {
+    c->ops = ops;
+    pt_list_insert_tail(&w->conns, &c->link);
+    w->n_conns++;
+}
+
+void
+pt_worker_conn_replace(struct pt_conn *old, struct pt_conn *c, const struct pt_conn_ops *ops)
+{
+    c->ops = ops;
+    pt_list_insert_tail(&old->link, &c->link); /* right after old: the same place in the list */
+    pt_list_remove(&old->link);
+}
+
+void
+pt_worker_conn_closed(struct pt_worker *w, struct pt_conn *c)
+{
+    pt_list_remove(&c->link);
     w->n_conns--;
     if ((w->accept_pause & PT_ACCEPT_PAUSE_FULL) &&
         (int64_t)w->n_conns < w->conf->max_connections)
@@ -328,75 +367,79 @@ worker_drain(struct pt_worker *w)
         w->accept_held = 0;
     }
     ev_timer_stop(w->loop, &w->accept_retry);
-    for (unsigned i = 0; i < w->conf->n_listens; i++) {
-        close(w->accept_w[i].fd);
-        w->rt->listen_fds[i * w->rt->n_workers + w->id] = -1;
+    /* new clients are refused at once rather than left in the backlog; the sockets themselves
+     * are closed by the main thread (pt_runtime_join), which owns the table a reload swaps */
+    for (unsigned i = 0; i < w->conf->n_listens; i++)
+        shutdown(w->accept_w[i].fd, SHUT_RDWR);
+    /* each connection by its own protocol's rule; one may close (and leave the list) at once */
+    for (struct pt_list *e = w->conns.next, *next; e != &w->conns; e = next) {
+        struct pt_conn *c = pt_container_of(e, struct pt_conn, link);
+
+        next = e->next;
+        c->ops->drain(c);
     }
-    pt_h1_server_drain(w);
-    pt_h2_server_drain(w);
-    pt_upstream_worker_drain(w);
+    for (unsigned i = 0; pt_modules[i] != NULL; i++)
+        if (pt_modules[i]->worker_drain != NULL)
+            pt_modules[i]->worker_drain(w);
     ev_timer_init(&w->drain_timer, on_drain_deadline, (double)w->conf->shutdown_timeout / 1000.0,
                   0.);
     ev_timer_start(w->loop, &w->drain_timer);
     ev_unref(w->loop); /* the deadline alone must not keep the loop alive */
 }
 
-/* Runs the balancers' on_server_state for the servers posted since the last wake-up. */
+/* Runs the functions posted since the last wake-up, in order. */
 static void
-notify_balancers(struct pt_worker *w)
+run_posts(struct pt_worker *w)
 {
-    struct pt_server *batch[64];
+    struct pt_post batch[64];
     unsigned n;
 
     do {
         pthread_mutex_lock(&w->_mu);
-        n = PT_MIN(w->_n_changed, (unsigned)PT_ARRAY_LEN(batch));
-        memcpy(batch, w->_changed, n * sizeof(*batch));
-        memmove(w->_changed, w->_changed + n, (w->_n_changed - n) * sizeof(*batch));
-        w->_n_changed -= n;
+        n = PT_MIN(w->_n_posts, (unsigned)PT_ARRAY_LEN(batch));
+        memcpy(batch, w->_posts, n * sizeof(*batch));
+        memmove(w->_posts, w->_posts + n, (w->_n_posts - n) * sizeof(*batch));
+        w->_n_posts -= n;
         pthread_mutex_unlock(&w->_mu);
-        for (unsigned i = 0; i < n; i++) {
-            struct pt_server *srv = batch[i];
-            struct pt_wupstream *g = pt_upstream_group(w, srv->upstream);
-            const struct pt_lb_ops *ops = srv->upstream->lb->ops;
-
-            if (ops->on_server_state != NULL)
-                ops->on_server_state(g, srv);
-        }
+        for (unsigned i = 0; i < n; i++)
+            batch[i].fn(w, batch[i].arg);
     } while (n == PT_ARRAY_LEN(batch));
 }
 
-void
-pt_runtime_server_changed(struct pt_server *s)
+bool
+pt_runtime_post(void (*fn)(struct pt_worker *w, void *arg), void *arg)
 {
     struct pt_runtime *rt = the_runtime;
+    bool all = true;
 
     if (rt == NULL || rt->workers == NULL)
-        return;
+        return false;
     for (unsigned i = 0; i < rt->n_workers; i++) {
         struct pt_worker *w = &rt->workers[i];
         bool queued = true;
 
         pthread_mutex_lock(&w->_mu);
-        if (w->_n_changed == w->_cap_changed) {
-            unsigned cap = w->_cap_changed ? w->_cap_changed * 2 : 16;
-            struct pt_server **v = realloc(w->_changed, cap * sizeof(*v));
+        if (w->_n_posts == w->_cap_posts) {
+            unsigned cap = w->_cap_posts ? w->_cap_posts * 2 : 16;
+            struct pt_post *v = realloc(w->_posts, cap * sizeof(*v));
 
             if (v != NULL) {
-                w->_changed = v;
-                w->_cap_changed = cap;
+                w->_posts = v;
+                w->_cap_posts = cap;
             } else {
-                queued = false; /* picks still see the state; only the hint is lost */
+                queued = false;
             }
         }
         if (queued) {
-            w->_changed[w->_n_changed++] = s;
-            w->_msgs |= PT_MSG_SERVER_STATE;
+            w->_posts[w->_n_posts++] = (struct pt_post){fn, arg};
+            w->_msgs |= PT_MSG_POST;
         }
         pthread_mutex_unlock(&w->_mu);
         if (queued)
             ev_async_send(w->loop, &w->wake);
+        all = all && queued;
     }
+    return all;
 }
 
 static void
@@ -411,8 +454,8 @@ on_wake(struct ev_loop *loop, ev_async *a, int revents)
     pthread_mutex_unlock(&w->_mu);
     if (msgs & PT_MSG_STOP)
         worker_drain(w);
-    if (msgs & PT_MSG_SERVER_STATE)
-        notify_balancers(w);
+    if (msgs & PT_MSG_POST)
+        run_posts(w);
 }
 
 static void *
@@ -426,12 +469,19 @@ worker_main(void *arg)
     self_worker = w;
     pt_log_set_thread_tag(w->name);
     ev_run(w->loop, 0);
-    pt_h1_server_close_all(w);
-    pt_h2_server_close_all(w);
-    pt_upstream_worker_fini(w);
-    for (unsigned i = 0; pt_modules[i] != NULL; i++)
-        if (pt_modules[i]->worker_fini != NULL)
-            pt_modules[i]->worker_fini(w);
+    while (!pt_list_empty(&w->conns)) {
+        struct pt_conn *c = pt_container_of(w->conns.next, struct pt_conn, link);
+
+        c->ops->close(c);
+    }
+    /* reverse order: a module may rely on one registered before it (lb modules on upstreams) */
+    unsigned nm = 0;
+
+    while (pt_modules[nm] != NULL)
+        nm++;
+    while (nm-- > 0)
+        if (pt_modules[nm]->worker_fini != NULL)
+            pt_modules[nm]->worker_fini(w);
     on_reap(w->loop, &w->reaper, 0);
     pt_log_debug("worker stopped");
     return NULL;
@@ -444,8 +494,14 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
 
     w->id = id;
     snprintf(w->name, sizeof(w->name), "w%u", id);
+    if (getrandom(w->seed, sizeof(w->seed), GRND_NONBLOCK) != (ssize_t)sizeof(w->seed)) {
+        /* no entropy yet (early boot): still distinct per process, worker and start time */
+        w->seed[0] = (uint64_t)pt_now_ms() ^ ((uint64_t)getpid() << 32) ^ id;
+        w->seed[1] = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)w;
+    }
     w->rt = rt;
     w->conf = c;
+    pt_conf_ref(c); /* the worker's own: a reload moves it to the new snapshot */
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (w->loop == NULL)
         return pt_err_set(err, "cannot create event loop for worker %u", id);
@@ -463,7 +519,6 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
     ev_prepare_start(w->loop, &w->flusher);
     ev_unref(w->loop);
     pt_list_init(&w->conns);
-    pt_list_init(&w->h2_conns);
     pt_chunk_pool_init(&w->chunks, 256);
     w->accept_w = calloc(c->n_listens + 1, sizeof(ev_io));
     if (w->accept_w == NULL)
@@ -472,8 +527,6 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
         ev_io_init(&w->accept_w[i], on_accept, rt->listen_fds[i * rt->n_workers + id], EV_READ);
     ev_timer_init(&w->accept_retry, on_accept_retry, 0., 0.);
     accept_update(w);
-    if (pt_upstream_worker_init(w, err) != PT_OK)
-        return PT_ERR;
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->worker_init != NULL && pt_modules[i]->worker_init(w) != PT_OK)
             return pt_err_set(err, "module %s failed to start in worker %u", pt_modules[i]->name,
@@ -500,6 +553,136 @@ pt_runtime_start(struct pt_runtime *rt, struct pt_err *err)
     return PT_OK;
 }
 
+/* ---- reload ------------------------------------------------------------------------------ */
+
+/* On each worker, at the top of an event (a posted function: no callback of ours is running):
+ * the new snapshot's accept watchers, then each module's state, then every connection. */
+static void
+worker_switch(struct pt_worker *w, void *arg)
+{
+    struct pt_conf *conf = arg, *old = w->conf;
+    struct pt_runtime *rt = w->rt;
+    bool accepting = w->accepting;
+
+    if (w->draining) {
+        pt_conf_unref(conf); /* stopping: the old one serves to the end */
+        goto done;
+    }
+    if (accepting) {
+        for (unsigned i = 0; i < old->n_listens; i++)
+            ev_io_stop(w->loop, &w->accept_w[i]);
+        w->accepting = 0;
+    }
+    free(w->accept_w);
+    w->accept_w = calloc(conf->n_listens + 1, sizeof(ev_io));
+    w->conf = conf;
+    for (unsigned i = 0; w->accept_w != NULL && i < conf->n_listens; i++)
+        ev_io_init(&w->accept_w[i], on_accept, rt->listen_fds[i * rt->n_workers + w->id],
+                   EV_READ);
+    if (w->accept_w == NULL)
+        pt_log(PT_LOG_ERROR, "out of memory switching to configuration generation %u: this "
+               "worker accepts no more connections", conf->generation);
+    else if (accepting) {
+        for (unsigned i = 0; i < conf->n_listens; i++)
+            ev_io_start(w->loop, &w->accept_w[i]);
+        w->accepting = 1;
+    }
+    for (unsigned i = 0; pt_modules[i] != NULL; i++)
+        if (pt_modules[i]->worker_reload != NULL)
+            pt_modules[i]->worker_reload(w, old);
+    for (struct pt_list *e = w->conns.next, *next; e != &w->conns; e = next) {
+        struct pt_conn *c = pt_container_of(e, struct pt_conn, link);
+
+        next = e->next;
+        if (c->ops->reload != NULL)
+            c->ops->reload(c, conf);
+    }
+    pt_conf_unref(old);
+done:
+    if (atomic_fetch_sub_explicit(&rt->_switching, 1, memory_order_acq_rel) == 1)
+        ev_async_send(rt->main_loop, rt->switched);
+}
+
+int
+pt_runtime_reload(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *err)
+{
+    struct pt_conf *old = rt->conf;
+    unsigned nw = rt->n_workers;
+    int *fds = new_fd_table(conf->n_listens * nw);
+    int *old_fds = rt->listen_fds;
+    unsigned i;
+
+    if (fds == NULL)
+        return pt_err_set(err, "out of memory");
+    /* an address that stays keeps its sockets (never closed and reopened: no connection is
+     * refused meanwhile); a new one is probed and bound now, before anything changes */
+    for (i = 0; i < conf->n_listens; i++) {
+        struct pt_listen *l = conf->listens[i];
+        unsigned j;
+
+        for (j = 0; j < old->n_listens; j++)
+            if (old_fds[j * nw] != -1 && strcmp(old->listens[j]->addr.name, l->addr.name) == 0)
+                break;
+        if (j < old->n_listens) {
+            memcpy(fds + i * nw, old_fds + j * nw, nw * sizeof(int));
+            for (unsigned k = 0; k < nw; k++)
+                old_fds[j * nw + k] = -1;
+            continue;
+        }
+        if (probe_listen(l, err) != PT_OK || open_listen(l, nw, fds + i * nw, err) != PT_OK)
+            goto fail;
+    }
+    rt->old_conf = old;
+    rt->old_fds = old_fds;
+    rt->n_old_fds = old->n_listens * nw;
+    rt->listen_fds = fds;
+    rt->conf = conf;
+    atomic_store_explicit(&rt->_switching, nw, memory_order_release);
+    for (unsigned k = 0; k < nw; k++)
+        pt_conf_ref(conf); /* each worker's own, taken over in worker_switch */
+    if (!pt_runtime_post(worker_switch, conf))
+        pt_log(PT_LOG_ERROR, "a worker could not be told of the new configuration");
+    rt->reloads++;
+    return PT_OK;
+fail:
+    /* give the kept sockets back, close the new ones */
+    for (i = 0; i < conf->n_listens; i++) {
+        struct pt_listen *l = conf->listens[i];
+
+        for (unsigned j = 0; j < old->n_listens; j++)
+            if (old_fds[j * nw] == -1 && fds[i * nw] != -1 &&
+                strcmp(old->listens[j]->addr.name, l->addr.name) == 0) {
+                memcpy(old_fds + j * nw, fds + i * nw, nw * sizeof(int));
+                for (unsigned k = 0; k < nw; k++)
+                    fds[i * nw + k] = -1;
+            }
+        for (unsigned k = 0; k < nw; k++)
+            if (fds[i * nw + k] != -1)
+                close(fds[i * nw + k]);
+    }
+    free(fds);
+    return PT_ERR;
+}
+
+bool
+pt_runtime_reloading(struct pt_runtime *rt)
+{
+    return atomic_load_explicit(&rt->_switching, memory_order_acquire) > 0;
+}
+
+void
+pt_runtime_reload_done(struct pt_runtime *rt)
+{
+    for (unsigned i = 0; i < rt->n_old_fds; i++)
+        if (rt->old_fds[i] != -1)
+            close(rt->old_fds[i]);
+    free(rt->old_fds);
+    rt->old_fds = NULL;
+    rt->n_old_fds = 0;
+    pt_conf_unref(rt->old_conf);
+    rt->old_conf = NULL;
+}
+
 void
 pt_runtime_stop(struct pt_runtime *rt)
 {
@@ -520,12 +703,15 @@ pt_runtime_join(struct pt_runtime *rt)
         struct pt_worker *w = &rt->workers[i];
 
         pthread_join(w->thread, NULL);
-        free(w->_changed);
+        free(w->_posts);
         pt_chunk_pool_fini(&w->chunks);
         ev_loop_destroy(w->loop);
         free(w->accept_w);
         pthread_mutex_destroy(&w->_mu);
+        pt_conf_unref(w->conf);
     }
+    if (rt->old_fds != NULL)
+        pt_runtime_reload_done(rt); /* stopped during a reload */
     for (unsigned i = 0; i < rt->conf->n_listens * rt->n_workers; i++)
         if (rt->listen_fds[i] != -1)
             close(rt->listen_fds[i]);

@@ -3,20 +3,34 @@
 #ifndef PT_WORKER_H
 #define PT_WORKER_H
 
+#include <stdbool.h>
+
 #include "core/worker-t.h"
 
 /* Opens every listening socket, one per worker per address (SO_REUSEPORT). Main thread. */
 int pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *err);
 /* Starts the worker threads. Main thread. */
 int pt_runtime_start(struct pt_runtime *rt, struct pt_err *err);
+/* Publishes a new snapshot (the caller's reference is taken): listening sockets of addresses
+ * that stay are kept, new ones opened (PT_ERR with err when one cannot be bound: nothing
+ * changed), and every worker switches at a safe point of its loop (its accept watchers,
+ * module state, connections). When the last worker has switched, rt->switched is sent to
+ * rt->main_loop, whose callback calls pt_runtime_reload_done(). Main thread; not while a
+ * reload is in progress (pt_runtime_reloading()). */
+int pt_runtime_reload(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *err);
+/* True while workers are switching. */
+bool pt_runtime_reloading(struct pt_runtime *rt);
+/* Every worker has switched: closes the sockets of addresses no longer listened on and drops
+ * the runtime's reference to the old snapshot. Main thread. */
+void pt_runtime_reload_done(struct pt_runtime *rt);
 /* Asks every worker to drain and stop. Main thread (signal watcher). */
 void pt_runtime_stop(struct pt_runtime *rt);
 /* Waits for the workers, closes sockets, drops the snapshot. Main thread. */
 void pt_runtime_join(struct pt_runtime *rt);
 
-/* Tells every worker that s went up or down (health check, ejection), so its balancer's
- * on_server_state runs on that worker's thread. Any thread. */
-void pt_runtime_server_changed(struct pt_server *s);
+/* Runs fn(w, arg) on every worker's own thread, soon (ev_async). arg must stay valid until
+ * then (snapshot objects do). Any thread; false when a worker's queue could not grow. */
+bool pt_runtime_post(void (*fn)(struct pt_worker *w, void *arg), void *arg);
 
 /* Asks for f->flush to run once before the loop next blocks (idempotent). Worker thread. */
 void pt_worker_defer_flush(struct pt_worker *w, struct pt_deferred_flush *f);
@@ -25,8 +39,13 @@ void pt_worker_cancel_flush(struct pt_deferred_flush *f);
 
 /* Queues r to be freed after the current loop iteration's callbacks. Worker thread. */
 void pt_worker_reap(struct pt_worker *w, struct pt_reapable *r);
-/* Called when a connection closes, so a draining worker can finish. Worker thread. */
-void pt_worker_conn_closed(struct pt_worker *w);
+/* A new client connection: on w->conns, counted for max_connections. Worker thread. */
+void pt_worker_conn_open(struct pt_worker *w, struct pt_conn *c, const struct pt_conn_ops *ops);
+/* c takes old's place (a protocol takeover): same count, old leaves w->conns. */
+void pt_worker_conn_replace(struct pt_conn *old, struct pt_conn *c, const struct pt_conn_ops *ops);
+/* c closed: off w->conns and uncounted, so accepts may resume and a draining worker can
+ * finish. Worker thread. */
+void pt_worker_conn_closed(struct pt_worker *w, struct pt_conn *c);
 /* The current thread's worker (NULL on the main thread). */
 struct pt_worker *pt_worker_self(void);
 

@@ -11,10 +11,14 @@
 #include "core/arena-t.h"
 #include "core/buf-t.h"
 #include "core/conf-t.h"
+#include "http/errors-t.h"
+#include "http/http-t.h"
 #include "http/headers-t.h"
+#include "upstream/upstream-t.h"
 
 struct pt_exchange;
 struct pt_worker;
+struct pt_relay;
 
 /* Frontend side, implemented by each frontend codec (h1 server today, h2 server next). All calls
  * happen on the worker thread; none frees the exchange. */
@@ -43,6 +47,11 @@ struct pt_fe_ops {
      * dropped (x's response fields are then the caller's to reset), PT_ERR when some of it
      * has left (the caller aborts instead). */
     int (*retract)(struct pt_exchange *x);
+    /* The exchange became a tunnel (a WebSocket after its 101, already given to send_head):
+     * the frontend hands its side to r (socket, unwritten output, and the bytes read after
+     * the request into *from_client), gives r its place among the worker's connections and
+     * retires. PT_OK, or PT_ERR (nothing taken). NULL where tunnels cannot start. */
+    int (*take_socket)(struct pt_exchange *x, struct pt_relay *r, struct pt_chain *from_client);
 };
 
 /* Backend side, implemented by each backend codec (h1 client today, h2 client next). */
@@ -54,6 +63,25 @@ struct pt_be_ops {
     /* The frontend is gone; drop the exchange's link and close or pool the connection. */
     void (*detach)(struct pt_exchange *x);
 };
+
+/* One attempt of a request on a server, as the access log, Server-Timing and the debug header
+ * report it (nginx's $upstream_* lists). Times are the worker loop's (ev_now), 0 when the step
+ * did not happen. Owner: the exchange arena. */
+struct pt_x_attempt {
+    struct pt_server *srv;
+    ev_tstamp t_start;     /* acquired: the attempt begins */
+    ev_tstamp t_connected; /* TCP connected; 0 on a reused connection */
+    ev_tstamp t_tls;       /* TLS handshake done; 0 without one */
+    ev_tstamp t_head;      /* response head received */
+    ev_tstamp t_end;       /* response complete, attempt failed or abandoned */
+    unsigned status;       /* the response status; 502 or 504 for a failed attempt */
+    uint8_t perr;          /* enum pt_perr of a failed attempt; 0 when a response came */
+    uint8_t stale;         /* a pooled connection the server had closed while idle: replayed
+                            * at once, no sign of trouble (not in Proxy-Status) */
+};
+
+/* The most attempts one exchange records (later ones are counted, not recorded). */
+#define PT_X_ATTEMPTS_MAX 32
 
 enum pt_x_state {
     PT_X_HEAD = 0, /* receiving the request head */
@@ -104,6 +132,8 @@ struct pt_exchange {
     unsigned req_complete : 1;   /* whole request received */
     unsigned expect_continue : 1;
     unsigned discard_body : 1;   /* response already decided; drop body bytes */
+    unsigned ws : 1;             /* a WebSocket upgrade being proxied (ws_key checked) */
+    const char *ws_key;          /* its Sec-WebSocket-Key, for the backend's accept */
     struct pt_chain req_body;    /* payload waiting for the backend */
     uint64_t req_body_bytes;     /* payload received so far */
     uint64_t req_body_sent;      /* distinct payload bytes handed to backends (a replay does not
@@ -128,23 +158,33 @@ struct pt_exchange {
 
     /* upstream */
     struct pt_upstream *up;
-    struct pt_server *srv;
+    struct pt_attempt att;       /* att.srv: the server of the current attempt */
     uint8_t *tried;              /* one byte per server of up */
     unsigned tries;
     unsigned fresh_retry : 1;    /* already retried once after a reused connection failed */
-    unsigned srv_counted : 1;    /* counted in srv->_active */
     unsigned last_status;        /* what to answer if no other server can be tried */
     unsigned retries_done;       /* retries on other servers (retries directive) */
     struct pt_server *sticky_hit; /* the server the sticky cookie named, if any */
     struct pt_list qlink;        /* in the worker's pending queue (max_pending) */
     ev_timer qtimer;             /* queue_timeout */
+    struct pt_x_attempt *attempts; /* every attempt, in order (arena; PT_X_ATTEMPTS_MAX) */
+    unsigned n_attempts;         /* attempts made (may exceed what is recorded) */
+    unsigned cap_attempts;       /* room in `attempts` */
+    int fail_errno;              /* set by a backend codec just before it reports a failure */
+    const char *fail_what;       /* (pt_proxy_fail_detail), consumed by the report */
+
+    /* where an answer came from (errors.c, trace.c) */
+    uint8_t perr;                /* enum pt_perr of the failure portico answers (0: none) */
+    const char *perr_details;    /* Proxy-Status details, safe to show (arena/static) or NULL */
+    const char *request_id;      /* X-Request-ID, set by pt_request_id() on first use */
+    size_t request_id_len;
+    unsigned request_id_ours : 1; /* generated here (32 hex digits), not the client's */
 
     /* HTTP/1.1 frontend scratch while the head is parsed: the field being accumulated */
     char *h1_hname, *h1_hval;
     size_t h1_hname_len, h1_hval_len;
 
     ev_tstamp t_start;
-    ev_tstamp t_attempt; /* when the current backend attempt started */
     ev_tstamp t_end;
 };
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Exchange lifetime, local responses and status texts. */
 #include <llhttp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +12,10 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "core/worker.h"
+#include "http/errors.h"
 #include "http/exchange.h"
 #include "http/headers.h"
+#include "http/trace.h"
 
 struct exchange_box {
     struct pt_reapable reap;
@@ -40,6 +43,104 @@ pt_exchange_new(struct pt_worker *w, struct pt_conf *conf)
     pt_chain_init(&x->replay);
     pt_list_init(&x->qlink);
     return x;
+}
+
+/* Copies a string into the compact block (NULL stays NULL). */
+static const char *
+keep_str(struct pt_arena *a, const char *s, size_t len)
+{
+    return s != NULL ? pt_arena_strndup(a, s, len) : NULL;
+}
+
+int
+pt_exchange_compact(struct pt_exchange *x)
+{
+    static const uint8_t kept_fields[] = {PT_H_USER_AGENT, PT_H_REFERER};
+    struct pt_arena a;
+    size_t need;
+    unsigned nreq = 0;
+    struct pt_hdr *req = NULL;
+    struct pt_x_attempt *att = NULL;
+    unsigned natt = PT_MIN(x->n_attempts, x->cap_attempts);
+    struct sockaddr *peer = NULL;
+    socklen_t peer_len = 0;
+
+    /* the size of everything kept, as the arena rounds it (16 bytes), so that it is one block */
+#define KEEP(n) (need += ((size_t)(n) + 15) & ~(size_t)15)
+    need = 0;
+    KEEP(x->target_len + 1);
+    KEEP(x->path_len + 1);
+    KEEP(x->host_len + 1);
+    KEEP(x->request_id_len + 1);
+    KEEP(x->peer_ip != NULL ? strlen(x->peer_ip) + 1 : 0);
+    KEEP(x->method_name != NULL ? strlen(x->method_name) + 1 : 0);
+    KEEP(x->tls_client_subject != NULL ? strlen(x->tls_client_subject) + 1 : 0);
+    KEEP(x->perr_details != NULL ? strlen(x->perr_details) + 1 : 0);
+    for (unsigned i = 0; i < x->req.n; i++)
+        for (size_t k = 0; k < sizeof(kept_fields); k++)
+            if (x->req.v[i].tok == kept_fields[k]) {
+                nreq++;
+                KEEP(x->req.v[i].nlen + 1);
+                KEEP(x->req.v[i].vlen + 1);
+            }
+    KEEP(nreq * sizeof(struct pt_hdr));
+    KEEP(natt * sizeof(struct pt_x_attempt));
+    if (x->peer != NULL) {
+        peer_len = x->peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                   : sizeof(struct sockaddr_in);
+        KEEP(peer_len);
+    }
+#undef KEEP
+    pt_arena_init(&a, need);
+    if (nreq > 0 && (req = pt_arena_alloc(&a, nreq * sizeof(*req))) == NULL)
+        goto fail;
+    if (natt > 0 && (att = pt_arena_alloc(&a, natt * sizeof(*att))) == NULL)
+        goto fail;
+    if (x->peer != NULL && (peer = pt_arena_alloc(&a, peer_len)) == NULL)
+        goto fail;
+    nreq = 0;
+    for (unsigned i = 0; i < x->req.n; i++)
+        for (size_t k = 0; k < sizeof(kept_fields); k++)
+            if (x->req.v[i].tok == kept_fields[k]) {
+                struct pt_hdr h = x->req.v[i];
+
+                h.name = pt_arena_strndup(&a, h.name, h.nlen);
+                h.value = pt_arena_strndup(&a, h.value, h.vlen);
+                if (h.name == NULL || h.value == NULL)
+                    goto fail;
+                req[nreq++] = h;
+            }
+    if (natt > 0)
+        memcpy(att, x->attempts, natt * sizeof(*att));
+    if (peer != NULL)
+        memcpy(peer, x->peer, peer_len);
+    x->target = keep_str(&a, x->target, x->target_len);
+    x->path = keep_str(&a, x->path, x->path_len);
+    x->host = keep_str(&a, x->host, x->host_len);
+    x->request_id = keep_str(&a, x->request_id, x->request_id_len);
+    x->peer_ip = keep_str(&a, x->peer_ip, x->peer_ip != NULL ? strlen(x->peer_ip) : 0);
+    x->method_name = keep_str(&a, x->method_name,
+                              x->method_name != NULL ? strlen(x->method_name) : 0);
+    x->tls_client_subject = keep_str(&a, x->tls_client_subject,
+                                     x->tls_client_subject != NULL
+                                         ? strlen(x->tls_client_subject)
+                                         : 0);
+    x->perr_details = keep_str(&a, x->perr_details,
+                               x->perr_details != NULL ? strlen(x->perr_details) : 0);
+    x->peer = peer;
+    x->req = (struct pt_hdrs){req, nreq, nreq};
+    x->req_trailers = x->fwd = x->resp = x->resp_trailers = (struct pt_hdrs){0};
+    x->attempts = att;
+    x->cap_attempts = natt;
+    x->tried = NULL; /* no more picks */
+    x->ws_key = NULL;
+    x->h1_hname = x->h1_hval = NULL;
+    pt_arena_free(&x->arena);
+    x->arena = a;
+    return PT_OK;
+fail:
+    pt_arena_free(&a);
+    return PT_ERR;
 }
 
 static void
@@ -83,8 +184,8 @@ int
 pt_exchange_respond_with(struct pt_exchange *x, unsigned status, const char *body,
                          const char *hname, const char *hvalue)
 {
-    char len[24];
     size_t n = body != NULL ? strlen(body) : 0;
+    bool grpc;
 
     if (x->resp_head_sent) {
         x->fe->abort(x);
@@ -93,14 +194,25 @@ pt_exchange_respond_with(struct pt_exchange *x, unsigned status, const char *bod
     x->status = status;
     x->resp.n = 0;
     x->resp_local = 1;
-    x->resp_cl = (int64_t)n;
-    snprintf(len, sizeof(len), "%zu", n);
+    /* an error says where it came from: its class, unless the caller gave a finer one */
+    if (status >= 400 && x->perr == PT_PERR_NONE)
+        x->perr = (uint8_t)pt_perr_of_status(status);
+    grpc = status >= 400 && pt_exchange_is_grpc(x);
     pt_hdrs_add(&x->arena, &x->resp, "Server", 6, "portico", 7);
-    if (n > 0)
-        pt_hdrs_add(&x->arena, &x->resp, "Content-Type", 12, "text/plain", 10);
     if (hname != NULL)
         pt_hdrs_add(&x->arena, &x->resp, hname, strlen(hname), hvalue, strlen(hvalue));
-    x->resp_no_body = status == 204 || status == 304 || x->method == HTTP_HEAD;
+    if (status >= 400)
+        pt_proxy_status_local(x);
+    pt_trace_response(x, true);
+    if (grpc) {
+        pt_grpc_error_head(x); /* HTTP 200, grpc-status: the client's library reads these */
+        n = 0;
+    } else {
+        x->resp_cl = (int64_t)n;
+        if (n > 0)
+            pt_hdrs_add(&x->arena, &x->resp, "Content-Type", 12, "text/plain", 10);
+    }
+    x->resp_no_body = status == 204 || status == 304 || x->method == HTTP_HEAD || grpc;
     if (x->fe->send_head(x) == PT_ERR)
         return PT_OK;
     if (n > 0 && !x->resp_no_body && x->fe->send_body(x, body, n) == PT_ERR)

@@ -176,3 +176,70 @@ pt_h1_lines_check(struct pt_h1_lines *s, const char *p, size_t n, const char **w
     }
     return PT_OK;
 }
+
+/* The last coding of a Transfer-Encoding value (after the last comma, OWS trimmed). */
+static int
+last_coding_is_chunked(const char *v, size_t n, int *only)
+{
+    size_t start = n;
+
+    while (start > 0 && v[start - 1] != ',')
+        start--;
+    *only = start == 0;
+    start = skip_bws(v, start, n);
+    while (n > start && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    return pt_str_ieq(v + start, n - start, "chunked", 7);
+}
+
+unsigned
+pt_h1_request_framing(const struct pt_hdrs *h, int *chunked, int64_t *cl, const char **why)
+{
+    int ci = -1, ti = -1, only = 0;
+    unsigned ncl = 0, nte = 0;
+    uint64_t len;
+
+    *chunked = 0;
+    *cl = -1;
+    for (unsigned i = 0; i < h->n; i++) {
+        if (h->v[i].tok == PT_H_CONTENT_LENGTH) {
+            ncl++;
+            ci = (int)i;
+        } else if (h->v[i].tok == PT_H_TRANSFER_ENCODING) {
+            nte++;
+            ti = (int)i;
+        }
+    }
+    if (nte > 0 && ncl > 0) {
+        *why = "Content-Length with Transfer-Encoding";
+        return 400;
+    }
+    if (nte > 1) {
+        *why = "two Transfer-Encoding fields";
+        return 400;
+    }
+    if (nte == 1) {
+        if (!last_coding_is_chunked(h->v[ti].value, h->v[ti].vlen, &only)) {
+            *why = "chunked is not the final coding";
+            return 400;
+        }
+        if (!only) {
+            *why = "a coding before chunked";
+            return 501;
+        }
+        *chunked = 1;
+        return 0;
+    }
+    if (ncl > 1) {
+        *why = "two Content-Length fields";
+        return 400;
+    }
+    if (ncl == 1) {
+        if (pt_parse_u64(h->v[ci].value, h->v[ci].vlen, INT64_MAX, &len) != PT_OK) {
+            *why = "invalid Content-Length";
+            return 400;
+        }
+        *cl = (int64_t)len;
+    }
+    return 0;
+}

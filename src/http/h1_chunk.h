@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct pt_hdrs;
+
 /* Longest chunk-size line accepted, extensions included (nginx and HAProxy accept less). */
 #define PT_H1_CHUNK_LINE_MAX 4096
 /* Largest chunk size: what a signed 64-bit length can hold. */
@@ -58,5 +60,15 @@ struct pt_h1_lines {
 
 /* Checks p[0..n). PT_OK, or PT_ERR with *why. */
 int pt_h1_lines_check(struct pt_h1_lines *s, const char *p, size_t n, const char **why);
+
+/* The request framing rules of RFC 9112 sections 6.1 and 6.3 that portico enforces itself, on
+ * the parsed header list, whatever its parser already rejected: Content-Length together with
+ * Transfer-Encoding, two Transfer-Encoding or two Content-Length fields, a last coding other
+ * than chunked, or a Content-Length that is not digits up to 2^63-1 are 400; chunked after
+ * another coding (which portico would not forward faithfully) is 501. Returns 0 when the
+ * framing is acceptable (*chunked set when the body is chunked, *cl to the length or -1), else
+ * the status to answer with *why for the log line. Pure; any thread. */
+unsigned pt_h1_request_framing(const struct pt_hdrs *h, int *chunked, int64_t *cl,
+                               const char **why);
 
 #endif

@@ -25,6 +25,8 @@
 #include "http/h1_client.h"
 #include "http/headers.h"
 #include "http/proxy.h"
+#include "http/trace.h"
+#include "http/websocket.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
 
@@ -39,7 +41,7 @@ enum bconn_state {
  * active its exchange points at it. Freed through the reaper. */
 struct pt_bconn {
     struct pt_reapable reap;
-    struct pt_list pool_link;
+    struct pt_pooled pool; /* in ws->idle while B_IDLE */
     struct pt_worker *w;
     struct pt_wserver *ws;
     struct pt_server *srv;
@@ -61,6 +63,7 @@ struct pt_bconn {
     unsigned in_trailers : 1;
     unsigned retry_status : 1; /* the response status is one to retry elsewhere */
     unsigned in_given : 1;     /* `in` was handed to the frontend during this parse */
+    unsigned upgraded : 1;     /* a WebSocket 101 was accepted: the socket goes to a tunnel */
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
@@ -77,6 +80,7 @@ struct pt_bconn {
 
 static llhttp_settings_t settings;
 static const struct pt_be_ops h1_be_ops;
+static const struct pt_pool_ops h1_pool_ops;
 
 static void bconn_close(struct pt_bconn *b);
 static void bconn_write(struct pt_bconn *b);
@@ -99,7 +103,7 @@ bconn_close(struct pt_bconn *b)
         return;
     b->closing = 1;
     if (b->state == B_IDLE)
-        pt_pool_remove(b->ws, &b->pool_link);
+        pt_pool_remove(b->ws, &b->pool);
     ev_io_stop(w->loop, &b->rio);
     ev_io_stop(w->loop, &b->wio);
     ev_timer_stop(w->loop, &b->timer);
@@ -159,10 +163,12 @@ bconn_fail(struct pt_bconn *b, enum pt_backend_failure kind, const char *what, i
     bool reused = b->reused, started = b->resp_started;
 
     if (x != NULL && !(reused && !started && (kind == PT_BF_RESET)))
-        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: %s%s%s (%s %.*s)",
+        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: %s%s%s (%s %.*s) request_id=%s",
                b->srv->upstream->name, b->srv->name, what, err ? ": " : "",
                err ? strerror(err) : "", x->method_name, (int)PT_MIN(x->target_len, 200),
-               x->target);
+               x->target, pt_request_id(x));
+    if (x != NULL)
+        pt_proxy_fail_detail(x, err, what);
     b->x = NULL;
     bconn_close(b);
     if (x == NULL)
@@ -184,13 +190,10 @@ put_hdr(struct pt_chunk_pool *p, struct pt_chain *o, const struct pt_hdr *h)
     pt_chain_append(p, o, "\r\n", 2);
 }
 
-static void
-write_head(struct pt_bconn *b)
+void
+pt_h1_request_head(const struct pt_exchange *x, const struct pt_server *srv,
+                   struct pt_chunk_pool *p, struct pt_chain *o)
 {
-    struct pt_exchange *x = b->x;
-    struct pt_chunk_pool *p = &b->w->chunks;
-    struct pt_chain *o = &b->out;
-
     pt_chain_append(p, o, x->method_name, strlen(x->method_name));
     pt_chain_append(p, o, " ", 1);
     pt_chain_append(p, o, x->target, x->target_len);
@@ -198,7 +201,7 @@ write_head(struct pt_bconn *b)
     if (pt_hdrs_find_live(&x->req, PT_H_HOST) < 0) {
         /* HTTP/1.0 clients may omit Host; HTTP/1.1 requires one (RFC 9112 section 3.2) */
         pt_chain_append(p, o, "Host: ", 6);
-        pt_chain_append(p, o, b->srv->addr.name, strlen(b->srv->addr.name));
+        pt_chain_append(p, o, srv->addr.name, strlen(srv->addr.name));
         pt_chain_append(p, o, "\r\n", 2);
     }
     for (unsigned i = 0; i < x->req.n; i++) {
@@ -213,9 +216,17 @@ write_head(struct pt_bconn *b)
         pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
     else if (x->req_cl >= 0)
         pt_chain_printf(p, o, "Content-Length: %lld\r\n", (long long)x->req_cl);
-    if (b->srv->upstream->keepalive == 0)
+    if (x->ws)
+        pt_chain_append(p, o, "Connection: upgrade\r\n", 21); /* Upgrade was kept */
+    else if (srv->upstream->keepalive == 0)
         pt_chain_append(p, o, "Connection: close\r\n", 19);
     pt_chain_append(p, o, "\r\n", 2);
+}
+
+static void
+write_head(struct pt_bconn *b)
+{
+    pt_h1_request_head(b->x, b->srv, &b->w->chunks, &b->out);
     b->req_end_queued = 0;
 }
 
@@ -315,6 +326,7 @@ tls_step(struct pt_bconn *b)
         bconn_fail(b, PT_BF_CONNECT, "TLS handshake failed", 0);
         return;
     }
+    pt_proxy_tls_done(b->x);
     pt_log_debug("upstream \"%s\" server %s: TLS %s, session %s", b->srv->upstream->name,
                  b->srv->name, SSL_get_version(b->ssl),
                  SSL_session_reused(b->ssl) ? "resumed" : "new");
@@ -337,12 +349,15 @@ on_writable(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         ev_io_stop(loop, &b->wio);
+        pt_proxy_connected(b->x);
         if (b->srv->upstream->tls) {
-            b->ssl = pt_tls_connect(b->srv, b->fd, b->ws->tls_session);
+            b->ssl = pt_upstream_tls(b->srv, b->fd, b->ws->tls_session);
             if (b->ssl == NULL) {
                 bconn_fail(b, PT_BF_CONNECT, "cannot start TLS", 0);
                 return;
             }
+            if (b->srv->upstream->protocol == PT_PROTO_H2)
+                pt_tls_alpn_http11(b->ssl); /* a WebSocket to an h2 server (h2_client.c) */
             b->state = B_HANDSHAKE;
             set_reading(b, 1);
             tls_step(b);
@@ -461,6 +476,21 @@ r_headers_complete(llhttp_t *p)
         b->why = "invalid status code";
         return -1;
     }
+    if (status == 101 && x->ws) {
+        /* RFC 6455 section 4.1: only a 101 with the accept value of our key switches */
+        pt_proxy_result(x, 1);
+        x->status = 101;
+        if (!pt_ws_response_ok(x)) {
+            b->why = "101 without the right Upgrade, Connection or Sec-WebSocket-Accept";
+            return -1;
+        }
+        pt_hdrs_mark_hop_by_hop(&x->resp, true);
+        x->resp_no_body = 1;
+        if (x->fe->send_head(x) != PT_OK)
+            return -1;
+        b->upgraded = 1;
+        return HPE_PAUSED; /* what follows the head is the server's first WebSocket bytes */
+    }
     /* every head ends with a pause, so that bconn_parse checks the lines llhttp read
      * (pt_h1_lines_check) before anything after them is parsed */
     if (status < 200) {
@@ -477,7 +507,7 @@ r_headers_complete(llhttp_t *p)
         return HPE_PAUSED;
     }
     b->interim = 0;
-    pt_upstream_result(x, 1);
+    pt_proxy_result(x, 1);
     x->status = status;
     if (pt_proxy_response_head(x) == PT_DECLINED) {
         b->retry_status = 1; /* stop parsing; bconn_parse hands the request to another server */
@@ -566,18 +596,18 @@ bconn_response_done(struct pt_bconn *b)
     bool reusable = llhttp_should_keep_alive(&b->parser) && b->req_end_queued &&
                     b->out.bytes == 0 && (b->in == NULL || b->in->rpos == b->in->wpos) &&
                     up->keepalive > 0 && b->requests < (unsigned)up->keepalive_requests &&
-                    !b->w->draining;
+                    !b->w->draining && up->protocol != PT_PROTO_H2; /* (WebSocket only) */
 
     b->x = NULL;
     x->be = NULL;
     x->be_ctx = NULL;
-    pt_upstream_release(x);
+    pt_proxy_release(x);
     pt_proxy_request_done(x);
     if (b->ssl != NULL && b->requests == 1)
         pt_tls_save_session(b->ssl, &b->ws->tls_session); /* tickets have arrived by now */
     x->fe->send_end(x); /* the frontend drops what is left of the request body, if any */
     x->fe->flush(x);
-    if (!reusable || !pt_pool_put(b->ws, &b->pool_link)) {
+    if (!reusable || !pt_pool_put(b->ws, &b->pool)) {
         bconn_close(b);
         return;
     }
@@ -589,6 +619,38 @@ bconn_response_done(struct pt_bconn *b)
     }
     set_reading(b, 1);
     update_timer(b);
+}
+
+/* The backend accepted a WebSocket: its socket, and what it sent after the 101, go to the
+ * tunnel (pt_ws_tunnel); this connection retires without closing the socket. The attempt stays
+ * counted on the server (least_conn, max_conns) until the tunnel closes. */
+static void
+bconn_tunnel(struct pt_bconn *b)
+{
+    struct pt_worker *w = b->w;
+    struct pt_exchange *x = b->x;
+    struct pt_chain from_server;
+    int fd = b->fd;
+    SSL *ssl = b->ssl;
+
+    pt_chain_init(&from_server);
+    if (b->in != NULL && b->in->rpos < b->in->wpos)
+        pt_chain_push(&from_server, b->in);
+    else if (b->in != NULL)
+        pt_chunk_put(&w->chunks, b->in);
+    b->in = NULL;
+    b->x = NULL;
+    x->be = NULL;
+    x->be_ctx = NULL;
+    b->closing = 1;
+    b->fd = -1;
+    b->ssl = NULL;
+    ev_io_stop(w->loop, &b->rio);
+    ev_io_stop(w->loop, &b->wio);
+    ev_timer_stop(w->loop, &b->timer);
+    pt_chain_free(&w->chunks, &b->out);
+    pt_worker_reap(w, &b->reap);
+    pt_ws_tunnel(x, fd, ssl, &from_server);
 }
 
 static void
@@ -650,6 +712,10 @@ bconn_parse(struct pt_bconn *b)
             b->in->rpos += (uint32_t)(llhttp_get_error_pos(&b->parser) - data);
             llhttp_resume(&b->parser);
             kick = true;
+            if (b->upgraded) {
+                bconn_tunnel(b);
+                return;
+            }
         } else if (b->retry_status) {
             struct pt_exchange *x = b->x;
 
@@ -822,7 +888,7 @@ be_detach(struct pt_exchange *x)
     struct pt_bconn *b = x->be_ctx;
 
     /* the frontend gave up mid-exchange: the connection's state is unknown, so close it */
-    pt_upstream_release(x);
+    pt_proxy_release(x);
     pt_proxy_request_done(x);
     x->be = NULL;
     x->be_ctx = NULL;
@@ -863,6 +929,7 @@ attach(struct pt_bconn *b, struct pt_exchange *x)
     b->paused = 0;
     b->interim = 0;
     b->retry_status = 0;
+    b->upgraded = 0;
     b->requests++;
     b->why = NULL;
     x->be = &h1_be_ops;
@@ -875,8 +942,8 @@ void
 pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    struct pt_wserver *ws = &pt_upstream_group(x->w, x->up)->servers[x->srv->index];
-    struct pt_list *idle = allow_reuse ? pt_pool_get(ws) : NULL;
+    struct pt_wserver *ws = pt_upstream_wserver(pt_upstream_group(x->w, x->up), x->att.srv);
+    struct pt_pooled *idle = allow_reuse ? pt_pool_get(ws) : NULL;
     struct pt_bconn *b;
 
     /* once for the process: a second llhttp_settings_init() (it starts with a memset) would
@@ -884,7 +951,7 @@ pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
      * the HTTP/1.1 server) */
     pthread_once(&once, settings_init);
     if (idle != NULL) {
-        b = pt_container_of(idle, struct pt_bconn, pool_link);
+        b = pt_container_of(idle, struct pt_bconn, pool);
         b->state = B_ACTIVE;
         b->reused = 1;
         attach(b, x);
@@ -903,19 +970,21 @@ pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
     b->reap.free = bconn_free;
     b->w = x->w;
     b->ws = ws;
-    b->srv = x->srv;
-    pt_list_init(&b->pool_link);
+    b->srv = x->att.srv;
+    pt_list_init(&b->pool.link);
+    b->pool.ops = &h1_pool_ops;
     pt_chain_init(&b->out);
     ev_io_init(&b->rio, on_readable, -1, EV_READ);
     ev_io_init(&b->wio, on_writable, -1, EV_WRITE);
     ev_timer_init(&b->timer, on_timeout, 0., 0.);
-    b->fd = socket(x->srv->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    b->fd = socket(x->att.srv->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (b->fd == -1) {
         int e = errno;
 
         free(b);
-        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: socket() failed: %s", x->up->name,
-               x->srv->name, strerror(e));
+        pt_log(PT_LOG_ERROR, "upstream \"%s\" server %s: socket() failed: %s request_id=%s",
+               x->up->name, x->att.srv->name, strerror(e), pt_request_id(x));
+        pt_proxy_fail_detail(x, e, "socket() failed");
         pt_proxy_backend_failed(x, PT_BF_CONNECT, false, false);
         return;
     }
@@ -926,7 +995,7 @@ pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
     ev_io_set(&b->wio, b->fd, EV_WRITE);
     b->state = B_CONNECTING;
     attach(b, x);
-    if (connect(b->fd, (struct sockaddr *)&x->srv->addr.sa, x->srv->addr.len) == -1 &&
+    if (connect(b->fd, (struct sockaddr *)&x->att.srv->addr.sa, x->att.srv->addr.len) == -1 &&
         errno != EINPROGRESS) {
         bconn_fail(b, PT_BF_CONNECT, "connect() failed", errno);
         return;
@@ -935,15 +1004,22 @@ pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
     update_timer(b);
 }
 
-void
-pt_h1_client_close_idle(struct pt_wserver *ws)
+/* The pool closes an idle connection (drain, shutdown); only idle ones are on its list. */
+static void
+pool_close_idle(struct pt_pooled *p)
 {
-    struct pt_list *e;
-
-    while ((e = pt_pool_get(ws)) != NULL) {
-        struct pt_bconn *b = pt_container_of(e, struct pt_bconn, pool_link);
-
-        b->state = B_ACTIVE; /* already off the pool list */
-        bconn_close(b);
-    }
+    bconn_close(pt_container_of(p, struct pt_bconn, pool));
 }
+
+/* A reload (or a connection of an older snapshot going back to the pool): the same address's
+ * server of the newest snapshot. */
+static void
+pool_rebind(struct pt_pooled *p, struct pt_wserver *ws)
+{
+    pt_container_of(p, struct pt_bconn, pool)->srv = ws->srv;
+}
+
+static const struct pt_pool_ops h1_pool_ops = {
+    .close_idle = pool_close_idle,
+    .rebind = pool_rebind,
+};

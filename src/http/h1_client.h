@@ -5,9 +5,11 @@
 
 #include <stdbool.h>
 
+#include "core/buf-t.h"
 #include "core/worker-t.h"
 
 struct pt_exchange;
+struct pt_server;
 
 /* Why an attempt failed. The first three are "unsent": the server took none of the request,
  * so it goes to another server without spending `retries` or the retry budget. */
@@ -21,10 +23,13 @@ enum pt_backend_failure {
     PT_BF_PROTOCOL,        /* invalid response */
 };
 
-/* Attaches x to a connection to x->srv: an idle pooled one when allow_reuse, else a new one.
+/* Serialises x's request head as it goes to srv (request line, the client's fields not marked
+ * skip, x->fwd, portico's own framing) onto o. Used for every request, and by `portico
+ * explain` to show what a backend would receive. */
+void pt_h1_request_head(const struct pt_exchange *x, const struct pt_server *srv,
+                        struct pt_chunk_pool *p, struct pt_chain *o);
+/* Attaches x to a connection to x->att.srv: an idle pooled one when allow_reuse, else a new one.
  * Failures are reported through pt_proxy_backend_failed(). Worker thread. */
 void pt_h1_client_start(struct pt_exchange *x, bool allow_reuse);
-/* Closes every idle pooled connection of a server (drain, shutdown). */
-void pt_h1_client_close_idle(struct pt_wserver *ws);
 
 #endif

@@ -24,12 +24,18 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "http/errors.h"
 #include "http/exchange.h"
 #include "http/h1_chunk.h"
 #include "http/h1_server.h"
 #include "http/h2_server.h"
 #include "http/headers.h"
+#include "http/http.h"
+#include "http/proxy.h"
+#include "http/websocket.h"
+#include "net/relay.h"
 #include "http/router.h"
+#include "http/trace.h"
 #include "net/tls.h"
 
 enum pause_reason {
@@ -53,8 +59,9 @@ enum timer_kind {
 /* A client connection. Owner: its worker (w->conns); freed through the reaper. */
 struct pt_h1_conn {
     struct pt_reapable reap;
-    struct pt_list link;
+    struct pt_conn conn; /* in w->conns */
     struct pt_worker *w;
+    struct pt_conf *conf;     /* the snapshot its listen and new exchanges come from (a ref) */
     struct pt_listen *listen;
     int fd;
     SSL *ssl;          /* NULL on cleartext listeners */
@@ -93,6 +100,7 @@ struct pt_h1_conn {
 
 static llhttp_settings_t settings;
 static const struct pt_fe_ops h1_fe_ops;
+static const struct pt_conn_ops h1_conn_ops;
 
 /* The client's IP as text, formatted when needed (log lines, a new exchange) rather than kept
  * in every connection. */
@@ -104,10 +112,19 @@ peer_ip(struct pt_h1_conn *c)
     return pt_addr_ip(&c->peer.sa, buf, sizeof(buf));
 }
 
+/* The request ID of the connection's current request, for its log lines ("-" between
+ * requests). */
+static const char *
+rid(struct pt_h1_conn *c)
+{
+    return c->x != NULL ? pt_request_id(c->x) : "-";
+}
+
 static void conn_close(struct pt_h1_conn *c);
 static void parse(struct pt_h1_conn *c);
 static void flush(struct pt_h1_conn *c);
 static void update_read(struct pt_h1_conn *c);
+static void parser_put(struct pt_h1_conn *c);
 
 /* ---- timers --------------------------------------------------------------------------- */
 
@@ -129,7 +146,7 @@ conn_http(struct pt_h1_conn *c)
 {
     if (c->x != NULL && c->x->http != NULL)
         return c->x->http;
-    return &c->listen->default_vhost->http;
+    return &pt_http_listen(c->listen)->default_vhost->http;
 }
 
 static void
@@ -141,13 +158,16 @@ local_error(struct pt_h1_conn *c, unsigned status)
     if (x == NULL) {
         /* bytes that never became a request: answer without an exchange */
         const char *reason = pt_status_reason(status);
-        char body[64];
+        char body[64], ps[300];
         int n = snprintf(body, sizeof(body), "%u %s\n", status, reason);
 
+        if (pt_proxy_status_format(pt_http_main(c->w->conf), pt_perr_of_status(status), NULL, ps,
+                                   sizeof(ps)) != PT_OK)
+            ps[0] = '\0';
         pt_chain_printf(&c->w->chunks, &c->out,
                         "HTTP/1.1 %u %s\r\nServer: portico\r\nContent-Type: text/plain\r\n"
-                        "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
-                        status, reason, n, body);
+                        "Proxy-Status: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+                        status, reason, ps, n, body);
         flush(c);
         return;
     }
@@ -173,16 +193,16 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     switch (k) {
     case T_HEADER:
         if (c->x != NULL || (c->in != NULL && c->in->wpos > c->in->rpos)) {
-            pt_log(PT_LOG_INFO, "client %s timed out sending the request head (c%llu)",
-                   peer_ip(c), (unsigned long long)c->id);
+            pt_log(PT_LOG_INFO, "client %s timed out sending the request head (c%llu) "
+                   "request_id=%s", peer_ip(c), (unsigned long long)c->id, rid(c));
             local_error(c, 408);
             return;
         }
         conn_close(c);
         return;
     case T_BODY:
-        pt_log(PT_LOG_INFO, "client %s timed out sending the request body (c%llu)", peer_ip(c),
-               (unsigned long long)c->id);
+        pt_log(PT_LOG_INFO, "client %s timed out sending the request body (c%llu) request_id=%s",
+               peer_ip(c), (unsigned long long)c->id, rid(c));
         if (c->x != NULL && !c->x->resp_head_sent) {
             local_error(c, 408);
             return;
@@ -190,8 +210,8 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         conn_close(c);
         return;
     case T_SEND:
-        pt_log(PT_LOG_INFO, "client %s timed out reading the response (c%llu)", peer_ip(c),
-               (unsigned long long)c->id);
+        pt_log(PT_LOG_INFO, "client %s timed out reading the response (c%llu) request_id=%s",
+               peer_ip(c), (unsigned long long)c->id, rid(c));
         conn_close(c);
         return;
     case T_HANDSHAKE:
@@ -215,7 +235,8 @@ update_timer(struct pt_h1_conn *c, int progress)
     struct pt_exchange *x = c->x;
 
     if (c->handshaking)
-        set_timer(c, T_HANDSHAKE, c->listen->default_vhost->tls.handshake_timeout, 0);
+        set_timer(c, T_HANDSHAKE, pt_http_listen(c->listen)->default_vhost->tls->handshake_timeout,
+                  0);
     else if (c->lingering)
         set_timer(c, T_LINGER, LINGER_MSEC, 0);
     else if (ev_is_active(&c->wio))
@@ -336,6 +357,15 @@ out_status(struct pt_h1_conn *c)
 
 /* ---- frontend ops: the response side -------------------------------------------------- */
 
+static void
+put_field(struct pt_chunk_pool *p, struct pt_chain *o, const struct pt_hdr *h)
+{
+    pt_chain_append(p, o, h->name, h->nlen);
+    pt_chain_append(p, o, ": ", 2);
+    pt_chain_append(p, o, h->value, h->vlen);
+    pt_chain_append(p, o, "\r\n", 2);
+}
+
 static int
 fe_send_head(struct pt_exchange *x)
 {
@@ -360,15 +390,22 @@ fe_send_head(struct pt_exchange *x)
     c->resp_chunked = 0;
     c->resp_start = c->out_written + o->bytes;
     pt_chain_printf(p, o, "HTTP/1.1 %u %s\r\n", x->status, pt_status_reason(x->status));
+    if (x->status == 101) {
+        /* a WebSocket accepted by the backend: its upgrade fields, no framing; the connection
+         * becomes a tunnel next (fe_take_socket) */
+        for (unsigned i = 0; i < x->resp.n; i++)
+            if (!x->resp.v[i].skip)
+                put_field(p, o, &x->resp.v[i]);
+        pt_chain_append(p, o, "Connection: upgrade\r\n\r\n", 23);
+        x->resp_head_sent = 1;
+        return PT_OK;
+    }
     for (unsigned i = 0; i < x->resp.n; i++) {
         const struct pt_hdr *h = &x->resp.v[i];
 
         if (h->skip || h->tok == PT_H_CONTENT_LENGTH)
             continue;
-        pt_chain_append(p, o, h->name, h->nlen);
-        pt_chain_append(p, o, ": ", 2);
-        pt_chain_append(p, o, h->value, h->vlen);
-        pt_chain_append(p, o, "\r\n", 2);
+        put_field(p, o, h);
     }
     if (x->resp_no_body) {
         /* HEAD keeps the length of what GET would send; 204 and 1xx never carry one */
@@ -447,12 +484,8 @@ fe_send_end(struct pt_exchange *x)
         for (unsigned i = 0; i < x->resp_trailers.n; i++) {
             const struct pt_hdr *h = &x->resp_trailers.v[i];
 
-            if (h->skip)
-                continue;
-            pt_chain_append(p, &c->out, h->name, h->nlen);
-            pt_chain_append(p, &c->out, ": ", 2);
-            pt_chain_append(p, &c->out, h->value, h->vlen);
-            pt_chain_append(p, &c->out, "\r\n", 2);
+            if (!h->skip)
+                put_field(p, &c->out, h);
         }
         pt_chain_append(p, &c->out, "\r\n", 2);
     }
@@ -489,12 +522,8 @@ fe_send_interim(struct pt_exchange *x)
     for (unsigned i = 0; i < x->resp.n; i++) {
         const struct pt_hdr *h = &x->resp.v[i];
 
-        if (h->skip)
-            continue;
-        pt_chain_append(p, &c->out, h->name, h->nlen);
-        pt_chain_append(p, &c->out, ": ", 2);
-        pt_chain_append(p, &c->out, h->value, h->vlen);
-        pt_chain_append(p, &c->out, "\r\n", 2);
+        if (!h->skip)
+            put_field(p, &c->out, h);
     }
     pt_chain_append(p, &c->out, "\r\n", 2);
     return out_status(c);
@@ -521,6 +550,36 @@ fe_flush(struct pt_exchange *x)
 
 /* Nothing of the response has reached the socket: take it back out of `out`, so that a local
  * error can answer instead (a backend that sent a head, then garbage in the same read). */
+/* The exchange became a tunnel: the socket, the unwritten 101, and the bytes the client sent
+ * after its request go to the relay, which takes this connection's place; this one retires
+ * without closing the socket (like switch_to_h2). */
+static int
+fe_take_socket(struct pt_exchange *x, struct pt_relay *r, struct pt_chain *from_client)
+{
+    struct pt_h1_conn *c = x->fe_ctx;
+    struct pt_worker *w = c->w;
+
+    if (c->closing || c->x != x)
+        return PT_ERR;
+    pt_relay_attach_socket(r, PT_RELAY_A, c->fd, c->ssl, false);
+    pt_relay_queue(r, PT_RELAY_A, &c->out);
+    if (c->in != NULL && c->in->rpos < c->in->wpos)
+        pt_chain_push(from_client, c->in);
+    else if (c->in != NULL)
+        pt_chunk_put(&w->chunks, c->in);
+    c->in = NULL;
+    pt_relay_replace(r, &c->conn);
+    c->x = NULL;
+    c->closing = 1;
+    c->ssl = NULL;
+    ev_io_stop(w->loop, &c->rio);
+    ev_io_stop(w->loop, &c->wio);
+    ev_timer_stop(w->loop, &c->timer);
+    parser_put(c);
+    pt_worker_reap(w, &c->reap);
+    return PT_OK;
+}
+
 static int
 fe_retract(struct pt_exchange *x)
 {
@@ -553,6 +612,7 @@ static const struct pt_fe_ops h1_fe_ops = {
     .flush = fe_flush,
     .abort = fe_abort,
     .retract = fe_retract,
+    .take_socket = fe_take_socket,
 };
 
 /* Ends the exchange once both the request and the response are complete. */
@@ -614,7 +674,7 @@ static int
 on_message_begin(llhttp_t *p)
 {
     struct pt_h1_conn *c = p->data;
-    struct pt_exchange *x = pt_exchange_new(c->w, c->w->conf);
+    struct pt_exchange *x = pt_exchange_new(c->w, c->conf);
 
     if (x == NULL) {
         c->err_status = 503;
@@ -771,23 +831,22 @@ on_headers_complete(llhttp_t *p)
         return -1;
     }
     /* llhttp checks framing only after this callback, but we act on the request as soon as we
-     * return, so the checks of RFC 9112 section 6.1 and 6.3 are made here first: Transfer-Encoding
-     * with Content-Length is ambiguous (400), chunked must be the final coding (400), and any
-     * other coding is one we would not forward faithfully (501). An empty Transfer-Encoding
-     * field counts too: llhttp 8.1 ignores it, but chunked is not its final coding (400). */
-    if ((p->flags & F_TRANSFER_ENCODING) || pt_hdrs_find(&x->req, PT_H_TRANSFER_ENCODING) >= 0) {
-        int ti = pt_hdrs_find(&x->req, PT_H_TRANSFER_ENCODING);
-        bool only_chunked = ti >= 0 && pt_hdrs_find_name(&(struct pt_hdrs){x->req.v + ti + 1,
-                                                           x->req.n - (unsigned)ti - 1, 0},
-                                                         "transfer-encoding", 17) < 0 &&
-                            pt_str_ieq(x->req.v[ti].value, x->req.v[ti].vlen, "chunked", 7);
+     * return, so the checks of RFC 9112 sections 6.1 and 6.3 are made here first, by our own
+     * rules (pt_h1_request_framing: CL with TE, two TE, chunked not last are 400, another
+     * coding before chunked 501), and portico and llhttp must then agree on the body's end. */
+    {
+        const char *why = NULL;
+        int chunked;
+        int64_t cl;
+        unsigned st = pt_h1_request_framing(&x->req, &chunked, &cl, &why);
 
-        if ((p->flags & F_CONTENT_LENGTH) || !(p->flags & F_CHUNKED)) {
-            c->err_status = 400;
-            return -1;
+        if (st == 0 && (chunked != x->req_chunked || cl != x->req_cl)) {
+            why = "framing not understood alike by portico and its parser";
+            st = 400;
         }
-        if (!only_chunked) {
-            c->err_status = 501;
+        if (st != 0) {
+            c->err_why = why;
+            c->err_status = st;
             return -1;
         }
     }
@@ -881,8 +940,10 @@ try_upgrade_h2c(struct pt_h1_conn *c, struct pt_exchange *x)
 static void
 reject(struct pt_h1_conn *c, unsigned status, const char *why)
 {
-    pt_log(PT_LOG_INFO, "client %s: %s, answering %u (c%llu)", peer_ip(c), why, status,
-           (unsigned long long)c->id);
+    pt_log(PT_LOG_INFO, "client %s: %s, answering %u (c%llu) request_id=%s", peer_ip(c), why,
+           status, (unsigned long long)c->id, rid(c));
+    if (c->x != NULL)
+        c->x->perr_details = why;
     local_error(c, status);
 }
 
@@ -946,8 +1007,8 @@ request_start(struct pt_h1_conn *c)
     if (x->method == HTTP_CONNECT) {
         /* a gateway opens no tunnels to arbitrary authorities (RFC 9110 section 9.3.6); what
          * follows the head would be tunnel bytes, so the connection closes after the answer */
-        pt_log(PT_LOG_INFO, "client %s: CONNECT is not supported, answering 405 (c%llu)",
-               peer_ip(c), (unsigned long long)c->id);
+        pt_log(PT_LOG_INFO, "client %s: CONNECT is not supported, answering 405 (c%llu) "
+               "request_id=%s", peer_ip(c), (unsigned long long)c->id, rid(c));
         c->close_after = 1;
         x->discard_body = 1;
         pt_exchange_respond_with(x, 405, "405 Method Not Allowed\n", "Allow", PT_ALLOW_METHODS);
@@ -965,9 +1026,9 @@ request_start(struct pt_h1_conn *c)
         reject(c, 400, "invalid Host (userinfo, a bad character or port)");
         return;
     }
-    x->vh = pt_router_vhost(c->listen, x->host, x->host_len);
+    x->vh = pt_router_vhost(x->listen, x->host, x->host_len);
     x->http = &x->vh->http;
-    if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh)) {
+    if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh->tls)) {
         reject(c, 421, "Host names another server block than the TLS handshake");
         return;
     }
@@ -1009,13 +1070,33 @@ request_start(struct pt_h1_conn *c)
         }
         x->expect_continue = x->minor >= 1 && x->req_has_body;
     }
-    pt_hdrs_mark_hop_by_hop(&x->req, false);
+    /* RFC 6455: a WebSocket handshake to a proxied location with `websocket on` keeps its
+     * upgrade fields and may become a tunnel; anywhere else Upgrade is dropped (hop-by-hop) and
+     * the request is an ordinary one */
+    if (x->loc != NULL && x->loc->handler->websocket && x->http->websocket &&
+        pt_ws_requested(x)) {
+        unsigned st = pt_ws_check_request(x);
+
+        if (st == 426) {
+            pt_log(PT_LOG_INFO, "client %s: WebSocket version not 13, answering 426 (c%llu) "
+                   "request_id=%s", peer_ip(c), (unsigned long long)c->id, rid(c));
+            pt_exchange_respond_with(x, 426, "426 Upgrade Required\n", "Sec-WebSocket-Version",
+                                     "13");
+            return;
+        }
+        if (st != 0) {
+            reject(c, st, "invalid WebSocket handshake");
+            return;
+        }
+        x->ws = 1;
+    }
+    pt_hdrs_mark_hop_by_hop(&x->req, x->ws);
     if (x->loc == NULL) {
         x->discard_body = 1;
         pt_exchange_respond(x, 404, "404 Not Found\n");
         return;
     }
-    if (try_upgrade_h2c(c, x))
+    if (!x->ws && try_upgrade_h2c(c, x))
         return;
     if (x->expect_continue)
         pt_chain_append(&c->w->chunks, &c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -1112,7 +1193,8 @@ parse(struct pt_h1_conn *c)
                 break;
             if (rc != PT_OK) {
                 pt_log(PT_LOG_INFO, "client %s sent an invalid request: %s, answering 400 "
-                       "(c%llu)", peer_ip(c), why, (unsigned long long)c->id);
+                       "(c%llu) request_id=%s", peer_ip(c), why, (unsigned long long)c->id,
+                       rid(c));
                 c->in->rpos = c->in->wpos;
                 local_error(c, 400);
                 break;
@@ -1135,7 +1217,14 @@ parse(struct pt_h1_conn *c)
         llhttp_errno_t e = llhttp_execute(c->parser, data, len);
         size_t used = len;
 
-        if (e == HPE_PAUSED) {
+        if (e == HPE_PAUSED_UPGRADE) {
+            /* llhttp stops after a request with Upgrade (or CONNECT): what follows is HTTP
+             * again unless this exchange became a tunnel, and then the connection is no longer
+             * ours to parse (fe_take_socket). A refused upgrade leaves no tunnel behind. */
+            e = HPE_PAUSED;
+            used = (size_t)(llhttp_get_error_pos(c->parser) - data);
+            llhttp_resume_after_upgrade(c->parser);
+        } else if (e == HPE_PAUSED) {
             used = (size_t)(llhttp_get_error_pos(c->parser) - data);
             llhttp_resume(c->parser);
         }
@@ -1147,17 +1236,19 @@ parse(struct pt_h1_conn *c)
             if (lines && c->x != NULL &&
                 pt_h1_lines_check(&c->lines, data, used, &why) != PT_OK) {
                 pt_log(PT_LOG_INFO, "client %s sent an invalid request: %s, answering 400 "
-                       "(c%llu)", peer_ip(c), why, (unsigned long long)c->id);
+                       "(c%llu) request_id=%s", peer_ip(c), why, (unsigned long long)c->id,
+                       rid(c));
                 local_error(c, 400);
                 break;
             }
         } else {
             unsigned status = parse_error_status(c, e);
 
-            pt_log(PT_LOG_INFO, "client %s sent an invalid request: %s (%s), answering %u (c%llu)",
+            pt_log(PT_LOG_INFO,
+                   "client %s sent an invalid request: %s (%s), answering %u (c%llu) request_id=%s",
                    peer_ip(c), llhttp_errno_name(e),
                    c->err_why != NULL ? c->err_why : llhttp_get_error_reason(c->parser), status,
-                   (unsigned long long)c->id);
+                   (unsigned long long)c->id, rid(c));
             if (c->in != NULL)
                 c->in->rpos = c->in->wpos;
             local_error(c, status);
@@ -1326,6 +1417,7 @@ conn_free(struct pt_reapable *r)
 {
     struct pt_h1_conn *c = pt_container_of(r, struct pt_h1_conn, reap);
 
+    pt_conf_unref(c->conf);
     free(c);
 }
 
@@ -1356,8 +1448,7 @@ conn_close(struct pt_h1_conn *c)
         pt_chunk_put(&w->chunks, c->in);
     c->in = NULL;
     pt_chain_free(&w->chunks, &c->out);
-    pt_list_remove(&c->link);
-    pt_worker_conn_closed(w);
+    pt_worker_conn_closed(w, &c->conn);
     pt_worker_reap(w, &c->reap);
 }
 
@@ -1375,9 +1466,10 @@ settings_init(void)
     settings.on_message_complete = on_message_complete;
 }
 
-int
-pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
-                  struct pt_listen *l)
+/* Every accepted connection starts as HTTP/1.1; it may become HTTP/2 (switch_to_h2). */
+static int
+h1_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
+          struct pt_listen *l)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     struct pt_h1_conn *c;
@@ -1393,6 +1485,8 @@ pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, sock
     c->reap.free = conn_free;
     c->w = w;
     c->listen = l;
+    c->conf = w->conf;
+    pt_conf_ref(c->conf);
     c->fd = fd;
     c->id = ++w->next_id;
     memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
@@ -1401,45 +1495,70 @@ pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, sock
     ev_io_init(&c->wio, on_write, fd, EV_WRITE);
     ev_timer_init(&c->timer, on_timer, 0., 0.);
     if (l->tls) {
-        c->ssl = pt_tls_accept(l, fd);
+        c->ssl = pt_tls_accept(&pt_http_listen(l)->tls, fd);
         if (c->ssl == NULL) {
             free(c);
             return PT_ERR;
         }
         c->handshaking = 1;
     }
-    pt_list_insert_tail(&w->conns, &c->link);
-    w->n_conns++;
+    pt_worker_conn_open(w, &c->conn, &h1_conn_ops);
     update_read(c);
     update_timer(c, 0);
     return PT_OK;
 }
 
-void
-pt_h1_server_drain(struct pt_worker *w)
+/* Graceful stop: an idle connection closes now, the others after their current response. */
+static void
+conn_drain(struct pt_conn *cn)
 {
-    struct pt_list *e = w->conns.next;
+    struct pt_h1_conn *c = pt_container_of(cn, struct pt_h1_conn, conn);
 
-    while (e != &w->conns) {
-        struct pt_h1_conn *c = pt_container_of(e, struct pt_h1_conn, link);
-
-        e = e->next;
-        if (c->x == NULL && c->out.bytes == 0)
-            conn_close(c);
-        else
-            c->close_after = 1;
-    }
-}
-
-void
-pt_h1_server_close_all(struct pt_worker *w)
-{
-    while (!pt_list_empty(&w->conns)) {
-        struct pt_h1_conn *c = pt_container_of(w->conns.next, struct pt_h1_conn, link);
-
+    if (c->x == NULL && c->out.bytes == 0)
         conn_close(c);
-    }
+    else
+        c->close_after = 1;
 }
+
+static void
+conn_close_now(struct pt_conn *cn)
+{
+    conn_close(pt_container_of(cn, struct pt_h1_conn, conn));
+}
+
+/* A reload: the connection serves its next requests from the new snapshot, on the listen with
+ * the same address; the request in progress finishes on the old one (its exchange holds it).
+ * An address no longer listened on: the connection closes after what it is doing. */
+static void
+conn_reload(struct pt_conn *cn, struct pt_conf *conf)
+{
+    struct pt_h1_conn *c = pt_container_of(cn, struct pt_h1_conn, conn);
+
+    for (unsigned i = 0; i < conf->n_listens; i++) {
+        struct pt_listen *l = conf->listens[i];
+
+        if (l->proto == &pt_http_listen_proto && l->tls == c->listen->tls &&
+            strcmp(l->addr.name, c->listen->addr.name) == 0) {
+            pt_conf_ref(conf);
+            pt_conf_unref(c->conf);
+            c->conf = conf;
+            c->listen = l;
+            return;
+        }
+    }
+    conn_drain(cn);
+}
+
+static const struct pt_conn_ops h1_conn_ops = {
+    .drain = conn_drain,
+    .close = conn_close_now,
+    .reload = conn_reload,
+};
+
+const struct pt_listen_proto pt_http_listen_proto = {
+    .name = "http",
+    .accept = h1_accept,
+};
 
 /* Hands fd, TLS session and unread bytes to a new HTTP/2 connection and retires this one
  * without closing the socket. Returns PT_DONE when handed over. */
@@ -1449,11 +1568,13 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
 {
     struct pt_worker *w = c->w;
     struct pt_h2_takeover t = {
+        .conn = &c->conn,
         .fd = c->fd,
         .ssl = c->ssl,
         .peer = &c->peer.sa,
         .peer_len = sizeof(c->peer),
         .listen = c->listen,
+        .conf = c->conf,
         .initial = c->in != NULL ? c->in->data + c->in->rpos : NULL,
         .initial_len = c->in != NULL ? c->in->wpos - c->in->rpos : 0,
         .upgrade_x = upgrade_x,
@@ -1475,8 +1596,7 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
     pt_chain_free(&w->chunks, &c->out);
     c->ssl = NULL;
     parser_put(c);
-    pt_list_remove(&c->link);
-    /* no pt_worker_conn_closed(): the h2 connection took over our place in w->n_conns */
+    /* no pt_worker_conn_closed(): the h2 connection took our place in w->conns */
     pt_worker_reap(w, &c->reap);
     return PT_DONE;
 }

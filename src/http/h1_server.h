@@ -8,12 +8,9 @@
 #include "core/conf-t.h"
 #include "core/worker-t.h"
 
-/* Takes ownership of an accepted socket. Worker thread. PT_OK, or PT_ERR (caller closes fd). */
-int pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
-                      struct pt_listen *l);
-/* Graceful stop: closes idle connections now, the others after their current response. */
-void pt_h1_server_drain(struct pt_worker *w);
-/* Closes every connection at once (after the loop ended). */
-void pt_h1_server_close_all(struct pt_worker *w);
+/* What an HTTP listening address speaks: its accept takes ownership of the socket as an
+ * HTTP/1.1 connection (which may become HTTP/2). Set on each listen by the HTTP
+ * configuration. */
+extern const struct pt_listen_proto pt_http_listen_proto;
 
 #endif

@@ -9,10 +9,8 @@
 
 struct pt_exchange;
 
-/* Starts x as a stream on a connection to x->srv: an existing one with room when allow_reuse,
+/* Starts x as a stream on a connection to x->att.srv: an existing one with room when allow_reuse,
  * else a new one. Failures go to pt_proxy_backend_failed(). Worker thread. */
 void pt_h2_client_start(struct pt_exchange *x, bool allow_reuse);
-/* Closes idle connections now and the busy ones once their streams end (drain). */
-void pt_h2_client_close_idle(struct pt_wserver *ws);
 
 #endif

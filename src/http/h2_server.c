@@ -16,6 +16,7 @@
 #include <llhttp.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -31,16 +32,23 @@
 #include "http/exchange.h"
 #include "http/h2_fields.h"
 #include "http/h2_server.h"
+#include "http/h1_server.h"
 #include "http/headers.h"
+#include "http/http.h"
+#include "http/proxy.h"
+#include "http/websocket.h"
+#include "net/relay.h"
 #include "http/router.h"
+#include "http/trace.h"
 #include "net/tls.h"
 
-/* A client HTTP/2 connection. Owner: its worker (w->h2_conns); freed through the reaper. */
+/* A client HTTP/2 connection. Owner: its worker (w->conns); freed through the reaper. */
 struct pt_h2_conn {
     struct pt_reapable reap;
     struct pt_deferred_flush df;
-    struct pt_list link;
+    struct pt_conn conn; /* in w->conns */
     struct pt_worker *w;
+    struct pt_conf *conf;     /* the snapshot its listen and new streams come from (a ref) */
     struct pt_listen *listen;
     int fd;
     SSL *ssl;
@@ -87,10 +95,16 @@ struct pt_h2_stream {
     unsigned deferred : 1;
     unsigned out_full : 1;
     unsigned started : 1;
+    unsigned shut_out : 1;   /* tunnel: END_STREAM once the relay's queue is sent */
+    struct pt_relay *relay;  /* an RFC 8441 WebSocket: the stream is the relay's client side */
+    struct pt_chain early;   /* DATA received before the tunnel started */
+    uint64_t unconsumed;     /* tunnel DATA not yet written to the backend (window held) */
 };
 
 static const struct pt_fe_ops h2_fe_ops;
+static const struct pt_conn_ops h2_conn_ops;
 static void h2_flush(struct pt_h2_conn *c);
+static void resume_stream_data(struct pt_h2_stream *st);
 static void h2_close(struct pt_h2_conn *c);
 
 static void
@@ -111,7 +125,7 @@ update_read(struct pt_h2_conn *c, int want)
 static void
 update_timer(struct pt_h2_conn *c)
 {
-    const struct pt_http_conf *h = &c->listen->default_vhost->http;
+    const struct pt_http_conf *h = &pt_http_listen(c->listen)->default_vhost->http;
     pt_msec ms = 0;
 
     if (ev_is_active(&c->wio))
@@ -167,8 +181,10 @@ on_stream_timer(struct ev_loop *loop, ev_timer *t, int revents)
     struct pt_h2_conn *c = st->c;
     struct pt_exchange *x = st->x;
 
-    pt_log(PT_LOG_INFO, "h2 client %s stream %d: timed out sending the request %s (c%llu)",
-           c->peer_ip, st->id, st->started ? "body" : "head", (unsigned long long)c->id);
+    pt_log(PT_LOG_INFO,
+           "h2 client %s stream %d: timed out sending the request %s (c%llu) request_id=%s",
+           c->peer_ip, st->id, st->started ? "body" : "head", (unsigned long long)c->id,
+           x != NULL ? pt_request_id(x) : "-");
     if (x != NULL) {
         if (x->be != NULL)
             x->be->detach(x);
@@ -212,6 +228,13 @@ stream_free(struct pt_h2_stream *st)
     struct pt_exchange *x = st->x;
 
     ev_timer_stop(c->w->loop, &st->timer);
+    if (st->relay != NULL) {
+        struct pt_relay *r = st->relay;
+
+        st->relay = NULL; /* the relay's close op must not touch the stream any more */
+        pt_relay_close(r, "stream closed");
+    }
+    pt_chain_free(&c->w->chunks, &st->early);
     if (st->head_pending)
         pt_list_remove(&st->head_link);
     give_back_window(st); /* a client reset while we held its bytes */
@@ -233,13 +256,52 @@ stream_reject(struct pt_h2_stream *st, unsigned status, const char *why)
     struct pt_exchange *x = st->x;
     char body[64];
 
-    pt_log(PT_LOG_INFO, "h2 client %s stream %d: %s, answering %u (c%llu)", st->c->peer_ip,
-           st->id, why, status, (unsigned long long)st->c->id);
+    pt_log(PT_LOG_INFO, "h2 client %s stream %d: %s, answering %u (c%llu) request_id=%s",
+           st->c->peer_ip, st->id, why, status, (unsigned long long)st->c->id, pt_request_id(x));
+    x->perr_details = why;
     if (x->method_name == NULL)
         x->method_name = st->method != NULL ? st->method : "-";
     x->discard_body = 1;
     snprintf(body, sizeof(body), "%u %s\n", status, pt_status_reason(status));
     pt_exchange_respond(x, status, body);
+}
+
+/* An extended CONNECT for a WebSocket (RFC 8441 section 5), routed: to an HTTP/1.1 backend it
+ * becomes the RFC 6455 handshake, with a key of portico's own whose accept value the backend's
+ * 101 must carry. The HTTP request is complete (a GET); the stream's DATA is the tunnel's.
+ * Returns false when the stream was answered. */
+static bool
+websocket_request(struct pt_h2_stream *st)
+{
+    struct pt_exchange *x = st->x;
+    unsigned char raw[16];
+    char *key = pt_arena_alloc(&x->arena, 25);
+
+    if (x->loc == NULL)
+        return true; /* answered 404 like any request */
+    if (!x->loc->handler->websocket || !x->http->websocket) {
+        stream_reject(st, 501, "WebSocket (extended CONNECT) is not enabled at this location");
+        return false;
+    }
+    if (key == NULL || RAND_bytes(raw, sizeof(raw)) != 1) {
+        stream_reject(st, 500, "cannot make a WebSocket key");
+        return false;
+    }
+    EVP_EncodeBlock((unsigned char *)key, raw, sizeof(raw));
+    for (unsigned i = 0; i < x->req.n; i++)
+        if (pt_str_ieq(x->req.v[i].name, x->req.v[i].nlen, "sec-websocket-version", 21) ||
+            pt_str_ieq(x->req.v[i].name, x->req.v[i].nlen, "sec-websocket-key", 17))
+            x->req.v[i].skip = 1;
+    pt_hdrs_add(&x->arena, &x->req, "upgrade", 7, "websocket", 9);
+    pt_hdrs_add(&x->arena, &x->req, "sec-websocket-key", 17, key, 24);
+    pt_hdrs_add(&x->arena, &x->req, "sec-websocket-version", 21, "13", 2);
+    x->ws = 1;
+    x->ws_key = key;
+    x->req_complete = 1;
+    x->req_has_body = 0;
+    x->req_chunked = 0;
+    x->req_cl = -1;
+    return true;
 }
 
 /* The request head is complete: translate, validate, route, start the handler. */
@@ -273,9 +335,9 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
     /* RFC 9113 section 8.3.1: :authority has no userinfo; a host field is checked alike */
     bool bad_host = pt_exchange_set_host(x) != PT_OK;
 
-    x->vh = pt_router_vhost(c->listen, x->host, x->host_len);
+    x->vh = pt_router_vhost(x->listen, x->host, x->host_len);
     x->http = &x->vh->http;
-    if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh)) {
+    if (c->ssl != NULL && pt_tls_misdirected(c->ssl, x->vh->tls)) {
         stream_reject(st, 421, ":authority names another server block than the TLS handshake");
         return;
     }
@@ -291,15 +353,24 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
         stream_reject(st, 400, "missing :method");
         return;
     }
+    bool ext_ws = false;
+
     if (st->protocol != NULL) {
-        /* extended CONNECT (RFC 8441): no tunnel protocol is served here */
-        x->method_name = "CONNECT";
-        stream_reject(st, 501, ":protocol (extended CONNECT) is not supported here");
-        return;
+        /* extended CONNECT (RFC 8441): a WebSocket, translated below into the RFC 6455
+         * handshake an HTTP/1.1 backend expects; no other protocol is served */
+        if (strcmp(st->protocol, "websocket") != 0) {
+            x->method_name = "CONNECT";
+            stream_reject(st, 501, ":protocol other than websocket is not supported");
+            return;
+        }
+        ext_ws = true;
+        x->method = HTTP_GET;
+        x->method_name = "GET";
     }
     if (x->method == HTTP_CONNECT) {
         pt_log(PT_LOG_INFO, "h2 client %s stream %d: CONNECT is not supported, answering 405 "
-               "(c%llu)", c->peer_ip, st->id, (unsigned long long)c->id);
+               "(c%llu) request_id=%s", c->peer_ip, st->id, (unsigned long long)c->id,
+               pt_request_id(x));
         x->discard_body = 1;
         pt_exchange_respond_with(x, 405, "405 Method Not Allowed\n", "Allow", PT_ALLOW_METHODS);
         return;
@@ -348,7 +419,9 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
 
     if (ei >= 0)
         x->req.v[ei].skip = 1; /* no 100-continue in h2: flow control does that job */
-    pt_hdrs_mark_hop_by_hop(&x->req, false);
+    if (ext_ws && !websocket_request(st))
+        return;
+    pt_hdrs_mark_hop_by_hop(&x->req, x->ws);
     if (x->loc == NULL) {
         x->discard_body = 1;
         pt_exchange_respond(x, 404, "404 Not Found\n");
@@ -375,7 +448,7 @@ on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         return 0;
     }
     st = calloc(1, sizeof(*st));
-    x = st != NULL ? pt_exchange_new(c->w, c->w->conf) : NULL;
+    x = st != NULL ? pt_exchange_new(c->w, c->conf) : NULL;
     if (x == NULL) {
         free(st);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets just this stream */
@@ -399,7 +472,7 @@ on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     c->served = 1;
     nghttp2_session_set_stream_user_data(s, st->id, st);
     ev_timer_init(&st->timer, on_stream_timer, 0., 0.);
-    stream_timer(st, c->listen->default_vhost->http.client_header_timeout);
+    stream_timer(st, pt_http_listen(c->listen)->default_vhost->http.client_header_timeout);
     return 0;
 }
 
@@ -409,7 +482,7 @@ on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_
 {
     struct pt_h2_conn *c = ud;
     struct pt_h2_stream *st = stream_of(c, f->hd.stream_id);
-    const struct pt_http_conf *h = &c->listen->default_vhost->http;
+    const struct pt_http_conf *h = &pt_http_listen(c->listen)->default_vhost->http;
     struct pt_exchange *x;
 
     if (st == NULL || st->x == NULL)
@@ -437,7 +510,8 @@ on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_
             /* RFC 9113 section 8.3.1: a method is a token; anything else is malformed */
             if (!pt_http_is_token(v, vlen) && !st->malformed) {
                 pt_log(PT_LOG_INFO, "h2 client %s stream %d: :method is not a token, resetting "
-                       "the stream (c%llu)", c->peer_ip, st->id, (unsigned long long)c->id);
+                       "the stream (c%llu) request_id=%s", c->peer_ip, st->id,
+                       (unsigned long long)c->id, pt_request_id(x));
                 st->malformed = 1;
                 x->status = 400;
                 x->method_name = "-";
@@ -509,6 +583,10 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
                                  : 0);
         return 0;
     }
+    if (end && st->relay != NULL) {
+        pt_relay_eof(st->relay, PT_RELAY_A);
+        return 0;
+    }
     if (end && st->x != NULL) {
         st->x->req_complete = 1;
         stream_timer(st, 0);
@@ -525,6 +603,26 @@ on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data
     struct pt_h2_stream *st = stream_of(c, id);
     struct pt_exchange *x = st != NULL ? st->x : NULL;
 
+    if (st != NULL && st->relay != NULL) {
+        /* tunnel DATA: the window opens again as the backend takes it (delivered) */
+        struct pt_chunk *ch = pt_chunk_get(&c->w->chunks);
+
+        if (ch == NULL)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        memcpy(ch->data, data, len); /* len <= the frame size, at most 16 KiB */
+        ch->wpos = (uint32_t)len;
+        st->unconsumed += len;
+        pt_relay_input(st->relay, PT_RELAY_A, ch);
+        return 0;
+    }
+    if (x != NULL && x->ws) {
+        /* before the backend's 101: kept for the tunnel, with the window held */
+        if (st->early.bytes + len > PT_BODY_CAP ||
+            pt_chain_append(&c->w->chunks, &st->early, data, len) != PT_OK)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        st->unconsumed += len;
+        return 0;
+    }
     if (x == NULL || x->discard_body) {
         nghttp2_session_consume(s, id, len);
         return 0;
@@ -565,6 +663,89 @@ on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *ud)
     return 0;
 }
 
+/* ---- an RFC 8441 tunnel: the stream as the relay's client side -------------------------- */
+
+/* DATA source of a tunnel stream: what the relay queued for the client. */
+static ssize_t
+tunnel_read(struct pt_h2_stream *st, uint8_t *buf, size_t len, uint32_t *flags)
+{
+    struct pt_relay_end *e = &st->relay->end[PT_RELAY_A];
+    size_t n = 0;
+
+    while (n < len && e->out.head != NULL) {
+        struct pt_chunk *ch = e->out.head;
+        size_t take = PT_MIN(len - n, (size_t)(ch->wpos - ch->rpos));
+
+        memcpy(buf + n, ch->data + ch->rpos, take);
+        n += take;
+        pt_chain_consume(&st->c->w->chunks, &e->out, take);
+    }
+    if (n > 0)
+        pt_relay_written(st->relay, PT_RELAY_A, n);
+    if (e->out.bytes == 0 && st->shut_out) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        st->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+static void
+end_write(struct pt_relay_end *e)
+{
+    struct pt_h2_stream *st = e->ctx;
+
+    resume_stream_data(st);
+    if (!st->c->closing)
+        pt_worker_defer_flush(st->c->w, &st->c->df);
+}
+
+static void
+end_shut(struct pt_relay_end *e)
+{
+    struct pt_h2_stream *st = e->ctx;
+
+    st->shut_out = 1;
+    end_write(e);
+}
+
+static void
+end_delivered(struct pt_relay_end *e, size_t n)
+{
+    struct pt_h2_stream *st = e->ctx;
+    size_t k = (size_t)PT_MIN((uint64_t)n, st->unconsumed);
+
+    if (k == 0 || st->c->closing)
+        return;
+    st->unconsumed -= k;
+    nghttp2_session_consume(st->c->session, st->id, k);
+    pt_worker_defer_flush(st->c->w, &st->c->df);
+}
+
+static void
+end_close(struct pt_relay_end *e)
+{
+    struct pt_h2_stream *st = e->ctx;
+
+    if (st->relay == NULL)
+        return; /* the stream is going away itself */
+    st->relay = NULL;
+    if (!st->c->closing) {
+        nghttp2_submit_rst_stream(st->c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+        pt_worker_defer_flush(st->c->w, &st->c->df);
+    }
+}
+
+static const struct pt_relay_end_ops h2_end_ops = {
+    .write = end_write,
+    .shut = end_shut,
+    .delivered = end_delivered,
+    .close = end_close,
+};
+
 /* DATA source: copies from the stream's chain; defers when it is empty and not finished. */
 static ssize_t
 data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
@@ -574,6 +755,8 @@ data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *fl
     struct pt_h2_conn *c = st->c;
     size_t n = 0;
 
+    if (st->relay != NULL)
+        return tunnel_read(st, buf, len, flags);
     while (n < len && st->out.head != NULL) {
         struct pt_chunk *ch = st->out.head;
         size_t take = PT_MIN(len - n, (size_t)(ch->wpos - ch->rpos));
@@ -669,12 +852,51 @@ fe_send_head(struct pt_exchange *x)
 
     if (c->closing)
         return PT_ERR;
+    if (x->status == 101) {
+        /* RFC 8441 section 5: the backend's 101 is a 200 here, without the RFC 6455 handshake
+         * fields (subprotocol and extensions stay); the stream stays open for the tunnel */
+        for (unsigned i = 0; i < x->resp.n; i++) {
+            struct pt_hdr *h = &x->resp.v[i];
+
+            if (h->tok == PT_H_UPGRADE ||
+                pt_str_ieq(h->name, h->nlen, "sec-websocket-accept", 20))
+                h->skip = 1;
+        }
+        x->status = 200;
+        x->resp_cl = -1;
+        x->resp_no_body = 0;
+    }
     if (!st->head_pending) {
         st->head_pending = 1;
         pt_list_insert_tail(&c->heads, &st->head_link);
     }
     x->resp_head_sent = 1;
     pt_worker_defer_flush(c->w, &c->df);
+    return PT_OK;
+}
+
+/* The exchange became a tunnel: the stream is the relay's client side from now on; its DATA
+ * (and what came early) goes to the relay, the relay's output goes out as DATA. The HTTP/2
+ * connection stays the worker's client connection. */
+static int
+fe_take_socket(struct pt_exchange *x, struct pt_relay *r, struct pt_chain *from_client)
+{
+    struct pt_h2_stream *st = x->fe_ctx;
+
+    if (st->c->closing || st->x != x)
+        return PT_ERR;
+    if (st->head_pending) {
+        /* the 200 goes now: it is made from the exchange, which the tunnel takes over */
+        pt_list_remove(&st->head_link);
+        st->head_pending = 0;
+        if (submit_head(st) != PT_OK)
+            return PT_ERR;
+    }
+    pt_relay_attach_ops(r, PT_RELAY_A, &h2_end_ops, st);
+    pt_chain_move(from_client, &st->early);
+    st->relay = r;
+    st->x = NULL; /* the tunnel finishes the exchange */
+    ev_timer_stop(st->c->w->loop, &st->timer);
     return PT_OK;
 }
 
@@ -824,6 +1046,7 @@ static const struct pt_fe_ops h2_fe_ops = {
     .flush = fe_flush,
     .abort = fe_abort,
     .retract = fe_retract,
+    .take_socket = fe_take_socket,
 };
 
 /* ---- I/O ------------------------------------------------------------------------------ */
@@ -974,6 +1197,7 @@ conn_free(struct pt_reapable *r)
     struct pt_h2_conn *c = pt_container_of(r, struct pt_h2_conn, reap);
 
     nghttp2_session_del(c->session);
+    pt_conf_unref(c->conf);
     free(c);
 }
 
@@ -1005,8 +1229,7 @@ h2_close(struct pt_h2_conn *c)
     c->ssl = NULL;
     close(c->fd);
     pt_chain_free(&w->chunks, &c->out);
-    pt_list_remove(&c->link);
-    pt_worker_conn_closed(w);
+    pt_worker_conn_closed(w, &c->conn);
     pt_worker_reap(w, &c->reap);
 }
 
@@ -1045,7 +1268,7 @@ int
 pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    const struct pt_http_conf *h = &t->listen->default_vhost->http;
+    const struct pt_http_conf *h = &pt_http_listen(t->listen)->default_vhost->http;
     struct pt_h2_conn *c;
     nghttp2_option *opt;
     int rc;
@@ -1146,12 +1369,14 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
         (int32_t)PT_MIN((int64_t)h->http2_initial_window_size * h->http2_max_concurrent_streams,
                         (int64_t)INT32_MAX));
     c->ssl = t->ssl;
+    c->conf = t->conf;
+    pt_conf_ref(c->conf); /* from here on the connection is freed by conn_free */
     ev_io_init(&c->rio, on_read, c->fd, EV_READ);
     ev_io_init(&c->wio, on_write, c->fd, EV_WRITE);
     ev_timer_init(&c->timer, on_timer, 0., 0.);
-    /* w->n_conns is not touched: the HTTP/1.1 connection's place passes to this one, so the
-     * count (and max_connections) never sees the socket twice or not at all */
-    pt_list_insert_tail(&w->h2_conns, &c->link);
+    /* the HTTP/1.1 connection's place passes to this one, so the count (and max_connections)
+     * never sees the socket twice or not at all */
+    pt_worker_conn_replace(t->conn, &c->conn, &h2_conn_ops);
     if (t->initial_len > 0) {
         c->pending = pt_chunk_get(&w->chunks);
         if (c->pending == NULL) {
@@ -1174,26 +1399,69 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     return PT_OK;
 }
 
-void
-pt_h2_server_drain(struct pt_worker *w)
+/* Graceful stop: GOAWAY now; the connection closes when its streams are done. Tunnels say
+ * goodbye (WebSocket close 1001) on their own streams. */
+static void
+conn_drain(struct pt_conn *cn)
 {
-    struct pt_list *e = w->h2_conns.next;
+    struct pt_h2_conn *c = pt_container_of(cn, struct pt_h2_conn, conn);
 
-    while (e != &w->h2_conns) {
-        struct pt_h2_conn *c = pt_container_of(e, struct pt_h2_conn, link);
+    for (struct pt_list *e = c->streams.next, *next; e != &c->streams; e = next) {
+        struct pt_h2_stream *st = pt_container_of(e, struct pt_h2_stream, link);
 
-        e = e->next;
-        nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(c->session),
-                              NGHTTP2_NO_ERROR, NULL, 0);
-        c->goaway = 1;
-        h2_flush(c);
+        next = e->next;
+        if (st->relay != NULL)
+            pt_relay_drain(st->relay);
     }
+
+    nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+    c->goaway = 1;
+    h2_flush(c);
 }
 
-void
-pt_h2_server_close_all(struct pt_worker *w)
+static void
+conn_close_now(struct pt_conn *cn)
 {
-    while (!pt_list_empty(&w->h2_conns))
-        h2_close(pt_container_of(w->h2_conns.next, struct pt_h2_conn, link));
+    h2_close(pt_container_of(cn, struct pt_h2_conn, conn));
 }
+
+/* A reload: new streams come from the new snapshot, on the listen with the same address
+ * (streams in progress finish on the old one; tunnels too, unless their route is gone). An
+ * address no longer listened on: GOAWAY, as on a graceful stop. */
+static void
+conn_reload(struct pt_conn *cn, struct pt_conf *conf)
+{
+    struct pt_h2_conn *c = pt_container_of(cn, struct pt_h2_conn, conn);
+    struct pt_listen *found = NULL;
+
+    for (unsigned i = 0; i < conf->n_listens && found == NULL; i++) {
+        struct pt_listen *l = conf->listens[i];
+
+        if (l->proto == &pt_http_listen_proto && l->tls == c->listen->tls &&
+            strcmp(l->addr.name, c->listen->addr.name) == 0)
+            found = l;
+    }
+    for (struct pt_list *e = c->streams.next, *next; e != &c->streams; e = next) {
+        struct pt_h2_stream *st = pt_container_of(e, struct pt_h2_stream, link);
+
+        next = e->next;
+        if (st->relay != NULL)
+            pt_relay_reload(st->relay, conf); /* a tunnel whose route is gone ends (1001) */
+    }
+    if (found == NULL) {
+        conn_drain(cn);
+        return;
+    }
+    pt_conf_ref(conf);
+    pt_conf_unref(c->conf);
+    c->conf = conf;
+    c->listen = found;
+}
+
+static const struct pt_conn_ops h2_conn_ops = {
+    .drain = conn_drain,
+    .close = conn_close_now,
+    .reload = conn_reload,
+};

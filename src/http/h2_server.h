@@ -13,11 +13,13 @@ struct pt_exchange;
 
 /* What an HTTP/1.1 connection hands over when it becomes HTTP/2. */
 struct pt_h2_takeover {
+    struct pt_conn *conn; /* the connection replaced: its place in w->conns passes on */
     int fd;
     SSL *ssl; /* NULL for h2c */
     const struct sockaddr *peer;
     socklen_t peer_len;
     struct pt_listen *listen;
+    struct pt_conf *conf; /* the snapshot of listen (the new connection takes its own ref) */
     const char *initial; /* bytes already read (the preface, for prior knowledge) */
     size_t initial_len;
     /* Upgrade: h2c only: the request that becomes stream 1, and its HTTP2-Settings payload
@@ -28,13 +30,11 @@ struct pt_h2_takeover {
 };
 
 /* Starts an HTTP/2 connection owning fd and ssl. Worker thread. PT_OK, or PT_ERR (nothing taken
- * over: the caller still owns fd, ssl and upgrade_x). On PT_OK the caller's place in
- * w->n_conns passes to the new connection: the caller retires without pt_worker_conn_closed(),
- * and the h2 connection calls it when it closes, never before this returns (its first write
- * waits for the end of the loop iteration), so upgrade_x stays valid for the caller. */
+ * over: the caller still owns fd, ssl and upgrade_x). On PT_OK the caller's place in w->conns
+ * (and its count) passes to the new connection (pt_worker_conn_replace): the caller retires
+ * without pt_worker_conn_closed(), and the h2 connection calls it when it closes, never before
+ * this returns (its first write waits for the end of the loop iteration), so upgrade_x stays
+ * valid for the caller. */
 int pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t);
-/* Graceful stop: GOAWAY now; connections close when their streams are done. */
-void pt_h2_server_drain(struct pt_worker *w);
-void pt_h2_server_close_all(struct pt_worker *w);
 
 #endif

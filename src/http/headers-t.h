@@ -25,6 +25,10 @@ enum pt_hdr_tok {
     PT_H_VIA,
     PT_H_USER_AGENT,
     PT_H_REFERER,
+    PT_H_CONTENT_TYPE,
+    PT_H_X_REQUEST_ID,
+    PT_H_TRACEPARENT,
+    PT_H_TRACESTATE,
     PT_H__COUNT,
 };
 

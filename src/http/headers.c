@@ -31,6 +31,10 @@ static const struct {
     {"via", 3, PT_H_VIA},
     {"user-agent", 10, PT_H_USER_AGENT},
     {"referer", 7, PT_H_REFERER},
+    {"content-type", 12, PT_H_CONTENT_TYPE},
+    {"x-request-id", 12, PT_H_X_REQUEST_ID},
+    {"traceparent", 11, PT_H_TRACEPARENT},
+    {"tracestate", 10, PT_H_TRACESTATE},
 };
 
 enum pt_hdr_tok

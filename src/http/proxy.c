@@ -2,6 +2,7 @@
 /* Proxy handler. A request is retried on another connection or server only while it is still
  * replayable: no body byte was handed to a backend that may have acted on it. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <llhttp.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,10 +12,13 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "http/errors.h"
 #include "http/exchange.h"
 #include "http/headers.h"
 #include "http/proxy.h"
+#include "http/retry.h"
 #include "http/h2_client.h"
+#include "http/trace.h"
 #include "upstream/upstream.h"
 
 /* Appends `prev, add` (or just add) as a new forwarded header. */
@@ -43,8 +47,8 @@ add_joined(struct pt_exchange *x, const char *name, const struct pt_hdr *prev, c
 /* X-Forwarded-For/Proto/Host, Forwarded (RFC 7239) and Via. Incoming values are kept and
  * extended only from trusted_proxies; from anyone else they are dropped, since a client could
  * otherwise claim any address. */
-static void
-forward_headers(struct pt_exchange *x)
+void
+pt_proxy_forward_headers(struct pt_exchange *x)
 {
     const struct pt_http_conf *h = x->http;
     int trusted = pt_cidr_match(h->trusted, h->n_trusted, x->peer);
@@ -118,12 +122,17 @@ forward_headers(struct pt_exchange *x)
         snprintf(buf, sizeof(buf), "%u.%u portico", x->major, x->minor);
         add_joined(x, "Via", prev_via, buf);
     }
+    pt_trace_forward(x);
 }
 
+/* Answers a failure of class perr (details: safe to show, or NULL). */
 static void
-answer_error(struct pt_exchange *x, unsigned status)
+answer_error(struct pt_exchange *x, unsigned status, enum pt_perr perr, const char *details)
 {
     char body[64];
+
+    x->perr = (uint8_t)perr;
+    x->perr_details = details;
 
     snprintf(body, sizeof(body), "%u %s\n", status, pt_status_reason(status));
     /* 503s from saturation or an empty queue say when to come back */
@@ -142,6 +151,96 @@ start_attempt(struct pt_exchange *x, bool allow_reuse)
         pt_h2_client_start(x, allow_reuse);
     else
         pt_h1_client_start(x, allow_reuse);
+}
+
+/* ---- the attempt's place in its upstream's counters --------------------------------------- */
+
+/* The attempt being made (NULL past PT_X_ATTEMPTS_MAX). */
+static struct pt_x_attempt *
+current(struct pt_exchange *x)
+{
+    return x->n_attempts > 0 && x->n_attempts <= x->cap_attempts
+               ? &x->attempts[x->n_attempts - 1]
+               : NULL;
+}
+
+void
+pt_proxy_acquire(struct pt_exchange *x, struct pt_server *srv)
+{
+    ev_tstamp now = ev_now(x->w->loop);
+
+    pt_upstream_acquire(pt_upstream_group(x->w, x->up), &x->att, srv, now);
+    x->fail_errno = 0;
+    x->fail_what = NULL;
+    if (x->n_attempts == x->cap_attempts && x->n_attempts < PT_X_ATTEMPTS_MAX) {
+        /* room for two at first: most requests make one attempt */
+        unsigned cap = x->cap_attempts ? PT_MIN(x->cap_attempts * 4, PT_X_ATTEMPTS_MAX) : 2;
+        struct pt_x_attempt *v = pt_arena_grow(&x->arena, x->attempts,
+                                               x->cap_attempts * sizeof(*v), cap * sizeof(*v));
+
+        if (v == NULL)
+            return; /* not recorded; the request goes on */
+        x->attempts = v;
+        x->cap_attempts = cap;
+    }
+    if (++x->n_attempts > PT_X_ATTEMPTS_MAX)
+        return;
+    x->attempts[x->n_attempts - 1] = (struct pt_x_attempt){.srv = srv, .t_start = now};
+}
+
+void
+pt_proxy_connected(struct pt_exchange *x)
+{
+    struct pt_x_attempt *a = current(x);
+
+    if (a != NULL && a->t_connected == 0)
+        a->t_connected = ev_now(x->w->loop);
+}
+
+void
+pt_proxy_tls_done(struct pt_exchange *x)
+{
+    struct pt_x_attempt *a = current(x);
+
+    if (a != NULL && a->t_tls == 0)
+        a->t_tls = ev_now(x->w->loop);
+}
+
+void
+pt_proxy_fail_detail(struct pt_exchange *x, int err, const char *what)
+{
+    char buf[300];
+
+    x->fail_errno = err;
+    snprintf(buf, sizeof(buf), "%s%s%s", what, err != 0 ? ": " : "", err != 0 ? strerror(err) : "");
+    x->fail_what = pt_arena_strdup(&x->arena, buf);
+}
+
+void
+pt_proxy_result(struct pt_exchange *x, int ok)
+{
+    pt_upstream_result(pt_upstream_group(x->w, x->up), &x->att, ev_now(x->w->loop), ok);
+}
+
+void
+pt_proxy_release(struct pt_exchange *x)
+{
+    struct pt_x_attempt *a = current(x);
+
+    if (a != NULL && a->t_end == 0)
+        a->t_end = ev_now(x->w->loop);
+    if (x->att.counted)
+        pt_upstream_release(pt_upstream_group(x->w, x->up), &x->att);
+}
+
+/* The balancer's choice for x. A request that started before a reload keeps its snapshot's
+ * servers, but the balancer was rebuilt on the new list: it gets no other server. */
+static struct pt_server *
+pick(struct pt_exchange *x)
+{
+    struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
+
+    return g->up == x->up ? pt_upstream_pick(g, x, x->tried) : NULL;
 }
 
 /* ---- the pending queue (max_pending) ---------------------------------------------------- */
@@ -178,9 +277,11 @@ on_queue_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     struct pt_exchange *x = pt_container_of(t, struct pt_exchange, qtimer);
 
     dequeue(x);
-    pt_log(PT_LOG_WARN, "upstream \"%s\": no server freed within queue_timeout for %s %.*s",
-           x->up->name, x->method_name, (int)PT_MIN(x->target_len, 200), x->target);
-    answer_error(x, 503);
+    pt_log(PT_LOG_WARN,
+           "upstream \"%s\": no server freed within queue_timeout for %s %.*s request_id=%s",
+           x->up->name, x->method_name, (int)PT_MIN(x->target_len, 200), x->target,
+           pt_request_id(x));
+    answer_error(x, 503, PT_PERR_CONNECTION_LIMIT_REACHED, "no server freed within queue_timeout");
 }
 
 /* Starts queued exchanges while servers have room; called when a request ends and by a short
@@ -190,15 +291,21 @@ queue_run(struct pt_wupstream *g)
 {
     while (g->n_queued > 0) {
         struct pt_exchange *x = pt_container_of(g->queue.next, struct pt_exchange, qlink);
-        struct pt_server *s = pt_upstream_pick(g->w, x);
+        struct pt_server *s = pick(x);
 
+        if (s == NULL && x->up != g->up) {
+            /* queued before a reload: its server list is gone from the balancer */
+            dequeue(x);
+            answer_error(x, 503, PT_PERR_DESTINATION_UNAVAILABLE,
+                         "the upstream changed while the request waited");
+            continue;
+        }
         if (s == NULL)
             return;
         dequeue(x);
-        x->srv = s;
         x->tried[s->index] = 1;
         x->tries++;
-        pt_upstream_acquire(x);
+        pt_proxy_acquire(x, s);
         start_attempt(x, true);
     }
 }
@@ -252,11 +359,11 @@ proxy_try(struct pt_exchange *x, bool allow_reuse)
     if (x->tries == 0)
         s = pt_sticky_server(x);
     if (s == NULL)
-        s = pt_upstream_pick(x->w, x);
+        s = pick(x);
     if (s == NULL && x->tries > 0 && x->up->n_servers == 1) {
         /* a retry goes to another server, unless there is no other */
         x->tried[0] = 0;
-        s = pt_upstream_pick(x->w, x);
+        s = pick(x);
     }
     if (s == NULL) {
         if (x->tries == 0) {
@@ -264,19 +371,30 @@ proxy_try(struct pt_exchange *x, bool allow_reuse)
 
             if (saturated && x->up->res.max_pending > 0 && enqueue(x))
                 return;
-            pt_log(PT_LOG_ERROR, "upstream \"%s\": no server available for %s %.*s%s",
+            pt_log(PT_LOG_ERROR, "upstream \"%s\": no server available for %s %.*s%s request_id=%s",
                    x->up->name, x->method_name, (int)PT_MIN(x->target_len, 200), x->target,
-                   saturated ? " (all at max_conns)" : "");
-            answer_error(x, 503);
+                   saturated ? " (all at max_conns)" : "", pt_request_id(x));
+            if (saturated)
+                answer_error(x, 503, PT_PERR_CONNECTION_LIMIT_REACHED,
+                             x->up->res.max_pending > 0 ? "every server at max_conns, queue full"
+                                                        : "every server at max_conns");
+            else
+                answer_error(x, 503, PT_PERR_DESTINATION_UNAVAILABLE, "no server available");
         } else {
-            answer_error(x, x->last_status ? x->last_status : 502);
+            struct pt_x_attempt *a = current(x);
+
+            if (a != NULL && a->perr != PT_PERR_NONE)
+                answer_error(x, x->last_status ? x->last_status : 502, (enum pt_perr)a->perr,
+                             x->fail_what);
+            else /* the last server answered a status retry_on retries, and none is left */
+                answer_error(x, x->last_status ? x->last_status : 502,
+                             PT_PERR_DESTINATION_UNAVAILABLE, "no server left to retry on");
         }
         return;
     }
-    x->srv = s;
     x->tried[s->index] = 1;
     x->tries++;
-    pt_upstream_acquire(x);
+    pt_proxy_acquire(x, s);
     start_attempt(x, allow_reuse);
 }
 
@@ -292,14 +410,24 @@ proxy_handle(struct pt_exchange *x, const void *conf)
     /* keep a copy of the body for a retry only when it can fit */
     x->replay_ok = x->up->res.retry.buffer_size > 0 &&
                    (x->req_cl < 0 || x->req_cl <= x->up->res.retry.buffer_size);
-    forward_headers(x);
+    pt_proxy_forward_headers(x);
     pt_retry_count_request(x);
     proxy_try(x, true);
     return PT_OK;
 }
 
+static void
+proxy_describe(const void *conf, char *buf, size_t len)
+{
+    const struct pt_location *loc = conf;
+
+    snprintf(buf, len, "proxy_pass %s", loc->upstream_name);
+}
+
 const struct pt_handler_ops pt_proxy_handler = {
     .handle = proxy_handle,
+    .describe = proxy_describe,
+    .websocket = 1,
 };
 
 static unsigned
@@ -325,10 +453,46 @@ retry_elsewhere(struct pt_exchange *x, bool resend)
     if (resend)
         x->retries_done++;
     if (pt_exchange_prepare_replay(x) != PT_OK) {
-        answer_error(x, 502);
+        answer_error(x, 502, PT_PERR_PROXY_INTERNAL_ERROR, "out of memory");
         return;
     }
     proxy_try(x, true);
+}
+
+/* The RFC 9209 class of a failed attempt, from what the codec reported. */
+static enum pt_perr
+failure_class(const struct pt_exchange *x, enum pt_backend_failure kind)
+{
+    switch (kind) {
+    case PT_BF_CONNECT:
+        switch (x->fail_errno) {
+        case ECONNREFUSED:
+        case ECONNRESET:
+            return PT_PERR_CONNECTION_REFUSED;
+        case ETIMEDOUT:
+            return PT_PERR_CONNECTION_TIMEOUT;
+        case EHOSTUNREACH:
+        case ENETUNREACH:
+            return PT_PERR_DESTINATION_IP_UNROUTABLE;
+        case 0:
+            /* with TLS, a connect failure without an errno is the handshake's */
+            return x->up->tls ? PT_PERR_TLS_PROTOCOL_ERROR : PT_PERR_DESTINATION_UNAVAILABLE;
+        default:
+            return PT_PERR_DESTINATION_UNAVAILABLE;
+        }
+    case PT_BF_CONNECT_TIMEOUT:
+        return PT_PERR_CONNECTION_TIMEOUT;
+    case PT_BF_REFUSED:
+        return PT_PERR_DESTINATION_UNAVAILABLE;
+    case PT_BF_TIMEOUT:
+        return PT_PERR_HTTP_RESPONSE_TIMEOUT;
+    case PT_BF_PROTOCOL:
+        return PT_PERR_HTTP_PROTOCOL_ERROR;
+    case PT_BF_RESET:
+    default:
+        return x->resp_head_sent ? PT_PERR_HTTP_RESPONSE_INCOMPLETE
+                                 : PT_PERR_CONNECTION_TERMINATED;
+    }
 }
 
 void
@@ -337,13 +501,23 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
 {
     unsigned fc = fail_class(kind);
     bool unsent = kind == PT_BF_CONNECT || kind == PT_BF_CONNECT_TIMEOUT || kind == PT_BF_REFUSED;
+    enum pt_perr perr = failure_class(x, kind);
+    struct pt_x_attempt *a = current(x);
+
+    if (x->fail_what == NULL)
+        x->fail_what = pt_perr_token(perr);
+    if (a != NULL) {
+        a->perr = (uint8_t)perr;
+        a->status = kind == PT_BF_CONNECT_TIMEOUT || kind == PT_BF_TIMEOUT ? 504 : 502;
+    }
+    x->fail_errno = 0;
 
     if (!resp_started || !x->resp_head_sent)
-        pt_upstream_result(x, 0);
+        pt_proxy_result(x, 0);
     /* a pooled connection the server had closed says nothing about the server's health */
     if (!(reused && !resp_started && kind == PT_BF_RESET))
-        pt_outlier_record(x->srv, fc, kind == PT_BF_CONNECT);
-    pt_upstream_release(x);
+        pt_outlier_record(x->att.srv, fc, kind == PT_BF_CONNECT);
+    pt_proxy_release(x);
     pt_proxy_request_done(x);
     if (x->resp_head_sent) {
         /* the backend answered, then broke (e.g. a bad chunk in the same read as its head):
@@ -354,7 +528,7 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
             return;
         }
         pt_exchange_reset_response(x);
-        answer_error(x, 502);
+        answer_error(x, 502, perr, x->fail_what);
         return;
     }
     /* A pooled connection the server closed while idle fails the next request before any
@@ -363,10 +537,14 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
         !x->fresh_retry && (kind == PT_BF_RESET || kind == PT_BF_CONNECT ||
                             kind == PT_BF_REFUSED)) {
         x->fresh_retry = 1;
-        pt_log_debug("upstream \"%s\" server %s: pooled connection failed, retrying on a new one",
-                     x->up->name, x->srv->name);
+        if (a != NULL)
+            a->stale = 1;
+        pt_log_debug("upstream \"%s\" server %s: pooled connection failed, retrying %s %.*s "
+                     "on a new one request_id=%s",
+                     x->up->name, x->att.srv->name, x->method_name,
+                     (int)PT_MIN(x->target_len, 200), x->target, pt_request_id(x));
         if (pt_exchange_prepare_replay(x) == PT_OK) {
-            pt_upstream_acquire(x);
+            pt_proxy_acquire(x, x->att.srv);
             start_attempt(x, false);
             return;
         }
@@ -375,12 +553,13 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
     if (reused && !resp_started && kind == PT_BF_RESET)
         pt_log(PT_LOG_ERROR,
                "upstream \"%s\" server %s: pooled connection closed before the response; "
-               "%s %.*s not retried (%s)",
-               x->up->name, x->srv->name, x->method_name, (int)PT_MIN(x->target_len, 200),
+               "%s %.*s not retried (%s) request_id=%s",
+               x->up->name, x->att.srv->name, x->method_name, (int)PT_MIN(x->target_len, 200),
                x->target,
                !pt_exchange_replayable(x)   ? "body already sent"
                : !pt_exchange_idempotent(x) ? "method not idempotent"
-                                            : "already retried");
+                                            : "already retried",
+               pt_request_id(x));
     /* Nothing reached the server: try every other server, backups included (pick() turns to
      * them once every primary is tried), as nginx does, so clients see no error while one
      * server works. `tried` bounds this to one attempt per server. */
@@ -392,30 +571,42 @@ pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, boo
         retry_elsewhere(x, true);
         return;
     }
-    answer_error(x, x->last_status);
+    answer_error(x, x->last_status, perr, x->fail_what);
 }
 
 int
 pt_proxy_response_head(struct pt_exchange *x)
 {
-    pt_outlier_record(x->srv, x->status >= 500 ? PT_FC_5XX : 0, false);
+    struct pt_x_attempt *a = current(x);
+
+    if (a != NULL) {
+        a->t_head = ev_now(x->w->loop);
+        a->status = x->status;
+    }
+    pt_outlier_record(x->att.srv, x->status >= 500 ? PT_FC_5XX : 0, false);
     if (x->status >= 500 && pt_retry_allowed(x, 0, x->status))
         return PT_DECLINED;
     pt_sticky_response(x);
+    /* the response says where it came from: after failed attempts (only then, so a normal
+     * response pays nothing for it), Proxy-Status; and the request ID, timing, debug */
+    if (x->n_attempts > 1)
+        pt_proxy_status_relayed(x);
+    pt_trace_response(x, false);
     return PT_OK;
 }
 
 void
 pt_proxy_retry_status(struct pt_exchange *x)
 {
-    pt_log(PT_LOG_INFO, "upstream \"%s\" server %s answered %u: retrying %s %.*s elsewhere",
-           x->up->name, x->srv->name, x->status, x->method_name,
-           (int)PT_MIN(x->target_len, 200), x->target);
+    pt_log(PT_LOG_INFO,
+           "upstream \"%s\" server %s answered %u: retrying %s %.*s elsewhere request_id=%s",
+           x->up->name, x->att.srv->name, x->status, x->method_name,
+           (int)PT_MIN(x->target_len, 200), x->target, pt_request_id(x));
     x->last_status = x->status;
     x->status = 0;
     x->resp.n = 0;
     x->resp_trailers.n = 0;
-    pt_upstream_release(x);
+    pt_proxy_release(x);
     pt_proxy_request_done(x);
     retry_elsewhere(x, true);
 }

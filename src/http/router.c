@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "http/http.h"
 #include "http/router.h"
 
 struct pt_vhost *
@@ -11,10 +12,12 @@ pt_router_vhost(const struct pt_listen *l, const char *host, size_t len)
     struct pt_vhost *best = NULL;
     size_t best_len = 0;
 
-    if (host == NULL || len == 0 || l->n_vhosts == 1)
-        return l->default_vhost;
-    for (unsigned i = 0; i < l->n_vhosts; i++) {
-        struct pt_vhost *vh = l->vhosts[i];
+    const struct pt_http_listen *hl = pt_http_listen(l);
+
+    if (host == NULL || len == 0 || hl->n_vhosts == 1)
+        return hl->default_vhost;
+    for (unsigned i = 0; i < hl->n_vhosts; i++) {
+        struct pt_vhost *vh = hl->vhosts[i];
 
         for (unsigned j = 0; j < vh->n_names; j++) {
             const char *n = vh->names[j];
@@ -33,7 +36,7 @@ pt_router_vhost(const struct pt_listen *l, const char *host, size_t len)
             }
         }
     }
-    return best != NULL ? best : l->default_vhost;
+    return best != NULL ? best : hl->default_vhost;
 }
 
 struct pt_location *

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "core/conf-t.h"
+#include "http/http-t.h"
 
 /* The server block for a host name (lower case, no port; NULL when absent): exact name first,
  * then the longest matching "*.suffix", else the listen's default server. */

@@ -3,6 +3,7 @@
 #ifndef PT_TLS_T_H
 #define PT_TLS_T_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/common-t.h"
@@ -35,6 +36,17 @@ struct pt_tls_conf {
     int64_t session_cache; /* sessions in the server-side cache, 0 = off */
     pt_msec handshake_timeout;
     struct ssl_ctx_st *ctx;
+};
+
+/* A TLS listening address as the TLS layer sees it: the settings of its default server block,
+ * and the callback that chooses another block's settings by SNI, installed by the subsystem
+ * that owns the address (HTTP routes server names). Owner: that subsystem, in the snapshot. */
+struct pt_tls_listen {
+    const struct pt_tls_conf *dflt;
+    /* name: the SNI host name, lower case, NUL-terminated. Returns the settings to use (the
+     * default block's when nothing matches); never NULL. */
+    const struct pt_tls_conf *(*select)(void *arg, const char *name, size_t len);
+    void *arg;
 };
 
 #endif

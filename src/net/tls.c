@@ -20,7 +20,7 @@
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/log.h"
-#include "http/router.h"
+#include "core/module.h"
 #include "net/tls.h"
 
 #define DEFAULT_CIPHERS                                                                          \
@@ -30,16 +30,10 @@
 
 /* ---- directives ----------------------------------------------------------------------- */
 
-static struct pt_tls_conf *
-level_tls(struct pt_conf_ctx *cx)
-{
-    return cx->level == PT_CTX_SERVER ? &cx->vh->tls : &cx->conf->tls;
-}
-
 static int
 set_tls_str(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_tls_conf *t = level_tls(cx);
+    struct pt_tls_conf *t = conf;
     const char **f = (const char **)((char *)t + d->offset);
 
     if (*f != NULL)
@@ -56,7 +50,7 @@ set_tls_str(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 static int
 set_tls_protocols(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_tls_conf *t = level_tls(cx);
+    struct pt_tls_conf *t = conf;
 
     if (t->protocols != PT_UNSET)
         return pt_conf_error(cx, 0, "\"tls_protocols\" directive is duplicate");
@@ -78,7 +72,7 @@ set_tls_protocols(struct pt_conf_ctx *cx, const struct pt_directive *d, void *co
 static int
 set_tls_verify(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_tls_conf *t = level_tls(cx);
+    struct pt_tls_conf *t = conf;
 
     if (t->verify_client != PT_UNSET)
         return pt_conf_error(cx, 0, "\"tls_verify_client\" directive is duplicate");
@@ -98,10 +92,15 @@ set_tls_generic(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf
 {
     const struct pt_directive *real = d->arg;
 
-    return real->set(cx, real, level_tls(cx));
+    return real->set(cx, real, conf);
 }
 
 #define TCTX (PT_CTX_MAIN | PT_CTX_SERVER)
+
+/* tls_session_ticket_key files, at most this many (the first encrypts, all decrypt) */
+#define TICKET_FILES_MAX 16
+
+static int set_ticket_key(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf);
 #define TOFF(f) offsetof(struct pt_tls_conf, f)
 
 static const struct pt_directive d_tickets = {"tls_session_tickets", TCTX, 1, 1, 0,
@@ -114,16 +113,17 @@ static const struct pt_directive d_hs = {"tls_handshake_timeout", TCTX, 1, 1, 0,
                                          pt_set_msec, TOFF(handshake_timeout), NULL};
 
 const struct pt_directive pt_tls_directives[] = {
-    {"tls_certificate", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_str, TOFF(certificate), NULL},
-    {"tls_certificate_key", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_str, TOFF(certificate_key),
+    {"tls_certificate", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_str, TOFF(certificate), NULL},
+    {"tls_certificate_key", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_str, TOFF(certificate_key),
      NULL},
-    {"tls_ciphers", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_str, TOFF(ciphers), NULL},
-    {"tls_client_certificate", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_str, TOFF(client_ca), NULL},
-    {"tls_protocols", TCTX, 1, 2, 0, PT_BASE_NONE, set_tls_protocols, 0, NULL},
-    {"tls_verify_client", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_verify, 0, NULL},
-    {"tls_session_tickets", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_generic, 0, &d_tickets},
-    {"tls_session_cache", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_generic, 0, &d_cache},
-    {"tls_handshake_timeout", TCTX, 1, 1, 0, PT_BASE_NONE, set_tls_generic, 0, &d_hs},
+    {"tls_ciphers", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_str, TOFF(ciphers), NULL},
+    {"tls_client_certificate", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_str, TOFF(client_ca), NULL},
+    {"tls_protocols", TCTX, 1, 2, 0, PT_BASE_MODULE, set_tls_protocols, 0, NULL},
+    {"tls_verify_client", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_verify, 0, NULL},
+    {"tls_session_tickets", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_generic, 0, &d_tickets},
+    {"tls_session_cache", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_generic, 0, &d_cache},
+    {"tls_handshake_timeout", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_generic, 0, &d_hs},
+    {"tls_session_ticket_key", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MODULE, set_ticket_key, 0, NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 
@@ -179,10 +179,23 @@ struct ticket_key {
     unsigned char name[16];
     unsigned char aes[32];
     unsigned char hmac[32];
+    unsigned size; /* 48 (AES-128, HMAC key 16 bytes) or 80 (AES-256, 32); 0: in-memory, 80 */
 };
 
 static struct ticket_key ticket_keys[3];
 static atomic_uint ticket_current;
+
+/* Keys read from tls_session_ticket_key files (nginx's format and meaning: the first
+ * encrypts, every one decrypts), owned by the snapshot that read them; NULL: the in-memory
+ * keys above. Set by the main thread when a snapshot starts serving (pt_tls_use_conf): a
+ * worker reads it inside a handshake, and the snapshot that owns the keys outlives every
+ * worker's switch to a newer one. */
+struct ticket_keyset {
+    unsigned n;
+    struct ticket_key k[TICKET_FILES_MAX];
+};
+
+static _Atomic(const struct ticket_keyset *) file_keys;
 
 static int
 make_key(struct ticket_key *k)
@@ -214,43 +227,70 @@ pt_tls_rotate_ticket_keys(void)
     pt_log(PT_LOG_INFO, "TLS session ticket key rotated");
 }
 
+/* The cipher and the HMAC key length of a key (48-byte files: AES-128; 80-byte and in-memory
+ * keys: AES-256). */
+static const EVP_CIPHER *
+key_cipher(const struct ticket_key *k, size_t *hmac_len)
+{
+    if (k->size == 48) {
+        *hmac_len = 16;
+        return EVP_aes_128_cbc();
+    }
+    *hmac_len = 32;
+    return EVP_aes_256_cbc();
+}
+
+static int
+key_init(const struct ticket_key *k, unsigned char *iv, EVP_CIPHER_CTX *cctx,
+         EVP_MAC_CTX *hctx, int enc)
+{
+    size_t hlen;
+    const EVP_CIPHER *cipher = key_cipher(k, &hlen);
+    OSSL_PARAM p2[3] = {
+        OSSL_PARAM_construct_octet_string("key", (void *)k->hmac, hlen),
+        OSSL_PARAM_construct_utf8_string("digest", "sha256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+
+    if (enc && RAND_bytes(iv, EVP_CIPHER_iv_length(cipher)) != 1)
+        return -1;
+    if (EVP_MAC_CTX_set_params(hctx, p2) != 1)
+        return -1;
+    if (enc ? EVP_EncryptInit_ex(cctx, cipher, NULL, k->aes, iv) != 1
+            : EVP_DecryptInit_ex(cctx, cipher, NULL, k->aes, iv) != 1)
+        return -1;
+    return 1;
+}
+
 static int
 ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *cctx,
           EVP_MAC_CTX *hctx, int enc)
 {
+    const struct ticket_keyset *fk = atomic_load_explicit(&file_keys, memory_order_acquire);
     unsigned cur = atomic_load(&ticket_current);
-    const struct ticket_key *k = &ticket_keys[cur];
 
+    if (fk != NULL) {
+        /* key files: the first encrypts; any decrypts, and a ticket of another than the first
+         * is replaced by a fresh one */
+        if (enc) {
+            memcpy(name, fk->k[0].name, 16);
+            return key_init(&fk->k[0], iv, cctx, hctx, 1);
+        }
+        for (unsigned i = 0; i < fk->n; i++)
+            if (memcmp(name, fk->k[i].name, 16) == 0)
+                return key_init(&fk->k[i], iv, cctx, hctx, 0) < 0 ? -1 : i == 0 ? 1 : 2;
+        return 0; /* unknown key: full handshake */
+    }
     if (enc) {
-        if (RAND_bytes(iv, EVP_CIPHER_iv_length(EVP_aes_256_cbc())) != 1)
-            return -1;
-        memcpy(name, k->name, 16);
-        OSSL_PARAM p2[3] = {
-            OSSL_PARAM_construct_octet_string("key", (void *)k->hmac, sizeof(k->hmac)),
-            OSSL_PARAM_construct_utf8_string("digest", "sha256", 0),
-            OSSL_PARAM_construct_end(),
-        };
-        if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1 ||
-            EVP_MAC_CTX_set_params(hctx, p2) != 1)
-            return -1;
-        return 1;
+        memcpy(name, ticket_keys[cur].name, 16);
+        return key_init(&ticket_keys[cur], iv, cctx, hctx, 1);
     }
     /* decrypt: the current key, or the previous one (then ask for a fresh ticket) */
     for (unsigned back = 0; back < 2; back++) {
-        unsigned idx = (cur + 3 - back) % 3;
+        const struct ticket_key *k = &ticket_keys[(cur + 3 - back) % 3];
 
-        k = &ticket_keys[idx];
-        if (memcmp(name, k->name, 16) != 0)
-            continue;
-        OSSL_PARAM p2[3] = {
-            OSSL_PARAM_construct_octet_string("key", (void *)k->hmac, sizeof(k->hmac)),
-            OSSL_PARAM_construct_utf8_string("digest", "sha256", 0),
-            OSSL_PARAM_construct_end(),
-        };
-        if (EVP_MAC_CTX_set_params(hctx, p2) != 1 ||
-            EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
-            return -1;
-        return back == 0 ? 1 : 2;
+        if (memcmp(name, k->name, 16) == 0)
+            return key_init(k, iv, cctx, hctx, 0) < 0 ? -1 : back == 0 ? 1 : 2;
     }
     return 0; /* unknown key: full handshake */
 }
@@ -274,15 +314,15 @@ ex_init(void)
 static int
 client_hello_cb(SSL *ssl, int *alert, void *arg)
 {
-    struct pt_listen *l = SSL_get_ex_data(ssl, listen_ex_index);
+    const struct pt_tls_listen *l = SSL_get_ex_data(ssl, listen_ex_index);
     const unsigned char *p;
     size_t len;
     char lower[256];
-    struct pt_vhost *vh;
+    const struct pt_tls_conf *t;
 
     if (l == NULL)
         return SSL_CLIENT_HELLO_SUCCESS;
-    vh = l->default_vhost;
+    t = l->dflt;
     /* server_name extension (RFC 6066 section 3): list length, type 0, name length, name */
     if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) == 1 && len > 5 &&
         (size_t)((p[0] << 8) | p[1]) + 2 == len && p[2] == TLSEXT_NAMETYPE_host_name) {
@@ -292,18 +332,18 @@ client_hello_cb(SSL *ssl, int *alert, void *arg)
             for (size_t i = 0; i < n; i++)
                 lower[i] = (char)((p[5 + i] >= 'A' && p[5 + i] <= 'Z') ? p[5 + i] + 32 : p[5 + i]);
             lower[n] = '\0';
-            vh = pt_router_vhost(l, lower, n);
+            t = l->select(l->arg, lower, n); /* the owner of the address decides */
         }
     }
-    SSL_set_ex_data(ssl, vhost_ex_index, vh);
-    if (vh != NULL && vh->tls.ctx != NULL && vh->tls.ctx != SSL_get_SSL_CTX(ssl)) {
-        SSL_CTX *ctx = vh->tls.ctx;
+    SSL_set_ex_data(ssl, vhost_ex_index, (void *)t);
+    if (t != NULL && t->ctx != NULL && t->ctx != SSL_get_SSL_CTX(ssl)) {
+        SSL_CTX *ctx = t->ctx;
 
         /* SSL_set_SSL_CTX switches certificate and key only: carry the rest over */
         SSL_set_SSL_CTX(ssl, ctx);
         SSL_set_min_proto_version(ssl, SSL_CTX_get_min_proto_version(ctx));
         SSL_set_max_proto_version(ssl, SSL_CTX_get_max_proto_version(ctx));
-        SSL_set_cipher_list(ssl, vh->tls.ciphers);
+        SSL_set_cipher_list(ssl, t->ciphers);
         SSL_set_options(ssl, SSL_CTX_get_options(ctx));
         SSL_set_verify(ssl, SSL_CTX_get_verify_mode(ctx), NULL);
         STACK_OF(X509_NAME) *cas = SSL_CTX_get_client_CA_list(ctx);
@@ -315,17 +355,17 @@ client_hello_cb(SSL *ssl, int *alert, void *arg)
 }
 
 bool
-pt_tls_misdirected(SSL *ssl, const struct pt_vhost *routed)
+pt_tls_misdirected(SSL *ssl, const struct pt_tls_conf *routed)
 {
-    const struct pt_vhost *chosen = SSL_get_ex_data(ssl, vhost_ex_index);
+    const struct pt_tls_conf *chosen = SSL_get_ex_data(ssl, vhost_ex_index);
 
     /* A request for another server block than the handshake chose is refused when either of
      * them verifies client certificates: otherwise a client could present the SNI of a server
      * with `tls_verify_client off` and reach one with `on` without a certificate. */
     if (chosen == NULL || routed == NULL || chosen == routed)
         return false;
-    return chosen->tls.verify_client != PT_TLS_VERIFY_OFF ||
-           routed->tls.verify_client != PT_TLS_VERIFY_OFF;
+    return chosen->verify_client != PT_TLS_VERIFY_OFF ||
+           routed->verify_client != PT_TLS_VERIFY_OFF;
 }
 
 static int
@@ -359,10 +399,9 @@ ssl_errors(char *buf, size_t len)
         snprintf(buf, len, "unknown error");
 }
 
-static int
-build_ctx(struct pt_vhost *vh, char *why, size_t wlen)
+int
+pt_tls_server_ctx(struct pt_tls_conf *t, char *why, size_t wlen)
 {
-    struct pt_tls_conf *t = &vh->tls;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     char errs[300];
 
@@ -445,10 +484,18 @@ fail:
     return PT_ERR;
 }
 
+void
+pt_tls_alpn_http11(SSL *ssl)
+{
+    static const unsigned char alpn_h1[] = "\x08http/1.1";
+
+    SSL_set_alpn_protos(ssl, alpn_h1, sizeof(alpn_h1) - 1);
+}
+
 /* A client context for an upstream: TLS 1.2+, the trusted CAs (or the system store), ALPN for
  * the backend protocol. Certificate and host name are checked per connection. */
-static int
-build_client_ctx(struct pt_upstream *up, char *why, size_t wlen)
+SSL_CTX *
+pt_tls_client_ctx(const char *trusted, bool verify, bool h2, char *why, size_t wlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     char errs[300];
@@ -458,30 +505,29 @@ build_client_ctx(struct pt_upstream *up, char *why, size_t wlen)
     if (ctx == NULL) {
         ssl_errors(errs, sizeof(errs));
         snprintf(why, wlen, "cannot create TLS client context: %s", errs);
-        return PT_ERR;
+        return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-    if (up->tls_trusted != NULL) {
-        if (SSL_CTX_load_verify_locations(ctx, up->tls_trusted, NULL) != 1) {
+    if (trusted != NULL) {
+        if (SSL_CTX_load_verify_locations(ctx, trusted, NULL) != 1) {
             ssl_errors(errs, sizeof(errs));
-            snprintf(why, wlen, "cannot load tls_trusted_certificate \"%s\": %s",
-                     up->tls_trusted, errs);
+            snprintf(why, wlen, "cannot load tls_trusted_certificate \"%s\": %s", trusted,
+                     errs);
             SSL_CTX_free(ctx);
-            return PT_ERR;
+            return NULL;
         }
     } else {
         SSL_CTX_set_default_verify_paths(ctx);
     }
-    SSL_CTX_set_verify(ctx, up->tls_verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
-    if (up->protocol == PT_PROTO_H2)
+    SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    if (h2)
         SSL_CTX_set_alpn_protos(ctx, alpn_h2, sizeof(alpn_h2) - 1);
     else
         SSL_CTX_set_alpn_protos(ctx, alpn_h1, sizeof(alpn_h1) - 1);
-    up->tls_ctx = ctx;
-    return PT_OK;
+    return ctx;
 }
 
 void
@@ -514,11 +560,9 @@ pt_tls_save_session(SSL *ssl, void **slot)
 }
 
 SSL *
-pt_tls_connect(struct pt_server *srv, int fd, SSL_SESSION *resume)
+pt_tls_connect(SSL_CTX *ctx, const char *name, bool verify, int fd, SSL_SESSION *resume)
 {
-    struct pt_upstream *up = srv->upstream;
-    SSL *ssl = SSL_new(up->tls_ctx);
-    const char *name = up->tls_sni != NULL ? up->tls_sni : srv->host;
+    SSL *ssl = SSL_new(ctx);
     struct in6_addr tmp;
     int is_ip = inet_pton(AF_INET, name, &tmp) == 1 || inet_pton(AF_INET6, name, &tmp) == 1;
 
@@ -530,7 +574,7 @@ pt_tls_connect(struct pt_server *srv, int fd, SSL_SESSION *resume)
     SSL_set_connect_state(ssl);
     if (!is_ip)
         SSL_set_tlsext_host_name(ssl, name); /* RFC 6066: no IP literals in SNI */
-    if (up->tls_verify) {
+    if (verify) {
         if (is_ip)
             X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);
         else
@@ -594,87 +638,182 @@ pt_tls_connect_io(struct ev_loop *loop, ev_io *wio, SSL *ssl, const char *who)
     return rc;
 }
 
-unsigned
-pt_tls_conf_finish(struct pt_conf *conf, FILE *errout, struct pt_err *err)
+/* The TLS subsystem's main-level slot: the main-level settings, and every conf it made (one
+ * per server block), so their contexts are freed with the snapshot. */
+struct tls_main {
+    struct pt_tls_conf conf;
+    struct pt_tls_conf **all;
+    unsigned n_all, cap_all;
+    /* tls_session_ticket_key: the files, where they were named, and the keys read at load */
+    const char *ticket_files[TICKET_FILES_MAX];
+    int ticket_lines[TICKET_FILES_MAX], ticket_cols[TICKET_FILES_MAX];
+    unsigned n_ticket_files;
+    struct ticket_keyset *keys; /* heap (key material is wiped when freed) */
+};
+
+static int
+set_ticket_key(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    unsigned nerr = 0;
+    struct tls_main *m = conf; /* the main-level slot: tls_main starts with its conf */
 
-    pthread_once(&ex_once, ex_init);
-    for (unsigned i = 0; i < conf->n_upstreams; i++) {
-        struct pt_upstream *up = conf->upstreams[i];
-        char why[600], msg[800];
+    if (m->n_ticket_files == TICKET_FILES_MAX)
+        return pt_conf_error(cx, 1, "too many \"tls_session_ticket_key\" files (at most %d)",
+                             TICKET_FILES_MAX);
+    m->ticket_files[m->n_ticket_files] = cx->args[1];
+    m->ticket_lines[m->n_ticket_files] = cx->lines[1];
+    m->ticket_cols[m->n_ticket_files] = cx->cols[1];
+    m->n_ticket_files++;
+    return PT_OK;
+}
 
-        if (!up->tls || build_client_ctx(up, why, sizeof(why)) == PT_OK)
-            continue;
-        snprintf(msg, sizeof(msg), "%s:%d:%d: upstream \"%s\": %s", up->file, up->line, up->col,
-                 up->name, why);
-        if (nerr == 0 && err != NULL)
-            snprintf(err->msg, sizeof(err->msg), "%.500s", msg);
-        if (errout != NULL)
-            fprintf(errout, "%s\n", msg);
-        nerr++;
+/* Reads one key file: 48 bytes (name, AES-128 key, HMAC key) or 80 (name, HMAC key, AES-256
+ * key), nginx's layout. */
+static int
+read_ticket_file(struct pt_conf_ctx *cx, struct tls_main *m, unsigned i, struct ticket_key *k)
+{
+    unsigned char buf[81];
+    FILE *f = fopen(m->ticket_files[i], "rb");
+    size_t n;
+
+    if (f == NULL)
+        return pt_conf_error_at(cx, m->ticket_lines[i], m->ticket_cols[i],
+                                "cannot open tls_session_ticket_key \"%s\": %s",
+                                m->ticket_files[i], strerror(errno));
+    n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    if (n != 48 && n != 80) {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        return pt_conf_error_at(cx, m->ticket_lines[i], m->ticket_cols[i],
+                                "tls_session_ticket_key \"%s\" must be 48 or 80 bytes of random "
+                                "data (it has %s%zu)", m->ticket_files[i], n > 80 ? "more than " : "",
+                                n > 80 ? (size_t)80 : n);
     }
-    for (unsigned i = 0; i < conf->n_listens; i++) {
-        struct pt_listen *l = conf->listens[i];
-
-        if (!l->tls)
-            continue;
-        for (unsigned j = 0; j < l->n_vhosts; j++) {
-            struct pt_vhost *vh = l->vhosts[j];
-            char why[700];
-            char msg[900];
-
-            if (vh->tls.ctx != NULL)
-                continue;
-            if (vh->tls.certificate == NULL || vh->tls.certificate_key == NULL) {
-                snprintf(msg, sizeof(msg),
-                         "%s:%d:%d: server on TLS listener %s needs tls_certificate and "
-                         "tls_certificate_key",
-                         vh->file, vh->line, vh->col, l->addr.name);
-            } else if (build_ctx(vh, why, sizeof(why)) != PT_OK) {
-                snprintf(msg, sizeof(msg), "%s:%d:%d: %s",
-                         vh->tls.cert_file != NULL ? vh->tls.cert_file : vh->file,
-                         vh->tls.cert_file != NULL ? vh->tls.cert_line : vh->line,
-                         vh->tls.cert_file != NULL ? vh->tls.cert_col : vh->col, why);
-            } else {
-                continue;
-            }
-            if (nerr == 0 && err != NULL)
-                snprintf(err->msg, sizeof(err->msg), "%.500s", msg);
-            if (errout != NULL)
-                fprintf(errout, "%s\n", msg);
-            nerr++;
-        }
+    k->size = (unsigned)n;
+    memcpy(k->name, buf, 16);
+    if (n == 48) {
+        memcpy(k->aes, buf + 16, 16);
+        memcpy(k->hmac, buf + 32, 16);
+    } else {
+        memcpy(k->hmac, buf + 16, 32);
+        memcpy(k->aes, buf + 48, 32);
     }
-    return nerr;
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return PT_OK;
+}
+
+static int
+tls_conf_validate(struct pt_conf_ctx *cx)
+{
+    struct tls_main *m = (struct tls_main *)cx->conf->mod[pt_module_tls._index];
+
+    if (m == NULL || m->n_ticket_files == 0)
+        return PT_OK;
+    m->keys = calloc(1, sizeof(*m->keys));
+    if (m->keys == NULL)
+        return pt_conf_error_at(cx, m->ticket_lines[0], m->ticket_cols[0], "out of memory");
+    for (unsigned i = 0; i < m->n_ticket_files; i++)
+        if (read_ticket_file(cx, m, i, &m->keys->k[i]) != PT_OK)
+            return PT_ERR;
+    m->keys->n = m->n_ticket_files;
+    return PT_OK;
 }
 
 void
-pt_tls_conf_release(struct pt_conf *conf)
+pt_tls_use_conf(struct pt_conf *conf)
 {
-    for (unsigned i = 0; i < conf->n_upstreams; i++) {
-        SSL_CTX_free(conf->upstreams[i]->tls_ctx);
-        conf->upstreams[i]->tls_ctx = NULL;
+    struct tls_main *m = conf->mod[pt_module_tls._index];
+
+    atomic_store_explicit(&file_keys, m != NULL ? m->keys : NULL, memory_order_release);
+}
+
+static void *
+tls_conf_create(struct pt_conf_ctx *cx, unsigned level)
+{
+    struct tls_main *m;
+    struct pt_tls_conf *t;
+
+    if (level == PT_CTX_MAIN) {
+        m = pt_arena_calloc(&cx->conf->arena, sizeof(*m));
+        if (m != NULL)
+            pt_tls_conf_unset(&m->conf);
+        return m != NULL ? &m->conf : NULL;
     }
-    for (unsigned i = 0; i < conf->n_vhosts; i++) {
-        SSL_CTX_free(conf->vhosts[i]->tls.ctx);
-        conf->vhosts[i]->tls.ctx = NULL;
+    if (level != PT_CTX_SERVER)
+        return NULL;
+    m = (struct tls_main *)cx->conf->mod[pt_module_tls._index];
+    t = pt_arena_calloc(&cx->conf->arena, sizeof(*t));
+    if (t == NULL || m == NULL)
+        return NULL;
+    if (m->n_all == m->cap_all) {
+        unsigned cap = m->cap_all ? m->cap_all * 2 : 8;
+        struct pt_tls_conf **v = pt_arena_grow(&cx->conf->arena, m->all,
+                                               m->cap_all * sizeof(*v), cap * sizeof(*v));
+
+        if (v == NULL)
+            return NULL;
+        m->all = v;
+        m->cap_all = cap;
+    }
+    m->all[m->n_all++] = t;
+    pt_tls_conf_unset(t);
+    return t;
+}
+
+static int
+tls_conf_merge(struct pt_conf_ctx *cx, void *parent, void *child)
+{
+    pt_tls_conf_merge(parent, child);
+    return PT_OK;
+}
+
+static void
+tls_conf_release(struct pt_conf *conf)
+{
+    struct tls_main *m = conf->mod[pt_module_tls._index];
+
+    if (m == NULL)
+        return;
+    if (m->keys != NULL) {
+        OPENSSL_cleanse(m->keys, sizeof(*m->keys));
+        free(m->keys);
+        m->keys = NULL;
+    }
+    SSL_CTX_free(m->conf.ctx);
+    m->conf.ctx = NULL;
+    for (unsigned i = 0; i < m->n_all; i++) {
+        SSL_CTX_free(m->all[i]->ctx);
+        m->all[i]->ctx = NULL;
     }
 }
+
+/* conf->mod[] of a main-level slot points at the embedded conf, the first member */
+_Static_assert(offsetof(struct tls_main, conf) == 0, "tls_main starts with its conf");
+
+struct pt_module pt_module_tls = {
+    .abi = PT_MODULE_ABI,
+    .name = "tls",
+    .kind = PT_MODULE_SUBSYSTEM,
+    .directives = pt_tls_directives,
+    .conf_create = tls_conf_create,
+    .conf_merge = tls_conf_merge,
+    .conf_validate = tls_conf_validate,
+    .conf_release = tls_conf_release,
+};
 
 /* ---- connections ---------------------------------------------------------------------- */
 
 SSL *
-pt_tls_accept(struct pt_listen *l, int fd)
+pt_tls_accept(const struct pt_tls_listen *l, int fd)
 {
-    SSL *ssl = SSL_new(l->default_vhost->tls.ctx);
+    SSL *ssl = SSL_new(l->dflt->ctx);
 
     if (ssl == NULL) {
         ERR_clear_error();
-        pt_log(PT_LOG_ERROR, "SSL_new failed on %s", l->addr.name);
+        pt_log(PT_LOG_ERROR, "SSL_new failed for a new TLS connection");
         return NULL;
     }
-    SSL_set_ex_data(ssl, listen_ex_index, l);
+    pthread_once(&ex_once, ex_init);
+    SSL_set_ex_data(ssl, listen_ex_index, (void *)l);
     if (SSL_set_fd(ssl, fd) != 1) {
         SSL_free(ssl);
         ERR_clear_error();

@@ -23,6 +23,7 @@
 #include "core/worker.h"
 #include "net/tls.h"
 #include "upstream/resilience.h"
+#include "upstream/upstream.h"
 
 #define PROBE_BUF 8192
 
@@ -39,9 +40,7 @@ struct probe {
     int handshaking;
     int sent;
     size_t len;
-    unsigned ok_run;  /* consecutive successes */
-    unsigned fail_run;
-    int down;         /* current published state */
+    struct pt_health_run run;
     char buf[PROBE_BUF];
 };
 
@@ -66,6 +65,27 @@ probe_cleanup(struct probe *p)
     p->running = 0;
 }
 
+int
+pt_health_count(struct pt_health_run *r, bool ok, unsigned fall, unsigned rise)
+{
+    if (ok) {
+        r->ok_run++;
+        r->fail_run = 0;
+        if (r->down && r->ok_run >= rise) {
+            r->down = 0;
+            return 1;
+        }
+    } else {
+        r->fail_run++;
+        r->ok_run = 0;
+        if (!r->down && r->fail_run >= fall) {
+            r->down = 1;
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static void
 probe_done(struct probe *p, int ok, const char *why)
 {
@@ -74,30 +94,25 @@ probe_done(struct probe *p, int ok, const char *why)
     int changing;
 
     probe_cleanup(p);
-    if (ok) {
-        p->ok_run++;
-        p->fail_run = 0;
-        if (p->down && p->ok_run >= h->rise) {
-            p->down = 0;
-            atomic_store_explicit(&s->_usable_since, pt_now_ms(), memory_order_relaxed);
-            atomic_store_explicit(&s->_check_down, 0, memory_order_relaxed);
-            pt_log(PT_LOG_NOTICE, "server %s in %s UP: %u/%u checks passed", s->name,
-                   s->upstream->name, p->ok_run, h->rise);
-            pt_runtime_server_changed(s);
-        }
-    } else {
-        p->fail_run++;
-        p->ok_run = 0;
-        if (!p->down && p->fail_run >= h->fall) {
-            p->down = 1;
-            atomic_store_explicit(&s->_check_down, 1, memory_order_relaxed);
-            pt_log(PT_LOG_WARN, "server %s in %s DOWN: %u/%u checks failed: %s", s->name,
-                   s->upstream->name, p->fail_run, h->fall, why);
-            pt_runtime_server_changed(s);
-        }
+    switch (pt_health_count(&p->run, ok, h->fall, h->rise)) {
+    case 1:
+        atomic_store_explicit(&s->_usable_since, pt_now_ms(), memory_order_relaxed);
+        atomic_store_explicit(&s->_check_down, 0, memory_order_relaxed);
+        pt_log(PT_LOG_NOTICE, "server %s in %s UP: %u/%u checks passed", s->name,
+               s->upstream->name, p->run.ok_run, h->rise);
+        pt_upstream_server_changed(s);
+        break;
+    case -1:
+        atomic_store_explicit(&s->_check_down, 1, memory_order_relaxed);
+        pt_log(PT_LOG_WARN, "server %s in %s DOWN: %u/%u checks failed: %s", s->name,
+               s->upstream->name, p->run.fail_run, h->fall, why);
+        pt_upstream_server_changed(s);
+        break;
+    default:
+        break;
     }
     /* a server on its way up or down is looked at more often, so it changes state quickly */
-    changing = (p->down && p->ok_run > 0) || (!p->down && p->fail_run > 0);
+    changing = (p->run.down && p->run.ok_run > 0) || (!p->run.down && p->run.fail_run > 0);
     probe_schedule(p, (double)(changing ? h->fast_interval : h->interval) / 1000.0);
 }
 
@@ -197,7 +212,7 @@ on_io(struct ev_loop *loop, ev_io *io, int revents)
                 return;
             }
             if (p->srv->upstream->tls) {
-                p->ssl = pt_tls_connect(p->srv, p->fd, NULL);
+                p->ssl = pt_upstream_tls(p->srv, p->fd, NULL);
                 if (p->ssl == NULL) {
                     probe_done(p, 0, "cannot start TLS");
                     return;
@@ -296,17 +311,17 @@ pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err)
 {
     unsigned n = 0, k = 0;
 
-    for (unsigned i = 0; i < conf->n_upstreams; i++)
-        if (conf->upstreams[i]->res.health.enabled)
-            n += conf->upstreams[i]->n_servers;
+    for (unsigned i = 0; i < pt_upstream_main(conf)->n_upstreams; i++)
+        if (pt_upstream_main(conf)->upstreams[i]->res.health.enabled)
+            n += pt_upstream_main(conf)->upstreams[i]->n_servers;
     if (n == 0)
         return PT_OK;
     probes = calloc(n, sizeof(*probes));
     if (probes == NULL)
         return pt_err_set(err, "out of memory for health checks");
     srand48((long)pt_now_ms() ^ (long)getpid());
-    for (unsigned i = 0; i < conf->n_upstreams; i++) {
-        struct pt_upstream *up = conf->upstreams[i];
+    for (unsigned i = 0; i < pt_upstream_main(conf)->n_upstreams; i++) {
+        struct pt_upstream *up = pt_upstream_main(conf)->upstreams[i];
 
         if (!up->res.health.enabled)
             continue;

@@ -21,6 +21,13 @@ struct pt_status_range {
     uint16_t lo, hi;
 };
 
+/* The counting state of one server's active health checks. Owner: its prober (main thread). */
+struct pt_health_run {
+    unsigned ok_run;   /* consecutive passes */
+    unsigned fail_run; /* consecutive failures */
+    int down;          /* the state last published: 1 DOWN, 0 UP */
+};
+
 struct pt_health_conf {
     int enabled;
     int http;            /* 0: tcp connect only */
@@ -35,6 +42,7 @@ struct pt_health_conf {
     pt_msec fast_interval; /* while a server is changing state */
     unsigned rise;
     unsigned fall;
+    int line, col; /* of the health_check directive */
 };
 
 struct pt_outlier_conf {

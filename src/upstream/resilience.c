@@ -13,9 +13,8 @@
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/log.h"
+#include "core/module.h"
 #include "core/worker.h"
-#include "http/exchange.h"
-#include "http/headers.h"
 #include "upstream/resilience.h"
 #include "upstream/upstream.h"
 
@@ -49,7 +48,7 @@ parse_class(const char *s, unsigned *mask, int allow_5xx)
 static int
 set_health_check(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_health_conf *h = &cx->up->res.health;
+    struct pt_health_conf *h = &((struct pt_upstream *)cx->block)->res.health;
     uint64_t n;
     pt_msec ms;
     const char *v;
@@ -57,6 +56,8 @@ set_health_check(struct pt_conf_ctx *cx, const struct pt_directive *d, void *con
     if (h->enabled)
         return pt_conf_error(cx, 0, "\"health_check\" directive is duplicate");
     h->enabled = 1;
+    h->line = cx->lines[0];
+    h->col = cx->cols[0];
     if (strcmp(cx->args[1], "http") == 0)
         h->http = 1;
     else if (strcmp(cx->args[1], "tcp") != 0)
@@ -128,7 +129,7 @@ set_health_check(struct pt_conf_ctx *cx, const struct pt_directive *d, void *con
 static int
 set_outlier(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_outlier_conf *o = &cx->up->res.outlier;
+    struct pt_outlier_conf *o = &((struct pt_upstream *)cx->block)->res.outlier;
     const char *v;
     uint64_t n;
     pt_msec ms;
@@ -189,7 +190,7 @@ set_outlier(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 static int
 set_retries(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_resilience *r = &cx->up->res;
+    struct pt_resilience *r = &((struct pt_upstream *)cx->block)->res;
     uint64_t n;
 
     if (r->set_retries++)
@@ -203,7 +204,7 @@ set_retries(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 static int
 set_retry_on(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_resilience *r = &cx->up->res;
+    struct pt_resilience *r = &((struct pt_upstream *)cx->block)->res;
     uint64_t n;
 
     if (r->set_retry_on++)
@@ -233,7 +234,7 @@ set_retry_on(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 static int
 set_budget(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_resilience *r = &cx->up->res;
+    struct pt_resilience *r = &((struct pt_upstream *)cx->block)->res;
     const char *v = cx->args[1];
     size_t l = strlen(v);
     char buf[16];
@@ -254,7 +255,7 @@ set_budget(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 static int
 set_sticky(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
-    struct pt_resilience *r = &cx->up->res;
+    struct pt_resilience *r = &((struct pt_upstream *)cx->block)->res;
     const char *v;
 
     if (r->sticky_cookie != NULL)
@@ -291,18 +292,27 @@ const struct pt_directive pt_resilience_directives[] = {
     {"retries", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_NONE, set_retries, 0, NULL},
     {"retry_on", PT_CTX_UPSTREAM, 1, 20, 0, PT_BASE_NONE, set_retry_on, 0, NULL},
     {"retry_budget", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_NONE, set_budget, 0, NULL},
-    {"retry_buffer_size", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_size,
+    {"retry_buffer_size", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_size,
      ROFF(retry.buffer_size), NULL},
-    {"retry_non_idempotent", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_flag,
+    {"retry_non_idempotent", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_flag,
      ROFF(retry.non_idempotent), NULL},
-    {"max_pending", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_count, ROFF(max_pending),
+    {"max_pending", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_count, ROFF(max_pending),
      &max_pending_max},
-    {"queue_timeout", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_msec,
+    {"queue_timeout", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_msec,
      ROFF(queue_timeout), NULL},
     {"sticky", PT_CTX_UPSTREAM, 2, 4, 0, PT_BASE_NONE, set_sticky, 0, NULL},
-    {"slow_start", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_UPSTREAM, pt_set_msec, ROFF(slow_start),
+    {"slow_start", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_msec, ROFF(slow_start),
      NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
+};
+
+/* The resilience directives are the upstream subsystem's too (the settings live in each
+ * struct pt_upstream); a descriptor of their own keeps them in this file. */
+struct pt_module pt_module_resilience = {
+    .abi = PT_MODULE_ABI,
+    .name = "resilience",
+    .kind = PT_MODULE_SUBSYSTEM,
+    .directives = pt_resilience_directives,
 };
 
 void
@@ -351,7 +361,7 @@ pt_resilience_defaults(struct pt_resilience *r)
     if (!r->set_retries)
         r->retry.retries = 1;
     if (!r->set_retry_on)
-        r->retry.on = PT_FC_CONNECT;
+        r->retry.on = PT_FC_CONNECT | PT_FC_RESET;
     if (!r->set_budget)
         r->retry.budget_percent = 20;
     if (r->retry.buffer_size == PT_UNSET)
@@ -406,7 +416,7 @@ pt__server_runtime_usable(const struct pt_server *cs)
             pt_log(s->upstream->res.outlier.enabled ? PT_LOG_NOTICE : PT_LOG_INFO,
                    "server %s in %s back in rotation after ejection", s->name,
                    s->upstream->name);
-            pt_runtime_server_changed(s);
+            pt_upstream_server_changed(s);
         }
     }
     pt_msec ss = s->upstream->res.slow_start;
@@ -542,16 +552,14 @@ pt_outlier_record(struct pt_server *s, unsigned fail_class, bool unreachable)
     else
         pt_log(PT_LOG_INFO, "server %s in %s ejected for %lldms: connection failed", s->name,
                up->name, (long long)t);
-    pt_runtime_server_changed(s);
+    pt_upstream_server_changed(s);
 }
 
-/* ---- retries -------------------------------------------------------------------------- */
+/* ---- the retry budget ------------------------------------------------------------------ */
 
-static bool
-budget_take(struct pt_exchange *x)
+bool
+pt_retry_budget_take(struct pt_wupstream *g)
 {
-    struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
-
     /* each first attempt adds budget_percent/100 of a retry; at most 10 retries bank up, so
      * a burst of failures after a quiet period is allowed a few retries and no more */
     if (g->retry_tokens >= 1.0) {
@@ -559,140 +567,28 @@ budget_take(struct pt_exchange *x)
         return true;
     }
     g->retries_denied++;
+    if (g->retries_denied == 1 || g->retries_denied % 100 == 0)
+        pt_log(PT_LOG_WARN, "upstream \"%s\": retry budget exhausted (%llu retries denied)",
+               g->up->name, (unsigned long long)g->retries_denied);
     return false;
 }
 
 void
-pt_retry_count_request(struct pt_exchange *x)
+pt_retry_budget_add(struct pt_wupstream *g)
 {
-    struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
-
-    g->retry_tokens += (double)x->up->res.retry.budget_percent / 100.0;
+    g->retry_tokens += (double)g->up->res.retry.budget_percent / 100.0;
     if (g->retry_tokens > 10.0)
         g->retry_tokens = 10.0;
 }
 
-bool
-pt_retry_unsent(struct pt_exchange *x)
-{
-    /* nothing reached the application, so neither the method nor the budget matters: the
-     * budget bounds the load that resending adds, and an unsent request added none. The body
-     * must still be whole (an HTTP/2 stream can be refused after DATA was taken). */
-    return (x->up->res.retry.on & PT_FC_CONNECT) != 0 && x->up->n_servers > 1 &&
-           pt_exchange_replayable(x);
-}
-
-bool
-pt_retry_allowed(struct pt_exchange *x, unsigned fail_class, unsigned status)
-{
-    const struct pt_retry_conf *r = &x->up->res.retry;
-    bool match = false;
-
-    if (x->retries_done >= (unsigned)r->retries)
-        return false;
-    if (status != 0) {
-        for (unsigned i = 0; i < r->n_statuses; i++)
-            match |= r->statuses[i] == status;
-    } else {
-        match = (r->on & fail_class) != 0;
-    }
-    if (!match)
-        return false;
-    /* the body must be resendable in full whatever failed (an HTTP/2 stream can be refused
-     * after DATA was taken); and a request that may have reached the application is
-     * replayed only when its method says that is safe */
-    if (!pt_exchange_replayable(x))
-        return false;
-    if ((fail_class != PT_FC_CONNECT || status != 0) && !pt_exchange_idempotent(x) &&
-        !r->non_idempotent)
-        return false;
-    if (!budget_take(x)) {
-        struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
-
-        if (g->retries_denied == 1 || g->retries_denied % 100 == 0)
-            pt_log(PT_LOG_WARN, "upstream \"%s\": retry budget exhausted (%llu retries denied)",
-                   x->up->name, (unsigned long long)g->retries_denied);
-        return false;
-    }
-    return true;
-}
-
 /* ---- sticky sessions ------------------------------------------------------------------ */
 
-/* The cookie value naming a server: a hash of its concrete address (so each address of a host
- * name has its own), stable across restarts and instances with the same server list. */
-static uint32_t
-server_token(const struct pt_server *s)
+uint32_t
+pt_server_token(const struct pt_server *s)
 {
     uint32_t h = 2166136261u;
 
     for (const char *p = s->addr.name; *p; p++)
         h = (h ^ (uint8_t)*p) * 16777619u;
     return h;
-}
-
-struct pt_server *
-pt_sticky_server(struct pt_exchange *x)
-{
-    const char *name = x->up->res.sticky_cookie;
-    size_t nlen;
-
-    if (name == NULL)
-        return NULL;
-    nlen = strlen(name);
-    for (unsigned i = 0; i < x->req.n; i++) {
-        const struct pt_hdr *h = &x->req.v[i];
-
-        if (!pt_str_ieq(h->name, h->nlen, "cookie", 6))
-            continue;
-        /* cookie-string = pair *( "; " pair ) (RFC 6265 section 4.2.1) */
-        for (const char *p = h->value, *end = h->value + h->vlen; p < end;) {
-            while (p < end && (*p == ' ' || *p == ';'))
-                p++;
-            const char *semi = memchr(p, ';', (size_t)(end - p));
-            const char *e = semi != NULL ? semi : end;
-
-            if ((size_t)(e - p) > nlen + 1 && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
-                uint64_t want;
-
-                /* the token we set is 8 hex digits; anything else names no server */
-                if (pt_parse_hex_u64(p + nlen + 1, (size_t)(e - p) - nlen - 1, UINT32_MAX,
-                                     &want) != PT_OK)
-                    return NULL;
-
-                for (unsigned k = 0; k < x->up->n_servers; k++) {
-                    struct pt_server *s = x->up->servers[k];
-
-                    if (server_token(s) == want) {
-                        x->sticky_hit = s;
-                        return pt_server_usable(s, x->tried) ? s : NULL;
-                    }
-                }
-                return NULL;
-            }
-            p = e;
-        }
-    }
-    return NULL;
-}
-
-void
-pt_sticky_response(struct pt_exchange *x)
-{
-    const struct pt_resilience *r = &x->up->res;
-    char buf[256];
-    int n;
-
-    if (r->sticky_cookie == NULL || x->srv == NULL || x->sticky_hit == x->srv)
-        return;
-    if (r->sticky_ttl > 0)
-        n = snprintf(buf, sizeof(buf), "%s=%08x; Path=%s; Max-Age=%lld; HttpOnly",
-                     r->sticky_cookie, server_token(x->srv), r->sticky_path,
-                     (long long)(r->sticky_ttl / 1000));
-    else
-        n = snprintf(buf, sizeof(buf), "%s=%08x; Path=%s; HttpOnly", r->sticky_cookie,
-                     server_token(x->srv), r->sticky_path);
-    if (n > 0 && (size_t)n < sizeof(buf))
-        pt_hdrs_add(&x->arena, &x->resp, "Set-Cookie", 10, pt_arena_strndup(&x->arena, buf, (size_t)n),
-                    (size_t)n);
 }

@@ -3,77 +3,296 @@
  * max_conns is the one cross-worker limit and uses a relaxed atomic counter per server. */
 #include <openssl/ssl.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/common.h"
 #include "core/log.h"
-#include "http/exchange.h"
-#include "http/h1_client.h"
-#include "http/h2_client.h"
+#include "core/worker.h"
+#include "net/tls.h"
 #include "upstream/upstream.h"
 
-int
-pt_upstream_worker_init(struct pt_worker *w, struct pt_err *err)
+/* ---- a worker's state, by slot --------------------------------------------------------- */
+
+static struct pt_wupstreams *
+table(struct pt_worker *w)
 {
-    struct pt_conf *c = w->conf;
+    return w->mod[pt_module_upstream._index];
+}
 
-    w->ups = calloc(c->n_upstreams + 1, sizeof(*w->ups));
-    if (w->ups == NULL)
-        return pt_err_set(err, "out of memory");
-    for (unsigned i = 0; i < c->n_upstreams; i++) {
-        struct pt_wupstream *g = &w->ups[i];
-        struct pt_upstream *up = c->upstreams[i];
+/* Grows t->g to hold slot n - 1. */
+static int
+table_reserve(struct pt_wupstreams *t, unsigned n)
+{
+    if (n <= t->n)
+        return PT_OK;
+    struct pt_wupstream **g = realloc(t->g, n * sizeof(*g));
 
-        g->up = up;
-        g->w = w;
-        g->retry_tokens = 10.0;
-        pt_list_init(&g->queue);
-        g->servers = calloc(up->n_servers, sizeof(*g->servers));
-        if (g->servers == NULL)
-            return pt_err_set(err, "out of memory");
-        for (unsigned j = 0; j < up->n_servers; j++) {
-            g->servers[j].srv = up->servers[j];
-            pt_list_init(&g->servers[j].idle);
-            pt_list_init(&g->servers[j].h2);
+    if (g == NULL)
+        return PT_ERR;
+    memset(g + t->n, 0, (n - t->n) * sizeof(*g));
+    t->g = g;
+    t->n = n;
+    return PT_OK;
+}
+
+/* Makes sure group g has a worker server for every server of up (its slot), pointing at the
+ * newest objects; the ones up no longer has are retired. */
+static int
+group_servers(struct pt_wupstream *g, struct pt_upstream *up)
+{
+    if (up->n_slots > g->n_servers) {
+        struct pt_wserver **v = realloc(g->servers, up->n_slots * sizeof(*v));
+
+        if (v == NULL)
+            return PT_ERR;
+        memset(v + g->n_servers, 0, (up->n_slots - g->n_servers) * sizeof(*v));
+        g->servers = v;
+        g->n_servers = up->n_slots;
+    }
+    for (unsigned j = 0; j < g->n_servers; j++)
+        if (g->servers[j] != NULL)
+            g->servers[j]->retired = 1;
+    for (unsigned j = 0; j < up->n_servers; j++) {
+        struct pt_server *srv = up->servers[j];
+        struct pt_wserver *ws = g->servers[srv->slot];
+
+        if (ws == NULL) {
+            ws = calloc(1, sizeof(*ws));
+            if (ws == NULL)
+                return PT_ERR;
+            pt_list_init(&ws->idle);
+            pt_list_init(&ws->shared);
+            pt_list_init(&ws->pinned);
+            g->servers[srv->slot] = ws;
         }
-        const struct pt_lb_ops *ops = up->lb->ops;
-
-        if (ops->group_init(g) != PT_OK)
-            return pt_err_set(err, "balancer %s failed for upstream \"%s\"", up->lb->name,
-                              up->name);
+        ws->srv = srv;
+        ws->retired = 0;
     }
     return PT_OK;
 }
 
-void
-pt_upstream_worker_drain(struct pt_worker *w)
+/* Closes every pooled connection that carries nothing: each by its codec. */
+static void
+close_list(struct pt_list *l)
 {
-    for (unsigned i = 0; i < w->conf->n_upstreams; i++)
-        for (unsigned j = 0; j < w->ups[i].up->n_servers; j++)
-        {
-            pt_h1_client_close_idle(&w->ups[i].servers[j]);
-            pt_h2_client_close_idle(&w->ups[i].servers[j]);
-        }
-}
+    for (struct pt_list *e = l->next, *next; e != l; e = next) {
+        struct pt_pooled *p = pt_container_of(e, struct pt_pooled, link);
 
-void
-pt_upstream_worker_fini(struct pt_worker *w)
-{
-    if (w->ups == NULL)
-        return;
-    pt_upstream_worker_drain(w);
-    for (unsigned i = 0; i < w->conf->n_upstreams; i++) {
-        struct pt_wupstream *g = &w->ups[i];
-        const struct pt_lb_ops *ops = g->up->lb->ops;
-
-        if (ops->group_fini != NULL)
-            ops->group_fini(g);
-        for (unsigned j = 0; j < g->up->n_servers; j++)
-            SSL_SESSION_free(g->servers[j].tls_session);
-        free(g->servers);
+        next = e->next;
+        p->ops->close_idle(p);
     }
-    free(w->ups);
-    w->ups = NULL;
 }
+
+/* Pooled connections follow their worker server to the newest snapshot's objects; those of a
+ * retired one are closed (multiplexed ones once their streams end). */
+static void
+rebind_pools(struct pt_wupstream *g)
+{
+    for (unsigned j = 0; j < g->n_servers; j++) {
+        struct pt_wserver *ws = g->servers[j];
+
+        if (ws == NULL)
+            continue;
+        if (ws->retired || g->retired) {
+            close_list(&ws->idle);
+            close_list(&ws->shared);
+            continue;
+        }
+        for (struct pt_list *e = ws->idle.next; e != &ws->idle; e = e->next)
+            pt_container_of(e, struct pt_pooled, link)->ops->rebind(
+                pt_container_of(e, struct pt_pooled, link), ws);
+        for (struct pt_list *e = ws->shared.next; e != &ws->shared; e = e->next)
+            pt_container_of(e, struct pt_pooled, link)->ops->rebind(
+                pt_container_of(e, struct pt_pooled, link), ws);
+    }
+}
+
+static int
+group_attach(struct pt_worker *w, struct pt_upstream *up)
+{
+    struct pt_wupstreams *t = table(w);
+    struct pt_wupstream *g;
+    const struct pt_lb_ops *ops = up->lb->ops;
+
+    if (table_reserve(t, up->slot + 1) != PT_OK)
+        return PT_ERR;
+    g = t->g[up->slot];
+    if (g == NULL) {
+        g = calloc(1, sizeof(*g));
+        if (g == NULL)
+            return PT_ERR;
+        g->w = w;
+        g->retry_tokens = 10.0;
+        pt_list_init(&g->queue);
+        t->g[up->slot] = g;
+    } else if (g->up != NULL && g->lb_state != NULL) {
+        const struct pt_lb_ops *old = g->up->lb->ops;
+
+        if (old->group_fini != NULL)
+            old->group_fini(g); /* the balancer starts again on the new server list */
+        g->lb_state = NULL;
+    }
+    g->up = up;
+    g->retired = 0;
+    if (group_servers(g, up) != PT_OK)
+        return PT_ERR;
+    if (ops->group_init(g) != PT_OK) {
+        pt_log(PT_LOG_ERROR, "balancer %s failed for upstream \"%s\"", up->lb->name, up->name);
+        return PT_ERR;
+    }
+    return PT_OK;
+}
+
+static int
+upstream_worker_init(struct pt_worker *w)
+{
+    struct pt_upstream_main *m = pt_upstream_main(w->conf);
+    struct pt_wupstreams *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return PT_ERR;
+    w->mod[pt_module_upstream._index] = t;
+    for (unsigned i = 0; i < m->n_upstreams; i++)
+        if (group_attach(w, m->upstreams[i]) != PT_OK)
+            return PT_ERR;
+    return PT_OK;
+}
+
+/* A reload: the groups of upstream names that stay are carried over (pools, counters, the retry
+ * budget, queued requests), their balancer rebuilt on the new server list; new names get new
+ * groups; the groups of names that are gone retire (their idle connections close; requests in
+ * flight finish on them). */
+static void
+upstream_worker_reload(struct pt_worker *w, struct pt_conf *old)
+{
+    struct pt_wupstreams *t = table(w);
+    struct pt_upstream_main *m = pt_upstream_main(w->conf);
+
+    for (unsigned i = 0; i < t->n; i++)
+        if (t->g[i] != NULL)
+            t->g[i]->retired = 1;
+    for (unsigned i = 0; i < m->n_upstreams; i++)
+        if (group_attach(w, m->upstreams[i]) != PT_OK)
+            pt_log(PT_LOG_ERROR, "upstream \"%s\": cannot carry its worker state over the "
+                   "reload", m->upstreams[i]->name);
+    for (unsigned i = 0; i < t->n; i++) {
+        struct pt_wupstream *g = t->g[i];
+
+        if (g == NULL)
+            continue;
+        if (g->retired && g->lb_state != NULL) {
+            const struct pt_lb_ops *ops = g->up->lb->ops;
+
+            if (ops->group_fini != NULL)
+                ops->group_fini(g);
+            g->lb_state = NULL;
+        }
+        rebind_pools(g);
+    }
+}
+
+static void
+upstream_worker_drain(struct pt_worker *w)
+{
+    struct pt_wupstreams *t = table(w);
+
+    for (unsigned i = 0; t != NULL && i < t->n; i++)
+        for (unsigned j = 0; t->g[i] != NULL && j < t->g[i]->n_servers; j++)
+            if (t->g[i]->servers[j] != NULL) {
+                close_list(&t->g[i]->servers[j]->idle);
+                close_list(&t->g[i]->servers[j]->shared);
+            }
+}
+
+static void
+upstream_worker_fini(struct pt_worker *w)
+{
+    struct pt_wupstreams *t = table(w);
+
+    if (t == NULL)
+        return;
+    upstream_worker_drain(w);
+    for (unsigned i = 0; i < t->n; i++) {
+        struct pt_wupstream *g = t->g[i];
+
+        if (g == NULL)
+            continue;
+        if (g->up != NULL && g->lb_state != NULL && g->up->lb->ops != NULL) {
+            const struct pt_lb_ops *ops = g->up->lb->ops;
+
+            if (ops->group_fini != NULL)
+                ops->group_fini(g);
+        }
+        for (unsigned j = 0; j < g->n_servers; j++) {
+            if (g->servers[j] == NULL)
+                continue;
+            SSL_SESSION_free(g->servers[j]->tls_session);
+            free(g->servers[j]);
+        }
+        free(g->servers);
+        free(g);
+    }
+    free(t->g);
+    free(t);
+    w->mod[pt_module_upstream._index] = NULL;
+}
+
+static void
+server_changed(struct pt_worker *w, void *arg)
+{
+    struct pt_server *s = arg;
+    const struct pt_lb_ops *ops = s->upstream->lb->ops;
+    struct pt_wupstream *g;
+    struct pt_wserver *ws;
+
+    if (w->mod[pt_module_upstream._index] == NULL)
+        return;
+    g = pt_upstream_group(w, s->upstream);
+    if (ops->on_server_state != NULL)
+        ops->on_server_state(g, s);
+    ws = pt_upstream_wserver(g, s);
+    if (!atomic_load_explicit(&s->_check_down, memory_order_relaxed))
+        return;
+    for (struct pt_list *e = ws->pinned.next, *next; e != &ws->pinned; e = next) {
+        next = e->next;
+        pt_container_of(e, struct pt_pin, link)->down(pt_container_of(e, struct pt_pin, link));
+    }
+}
+
+void
+pt_upstream_pin(struct pt_worker *w, const struct pt_server *s, struct pt_pin *p)
+{
+    struct pt_wserver *ws = pt_upstream_wserver(pt_upstream_group(w, s->upstream), s);
+
+    pt_list_insert_tail(&ws->pinned, &p->link);
+}
+
+void
+pt_upstream_unpin(struct pt_pin *p)
+{
+    pt_list_remove(&p->link);
+}
+
+void
+pt_upstream_server_changed(struct pt_server *s)
+{
+    pt_runtime_post(server_changed, s); /* a worker that misses it still sees the state */
+}
+
+struct pt_module pt_module_upstream = {
+    .abi = PT_MODULE_ABI,
+    .name = "upstream",
+    .kind = PT_MODULE_SUBSYSTEM,
+    .directives = pt_upstream_directives,
+    .conf_create = pt__upstream_conf_create,
+    .conf_validate = pt__upstream_conf_validate,
+    .conf_release = pt__upstream_conf_release,
+    .conf_adopt = pt__upstream_conf_adopt,
+    .worker_init = upstream_worker_init,
+    .worker_reload = upstream_worker_reload,
+    .worker_drain = upstream_worker_drain,
+    .worker_fini = upstream_worker_fini,
+};
 
 bool
 pt_upstream_saturated(const struct pt_upstream *up)
@@ -89,59 +308,66 @@ pt_upstream_saturated(const struct pt_upstream *up)
 }
 
 struct pt_server *
-pt_upstream_pick(struct pt_worker *w, struct pt_exchange *x)
+pt_upstream_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint8_t *tried)
 {
-    struct pt_wupstream *g = pt_upstream_group(w, x->up);
-    const struct pt_lb_ops *ops = x->up->lb->ops;
+    const struct pt_lb_ops *ops = g->up->lb->ops;
 
-    return ops->pick(g, x, x->tried);
+    return ops->pick(g, x, tried);
 }
 
 void
-pt_upstream_acquire(struct pt_exchange *x)
+pt_upstream_acquire(struct pt_wupstream *g, struct pt_attempt *a, struct pt_server *srv,
+                    ev_tstamp now)
 {
-    struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
-    const struct pt_lb_ops *ops = x->up->lb->ops;
+    const struct pt_lb_ops *ops = g->up->lb->ops;
 
-    if (x->srv_counted)
+    if (a->counted)
         return;
-    x->srv_counted = 1;
-    x->t_attempt = ev_now(x->w->loop);
-    atomic_fetch_add_explicit(&x->srv->_active, 1, memory_order_relaxed);
-    g->servers[x->srv->index].n_active++;
-    g->servers[x->srv->index].requests++;
-    if (ops->on_conn != NULL)
-        ops->on_conn(g, x->srv, +1);
+    a->srv = srv;
+    a->counted = 1;
+    a->t_start = now;
+    atomic_fetch_add_explicit(&srv->_active, 1, memory_order_relaxed);
+    pt_upstream_wserver(g, srv)->n_active++;
+    pt_upstream_wserver(g, srv)->requests++;
+    /* a request of an older snapshot (after a reload) is not the balancer's business: its
+     * state was rebuilt on the new server list */
+    if (ops->on_conn != NULL && srv->upstream == g->up)
+        ops->on_conn(g, srv, +1);
 }
 
 void
-pt_upstream_result(struct pt_exchange *x, int ok)
+pt_upstream_result(struct pt_wupstream *g, const struct pt_attempt *a, ev_tstamp now, int ok)
 {
-    const struct pt_lb_ops *ops = x->up->lb->ops;
+    const struct pt_lb_ops *ops = g->up->lb->ops;
 
-    if (ops->on_result != NULL && x->srv != NULL)
-        ops->on_result(pt_upstream_group(x->w, x->up), x->srv,
-                       ev_now(x->w->loop) - x->t_attempt, ok);
+    if (ops->on_result != NULL && a->srv != NULL && a->srv->upstream == g->up)
+        ops->on_result(g, a->srv, now - a->t_start, ok);
 }
 
 void
-pt_upstream_release(struct pt_exchange *x)
+pt_upstream_release(struct pt_wupstream *g, struct pt_attempt *a)
 {
-    struct pt_wupstream *g;
-    const struct pt_lb_ops *ops;
+    const struct pt_lb_ops *ops = g->up->lb->ops;
 
-    if (!x->srv_counted)
+    if (!a->counted)
         return;
-    g = pt_upstream_group(x->w, x->up);
-    ops = x->up->lb->ops;
-    x->srv_counted = 0;
-    atomic_fetch_sub_explicit(&x->srv->_active, 1, memory_order_relaxed);
-    g->servers[x->srv->index].n_active--;
-    if (ops->on_conn != NULL)
-        ops->on_conn(g, x->srv, -1);
+    a->counted = 0;
+    atomic_fetch_sub_explicit(&a->srv->_active, 1, memory_order_relaxed);
+    pt_upstream_wserver(g, a->srv)->n_active--;
+    if (ops->on_conn != NULL && a->srv->upstream == g->up)
+        ops->on_conn(g, a->srv, -1);
 }
 
-struct pt_list *
+SSL *
+pt_upstream_tls(const struct pt_server *s, int fd, SSL_SESSION *resume)
+{
+    const struct pt_upstream *up = s->upstream;
+
+    return pt_tls_connect(up->tls_ctx, up->tls_sni != NULL ? up->tls_sni : s->host,
+                          up->tls_verify, fd, resume);
+}
+
+struct pt_pooled *
 pt_pool_get(struct pt_wserver *ws)
 {
     struct pt_list *e;
@@ -151,22 +377,23 @@ pt_pool_get(struct pt_wserver *ws)
     e = ws->idle.next;
     pt_list_remove(e);
     ws->n_idle--;
-    return e;
+    return pt_container_of(e, struct pt_pooled, link);
 }
 
 bool
-pt_pool_put(struct pt_wserver *ws, struct pt_list *link)
+pt_pool_put(struct pt_wserver *ws, struct pt_pooled *p)
 {
-    if ((int64_t)ws->n_idle >= ws->srv->upstream->keepalive)
+    if (ws->retired || (int64_t)ws->n_idle >= ws->srv->upstream->keepalive)
         return false;
-    pt_list_insert_head(&ws->idle, link);
+    p->ops->rebind(p, ws); /* a connection of an older snapshot joins the newest */
+    pt_list_insert_head(&ws->idle, &p->link);
     ws->n_idle++;
     return true;
 }
 
 void
-pt_pool_remove(struct pt_wserver *ws, struct pt_list *link)
+pt_pool_remove(struct pt_wserver *ws, struct pt_pooled *p)
 {
-    pt_list_remove(link);
+    pt_list_remove(&p->link);
     ws->n_idle--;
 }

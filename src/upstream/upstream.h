@@ -3,26 +3,57 @@
 #ifndef PT_UPSTREAM_H
 #define PT_UPSTREAM_H
 
+#include <openssl/ssl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "core/conf-t.h"
+#include "core/module-t.h"
 #include "core/worker-t.h"
 #include "upstream/lb-t.h"
+#include "upstream/upstream-t.h"
 #include "upstream/resilience.h"
 
 struct pt_exchange;
 
-/* Builds w->ups from the snapshot and runs each lb group_init. Worker thread. */
-int pt_upstream_worker_init(struct pt_worker *w, struct pt_err *err);
-/* Closes idle pooled connections (graceful stop). */
-void pt_upstream_worker_drain(struct pt_worker *w);
-void pt_upstream_worker_fini(struct pt_worker *w);
+/* The upstream subsystem: its per-worker state (w->mod[its index]: one struct pt_wupstream per
+ * upstream of the snapshot) is built, drained and freed through the module hooks. */
+extern struct pt_module pt_module_upstream;
 
+/* Every upstream block of a snapshot (the subsystem's main-level slot). */
+static inline struct pt_upstream_main *
+pt_upstream_main(const struct pt_conf *c)
+{
+    return (struct pt_upstream_main *)c->mod[pt_module_upstream._index];
+}
+
+/* The upstream named name, or NULL. */
+struct pt_upstream *pt_upstream_find(struct pt_conf *c, const char *name);
+/* Prints up's effective settings (defaults applied) and its servers, one item per line, each
+ * line starting with indent: what `portico -t -v` and `portico explain` show. Main thread. */
+void pt_upstream_print(const struct pt_upstream *up, FILE *out, const char *indent);
+
+/* Internal: the configuration hooks of pt_module_upstream (upstream_conf.c). */
+extern const struct pt_directive pt_upstream_directives[];
+void *pt__upstream_conf_create(struct pt_conf_ctx *cx, unsigned level);
+int pt__upstream_conf_validate(struct pt_conf_ctx *cx);
+void pt__upstream_conf_release(struct pt_conf *c);
+void pt__upstream_conf_adopt(struct pt_conf *c, struct pt_conf *old);
+
+/* This worker's state of upstream up, of whichever snapshot: the same object for every
+ * generation of the same upstream name. */
 static inline struct pt_wupstream *
 pt_upstream_group(struct pt_worker *w, const struct pt_upstream *up)
 {
-    return &w->ups[up->index];
+    return ((struct pt_wupstreams *)w->mod[pt_module_upstream._index])->g[up->slot];
+}
+
+/* The worker state (pool, counters) of server s in group g, of whichever snapshot. */
+static inline struct pt_wserver *
+pt_upstream_wserver(const struct pt_wupstream *g, const struct pt_server *s)
+{
+    return g->servers[s->slot];
 }
 
 /* True when s may take a request now: not down, not tried, under max_conns. For lb modules. */
@@ -38,22 +69,39 @@ pt_server_usable(const struct pt_server *s, const uint8_t *tried)
     return pt__server_runtime_usable(s);
 }
 
+/* Tells every worker that s went up or down (health check, ejection), so its balancer's
+ * on_server_state runs on that worker's thread. Any thread. */
+void pt_upstream_server_changed(struct pt_server *s);
+
 /* True when no server can take a request only because they are all at max_conns. */
 bool pt_upstream_saturated(const struct pt_upstream *up);
 
-/* Picks a server for x with the upstream's policy; NULL when none is usable. */
-struct pt_server *pt_upstream_pick(struct pt_worker *w, struct pt_exchange *x);
-/* Counts x as in flight on x->srv (max_conns, lb on_conn). */
-void pt_upstream_acquire(struct pt_exchange *x);
-/* Reports the outcome of the current attempt to the lb policy (latency since t_attempt). */
-void pt_upstream_result(struct pt_exchange *x, int ok);
+/* Picks a server with the upstream's policy for request x (opaque here: the policy modules read
+ * it), skipping those marked in tried; NULL when none is usable. */
+struct pt_server *pt_upstream_pick(struct pt_wupstream *g, const struct pt_exchange *x,
+                                   const uint8_t *tried);
+/* Counts an attempt on srv as in flight (max_conns, lb on_conn) from now. */
+void pt_upstream_acquire(struct pt_wupstream *g, struct pt_attempt *a, struct pt_server *srv,
+                         ev_tstamp now);
+/* Reports the attempt's outcome to the lb policy (latency since it was acquired). */
+void pt_upstream_result(struct pt_wupstream *g, const struct pt_attempt *a, ev_tstamp now,
+                        int ok);
 /* Undoes pt_upstream_acquire; safe to call twice. */
-void pt_upstream_release(struct pt_exchange *x);
+void pt_upstream_release(struct pt_wupstream *g, struct pt_attempt *a);
 
-/* Idle pool: LIFO of connections per worker per server. `link` is embedded in the connection. */
-struct pt_list *pt_pool_get(struct pt_wserver *ws);
+/* A client SSL on fd for a TLS connection to s: the upstream's context, SNI and name check from
+ * tls_sni or the server's host name, resuming `resume` when not NULL. NULL on failure. */
+SSL *pt_upstream_tls(const struct pt_server *s, int fd, SSL_SESSION *resume);
+
+/* Idle pool: LIFO of one-request connections per worker per server. The pooled link is
+ * embedded in the connection; its ops let the pool close it on drain. */
+/* Links p on s's worker state: p->down() runs when active health checks mark s DOWN. Worker
+ * thread; unpin before p goes away. */
+void pt_upstream_pin(struct pt_worker *w, const struct pt_server *s, struct pt_pin *p);
+void pt_upstream_unpin(struct pt_pin *p);
+struct pt_pooled *pt_pool_get(struct pt_wserver *ws);
 /* Returns false (caller closes) when the pool is full. */
-bool pt_pool_put(struct pt_wserver *ws, struct pt_list *link);
-void pt_pool_remove(struct pt_wserver *ws, struct pt_list *link);
+bool pt_pool_put(struct pt_wserver *ws, struct pt_pooled *p);
+void pt_pool_remove(struct pt_wserver *ws, struct pt_pooled *p);
 
 #endif

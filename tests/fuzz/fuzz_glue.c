@@ -32,9 +32,7 @@
 #include "core/module.h"
 #include "core/worker.h"
 #include "http/h1_chunk.h"
-#include "http/h1_server.h"
 #include "http/h2_server.h"
-#include "upstream/upstream.h"
 
 #include "fuzz_glue.h"
 
@@ -125,6 +123,7 @@ fz_init(void)
 struct fz_proxy {
     struct pt_runtime rt;
     struct pt_worker w;
+    struct pt_conn placeholder; /* the HTTP/1.1 connection an HTTP/2 one takes over from */
 };
 
 /* on_reap() of src/core/worker.c: frees what the loop iteration queued. */
@@ -175,19 +174,24 @@ fz_proxy_new(const char *conf_text)
         fprintf(stderr, "fuzz: harness configuration rejected: %s\n", err.msg);
         abort();
     }
-    p->rt.conf = c;
+    p->rt.conf = c; /* the runtime's reference */
     p->rt.n_workers = 1;
     p->rt.listen_fds = calloc(c->n_listens + 1, sizeof(int));
     p->rt.workers = &p->w;
+    if (p->rt.listen_fds == NULL)
+        abort();
     for (unsigned i = 0; i < c->n_listens; i++)
         p->rt.listen_fds[i] = -1;
     w = &p->w;
     w->id = 0;
     snprintf(w->name, sizeof(w->name), "w0");
+    w->seed[0] = 0x0123456789abcdefULL; /* request IDs: fixed, so runs repeat */
+    w->seed[1] = 0xfedcba9876543210ULL;
     w->rt = &p->rt;
     w->conf = c;
+    pt_conf_ref(c); /* the worker's own */
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
-    if (w->loop == NULL || p->rt.listen_fds == NULL)
+    if (w->loop == NULL)
         abort();
     ev_set_userdata(w->loop, w);
     pthread_mutex_init(&w->_mu, NULL);
@@ -200,7 +204,6 @@ fz_proxy_new(const char *conf_text)
     pt_list_init(&w->reap_q);
     pt_list_init(&w->flush_q);
     pt_list_init(&w->conns);
-    pt_list_init(&w->h2_conns);
     pt_chunk_pool_init(&w->chunks, 256);
     w->accept_w = calloc(c->n_listens + 1, sizeof(ev_io));
     if (w->accept_w == NULL)
@@ -208,13 +211,11 @@ fz_proxy_new(const char *conf_text)
     for (unsigned i = 0; i < c->n_listens; i++)
         ev_io_init(&w->accept_w[i], NULL, -1, EV_READ);
     w->accepting = 1; /* as if they ran: accept_update() must not start them on fd -1 */
-    if (pt_upstream_worker_init(w, &err) != PT_OK) {
-        fprintf(stderr, "fuzz: %s\n", err.msg);
-        abort();
-    }
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
-        if (pt_modules[i]->worker_init != NULL && pt_modules[i]->worker_init(w) != PT_OK)
+        if (pt_modules[i]->worker_init != NULL && pt_modules[i]->worker_init(w) != PT_OK) {
+            fprintf(stderr, "fuzz: module %s failed to start\n", pt_modules[i]->name);
             abort();
+        }
     return p;
 }
 
@@ -229,19 +230,25 @@ void
 fz_proxy_free(struct fz_proxy *p)
 {
     struct pt_worker *w = &p->w;
+    unsigned nm = 0;
 
-    pt_h1_server_close_all(w);
-    pt_h2_server_close_all(w);
-    pt_upstream_worker_fini(w);
-    for (unsigned i = 0; pt_modules[i] != NULL; i++)
-        if (pt_modules[i]->worker_fini != NULL)
-            pt_modules[i]->worker_fini(w);
+    while (!pt_list_empty(&w->conns)) {
+        struct pt_conn *c = pt_container_of(w->conns.next, struct pt_conn, link);
+
+        c->ops->close(c);
+    }
+    while (pt_modules[nm] != NULL)
+        nm++;
+    while (nm-- > 0)
+        if (pt_modules[nm]->worker_fini != NULL)
+            pt_modules[nm]->worker_fini(w);
     reap(w);
-    free(w->_changed);
+    free(w->_posts);
     pt_chunk_pool_fini(&w->chunks);
     ev_loop_destroy(w->loop);
     free(w->accept_w);
     pthread_mutex_destroy(&w->_mu);
+    pt_conf_unref(w->conf);
     free(p->rt.listen_fds);
     pt_conf_unref(p->rt.conf);
     free(p);
@@ -250,9 +257,9 @@ fz_proxy_free(struct fz_proxy *p)
 static struct pt_listen *
 listen_of(struct fz_proxy *p, unsigned i)
 {
-    if (i >= p->rt.conf->n_listens)
+    if (i >= p->w.conf->n_listens)
         abort();
-    return p->rt.conf->listens[i];
+    return p->w.conf->listens[i];
 }
 
 static const struct sockaddr_in client_addr = {
@@ -261,38 +268,53 @@ static const struct sockaddr_in client_addr = {
     .sin_addr = {0x0100007f},
 };
 
+/* on_accept() of src/core/worker.c: the listening address's protocol takes the socket. */
 int
 fz_proxy_h1_conn(struct fz_proxy *p, unsigned listen, int fd)
 {
     struct pt_worker *w = &p->w;
+    struct pt_listen *l = listen_of(p, listen);
 
     w->n_accepted++;
-    if (pt_h1_conn_accept(w, fd, (const struct sockaddr *)&client_addr, sizeof(client_addr),
-                          listen_of(p, listen)) != PT_OK) {
+    if (l->proto == NULL || l->proto->accept(w, fd, (const struct sockaddr *)&client_addr,
+                                             sizeof(client_addr), l) != PT_OK) {
         close(fd);
         return FZ_ERR;
     }
     return FZ_OK;
 }
 
+static void
+placeholder_close(struct pt_conn *c)
+{
+    abort(); /* always replaced by the HTTP/2 connection before the loop runs */
+}
+
+static const struct pt_conn_ops placeholder_ops = {
+    .drain = placeholder_close,
+    .close = placeholder_close,
+};
+
 int
 fz_proxy_h2_conn(struct fz_proxy *p, unsigned listen, int fd, const void *initial, size_t len)
 {
     struct pt_worker *w = &p->w;
     struct pt_h2_takeover t = {
+        .conn = &p->placeholder,
         .fd = fd,
         .peer = (const struct sockaddr *)&client_addr,
         .peer_len = sizeof(client_addr),
         .listen = listen_of(p, listen),
+        .conf = w->conf,
         .initial = initial,
         .initial_len = len,
     };
 
-    /* the place in n_conns an HTTP/1.1 connection would hand over */
+    /* the place in w->conns an HTTP/1.1 connection would hand over */
     w->n_accepted++;
-    w->n_conns++;
+    pt_worker_conn_open(w, &p->placeholder, &placeholder_ops);
     if (pt_h2_conn_start(w, &t) != PT_OK) {
-        pt_worker_conn_closed(w);
+        pt_worker_conn_closed(w, &p->placeholder);
         close(fd);
         return FZ_ERR;
     }

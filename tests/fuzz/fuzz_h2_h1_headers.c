@@ -4,9 +4,11 @@
  * harness plays the HTTP/1.1 backend. Oracles:
  * - what reaches the backend on a connection is exactly one well-formed HTTP/1.1 request
  *   (strict llhttp): a field can never become a second request or a second field;
- * - its method and target are the :method and :path sent, its Host is :authority when one was
- *   sent, and it carries no field the client did not send except the ones portico adds
- *   (Host, Content-Length or Transfer-Encoding, X-Forwarded-*, Forwarded, Via, Cookie joined);
+ * - its method and target are the :method (GET for an RFC 8441 extended CONNECT) and :path
+ *   sent, its Host is :authority when one was sent, and it carries no field the client did not
+ *   send except the ones portico adds (Host, Content-Length or Transfer-Encoding,
+ *   X-Forwarded-*, Forwarded, Via, X-Request-ID, traceparent, the WebSocket handshake's, Cookie
+ *   joined);
  * - the answer the client gets is valid HTTP/2 (nghttp2 checks frames and fields).
  *
  * Input: byte 0: bit 0 the standard pseudo-headers (:method GET or POST, :scheme, :path,
@@ -176,6 +178,11 @@ backend_parse(struct run *r, unsigned i)
     }
     e = llhttp_execute(&b->parser, pe->in.data + r->parsed[i], pe->in.len - r->parsed[i]);
     r->parsed[i] = pe->in.len;
+    if (e == HPE_PAUSED_UPGRADE) {
+        /* a WebSocket request (RFC 8441 from the client): the head is all there is */
+        b->complete = true;
+        e = HPE_OK;
+    }
     if (e != HPE_OK) {
         fprintf(stderr, "backend received:\n%.*s\n", (int)pe->in.len, pe->in.data);
         fz_fail("the request forwarded from HTTP/2 is not valid HTTP/1.1: %s (%s)",
@@ -231,7 +238,9 @@ is_added(const char *n, size_t len)
     static const char *const added[] = {"host", "content-length", "transfer-encoding",
                                         "x-forwarded-for", "x-forwarded-proto",
                                         "x-forwarded-host", "forwarded", "via", "cookie",
-                                        "connection"};
+                                        "connection", "x-request-id", "traceparent",
+                                        "x-client-cert-subject", "upgrade",
+                                        "sec-websocket-key", "sec-websocket-version"};
 
     for (size_t i = 0; i < sizeof(added) / sizeof(added[0]); i++)
         if (strlen(added[i]) == len && strncasecmp(added[i], n, len) == 0)
@@ -243,7 +252,7 @@ is_added(const char *n, size_t len)
 static void
 check_forwarded(const struct backend_req *b, const struct fz_h2_field *f, size_t n)
 {
-    const struct fz_h2_field *method = NULL, *path = NULL, *authority = NULL;
+    const struct fz_h2_field *method = NULL, *path = NULL, *authority = NULL, *protocol = NULL;
 
     /* case-insensitive: the client (nghttp2) sends names in lower case */
     for (size_t i = 0; i < n; i++) {
@@ -253,7 +262,15 @@ check_forwarded(const struct backend_req *b, const struct fz_h2_field *f, size_t
             path = path ? path : &f[i];
         else if (f[i].nlen == 10 && strncasecmp(f[i].name, ":authority", 10) == 0)
             authority = authority ? authority : &f[i];
+        else if (f[i].nlen == 9 && strncasecmp(f[i].name, ":protocol", 9) == 0)
+            protocol = protocol ? protocol : &f[i];
     }
+    /* an extended CONNECT (RFC 8441) becomes an HTTP/1.1 GET with Upgrade (RFC 6455) */
+    static const struct fz_h2_field get = {":method", "GET", 7, 3};
+
+    if (method != NULL && protocol != NULL && method->vlen == 7 &&
+        memcmp(method->value, "CONNECT", 7) == 0)
+        method = &get;
     if (method == NULL || method->vlen != b->method.len ||
         memcmp(method->value, b->method.data, b->method.len) != 0)
         fz_fail("forwarded method \"%.*s\" is not the :method sent", (int)b->method.len,

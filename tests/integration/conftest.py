@@ -17,8 +17,10 @@ unless marked @pytest.mark.hard_timeout(SECONDS).
 
 import os
 import signal
+import socket
 import sys
 import threading
+import time
 
 import pytest
 
@@ -170,6 +172,43 @@ def make_proxy(tmp_path, start_backend, start_portico):
 @pytest.fixture
 def proxy(make_proxy):
     return make_proxy()
+
+
+@pytest.fixture
+def blackhole():
+    """A listener whose accept queue is full: connects to it hang (SYN dropped)."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    port = ls.getsockname()[1]
+    fillers = []
+    for _ in range(8):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(s)
+    time.sleep(0.2)
+    # check that a new connect really hangs
+    probe = socket.socket()
+    probe.settimeout(0.5)
+    try:
+        probe.connect(("127.0.0.1", port))
+        hangs = False
+    except (socket.timeout, OSError):
+        hangs = True
+    probe.close()
+    if not hangs:
+        for s in fillers:
+            s.close()
+        ls.close()
+        pytest.skip("cannot make a hanging connect on this kernel")
+    yield port
+    for s in fillers:
+        s.close()
+    ls.close()
 
 
 # ---- fixtures shared by balance/ and health/ -------------------------------------------------

@@ -60,6 +60,9 @@ def _port_range():
 
 
 _port_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+# Ports handed out lately by this process: two calls before anything binds the first port (a
+# test asking for a TLS and a cleartext port) must not get the same one.
+_given = []
 
 
 def free_port(host="127.0.0.1"):
@@ -67,6 +70,10 @@ def free_port(host="127.0.0.1"):
     lo, hi = _port_range()
     for _ in range(200):
         port = _port_rng.randrange(lo, hi)
+        if port in _given:
+            continue
+        del _given[:-64]
+        _given.append(port)
         s = socket.socket(fam, socket.SOCK_STREAM)
         try:
             s.bind((host, port))
@@ -100,6 +107,32 @@ def wait_port(host, port, timeout=5.0, proc=None):
         finally:
             s.close()
     return False
+
+
+def wait_until(cond, timeout=5.0, step=0.02, what=None):
+    """Poll cond() until it returns a true value or the deadline passes; return that value
+    (or the last false one).  With `what`, a timeout raises AssertionError("... WHAT"), so
+    tests wait for a condition instead of sleeping a fixed time and hoping."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v or time.monotonic() >= deadline:
+            break
+        time.sleep(step)
+    if not v and what is not None:
+        raise AssertionError("not within %.1f s: %s" % (timeout, what))
+    return v
+
+
+def stays(cond, duration, step=0.05):
+    """True if cond() holds at every poll for `duration` seconds: for asserting that something
+    does NOT happen, checked repeatedly over a bounded window rather than once after a sleep."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        if not cond():
+            return False
+        time.sleep(step)
+    return bool(cond())
 
 
 def hostport(host, port):

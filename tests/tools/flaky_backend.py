@@ -15,6 +15,9 @@ Paths (the query string is ignored):
   /health                      the health-check answer: status HEALTH (default 200) and
                                body HEALTH_BODY (default "healthy NAME"); 204/304 have none
   /control/health/CODE         set HEALTH (e.g. 503: the next checks fail)
+  /control/health-seq/C1,C2..  each health check answers the next code of this list, cyclically
+                               (200,503: a server that passes and fails in turn); a later
+                               /control/health/CODE ends the sequence
   /control/health-body/TEXT    set HEALTH_BODY (for `health_check ... body=`)
   /control/status/CODE         status of every proxied request (default 200)
   /control/delay/MS            delay before answering proxied requests (default 0)
@@ -68,6 +71,8 @@ class State:
         self.delay_ms = args.delay
         self.requests = 0
         self.health_checks = 0
+        self.health_seq = []      # codes answered in turn by /health, when not empty
+        self.health_seq_start = 0
         self.connections = 0
 
 
@@ -125,6 +130,10 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 if what == "health":
                     st.health = int(val)
+                    st.health_seq = []
+                elif what == "health-seq":
+                    st.health_seq = [int(v) for v in val.split(",")]
+                    st.health_seq_start = st.health_checks
                 elif what == "health-body":
                     st.health_body = val
                 elif what == "status":
@@ -148,8 +157,11 @@ class Handler(BaseHTTPRequestHandler):
                 st.connections += 1
         if parts[0] == "health":
             with st.lock:
-                st.health_checks += 1
                 code, body = st.health, st.health_body
+                if st.health_seq:
+                    code = st.health_seq[(st.health_checks - st.health_seq_start) %
+                                         len(st.health_seq)]
+                st.health_checks += 1
             self.answer(code, body)
             return
         with st.lock:
@@ -233,6 +245,10 @@ class FlakyBackend:
 
     def set_health(self, code):
         self._ctl("/control/health/%d" % code)
+
+    def set_health_seq(self, codes):
+        """Health checks answer these codes in turn, starting with the next check."""
+        return self._ctl("/control/health-seq/" + ",".join(str(c) for c in codes))
 
     def set_health_body(self, text):
         self._ctl("/control/health-body/%s" % urllib.parse.quote(text, safe=""))

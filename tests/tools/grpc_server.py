@@ -16,6 +16,9 @@ Service "portico.test.Echo", h2c on 127.0.0.1:
   Slow(b"N,MS") -> N messages b"tick-i"; the first at once, then one every MS ms
         (a long-lived stream that is quiet for longer than a proxy's read_timeout);
         trailing x-ticks: N
+  Sleep(b"MS") -> sleeps MS ms before anything is sent (not even the response head),
+        then b"slept:MS": a server slower than a proxy's read_timeout, or one that holds
+        a connection slot (max_conns) for that long
 
 Each call also answers metadata x-peer with the client address it saw (the proxy's
 connection), so tests can count connections.
@@ -88,6 +91,11 @@ def slow(request, context):
     context.set_trailing_metadata((("x-ticks", str(n)),))
 
 
+def sleep(request, context):
+    time.sleep(int(request or b"0") / 1000.0)
+    return b"slept:" + request
+
+
 HANDLERS = {
     "Unary": grpc.unary_unary_rpc_method_handler(unary),
     "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
@@ -95,6 +103,7 @@ HANDLERS = {
     "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
     "Fail": grpc.unary_unary_rpc_method_handler(fail),
     "Slow": grpc.unary_stream_rpc_method_handler(slow),
+    "Sleep": grpc.unary_unary_rpc_method_handler(sleep),
 }
 
 

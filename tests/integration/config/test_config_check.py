@@ -230,3 +230,119 @@ def test_config_listen_port_in_use(tmp_path):
         assert "in use" in out.lower() or "bind" in out.lower(), out
     finally:
         s.close()
+
+
+# ---- `portico -t` catches what cannot work (docs/configuration.md, "Checking a file") ---------
+
+def test_config_missing_semicolon_says_so(tmp_path):
+    # before: `directive "listen" does not take a block`, at the listen
+    text = "server {\n    listen 127.0.0.1:8080\n    location / { return 200; }\n}\n"
+    path, rc, out = check(tmp_path, text)
+    assert_error_at(path, rc, out, 2, (26,), ['missing ";" after "listen 127.0.0.1:8080"'])
+    assert "does not take a block" not in out, out
+    # the same for any directive followed by another on the next line
+    path, rc, out = check(tmp_path, "workers 1\nerror_log stderr;\n")
+    assert_error_at(path, rc, out, 1, (10,), ['missing ";" after "workers 1"', "error_log"])
+
+
+def test_config_arguments_on_several_lines_still_fine(tmp_path):
+    text = ("server {\n    listen 127.0.0.1:%d;\n    server_name a.test\n        b.test\n"
+            "        c.test;\n    location / { return 200; }\n}\n" % lib.free_port())
+    path, rc, out = check(tmp_path, text)
+    assert rc == 0, out
+
+
+@pytest.mark.parametrize("proto", ["h2c", "h2"])
+def test_config_health_check_http_on_h2_upstream(tmp_path, proto):
+    tls = "    tls on;\n" if proto == "h2" else ""
+    text = ("upstream g {\n    server 127.0.0.1:1;\n    protocol %s;\n%s"
+            "    health_check http path=/health;\n}\n"
+            "server { listen 127.0.0.1:1; location / { proxy_pass g; } }\n" % (proto, tls))
+    path, rc, out = check(tmp_path, text)
+    line = 5 if proto == "h2" else 4
+    assert_error_at(path, rc, out, line, (5,), ["health_check tcp", "protocol %s" % proto])
+    # a tcp check is what such servers get
+    path, rc, out = check(tmp_path, text.replace("health_check http path=/health",
+                                                 "health_check tcp"))
+    assert rc == 0, out
+
+
+def test_config_duplicate_server_in_upstream(tmp_path):
+    text = ("upstream app {\n    server 127.0.0.1:9001;\n    server 127.0.0.1:9001 weight=2;\n}\n"
+            "server { listen 127.0.0.1:1; location / { proxy_pass app; } }\n")
+    path, rc, out = check(tmp_path, text)
+    assert_error_at(path, rc, out, 3, (12,), ['duplicate server "127.0.0.1:9001"'])
+
+
+@pytest.mark.parametrize("first,second", [("127.0.0.1:%d", "%d"), ("*:%d", "127.0.0.1:%d"),
+                                          ("[::1]:%d", "[::]:%d")],
+                         ids=["specific_then_any", "any_then_specific", "ipv6"])
+def test_config_listen_overlap(tmp_path, first, second):
+    port = lib.free_port()
+    text = ("server {\n    listen %s;\n    location / { return 200; }\n}\n"
+            "server {\n    listen %s;\n    location / { return 200; }\n}\n"
+            % (first % port, second % port))
+    path, rc, out = check(tmp_path, text)
+    assert_error_at(path, rc, out, 6, (12,), ["overlaps", "(line 2)"])
+    assert "has no \"listen\"" not in out, out
+
+
+def test_config_listen_ipv4_and_ipv6_any_do_not_overlap(tmp_path):
+    # IPv6 listeners are IPV6_V6ONLY: *:P and [::]:P are two different sockets
+    port = lib.free_port()
+    text = ("server {\n    listen *:%d;\n    listen [::]:%d;\n    location / { return 200; }\n}\n"
+            % (port, port))
+    path, rc, out = check(tmp_path, text)
+    assert rc == 0, out
+
+
+def test_config_server_name_twice_on_a_listener_warns(tmp_path):
+    port = lib.free_port()
+    text = ("server {\n    listen 127.0.0.1:%d;\n    server_name a.test b.test a.test;\n"
+            "    location / { return 200; }\n}\n"
+            "server {\n    listen 127.0.0.1:%d;\n    server_name   b.test;\n"
+            "    location / { return 200; }\n}\n"
+            "server {\n    listen 127.0.0.1:%d;\n    location / { return 200; }\n}\n"
+            % (port, port, port))
+    path, rc, out = check(tmp_path, text)
+    assert rc == 0, out  # warnings: it works, just not as written
+    assert re.search(r"t\.conf:3:31: warning: server name \"a\.test\" is listed twice", out), out
+    assert re.search(r"t\.conf:8:19: warning: server name \"b\.test\" on 127\.0\.0\.1:%d is "
+                     r"already defined at line 3" % port, out), out
+    assert re.search(r"t\.conf:11:1: warning: server block on 127\.0\.0\.1:%d has no "
+                     r"server_name and is not its default_server" % port, out), out
+    # the same name on two different addresses is fine
+    text2 = ("server { listen 127.0.0.1:%d; server_name a.test; location / { return 200; } }\n"
+             "server { listen 127.0.0.1:%d; server_name a.test; location / { return 200; } }\n"
+             % (lib.free_port(), lib.free_port()))
+    path, rc, out = check(tmp_path, text2)
+    assert rc == 0 and "warning" not in out, out
+
+
+def test_config_t_v_prints_routing_table(tmp_path):
+    port = lib.free_port()
+    path = write(tmp_path, GOOD % {"port": port})
+    rc, out = lib.run_portico(["-t", "-v", "-c", path])
+    assert rc == 0, out
+    lines = out.splitlines()
+    # listener -> server block -> location -> upstream -> servers, in that order
+    i_listen = lines.index("listen 127.0.0.1:%d (%s:23)" % (port, path))
+    assert lines[i_listen + 1].startswith("  server (%s:22) default: example.test "
+                                          "*.example.test" % path), out
+    loc = [l for l in lines if l.startswith("    location /api ")]
+    assert loc and loc[0].endswith("-> proxy_pass app"), out
+    i = lines.index(loc[0])
+    assert lines[i + 1] == ("      -> upstream app: round_robin over 127.0.0.1:9, 127.0.0.1:10, "
+                            "127.0.0.1:11 (backup), 127.0.0.1:12 (down), [::1]:13"), out
+    # effective settings: the location's own and inherited ones
+    settings = "\n".join(lines[i + 2:i + 8])
+    assert "client_max_body_size 0 (unlimited)" in settings, settings
+    assert "trusted_proxies 127.0.0.1/32 10.0.0.0/8" in settings, settings
+    assert "client timeouts: header 10s, body 1m, send 1m, keepalive 75s" in settings, settings
+    assert any(l.startswith("    location = /exact ") and l.endswith('-> return 200 "exact"')
+               for l in lines), out
+    # and each upstream once, with its defaults filled in and every server
+    assert "  upstream app (%s:6): balance round_robin, protocol http1" % path in lines, out
+    assert "    timeouts: connect 500ms, read 1m, send 1m" in lines, out
+    assert "    server 127.0.0.1:10 weight=3 max_conns=10" in lines, out
+    assert lines[-1] == "portico: configuration file %s test is successful" % path, out

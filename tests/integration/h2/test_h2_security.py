@@ -3,8 +3,8 @@
   `QUERY`) made portico abort (SIGABRT) through llhttp_method_name(): every site down;
 - so every token method is now forwarded as sent; an empty or non-token :method is a stream
   error (RST_STREAM PROTOCOL_ERROR) and the connection goes on;
-- CONNECT gets 405 with Allow, an extended CONNECT (RFC 8441, the setting is advertised) an
-  HTTP answer instead of a stream reset;
+- CONNECT gets 405 with Allow, an extended CONNECT (RFC 8441, the setting is advertised) for a
+  protocol portico does not serve an HTTP answer (501) instead of a stream reset;
 - an :authority with userinfo (RFC 9113 8.3.1) was forwarded as `Host: user@host`;
 - content-length is parsed whole by the one number parser (it was cut at 23 bytes);
 - a client that half-closes its TCP connection after a complete request gets the response.
@@ -77,7 +77,7 @@ def test_h2_extended_connect_answered_not_reset(h2_front):
         c.pump(0.5)
         # RFC 8441 section 3: the server says it accepts :protocol
         assert c.conn.remote_settings.get(8) == 1, dict(c.conn.remote_settings)
-        sid = c.send_headers([(":method", "CONNECT"), (":protocol", "websocket"),
+        sid = c.send_headers([(":method", "CONNECT"), (":protocol", "connect-udp"),
                               (":scheme", "http"), (":authority", "localhost"),
                               (":path", "/chat"), ("sec-websocket-version", "13")],
                              end_stream=False)

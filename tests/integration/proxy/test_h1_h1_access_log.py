@@ -12,10 +12,13 @@ import portico_testlib as lib
 COMBINED = re.compile(
     r'^127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
     r'"(?P<method>[A-Z]+) (?P<uri>\S+) (?P<proto>HTTP/1\.[01])" (?P<status>\d{3}) '
-    r'(?P<bytes>\d+) "(?P<referer>[^"]*)" "(?P<ua>[^"]*)"$')
+    r'(?P<bytes>\d+) "(?P<referer>[^"]*)" "(?P<ua>[^"]*)" request_id=(?P<rid>\S+) '
+    r'upstream_addr="(?P<ua_addr>[^"]*)" upstream_status="(?P<us>[^"]*)" '
+    r'upstream_connect_time="(?P<uct>[^"]*)" upstream_response_time="(?P<urt>[^"]*)"$')
 
 JSON_KEYS = {"time", "remote_addr", "method", "uri", "protocol", "status", "bytes_sent",
-             "request_time", "upstream", "upstream_addr", "host", "user_agent", "referer"}
+             "request_time", "upstream", "upstream_addr", "host", "user_agent", "referer",
+             "request_id", "upstream_status", "upstream_connect_time", "upstream_response_time"}
 
 
 def lines(path):
@@ -51,6 +54,13 @@ def test_h1_h1_access_log_combined(make_proxy):
     assert int(m0["bytes"]) >= 2  # body bytes (or all bytes) sent
     assert m1["status"] == "404" and m1["referer"] == "-"
     assert int(m2["bytes"]) >= 1234
+    # the request ID and one upstream entry per attempt (one attempt each here)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", m["rid"]) for m in ms), ls
+    assert len({m["rid"] for m in ms}) == 3, ls
+    for m in ms:
+        assert m["ua_addr"] == p.backend.addr, m.groupdict()
+        assert m["us"] == m["status"], m.groupdict()
+        assert re.fullmatch(r"\d+\.\d{3}", m["uct"]) and re.fullmatch(r"\d+\.\d{3}", m["urt"])
 
 
 def test_h1_h1_access_log_json(make_proxy):
@@ -75,6 +85,10 @@ def test_h1_h1_access_log_json(make_proxy):
     assert float(o["request_time"]) >= 0
     assert int(o["bytes_sent"]) >= 2
     assert int(objs[1]["status"]) == 503
+    assert re.fullmatch(r"[0-9a-f]{32}", o["request_id"]), o
+    assert o["upstream_status"] == "200" and objs[1]["upstream_status"] == "503", objs
+    assert re.fullmatch(r"\d+\.\d{3}", o["upstream_connect_time"]), o
+    assert re.fullmatch(r"\d+\.\d{3}", o["upstream_response_time"]), o
 
 
 def test_h1_h1_access_log_error_answers(tmp_path, start_portico):
@@ -92,6 +106,11 @@ server {
     assert p.stop() == 0
     objs = [json.loads(l) for l in lines(p.access_log)]
     assert [(o["uri"], int(o["status"])) for o in objs] == [("/x", 200), ("/nothing", 404)], objs
+    # no server was tried: the upstream lists are "-", as nginx writes them
+    for o in objs:
+        assert (o["upstream_addr"], o["upstream_status"], o["upstream_connect_time"],
+                o["upstream_response_time"]) == ("-", "-", "-", "-"), o
+        assert re.fullmatch(r"[0-9a-f]{32}", o["request_id"]), o
 
 
 def test_h1_h1_access_log_flushed_within_seconds(make_proxy):

@@ -71,43 +71,6 @@ server { listen 127.0.0.1:%d; location / { proxy_pass app; } }
     assert lib.curl(url, "--data-binary", "x" * 11).status == 413
 
 
-@pytest.fixture
-def blackhole():
-    """A listener whose accept queue is full: connects to it hang (SYN dropped)."""
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(0)
-    port = ls.getsockname()[1]
-    fillers = []
-    for _ in range(8):
-        s = socket.socket()
-        s.setblocking(False)
-        try:
-            s.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        fillers.append(s)
-    time.sleep(0.2)
-    # check that a new connect really hangs
-    probe = socket.socket()
-    probe.settimeout(0.5)
-    try:
-        probe.connect(("127.0.0.1", port))
-        hangs = False
-    except (socket.timeout, OSError):
-        hangs = True
-    probe.close()
-    if not hangs:
-        for s in fillers:
-            s.close()
-        ls.close()
-        pytest.skip("cannot make a hanging connect on this kernel")
-    yield port
-    for s in fillers:
-        s.close()
-    ls.close()
-
-
 def test_h1_h1_backend_connect_timeout_504(tmp_path, start_portico, blackhole):
     port = lib.free_port()
     conf = lib.make_conf(tmp_path, lib.proxy_conf(

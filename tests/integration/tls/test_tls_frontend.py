@@ -46,6 +46,7 @@ def test_tls_h1_curl_insecure_and_untrusted(tls_front):
 @pytest.mark.parametrize("servername,subject_cn", [
     ("localhost", "localhost"),
     ("a.example", "a.example"),
+    ("A.Example", "a.example"),            # lower-cased, then matched like Host
     ("b.example", "b.example"),
     ("x.w.example", "*.w.example"),
     ("deep.x.w.example", "*.w.example"),   # server_name wildcards match as nginx's do

@@ -22,6 +22,9 @@
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/module.h"
+#include "http/http.h"
+#include "net/tls.h"
+#include "upstream/upstream.h"
 
 extern struct pt_module pt_module_lb_round_robin;
 
@@ -87,9 +90,9 @@ count_lines(const char *s)
 static struct pt_upstream *
 find_upstream(struct pt_conf *c, const char *name)
 {
-    for (unsigned i = 0; i < c->n_upstreams; i++)
-        if (strcmp(c->upstreams[i]->name, name) == 0)
-            return c->upstreams[i];
+    for (unsigned i = 0; i < pt_upstream_main(c)->n_upstreams; i++)
+        if (strcmp(pt_upstream_main(c)->upstreams[i]->name, name) == 0)
+            return pt_upstream_main(c)->upstreams[i];
     return NULL;
 }
 
@@ -152,7 +155,7 @@ test_conf_valid_main_and_upstreams(void **state)
     assert_string_equal(c->path, "t.conf");
     assert_int_equal(c->workers, 3);
     assert_int_equal(c->shutdown_timeout, 10000);
-    assert_int_equal(c->n_upstreams, 2);
+    assert_int_equal(pt_upstream_main(c)->n_upstreams, 2);
 
     app = find_upstream(c, "app");
     assert_non_null(app);
@@ -208,26 +211,26 @@ test_conf_valid_http_inheritance(void **state)
 
     assert_non_null(c);
     /* main: defaults except what is set */
-    assert_int_equal(c->http.client_header_timeout, 500);
-    assert_int_equal(c->http.client_body_timeout, 60000);
-    assert_int_equal(c->http.keepalive_timeout, 75000);
-    assert_int_equal(c->http.send_timeout, 60000);
-    assert_int_equal(c->http.keepalive_requests, 1000);
-    assert_int_equal(c->http.client_max_body_size, 1024 * 1024);
-    assert_int_equal(c->http.client_max_header_size, 16 * 1024);
-    assert_int_equal(c->http.client_max_uri_size, 8 * 1024);
-    assert_int_equal(c->http.client_max_headers, 100);
-    assert_int_equal(c->http.x_forwarded, 1);
-    assert_int_equal(c->http.forwarded, 1);
-    assert_int_equal(c->http.via, 0);
-    assert_int_equal(c->http.n_trusted, 2);
-    assert_int_equal(c->http.trusted[0].family, AF_INET);
-    assert_int_equal(c->http.trusted[0].prefix, 8);
-    assert_int_equal(c->http.trusted[1].family, AF_INET6);
-    assert_int_equal(c->http.trusted[1].prefix, 128);
+    assert_int_equal(pt_http_main(c)->http.client_header_timeout, 500);
+    assert_int_equal(pt_http_main(c)->http.client_body_timeout, 60000);
+    assert_int_equal(pt_http_main(c)->http.keepalive_timeout, 75000);
+    assert_int_equal(pt_http_main(c)->http.send_timeout, 60000);
+    assert_int_equal(pt_http_main(c)->http.keepalive_requests, 1000);
+    assert_int_equal(pt_http_main(c)->http.client_max_body_size, 1024 * 1024);
+    assert_int_equal(pt_http_main(c)->http.client_max_header_size, 16 * 1024);
+    assert_int_equal(pt_http_main(c)->http.client_max_uri_size, 8 * 1024);
+    assert_int_equal(pt_http_main(c)->http.client_max_headers, 100);
+    assert_int_equal(pt_http_main(c)->http.x_forwarded, 1);
+    assert_int_equal(pt_http_main(c)->http.forwarded, 1);
+    assert_int_equal(pt_http_main(c)->http.via, 0);
+    assert_int_equal(pt_http_main(c)->http.n_trusted, 2);
+    assert_int_equal(pt_http_main(c)->http.trusted[0].family, AF_INET);
+    assert_int_equal(pt_http_main(c)->http.trusted[0].prefix, 8);
+    assert_int_equal(pt_http_main(c)->http.trusted[1].family, AF_INET6);
+    assert_int_equal(pt_http_main(c)->http.trusted[1].prefix, 128);
 
-    assert_int_equal(c->n_vhosts, 1);
-    vh = c->vhosts[0];
+    assert_int_equal(pt_http_main(c)->n_vhosts, 1);
+    vh = pt_http_main(c)->vhosts[0];
     assert_int_equal(vh->n_names, 2);
     assert_string_equal(vh->names[0], "example.com"); /* lower-cased */
     assert_string_equal(vh->names[1], "*.example.org");
@@ -238,7 +241,7 @@ test_conf_valid_http_inheritance(void **state)
     assert_int_equal(vh->http.client_max_body_size, 2 * 1024 * 1024);
     assert_int_equal(vh->http.x_forwarded, 0);
     assert_int_equal(vh->http.n_trusted, 2);
-    assert_ptr_equal(vh->http.trusted, c->http.trusted);
+    assert_ptr_equal(vh->http.trusted, pt_http_main(c)->http.trusted);
 
     assert_int_equal(vh->n_locs, 3);
     root = vh->locs[0];
@@ -270,8 +273,8 @@ test_conf_valid_http_inheritance(void **state)
 
     assert_int_equal(c->n_listens, 1);
     assert_string_equal(c->listens[0]->addr.name, "0.0.0.0:18080");
-    assert_int_equal(c->listens[0]->n_vhosts, 1);
-    assert_ptr_equal(c->listens[0]->default_vhost, vh);
+    assert_int_equal(pt_http_listen(c->listens[0])->n_vhosts, 1);
+    assert_ptr_equal(pt_http_listen(c->listens[0])->default_vhost, vh);
     pt_conf_unref(c);
 }
 
@@ -285,11 +288,11 @@ test_conf_minimal_defaults(void **state)
 
     assert_non_null(c);
     assert_int_equal(c->workers, cpus > 0 ? (unsigned)cpus : 1);
-    assert_int_equal(c->n_upstreams, 0);
-    loc = c->vhosts[0]->locs[0];
+    assert_int_equal(pt_upstream_main(c)->n_upstreams, 0);
+    loc = pt_http_main(c)->vhosts[0]->locs[0];
     /* client_max_body_size defaults to 1m all the way down */
-    assert_int_equal(c->http.client_max_body_size, 1024 * 1024);
-    assert_int_equal(c->vhosts[0]->http.client_max_body_size, 1024 * 1024);
+    assert_int_equal(pt_http_main(c)->http.client_max_body_size, 1024 * 1024);
+    assert_int_equal(pt_http_main(c)->vhosts[0]->http.client_max_body_size, 1024 * 1024);
     assert_int_equal(loc->http.client_max_body_size, 1024 * 1024);
     assert_int_equal(loc->http.client_header_timeout, 10000);
     assert_int_equal(loc->http.keepalive_timeout, 75000);
@@ -313,11 +316,11 @@ test_conf_location_override_only(void **state)
                              &err);
 
     assert_non_null(c);
-    assert_int_equal(c->http.client_max_body_size, 0);
-    assert_int_equal(c->vhosts[0]->http.client_max_body_size, 0);
-    assert_int_equal(c->vhosts[0]->locs[0]->http.client_max_body_size, 1024LL * 1024 * 1024);
-    assert_int_equal(c->vhosts[0]->locs[1]->http.client_max_body_size, 512);
-    assert_int_equal(c->vhosts[0]->locs[2]->http.client_max_body_size, 0);
+    assert_int_equal(pt_http_main(c)->http.client_max_body_size, 0);
+    assert_int_equal(pt_http_main(c)->vhosts[0]->http.client_max_body_size, 0);
+    assert_int_equal(pt_http_main(c)->vhosts[0]->locs[0]->http.client_max_body_size, 1024LL * 1024 * 1024);
+    assert_int_equal(pt_http_main(c)->vhosts[0]->locs[1]->http.client_max_body_size, 512);
+    assert_int_equal(pt_http_main(c)->vhosts[0]->locs[2]->http.client_max_body_size, 0);
     pt_conf_unref(c);
 }
 
@@ -337,9 +340,9 @@ test_conf_tokenizer_comments_and_quotes(void **state)
 
     assert_non_null(c);
     assert_int_equal(c->workers, 2);
-    assert_int_equal(c->vhosts[0]->n_names, 2);
-    assert_string_equal(c->vhosts[0]->names[0], "a.example.com");
-    assert_string_equal(c->vhosts[0]->names[1], "b.example.com");
+    assert_int_equal(pt_http_main(c)->vhosts[0]->n_names, 2);
+    assert_string_equal(pt_http_main(c)->vhosts[0]->names[0], "a.example.com");
+    assert_string_equal(pt_http_main(c)->vhosts[0]->names[1], "b.example.com");
     pt_conf_unref(c);
 }
 
@@ -372,9 +375,9 @@ test_conf_default_server_explicit(void **state)
 
     assert_non_null(c);
     assert_int_equal(c->n_listens, 1);
-    assert_int_equal(c->listens[0]->n_vhosts, 2);
-    assert_ptr_equal(c->listens[0]->default_vhost, c->vhosts[1]);
-    assert_int_equal(c->listens[0]->default_explicit, 1);
+    assert_int_equal(pt_http_listen(c->listens[0])->n_vhosts, 2);
+    assert_ptr_equal(pt_http_listen(c->listens[0])->default_vhost, pt_http_main(c)->vhosts[1]);
+    assert_int_equal(pt_http_listen(c->listens[0])->default_explicit, 1);
     pt_conf_unref(c);
 }
 

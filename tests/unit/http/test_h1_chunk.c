@@ -2,7 +2,9 @@
 /* Unit tests for the chunk framing guard (src/http/h1_chunk.c): the CRLF after chunk data, the
  * chunk-size line grammar of RFC 9112 section 7.1.1 (extensions accepted, malformed ones and
  * bare LF rejected), sizes through the one number parser, and the in-place rewrite llhttp
- * then reads. */
+ * then reads; and portico's own request framing rules (pt_h1_request_framing, RFC 9112 sections
+ * 6.1 and 6.3), tested here directly because llhttp rejects most of the same requests first, so
+ * no request through the binary can show that portico's rules still hold on their own. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,8 +14,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/arena.h"
 #include "core/common.h"
 #include "http/h1_chunk.h"
+#include "http/headers.h"
 
 /* Runs the guard on a copy of `in` with the given pending state; returns its result and leaves
  * the (possibly rewritten) bytes in out. */
@@ -210,6 +214,116 @@ test_lines(void **state)
     }
 }
 
+/* pt_h1_request_framing on a header list given as "Name: value" strings (NULL-terminated);
+ * returns the status (0: accepted) and leaves chunked and cl. */
+static unsigned
+framing(const char *const *fields, int *chunked, int64_t *cl, const char **why)
+{
+    struct pt_arena a;
+    struct pt_hdrs h = {0};
+    unsigned st;
+
+    pt_arena_init(&a, 1024);
+    for (unsigned i = 0; fields[i] != NULL; i++) {
+        const char *colon = strchr(fields[i], ':');
+        const char *v = colon + 1;
+
+        while (*v == ' ')
+            v++;
+        assert_int_equal(pt_hdrs_add(&a, &h, pt_arena_strndup(&a, fields[i],
+                                                               (size_t)(colon - fields[i])),
+                                     (size_t)(colon - fields[i]), pt_arena_strdup(&a, v),
+                                     strlen(v)),
+                         PT_OK);
+    }
+    *why = NULL;
+    st = pt_h1_request_framing(&h, chunked, cl, why);
+    if (st != 0)
+        assert_non_null(*why);
+    pt_arena_free(&a);
+    return st;
+}
+
+#define F(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+static void
+test_framing_accepted(void **state)
+{
+    const char *why;
+    int chunked;
+    int64_t cl;
+
+    assert_int_equal(framing(F("Host: a"), &chunked, &cl, &why), 0);
+    assert_int_equal(chunked, 0);
+    assert_int_equal(cl, -1);
+    assert_int_equal(framing(F("Host: a", "Content-Length: 5"), &chunked, &cl, &why), 0);
+    assert_int_equal(cl, 5);
+    assert_int_equal(chunked, 0);
+    assert_int_equal(framing(F("Content-Length: 007"), &chunked, &cl, &why), 0);
+    assert_int_equal(cl, 7);
+    assert_int_equal(framing(F("Content-Length: 9223372036854775807"), &chunked, &cl, &why), 0);
+    assert_true(cl == INT64_MAX);
+    assert_int_equal(framing(F("Transfer-Encoding: chunked"), &chunked, &cl, &why), 0);
+    assert_int_equal(chunked, 1);
+    assert_int_equal(cl, -1);
+    assert_int_equal(framing(F("transfer-encoding: ChUnKeD"), &chunked, &cl, &why), 0);
+    assert_int_equal(chunked, 1);
+}
+
+/* RFC 9112 section 6.1: CL with TE is ambiguous; chunked must be the final coding, once */
+static void
+test_framing_transfer_encoding(void **state)
+{
+    const char *why;
+    int chunked;
+    int64_t cl;
+
+    assert_int_equal(framing(F("Content-Length: 5", "Transfer-Encoding: chunked"), &chunked, &cl,
+                             &why),
+                     400);
+    assert_int_equal(framing(F("Transfer-Encoding: chunked", "Content-Length: 0"), &chunked, &cl,
+                             &why),
+                     400);
+    assert_int_equal(framing(F("Transfer-Encoding: chunked", "Transfer-Encoding: chunked"),
+                             &chunked, &cl, &why),
+                     400);
+    assert_int_equal(framing(F("Transfer-Encoding: gzip"), &chunked, &cl, &why), 400);
+    assert_int_equal(framing(F("Transfer-Encoding: identity"), &chunked, &cl, &why), 400);
+    assert_int_equal(framing(F("Transfer-Encoding: chunked, gzip"), &chunked, &cl, &why), 400);
+    assert_int_equal(framing(F("Transfer-Encoding: chunkedx"), &chunked, &cl, &why), 400);
+    assert_int_equal(framing(F("Transfer-Encoding: chunked,"), &chunked, &cl, &why), 400);
+    assert_int_equal(framing(F("Transfer-Encoding: gzip, "), &chunked, &cl, &why), 400);
+    /* a coding before chunked: well-framed, but not one portico forwards faithfully */
+    assert_int_equal(framing(F("Transfer-Encoding: gzip, chunked"), &chunked, &cl, &why), 501);
+    assert_int_equal(framing(F("Transfer-Encoding: gzip ,chunked"), &chunked, &cl, &why), 501);
+    assert_int_equal(framing(F("Transfer-Encoding: chunked, chunked"), &chunked, &cl, &why),
+                     501);
+    assert_int_equal(chunked, 0);
+}
+
+/* RFC 9112 section 6.3: one Content-Length of digits; portico's lengths are signed */
+static void
+test_framing_content_length(void **state)
+{
+    const char *why;
+    int chunked;
+    int64_t cl;
+
+    assert_int_equal(framing(F("Content-Length: 5", "Content-Length: 5"), &chunked, &cl, &why),
+                     400);
+    assert_int_equal(framing(F("Content-Length: 3", "Content-Length: 5"), &chunked, &cl, &why),
+                     400);
+    assert_int_equal(framing(F("Content-Length: 5, 5"), &chunked, &cl, &why), 400);
+    assert_int_equal(framing(F("Content-Length: +5"), &chunked, &cl, &why), 400);
+    assert_int_equal(framing(F("Content-Length: -1"), &chunked, &cl, &why), 400);
+    assert_int_equal(framing(F("Content-Length: 5x"), &chunked, &cl, &why), 400);
+    assert_int_equal(framing(F("Content-Length: "), &chunked, &cl, &why), 400);
+    assert_int_equal(framing(F("Content-Length: 9223372036854775808"), &chunked, &cl, &why), 400);
+    assert_int_equal(framing(F("Content-Length: 18446744073709551616"), &chunked, &cl, &why),
+                     400);
+    assert_int_equal(cl, -1);
+}
+
 int
 main(void)
 {
@@ -219,6 +333,9 @@ main(void)
         cmocka_unit_test(test_crlf_after_data),
         cmocka_unit_test(test_line_length),
         cmocka_unit_test(test_lines),
+        cmocka_unit_test(test_framing_accepted),
+        cmocka_unit_test(test_framing_transfer_encoding),
+        cmocka_unit_test(test_framing_content_length),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,6 +13,9 @@
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/module.h"
+#include "http/http.h"
+#include "net/tls.h"
+#include "upstream/upstream.h"
 #include "http/router.h"
 
 static int
@@ -111,7 +114,7 @@ test_router_vhost_exact(void **state)
     struct pt_conf *c = load(hosts_conf);
     struct pt_listen *l = listen_named(c, "0.0.0.0:18080");
 
-    assert_int_equal(l->n_vhosts, 5);
+    assert_int_equal(pt_http_listen(l)->n_vhosts, 5);
     assert_string_equal(vhost_for(l, "first.test"), "first.test");
     assert_string_equal(vhost_for(l, "www.example.com"), "www.example.com");
     /* the second name of a vhost */
@@ -173,12 +176,12 @@ test_router_vhost_default_first(void **state)
     struct pt_listen *l = listen_named(c, "0.0.0.0:18080");
     struct pt_listen *l2 = listen_named(c, "0.0.0.0:18081");
 
-    assert_ptr_equal(l->default_vhost, c->vhosts[0]);
+    assert_ptr_equal(pt_http_listen(l)->default_vhost, pt_http_main(c)->vhosts[0]);
     assert_string_equal(vhost_for(l, "unknown.test"), "first.test");
     assert_string_equal(vhost_for(l, NULL), "first.test");
-    assert_ptr_equal(pt_router_vhost(l, "", 0), c->vhosts[0]);
+    assert_ptr_equal(pt_router_vhost(l, "", 0), pt_http_main(c)->vhosts[0]);
     /* len bounds the host: "www.example.com" read from a longer buffer */
-    assert_ptr_equal(pt_router_vhost(l, "www.example.comXYZ", 15), c->vhosts[1]);
+    assert_ptr_equal(pt_router_vhost(l, "www.example.comXYZ", 15), pt_http_main(c)->vhosts[1]);
 
     /* a listen with one server block always gets it */
     assert_string_equal(vhost_for(l2, "other-port.test"), "other-port.test");
@@ -211,8 +214,8 @@ test_router_vhost_default_server(void **state)
     struct pt_listen *l = listen_named(c, "0.0.0.0:18080");
     struct pt_listen *l2 = listen_named(c, "0.0.0.0:18081");
 
-    assert_int_equal(l->n_vhosts, 3);
-    assert_int_equal(l2->n_vhosts, 2);
+    assert_int_equal(pt_http_listen(l)->n_vhosts, 3);
+    assert_int_equal(pt_http_listen(l2)->n_vhosts, 2);
     /* default_server wins over the first block, on its listen only */
     assert_string_equal(vhost_for(l, "unknown.test"), "b.test");
     assert_string_equal(vhost_for(l, NULL), "b.test");
@@ -245,7 +248,7 @@ static void
 test_router_location_longest_prefix(void **state)
 {
     struct pt_conf *c = load(paths_conf);
-    struct pt_vhost *vh = c->vhosts[0];
+    struct pt_vhost *vh = pt_http_main(c)->vhosts[0];
 
     assert_string_equal(location_for(vh, "/index.html"), "/");
     assert_string_equal(location_for(vh, "/api"), "/api");
@@ -263,16 +266,16 @@ static void
 test_router_location_exact(void **state)
 {
     struct pt_conf *c = load(paths_conf);
-    struct pt_vhost *vh = c->vhosts[0];
+    struct pt_vhost *vh = pt_http_main(c)->vhosts[0];
 
     /* "= /exact" beats the equally long prefix "/exact", declared before it */
     assert_string_equal(location_for(vh, "/exact"), "=/exact");
     assert_string_equal(location_for(vh, "/exact/"), "/exact");
     assert_string_equal(location_for(vh, "/exactly"), "/exact");
     assert_string_equal(location_for(vh, "/"), "=/");
-    assert_string_equal(location_for(c->vhosts[1], "/one"), "=/one");
-    assert_null(location_for(c->vhosts[1], "/one/"));
-    assert_null(location_for(c->vhosts[1], "/on"));
+    assert_string_equal(location_for(pt_http_main(c)->vhosts[1], "/one"), "=/one");
+    assert_null(location_for(pt_http_main(c)->vhosts[1], "/one/"));
+    assert_null(location_for(pt_http_main(c)->vhosts[1], "/on"));
     pt_conf_unref(c);
 }
 
@@ -280,14 +283,14 @@ static void
 test_router_location_query_ignored(void **state)
 {
     struct pt_conf *c = load(paths_conf);
-    struct pt_vhost *vh = c->vhosts[0];
+    struct pt_vhost *vh = pt_http_main(c)->vhosts[0];
 
     assert_string_equal(location_for(vh, "/exact?x=1"), "=/exact");
     assert_string_equal(location_for(vh, "/?a=/api"), "=/");
     assert_string_equal(location_for(vh, "/api/v1?q=1"), "/api/v1");
     assert_string_equal(location_for(vh, "/ap?i/v1"), "/");
-    assert_string_equal(location_for(c->vhosts[1], "/one?"), "=/one");
-    assert_null(location_for(c->vhosts[1], "/?/only"));
+    assert_string_equal(location_for(pt_http_main(c)->vhosts[1], "/one?"), "=/one");
+    assert_null(location_for(pt_http_main(c)->vhosts[1], "/?/only"));
     /* an encoded '?' is part of the path, not a query: it must not shorten the match */
     assert_string_not_equal(location_for(vh, "/exact%3Fzzz"), "=/exact");
     /* len bounds the path */
@@ -299,7 +302,7 @@ static void
 test_router_location_no_match(void **state)
 {
     struct pt_conf *c = load(paths_conf);
-    struct pt_vhost *vh = c->vhosts[1];
+    struct pt_vhost *vh = pt_http_main(c)->vhosts[1];
 
     assert_string_equal(location_for(vh, "/only/x"), "/only");
     assert_null(location_for(vh, "/other"));

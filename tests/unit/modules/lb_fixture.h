@@ -27,6 +27,8 @@ struct fixture {
     struct pt_server *ptrs[MAX_SRV];
     struct pt_upstream up;
     struct pt_wupstream g;
+    struct pt_wserver ws[MAX_SRV];     /* the worker's state of each server, by slot */
+    struct pt_wserver *ws_ptrs[MAX_SRV];
     const struct pt_lb_ops *ops;
 };
 
@@ -54,6 +56,9 @@ make(unsigned n, const struct srv_spec *spec)
 
         s->upstream = &f->up;
         s->index = i;
+        s->slot = i;
+        f->ws[i].srv = s;
+        f->ws_ptrs[i] = &f->ws[i];
         snprintf(s->addr.name, sizeof(s->addr.name), "10.0.0.%u:80", i + 1);
         s->name = s->addr.name;
         s->weight = spec[i].weight;
@@ -63,7 +68,8 @@ make(unsigned n, const struct srv_spec *spec)
         atomic_store(&s->_active, 0);
         f->ptrs[i] = s;
     }
-    f->g = (struct pt_wupstream){.up = &f->up};
+    f->up.n_slots = n;
+    f->g = (struct pt_wupstream){.up = &f->up, .servers = f->ws_ptrs, .n_servers = n};
     f->ops = lb_ops();
     assert_int_equal(f->ops->group_init(&f->g), PT_OK);
     assert_non_null(f->g.lb_state);

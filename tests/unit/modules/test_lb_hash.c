@@ -20,6 +20,8 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "core/worker-t.h"
+#include "upstream/upstream-t.h"
+#include "upstream/upstream.h"
 #include "http/exchange-t.h"
 #include "upstream/lb-t.h"
 
@@ -43,6 +45,7 @@ struct fixture {
     struct pt_server *ptrs[MAX_SRV];
     struct pt_upstream *upp[1];
     struct pt_upstream up;
+    struct pt_upstream_main um;
     struct pt_conf conf;
     struct pt_wupstream g;
     int finished;
@@ -71,7 +74,7 @@ configure(struct fixture *f, const char *args)
     for (char *t = strtok_r(buf, " ", &save); t != NULL; t = strtok_r(NULL, " ", &save))
         argv[++n] = pt_arena_strdup(&f->conf.arena, t);
     cx.conf = &f->conf;
-    cx.up = &f->up;
+    cx.block = &f->up;
     cx.nargs = n;
     cx.args = argv;
     cx.lines = lines;
@@ -88,8 +91,9 @@ make_in(struct fixture *f, unsigned n, const struct srv_spec *spec, const char *
     memset(f, 0, sizeof(*f));
     pt_arena_init(&f->conf.arena, 4096);
     f->upp[0] = &f->up;
-    f->conf.upstreams = f->upp;
-    f->conf.n_upstreams = 1;
+    f->um.upstreams = f->upp;
+    f->um.n_upstreams = 1;
+    f->conf.mod[pt_module_upstream._index] = &f->um;
     f->up.name = "test";
     f->up.lb = &pt_module_lb_hash;
     f->up.servers = f->ptrs;
@@ -664,10 +668,10 @@ test_lb_hash_from_config(void **state)
 
     if (c == NULL)
         fail_msg("config did not load: %s", err.msg);
-    assert_ptr_equal(c->upstreams[0]->lb, &pt_module_lb_hash);
-    assert_non_null(c->upstreams[0]->mod[pt_module_lb_hash._index]);
-    g1 = (struct pt_wupstream){.up = c->upstreams[0]};
-    g2 = (struct pt_wupstream){.up = c->upstreams[0]};
+    assert_ptr_equal(pt_upstream_main(c)->upstreams[0]->lb, &pt_module_lb_hash);
+    assert_non_null(pt_upstream_main(c)->upstreams[0]->mod[pt_module_lb_hash._index]);
+    g1 = (struct pt_wupstream){.up = pt_upstream_main(c)->upstreams[0]};
+    g2 = (struct pt_wupstream){.up = pt_upstream_main(c)->upstreams[0]};
     assert_int_equal(hash_ops()->group_init(&g1), PT_OK);
     assert_int_equal(hash_ops()->group_init(&g2), PT_OK);
     for (unsigned k = 0; k < 500; k++) {

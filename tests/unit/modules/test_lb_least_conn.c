@@ -18,6 +18,8 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "core/worker-t.h"
+#include "upstream/upstream-t.h"
+#include "upstream/upstream.h"
 #include "upstream/lb-t.h"
 
 #define LB_MODULE pt_module_lb_least_conn
@@ -287,7 +289,7 @@ test_lb_lc_from_config(void **state)
 
     if (c == NULL)
         fail_msg("config did not load: %s", err.msg);
-    assert_ptr_equal(c->upstreams[0]->lb, &pt_module_lb_least_conn);
+    assert_ptr_equal(pt_upstream_main(c)->upstreams[0]->lb, &pt_module_lb_least_conn);
     pt_conf_unref(c);
 
     c = pt_conf_load_string("lc.conf",

@@ -18,6 +18,8 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "core/worker-t.h"
+#include "upstream/upstream-t.h"
+#include "upstream/upstream.h"
 #include "upstream/lb-t.h"
 
 #define LB_MODULE pt_module_lb_random_two

@@ -17,6 +17,8 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "core/worker-t.h"
+#include "upstream/upstream-t.h"
+#include "upstream/upstream.h"
 #include "upstream/lb-t.h"
 
 extern struct pt_module pt_module_lb_round_robin;
@@ -423,9 +425,9 @@ test_lb_rr_shared_across_groups(void **state)
 
     if (c == NULL)
         fail_msg("config did not load: %s", err.msg);
-    assert_ptr_equal(c->upstreams[0]->lb, &pt_module_lb_round_robin);
-    g1 = (struct pt_wupstream){.up = c->upstreams[0]};
-    g2 = (struct pt_wupstream){.up = c->upstreams[0]};
+    assert_ptr_equal(pt_upstream_main(c)->upstreams[0]->lb, &pt_module_lb_round_robin);
+    g1 = (struct pt_wupstream){.up = pt_upstream_main(c)->upstreams[0]};
+    g2 = (struct pt_wupstream){.up = pt_upstream_main(c)->upstreams[0]};
     assert_int_equal(rr_ops()->group_init(&g1), PT_OK);
     assert_int_equal(rr_ops()->group_init(&g2), PT_OK);
     assert_ptr_equal(g1.lb_state, g2.lb_state);

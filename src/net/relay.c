@@ -1,0 +1,559 @@
+/* SPDX-License-Identifier: MIT */
+/* The relay: bytes read from one side go, as whole chunks (no copy), to the other side's queue.
+ * A queue over PT_RELAY_QUEUE_CAP stops the reading side until it is half written, so memory
+ * per relay is bounded whatever the peers do; an idle relay holds no chunk. One activity clock
+ * (any byte, either way) drives the idle timeout, so a stream pushed by one side while the other
+ * stays silent is not idle. A FIN is passed on as a FIN (half-close, RFC 9293 section 3.6) once
+ * what came before it is written; the other side then has fin_timeout to finish. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "core/buf.h"
+#include "core/common.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "net/relay.h"
+#include "net/tls.h"
+
+static void relay_flush(struct pt_relay *r, enum pt_relay_side s);
+static void update_reading(struct pt_relay *r, enum pt_relay_side s);
+
+static enum pt_relay_side
+side_of(const struct pt_relay_end *e)
+{
+    return e == &e->r->end[PT_RELAY_A] ? PT_RELAY_A : PT_RELAY_B;
+}
+
+/* ---- timers ------------------------------------------------------------------------------ */
+
+/* One timer: the idle timeout, or the deadline of a finishing relay, whichever comes first.
+ * It is re-armed lazily: activity only moves last_active, and a timer that fires early sleeps
+ * again for what is left. */
+static void
+arm_timer(struct pt_relay *r)
+{
+    ev_tstamp now = ev_now(r->w->loop), at = 0;
+
+    if (r->idle_timeout > 0)
+        at = r->last_active + (double)r->idle_timeout / 1000.0;
+    if (r->deadline > 0 && (at == 0 || r->deadline < at))
+        at = r->deadline;
+    ev_timer_stop(r->w->loop, &r->timer);
+    if (at == 0)
+        return;
+    ev_timer_set(&r->timer, at > now ? at - now : 0.001, 0.);
+    ev_timer_start(r->w->loop, &r->timer);
+}
+
+static void
+on_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pt_relay *r = pt_container_of(t, struct pt_relay, timer);
+    ev_tstamp now = ev_now(loop);
+
+    if (r->deadline > 0 && now >= r->deadline) {
+        pt_relay_close(r, r->finishing ? "the peer did not finish in time" : "fin timeout");
+        return;
+    }
+    if (r->idle_timeout > 0 && now - r->last_active >= (double)r->idle_timeout / 1000.0) {
+        pt_relay_close(r, "idle timeout");
+        return;
+    }
+    arm_timer(r);
+}
+
+static void
+set_deadline(struct pt_relay *r)
+{
+    if (r->deadline > 0)
+        return;
+    r->deadline = ev_now(r->w->loop) + (double)PT_MAX(r->fin_timeout, 0) / 1000.0;
+    arm_timer(r);
+}
+
+/* ---- ending ------------------------------------------------------------------------------ */
+
+static bool
+all_written(const struct pt_relay *r)
+{
+    return r->end[0].out.bytes == 0 && r->end[1].out.bytes == 0;
+}
+
+/* Done when each side has sent its FIN and been sent one, or when finishing and flushed. */
+static void
+maybe_done(struct pt_relay *r)
+{
+    if (r->closing)
+        return;
+    if (r->end[0].eof && r->end[1].eof && r->end[0].shut && r->end[1].shut)
+        pt_relay_close(r, "closed by both sides");
+    else if (r->finishing && all_written(r))
+        pt_relay_close(r, "finished");
+}
+
+/* Passes a FIN on: no more bytes will be written to side s. */
+static void
+shut_side(struct pt_relay *r, enum pt_relay_side s)
+{
+    struct pt_relay_end *e = &r->end[s];
+
+    if (e->shut || e->out.bytes > 0)
+        return;
+    e->shut = 1;
+    if (e->ops != NULL) {
+        e->ops->shut(e);
+        return;
+    }
+    if (e->ssl != NULL) {
+        SSL_shutdown(e->ssl); /* close_notify, best effort */
+        ERR_clear_error();
+    }
+    shutdown(e->fd, SHUT_WR);
+}
+
+static void
+side_eof(struct pt_relay *r, enum pt_relay_side s)
+{
+    struct pt_relay_end *e = &r->end[s];
+
+    e->eof = 1;
+    update_reading(r, s);
+    shut_side(r, pt_relay_other(s)); /* now, or when its queue is written */
+    set_deadline(r);
+    maybe_done(r);
+}
+
+/* ---- reading ----------------------------------------------------------------------------- */
+
+static void
+update_reading(struct pt_relay *r, enum pt_relay_side s)
+{
+    struct pt_relay_end *e = &r->end[s], *o = &r->end[pt_relay_other(s)];
+    bool want;
+
+    /* hysteresis: hold at the cap, go on at half of it */
+    if (o->out.bytes >= PT_RELAY_QUEUE_CAP)
+        e->held = 1;
+    else if (o->out.bytes < PT_RELAY_QUEUE_CAP / 2)
+        e->held = 0;
+    want = !r->closing && !e->eof && !e->stopped && !e->held && !o->shut;
+    if (e->ops != NULL) {
+        /* its own flow control holds it (an HTTP/2 window: delivered()); one that produces
+         * on its own is told when it may go on */
+        bool was = e->reading;
+
+        e->reading = want;
+        if (want && !was && e->ops->resume != NULL)
+            e->ops->resume(e);
+        return;
+    }
+    if (want && !e->reading) {
+        ev_io_start(r->w->loop, &e->rio);
+        e->reading = 1;
+        /* bytes OpenSSL already decrypted will not wake epoll */
+        if (e->ssl != NULL && SSL_pending(e->ssl) > 0)
+            ev_feed_event(r->w->loop, &e->rio, EV_READ);
+    } else if (!want && e->reading) {
+        ev_io_stop(r->w->loop, &e->rio);
+        e->reading = 0;
+    }
+}
+
+/* Hands chunk ch (bytes from side `from`) to the other side, through the owner's inspection. */
+static void
+forward(struct pt_relay *r, enum pt_relay_side from, struct pt_chunk *ch)
+{
+    enum pt_relay_side to = pt_relay_other(from);
+    size_t n = ch->wpos - ch->rpos, ok = n;
+
+    if (r->ops->inspect != NULL)
+        ok = r->ops->inspect(r, from, ch->data + ch->rpos, n);
+    if (r->closing) { /* the owner finished the relay */
+        pt_chunk_put(&r->w->chunks, ch);
+        return;
+    }
+    if (ok > n)
+        ok = n;
+    ch->wpos = ch->rpos + (uint32_t)ok;
+    if (ok > 0 && !r->end[from].discard && !r->end[to].shut)
+        pt_chain_push(&r->end[to].out, ch);
+    else
+        pt_chunk_put(&r->w->chunks, ch);
+    if (ok < n) {
+        r->end[from].stopped = 1;
+        update_reading(r, from);
+        r->ops->violation(r, from);
+        if (r->closing)
+            return;
+    }
+    relay_flush(r, to);
+}
+
+static void
+on_read(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct pt_relay_end *e = pt_container_of(io, struct pt_relay_end, rio);
+    struct pt_relay *r = e->r;
+    enum pt_relay_side s = side_of(e);
+    struct pt_chunk *ch = pt_chunk_get(&r->w->chunks);
+    ssize_t n;
+
+    if (ch == NULL) {
+        pt_relay_close(r, "out of memory");
+        return;
+    }
+    n = pt_io_read(e->fd, e->ssl, ch->data, PT_CHUNK_SIZE);
+    if (n == PT_AGAIN) {
+        pt_chunk_put(&r->w->chunks, ch);
+        return;
+    }
+    if (n <= 0) {
+        pt_chunk_put(&r->w->chunks, ch);
+        if (n == 0)
+            side_eof(r, s);
+        else
+            pt_relay_close(r, s == PT_RELAY_A ? "client read error" : "server read error");
+        return;
+    }
+    ch->wpos = (uint32_t)n;
+    e->bytes_in += (uint64_t)n;
+    r->last_active = ev_now(loop);
+    forward(r, s, ch);
+    if (!r->closing) {
+        update_reading(r, s);
+        if (e->reading && e->ssl != NULL && SSL_pending(e->ssl) > 0)
+            ev_feed_event(loop, &e->rio, EV_READ);
+    }
+}
+
+/* ---- writing ----------------------------------------------------------------------------- */
+
+/* After bytes left side s's queue: room for the other side, and a FIN waiting for them. */
+static void
+after_written(struct pt_relay *r, enum pt_relay_side s)
+{
+    update_reading(r, pt_relay_other(s)); /* room again for what the other side sends */
+    if (r->end[pt_relay_other(s)].eof)
+        shut_side(r, s);
+}
+
+static void
+relay_flush(struct pt_relay *r, enum pt_relay_side s)
+{
+    struct pt_relay_end *e = &r->end[s];
+    struct pt_relay_end *o = &r->end[pt_relay_other(s)];
+    struct iovec iov[64];
+
+    if (e->ops != NULL) {
+        if (e->out.bytes > 0)
+            e->ops->write(e);
+        return;
+    }
+    while (!r->closing && e->out.bytes > 0) {
+        int k = pt_chain_iov(&e->out, iov, 64);
+        ssize_t w = pt_io_writev(e->fd, e->ssl, iov, k, &e->tls_retry);
+
+        if (w == PT_AGAIN) {
+            if (!ev_is_active(&e->wio))
+                ev_io_start(r->w->loop, &e->wio);
+            return;
+        }
+        if (w < 0) {
+            pt_relay_close(r, s == PT_RELAY_A ? "client write error" : "server write error");
+            return;
+        }
+        pt_chain_consume(&r->w->chunks, &e->out, (size_t)w);
+        r->last_active = ev_now(r->w->loop);
+        if (o->ops != NULL && o->ops->delivered != NULL)
+            o->ops->delivered(o, (size_t)w);
+    }
+    if (r->closing)
+        return;
+    if (ev_is_active(&e->wio))
+        ev_io_stop(r->w->loop, &e->wio);
+    after_written(r, s);
+    maybe_done(r);
+}
+
+static void
+on_write(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct pt_relay_end *e = pt_container_of(io, struct pt_relay_end, wio);
+
+    relay_flush(e->r, side_of(e));
+}
+
+/* ---- lifetime ---------------------------------------------------------------------------- */
+
+static void
+relay_free(struct pt_reapable *reap)
+{
+    free(pt_container_of(reap, struct pt_relay, reap));
+}
+
+static void
+conn_drain(struct pt_conn *c)
+{
+    struct pt_relay *r = pt_container_of(c, struct pt_relay, conn);
+
+    if (r->ops->drain != NULL)
+        r->ops->drain(r);
+    else
+        pt_relay_finish(r);
+}
+
+static void
+conn_close(struct pt_conn *c)
+{
+    pt_relay_close(pt_container_of(c, struct pt_relay, conn), "worker stopped");
+}
+
+static void
+conn_reload(struct pt_conn *c, struct pt_conf *conf)
+{
+    pt_relay_reload(pt_container_of(c, struct pt_relay, conn), conf);
+}
+
+static const struct pt_conn_ops relay_conn_ops = {
+    .drain = conn_drain,
+    .close = conn_close,
+    .reload = conn_reload,
+};
+
+struct pt_relay *
+pt_relay_new(struct pt_worker *w, const struct pt_relay_owner_ops *ops, void *owner)
+{
+    struct pt_relay *r = calloc(1, sizeof(*r));
+
+    if (r == NULL)
+        return NULL;
+    r->reap.free = relay_free;
+    r->w = w;
+    r->ops = ops;
+    r->owner = owner;
+    pt_list_init(&r->conn.link);
+    ev_timer_init(&r->timer, on_timer, 0., 0.);
+    r->last_active = ev_now(w->loop);
+    for (int i = 0; i < 2; i++) {
+        r->end[i].r = r;
+        r->end[i].fd = -1;
+        pt_chain_init(&r->end[i].out);
+        ev_io_init(&r->end[i].rio, on_read, -1, EV_READ);
+        ev_io_init(&r->end[i].wio, on_write, -1, EV_WRITE);
+    }
+    return r;
+}
+
+void
+pt_relay_attach_socket(struct pt_relay *r, enum pt_relay_side side, int fd, struct ssl_st *ssl,
+                       bool client_tls)
+{
+    struct pt_relay_end *e = &r->end[side];
+
+    e->fd = fd;
+    e->ssl = ssl;
+    e->client_tls = client_tls;
+    ev_io_set(&e->rio, fd, EV_READ);
+    ev_io_set(&e->wio, fd, EV_WRITE);
+}
+
+void
+pt_relay_attach_ops(struct pt_relay *r, enum pt_relay_side side,
+                    const struct pt_relay_end_ops *ops, void *ctx)
+{
+    r->end[side].ops = ops;
+    r->end[side].ctx = ctx;
+    r->end[side].reading = 1;
+}
+
+void
+pt_relay_input(struct pt_relay *r, enum pt_relay_side from, struct pt_chunk *ch)
+{
+    if (r->closing || r->end[from].eof || r->end[from].stopped) {
+        pt_chunk_put(&r->w->chunks, ch);
+        return;
+    }
+    r->end[from].bytes_in += ch->wpos - ch->rpos;
+    r->last_active = ev_now(r->w->loop);
+    forward(r, from, ch);
+}
+
+void
+pt_relay_eof(struct pt_relay *r, enum pt_relay_side from)
+{
+    if (!r->closing && !r->end[from].eof)
+        side_eof(r, from);
+}
+
+void
+pt_relay_written(struct pt_relay *r, enum pt_relay_side side, size_t n)
+{
+    struct pt_relay_end *o = &r->end[pt_relay_other(side)];
+
+    if (r->closing)
+        return;
+    r->last_active = ev_now(r->w->loop);
+    /* the bytes came from the other side: its flow control may give them back */
+    if (n > 0 && o->ops != NULL && o->ops->delivered != NULL) {
+        o->ops->delivered(o, n);
+        if (r->closing)
+            return;
+    }
+    after_written(r, side);
+}
+
+void
+pt_relay_drain(struct pt_relay *r)
+{
+    conn_drain(&r->conn);
+}
+
+void
+pt_relay_reload(struct pt_relay *r, struct pt_conf *conf)
+{
+    if (!r->closing && r->ops->reload != NULL)
+        r->ops->reload(r, conf);
+}
+
+void
+pt_relay_replace(struct pt_relay *r, struct pt_conn *old)
+{
+    pt_worker_conn_replace(old, &r->conn, &relay_conn_ops);
+    r->counted = 1;
+}
+
+void
+pt_relay_queue(struct pt_relay *r, enum pt_relay_side side, struct pt_chain *c)
+{
+    pt_chain_move(&r->end[side].out, c);
+}
+
+void
+pt_relay_set_timeouts(struct pt_relay *r, pt_msec idle, pt_msec fin)
+{
+    r->idle_timeout = idle;
+    r->fin_timeout = fin;
+    arm_timer(r);
+}
+
+/* Forwards what was read before the relay existed, chunk by chunk. */
+static void
+forward_chain(struct pt_relay *r, enum pt_relay_side from, struct pt_chain *c)
+{
+    while (c != NULL && c->head != NULL && !r->closing) {
+        struct pt_chunk *ch = c->head;
+
+        c->head = ch->next;
+        if (c->head == NULL)
+            c->tail = NULL;
+        c->bytes -= ch->wpos - ch->rpos;
+        ch->next = NULL;
+        if (ch->wpos == ch->rpos) {
+            pt_chunk_put(&r->w->chunks, ch);
+            continue;
+        }
+        r->end[from].bytes_in += ch->wpos - ch->rpos;
+        forward(r, from, ch);
+    }
+    if (c != NULL && r->closing)
+        pt_chain_free(&r->w->chunks, c);
+}
+
+void
+pt_relay_start(struct pt_relay *r, struct pt_chain *from_a, struct pt_chain *from_b)
+{
+    relay_flush(r, PT_RELAY_A);
+    if (!r->closing)
+        relay_flush(r, PT_RELAY_B);
+    forward_chain(r, PT_RELAY_A, from_a);
+    forward_chain(r, PT_RELAY_B, from_b);
+    if (r->closing)
+        return;
+    update_reading(r, PT_RELAY_A);
+    update_reading(r, PT_RELAY_B);
+}
+
+void
+pt_relay_send(struct pt_relay *r, enum pt_relay_side to, const void *p, size_t n)
+{
+    if (r->closing || r->end[to].shut)
+        return;
+    if (pt_chain_append(&r->w->chunks, &r->end[to].out, p, n) != PT_OK) {
+        pt_relay_close(r, "out of memory");
+        return;
+    }
+    relay_flush(r, to);
+}
+
+void
+pt_relay_stop_reading(struct pt_relay *r, enum pt_relay_side side)
+{
+    r->end[side].stopped = 1;
+    update_reading(r, side);
+}
+
+void
+pt_relay_deadline(struct pt_relay *r)
+{
+    set_deadline(r);
+}
+
+void
+pt_relay_discard(struct pt_relay *r, enum pt_relay_side side)
+{
+    r->end[side].discard = 1;
+}
+
+void
+pt_relay_finish(struct pt_relay *r)
+{
+    if (r->closing)
+        return;
+    r->finishing = 1;
+    set_deadline(r);
+    maybe_done(r);
+}
+
+void
+pt_relay_close(struct pt_relay *r, const char *why)
+{
+    struct pt_worker *w = r->w;
+
+    if (r->closing)
+        return;
+    r->closing = 1;
+    ev_timer_stop(w->loop, &r->timer);
+    for (int i = 0; i < 2; i++) {
+        ev_io_stop(w->loop, &r->end[i].rio);
+        ev_io_stop(w->loop, &r->end[i].wio);
+    }
+    r->ops->closed(r, why);
+    for (int i = 0; i < 2; i++) {
+        struct pt_relay_end *e = &r->end[i];
+
+        if (e->ops != NULL) {
+            e->ops->close(e);
+            pt_chain_free(&w->chunks, &e->out);
+            continue;
+        }
+        if (e->ssl != NULL) {
+            if (e->client_tls)
+                pt_tls_client_free(e->ssl);
+            else
+                pt_tls_free(e->ssl);
+        }
+        e->ssl = NULL;
+        if (e->fd != -1)
+            close(e->fd);
+        e->fd = -1;
+        pt_chain_free(&w->chunks, &e->out);
+    }
+    if (r->counted)
+        pt_worker_conn_closed(w, &r->conn);
+    pt_worker_reap(w, &r->reap);
+}

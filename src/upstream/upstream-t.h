@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: MIT */
+/* Upstreams and their servers (snapshot objects, owned by the snapshot arena), and the
+ * per-worker state: each worker's view of every upstream and server, with the idle backend
+ * connections it pools. */
+#ifndef PT_UPSTREAM_T_H
+#define PT_UPSTREAM_T_H
+
+#include <ev.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "core/common-t.h"
+#include "core/conf-t.h"
+#include "upstream/resilience-t.h"
+
+struct pt_upstream;
+
+/* A backend server of an upstream: one address. A `server NAME:PORT` line whose name resolves to
+ * several addresses becomes one struct pt_server per address, each with the line's parameters
+ * (weight, max_conns, backup, down). The fields below `_active` are the mutable ones, shared by
+ * all threads (relaxed atomics). */
+struct pt_server {
+    struct pt_upstream *upstream;
+    unsigned index; /* position in upstream->servers */
+    unsigned slot;  /* its worker state (pt_upstream_wserver): the same across reloads for
+                     * the same address in the same upstream */
+    struct pt_addr addr; /* the concrete address: what is connected to, the access log's
+                          * upstream_addr, and the key of hash rings and sticky cookies */
+    const char *host; /* as written (name or IP literal), for SNI and certificate checks */
+    const char *name; /* how logs show it: addr.name for an IP literal, "NAME (ADDRESS)" for a
+                       * host name, e.g. "localhost (127.0.0.1:8080)" */
+    unsigned weight;
+    unsigned max_conns; /* 0 = unlimited */
+    unsigned backup : 1;
+    unsigned down : 1;
+    /* Runtime state shared by all threads (relaxed atomics; the snapshot is otherwise
+     * immutable). Health is written by the main thread's prober, the rest by workers. */
+    atomic_uint _active;          /* in-flight requests, for max_conns and load-aware policies */
+    atomic_int _check_down;       /* 1 while active health checks say down; 0 initially */
+    atomic_int_fast64_t _ejected_until; /* pt_now_ms() until which it is ejected; 0 none */
+    atomic_uint _consec_fail;     /* consecutive failures seen by outlier detection */
+    atomic_uint _ejections;       /* ejections so far (backoff exponent) */
+    atomic_int_fast64_t _usable_since; /* pt_now_ms() when it last became usable (slow start) */
+};
+
+enum pt_backend_proto {
+    PT_PROTO_HTTP1 = 0,
+    PT_PROTO_H2, /* h2 over TLS with `tls on`, else h2c with prior knowledge */
+};
+
+/* An upstream block. */
+struct pt_upstream {
+    const char *name;
+    unsigned index;
+    unsigned slot;     /* its worker state (pt_upstream_group): the same across reloads for
+                        * the same name */
+    unsigned n_slots;  /* server slots used so far by this name (>= n_servers) */
+    struct pt_server **servers;
+    unsigned n_servers;
+    const struct pt_module *lb; /* PT_MODULE_LB */
+    int64_t keepalive;          /* idle connections kept per worker per server */
+    pt_msec keepalive_timeout;
+    int64_t keepalive_requests;
+    pt_msec connect_timeout;
+    pt_msec read_timeout;
+    pt_msec send_timeout;
+    int64_t max_response_header_size;
+    enum pt_backend_proto protocol;
+    int h2c;                      /* written as h2c (for the tls check) */
+    int tls;                      /* `tls on`: TLS to the servers */
+    int tls_verify;               /* verify the server certificate and name (default on) */
+    const char *tls_trusted;      /* CA file; NULL: the system store */
+    const char *tls_sni;          /* SNI and name to verify; NULL: the server's host name */
+    struct ssl_ctx_st *tls_ctx;   /* built at load, freed with the snapshot */
+    struct pt_resilience res;
+    atomic_uint _pending;         /* requests queued for a free server, all workers */
+    void *mod[PT_MODULES_MAX];
+    const char *file;
+    int line, col;
+};
+
+/* A worker's upstream state, by upstream slot (w->mod[upstream]): what it knows of every
+ * upstream name it has served, so that a reload keeps pools, counters and balancer
+ * continuity for the names that stay. Owner: the worker. */
+struct pt_wupstreams {
+    struct pt_wupstream **g; /* NULL for a slot this worker never had */
+    unsigned n;
+};
+
+/* The upstream subsystem's part of the snapshot (its main-level slot): every upstream block. */
+struct pt_upstream_main {
+    struct pt_upstream **upstreams;
+    unsigned n_upstreams;
+};
+
+
+struct pt_pooled;
+struct pt_wserver;
+
+/* How the pool closes a backend connection it holds, whatever its protocol: the backend
+ * codecs register these, so upstream names no codec. */
+struct pt_pool_ops {
+    /* Graceful stop or shutdown: close the connection now if it carries nothing, else once
+     * what it carries is done. Worker thread. */
+    void (*close_idle)(struct pt_pooled *p);
+    /* A reload: the connection's server is now ws->srv (the newest snapshot's object for the
+     * same address). Worker thread. */
+    void (*rebind)(struct pt_pooled *p, struct pt_wserver *ws);
+};
+
+/* A backend connection as the pool holds it; embedded in the codec's connection struct. */
+struct pt_pooled {
+    struct pt_list link; /* in ws->idle (one-request connections) or ws->shared */
+    const struct pt_pool_ops *ops;
+};
+
+/* A request's current attempt on a server, embedded in the request: what acquire counted and
+ * when it started. Owner: the request. */
+struct pt_attempt {
+    struct pt_server *srv;   /* the server of the current attempt (NULL before the first) */
+    ev_tstamp t_start;       /* when it was acquired */
+    unsigned counted : 1;    /* counted in srv->_active and the lb's on_conn */
+};
+
+/* Per worker, per upstream server: the idle pool and counters. Owner: worker. */
+/* A balancer's running estimate of one server (ewma: its latency, decayed from `stamp`), kept
+ * with the rest of the worker's server state across reloads. */
+struct pt_lb_est {
+    double v;     /* value at `stamp` */
+    double stamp; /* clock time of the last observation */
+    unsigned observed : 1;
+};
+
+/* Something long-lived on a server that ends when active health checks mark the server DOWN
+ * (a WebSocket tunnel with websocket_close_on_down). Linked on its worker server's `pinned`
+ * (pt_upstream_pin); down() is called on the worker's thread and may unpin. */
+struct pt_pin {
+    struct pt_list link;
+    void (*down)(struct pt_pin *p);
+};
+
+struct pt_wserver {
+    struct pt_server *srv;    /* the newest snapshot's server of this slot */
+    unsigned retired : 1;     /* gone from the newest snapshot: nothing is pooled */
+    struct pt_list idle;   /* idle one-request connections (HTTP/1.1), most recently used first */
+    unsigned n_idle;
+    struct pt_list shared; /* multiplexed connections (HTTP/2), idle or not */
+    void *tls_session;     /* SSL_SESSION to resume on the next TLS connection */
+    unsigned n_active;
+    uint64_t requests;
+    uint64_t failures;
+    struct pt_lb_est lb_est;  /* the balancer's, if it keeps one per server */
+    struct pt_list pinned;    /* struct pt_pin: what ends when the server goes DOWN */
+};
+
+/* Per worker, per upstream: balancer state and servers. Owner: worker. */
+struct pt_wupstream {
+    struct pt_upstream *up;     /* the newest snapshot's upstream of this slot */
+    struct pt_wserver **servers; /* by server slot (stable across reloads), n_servers */
+    unsigned n_servers;
+    unsigned retired : 1;       /* gone from the newest snapshot */
+    void *lb_state;             /* owned by the lb module (group_init / group_fini) */
+    struct pt_worker *w;
+    double retry_tokens;        /* retry budget: +budget% per request, -1 per retry, cap 10 */
+    uint64_t retries_denied;
+    struct pt_list queue;       /* requests waiting for a server under max_conns */
+    unsigned n_queued;
+    ev_timer queue_poll;        /* retries the queue while it is not empty */
+};
+
+#endif

@@ -1,0 +1,479 @@
+/* SPDX-License-Identifier: MIT */
+/* The upstream subsystem's configuration: `upstream NAME { ... }` blocks, their `server` lines
+ * (a host name becomes one server per address), balancing policy, backend protocol, pool and
+ * timeout settings, and TLS to the servers. Registered through pt_module_upstream. */
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/arena.h"
+#include "core/common.h"
+#include "core/conf.h"
+#include "core/module.h"
+#include "net/tls.h"
+#include "upstream/resilience.h"
+#include "upstream/upstream.h"
+
+static int
+set_upstream_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_conf *c = cx->conf;
+    struct pt_upstream_main *m = pt_upstream_main(c);
+    struct pt_upstream *up = pt_arena_calloc(&c->arena, sizeof(*up));
+
+    if (up == NULL)
+        return pt_conf_error(cx, 0, "out of memory");
+    for (unsigned i = 0; i < m->n_upstreams; i++)
+        if (strcmp(m->upstreams[i]->name, cx->args[1]) == 0)
+            pt_conf_error(cx, 1, "duplicate upstream \"%s\" (first defined at line %d)",
+                          cx->args[1], m->upstreams[i]->line);
+    up->name = cx->args[1];
+    up->index = m->n_upstreams;
+    up->keepalive = up->keepalive_requests = PT_UNSET;
+    up->keepalive_timeout = up->connect_timeout = up->read_timeout = up->send_timeout = PT_UNSET;
+    up->max_response_header_size = PT_UNSET;
+    up->tls = up->tls_verify = PT_UNSET;
+    pt_resilience_unset(&up->res);
+    up->file = cx->file;
+    up->line = cx->lines[0];
+    up->col = cx->cols[0];
+    if (PT_CONF_PUSH(&c->arena, &m->upstreams, &m->n_upstreams, up) != PT_OK)
+        return pt_conf_error(cx, 0, "out of memory");
+    return pt_conf_block_open(cx, PT_CTX_UPSTREAM, up, up->mod);
+}
+
+/* `server ADDRESS [params]`: one struct pt_server per address the host resolves to (nginx's
+ * rule), so a name with an A and an AAAA record is two servers; each gets the line's
+ * parameters, including the full weight. Resolved once, here. */
+static int
+set_upstream_server(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_upstream *up = cx->block;
+    struct pt_arena *a = &cx->conf->arena;
+    const char *arg = cx->args[1];
+    const char *end = arg[0] == '[' ? strchr(arg, ']') : strrchr(arg, ':');
+    const char *host;
+    unsigned weight = 1, max_conns = 0, backup = 0, down = 0;
+    struct pt_addr *addrs;
+    unsigned n_addrs;
+    bool named = false;
+    struct pt_err err;
+    uint64_t n;
+
+    if (pt_addr_resolve(arg, a, &addrs, &n_addrs, &named, &err) != PT_OK)
+        return pt_conf_error(cx, 1, "%s", err.msg);
+    /* pt_addr_resolve checked the form: `end` is the bracket or the port's colon */
+    host = arg[0] == '[' ? pt_arena_strndup(a, arg + 1, (size_t)(end - arg - 1))
+                         : pt_arena_strndup(a, arg, (size_t)(end - arg));
+    if (host == NULL)
+        return pt_conf_error(cx, 1, "out of memory");
+    for (unsigned i = 2; i <= cx->nargs; i++) {
+        const char *p = cx->args[i];
+
+        if (strncmp(p, "weight=", 7) == 0) {
+            if (pt_parse_uint(p + 7, 1000, &n) != PT_OK || n == 0)
+                return pt_conf_error(cx, i, "invalid weight \"%s\" (1-1000)", p + 7);
+            weight = (unsigned)n;
+        } else if (strncmp(p, "max_conns=", 10) == 0) {
+            if (pt_parse_uint(p + 10, 1000000, &n) != PT_OK)
+                return pt_conf_error(cx, i, "invalid max_conns \"%s\"", p + 10);
+            max_conns = (unsigned)n;
+        } else if (strcmp(p, "backup") == 0) {
+            backup = 1;
+        } else if (strcmp(p, "down") == 0) {
+            down = 1;
+        } else {
+            return pt_conf_error(cx, i,
+                                 "invalid server parameter \"%s\" (weight=, max_conns=, backup, "
+                                 "down)",
+                                 p);
+        }
+    }
+    for (unsigned k = 0; k < n_addrs; k++) {
+        for (unsigned i = 0; i < up->n_servers; i++) {
+            const struct pt_server *o = up->servers[i];
+
+            if (strcmp(o->addr.name, addrs[k].name) != 0)
+                continue;
+            /* the same line twice: the same literal address, or the same name and port */
+            if (!named && o->name == o->addr.name)
+                return pt_conf_error(cx, 1, "duplicate server \"%s\" in upstream \"%s\"",
+                                     addrs[k].name, up->name);
+            if (named && strcasecmp(o->host, host) == 0)
+                return pt_conf_error(cx, 1, "duplicate server \"%s\" in upstream \"%s\"",
+                                     arg, up->name);
+            /* two lines that reach one address would be two servers with one hash and sticky
+             * key and separate max_conns counts: a configuration mistake, said as such */
+            if (!named)
+                return pt_conf_error(cx, 1,
+                                     "duplicate server \"%s\" in upstream \"%s\": already "
+                                     "server %s",
+                                     arg, up->name, o->name);
+            return pt_conf_error(cx, 1,
+                                 "server \"%s\" resolves to %s, which is already server %s "
+                                 "in upstream \"%s\"",
+                                 arg, addrs[k].name, o->name, up->name);
+        }
+        struct pt_server *s = pt_arena_calloc(a, sizeof(*s));
+        char *name;
+        size_t len;
+
+        if (s == NULL)
+            return pt_conf_error(cx, 1, "out of memory");
+        s->upstream = up;
+        s->index = up->n_servers;
+        s->addr = addrs[k];
+        s->host = host;
+        s->weight = weight;
+        s->max_conns = max_conns;
+        s->backup = backup;
+        s->down = down;
+        if (named) {
+            len = strlen(s->host) + strlen(s->addr.name) + 4;
+            name = pt_arena_alloc(a, len);
+            if (name == NULL)
+                return pt_conf_error(cx, 1, "out of memory");
+            snprintf(name, len, "%s (%s)", s->host, s->addr.name);
+            s->name = name;
+        } else {
+            s->name = s->addr.name;
+        }
+        if (PT_CONF_PUSH(a, &up->servers, &up->n_servers, s) != PT_OK)
+            return pt_conf_error(cx, 1, "out of memory");
+    }
+    return PT_OK;
+}
+
+static int
+set_balance(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_upstream *up = cx->block;
+    const struct pt_module *m = pt_module_find(cx->args[1], PT_MODULE_LB);
+
+    if (up->lb != NULL)
+        return pt_conf_duplicate(cx);
+    if (m == NULL)
+        return pt_conf_error(cx, 1, "unknown balancing policy \"%s\"", cx->args[1]);
+    up->lb = m;
+    const struct pt_lb_ops *ops = m->ops;
+
+    if (ops->configure != NULL)
+        return ops->configure(cx, up, 2);
+    if (cx->nargs > 1)
+        return pt_conf_error(cx, 2, "policy \"%s\" takes no parameters", cx->args[1]);
+    return PT_OK;
+}
+
+static int
+set_protocol(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_upstream *up = cx->block;
+
+    if (strcmp(cx->args[1], "http1") == 0)
+        up->protocol = PT_PROTO_HTTP1;
+    else if (strcmp(cx->args[1], "h2") == 0 || strcmp(cx->args[1], "h2c") == 0)
+        up->protocol = PT_PROTO_H2;
+    else
+        return pt_conf_error(cx, 1, "unsupported backend protocol \"%s\" (http1, h2, h2c)",
+                             cx->args[1]);
+    if (strcmp(cx->args[1], "h2c") == 0)
+        up->h2c = 1;
+    return PT_OK;
+}
+
+static int
+set_up_str(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    const char **f = (const char **)((char *)conf + d->offset);
+
+    if (*f != NULL)
+        return pt_conf_duplicate(cx);
+    *f = cx->args[1];
+    return PT_OK;
+}
+
+static const int64_t max_requests = 1000000000;
+static const int64_t max_keepalive = 100000;
+
+#define UOFF(f) offsetof(struct pt_upstream, f)
+
+const struct pt_directive pt_upstream_directives[] = {
+    {"upstream", PT_CTX_MAIN, 1, 1, 1, PT_BASE_NONE, set_upstream_block, 0, NULL},
+    {"server", PT_CTX_UPSTREAM, 1, 5, 0, PT_BASE_NONE, set_upstream_server, 0, NULL},
+    {"balance", PT_CTX_UPSTREAM, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_balance, 0, NULL},
+    {"protocol", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_NONE, set_protocol, 0, NULL},
+    {"keepalive", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_count, UOFF(keepalive),
+     &max_keepalive},
+    {"keepalive_timeout", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_msec,
+     UOFF(keepalive_timeout), NULL},
+    {"keepalive_requests", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_count,
+     UOFF(keepalive_requests), &max_requests},
+    {"connect_timeout", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_msec,
+     UOFF(connect_timeout), NULL},
+    {"read_timeout", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_msec, UOFF(read_timeout),
+     NULL},
+    {"send_timeout", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_msec, UOFF(send_timeout),
+     NULL},
+    {"tls", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_flag, UOFF(tls), NULL},
+    {"tls_verify", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_flag, UOFF(tls_verify),
+     NULL},
+    {"tls_trusted_certificate", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, set_up_str,
+     UOFF(tls_trusted), NULL},
+    {"tls_sni", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, set_up_str, UOFF(tls_sni), NULL},
+    {"max_response_header_size", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_size,
+     UOFF(max_response_header_size), NULL},
+    {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
+};
+
+static void
+upstream_defaults(struct pt_upstream *up)
+{
+    if (up->keepalive == PT_UNSET)
+        up->keepalive = 128;
+    if (up->keepalive_timeout == PT_UNSET)
+        up->keepalive_timeout = 60000;
+    if (up->keepalive_requests == PT_UNSET)
+        up->keepalive_requests = 1000;
+    if (up->connect_timeout == PT_UNSET)
+        up->connect_timeout = 5000;
+    if (up->read_timeout == PT_UNSET)
+        up->read_timeout = 60000;
+    if (up->send_timeout == PT_UNSET)
+        up->send_timeout = 60000;
+    pt_resilience_defaults(&up->res);
+    if (up->tls == PT_UNSET)
+        up->tls = 0;
+    if (up->tls_verify == PT_UNSET)
+        up->tls_verify = 1;
+    if (up->max_response_header_size == PT_UNSET)
+        up->max_response_header_size = 64 * 1024;
+    if (up->lb == NULL)
+        up->lb = pt_module_find("round_robin", PT_MODULE_LB);
+}
+
+
+void *
+pt__upstream_conf_create(struct pt_conf_ctx *cx, unsigned level)
+{
+    return level == PT_CTX_MAIN ? pt_arena_calloc(&cx->conf->arena,
+                                                  sizeof(struct pt_upstream_main))
+                                : NULL;
+}
+
+int
+pt__upstream_conf_validate(struct pt_conf_ctx *cx)
+{
+    struct pt_conf *c = cx->conf;
+    struct pt_upstream_main *m = pt_upstream_main(c);
+
+    for (unsigned i = 0; i < m->n_upstreams; i++) {
+        struct pt_upstream *up = m->upstreams[i];
+
+        /* worker state slots: by position, until a reload maps names (adopt) */
+        up->slot = i;
+        up->n_slots = up->n_servers;
+        for (unsigned j = 0; j < up->n_servers; j++)
+            up->servers[j]->slot = j;
+        if (up->h2c && up->tls == 1)
+            pt_conf_error_at(cx, up->line, up->col,
+                             "upstream \"%s\": protocol h2c is cleartext; with \"tls on\" use h2",
+                             up->name);
+        /* the prober speaks HTTP/1.1: against servers that speak only HTTP/2 (gRPC servers)
+         * every check would fail and every server would go DOWN */
+        if (up->res.health.enabled && up->res.health.http && up->protocol == PT_PROTO_H2)
+            pt_conf_error_at(cx, up->res.health.line, up->res.health.col,
+                             "upstream \"%s\": \"health_check http\" sends HTTP/1.1 requests, "
+                             "which servers of \"protocol %s\" may not understand; use "
+                             "\"health_check tcp\"",
+                             up->name, up->h2c ? "h2c" : "h2");
+        upstream_defaults(up);
+        if (up->n_servers == 0)
+            pt_conf_error_at(cx, up->line, up->col, "upstream \"%s\" has no servers", up->name);
+        cx->level = PT_CTX_UPSTREAM;
+        cx->block = up;
+        cx->slots = up->mod;
+        pt_conf_modules_merge(cx, c->mod, up->mod);
+    }
+    if (pt_conf_nerrors(cx) > 0)
+        return PT_ERR;
+    /* TLS to the servers: one client context per upstream, built once the settings are final */
+    for (unsigned i = 0; i < m->n_upstreams; i++) {
+        struct pt_upstream *up = m->upstreams[i];
+        char why[600];
+
+        if (!up->tls)
+            continue;
+        up->tls_ctx = pt_tls_client_ctx(up->tls_trusted, up->tls_verify,
+                                        up->protocol == PT_PROTO_H2, why, sizeof(why));
+        if (up->tls_ctx == NULL)
+            pt_conf_error_at(cx, up->line, up->col, "upstream \"%s\": %s", up->name, why);
+    }
+    return pt_conf_nerrors(cx) > 0 ? PT_ERR : PT_OK;
+}
+
+void
+pt__upstream_conf_release(struct pt_conf *c)
+{
+    struct pt_upstream_main *m = pt_upstream_main(c);
+
+    for (unsigned i = 0; m != NULL && i < m->n_upstreams; i++) {
+        SSL_CTX_free(m->upstreams[i]->tls_ctx);
+        m->upstreams[i]->tls_ctx = NULL;
+    }
+}
+
+struct pt_upstream *
+pt_upstream_find(struct pt_conf *c, const char *name)
+{
+    struct pt_upstream_main *m = pt_upstream_main(c);
+
+    for (unsigned i = 0; i < m->n_upstreams; i++)
+        if (strcmp(m->upstreams[i]->name, name) == 0)
+            return m->upstreams[i];
+    return NULL;
+}
+
+/* retry_on / outlier_detection on= classes, as written */
+static void
+print_classes(FILE *out, unsigned mask, const char *sep)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } names[] = {{PT_FC_CONNECT, "connect_error"}, {PT_FC_RESET, "reset"},
+                 {PT_FC_TIMEOUT, "timeout"}, {PT_FC_5XX, "5xx"}};
+    const char *s = "";
+
+    for (size_t i = 0; i < PT_ARRAY_LEN(names); i++)
+        if (mask & names[i].bit) {
+            fprintf(out, "%s%s", s, names[i].name);
+            s = sep;
+        }
+}
+
+void
+pt_upstream_print(const struct pt_upstream *up, FILE *out, const char *indent)
+{
+    const struct pt_resilience *r = &up->res;
+    char a[24], b[24], c[24];
+
+    fprintf(out, "%supstream %s (%s:%d): balance %s, protocol %s", indent, up->name, up->file,
+            up->line, up->lb != NULL ? up->lb->name + 3 : "round_robin",
+            up->protocol == PT_PROTO_H2 ? (up->tls ? "h2" : "h2c") : "http1");
+    if (up->tls)
+        fprintf(out, ", tls on (verify %s%s%s)", up->tls_verify ? "on" : "off",
+                up->tls_sni != NULL ? ", sni " : "", up->tls_sni != NULL ? up->tls_sni : "");
+    fprintf(out, "\n%s  timeouts: connect %s, read %s, send %s\n", indent,
+            pt_fmt_msec(up->connect_timeout, a, sizeof(a)),
+            pt_fmt_msec(up->read_timeout, b, sizeof(b)),
+            pt_fmt_msec(up->send_timeout, c, sizeof(c)));
+    fprintf(out, "%s  keepalive %lld idle per worker and server, %s, %lld requests; "
+                 "max_response_header_size %s\n",
+            indent, (long long)up->keepalive, pt_fmt_msec(up->keepalive_timeout, a, sizeof(a)),
+            (long long)up->keepalive_requests, pt_fmt_size(up->max_response_header_size, b,
+                                                           sizeof(b)));
+    fprintf(out, "%s  retries %lld on ", indent, (long long)r->retry.retries);
+    if (r->retry.on == 0 && r->retry.n_statuses == 0)
+        fprintf(out, "nothing (retry_on off)");
+    print_classes(out, r->retry.on, " ");
+    for (unsigned i = 0; i < r->retry.n_statuses; i++)
+        fprintf(out, " %u", r->retry.statuses[i]);
+    fprintf(out, "; budget %lld%%, retry_buffer_size %s, non-idempotent %s\n",
+            (long long)r->retry.budget_percent, pt_fmt_size(r->retry.buffer_size, a, sizeof(a)),
+            r->retry.non_idempotent ? "on" : "off");
+    if (r->health.enabled && r->health.http)
+        fprintf(out, "%s  health_check http %s %s every %s (timeout %s, fall %u, rise %u)\n",
+                indent, r->health.method, r->health.path,
+                pt_fmt_msec(r->health.interval, a, sizeof(a)),
+                pt_fmt_msec(r->health.timeout, b, sizeof(b)), r->health.fall, r->health.rise);
+    else if (r->health.enabled)
+        fprintf(out, "%s  health_check tcp every %s (timeout %s, fall %u, rise %u)\n", indent,
+                pt_fmt_msec(r->health.interval, a, sizeof(a)),
+                pt_fmt_msec(r->health.timeout, b, sizeof(b)), r->health.fall, r->health.rise);
+    else
+        fprintf(out, "%s  health_check none (passive only)\n", indent);
+    if (r->outlier.off) {
+        fprintf(out, "%s  outlier_detection off\n", indent);
+    } else if (r->outlier.enabled) {
+        fprintf(out, "%s  outlier_detection %u in a row of ", indent, r->outlier.consecutive);
+        print_classes(out, r->outlier.on, ",");
+        fprintf(out, ": eject %s doubling to %s, at most %u%%\n",
+                pt_fmt_msec(r->outlier.base_ejection, a, sizeof(a)),
+                pt_fmt_msec(r->outlier.max_ejection, b, sizeof(b)),
+                r->outlier.max_ejected_percent);
+    } else {
+        fprintf(out, "%s  outlier_detection: connect failures eject (implicit)\n", indent);
+    }
+    if (r->max_pending > 0)
+        fprintf(out, "%s  max_pending %lld, queue_timeout %s\n", indent,
+                (long long)r->max_pending, pt_fmt_msec(r->queue_timeout, a, sizeof(a)));
+    if (r->sticky_cookie != NULL)
+        fprintf(out, "%s  sticky cookie %s\n", indent, r->sticky_cookie);
+    if (r->slow_start > 0)
+        fprintf(out, "%s  slow_start %s\n", indent, pt_fmt_msec(r->slow_start, a, sizeof(a)));
+    for (unsigned i = 0; i < up->n_servers; i++) {
+        const struct pt_server *sv = up->servers[i];
+
+        fprintf(out, "%s  server %s weight=%u", indent, sv->name, sv->weight);
+        if (sv->max_conns)
+            fprintf(out, " max_conns=%u", sv->max_conns);
+        fprintf(out, "%s%s\n", sv->backup ? " backup" : "", sv->down ? " down" : "");
+    }
+}
+
+/* ---- reload ------------------------------------------------------------------------------ */
+
+/* Upstream slots ever given out (main thread): a slot is never given to another name, since a
+ * worker may still hold a retired group in it. */
+static unsigned slots_used;
+
+/* Whether a connection made for upstream a may carry requests for upstream b. */
+static bool
+same_transport(const struct pt_upstream *a, const struct pt_upstream *b)
+{
+    return a->protocol == b->protocol && a->h2c == b->h2c && a->tls == b->tls &&
+           a->tls_verify == b->tls_verify && pt_str_eq(a->tls_trusted, b->tls_trusted) &&
+           pt_str_eq(a->tls_sni, b->tls_sni);
+}
+
+/* Gives each upstream and server of c the worker-state slot of the same name (and address) in
+ * old, or a fresh one, and carries over the server state the whole process shares (health,
+ * ejection, slow start): a reload neither resets a server's health nor revives an ejected one.
+ * A server keeps its slot, and so its pooled connections, only while the way of talking to it
+ * (protocol, TLS settings) stays the same. */
+void
+pt__upstream_conf_adopt(struct pt_conf *c, struct pt_conf *old)
+{
+    struct pt_upstream_main *m = pt_upstream_main(c), *om = pt_upstream_main(old);
+
+    for (unsigned i = 0; i < om->n_upstreams; i++)
+        slots_used = PT_MAX(slots_used, om->upstreams[i]->slot + 1);
+    for (unsigned i = 0; i < m->n_upstreams; i++) {
+        struct pt_upstream *up = m->upstreams[i], *o = pt_upstream_find(old, up->name);
+
+        if (o == NULL) {
+            up->slot = slots_used++;
+            continue; /* server slots by position, as loaded */
+        }
+        up->slot = o->slot;
+        up->n_slots = o->n_slots;
+        for (unsigned j = 0; j < up->n_servers; j++) {
+            struct pt_server *s = up->servers[j], *os = NULL;
+
+            for (unsigned k = 0; k < o->n_servers && os == NULL; k++)
+                if (strcmp(o->servers[k]->addr.name, s->addr.name) == 0)
+                    os = o->servers[k];
+            if (os == NULL) {
+                s->slot = up->n_slots++;
+                continue;
+            }
+            s->slot = same_transport(o, up) ? os->slot : up->n_slots++;
+            atomic_store(&s->_check_down, atomic_load(&os->_check_down));
+            atomic_store(&s->_ejected_until, atomic_load(&os->_ejected_until));
+            atomic_store(&s->_consec_fail, atomic_load(&os->_consec_fail));
+            atomic_store(&s->_ejections, atomic_load(&os->_ejections));
+            atomic_store(&s->_usable_since, atomic_load(&os->_usable_since));
+        }
+    }
+}

@@ -1,0 +1,46 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# The one rule of the layers (docs/architecture.md): a file includes only headers of its own
+# layer or of layers below it. core <- net <- upstream <- http <- modules; src/core/main.c is
+# the composition root and may include anything. Prints one cmocka-style line per layer (so
+# scripts/test.sh counts them) and, for each violation, the file, the include and the rule.
+cd "$(dirname "$0")/../.." || exit 2
+
+rank() {
+    case "$1" in
+    core | src/core/*) echo 0 ;;
+    net | src/net/*) echo 1 ;;
+    upstream | src/upstream/*) echo 2 ;;
+    http | src/http/*) echo 3 ;;
+    modules/*) echo 4 ;;
+    *) echo "" ;;
+    esac
+}
+
+fail=0
+for layer in core net upstream http modules; do
+    case $layer in
+    modules) files=$(ls modules/*.c modules/*.h 2>/dev/null) ;;
+    *) files=$(ls src/$layer/*.c src/$layer/*.h 2>/dev/null) ;;
+    esac
+    bad=0
+    for f in $files; do
+        [ "$f" = src/core/main.c ] && continue
+        own=$(rank "$f")
+        for inc in $(sed -n 's/^#include "\([a-z_]*\)\/[^"]*"/\1/p' "$f"); do
+            r=$(rank "$inc")
+            [ -n "$r" ] || continue
+            if [ "$r" -gt "$own" ]; then
+                echo "$f includes $(grep -o "#include \"$inc/[^\"]*\"" "$f" | head -1): $inc is above $layer"
+                bad=1
+            fi
+        done
+    done
+    if [ $bad = 0 ]; then
+        echo "[       OK ] $layer includes no layer above it"
+    else
+        echo "[  FAILED  ] $layer includes a layer above it"
+        fail=1
+    fi
+done
+exit $fail
