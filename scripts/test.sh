@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Installs what is missing, builds, and runs every test: the cmocka unit tests (make check),
 # then the integration tests (pytest driving the real binary with curl, h2load and raw
-# sockets), then the hardening checks (docs/security.md): each fuzz target for FUZZ_SECONDS
+# sockets), then the hardening checks (docs/testing.md): each fuzz target for FUZZ_SECONDS
 # (default 45, two at a time), a fixed subset of the integration tests against an ASan + UBSan
 # build, and the reload, health and multi-worker tests against a TSan build (make check-asan
 # and make check-tsan run more). A fuzz target that runs its time without a crash counts as one

@@ -15,7 +15,7 @@ itself; only the first 4 KiB of each read is traced and the 1 GiB tests are left
 strace (timings): that does not matter here, only the traffic does.
 
 Then keep only the seeds that add coverage to the committed corpus (tests/fuzz/README in
-docs/security.md):
+docs/testing.md):
 
     tests/fuzz/fuzz_h1_request -merge=1 tests/fuzz/corpus/h1_request OUT/h1_request
 """

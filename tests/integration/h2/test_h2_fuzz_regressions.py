@@ -1,4 +1,4 @@
-"""Regressions for what the fuzz targets (tests/fuzz, docs/security.md) found on the HTTP/2
+"""Regressions for what the fuzz targets (tests/fuzz, docs/testing.md) found on the HTTP/2
 paths; each case names its target.
 
 fuzz_h1_request: an Upgrade: h2c request whose HTTP2-Settings nghttp2 refuses (ENABLE_PUSH 4

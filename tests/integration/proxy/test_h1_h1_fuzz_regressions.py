@@ -1,4 +1,4 @@
-"""Regressions for what the fuzz targets (tests/fuzz, docs/security.md) found on the HTTP/1.1
+"""Regressions for what the fuzz targets (tests/fuzz, docs/testing.md) found on the HTTP/1.1
 paths. Each case names its target and says what went wrong.
 
 fuzz_h1_differential: llhttp 8.1 takes a CR followed by any byte, or a bare LF, as the end of a

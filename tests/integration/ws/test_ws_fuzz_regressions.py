@@ -1,4 +1,4 @@
-"""Regressions for what the fuzz targets (tests/fuzz, docs/security.md) found in WebSocket
+"""Regressions for what the fuzz targets (tests/fuzz, docs/testing.md) found in WebSocket
 tunnels; each case names its target.
 
 fuzz_ws_frames: a client that sends its upgrade request, messages, its close frame and then an
