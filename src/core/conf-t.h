@@ -86,6 +86,7 @@ struct pt_conf {
     int error_log_level;
     const char *pid_file; /* `pid`: NULL for none */
     pt_msec shutdown_timeout;
+    pt_msec upgrade_timeout; /* binary upgrade: how long the new process has to be ready */
     int64_t max_connections; /* client connections per worker (h1 + h2); then accepts pause */
     unsigned max_connections_auto : 1; /* not set: main lowers it to fit the fd limit */
     struct pt_listen **listens;

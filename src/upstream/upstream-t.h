@@ -11,6 +11,7 @@
 
 #include "core/common-t.h"
 #include "core/conf-t.h"
+#include "core/stats-t.h"
 #include "upstream/resilience-t.h"
 
 struct pt_upstream;
@@ -33,6 +34,8 @@ struct pt_server {
     unsigned max_conns; /* 0 = unlimited */
     unsigned backup : 1;
     unsigned down : 1;
+    int resolve_line;   /* the `resolve` line it came from (index in upstream->resolve), or -1
+                         * for a server whose addresses were fixed at load */
     /* Runtime state shared by all threads (relaxed atomics; the snapshot is otherwise
      * immutable). Health is written by the main thread's prober, the rest by workers. */
     atomic_uint _active;          /* in-flight requests, for max_conns and load-aware policies */
@@ -41,6 +44,36 @@ struct pt_server {
     atomic_uint _consec_fail;     /* consecutive failures seen by outlier detection */
     atomic_uint _ejections;       /* ejections so far (backoff exponent) */
     atomic_int_fast64_t _usable_since; /* pt_now_ms() when it last became usable (slow start) */
+    /* Admin (status location, any worker): 1 while drained: pt_server_usable() is false, so
+     * it gets no new request; those in flight finish. Carried over a reload by identity. */
+    atomic_int _admin_drain;
+    /* Active health checks, written by the prober (main thread), read by the status page and
+     * metrics: the last result (enum pt_hc_result), its detail (a status or an errno), when
+     * (pt_now_ms(); 0: never), and the checks passed and failed so far. _hc_force: a worker
+     * asks for a check now (pt_health_check_now). */
+    atomic_int _hc_result;
+    atomic_int _hc_detail;
+    atomic_int_fast64_t _hc_at;
+    atomic_uint_fast64_t _hc_passes;
+    atomic_uint_fast64_t _hc_fails;
+    atomic_int _hc_force;
+};
+
+/* A `server NAME:PORT resolve` or `server NAME service=S resolve` line: its name is resolved
+ * again while portico runs, and its servers follow the answers (resolve.c). Owner: the snapshot
+ * arena. */
+struct pt_resolve_line {
+    const char *host;    /* NAME as written */
+    const char *query;   /* the name asked: NAME, or the SRV name built from service= */
+    unsigned port;       /* 0 with service= (the SRV records give the ports) */
+    unsigned srv : 1;    /* SRV records, then the addresses of their targets */
+    unsigned weight, max_conns;
+    unsigned backup : 1, down : 1;
+    int line, col;
+    /* set at load by resolve.c: when to ask again (ev_time() seconds), and whether the name
+     * resolved then (else the line has no server until it does) */
+    double next_at;
+    unsigned resolved : 1;
 };
 
 enum pt_backend_proto {
@@ -57,6 +90,17 @@ struct pt_upstream {
     unsigned n_slots;  /* server slots used so far by this name (>= n_servers) */
     struct pt_server **servers;
     unsigned n_servers;
+    struct pt_resolve_line **resolve; /* lines re-resolved at run time (n_resolve of them) */
+    unsigned n_resolve;
+    /* An upstream with `resolve` lines gets a new *version* of itself whenever their answers
+     * change (resolve.c): a copy of the snapshot's upstream with another server list, made by
+     * the main thread and handed to every worker the way a reload hands a snapshot. `origin`
+     * is the snapshot's upstream (itself for the snapshot's); versions are reference-counted
+     * (the resolver, each worker's group, each exchange that uses one) and freed with the last
+     * reference; the snapshot's upstream is never freed on its own (_refs unused). */
+    struct pt_upstream *origin;
+    unsigned version : 1;
+    atomic_int _refs;
     const struct pt_module *lb; /* PT_MODULE_LB */
     int64_t keepalive;          /* idle connections kept per worker per server */
     pt_msec keepalive_timeout;
@@ -87,10 +131,21 @@ struct pt_wupstreams {
     unsigned n;
 };
 
+/* `resolver` and `resolver_timeout` (main level): how `resolve` lines are resolved. */
+struct pt_resolver_conf {
+    const char *servers; /* "ip:port,[ip6]:port" for c-ares; NULL: the system's resolv.conf */
+    pt_msec ttl_min, ttl_max; /* an answer is asked again after its TTL, clamped to these */
+    pt_msec timeout;     /* resolver_timeout: one resolution, all tries */
+    int ipv4, ipv6;      /* ask for A / AAAA records */
+    unsigned set : 1;
+    int line, col;
+};
+
 /* The upstream subsystem's part of the snapshot (its main-level slot): every upstream block. */
 struct pt_upstream_main {
     struct pt_upstream **upstreams;
     unsigned n_upstreams;
+    struct pt_resolver_conf resolver;
 };
 
 
@@ -122,6 +177,30 @@ struct pt_attempt {
     unsigned counted : 1;    /* counted in srv->_active and the lb's on_conn */
 };
 
+/* Block kind "upstream_server" (core/stats-t.h), per worker, named (upstream, server address):
+ * what one worker did with one server, kept across reloads by name. Only uint64_t. */
+struct pt_server_stats {
+    uint64_t requests;      /* attempts started (pt_upstream_acquire) */
+    uint64_t failures;      /* attempts that failed: connect, reset, timeout, bad response */
+    uint64_t responses[5];  /* response heads received, by class 1xx..5xx */
+    uint64_t conns_opened;  /* new backend connections */
+    uint64_t conns_reused;  /* attempts sent on an open connection (pooled HTTP/1.1, shared
+                             * HTTP/2) */
+    uint64_t idle;          /* gauge: idle pooled connections now */
+    struct pt_hist response_time; /* attempt start to the response head (or the failure) */
+};
+
+/* Block kind "upstream", per worker, named (upstream): request-level events. */
+struct pt_upstream_stats {
+    uint64_t retries;        /* attempts after a failed one on another server (or the same
+                              * one in a one-server upstream): connect errors and retry_on */
+    uint64_t retries_denied; /* a retry was allowed by retry_on but the budget was empty */
+    uint64_t no_server;      /* answered 503: no server could be picked */
+    uint64_t queued;         /* waited in the max_pending queue */
+    uint64_t queue_full;     /* answered 503: the queue was at max_pending */
+    uint64_t queue_timeouts; /* answered 503: no server freed within queue_timeout */
+};
+
 /* Per worker, per upstream server: the idle pool and counters. Owner: worker. */
 /* A balancer's running estimate of one server (ewma: its latency, decayed from `stamp`), kept
  * with the rest of the worker's server state across reloads. */
@@ -147,8 +226,7 @@ struct pt_wserver {
     struct pt_list shared; /* multiplexed connections (HTTP/2), idle or not */
     void *tls_session;     /* SSL_SESSION to resume on the next TLS connection */
     unsigned n_active;
-    uint64_t requests;
-    uint64_t failures;
+    struct pt_server_stats *stats; /* this worker's block for the server (never NULL) */
     struct pt_lb_est lb_est;  /* the balancer's, if it keeps one per server */
     struct pt_list pinned;    /* struct pt_pin: what ends when the server goes DOWN */
 };
@@ -162,7 +240,7 @@ struct pt_wupstream {
     void *lb_state;             /* owned by the lb module (group_init / group_fini) */
     struct pt_worker *w;
     double retry_tokens;        /* retry budget: +budget% per request, -1 per retry, cap 10 */
-    uint64_t retries_denied;
+    struct pt_upstream_stats *stats; /* this worker's block for the upstream (never NULL) */
     struct pt_list queue;       /* requests waiting for a server under max_conns */
     unsigned n_queued;
     ev_timer queue_poll;        /* retries the queue while it is not empty */

@@ -7,6 +7,7 @@
 
 #include "core/common.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "core/worker.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
@@ -63,6 +64,14 @@ group_servers(struct pt_wupstream *g, struct pt_upstream *up)
             pt_list_init(&ws->idle);
             pt_list_init(&ws->shared);
             pt_list_init(&ws->pinned);
+            /* counters by name: a server that comes back (or changes slot with its transport)
+             * counts on in the same block */
+            ws->stats = pt_stats_get(&g->w->stats, "upstream_server", up->name,
+                                     srv->addr.name, sizeof(*ws->stats));
+            if (ws->stats == NULL) {
+                free(ws);
+                return PT_ERR;
+            }
             g->servers[srv->slot] = ws;
         }
         ws->srv = srv;
@@ -107,6 +116,23 @@ rebind_pools(struct pt_wupstream *g)
     }
 }
 
+/* ---- versions: upstreams whose `resolve` lines changed --------------------------------- */
+
+void
+pt_upstream_ref(struct pt_upstream *up)
+{
+    if (up != NULL && up->version)
+        atomic_fetch_add_explicit(&up->_refs, 1, memory_order_relaxed);
+}
+
+void
+pt_upstream_unref(struct pt_upstream *up)
+{
+    if (up != NULL && up->version &&
+        atomic_fetch_sub_explicit(&up->_refs, 1, memory_order_acq_rel) == 1)
+        pt__upstream_version_free(up);
+}
+
 static int
 group_attach(struct pt_worker *w, struct pt_upstream *up)
 {
@@ -124,6 +150,11 @@ group_attach(struct pt_worker *w, struct pt_upstream *up)
         g->w = w;
         g->retry_tokens = 10.0;
         pt_list_init(&g->queue);
+        g->stats = pt_stats_get(&w->stats, "upstream", up->name, NULL, sizeof(*g->stats));
+        if (g->stats == NULL) {
+            free(g);
+            return PT_ERR;
+        }
         t->g[up->slot] = g;
     } else if (g->up != NULL && g->lb_state != NULL) {
         const struct pt_lb_ops *old = g->up->lb->ops;
@@ -132,10 +163,16 @@ group_attach(struct pt_worker *w, struct pt_upstream *up)
             old->group_fini(g); /* the balancer starts again on the new server list */
         g->lb_state = NULL;
     }
+    if (g->up != up) {
+        pt_upstream_ref(up); /* a version is the group's while it is the newest here */
+        pt_upstream_unref(g->up);
+    }
     g->up = up;
     g->retired = 0;
     if (group_servers(g, up) != PT_OK)
         return PT_ERR;
+    if (up->n_servers == 0)
+        return PT_OK; /* no balancer on an empty list: nothing to pick until names resolve */
     if (ops->group_init(g) != PT_OK) {
         pt_log(PT_LOG_ERROR, "balancer %s failed for upstream \"%s\"", up->lb->name, up->name);
         return PT_ERR;
@@ -229,6 +266,7 @@ upstream_worker_fini(struct pt_worker *w)
             SSL_SESSION_free(g->servers[j]->tls_session);
             free(g->servers[j]);
         }
+        pt_upstream_unref(g->up);
         free(g->servers);
         free(g);
     }
@@ -246,17 +284,23 @@ server_changed(struct pt_worker *w, void *arg)
     struct pt_wserver *ws;
 
     if (w->mod[pt_module_upstream._index] == NULL)
-        return;
+        goto out;
     g = pt_upstream_group(w, s->upstream);
-    if (ops->on_server_state != NULL)
+    /* a server of another list than the balancer's (a reload or a DNS change came in between):
+     * the balancer was built since, from the shared state */
+    if (ops->on_server_state != NULL && g->up == s->upstream && g->up->n_servers > 0)
         ops->on_server_state(g, s);
+    if (s->slot >= g->n_servers || g->servers[s->slot] == NULL)
+        goto out;
     ws = pt_upstream_wserver(g, s);
     if (!atomic_load_explicit(&s->_check_down, memory_order_relaxed))
-        return;
+        goto out;
     for (struct pt_list *e = ws->pinned.next, *next; e != &ws->pinned; e = next) {
         next = e->next;
         pt_container_of(e, struct pt_pin, link)->down(pt_container_of(e, struct pt_pin, link));
     }
+out:
+    pt_upstream_unref(s->upstream); /* the post's */
 }
 
 void
@@ -276,7 +320,74 @@ pt_upstream_unpin(struct pt_pin *p)
 void
 pt_upstream_server_changed(struct pt_server *s)
 {
-    pt_runtime_post(server_changed, s); /* a worker that misses it still sees the state */
+    /* a version's server must live until every worker has run the post */
+    for (unsigned i = 0; s->upstream->version && i < pt_runtime_workers(); i++)
+        pt_upstream_ref(s->upstream);
+    if (!pt_runtime_post(server_changed, s)) /* a worker that misses it still sees the state */
+        pt_log(PT_LOG_ERROR, "server %s in %s: a worker could not be told of its new state",
+               s->name, s->upstream->name);
+}
+
+/* A DNS change: the worker takes version v of an upstream, if it still serves that upstream's
+ * snapshot (a reload may have come first), the way a reload's worker_reload does: same slots,
+ * pools carried over, the balancer rebuilt, the servers that went retired. */
+static void
+version_switch(struct pt_worker *w, void *arg)
+{
+    struct pt_upstream *v = arg;
+    struct pt_wupstreams *t = table(w);
+    struct pt_wupstream *g = t != NULL && v->slot < t->n ? t->g[v->slot] : NULL;
+
+    if (g != NULL && !g->retired && g->up != NULL && g->up->origin == v->origin && g->up != v) {
+        if (group_attach(w, v) != PT_OK)
+            pt_log(PT_LOG_ERROR, "upstream \"%s\": cannot switch to its new server list",
+                   v->name);
+        rebind_pools(g);
+    }
+    pt_upstream_unref(v); /* the post's */
+}
+
+bool
+pt__upstream_version_publish(struct pt_upstream *v)
+{
+    unsigned n = pt_runtime_workers();
+
+    for (unsigned i = 0; i < n; i++)
+        pt_upstream_ref(v);
+    return pt_runtime_post(version_switch, v);
+}
+
+const char *const pt_server_state_names[PT_SRV_STATES] = {
+    "up", "down", "ejected", "draining", "disabled",
+};
+
+enum pt_server_state
+pt_server_state(const struct pt_server *cs)
+{
+    struct pt_server *s = (struct pt_server *)cs;
+
+    if (s->down)
+        return PT_SRV_DISABLED;
+    if (atomic_load_explicit(&s->_admin_drain, memory_order_relaxed))
+        return PT_SRV_DRAINING;
+    if (atomic_load_explicit(&s->_check_down, memory_order_relaxed))
+        return PT_SRV_DOWN;
+    if (atomic_load_explicit(&s->_ejected_until, memory_order_relaxed) > pt_now_ms())
+        return PT_SRV_EJECTED;
+    return PT_SRV_UP;
+}
+
+bool
+pt_upstream_server_drain(struct pt_server *s, bool on, const char *who)
+{
+    if (atomic_exchange_explicit(&s->_admin_drain, on ? 1 : 0, memory_order_relaxed) == on)
+        return false;
+    if (!on) /* back in rotation: slow start applies, as after a health check's UP */
+        atomic_store_explicit(&s->_usable_since, pt_now_ms(), memory_order_relaxed);
+    pt_log(PT_LOG_NOTICE, "server %s in %s %s by %s", s->name, s->upstream->name,
+           on ? "drained (no new requests)" : "enabled", who);
+    pt_upstream_server_changed(s);
+    return true;
 }
 
 struct pt_module pt_module_upstream = {
@@ -288,6 +399,8 @@ struct pt_module pt_module_upstream = {
     .conf_validate = pt__upstream_conf_validate,
     .conf_release = pt__upstream_conf_release,
     .conf_adopt = pt__upstream_conf_adopt,
+    .upgrade_save = pt__upstream_upgrade_save,
+    .upgrade_load = pt__upstream_upgrade_load,
     .worker_init = upstream_worker_init,
     .worker_reload = upstream_worker_reload,
     .worker_drain = upstream_worker_drain,
@@ -312,6 +425,8 @@ pt_upstream_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint
 {
     const struct pt_lb_ops *ops = g->up->lb->ops;
 
+    if (g->up->n_servers == 0)
+        return NULL;
     return ops->pick(g, x, tried);
 }
 
@@ -328,7 +443,7 @@ pt_upstream_acquire(struct pt_wupstream *g, struct pt_attempt *a, struct pt_serv
     a->t_start = now;
     atomic_fetch_add_explicit(&srv->_active, 1, memory_order_relaxed);
     pt_upstream_wserver(g, srv)->n_active++;
-    pt_upstream_wserver(g, srv)->requests++;
+    pt_upstream_wserver(g, srv)->stats->requests++;
     /* a request of an older snapshot (after a reload) is not the balancer's business: its
      * state was rebuilt on the new server list */
     if (ops->on_conn != NULL && srv->upstream == g->up)
@@ -340,6 +455,9 @@ pt_upstream_result(struct pt_wupstream *g, const struct pt_attempt *a, ev_tstamp
 {
     const struct pt_lb_ops *ops = g->up->lb->ops;
 
+    if (ok && a->srv != NULL)
+        pt_hist_observe(&pt_upstream_wserver(g, a->srv)->stats->response_time,
+                        now - a->t_start);
     if (ops->on_result != NULL && a->srv != NULL && a->srv->upstream == g->up)
         ops->on_result(g, a->srv, now - a->t_start, ok);
 }
@@ -377,6 +495,8 @@ pt_pool_get(struct pt_wserver *ws)
     e = ws->idle.next;
     pt_list_remove(e);
     ws->n_idle--;
+    ws->stats->idle--;
+    ws->stats->conns_reused++;
     return pt_container_of(e, struct pt_pooled, link);
 }
 
@@ -388,6 +508,7 @@ pt_pool_put(struct pt_wserver *ws, struct pt_pooled *p)
     p->ops->rebind(p, ws); /* a connection of an older snapshot joins the newest */
     pt_list_insert_head(&ws->idle, &p->link);
     ws->n_idle++;
+    ws->stats->idle++;
     return true;
 }
 
@@ -396,4 +517,5 @@ pt_pool_remove(struct pt_wserver *ws, struct pt_pooled *p)
 {
     pt_list_remove(&p->link);
     ws->n_idle--;
+    ws->stats->idle--;
 }

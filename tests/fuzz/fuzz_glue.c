@@ -5,8 +5,8 @@
  * else under tests/fuzz/ includes a portico header.
  *
  * What differs from a real worker, and why it does not matter to what is fuzzed:
- * - no listening socket: the accept watchers exist but are never started (`accepting` is set so
- *   that accept_update() leaves them alone); connections are handed over as on_accept() would;
+ * - no listening socket: the runtime has none for any address, so the worker has no accept
+ *   watcher; connections are handed over as on_accept() would;
  * - the loop turns only in fz_proxy_step(), with EVRUN_NOWAIT, so timers fire only when a
  *   target waits for them (none does: the result of an input must not depend on the clock);
  * - getaddrinfo() answers numeric hosts only, and while fz_conf_check() runs, files opened for
@@ -176,12 +176,10 @@ fz_proxy_new(const char *conf_text)
     }
     p->rt.conf = c; /* the runtime's reference */
     p->rt.n_workers = 1;
-    p->rt.listen_fds = calloc(c->n_listens + 1, sizeof(int));
+    p->rt.socks = calloc(c->n_listens + 1, sizeof(*p->rt.socks)); /* no socket for any */
     p->rt.workers = &p->w;
-    if (p->rt.listen_fds == NULL)
+    if (p->rt.socks == NULL)
         abort();
-    for (unsigned i = 0; i < c->n_listens; i++)
-        p->rt.listen_fds[i] = -1;
     w = &p->w;
     w->id = 0;
     snprintf(w->name, sizeof(w->name), "w0");
@@ -195,6 +193,7 @@ fz_proxy_new(const char *conf_text)
         abort();
     ev_set_userdata(w->loop, w);
     pthread_mutex_init(&w->_mu, NULL);
+    pt_stats_init(&w->stats);
     ev_check_init(&w->reaper, on_reap);
     ev_check_start(w->loop, &w->reaper);
     ev_unref(w->loop);
@@ -205,12 +204,11 @@ fz_proxy_new(const char *conf_text)
     pt_list_init(&w->flush_q);
     pt_list_init(&w->conns);
     pt_chunk_pool_init(&w->chunks, 256);
-    w->accept_w = calloc(c->n_listens + 1, sizeof(ev_io));
+    w->accept_w = calloc(1, sizeof(*w->accept_w)); /* build_acceptors() of no socket */
+    w->n_accept = 0;
     if (w->accept_w == NULL)
         abort();
-    for (unsigned i = 0; i < c->n_listens; i++)
-        ev_io_init(&w->accept_w[i], NULL, -1, EV_READ);
-    w->accepting = 1; /* as if they ran: accept_update() must not start them on fd -1 */
+    w->accepting = 1; /* as if accept_update() had run: no watcher to start */
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->worker_init != NULL && pt_modules[i]->worker_init(w) != PT_OK) {
             fprintf(stderr, "fuzz: module %s failed to start\n", pt_modules[i]->name);
@@ -249,7 +247,8 @@ fz_proxy_free(struct fz_proxy *p)
     free(w->accept_w);
     pthread_mutex_destroy(&w->_mu);
     pt_conf_unref(w->conf);
-    free(p->rt.listen_fds);
+    pt_stats_fini(&w->stats);
+    free(p->rt.socks);
     pt_conf_unref(p->rt.conf);
     free(p);
 }
