@@ -39,6 +39,13 @@ enum bconn_state {
 
 /* A backend connection. Owner: its worker; while idle the pool (ws->idle) holds it, while
  * active its exchange points at it. Freed through the reaper. */
+/* What head bconn_parse sends once the lines llhttp read passed the check (head_send). */
+enum {
+    HEAD_SEND_INTERIM = 1,
+    HEAD_SEND_FINAL,
+    HEAD_SEND_UPGRADE,
+};
+
 struct pt_bconn {
     struct pt_reapable reap;
     struct pt_pooled pool; /* in ws->idle while B_IDLE */
@@ -64,6 +71,7 @@ struct pt_bconn {
     unsigned retry_status : 1; /* the response status is one to retry elsewhere */
     unsigned in_given : 1;     /* `in` was handed to the frontend during this parse */
     unsigned upgraded : 1;     /* a WebSocket 101 was accepted: the socket goes to a tunnel */
+    unsigned head_send : 2;    /* a head parsed, to send once its lines passed the check */
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
@@ -486,13 +494,13 @@ r_headers_complete(llhttp_t *p)
         }
         pt_hdrs_mark_hop_by_hop(&x->resp, true);
         x->resp_no_body = 1;
-        if (x->fe->send_head(x) != PT_OK)
-            return -1;
+        b->head_send = HEAD_SEND_UPGRADE;
         b->upgraded = 1;
         return HPE_PAUSED; /* what follows the head is the server's first WebSocket bytes */
     }
     /* every head ends with a pause, so that bconn_parse checks the lines llhttp read
-     * (pt_h1_lines_check) before anything after them is parsed */
+     * (pt_h1_lines_check) before anything after them is parsed, and the head goes to the
+     * client only then (head_send) */
     if (status < 200) {
         b->interim = 1;
         /* 100 was answered by portico itself; 101 needs a tunnel (not negotiated here) */
@@ -500,10 +508,12 @@ r_headers_complete(llhttp_t *p)
             return -1;
         if (status != 100) {
             x->interim_status = status;
-            pt_hdrs_mark_hop_by_hop(&x->resp, false);
-            if (x->fe->send_interim(x) == PT_AGAIN)
-                b->paused = 1;
+            pt_hdrs_mark_interim(&x->resp);
+            b->head_send = HEAD_SEND_INTERIM;
         }
+        /* RFC 9112 section 6.3: a 1xx ends with its head whatever its fields say; llhttp 8.1
+         * reads a body when there is a Content-Length (found by fuzz_h1_response) */
+        p->flags |= F_SKIPBODY;
         return HPE_PAUSED;
     }
     b->interim = 0;
@@ -529,10 +539,12 @@ r_headers_complete(llhttp_t *p)
     }
     x->resp_no_body = x->method == HTTP_HEAD || status == 204 || status == 304;
     pt_hdrs_mark_hop_by_hop(&x->resp, false);
-    if (x->fe->send_head(x) == PT_AGAIN)
-        b->paused = 1;
-    if (x->method == HTTP_HEAD)
-        p->flags |= F_SKIPBODY; /* what returning 1 does, but with the pause */
+    b->head_send = HEAD_SEND_FINAL;
+    if (x->resp_no_body)
+        /* what returning 1 does, but with the pause. RFC 9112 section 6.3: the answer to a
+         * HEAD, a 204 and a 304 end with the head whatever the fields say; llhttp 8.1 reads a
+         * body after a 204 or 304 with a Content-Length, the next response's bytes */
+        p->flags |= F_SKIPBODY;
     else if (p->flags & F_CHUNKED && !x->resp_no_body)
         b->chunk.line = 1; /* the first chunk-size line is checked before llhttp reads it */
     return HPE_PAUSED;
@@ -653,6 +665,29 @@ bconn_tunnel(struct pt_bconn *b)
     pt_ws_tunnel(x, fd, ssl, &from_server);
 }
 
+/* The head llhttp parsed passed pt_h1_lines_check: hands it to the frontend. PT_OK, or PT_ERR
+ * when b failed (the upgraded head could not be sent). */
+static int
+send_parsed_head(struct pt_bconn *b)
+{
+    struct pt_exchange *x = b->x;
+    unsigned kind = b->head_send;
+    int rc;
+
+    b->head_send = 0;
+    if (kind == HEAD_SEND_UPGRADE) {
+        if (x->fe->send_head(x) != PT_OK) {
+            bconn_fail(b, PT_BF_PROTOCOL, "the 101 response could not be sent", 0);
+            return PT_ERR;
+        }
+        return PT_OK;
+    }
+    rc = kind == HEAD_SEND_INTERIM ? x->fe->send_interim(x) : x->fe->send_head(x);
+    if (rc == PT_AGAIN)
+        b->paused = 1;
+    return PT_OK;
+}
+
 static void
 bconn_parse(struct pt_bconn *b)
 {
@@ -692,11 +727,14 @@ bconn_parse(struct pt_bconn *b)
             if (pt_h1_lines_check(&b->lines, data, used, &why) != PT_OK) {
                 char what[200];
 
+                b->head_send = 0;
                 snprintf(what, sizeof(what), "invalid response: %s", why);
                 bconn_fail(b, PT_BF_PROTOCOL, what, 0);
                 return;
             }
         }
+        if ((e == HPE_OK || e == HPE_PAUSED) && b->head_send != 0 && send_parsed_head(b) != PT_OK)
+            return;
         if (b->in_given) {
             /* the frontend owns the chunk now; the span ended where the data did */
             b->in = NULL;

@@ -120,6 +120,11 @@ RESPONSE_CASES = {
     "space_in_field_name": b"HTTP/1.1 200 OK\r\nContent h: 0\r\nContent-Length: 2\r\n\r\nok",
     "space_in_trailer_name": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                              b"2\r\nok\r\n0\r\nX y: 1\r\n\r\n",
+    # fuzz_h1_response: an interim head was sent to the client from inside llhttp's callback,
+    # before its line endings were checked: the client got the 103 of a response portico then
+    # refused
+    "cr_x_ends_interim_head": b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\rX"
+                              b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
 }
 
 
@@ -141,6 +146,56 @@ def test_h1_h1_fuzz_response_line_endings_502(tmp_path, start_portico, name):
             assert not data.endswith(b"0\r\n\r\n"), data
         else:
             assert data.startswith(b"HTTP/1.1 502 "), data[:300]
+            assert data.count(b"HTTP/1.1 ") == 1, data
         assert "invalid response" in p.logs()
+    finally:
+        be.close()
+
+
+def test_h1_h1_fuzz_interim_content_length_dropped(tmp_path, start_portico):
+    """fuzz_h1_response: a backend's 103 with Content-Length went to the client as it was. RFC
+    9110 section 8.6 forbids it in a 1xx, and a client that honours it (llhttp does) reads the
+    final response's first bytes as the 103's body: the client's view of the stream is off."""
+    be = RawBackend(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n"
+                    b"Content-Length: 11\r\n\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    try:
+        port = lib.free_port()
+        conf = lib.make_conf(tmp_path, lib.proxy_conf(
+            port, ["127.0.0.1:%d" % be.port], upstream_extra="    retries 0;\n"))
+        start_portico(conf, [port])
+        with RawConn("127.0.0.1", port, timeout=5) as c:
+            c.send(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            data = c.read_all(5)
+        interim, _, rest = data.partition(b"\r\n\r\n")
+        assert interim.startswith(b"HTTP/1.1 103 "), data[:300]
+        assert b"link: </s.css>; rel=preload" in interim.lower()
+        assert b"content-length" not in interim.lower()
+        assert rest.startswith(b"HTTP/1.1 200 "), data
+        assert rest.endswith(b"\r\n\r\nok"), data
+    finally:
+        be.close()
+
+
+@pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
+def test_h1_h1_fuzz_no_content_status_ignores_content_length(tmp_path, start_portico, status):
+    """Found with the 1xx case above: llhttp 8.1 reads a body after a 1xx, 204 or 304 with a
+    Content-Length, where RFC 9112 section 6.3 ends the response with its head. Portico waited
+    for body bytes that never come (or took the next response's bytes for them); now the
+    response ends with its head, as the client expects."""
+    be = RawBackend(b"HTTP/1.1 " + status + b"\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n")
+    try:
+        port = lib.free_port()
+        conf = lib.make_conf(tmp_path, lib.proxy_conf(
+            port, ["127.0.0.1:%d" % be.port], upstream_extra="    retries 0;\n"))
+        start_portico(conf, [port])
+        with RawConn("127.0.0.1", port, timeout=5) as c:
+            c.send(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+            r = c.read_response()
+            assert r.status == int(status[:3])
+            assert r.header("x-a") == "1"
+            # the connection goes on: the response ended with its head
+            c.send(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert c.read_response().status == int(status[:3])
     finally:
         be.close()
