@@ -30,9 +30,14 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/rate.h"
+#include "core/stats.h"
 #include "core/worker.h"
+#include "http/compress.h"
 #include "http/h1_chunk.h"
 #include "http/h2_server.h"
+#include "http/http.h"
+#include "upstream/upstream.h"
 
 #include "fuzz_glue.h"
 
@@ -397,4 +402,163 @@ uint64_t
 fz_chunk_size_max(void)
 {
     return PT_H1_CHUNK_SIZE_MAX;
+}
+
+/* ---- compression negotiation, DNS answers, slow-client limits ------------------------- */
+
+_Static_assert(FZ_CODING_IDENTITY == PT_CODING_IDENTITY && FZ_CODING_ZSTD == PT_CODING_ZSTD &&
+                   FZ_CODING_BR == PT_CODING_BR && FZ_CODING_GZIP == PT_CODING_GZIP &&
+                   FZ_CODINGS == PT_CODING__COUNT,
+               "fz codings follow enum pt_coding");
+
+static void
+ae_from(struct pt_accept_encoding *p, const struct fz_accept_encoding *f)
+{
+    for (unsigned i = 0; i < PT_CODING__COUNT; i++)
+        p->q[i] = f->q[i];
+    p->star = f->star;
+    p->present = f->present != 0;
+}
+
+static void
+ae_to(struct fz_accept_encoding *f, const struct pt_accept_encoding *p)
+{
+    for (unsigned i = 0; i < PT_CODING__COUNT; i++)
+        f->q[i] = p->q[i];
+    f->star = p->star;
+    f->present = p->present;
+}
+
+void
+fz_accept_encoding_init(struct fz_accept_encoding *ae)
+{
+    struct pt_accept_encoding p;
+
+    pt_accept_encoding_init(&p);
+    ae_to(ae, &p);
+}
+
+void
+fz_accept_encoding_parse(struct fz_accept_encoding *ae, const char *v, size_t len)
+{
+    struct pt_accept_encoding p;
+
+    ae_from(&p, ae);
+    pt_accept_encoding_parse(&p, v, len);
+    ae_to(ae, &p);
+}
+
+int
+fz_accept_encoding_choose(const struct fz_accept_encoding *ae, unsigned offered)
+{
+    struct pt_accept_encoding p;
+
+    ae_from(&p, ae);
+    return (int)pt_accept_encoding_choose(&p, offered);
+}
+
+int64_t
+fz_dns_answer_min_ttl(const unsigned char *m, size_t n, unsigned type)
+{
+    return pt__dns_answer_min_ttl(m, n, type);
+}
+
+int
+fz_conf_min_rate(const char *text, unsigned which, int64_t *rate, int64_t *period)
+{
+    static FILE *devnull;
+    struct pt_err err = {{0}};
+    struct pt_conf *c;
+    const struct pt_min_rate *r;
+    const struct pt_http_conf *h;
+
+    fz_init();
+    if (devnull == NULL)
+        devnull = fopen("/dev/null", "w");
+    sandbox_files = 1;
+    c = pt_conf_load_string("fuzz.conf", text, devnull, &err);
+    sandbox_files = 0;
+    if (c == NULL)
+        return FZ_ERR;
+    h = &pt_http_main(c)->http;
+    r = which == 0 ? &h->client_header_min_rate
+        : which == 1 ? &h->client_body_min_rate
+                     : &h->send_min_rate;
+    *rate = r->rate;
+    *period = r->period;
+    pt_conf_unref(c);
+    return FZ_OK;
+}
+
+struct fz_meter {
+    struct pt_min_rate r;
+    struct pt_rate_meter m;
+};
+
+struct fz_meter *
+fz_meter_new(int64_t rate, int64_t period)
+{
+    struct fz_meter *m = calloc(1, sizeof(*m));
+
+    if (m == NULL)
+        abort();
+    m->r.rate = rate;
+    m->r.period = (pt_msec)period;
+    pt_rate_stop(&m->m);
+    return m;
+}
+
+void
+fz_meter_free(struct fz_meter *m)
+{
+    free(m);
+}
+
+void
+fz_meter_start(struct fz_meter *m)
+{
+    pt_rate_start(&m->m, &m->r);
+}
+
+void
+fz_meter_stop(struct fz_meter *m)
+{
+    pt_rate_stop(&m->m);
+}
+
+void
+fz_meter_pause(struct fz_meter *m, int64_t now)
+{
+    pt_rate_pause(&m->m, now);
+}
+
+void
+fz_meter_resume(struct fz_meter *m, int64_t now)
+{
+    pt_rate_resume(&m->m, now);
+}
+
+void
+fz_meter_add(struct fz_meter *m, int64_t now, uint64_t bytes)
+{
+    pt_rate_add(&m->m, &m->r, now, bytes);
+}
+
+int64_t
+fz_meter_deadline(const struct fz_meter *m)
+{
+    return pt_rate_deadline(&m->m);
+}
+
+int
+fz_meter_expired(const struct fz_meter *m, int64_t now, int64_t slack)
+{
+    return pt_rate_expired(&m->m, now, slack);
+}
+
+int
+fz_meter_state(const struct fz_meter *m, int64_t *until)
+{
+    *until = m->m.until;
+    return m->m.state == PT_RATE_RUNNING ? 1 : m->m.state == PT_RATE_PAUSED ? 2 : 0;
 }

@@ -72,4 +72,49 @@ int fz_chunk_check(struct fz_chunk_guard *g, char *p, size_t len, const char **w
 size_t fz_chunk_line_max(void);
 uint64_t fz_chunk_size_max(void);
 
+/* Accept-Encoding negotiation (src/http/compress.h). Codings in portico's order of preference
+ * for equal weights; q-values in thousandths, -1 where the field does not name the coding. */
+enum {
+    FZ_CODING_IDENTITY = 0,
+    FZ_CODING_ZSTD,
+    FZ_CODING_BR,
+    FZ_CODING_GZIP,
+    FZ_CODINGS,
+};
+struct fz_accept_encoding {
+    int q[FZ_CODINGS];
+    int star;
+    int present;
+};
+void fz_accept_encoding_init(struct fz_accept_encoding *ae);
+/* Adds one Accept-Encoding field value. */
+void fz_accept_encoding_parse(struct fz_accept_encoding *ae, const char *v, size_t len);
+/* The coding portico sends, among those whose bit (1u << coding) is in offered. */
+int fz_accept_encoding_choose(const struct fz_accept_encoding *ae, unsigned offered);
+
+/* The smallest TTL of the answer records of `type` in the DNS message m[0..n), as portico
+ * reads it from an SRV answer (src/upstream/resolve.c), or -1. */
+int64_t fz_dns_answer_min_ttl(const unsigned char *m, size_t n, unsigned type);
+
+/* Loads text as a configuration and reads the http level's slow-client limit `which`
+ * (0 client_header_min_rate, 1 client_body_min_rate, 2 send_min_rate) once merged with the
+ * defaults: *rate in bytes per second (0: off), *period in ms. FZ_OK, or FZ_ERR when the
+ * configuration is refused. */
+int fz_conf_min_rate(const char *text, unsigned which, int64_t *rate, int64_t *period);
+
+/* A minimum-rate meter (src/core/rate.h) against RATE bytes/s with PERIOD ms of slack; times
+ * in microseconds. Owner: the caller (fz_meter_free). */
+struct fz_meter;
+struct fz_meter *fz_meter_new(int64_t rate, int64_t period);
+void fz_meter_free(struct fz_meter *m);
+void fz_meter_start(struct fz_meter *m);
+void fz_meter_stop(struct fz_meter *m);
+void fz_meter_pause(struct fz_meter *m, int64_t now);
+void fz_meter_resume(struct fz_meter *m, int64_t now);
+void fz_meter_add(struct fz_meter *m, int64_t now, uint64_t bytes);
+int64_t fz_meter_deadline(const struct fz_meter *m);
+int fz_meter_expired(const struct fz_meter *m, int64_t now, int64_t slack);
+/* 0 off, 1 running, 2 paused; and the raw `until` (running: deadline; paused: credit left). */
+int fz_meter_state(const struct fz_meter *m, int64_t *until);
+
 #endif
