@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: MIT
 # Installs what is missing, builds, and runs every test: the cmocka unit tests (make check),
 # then the integration tests (pytest driving the real binary with curl, h2load and raw
-# sockets), then the hardening checks (docs/testing.md): each fuzz target for FUZZ_SECONDS
-# (default 45, two at a time), a fixed subset of the integration tests against an ASan + UBSan
+# sockets), then the hardening checks (docs/testing.md, "Fuzzing and sanitizers"): each fuzz
+# target for FUZZ_SECONDS (default 20, two at a time), a fixed subset of the integration tests against an ASan + UBSan
 # build, and the reload, health and multi-worker tests against a TSan build (make check-asan
 # and make check-tsan run more). A fuzz target that runs its time without a crash counts as one
 # passed test; a sanitizer report counts as a failed one.
@@ -65,8 +65,8 @@ int_pass=$(count passed); int_fail=$(count failed); int_err=$(count 'errors?')
 passed=$((unit_pass + int_pass)); failed=$((unit_fail + int_fail + int_err))
 echo "integration: $int_pass passed, $((int_fail + int_err)) failed"
 
-# Hardening (about 6 minutes on 2 cores: fuzzing 9 targets x 45 s two at a time, the ASan
-# subset about 1.5, the TSan subset about 0.5, and their builds), then the total. Each step's
+# Hardening (at most about 6 minutes on 2 cores: fuzzing 12 targets x 20 s two at a time, the
+# ASan subset about 1.5, the TSan subset about 0.5, and the three builds), then the total. Each step's
 # own last line is "KIND: N passed, N failed[; R sanitizer report(s)]".
 hard() { # adds the counts of a step's last line to passed/failed
     local line p f r
@@ -80,29 +80,33 @@ hard() { # adds the counts of a step's last line to passed/failed
 if [ "${PORTICO_SKIP_HARDENING:-0}" != 1 ]; then
     step=$(mktemp)
     if make -j"$(nproc)" -s fuzz-build >"$step" 2>&1; then
-        bash tests/fuzz/run.sh -t "${FUZZ_SECONDS:-45}" -j 2 2>&1 | tee "$step"
+        bash tests/fuzz/run.sh -t "${FUZZ_SECONDS:-20}" -j 2 2>&1 | tee "$step"
     else
         tail -20 "$step"; echo "fuzz: 0 passed, 1 failed" | tee "$step"
     fi
     hard "$step"
     if make -j"$(nproc)" -s portico-asan >"$step" 2>&1; then
-        # the fuzz regressions, malformed and hostile input, floods, bodies
+        # the fuzz regressions, malformed and hostile input, floods, bodies, compression
         PORTICO_TEST_SKIP_SLOW=1 bash scripts/sanitize.sh asan ./portico-asan \
             tests/integration/proxy/test_h1_h1_fuzz_regressions.py \
             tests/integration/h2/test_h2_fuzz_regressions.py \
+            tests/integration/ws/test_ws_fuzz_regressions.py \
             tests/integration/proxy/test_h1_h1_malformed.py \
             tests/integration/proxy/test_h1_h1_security.py \
             tests/integration/proxy/test_h1_h1_bodies.py \
             tests/integration/h2/test_h2_security.py tests/integration/h2/test_h2_rfc9113.py \
-            tests/integration/h2/test_h2_floods.py 2>&1 | tee "$step"
+            tests/integration/h2/test_h2_floods.py tests/integration/compress/test_compress.py \
+            2>&1 | tee "$step"
     else
         tail -20 "$step"; echo "asan: 0 passed, 1 failed" | tee "$step"
     fi
     hard "$step"
     if make -j"$(nproc)" -s portico-tsan >"$step" 2>&1; then
-        # where the main loop and the workers meet: reload, health checks, two workers
+        # where the main loop and the workers meet: reload, health checks, two workers, the
+        # metrics page (every worker's counters summed by the one that answers)
         bash scripts/sanitize.sh tsan ./portico-tsan tests/integration/reload \
             tests/integration/health tests/integration/proxy/test_h1_h1_concurrency.py \
+            tests/integration/ops/test_ops_metrics.py \
             --deselect tests/integration/reload/test_reload.py::test_reload_keeps_process_settings \
             2>&1 | tee "$step"
     else
