@@ -278,6 +278,10 @@ rc_headers_complete(llhttp_t *p)
 
     if (i < 64 && (rc->head_mask >> i) & 1)
         return 1; /* no body: the answer to a HEAD */
+    /* RFC 9112 section 6.3: a 204 or 304 ends with its head whatever its fields say (a 304 may
+     * carry the representation's Content-Length); llhttp 8.1 would read a body */
+    if (p->status_code == 204 || p->status_code == 304)
+        return 1;
     return 0;
 }
 
