@@ -3,7 +3,7 @@
 # Installs what is missing, builds, and runs every test: the cmocka unit tests (make check),
 # then the integration tests (pytest driving the real binary with curl, h2load and raw
 # sockets), then the hardening checks (docs/testing.md, "Fuzzing and sanitizers"): each fuzz
-# target for FUZZ_SECONDS (default 20, two at a time), a fixed subset of the integration tests against an ASan + UBSan
+# target for FUZZ_SECONDS (default 15, two at a time), a fixed subset of the integration tests against an ASan + UBSan
 # build, and the reload, health and multi-worker tests against a TSan build (make check-asan
 # and make check-tsan run more). A fuzz target that runs its time without a crash counts as one
 # passed test; a sanitizer report counts as a failed one.
@@ -65,8 +65,9 @@ int_pass=$(count passed); int_fail=$(count failed); int_err=$(count 'errors?')
 passed=$((unit_pass + int_pass)); failed=$((unit_fail + int_fail + int_err))
 echo "integration: $int_pass passed, $((int_fail + int_err)) failed"
 
-# Hardening (at most about 6 minutes on 2 cores: fuzzing 12 targets x 20 s two at a time, the
-# ASan subset about 1.5, the TSan subset about 0.5, and the three builds), then the total. Each step's
+# Hardening (about 6 minutes on 2 cores: fuzzing 12 targets x 15 s two at a time, the ASan
+# subset about 1.5, the TSan subset about 0.5, and the three builds, which take the most),
+# then the total. Each step's
 # own last line is "KIND: N passed, N failed[; R sanitizer report(s)]".
 hard() { # adds the counts of a step's last line to passed/failed
     local line p f r
@@ -78,9 +79,10 @@ hard() { # adds the counts of a step's last line to passed/failed
     passed=$((passed + p)); failed=$((failed + f + r))
 }
 if [ "${PORTICO_SKIP_HARDENING:-0}" != 1 ]; then
+    hard_start=$(date +%s)
     step=$(mktemp)
     if make -j"$(nproc)" -s fuzz-build >"$step" 2>&1; then
-        bash tests/fuzz/run.sh -t "${FUZZ_SECONDS:-20}" -j 2 2>&1 | tee "$step"
+        bash tests/fuzz/run.sh -t "${FUZZ_SECONDS:-15}" -j 2 2>&1 | tee "$step"
     else
         tail -20 "$step"; echo "fuzz: 0 passed, 1 failed" | tee "$step"
     fi
@@ -114,6 +116,7 @@ if [ "${PORTICO_SKIP_HARDENING:-0}" != 1 ]; then
     fi
     hard "$step"
     rm -f "$step"
+    echo "hardening took $(( $(date +%s) - hard_start )) s (PORTICO_SKIP_HARDENING=1 leaves it out)"
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]
