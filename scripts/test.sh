@@ -65,7 +65,7 @@ int_pass=$(count passed); int_fail=$(count failed); int_err=$(count 'errors?')
 passed=$((unit_pass + int_pass)); failed=$((unit_fail + int_fail + int_err))
 echo "integration: $int_pass passed, $((int_fail + int_err)) failed"
 
-# Hardening (about 6 minutes on 2 cores: fuzzing 12 targets x 15 s two at a time, the ASan
+# Hardening (about 6 minutes on 2 cores: fuzzing 13 targets x 15 s two at a time, the ASan
 # subset about 1.5, the TSan subset about 0.5, and the three builds, which take the most),
 # then the total. Each step's
 # own last line is "KIND: N passed, N failed[; R sanitizer report(s)]".

@@ -46,9 +46,10 @@ pt_hdr_token(const char *name, size_t len)
     return PT_H_OTHER;
 }
 
-int
-pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
-            const char *value, size_t vlen)
+/* One more entry; inlined into both adders, so neither pays a second call. */
+static inline int
+hdrs_push(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
+          const char *value, size_t vlen, enum pt_hdr_tok tok)
 {
     if (h->n == h->cap) {
         unsigned cap = h->cap ? h->cap * 2 : 16;
@@ -65,9 +66,23 @@ pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen
     e->nlen = (uint32_t)nlen;
     e->value = value;
     e->vlen = (uint32_t)vlen;
-    e->tok = (uint8_t)pt_hdr_token(name, nlen);
+    e->tok = (uint8_t)tok;
     e->skip = 0;
     return PT_OK;
+}
+
+int
+pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
+            const char *value, size_t vlen)
+{
+    return hdrs_push(a, h, name, nlen, value, vlen, pt_hdr_token(name, nlen));
+}
+
+int
+pt_hdrs_add_tok(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
+                const char *value, size_t vlen, enum pt_hdr_tok tok)
+{
+    return hdrs_push(a, h, name, nlen, value, vlen, tok);
 }
 
 int
@@ -95,6 +110,38 @@ pt_hdrs_find_name(const struct pt_hdrs *h, const char *name, size_t len)
         if (pt_str_ieq(h->v[i].name, h->v[i].nlen, name, len))
             return (int)i;
     return -1;
+}
+
+bool
+pt_hdrs_cookie(const struct pt_hdrs *h, const char *name, size_t nlen, const char **val,
+               size_t *vlen)
+{
+    for (unsigned i = 0; i < h->n; i++) {
+        const char *v = h->v[i].value, *end = v + h->v[i].vlen;
+
+        if (!pt_str_ieq(h->v[i].name, h->v[i].nlen, "cookie", 6))
+            continue;
+        while (v < end) {
+            const char *p, *eq = NULL;
+
+            while (v < end && (*v == ' ' || *v == '\t' || *v == ';'))
+                v++;
+            for (p = v; p < end && *p != ';'; p++)
+                if (*p == '=' && eq == NULL)
+                    eq = p;
+            if (eq != NULL && (size_t)(eq - v) == nlen && memcmp(v, name, nlen) == 0) {
+                const char *ve = p;
+
+                while (ve > eq + 1 && (ve[-1] == ' ' || ve[-1] == '\t'))
+                    ve--;
+                *val = eq + 1;
+                *vlen = (size_t)(ve - (eq + 1));
+                return true;
+            }
+            v = p;
+        }
+    }
+    return false;
 }
 
 /* Calls fn for each element of a comma-separated list with OWS trimmed. */

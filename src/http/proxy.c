@@ -18,6 +18,7 @@
 #include "http/headers.h"
 #include "http/proxy.h"
 #include "http/retry.h"
+#include "http/rules.h"
 #include "http/h2_client.h"
 #include "http/trace.h"
 #include "upstream/upstream.h"
@@ -124,6 +125,51 @@ pt_proxy_forward_headers(struct pt_exchange *x)
         add_joined(x, "Via", prev_via, buf);
     }
     pt_trace_forward(x);
+}
+
+const char *
+pt_proxy_host(struct pt_exchange *x, const struct pt_server *srv, size_t *len)
+{
+    const struct pt_upstream *up = srv->upstream;
+    int i = x->host_rule ? pt_hdrs_find_live(&x->fwd, PT_H_HOST) : -1;
+    const struct pt_hdr *h;
+
+    if (i >= 0) { /* proxy_set_header Host VALUE */
+        h = &x->fwd.v[i];
+        *len = h->vlen;
+        return h->value;
+    }
+    switch (up->host_mode) {
+    case PT_HOST_FIXED:
+        *len = strlen(up->host_value);
+        return up->host_value;
+    case PT_HOST_SERVER: {
+        unsigned port = srv->addr.sa.ss_family == AF_INET6
+                            ? ntohs(((const struct sockaddr_in6 *)&srv->addr.sa)->sin6_port)
+                            : ntohs(((const struct sockaddr_in *)&srv->addr.sa)->sin_port);
+        bool v6 = strchr(srv->host, ':') != NULL;
+        bool dflt = port == (up->tls ? 443 : 80);
+        size_t n = strlen(srv->host) + 10;
+        char *v = pt_arena_alloc(&x->arena, n);
+
+        if (v == NULL)
+            break;
+        *len = (size_t)snprintf(v, n, dflt ? "%s%s%s" : "%s%s%s:%u", v6 ? "[" : "", srv->host,
+                                v6 ? "]" : "", port);
+        return v;
+    }
+    default:
+        break;
+    }
+    i = pt_hdrs_find_live(&x->req, PT_H_HOST);
+    if (i >= 0) {
+        h = &x->req.v[i];
+        *len = h->vlen;
+        return h->value;
+    }
+    /* HTTP/1.0 clients may omit Host; HTTP/1.1 requires one (RFC 9112 section 3.2) */
+    *len = strlen(srv->addr.name);
+    return srv->addr.name;
 }
 
 /* Answers a failure of class perr (details: safe to show, or NULL). */
@@ -239,6 +285,43 @@ pt_proxy_release(struct pt_exchange *x)
         pt_upstream_release(pt_upstream_group(x->w, x->up), &x->att);
 }
 
+/* The hash policy's keys of an HTTP request. */
+static bool
+lb_key(const struct pt_lb_ctx *c, enum pt_lb_key kind, const char *name, size_t nlen,
+       const char **v, size_t *vlen)
+{
+    const struct pt_exchange *x = c->req;
+    int i;
+
+    switch (kind) {
+    case PT_LB_KEY_URI:
+        *v = x->target;
+        *vlen = x->target_len;
+        return x->target != NULL;
+    case PT_LB_KEY_HEADER:
+        i = pt_hdrs_find_name(&x->req, name, nlen);
+        if (i < 0)
+            return false;
+        *v = x->req.v[i].value;
+        *vlen = x->req.v[i].vlen;
+        return true;
+    case PT_LB_KEY_COOKIE:
+        return pt_hdrs_cookie(&x->req, name, nlen, v, vlen);
+    }
+    return false;
+}
+
+void
+pt_proxy_lb_ctx(const struct pt_exchange *x, struct pt_lb_ctx *c)
+{
+    *c = (struct pt_lb_ctx){
+        .client_ip = x->peer_ip,
+        .tries = x->tries,
+        .key = lb_key,
+        .req = x,
+    };
+}
+
 /* A request between attempts whose upstream got a new server list from DNS meanwhile moves to
  * it: the servers it tried are marked tried in the new list (by address). PT_OK or PT_ERR. */
 static int
@@ -269,11 +352,15 @@ static struct pt_server *
 pick(struct pt_exchange *x)
 {
     struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
+    struct pt_lb_ctx c;
 
     if (g->up != x->up && g->up->origin == x->up->origin && !x->att.counted &&
         rebase(x, g->up) != PT_OK)
         return NULL;
-    return g->up == x->up ? pt_upstream_pick(g, x, x->tried) : NULL;
+    if (g->up != x->up)
+        return NULL;
+    pt_proxy_lb_ctx(x, &c);
+    return pt_upstream_pick(g, &c, x->tried);
 }
 
 /* ---- the pending queue (max_pending) ---------------------------------------------------- */
@@ -456,6 +543,8 @@ proxy_handle(struct pt_exchange *x, const void *conf)
     x->replay_ok = x->up->res.retry.buffer_size > 0 &&
                    (x->req_cl < 0 || x->req_cl <= x->up->res.retry.buffer_size);
     pt_proxy_forward_headers(x);
+    if (x->loc->rules != NULL)
+        pt_rules_request(x);
     pt_retry_count_request(x);
     proxy_try(x, true);
     return PT_OK;
@@ -641,6 +730,7 @@ pt_proxy_response_head(struct pt_exchange *x)
     if (x->n_attempts > 1)
         pt_proxy_status_relayed(x);
     pt_trace_response(x, false);
+    pt_rules_response(x, false);
     pt_compress_attach(x); /* decides at send_head, once the head is final */
     return PT_OK;
 }

@@ -421,13 +421,13 @@ pt_upstream_saturated(const struct pt_upstream *up)
 }
 
 struct pt_server *
-pt_upstream_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint8_t *tried)
+pt_upstream_pick(struct pt_wupstream *g, const struct pt_lb_ctx *c, const uint8_t *tried)
 {
     const struct pt_lb_ops *ops = g->up->lb->ops;
 
     if (g->up->n_servers == 0)
         return NULL;
-    return ops->pick(g, x, tried);
+    return ops->pick(g, c, tried);
 }
 
 void
@@ -481,7 +481,11 @@ pt_upstream_tls(const struct pt_server *s, int fd, SSL_SESSION *resume)
 {
     const struct pt_upstream *up = s->upstream;
 
-    return pt_tls_connect(up->tls_ctx, up->tls_sni != NULL ? up->tls_sni : s->host,
+    /* one setting decides the name: tls_sni, else a fixed `host`, else the server's own */
+    return pt_tls_connect(up->tls_ctx,
+                          up->tls_sni != NULL    ? up->tls_sni
+                          : up->host_sni != NULL ? up->host_sni
+                                                 : s->host,
                           up->tls_verify, fd, resume);
 }
 
