@@ -88,22 +88,16 @@ pt_parse_uint(const char *s, uint64_t max, uint64_t *out)
     return pt_parse_u64(s, strlen(s), max, out);
 }
 
-/* Splits "123abc" into the number and its unit suffix. */
+/* Splits "123abc" into the number and its unit suffix; the digits go through the one number
+ * parser (its own loop here once refused 18446744073709551610..15, which fit). */
 static int
 split_unit(const char *s, uint64_t *num, const char **unit)
 {
-    uint64_t v = 0;
-    const char *p = s;
+    size_t n = strspn(s, "0123456789");
 
-    if (!isdigit((unsigned char)*p))
+    if (pt_parse_u64(s, n, UINT64_MAX, num) != PT_OK)
         return PT_ERR;
-    for (; isdigit((unsigned char)*p); p++) {
-        if (v > (UINT64_MAX - 9) / 10)
-            return PT_ERR;
-        v = v * 10 + (uint64_t)(*p - '0');
-    }
-    *num = v;
-    *unit = p;
+    *unit = s + n;
     return PT_OK;
 }
 
