@@ -116,6 +116,7 @@ struct pt_exchange {
     struct ssl_st *ssl;             /* the client's TLS connection ($ssl_* variables); NULL in
                                      * cleartext. Valid while the frontend is attached */
     struct pt_listen *listen;
+    unsigned proto : 2; /* enum pt_http_proto: for metrics (pt_http_stats_begin) */
     struct pt_vhost *vh;
     struct pt_location *loc;
     const struct pt_http_conf *http; /* effective settings (location level once routed) */
