@@ -136,6 +136,9 @@ struct pt_exchange {
     unsigned rule_status;     /* a rule answers (return, redirect): this status, else 0 */
     const char *rule_text;    /* its Location (redirects) or body, NUL-terminated (arena) */
     size_t rule_text_len;
+    unsigned deny_status;     /* the access phase refuses (access.c): this status, else 0 */
+    const char *deny_body;    /* its body (static), and one header field or NULL */
+    const char *deny_hname, *deny_hvalue;
     unsigned major, minor;
     const char *host; /* without port, lower case; NULL when absent */
     size_t host_len;

@@ -12,6 +12,7 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "core/worker.h"
+#include "http/access.h"
 #include "http/compress.h"
 #include "http/errors.h"
 #include "http/exchange.h"
@@ -172,6 +173,7 @@ pt_exchange_finish(struct pt_exchange *x)
     x->t_end = ev_now(x->w->loop);
     x->w->n_requests++;
     pt_http_stats_end(x);
+    pt_access_end(x);
     if (x->method_name != NULL) {
         for (unsigned i = 0; pt_modules[i] != NULL; i++)
             if (pt_modules[i]->kind == PT_MODULE_LOGGER)

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+/* The access phase (docs/access.md): after the rewrite phase chose a location with a handler,
+ * before the handler runs, for HTTP/1.1, HTTP/2 and WebSocket handshakes alike. The client
+ * address it reads is x->peer (the one place a PROXY protocol header would change). */
+#ifndef PT_ACCESS_H
+#define PT_ACCESS_H
+
+#include "core/module-t.h"
+#include "http/access-t.h"
+
+struct pt_exchange;
+
+extern struct pt_module pt_module_access;
+
+/* Runs the checks of x's location in nginx's order (allow / deny, then client certificate,
+ * then basic authentication, then limits). When one refuses, sets x->deny_status and what
+ * the answer carries (x->deny_body, x->deny_hname / x->deny_hvalue) and logs it; the content
+ * phase (pt_rules_dispatch) answers it. Worker thread; does nothing without a frontend (portico
+ * explain). */
+void pt_access_phase(struct pt_exchange *x);
+/* The exchange ends: releases what the phase took (limit_conn slots). */
+void pt_access_end(struct pt_exchange *x);
+
+#endif
