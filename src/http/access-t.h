@@ -34,10 +34,31 @@ struct pt_access_stats {
     uint64_t denied[PT_DENY_REASONS];
 };
 
+/* One user of an auth_basic_user_file: name and crypt(3) hash, both NUL-terminated. */
+struct pt_auth_user {
+    const char *name;
+    const char *hash; /* $2y$ / $2b$ / $2a$ (bcrypt), $6$ (SHA-512), $5$ (SHA-256 crypt) */
+};
+
+/* An auth_basic_user_file as read at load: users sorted by name (bsearch). */
+struct pt_auth_file {
+    const char *path;
+    struct pt_auth_user *users;
+    unsigned n_users;
+};
+
 /* The access subsystem's slot at one level. PT_UNSET marks what the level did not write. */
 struct pt_access_conf {
     struct pt_access_rule *rules; /* allow / deny in order */
     int n_rules;                  /* PT_UNSET: none written here (inherited) */
+    /* auth_basic */
+    int auth_set;                 /* PT_UNSET, or 1 once auth_basic was written here */
+    const char *realm;            /* NULL: off */
+    const char *www_authenticate; /* `Basic realm="...", charset="UTF-8"` */
+    const char *auth_where;       /* "file:line" of the auth_basic in effect */
+    int auth_line, auth_col;
+    unsigned reported : 1;        /* a configuration error was reported for this level */
+    const struct pt_auth_file *users; /* NULL until auth_basic_user_file */
 };
 
 #endif
