@@ -24,6 +24,7 @@
 #include "http/exchange.h"
 #include "http/headers.h"
 #include "http/http.h"
+#include "http/limit.h"
 #include "http/trace.h"
 
 #define ACCESS_CTX (PT_CTX_MAIN | PT_CTX_SERVER | PT_CTX_LOCATION)
@@ -396,9 +397,8 @@ pt_http_access(const struct pt_exchange *x)
     return r == NULL ? PT_ACCESS_DEFAULT : r->allow ? PT_ACCESS_ALLOWED : PT_ACCESS_DENIED;
 }
 
-/* Refuses x: the answer the content phase gives, counted and logged (never a credential). */
-static void
-refuse(struct pt_exchange *x, enum pt_deny_reason why, unsigned status, const char *body,
+void
+pt_access_refuse(struct pt_exchange *x, enum pt_deny_reason why, unsigned status, const char *body,
        const char *hname, const char *hvalue, const char *details)
 {
     x->deny_status = status;
@@ -565,7 +565,7 @@ pt_access_phase(struct pt_exchange *x)
         pt_log(PT_LOG_INFO, "client %s: denied by \"deny %s\" at %s:%d, answering 403 "
                "request_id=%s", x->peer_ip != NULL ? x->peer_ip : "?", r->text, r->file,
                r->line, pt_request_id(x));
-        refuse(x, PT_DENY_ACCESS, 403, "403 Forbidden: access denied by portico's rules\n",
+        pt_access_refuse(x, PT_DENY_ACCESS, 403, "403 Forbidden: access denied by portico's rules\n",
                NULL, NULL, "access denied by a deny rule");
         return;
     }
@@ -579,16 +579,17 @@ pt_access_phase(struct pt_exchange *x)
                    "answering 401 request_id=%s", x->peer_ip != NULL ? x->peer_ip : "?",
                    ac->auth_where, why, user[0] != '\0' ? " (user \"" : "", user,
                    user[0] != '\0' ? "\")" : "", pt_request_id(x));
-            refuse(x, PT_DENY_AUTH, 401,
+            pt_access_refuse(x, PT_DENY_AUTH, 401,
                    "401 Unauthorized: portico needs valid credentials (basic authentication)\n",
                    "WWW-Authenticate", ac->www_authenticate, "basic authentication failed");
             return;
         }
     }
+    pt_limit_phase(x);
 }
 
 void
 pt_access_end(struct pt_exchange *x)
 {
-    (void)x;
+    pt_limit_end(x);
 }

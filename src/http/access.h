@@ -18,6 +18,11 @@ extern struct pt_module pt_module_access;
  * phase (pt_rules_dispatch) answers it. Worker thread; does nothing without a frontend (portico
  * explain). */
 void pt_access_phase(struct pt_exchange *x);
+/* Refuses x with status (the content phase answers it: body, one header field), counted in
+ * portico_http_requests_denied_total{reason}; details go to Proxy-Status. The caller logs. */
+void pt_access_refuse(struct pt_exchange *x, enum pt_deny_reason why, unsigned status,
+                      const char *body, const char *hname, const char *hvalue,
+                      const char *details);
 /* The exchange ends: releases what the phase took (limit_conn slots). */
 void pt_access_end(struct pt_exchange *x);
 
