@@ -58,7 +58,14 @@ struct pt_access_conf {
     const char *auth_where;       /* "file:line" of the auth_basic in effect */
     int auth_line, auth_col;
     unsigned reported : 1;        /* a configuration error was reported for this level */
+    unsigned cert_reported : 1;
     const struct pt_auth_file *users; /* NULL until auth_basic_user_file */
+    /* require_client_cert, require_client_cert_subject */
+    int cert;                         /* PT_UNSET, 0 (off) or 1 */
+    const struct pt_regex *cert_subject; /* NULL: any verified certificate */
+    const char *cert_subject_text;
+    const char *cert_where;           /* "file:line" of the directive in effect */
+    int cert_line, cert_col;
 };
 
 #endif

@@ -17,6 +17,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/regex.h"
 #include "core/stats.h"
 #include "core/worker-t.h"
 #include "http/access.h"
@@ -26,6 +27,7 @@
 #include "http/http.h"
 #include "http/limit.h"
 #include "http/trace.h"
+#include "net/tls-t.h"
 
 #define ACCESS_CTX (PT_CTX_MAIN | PT_CTX_SERVER | PT_CTX_LOCATION)
 
@@ -257,9 +259,38 @@ set_auth_user_file(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
     return PT_OK;
 }
 
+/* `require_client_cert on | off;` and `require_client_cert_subject REGEX;` (which implies on):
+ * written once per level, the later one wins over what the level inherits. */
+static int
+set_cert(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_access_conf *ac = conf;
+    char where[512];
+
+    if (ac->cert != PT_UNSET)
+        return pt_conf_error(cx, 0, "\"%s\": the level already has a client-certificate "
+                             "requirement", d->name);
+    snprintf(where, sizeof(where), "%s:%d", cx->file, cx->lines[0]);
+    ac->cert_where = pt_arena_strdup(&cx->conf->arena, where);
+    ac->cert_line = cx->lines[0];
+    ac->cert_col = cx->cols[0];
+    if (strcmp(d->name, "require_client_cert") == 0) {
+        if (strcmp(cx->args[1], "on") != 0 && strcmp(cx->args[1], "off") != 0)
+            return pt_conf_error(cx, 1, "expected on or off in \"require_client_cert\"");
+        ac->cert = cx->args[1][1] == 'n';
+        return PT_OK;
+    }
+    ac->cert = 1;
+    ac->cert_subject = pt_conf_regex(cx, 1, false);
+    ac->cert_subject_text = cx->args[1];
+    return ac->cert_subject != NULL ? PT_OK : PT_ERR;
+}
+
 static const struct pt_directive access_directives[] = {
     {"allow", ACCESS_CTX, 1, 1, 0, PT_BASE_MODULE, set_access, 0, NULL},
     {"deny", ACCESS_CTX, 1, 1, 0, PT_BASE_MODULE, set_access, 0, NULL},
+    {"require_client_cert", ACCESS_CTX, 1, 1, 0, PT_BASE_MODULE, set_cert, 0, NULL},
+    {"require_client_cert_subject", ACCESS_CTX, 1, 1, 0, PT_BASE_MODULE, set_cert, 0, NULL},
     {"auth_basic", ACCESS_CTX, 1, 1, 0, PT_BASE_MODULE, set_auth_basic, 0, NULL},
     {"auth_basic_user_file", ACCESS_CTX, 1, 1, 0, PT_BASE_MODULE, set_auth_user_file, 0, NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
@@ -276,6 +307,7 @@ access_conf_create(struct pt_conf_ctx *cx, unsigned level)
     if (ac != NULL) {
         ac->n_rules = PT_UNSET;
         ac->auth_set = PT_UNSET;
+        ac->cert = PT_UNSET;
     }
     return ac;
 }
@@ -305,6 +337,14 @@ access_conf_merge(struct pt_conf_ctx *cx, void *parent, void *child)
     }
     if (c->users == NULL)
         c->users = p->users;
+    if (c->cert == PT_UNSET) {
+        c->cert = p->cert;
+        c->cert_subject = p->cert_subject;
+        c->cert_subject_text = p->cert_subject_text;
+        c->cert_where = p->cert_where;
+        c->cert_line = p->cert_line;
+        c->cert_col = p->cert_col;
+    }
     return PT_OK;
 }
 
@@ -320,6 +360,15 @@ access_conf_validate(struct pt_conf_ctx *cx)
         for (unsigned j = 0; j < vh->n_locs; j++) {
             struct pt_access_conf *ac = conf_of(vh->locs[j]->mod);
 
+            /* a certificate portico never asks for cannot be required */
+            if (ac != NULL && ac->cert == 1 && !ac->cert_reported &&
+                (vh->tls == NULL || vh->tls->verify_client == PT_TLS_VERIFY_OFF)) {
+                pt_conf_error_at(cx, ac->cert_line, ac->cert_col,
+                                 "a client-certificate requirement (location \"%s\") in a "
+                                 "server block without \"tls_verify_client on\" or "
+                                 "\"optional\"", vh->locs[j]->path);
+                ac->cert_reported = 1;
+            }
             if (ac != NULL && ac->realm != NULL && ac->users == NULL && !ac->reported) {
                 pt_conf_error_at(cx, ac->auth_line, ac->auth_col,
                                  "\"auth_basic\" without \"auth_basic_user_file\" (location "
@@ -568,6 +617,38 @@ pt_access_phase(struct pt_exchange *x)
         pt_access_refuse(x, PT_DENY_ACCESS, 403, "403 Forbidden: access denied by portico's rules\n",
                NULL, NULL, "access denied by a deny rule");
         return;
+    }
+    if (ac->cert == 1) {
+        const char *subj = x->tls_client_subject;
+        int rc = subj == NULL || ac->cert_subject == NULL
+                     ? 1
+                     : pt_regex_match(ac->cert_subject, subj, strlen(subj), NULL);
+
+        if (subj == NULL || rc != 1) {
+            char shown[256];
+
+            snprintf(shown, sizeof(shown), "%s", subj != NULL ? subj : "");
+            log_safe(shown);
+            if (subj == NULL)
+                pt_log(PT_LOG_INFO, "client %s: no verified client certificate "
+                       "(require_client_cert at %s), answering 403 request_id=%s",
+                       x->peer_ip != NULL ? x->peer_ip : "?", ac->cert_where, pt_request_id(x));
+            else
+                pt_log(PT_LOG_INFO, "client %s: client certificate subject \"%s\" %s "
+                       "\"%s\" (require_client_cert_subject at %s), answering 403 "
+                       "request_id=%s", x->peer_ip != NULL ? x->peer_ip : "?", shown,
+                       rc == 0 ? "does not match" : "could not be matched against",
+                       ac->cert_subject_text, ac->cert_where, pt_request_id(x));
+            pt_access_refuse(x, PT_DENY_CERT, 403,
+                             subj == NULL ? "403 Forbidden: portico requires a client "
+                                            "certificate here\n"
+                                          : "403 Forbidden: portico does not accept this client "
+                                            "certificate here\n",
+                             NULL, NULL,
+                             subj == NULL ? "no client certificate"
+                                          : "client certificate subject not accepted");
+            return;
+        }
     }
     if (ac->realm != NULL && ac->users != NULL) {
         char user[128];
