@@ -606,6 +606,12 @@ pt_access_phase(struct pt_exchange *x)
 
     if (x->fe == NULL || x->loc == NULL)
         return;
+    /* nginx's preaccess phase first: limit_req and limit_conn, so that a limit also bounds
+     * what a client guessing passwords costs (a bcrypt check holds the worker for
+     * milliseconds) */
+    pt_limit_phase(x);
+    if (x->deny_status != 0)
+        return;
     ac = conf_of(x->loc->mod);
     if (ac == NULL)
         return;
@@ -666,7 +672,6 @@ pt_access_phase(struct pt_exchange *x)
             return;
         }
     }
-    pt_limit_phase(x);
 }
 
 void

@@ -12,8 +12,8 @@ struct pt_exchange;
 
 extern struct pt_module pt_module_access;
 
-/* Runs the checks of x's location in nginx's order (allow / deny, then client certificate,
- * then basic authentication, then limits). When one refuses, sets x->deny_status and what
+/* Runs the checks of x's location in nginx's order: limits (its preaccess phase: limit_req,
+ * limit_conn), then allow / deny, the client certificate, basic authentication. When one refuses, sets x->deny_status and what
  * the answer carries (x->deny_body, x->deny_hname / x->deny_hvalue) and logs it; the content
  * phase (pt_rules_dispatch) answers it. Worker thread; does nothing without a frontend (portico
  * explain). */

@@ -81,6 +81,22 @@ def test_auth_basic(tmp_path, start_backend, start_portico, client):
     assert metric(p, "portico_http_requests_denied_total", reason="auth") == 7
 
 
+def test_auth_basic_behind_limit_req(tmp_path, start_backend, start_portico):
+    """Limits run first (nginx's preaccess phase): a client guessing passwords is refused by
+    limit_req before any hash is computed."""
+    path = user_file(tmp_path)
+    p, b = start(tmp_path, start_backend, start_portico,
+                 main="limit_req_zone $binary_remote_addr zone=guess:64k rate=1r/m;",
+                 locations=conf_locations(path).replace(
+                     "proxy_pass app;\n    }", "proxy_pass app;\n        limit_req zone=guess "
+                     "burst=1 nodelay;\n    }", 1))
+    got = [get(p, "/headers", "h1", "-u", "alice:guess%d" % i).status for i in range(4)]
+    assert got == [401, 401, 429, 429], got
+    assert metric(p, "portico_http_requests_denied_total", reason="auth") == 2
+    # a good password is refused too while the client is over the limit
+    assert get(p, "/headers", "h1", "-u", "alice:" + USERS["alice"]).status == 429
+
+
 def test_auth_basic_load_warnings_and_errors(tmp_path):
     path = user_file(tmp_path)
     body = """upstream app { server 127.0.0.1:9; }
