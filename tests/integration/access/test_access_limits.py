@@ -168,3 +168,29 @@ location /x { proxy_pass app; limit_conn nosuch 1; }
     assert rc != 0, out
     assert '"limit_req" names a limit_conn_zone "c"' in out, out
     assert '"limit_conn" names no zone "nosuch"' in out, out
+
+
+def test_limit_zone_kept_across_reload(tmp_path, start_backend, start_portico):
+    """A reload keeps the keys of an unchanged zone (the client stays over its limit); a zone
+    whose rate changed starts empty."""
+    import os
+    import signal
+
+    main = "limit_req_zone $binary_remote_addr zone=one:64k rate=1r/m;\n" \
+           "limit_req_zone $binary_remote_addr zone=two:64k rate=1r/m;"
+    locs = """
+    location / { proxy_pass app; limit_req zone=one nodelay; }
+    location /name { proxy_pass app; limit_req zone=two nodelay; }
+"""
+    p, b = start(tmp_path, start_backend, start_portico, main=main, locations=locs)
+    assert [get(p, "/").status for _ in range(2)] == [200, 429]
+    assert [get(p, "/name").status for _ in range(2)] == [200, 429]
+    conf = p.read(p.conf_path).replace("zone=two:64k rate=1r/m", "zone=two:64k rate=2r/m")
+    with open(p.conf_path + ".tmp", "w") as f:
+        f.write(conf)
+    os.rename(p.conf_path + ".tmp", p.conf_path)
+    p.signal(signal.SIGHUP)
+    assert lib.wait_until(lambda: "reloaded: configuration generation 2" in p.read(p.error_log),
+                          10), p.read(p.error_log)
+    assert get(p, "/").status == 429  # kept
+    assert get(p, "/name").status == 200  # changed: a new, empty table

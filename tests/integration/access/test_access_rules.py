@@ -77,6 +77,43 @@ def test_access_websocket_handshake_denied(tmp_path, start_backend, start_portic
     assert not resp.has("upgrade"), resp
 
 
+def h2_websocket_status(port, path):
+    """The status an HTTP/2 extended CONNECT (RFC 8441) for a WebSocket gets (h2c)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    s.sendall(c.data_to_send())
+    sent = False
+    try:
+        while True:
+            data = s.recv(65536)
+            assert data, "connection closed"
+            for ev in c.receive_data(data):
+                if isinstance(ev, h2.events.RemoteSettingsChanged) and not sent:
+                    c.send_headers(1, [(":method", "CONNECT"), (":protocol", "websocket"),
+                                       (":scheme", "http"), (":path", path),
+                                       (":authority", "localhost"),
+                                       ("sec-websocket-version", "13")])
+                    sent = True
+                if isinstance(ev, h2.events.ResponseReceived):
+                    return int(dict(ev.headers)[b":status"])
+            s.sendall(c.data_to_send())
+    finally:
+        s.close()
+
+
+def test_access_h2_websocket_denied(tmp_path, start_backend, start_portico):
+    p, b = start(tmp_path, start_backend, start_portico, locations=LOCS + """
+    location /ws2 { websocket_echo; allow 127.0.0.1; }
+""")
+    assert h2_websocket_status(p.port, "/ws") == 403
+    assert h2_websocket_status(p.port, "/ws2") == 200
+
+
 def test_access_status_admin_still_needs_allow(tmp_path, start_backend, start_portico):
     """The status page's admin actions keep needing an allow rule that matches (not just no
     deny), now that the rules are everyone's."""
