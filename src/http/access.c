@@ -674,6 +674,45 @@ pt_access_phase(struct pt_exchange *x)
     }
 }
 
+bool
+pt_access_explain(struct pt_exchange *x, FILE *out)
+{
+    const struct pt_access_conf *ac = conf_of(x->loc->mod);
+    const struct pt_access_rule *r;
+
+    pt_limit_print(x->loc, out, "limits    ", "          ");
+    if (ac == NULL)
+        return false;
+    if (ac->n_rules > 0) {
+        r = first_match(ac, x->peer);
+        if (r == NULL) {
+            fprintf(out, "access    no allow / deny rule matches %s: let in\n",
+                    x->peer_ip != NULL ? x->peer_ip : "the client");
+        } else if (r->allow) {
+            fprintf(out, "access    let in by \"allow %s\" (%s:%d)\n", r->text, r->file, r->line);
+        } else {
+            fprintf(out, "access    refused by \"deny %s\" (%s:%d)\n", r->text, r->file,
+                    r->line);
+            fprintf(out, "answer    403 from portico: access denied by portico's rules "
+                         "(Proxy-Status error=http_request_denied)\n");
+            return true;
+        }
+    }
+    if (ac->cert == 1) {
+        if (ac->cert_subject != NULL)
+            fprintf(out, "client cert a verified client certificate whose subject matches \"%s\" "
+                         "(%s), else 403\n", ac->cert_subject_text, ac->cert_where);
+        else
+            fprintf(out, "client cert a verified client certificate (%s), else 403\n",
+                    ac->cert_where);
+    }
+    if (ac->realm != NULL && ac->users != NULL)
+        fprintf(out, "auth      basic, realm \"%s\", %u user(s) of %s (auth_basic at %s): "
+                     "without valid credentials 401\n",
+                ac->realm, ac->users->n_users, ac->users->path, ac->auth_where);
+    return false;
+}
+
 void
 pt_access_end(struct pt_exchange *x)
 {

@@ -5,6 +5,9 @@
 #ifndef PT_ACCESS_H
 #define PT_ACCESS_H
 
+#include <stdbool.h>
+#include <stdio.h>
+
 #include "core/module-t.h"
 #include "http/access-t.h"
 
@@ -23,6 +26,10 @@ void pt_access_phase(struct pt_exchange *x);
 void pt_access_refuse(struct pt_exchange *x, enum pt_deny_reason why, unsigned status,
                       const char *body, const char *hname, const char *hvalue,
                       const char *details);
+/* For portico explain: the access checks of x's location, one line each (limits, allow /
+ * deny, client certificate, basic authentication). True when a deny rule refuses x (the
+ * answer line is printed). Main thread; touches no runtime state. */
+bool pt_access_explain(struct pt_exchange *x, FILE *out);
 /* The exchange ends: releases what the phase took (limit_conn slots). */
 void pt_access_end(struct pt_exchange *x);
 

@@ -877,3 +877,37 @@ pt_limit_wait(struct pt_exchange *x)
     x->limit_timer_on = 1;
     return true;
 }
+
+void
+pt_limit_print(const struct pt_location *loc, FILE *out, const char *first, const char *indent)
+{
+    const struct pt_limit_conf *lc = conf_of(((struct pt_location *)loc)->mod);
+    const char *pfx = first;
+
+    for (int i = 0; lc != NULL && i < lc->n_req; i++) {
+        const struct pt_limit_req_use *u = &lc->req[i];
+
+        if (u->zone == NULL)
+            continue;
+        fprintf(out, "%slimit_req zone=%s: rate %s per value of %s, burst %u, ", pfx,
+                u->zone->name, u->zone->rate_text, u->zone->key.text, u->burst);
+        if (u->delay >= u->burst && u->burst > 0)
+            fprintf(out, "nodelay");
+        else if (u->delay > 0)
+            fprintf(out, "delay=%u", u->delay);
+        else
+            fprintf(out, "excess requests delayed");
+        fprintf(out, "; over it %u (%s:%d)\n", req_status(lc), u->file, u->line);
+        pfx = indent;
+    }
+    for (int i = 0; lc != NULL && i < lc->n_conn; i++) {
+        const struct pt_limit_conn_use *u = &lc->conn[i];
+
+        if (u->zone == NULL)
+            continue;
+        fprintf(out, "%slimit_conn %s: at most %u requests in flight per value of %s; over it "
+                "%u (%s:%d)\n", pfx, u->zone->name, u->max, u->zone->key.text, conn_status(lc),
+                u->file, u->line);
+        pfx = indent;
+    }
+}

@@ -5,11 +5,13 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "core/module-t.h"
 #include "http/limit-t.h"
 
 struct pt_exchange;
+struct pt_location;
 
 extern struct pt_module pt_module_limit;
 
@@ -23,6 +25,10 @@ uint64_t pt_limit_local_evicted(const struct pt_limit_store *s);
  * through pt_access_refuse(); an admitted request that must wait sets x->limit_delay_ns (the
  * content phase waits). Worker thread. */
 void pt_limit_phase(struct pt_exchange *x);
+/* For portico explain: the limits in effect at loc, one line each, prefixed by `first` then
+ * `indent`. */
+void pt_limit_print(const struct pt_location *loc, FILE *out, const char *first,
+                    const char *indent);
 /* Gives back what x holds (limit_conn) and stops its delay timer. */
 void pt_limit_end(struct pt_exchange *x);
 /* Runs x's handler after x->limit_delay_ns (limit_req's delay); true when it took x over. */
