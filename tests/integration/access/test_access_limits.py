@@ -45,21 +45,36 @@ def test_limit_req_burst_nodelay(tmp_path, start_backend, start_portico, client)
     assert metric(p, "portico_http_requests_denied_total", reason="limit_req") == 3
 
 
-def test_limit_req_delay(tmp_path, start_backend, start_portico):
+@pytest.mark.parametrize("client", ["h1", "h2"])
+def test_limit_req_delay(tmp_path, start_backend, start_portico, client):
     """Without nodelay, excess requests wait (nginx's default); delay=N lets N through at
     once. At 1r/m a delayed request would wait a minute: it must not be answered within
     2 s, while a request over the burst is refused at once."""
     p, b = start(tmp_path, start_backend, start_portico,
-                 main="limit_req_zone $binary_remote_addr zone=one:64k rate=1r/m;",
+                 main="limit_req_zone $binary_remote_addr zone=one:64k rate=1r/m;\n"
+                      "limit_req_zone $binary_remote_addr zone=fast:64k rate=5r/s;",
                  locations="""
     location / { proxy_pass app; limit_req zone=one burst=2 delay=1; }
+    location /name { proxy_pass app; limit_req zone=fast burst=3; }
 """)
-    assert get(p, "/").status == 200
-    assert get(p, "/").status == 200  # within delay=1: at once
-    r = lib.curl(p.url("/"), "-m", "2")  # the second excess request: delayed
+    # four at once at 5r/s, burst 3: one goes, three wait their turn and are then proxied
+    results = [None] * 4
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+        i, lib.curl(p.url("/name"), *CLIENTS[client]))) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert [r.status for r in results] == [200] * 4, results
+    assert all(r.body == b"b1" for r in results), results
+    assert get(p, "/", client).status == 200
+    assert get(p, "/", client).status == 200  # within delay=1: at once
+    r = lib.curl(p.url("/"), "-m", "2", *CLIENTS[client])  # the second excess: delayed
     assert r.rc == 28, r  # curl: timed out
-    r = get(p, "/")
+    r = get(p, "/", client)
     assert r.status == 429, r
+    # the client that gave up left nothing behind: portico still answers
+    assert get(p, "/metrics", client).status == 200
 
 
 def h2load(url, *args, timeout=60):
