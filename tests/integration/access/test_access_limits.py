@@ -211,3 +211,31 @@ def test_limit_zone_kept_across_reload(tmp_path, start_backend, start_portico):
                           10), p.read(p.error_log)
     assert get(p, "/").status == 429  # kept
     assert get(p, "/name").status == 200  # changed: a new, empty table
+
+
+WS_HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+
+
+def test_limit_conn_counts_websocket_tunnels(tmp_path, start_backend, start_portico):
+    """A WebSocket tunnel holds its limit_conn slot until it closes."""
+    p, b = start(tmp_path, start_backend, start_portico,
+                 main="limit_conn_zone $binary_remote_addr zone=addr:64k;",
+                 locations="    location /ws { websocket_echo; limit_conn addr 1; }\n")
+    first = lib.RawConn("127.0.0.1", p.port)
+    try:
+        first.send(WS_HANDSHAKE)
+        assert first.read_response(allow_interim=True).status == 101
+        with lib.RawConn("127.0.0.1", p.port) as c:
+            c.send(WS_HANDSHAKE)
+            r = c.read_response()
+        assert r.status == 429, r
+    finally:
+        first.close()
+
+    def again():
+        with lib.RawConn("127.0.0.1", p.port) as c:
+            c.send(WS_HANDSHAKE)
+            return c.read_response(allow_interim=True).status == 101
+    assert lib.wait_until(again, 10)
