@@ -441,7 +441,7 @@ enum pt_access
 pt_http_access(const struct pt_exchange *x)
 {
     const struct pt_access_rule *r =
-        x->loc != NULL ? first_match(conf_of(x->loc->mod), x->peer) : NULL;
+        x->loc != NULL ? first_match(conf_of(x->loc->mod), pt_exchange_client(x)) : NULL;
 
     return r == NULL ? PT_ACCESS_DEFAULT : r->allow ? PT_ACCESS_ALLOWED : PT_ACCESS_DENIED;
 }
@@ -615,7 +615,7 @@ pt_access_phase(struct pt_exchange *x)
     ac = conf_of(x->loc->mod);
     if (ac == NULL)
         return;
-    r = first_match(ac, x->peer);
+    r = first_match(ac, pt_exchange_client(x));
     if (r != NULL && !r->allow) {
         pt_log(PT_LOG_INFO, "client %s: denied by \"deny %s\" at %s:%d, answering 403 "
                "request_id=%s", x->peer_ip != NULL ? x->peer_ip : "?", r->text, r->file,
@@ -684,7 +684,7 @@ pt_access_explain(struct pt_exchange *x, FILE *out)
     if (ac == NULL)
         return false;
     if (ac->n_rules > 0) {
-        r = first_match(ac, x->peer);
+        r = first_match(ac, pt_exchange_client(x));
         if (r == NULL) {
             fprintf(out, "access    no allow / deny rule matches %s: let in\n",
                     x->peer_ip != NULL ? x->peer_ip : "the client");

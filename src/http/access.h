@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The access phase (docs/access.md): after the rewrite phase chose a location with a handler,
  * before the handler runs, for HTTP/1.1, HTTP/2 and WebSocket handshakes alike. The client
- * address it reads is x->peer (the one place a PROXY protocol header would change). */
+ * address it reads is pt_exchange_client(x) (the TCP peer, or a PROXY header's address). */
 #ifndef PT_ACCESS_H
 #define PT_ACCESS_H
 

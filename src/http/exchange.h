@@ -59,9 +59,18 @@ int pt_exchange_idempotent(const struct pt_exchange *x);
 
 /* For an exchange that lives on as a tunnel: keeps what logs and the reload check read (the
  * request line, host, path, peer, client certificate subject, request id, the User-Agent and
- * Referer fields, the attempts, the limit_conn slots held) in one block of the right size and frees the rest of the
- * arena (request and response fields, scratch). Nothing may point into the old arena: the
+ * Referer fields, the attempts) and the limit_conn slots it holds in one block of the right
+ * size and frees the rest of the arena (request and response fields, scratch). Nothing may point into the old arena: the
  * codecs have let go of the exchange. PT_ERR (out of memory): nothing changed. */
 int pt_exchange_compact(struct pt_exchange *x);
+
+/* The client's address: the TCP peer, or the one its PROXY header carried. Every rule about
+ * the client (allow/deny, status and metrics allow lists, hashing, forwarding headers, logs)
+ * reads it here or from x->peer_ip, its text. */
+static inline const struct sockaddr *
+pt_exchange_client(const struct pt_exchange *x)
+{
+    return x->peer;
+}
 
 #endif
