@@ -56,6 +56,10 @@ struct pt_listen_proto {
      * worker closes fd). */
     int (*accept)(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
                   struct pt_listen *l);
+    /* A UDP address (`udp` set): its socket fd, this worker's, is readable; the subsystem reads
+     * the datagrams itself (a bounded batch) and answers on the same socket. May be NULL for a
+     * protocol without UDP addresses. */
+    void (*datagrams)(struct pt_worker *w, int fd, struct pt_listen *l);
 };
 
 /* A listening address, shared by the blocks that listen on it (pt_conf_listen). Listening
@@ -64,6 +68,8 @@ struct pt_listen {
     unsigned index;
     struct pt_addr addr;
     unsigned tls : 1;                    /* `listen ... tls` */
+    unsigned udp : 1;                    /* `listen ... udp`: a datagram socket, no accept;
+                                          * another address than the TCP one of the same name */
     const struct pt_listen_proto *proto; /* set by the subsystem that owns the address */
     void *owner;                         /* that subsystem's data (HTTP: its server blocks) */
     int line, col;                       /* where it was first listened on */

@@ -43,9 +43,7 @@ static const struct pt_conn_ops session_conn_ops;
 static const struct pt_relay_owner_ops relay_ops;
 
 static void connect_next(struct pt_stream_session *s);
-static const struct pt_stream_server *route_kept(const struct pt_stream_session *s,
-                                                 struct pt_conf *conf,
-                                                 const struct pt_listen **lp);
+#define route_kept pt__stream_route_kept
 static void follow_reload(struct pt_stream_session *s, struct pt_conf *conf,
                           const struct pt_stream_server *ss, const struct pt_listen *l);
 
@@ -68,8 +66,8 @@ set_sni(struct pt_stream_session *s, const char *name, size_t n)
 
 /* ---- the end ----------------------------------------------------------------------------- */
 
-static void
-log_session(struct pt_stream_session *s)
+void
+pt__stream_log(struct pt_stream_session *s)
 {
     s->t_end = ev_now(s->w->loop);
     for (unsigned i = 0; pt_modules[i] != NULL; i++) {
@@ -154,7 +152,7 @@ finish(struct pt_stream_session *s, unsigned status, const char *outcome)
     release(s);
     s->status = status;
     s->outcome = outcome;
-    log_session(s);
+    pt__stream_log(s);
     pt_worker_conn_closed(w, &s->conn);
     pt_worker_reap(w, &s->reap);
 }
@@ -583,7 +581,7 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
  * upstream of the same name, over TLS or not as before, still holding the server it is
  * connected (or connecting) to. Returns that server block of conf, or NULL. A session not
  * routed yet needs only the listening address. */
-static const struct pt_stream_server *
+const struct pt_stream_server *
 route_kept(const struct pt_stream_session *s, struct pt_conf *conf, const struct pt_listen **lp)
 {
     const struct pt_listen *l = NULL;
@@ -593,7 +591,7 @@ route_kept(const struct pt_stream_session *s, struct pt_conf *conf, const struct
     for (unsigned i = 0; i < conf->n_listens && l == NULL; i++)
         if (conf->listens[i]->proto == &pt_stream_listen_proto &&
             conf->listens[i]->tls == s->listen->tls &&
-            strcmp(conf->listens[i]->addr.name, s->listen->addr.name) == 0)
+            pt_listen_same(conf->listens[i], s->listen))
             l = conf->listens[i];
     if (l == NULL)
         return NULL;
@@ -805,7 +803,7 @@ relay_closed(struct pt_relay *r, const char *why)
     release(s);
     s->state = PT_STREAM_DONE;
     s->relay = NULL;
-    log_session(s);
+    pt__stream_log(s);
     /* not on w->conns: the relay took its place and leaves it itself */
     pt_worker_reap(s->w, &s->reap);
 }

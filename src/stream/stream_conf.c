@@ -25,6 +25,7 @@ sconf_unset(struct pt_stream_conf *sc)
     sc->proxy_timeout = sc->proxy_connect_timeout = sc->preread_timeout = PT_UNSET;
     sc->preread_buffer_size = PT_UNSET;
     sc->ssl_preread = PT_UNSET;
+    sc->proxy_responses = sc->udp_max_sessions = PT_UNSET;
 }
 
 #define MERGE(f, dflt)                                                                           \
@@ -41,6 +42,8 @@ sconf_merge(const struct pt_stream_conf *parent, struct pt_stream_conf *child)
     MERGE(preread_timeout, 30 * 1000);
     MERGE(preread_buffer_size, 16 * 1024);
     MERGE(ssl_preread, 0);
+    MERGE(proxy_responses, -1); /* not limited: the session lasts until proxy_timeout */
+    MERGE(udp_max_sessions, 4096);
 }
 
 static int
@@ -75,7 +78,8 @@ set_server_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *con
     return pt_conf_block_open(cx, PT_CTX_STREAM_SERVER, ss, ss->mod);
 }
 
-/* `listen ADDRESS [tls];`: an address only this server listens on. */
+/* `listen ADDRESS [tls | udp];`: an address only this server listens on. A server may listen
+ * on UDP and TCP addresses at once (DNS on port 53 both ways). */
 static int
 set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
@@ -84,7 +88,7 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     struct pt_addr addr;
     struct pt_err err;
     struct pt_listen *l;
-    int tls = 0;
+    int tls = 0, udp = 0;
 
     ss->n_listen_written++;
     if (pt_addr_parse(cx->args[1], 1, &addr, &err) != PT_OK)
@@ -92,23 +96,37 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     for (unsigned i = 2; i <= cx->nargs; i++) {
         if (strcmp(cx->args[i], "tls") == 0)
             tls = 1;
+        else if (strcmp(cx->args[i], "udp") == 0)
+            udp = 1;
         else
-            return pt_conf_error(cx, i, "invalid listen parameter \"%s\" (tls)", cx->args[i]);
+            return pt_conf_error(cx, i, "invalid listen parameter \"%s\" (tls, udp)",
+                                 cx->args[i]);
     }
-    if (ss->n_listens > 0 && (unsigned)tls != ss->tls_ends)
+    if (tls && udp)
+        return pt_conf_error(cx, 2, "listen %s: udp and tls together would be DTLS, which "
+                             "portico does not speak",
+                             addr.name);
+    if (!udp && ss->has_tcp && (unsigned)tls != ss->tls_ends)
         return pt_conf_error(cx, 1, "a stream server listens either with tls or without; "
                              "use two servers");
-    l = pt_conf_listen(cx, 1, &addr, tls, &pt_stream_listen_proto);
+    l = udp ? pt_conf_listen_udp(cx, 1, &addr, &pt_stream_listen_proto)
+            : pt_conf_listen(cx, 1, &addr, tls, &pt_stream_listen_proto);
     if (l == NULL)
         return PT_ERR;
     if (l->owner != NULL) {
         const struct pt_stream_server *o = l->owner;
 
-        return pt_conf_error(cx, 1, "listen %s is already used by the stream server at line %d",
-                             addr.name, o->line);
+        return pt_conf_error(cx, 1, "listen %s%s is already used by the stream server at line "
+                             "%d",
+                             addr.name, udp ? " udp" : "", o->line);
     }
     l->owner = ss;
-    ss->tls_ends = tls ? 1 : 0;
+    if (udp) {
+        ss->has_udp = 1;
+    } else {
+        ss->has_tcp = 1;
+        ss->tls_ends = tls ? 1 : 0;
+    }
     if (PT_CONF_PUSH(&c->arena, &ss->listens, &ss->n_listens, l) != PT_OK)
         return pt_conf_error(cx, 1, "out of memory");
     return PT_OK;
@@ -171,12 +189,15 @@ set_proxy_pass_sni(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
 }
 
 #define SCTX (PT_CTX_STREAM | PT_CTX_STREAM_SERVER)
+
+static const int64_t max_responses = 1000000;
+static const int64_t max_sessions = PT_MAX_CONNECTIONS_MAX;
 #define SOFF(f) offsetof(struct pt_stream_conf, f)
 
 static const struct pt_directive stream_directives[] = {
     {"stream", PT_CTX_MAIN, 0, 0, 1, PT_BASE_NONE, set_stream_block, 0, NULL},
     {"server", PT_CTX_STREAM, 0, 0, 1, PT_BASE_NONE, set_server_block, 0, NULL},
-    {"listen", PT_CTX_STREAM_SERVER, 1, 2, 0, PT_BASE_NONE, set_listen, 0, NULL},
+    {"listen", PT_CTX_STREAM_SERVER, 1, 3, 0, PT_BASE_NONE, set_listen, 0, NULL},
     {"proxy_pass", PT_CTX_STREAM_SERVER, 1, 1, 0, PT_BASE_NONE, set_proxy_pass, 0, NULL},
     {"proxy_pass_sni", PT_CTX_STREAM_SERVER, 2, PT_ARGS_MANY, 0, PT_BASE_NONE,
      set_proxy_pass_sni, 0, NULL},
@@ -188,6 +209,10 @@ static const struct pt_directive stream_directives[] = {
      NULL},
     {"preread_buffer_size", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_size,
      SOFF(preread_buffer_size), NULL},
+    {"proxy_responses", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_count, SOFF(proxy_responses),
+     &max_responses},
+    {"udp_max_sessions", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_count, SOFF(udp_max_sessions),
+     &max_sessions},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 
@@ -284,8 +309,24 @@ server_check(struct pt_conf_ctx *cx, struct pt_stream_server *ss, bool preread_o
     if (ss->sc.preread_buffer_size < 512 || ss->sc.preread_buffer_size > PT_CHUNK_SIZE)
         pt_conf_error_at(cx, ss->line, ss->col,
                          "preread_buffer_size must be between 512 and 16k");
+    if (ss->sc.udp_max_sessions < 1)
+        pt_conf_error_at(cx, ss->line, ss->col, "udp_max_sessions must be at least 1");
     resolve(cx, ss);
-    if (ss->tls_ends) {
+    if (ss->has_udp) {
+        /* a datagram has no server name: proxy_pass takes every session */
+        if (ss->upstream_name == NULL && ss->n_routes > 0)
+            pt_conf_error_at(cx, ss->line, ss->col,
+                             "stream server with listen ... udp needs \"proxy_pass\": a "
+                             "datagram carries no server name for proxy_pass_sni");
+        if (ss->upstream != NULL && ss->upstream->tls)
+            pt_conf_error_at(cx, ss->pass_line, ss->pass_col,
+                             "upstream \"%s\" has \"tls on\": UDP sessions relay datagrams, "
+                             "and DTLS is not supported",
+                             ss->upstream->name);
+    }
+    if (!ss->has_tcp) {
+        ss->preread = 0;
+    } else if (ss->tls_ends) {
         /* the handshake ends here: its server_name routes, and nothing is left to preread */
         if (ss->sc.ssl_preread == 1)
             pt_conf_error_at(cx, ss->line, ss->col,
@@ -379,7 +420,8 @@ pt_stream_print(const struct pt_conf *c, FILE *out)
 
         fprintf(out, "  stream server (%s:%d):", ss->file, ss->line);
         for (unsigned j = 0; j < ss->n_listens; j++)
-            fprintf(out, " listen %s%s", ss->listens[j]->addr.name, ss->tls_ends ? " tls" : "");
+            fprintf(out, " listen %s%s", ss->listens[j]->addr.name,
+                    ss->listens[j]->udp ? " udp" : ss->tls_ends ? " tls" : "");
         fprintf(out, "\n");
         if (ss->tls_ends)
             fprintf(out, "    tls: certificate %s (no ALPN), routed by the handshake's "
@@ -401,6 +443,18 @@ pt_stream_print(const struct pt_conf *c, FILE *out)
                 ss->sc.proxy_connect_timeout == PT_UNSET
                     ? "the upstream's connect_timeout"
                     : pt_fmt_msec(ss->sc.proxy_connect_timeout, z, sizeof(z)));
+        if (ss->has_udp) {
+            fprintf(out, "    udp: a session per client address:port, at most %lld per address "
+                         "and worker; ",
+                    (long long)ss->sc.udp_max_sessions);
+            if (ss->sc.proxy_responses < 0)
+                fprintf(out, "ends after proxy_timeout without a datagram\n");
+            else
+                fprintf(out, "ends after %lld repl%s per client datagram (proxy_responses), or "
+                             "proxy_timeout\n",
+                        (long long)ss->sc.proxy_responses,
+                        ss->sc.proxy_responses == 1 ? "y" : "ies");
+        }
     }
 }
 
@@ -412,9 +466,11 @@ struct pt_module pt_module_stream = {
     .conf_create = stream_conf_create,
     .directive_conf = stream_directive_conf,
     .conf_validate = stream_conf_validate,
+    .worker_fini = pt__stream_udp_fini,
 };
 
 const struct pt_listen_proto pt_stream_listen_proto = {
     .name = "stream",
     .accept = pt__stream_accept,
+    .datagrams = pt__stream_datagrams,
 };
