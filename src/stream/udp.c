@@ -349,7 +349,7 @@ on_server(struct ev_loop *loop, ev_io *io, int revents)
     if (u == NULL)
         return;
     for (int round = 0; round < UDP_ROUNDS; round++) {
-        int n, sent;
+        int n, sent, want;
 
         for (int i = 0; i < PT_UDP_BATCH; i++) {
             u->iov[i].iov_base = u->bufs + (size_t)i * UDP_DGRAM_MAX;
@@ -383,7 +383,12 @@ on_server(struct ev_loop *loop, ev_io *io, int revents)
             u->msgs[i].msg_hdr.msg_name = &e->peer;
             u->msgs[i].msg_hdr.msg_namelen = e->peer_len;
         }
-        sent = sendmmsg(e->lfd, u->msgs, (unsigned)n, MSG_DONTWAIT);
+        /* with proxy_responses, no more than the replies still expected: the session is over
+         * after them, and so is what came in the same batch */
+        want = n;
+        if (s->ss->sc.proxy_responses >= 0 && e->pending < (uint64_t)n)
+            want = (int)e->pending;
+        sent = want > 0 ? sendmmsg(e->lfd, u->msgs, (unsigned)want, MSG_DONTWAIT) : 0;
         if (sent < 0)
             sent = 0; /* the client's socket buffer is full, or it is gone: UDP drops */
         for (int i = 0; i < sent; i++) {
