@@ -10,6 +10,7 @@
 
 #include "core/common-t.h"
 #include "core/conf-t.h"
+#include "core/fault-t.h"
 #include "core/worker-t.h"
 #include "net/tls-t.h"
 #include "upstream/upstream-t.h"
@@ -61,6 +62,7 @@ struct pt_stream_server {
     unsigned n_listen_written, n_pass_written; /* directives written, valid or not */
     struct pt_tls_conf *tls;       /* the TLS subsystem's conf of this block (its slot), merged */
     struct pt_tls_listen tls_listen; /* what its TLS listens hand pt_tls_accept() */
+    struct pt_faults faults;       /* `fault` rules (testing); none by default */
     void *mod[PT_MODULES_MAX];
     const char *file;
     int line, col;
@@ -80,6 +82,7 @@ struct pt_stream_main {
 enum pt_stream_state {
     PT_STREAM_HANDSHAKE = 0, /* TLS handshake with the client (a tls listen) */
     PT_STREAM_PREREAD,       /* reading the ClientHello (ssl_preread) */
+    PT_STREAM_FAULT_DELAY,   /* routed, waiting out a `fault delay` before connecting */
     PT_STREAM_CONNECT,       /* connecting to a server */
     PT_STREAM_BACKEND_TLS,   /* TLS handshake with the server (upstream `tls on`) */
     PT_STREAM_RELAY,         /* relaying: the relay holds both sockets */
@@ -168,6 +171,7 @@ struct pt_stream_session {
     uint64_t dgrams_from_client, dgrams_to_client; /* UDP: datagrams relayed */
     uint64_t dgrams_to_server, dgrams_from_server;
     uint64_t dgrams_dropped;      /* UDP: not relayed (a full socket buffer, fault drop) */
+    uint64_t fault_drops;         /* UDP: of those, dropped by `fault drop` */
 };
 
 #endif

@@ -14,6 +14,7 @@
 #include "core/buf-t.h"
 #include "core/common.h"
 #include "core/conf.h"
+#include "core/fault.h"
 #include "core/module.h"
 #include "net/tls.h"
 #include "stream/stream.h"
@@ -188,6 +189,18 @@ set_proxy_pass_sni(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
     return PT_OK;
 }
 
+/* `fault delay TIME | abort [reset] | limit_rate RATE | drop [percent=P];` (testing). */
+static int
+set_fault(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_stream_server *ss = cx->block;
+
+    return pt_fault_parse(cx, &ss->faults,
+                          PT_FAULT_KINDS(PT_FAULT_DELAY) | PT_FAULT_KINDS(PT_FAULT_ABORT) |
+                              PT_FAULT_KINDS(PT_FAULT_LIMIT_RATE) |
+                              PT_FAULT_KINDS(PT_FAULT_DROP));
+}
+
 #define SCTX (PT_CTX_STREAM | PT_CTX_STREAM_SERVER)
 
 static const int64_t max_responses = 1000000;
@@ -209,6 +222,7 @@ static const struct pt_directive stream_directives[] = {
      NULL},
     {"preread_buffer_size", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_size,
      SOFF(preread_buffer_size), NULL},
+    {"fault", PT_CTX_STREAM_SERVER, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_fault, 0, NULL},
     {"proxy_responses", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_count, SOFF(proxy_responses),
      &max_responses},
     {"udp_max_sessions", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_count, SOFF(udp_max_sessions),
@@ -323,6 +337,17 @@ server_check(struct pt_conf_ctx *cx, struct pt_stream_server *ss, bool preread_o
                              "upstream \"%s\" has \"tls on\": UDP sessions relay datagrams, "
                              "and DTLS is not supported",
                              ss->upstream->name);
+    }
+    for (unsigned i = 0; i < ss->faults.n; i++) {
+        bool dgram = ss->faults.v[i].kind == PT_FAULT_DROP;
+
+        if (dgram ? !ss->has_udp : !ss->has_tcp)
+            pt_conf_error_at(cx, ss->line, ss->col,
+                             "fault %s is for %s listens, and this stream server has none",
+                             dgram ? "drop" : ss->faults.v[i].kind == PT_FAULT_DELAY ? "delay"
+                                 : ss->faults.v[i].kind == PT_FAULT_ABORT          ? "abort"
+                                                                                   : "limit_rate",
+                             dgram ? "udp" : "TCP");
     }
     if (!ss->has_tcp) {
         ss->preread = 0;
@@ -443,6 +468,12 @@ pt_stream_print(const struct pt_conf *c, FILE *out)
                 ss->sc.proxy_connect_timeout == PT_UNSET
                     ? "the upstream's connect_timeout"
                     : pt_fmt_msec(ss->sc.proxy_connect_timeout, z, sizeof(z)));
+        for (unsigned j = 0; j < ss->faults.n; j++) {
+            char f[80];
+
+            pt_fault_describe(&ss->faults.v[j], f, sizeof(f));
+            fprintf(out, "    fault %s (testing)\n", f);
+        }
         if (ss->has_udp) {
             fprintf(out, "    udp: a session per client address:port, at most %lld per address "
                          "and worker; ",

@@ -24,6 +24,7 @@
 
 #include "core/common.h"
 #include "core/conf.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/worker.h"
 #include "stream/stream.h"
@@ -574,6 +575,15 @@ client_datagram(struct pt_worker *w, struct udp_worker *u, struct pt_listen *l, 
     s->dgrams_from_client++;
     s->bytes_from_client += len;
     e->last = ev_now(w->loop);
+    if (s->ss->faults.n > 0) {
+        const struct pt_fault *f = pt_fault_find(&s->ss->faults, PT_FAULT_DROP);
+
+        if (f != NULL && pt_fault_roll(f)) {
+            s->dgrams_dropped++; /* fault drop: as if lost on the way to the server */
+            s->fault_drops++;
+            return;
+        }
+    }
     n = send(s->bfd, data, len, 0);
     if (n == -1) {
         int err = errno;
