@@ -15,6 +15,37 @@ import pytest
 import portico_testlib as lib
 
 
+def h2_two_requests(port, headers):
+    """Two requests on one h2c connection (prior knowledge), the first with headers: what each
+    got ("reset CODE" or the status)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    import socket
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    base = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "t")]
+    c.send_headers(1, base + headers, end_stream=True)
+    c.send_headers(3, base, end_stream=True)
+    s.sendall(c.data_to_send())
+    got = {}
+    try:
+        while len(got) < 2:
+            d = s.recv(65536)
+            if not d:
+                break
+            for e in c.receive_data(d):
+                if isinstance(e, h2.events.StreamReset):
+                    got[e.stream_id] = "reset %d" % e.error_code
+                elif isinstance(e, h2.events.ResponseReceived):
+                    got[e.stream_id] = dict(e.headers)[b":status"].decode()
+            s.sendall(c.data_to_send())
+    finally:
+        s.close()
+    return [got.get(1), got.get(3)]
+
+
 def statuses(port, n, path="/", headers=None):
     """n GETs over keep-alive connections (a new one after a close); status counts (None for a
     request that got no answer)."""
@@ -146,6 +177,8 @@ server {
     assert "x-portico-fault" not in names, names
     counts = statuses(port, 3, headers={"X-Portico-Fault": "abort=reset"})
     assert counts == {None: 3}, counts
+    # over HTTP/2 the stream is reset, and the connection serves the next one
+    assert h2_two_requests(port, [("x-portico-fault", "abort=reset")]) == ["reset 2", "200"]
     # from an address the location does not trust: ignored, logged
     st, hdrs, _ = lib.get(port, "/untrusted/", {"X-Portico-Fault": "abort=503"})
     assert st == 404 and "b1" in [v for k, v in hdrs if k.lower() == "x-backend"], hdrs
