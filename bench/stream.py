@@ -2,19 +2,27 @@
 """TCP relay benchmark: portico's stream server against a direct connection, HAProxy
 `mode tcp` and nginx `stream`, on 127.0.0.1.
 
-    bench/stream.py [--mib 1024] [--rounds 3] [--small 50] [--portico ./portico]
+    bench/stream.py [--mib 1024] [--rounds 3] [--small 50] [--requests 100000]
+                    [--proxy-cpu 0 --load-cpu 1] [--portico ./portico] [--only portico,...]
+
+(bench/stream.sh runs it with bench/run.sh's knobs.)
 
 1. Bulk: one connection carries --mib MiB from a Python sender (sendall of 256 KiB buffers) to
    a Python receiver (recv_into 256 KiB), directly and through each proxy (one worker or thread
-   each). Reported: throughput (median of --rounds), the proxy's CPU time per GiB (utime+stime
-   from /proc), and in one extra round under `strace -c -f` its syscalls per MiB, by name.
-2. Small request/response: --small connections each send 100 requests of 64 bytes and wait for
-   each 64-byte answer (an echo server), through each proxy: requests per second and syscalls
-   per request.
+   each). Reported: throughput (median of --rounds, the rounds interleaved across the proxies),
+   the proxy's CPU time per GiB (utime+stime from /proc), and in one extra round under
+   `strace -c -f` its syscalls per MiB, by name.
+2. Small request/response: --small connections of redis-benchmark (SET and GET of 64-byte
+   values, --requests each, no pipelining) to a redis-server, directly and through each proxy:
+   requests per second (median of the rounds), the proxy's CPU microseconds per request, and
+   syscalls per request. Without redis-benchmark: Python threads sending 64-byte echoes.
+3. Ratios of portico to each other proxy.
 
 Timed numbers on a shared machine are noisy; CPU time and syscall counts are the steady ones.
-Needs haproxy and nginx with the stream module (Debian: haproxy, nginx-light,
-libnginx-mod-stream), strace. A missing peer is skipped."""
+--proxy-cpu / --load-cpu pin the proxies and the load (senders, sinks, redis) to one CPU each,
+as bench/run.sh does. Needs haproxy and nginx with the stream module (Debian: haproxy,
+nginx-light, libnginx-mod-stream), strace, redis-server and redis-tools. A missing peer is
+skipped."""
 
 import argparse
 import os
@@ -140,11 +148,14 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+PIN = []  # taskset prefix for the proxies (--proxy-cpu)
+
+
 class Proxy:
     def __init__(self, name, argv, port, pid_of=None, env=None):
         self.name = name
         self.port = port
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(PIN + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      env=env)
         if not wait_port(port):
             self.stop()
@@ -162,7 +173,7 @@ class Proxy:
 
 def start_portico(binary, d, backend):
     port = free_port()
-    conf = os.path.join(d, "portico.conf")
+    conf = os.path.join(d, "portico-%d.conf" % port)
     with open(conf, "w") as f:
         f.write("workers 1;\nerror_log %s/portico.err warn;\naccess_log off;\n"
                 "upstream sink { server 127.0.0.1:%d; }\n"
@@ -175,7 +186,7 @@ def start_haproxy(d, backend):
     if shutil.which("haproxy") is None:
         return None
     port = free_port()
-    conf = os.path.join(d, "haproxy.cfg")
+    conf = os.path.join(d, "haproxy-%d.cfg" % port)
     with open(conf, "w") as f:
         f.write("global\n  nbthread 1\n  maxconn 4000\ndefaults\n  mode tcp\n"
                 "  timeout connect 5s\n  timeout client 1m\n  timeout server 1m\n"
@@ -189,12 +200,12 @@ def start_nginx(d, backend):
     if shutil.which("nginx") is None or not os.path.exists(mod):
         return None
     port = free_port()
-    conf = os.path.join(d, "nginx.conf")
+    conf = os.path.join(d, "nginx-%d.conf" % port)
     with open(conf, "w") as f:
-        f.write("load_module %s;\nworker_processes 1;\ndaemon off;\npid %s/nginx.pid;\n"
+        f.write("load_module %s;\nworker_processes 1;\ndaemon off;\npid %s/nginx-%d.pid;\n"
                 "error_log %s/nginx.err warn;\nevents { worker_connections 10000; }\n"
                 "stream { server { listen 127.0.0.1:%d; proxy_pass 127.0.0.1:%d; } }\n"
-                % (mod, d, d, port, backend))
+                % (mod, d, port, d, port, backend))
 
     def worker():
         deadline = time.monotonic() + 5
@@ -229,87 +240,190 @@ def strace_counts(pid, run):
     return counts
 
 
+class Redis:
+    """redis-server on a free port (the load CPU), or None when it is not installed."""
+
+    def __init__(self, cpu):
+        self.port = free_port()
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        self.proc = subprocess.Popen(pin + ["redis-server", "--port", str(self.port),
+                                            "--bind", "127.0.0.1", "--save", "",
+                                            "--appendonly", "no", "--maxclients", "1000"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_port(self.port):
+            self.stop()
+            raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def redis_bench(port, conns, n, cpu):
+    """(seconds, requests, errors) of redis-benchmark SET+GET, 64-byte values."""
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    t0 = time.monotonic()
+    r = subprocess.run(pin + ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c",
+                              str(conns), "-n", str(n), "-t", "set,get", "-d", "64", "--csv"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+    dt = time.monotonic() - t0
+    rows = [l for l in r.stdout.decode().splitlines() if l.startswith('"SET"') or
+            l.startswith('"GET"')]
+    errors = [] if r.returncode == 0 and len(rows) == 2 else [r.stdout.decode()[-300:]]
+    return dt, 2 * n, errors
+
+
+def median(v):
+    v = sorted(v)
+    return v[len(v) // 2] if v else 0
+
+
 def main():
+    global PIN
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--small", type=int, default=50)
+    ap.add_argument("--requests", type=int, default=100000,
+                    help="redis-benchmark -n: requests of each of SET and GET per round")
+    ap.add_argument("--proxy-cpu", type=int, default=None)
+    ap.add_argument("--load-cpu", type=int, default=None)
     ap.add_argument("--portico", default=os.path.join(os.path.dirname(__file__), "..",
                                                        "portico"))
     ap.add_argument("--only", default="")
+    ap.add_argument("--no-strace", action="store_true")
     args = ap.parse_args()
+    if args.proxy_cpu is not None:
+        PIN = ["taskset", "-c", str(args.proxy_cpu)]
+    if args.load_cpu is not None:
+        os.sched_setaffinity(0, {args.load_cpu})
     total = args.mib * 1024 * 1024
     d = tempfile.mkdtemp(prefix="pt-stream-bench-")
     sink = Sink()
     echo = Sink(echo=True)
-    rows = []
-    targets = [("direct", None)]
-    for name, start in (("portico", lambda b: start_portico(args.portico, d, b)),
-                        ("haproxy", lambda b: start_haproxy(d, b)),
-                        ("nginx", lambda b: start_nginx(d, b))):
-        if args.only and name not in args.only.split(","):
-            continue
-        targets.append((name, start))
-    for name, start in targets:
-        proxies = []
-        try:
-            if start is None:
-                port_bulk, port_small, pid = sink.port, echo.port, None
-            else:
-                pb = start(sink.port)
-                ps = start(echo.port)
-                if pb is None or ps is None:
-                    print("%s: not available, skipped" % name)
-                    continue
-                proxies = [pb, ps]
-                port_bulk, port_small, pid = pb.port, ps.port, pb.pid
-            times, cpus = [], []
-            for _ in range(args.rounds):
+    redis = None
+    if shutil.which("redis-server") and shutil.which("redis-benchmark"):
+        redis = Redis(args.load_cpu)
+    small_backend = redis.port if redis else echo.port
+    strace = shutil.which("strace") is not None and not args.no_strace
+    print("bulk: %d MiB through one connection; small: %s, %d connections; %d round(s), "
+          "interleaved%s" % (args.mib, "redis-benchmark SET+GET 64 B, %d requests each" %
+                             args.requests if redis else "Python 64-byte echoes, 100 each",
+                             args.small, args.rounds,
+                             "; proxies on CPU %d, load on CPU %d" % (args.proxy_cpu,
+                                                                       args.load_cpu)
+                             if args.proxy_cpu is not None and args.load_cpu is not None
+                             else ""))
+    sys.stdout.flush()
+    starters = [("portico", lambda b: start_portico(args.portico, d, b)),
+                ("haproxy", lambda b: start_haproxy(d, b)),
+                ("nginx", lambda b: start_nginx(d, b))]
+    targets = [{"name": "direct", "bulk": None, "small": None,
+                "bulk_port": sink.port, "small_port": small_backend}]
+    proxies = []
+    try:
+        for name, start in starters:
+            if args.only and name not in args.only.split(","):
+                continue
+            pb = start(sink.port)
+            ps = start(small_backend) if pb is not None else None
+            if pb is None or ps is None:
+                print("%s: not available, skipped" % name)
+                continue
+            proxies += [pb, ps]
+            targets.append({"name": name, "bulk": pb, "small": ps, "bulk_port": pb.port,
+                            "small_port": ps.port})
+        for t in targets:
+            t.update(times=[], cpus=[], rps=[], cpu_req=[], errors=0)
+        # interleaved rounds: a burst of noise on the shared machine hits every proxy alike
+        for _ in range(args.rounds):
+            for t in targets:
+                pid = t["bulk"].pid if t["bulk"] else None
                 sink.done.clear()
                 c0 = cpu_seconds(pid) if pid else 0
-                s, t0 = bulk(port_bulk, total)
+                s, t0 = bulk(t["bulk_port"], total)
                 sink.done.wait(600)
-                dt = time.monotonic() - t0
+                t["times"].append(time.monotonic() - t0)
                 s.close()
-                assert sink.got == total, (name, sink.got)
-                times.append(dt)
-                cpus.append((cpu_seconds(pid) - c0) if pid else 0)
-            times.sort()
-            cpus.sort()
-            sc = {}
-            if pid is not None and shutil.which("strace"):
-                def run():
-                    sink.done.clear()
-                    s, _ = bulk(port_bulk, min(total, 256 * 1024 * 1024))
-                    sink.done.wait(600)
-                    s.close()
-                sc = strace_counts(pid, run)
-                sc_mib = min(total, 256 * 1024 * 1024) / (1024 * 1024)
-            dt_small, errs = small(port_small, args.small, 100)
-            sc_small = {}
-            if start is not None and shutil.which("strace"):
-                sc_small = strace_counts(proxies[1].pid, lambda: small(port_small, args.small, 100))
-            row = {
-                "name": name,
-                "mib_s": total / (1024 * 1024) / times[len(times) // 2],
-                "cpu_gib": cpus[len(cpus) // 2] / (total / (1 << 30)) if pid else 0,
-                "sys_mib": sum(sc.values()) / sc_mib if sc else 0,
-                "top": ", ".join("%s %.1f" % (k, v / sc_mib) for k, v in
-                                 sorted(sc.items(), key=lambda kv: -kv[1])[:4]) if sc else "",
-                "rps": args.small * 100 / dt_small,
-                "sys_req": sum(sc_small.values()) / (args.small * 100) if sc_small else 0,
-                "errors": len(errs),
-            }
-            rows.append(row)
-            print("%-8s %8.0f MiB/s  cpu %.2f s/GiB  %6.1f syscalls/MiB (%s)  small: %7.0f "
-                  "req/s %5.2f syscalls/req%s" % (
-                      row["name"], row["mib_s"], row["cpu_gib"], row["sys_mib"], row["top"],
-                      row["rps"], row["sys_req"],
-                      "  ERRORS %d" % row["errors"] if row["errors"] else ""))
-            sys.stdout.flush()
-        finally:
-            for p in proxies:
-                p.stop()
+                assert sink.got == total, (t["name"], sink.got)
+                t["cpus"].append((cpu_seconds(pid) - c0) if pid else 0)
+        for _ in range(args.rounds):
+            for t in targets:
+                pid = t["small"].pid if t["small"] else None
+                c0 = cpu_seconds(pid) if pid else 0
+                if redis:
+                    dt, n, errs = redis_bench(t["small_port"], args.small, args.requests,
+                                              args.load_cpu)
+                else:
+                    dt, errs = small(t["small_port"], args.small, 100)
+                    n = args.small * 100
+                t["rps"].append(n / dt)
+                t["cpu_req"].append(((cpu_seconds(pid) - c0) / n * 1e6) if pid else 0)
+                t["errors"] += len(errs)
+        for t in targets:
+            t["sc"], t["sc_small"] = {}, {}
+            if t["bulk"] is None or not strace:
+                continue
+            sc_bytes = min(total, 256 * 1024 * 1024)
+
+            def run():
+                sink.done.clear()
+                s, _ = bulk(t["bulk_port"], sc_bytes)
+                sink.done.wait(600)
+                s.close()
+            t["sc"] = strace_counts(t["bulk"].pid, run)
+            t["sc_mib"] = sc_bytes / (1024 * 1024)
+            if redis:
+                n_sc = min(args.requests, 20000)
+                t["sc_small"] = strace_counts(
+                    t["small"].pid,
+                    lambda: redis_bench(t["small_port"], args.small, n_sc, args.load_cpu))
+                t["sc_n"] = 2 * n_sc
+            else:
+                t["sc_small"] = strace_counts(t["small"].pid,
+                                              lambda: small(t["small_port"], args.small, 100))
+                t["sc_n"] = args.small * 100
+    finally:
+        for p in proxies:
+            p.stop()
+        if redis:
+            redis.stop()
+    rows = {}
+    print("%-8s %9s %9s %10s %9s %9s %9s  %s" % ("", "MiB/s", "CPU s/GiB", "sysc/MiB",
+                                                  "req/s", "CPU us/req", "sysc/req",
+                                                  "top syscalls per MiB"))
+    for t in targets:
+        sc, scs = t["sc"], t["sc_small"]
+        row = {
+            "mib_s": total / (1024 * 1024) / median(t["times"]),
+            "cpu_gib": median(t["cpus"]) / (total / (1 << 30)),
+            "sys_mib": sum(sc.values()) / t["sc_mib"] if sc else 0,
+            "rps": median(t["rps"]),
+            "cpu_req": median(t["cpu_req"]),
+            "sys_req": sum(scs.values()) / t["sc_n"] if scs else 0,
+        }
+        rows[t["name"]] = row
+        top = ", ".join("%s %.1f" % (k, v / t["sc_mib"]) for k, v in
+                        sorted(sc.items(), key=lambda kv: -kv[1])[:4]) if sc else ""
+        print("%-8s %9.0f %9.2f %10.1f %9.0f %9.1f %9.2f  %s%s" % (
+            t["name"], row["mib_s"], row["cpu_gib"], row["sys_mib"], row["rps"],
+            row["cpu_req"], row["sys_req"], top,
+            "  ERRORS %d" % t["errors"] if t["errors"] else ""))
+    if "portico" in rows:
+        p = rows["portico"]
+        print("\nportico / other (MiB/s, req/s: above 1 portico is faster; CPU and syscalls: "
+              "below 1 portico spends less)")
+        for name in ("haproxy", "nginx"):
+            if name not in rows:
+                continue
+            o = rows[name]
+
+            def ratio(k):
+                return "%.2f" % (p[k] / o[k]) if o[k] else "-"
+            print("vs %-8s MiB/s %s  CPU/GiB %s  syscalls/MiB %s  req/s %s  CPU/req %s  "
+                  "syscalls/req %s" % (name, ratio("mib_s"), ratio("cpu_gib"), ratio("sys_mib"),
+                                       ratio("rps"), ratio("cpu_req"), ratio("sys_req")))
     shutil.rmtree(d, ignore_errors=True)
 
 

@@ -10,7 +10,8 @@ if [ "${1:-}" = "--test" ]; then
     pkgs+=(python3 python3-pytest python3-pytest-xdist python3-h2 python3-grpcio nghttp2-client
            iproute2 python3-websockets node-ws nodejs groff-base man-db python3-brotli
            python3-zstandard redis-server redis-tools mosquitto mosquitto-clients
-           dnsmasq-base dnsutils)
+           prometheus chromium # promtool checks /metrics; chromium loads /status
+           dnsmasq-base dnsutils) # dig against dnsmasq through UDP stream servers
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Fault injection for testing (`fault ...;` in a stream server or an HTTP location): the rules
- * as parsed. Off unless written. See docs/stream.md and docs/configuration.md (fault). */
+ * as parsed. Off unless written. See docs/l4.md and docs/configuration.md (fault). */
 #ifndef PT_FAULT_T_H
 #define PT_FAULT_T_H
 

@@ -25,6 +25,11 @@ enum pt_relay_side {
     PT_RELAY_B = 1,
 };
 
+/* The kind of connection (struct pt_conn_ops.kind; HTTP has 1 and 2) a relay that took an HTTP
+ * connection's place (a WebSocket tunnel) counts as; its owner may pass another one to
+ * pt_relay_replace() (a stream session passes its own). */
+#define PT_RELAY_CONN_KIND 3
+
 /* Each side holds at most this many bytes queued for it; past it the other side stops reading
  * until the queue is half drained. So a peer that never reads costs at most this much. */
 #define PT_RELAY_QUEUE_CAP (64 * 1024)

@@ -466,10 +466,12 @@ conn_reload(struct pt_conn *c, struct pt_conf *conf)
     pt_relay_reload(pt_container_of(c, struct pt_relay, conn), conf);
 }
 
-static const struct pt_conn_ops relay_conn_ops = {
-    .drain = conn_drain,
-    .close = conn_close,
-    .reload = conn_reload,
+/* One set of ops per connection kind, so the worker counts a relay as its owner says. */
+#define RELAY_CONN_OPS(k)                                                                          \
+    {.drain = conn_drain, .close = conn_close, .reload = conn_reload, .kind = (k)}
+_Static_assert(PT_CONN_KINDS == 5, "one relay_conn_ops entry per connection kind");
+static const struct pt_conn_ops relay_conn_ops[PT_CONN_KINDS] = {
+    RELAY_CONN_OPS(0), RELAY_CONN_OPS(1), RELAY_CONN_OPS(2), RELAY_CONN_OPS(3), RELAY_CONN_OPS(4),
 };
 
 struct pt_relay *
@@ -571,9 +573,9 @@ pt_relay_reload(struct pt_relay *r, struct pt_conf *conf)
 }
 
 void
-pt_relay_replace(struct pt_relay *r, struct pt_conn *old)
+pt_relay_replace(struct pt_relay *r, struct pt_conn *old, unsigned kind)
 {
-    pt_worker_conn_replace(old, &r->conn, &relay_conn_ops);
+    pt_worker_conn_replace(old, &r->conn, &relay_conn_ops[kind < PT_CONN_KINDS ? kind : 0]);
     r->counted = 1;
 }
 

@@ -27,8 +27,9 @@ void pt_relay_drain(struct pt_relay *r);
 /* A reload (conf: the new snapshot): the owner's reload(), if it has one. */
 void pt_relay_reload(struct pt_relay *r, struct pt_conf *conf);
 /* The relay takes the place of the client connection `old` in its worker's w->conns (the
- * count does not change: a takeover). */
-void pt_relay_replace(struct pt_relay *r, struct pt_conn *old);
+ * count does not change: a takeover), counted from now on as connection kind `kind`
+ * (< PT_CONN_KINDS; PT_RELAY_CONN_KIND for a WebSocket tunnel). */
+void pt_relay_replace(struct pt_relay *r, struct pt_conn *old, unsigned kind);
 /* Moves bytes to be written to `side` (e.g. the 101 head the client has not read yet) into
  * its queue, before pt_relay_start(). The chain is left empty. */
 void pt_relay_queue(struct pt_relay *r, enum pt_relay_side side, struct pt_chain *c);

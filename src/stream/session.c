@@ -15,7 +15,7 @@
  *
  * Graceful stop lets a session run until it ends or shutdown_timeout. A reload keeps a session
  * whose route is unchanged and moves it to the new configuration; the others close (the rule is
- * route_kept() below, documented in docs/stream.md). */
+ * route_kept() below, documented in docs/l4.md). */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -32,6 +32,7 @@
 #include "core/fault.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/stats.h"
 #include "core/worker.h"
 #include "net/relay.h"
 #include "net/tls.h"
@@ -67,10 +68,38 @@ set_sni(struct pt_stream_session *s, const char *name, size_t n)
 
 /* ---- the end ----------------------------------------------------------------------------- */
 
+/* The statuses a session ends with, in the order of struct pt_stream_stats.sessions. */
+static const unsigned stat_status[PT_STREAM_STATUSES] = {200, 400, 403, 500, 502, 503};
+
+/* Counts the session that ends in its worker's block for (listen address, upstream): metrics
+ * read them (core/stats.h). Once per connection, so the block is looked up by name. */
+static void
+count_session(struct pt_stream_session *s)
+{
+    struct pt_stream_stats *st =
+        pt_stats_get(&s->w->stats, "stream", s->listen->addr.name,
+                     s->up != NULL ? s->up->name : NULL, sizeof(struct pt_stream_stats));
+    unsigned i = 0;
+
+    if (st == NULL)
+        return;
+    while (i < PT_STREAM_STATUSES - 1 && stat_status[i] != s->status)
+        i++;
+    if (stat_status[i] != s->status)
+        i = 3; /* any other: 500 */
+    st->sessions[i]++;
+    st->bytes_from_client += s->bytes_from_client;
+    st->bytes_to_client += s->bytes_to_client;
+    st->bytes_to_server += s->bytes_to_server;
+    st->bytes_from_server += s->bytes_from_server;
+    pt_hist_observe(&st->duration, s->t_end - s->t_start);
+}
+
 void
 pt__stream_log(struct pt_stream_session *s)
 {
     s->t_end = ev_now(s->w->loop);
+    count_session(s);
     for (unsigned i = 0; pt_modules[i] != NULL; i++) {
         const struct pt_logger_ops *ops = pt_modules[i]->ops;
 
@@ -195,11 +224,12 @@ attempt_failed(struct pt_stream_session *s, const char *what, int err)
     pt_outlier_record(srv, PT_FC_CONNECT, true);
     pt_upstream_result(g, &s->att, now, 0);
     if (srv->slot < g->n_servers && g->servers[srv->slot] != NULL)
-        pt_upstream_wserver(g, srv)->failures++;
+        pt_upstream_wserver(g, srv)->stats->failures++;
     release(s);
     /* proxy_next_upstream: nothing was relayed, so another server can take the connection as
      * if it were the first; at most `retries` more attempts */
     if ((up->res.retry.on & PT_FC_CONNECT) && (int64_t)s->tries <= up->res.retry.retries) {
+        g->stats->retries++;
         connect_next(s);
         return;
     }
@@ -260,6 +290,7 @@ backend_io(struct pt_stream_session *s)
             return;
         }
         ev_io_stop(s->w->loop, &s->su->bwio);
+        ws->stats->conns_opened++;
         if (current(s) != NULL)
             current(s)->t_connected = ev_now(s->w->loop);
         if (!s->up->tls) {
@@ -369,6 +400,8 @@ connect_next(struct pt_stream_session *s)
                "s%llu)",
                s->listen->addr.name, up->name, saturated ? " (all at max_conns)" : "",
                s->peer_name, (unsigned long long)s->id);
+        if (g->up == up)
+            g->stats->no_server++;
         finish(s, 503, saturated ? "max_conns" : "no_server");
         return;
     }
@@ -771,7 +804,7 @@ start_relay(struct pt_stream_session *s)
     if (s->in != NULL)
         pt_chain_push(&first, s->in);
     s->in = NULL;
-    pt_relay_replace(r, &s->conn);
+    pt_relay_replace(r, &s->conn, PT_STREAM_CONN_KIND);
     /* half-close passes through and sets no deadline of its own: the direction still open
      * runs on under proxy_timeout, as TCP allows */
     pt_relay_set_timeouts(r, s->ss->sc.proxy_timeout, -1);
@@ -885,6 +918,7 @@ static const struct pt_conn_ops session_conn_ops = {
     .drain = session_drain,
     .close = session_close,
     .reload = session_reload,
+    .kind = PT_STREAM_CONN_KIND,
 };
 
 static void

@@ -11,9 +11,25 @@
 #include "core/common-t.h"
 #include "core/conf-t.h"
 #include "core/fault-t.h"
+#include "core/stats-t.h"
 #include "core/worker-t.h"
 #include "net/tls-t.h"
 #include "upstream/upstream-t.h"
+
+/* The worker counts stream connections, being set up or relaying, as this kind
+ * (struct pt_conn_ops.kind, core/worker-t.h). */
+#define PT_STREAM_CONN_KIND 4
+
+/* Block kind "stream" (core/stats-t.h), per worker, named (listen address, upstream; "" when
+ * not routed): the connections of a stream server that ended, counted once each when its
+ * access log line is written. Only uint64_t. */
+#define PT_STREAM_STATUSES 6 /* 200 400 403 500 502 503 */
+struct pt_stream_stats {
+    uint64_t sessions[PT_STREAM_STATUSES]; /* ended, by $status */
+    uint64_t bytes_from_client, bytes_to_client; /* relayed (cleartext when TLS ends here) */
+    uint64_t bytes_to_server, bytes_from_server;
+    struct pt_hist duration;                /* accept to close */
+};
 
 struct ssl_st;
 struct pt_chunk;
@@ -157,7 +173,7 @@ struct pt_stream_session {
     unsigned status;              /* nginx stream's $status: 200 relayed; 400 the client's
                                    * fault; 502 no server could be connected or no route; 503
                                    * no usable server; 500 portico stopped or failed */
-    const char *outcome;          /* how it ended, a word (docs/stream.md) */
+    const char *outcome;          /* how it ended, a word (docs/l4.md) */
     char peer_ip[46];
     char peer_name[64];           /* "ip:port" */
     const char *sni;              /* the server name (ClientHello or handshake), lower case; ""

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The stream subsystem (layer 4 TCP proxying beside HTTP): its registration with the core, its
- * part of a snapshot, and the listening protocol of its addresses. See docs/stream.md. */
+ * part of a snapshot, and the listening protocol of its addresses. See docs/l4.md. */
 #ifndef PT_STREAM_H
 #define PT_STREAM_H
 

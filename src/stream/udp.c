@@ -15,7 +15,7 @@
  * dropped, logged at most once a minute.
  *
  * Reads take batches (recvmmsg) into the worker's buffers, and the replies a server socket
- * yields in one read go out in one sendmmsg (docs/stream.md, "UDP", says what it measured). */
+ * yields in one read go out in one sendmmsg (docs/l4.md, "UDP", says what it measured). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,7 +299,7 @@ server_failed(struct pt_stream_session *s, int err)
         pt_outlier_record(srv, PT_FC_CONNECT, true);
         pt_upstream_result(g, &s->att, ev_now(s->w->loop), 0);
         if (srv->slot < g->n_servers && g->servers[srv->slot] != NULL)
-            pt_upstream_wserver(g, srv)->failures++;
+            pt_upstream_wserver(g, srv)->stats->failures++;
         udp_finish(s, 502, "connect_failed");
         return;
     }
@@ -512,6 +512,8 @@ session_new(struct pt_worker *w, struct udp_worker *u, struct pt_listen *l, int 
                "%s, s%llu)",
                l->addr.name, s->up->name, saturated ? " (all at max_conns)" : "", s->peer_name,
                (unsigned long long)s->id);
+        if (g->up == s->up)
+            g->stats->no_server++;
         udp_finish(s, 503, saturated ? "max_conns" : "no_server");
         return NULL;
     }
@@ -540,9 +542,11 @@ session_new(struct pt_worker *w, struct udp_worker *u, struct pt_listen *l, int 
                (unsigned long long)s->id);
         pt_outlier_record(srv, PT_FC_CONNECT, true);
         pt_upstream_result(g, &s->att, ev_now(w->loop), 0);
+        pt_upstream_wserver(g, srv)->stats->failures++;
         udp_finish(s, 502, "connect_failed");
         return NULL;
     }
+    pt_upstream_wserver(g, srv)->stats->conns_opened++;
     ev_io_set(&e->rio, s->bfd, EV_READ);
     ev_io_start(w->loop, &e->rio);
     s->status = 200;
@@ -707,6 +711,7 @@ udp_reload(struct pt_conn *c, struct pt_conf *conf)
 }
 
 static const struct pt_conn_ops udp_conn_ops = {
+    .kind = PT_STREAM_CONN_KIND, /* metrics: protocol="stream", like TCP sessions */
     .drain = udp_drain,
     .close = udp_close,
     .reload = udp_reload,

@@ -10,7 +10,7 @@
  * Self-contained: sni.c has no dependency, so it builds alone:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
  *       tests/fuzz/fuzz_sni.c src/stream/sni.c -o fuzz_sni
- *   ./fuzz_sni tests/fuzz/corpus/sni        (seeds: real ClientHellos, see docs/stream.md) */
+ *   ./fuzz_sni tests/fuzz/corpus/sni        (seeds: real ClientHellos, see docs/l4.md) */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

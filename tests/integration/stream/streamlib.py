@@ -107,8 +107,10 @@ def stream(*servers, extra=""):
 
 # ---- clients and logs ------------------------------------------------------------------------
 
-def connect(port, timeout=5.0, host="127.0.0.1"):
-    s = socket.create_connection((host, port), timeout=timeout)
+def connect(port, timeout=5.0, host="127.0.0.1", source=None):
+    """A client connection; `source`: the local address (127.0.0.N: another client IP)."""
+    s = socket.create_connection((host, port), timeout=timeout,
+                                 source_address=(source, 0) if source else None)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
 

@@ -266,3 +266,56 @@ def test_stream_hash_client_ip(start_tcp, start_stream):
         seen.add(recv_until(s, b"\n"))
         s.close()
     assert len(seen) == 1, seen
+
+
+def test_stream_hash_client_ip_spreads_clients(start_tcp, start_stream):
+    """balance hash client_ip from 16 client addresses (127.0.0.2..17): each address keeps its
+    server over three rounds, and the addresses do not all land on one server (the key is the
+    address, not a constant); with `consistent`, stopping one server moves only its clients."""
+    backends = [start_tcp("h%d" % i, mode="greet") for i in range(3)]
+    port = lib.free_port()
+    p = start_stream(upstream("app", [b.addr for b in backends],
+                              extra="    balance hash client_ip consistent;\n") +
+                     stream("listen 127.0.0.1:%d;\nproxy_pass app;" % port), [port])
+    sources = ["127.0.0.%d" % i for i in range(2, 18)]
+
+    def round_():
+        got = {}
+        for src in sources:
+            s = connect(port, source=src)
+            got[src] = recv_until(s, b"\n").strip()
+            s.close()
+        return got
+
+    first = round_()
+    for _ in range(2):
+        assert round_() == first
+    assert len(set(first.values())) >= 2, first
+    assert all(v.startswith(b"hello from h") for v in first.values()), first
+    # one server goes away: its clients move (connect error, retried elsewhere), the others stay
+    gone = first[sources[0]]
+    backends[int(gone[len(b"hello from h"):])].stop()
+    after = round_()
+    for src in sources:
+        if first[src] == gone:
+            assert after[src] != gone and after[src].startswith(b"hello from h"), after
+        else:
+            assert after[src] == first[src], (src, first[src], after[src])
+
+
+def test_stream_hash_on_an_http_key_spreads(start_tcp, start_stream):
+    """balance hash uri in an upstream a stream server uses: a TCP connection has no URI, so
+    its connections spread over the servers by weight (as documented) instead of all going to
+    the server of the empty key."""
+    backends = [start_tcp("u%d" % i, mode="greet") for i in range(3)]
+    port = lib.free_port()
+    p = start_stream(upstream("app", [b.addr for b in backends],
+                              extra="    balance hash uri;\n") +
+                     stream("listen 127.0.0.1:%d;\nproxy_pass app;" % port), [port])
+    seen = []
+    for _ in range(12):
+        s = connect(port)
+        seen.append(recv_until(s, b"\n").strip())
+        s.close()
+    assert all(v.startswith(b"hello from u") for v in seen), seen
+    assert len(set(seen)) == 3, seen
