@@ -374,3 +374,25 @@ def test_udp_config_errors(tmp_path, certs):
     assert rc == 0, out
     assert "listen 127.0.0.1:7001 udp listen 127.0.0.1:7001" in out, out
     assert "at most 100 per address and worker" in out and "1 reply per client" in out, out
+
+
+def test_udp_graceful_stop_ends_sessions(tmp_path, start_portico, backends):
+    echo = backends("echo")
+    port = udp_free_port()
+    p = start_udp_portico(start_portico, tmp_path, upstream("u", [echo.addr]) + stream(
+        "listen 127.0.0.1:%d udp;\nproxy_pass u;\nproxy_timeout 10m;" % port), [port])
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(5)
+    try:
+        c.sendto(b"hi", ("127.0.0.1", port))
+        assert c.recvfrom(100)[0] == b"hi"
+        t0 = time.monotonic()
+        p.signal(signal.SIGTERM)
+        # an idle session waits for nothing: the worker ends it and exits, well before the
+        # 10m proxy_timeout or the 2s shutdown_timeout
+        assert p.wait_exit(10) == 0
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        c.close()
+    line = udp_log(p)[0]
+    assert line["outcome"] == "stopped" and line["dgrams_sent"] == "1", line
