@@ -348,6 +348,8 @@ def main():
                 s.close()
                 assert sink.got == total, (t["name"], sink.got)
                 t["cpus"].append((cpu_seconds(pid) - c0) if pid else 0)
+                print("  bulk  %-8s %7.0f MiB/s" % (t["name"], total / 1048576 / t["times"][-1]),
+                      flush=True)
         for _ in range(args.rounds):
             for t in targets:
                 pid = t["small"].pid if t["small"] else None
@@ -361,6 +363,7 @@ def main():
                 t["rps"].append(n / dt)
                 t["cpu_req"].append(((cpu_seconds(pid) - c0) / n * 1e6) if pid else 0)
                 t["errors"] += len(errs)
+                print("  small %-8s %7.0f req/s" % (t["name"], t["rps"][-1]), flush=True)
         for t in targets:
             t["sc"], t["sc_small"] = {}, {}
             if t["bulk"] is None or not strace:

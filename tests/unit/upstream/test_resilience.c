@@ -219,7 +219,7 @@ request(const char *method, unsigned on)
     rw.mod[pt_module_upstream._index] = &rt;
     up.slot = 0;
     rg.up = &up;
-    rg.retry_tokens = 10.0;
+    rg.retry_tokens = 10 * 100;
     rg.stats = &rstats;
     rx.w = &rw;
     rx.up = &up;
@@ -324,7 +324,8 @@ test_retry_needs_the_whole_body(void **state)
     done();
 }
 
-/* retry_budget 20%: each request adds 0.2 of a retry, at most 10 bank up */
+/* retry_budget 20%: each request adds 0.2 of a retry; what banks up is what the last second of
+ * traffic earned, at least 10 */
 static void
 test_retry_budget(void **state)
 {
@@ -332,14 +333,36 @@ test_retry_budget(void **state)
     rg.retry_tokens = 0;
     assert_false(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
     for (unsigned i = 0; i < 5; i++)
-        pt_retry_count_request(&rx);
+        pt_retry_budget_add(&rg, 100.0);
     assert_true(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
     assert_false(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
-    for (unsigned i = 0; i < 1000; i++)
-        pt_retry_count_request(&rx);
-    for (unsigned i = 0; i < 10; i++)
+    /* 30 requests in a second: the floor of 10 holds */
+    for (unsigned i = 0; i < 30; i++)
+        pt_retry_budget_add(&rg, 100.5);
+    for (unsigned i = 0; i < 6; i++)
+        assert_true(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
+    for (unsigned i = 0; i < 30; i++)
+        pt_retry_budget_add(&rg, 100.9);
+    for (unsigned i = 0; i < 6; i++)
         assert_true(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
     assert_false(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
+    /* 1000 requests within a second: 20% of them bank up, for a server that dies with many
+     * requests in flight */
+    rg.retry_tokens = 0;
+    for (unsigned i = 0; i < 1000; i++)
+        pt_retry_budget_add(&rg, 101.0 + i / 2000.0);
+    for (unsigned i = 0; i < 200; i++)
+        assert_true(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
+    assert_false(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
+    /* the next second still sees the previous one's traffic; after a quiet period the cap is
+     * back to 10 */
+    pt_retry_budget_add(&rg, 102.2);
+    rg.retry_tokens = 100000;
+    pt_retry_budget_add(&rg, 102.3);
+    assert_int_equal(rg.retry_tokens, 200 * 100);
+    rg.retry_tokens = 100000;
+    pt_retry_budget_add(&rg, 110.0);
+    assert_int_equal(rg.retry_tokens, 10 * 100);
     done();
 }
 
