@@ -258,6 +258,25 @@ def test_udp_session_limit(tmp_path, start_portico, backends):
             c.close()
 
 
+def test_udp_sessions_count_as_connections(tmp_path, start_portico, backends):
+    """Each session holds a socket: max_connections bounds them with the TCP connections."""
+    silent = backends("silent", mode="silent")
+    port = udp_free_port()
+    p = start_udp_portico(start_portico, tmp_path, upstream("u", [silent.addr]) + stream(
+        "listen 127.0.0.1:%d udp;\nproxy_pass u;\nproxy_timeout 30s;" % port), [port],
+        main_extra="max_connections 2;")
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+    try:
+        for c in clients:
+            c.sendto(b"hello", ("127.0.0.1", port))
+        lib.wait_until(lambda: "max_connections (2) reached" in p.read(p.error_log),
+                       timeout=5, what="the limit logged")
+        assert lib.stays(lambda: silent.count() == 2, 0.5)
+    finally:
+        for c in clients:
+            c.close()
+
+
 def test_udp_server_unreachable(tmp_path, start_portico, backends):
     echo = backends("echo")
     dead = "127.0.0.1:%d" % udp_free_port()

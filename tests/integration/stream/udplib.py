@@ -131,11 +131,11 @@ def dig(port, name, host="127.0.0.1", tcp=False):
 
 
 def start_udp_portico(start_portico, tmp_path, body, udp_ports, workers=1,
-                      access_log="combined", host="127.0.0.1"):
+                      access_log="combined", host="127.0.0.1", main_extra=""):
     """portico with `body`; ready once it says it listens on every UDP port (a UDP socket
     cannot be probed with a connection)."""
     conf = lib.make_conf(tmp_path, body, workers=workers, access_log=access_log,
-                         error_level="info", shutdown_timeout="2s")
+                         error_level="info", shutdown_timeout="2s", main_extra=main_extra)
     p = start_portico(conf, [], host=host, wait=False)
     want = ["listening on %s udp" % lib.hostport(host, port) for port in udp_ports]
     lib.wait_until(lambda: all(w in p.read(p.error_log) for w in want), timeout=10,
