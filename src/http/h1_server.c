@@ -26,6 +26,7 @@
 #include "core/worker.h"
 #include "http/errors.h"
 #include "http/exchange.h"
+#include "http/h1_checks.h"
 #include "http/h1_chunk.h"
 #include "http/h1_server.h"
 #include "http/h2_server.h"
@@ -35,6 +36,7 @@
 #include "http/websocket.h"
 #include "net/relay.h"
 #include "http/router.h"
+#include "http/rules.h"
 #include "http/trace.h"
 #include "net/tls.h"
 
@@ -818,6 +820,7 @@ on_message_begin(llhttp_t *p)
     x->listen = c->listen;
     if (c->ssl != NULL) {
         x->tls = 1;
+        x->ssl = c->ssl;
         x->tls_client_subject = pt_tls_client_subject(c->ssl, &x->arena);
     }
     x->state = PT_X_HEAD;
@@ -871,13 +874,9 @@ on_header_value(llhttp_t *p, const char *at, size_t n)
     if (head_grow(c, n) != 0)
         return -1;
     /* llhttp rejects CR, LF and NUL; other control bytes are rejected here (RFC 9110 5.5) */
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)at[i];
-
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
-            c->err_status = 400;
-            return -1;
-        }
+    if (!pt_h1_field_value_ok(at, n)) {
+        c->err_status = 400;
+        return -1;
     }
     return append(c->x, &c->x->h1_hval, &c->x->h1_hval_len, at, n);
 }
@@ -1051,9 +1050,7 @@ try_upgrade_h2c(struct pt_h1_conn *c, struct pt_exchange *x)
         return true;
     }
     /* now stream 1 of the new connection: run the handler as for any request */
-    if (x->loc == NULL)
-        pt_exchange_respond(x, 404, "404 Not Found\n");
-    else if (x->loc->handler->handle(x, x->loc->handler_conf) != PT_OK && !x->resp_head_sent)
+    if (pt_rules_dispatch(x) != PT_OK && !x->resp_head_sent)
         pt_exchange_respond(x, 500, "500 Internal Server Error\n");
     x->fe->flush(x);
     return true;
@@ -1075,22 +1072,12 @@ reject(struct pt_h1_conn *c, unsigned status, const char *why)
 static int
 absolute_form(struct pt_exchange *x)
 {
-    const char *t = x->target, *end = x->target + x->target_len;
-    size_t skip;
+    const char *end = x->target + x->target_len, *auth, *a_end;
+    size_t auth_len;
 
-    if (x->target_len > 7 && strncasecmp(t, "http://", 7) == 0)
-        skip = 7;
-    else if (x->target_len > 8 && strncasecmp(t, "https://", 8) == 0)
-        skip = 8;
-    else
+    if (!pt_h1_absolute_form(x->target, x->target_len, &auth, &auth_len, &a_end))
         return PT_ERR;
-    const char *auth = t + skip, *a_end = auth;
-
-    while (a_end < end && *a_end != '/' && *a_end != '?' && *a_end != '#')
-        a_end++;
-    if (a_end == auth || memchr(auth, '@', (size_t)(a_end - auth)) != NULL)
-        return PT_ERR; /* no host, or userinfo (deprecated, RFC 9110 section 4.2.4) */
-    char *host = pt_arena_strndup(&x->arena, auth, (size_t)(a_end - auth));
+    char *host = pt_arena_strndup(&x->arena, auth, auth_len);
     const char *path = a_end < end && *a_end == '/' ? a_end : NULL;
 
     if (host == NULL)
@@ -1166,15 +1153,12 @@ request_start(struct pt_h1_conn *c)
         return;
     }
     x->path = norm;
-    x->loc = pt_router_location(x->vh, x->path, x->path_len);
-    if (x->loc != NULL)
-        x->http = &x->loc->http;
+    if (pt_rules_route(x) != PT_OK) {
+        reject(c, 500, "the rewrite rules found no answer (see the warning before)");
+        return;
+    }
     /* RFC 9112 section 3.2: HTTP/1.1 requests carry exactly one Host */
-    if (!absolute && ((x->minor >= 1 && hi < 0) ||
-        (hi >= 0 && pt_hdrs_find(&x->req, PT_H_HOST) != hi) ||
-        (hi >= 0 && x->req.n > (unsigned)hi + 1 &&
-         pt_hdrs_find_name(&(struct pt_hdrs){x->req.v + hi + 1, x->req.n - hi - 1, 0}, "host",
-                           4) >= 0))) {
+    if (!absolute && !pt_h1_host_fields_ok(&x->req, hi, x->minor)) {
         reject(c, 400, "missing or duplicate Host");
         return;
     }
@@ -1195,7 +1179,7 @@ request_start(struct pt_h1_conn *c)
     /* RFC 6455: a WebSocket handshake to a proxied location with `websocket on` keeps its
      * upgrade fields and may become a tunnel; anywhere else Upgrade is dropped (hop-by-hop) and
      * the request is an ordinary one */
-    if (x->loc != NULL && x->loc->handler->websocket && x->http->websocket &&
+    if (!pt_rules_answers(x) && x->loc->handler->websocket && x->http->websocket &&
         pt_ws_requested(x)) {
         unsigned st = pt_ws_check_request(x);
 
@@ -1213,17 +1197,15 @@ request_start(struct pt_h1_conn *c)
         x->ws = 1;
     }
     pt_hdrs_mark_hop_by_hop(&x->req, x->ws);
-    if (x->loc == NULL) {
-        x->discard_body = 1;
-        pt_exchange_respond(x, 404, "404 Not Found\n");
+    if (pt_rules_answers(x)) { /* a rule's answer or 404: no 100 Continue, no h2c */
+        pt_rules_dispatch(x);
         return;
     }
     if (!x->ws && try_upgrade_h2c(c, x))
         return;
     if (x->expect_continue)
         pt_chain_append(&c->w->chunks, &c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    if (x->loc->handler->handle(x, x->loc->handler_conf) != PT_OK && c->x == x &&
-        !x->resp_head_sent)
+    if (pt_rules_dispatch(x) != PT_OK && c->x == x && !x->resp_head_sent)
         local_error(c, 500);
 }
 
@@ -1241,9 +1223,7 @@ parse_error_status(struct pt_h1_conn *c, llhttp_errno_t e)
 
     if (pos == NULL || pos < (c->in != NULL ? c->in->data : pos) || pos > end)
         return 400;
-    while (pos < end && pt_http_is_tchar((unsigned char)*pos))
-        pos++;
-    return pos == end || *pos == ' ' ? 501 : 400;
+    return pt_h1_unknown_method_status(pos, (size_t)(end - pos));
 }
 
 /* The parser (96 bytes) exists only while a request is in flight: an idle keep-alive

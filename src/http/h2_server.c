@@ -31,6 +31,7 @@
 #include "core/rate.h"
 #include "core/worker.h"
 #include "http/exchange.h"
+#include "http/h2_checks.h"
 #include "http/h2_fields.h"
 #include "http/h2_server.h"
 #include "http/h1_server.h"
@@ -40,6 +41,7 @@
 #include "http/websocket.h"
 #include "net/relay.h"
 #include "http/router.h"
+#include "http/rules.h"
 #include "http/trace.h"
 #include "net/tls.h"
 
@@ -468,8 +470,8 @@ websocket_request(struct pt_h2_stream *st)
     unsigned char raw[16];
     char *key = pt_arena_alloc(&x->arena, 25);
 
-    if (x->loc == NULL)
-        return true; /* answered 404 like any request */
+    if (pt_rules_answers(x))
+        return true; /* answered (404, a rule's answer) like any request */
     if (!x->loc->handler->websocket || !x->http->websocket) {
         stream_reject(st, 501, "WebSocket (extended CONNECT) is not enabled at this location");
         return false;
@@ -501,7 +503,6 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
 {
     struct pt_h2_conn *c = st->c;
     struct pt_exchange *x = st->x;
-    int cl;
 
     st->started = 1;
     x->state = PT_X_ACTIVE;
@@ -540,25 +541,22 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
         stream_reject(st, 400, "invalid :authority or host (userinfo, a bad character or port)");
         return;
     }
-    if (st->method == NULL) {
-        stream_reject(st, 400, "missing :method");
-        return;
-    }
-    bool ext_ws = false;
+    /* the checks of the pseudo-header fields and content-length (h2_checks.h) */
+    bool ext_ws;
+    int64_t req_cl = -1;
+    const char *why = NULL;
+    unsigned status = pt_h2_request_check(st->method, st->scheme, st->path, st->protocol,
+                                          &x->req, &ext_ws, &req_cl, &why);
 
-    if (st->protocol != NULL) {
+    if (ext_ws) {
         /* extended CONNECT (RFC 8441): a WebSocket, translated below into the RFC 6455
-         * handshake an HTTP/1.1 backend expects; no other protocol is served */
-        if (strcmp(st->protocol, "websocket") != 0) {
-            x->method_name = "CONNECT";
-            stream_reject(st, 501, ":protocol other than websocket is not supported");
-            return;
-        }
-        ext_ws = true;
+         * handshake an HTTP/1.1 backend expects */
         x->method = HTTP_GET;
         x->method_name = "GET";
+    } else if (st->method != NULL && st->protocol != NULL) {
+        x->method_name = "CONNECT"; /* answered 501: another protocol */
     }
-    if (x->method == HTTP_CONNECT) {
+    if (status == 405) {
         pt_log(PT_LOG_INFO, "h2 client %s stream %d: CONNECT is not supported, answering 405 "
                "(c%llu) request_id=%s", c->peer_ip, st->id, (unsigned long long)c->id,
                pt_request_id(x));
@@ -566,27 +564,13 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
         pt_exchange_respond_with(x, 405, "405 Method Not Allowed\n", "Allow", PT_ALLOW_METHODS);
         return;
     }
-    if (strcmp(st->method, "PRI") == 0) {
-        /* the HTTP/2 preface's method: forwarded to an HTTP/1.1 backend it could be read as
-         * the start of a preface */
-        stream_reject(st, 501, "method PRI is not forwarded");
-        return;
-    }
-    if (st->path == NULL || st->path[0] != '/' || st->scheme == NULL) {
-        stream_reject(st, 400, "missing :scheme or :path not in origin form");
+    if (status != 0) {
+        stream_reject(st, status, why);
         return;
     }
     /* content-length is checked against DATA by nghttp2 (http messaging is on) */
-    cl = pt_hdrs_find(&x->req, PT_H_CONTENT_LENGTH);
-    if (cl >= 0) {
-        uint64_t v;
-
-        if (pt_parse_u64(x->req.v[cl].value, x->req.v[cl].vlen, INT64_MAX, &v) != PT_OK) {
-            stream_reject(st, 400, "invalid content-length");
-            return;
-        }
-        x->req_cl = (int64_t)v;
-    }
+    if (req_cl >= 0)
+        x->req_cl = req_cl;
     x->req_has_body = !end_stream;
     /* a body of unknown length goes to an h1 backend chunked */
     x->req_chunked = !end_stream && x->req_cl < 0;
@@ -599,9 +583,10 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
         return;
     }
     x->path = norm;
-    x->loc = pt_router_location(x->vh, x->path, x->path_len);
-    if (x->loc != NULL)
-        x->http = &x->loc->http;
+    if (pt_rules_route(x) != PT_OK) {
+        stream_reject(st, 500, "the rewrite rules found no answer (see the warning before)");
+        return;
+    }
     if (x->http->client_max_body_size > 0 && x->req_cl > x->http->client_max_body_size) {
         stream_reject(st, 413, "content-length over client_max_body_size");
         return;
@@ -613,12 +598,7 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
     if (ext_ws && !websocket_request(st))
         return;
     pt_hdrs_mark_hop_by_hop(&x->req, x->ws);
-    if (x->loc == NULL) {
-        x->discard_body = 1;
-        pt_exchange_respond(x, 404, "404 Not Found\n");
-        return;
-    }
-    if (x->loc->handler->handle(x, x->loc->handler_conf) != PT_OK && !x->resp_head_sent)
+    if (pt_rules_dispatch(x) != PT_OK && !x->resp_head_sent)
         stream_reject(st, 500, "handler failed");
 }
 
@@ -657,6 +637,7 @@ on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     x->state = PT_X_HEAD;
     if (c->ssl != NULL) {
         x->tls = 1;
+        x->ssl = c->ssl;
         x->tls_client_subject = pt_tls_client_subject(c->ssl, &x->arena);
     }
     pt_list_insert_tail(&c->streams, &st->link);

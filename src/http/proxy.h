@@ -17,6 +17,11 @@ extern const struct pt_handler_ops pt_proxy_handler;
  * X-Client-Cert-Subject, X-Request-ID, traceparent) and marks the client's fields it replaces
  * (skip). Needs x->http (the routed location). Used by the handler and by `portico explain`. */
 void pt_proxy_forward_headers(struct pt_exchange *x);
+/* What x's request to srv carries as Host (HTTP/1.1) or :authority (HTTP/2), the same for
+ * both codecs: a `proxy_set_header Host` value, else the upstream's `host` (a fixed value, or
+ * the server's name as written with its port unless it is 80 / 443 with tls), else the
+ * client's Host, else the server's address. *len is its length (not NUL-terminated). */
+const char *pt_proxy_host(struct pt_exchange *x, const struct pt_server *srv, size_t *len);
 /* What the balancer may know of x for its next pick: the client address, the attempts made,
  * and the URI, headers and cookies (the hash policy's keys). Valid while x is. */
 void pt_proxy_lb_ctx(const struct pt_exchange *x, struct pt_lb_ctx *c);

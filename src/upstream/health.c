@@ -261,7 +261,10 @@ request(struct probe *p, char *buf, size_t cap)
         n = snprintf(buf, cap,
                      "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: portico-health-check\r\n"
                      "Connection: close\r\n\r\n",
-                     h->method, h->path, h->host != NULL ? h->host : p->srv->host);
+                     h->method, h->path,
+                     h->host != NULL                        ? h->host
+                     : p->srv->upstream->host_value != NULL ? p->srv->upstream->host_value
+                                                            : p->srv->host);
     }
     return n < 0 ? 0 : PT_MIN((size_t)n, cap - 1);
 }
