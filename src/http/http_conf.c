@@ -738,6 +738,11 @@ http_conf_validate(struct pt_conf_ctx *cx)
             cx->block = loc;
             cx->slots = loc->mod;
             pt_conf_modules_merge(cx, vh->mod, loc->mod);
+            if ((loc->faults.n > 0 || loc->fault_header != NULL) && loc->upstream_name == NULL)
+                pt_conf_error_at(cx, loc->line, loc->col,
+                                 "fault and fault_header work in locations with proxy_pass "
+                                 "(location \"%s\")",
+                                 loc->path);
             if (loc->handler == NULL) {
                 /* a location may answer by its rules alone: return, or a rewrite (a request
                  * no rule answers then gets 404) */
@@ -749,11 +754,6 @@ http_conf_validate(struct pt_conf_ctx *cx)
                                      loc->path);
                 continue;
             }
-            if ((loc->faults.n > 0 || loc->fault_header != NULL) && loc->upstream_name == NULL)
-                pt_conf_error_at(cx, loc->line, loc->col,
-                                 "fault and fault_header work in locations with proxy_pass "
-                                 "(location \"%s\")",
-                                 loc->path);
             if (loc->n_access > 0 && !loc->handler->access)
                 pt_conf_error_at(cx, loc->access_line, loc->access_col,
                                  "\"allow\" and \"deny\" are enforced only in status and "
