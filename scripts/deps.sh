@@ -12,6 +12,7 @@ if [ "${1:-}" = "--test" ]; then
            python3-zstandard redis-server redis-tools mosquitto mosquitto-clients
            prometheus chromium # promtool checks /metrics; chromium loads /status
            dnsmasq-base dnsutils) # dig against dnsmasq through UDP stream servers
+    pkgs+=(haproxy) # the PROXY protocol tests put it in front of portico
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -48,6 +48,9 @@ struct pt_stream_conf {
                                     * forwarding); -1: not limited (the default) */
     int64_t udp_max_sessions;      /* UDP: sessions per listening address per worker; a new
                                     * client's datagrams are dropped past it */
+    const struct pt_cidr *trusted; /* trusted_proxies: who may send a PROXY header */
+    int n_trusted;                 /* PT_UNSET until merged */
+    pt_msec proxy_protocol_timeout; /* a proxy_protocol listen's header within this */
 };
 
 /* `proxy_pass_sni NAME... UPSTREAM;`: one name of it. */
@@ -176,6 +179,9 @@ struct pt_stream_session {
     const char *outcome;          /* how it ended, a word (docs/l4.md) */
     char peer_ip[46];
     char peer_name[64];           /* "ip:port" */
+    struct sockaddr_storage peer;  /* the client: the TCP peer, or what its PROXY header says */
+    struct sockaddr_storage local; /* the address it reached, when local_known */
+    unsigned local_known : 1;
     const char *sni;              /* the server name (ClientHello or handshake), lower case; ""
                                    * when none (allocated only when there is one) */
     struct pt_stream_attempt *attempts; /* n_attempts of them, or NULL */

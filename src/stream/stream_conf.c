@@ -27,6 +27,9 @@ sconf_unset(struct pt_stream_conf *sc)
     sc->preread_buffer_size = PT_UNSET;
     sc->ssl_preread = PT_UNSET;
     sc->proxy_responses = sc->udp_max_sessions = PT_UNSET;
+    sc->trusted = NULL;
+    sc->n_trusted = PT_UNSET;
+    sc->proxy_protocol_timeout = PT_UNSET;
 }
 
 #define MERGE(f, dflt)                                                                           \
@@ -45,6 +48,34 @@ sconf_merge(const struct pt_stream_conf *parent, struct pt_stream_conf *child)
     MERGE(ssl_preread, 0);
     MERGE(proxy_responses, -1); /* not limited: the session lasts until proxy_timeout */
     MERGE(udp_max_sessions, 4096);
+    MERGE(proxy_protocol_timeout, 5000);
+    if (child->n_trusted == PT_UNSET) {
+        child->trusted = parent != NULL ? parent->trusted : NULL;
+        child->n_trusted = parent != NULL ? parent->n_trusted : 0;
+    }
+}
+
+/* `trusted_proxies ADDRESS|CIDR ...;` */
+static int
+set_trusted(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_stream_conf *sc = conf;
+    struct pt_cidr *v;
+
+    if (sc->n_trusted != PT_UNSET)
+        return pt_conf_duplicate(cx);
+    v = pt_arena_calloc(&cx->conf->arena, cx->nargs * sizeof(*v));
+    if (v == NULL)
+        return pt_conf_error(cx, 0, "out of memory");
+    sc->n_trusted = 0;
+    for (unsigned i = 1; i <= cx->nargs; i++) {
+        if (pt_cidr_parse(cx->args[i], &v[sc->n_trusted]) != PT_OK)
+            pt_conf_error(cx, i, "invalid address or CIDR \"%s\"", cx->args[i]);
+        else
+            sc->n_trusted++;
+    }
+    sc->trusted = v;
+    return PT_OK;
 }
 
 static int
@@ -89,7 +120,7 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     struct pt_addr addr;
     struct pt_err err;
     struct pt_listen *l;
-    int tls = 0, udp = 0;
+    int tls = 0, udp = 0, pp = 0;
 
     ss->n_listen_written++;
     if (pt_addr_parse(cx->args[1], 1, &addr, &err) != PT_OK)
@@ -99,13 +130,20 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
             tls = 1;
         else if (strcmp(cx->args[i], "udp") == 0)
             udp = 1;
+        else if (strcmp(cx->args[i], "proxy_protocol") == 0)
+            pp = 1;
         else
-            return pt_conf_error(cx, i, "invalid listen parameter \"%s\" (tls, udp)",
+            return pt_conf_error(cx, i,
+                                 "invalid listen parameter \"%s\" (tls, udp, proxy_protocol)",
                                  cx->args[i]);
     }
     if (tls && udp)
         return pt_conf_error(cx, 2, "listen %s: udp and tls together would be DTLS, which "
                              "portico does not speak",
+                             addr.name);
+    if (pp && udp)
+        return pt_conf_error(cx, 2, "listen %s: proxy_protocol is for TCP listens (a PROXY "
+                             "header over UDP is not supported)",
                              addr.name);
     if (!udp && ss->has_tcp && (unsigned)tls != ss->tls_ends)
         return pt_conf_error(cx, 1, "a stream server listens either with tls or without; "
@@ -122,6 +160,7 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
                              addr.name, udp ? " udp" : "", o->line);
     }
     l->owner = ss;
+    l->proxy_protocol = pp ? 1 : 0;
     if (udp) {
         ss->has_udp = 1;
     } else {
@@ -227,6 +266,9 @@ static const struct pt_directive stream_directives[] = {
      &max_responses},
     {"udp_max_sessions", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_count, SOFF(udp_max_sessions),
      &max_sessions},
+    {"trusted_proxies", SCTX, 1, PT_ARGS_MANY, 0, PT_BASE_MODULE, set_trusted, 0, NULL},
+    {"proxy_protocol_timeout", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
+     SOFF(proxy_protocol_timeout), NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 
@@ -349,6 +391,21 @@ server_check(struct pt_conf_ctx *cx, struct pt_stream_server *ss, bool preread_o
                                                                                    : "limit_rate",
                              dgram ? "udp" : "TCP");
     }
+    for (unsigned i = 0; i < ss->n_listens; i++) {
+        struct pt_listen *l = ss->listens[i];
+
+        if (!l->proxy_protocol)
+            continue;
+        if (ss->sc.n_trusted <= 0)
+            pt_conf_error_at(cx, l->line, l->col,
+                             "listen %s proxy_protocol: no trusted_proxies for this stream "
+                             "server; list the load balancers allowed to send PROXY headers "
+                             "(\"trusted_proxies 0.0.0.0/0 ::/0\" believes anyone)",
+                             l->addr.name);
+        l->pp_trusted = ss->sc.trusted;
+        l->pp_n_trusted = ss->sc.n_trusted;
+        l->pp_timeout = ss->sc.proxy_protocol_timeout;
+    }
     if (!ss->has_tcp) {
         ss->preread = 0;
     } else if (ss->tls_ends) {
@@ -445,8 +502,9 @@ pt_stream_print(const struct pt_conf *c, FILE *out)
 
         fprintf(out, "  stream server (%s:%d):", ss->file, ss->line);
         for (unsigned j = 0; j < ss->n_listens; j++)
-            fprintf(out, " listen %s%s", ss->listens[j]->addr.name,
-                    ss->listens[j]->udp ? " udp" : ss->tls_ends ? " tls" : "");
+            fprintf(out, " listen %s%s%s", ss->listens[j]->addr.name,
+                    ss->listens[j]->udp ? " udp" : ss->tls_ends ? " tls" : "",
+                    ss->listens[j]->proxy_protocol ? " proxy_protocol" : "");
         fprintf(out, "\n");
         if (ss->tls_ends)
             fprintf(out, "    tls: certificate %s (no ALPN), routed by the handshake's "
