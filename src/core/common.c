@@ -173,6 +173,38 @@ pt_fmt_msec(pt_msec ms, char *buf, size_t len)
     return buf;
 }
 
+size_t
+pt_fmt_u64(uint64_t v, char *buf)
+{
+    char tmp[20];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return n;
+}
+
+size_t
+pt_fmt_hex(uint64_t v, char *buf)
+{
+    char tmp[16];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return n;
+}
+
 const char *
 pt_fmt_size(int64_t size, char *buf, size_t len)
 {

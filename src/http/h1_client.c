@@ -218,7 +218,7 @@ pt_h1_request_head(struct pt_exchange *x, const struct pt_server *srv, struct pt
     if (x->req_chunked)
         pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
     else if (x->req_cl >= 0)
-        pt_chain_printf(p, o, "Content-Length: %lld\r\n", (long long)x->req_cl);
+        pt_chain_append_num(p, o, "Content-Length: ", (uint64_t)x->req_cl, false, "\r\n");
     if (x->ws)
         pt_chain_append(p, o, "Connection: upgrade\r\n", 21); /* Upgrade was kept */
     else if (srv->upstream->keepalive == 0)
@@ -246,7 +246,7 @@ take_body(struct pt_bconn *b)
         return;
     if (n > 0) {
         if (x->req_chunked)
-            pt_chain_printf(p, &b->out, "%zx\r\n", n);
+            pt_chain_append_num(p, &b->out, "", n, true, "\r\n");
         pt_exchange_chain_taken(x, &x->req_body);
         pt_chain_move(&b->out, &x->req_body);
         if (x->req_chunked)

@@ -508,7 +508,13 @@ fe_send_head(struct pt_exchange *x)
     }
     c->resp_chunked = 0;
     c->resp_start = c->out_written + o->bytes;
-    pt_chain_printf(p, o, "HTTP/1.1 %u %s\r\n", x->status, pt_status_reason(x->status));
+    {
+        const char *reason = pt_status_reason(x->status);
+
+        pt_chain_append_num(p, o, "HTTP/1.1 ", x->status, false, " ");
+        pt_chain_append(p, o, reason, strlen(reason));
+        pt_chain_append(p, o, "\r\n", 2);
+    }
     if (x->status == 101) {
         /* a WebSocket accepted by the backend: its upgrade fields, no framing; the connection
          * becomes a tunnel next (fe_take_socket) */
@@ -529,9 +535,9 @@ fe_send_head(struct pt_exchange *x)
     if (x->resp_no_body) {
         /* HEAD keeps the length of what GET would send; 204 and 1xx never carry one */
         if (x->resp_cl >= 0 && x->status != 204 && x->status >= 200)
-            pt_chain_printf(p, o, "Content-Length: %lld\r\n", (long long)x->resp_cl);
+            pt_chain_append_num(p, o, "Content-Length: ", (uint64_t)x->resp_cl, false, "\r\n");
     } else if (x->resp_cl >= 0) {
-        pt_chain_printf(p, o, "Content-Length: %lld\r\n", (long long)x->resp_cl);
+        pt_chain_append_num(p, o, "Content-Length: ", (uint64_t)x->resp_cl, false, "\r\n");
     } else if (!http10) {
         pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
         c->resp_chunked = 1;
@@ -560,7 +566,7 @@ fe_send_body(struct pt_exchange *x, const char *data, size_t len)
         return out_status(c);
     x->resp_body_bytes += len;
     if (c->resp_chunked) {
-        pt_chain_printf(p, &c->out, "%zx\r\n", len);
+        pt_chain_append_num(p, &c->out, "", len, true, "\r\n");
         pt_chain_append(p, &c->out, data, len);
         pt_chain_append(p, &c->out, "\r\n", 2);
     } else {
@@ -581,7 +587,7 @@ fe_send_chunk(struct pt_exchange *x, struct pt_chunk *ch)
     }
     x->resp_body_bytes += len;
     if (c->resp_chunked)
-        pt_chain_printf(&c->w->chunks, &c->out, "%zx\r\n", len);
+        pt_chain_append_num(&c->w->chunks, &c->out, "", len, true, "\r\n");
     pt_chain_push(&c->out, ch);
     if (c->resp_chunked)
         pt_chain_append(&c->w->chunks, &c->out, "\r\n", 2);
