@@ -598,7 +598,7 @@ al_log_stream(const struct pt_stream_session *s)
     unsigned idx = pt_module_access_log._index;
     struct al_worker *aw = w->mod[idx];
     struct al_conf *c = s->ss->mod[idx];
-    const char *proto = s->ss->tls_ends ? "TLS" : "TCP";
+    const char *proto = s->udp != NULL ? "UDP" : s->ss->tls_ends ? "TLS" : "TCP";
     struct al_line l;
 
     if (aw == NULL || c == NULL || c->file < 0)
@@ -622,6 +622,15 @@ al_log_stream(const struct pt_stream_session *s)
         else
             lprintf(&l, "-");
         lprintf(&l, "\" outcome=%s", s->outcome != NULL ? s->outcome : "-");
+        if (s->udp != NULL)
+            lprintf(&l, " datagrams_sent=%llu datagrams_received=%llu "
+                        "upstream_datagrams_sent=%llu upstream_datagrams_received=%llu "
+                        "datagrams_dropped=%llu",
+                    (unsigned long long)s->dgrams_to_client,
+                    (unsigned long long)s->dgrams_from_client,
+                    (unsigned long long)s->dgrams_to_server,
+                    (unsigned long long)s->dgrams_from_server,
+                    (unsigned long long)s->dgrams_dropped);
     } else {
         lprintf(&l,
                 "{\"time\":\"%s\",\"remote_addr\":\"%s\",\"protocol\":\"%s\",\"listen\":\"%s\","
@@ -642,7 +651,17 @@ al_log_stream(const struct pt_stream_session *s)
                 (unsigned long long)s->bytes_to_server,
                 (unsigned long long)s->bytes_from_server);
         lesc(&l, s->sni, strlen(s->sni), 1);
-        lprintf(&l, "\",\"outcome\":\"%s\"}", s->outcome != NULL ? s->outcome : "");
+        lprintf(&l, "\",\"outcome\":\"%s\"", s->outcome != NULL ? s->outcome : "");
+        if (s->udp != NULL)
+            lprintf(&l, ",\"datagrams_sent\":%llu,\"datagrams_received\":%llu,"
+                        "\"upstream_datagrams_sent\":%llu,\"upstream_datagrams_received\":%llu,"
+                        "\"datagrams_dropped\":%llu",
+                    (unsigned long long)s->dgrams_to_client,
+                    (unsigned long long)s->dgrams_from_client,
+                    (unsigned long long)s->dgrams_to_server,
+                    (unsigned long long)s->dgrams_from_server,
+                    (unsigned long long)s->dgrams_dropped);
+        lprintf(&l, "}");
     }
     emit(w, s->conf, c, &l);
 }

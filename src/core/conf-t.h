@@ -57,6 +57,10 @@ struct pt_listen_proto {
      * worker closes fd). */
     int (*accept)(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
                   struct pt_listen *l);
+    /* A UDP address (`udp` set): its socket fd, this worker's, is readable; the subsystem reads
+     * the datagrams itself (a bounded batch) and answers on the same socket. May be NULL for a
+     * protocol without UDP addresses. */
+    void (*datagrams)(struct pt_worker *w, int fd, struct pt_listen *l);
 };
 
 /* A listening address, shared by the blocks that listen on it (pt_conf_listen). Listening
@@ -65,6 +69,8 @@ struct pt_listen {
     unsigned index;
     struct pt_addr addr;
     unsigned tls : 1;                    /* `listen ... tls` */
+    unsigned udp : 1;                    /* `listen ... udp`: a datagram socket, no accept;
+                                          * another address than the TCP one of the same name */
     unsigned proxy_protocol : 1;         /* `listen ... proxy_protocol`: a PROXY header first */
     /* with proxy_protocol, filled in by the owning subsystem when it validates: the peers
      * allowed to send one (trusted_proxies) and the time they have (proxy_protocol_timeout) */

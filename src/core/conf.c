@@ -1062,20 +1062,26 @@ addr_overlaps(const struct pt_addr *a, const struct pt_addr *b)
     return false;
 }
 
-struct pt_listen *
-pt_conf_listen(struct pt_conf_ctx *cx, unsigned argi, const struct pt_addr *addr, int tls,
-               const struct pt_listen_proto *proto)
+bool
+pt_listen_same(const struct pt_listen *a, const struct pt_listen *b)
+{
+    return a->udp == b->udp && strcmp(a->addr.name, b->addr.name) == 0;
+}
+
+static struct pt_listen *
+conf_listen(struct pt_conf_ctx *cx, unsigned argi, const struct pt_addr *addr, int tls, int udp,
+            const struct pt_listen_proto *proto)
 {
     struct pt_conf *c = cx->conf;
     struct pt_listen *l;
 
     for (unsigned i = 0; i < c->n_listens; i++) {
         l = c->listens[i];
-        if (strcmp(l->addr.name, addr->name) != 0)
+        if ((int)l->udp != udp || strcmp(l->addr.name, addr->name) != 0)
             continue;
         if (l->proto != proto) {
-            pt_conf_error(cx, argi, "listen %s is already used by %s", addr->name,
-                          l->proto->name);
+            pt_conf_error(cx, argi, "listen %s%s is already used by %s", addr->name,
+                          udp ? " udp" : "", l->proto->name);
             return NULL;
         }
         if (l->tls != (unsigned)tls) {
@@ -1086,7 +1092,7 @@ pt_conf_listen(struct pt_conf_ctx *cx, unsigned argi, const struct pt_addr *addr
     }
     for (unsigned i = 0; i < c->n_listens; i++) {
         l = c->listens[i];
-        if (!addr_overlaps(&l->addr, addr))
+        if ((int)l->udp != udp || !addr_overlaps(&l->addr, addr))
             continue;
         /* the kernel would refuse the second bind (each is probed without SO_REUSEPORT), so
          * the configuration cannot start: say so here, with both places */
@@ -1106,8 +1112,23 @@ pt_conf_listen(struct pt_conf_ctx *cx, unsigned argi, const struct pt_addr *addr
     l->col = cx->cols[argi];
     l->index = c->n_listens - 1;
     l->tls = tls ? 1 : 0;
+    l->udp = udp ? 1 : 0;
     l->proto = proto;
     return l;
+}
+
+struct pt_listen *
+pt_conf_listen(struct pt_conf_ctx *cx, unsigned argi, const struct pt_addr *addr, int tls,
+               const struct pt_listen_proto *proto)
+{
+    return conf_listen(cx, argi, addr, tls, 0, proto);
+}
+
+struct pt_listen *
+pt_conf_listen_udp(struct pt_conf_ctx *cx, unsigned argi, const struct pt_addr *addr,
+                   const struct pt_listen_proto *proto)
+{
+    return conf_listen(cx, argi, addr, 0, 1, proto);
 }
 
 /* ---- merge and validate --------------------------------------------------------------- */

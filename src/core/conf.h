@@ -64,6 +64,14 @@ int pt_conf_push(struct pt_arena *a, void ***arr, unsigned *n, void *item);
  * with another tls flag. NULL after reporting. */
 struct pt_listen *pt_conf_listen(struct pt_conf_ctx *cx, unsigned argi, const struct pt_addr *addr,
                                  int tls, const struct pt_listen_proto *proto);
+/* The same for a UDP address (`listen ... udp`): UDP and TCP addresses of one name are distinct
+ * sockets and never clash. */
+struct pt_listen *pt_conf_listen_udp(struct pt_conf_ctx *cx, unsigned argi,
+                                     const struct pt_addr *addr,
+                                     const struct pt_listen_proto *proto);
+/* True when a and b are the same address and transport (reloads and upgrades keep the sockets
+ * of such an address). */
+bool pt_listen_same(const struct pt_listen *a, const struct pt_listen *b);
 
 /* Generic setters; `offset` is relative to the directive's base, `arg` as noted. */
 pt_directive_set_cb pt_set_flag;  /* on|off into int */

@@ -356,19 +356,21 @@ reload(struct ev_loop *loop)
             unsigned j;
 
             for (j = 0; j < old->n_listens; j++)
-                if (strcmp(old->listens[j]->addr.name, conf->listens[i]->addr.name) == 0)
+                if (pt_listen_same(old->listens[j], conf->listens[i]))
                     break;
             if (j == old->n_listens)
-                pt_log(PT_LOG_NOTICE, "listening on %s", conf->listens[i]->addr.name);
+                pt_log(PT_LOG_NOTICE, "listening on %s%s", conf->listens[i]->addr.name,
+                       conf->listens[i]->udp ? " udp" : "");
         }
         for (unsigned j = 0; j < old->n_listens; j++) {
             unsigned i;
 
             for (i = 0; i < conf->n_listens; i++)
-                if (strcmp(old->listens[j]->addr.name, conf->listens[i]->addr.name) == 0)
+                if (pt_listen_same(old->listens[j], conf->listens[i]))
                     break;
             if (i == conf->n_listens)
-                pt_log(PT_LOG_NOTICE, "no longer listening on %s", old->listens[j]->addr.name);
+                pt_log(PT_LOG_NOTICE, "no longer listening on %s%s", old->listens[j]->addr.name,
+                       old->listens[j]->udp ? " udp" : "");
         }
         if (conf->pid_file != NULL &&
             (old->pid_file == NULL || strcmp(conf->pid_file, old->pid_file) != 0)) {
@@ -690,7 +692,8 @@ main(int argc, char **argv)
     if (pt_resolve_start(loop, conf, &err) != PT_OK)
         return start_failed(err.msg);
     for (unsigned i = 0; i < conf->n_listens; i++)
-        pt_log(PT_LOG_NOTICE, "listening on %s", conf->listens[i]->addr.name);
+        pt_log(PT_LOG_NOTICE, "listening on %s%s", conf->listens[i]->addr.name,
+               conf->listens[i]->udp ? " udp" : "");
     if (upgrading) {
         /* ready: configuration, TLS, modules, workers and the first health checks are up; the
          * previous process hands over when it hears it */

@@ -422,8 +422,13 @@ queue_handoff(void)
         for (unsigned k = 0; k < s->n; k += PT_HANDOFF_FDS_MAX) {
             unsigned n = PT_MIN(s->n - k, (unsigned)PT_HANDOFF_FDS_MAX);
 
+            char name[80];
+
+            /* a UDP address is another socket than the TCP one of the same name */
+            snprintf(name, sizeof(name), "%s%s", c->listens[i]->udp ? "udp " : "",
+                     c->listens[i]->addr.name);
             pt_handoff_begin(h, "listen");
-            pt_handoff_str(h, c->listens[i]->addr.name);
+            pt_handoff_str(h, name);
             pt_handoff_u64(h, n);
             for (unsigned j = 0; j < n; j++)
                 pt_handoff_fd(h, s->fds[k + j]);
@@ -675,6 +680,7 @@ take_listen(struct pt_upgrade_inherit *in, struct pt_handoff_rec *r, struct pt_e
         l = &v[in->n_listens++];
         memset(l, 0, sizeof(*l));
         snprintf(l->name, sizeof(l->name), "%s", r->f[0]);
+        l->udp = strncmp(r->f[0], "udp ", 4) == 0;
     }
     for (unsigned i = 0; i < r->n_fds; i++) {
         struct sockaddr_storage sa;
@@ -683,11 +689,12 @@ take_listen(struct pt_upgrade_inherit *in, struct pt_handoff_rec *r, struct pt_e
         socklen_t olen = sizeof(on), tlen = sizeof(type);
         int *v;
 
-        if (getsockopt(r->fds[i], SOL_SOCKET, SO_ACCEPTCONN, &on, &olen) == -1 || !on ||
-            getsockopt(r->fds[i], SOL_SOCKET, SO_TYPE, &type, &tlen) == -1 ||
-            type != SOCK_STREAM || getsockname(r->fds[i], (struct sockaddr *)&sa, &salen) == -1)
-            return pt_err_set(err, "a socket handed over for %s is not a listening TCP socket",
-                              l->name);
+        if (getsockopt(r->fds[i], SOL_SOCKET, SO_ACCEPTCONN, &on, &olen) == -1 ||
+            on == l->udp || getsockopt(r->fds[i], SOL_SOCKET, SO_TYPE, &type, &tlen) == -1 ||
+            type != (l->udp ? SOCK_DGRAM : SOCK_STREAM) ||
+            getsockname(r->fds[i], (struct sockaddr *)&sa, &salen) == -1)
+            return pt_err_set(err, "a socket handed over for %s is not a %s socket", l->name,
+                              l->udp ? "UDP" : "listening TCP");
         if (l->socks.n == 0) {
             l->sa = sa;
             l->salen = salen;

@@ -89,6 +89,7 @@ struct pt_inherited_listen {
     socklen_t salen;
     struct pt_listen_socks socks;
     unsigned n_handed; /* how many sockets came (for logs) */
+    unsigned udp : 1;  /* datagram sockets (`listen ... udp`) */
     unsigned taken : 1;
 };
 
@@ -96,6 +97,7 @@ struct pt_inherited_listen {
 struct pt_acceptor {
     ev_io io;
     unsigned li;
+    unsigned udp : 1; /* a datagram socket: readable means datagrams, for the subsystem */
 };
 
 /* After an accept() failure such as EMFILE, the worker tries again this much later, or as

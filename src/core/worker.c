@@ -25,6 +25,7 @@
 
 static __thread struct pt_worker *self_worker;
 static void on_accept(struct ev_loop *loop, ev_io *io, int revents);
+static void on_datagram(struct ev_loop *loop, ev_io *io, int revents);
 static struct pt_runtime *the_runtime; /* the process has one; set when workers start */
 
 struct pt_worker *
@@ -39,7 +40,7 @@ static int
 probe_listen(const struct pt_listen *l, struct pt_err *err)
 {
     int one = 1;
-    int probe = socket(l->addr.sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int probe = socket(l->addr.sa.ss_family, (l->udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
 
     if (probe == -1)
         return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
@@ -58,7 +59,10 @@ probe_listen(const struct pt_listen *l, struct pt_err *err)
 
 /* Appends `count` new listening sockets for l to *socks (SO_REUSEPORT: with sockets already
  * there, inherited or not, they join the same group). On error the sockets opened so far are
- * in socks (the caller closes them). */
+ * in socks (the caller closes them). A UDP address gets datagram sockets in one SO_REUSEPORT
+ * group as well, one per worker: the kernel picks the socket of a datagram by a hash of its
+ * source and destination addresses and ports, so every datagram of one client address:port
+ * reaches the same worker (the one holding its session) as long as the group does not change. */
 static int
 open_listen(const struct pt_listen *l, unsigned count, struct pt_listen_socks *socks,
             struct pt_err *err)
@@ -71,7 +75,8 @@ open_listen(const struct pt_listen *l, unsigned count, struct pt_listen_socks *s
         return pt_err_set(err, "out of memory");
     socks->fds = v;
     for (unsigned j = 0; j < count; j++) {
-        int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int fd = socket(family, (l->udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        0);
 
         if (fd == -1)
             return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
@@ -84,7 +89,7 @@ open_listen(const struct pt_listen *l, unsigned count, struct pt_listen_socks *s
             return pt_err_errno(err, errno, "IPV6_V6ONLY for listen %s", l->addr.name);
         if (bind(fd, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1)
             return pt_err_errno(err, errno, "bind() to %s", l->addr.name);
-        if (listen(fd, 4096) == -1)
+        if (!l->udp && listen(fd, 4096) == -1)
             return pt_err_errno(err, errno, "listen() on %s", l->addr.name);
     }
     return PT_OK;
@@ -139,7 +144,8 @@ pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_inherit
      * (they hold the address) and none closed (that would drop their backlog) */
     for (unsigned i = 0; i < conf->n_listens; i++)
         for (unsigned k = 0; k < n_inh; k++)
-            if (!inh[k].taken && same_sockaddr(&inh[k].sa, &conf->listens[i]->addr)) {
+            if (!inh[k].taken && inh[k].udp == conf->listens[i]->udp &&
+                same_sockaddr(&inh[k].sa, &conf->listens[i]->addr)) {
                 rt->socks[i] = inh[k].socks;
                 inh[k].socks.fds = NULL;
                 inh[k].socks.n = 0;
@@ -169,14 +175,31 @@ accept_update(struct pt_worker *w)
     bool out = w->draining || w->leaving;
     bool want = !out && w->accept_pause == 0;
 
+    /* a UDP socket carries the datagrams of sessions already there too: no accept pause
+     * stops it (a full worker drops new clients' datagrams itself), only the way out and a
+     * binary upgrade not done yet */
+    bool want_udp = !out && !(w->accept_pause & PT_ACCEPT_PAUSE_HELD);
+
     if (want && !w->accepting) {
         for (unsigned i = 0; i < w->n_accept; i++)
-            ev_io_start(w->loop, &w->accept_w[i].io);
+            if (!w->accept_w[i].udp)
+                ev_io_start(w->loop, &w->accept_w[i].io);
         w->accepting = 1;
     } else if (!want && w->accepting) {
         for (unsigned i = 0; i < w->n_accept; i++)
-            ev_io_stop(w->loop, &w->accept_w[i].io);
+            if (!w->accept_w[i].udp)
+                ev_io_stop(w->loop, &w->accept_w[i].io);
         w->accepting = 0;
+    }
+    for (unsigned i = 0; i < w->n_accept; i++) {
+        ev_io *io = &w->accept_w[i].io;
+
+        if (!w->accept_w[i].udp || want_udp == (ev_is_active(io) != 0))
+            continue;
+        if (want_udp)
+            ev_io_start(w->loop, io);
+        else
+            ev_io_stop(w->loop, io);
     }
     if (!w->accepting && !out && !w->accept_held) {
         ev_ref(w->loop);
@@ -208,7 +231,8 @@ build_acceptors(struct pt_worker *w, const struct pt_conf *conf,
         for (unsigned k = w->id; k < socks[i].n; k += nw) {
             struct pt_acceptor *a = &w->accept_w[w->n_accept++];
 
-            ev_io_init(&a->io, on_accept, socks[i].fds[k], EV_READ);
+            a->udp = conf->listens[i]->udp;
+            ev_io_init(&a->io, a->udp ? on_datagram : on_accept, socks[i].fds[k], EV_READ);
             a->li = i;
         }
     return PT_OK;
@@ -331,6 +355,17 @@ on_accept(struct ev_loop *loop, ev_io *io, int revents)
         if (l->proto == NULL || l->proto->accept(w, fd, (struct sockaddr *)&ss, slen, l) != PT_OK)
             close(fd);
     }
+}
+
+/* A UDP socket of this worker is readable: its subsystem reads the datagrams. */
+static void
+on_datagram(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct pt_worker *w = ev_userdata(loop);
+    struct pt_listen *l = w->conf->listens[pt_container_of(io, struct pt_acceptor, io)->li];
+
+    if (l->proto != NULL && l->proto->datagrams != NULL)
+        l->proto->datagrams(w, io->fd, l);
 }
 
 static void
@@ -457,7 +492,8 @@ worker_drain_for(struct pt_worker *w, pt_msec msec)
      * shutdown() would close it for them too. */
     if (!w->leaving && !(w->accept_pause & PT_ACCEPT_PAUSE_HELD))
         for (unsigned i = 0; i < w->n_accept; i++)
-            shutdown(w->accept_w[i].io.fd, SHUT_RDWR);
+            if (!w->accept_w[i].udp) /* nothing waits in a datagram socket's backlog */
+                shutdown(w->accept_w[i].io.fd, SHUT_RDWR);
     /* each connection by its own protocol's rule; one may close (and leave the list) at once */
     for (struct pt_list *e = w->conns.next, *next; e != &w->conns; e = next) {
         struct pt_conn *c = pt_container_of(e, struct pt_conn, link);
@@ -776,7 +812,7 @@ pt_runtime_reload(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *er
         unsigned j;
 
         for (j = 0; j < old->n_listens; j++)
-            if (old_socks[j].n > 0 && strcmp(old->listens[j]->addr.name, l->addr.name) == 0)
+            if (old_socks[j].n > 0 && pt_listen_same(old->listens[j], l))
                 break;
         if (j < old->n_listens) {
             socks[i] = old_socks[j];
@@ -805,7 +841,7 @@ fail:
         struct pt_listen *l = conf->listens[i];
 
         for (unsigned j = 0; j < old->n_listens && socks[i].n > 0; j++)
-            if (old_socks[j].n == 0 && strcmp(old->listens[j]->addr.name, l->addr.name) == 0) {
+            if (old_socks[j].n == 0 && pt_listen_same(old->listens[j], l)) {
                 old_socks[j] = socks[i];
                 socks[i].fds = NULL;
                 socks[i].n = 0;

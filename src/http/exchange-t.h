@@ -211,6 +211,7 @@ struct pt_exchange {
     const char *request_id;      /* X-Request-ID, set by pt_request_id() on first use */
     size_t request_id_len;
     unsigned request_id_ours : 1; /* generated here (32 hex digits), not the client's */
+    unsigned fault_reset : 1;    /* `fault abort reset` hit: the timer (qtimer) resets it */
 
     /* HTTP/1.1 frontend scratch while the head is parsed: the field being accumulated */
     char *h1_hname, *h1_hval;

@@ -10,6 +10,7 @@
 
 #include "core/common-t.h"
 #include "core/conf-t.h"
+#include "core/fault-t.h"
 #include "core/module-t.h"
 #include "core/rate-t.h"
 #include "net/tls-t.h"
@@ -71,6 +72,12 @@ struct pt_location {
     struct pt_upstream *upstream;
     int pass_line, pass_col;
     int line, col; /* of the location directive */
+    struct pt_faults faults;   /* `fault` rules (testing); none by default */
+    const char *fault_header;  /* `fault_header NAME`: the rules apply only to requests with it,
+                                * from fault_trusted; NULL: to every request */
+    size_t fault_header_len;
+    struct pt_cidr *fault_trusted;
+    int n_fault_trusted;
     unsigned index; /* among every location of the snapshot (per-worker metrics maps) */
     void *mod[PT_MODULES_MAX];
 };

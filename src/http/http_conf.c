@@ -15,6 +15,7 @@
 #include "core/arena.h"
 #include "core/common.h"
 #include "core/conf.h"
+#include "core/fault.h"
 #include "core/module.h"
 #include "core/regex-t.h"
 #include "http/exchange.h"
@@ -318,6 +319,50 @@ set_proxy_pass(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     return PT_OK;
 }
 
+/* `fault delay TIME [percent=P]` and `fault abort STATUS|reset [percent=P]` (testing). */
+static int
+set_fault(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_location *loc = cx->block;
+
+    return pt_fault_parse(cx, &loc->faults,
+                          PT_FAULT_KINDS(PT_FAULT_DELAY) | PT_FAULT_KINDS(PT_FAULT_ABORT));
+}
+
+/* `fault_header NAME trusted=CIDR...`: the location's faults only for requests carrying NAME
+ * from those addresses (its value may name the fault: abort=503, abort=reset, delay=200ms). */
+static int
+set_fault_header(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_location *loc = cx->block;
+    struct pt_arena *a = &cx->conf->arena;
+
+    if (loc->fault_header != NULL)
+        return pt_conf_duplicate(cx);
+    for (const char *p = cx->args[1]; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_'))
+            return pt_conf_error(cx, 1, "invalid header name \"%s\"", cx->args[1]);
+    loc->fault_header = cx->args[1];
+    loc->fault_header_len = strlen(cx->args[1]);
+    loc->fault_trusted = pt_arena_calloc(a, cx->nargs * sizeof(struct pt_cidr));
+    if (loc->fault_trusted == NULL)
+        return pt_conf_error(cx, 0, "out of memory");
+    for (unsigned i = 2; i <= cx->nargs; i++) {
+        const char *v = cx->args[i];
+
+        if (strncmp(v, "trusted=", 8) != 0)
+            return pt_conf_error(cx, i, "invalid fault_header parameter \"%s\" (trusted=CIDR)",
+                                 v);
+        if (pt_cidr_parse(v + 8, &loc->fault_trusted[loc->n_fault_trusted]) != PT_OK)
+            return pt_conf_error(cx, i, "invalid address or CIDR \"%s\"", v + 8);
+        loc->n_fault_trusted++;
+    }
+    if (loc->n_fault_trusted == 0)
+        return pt_conf_error(cx, 1, "fault_header needs trusted=CIDR (who may ask for faults)");
+    return PT_OK;
+}
+
 static const int64_t max_requests = 1000000000;
 static const int64_t max_headers = 10000;
 static const int64_t max_streams = 100000;
@@ -331,6 +376,9 @@ static const struct pt_directive http_directives[] = {
     {"server_name", PT_CTX_SERVER, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_server_name, 0, NULL},
     {"location", PT_CTX_SERVER, 1, 2, 1, PT_BASE_NONE, set_location_block, 0, NULL},
     {"proxy_pass", PT_CTX_LOCATION, 1, 1, 0, PT_BASE_NONE, set_proxy_pass, 0, NULL},
+    {"fault", PT_CTX_LOCATION, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_fault, 0, NULL},
+    {"fault_header", PT_CTX_LOCATION, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_fault_header, 0,
+     NULL},
     {"client_header_timeout", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
      HOFF(client_header_timeout), NULL},
     {"client_body_timeout", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
@@ -709,6 +757,11 @@ http_conf_validate(struct pt_conf_ctx *cx)
             cx->block = loc;
             cx->slots = loc->mod;
             pt_conf_modules_merge(cx, vh->mod, loc->mod);
+            if ((loc->faults.n > 0 || loc->fault_header != NULL) && loc->upstream_name == NULL)
+                pt_conf_error_at(cx, loc->line, loc->col,
+                                 "fault and fault_header work in locations with proxy_pass "
+                                 "(location \"%s\")",
+                                 loc->path);
             if (loc->handler == NULL) {
                 /* a location may answer by its rules alone: return, or a rewrite (a request
                  * no rule answers then gets 404) */

@@ -10,6 +10,7 @@
 #include "core/arena.h"
 #include "core/common.h"
 #include "core/conf.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/worker.h"
 #include "http/compress.h"
@@ -559,6 +560,129 @@ proxy_try(struct pt_exchange *x, bool allow_reuse)
     start_attempt(x, allow_reuse);
 }
 
+/* ---- fault injection (testing) ----------------------------------------------------------- */
+
+/* While a fault delays it, the exchange's "backend" is the timer (qtimer, which only a queued
+ * exchange uses otherwise): a client that goes away stops it. */
+static void
+fault_detach(struct pt_exchange *x)
+{
+    ev_timer_stop(x->w->loop, &x->qtimer);
+    x->be = NULL;
+    x->be_ctx = NULL;
+}
+
+static const struct pt_be_ops fault_ops = {
+    .req_body = q_noop,
+    .resume = q_noop,
+    .detach = fault_detach,
+};
+
+static void
+on_fault_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pt_exchange *x = pt_container_of(t, struct pt_exchange, qtimer);
+
+    x->be = NULL;
+    x->be_ctx = NULL;
+    if (x->fault_reset) {
+        /* as a backend dying before its answer would, without one: HTTP/1.1 closes the
+         * connection, HTTP/2 resets the stream */
+        x->status = 502;
+        x->perr = PT_PERR_CONNECTION_TERMINATED;
+        x->perr_details = "fault abort reset";
+        x->fe->abort(x);
+        return;
+    }
+    proxy_try(x, true);
+}
+
+static void
+fault_wait(struct pt_exchange *x, pt_msec ms)
+{
+    ev_timer_init(&x->qtimer, on_fault_timer, (double)ms / 1000.0, 0.);
+    ev_timer_start(x->w->loop, &x->qtimer);
+    x->be = &fault_ops;
+    x->be_ctx = x;
+}
+
+/* A fault_header value that names the fault: "abort=503", "abort=reset", "delay=200ms" (always
+ * applied); PT_ERR for another. */
+static int
+fault_from_header(const char *v, size_t n, struct pt_fault *f)
+{
+    char buf[48];
+    uint64_t st;
+
+    if (n >= sizeof(buf))
+        return PT_ERR;
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    *f = (struct pt_fault){.share = 10000};
+    if (strncmp(buf, "delay=", 6) == 0) {
+        f->kind = PT_FAULT_DELAY;
+        return pt_parse_msec(buf + 6, &f->delay) == PT_OK && f->delay > 0 ? PT_OK : PT_ERR;
+    }
+    if (strcmp(buf, "abort=reset") == 0) {
+        f->kind = PT_FAULT_ABORT;
+        return PT_OK;
+    }
+    if (strncmp(buf, "abort=", 6) == 0 && pt_parse_uint(buf + 6, 599, &st) == PT_OK &&
+        st >= 400) {
+        f->kind = PT_FAULT_ABORT;
+        f->status = (unsigned)st;
+        return PT_OK;
+    }
+    return PT_ERR;
+}
+
+/* The location's `fault` rules, as their rolls say (or the fault a trusted fault_header names):
+ * true when x is answered, reset or delayed here (it is not to be proxied now). */
+static bool
+inject_faults(struct pt_exchange *x, const struct pt_location *loc)
+{
+    const struct pt_fault *abort_f = pt_fault_find(&loc->faults, PT_FAULT_ABORT);
+    const struct pt_fault *delay_f = pt_fault_find(&loc->faults, PT_FAULT_DELAY);
+    struct pt_fault asked;
+
+    if (loc->fault_header != NULL) {
+        int i = pt_hdrs_find_name(&x->req, loc->fault_header, loc->fault_header_len);
+        const struct pt_hdr *h;
+
+        if (i < 0)
+            return false;
+        h = &x->req.v[i];
+        x->req.v[i].skip = 1; /* for portico only */
+        if (!pt_cidr_match(loc->fault_trusted, loc->n_fault_trusted, x->peer)) {
+            pt_log(PT_LOG_INFO, "%s from %s, which fault_header does not trust: no fault "
+                   "request_id=%s",
+                   loc->fault_header, x->peer_ip, pt_request_id(x));
+            return false;
+        }
+        if (h->vlen > 0 && fault_from_header(h->value, h->vlen, &asked) == PT_OK) {
+            abort_f = asked.kind == PT_FAULT_ABORT ? &asked : NULL;
+            delay_f = asked.kind == PT_FAULT_DELAY ? &asked : NULL;
+        }
+    }
+    if (abort_f != NULL && pt_fault_roll(abort_f)) {
+        pt_log(PT_LOG_INFO, "fault abort %s%.0u for %s %.*s request_id=%s",
+               abort_f->status != 0 ? "" : "reset", abort_f->status, x->method_name,
+               (int)PT_MIN(x->target_len, 200), x->target, pt_request_id(x));
+        if (abort_f->status != 0) {
+            answer_error(x, abort_f->status, PT_PERR_PROXY_INTERNAL_RESPONSE, "fault abort");
+            return true;
+        }
+        x->fault_reset = 1;
+        fault_wait(x, 0); /* not from inside the frontend's own call */
+        return true;
+    }
+    if (delay_f != NULL && pt_fault_roll(delay_f)) {
+        fault_wait(x, delay_f->delay);
+        return true;
+    }
+    return false;
+}
+
 static int
 proxy_handle(struct pt_exchange *x, const void *conf)
 {
@@ -577,6 +701,8 @@ proxy_handle(struct pt_exchange *x, const void *conf)
     if (x->loc->rules != NULL)
         pt_rules_request(x);
     pt_retry_count_request(x);
+    if ((loc->faults.n > 0 || loc->fault_header != NULL) && inject_faults(x, loc))
+        return PT_OK;
     proxy_try(x, true);
     return PT_OK;
 }

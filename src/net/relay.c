@@ -21,6 +21,10 @@
 #include "net/relay.h"
 #include "net/tls.h"
 
+#ifndef PT_MAX
+#define PT_MAX(a, b) ((a) > (b) ? (a) : (b))
+#endif
+
 static void relay_flush(struct pt_relay *r, enum pt_relay_side s);
 static void update_reading(struct pt_relay *r, enum pt_relay_side s);
 
@@ -152,7 +156,7 @@ update_reading(struct pt_relay *r, enum pt_relay_side s)
         e->held = 1;
     else if (o->out.bytes < PT_RELAY_QUEUE_CAP / 2)
         e->held = 0;
-    want = !r->closing && !e->eof && !e->stopped && !e->held && !o->shut;
+    want = !r->closing && !e->eof && !e->stopped && !e->held && !e->rate_held && !o->shut;
     if (e->ops != NULL) {
         /* its own flow control holds it (an HTTP/2 window: delivered()); one that produces
          * on its own is told when it may go on */
@@ -172,6 +176,73 @@ update_reading(struct pt_relay *r, enum pt_relay_side s)
     } else if (!want && e->reading) {
         ev_io_stop(r->w->loop, &e->rio);
         e->reading = 0;
+    }
+}
+
+/* ---- the rate limit ---------------------------------------------------------------------- */
+
+/* Tops up side e's tokens for the time since the last top-up, to at most one second's worth
+ * (or one chunk, when the rate is smaller): an idle side does not save up a long burst. */
+static void
+refill(struct pt_relay *r, struct pt_relay_end *e, ev_tstamp now)
+{
+    double cap = PT_MAX((double)r->rate, (double)PT_CHUNK_SIZE);
+
+    e->tokens += (double)r->rate * (now - e->refilled);
+    if (e->tokens > cap)
+        e->tokens = cap;
+    e->refilled = now;
+}
+
+static void
+arm_rate(struct pt_relay *r)
+{
+    double wait = 0;
+
+    for (int i = 0; i < 2; i++)
+        if (r->end[i].rate_held) {
+            double w = -r->end[i].tokens / (double)r->rate;
+
+            if (wait == 0 || w < wait)
+                wait = w;
+        }
+    ev_timer_stop(r->w->loop, &r->rate_timer);
+    if (wait > 0 || r->end[0].rate_held || r->end[1].rate_held) {
+        ev_timer_set(&r->rate_timer, PT_MAX(wait, 0.001), 0.);
+        ev_timer_start(r->w->loop, &r->rate_timer);
+    }
+}
+
+static void
+on_rate_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pt_relay *r = pt_container_of(t, struct pt_relay, rate_timer);
+
+    for (int i = 0; i < 2; i++) {
+        struct pt_relay_end *e = &r->end[i];
+
+        if (!e->rate_held)
+            continue;
+        refill(r, e, ev_now(loop));
+        if (e->tokens >= 0) {
+            e->rate_held = 0;
+            update_reading(r, (enum pt_relay_side)i);
+        }
+    }
+    arm_rate(r);
+}
+
+/* Side s read n bytes: they come off its tokens; below zero it waits. */
+static void
+rate_spent(struct pt_relay *r, enum pt_relay_side s, size_t n)
+{
+    struct pt_relay_end *e = &r->end[s];
+
+    e->tokens -= (double)n;
+    if (e->tokens < 0 && !e->rate_held) {
+        e->rate_held = 1;
+        update_reading(r, s);
+        arm_rate(r);
     }
 }
 
@@ -235,6 +306,12 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
     struct pt_relay_end *o = &r->end[pt_relay_other(s)];
     size_t budget = PT_RELAY_QUEUE_CAP;
 
+    if (r->rate > 0) {
+        refill(r, e, ev_now(loop));
+        /* at least one read, which may take a chunk past the share: the wait pays for it */
+        budget = e->tokens > (double)PT_CHUNK_SIZE ? (size_t)e->tokens : PT_CHUNK_SIZE;
+        budget = PT_MIN(budget, (size_t)PT_RELAY_QUEUE_CAP);
+    }
     while (e->reading && budget > 0) {
         struct pt_chunk *ch[PT_RELAY_READ_CHUNKS];
         size_t room = o->out.bytes < PT_RELAY_QUEUE_CAP ? PT_RELAY_QUEUE_CAP - o->out.bytes : 0;
@@ -273,6 +350,8 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
         }
         e->bytes_in += (uint64_t)n;
         activity(r, s);
+        if (r->rate > 0)
+            rate_spent(r, s, (size_t)n);
         left = (size_t)n;
         for (unsigned i = 0; i < k; i++) {
             ch[i]->wpos = (uint32_t)PT_MIN(left, (size_t)PT_CHUNK_SIZE);
@@ -408,6 +487,7 @@ pt_relay_new(struct pt_worker *w, const struct pt_relay_owner_ops *ops, void *ow
     r->owner = owner;
     pt_list_init(&r->conn.link);
     ev_timer_init(&r->timer, on_timer, 0., 0.);
+    ev_timer_init(&r->rate_timer, on_rate_timer, 0., 0.);
     r->last_active = ev_now(w->loop);
     for (int i = 0; i < 2; i++) {
         r->end[i].r = r;
@@ -513,6 +593,16 @@ pt_relay_set_timeouts(struct pt_relay *r, pt_msec idle, pt_msec fin)
     arm_timer(r);
 }
 
+void
+pt_relay_set_rate(struct pt_relay *r, int64_t rate)
+{
+    r->rate = rate;
+    for (int i = 0; i < 2; i++) {
+        r->end[i].tokens = 0;
+        r->end[i].refilled = ev_now(r->w->loop);
+    }
+}
+
 /* Forwards what was read before the relay existed, chunk by chunk. */
 static void
 forward_chain(struct pt_relay *r, enum pt_relay_side from, struct pt_chain *c)
@@ -604,6 +694,7 @@ pt_relay_close(struct pt_relay *r, const char *why)
         return;
     r->closing = 1;
     ev_timer_stop(w->loop, &r->timer);
+    ev_timer_stop(w->loop, &r->rate_timer);
     for (int i = 0; i < 2; i++) {
         ev_io_stop(w->loop, &r->end[i].rio);
         ev_io_stop(w->loop, &r->end[i].wio);

@@ -40,6 +40,9 @@ void pt_relay_start(struct pt_relay *r, struct pt_chain *from_a, struct pt_chain
  * finish after the other's FIN or a goodbye (0: none, the relay closes at once; < 0: a FIN sets
  * no deadline, the half-closed connection runs on under the idle timeout, as TCP allows). */
 void pt_relay_set_timeouts(struct pt_relay *r, pt_msec idle, pt_msec fin);
+/* At most `rate` bytes a second read from each side (0: no limit), on average: a side that
+ * read past its share waits until it is back within it (`fault limit_rate`). */
+void pt_relay_set_rate(struct pt_relay *r, int64_t rate);
 /* Appends a copy of bytes the owner makes (a close frame) to side `to`'s queue and writes. */
 void pt_relay_send(struct pt_relay *r, enum pt_relay_side to, const void *p, size_t n);
 /* Stops reading from `side` for good (what it sends is dropped: the owner said goodbye). */

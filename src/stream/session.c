@@ -29,6 +29,7 @@
 #include "core/buf.h"
 #include "core/common.h"
 #include "core/conf.h"
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/module.h"
 #include "core/stats.h"
@@ -45,9 +46,7 @@ static const struct pt_conn_ops session_conn_ops;
 static const struct pt_relay_owner_ops relay_ops;
 
 static void connect_next(struct pt_stream_session *s);
-static const struct pt_stream_server *route_kept(const struct pt_stream_session *s,
-                                                 struct pt_conf *conf,
-                                                 const struct pt_listen **lp);
+#define route_kept pt__stream_route_kept
 static void follow_reload(struct pt_stream_session *s, struct pt_conf *conf,
                           const struct pt_stream_server *ss, const struct pt_listen *l);
 
@@ -97,8 +96,8 @@ count_session(struct pt_stream_session *s)
     pt_hist_observe(&st->duration, s->t_end - s->t_start);
 }
 
-static void
-log_session(struct pt_stream_session *s)
+void
+pt__stream_log(struct pt_stream_session *s)
 {
     s->t_end = ev_now(s->w->loop);
     count_session(s);
@@ -184,7 +183,7 @@ finish(struct pt_stream_session *s, unsigned status, const char *outcome)
     release(s);
     s->status = status;
     s->outcome = outcome;
-    log_session(s);
+    pt__stream_log(s);
     pt_worker_conn_closed(w, &s->conn);
     pt_worker_reap(w, &s->reap);
 }
@@ -447,6 +446,40 @@ connect_next(struct pt_stream_session *s)
     }
 }
 
+/* `fault abort` (a reset instead of a connect) and `fault delay` (the connect waits) as the
+ * rolls say: true when the session does not connect now (reset, or waiting). Logged at info,
+ * and the access log line says fault_abort. */
+static bool
+inject_faults(struct pt_stream_session *s)
+{
+    const struct pt_fault *abort_f = pt_fault_find(&s->ss->faults, PT_FAULT_ABORT);
+    const struct pt_fault *delay_f = pt_fault_find(&s->ss->faults, PT_FAULT_DELAY);
+
+    if (abort_f != NULL && pt_fault_roll(abort_f)) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+        pt_log(PT_LOG_INFO, "stream %s: fault abort: resetting %s (s%llu)",
+               s->listen->addr.name, s->peer_name, (unsigned long long)s->id);
+        /* a reset as a dying server would give, not a FIN (TLS alerts skipped likewise) */
+        if (s->fd != -1)
+            setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        pt_tls_free(s->ssl);
+        s->ssl = NULL;
+        finish(s, 502, "fault_abort");
+        return true;
+    }
+    if (delay_f != NULL && pt_fault_roll(delay_f)) {
+        pt_log_debug("stream %s: fault delay %lld ms before connecting (s%llu)",
+                     s->listen->addr.name, (long long)delay_f->delay, (unsigned long long)s->id);
+        s->state = PT_STREAM_FAULT_DELAY;
+        ev_timer_stop(s->w->loop, &s->su->timer);
+        ev_timer_set(&s->su->timer, (double)delay_f->delay / 1000.0, 0.);
+        ev_timer_start(s->w->loop, &s->su->timer);
+        return true;
+    }
+    return false;
+}
+
 /* The client's side is ready (handshake done, ClientHello read, or nothing to wait for): the
  * route, then the first connect. */
 static void
@@ -482,6 +515,8 @@ route(struct pt_stream_session *s)
         finish(s, 500, "error");
         return;
     }
+    if (s->ss->faults.n > 0 && inject_faults(s))
+        return;
     connect_next(s);
 }
 
@@ -607,6 +642,9 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
                s->listen->addr.name, s->peer_name, (unsigned long long)s->id);
         finish(s, 400, "preread_timeout");
         return;
+    case PT_STREAM_FAULT_DELAY:
+        connect_next(s);
+        return;
     case PT_STREAM_CONNECT:
     case PT_STREAM_BACKEND_TLS:
         on_connect_timeout(s);
@@ -624,7 +662,7 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
  * upstream of the same name, over TLS or not as before, still holding the server it is
  * connected (or connecting) to. Returns that server block of conf, or NULL. A session not
  * routed yet needs only the listening address. */
-static const struct pt_stream_server *
+const struct pt_stream_server *
 route_kept(const struct pt_stream_session *s, struct pt_conf *conf, const struct pt_listen **lp)
 {
     const struct pt_listen *l = NULL;
@@ -634,7 +672,7 @@ route_kept(const struct pt_stream_session *s, struct pt_conf *conf, const struct
     for (unsigned i = 0; i < conf->n_listens && l == NULL; i++)
         if (conf->listens[i]->proto == &pt_stream_listen_proto &&
             conf->listens[i]->tls == s->listen->tls &&
-            strcmp(conf->listens[i]->addr.name, s->listen->addr.name) == 0)
+            pt_listen_same(conf->listens[i], s->listen))
             l = conf->listens[i];
     if (l == NULL)
         return NULL;
@@ -778,6 +816,12 @@ start_relay(struct pt_stream_session *s)
     /* half-close passes through and sets no deadline of its own: the direction still open
      * runs on under proxy_timeout, as TCP allows */
     pt_relay_set_timeouts(r, s->ss->sc.proxy_timeout, -1);
+    if (s->ss->faults.n > 0) {
+        const struct pt_fault *f = pt_fault_find(&s->ss->faults, PT_FAULT_LIMIT_RATE);
+
+        if (f != NULL && pt_fault_roll(f))
+            pt_relay_set_rate(r, f->rate);
+    }
     /* set up under an older snapshot (a reload came meanwhile): its rule applies now */
     if (s->conf != w->conf) {
         const struct pt_listen *l = NULL;
@@ -846,7 +890,7 @@ relay_closed(struct pt_relay *r, const char *why)
     release(s);
     s->state = PT_STREAM_DONE;
     s->relay = NULL;
-    log_session(s);
+    pt__stream_log(s);
     /* not on w->conns: the relay took its place and leaves it itself */
     pt_worker_reap(s->w, &s->reap);
 }

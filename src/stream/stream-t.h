@@ -10,6 +10,7 @@
 
 #include "core/common-t.h"
 #include "core/conf-t.h"
+#include "core/fault-t.h"
 #include "core/stats-t.h"
 #include "core/worker-t.h"
 #include "net/tls-t.h"
@@ -42,6 +43,11 @@ struct pt_stream_conf {
     pt_msec preread_timeout;       /* the whole ClientHello within this (ssl_preread) */
     int64_t preread_buffer_size;   /* the ClientHello fits in this much (at most one chunk) */
     int ssl_preread;               /* read the ClientHello's server_name before connecting */
+    int64_t proxy_responses;       /* UDP: datagrams expected back per client datagram; the
+                                    * session ends once all came (0: none, it ends after
+                                    * forwarding); -1: not limited (the default) */
+    int64_t udp_max_sessions;      /* UDP: sessions per listening address per worker; a new
+                                    * client's datagrams are dropped past it */
     const struct pt_cidr *trusted; /* trusted_proxies: who may send a PROXY header */
     int n_trusted;                 /* PT_UNSET until merged */
     pt_msec proxy_protocol_timeout; /* a proxy_protocol listen's header within this */
@@ -63,6 +69,8 @@ struct pt_stream_server {
     struct pt_listen **listens;
     unsigned n_listens;
     unsigned tls_ends : 1; /* its listens are `tls`: TLS is terminated here */
+    unsigned has_tcp : 1;  /* a listen without `udp` */
+    unsigned has_udp : 1;  /* a `listen ... udp`: datagram sessions (udp.c) */
     unsigned preread : 1; /* the ClientHello is read before connecting (ssl_preread, or
                            * proxy_pass_sni routes on a cleartext listen) */
     const char *upstream_name;     /* proxy_pass: no server_name, or one no route names */
@@ -73,6 +81,7 @@ struct pt_stream_server {
     unsigned n_listen_written, n_pass_written; /* directives written, valid or not */
     struct pt_tls_conf *tls;       /* the TLS subsystem's conf of this block (its slot), merged */
     struct pt_tls_listen tls_listen; /* what its TLS listens hand pt_tls_accept() */
+    struct pt_faults faults;       /* `fault` rules (testing); none by default */
     void *mod[PT_MODULES_MAX];
     const char *file;
     int line, col;
@@ -92,6 +101,7 @@ struct pt_stream_main {
 enum pt_stream_state {
     PT_STREAM_HANDSHAKE = 0, /* TLS handshake with the client (a tls listen) */
     PT_STREAM_PREREAD,       /* reading the ClientHello (ssl_preread) */
+    PT_STREAM_FAULT_DELAY,   /* routed, waiting out a `fault delay` before connecting */
     PT_STREAM_CONNECT,       /* connecting to a server */
     PT_STREAM_BACKEND_TLS,   /* TLS handshake with the server (upstream `tls on`) */
     PT_STREAM_RELAY,         /* relaying: the relay holds both sockets */
@@ -99,6 +109,24 @@ enum pt_stream_state {
 };
 
 struct pt_stream_session;
+
+/* The UDP part of a session (`listen ... udp`): a client address:port seen on one listening
+ * socket, relayed to one server through a connected socket of its own. Allocated with the
+ * session. Owner: the session; linked in its worker's session table (udp.c). */
+struct pt_stream_udp {
+    struct pt_stream_udp *next;   /* in the table's bucket */
+    struct pt_stream_session *s;
+    uint32_t hash;
+    int lfd;                      /* the listening socket the client sent to: replies leave
+                                   * from it, so they come from the address the client knows */
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+    ev_io rio;                    /* the server's socket (s->bfd) readable */
+    ev_timer idle;                /* proxy_timeout, checked against `last` when it fires */
+    ev_tstamp last;               /* the last datagram either way */
+    uint64_t pending;             /* replies still expected (proxy_responses set) */
+    unsigned replied : 1;         /* the server answered once: counted as a success */
+};
 
 /* What a session needs only until it relays (the relay has watchers of its own): allocated at
  * accept, freed when the relay starts or the session ends, so a relaying connection does not
@@ -161,6 +189,11 @@ struct pt_stream_session {
     ev_tstamp t_start, t_end;
     uint64_t bytes_from_client, bytes_to_client; /* relayed (cleartext when TLS ends here) */
     uint64_t bytes_to_server, bytes_from_server;
+    struct pt_stream_udp *udp;    /* a UDP session; NULL for TCP */
+    uint64_t dgrams_from_client, dgrams_to_client; /* UDP: datagrams relayed */
+    uint64_t dgrams_to_server, dgrams_from_server;
+    uint64_t dgrams_dropped;      /* UDP: not relayed (a full socket buffer, fault drop) */
+    uint64_t fault_drops;         /* UDP: of those, dropped by `fault drop` */
 };
 
 #endif

@@ -35,5 +35,16 @@ void pt_stream_print(const struct pt_conf *c, FILE *out);
 /* Internal (session.c): the subsystem's accept. */
 int pt__stream_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
                       struct pt_listen *l);
+/* Internal (udp.c): datagrams on a UDP listening socket of this worker; the worker's session
+ * table goes at worker_fini. */
+void pt__stream_datagrams(struct pt_worker *w, int fd, struct pt_listen *l);
+void pt__stream_udp_fini(struct pt_worker *w);
+/* Internal (session.c): one access log line for s, by every logger. */
+void pt__stream_log(struct pt_stream_session *s);
+/* Internal (session.c): the stream server of conf that still routes s where it goes (same
+ * listening address and transport, same upstream, still holding its server), or NULL. */
+const struct pt_stream_server *pt__stream_route_kept(const struct pt_stream_session *s,
+                                                     struct pt_conf *conf,
+                                                     const struct pt_listen **lp);
 
 #endif

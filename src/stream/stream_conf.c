@@ -14,6 +14,7 @@
 #include "core/buf-t.h"
 #include "core/common.h"
 #include "core/conf.h"
+#include "core/fault.h"
 #include "core/module.h"
 #include "net/tls.h"
 #include "stream/stream.h"
@@ -25,6 +26,7 @@ sconf_unset(struct pt_stream_conf *sc)
     sc->proxy_timeout = sc->proxy_connect_timeout = sc->preread_timeout = PT_UNSET;
     sc->preread_buffer_size = PT_UNSET;
     sc->ssl_preread = PT_UNSET;
+    sc->proxy_responses = sc->udp_max_sessions = PT_UNSET;
     sc->trusted = NULL;
     sc->n_trusted = PT_UNSET;
     sc->proxy_protocol_timeout = PT_UNSET;
@@ -44,6 +46,8 @@ sconf_merge(const struct pt_stream_conf *parent, struct pt_stream_conf *child)
     MERGE(preread_timeout, 30 * 1000);
     MERGE(preread_buffer_size, 16 * 1024);
     MERGE(ssl_preread, 0);
+    MERGE(proxy_responses, -1); /* not limited: the session lasts until proxy_timeout */
+    MERGE(udp_max_sessions, 4096);
     MERGE(proxy_protocol_timeout, 5000);
     if (child->n_trusted == PT_UNSET) {
         child->trusted = parent != NULL ? parent->trusted : NULL;
@@ -106,7 +110,8 @@ set_server_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *con
     return pt_conf_block_open(cx, PT_CTX_STREAM_SERVER, ss, ss->mod);
 }
 
-/* `listen ADDRESS [tls];`: an address only this server listens on. */
+/* `listen ADDRESS [tls | udp];`: an address only this server listens on. A server may listen
+ * on UDP and TCP addresses at once (DNS on port 53 both ways). */
 static int
 set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
@@ -115,7 +120,7 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     struct pt_addr addr;
     struct pt_err err;
     struct pt_listen *l;
-    int tls = 0, pp = 0;
+    int tls = 0, udp = 0, pp = 0;
 
     ss->n_listen_written++;
     if (pt_addr_parse(cx->args[1], 1, &addr, &err) != PT_OK)
@@ -123,27 +128,45 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     for (unsigned i = 2; i <= cx->nargs; i++) {
         if (strcmp(cx->args[i], "tls") == 0)
             tls = 1;
+        else if (strcmp(cx->args[i], "udp") == 0)
+            udp = 1;
         else if (strcmp(cx->args[i], "proxy_protocol") == 0)
             pp = 1;
         else
-            return pt_conf_error(cx, i, "invalid listen parameter \"%s\" (tls, proxy_protocol)",
+            return pt_conf_error(cx, i,
+                                 "invalid listen parameter \"%s\" (tls, udp, proxy_protocol)",
                                  cx->args[i]);
     }
-    if (ss->n_listens > 0 && (unsigned)tls != ss->tls_ends)
+    if (tls && udp)
+        return pt_conf_error(cx, 2, "listen %s: udp and tls together would be DTLS, which "
+                             "portico does not speak",
+                             addr.name);
+    if (pp && udp)
+        return pt_conf_error(cx, 2, "listen %s: proxy_protocol is for TCP listens (a PROXY "
+                             "header over UDP is not supported)",
+                             addr.name);
+    if (!udp && ss->has_tcp && (unsigned)tls != ss->tls_ends)
         return pt_conf_error(cx, 1, "a stream server listens either with tls or without; "
                              "use two servers");
-    l = pt_conf_listen(cx, 1, &addr, tls, &pt_stream_listen_proto);
+    l = udp ? pt_conf_listen_udp(cx, 1, &addr, &pt_stream_listen_proto)
+            : pt_conf_listen(cx, 1, &addr, tls, &pt_stream_listen_proto);
     if (l == NULL)
         return PT_ERR;
     if (l->owner != NULL) {
         const struct pt_stream_server *o = l->owner;
 
-        return pt_conf_error(cx, 1, "listen %s is already used by the stream server at line %d",
-                             addr.name, o->line);
+        return pt_conf_error(cx, 1, "listen %s%s is already used by the stream server at line "
+                             "%d",
+                             addr.name, udp ? " udp" : "", o->line);
     }
     l->owner = ss;
     l->proxy_protocol = pp ? 1 : 0;
-    ss->tls_ends = tls ? 1 : 0;
+    if (udp) {
+        ss->has_udp = 1;
+    } else {
+        ss->has_tcp = 1;
+        ss->tls_ends = tls ? 1 : 0;
+    }
     if (PT_CONF_PUSH(&c->arena, &ss->listens, &ss->n_listens, l) != PT_OK)
         return pt_conf_error(cx, 1, "out of memory");
     return PT_OK;
@@ -205,7 +228,22 @@ set_proxy_pass_sni(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
     return PT_OK;
 }
 
+/* `fault delay TIME | abort [reset] | limit_rate RATE | drop [percent=P];` (testing). */
+static int
+set_fault(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_stream_server *ss = cx->block;
+
+    return pt_fault_parse(cx, &ss->faults,
+                          PT_FAULT_KINDS(PT_FAULT_DELAY) | PT_FAULT_KINDS(PT_FAULT_ABORT) |
+                              PT_FAULT_KINDS(PT_FAULT_LIMIT_RATE) |
+                              PT_FAULT_KINDS(PT_FAULT_DROP));
+}
+
 #define SCTX (PT_CTX_STREAM | PT_CTX_STREAM_SERVER)
+
+static const int64_t max_responses = 1000000;
+static const int64_t max_sessions = PT_MAX_CONNECTIONS_MAX;
 #define SOFF(f) offsetof(struct pt_stream_conf, f)
 
 static const struct pt_directive stream_directives[] = {
@@ -223,6 +261,11 @@ static const struct pt_directive stream_directives[] = {
      NULL},
     {"preread_buffer_size", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_size,
      SOFF(preread_buffer_size), NULL},
+    {"fault", PT_CTX_STREAM_SERVER, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_fault, 0, NULL},
+    {"proxy_responses", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_count, SOFF(proxy_responses),
+     &max_responses},
+    {"udp_max_sessions", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_count, SOFF(udp_max_sessions),
+     &max_sessions},
     {"trusted_proxies", SCTX, 1, PT_ARGS_MANY, 0, PT_BASE_MODULE, set_trusted, 0, NULL},
     {"proxy_protocol_timeout", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
      SOFF(proxy_protocol_timeout), NULL},
@@ -322,7 +365,32 @@ server_check(struct pt_conf_ctx *cx, struct pt_stream_server *ss, bool preread_o
     if (ss->sc.preread_buffer_size < 512 || ss->sc.preread_buffer_size > PT_CHUNK_SIZE)
         pt_conf_error_at(cx, ss->line, ss->col,
                          "preread_buffer_size must be between 512 and 16k");
+    if (ss->sc.udp_max_sessions < 1)
+        pt_conf_error_at(cx, ss->line, ss->col, "udp_max_sessions must be at least 1");
     resolve(cx, ss);
+    if (ss->has_udp) {
+        /* a datagram has no server name: proxy_pass takes every session */
+        if (ss->upstream_name == NULL && ss->n_routes > 0)
+            pt_conf_error_at(cx, ss->line, ss->col,
+                             "stream server with listen ... udp needs \"proxy_pass\": a "
+                             "datagram carries no server name for proxy_pass_sni");
+        if (ss->upstream != NULL && ss->upstream->tls)
+            pt_conf_error_at(cx, ss->pass_line, ss->pass_col,
+                             "upstream \"%s\" has \"tls on\": UDP sessions relay datagrams, "
+                             "and DTLS is not supported",
+                             ss->upstream->name);
+    }
+    for (unsigned i = 0; i < ss->faults.n; i++) {
+        bool dgram = ss->faults.v[i].kind == PT_FAULT_DROP;
+
+        if (dgram ? !ss->has_udp : !ss->has_tcp)
+            pt_conf_error_at(cx, ss->line, ss->col,
+                             "fault %s is for %s listens, and this stream server has none",
+                             dgram ? "drop" : ss->faults.v[i].kind == PT_FAULT_DELAY ? "delay"
+                                 : ss->faults.v[i].kind == PT_FAULT_ABORT          ? "abort"
+                                                                                   : "limit_rate",
+                             dgram ? "udp" : "TCP");
+    }
     for (unsigned i = 0; i < ss->n_listens; i++) {
         struct pt_listen *l = ss->listens[i];
 
@@ -338,7 +406,9 @@ server_check(struct pt_conf_ctx *cx, struct pt_stream_server *ss, bool preread_o
         l->pp_n_trusted = ss->sc.n_trusted;
         l->pp_timeout = ss->sc.proxy_protocol_timeout;
     }
-    if (ss->tls_ends) {
+    if (!ss->has_tcp) {
+        ss->preread = 0;
+    } else if (ss->tls_ends) {
         /* the handshake ends here: its server_name routes, and nothing is left to preread */
         if (ss->sc.ssl_preread == 1)
             pt_conf_error_at(cx, ss->line, ss->col,
@@ -432,7 +502,8 @@ pt_stream_print(const struct pt_conf *c, FILE *out)
 
         fprintf(out, "  stream server (%s:%d):", ss->file, ss->line);
         for (unsigned j = 0; j < ss->n_listens; j++)
-            fprintf(out, " listen %s%s%s", ss->listens[j]->addr.name, ss->tls_ends ? " tls" : "",
+            fprintf(out, " listen %s%s%s", ss->listens[j]->addr.name,
+                    ss->listens[j]->udp ? " udp" : ss->tls_ends ? " tls" : "",
                     ss->listens[j]->proxy_protocol ? " proxy_protocol" : "");
         fprintf(out, "\n");
         if (ss->tls_ends)
@@ -455,6 +526,24 @@ pt_stream_print(const struct pt_conf *c, FILE *out)
                 ss->sc.proxy_connect_timeout == PT_UNSET
                     ? "the upstream's connect_timeout"
                     : pt_fmt_msec(ss->sc.proxy_connect_timeout, z, sizeof(z)));
+        for (unsigned j = 0; j < ss->faults.n; j++) {
+            char f[80];
+
+            pt_fault_describe(&ss->faults.v[j], f, sizeof(f));
+            fprintf(out, "    fault %s (testing)\n", f);
+        }
+        if (ss->has_udp) {
+            fprintf(out, "    udp: a session per client address:port, at most %lld per address "
+                         "and worker; ",
+                    (long long)ss->sc.udp_max_sessions);
+            if (ss->sc.proxy_responses < 0)
+                fprintf(out, "ends after proxy_timeout without a datagram\n");
+            else
+                fprintf(out, "ends after %lld repl%s per client datagram (proxy_responses), or "
+                             "proxy_timeout\n",
+                        (long long)ss->sc.proxy_responses,
+                        ss->sc.proxy_responses == 1 ? "y" : "ies");
+        }
     }
 }
 
@@ -466,9 +555,11 @@ struct pt_module pt_module_stream = {
     .conf_create = stream_conf_create,
     .directive_conf = stream_directive_conf,
     .conf_validate = stream_conf_validate,
+    .worker_fini = pt__stream_udp_fini,
 };
 
 const struct pt_listen_proto pt_stream_listen_proto = {
     .name = "stream",
     .accept = pt__stream_accept,
+    .datagrams = pt__stream_datagrams,
 };

@@ -56,10 +56,12 @@ server { listen 127.0.0.1:7000; location / { proxy_pass app; } }
 
 
 @pytest.mark.parametrize("body,where,what", [
-    ("stream { server { listen 127.0.0.1:7001 udp; proxy_pass app; } }", ":5:41:",
-     'invalid listen parameter "udp" (tls, proxy_protocol)'),
+    ("stream { server { listen 127.0.0.1:7001 bogus; proxy_pass app; } }", ":5:41:",
+     'invalid listen parameter "bogus" (tls, udp, proxy_protocol)'),
     ("stream { server { listen 127.0.0.1:7001 proxy_protocol; proxy_pass app; } }", ":5:26:",
      'listen 127.0.0.1:7001 proxy_protocol: no trusted_proxies'),
+    ("stream { server { listen 127.0.0.1:7001 udp proxy_protocol; trusted_proxies 10.0.0.0/8; "
+     "proxy_pass app; } }", ":5:41:", 'proxy_protocol is for TCP listens'),
     ("stream { server { listen 127.0.0.1:7001; proxy_pass nowhere; } }", ":5:53:",
      'proxy_pass to undefined upstream "nowhere"'),
     ("stream { server { listen 127.0.0.1:7001; proxy_pass_sni a.example nowhere; } }",
