@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "core/arena-t.h"
@@ -85,6 +86,11 @@ struct pt_conf {
     const char *error_log;
     int error_log_level;
     const char *pid_file; /* `pid`: NULL for none */
+    const char *user;     /* `user NAME [GROUP]`: NULL when not set */
+    const char *group;    /* its GROUP, NULL for the user's primary group */
+    uid_t uid;            /* both resolved when the file is loaded */
+    gid_t gid;
+    struct pt_conf_pos user_pos; /* where `user` is, for messages */
     pt_msec shutdown_timeout;
     int64_t max_connections; /* client connections per worker (h1 + h2); then accepts pause */
     unsigned max_connections_auto : 1; /* not set: main lowers it to fit the fd limit */

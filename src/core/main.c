@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/notify.h"
+#include "core/priv.h"
 #include "core/worker.h"
 #include "http/explain.h"
 #include "net/tls.h"
@@ -134,50 +135,6 @@ raise_nofile(struct pt_conf *c)
     fit_max_connections(c);
 }
 
-/* ---- pid file ---------------------------------------------------------------------------- */
-
-static int
-pid_write(const char *path)
-{
-    char tmp[4096], line[32];
-    int fd, n;
-
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
-        pt_log(PT_LOG_ERROR, "pid file name too long: %s", path);
-        return PT_ERR;
-    }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd == -1) {
-        int e = errno;
-
-        pt_log(PT_LOG_ERROR, "cannot write pid file %s: %s", path, strerror(e));
-        return PT_ERR;
-    }
-    n = snprintf(line, sizeof(line), "%ld\n", (long)getpid());
-    if (write(fd, line, (size_t)n) != n || close(fd) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-
-        pt_log(PT_LOG_ERROR, "cannot write pid file %s: %s", path, strerror(e));
-        unlink(tmp);
-        return PT_ERR;
-    }
-    return PT_OK;
-}
-
-/* Removes the pid file if it still names this process (another portico may have taken it). */
-static void
-pid_remove(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    long pid = 0;
-
-    if (f == NULL)
-        return;
-    if (fscanf(f, "%ld", &pid) == 1 && pid == (long)getpid())
-        unlink(path);
-    fclose(f);
-}
-
 /* portico -s SIGNAL: the running process is the one the configuration's pid file names. */
 static int
 send_signal(const char *path, const char *name)
@@ -255,6 +212,17 @@ keep_process_settings(struct pt_conf *c, const struct pt_conf *old)
         c->error_log = old->error_log != NULL ? pt_arena_strdup(&c->arena, old->error_log)
                                               : NULL;
     }
+    if (!pt_str_eq(c->user, old->user) || !pt_str_eq(c->group, old->group)) {
+        pt_log(PT_LOG_WARN, "reload: user %s%s%s needs a restart; keeping user %s%s%s",
+               c->user != NULL ? c->user : "(none)", c->group != NULL ? " " : "",
+               c->group != NULL ? c->group : "", old->user != NULL ? old->user : "(none)",
+               old->group != NULL ? " " : "", old->group != NULL ? old->group : "");
+        c->user = old->user != NULL ? pt_arena_strdup(&c->arena, old->user) : NULL;
+        c->group = old->group != NULL ? pt_arena_strdup(&c->arena, old->group) : NULL;
+        c->uid = old->uid;
+        c->gid = old->gid;
+        c->user_pos = old->user_pos;
+    }
     if (c->error_log_level != old->error_log_level) {
         pt_log(PT_LOG_NOTICE, "reload: error_log level %s", pt_log_level_name(c->error_log_level));
         pt_log_set_level((enum pt_log_level)c->error_log_level);
@@ -297,6 +265,7 @@ reload(struct ev_loop *loop)
     }
     pt_log(PT_LOG_NOTICE, "reloading %s", conf_path);
     pt_notify_reloading();
+    pt_priv_rescan(); /* after the drop, the helper learns what the file names now */
     errout = open_memstream(&text, &len);
     conf = pt_conf_load(conf_path, errout != NULL ? errout : stderr, &err);
     if (errout != NULL)
@@ -350,10 +319,14 @@ reload(struct ev_loop *loop)
         }
         if (conf->pid_file != NULL &&
             (old->pid_file == NULL || strcmp(conf->pid_file, old->pid_file) != 0)) {
-            if (pid_write(conf->pid_file) == PT_OK && old->pid_file != NULL)
-                pid_remove(old->pid_file);
+            struct pt_err perr = {{0}};
+
+            if (pt_priv_pid_write(conf->pid_file, &perr) != PT_OK)
+                pt_log(PT_LOG_ERROR, "reload: %s", perr.msg);
+            else if (old->pid_file != NULL)
+                pt_priv_pid_remove(old->pid_file);
         } else if (conf->pid_file == NULL && old->pid_file != NULL) {
-            pid_remove(old->pid_file);
+            pt_priv_pid_remove(old->pid_file);
         }
         pt_log(PT_LOG_NOTICE, "reloaded: configuration generation %u", conf->generation);
     }
@@ -498,12 +471,21 @@ main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (pt_priv_check(conf, &err) != PT_OK) {
+        pt_log(PT_LOG_EMERG, "%s", err.msg);
+        return 1;
+    }
     raise_nofile(conf);
     if (pt_tls_init(&err) != PT_OK) {
         pt_log(PT_LOG_EMERG, "%s", err.msg);
         return 1;
     }
     if (pt_runtime_listen(&runtime, conf, &err) != PT_OK) {
+        pt_log(PT_LOG_EMERG, "%s", err.msg);
+        return 1;
+    }
+    /* ports bound, logs and keys open: switch to `user` before any other thread exists */
+    if (pt_priv_drop(conf, path, &err) != PT_OK) {
         pt_log(PT_LOG_EMERG, "%s", err.msg);
         return 1;
     }
@@ -533,8 +515,10 @@ main(int argc, char **argv)
     }
     for (unsigned i = 0; i < conf->n_listens; i++)
         pt_log(PT_LOG_NOTICE, "listening on %s", conf->listens[i]->addr.name);
-    if (conf->pid_file != NULL && pid_write(conf->pid_file) != PT_OK)
+    if (conf->pid_file != NULL && pt_priv_pid_write(conf->pid_file, &err) != PT_OK) {
+        pt_log(PT_LOG_ERROR, "%s", err.msg);
         return 1;
+    }
     pt_log(PT_LOG_NOTICE, "portico %s started with %u worker(s), config %s", PACKAGE_VERSION,
            runtime.n_workers, path);
     notify_started(path);
@@ -543,7 +527,7 @@ main(int argc, char **argv)
         const char *pid_file = runtime.conf->pid_file;
 
         if (pid_file != NULL)
-            pid_remove(pid_file);
+            pt_priv_pid_remove(pid_file);
     }
     pt_runtime_join(&runtime);
     pt_log(PT_LOG_NOTICE, "stopped");

@@ -20,6 +20,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/priv.h"
 #include "core/worker.h"
 
 static __thread struct pt_worker *self_worker;
@@ -36,46 +37,26 @@ pt_worker_self(void)
 static int
 probe_listen(const struct pt_listen *l, struct pt_err *err)
 {
-    int one = 1;
-    int probe = socket(l->addr.sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int probe = pt_priv_bind(&l->addr, 0, err);
 
     if (probe == -1)
-        return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
-    setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (l->addr.sa.ss_family == AF_INET6)
-        setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(probe, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1) {
-        int e = errno;
-
-        close(probe);
-        return pt_err_errno(err, e, "bind() to %s", l->addr.name);
-    }
+        return PT_ERR;
     close(probe);
     return PT_OK;
 }
 
 /* One listening socket per worker for l, into row[0..nw). On error the sockets opened so far
- * are in row (the caller closes them). */
+ * are in row (the caller closes them). Bound directly, or by the privileged helper once
+ * portico has dropped to `user` (a reload adding an address below 1024). */
 static int
 open_listen(const struct pt_listen *l, unsigned nw, int *row, struct pt_err *err)
 {
-    int family = l->addr.sa.ss_family;
-    int one = 1;
-
     for (unsigned j = 0; j < nw; j++) {
-        int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int fd = pt_priv_bind(&l->addr, PT_PRIV_REUSEPORT | PT_PRIV_NONBLOCK, err);
 
         if (fd == -1)
-            return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
+            return PT_ERR;
         row[j] = fd;
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
-            return pt_err_errno(err, errno, "setsockopt() for listen %s", l->addr.name);
-        if (family == AF_INET6 &&
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1)
-            return pt_err_errno(err, errno, "IPV6_V6ONLY for listen %s", l->addr.name);
-        if (bind(fd, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1)
-            return pt_err_errno(err, errno, "bind() to %s", l->addr.name);
         if (listen(fd, 4096) == -1)
             return pt_err_errno(err, errno, "listen() on %s", l->addr.name);
     }
@@ -462,12 +443,18 @@ static void *
 worker_main(void *arg)
 {
     struct pt_worker *w = arg;
+    struct pt_err err;
     sigset_t all;
 
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the main thread's */
     self_worker = w;
     pt_log_set_thread_tag(w->name);
+    /* credentials are per thread in Linux: this one's must be the dropped ones */
+    if (pt_priv_check_thread(&err) != PT_OK) {
+        pt_log(PT_LOG_EMERG, "privileges: %s; exiting", err.msg);
+        _exit(1);
+    }
     ev_run(w->loop, 0);
     while (!pt_list_empty(&w->conns)) {
         struct pt_conn *c = pt_container_of(w->conns.next, struct pt_conn, link);

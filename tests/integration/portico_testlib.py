@@ -36,6 +36,21 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
+# ----------------------------------------------------------- privileges ---
+
+USER_DIRECTIVE = re.compile(r"^\s*user\s", re.M)
+
+
+def as_root_on_purpose(conf):
+    """portico refuses to run as root without a `user` directive (docs/security.md); the
+    tests run as root in CI and most of them do not test privileges, so a configuration
+    without `user` gets `user root;` at its end (after every line: positions in messages stay
+    where the test wrote them). Tests of privileges write their own `user`."""
+    if os.geteuid() != 0 or USER_DIRECTIVE.search(conf):
+        return conf
+    return conf + ("" if conf.endswith("\n") else "\n") + "user root;\n"
+
+
 # ---------------------------------------------------------------- ports ---
 
 def _port_range():
@@ -234,8 +249,7 @@ class Portico:
                  shutdown_timeout=2.0, wait=True, wrap=()):
         self.tmpdir = str(tmpdir)
         self.conf_path = os.path.join(self.tmpdir, name + ".conf")
-        with open(self.conf_path, "w") as f:
-            f.write(conf)
+        self.write_conf(conf)
         self.stdout_path = os.path.join(self.tmpdir, name + ".stdout")
         self.stderr_path = os.path.join(self.tmpdir, name + ".stderr")
         self.error_log = os.path.join(self.tmpdir, "error.log")
@@ -260,6 +274,13 @@ class Portico:
                     self.kill()
                     raise AssertionError("portico did not start listening on %s (exit %r)\n%s"
                                          % (hostport(host, p), rc, logs))
+
+    def write_conf(self, conf):
+        """(Re)writes the configuration file, atomically, for a start or a reload; as root,
+        with `user root;` unless it names a user (as_root_on_purpose)."""
+        with open(self.conf_path + ".tmp", "w") as f:
+            f.write(as_root_on_purpose(conf))
+        os.rename(self.conf_path + ".tmp", self.conf_path)
 
     def url(self, path="/"):
         return "http://%s%s" % (hostport(self.host, self.port), path)

@@ -36,9 +36,7 @@ def reloaded(p, n, timeout=5.0):
 
 
 def rewrite(p, conf):
-    with open(p.conf_path + ".tmp", "w") as f:
-        f.write(conf)
-    os.rename(p.conf_path + ".tmp", p.conf_path)
+    p.write_conf(conf)
 
 
 def reload_with(p, conf, n):
