@@ -246,8 +246,9 @@ class Portico:
     so that pid and signals still reach portico."""
 
     def __init__(self, tmpdir, conf, ports, host="127.0.0.1", name="portico",
-                 shutdown_timeout=2.0, wait=True, wrap=()):
+                 shutdown_timeout=2.0, wait=True, wrap=(), user_root=True):
         self.tmpdir = str(tmpdir)
+        self.user_root = user_root
         self.conf_path = os.path.join(self.tmpdir, name + ".conf")
         self.write_conf(conf)
         self.stdout_path = os.path.join(self.tmpdir, name + ".stdout")
@@ -277,9 +278,10 @@ class Portico:
 
     def write_conf(self, conf):
         """(Re)writes the configuration file, atomically, for a start or a reload; as root,
-        with `user root;` unless it names a user (as_root_on_purpose)."""
+        with `user root;` unless it names a user (as_root_on_purpose) or the Portico was made
+        with user_root=False."""
         with open(self.conf_path + ".tmp", "w") as f:
-            f.write(as_root_on_purpose(conf))
+            f.write(as_root_on_purpose(conf) if self.user_root else conf)
         os.rename(self.conf_path + ".tmp", self.conf_path)
 
     def url(self, path="/"):
