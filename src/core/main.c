@@ -410,6 +410,7 @@ main(int argc, char **argv)
     struct pt_conf *conf;
     struct ev_loop *loop;
     ev_signal sig_term, sig_int, sig_usr1, sig_hup;
+    sigset_t early;
     ev_timer ticket_timer;
 
     if (argc > 1 && strcmp(argv[1], "explain") == 0) {
@@ -471,6 +472,14 @@ main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* a signal that comes before its watcher exists (a SIGHUP as soon as the port accepts,
+     * while the helper starts) waits for it rather than ending the process */
+    sigemptyset(&early);
+    sigaddset(&early, SIGHUP);
+    sigaddset(&early, SIGTERM);
+    sigaddset(&early, SIGINT);
+    sigaddset(&early, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &early, NULL);
     if (pt_priv_check(conf, &err) != PT_OK) {
         pt_log(PT_LOG_EMERG, "%s", err.msg);
         return 1;
@@ -502,6 +511,7 @@ main(int argc, char **argv)
     ev_signal_start(loop, &sig_int);
     ev_signal_start(loop, &sig_usr1);
     ev_signal_start(loop, &sig_hup);
+    sigprocmask(SIG_UNBLOCK, &early, NULL);
     /* session ticket keys rotate hourly; the previous key still decrypts for one more hour */
     ev_timer_init(&ticket_timer, on_ticket_rotate, 3600., 3600.);
     ev_timer_start(loop, &ticket_timer);

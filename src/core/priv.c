@@ -763,6 +763,18 @@ pt_priv_drop(const struct pt_conf *c, const char *conf_path, struct pt_err *err)
     drop_uid = c->uid;
     drop_gid = c->gid;
     dropped = true;
+    /* the helper opens what the file names: the user must not be able to change it */
+    {
+        char dir[PRIV_PATH_MAX];
+        const char *slash = strrchr(conf_path, '/');
+
+        snprintf(dir, sizeof(dir), "%.*s", slash == NULL ? 1 : (int)(slash - conf_path + 1),
+                 slash == NULL ? "." : conf_path);
+        if (access(conf_path, W_OK) == 0 || access(dir, W_OK) == 0)
+            pt_log(PT_LOG_WARN, "%s (or its directory) is writable by user %s: whoever runs "
+                   "as %s can make the privileged helper open what they name; keep it "
+                   "writable by root alone", conf_path, c->user, c->user);
+    }
     pt_log(PT_LOG_NOTICE, "running as user %s (uid %ld, gid %ld, %d group(s)); the privileged "
            "helper (pid %ld) opens what %s names for reloads", c->user, (long)c->uid,
            (long)c->gid, ngroups, (long)pid, conf_path);

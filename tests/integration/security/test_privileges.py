@@ -18,6 +18,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import tempfile
 
 import pytest
 
@@ -210,6 +211,41 @@ def test_bounded_root_like_the_systemd_unit_needs_no_user(tmp_path, start_portic
     assert int(status(p.pid)["CapEff"], 16) == 1 << 10
     assert "running as uid 0 with no capability but CAP_NET_BIND_SERVICE" in \
         p.read(p.error_log)
+
+
+def test_bounded_root_with_setuid_and_setgid_drops_like_the_documented_drop_in(
+        tmp_path, start_portico):
+    # CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID (docs/operations.md)
+    port = lib.free_port()
+    p = start_portico(conf(tmp_path, plain_server(port)), [port],
+                      wrap=["setpriv", "--bounding-set", "-all,+net_bind_service,+setuid,+setgid",
+                            "--inh-caps", "-all"])
+    assert lib.curl(p.url("/")).status == 200
+    for t in os.listdir("/proc/%d/task" % p.pid):
+        st = status(p.pid, t)
+        assert ids(st["Uid"]) == [NOBODY] * 4 and int(st["CapEff"], 16) == 0, st
+    assert int(status(helper_of(p.pid))["CapEff"], 16) == 1 << 10
+
+
+def test_configuration_writable_by_the_user_is_warned_about(tmp_path):
+    # what the file names is what the helper opens: a directory nobody may write to is a hole
+    port = lib.free_port()
+    # (not under pytest's directories, which are root's alone all the way down)
+    open_dir = tempfile.mkdtemp(prefix="pt-open-", dir="/tmp")
+    os.chmod(open_dir, 0o1777)
+    p = lib.Portico(open_dir, conf(open_dir, plain_server(port)), [port])
+    try:
+        wait_log(p, "%s (or its directory) is writable by user nobody" % p.conf_path)
+    finally:
+        assert p.stop() == 0
+        shutil.rmtree(open_dir)
+    # and none where only root may write
+    q = lib.Portico(str(tmp_path), conf(tmp_path, plain_server(port)), [port], name="closed")
+    try:
+        wait_log(q, "running as user nobody")
+        assert "writable by user nobody" not in q.read(q.error_log).split("closed.conf")[-1]
+    finally:
+        assert q.stop() == 0
 
 
 def test_drop_without_setuid_capability_fails_clearly(tmp_path):
