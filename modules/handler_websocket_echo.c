@@ -58,6 +58,7 @@ echo_write(struct pt_relay_end *e)
     struct echo *s = e->ctx;
     struct pt_relay *r = e->r;
     struct pt_relay_end *client = &r->end[PT_RELAY_A];
+    size_t taken = 0;
 
     while (e->out.head != NULL && !r->closing && client->out.bytes < PT_RELAY_QUEUE_CAP) {
         struct pt_chunk *in = e->out.head, *o = pt_chunk_get(&r->w->chunks);
@@ -97,6 +98,7 @@ echo_write(struct pt_relay_end *e)
                 s->closing = 1;
             s->hlen = 0;
         }
+        taken += i - in->rpos;
         pt_chain_consume(&r->w->chunks, &e->out, i - in->rpos);
         if (o->wpos > 0)
             pt_relay_input(r, PT_RELAY_B, o);
@@ -107,7 +109,7 @@ echo_write(struct pt_relay_end *e)
             return;
         }
     }
-    pt_relay_written(r, PT_RELAY_B);
+    pt_relay_written(r, PT_RELAY_B, taken);
 }
 
 /* The client sent its FIN: the echo has nothing more to say either. */

@@ -45,6 +45,104 @@ pt_exchange_new(struct pt_worker *w, struct pt_conf *conf)
     return x;
 }
 
+/* Copies a string into the compact block (NULL stays NULL). */
+static const char *
+keep_str(struct pt_arena *a, const char *s, size_t len)
+{
+    return s != NULL ? pt_arena_strndup(a, s, len) : NULL;
+}
+
+int
+pt_exchange_compact(struct pt_exchange *x)
+{
+    static const uint8_t kept_fields[] = {PT_H_USER_AGENT, PT_H_REFERER};
+    struct pt_arena a;
+    size_t need;
+    unsigned nreq = 0;
+    struct pt_hdr *req = NULL;
+    struct pt_x_attempt *att = NULL;
+    unsigned natt = PT_MIN(x->n_attempts, x->cap_attempts);
+    struct sockaddr *peer = NULL;
+    socklen_t peer_len = 0;
+
+    /* the size of everything kept, as the arena rounds it (16 bytes), so that it is one block */
+#define KEEP(n) (need += ((size_t)(n) + 15) & ~(size_t)15)
+    need = 0;
+    KEEP(x->target_len + 1);
+    KEEP(x->path_len + 1);
+    KEEP(x->host_len + 1);
+    KEEP(x->request_id_len + 1);
+    KEEP(x->peer_ip != NULL ? strlen(x->peer_ip) + 1 : 0);
+    KEEP(x->method_name != NULL ? strlen(x->method_name) + 1 : 0);
+    KEEP(x->tls_client_subject != NULL ? strlen(x->tls_client_subject) + 1 : 0);
+    KEEP(x->perr_details != NULL ? strlen(x->perr_details) + 1 : 0);
+    for (unsigned i = 0; i < x->req.n; i++)
+        for (size_t k = 0; k < sizeof(kept_fields); k++)
+            if (x->req.v[i].tok == kept_fields[k]) {
+                nreq++;
+                KEEP(x->req.v[i].nlen + 1);
+                KEEP(x->req.v[i].vlen + 1);
+            }
+    KEEP(nreq * sizeof(struct pt_hdr));
+    KEEP(natt * sizeof(struct pt_x_attempt));
+    if (x->peer != NULL) {
+        peer_len = x->peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                   : sizeof(struct sockaddr_in);
+        KEEP(peer_len);
+    }
+#undef KEEP
+    pt_arena_init(&a, need);
+    if (nreq > 0 && (req = pt_arena_alloc(&a, nreq * sizeof(*req))) == NULL)
+        goto fail;
+    if (natt > 0 && (att = pt_arena_alloc(&a, natt * sizeof(*att))) == NULL)
+        goto fail;
+    if (x->peer != NULL && (peer = pt_arena_alloc(&a, peer_len)) == NULL)
+        goto fail;
+    nreq = 0;
+    for (unsigned i = 0; i < x->req.n; i++)
+        for (size_t k = 0; k < sizeof(kept_fields); k++)
+            if (x->req.v[i].tok == kept_fields[k]) {
+                struct pt_hdr h = x->req.v[i];
+
+                h.name = pt_arena_strndup(&a, h.name, h.nlen);
+                h.value = pt_arena_strndup(&a, h.value, h.vlen);
+                if (h.name == NULL || h.value == NULL)
+                    goto fail;
+                req[nreq++] = h;
+            }
+    if (natt > 0)
+        memcpy(att, x->attempts, natt * sizeof(*att));
+    if (peer != NULL)
+        memcpy(peer, x->peer, peer_len);
+    x->target = keep_str(&a, x->target, x->target_len);
+    x->path = keep_str(&a, x->path, x->path_len);
+    x->host = keep_str(&a, x->host, x->host_len);
+    x->request_id = keep_str(&a, x->request_id, x->request_id_len);
+    x->peer_ip = keep_str(&a, x->peer_ip, x->peer_ip != NULL ? strlen(x->peer_ip) : 0);
+    x->method_name = keep_str(&a, x->method_name,
+                              x->method_name != NULL ? strlen(x->method_name) : 0);
+    x->tls_client_subject = keep_str(&a, x->tls_client_subject,
+                                     x->tls_client_subject != NULL
+                                         ? strlen(x->tls_client_subject)
+                                         : 0);
+    x->perr_details = keep_str(&a, x->perr_details,
+                               x->perr_details != NULL ? strlen(x->perr_details) : 0);
+    x->peer = peer;
+    x->req = (struct pt_hdrs){req, nreq, nreq};
+    x->req_trailers = x->fwd = x->resp = x->resp_trailers = (struct pt_hdrs){0};
+    x->attempts = att;
+    x->cap_attempts = natt;
+    x->tried = NULL; /* no more picks */
+    x->ws_key = NULL;
+    x->h1_hname = x->h1_hval = NULL;
+    pt_arena_free(&x->arena);
+    x->arena = a;
+    return PT_OK;
+fail:
+    pt_arena_free(&a);
+    return PT_ERR;
+}
+
 static void
 exchange_free(struct pt_reapable *r)
 {

@@ -353,6 +353,8 @@ on_writable(struct ev_loop *loop, ev_io *io, int revents)
                 bconn_fail(b, PT_BF_CONNECT, "cannot start TLS", 0);
                 return;
             }
+            if (b->srv->upstream->protocol == PT_PROTO_H2)
+                pt_tls_alpn_http11(b->ssl); /* a WebSocket to an h2 server (h2_client.c) */
             b->state = B_HANDSHAKE;
             set_reading(b, 1);
             tls_step(b);
@@ -577,7 +579,7 @@ bconn_response_done(struct pt_bconn *b)
     bool reusable = llhttp_should_keep_alive(&b->parser) && b->req_end_queued &&
                     b->out.bytes == 0 && (b->in == NULL || b->in->rpos == b->in->wpos) &&
                     up->keepalive > 0 && b->requests < (unsigned)up->keepalive_requests &&
-                    !b->w->draining;
+                    !b->w->draining && up->protocol != PT_PROTO_H2; /* (WebSocket only) */
 
     b->x = NULL;
     x->be = NULL;

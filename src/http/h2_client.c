@@ -6,7 +6,12 @@
  *
  * GOAWAY (RFC 9113 section 6.8): streams up to the last id finish; new requests go to a new
  * connection; streams the server refused (REFUSED_STREAM or above last id) were never
- * processed, so they are retried like a connect failure. */
+ * processed, so they are retried like a connect failure.
+ *
+ * WebSocket (RFC 8441): once the server's SETTINGS say ENABLE_CONNECT_PROTOCOL, a WebSocket
+ * request becomes an extended CONNECT; its 2xx turns the stream into the relay's server side
+ * (the client hears RFC 6455's 101, or a 200 over HTTP/2). A server that does not advertise it
+ * gets the WebSocket over an HTTP/1.1 connection of its own (h1_client). */
 #include <errno.h>
 #include <llhttp.h>
 #include <netinet/in.h>
@@ -24,11 +29,14 @@
 #include "core/log.h"
 #include "core/worker.h"
 #include "http/exchange.h"
+#include "http/h1_client.h"
 #include "http/h2_client.h"
 #include "http/h2_fields.h"
 #include "http/headers.h"
 #include "http/proxy.h"
 #include "http/trace.h"
+#include "http/websocket.h"
+#include "net/relay.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
 
@@ -65,6 +73,8 @@ struct pt_h2b {
     unsigned used : 1;        /* has carried a request (for retry decisions) */
     unsigned connect_timed_out : 1; /* connect_timeout hit before the connection was ready */
     unsigned session_saved : 1;
+    unsigned got_settings : 1; /* the server's first SETTINGS arrived */
+    unsigned said_no_connect : 1; /* logged that it has no extended CONNECT */
     int fail_errno;           /* why connect() failed, for the streams' error class */
     unsigned n_streams;
     struct pt_list streams;   /* struct pt_h2b_stream, submitted or waiting */
@@ -83,6 +93,9 @@ struct pt_h2b_stream {
     unsigned deferred : 1;
     unsigned paused : 1;
     unsigned reused : 1;
+    unsigned shut_out : 1;      /* tunnel: the relay has nothing more for the server */
+    unsigned stream_closed : 1; /* tunnel: nghttp2 closed the stream; the relay still ends */
+    struct pt_relay *relay;     /* an RFC 8441 tunnel: the stream is its server side */
 };
 
 static const struct pt_be_ops h2b_ops;
@@ -116,6 +129,12 @@ stream_free(struct pt_h2b_stream *st)
 {
     struct pt_h2b *b = st->b;
 
+    if (st->relay != NULL) {
+        struct pt_relay *r = st->relay;
+
+        st->relay = NULL; /* the relay's close op must not touch the stream any more */
+        pt_relay_close(r, "backend stream closed");
+    }
     stream_unlink(st);
     pt_list_remove(&st->link);
     b->n_streams--;
@@ -221,17 +240,235 @@ req_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *fla
     return (ssize_t)n;
 }
 
+/* ---- WebSocket: an extended CONNECT (RFC 8441) ------------------------------------------ */
+
+/* DATA source of a tunnel stream: what the relay queued for the server; deferred until the
+ * tunnel exists and has bytes. */
+static ssize_t
+tunnel_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+            nghttp2_data_source *src, void *ud)
+{
+    struct pt_h2b_stream *st = src->ptr;
+    struct pt_relay_end *e;
+    size_t n = 0;
+
+    if (st->relay == NULL) {
+        st->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    e = &st->relay->end[PT_RELAY_B];
+    while (n < len && e->out.head != NULL) {
+        struct pt_chunk *ch = e->out.head;
+        size_t take = PT_MIN(len - n, (size_t)(ch->wpos - ch->rpos));
+
+        memcpy(buf + n, ch->data + ch->rpos, take);
+        n += take;
+        pt_chain_consume(&st->b->w->chunks, &e->out, take);
+    }
+    if (n > 0)
+        pt_relay_written(st->relay, PT_RELAY_B, n);
+    if (st->relay != NULL && e->out.bytes == 0 && st->shut_out) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        st->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+static void
+end_write(struct pt_relay_end *e)
+{
+    struct pt_h2b_stream *st = e->ctx;
+
+    if (st->stream_closed || st->b->closing)
+        return;
+    if (st->deferred) {
+        st->deferred = 0;
+        nghttp2_session_resume_data(st->b->session, st->id);
+    }
+    pt_worker_defer_flush(st->b->w, &st->b->df);
+}
+
+static void
+end_shut(struct pt_relay_end *e)
+{
+    struct pt_h2b_stream *st = e->ctx;
+
+    st->shut_out = 1;
+    end_write(e);
+}
+
+/* Bytes from the server reached the client: its window opens again by as much. */
+static void
+end_delivered(struct pt_relay_end *e, size_t n)
+{
+    struct pt_h2b_stream *st = e->ctx;
+    size_t k = (size_t)PT_MIN((uint64_t)n, st->unconsumed);
+
+    if (k == 0 || st->stream_closed || st->b->closing)
+        return;
+    st->unconsumed -= k;
+    nghttp2_session_consume(st->b->session, st->id, k);
+    pt_worker_defer_flush(st->b->w, &st->b->df);
+}
+
+/* The relay is closing: reset the stream if it is still open; a stream nghttp2 already closed
+ * was only kept for the relay, and goes now. */
+static void
+end_close(struct pt_relay_end *e)
+{
+    struct pt_h2b_stream *st = e->ctx;
+    struct pt_h2b *b = st->b;
+
+    if (st->relay == NULL)
+        return; /* the stream is going away itself */
+    st->relay = NULL;
+    if (st->stream_closed) {
+        stream_free(st);
+        return;
+    }
+    if (!b->closing) {
+        nghttp2_submit_rst_stream(b->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+        pt_worker_defer_flush(b->w, &b->df);
+    }
+}
+
+static const struct pt_relay_end_ops h2b_end_ops = {
+    .write = end_write,
+    .shut = end_shut,
+    .delivered = end_delivered,
+    .close = end_close,
+};
+
+/* The server does not advertise extended CONNECT: the WebSocket goes to the same server over an
+ * HTTP/1.1 connection of its own (RFC 8441 section 3 forbids the CONNECT to it). */
+static void
+websocket_over_h1(struct pt_h2b_stream *st)
+{
+    struct pt_exchange *x = st->x;
+    struct pt_h2b *b = st->b;
+    char buf[200];
+
+    if (!b->said_no_connect) {
+        b->said_no_connect = 1;
+        pt_log(PT_LOG_INFO, "%s: no extended CONNECT (RFC 8441) in its SETTINGS: WebSockets go "
+               "to it over HTTP/1.1", who(b, buf, sizeof(buf)));
+    }
+    stream_free(st); /* never submitted; unlinks x */
+    pt_h1_client_start(x, false);
+}
+
+/* The WebSocket request as an extended CONNECT: :protocol websocket, the path and authority,
+ * and the fields RFC 8441 section 5 keeps (version, subprotocols, extensions, the rest of the
+ * request's); never the RFC 6455 key or the HTTP/1.1 upgrade fields. */
+static void
+submit_connect(struct pt_h2b_stream *st)
+{
+    struct pt_h2b *b = st->b;
+    struct pt_exchange *x = st->x;
+    size_t max = x->req.n + x->fwd.n + 8, k = 0;
+    nghttp2_nv *nv = pt_arena_alloc(&x->arena, max * sizeof(*nv));
+    int hi = pt_hdrs_find(&x->req, PT_H_HOST);
+    const char *authority;
+
+    for (unsigned i = 0; i < x->req.n; i++)
+        if (pt_str_ieq(x->req.v[i].name, x->req.v[i].nlen, "sec-websocket-key", 17))
+            x->req.v[i].skip = 1;
+    authority = hi >= 0 && !x->req.v[hi].skip
+                    ? pt_arena_strndup(&x->arena, x->req.v[hi].value, x->req.v[hi].vlen)
+                    : b->srv->addr.name;
+    if (nv == NULL || authority == NULL) {
+        stream_fail(st, PT_BF_RESET, "out of memory");
+        stream_free(st);
+        return;
+    }
+    nv[k++] = pt_h2_nv(":method", 7, "CONNECT", 7);
+    nv[k++] = pt_h2_nv(":protocol", 9, "websocket", 9);
+    nv[k++] = pt_h2_nv(":scheme", 7, b->srv->upstream->tls ? "https" : "http",
+                       b->srv->upstream->tls ? 5 : 4);
+    nv[k++] = pt_h2_nv(":authority", 10, authority, strlen(authority));
+    nv[k++] = pt_h2_nv(":path", 5, x->target, x->target_len);
+    if (pt_h2_add_fields(x, nv, &k, max, &x->req,
+                         1u << PT_H_HOST | 1u << PT_H_CONTENT_LENGTH | 1u << PT_H_TE |
+                             1u << PT_H_UPGRADE | 1u << PT_H_CONNECTION) != PT_OK ||
+        pt_h2_add_fields(x, nv, &k, max, &x->fwd, 0) != PT_OK) {
+        stream_fail(st, PT_BF_RESET, "out of memory");
+        stream_free(st);
+        return;
+    }
+    nghttp2_data_provider prd = {.source = {.ptr = st}, .read_callback = tunnel_read};
+    int32_t id = nghttp2_submit_request(b->session, NULL, nv, k, &prd, st);
+
+    if (id < 0) {
+        stream_fail(st, PT_BF_REFUSED, nghttp2_strerror(id));
+        stream_free(st);
+        return;
+    }
+    st->id = id;
+    b->used = 1;
+    stream_request_sent(st); /* read_timeout runs until the server's answer */
+}
+
+/* The server's 2xx to the extended CONNECT: the client hears RFC 6455's 101 (an HTTP/2 client a
+ * 200), and the stream becomes the tunnel's server side. */
+static void
+tunnel_start(struct pt_h2b_stream *st, bool end)
+{
+    struct pt_exchange *x = st->x;
+    struct pt_h2b *b = st->b;
+    char accept[29];
+    struct pt_relay *r = NULL;
+
+    pt_ws_accept_for(x->ws_key, strlen(x->ws_key), accept);
+    pt_hdrs_mark_hop_by_hop(&x->resp, true);
+    x->status = 101;
+    x->resp_cl = -1;
+    x->resp_no_body = 1;
+    pt_hdrs_add(&x->arena, &x->resp, "Upgrade", 7, "websocket", 9);
+    pt_hdrs_add(&x->arena, &x->resp, "Sec-WebSocket-Accept", 20,
+                pt_arena_strndup(&x->arena, accept, 28), 28);
+    stream_unlink(st); /* the tunnel takes the exchange */
+    if (pt_ws_tunnel_end(x, &h2b_end_ops, st, &st->relay) != PT_OK) {
+        pt_log(PT_LOG_ERROR, "websocket %.*s: cannot start the tunnel (x%llu) request_id=%s",
+               (int)PT_MIN(x->target_len, 200), x->target, (unsigned long long)x->id,
+               pt_request_id(x));
+        st->relay = NULL;
+        nghttp2_submit_rst_stream(b->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+        pt_proxy_release(x);
+        pt_proxy_request_done(x);
+        x->fe->abort(x);
+        return;
+    }
+    r = st->relay;
+    if (end && r != NULL)
+        pt_relay_eof(r, PT_RELAY_B); /* a server that ends at once */
+}
+
 /* Re-serialises the exchange's request as HTTP/2 (RFC 9113 section 8.3). */
 static void
 stream_submit(struct pt_h2b_stream *st)
 {
     struct pt_h2b *b = st->b;
     struct pt_exchange *x = st->x;
-    nghttp2_nv *nv = pt_arena_alloc(&x->arena, (x->req.n + x->fwd.n + 8) * sizeof(*nv));
+    nghttp2_nv *nv;
     size_t k = 0;
     int hi = -1;
     const char *authority;
 
+    if (x->ws) {
+        if (!b->got_settings)
+            return; /* submitted when the server's SETTINGS say whether it may */
+        if (nghttp2_session_get_remote_settings(b->session,
+                                                NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) != 1)
+            websocket_over_h1(st);
+        else
+            submit_connect(st);
+        return;
+    }
+    nv = pt_arena_alloc(&x->arena, (x->req.n + x->fwd.n + 8) * sizeof(*nv));
     if (nv == NULL) {
         stream_fail(st, PT_BF_RESET, "out of memory");
         stream_free(st); /* never submitted: nghttp2 will not close it for us */
@@ -353,6 +590,20 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         if (f->hd.flags & NGHTTP2_FLAG_ACK)
             b->ping_out = 0;
         return 0;
+    case NGHTTP2_SETTINGS:
+        if (!(f->hd.flags & NGHTTP2_FLAG_ACK) && !b->got_settings) {
+            /* now it is known whether WebSockets may be extended CONNECTs: send the ones that
+             * waited for it */
+            b->got_settings = 1;
+            for (struct pt_list *e = b->streams.next; e != &b->streams;) {
+                struct pt_h2b_stream *w = pt_container_of(e, struct pt_h2b_stream, link);
+
+                e = e->next;
+                if (w->id == 0 && w->x != NULL && w->x->ws)
+                    stream_submit(w);
+            }
+        }
+        return 0;
     case NGHTTP2_HEADERS:
     case NGHTTP2_DATA:
         break;
@@ -360,6 +611,11 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         return 0;
     }
     st = stream_of(b, f->hd.stream_id);
+    if (st != NULL && st->relay != NULL) {
+        if (end)
+            pt_relay_eof(st->relay, PT_RELAY_B);
+        return 0;
+    }
     if (st == NULL || st->x == NULL)
         return 0;
     struct pt_exchange *x = st->x;
@@ -399,6 +655,10 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
             }
             x->resp_cl = (int64_t)v;
         }
+        if (x->ws && status >= 200 && status < 300) {
+            tunnel_start(st, end);
+            return 0;
+        }
         x->resp_no_body = x->method == HTTP_HEAD || status == 204 || status == 304;
         if (end && !x->resp_no_body) {
             /* keep a trailers-only response one HEADERS frame; h1 clients get a zero length */
@@ -422,6 +682,18 @@ on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data
     struct pt_h2b *b = ud;
     struct pt_h2b_stream *st = stream_of(b, id);
 
+    if (st != NULL && st->relay != NULL) {
+        /* tunnel DATA: the window opens again as the client takes it (end_delivered) */
+        struct pt_chunk *ch = pt_chunk_get(&b->w->chunks);
+
+        if (ch == NULL)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        memcpy(ch->data, data, len); /* len <= the frame size, at most 16 KiB */
+        ch->wpos = (uint32_t)len;
+        st->unconsumed += len;
+        pt_relay_input(st->relay, PT_RELAY_B, ch);
+        return 0;
+    }
     if (st == NULL || st->x == NULL) {
         nghttp2_session_consume(s, id, len);
         return 0;
@@ -446,6 +718,19 @@ on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *ud)
 
     if (st == NULL)
         return 0;
+    nghttp2_session_set_stream_user_data(s, id, NULL);
+    if (st->relay != NULL) {
+        /* a tunnel: a reset ends it; a clean end lets the relay finish what it holds for the
+         * client first (the stream is freed when the relay lets go: end_close) */
+        st->stream_closed = 1;
+        if (error_code != NGHTTP2_NO_ERROR) {
+            pt_relay_close(st->relay, "the backend reset the WebSocket stream");
+        } else {
+            pt_relay_eof(st->relay, PT_RELAY_B);
+            pt_relay_finish(st->relay);
+        }
+        return 0;
+    }
     if (st->x != NULL) {
         if (error_code == NGHTTP2_REFUSED_STREAM && !st->head_done)
             stream_fail(st, PT_BF_REFUSED, "stream refused");

@@ -681,7 +681,7 @@ tunnel_read(struct pt_h2_stream *st, uint8_t *buf, size_t len, uint32_t *flags)
         pt_chain_consume(&st->c->w->chunks, &e->out, take);
     }
     if (n > 0)
-        pt_relay_written(st->relay, PT_RELAY_A);
+        pt_relay_written(st->relay, PT_RELAY_A, n);
     if (e->out.bytes == 0 && st->shut_out) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         return (ssize_t)n;

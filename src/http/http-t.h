@@ -41,6 +41,8 @@ struct pt_http_conf {
     int64_t websocket_max_message;  /* 0 = unlimited */
     pt_msec websocket_idle_timeout; /* 0 = none */
     pt_msec websocket_fin_timeout;
+    pt_msec websocket_ping_interval; /* 0 = off: portico pings a silent client this often */
+    int websocket_close_on_down;     /* a server marked DOWN ends its tunnels (1001) */
 };
 
 /* A location block: a path match and the handler that answers it. */

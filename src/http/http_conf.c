@@ -41,6 +41,8 @@ http_conf_unset(struct pt_http_conf *h)
     h->websocket = PT_UNSET;
     h->websocket_max_message = PT_UNSET;
     h->websocket_idle_timeout = h->websocket_fin_timeout = PT_UNSET;
+    h->websocket_ping_interval = PT_UNSET;
+    h->websocket_close_on_down = PT_UNSET;
 }
 
 /* Addresses or CIDR blocks into an arena array; each bad one is reported at its argument. */
@@ -306,6 +308,10 @@ static const struct pt_directive http_directives[] = {
      pt_set_msec, HOFF(websocket_idle_timeout), NULL},
     {"websocket_fin_timeout", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
      HOFF(websocket_fin_timeout), NULL},
+    {"websocket_ping_interval", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE,
+     pt_set_msec, HOFF(websocket_ping_interval), NULL},
+    {"websocket_close_on_down", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE,
+     pt_set_flag, HOFF(websocket_close_on_down), NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 
@@ -342,6 +348,8 @@ http_conf_merge(const struct pt_http_conf *parent, struct pt_http_conf *child)
     MERGE(websocket_max_message, 16 * 1024 * 1024);
     MERGE(websocket_idle_timeout, 3600 * 1000);
     MERGE(websocket_fin_timeout, 10 * 1000);
+    MERGE(websocket_ping_interval, 0);
+    MERGE(websocket_close_on_down, 0);
     if (child->n_trusted == PT_UNSET) {
         child->trusted = parent != NULL ? parent->trusted : NULL;
         child->n_trusted = parent != NULL ? parent->n_trusted : 0;

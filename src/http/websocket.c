@@ -27,6 +27,7 @@
 #include "http/websocket.h"
 #include "net/relay.h"
 #include "upstream/upstream-t.h"
+#include "upstream/upstream.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -138,10 +139,24 @@ struct ws_dir {
     uint64_t messages;   /* data messages completed */
 };
 
+struct ws_tunnel;
+
+/* What only some tunnels need (websocket_ping_interval, websocket_close_on_down), allocated
+ * only for them, so that a plain idle tunnel stays small. Owner: the tunnel. */
+struct ws_extra {
+    struct ws_tunnel *t;
+    struct pt_pin pin;      /* on its server's list (close_on_down); pinned says so */
+    ev_timer ping;          /* every websocket_ping_interval */
+    uint64_t last_bytes;    /* bytes from the client at the last tick */
+    unsigned pinned : 1;
+    unsigned ping_out : 1;  /* a ping went to a silent client: it has one interval to answer */
+};
+
 /* A tunnel. Owner: its relay (freed in closed()). */
 struct ws_tunnel {
     struct pt_exchange *x;
     struct pt_relay *r;
+    struct ws_extra *ex;    /* NULL unless pinging or close_on_down */
     struct ws_dir dir[2];   /* by the side the frames come from */
     uint64_t max_message;   /* websocket_max_message; 0: no limit */
     unsigned code;          /* the close code of a violation */
@@ -360,6 +375,12 @@ closed(struct pt_relay *r, const char *why)
         pt_proxy_release(x); /* least_conn and max_conns counted the tunnel until now */
         pt_proxy_request_done(x);
     }
+    if (t->ex != NULL) {
+        ev_timer_stop(x->w->loop, &t->ex->ping);
+        if (t->ex->pinned)
+            pt_upstream_unpin(&t->ex->pin);
+        free(t->ex);
+    }
     pt_exchange_finish(x);
     free(t);
 }
@@ -409,6 +430,97 @@ reload(struct pt_relay *r, struct pt_conf *conf)
     goodbye(t, PT_WS_GOING_AWAY, PT_WS_GOING_AWAY);
 }
 
+/* websocket_ping_interval: a client silent for a whole interval gets a ping; one that then
+ * sends nothing for another interval is gone (its peer hears 1001). Any byte from the client
+ * counts as an answer, a pong most of all (which goes on to the backend: RFC 6455 section
+ * 5.5.3 allows an unsolicited pong). */
+static void
+on_ping(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct ws_extra *ex = pt_container_of(w, struct ws_extra, ping);
+    struct ws_tunnel *t = ex->t;
+    struct pt_relay *r = t->r;
+    uint64_t bytes = r->end[PT_RELAY_A].bytes_in;
+    static const uint8_t ping[2] = {0x89, 0x00};
+
+    if (t->goodbye || r->closing)
+        return;
+    if (bytes != ex->last_bytes) {
+        ex->last_bytes = bytes;
+        ex->ping_out = 0;
+        return;
+    }
+    if (ex->ping_out) {
+        struct pt_exchange *x = t->x;
+
+        pt_log(PT_LOG_INFO, "websocket %.*s: the client did not answer a ping within "
+               "websocket_ping_interval, closing (x%llu) request_id=%s",
+               (int)PT_MIN(x->target_len, 200), x->target, (unsigned long long)x->id,
+               pt_request_id(x));
+        goodbye(t, PT_WS_GOING_AWAY, PT_WS_GOING_AWAY);
+        /* nothing more is awaited from the client: only the backend's close frame */
+        if (!r->closing && !t->dir[PT_RELAY_A].closed) {
+            t->dir[PT_RELAY_A].closed = 1;
+            if (t->dir[PT_RELAY_B].closed)
+                pt_relay_finish(r);
+        }
+        return;
+    }
+    /* frames towards the client come from the server: a ping goes between two of them */
+    if (!at_boundary(&t->dir[PT_RELAY_B]) || t->dir[PT_RELAY_B].closed)
+        return; /* the next tick tries again */
+    ex->ping_out = 1;
+    pt_relay_send(r, PT_RELAY_A, ping, sizeof(ping));
+}
+
+/* websocket_close_on_down: active health checks marked the tunnel's server DOWN. */
+static void
+on_server_down(struct pt_pin *p)
+{
+    struct ws_extra *ex = pt_container_of(p, struct ws_extra, pin);
+    struct ws_tunnel *t = ex->t;
+    struct pt_exchange *x = t->x;
+
+    pt_upstream_unpin(p);
+    ex->pinned = 0;
+    if (t->goodbye || t->r->closing)
+        return;
+    pt_log(PT_LOG_INFO, "websocket %.*s: server %s is DOWN, closing with 1001 "
+           "(websocket_close_on_down) (x%llu) request_id=%s",
+           (int)PT_MIN(x->target_len, 200), x->target, x->att.srv->name,
+           (unsigned long long)x->id, pt_request_id(x));
+    goodbye(t, PT_WS_GOING_AWAY, PT_WS_GOING_AWAY);
+}
+
+/* Starts what the location asked for beyond the relay itself. */
+static int
+extras_start(struct ws_tunnel *t)
+{
+    struct pt_exchange *x = t->x;
+    bool pin = x->http->websocket_close_on_down && x->up != NULL && x->att.srv != NULL;
+
+    if (x->http->websocket_ping_interval <= 0 && !pin)
+        return PT_OK;
+    t->ex = calloc(1, sizeof(*t->ex));
+    if (t->ex == NULL)
+        return PT_ERR;
+    t->ex->t = t;
+    if (x->http->websocket_ping_interval > 0) {
+        ev_tstamp every = (double)x->http->websocket_ping_interval / 1000.0;
+
+        ev_timer_init(&t->ex->ping, on_ping, every, every);
+        ev_timer_start(x->w->loop, &t->ex->ping);
+    } else {
+        ev_timer_init(&t->ex->ping, on_ping, 0., 0.);
+    }
+    if (pin) {
+        t->ex->pin.down = on_server_down;
+        pt_upstream_pin(x->w, x->att.srv, &t->ex->pin);
+        t->ex->pinned = 1;
+    }
+    return PT_OK;
+}
+
 static const struct pt_relay_owner_ops ws_ops = {
     .inspect = inspect,
     .violation = violation,
@@ -418,13 +530,41 @@ static const struct pt_relay_owner_ops ws_ops = {
 };
 
 int
+pt_ws_tunnel_end(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void *ctx,
+                 struct pt_relay **rp)
+{
+    struct ws_tunnel *t = calloc(1, sizeof(*t));
+    struct pt_relay *r = t != NULL ? pt_relay_new(x->w, &ws_ops, t) : NULL;
+    struct pt_chain from_client;
+
+    pt_chain_init(&from_client);
+    if (r == NULL || x->fe->take_socket == NULL || x->fe->send_head(x) != PT_OK ||
+        x->fe->take_socket(x, r, &from_client) != PT_OK) {
+        free(r);
+        free(t);
+        return PT_ERR;
+    }
+    t->x = x;
+    t->r = r;
+    t->max_message = (uint64_t)x->http->websocket_max_message;
+    x->fe = NULL;
+    x->be = NULL;
+    pt_relay_attach_ops(r, PT_RELAY_B, ops, ctx);
+    pt_relay_set_timeouts(r, x->http->websocket_idle_timeout, x->http->websocket_fin_timeout);
+    if (extras_start(t) != PT_OK)
+        pt_log(PT_LOG_ERROR, "websocket: out of memory for websocket_ping_interval or "
+               "websocket_close_on_down (x%llu)", (unsigned long long)x->id);
+    pt_exchange_compact(x); /* a long-lived tunnel keeps only what its log line needs */
+    *rp = r;
+    pt_relay_start(r, &from_client, NULL);
+    return PT_OK;
+}
+
+int
 pt_ws_serve(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void *ctx)
 {
-    struct ws_tunnel *t;
     struct pt_relay *r;
-    struct pt_chain from_client;
     char accept[29];
-    int rc = PT_ERR;
 
     pt_ws_accept_for(x->ws_key, strlen(x->ws_key), accept);
     x->status = 101;
@@ -434,26 +574,11 @@ pt_ws_serve(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void *ctx
     pt_hdrs_add(&x->arena, &x->resp, "Upgrade", 7, "websocket", 9);
     pt_hdrs_add(&x->arena, &x->resp, "Sec-WebSocket-Accept", 20,
                 pt_arena_strndup(&x->arena, accept, 28), 28);
-    t = calloc(1, sizeof(*t));
-    r = t != NULL ? pt_relay_new(x->w, &ws_ops, t) : NULL;
-    pt_chain_init(&from_client);
-    if (r == NULL || x->fe->take_socket == NULL || x->fe->send_head(x) != PT_OK ||
-        x->fe->take_socket(x, r, &from_client) != PT_OK)
-        goto fail;
-    t->x = x;
-    t->r = r;
-    t->max_message = (uint64_t)x->http->websocket_max_message;
-    x->fe = NULL;
-    pt_relay_attach_ops(r, PT_RELAY_B, ops, ctx);
-    pt_relay_set_timeouts(r, x->http->websocket_idle_timeout, x->http->websocket_fin_timeout);
-    pt_relay_start(r, &from_client, NULL);
-    return PT_OK;
-fail:
-    free(r);
-    free(t);
+    if (pt_ws_tunnel_end(x, ops, ctx, &r) == PT_OK)
+        return PT_OK;
     if (x->resp_head_sent) /* the 101 went out, but no tunnel follows: only a close is left */
         x->fe->abort(x);
-    return rc;
+    return PT_ERR;
 }
 
 void
@@ -488,5 +613,9 @@ pt_ws_tunnel(struct pt_exchange *x, int fd, struct ssl_st *ssl, struct pt_chain 
     x->be = NULL;
     pt_relay_attach_socket(r, PT_RELAY_B, fd, ssl, true);
     pt_relay_set_timeouts(r, x->http->websocket_idle_timeout, x->http->websocket_fin_timeout);
+    if (extras_start(t) != PT_OK)
+        pt_log(PT_LOG_ERROR, "websocket: out of memory for websocket_ping_interval or "
+               "websocket_close_on_down (x%llu)", (unsigned long long)x->id);
+    pt_exchange_compact(x); /* a long-lived tunnel keeps only what its log line needs */
     pt_relay_start(r, &from_client, from_server);
 }

@@ -38,6 +38,14 @@ bool pt_ws_response_ok(const struct pt_exchange *x);
  * the tunnel from now on and finished when the relay closes. Worker thread. */
 void pt_ws_tunnel(struct pt_exchange *x, int fd, struct ssl_st *ssl, struct pt_chain *from_server);
 
+/* A tunnel whose server side is an end with ops (ctx its object): an HTTP/2 backend stream
+ * (RFC 8441) or a handler's own end (pt_ws_serve). x's response head is ready (status 101 and
+ * its fields): it is sent (send_head), the frontend gives its socket, and *rp is the relay
+ * before it starts (so the end's ops may already be called). PT_ERR: no tunnel; whether the
+ * head went out is x->resp_head_sent; the caller ends the exchange. Worker thread. */
+int pt_ws_tunnel_end(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void *ctx,
+                     struct pt_relay **rp);
+
 /* A handler serves the WebSocket itself (websocket_echo): answers x's handshake with 101 and
  * makes a tunnel whose server side is the handler's ops end (ctx its object). PT_OK, or PT_ERR
  * (nothing sent; the caller answers). */

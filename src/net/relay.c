@@ -391,11 +391,19 @@ pt_relay_eof(struct pt_relay *r, enum pt_relay_side from)
 }
 
 void
-pt_relay_written(struct pt_relay *r, enum pt_relay_side side)
+pt_relay_written(struct pt_relay *r, enum pt_relay_side side, size_t n)
 {
+    struct pt_relay_end *o = &r->end[pt_relay_other(side)];
+
     if (r->closing)
         return;
     r->last_active = ev_now(r->w->loop);
+    /* the bytes came from the other side: its flow control may give them back */
+    if (n > 0 && o->ops != NULL && o->ops->delivered != NULL) {
+        o->ops->delivered(o, n);
+        if (r->closing)
+            return;
+    }
     after_written(r, side);
 }
 

@@ -18,9 +18,10 @@ void pt_relay_attach_ops(struct pt_relay *r, enum pt_relay_side side,
 /* Bytes (a chunk, taken) from an ops side, and its end of stream. */
 void pt_relay_input(struct pt_relay *r, enum pt_relay_side from, struct pt_chunk *ch);
 void pt_relay_eof(struct pt_relay *r, enum pt_relay_side from);
-/* An ops side took bytes from its `out`: the other side may read again. Safe inside the ops
- * side's own callbacks: it never closes the relay. */
-void pt_relay_written(struct pt_relay *r, enum pt_relay_side side);
+/* An ops side took n bytes from its `out`: the other side may read again, and its delivered()
+ * hears of the n bytes (its flow control). Safe inside the ops side's own callbacks: it never
+ * closes the relay. */
+void pt_relay_written(struct pt_relay *r, enum pt_relay_side side, size_t n);
 /* A graceful stop for a relay that is not on w->conns (its client connection drains it). */
 void pt_relay_drain(struct pt_relay *r);
 /* A reload (conf: the new snapshot): the owner's reload(), if it has one. */

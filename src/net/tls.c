@@ -575,6 +575,14 @@ fail:
     return PT_ERR;
 }
 
+void
+pt_tls_alpn_http11(SSL *ssl)
+{
+    static const unsigned char alpn_h1[] = "\x08http/1.1";
+
+    SSL_set_alpn_protos(ssl, alpn_h1, sizeof(alpn_h1) - 1);
+}
+
 /* A client context for an upstream: TLS 1.2+, the trusted CAs (or the system store), ALPN for
  * the backend protocol. Certificate and host name are checked per connection. */
 SSL_CTX *

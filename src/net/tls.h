@@ -59,6 +59,9 @@ const char *pt_tls_client_subject(SSL *ssl, struct pt_arena *a);
  * address checked against the certificate when verify, resuming `resume` when not NULL. NULL
  * on failure. */
 SSL *pt_tls_connect(SSL_CTX *ctx, const char *name, bool verify, int fd, SSL_SESSION *resume);
+/* Offers only "http/1.1" in ALPN on a client session made from an h2 context (a WebSocket to a
+ * server without extended CONNECT), before its handshake. */
+void pt_tls_alpn_http11(SSL *ssl);
 /* Frees a backend SSL keeping its session resumable. */
 void pt_tls_client_free(SSL *ssl);
 /* Keeps ssl's session in *slot (an SSL_SESSION *) when it can be resumed; TLS 1.3 tickets

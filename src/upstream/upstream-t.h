@@ -131,6 +131,14 @@ struct pt_lb_est {
     unsigned observed : 1;
 };
 
+/* Something long-lived on a server that ends when active health checks mark the server DOWN
+ * (a WebSocket tunnel with websocket_close_on_down). Linked on its worker server's `pinned`
+ * (pt_upstream_pin); down() is called on the worker's thread and may unpin. */
+struct pt_pin {
+    struct pt_list link;
+    void (*down)(struct pt_pin *p);
+};
+
 struct pt_wserver {
     struct pt_server *srv;    /* the newest snapshot's server of this slot */
     unsigned retired : 1;     /* gone from the newest snapshot: nothing is pooled */
@@ -142,6 +150,7 @@ struct pt_wserver {
     uint64_t requests;
     uint64_t failures;
     struct pt_lb_est lb_est;  /* the balancer's, if it keeps one per server */
+    struct pt_list pinned;    /* struct pt_pin: what ends when the server goes DOWN */
 };
 
 /* Per worker, per upstream: balancer state and servers. Owner: worker. */

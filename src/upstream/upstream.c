@@ -62,6 +62,7 @@ group_servers(struct pt_wupstream *g, struct pt_upstream *up)
                 return PT_ERR;
             pt_list_init(&ws->idle);
             pt_list_init(&ws->shared);
+            pt_list_init(&ws->pinned);
             g->servers[srv->slot] = ws;
         }
         ws->srv = srv;
@@ -241,9 +242,35 @@ server_changed(struct pt_worker *w, void *arg)
 {
     struct pt_server *s = arg;
     const struct pt_lb_ops *ops = s->upstream->lb->ops;
+    struct pt_wupstream *g;
+    struct pt_wserver *ws;
 
-    if (ops->on_server_state != NULL && w->mod[pt_module_upstream._index] != NULL)
-        ops->on_server_state(pt_upstream_group(w, s->upstream), s);
+    if (w->mod[pt_module_upstream._index] == NULL)
+        return;
+    g = pt_upstream_group(w, s->upstream);
+    if (ops->on_server_state != NULL)
+        ops->on_server_state(g, s);
+    ws = pt_upstream_wserver(g, s);
+    if (!atomic_load_explicit(&s->_check_down, memory_order_relaxed))
+        return;
+    for (struct pt_list *e = ws->pinned.next, *next; e != &ws->pinned; e = next) {
+        next = e->next;
+        pt_container_of(e, struct pt_pin, link)->down(pt_container_of(e, struct pt_pin, link));
+    }
+}
+
+void
+pt_upstream_pin(struct pt_worker *w, const struct pt_server *s, struct pt_pin *p)
+{
+    struct pt_wserver *ws = pt_upstream_wserver(pt_upstream_group(w, s->upstream), s);
+
+    pt_list_insert_tail(&ws->pinned, &p->link);
+}
+
+void
+pt_upstream_unpin(struct pt_pin *p)
+{
+    pt_list_remove(&p->link);
 }
 
 void

@@ -95,6 +95,10 @@ SSL *pt_upstream_tls(const struct pt_server *s, int fd, SSL_SESSION *resume);
 
 /* Idle pool: LIFO of one-request connections per worker per server. The pooled link is
  * embedded in the connection; its ops let the pool close it on drain. */
+/* Links p on s's worker state: p->down() runs when active health checks mark s DOWN. Worker
+ * thread; unpin before p goes away. */
+void pt_upstream_pin(struct pt_worker *w, const struct pt_server *s, struct pt_pin *p);
+void pt_upstream_unpin(struct pt_pin *p);
 struct pt_pooled *pt_pool_get(struct pt_wserver *ws);
 /* Returns false (caller closes) when the pool is full. */
 bool pt_pool_put(struct pt_wserver *ws, struct pt_pooled *p);

@@ -320,6 +320,8 @@ def test_pid_file_and_signal_option(tmp_path, start_backend, start_portico):
     port = lib.free_port()
     pid_path = str(tmp_path / "portico.pid")
     p = start_portico(conf_two(tmp_path, port, b1, main_extra="pid %s;" % pid_path), [port])
+    # written once portico is ready, which is a moment after its port accepts
+    lib.wait_until(lambda: os.path.exists(pid_path), 5, what="the pid file")
     with open(pid_path) as f:
         assert f.read() == "%d\n" % p.pid
     rewrite(p, conf_two(tmp_path, port, b2, main_extra="pid %s;" % pid_path))
