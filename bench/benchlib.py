@@ -861,6 +861,122 @@ def cmd_report(path, proxies, workloads, tls_proxies='', tls_workloads=''):
     print('\n'.join(out))
 
 
+# ---------------------------------------------------------------- WebSocket
+
+WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def ws_handshake(port, path=b"/ws"):
+    """A WebSocket through the proxy: the socket after its 101 (raises on anything else)."""
+    s = socket.create_connection(("127.0.0.1", int(port)), 10)
+    s.settimeout(10)
+    s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Key: " + WS_KEY +
+              b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(4096)
+        if not d:
+            raise OSError("closed before the 101")
+        buf += d
+    if not buf.startswith(b"HTTP/1.1 101"):
+        raise OSError("no 101: %r" % buf[:80])
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    if rest:
+        raise OSError("bytes after the 101")
+    return s
+
+
+def cmd_wsload(port, tunnels='50', seconds='5', size='1024', window='16'):
+    """Echo throughput: `tunnels` WebSockets, each with `window` messages of `size` bytes in
+    flight (masked binary frames out, the echo's unmasked frames counted back by length).
+    Prints: messages echoed, seconds, messages/s."""
+    import selectors
+    n, secs, size, win = int(tunnels), float(seconds), int(size), int(window)
+    mask = b"\x01\x02\x03\x04"
+    payload = bytes(size)  # zeros masked with a fixed key: the bytes differ, the cost does not
+    hdr_out = (bytes([0x82, 0x80 | 126]) + struct.pack("!H", size) if size < 65536
+               else bytes([0x82, 0x80 | 127]) + struct.pack("!Q", size)) + mask
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    frame_out = hdr_out + masked
+    frame_in_len = size + (4 if size < 65536 else 10)
+    batch = frame_out * win
+    sel = selectors.DefaultSelector()
+    socks = []
+    for _ in range(n):
+        s = ws_handshake(port)
+        s.setblocking(False)
+        st = {"s": s, "pending": 0, "got": 0}
+        socks.append(st)
+        sel.register(s, selectors.EVENT_READ, st)
+    t0 = time.monotonic()
+    done = 0
+    for st in socks:
+        st["s"].setblocking(True)
+        st["s"].sendall(batch)
+        st["s"].setblocking(False)
+        st["pending"] = win
+    end = t0 + secs
+    while time.monotonic() < end:
+        for key, _ in sel.select(0.5):
+            st = key.data
+            try:
+                d = st["s"].recv(1 << 20)
+            except BlockingIOError:
+                continue
+            if not d:
+                raise SystemExit("a tunnel closed")
+            st["got"] += len(d)
+            k = st["got"] // frame_in_len
+            if k:
+                st["got"] -= k * frame_in_len
+                done += k
+                st["pending"] -= k
+                if st["pending"] <= win // 2:
+                    more = win - st["pending"]
+                    st["s"].setblocking(True)
+                    st["s"].sendall(frame_out * more)
+                    st["s"].setblocking(False)
+                    st["pending"] += more
+    el = time.monotonic() - t0
+    for st in socks:
+        st["s"].close()
+    print(done, "%.3f" % el, "%.0f" % (done / el))
+
+
+def cmd_wshold(port, pid, n):
+    """RSS per idle tunnel: opens n WebSockets through the proxy (in batches), holds them idle,
+    and prints: RSS before (KiB), RSS after (KiB), bytes per tunnel, tunnels open."""
+    import resource
+    n = int(n)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, n + 100))
+    except (ValueError, OSError):
+        pass
+    warm = [ws_handshake(port) for _ in range(50)]
+    time.sleep(1.0)
+    before = tree_kb(int(pid), 'VmRSS')
+    socks = list(warm)
+    for _ in range(n - len(warm)):
+        socks.append(ws_handshake(port))
+    time.sleep(1.5)
+    after = tree_kb(int(pid), 'VmRSS')
+    alive = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            d = s.recv(1)
+            alive += d != b""
+        except BlockingIOError:
+            alive += 1
+        except OSError:
+            pass
+    per = (after - before) * 1024 // max(n - len(warm), 1)
+    print(before, after, per, alive)
+    for s in socks:
+        s.close()
+
+
 def main():
     if len(sys.argv) < 2:
         print(__doc__)

@@ -29,6 +29,7 @@
 #   TLS_H1_CONNS=50             wrk -c for TLS HTTP/1.1 small body
 #   H2_BIG_CONNS=10 H2_BIG_DURATION=3s   h2 1 MiB body (h2load -m1); 0 conns: skip
 #   TLS_IDLE_N=1000   idle TLS and idle h2 connections for the memory test
+# WebSocket section (bench/ws.sh, its knobs there): SKIP_WS=1 skips it
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -838,5 +839,11 @@ echo
 echo "results (medians of $ROUNDS rounds; ratios are portico/peer)"
 lib report "$RES" "$(echo $PROXIES | tr ' ' ',')" "$WDESC" "$TLS_NAMES" "$TLS_WDESC"
 echo
+# WebSocket section (bench/ws.sh): echo throughput and idle-tunnel memory
+if [ "${SKIP_WS:-0}" != 1 ]; then
+    PORTICO_BIN="$PORTICO_BIN" ROUNDS="$ROUNDS" PROXY_CPU="$PROXY_CPU" LOAD_CPU="$LOAD_CPU" \
+        KEEP_TMP="$KEEP_TMP" bash "$HERE/ws.sh" || log "WebSocket section failed"
+    echo
+fi
 log "done in $(( $(date +%s) - T0 ))s"
 exit 0

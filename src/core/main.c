@@ -290,7 +290,9 @@ reload(struct ev_loop *loop)
             pt_modules[i]->conf_adopt(conf, old);
     pt_health_stop();
     conf->generation = old->generation + 1; /* before the workers see it */
+    pt_tls_use_conf(conf);                  /* its ticket keys, for every new handshake */
     if (pt_runtime_reload(&runtime, conf, &err) != PT_OK) {
+        pt_tls_use_conf(old);
         pt_log(PT_LOG_ERROR, "reload: %s", err.msg);
         pt_log(PT_LOG_ERROR, "reload failed: still serving configuration generation %u",
                old->generation);
@@ -489,6 +491,7 @@ main(int argc, char **argv)
         pt_log(PT_LOG_EMERG, "%s", err.msg);
         return 1;
     }
+    pt_tls_use_conf(conf);
     if (pt_runtime_listen(&runtime, conf, &err) != PT_OK) {
         pt_log(PT_LOG_EMERG, "%s", err.msg);
         return 1;

@@ -98,6 +98,11 @@ set_tls_generic(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf
 }
 
 #define TCTX (PT_CTX_MAIN | PT_CTX_SERVER)
+
+/* tls_session_ticket_key files, at most this many (the first encrypts, all decrypt) */
+#define TICKET_FILES_MAX 16
+
+static int set_ticket_key(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf);
 #define TOFF(f) offsetof(struct pt_tls_conf, f)
 
 static const struct pt_directive d_tickets = {"tls_session_tickets", TCTX, 1, 1, 0,
@@ -120,6 +125,7 @@ const struct pt_directive pt_tls_directives[] = {
     {"tls_session_tickets", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_generic, 0, &d_tickets},
     {"tls_session_cache", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_generic, 0, &d_cache},
     {"tls_handshake_timeout", TCTX, 1, 1, 0, PT_BASE_MODULE, set_tls_generic, 0, &d_hs},
+    {"tls_session_ticket_key", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MODULE, set_ticket_key, 0, NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 
@@ -175,10 +181,23 @@ struct ticket_key {
     unsigned char name[16];
     unsigned char aes[32];
     unsigned char hmac[32];
+    unsigned size; /* 48 (AES-128, HMAC key 16 bytes) or 80 (AES-256, 32); 0: in-memory, 80 */
 };
 
 static struct ticket_key ticket_keys[3];
 static atomic_uint ticket_current;
+
+/* Keys read from tls_session_ticket_key files (nginx's format and meaning: the first
+ * encrypts, every one decrypts), owned by the snapshot that read them; NULL: the in-memory
+ * keys above. Set by the main thread when a snapshot starts serving (pt_tls_use_conf): a
+ * worker reads it inside a handshake, and the snapshot that owns the keys outlives every
+ * worker's switch to a newer one. */
+struct ticket_keyset {
+    unsigned n;
+    struct ticket_key k[TICKET_FILES_MAX];
+};
+
+static _Atomic(const struct ticket_keyset *) file_keys;
 
 static int
 make_key(struct ticket_key *k)
@@ -210,43 +229,70 @@ pt_tls_rotate_ticket_keys(void)
     pt_log(PT_LOG_INFO, "TLS session ticket key rotated");
 }
 
+/* The cipher and the HMAC key length of a key (48-byte files: AES-128; 80-byte and in-memory
+ * keys: AES-256). */
+static const EVP_CIPHER *
+key_cipher(const struct ticket_key *k, size_t *hmac_len)
+{
+    if (k->size == 48) {
+        *hmac_len = 16;
+        return EVP_aes_128_cbc();
+    }
+    *hmac_len = 32;
+    return EVP_aes_256_cbc();
+}
+
+static int
+key_init(const struct ticket_key *k, unsigned char *iv, EVP_CIPHER_CTX *cctx,
+         EVP_MAC_CTX *hctx, int enc)
+{
+    size_t hlen;
+    const EVP_CIPHER *cipher = key_cipher(k, &hlen);
+    OSSL_PARAM p2[3] = {
+        OSSL_PARAM_construct_octet_string("key", (void *)k->hmac, hlen),
+        OSSL_PARAM_construct_utf8_string("digest", "sha256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+
+    if (enc && RAND_bytes(iv, EVP_CIPHER_iv_length(cipher)) != 1)
+        return -1;
+    if (EVP_MAC_CTX_set_params(hctx, p2) != 1)
+        return -1;
+    if (enc ? EVP_EncryptInit_ex(cctx, cipher, NULL, k->aes, iv) != 1
+            : EVP_DecryptInit_ex(cctx, cipher, NULL, k->aes, iv) != 1)
+        return -1;
+    return 1;
+}
+
 static int
 ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *cctx,
           EVP_MAC_CTX *hctx, int enc)
 {
+    const struct ticket_keyset *fk = atomic_load_explicit(&file_keys, memory_order_acquire);
     unsigned cur = atomic_load(&ticket_current);
-    const struct ticket_key *k = &ticket_keys[cur];
 
+    if (fk != NULL) {
+        /* key files: the first encrypts; any decrypts, and a ticket of another than the first
+         * is replaced by a fresh one */
+        if (enc) {
+            memcpy(name, fk->k[0].name, 16);
+            return key_init(&fk->k[0], iv, cctx, hctx, 1);
+        }
+        for (unsigned i = 0; i < fk->n; i++)
+            if (memcmp(name, fk->k[i].name, 16) == 0)
+                return key_init(&fk->k[i], iv, cctx, hctx, 0) < 0 ? -1 : i == 0 ? 1 : 2;
+        return 0; /* unknown key: full handshake */
+    }
     if (enc) {
-        if (RAND_bytes(iv, EVP_CIPHER_iv_length(EVP_aes_256_cbc())) != 1)
-            return -1;
-        memcpy(name, k->name, 16);
-        OSSL_PARAM p2[3] = {
-            OSSL_PARAM_construct_octet_string("key", (void *)k->hmac, sizeof(k->hmac)),
-            OSSL_PARAM_construct_utf8_string("digest", "sha256", 0),
-            OSSL_PARAM_construct_end(),
-        };
-        if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1 ||
-            EVP_MAC_CTX_set_params(hctx, p2) != 1)
-            return -1;
-        return 1;
+        memcpy(name, ticket_keys[cur].name, 16);
+        return key_init(&ticket_keys[cur], iv, cctx, hctx, 1);
     }
     /* decrypt: the current key, or the previous one (then ask for a fresh ticket) */
     for (unsigned back = 0; back < 2; back++) {
-        unsigned idx = (cur + 3 - back) % 3;
+        const struct ticket_key *k = &ticket_keys[(cur + 3 - back) % 3];
 
-        k = &ticket_keys[idx];
-        if (memcmp(name, k->name, 16) != 0)
-            continue;
-        OSSL_PARAM p2[3] = {
-            OSSL_PARAM_construct_octet_string("key", (void *)k->hmac, sizeof(k->hmac)),
-            OSSL_PARAM_construct_utf8_string("digest", "sha256", 0),
-            OSSL_PARAM_construct_end(),
-        };
-        if (EVP_MAC_CTX_set_params(hctx, p2) != 1 ||
-            EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
-            return -1;
-        return back == 0 ? 1 : 2;
+        if (memcmp(name, k->name, 16) == 0)
+            return key_init(k, iv, cctx, hctx, 0) < 0 ? -1 : back == 0 ? 1 : 2;
     }
     return 0; /* unknown key: full handshake */
 }
@@ -746,7 +792,87 @@ struct tls_main {
     struct pt_tls_conf conf;
     struct pt_tls_conf **all;
     unsigned n_all, cap_all;
+    /* tls_session_ticket_key: the files, where they were named, and the keys read at load */
+    const char *ticket_files[TICKET_FILES_MAX];
+    int ticket_lines[TICKET_FILES_MAX], ticket_cols[TICKET_FILES_MAX];
+    unsigned n_ticket_files;
+    struct ticket_keyset *keys; /* heap (key material is wiped when freed) */
 };
+
+static int
+set_ticket_key(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct tls_main *m = conf; /* the main-level slot: tls_main starts with its conf */
+
+    if (m->n_ticket_files == TICKET_FILES_MAX)
+        return pt_conf_error(cx, 1, "too many \"tls_session_ticket_key\" files (at most %d)",
+                             TICKET_FILES_MAX);
+    m->ticket_files[m->n_ticket_files] = cx->args[1];
+    m->ticket_lines[m->n_ticket_files] = cx->lines[1];
+    m->ticket_cols[m->n_ticket_files] = cx->cols[1];
+    m->n_ticket_files++;
+    return PT_OK;
+}
+
+/* Reads one key file: 48 bytes (name, AES-128 key, HMAC key) or 80 (name, HMAC key, AES-256
+ * key), nginx's layout. */
+static int
+read_ticket_file(struct pt_conf_ctx *cx, struct tls_main *m, unsigned i, struct ticket_key *k)
+{
+    unsigned char buf[81];
+    FILE *f = fopen(m->ticket_files[i], "rb");
+    size_t n;
+
+    if (f == NULL)
+        return pt_conf_error_at(cx, m->ticket_lines[i], m->ticket_cols[i],
+                                "cannot open tls_session_ticket_key \"%s\": %s",
+                                m->ticket_files[i], strerror(errno));
+    n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    if (n != 48 && n != 80) {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        return pt_conf_error_at(cx, m->ticket_lines[i], m->ticket_cols[i],
+                                "tls_session_ticket_key \"%s\" must be 48 or 80 bytes of random "
+                                "data (it has %s%zu)", m->ticket_files[i], n > 80 ? "more than " : "",
+                                n > 80 ? (size_t)80 : n);
+    }
+    k->size = (unsigned)n;
+    memcpy(k->name, buf, 16);
+    if (n == 48) {
+        memcpy(k->aes, buf + 16, 16);
+        memcpy(k->hmac, buf + 32, 16);
+    } else {
+        memcpy(k->hmac, buf + 16, 32);
+        memcpy(k->aes, buf + 48, 32);
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return PT_OK;
+}
+
+static int
+tls_conf_validate(struct pt_conf_ctx *cx)
+{
+    struct tls_main *m = (struct tls_main *)cx->conf->mod[pt_module_tls._index];
+
+    if (m == NULL || m->n_ticket_files == 0)
+        return PT_OK;
+    m->keys = calloc(1, sizeof(*m->keys));
+    if (m->keys == NULL)
+        return pt_conf_error_at(cx, m->ticket_lines[0], m->ticket_cols[0], "out of memory");
+    for (unsigned i = 0; i < m->n_ticket_files; i++)
+        if (read_ticket_file(cx, m, i, &m->keys->k[i]) != PT_OK)
+            return PT_ERR;
+    m->keys->n = m->n_ticket_files;
+    return PT_OK;
+}
+
+void
+pt_tls_use_conf(struct pt_conf *conf)
+{
+    struct tls_main *m = conf->mod[pt_module_tls._index];
+
+    atomic_store_explicit(&file_keys, m != NULL ? m->keys : NULL, memory_order_release);
+}
 
 static void *
 tls_conf_create(struct pt_conf_ctx *cx, unsigned level)
@@ -795,6 +921,11 @@ tls_conf_release(struct pt_conf *conf)
 
     if (m == NULL)
         return;
+    if (m->keys != NULL) {
+        OPENSSL_cleanse(m->keys, sizeof(*m->keys));
+        free(m->keys);
+        m->keys = NULL;
+    }
     SSL_CTX_free(m->conf.ctx);
     m->conf.ctx = NULL;
     for (unsigned i = 0; i < m->n_all; i++) {
@@ -813,6 +944,7 @@ struct pt_module pt_module_tls = {
     .directives = pt_tls_directives,
     .conf_create = tls_conf_create,
     .conf_merge = tls_conf_merge,
+    .conf_validate = tls_conf_validate,
     .conf_release = tls_conf_release,
 };
 

@@ -59,6 +59,10 @@ const char *pt_tls_client_subject(SSL *ssl, struct pt_arena *a);
  * address checked against the certificate when verify, resuming `resume` when not NULL. NULL
  * on failure. */
 SSL *pt_tls_connect(SSL_CTX *ctx, const char *name, bool verify, int fd, SSL_SESSION *resume);
+/* A snapshot starts serving (start-up, a reload taken): its tls_session_ticket_key keys, or
+ * none (the in-memory keys), are the ones tickets use from now on. Main thread, before the
+ * workers see the snapshot; the previous snapshot must live until every worker switched. */
+void pt_tls_use_conf(struct pt_conf *conf);
 /* Offers only "http/1.1" in ALPN on a client session made from an h2 context (a WebSocket to a
  * server without extended CONNECT), before its handshake. */
 void pt_tls_alpn_http11(SSL *ssl);

@@ -88,7 +88,18 @@ def run_kill_revive(tmp_path, start_portico, method, upstream_extra=""):
                 backends[i] = lib.Backend(name="S%d-revived" % i, port=ports[i],
                                           logdir=str(tmp_path))
         reader.join(60)
-        revived = [backends[i].stats()["requests"] for _, a, i in SCRIPT if a == "revive"]
+        # each revived server takes requests again: within the load, or (on a slow machine,
+        # where an ejection's backoff can outlast the load's last seconds) within the next
+        # seconds of plain requests; bounded
+        revived_idx = [i for _, a, i in SCRIPT if a == "revive"]
+
+        def all_revived():
+            if all(backends[i].stats()["requests"] > 0 for i in revived_idx):
+                return True
+            lib.curl("http://127.0.0.1:%d/slow/20" % port, timeout=5)
+            return False
+        lib.wait_until(all_revived, 20, step=0.05)
+        revived = [backends[i].stats()["requests"] for i in revived_idx]
         # h2load leaves requests in flight when its time is up: let portico finish them
         # before the backends stop, or they would fail after the test's last kill
         assert p.stop() == 0

@@ -114,11 +114,12 @@ def test_h2_early_response_returns_connection_window(early_front):
             c.send_available(sid, b"\0" * 65536)
             c.pump(0.05)
         assert st.finished and st.status == 200, st
+        import h2.exceptions
         try:
             c.conn.reset_stream(sid)
             c.flush()
-        except Exception:
-            pass
+        except h2.exceptions.StreamClosedError:
+            pass  # portico ended the stream first: nothing left to reset
         c.pump(0.5)
         sid2 = c.send_headers(c.request_headers("PUT", "/upload",
                                                 [("content-length", "200000")]),

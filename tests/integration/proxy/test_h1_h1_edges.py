@@ -65,7 +65,9 @@ def test_h1_h1_client_abort_mid_download(proxy):
         c.send("GET /bytes/%d HTTP/1.1\r\nHost: t\r\n\r\n" % (50 * lib.MiB))
         c._until(b"\r\n\r\n")
         c._exact(100000)
-    time.sleep(0.3)
+    # portico closes the half-read backend connection rather than pool it
+    lib.wait_until(lambda: proxy.backend.stats()["open"] == 0, 5,
+                   what="the aborted download's backend connection closed")
     for _ in range(3):
         r = lib.curl(proxy.url("/bytes/1000"))
         assert r.status == 200 and r.sha256() == lib.pattern_sha256(1000), r
@@ -79,14 +81,11 @@ def test_h1_h1_client_abort_frees_backend(make_proxy):
     p = make_proxy(upstream_extra="    read_timeout 30s;\n")
     c = RawConn("127.0.0.1", p.port, timeout=5)
     c.send("POST /hang HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345")
-    time.sleep(0.5)
-    assert p.backend.stats()["open"] == 1  # the hanging one
+    lib.wait_until(lambda: p.backend.stats()["open"] == 1, 5,
+                   what="the request at the hanging backend")
     c.close()
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and p.backend.stats()["open"] != 0:
-        time.sleep(0.1)
-    assert p.backend.stats()["open"] == 0, \
-        "backend connection still open 3 s after the client went away"
+    lib.wait_until(lambda: p.backend.stats()["open"] == 0, 3,
+                   what="the backend connection closed after the client went away")
 
 
 def test_h1_h1_upload_abort_then_next_request(make_proxy):
@@ -96,8 +95,11 @@ def test_h1_h1_upload_abort_then_next_request(make_proxy):
     with RawConn("127.0.0.1", p.port, timeout=5) as c:
         c.send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
         c.send(b"x" * 50000)
-        time.sleep(0.3)
-    time.sleep(0.3)
+        lib.wait_until(lambda: p.backend.stats()["open"] == 1, 5,
+                       what="the upload at the backend")
+    # the backend connection that got half a body is closed, not pooled
+    lib.wait_until(lambda: p.backend.stats()["open"] == 0, 5,
+                   what="the half-uploaded backend connection closed")
     for _ in range(3):
         r = lib.curl(p.url("/upload"), "--data-binary", "hello")
         assert r.status == 200 and r.json()["length"] == 5, r
@@ -309,7 +311,16 @@ def test_h1_h1_pipelined_flood_slow_reader_bounded(make_proxy):
         import threading
         sender = threading.Thread(target=c.send, args=(reqs,))
         sender.start()
-        time.sleep(2.5)
+        # portico reads requests until its output is full, then stops: wait until the
+        # backend has seen no new request for a second (bounded), then measure
+        seen = [p.backend.stats()["requests"]]
+
+        def settled():
+            now = p.backend.stats()["requests"]
+            same = now == seen[0]
+            seen[0] = now
+            return same and now > 0
+        lib.wait_until(settled, 15, step=1.0, what="portico to stop reading the pipeline")
         hwm = p.portico.vm_hwm_kib()
         expect = b"".join(lib.pattern_iter(size))
         for i in range(n):

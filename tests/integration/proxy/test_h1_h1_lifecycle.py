@@ -1,6 +1,7 @@
 """Process lifecycle: graceful stop, shutdown deadline, IPv6, workers."""
 
 import signal
+import os
 import threading
 import time
 
@@ -129,22 +130,39 @@ server {
     assert lib.curl("http://[::1]:%d/name" % port6, "-g").body == b"b1"
 
 
-def test_h1_h1_workers_2(make_proxy):
+def thread_syscalls(pid):
+    """{tid: read syscalls so far} of every thread but the main one (/proc/PID/task/TID/io)."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        if int(tid) == pid:
+            continue
+        with open("/proc/%d/task/%s/io" % (pid, tid)) as f:
+            for line in f:
+                if line.startswith("syscr:"):
+                    out[tid] = int(line.split()[1])
+    return out
+
+
+def test_h1_h1_workers_2_both_serve(make_proxy):
+    """workers 2: two worker threads, and both take connections (the kernel spreads 40 new
+    connections over their two SO_REUSEPORT sockets; all on one would be 1 in 2^39)."""
     p = make_proxy(workers=2)
-    # main thread + 2 workers
-    n = p.portico.threads(at_least=3)
-    assert n >= 3, n
+    assert p.portico.threads(at_least=3) == 3  # main + 2 workers
+    before = thread_syscalls(p.portico.pid)
     res = []
 
     def run():
         res.append(lib.get(p.port, "/slow/300")[0])
 
-    ts = [threading.Thread(target=run) for _ in range(20)]
+    ts = [threading.Thread(target=run) for _ in range(40)]
     for t in ts:
         t.start()
     for t in ts:
         t.join(10)
-    assert res == [200] * 20
+    assert res == [200] * 40
+    after = thread_syscalls(p.portico.pid)
+    busy = [tid for tid in after if after[tid] - before.get(tid, 0) >= 20]
+    assert len(busy) == 2, (before, after)
 
 
 def test_h1_h1_workers_auto(make_proxy):
