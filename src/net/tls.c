@@ -820,15 +820,34 @@ static int
 read_ticket_file(struct pt_conf_ctx *cx, struct tls_main *m, unsigned i, struct ticket_key *k)
 {
     unsigned char buf[81];
-    FILE *f = fopen(m->ticket_files[i], "rb");
-    size_t n;
+    /* through pt_priv: after the drop to `user`, the privileged helper opens it for a reload;
+     * read(), not stdio, so no copy of the key stays in a stdio buffer */
+    int fd = pt_priv_open(m->ticket_files[i], PT_PRIV_READ);
+    size_t n = 0;
 
-    if (f == NULL)
+    if (fd == -1)
         return pt_conf_error_at(cx, m->ticket_lines[i], m->ticket_cols[i],
                                 "cannot open tls_session_ticket_key \"%s\": %s",
                                 m->ticket_files[i], strerror(errno));
-    n = fread(buf, 1, sizeof(buf), f);
-    fclose(f);
+    while (n < sizeof(buf)) {
+        ssize_t r = read(fd, buf + n, sizeof(buf) - n);
+
+        if (r == -1 && errno == EINTR)
+            continue;
+        if (r == -1) {
+            int e = errno;
+
+            close(fd);
+            OPENSSL_cleanse(buf, sizeof(buf));
+            return pt_conf_error_at(cx, m->ticket_lines[i], m->ticket_cols[i],
+                                    "cannot read tls_session_ticket_key \"%s\": %s",
+                                    m->ticket_files[i], strerror(e));
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
     if (n != 48 && n != 80) {
         OPENSSL_cleanse(buf, sizeof(buf));
         return pt_conf_error_at(cx, m->ticket_lines[i], m->ticket_cols[i],

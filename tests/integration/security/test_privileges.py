@@ -314,6 +314,23 @@ def test_reload_reads_a_new_key_path_the_new_configuration_names(tmp_path, start
                    what="the certificate at the new path served")
 
 
+@pytest.mark.hard_timeout(60)
+def test_reload_reads_ticket_key_files_only_root_can_read(tmp_path, start_portico, certs):
+    port = lib.free_port()
+    cert = private_copy(tmp_path, certs.localhost, "site.pem")
+    key = private_copy(tmp_path, certs.localhost_key, "site.key")
+    ticket = tmp_path / "ticket.key"
+    ticket.write_bytes(os.urandom(80))
+    os.chmod(str(ticket), 0o600)
+    p = start_portico(conf(tmp_path, tls_server(port, cert, key),
+                           extra="tls_session_ticket_key %s;" % ticket), [port])
+    ticket.write_bytes(os.urandom(80))  # rotated
+    os.chmod(str(ticket), 0o600)
+    p.signal(signal.SIGHUP)
+    reloaded(p, 1)  # (without the helper: "cannot open tls_session_ticket_key ...")
+    assert served_cert_der(port) == file_cert_der(certs.localhost)
+
+
 def free_low_port():
     for port in range(1023, 900, -1):
         s = socket.socket()
