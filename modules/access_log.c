@@ -2,7 +2,7 @@
 /* Access log: one line per exchange, `combined` or `json`, to stdout or a file. Each worker
  * buffers its lines per file and writes them in one write(2) when the buffer is nearly full,
  * every second, and when it stops, so logging costs no syscall per request. Files are opened
- * O_APPEND; SIGUSR1 reopens them in place with dup2, so workers need no message. */
+ * O_APPEND; SIGUSR1 reopens them in place with dup3, so workers need no message. */
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -217,8 +217,9 @@ al_reopen(struct pt_conf *conf)
                    strerror(errno));
             continue;
         }
-        if (dup2(fd, m->fds[i]) == -1)
-            pt_log(PT_LOG_ERROR, "dup2 access log \"%s\": %s", m->paths[i], strerror(errno));
+        /* dup3: close-on-exec kept, so a binary upgrade's new process does not inherit it */
+        if (dup3(fd, m->fds[i], O_CLOEXEC) == -1)
+            pt_log(PT_LOG_ERROR, "dup3 access log \"%s\": %s", m->paths[i], strerror(errno));
         close(fd);
     }
 }

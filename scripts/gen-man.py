@@ -4,7 +4,8 @@
 
     portico.conf.5  <- docs/configuration.md (all of it: every directive)
     portico.8       <- README.md (the opening paragraph) and the sections of docs/operations.md
-                       named in PAGES below (command line, running, signals, installing, systemd)
+                       named in PAGES below (command line, running, signals, reload, binary
+                       upgrade, installing, systemd)
 
     scripts/gen-man.py [--srcdir DIR] [--outdir DIR] [PAGE...]   write the pages (default: both,
                                                                   into DIR/man of the source)
@@ -37,6 +38,8 @@ OPS_SECTIONS = [
     ("Command line", "OPTIONS"),
     ("Running", "RUNNING"),
     ("Signals", "SIGNALS"),
+    ("Reload", "RELOAD"),
+    ("Binary upgrade", "BINARY UPGRADE"),
     ("Installing", "INSTALLING"),
     ("Running under systemd", "SYSTEMD"),
 ]
@@ -61,12 +64,15 @@ def esc(text, code=False):
 
 
 LINK = re.compile(r"\[([^\]]+)\]\(([^)]*)\)")
+CODE_LINK = re.compile(r"\[(`[^`\]]*`)\]\(([^)]*)\)")
 BOLD = re.compile(r"\*\*(.+?)\*\*", re.S)
 EMPH = re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])", re.S)
 
 
 def inline(text):
     """Markdown inline markup of one block (newlines kept) to roff."""
+    # a link whose text is a code span, [`pid`](configuration.md#pid): the code span alone
+    text = CODE_LINK.sub(lambda m: m.group(1), text)
     parts = re.split(r"(`[^`]*`)", text)
     out = []
     for i, p in enumerate(parts):

@@ -92,6 +92,7 @@ struct pt_conf {
     gid_t gid;
     struct pt_conf_pos user_pos; /* where `user` is, for messages */
     pt_msec shutdown_timeout;
+    pt_msec upgrade_timeout; /* binary upgrade: how long the new process has to be ready */
     int64_t max_connections; /* client connections per worker (h1 + h2); then accepts pause */
     unsigned max_connections_auto : 1; /* not set: main lowers it to fit the fd limit */
     struct pt_listen **listens;

@@ -946,6 +946,19 @@ set_user(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     return rc;
 }
 
+/* upgrade_timeout: a time, and more than nothing (a new process cannot be ready at once) */
+static int
+set_upgrade_timeout(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    if (pt_set_msec(cx, d, conf) != PT_OK)
+        return PT_ERR;
+    if (cx->conf->upgrade_timeout < 1000 || cx->conf->upgrade_timeout > 3600000) {
+        cx->conf->upgrade_timeout = PT_UNSET;
+        return pt_conf_error(cx, 1, "upgrade_timeout must be between 1s and 1h");
+    }
+    return PT_OK;
+}
+
 const struct pt_directive pt_core_directives[] = {
     {"pid", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_pid, 0, NULL},
     {"user", PT_CTX_MAIN, 1, 2, 0, PT_BASE_MAIN, set_user, 0, NULL},
@@ -954,6 +967,8 @@ const struct pt_directive pt_core_directives[] = {
     {"shutdown_timeout", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, pt_set_msec,
      offsetof(struct pt_conf, shutdown_timeout), NULL},
     {"max_connections", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_max_connections, 0, NULL},
+    {"upgrade_timeout", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_upgrade_timeout,
+     offsetof(struct pt_conf, upgrade_timeout), NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 
@@ -1057,6 +1072,8 @@ validate(struct pt_conf_ctx *cx)
     pt_conf_modules_merge(cx, NULL, c->mod);
     if (c->shutdown_timeout == PT_UNSET)
         c->shutdown_timeout = 10000;
+    if (c->upgrade_timeout == PT_UNSET)
+        c->upgrade_timeout = 60000;
     if (c->max_connections == PT_UNSET) {
         c->max_connections = PT_MAX_CONNECTIONS_DEFAULT;
         c->max_connections_auto = 1;
@@ -1090,6 +1107,7 @@ load(const char *name, const char *text, size_t len, FILE *errout, struct pt_err
     c->workers = 0;
     c->error_log_level = PT_UNSET;
     c->shutdown_timeout = PT_UNSET;
+    c->upgrade_timeout = PT_UNSET;
     c->max_connections = PT_UNSET;
     p.file = name;
     p.text = text;

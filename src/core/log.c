@@ -63,11 +63,13 @@ pt_log_reopen(struct pt_err *err)
 
     if (fd == -1)
         return pt_err_errno(err, errno, "cannot reopen error log \"%s\"", log_path);
-    if (dup2(fd, log_fd) == -1) {
+    /* dup3: a dup2'ed descriptor loses close-on-exec, and a binary upgrade's new process
+     * would inherit it */
+    if (dup3(fd, log_fd, O_CLOEXEC) == -1) {
         int e = errno;
 
         close(fd);
-        return pt_err_errno(err, e, "dup2 error log");
+        return pt_err_errno(err, e, "dup3 error log");
     }
     close(fd);
     return PT_OK;

@@ -23,6 +23,7 @@
 #include "core/module.h"
 #include "core/notify.h"
 #include "core/priv.h"
+#include "core/upgrade.h"
 #include "core/worker.h"
 #include "http/explain.h"
 #include "net/tls.h"
@@ -42,6 +43,8 @@ static const char *conf_path;
 static rlim_t nofile = RLIM_INFINITY; /* the descriptor limit in force (raise_nofile) */
 static int reload_again;              /* a SIGHUP came while a reload was in progress */
 static ev_async reload_switched;
+static int exit_code;                 /* what main returns after its loop */
+static pid_t handed_to;               /* a binary upgrade handed over to this process */
 
 static void
 usage(FILE *f)
@@ -53,8 +56,9 @@ usage(FILE *f)
                "  -t         check the configuration and exit; with -v, print the routing "
                "table\n"
                "  -v         print versions of portico and its libraries\n"
-               "  -s SIGNAL  tell the running portico (its `pid` file): reload, reopen, stop "
-               "or quit\n"
+               "  -s SIGNAL  tell the running portico (its `pid` file): reload, reopen, stop, "
+               "quit\n"
+               "             or upgrade (start the binary now at its path, hand over, drain)\n"
                "  explain    say where a request would go and what the backend would receive,\n"
                "             without sending anything (portico explain -h)\n");
 }
@@ -142,7 +146,11 @@ send_signal(const char *path, const char *name)
     static const struct {
         const char *name;
         int sig;
-    } sigs[] = {{"reload", SIGHUP}, {"reopen", SIGUSR1}, {"stop", SIGTERM}, {"quit", SIGTERM}};
+    } sigs[] = {{"reload", SIGHUP},
+                {"reopen", SIGUSR1},
+                {"stop", SIGTERM},
+                {"quit", SIGTERM},
+                {"upgrade", SIGUSR2}};
     struct pt_err err = {{0}};
     struct pt_conf *conf;
     int sig = 0;
@@ -154,7 +162,8 @@ send_signal(const char *path, const char *name)
         if (strcmp(sigs[i].name, name) == 0)
             sig = sigs[i].sig;
     if (sig == 0) {
-        fprintf(stderr, "portico: unknown signal \"%s\" (reload, reopen, stop, quit)\n", name);
+        fprintf(stderr, "portico: unknown signal \"%s\" (reload, reopen, stop, quit, upgrade)\n",
+                name);
         return 2;
     }
     conf = pt_conf_load(path, stderr, &err);
@@ -257,6 +266,11 @@ reload(struct ev_loop *loop)
 
     if (stopping)
         return;
+    if (pt_upgrade_starting() || pt_upgrade_is_child()) {
+        pt_log(PT_LOG_WARN, "reload refused: a binary upgrade is in progress (the new process "
+               "reads the configuration file itself); reload again once it is over");
+        return;
+    }
     if (pt_runtime_reloading(&runtime)) {
         pt_log(PT_LOG_NOTICE, "reload: the previous one is still switching workers; "
                "reloading again once it is done");
@@ -370,6 +384,7 @@ on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     if (stopping)
         return;
     stopping = 1;
+    pt_upgrade_abandon("a stop signal came while the new process was starting; stopped it");
     pt_notify_stopping();
     pt_log(PT_LOG_NOTICE, "%s: stopping gracefully (shutdown_timeout %lldms)",
            strsignal(w->signum), (long long)runtime.conf->shutdown_timeout);
@@ -403,18 +418,116 @@ on_hup_signal(struct ev_loop *loop, ev_signal *w, int revents)
     reload(loop);
 }
 
+/* ---- binary upgrade ------------------------------------------------------------------------ */
+
+/* The running process: the new one is ready and accepts on our sockets from now on. Stop
+ * accepting, let the connections finish, and leave the main loop; main waits for the workers
+ * (pt_runtime_join) and exits 0. */
+static void
+upgrade_commit(pid_t pid)
+{
+    pt_msec t = runtime.conf->shutdown_timeout;
+
+    stopping = 1;
+    handed_to = pid;
+    pt_log(PT_LOG_NOTICE, "upgrade: handed over to pid %ld; draining: connections finish what "
+           "they do for %lldms, then the rest drain as on SIGTERM until shutdown_timeout "
+           "(%lldms)", (long)pid, (long long)(t / 2), (long long)t);
+    pt_runtime_handover(&runtime);
+    pt_health_stop();
+    ev_break(runtime.main_loop, EVBREAK_ALL);
+}
+
+static void
+on_upgrade_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    if (stopping) {
+        pt_log(PT_LOG_WARN, "upgrade refused: this process is stopping");
+        return;
+    }
+    pt_upgrade_start(loop, &runtime, upgrade_commit);
+}
+
+/* The new process: the previous one stopped accepting ("go"). */
+static void
+upgrade_go(pid_t previous)
+{
+    char status[512];
+
+    pt_runtime_accept(&runtime);
+    runtime.upgrades++; /* this one */
+    if (runtime.conf->pid_file != NULL) {
+        struct pt_err err = {{0}};
+
+        if (pt_priv_pid_write(runtime.conf->pid_file, &err) != PT_OK)
+            pt_log(PT_LOG_ERROR, "%s", err.msg); /* too late to give up */
+    }
+    pt_log(PT_LOG_NOTICE, "upgrade: accepting connections as pid %ld; the previous process "
+           "(pid %ld) drains", (long)getpid(), (long)previous);
+    snprintf(status, sizeof(status), "portico %s: %u worker(s), config %s, upgraded from pid %ld",
+             PACKAGE_VERSION, runtime.n_workers, conf_path, (long)previous);
+    pt_notify_ready(status);
+}
+
+/* The new process: the previous one never said "go". It keeps serving; this one leaves. */
+static void
+upgrade_give_up(void)
+{
+    stopping = 1;
+    exit_code = 1;
+    pt_runtime_stop(&runtime);
+    pt_health_stop();
+    ev_break(runtime.main_loop, EVBREAK_ALL);
+}
+
+/* A start-up failure: logged, and told to the previous process in an upgrade. */
+static int
+start_failed(const char *msg)
+{
+    pt_log(PT_LOG_EMERG, "%s", msg);
+    pt_upgrade_fail(msg);
+    return 1;
+}
+
+/* Loads the configuration, its messages on stderr; in an upgrade the first error also goes
+ * to the previous process, which logs it. */
+static struct pt_conf *
+load_conf(const char *path, int upgrading, struct pt_err *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = upgrading ? open_memstream(&text, &len) : NULL;
+    struct pt_conf *conf = pt_conf_load(path, out != NULL ? out : stderr, err);
+
+    if (out != NULL) {
+        fclose(out);
+        fwrite(text, 1, len, stderr);
+        if (conf == NULL) {
+            char *nl = memchr(text, '\n', len);
+
+            if (nl != NULL)
+                *nl = '\0';
+            pt_upgrade_fail(len > 0 ? text : err->msg);
+        }
+        free(text);
+    }
+    return conf;
+}
+
 int
 main(int argc, char **argv)
 {
     const char *path = PT_DEFAULT_CONF, *signame = NULL;
-    int test = 0, verbose = 0, opt;
+    int test = 0, verbose = 0, opt, upgrading;
     struct pt_err err = {{0}};
     struct pt_conf *conf;
     struct ev_loop *loop;
-    ev_signal sig_term, sig_int, sig_usr1, sig_hup;
+    struct pt_upgrade_inherit inherit = {0};
+    ev_signal sig_term, sig_int, sig_usr1, sig_hup, sig_usr2;
     sigset_t early;
     ev_timer ticket_timer;
 
+    pt_upgrade_set_command(argc, argv);
     if (argc > 1 && strcmp(argv[1], "explain") == 0) {
         if (pt_modules_init() != PT_OK)
             return 1;
@@ -454,8 +567,19 @@ main(int argc, char **argv)
     }
     if (signame != NULL)
         return send_signal(path, signame);
+    /* started by a running portico's upgrade: its socket comes in PORTICO_UPGRADE_FD */
+    upgrading = 0;
+    if (!test) {
+        int rc = pt_upgrade_inherited(&err);
+
+        if (rc == PT_ERR) {
+            fprintf(stderr, "portico: %s\n", err.msg);
+            return 1;
+        }
+        upgrading = rc == PT_OK;
+    }
     conf_path = path;
-    conf = pt_conf_load(path, stderr, &err);
+    conf = load_conf(path, upgrading, &err);
     if (conf == NULL) {
         if (test)
             fprintf(stderr, "portico: configuration file %s test failed\n", path);
@@ -471,6 +595,7 @@ main(int argc, char **argv)
     }
     if (pt_log_open(conf->error_log, (enum pt_log_level)conf->error_log_level, &err) != PT_OK) {
         fprintf(stderr, "portico: %s\n", err.msg);
+        pt_upgrade_fail(err.msg);
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -481,26 +606,44 @@ main(int argc, char **argv)
     sigaddset(&early, SIGTERM);
     sigaddset(&early, SIGINT);
     sigaddset(&early, SIGUSR1);
+    sigaddset(&early, SIGUSR2);
     sigprocmask(SIG_BLOCK, &early, NULL);
-    if (pt_priv_check(conf, &err) != PT_OK) {
-        pt_log(PT_LOG_EMERG, "%s", err.msg);
-        return 1;
-    }
+    if (pt_priv_check(conf, &err) != PT_OK)
+        return start_failed(err.msg);
     raise_nofile(conf);
-    if (pt_tls_init(&err) != PT_OK) {
-        pt_log(PT_LOG_EMERG, "%s", err.msg);
-        return 1;
+    if (pt_tls_init(&err) != PT_OK)
+        return start_failed(err.msg);
+    if (upgrading) {
+        /* the previous process's sockets, counters and module state (after pt_tls_init: the
+         * TLS ticket keys it hands over replace the fresh ones) */
+        if (pt_upgrade_receive(conf, &runtime, conf->upgrade_timeout, &inherit, &err) != PT_OK)
+            return start_failed(err.msg);
+        runtime.held = 1; /* accept nothing until the previous process says "go" */
+        pt_log(PT_LOG_NOTICE, "upgrade: configuration generation %u; before it: %llu reload(s) "
+               "(%llu failed), %llu upgrade(s) (%llu failed)", conf->generation,
+               (unsigned long long)runtime.reloads, (unsigned long long)runtime.reloads_failed,
+               (unsigned long long)runtime.upgrades,
+               (unsigned long long)runtime.upgrades_failed);
     }
     pt_tls_use_conf(conf);
-    if (pt_runtime_listen(&runtime, conf, &err) != PT_OK) {
-        pt_log(PT_LOG_EMERG, "%s", err.msg);
-        return 1;
+    for (unsigned i = 0; i < inherit.n_listens; i++)
+        inherit.listens[i].n_handed = inherit.listens[i].socks.n;
+    if (pt_runtime_listen(&runtime, conf, inherit.listens, inherit.n_listens, &err) != PT_OK)
+        return start_failed(err.msg);
+    for (unsigned i = 0; i < inherit.n_listens; i++) {
+        const struct pt_inherited_listen *l = &inherit.listens[i];
+
+        if (l->taken)
+            pt_log(PT_LOG_NOTICE, "upgrade: %s keeps its %u listening socket(s)", l->name,
+                   l->n_handed);
+        else
+            pt_log(PT_LOG_NOTICE, "upgrade: %s is no longer listened on: closing its %u "
+                   "socket(s)", l->name, l->n_handed);
     }
+    pt_upgrade_inherit_free(&inherit);
     /* ports bound, logs and keys open: switch to `user` before any other thread exists */
-    if (pt_priv_drop(conf, path, &err) != PT_OK) {
-        pt_log(PT_LOG_EMERG, "%s", err.msg);
-        return 1;
-    }
+    if (pt_priv_drop(conf, path, &err) != PT_OK)
+        return start_failed(err.msg);
     loop = ev_default_loop(EVFLAG_AUTO);
     ev_async_init(&reload_switched, on_reload_switched);
     ev_async_start(loop, &reload_switched);
@@ -510,39 +653,51 @@ main(int argc, char **argv)
     ev_signal_init(&sig_int, on_stop_signal, SIGINT);
     ev_signal_init(&sig_usr1, on_reopen_signal, SIGUSR1);
     ev_signal_init(&sig_hup, on_hup_signal, SIGHUP);
+    ev_signal_init(&sig_usr2, on_upgrade_signal, SIGUSR2);
     ev_signal_start(loop, &sig_term);
     ev_signal_start(loop, &sig_int);
     ev_signal_start(loop, &sig_usr1);
     ev_signal_start(loop, &sig_hup);
+    ev_signal_start(loop, &sig_usr2);
     sigprocmask(SIG_UNBLOCK, &early, NULL);
     /* session ticket keys rotate hourly; the previous key still decrypts for one more hour */
     ev_timer_init(&ticket_timer, on_ticket_rotate, 3600., 3600.);
     ev_timer_start(loop, &ticket_timer);
-    if (pt_runtime_start(&runtime, &err) != PT_OK) {
-        pt_log(PT_LOG_EMERG, "%s", err.msg);
-        return 1;
-    }
-    if (pt_health_start(loop, conf, &err) != PT_OK) {
-        pt_log(PT_LOG_EMERG, "%s", err.msg);
-        return 1;
-    }
+    if (pt_runtime_start(&runtime, &err) != PT_OK)
+        return start_failed(err.msg);
+    if (pt_health_start(loop, conf, &err) != PT_OK)
+        return start_failed(err.msg);
     for (unsigned i = 0; i < conf->n_listens; i++)
         pt_log(PT_LOG_NOTICE, "listening on %s", conf->listens[i]->addr.name);
-    if (conf->pid_file != NULL && pt_priv_pid_write(conf->pid_file, &err) != PT_OK) {
-        pt_log(PT_LOG_ERROR, "%s", err.msg);
-        return 1;
+    if (upgrading) {
+        /* ready: configuration, TLS, modules, workers and the first health checks are up; the
+         * previous process hands over when it hears it */
+        pt_log(PT_LOG_NOTICE, "portico %s started with %u worker(s), config %s; ready, waiting "
+               "for the previous process to hand over", PACKAGE_VERSION, runtime.n_workers,
+               path);
+        if (pt_upgrade_ready(loop, conf->pid_file, conf->upgrade_timeout, upgrade_go,
+                             upgrade_give_up, &err) != PT_OK)
+            return start_failed(err.msg);
+    } else {
+        if (conf->pid_file != NULL && pt_priv_pid_write(conf->pid_file, &err) != PT_OK)
+            return start_failed(err.msg);
+        pt_log(PT_LOG_NOTICE, "portico %s started with %u worker(s), config %s", PACKAGE_VERSION,
+               runtime.n_workers, path);
+        notify_started(path);
     }
-    pt_log(PT_LOG_NOTICE, "portico %s started with %u worker(s), config %s", PACKAGE_VERSION,
-           runtime.n_workers, path);
-    notify_started(path);
     ev_run(loop, 0);
     {
         const char *pid_file = runtime.conf->pid_file;
 
-        if (pid_file != NULL)
+        /* after a handover the new process owns the file when it names the same one */
+        if (pid_file != NULL && !pt_upgrade_pid_file_taken(pid_file))
             pt_priv_pid_remove(pid_file);
     }
     pt_runtime_join(&runtime);
-    pt_log(PT_LOG_NOTICE, "stopped");
-    return 0;
+    if (handed_to > 0)
+        pt_log(PT_LOG_NOTICE, "stopped (pid %ld, handed over to pid %ld)", (long)getpid(),
+               (long)handed_to);
+    else
+        pt_log(PT_LOG_NOTICE, "stopped");
+    return exit_code;
 }

@@ -12,6 +12,8 @@ struct pt_conf_ctx;
 struct pt_worker;
 struct pt_exchange;
 struct pt_err;
+struct pt_handoff;
+struct pt_handoff_rec;
 
 /* Where a directive may appear (bit mask). */
 enum pt_ctx {
@@ -92,6 +94,14 @@ struct pt_module {
     void (*worker_fini)(struct pt_worker *w); /* on the worker thread, after its loop ends and
                                                * its connections are closed (reverse order) */
     void (*reopen)(struct pt_conf *conf);     /* SIGUSR1, main thread */
+    /* A binary upgrade, in the running process (main thread): writes the state the new process
+     * should carry as records whose first field is the module's name (pt_handoff_begin(h,
+     * module name), then fields, pt_handoff_end). */
+    void (*upgrade_save)(struct pt_conf *conf, struct pt_handoff *h);
+    /* A binary upgrade, in the new process (main thread), after its configuration is loaded and
+     * before its workers start: one record the previous process wrote under this module's
+     * name. A record it does not understand (another version) is skipped. */
+    void (*upgrade_load)(struct pt_conf *conf, const struct pt_handoff_rec *r);
     const void *ops;                          /* kind-specific ops */
     unsigned _index;
 };

@@ -5,6 +5,7 @@
 
 #include <ev.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -59,6 +60,33 @@ enum pt_accept_pause {
     PT_ACCEPT_PAUSE_FULL = 1u << 0, /* n_conns reached max_connections; a close resumes */
     PT_ACCEPT_PAUSE_FDS = 1u << 1,  /* accept() failed (EMFILE...); accept_retry or a close
                                      * resumes */
+    PT_ACCEPT_PAUSE_HELD = 1u << 2, /* a binary upgrade: the previous process still serves
+                                     * until it says "go" (pt_runtime_accept) */
+};
+
+/* The listening sockets of one address, one SO_REUSEPORT group: one per worker, or more after a
+ * binary upgrade from a process that had more workers (closing one would drop the connections
+ * queued in its backlog). Socket k is watched by worker k % n_workers. Owner: the runtime. */
+struct pt_listen_socks {
+    int *fds;
+    unsigned n;
+};
+
+/* Listening sockets handed over by the previous process in a binary upgrade, by address.
+ * Owner: main, until pt_runtime_listen takes them (`taken`) or closes them. */
+struct pt_inherited_listen {
+    char name[64];               /* the address as the previous process named it, for logs */
+    struct sockaddr_storage sa;  /* what the sockets are bound to (getsockname) */
+    socklen_t salen;
+    struct pt_listen_socks socks;
+    unsigned n_handed; /* how many sockets came (for logs) */
+    unsigned taken : 1;
+};
+
+/* A worker's accept watcher on one listening socket of conf->listens[li]. */
+struct pt_acceptor {
+    ev_io io;
+    unsigned li;
 };
 
 /* After an accept() failure such as EMFILE, the worker tries again this much later, or as
@@ -101,9 +129,13 @@ struct pt_worker {
     struct pt_list flush_q; /* struct pt_deferred_flush */
     ev_timer drain_timer;
     unsigned draining : 1;
+    unsigned leaving : 1; /* a binary upgrade handed the sockets over: no accepts, connections
+                           * finish what they do (HTTP/1.1 says Connection: close), then drain */
 
     struct pt_chunk_pool chunks;
-    ev_io *accept_w; /* one per conf->listens[i]; stopped while paused, closed by drain */
+    struct pt_acceptor *accept_w; /* one per listening socket of this worker (k % n_workers
+                                   * == id, every address); stopped while paused */
+    unsigned n_accept;
     unsigned accept_pause; /* enum pt_accept_pause bits */
     unsigned accepting : 1;   /* the accept watchers are started */
     unsigned accept_held : 1; /* paused: holds one loop reference in their place */
@@ -128,15 +160,18 @@ struct pt_runtime {
     struct pt_conf *conf;    /* the current snapshot (one reference) */
     struct pt_worker *workers;
     unsigned n_workers;
-    int *listen_fds; /* [listen index * n_workers + worker id] of conf */
+    struct pt_listen_socks *socks; /* [listen index] of conf */
     /* a reload in progress: workers still to switch, then what the old snapshot alone used */
     atomic_uint _switching;
     struct pt_conf *old_conf;   /* held until every worker switched */
-    int *old_fds;               /* its listening sockets no longer used (-1 for those kept) */
-    unsigned n_old_fds;
+    struct pt_listen_socks *old_socks; /* its listening sockets no longer used (n 0 for those
+                                        * kept) */
+    unsigned n_old_socks;
+    unsigned held : 1; /* workers start without accepting (binary upgrade, before "go") */
     struct ev_loop *main_loop;  /* where `switched` is sent when the last worker is done */
     ev_async *switched;
     uint64_t reloads, reloads_failed;
+    uint64_t upgrades, upgrades_failed; /* binary upgrades of this service (carried over) */
 };
 
 #endif

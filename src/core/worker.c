@@ -24,6 +24,7 @@
 #include "core/worker.h"
 
 static __thread struct pt_worker *self_worker;
+static void on_accept(struct ev_loop *loop, ev_io *io, int revents);
 static struct pt_runtime *the_runtime; /* the process has one; set when workers start */
 
 struct pt_worker *
@@ -45,82 +46,152 @@ probe_listen(const struct pt_listen *l, struct pt_err *err)
     return PT_OK;
 }
 
-/* One listening socket per worker for l, into row[0..nw). On error the sockets opened so far
- * are in row (the caller closes them). Bound directly, or by the privileged helper once
- * portico has dropped to `user` (a reload adding an address below 1024). */
+/* Appends `count` new listening sockets for l to *socks (SO_REUSEPORT: with sockets already
+ * there, inherited or not, they join the same group). On error the sockets opened so far are
+ * in socks (the caller closes them). Bound directly, or by the privileged helper once portico
+ * has dropped to `user` (a reload adding an address below 1024). */
 static int
-open_listen(const struct pt_listen *l, unsigned nw, int *row, struct pt_err *err)
+open_listen(const struct pt_listen *l, unsigned count, struct pt_listen_socks *socks,
+            struct pt_err *err)
 {
-    for (unsigned j = 0; j < nw; j++) {
+    int *v = realloc(socks->fds, (socks->n + count + 1) * sizeof(int));
+
+    if (v == NULL)
+        return pt_err_set(err, "out of memory");
+    socks->fds = v;
+    for (unsigned j = 0; j < count; j++) {
         int fd = pt_priv_bind(&l->addr, PT_PRIV_REUSEPORT | PT_PRIV_NONBLOCK, err);
 
         if (fd == -1)
             return PT_ERR;
-        row[j] = fd;
+        socks->fds[socks->n++] = fd;
         if (listen(fd, 4096) == -1)
             return pt_err_errno(err, errno, "listen() on %s", l->addr.name);
     }
     return PT_OK;
 }
 
-static int *
-new_fd_table(unsigned n)
+static void
+socks_close(struct pt_listen_socks *socks)
 {
-    int *t = malloc((n + 1) * sizeof(int));
+    for (unsigned k = 0; k < socks->n; k++)
+        if (socks->fds[k] != -1)
+            close(socks->fds[k]);
+    free(socks->fds);
+    socks->fds = NULL;
+    socks->n = 0;
+}
 
-    for (unsigned i = 0; t != NULL && i < n; i++)
-        t[i] = -1;
-    return t;
+/* True when an inherited socket is bound to l's address (family, address and port). */
+static bool
+same_sockaddr(const struct sockaddr_storage *a, const struct pt_addr *l)
+{
+    const struct sockaddr_storage *b = &l->sa;
+
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return false;
 }
 
 int
-pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *err)
+pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_inherited_listen *inh,
+                  unsigned n_inh, struct pt_err *err)
 {
     unsigned nw = conf->workers;
 
     rt->conf = conf;
     rt->n_workers = nw;
-    rt->listen_fds = new_fd_table(conf->n_listens * nw);
-    if (rt->listen_fds == NULL)
+    rt->socks = calloc(conf->n_listens + 1, sizeof(*rt->socks));
+    if (rt->socks == NULL)
         return pt_err_set(err, "out of memory");
-    /* every address is probed before any is bound, so our own sockets (`*:80` next to
+    /* an address the previous process listened on takes its sockets as they are: no probe
+     * (they hold the address) and none closed (that would drop their backlog) */
+    for (unsigned i = 0; i < conf->n_listens; i++)
+        for (unsigned k = 0; k < n_inh; k++)
+            if (!inh[k].taken && same_sockaddr(&inh[k].sa, &conf->listens[i]->addr)) {
+                rt->socks[i] = inh[k].socks;
+                inh[k].socks.fds = NULL;
+                inh[k].socks.n = 0;
+                inh[k].taken = 1;
+                break;
+            }
+    /* every new address is probed before any is bound, so our own sockets (`*:80` next to
      * `127.0.0.1:80`) do not trip the check */
     for (unsigned i = 0; i < conf->n_listens; i++)
-        if (probe_listen(conf->listens[i], err) != PT_OK)
+        if (rt->socks[i].n == 0 && probe_listen(conf->listens[i], err) != PT_OK)
             return PT_ERR;
     for (unsigned i = 0; i < conf->n_listens; i++)
-        if (open_listen(conf->listens[i], nw, rt->listen_fds + i * nw, err) != PT_OK)
+        if (rt->socks[i].n < nw &&
+            open_listen(conf->listens[i], nw - rt->socks[i].n, &rt->socks[i], err) != PT_OK)
             return PT_ERR;
     return PT_OK;
 }
 
 /* Starts or stops the worker's accept watchers so that they run exactly when the worker is
- * not draining and has no pause reason. While paused, one loop reference stands in for the
- * stopped watchers: the worker must stay in ev_run even if none of its connections has a
- * watcher of its own at that moment. Drain closes the listeners and drops that reference, so
- * nothing here re-arms a closed socket. */
+ * not draining or leaving and has no pause reason. While paused (a HELD worker from its
+ * start), one loop reference stands in for the stopped watchers: the worker must stay in ev_run
+ * even if none of its connections has a watcher of its own at that moment. On the way out
+ * (draining, leaving) that reference is given back, and nothing here re-arms a listener. */
 static void
 accept_update(struct pt_worker *w)
 {
-    bool want = !w->draining && w->accept_pause == 0;
+    bool out = w->draining || w->leaving;
+    bool want = !out && w->accept_pause == 0;
 
     if (want && !w->accepting) {
-        for (unsigned i = 0; i < w->conf->n_listens; i++)
-            ev_io_start(w->loop, &w->accept_w[i]);
+        for (unsigned i = 0; i < w->n_accept; i++)
+            ev_io_start(w->loop, &w->accept_w[i].io);
         w->accepting = 1;
-        if (w->accept_held) {
-            ev_unref(w->loop);
-            w->accept_held = 0;
-        }
     } else if (!want && w->accepting) {
-        for (unsigned i = 0; i < w->conf->n_listens; i++)
-            ev_io_stop(w->loop, &w->accept_w[i]);
+        for (unsigned i = 0; i < w->n_accept; i++)
+            ev_io_stop(w->loop, &w->accept_w[i].io);
         w->accepting = 0;
-        if (!w->draining && !w->accept_held) {
-            ev_ref(w->loop);
-            w->accept_held = 1;
-        }
     }
+    if (!w->accepting && !out && !w->accept_held) {
+        ev_ref(w->loop);
+        w->accept_held = 1;
+    } else if ((w->accepting || out) && w->accept_held) {
+        ev_unref(w->loop);
+        w->accept_held = 0;
+    }
+}
+
+/* The worker's accept watchers for conf's listens: socket k of an address is this worker's
+ * when k % n_workers == id. Returns PT_ERR when out of memory (the worker has none then). The
+ * watchers are not started. */
+static int
+build_acceptors(struct pt_worker *w, const struct pt_conf *conf,
+                const struct pt_listen_socks *socks)
+{
+    unsigned nw = w->rt->n_workers, n = 0;
+
+    free(w->accept_w);
+    w->n_accept = 0;
+    for (unsigned i = 0; i < conf->n_listens; i++)
+        for (unsigned k = w->id; k < socks[i].n; k += nw)
+            n++;
+    w->accept_w = calloc(n + 1, sizeof(*w->accept_w));
+    if (w->accept_w == NULL)
+        return PT_ERR;
+    for (unsigned i = 0; i < conf->n_listens; i++)
+        for (unsigned k = w->id; k < socks[i].n; k += nw) {
+            struct pt_acceptor *a = &w->accept_w[w->n_accept++];
+
+            ev_io_init(&a->io, on_accept, socks[i].fds[k], EV_READ);
+            a->li = i;
+        }
+    return PT_OK;
 }
 
 static void
@@ -192,8 +263,7 @@ static void
 on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct pt_worker *w = ev_userdata(loop);
-    unsigned li = (unsigned)(io - w->accept_w);
-    struct pt_listen *l = w->conf->listens[li];
+    struct pt_listen *l = w->conf->listens[pt_container_of(io, struct pt_acceptor, io)->li];
 
     /* bounded batch per event so one busy listener cannot starve the loop */
     for (int i = 0; i < 64; i++) {
@@ -254,7 +324,7 @@ on_reap(struct ev_loop *loop, ev_check *c, int revents)
         pt_list_remove(&r->link);
         r->free(r);
     }
-    if (w->draining && w->n_conns == 0)
+    if ((w->draining || w->leaving) && w->n_conns == 0)
         ev_break(loop, EVBREAK_ALL);
 }
 
@@ -313,6 +383,10 @@ pt_worker_conn_closed(struct pt_worker *w, struct pt_conn *c)
 {
     pt_list_remove(&c->link);
     w->n_conns--;
+    /* a handed-over worker is done with its last client: its idle backend connections and
+     * timers must not keep it (worker_fini closes them once the loop has ended) */
+    if (w->leaving && w->n_conns == 0)
+        ev_break(w->loop, EVBREAK_ALL);
     if ((w->accept_pause & PT_ACCEPT_PAUSE_FULL) &&
         (int64_t)w->n_conns < w->conf->max_connections)
         w->accept_pause &= ~(unsigned)PT_ACCEPT_PAUSE_FULL;
@@ -334,24 +408,26 @@ on_drain_deadline(struct ev_loop *loop, ev_timer *t, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* Graceful stop (SIGTERM), or the second part of a handover: no more accepts, every connection
+ * drains by its protocol's rule, and after `msec` the loop ends whatever is still open. */
 static void
-worker_drain(struct pt_worker *w)
+worker_drain_for(struct pt_worker *w, pt_msec msec)
 {
     if (w->draining)
         return;
     w->draining = 1;
-    /* stops the accept watchers (if a pause had not already) and gives back the loop
-     * reference a pause holds; the retry timer must not outlive the listeners either */
+    /* stops the accept watchers (if a pause or a handover had not already) and gives back the
+     * loop reference a pause holds; the retry timer must not outlive the listeners either */
     accept_update(w);
-    if (w->accept_held) {
-        ev_unref(w->loop);
-        w->accept_held = 0;
-    }
     ev_timer_stop(w->loop, &w->accept_retry);
     /* new clients are refused at once rather than left in the backlog; the sockets themselves
-     * are closed by the main thread (pt_runtime_join), which owns the table a reload swaps */
-    for (unsigned i = 0; i < w->conf->n_listens; i++)
-        shutdown(w->accept_w[i].fd, SHUT_RDWR);
+     * are closed by the main thread (pt_runtime_join), which owns the table a reload swaps.
+     * Not when another process has them: a handed-over socket (leaving) is the new process's
+     * now, and a held one (an upgrade not yet done) is still the previous process's, and a
+     * shutdown() would close it for them too. */
+    if (!w->leaving && !(w->accept_pause & PT_ACCEPT_PAUSE_HELD))
+        for (unsigned i = 0; i < w->n_accept; i++)
+            shutdown(w->accept_w[i].io.fd, SHUT_RDWR);
     /* each connection by its own protocol's rule; one may close (and leave the list) at once */
     for (struct pt_list *e = w->conns.next, *next; e != &w->conns; e = next) {
         struct pt_conn *c = pt_container_of(e, struct pt_conn, link);
@@ -362,10 +438,59 @@ worker_drain(struct pt_worker *w)
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->worker_drain != NULL)
             pt_modules[i]->worker_drain(w);
-    ev_timer_init(&w->drain_timer, on_drain_deadline, (double)w->conf->shutdown_timeout / 1000.0,
-                  0.);
+    if (ev_is_active(&w->drain_timer)) {
+        ev_ref(w->loop); /* it was unreferenced when started (worker_leave) */
+        ev_timer_stop(w->loop, &w->drain_timer);
+    }
+    ev_timer_init(&w->drain_timer, on_drain_deadline, (double)msec / 1000.0, 0.);
     ev_timer_start(w->loop, &w->drain_timer);
     ev_unref(w->loop); /* the deadline alone must not keep the loop alive */
+}
+
+static void
+worker_drain(struct pt_worker *w)
+{
+    worker_drain_for(w, w->conf->shutdown_timeout);
+}
+
+/* The first half of a handover's shutdown_timeout is over: drain the rest as on SIGTERM. */
+static void
+on_leave_over(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pt_worker *w = ev_userdata(loop);
+
+    ev_ref(loop); /* the expiry stopped the timer, which worker_leave had unreferenced */
+    worker_drain_for(w, w->conf->shutdown_timeout - w->conf->shutdown_timeout / 2);
+}
+
+/* A binary upgrade handed the listening sockets to the new process (pt_runtime_handover): stop
+ * accepting (the new process takes every new connection) but interrupt no client yet. For the
+ * first half of shutdown_timeout connections finish what they do; an HTTP/1.1 response says
+ * `Connection: close`, so each client moves to the new process after its current request, and
+ * no keep-alive connection is closed under a request on its way. Then the rest drains as on
+ * SIGTERM (worker_drain_for): HTTP/2 GOAWAY, WebSocket 1001, idle connections closed. */
+static void
+worker_leave(struct pt_worker *w, void *arg)
+{
+    if (w->leaving || w->draining)
+        return;
+    w->leaving = 1;
+    accept_update(w);
+    ev_timer_stop(w->loop, &w->accept_retry);
+    ev_timer_init(&w->drain_timer, on_leave_over, (double)(w->conf->shutdown_timeout / 2) / 1000.,
+                  0.);
+    ev_timer_start(w->loop, &w->drain_timer);
+    ev_unref(w->loop); /* the timer alone must not keep the loop alive */
+    if (w->n_conns == 0)
+        ev_break(w->loop, EVBREAK_ALL); /* pooled backend connections would keep it running */
+}
+
+/* A binary upgrade is done: the previous process stopped accepting, these workers start. */
+static void
+worker_release(struct pt_worker *w, void *arg)
+{
+    w->accept_pause &= ~(unsigned)PT_ACCEPT_PAUSE_HELD;
+    accept_update(w);
 }
 
 /* Runs the functions posted since the last wake-up, in order. */
@@ -507,12 +632,12 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
     ev_unref(w->loop);
     pt_list_init(&w->conns);
     pt_chunk_pool_init(&w->chunks, 256);
-    w->accept_w = calloc(c->n_listens + 1, sizeof(ev_io));
-    if (w->accept_w == NULL)
+    if (build_acceptors(w, c, rt->socks) != PT_OK)
         return pt_err_set(err, "out of memory");
-    for (unsigned i = 0; i < c->n_listens; i++)
-        ev_io_init(&w->accept_w[i], on_accept, rt->listen_fds[i * rt->n_workers + id], EV_READ);
     ev_timer_init(&w->accept_retry, on_accept_retry, 0., 0.);
+    ev_timer_init(&w->drain_timer, on_drain_deadline, 0., 0.);
+    if (rt->held)
+        w->accept_pause |= PT_ACCEPT_PAUSE_HELD;
     accept_update(w);
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->worker_init != NULL && pt_modules[i]->worker_init(w) != PT_OK)
@@ -540,6 +665,21 @@ pt_runtime_start(struct pt_runtime *rt, struct pt_err *err)
     return PT_OK;
 }
 
+void
+pt_runtime_accept(struct pt_runtime *rt)
+{
+    rt->held = 0;
+    if (!pt_runtime_post(worker_release, NULL))
+        pt_log(PT_LOG_ERROR, "a worker could not be told to start accepting");
+}
+
+void
+pt_runtime_handover(struct pt_runtime *rt)
+{
+    if (!pt_runtime_post(worker_leave, NULL))
+        pt_log(PT_LOG_ERROR, "a worker could not be told to hand over; stopping it");
+}
+
 /* ---- reload ------------------------------------------------------------------------------ */
 
 /* On each worker, at the top of an event (a posted function: no callback of ours is running):
@@ -551,27 +691,22 @@ worker_switch(struct pt_worker *w, void *arg)
     struct pt_runtime *rt = w->rt;
     bool accepting = w->accepting;
 
-    if (w->draining) {
+    if (w->draining || w->leaving) {
         pt_conf_unref(conf); /* stopping: the old one serves to the end */
         goto done;
     }
     if (accepting) {
-        for (unsigned i = 0; i < old->n_listens; i++)
-            ev_io_stop(w->loop, &w->accept_w[i]);
+        for (unsigned i = 0; i < w->n_accept; i++)
+            ev_io_stop(w->loop, &w->accept_w[i].io);
         w->accepting = 0;
     }
-    free(w->accept_w);
-    w->accept_w = calloc(conf->n_listens + 1, sizeof(ev_io));
     w->conf = conf;
-    for (unsigned i = 0; w->accept_w != NULL && i < conf->n_listens; i++)
-        ev_io_init(&w->accept_w[i], on_accept, rt->listen_fds[i * rt->n_workers + w->id],
-                   EV_READ);
-    if (w->accept_w == NULL)
+    if (build_acceptors(w, conf, rt->socks) != PT_OK)
         pt_log(PT_LOG_ERROR, "out of memory switching to configuration generation %u: this "
                "worker accepts no more connections", conf->generation);
     else if (accepting) {
-        for (unsigned i = 0; i < conf->n_listens; i++)
-            ev_io_start(w->loop, &w->accept_w[i]);
+        for (unsigned i = 0; i < w->n_accept; i++)
+            ev_io_start(w->loop, &w->accept_w[i].io);
         w->accepting = 1;
     }
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
@@ -595,34 +730,35 @@ pt_runtime_reload(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *er
 {
     struct pt_conf *old = rt->conf;
     unsigned nw = rt->n_workers;
-    int *fds = new_fd_table(conf->n_listens * nw);
-    int *old_fds = rt->listen_fds;
+    struct pt_listen_socks *socks = calloc(conf->n_listens + 1, sizeof(*socks));
+    struct pt_listen_socks *old_socks = rt->socks;
     unsigned i;
 
-    if (fds == NULL)
+    if (socks == NULL)
         return pt_err_set(err, "out of memory");
-    /* an address that stays keeps its sockets (never closed and reopened: no connection is
-     * refused meanwhile); a new one is probed and bound now, before anything changes */
+    /* an address that stays keeps its sockets, all of them (never closed and reopened: no
+     * connection is refused meanwhile); a new one is probed and bound now, before anything
+     * changes */
     for (i = 0; i < conf->n_listens; i++) {
         struct pt_listen *l = conf->listens[i];
         unsigned j;
 
         for (j = 0; j < old->n_listens; j++)
-            if (old_fds[j * nw] != -1 && strcmp(old->listens[j]->addr.name, l->addr.name) == 0)
+            if (old_socks[j].n > 0 && strcmp(old->listens[j]->addr.name, l->addr.name) == 0)
                 break;
         if (j < old->n_listens) {
-            memcpy(fds + i * nw, old_fds + j * nw, nw * sizeof(int));
-            for (unsigned k = 0; k < nw; k++)
-                old_fds[j * nw + k] = -1;
+            socks[i] = old_socks[j];
+            old_socks[j].fds = NULL;
+            old_socks[j].n = 0;
             continue;
         }
-        if (probe_listen(l, err) != PT_OK || open_listen(l, nw, fds + i * nw, err) != PT_OK)
+        if (probe_listen(l, err) != PT_OK || open_listen(l, nw, &socks[i], err) != PT_OK)
             goto fail;
     }
     rt->old_conf = old;
-    rt->old_fds = old_fds;
-    rt->n_old_fds = old->n_listens * nw;
-    rt->listen_fds = fds;
+    rt->old_socks = old_socks;
+    rt->n_old_socks = old->n_listens;
+    rt->socks = socks;
     rt->conf = conf;
     atomic_store_explicit(&rt->_switching, nw, memory_order_release);
     for (unsigned k = 0; k < nw; k++)
@@ -636,18 +772,15 @@ fail:
     for (i = 0; i < conf->n_listens; i++) {
         struct pt_listen *l = conf->listens[i];
 
-        for (unsigned j = 0; j < old->n_listens; j++)
-            if (old_fds[j * nw] == -1 && fds[i * nw] != -1 &&
-                strcmp(old->listens[j]->addr.name, l->addr.name) == 0) {
-                memcpy(old_fds + j * nw, fds + i * nw, nw * sizeof(int));
-                for (unsigned k = 0; k < nw; k++)
-                    fds[i * nw + k] = -1;
+        for (unsigned j = 0; j < old->n_listens && socks[i].n > 0; j++)
+            if (old_socks[j].n == 0 && strcmp(old->listens[j]->addr.name, l->addr.name) == 0) {
+                old_socks[j] = socks[i];
+                socks[i].fds = NULL;
+                socks[i].n = 0;
             }
-        for (unsigned k = 0; k < nw; k++)
-            if (fds[i * nw + k] != -1)
-                close(fds[i * nw + k]);
+        socks_close(&socks[i]);
     }
-    free(fds);
+    free(socks);
     return PT_ERR;
 }
 
@@ -660,12 +793,11 @@ pt_runtime_reloading(struct pt_runtime *rt)
 void
 pt_runtime_reload_done(struct pt_runtime *rt)
 {
-    for (unsigned i = 0; i < rt->n_old_fds; i++)
-        if (rt->old_fds[i] != -1)
-            close(rt->old_fds[i]);
-    free(rt->old_fds);
-    rt->old_fds = NULL;
-    rt->n_old_fds = 0;
+    for (unsigned i = 0; i < rt->n_old_socks; i++)
+        socks_close(&rt->old_socks[i]);
+    free(rt->old_socks);
+    rt->old_socks = NULL;
+    rt->n_old_socks = 0;
     pt_conf_unref(rt->old_conf);
     rt->old_conf = NULL;
 }
@@ -697,12 +829,11 @@ pt_runtime_join(struct pt_runtime *rt)
         pthread_mutex_destroy(&w->_mu);
         pt_conf_unref(w->conf);
     }
-    if (rt->old_fds != NULL)
+    if (rt->old_socks != NULL)
         pt_runtime_reload_done(rt); /* stopped during a reload */
-    for (unsigned i = 0; i < rt->conf->n_listens * rt->n_workers; i++)
-        if (rt->listen_fds[i] != -1)
-            close(rt->listen_fds[i]);
-    free(rt->listen_fds);
+    for (unsigned i = 0; i < rt->conf->n_listens; i++)
+        socks_close(&rt->socks[i]);
+    free(rt->socks);
     the_runtime = NULL;
     free(rt->workers);
     pt_conf_unref(rt->conf);

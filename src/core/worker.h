@@ -7,10 +7,24 @@
 
 #include "core/worker-t.h"
 
-/* Opens every listening socket, one per worker per address (SO_REUSEPORT). Main thread. */
-int pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_err *err);
-/* Starts the worker threads. Main thread. */
+/* Opens every listening socket, one per worker per address (SO_REUSEPORT). An address among
+ * `inh` (a binary upgrade: the previous process's sockets, matched by bound address) takes
+ * those sockets as they are, however many, plus new ones up to one per worker; it is not
+ * probed. Taken entries are marked `taken`; the caller closes the others. Main thread. */
+int pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_inherited_listen *inh,
+                      unsigned n_inh, struct pt_err *err);
+/* Starts the worker threads; with rt->held set they do not accept until pt_runtime_accept().
+ * Main thread. */
 int pt_runtime_start(struct pt_runtime *rt, struct pt_err *err);
+/* Binary upgrade, new process: the previous one has stopped accepting; held workers start.
+ * Main thread. */
+void pt_runtime_accept(struct pt_runtime *rt);
+/* Binary upgrade, previous process: the new one accepts on the same sockets now. Every worker
+ * stops accepting, lets its connections finish for half of shutdown_timeout (HTTP/1.1
+ * responses say Connection: close), then drains the rest as on SIGTERM, but never shuts the
+ * sockets down. The workers end when their last connection is gone; pt_runtime_join() waits
+ * for them. Main thread. */
+void pt_runtime_handover(struct pt_runtime *rt);
 /* Publishes a new snapshot (the caller's reference is taken): listening sockets of addresses
  * that stay are kept, new ones opened (PT_ERR with err when one cannot be bound: nothing
  * changed), and every worker switches at a safe point of its loop (its accept watchers,

@@ -20,6 +20,7 @@
 #include "core/arena.h"
 #include "core/common.h"
 #include "core/conf.h"
+#include "core/handoff.h"
 #include "core/log.h"
 #include "core/module.h"
 #include "core/priv.h"
@@ -227,6 +228,72 @@ pt_tls_rotate_ticket_keys(void)
     }
     atomic_store(&ticket_current, next);
     pt_log(PT_LOG_INFO, "TLS session ticket key rotated");
+}
+
+/* A binary upgrade hands the in-memory ticket keys to the new process, so that sessions
+ * resumed by ticket survive it: `tls ticket_keys CURRENT KEY0 KEY1 KEY2`, each key the hex of
+ * its name, AES and HMAC parts (keys from tls_session_ticket_key files are read again by the new
+ * process). The socket pair is private to the two processes; the keys are never logged. */
+#define TICKET_KEY_BYTES (16 + 32 + 32)
+
+static void
+tls_upgrade_save(struct pt_conf *conf, struct pt_handoff *h)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char raw[TICKET_KEY_BYTES];
+    char text[2 * TICKET_KEY_BYTES + 1];
+
+    pt_handoff_begin(h, pt_module_tls.name);
+    pt_handoff_str(h, "ticket_keys");
+    pt_handoff_u64(h, atomic_load(&ticket_current));
+    for (unsigned i = 0; i < 3; i++) {
+        memcpy(raw, ticket_keys[i].name, 16);
+        memcpy(raw + 16, ticket_keys[i].aes, 32);
+        memcpy(raw + 48, ticket_keys[i].hmac, 32);
+        for (size_t j = 0; j < TICKET_KEY_BYTES; j++) {
+            text[2 * j] = hex[raw[j] >> 4];
+            text[2 * j + 1] = hex[raw[j] & 15];
+        }
+        text[sizeof(text) - 1] = '\0';
+        pt_handoff_str(h, text);
+    }
+    pt_handoff_end(h);
+    OPENSSL_cleanse(raw, sizeof(raw));
+    OPENSSL_cleanse(text, sizeof(text));
+    OPENSSL_cleanse(h->buf, h->len);
+}
+
+static void
+tls_upgrade_load(struct pt_conf *conf, const struct pt_handoff_rec *r)
+{
+    struct ticket_key keys[3];
+    unsigned char raw[TICKET_KEY_BYTES];
+    uint64_t cur;
+
+    if (r->n != 5 || strcmp(r->f[0], "ticket_keys") != 0 ||
+        pt_handoff_parse_u64(r->f[1], &cur) != PT_OK || cur > 2)
+        return;
+    memset(keys, 0, sizeof(keys));
+    for (unsigned i = 0; i < 3; i++) {
+        const char *t = r->f[2 + i];
+
+        if (strlen(t) != 2 * TICKET_KEY_BYTES)
+            return;
+        for (size_t j = 0; j < TICKET_KEY_BYTES; j++) {
+            uint64_t b;
+
+            if (pt_parse_hex_u64(t + 2 * j, 2, 255, &b) != PT_OK)
+                return;
+            raw[j] = (unsigned char)b;
+        }
+        memcpy(keys[i].name, raw, 16);
+        memcpy(keys[i].aes, raw + 16, 32);
+        memcpy(keys[i].hmac, raw + 48, 32);
+    }
+    memcpy(ticket_keys, keys, sizeof(keys));
+    OPENSSL_cleanse(keys, sizeof(keys));
+    OPENSSL_cleanse(raw, sizeof(raw));
+    atomic_store(&ticket_current, (unsigned)cur);
 }
 
 /* The cipher and the HMAC key length of a key (48-byte files: AES-128; 80-byte and in-memory
@@ -965,6 +1032,8 @@ struct pt_module pt_module_tls = {
     .conf_merge = tls_conf_merge,
     .conf_validate = tls_conf_validate,
     .conf_release = tls_conf_release,
+    .upgrade_save = tls_upgrade_save,
+    .upgrade_load = tls_upgrade_load,
 };
 
 /* ---- connections ---------------------------------------------------------------------- */

@@ -332,6 +332,9 @@ pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err)
             p->srv = up->servers[j];
             p->h = &up->res.health;
             p->fd = -1;
+            /* a server found down before a reload or an upgrade starts down: a passing check
+             * counts towards `rise` and brings it back, a failing one changes nothing */
+            p->run.down = atomic_load_explicit(&p->srv->_check_down, memory_order_relaxed) != 0;
             ev_timer_init(&p->timer, on_timer, 0., 0.);
             /* jitter: the first check lands anywhere in the first interval */
             probe_schedule(p, drand48() * (double)p->h->interval / 1000.0 * 0.9 + 0.01);

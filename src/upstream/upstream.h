@@ -40,6 +40,10 @@ void *pt__upstream_conf_create(struct pt_conf_ctx *cx, unsigned level);
 int pt__upstream_conf_validate(struct pt_conf_ctx *cx);
 void pt__upstream_conf_release(struct pt_conf *c);
 void pt__upstream_conf_adopt(struct pt_conf *c, struct pt_conf *old);
+/* Binary upgrade: writes, and reads back in the new process, each server's shared state (the
+ * same as pt__upstream_conf_adopt carries). Main thread. */
+void pt__upstream_upgrade_save(struct pt_conf *c, struct pt_handoff *h);
+void pt__upstream_upgrade_load(struct pt_conf *c, const struct pt_handoff_rec *r);
 
 /* This worker's state of upstream up, of whichever snapshot: the same object for every
  * generation of the same upstream name. */

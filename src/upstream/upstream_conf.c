@@ -10,6 +10,8 @@
 #include "core/arena.h"
 #include "core/common.h"
 #include "core/conf.h"
+#include "core/handoff.h"
+#include "core/log.h"
 #include "core/module.h"
 #include "net/tls.h"
 #include "upstream/resilience.h"
@@ -476,4 +478,65 @@ pt__upstream_conf_adopt(struct pt_conf *c, struct pt_conf *old)
             atomic_store(&s->_usable_since, atomic_load(&os->_usable_since));
         }
     }
+}
+
+/* A binary upgrade carries the same server state as a reload (pt__upstream_conf_adopt), one
+ * record per server, matched by upstream name and server address in the new process:
+ *     upstream server NAME ADDRESS check_down=0|1 ejected_until=MS consec_fail=N ejections=N
+ *         usable_since=MS
+ * Times are CLOCK_MONOTONIC milliseconds (pt_now_ms()), which both processes share. Pools and
+ * balancer estimates are per process and do not carry over. */
+void
+pt__upstream_upgrade_save(struct pt_conf *c, struct pt_handoff *h)
+{
+    struct pt_upstream_main *m = pt_upstream_main(c);
+
+    for (unsigned i = 0; i < m->n_upstreams; i++) {
+        struct pt_upstream *up = m->upstreams[i];
+
+        for (unsigned j = 0; j < up->n_servers; j++) {
+            struct pt_server *s = up->servers[j];
+
+            pt_handoff_begin(h, pt_module_upstream.name);
+            pt_handoff_str(h, "server");
+            pt_handoff_str(h, up->name);
+            pt_handoff_str(h, s->addr.name);
+            pt_handoff_kv(h, "check_down", atomic_load(&s->_check_down));
+            pt_handoff_kv(h, "ejected_until", atomic_load(&s->_ejected_until));
+            pt_handoff_kv(h, "consec_fail", atomic_load(&s->_consec_fail));
+            pt_handoff_kv(h, "ejections", atomic_load(&s->_ejections));
+            pt_handoff_kv(h, "usable_since", atomic_load(&s->_usable_since));
+            if (pt_handoff_end(h) != PT_OK)
+                pt_log(PT_LOG_WARN, "upgrade: the state of server %s in %s is not carried over "
+                       "(record too long)", s->name, up->name);
+        }
+    }
+}
+
+void
+pt__upstream_upgrade_load(struct pt_conf *c, const struct pt_handoff_rec *r)
+{
+    struct pt_upstream *up;
+    struct pt_server *s = NULL;
+    int64_t v;
+
+    if (r->n < 3 || strcmp(r->f[0], "server") != 0)
+        return; /* a record of another version */
+    up = pt_upstream_find(c, r->f[1]);
+    for (unsigned j = 0; up != NULL && j < up->n_servers && s == NULL; j++)
+        if (strcmp(up->servers[j]->addr.name, r->f[2]) == 0)
+            s = up->servers[j];
+    if (s == NULL)
+        return; /* no longer configured */
+    /* each value on its own: one the previous version did not send keeps its start value */
+    if (pt_handoff_get_i64(r, 3, "check_down", &v) == PT_OK)
+        atomic_store(&s->_check_down, v != 0);
+    if (pt_handoff_get_i64(r, 3, "ejected_until", &v) == PT_OK && v >= 0)
+        atomic_store(&s->_ejected_until, v);
+    if (pt_handoff_get_i64(r, 3, "consec_fail", &v) == PT_OK && v >= 0 && v <= UINT32_MAX)
+        atomic_store(&s->_consec_fail, (unsigned)v);
+    if (pt_handoff_get_i64(r, 3, "ejections", &v) == PT_OK && v >= 0 && v <= UINT32_MAX)
+        atomic_store(&s->_ejections, (unsigned)v);
+    if (pt_handoff_get_i64(r, 3, "usable_since", &v) == PT_OK && v >= 0)
+        atomic_store(&s->_usable_since, v);
 }

@@ -243,10 +243,11 @@ server {
 class Portico:
     """A running portico binary with a generated config.  wrap: a command line to run it
     under, which must exec portico in the same process (e.g. ["prlimit", "--nofile=64:64"]),
-    so that pid and signals still reach portico."""
+    so that pid and signals still reach portico.  exe: another path to the binary (a copy a
+    binary-upgrade test replaces)."""
 
     def __init__(self, tmpdir, conf, ports, host="127.0.0.1", name="portico",
-                 shutdown_timeout=2.0, wait=True, wrap=(), user_root=True):
+                 shutdown_timeout=2.0, wait=True, wrap=(), exe=None, user_root=True):
         self.tmpdir = str(tmpdir)
         self.user_root = user_root
         self.conf_path = os.path.join(self.tmpdir, name + ".conf")
@@ -263,7 +264,7 @@ class Portico:
         self.exit_code = None
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(list(wrap) + [PORTICO_BIN, "-c", self.conf_path],
+        self.proc = subprocess.Popen(list(wrap) + [exe or PORTICO_BIN, "-c", self.conf_path],
                                      stdout=self._out, stderr=self._err,
                                      stdin=subprocess.DEVNULL)
         self.pid = self.proc.pid

@@ -259,6 +259,13 @@ server {
     # not one attempt on the dead server after the reload: it was still known down
     after = p.read(p.error_log)[mark:]
     assert not re.search(r"(connect|refused).*127\.0\.0\.1:%d" % dead, after), after
+    # nor marked down a second time; and once it answers, its checks bring it back
+    assert not re.search(r"127\.0\.0\.1:%d in app DOWN" % dead, after), after
+    start_backend("b2", port=dead)
+    lib.wait_until(lambda: re.search(r"server 127\.0\.0\.1:%d in app UP" % dead,
+                                     p.read(p.error_log)[mark:]), 5,
+                   what="the server back UP after the reload")
+    lib.wait_until(lambda: lib.curl(p.url("/")).body == b"b2", 5, what="b2 answering")
 
 
 @pytest.fixture
