@@ -19,8 +19,10 @@
  * file and the error log of those configurations. A process taken over through a request
  * cannot make it open anything else (/etc/shadow, another service's key, port 22). The helper
  * keeps uid 0, as the owner of root's files, with at most CAP_NET_BIND_SERVICE,
- * CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (those it had), no other capability, no new
- * privileges, and none of portico's descriptors; it exits when portico does.
+ * CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SETUID and CAP_SETGID (those it had), no other
+ * capability, no new privileges, and none of portico's descriptors; it exits when portico does.
+ * A binary upgrade's new process is started by the helper (PRIV_UPGRADE), as root with those
+ * capabilities, so that it can do what the first start did and drop again.
  *
  * The messages are fixed-size structs (struct priv_req, struct priv_rep below);
  * tests/integration/security/test_privileges.py speaks them to check that the helper refuses
@@ -42,12 +44,14 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/priv.h"
+#include "core/upgrade.h"
 
 /* ---- the channel ------------------------------------------------------------------------- */
 
@@ -58,6 +62,7 @@ enum priv_op {
     PRIV_RESCAN = 4,      /* read the configuration file again */
     PRIV_PID_WRITE = 5,   /* path: the pid file; the helper writes portico's pid */
     PRIV_PID_REMOVE = 6,  /* path: the pid file, removed if it still names portico */
+    PRIV_UPGRADE = 7,     /* with a descriptor: start the binary for a binary upgrade */
 };
 
 #define PRIV_PATH_MAX 4096
@@ -72,9 +77,11 @@ struct priv_req {
     char path[PRIV_PATH_MAX];          /* NUL-terminated */
 };
 
-/* One reply: 0 or an errno value, and with 0 for an open or a bind, one descriptor. */
+/* One reply: 0 or an errno value, a value (PRIV_UPGRADE: the new process's pid), and with 0
+ * for an open or a bind, one descriptor. */
 struct priv_rep {
     int32_t err;
+    int32_t value;
 };
 
 /* ---- what the configuration names -------------------------------------------------------- */
@@ -342,9 +349,9 @@ safe(const char *s, char *out, size_t n)
 }
 
 static void
-reply(int fd, int err, int passed)
+reply(int fd, int err, int passed, int32_t value)
 {
-    struct priv_rep r = {.err = err};
+    struct priv_rep r = {.err = err, .value = value};
     struct iovec iov = {.iov_base = &r, .iov_len = sizeof(r)};
     union {
         struct cmsghdr align;
@@ -383,11 +390,69 @@ helper_rescan(const char *conf_path)
     pt_conf_unref(c);
 }
 
+/* A binary upgrade: a child forks the new process and exits, so that the new process is
+ * reparented to portico (its subreaper) and portico watches it as its own child. The new
+ * process runs the binary portico was started from (pt_upgrade_exec_successor), as root: with
+ * this process's capabilities and no_new_privs, it can bind, read its keys and drop to `user`
+ * as the first one did. Its pid, or -1 with errno. */
+static pid_t
+helper_spawn(int sock)
+{
+    static const int quiet[] = {SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2, SIGPIPE, SIGQUIT};
+    int pfd[2], e = 0;
+    pid_t c, g = -1;
+
+    if (pipe2(pfd, O_CLOEXEC) == -1)
+        return -1;
+    c = fork();
+    if (c == -1) {
+        e = errno;
+        close(pfd[0]);
+        close(pfd[1]);
+        errno = e;
+        return -1;
+    }
+    if (c == 0) {
+        int32_t out[2];
+
+        g = fork();
+        if (g == 0) {
+            for (unsigned i = 0; i < PT_ARRAY_LEN(quiet); i++)
+                signal(quiet[i], SIG_DFL);
+            pt_upgrade_exec_successor(sock);
+        }
+        out[0] = (int32_t)g;
+        out[1] = g == -1 ? errno : 0;
+        if (write(pfd[1], out, sizeof(out)) != (ssize_t)sizeof(out))
+            _exit(1);
+        _exit(0);
+    }
+    close(pfd[1]);
+    {
+        int32_t in[2] = {-1, EIO};
+        ssize_t n;
+
+        do
+            n = read(pfd[0], in, sizeof(in));
+        while (n == -1 && errno == EINTR);
+        close(pfd[0]);
+        while (waitpid(c, NULL, 0) == -1 && errno == EINTR)
+            ;
+        if (n != (ssize_t)sizeof(in) || in[0] <= 0) {
+            errno = n == (ssize_t)sizeof(in) && in[1] != 0 ? in[1] : EIO;
+            return -1;
+        }
+        g = (pid_t)in[0];
+    }
+    return g;
+}
+
 static void
-helper_serve(int fd, const struct priv_req *q, const char *conf_path, pid_t main_pid)
+helper_serve(int fd, const struct priv_req *q, int passed, const char *conf_path,
+             pid_t main_pid)
 {
     static const char *const what[] = {"", "open for reading", "open for appending", "bind",
-                                       "", "write the pid file", "remove the pid file"};
+                                       "", "write the pid file", "remove the pid file", ""};
     char shown[256];
     int got = -1, e = 0;
 
@@ -429,12 +494,29 @@ helper_serve(int fd, const struct priv_req *q, const char *conf_path, pid_t main
             goto refuse;
         pid_remove_direct(q->path, (long)main_pid);
         break;
-    default:
-        pt_log(PT_LOG_WARN, "privileged helper: refused an unknown request (%u)", q->op);
-        reply(fd, EINVAL, -1);
+    case PRIV_UPGRADE: {
+        pid_t pid;
+
+        if (passed == -1) {
+            reply(fd, EINVAL, -1, 0);
+            return;
+        }
+        pid = helper_spawn(passed);
+        if (pid == -1) {
+            reply(fd, errno, -1, 0);
+            return;
+        }
+        pt_log(PT_LOG_INFO, "privileged helper: started pid %ld for a binary upgrade",
+               (long)pid);
+        reply(fd, 0, -1, (int32_t)pid);
         return;
     }
-    reply(fd, e, got);
+    default:
+        pt_log(PT_LOG_WARN, "privileged helper: refused an unknown request (%u)", q->op);
+        reply(fd, EINVAL, -1, 0);
+        return;
+    }
+    reply(fd, e, got, 0);
     if (got != -1)
         close(got);
     return;
@@ -445,7 +527,7 @@ refuse:
 refuse_shown:
     pt_log(PT_LOG_WARN, "privileged helper: refused to %s %s: not named by %s", what[q->op],
            shown, conf_path);
-    reply(fd, EPERM, -1);
+    reply(fd, EPERM, -1, 0);
 }
 
 /* Closes every descriptor but keep[0..n) (ascending; repeats allowed). */
@@ -509,9 +591,11 @@ helper_main(int fd, const char *conf_path, pid_t main_pid)
                 keep[j] = t;
             }
     close_others(keep, (unsigned)nk);
-    /* what it may need: bind below 1024, read and append to what root could at startup */
+    /* what it may need: bind below 1024, read and append to what root could at startup,
+     * and, for the new process of a binary upgrade (which starts with these and nothing
+     * more: no_new_privs), switch to `user` */
     want = CAP_BIT(CAP_NET_BIND_SERVICE) | CAP_BIT(CAP_DAC_OVERRIDE) |
-           CAP_BIT(CAP_DAC_READ_SEARCH);
+           CAP_BIT(CAP_DAC_READ_SEARCH) | CAP_BIT(CAP_SETUID) | CAP_BIT(CAP_SETGID);
     if (caps_get(&eff, &perm) == 0) {
         want &= perm;
         for (int c = 0; c <= 63; c++) /* bounding set: needs CAP_SETPCAP; best effort */
@@ -525,7 +609,15 @@ helper_main(int fd, const char *conf_path, pid_t main_pid)
     for (;;) {
         struct priv_req q;
         char over[sizeof(q) + 1];
-        ssize_t n = recv(fd, over, sizeof(over), 0);
+        union {
+            struct cmsghdr align;
+            char buf[CMSG_SPACE(sizeof(int))];
+        } u;
+        struct iovec iov = {.iov_base = over, .iov_len = sizeof(over)};
+        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                           .msg_controllen = sizeof(u.buf)};
+        ssize_t n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+        int passed = -1;
 
         if (n == 0)
             break;
@@ -534,25 +626,29 @@ helper_main(int fd, const char *conf_path, pid_t main_pid)
                 continue;
             break;
         }
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm != NULL; cm = CMSG_NXTHDR(&m, cm))
+            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+                cm->cmsg_len == CMSG_LEN(sizeof(int)))
+                memcpy(&passed, CMSG_DATA(cm), sizeof(int));
         if ((size_t)n != sizeof(q)) {
             pt_log(PT_LOG_WARN, "privileged helper: refused a request of %zd bytes", n);
-            reply(fd, EINVAL, -1);
-            continue;
-        }
-        memcpy(&q, over, sizeof(q));
-        if (memchr(q.path, '\0', sizeof(q.path)) == NULL) {
+            reply(fd, EINVAL, -1, 0);
+        } else if (memcpy(&q, over, sizeof(q)), memchr(q.path, '\0', sizeof(q.path)) == NULL) {
             pt_log(PT_LOG_WARN, "privileged helper: refused a path without its end");
-            reply(fd, EINVAL, -1);
-            continue;
+            reply(fd, EINVAL, -1, 0);
+        } else {
+            helper_serve(fd, &q, q.op == PRIV_UPGRADE ? passed : -1, conf_path, main_pid);
         }
-        helper_serve(fd, &q, conf_path, main_pid);
+        if (passed != -1)
+            close(passed); /* (an upgrade's new process has its own copy) */
     }
     _exit(0);
 }
 
-/* One request and its reply; the descriptor passed, if any, into *got. -1 with errno. */
+/* One request (with the descriptor `give` unless -1) and its reply; the descriptor passed
+ * back, if any, into *got, the reply's value into *value (if not NULL). -1 with errno. */
 static int
-call(struct priv_req *q, int *got)
+call_fd(struct priv_req *q, int give, int *got, int32_t *value)
 {
     struct priv_rep r;
     struct iovec iov = {.iov_base = &r, .iov_len = sizeof(r)};
@@ -567,9 +663,30 @@ call(struct priv_req *q, int *got)
 
     *got = -1;
     pthread_mutex_lock(&chan_mu);
-    do
-        n = send(chan, q, sizeof(*q), MSG_NOSIGNAL);
-    while (n == -1 && errno == EINTR);
+    {
+        struct iovec qv = {.iov_base = q, .iov_len = sizeof(*q)};
+        union {
+            struct cmsghdr align;
+            char buf[CMSG_SPACE(sizeof(int))];
+        } g;
+        struct msghdr qm = {.msg_iov = &qv, .msg_iovlen = 1};
+
+        if (give != -1) {
+            struct cmsghdr *cm;
+
+            memset(&g, 0, sizeof(g));
+            qm.msg_control = g.buf;
+            qm.msg_controllen = sizeof(g.buf);
+            cm = CMSG_FIRSTHDR(&qm);
+            cm->cmsg_level = SOL_SOCKET;
+            cm->cmsg_type = SCM_RIGHTS;
+            cm->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(cm), &give, sizeof(int));
+        }
+        do
+            n = sendmsg(chan, &qm, MSG_NOSIGNAL);
+        while (n == -1 && errno == EINTR);
+    }
     if (n == (ssize_t)sizeof(*q)) {
         do
             n = recvmsg(chan, &m, MSG_CMSG_CLOEXEC);
@@ -598,7 +715,15 @@ call(struct priv_req *q, int *got)
         return -1;
     }
     *got = fd;
+    if (value != NULL)
+        *value = r.value;
     return 0;
+}
+
+static int
+call(struct priv_req *q, int *got)
+{
+    return call_fd(q, -1, got, NULL);
 }
 
 static int
@@ -738,6 +863,8 @@ pt_priv_drop(const struct pt_conf *c, const char *conf_path, struct pt_err *err)
     close(sv[1]);
     chan = sv[0];
     helper_pid = pid;
+    /* a binary upgrade's new process, forked by the helper's child, becomes ours */
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     allow_forget(); /* the helper has the list; this process asks it */
     if (setgroups((size_t)ngroups, groups) == -1) {
         int e = errno;
@@ -922,6 +1049,27 @@ pt_priv_rescan(void)
     q->op = PRIV_RESCAN;
     call(q, &fd);
     free(q);
+}
+
+pid_t
+pt_priv_spawn_upgrade(int fd)
+{
+    struct priv_req *q = calloc(1, sizeof(*q));
+    int32_t pid = -1;
+    int got, rc;
+
+    if (q == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    q->op = PRIV_UPGRADE;
+    rc = call_fd(q, fd, &got, &pid);
+    free(q);
+    if (rc == -1)
+        return -1;
+    if (got != -1)
+        close(got);
+    return (pid_t)pid;
 }
 
 int

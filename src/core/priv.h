@@ -7,6 +7,7 @@
 #define PT_PRIV_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "core/common-t.h"
 #include "core/conf-t.h"
@@ -58,6 +59,11 @@ int pt_priv_bind(const struct pt_addr *a, unsigned flags, struct pt_err *err);
 /* Before a reload parses the configuration: the helper reads it too, and from then on also
  * opens what the new one names. No-op before the drop. Main thread. */
 void pt_priv_rescan(void);
+
+/* A binary upgrade after the drop: the helper forks the new process (root again, as at the
+ * first start: pt_upgrade_exec_successor with fd as its socket), which is reparented to this
+ * process (a child subreaper since the drop). Returns its pid, or -1 with errno. Main thread. */
+pid_t pt_priv_spawn_upgrade(int fd);
 
 /* The pid file: this process's id written to a temporary file renamed over path; removed
  * only if it still names this process. Through the helper after the drop. Main thread. */

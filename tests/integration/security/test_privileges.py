@@ -2,7 +2,7 @@
 
 Started as root with `user nobody`, portico binds, opens its logs and reads its keys as root,
 then drops to nobody in every thread, with no capability left; its privileged helper keeps uid
-0 with at most three capabilities and opens only what the configuration file names, which is
+0 with at most five capabilities and opens only what the configuration file names, which is
 how a reload still reads a renewed key only root can read, binds a port below 1024, and how a
 log reopen creates a file in a directory only root may write. Without `user`, root is refused
 (`user root;` runs as root on purpose, with a warning); a process bounded like the shipped
@@ -28,8 +28,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="privilege tests need 
 
 NOBODY = 65534
 # the capabilities the helper may keep: CAP_DAC_OVERRIDE (1), CAP_DAC_READ_SEARCH (2),
-# CAP_NET_BIND_SERVICE (10)
-HELPER_CAPS = (1 << 1) | (1 << 2) | (1 << 10)
+# CAP_SETGID (6), CAP_SETUID (7) (for a binary upgrade's new process), CAP_NET_BIND_SERVICE (10)
+HELPER_CAPS = (1 << 1) | (1 << 2) | (1 << 6) | (1 << 7) | (1 << 10)
 SETPRIV_UNIT = ["setpriv", "--bounding-set", "-all,+net_bind_service", "--inh-caps", "-all"]
 
 
@@ -145,8 +145,8 @@ def test_user_drops_every_thread_and_keeps_no_capability(tmp_path, start_portico
     assert "running as user nobody (uid 65534, gid 65534" in p.read(p.error_log)
 
 
-def test_helper_keeps_root_with_three_capabilities_and_no_socket_of_portico(tmp_path,
-                                                                          start_portico):
+def test_helper_keeps_root_with_five_capabilities_and_no_socket_of_portico(tmp_path,
+                                                                         start_portico):
     port = lib.free_port()
     p = start_portico(conf(tmp_path, plain_server(port)), [port])
     h = helper_of(p.pid)
@@ -224,7 +224,7 @@ def test_bounded_root_with_setuid_and_setgid_drops_like_the_documented_drop_in(
     for t in os.listdir("/proc/%d/task" % p.pid):
         st = status(p.pid, t)
         assert ids(st["Uid"]) == [NOBODY] * 4 and int(st["CapEff"], 16) == 0, st
-    assert int(status(helper_of(p.pid))["CapEff"], 16) == 1 << 10
+    assert int(status(helper_of(p.pid))["CapEff"], 16) == (1 << 10) | (1 << 7) | (1 << 6)
 
 
 def test_configuration_writable_by_the_user_is_warned_about(tmp_path):
