@@ -550,6 +550,40 @@ hash_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint8_t *tr
     return NULL;
 }
 
+/* A DNS version of an upstream: the same key, tables from its own server list (malloc'd, as
+ * the version is). */
+static int
+hash_version_init(struct pt_upstream *v)
+{
+    unsigned idx = pt_module_lb_hash._index;
+    const struct hash_conf *hc = v->mod[idx] != NULL ? v->mod[idx] : &hash_default_conf;
+    struct hash_conf *copy = malloc(sizeof(*copy));
+
+    if (copy == NULL)
+        return PT_ERR;
+    *copy = *hc;
+    copy->tab = build_tables(v, hc->consistent);
+    if (copy->tab == NULL) {
+        free(copy);
+        return PT_ERR;
+    }
+    v->mod[idx] = copy;
+    return PT_OK;
+}
+
+static void
+hash_version_fini(struct pt_upstream *v)
+{
+    unsigned idx = pt_module_lb_hash._index;
+    struct hash_conf *hc = v->mod[idx];
+
+    if (hc == NULL)
+        return;
+    free_tables(hc->tab);
+    free(hc);
+    v->mod[idx] = NULL;
+}
+
 static const struct pt_lb_ops hash_ops = {
     .configure = hash_configure,
     .group_init = hash_group_init,
@@ -558,6 +592,8 @@ static const struct pt_lb_ops hash_ops = {
     .on_conn = NULL,
     .on_result = NULL,
     .group_fini = hash_group_fini,
+    .version_init = hash_version_init,
+    .version_fini = hash_version_fini,
 };
 
 struct pt_module pt_module_lb_hash = {

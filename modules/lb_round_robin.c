@@ -241,12 +241,33 @@ rr_group_fini(struct pt_wupstream *g)
     g->lb_state = NULL;
 }
 
+/* A DNS version of an upstream: its own sequences, from its own server list. */
+static int
+rr_version_init(struct pt_upstream *v)
+{
+    unsigned idx = pt_module_lb_round_robin._index;
+
+    v->mod[idx] = build_shared(v);
+    return v->mod[idx] != NULL ? PT_OK : PT_ERR;
+}
+
+static void
+rr_version_fini(struct pt_upstream *v)
+{
+    unsigned idx = pt_module_lb_round_robin._index;
+
+    free_shared(v->mod[idx]);
+    v->mod[idx] = NULL;
+}
+
 static const struct pt_lb_ops rr_ops = {
     .group_init = rr_group_init,
     .pick = rr_pick,
     .on_server_state = NULL, /* down/up is static until health checks publish changes */
     .on_conn = NULL,
     .group_fini = rr_group_fini,
+    .version_init = rr_version_init,
+    .version_fini = rr_version_fini,
 };
 
 struct pt_module pt_module_lb_round_robin = {

@@ -28,6 +28,7 @@
 #include "http/explain.h"
 #include "net/tls.h"
 #include "upstream/resilience.h"
+#include "upstream/upstream.h"
 
 #ifndef PT_DEFAULT_CONF
 #define PT_DEFAULT_CONF "/etc/portico/portico.conf"
@@ -348,6 +349,8 @@ reload(struct ev_loop *loop)
     }
     if (pt_health_start(loop, conf, &err) != PT_OK)
         pt_log(PT_LOG_ERROR, "reload: %s", err.msg);
+    if (pt_resolve_start(loop, conf, &err) != PT_OK) /* follows the new snapshot's names */
+        pt_log(PT_LOG_ERROR, "reload: %s", err.msg);
     {
         char status[128];
 
@@ -390,6 +393,7 @@ on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
            strsignal(w->signum), (long long)runtime.conf->shutdown_timeout);
     pt_runtime_stop(&runtime);
     pt_health_stop();
+    pt_resolve_stop();
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -435,6 +439,7 @@ upgrade_commit(pid_t pid)
            "(%lldms)", (long)pid, (long long)(t / 2), (long long)t);
     pt_runtime_handover(&runtime);
     pt_health_stop();
+    pt_resolve_stop();
     ev_break(runtime.main_loop, EVBREAK_ALL);
 }
 
@@ -477,6 +482,7 @@ upgrade_give_up(void)
     exit_code = 1;
     pt_runtime_stop(&runtime);
     pt_health_stop();
+    pt_resolve_stop();
     ev_break(runtime.main_loop, EVBREAK_ALL);
 }
 
@@ -666,6 +672,8 @@ main(int argc, char **argv)
     if (pt_runtime_start(&runtime, &err) != PT_OK)
         return start_failed(err.msg);
     if (pt_health_start(loop, conf, &err) != PT_OK)
+        return start_failed(err.msg);
+    if (pt_resolve_start(loop, conf, &err) != PT_OK)
         return start_failed(err.msg);
     for (unsigned i = 0; i < conf->n_listens; i++)
         pt_log(PT_LOG_NOTICE, "listening on %s", conf->listens[i]->addr.name);

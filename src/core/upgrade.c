@@ -293,10 +293,22 @@ commit(pid_t pid)
     struct pt_err err = {{0}};
     char state[128];
 
+    /* systemd follows the new process (a MAINPID change from the main process itself needs no
+     * NotifyAccess=all): told before "go", so that it hears of the new main process before
+     * the new process's READY=1, which "go" allows */
+    snprintf(state, sizeof(state), "MAINPID=%ld\nSTATUS=handed over to pid %ld, draining",
+             (long)pid, (long)pid);
+    if (pt_notify_send(state, &err) == PT_ERR)
+        pt_log(PT_LOG_WARN, "cannot tell the service manager the new main pid %ld: %s",
+               (long)pid, err.msg);
     pt_handoff_begin(up.out, "go");
     if (pt_handoff_end(up.out) != PT_OK || pt_handoff_flush(up.out, &err) != PT_OK) {
         /* PT_AGAIN cannot be: everything before went (the new process read "end") */
         /* the rest of the handoff went (it came before "ready"), so this is a dead peer */
+        struct pt_err nerr = {{0}};
+
+        snprintf(state, sizeof(state), "MAINPID=%ld", (long)getpid());
+        pt_notify_send(state, &nerr); /* still the main process, after all */
         upgrade_failed("cannot tell the new process (pid %ld) to go: %s", (long)pid,
                        err.msg[0] ? err.msg : "out of memory");
         return;
@@ -307,13 +319,6 @@ commit(pid_t pid)
     ev_timer_stop(up.loop, &up.timer);
     /* the socket stays open until this process exits: its end tells the new process that the
      * previous generation is gone */
-    /* systemd follows the new process (a MAINPID change from the main process itself needs no
-     * NotifyAccess=all); sent before this process can exit */
-    snprintf(state, sizeof(state), "MAINPID=%ld\nSTATUS=handed over to pid %ld, draining",
-             (long)pid, (long)pid);
-    if (pt_notify_send(state, &err) == PT_ERR)
-        pt_log(PT_LOG_WARN, "cannot tell the service manager the new main pid %ld: %s",
-               (long)pid, err.msg);
     up.commit(pid);
 }
 

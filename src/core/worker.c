@@ -512,6 +512,14 @@ run_posts(struct pt_worker *w)
     } while (n == PT_ARRAY_LEN(batch));
 }
 
+unsigned
+pt_runtime_workers(void)
+{
+    struct pt_runtime *rt = the_runtime;
+
+    return rt != NULL && rt->workers != NULL ? rt->n_workers : 0;
+}
+
 bool
 pt_runtime_post(void (*fn)(struct pt_worker *w, void *arg), void *arg)
 {

@@ -42,6 +42,8 @@ void pt_runtime_stop(struct pt_runtime *rt);
 /* Waits for the workers, closes sockets, drops the snapshot. Main thread. */
 void pt_runtime_join(struct pt_runtime *rt);
 
+/* How many workers pt_runtime_post() runs a function on (0 before they are made). Any thread. */
+unsigned pt_runtime_workers(void);
 /* Runs fn(w, arg) on every worker's own thread, soon (ev_async). arg must stay valid until
  * then (snapshot objects do). Any thread; false when a worker's queue could not grow. */
 bool pt_runtime_post(void (*fn)(struct pt_worker *w, void *arg), void *arg);

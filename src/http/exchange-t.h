@@ -19,6 +19,7 @@
 struct pt_exchange;
 struct pt_worker;
 struct pt_relay;
+struct pt_compress;
 
 /* Frontend side, implemented by each frontend codec (h1 server today, h2 server next). All calls
  * happen on the worker thread; none frees the exchange. */
@@ -26,7 +27,9 @@ struct pt_fe_ops {
     /* The response head is in x->status / x->resp. Returns PT_OK, or PT_AGAIN when the frontend's
      * output is over its cap (the caller stops producing until resume), or PT_ERR. */
     int (*send_head)(struct pt_exchange *x);
-    /* Response payload bytes (copied). Same returns as send_head. */
+    /* Response payload bytes (copied). Same returns as send_head. With len 0 nothing is sent
+     * and the answer is the frontend's state: PT_AGAIN while its output is over the cap (it
+     * then calls be->resume once drained), which a filter holding bytes passes on. */
     int (*send_body)(struct pt_exchange *x, const char *data, size_t len);
     /* Response payload as a whole chunk ([rpos, wpos)), taken over without a copy; the caller
      * never touches it again. Same returns as send_head. */
@@ -155,6 +158,8 @@ struct pt_exchange {
     unsigned resp_head_only : 1; /* the backend ended the response with its head (h2
                                   * END_STREAM on HEADERS, e.g. gRPC trailers-only) */
     uint64_t resp_body_bytes;    /* payload sent to the client */
+    struct pt_compress *compress; /* the compression filter while it sits in `fe` (compress.c);
+                                   * released with the exchange */
 
     /* upstream */
     struct pt_upstream *up;

@@ -12,10 +12,12 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "core/worker.h"
+#include "http/compress.h"
 #include "http/errors.h"
 #include "http/exchange.h"
 #include "http/headers.h"
 #include "http/trace.h"
+#include "upstream/upstream.h"
 
 struct exchange_box {
     struct pt_reapable reap;
@@ -149,6 +151,8 @@ exchange_free(struct pt_reapable *r)
     struct exchange_box *b = pt_container_of(r, struct exchange_box, reap);
     struct pt_exchange *x = &b->x;
 
+    pt_compress_release(x);
+    pt_upstream_unref(x->up); /* a DNS version of its upstream, if it used one */
     pt_chain_free(&x->w->chunks, &x->req_body);
     pt_chain_free(&x->w->chunks, &x->replay);
     pt_arena_free(&x->arena);

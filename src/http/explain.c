@@ -121,6 +121,9 @@ print_upstream_line(FILE *out, const struct pt_upstream *up)
     for (unsigned i = 0; i < up->n_servers; i++)
         fprintf(out, "%s %s%s%s", i > 0 ? "," : "", up->servers[i]->name,
                 up->servers[i]->backup ? " (backup)" : "", up->servers[i]->down ? " (down)" : "");
+    for (unsigned i = 0; i < up->n_resolve; i++)
+        fprintf(out, "%s %s%s (resolve)", i > 0 || up->n_servers > 0 ? "," : "",
+                up->resolve[i]->srv ? "SRV " : "", up->resolve[i]->query);
     fprintf(out, "\n");
 }
 
@@ -394,6 +397,12 @@ static void
 print_backend_request(FILE *out, struct pt_exchange *x)
 {
     const struct pt_upstream *up = x->up;
+
+    if (up->n_servers == 0) {
+        fprintf(out, "  (no server yet: the upstream's `resolve` names did not resolve; the "
+                     "request would get 503)\n");
+        return;
+    }
 
     if (up->protocol == PT_PROTO_H2) {
         nghttp2_nv nv[256];

@@ -922,12 +922,13 @@ fe_send_body(struct pt_exchange *x, const char *data, size_t len)
 
     if (st->c->closing)
         return PT_ERR;
-    if (len == 0 || x->resp_no_body)
-        return PT_OK;
-    x->resp_body_bytes += len;
-    if (pt_chain_append(&st->c->w->chunks, &st->out, data, len) != PT_OK)
-        return PT_ERR;
-    resume_stream_data(st);
+    if (len > 0 && !x->resp_no_body) {
+        x->resp_body_bytes += len;
+        if (pt_chain_append(&st->c->w->chunks, &st->out, data, len) != PT_OK)
+            return PT_ERR;
+        resume_stream_data(st);
+    }
+    /* with len 0 too: a filter holding bytes asks where the stream stands */
     if (st->out.bytes >= PT_OUT_CAP) {
         st->out_full = 1;
         return PT_AGAIN;

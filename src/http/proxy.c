@@ -12,6 +12,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "http/compress.h"
 #include "http/errors.h"
 #include "http/exchange.h"
 #include "http/headers.h"
@@ -129,12 +130,17 @@ pt_proxy_forward_headers(struct pt_exchange *x)
 static void
 answer_error(struct pt_exchange *x, unsigned status, enum pt_perr perr, const char *details)
 {
-    char body[64];
+    char body[160];
 
     x->perr = (uint8_t)perr;
     x->perr_details = details;
 
-    snprintf(body, sizeof(body), "%u %s\n", status, pt_status_reason(status));
+    if (status == 503 && x->up != NULL && x->up->n_servers == 0)
+        /* an upstream of `resolve` lines none of which has resolved yet */
+        snprintf(body, sizeof(body), "503 Service Unavailable: no backend address yet (the "
+                 "upstream's server names do not resolve)\n");
+    else
+        snprintf(body, sizeof(body), "%u %s\n", status, pt_status_reason(status));
     /* 503s from saturation or an empty queue say when to come back */
     if (status == 503)
         pt_exchange_respond_with(x, status, body, "Retry-After", "1");
@@ -233,13 +239,40 @@ pt_proxy_release(struct pt_exchange *x)
         pt_upstream_release(pt_upstream_group(x->w, x->up), &x->att);
 }
 
+/* A request between attempts whose upstream got a new server list from DNS meanwhile moves to
+ * it: the servers it tried are marked tried in the new list (by address). PT_OK or PT_ERR. */
+static int
+rebase(struct pt_exchange *x, struct pt_upstream *v)
+{
+    uint8_t *tried = pt_arena_calloc(&x->arena, v->n_servers + 1);
+
+    if (tried == NULL)
+        return PT_ERR;
+    for (unsigned i = 0; i < x->up->n_servers; i++) {
+        if (!x->tried[i])
+            continue;
+        for (unsigned j = 0; j < v->n_servers; j++)
+            if (strcmp(v->servers[j]->addr.name, x->up->servers[i]->addr.name) == 0)
+                tried[j] = 1;
+    }
+    pt_upstream_ref(v);
+    pt_upstream_unref(x->up);
+    x->up = v;
+    x->tried = tried;
+    return PT_OK;
+}
+
 /* The balancer's choice for x. A request that started before a reload keeps its snapshot's
- * servers, but the balancer was rebuilt on the new list: it gets no other server. */
+ * servers, but the balancer was rebuilt on the new list: it gets no other server. One that
+ * started before a DNS change moves to the new list. */
 static struct pt_server *
 pick(struct pt_exchange *x)
 {
     struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
 
+    if (g->up != x->up && g->up->origin == x->up->origin && !x->att.counted &&
+        rebase(x, g->up) != PT_OK)
+        return NULL;
     return g->up == x->up ? pt_upstream_pick(g, x, x->tried) : NULL;
 }
 
@@ -255,7 +288,7 @@ dequeue(struct pt_exchange *x)
     ev_timer_stop(x->w->loop, &x->qtimer);
     pt_list_remove(&x->qlink);
     g->n_queued--;
-    atomic_fetch_sub_explicit(&x->up->_pending, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&x->up->origin->_pending, 1, memory_order_relaxed);
     x->be = NULL;
     x->be_ctx = NULL;
     if (g->n_queued == 0)
@@ -320,10 +353,11 @@ static bool
 enqueue(struct pt_exchange *x)
 {
     struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
-    unsigned n = atomic_fetch_add_explicit(&x->up->_pending, 1, memory_order_relaxed);
+    /* counted on the snapshot's upstream, whichever DNS version the request uses */
+    unsigned n = atomic_fetch_add_explicit(&x->up->origin->_pending, 1, memory_order_relaxed);
 
     if ((int64_t)n >= x->up->res.max_pending) {
-        atomic_fetch_sub_explicit(&x->up->_pending, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&x->up->origin->_pending, 1, memory_order_relaxed);
         return false;
     }
     pt_list_insert_tail(&g->queue, &x->qlink);
@@ -373,13 +407,18 @@ proxy_try(struct pt_exchange *x, bool allow_reuse)
                 return;
             pt_log(PT_LOG_ERROR, "upstream \"%s\": no server available for %s %.*s%s request_id=%s",
                    x->up->name, x->method_name, (int)PT_MIN(x->target_len, 200), x->target,
-                   saturated ? " (all at max_conns)" : "", pt_request_id(x));
+                   saturated                ? " (all at max_conns)"
+                   : x->up->n_servers == 0 ? " (no address: its names do not resolve)"
+                                           : "",
+                   pt_request_id(x));
             if (saturated)
                 answer_error(x, 503, PT_PERR_CONNECTION_LIMIT_REACHED,
                              x->up->res.max_pending > 0 ? "every server at max_conns, queue full"
                                                         : "every server at max_conns");
             else
-                answer_error(x, 503, PT_PERR_DESTINATION_UNAVAILABLE, "no server available");
+                answer_error(x, 503, PT_PERR_DESTINATION_UNAVAILABLE,
+                             x->up->n_servers == 0 ? "no server address: the names do not resolve"
+                                                   : "no server available");
         } else {
             struct pt_x_attempt *a = current(x);
 
@@ -403,8 +442,10 @@ proxy_handle(struct pt_exchange *x, const void *conf)
 {
     const struct pt_location *loc = conf;
 
-    x->up = loc->upstream;
-    x->tried = pt_arena_calloc(&x->arena, x->up->n_servers);
+    /* the newest server list this worker has (DNS changes), held until the exchange ends */
+    x->up = pt_upstream_live(x->w, loc->upstream);
+    pt_upstream_ref(x->up);
+    x->tried = pt_arena_calloc(&x->arena, x->up->n_servers + 1);
     if (x->tried == NULL)
         return PT_ERR;
     /* keep a copy of the body for a retry only when it can fit */
@@ -592,6 +633,7 @@ pt_proxy_response_head(struct pt_exchange *x)
     if (x->n_attempts > 1)
         pt_proxy_status_relayed(x);
     pt_trace_response(x, false);
+    pt_compress_attach(x); /* decides at send_head, once the head is final */
     return PT_OK;
 }
 

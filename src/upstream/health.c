@@ -311,9 +311,10 @@ pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err)
 {
     unsigned n = 0, k = 0;
 
+    /* the running server lists: the newest versions DNS made (resolve.c) */
     for (unsigned i = 0; i < pt_upstream_main(conf)->n_upstreams; i++)
         if (pt_upstream_main(conf)->upstreams[i]->res.health.enabled)
-            n += pt_upstream_main(conf)->upstreams[i]->n_servers;
+            n += pt__upstream_current(pt_upstream_main(conf)->upstreams[i])->n_servers;
     if (n == 0)
         return PT_OK;
     probes = calloc(n, sizeof(*probes));
@@ -321,7 +322,7 @@ pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err)
         return pt_err_set(err, "out of memory for health checks");
     srand48((long)pt_now_ms() ^ (long)getpid());
     for (unsigned i = 0; i < pt_upstream_main(conf)->n_upstreams; i++) {
-        struct pt_upstream *up = pt_upstream_main(conf)->upstreams[i];
+        struct pt_upstream *up = pt__upstream_current(pt_upstream_main(conf)->upstreams[i]);
 
         if (!up->res.health.enabled)
             continue;
@@ -332,8 +333,9 @@ pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err)
             p->srv = up->servers[j];
             p->h = &up->res.health;
             p->fd = -1;
-            /* a server found down before a reload or an upgrade starts down: a passing check
-             * counts towards `rise` and brings it back, a failing one changes nothing */
+            /* a server found down before a reload, an upgrade or a DNS change starts down: a
+             * passing check counts towards `rise` and brings it back, a failing one changes
+             * nothing */
             p->run.down = atomic_load_explicit(&p->srv->_check_down, memory_order_relaxed) != 0;
             ev_timer_init(&p->timer, on_timer, 0., 0.);
             /* jitter: the first check lands anywhere in the first interval */

@@ -34,6 +34,13 @@ struct pt_lb_ops {
      * failure), in seconds, and whether it succeeded. May be NULL. */
     void (*on_result)(struct pt_wupstream *g, struct pt_server *s, double latency, int ok);
     void (*group_fini)(struct pt_wupstream *g);
+    /* A new server list for an upstream: v is a version made by DNS re-resolution (resolve.c),
+     * a copy of its snapshot's upstream whose up->mod[module index] still holds what the
+     * module built for the snapshot's list. A module that keeps tables built from the server
+     * list there replaces them with its own for v (version_init, main thread; PT_OK or PT_ERR)
+     * and frees them when v goes (version_fini, any thread). Both may be NULL. */
+    int (*version_init)(struct pt_upstream *v);
+    void (*version_fini)(struct pt_upstream *v);
 };
 
 #endif

@@ -33,6 +33,8 @@ struct pt_server {
     unsigned max_conns; /* 0 = unlimited */
     unsigned backup : 1;
     unsigned down : 1;
+    int resolve_line;   /* the `resolve` line it came from (index in upstream->resolve), or -1
+                         * for a server whose addresses were fixed at load */
     /* Runtime state shared by all threads (relaxed atomics; the snapshot is otherwise
      * immutable). Health is written by the main thread's prober, the rest by workers. */
     atomic_uint _active;          /* in-flight requests, for max_conns and load-aware policies */
@@ -41,6 +43,23 @@ struct pt_server {
     atomic_uint _consec_fail;     /* consecutive failures seen by outlier detection */
     atomic_uint _ejections;       /* ejections so far (backoff exponent) */
     atomic_int_fast64_t _usable_since; /* pt_now_ms() when it last became usable (slow start) */
+};
+
+/* A `server NAME:PORT resolve` or `server NAME service=S resolve` line: its name is resolved
+ * again while portico runs, and its servers follow the answers (resolve.c). Owner: the snapshot
+ * arena. */
+struct pt_resolve_line {
+    const char *host;    /* NAME as written */
+    const char *query;   /* the name asked: NAME, or the SRV name built from service= */
+    unsigned port;       /* 0 with service= (the SRV records give the ports) */
+    unsigned srv : 1;    /* SRV records, then the addresses of their targets */
+    unsigned weight, max_conns;
+    unsigned backup : 1, down : 1;
+    int line, col;
+    /* set at load by resolve.c: when to ask again (ev_time() seconds), and whether the name
+     * resolved then (else the line has no server until it does) */
+    double next_at;
+    unsigned resolved : 1;
 };
 
 enum pt_backend_proto {
@@ -57,6 +76,17 @@ struct pt_upstream {
     unsigned n_slots;  /* server slots used so far by this name (>= n_servers) */
     struct pt_server **servers;
     unsigned n_servers;
+    struct pt_resolve_line **resolve; /* lines re-resolved at run time (n_resolve of them) */
+    unsigned n_resolve;
+    /* An upstream with `resolve` lines gets a new *version* of itself whenever their answers
+     * change (resolve.c): a copy of the snapshot's upstream with another server list, made by
+     * the main thread and handed to every worker the way a reload hands a snapshot. `origin`
+     * is the snapshot's upstream (itself for the snapshot's); versions are reference-counted
+     * (the resolver, each worker's group, each exchange that uses one) and freed with the last
+     * reference; the snapshot's upstream is never freed on its own (_refs unused). */
+    struct pt_upstream *origin;
+    unsigned version : 1;
+    atomic_int _refs;
     const struct pt_module *lb; /* PT_MODULE_LB */
     int64_t keepalive;          /* idle connections kept per worker per server */
     pt_msec keepalive_timeout;
@@ -87,10 +117,21 @@ struct pt_wupstreams {
     unsigned n;
 };
 
+/* `resolver` and `resolver_timeout` (main level): how `resolve` lines are resolved. */
+struct pt_resolver_conf {
+    const char *servers; /* "ip:port,[ip6]:port" for c-ares; NULL: the system's resolv.conf */
+    pt_msec ttl_min, ttl_max; /* an answer is asked again after its TTL, clamped to these */
+    pt_msec timeout;     /* resolver_timeout: one resolution, all tries */
+    int ipv4, ipv6;      /* ask for A / AAAA records */
+    unsigned set : 1;
+    int line, col;
+};
+
 /* The upstream subsystem's part of the snapshot (its main-level slot): every upstream block. */
 struct pt_upstream_main {
     struct pt_upstream **upstreams;
     unsigned n_upstreams;
+    struct pt_resolver_conf resolver;
 };
 
 

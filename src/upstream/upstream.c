@@ -107,6 +107,23 @@ rebind_pools(struct pt_wupstream *g)
     }
 }
 
+/* ---- versions: upstreams whose `resolve` lines changed --------------------------------- */
+
+void
+pt_upstream_ref(struct pt_upstream *up)
+{
+    if (up != NULL && up->version)
+        atomic_fetch_add_explicit(&up->_refs, 1, memory_order_relaxed);
+}
+
+void
+pt_upstream_unref(struct pt_upstream *up)
+{
+    if (up != NULL && up->version &&
+        atomic_fetch_sub_explicit(&up->_refs, 1, memory_order_acq_rel) == 1)
+        pt__upstream_version_free(up);
+}
+
 static int
 group_attach(struct pt_worker *w, struct pt_upstream *up)
 {
@@ -132,10 +149,16 @@ group_attach(struct pt_worker *w, struct pt_upstream *up)
             old->group_fini(g); /* the balancer starts again on the new server list */
         g->lb_state = NULL;
     }
+    if (g->up != up) {
+        pt_upstream_ref(up); /* a version is the group's while it is the newest here */
+        pt_upstream_unref(g->up);
+    }
     g->up = up;
     g->retired = 0;
     if (group_servers(g, up) != PT_OK)
         return PT_ERR;
+    if (up->n_servers == 0)
+        return PT_OK; /* no balancer on an empty list: nothing to pick until names resolve */
     if (ops->group_init(g) != PT_OK) {
         pt_log(PT_LOG_ERROR, "balancer %s failed for upstream \"%s\"", up->lb->name, up->name);
         return PT_ERR;
@@ -229,6 +252,7 @@ upstream_worker_fini(struct pt_worker *w)
             SSL_SESSION_free(g->servers[j]->tls_session);
             free(g->servers[j]);
         }
+        pt_upstream_unref(g->up);
         free(g->servers);
         free(g);
     }
@@ -246,17 +270,23 @@ server_changed(struct pt_worker *w, void *arg)
     struct pt_wserver *ws;
 
     if (w->mod[pt_module_upstream._index] == NULL)
-        return;
+        goto out;
     g = pt_upstream_group(w, s->upstream);
-    if (ops->on_server_state != NULL)
+    /* a server of another list than the balancer's (a reload or a DNS change came in between):
+     * the balancer was built since, from the shared state */
+    if (ops->on_server_state != NULL && g->up == s->upstream && g->up->n_servers > 0)
         ops->on_server_state(g, s);
+    if (s->slot >= g->n_servers || g->servers[s->slot] == NULL)
+        goto out;
     ws = pt_upstream_wserver(g, s);
     if (!atomic_load_explicit(&s->_check_down, memory_order_relaxed))
-        return;
+        goto out;
     for (struct pt_list *e = ws->pinned.next, *next; e != &ws->pinned; e = next) {
         next = e->next;
         pt_container_of(e, struct pt_pin, link)->down(pt_container_of(e, struct pt_pin, link));
     }
+out:
+    pt_upstream_unref(s->upstream); /* the post's */
 }
 
 void
@@ -276,7 +306,41 @@ pt_upstream_unpin(struct pt_pin *p)
 void
 pt_upstream_server_changed(struct pt_server *s)
 {
-    pt_runtime_post(server_changed, s); /* a worker that misses it still sees the state */
+    /* a version's server must live until every worker has run the post */
+    for (unsigned i = 0; s->upstream->version && i < pt_runtime_workers(); i++)
+        pt_upstream_ref(s->upstream);
+    if (!pt_runtime_post(server_changed, s)) /* a worker that misses it still sees the state */
+        pt_log(PT_LOG_ERROR, "server %s in %s: a worker could not be told of its new state",
+               s->name, s->upstream->name);
+}
+
+/* A DNS change: the worker takes version v of an upstream, if it still serves that upstream's
+ * snapshot (a reload may have come first), the way a reload's worker_reload does: same slots,
+ * pools carried over, the balancer rebuilt, the servers that went retired. */
+static void
+version_switch(struct pt_worker *w, void *arg)
+{
+    struct pt_upstream *v = arg;
+    struct pt_wupstreams *t = table(w);
+    struct pt_wupstream *g = t != NULL && v->slot < t->n ? t->g[v->slot] : NULL;
+
+    if (g != NULL && !g->retired && g->up != NULL && g->up->origin == v->origin && g->up != v) {
+        if (group_attach(w, v) != PT_OK)
+            pt_log(PT_LOG_ERROR, "upstream \"%s\": cannot switch to its new server list",
+                   v->name);
+        rebind_pools(g);
+    }
+    pt_upstream_unref(v); /* the post's */
+}
+
+bool
+pt__upstream_version_publish(struct pt_upstream *v)
+{
+    unsigned n = pt_runtime_workers();
+
+    for (unsigned i = 0; i < n; i++)
+        pt_upstream_ref(v);
+    return pt_runtime_post(version_switch, v);
 }
 
 struct pt_module pt_module_upstream = {
@@ -314,6 +378,8 @@ pt_upstream_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint
 {
     const struct pt_lb_ops *ops = g->up->lb->ops;
 
+    if (g->up->n_servers == 0)
+        return NULL;
     return ops->pick(g, x, tried);
 }
 

@@ -34,12 +34,42 @@ struct pt_upstream *pt_upstream_find(struct pt_conf *c, const char *name);
  * line starting with indent: what `portico -t -v` and `portico explain` show. Main thread. */
 void pt_upstream_print(const struct pt_upstream *up, FILE *out, const char *indent);
 
+/* Servers from DNS (resolve.c). Starts re-resolving the `resolve` lines of conf's upstreams on
+ * the main loop (their load-time answers are where they start; a reference on conf is kept);
+ * called at start and after each reload, which switches to the new snapshot (PT_OK at once
+ * when conf is the one already followed). Stop drops everything. Main thread. */
+int pt_resolve_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err);
+void pt_resolve_stop(void);
+
 /* Internal: the configuration hooks of pt_module_upstream (upstream_conf.c). */
 extern const struct pt_directive pt_upstream_directives[];
 void *pt__upstream_conf_create(struct pt_conf_ctx *cx, unsigned level);
 int pt__upstream_conf_validate(struct pt_conf_ctx *cx);
 void pt__upstream_conf_release(struct pt_conf *c);
 void pt__upstream_conf_adopt(struct pt_conf *c, struct pt_conf *old);
+/* Internal (upstream_conf.c, resolve.c): appends a server per address (see upstream_conf.c). */
+int pt__upstream_add_servers(struct pt_conf_ctx *cx, struct pt_upstream *up, const char *host,
+                             bool named, const struct pt_addr *addrs, unsigned n,
+                             unsigned weight, unsigned max_conns, unsigned backup, unsigned down,
+                             int resolve_idx);
+/* Internal (resolve.c): the `resolver` directive; the resolver settings' unset state; the
+ * load-time resolution of every `resolve` line of the snapshot being validated (warnings for
+ * names that do not resolve); the smallest TTL of a DNS message's answers of a type. */
+int pt__set_resolver(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf);
+void pt__resolver_conf_unset(struct pt_resolver_conf *rc);
+int pt__resolve_load(struct pt_conf_ctx *cx);
+int64_t pt__dns_answer_min_ttl(const unsigned char *m, size_t n, unsigned type);
+
+/* Versions (upstream-t.h): a reference on up when it is one (no-op for a snapshot's upstream).
+ * Any thread. The last unref frees the version. */
+void pt_upstream_ref(struct pt_upstream *up);
+void pt_upstream_unref(struct pt_upstream *up);
+/* Internal (resolve.c, upstream.c): frees a version; hands a new version to every worker
+ * (false when a worker's queue could not grow); the newest version of a snapshot's upstream as
+ * the main thread knows it (up itself when there is none). Main thread, except the free. */
+void pt__upstream_version_free(struct pt_upstream *v);
+bool pt__upstream_version_publish(struct pt_upstream *v);
+struct pt_upstream *pt__upstream_current(struct pt_upstream *up);
 /* Binary upgrade: writes, and reads back in the new process, each server's shared state (the
  * same as pt__upstream_conf_adopt carries). Main thread. */
 void pt__upstream_upgrade_save(struct pt_conf *c, struct pt_handoff *h);
@@ -51,6 +81,16 @@ static inline struct pt_wupstream *
 pt_upstream_group(struct pt_worker *w, const struct pt_upstream *up)
 {
     return ((struct pt_wupstreams *)w->mod[pt_module_upstream._index])->g[up->slot];
+}
+
+/* The server list a new request on worker w uses for the snapshot's upstream up: the newest
+ * version this worker has of it (DNS changes), or up itself. Take a reference to keep it. */
+static inline struct pt_upstream *
+pt_upstream_live(struct pt_worker *w, struct pt_upstream *up)
+{
+    struct pt_upstream *g = pt_upstream_group(w, up)->up;
+
+    return g != NULL && g->origin == up ? g : up;
 }
 
 /* The worker state (pool, counters) of server s in group g, of whichever snapshot. */

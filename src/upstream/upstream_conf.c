@@ -2,6 +2,7 @@
 /* The upstream subsystem's configuration: `upstream NAME { ... }` blocks, their `server` lines
  * (a host name becomes one server per address), balancing policy, backend protocol, pool and
  * timeout settings, and TLS to the servers. Registered through pt_module_upstream. */
+#include <arpa/inet.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,82 +46,154 @@ set_upstream_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
     return pt_conf_block_open(cx, PT_CTX_UPSTREAM, up, up->mod);
 }
 
-/* `server ADDRESS [params]`: one struct pt_server per address the host resolves to (nginx's
- * rule), so a name with an A and an AAAA record is two servers; each gets the line's
- * parameters, including the full weight. Resolved once, here. */
-static int
-set_upstream_server(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+/* True for a host name (not an IPv4 or IPv6 literal) that DNS could be asked about: labels of
+ * letters, digits, '-' and '_' (SRV labels), separated by dots, at most 253 characters. */
+static bool
+dns_name_ok(const char *h)
 {
-    struct pt_upstream *up = cx->block;
+    size_t n = strlen(h), label = 0;
+
+    if (n == 0 || n > 253 || h[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = h[i];
+
+        if (c == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_') || ++label > 63)
+            return false;
+    }
+    return true;
+}
+
+/* `server NAME[:PORT] [service=S] resolve ...`: the line is kept (up->resolve) and its servers
+ * come from the resolver (resolve.c), at load and whenever the answers change. */
+static int
+resolve_line(struct pt_conf_ctx *cx, struct pt_upstream *up, const char *service,
+             unsigned weight, bool weight_set, unsigned max_conns, unsigned backup,
+             unsigned down)
+{
     struct pt_arena *a = &cx->conf->arena;
     const char *arg = cx->args[1];
-    const char *end = arg[0] == '[' ? strchr(arg, ']') : strrchr(arg, ':');
-    const char *host;
-    unsigned weight = 1, max_conns = 0, backup = 0, down = 0;
-    struct pt_addr *addrs;
-    unsigned n_addrs;
-    bool named = false;
-    struct pt_err err;
-    uint64_t n;
+    const char *colon = strrchr(arg, ':');
+    struct pt_resolve_line *rl = pt_arena_calloc(a, sizeof(*rl));
+    struct in6_addr scratch;
+    uint64_t port = 0;
 
-    if (pt_addr_resolve(arg, a, &addrs, &n_addrs, &named, &err) != PT_OK)
-        return pt_conf_error(cx, 1, "%s", err.msg);
-    /* pt_addr_resolve checked the form: `end` is the bracket or the port's colon */
-    host = arg[0] == '[' ? pt_arena_strndup(a, arg + 1, (size_t)(end - arg - 1))
-                         : pt_arena_strndup(a, arg, (size_t)(end - arg));
-    if (host == NULL)
+    if (rl == NULL)
         return pt_conf_error(cx, 1, "out of memory");
-    for (unsigned i = 2; i <= cx->nargs; i++) {
-        const char *p = cx->args[i];
-
-        if (strncmp(p, "weight=", 7) == 0) {
-            if (pt_parse_uint(p + 7, 1000, &n) != PT_OK || n == 0)
-                return pt_conf_error(cx, i, "invalid weight \"%s\" (1-1000)", p + 7);
-            weight = (unsigned)n;
-        } else if (strncmp(p, "max_conns=", 10) == 0) {
-            if (pt_parse_uint(p + 10, 1000000, &n) != PT_OK)
-                return pt_conf_error(cx, i, "invalid max_conns \"%s\"", p + 10);
-            max_conns = (unsigned)n;
-        } else if (strcmp(p, "backup") == 0) {
-            backup = 1;
-        } else if (strcmp(p, "down") == 0) {
-            down = 1;
-        } else {
-            return pt_conf_error(cx, i,
-                                 "invalid server parameter \"%s\" (weight=, max_conns=, backup, "
-                                 "down)",
-                                 p);
-        }
+    if (arg[0] == '[')
+        return pt_conf_error(cx, 1, "\"resolve\" needs a host name, not an address");
+    if (service != NULL) {
+        if (colon != NULL)
+            return pt_conf_error(cx, 1, "no port with service= (the SRV records give the "
+                                 "ports): \"%s\"", arg);
+        if (weight_set)
+            return pt_conf_error(cx, 1, "no weight= with service= (the SRV records give the "
+                                 "weights)");
+        rl->host = arg;
+    } else {
+        if (colon == NULL || pt_parse_uint(colon + 1, 65535, &port) != PT_OK || port == 0)
+            return pt_conf_error(cx, 1, "invalid address \"%s\" (expected NAME:PORT, or "
+                                 "NAME service=... for SRV records)", arg);
+        rl->host = pt_arena_strndup(a, arg, (size_t)(colon - arg));
     }
-    for (unsigned k = 0; k < n_addrs; k++) {
+    if (rl->host == NULL)
+        return pt_conf_error(cx, 1, "out of memory");
+    if (inet_pton(AF_INET, rl->host, &scratch) == 1)
+        return pt_conf_error(cx, 1, "\"resolve\" needs a host name, not an address");
+    if (!dns_name_ok(rl->host))
+        return pt_conf_error(cx, 1, "invalid host name \"%s\"", rl->host);
+    if (service != NULL) {
+        char q[300];
+
+        /* nginx's rule: "http" means _http._tcp.NAME; a name with a dot is used as given
+         * ("_ldap._udp" gives _ldap._udp.NAME) */
+        if (strchr(service, '.') != NULL)
+            snprintf(q, sizeof(q), "%s.%s", service, rl->host);
+        else
+            snprintf(q, sizeof(q), "_%s._tcp.%s", service, rl->host);
+        if (service[0] == '\0' || !dns_name_ok(q))
+            return pt_conf_error(cx, 1, "invalid service \"%s\"", service);
+        rl->query = pt_arena_strdup(a, q);
+        rl->srv = 1;
+    } else {
+        rl->query = rl->host;
+        rl->port = (unsigned)port;
+    }
+    rl->weight = weight;
+    rl->max_conns = max_conns;
+    rl->backup = backup;
+    rl->down = down;
+    rl->line = cx->lines[1];
+    rl->col = cx->cols[1];
+    for (unsigned i = 0; i < up->n_resolve; i++) {
+        const struct pt_resolve_line *o = up->resolve[i];
+
+        if (o->port == rl->port && o->srv == rl->srv && strcasecmp(o->query, rl->query) == 0)
+            return pt_conf_error(cx, 1, "duplicate server \"%s\" in upstream \"%s\"", arg,
+                                 up->name);
+    }
+    if (rl->query == NULL || PT_CONF_PUSH(a, &up->resolve, &up->n_resolve, rl) != PT_OK)
+        return pt_conf_error(cx, 1, "out of memory");
+    return PT_OK;
+}
+
+/* Appends the servers of addresses addrs[0..n) to up, each with the line's parameters (see
+ * set_upstream_server); resolve_idx is the `resolve` line they came from, or -1. host is the
+ * name as written, for SNI and the log (named: a host name, shown as "NAME (ADDRESS)"; else an
+ * IP literal, shown as the address). Also used by resolve.c for the answers found at load.
+ * PT_OK, or PT_ERR after reporting. */
+int
+pt__upstream_add_servers(struct pt_conf_ctx *cx, struct pt_upstream *up, const char *host,
+                         bool named, const struct pt_addr *addrs, unsigned n, unsigned weight,
+                         unsigned max_conns, unsigned backup, unsigned down, int resolve_idx)
+{
+    struct pt_arena *a = &cx->conf->arena;
+
+    for (unsigned k = 0; k < n; k++) {
+        struct pt_server *s;
+        char *name;
+        size_t len;
+
         for (unsigned i = 0; i < up->n_servers; i++) {
             const struct pt_server *o = up->servers[i];
 
             if (strcmp(o->addr.name, addrs[k].name) != 0)
                 continue;
-            /* the same line twice: the same literal address, or the same name and port */
+            /* two lines that reach one address would be two servers with one hash and sticky
+             * key and separate max_conns counts: a configuration mistake, said as such; a
+             * `resolve` line's answer that another line has is only skipped (DNS may change
+             * it again), with a warning */
+            if (resolve_idx >= 0) {
+                pt_conf_warn_at(cx, up->resolve[resolve_idx]->line,
+                                up->resolve[resolve_idx]->col,
+                                "\"%s\" resolves to %s, which is already server %s in upstream "
+                                "\"%s\": left out", host, addrs[k].name, o->name, up->name);
+                goto next;
+            }
             if (!named && o->name == o->addr.name)
                 return pt_conf_error(cx, 1, "duplicate server \"%s\" in upstream \"%s\"",
                                      addrs[k].name, up->name);
-            if (named && strcasecmp(o->host, host) == 0)
+            if (named && o->resolve_line < 0 && strcasecmp(o->host, host) == 0)
                 return pt_conf_error(cx, 1, "duplicate server \"%s\" in upstream \"%s\"",
-                                     arg, up->name);
-            /* two lines that reach one address would be two servers with one hash and sticky
-             * key and separate max_conns counts: a configuration mistake, said as such */
+                                     cx->args[1], up->name);
             if (!named)
                 return pt_conf_error(cx, 1,
                                      "duplicate server \"%s\" in upstream \"%s\": already "
                                      "server %s",
-                                     arg, up->name, o->name);
+                                     cx->args[1], up->name, o->name);
             return pt_conf_error(cx, 1,
                                  "server \"%s\" resolves to %s, which is already server %s "
                                  "in upstream \"%s\"",
-                                 arg, addrs[k].name, o->name, up->name);
+                                 cx->args[1], addrs[k].name, o->name, up->name);
         }
-        struct pt_server *s = pt_arena_calloc(a, sizeof(*s));
-        char *name;
-        size_t len;
-
+        s = pt_arena_calloc(a, sizeof(*s));
         if (s == NULL)
             return pt_conf_error(cx, 1, "out of memory");
         s->upstream = up;
@@ -131,20 +204,89 @@ set_upstream_server(struct pt_conf_ctx *cx, const struct pt_directive *d, void *
         s->max_conns = max_conns;
         s->backup = backup;
         s->down = down;
+        s->resolve_line = resolve_idx;
         if (named) {
-            len = strlen(s->host) + strlen(s->addr.name) + 4;
+            len = strlen(host) + strlen(s->addr.name) + 4;
             name = pt_arena_alloc(a, len);
             if (name == NULL)
                 return pt_conf_error(cx, 1, "out of memory");
-            snprintf(name, len, "%s (%s)", s->host, s->addr.name);
+            snprintf(name, len, "%s (%s)", host, s->addr.name);
             s->name = name;
         } else {
             s->name = s->addr.name;
         }
         if (PT_CONF_PUSH(a, &up->servers, &up->n_servers, s) != PT_OK)
             return pt_conf_error(cx, 1, "out of memory");
+next:;
     }
     return PT_OK;
+}
+
+/* `server ADDRESS [params]`: one struct pt_server per address the host resolves to (nginx's
+ * rule), so a name with an A and an AAAA record is two servers; each gets the line's
+ * parameters, including the full weight. Resolved once, here, unless the line says `resolve`
+ * (then resolve.c resolves it, here and later). */
+static int
+set_upstream_server(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_upstream *up = cx->block;
+    struct pt_arena *a = &cx->conf->arena;
+    const char *arg = cx->args[1];
+    const char *end;
+    const char *host, *service = NULL;
+    unsigned weight = 1, max_conns = 0, backup = 0, down = 0;
+    bool resolve = false, weight_set = false;
+    struct pt_addr *addrs;
+    unsigned n_addrs;
+    bool named = false;
+    struct pt_err err;
+    uint64_t n;
+
+    for (unsigned i = 2; i <= cx->nargs; i++) {
+        const char *p = cx->args[i];
+
+        if (strncmp(p, "weight=", 7) == 0) {
+            if (pt_parse_uint(p + 7, 1000, &n) != PT_OK || n == 0)
+                return pt_conf_error(cx, i, "invalid weight \"%s\" (1-1000)", p + 7);
+            weight = (unsigned)n;
+            weight_set = true;
+        } else if (strncmp(p, "max_conns=", 10) == 0) {
+            if (pt_parse_uint(p + 10, 1000000, &n) != PT_OK)
+                return pt_conf_error(cx, i, "invalid max_conns \"%s\"", p + 10);
+            max_conns = (unsigned)n;
+        } else if (strcmp(p, "backup") == 0) {
+            backup = 1;
+        } else if (strcmp(p, "down") == 0) {
+            down = 1;
+        } else if (strcmp(p, "resolve") == 0) {
+            resolve = true;
+        } else if (strncmp(p, "service=", 8) == 0) {
+            service = p + 8;
+        } else {
+            return pt_conf_error(cx, i,
+                                 "invalid server parameter \"%s\" (weight=, max_conns=, backup, "
+                                 "down, resolve, service=)",
+                                 p);
+        }
+    }
+    if (service != NULL && !resolve)
+        return pt_conf_error(cx, 1, "service= needs \"resolve\" (SRV records are asked at "
+                             "run time)");
+    if (resolve)
+        return resolve_line(cx, up, service, weight, weight_set, max_conns, backup, down);
+    if (pt_addr_resolve(arg, a, &addrs, &n_addrs, &named, &err) != PT_OK)
+        return pt_conf_error(cx, 1, "%s%s", err.msg,
+                             named ? " (with \"resolve\", a name that does not resolve yet is "
+                                     "a warning, and it is asked again)"
+                                   : "");
+    /* pt_addr_resolve checked the form: `end` is the bracket or the port's colon */
+    end = arg[0] == '[' ? strchr(arg, ']') : strrchr(arg, ':');
+    host = arg[0] == '[' ? pt_arena_strndup(a, arg + 1, (size_t)(end - arg - 1))
+                         : pt_arena_strndup(a, arg, (size_t)(end - arg));
+    if (host == NULL)
+        return pt_conf_error(cx, 1, "out of memory");
+    return pt__upstream_add_servers(cx, up, host, named, addrs, n_addrs, weight, max_conns,
+                                    backup, down, -1);
 }
 
 static int
@@ -202,7 +344,7 @@ static const int64_t max_keepalive = 100000;
 
 const struct pt_directive pt_upstream_directives[] = {
     {"upstream", PT_CTX_MAIN, 1, 1, 1, PT_BASE_NONE, set_upstream_block, 0, NULL},
-    {"server", PT_CTX_UPSTREAM, 1, 5, 0, PT_BASE_NONE, set_upstream_server, 0, NULL},
+    {"server", PT_CTX_UPSTREAM, 1, 7, 0, PT_BASE_NONE, set_upstream_server, 0, NULL},
     {"balance", PT_CTX_UPSTREAM, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_balance, 0, NULL},
     {"protocol", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_NONE, set_protocol, 0, NULL},
     {"keepalive", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_count, UOFF(keepalive),
@@ -225,6 +367,9 @@ const struct pt_directive pt_upstream_directives[] = {
     {"tls_sni", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, set_up_str, UOFF(tls_sni), NULL},
     {"max_response_header_size", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_size,
      UOFF(max_response_header_size), NULL},
+    {"resolver", PT_CTX_MAIN, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, pt__set_resolver, 0, NULL},
+    {"resolver_timeout", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
+     offsetof(struct pt_upstream_main, resolver.timeout), NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 
@@ -258,9 +403,14 @@ upstream_defaults(struct pt_upstream *up)
 void *
 pt__upstream_conf_create(struct pt_conf_ctx *cx, unsigned level)
 {
-    return level == PT_CTX_MAIN ? pt_arena_calloc(&cx->conf->arena,
-                                                  sizeof(struct pt_upstream_main))
-                                : NULL;
+    struct pt_upstream_main *m;
+
+    if (level != PT_CTX_MAIN)
+        return NULL;
+    m = pt_arena_calloc(&cx->conf->arena, sizeof(*m));
+    if (m != NULL)
+        pt__resolver_conf_unset(&m->resolver);
+    return m;
 }
 
 int
@@ -269,6 +419,9 @@ pt__upstream_conf_validate(struct pt_conf_ctx *cx)
     struct pt_conf *c = cx->conf;
     struct pt_upstream_main *m = pt_upstream_main(c);
 
+    /* the names of `resolve` lines, all at once (their servers join the upstreams) */
+    if (pt__resolve_load(cx) != PT_OK)
+        return PT_ERR;
     for (unsigned i = 0; i < m->n_upstreams; i++) {
         struct pt_upstream *up = m->upstreams[i];
 
@@ -290,7 +443,8 @@ pt__upstream_conf_validate(struct pt_conf_ctx *cx)
                              "\"health_check tcp\"",
                              up->name, up->h2c ? "h2c" : "h2");
         upstream_defaults(up);
-        if (up->n_servers == 0)
+        up->origin = up;
+        if (up->n_servers == 0 && up->n_resolve == 0)
             pt_conf_error_at(cx, up->line, up->col, "upstream \"%s\" has no servers", up->name);
         cx->level = PT_CTX_UPSTREAM;
         cx->block = up;
@@ -422,6 +576,19 @@ pt_upstream_print(const struct pt_upstream *up, FILE *out, const char *indent)
             fprintf(out, " max_conns=%u", sv->max_conns);
         fprintf(out, "%s%s\n", sv->backup ? " backup" : "", sv->down ? " down" : "");
     }
+    for (unsigned i = 0; i < up->n_resolve; i++) {
+        const struct pt_resolve_line *rl = up->resolve[i];
+        unsigned n = 0;
+
+        for (unsigned j = 0; j < up->n_servers; j++)
+            n += up->servers[j]->resolve_line == (int)i;
+        if (rl->srv)
+            fprintf(out, "%s  resolve SRV %s: %u server(s) now, followed while running\n",
+                    indent, rl->query, n);
+        else
+            fprintf(out, "%s  resolve %s:%u: %u server(s) now, followed while running\n",
+                    indent, rl->query, rl->port, n);
+    }
 }
 
 /* ---- reload ------------------------------------------------------------------------------ */
@@ -454,6 +621,9 @@ pt__upstream_conf_adopt(struct pt_conf *c, struct pt_conf *old)
     for (unsigned i = 0; i < m->n_upstreams; i++) {
         struct pt_upstream *up = m->upstreams[i], *o = pt_upstream_find(old, up->name);
 
+        /* the running server list: the newest version DNS made of it */
+        if (o != NULL)
+            o = pt__upstream_current(o);
         if (o == NULL) {
             up->slot = slots_used++;
             continue; /* server slots by position, as loaded */
@@ -492,7 +662,8 @@ pt__upstream_upgrade_save(struct pt_conf *c, struct pt_handoff *h)
     struct pt_upstream_main *m = pt_upstream_main(c);
 
     for (unsigned i = 0; i < m->n_upstreams; i++) {
-        struct pt_upstream *up = m->upstreams[i];
+        /* the running server list: the newest version DNS made of it */
+        struct pt_upstream *up = pt__upstream_current(m->upstreams[i]);
 
         for (unsigned j = 0; j < up->n_servers; j++) {
             struct pt_server *s = up->servers[j];

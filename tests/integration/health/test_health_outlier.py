@@ -32,7 +32,8 @@ def test_health_outlier_ejection_and_return(start_flaky, start_lb):
     # the client saw B's 500 exactly `consecutive` times, then only A until B came back
     assert by_status(res)[500] == 3, by_status(res)
     during = by_backend([r for r in res if t_ej + 0.1 <= r[0] <= t_back - 0.1])
-    assert set(during) == {"A"} and during["A"] >= 20, during
+    # (round robin would alternate: a handful of requests, all on A, shows the ejection)
+    assert set(during) == {"A"} and during["A"] >= 5, during
     after = [r for r in res if r[0] > t_back]
     assert ("B" in by_backend(after)) and set(by_status(after)) == {200}, by_backend(after)
     assert len(log_lines(p, " ejected for ")) == 1

@@ -572,7 +572,8 @@ test_conf_err_arg_count(void **state)
                  "}\n",
                  "t.conf:2:5: invalid number of arguments in \"listen\" directive");
     expect_error("upstream app {\n"
-                 "    server 127.0.0.1:8081 weight=1 max_conns=1 backup down extra;\n"
+                 "    server 127.0.0.1:8081 weight=1 max_conns=1 backup down resolve service=x "
+                 "extra;\n"
                  "}\n" GOOD_SERVER,
                  "t.conf:2:5: invalid number of arguments in \"server\" directive");
     /* a block directive with bad arguments is a syntax error */
@@ -774,7 +775,7 @@ test_conf_err_bad_server_param(void **state)
                  "    server 127.0.0.1:8081 backup fast;\n"
                  "}\n" GOOD_SERVER,
                  "t.conf:3:34: invalid server parameter \"fast\" (weight=, max_conns=, backup, "
-                 "down)");
+                 "down, resolve, service=)");
     expect_error("upstream app {\n"
                  "    server 127.0.0.1:8080;\n"
                  "    server 127.0.0.1:8080;\n"
