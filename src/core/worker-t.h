@@ -12,6 +12,8 @@
 #include "core/buf-t.h"
 #include "core/common-t.h"
 #include "core/conf-t.h"
+#include "core/stats-t.h"
+#include "core/rate-t.h"
 
 struct pt_worker;
 struct pt_runtime;
@@ -29,6 +31,11 @@ struct pt_reapable {
     void (*free)(struct pt_reapable *r);
 };
 
+/* Kinds of client connection the worker counts apart (w->n_conns_kind), for metrics and the
+ * status page. The core names none of them: each subsystem numbers its own kinds inside this
+ * range (HTTP: src/http/http_stats-t.h; the relay: src/net/relay-t.h); 0 is "other". */
+#define PT_CONN_KINDS 4
+
 /* A client connection as its worker sees it, whatever its protocol: it is on w->conns and can
  * be told to drain or to close. Embedded in each protocol's connection struct; the worker never
  * knows which protocol it is. */
@@ -43,6 +50,7 @@ struct pt_conn_ops {
      * (its listening address, by name), or finishes what it does on the old one and closes.
      * May be NULL (the connection holds nothing of the snapshot). */
     void (*reload)(struct pt_conn *c, struct pt_conf *conf);
+    unsigned kind; /* < PT_CONN_KINDS: which of w->n_conns_kind counts it */
 };
 struct pt_conn {
     struct pt_list link; /* in w->conns */
@@ -150,9 +158,16 @@ struct pt_worker {
     uint64_t seed[2]; /* random, drawn once at start: what request IDs are made from, so
                        * making one needs no syscall */
 
-    /* counters, summed across workers when read */
+    /* Counters and gauges, summed across workers when read: written by this worker only, read
+     * by any thread with pt_stats_load() (see struct pt_stats_block for why that is safe). */
     uint64_t n_accepted;
     uint64_t n_requests;
+    uint64_t n_conns_kind[PT_CONN_KINDS]; /* open client connections by kind */
+    /* Named counter blocks of every subsystem (metrics, status). Freed only once every worker
+     * has been joined, so other workers may read them until then. */
+    struct pt_stats stats;
+    uint64_t n_rate_cuts[PT_RATE_KINDS]; /* clients cut for a minimum data rate, by what they
+                                          * were too slow at (enum pt_rate_kind) */
 };
 
 /* The process: snapshot, workers and listening sockets. Owner: main. */
@@ -172,6 +187,7 @@ struct pt_runtime {
     ev_async *switched;
     uint64_t reloads, reloads_failed;
     uint64_t upgrades, upgrades_failed; /* binary upgrades of this service (carried over) */
+    int64_t started_at; /* when the process started: Unix time, ms (metrics, status) */
 };
 
 #endif

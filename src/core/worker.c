@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/priv.h"
+#include "core/stats.h"
 #include "core/worker.h"
 
 static __thread struct pt_worker *self_worker;
@@ -112,6 +113,7 @@ pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_inherit
 
     rt->conf = conf;
     rt->n_workers = nw;
+    rt->started_at = pt_wall_ms();
     rt->socks = calloc(conf->n_listens + 1, sizeof(*rt->socks));
     if (rt->socks == NULL)
         return pt_err_set(err, "out of memory");
@@ -368,11 +370,18 @@ pt_worker_conn_open(struct pt_worker *w, struct pt_conn *c, const struct pt_conn
     c->ops = ops;
     pt_list_insert_tail(&w->conns, &c->link);
     w->n_conns++;
+    w->n_conns_kind[ops->kind]++;
 }
 
 void
 pt_worker_conn_replace(struct pt_conn *old, struct pt_conn *c, const struct pt_conn_ops *ops)
 {
+    struct pt_worker *w = pt_worker_self();
+
+    if (w != NULL) {
+        w->n_conns_kind[old->ops->kind]--;
+        w->n_conns_kind[ops->kind]++;
+    }
     c->ops = ops;
     pt_list_insert_tail(&old->link, &c->link); /* right after old: the same place in the list */
     pt_list_remove(&old->link);
@@ -383,9 +392,12 @@ pt_worker_conn_closed(struct pt_worker *w, struct pt_conn *c)
 {
     pt_list_remove(&c->link);
     w->n_conns--;
-    /* a handed-over worker is done with its last client: its idle backend connections and
-     * timers must not keep it (worker_fini closes them once the loop has ended) */
-    if (w->leaving && w->n_conns == 0)
+    w->n_conns_kind[c->ops->kind]--;
+    /* a draining or handed-over worker is done with its last client: its idle backend
+     * connections and the drain deadline must not keep it (worker_fini closes them once the
+     * loop has ended); checked here, since the reaper's check runs only after the next
+     * wake-up, which may be the deadline */
+    if ((w->leaving || w->draining) && w->n_conns == 0)
         ev_break(w->loop, EVBREAK_ALL);
     if ((w->accept_pause & PT_ACCEPT_PAUSE_FULL) &&
         (int64_t)w->n_conns < w->conf->max_connections)
@@ -438,13 +450,14 @@ worker_drain_for(struct pt_worker *w, pt_msec msec)
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->worker_drain != NULL)
             pt_modules[i]->worker_drain(w);
-    if (ev_is_active(&w->drain_timer)) {
-        ev_ref(w->loop); /* it was unreferenced when started (worker_leave) */
-        ev_timer_stop(w->loop, &w->drain_timer);
-    }
+    ev_timer_stop(w->loop, &w->drain_timer);
+    /* the deadline keeps the loop running while connections drain, even at a moment when none
+     * of them has a watcher of its own (a download held by a slow client's window, its backend
+     * paused): the loop ends when the last connection is gone (on_reap) or at the deadline */
     ev_timer_init(&w->drain_timer, on_drain_deadline, (double)msec / 1000.0, 0.);
     ev_timer_start(w->loop, &w->drain_timer);
-    ev_unref(w->loop); /* the deadline alone must not keep the loop alive */
+    if (w->n_conns == 0)
+        ev_break(w->loop, EVBREAK_ALL); /* nothing to wait for */
 }
 
 static void
@@ -459,7 +472,6 @@ on_leave_over(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct pt_worker *w = ev_userdata(loop);
 
-    ev_ref(loop); /* the expiry stopped the timer, which worker_leave had unreferenced */
     worker_drain_for(w, w->conf->shutdown_timeout - w->conf->shutdown_timeout / 2);
 }
 
@@ -479,8 +491,7 @@ worker_leave(struct pt_worker *w, void *arg)
     ev_timer_stop(w->loop, &w->accept_retry);
     ev_timer_init(&w->drain_timer, on_leave_over, (double)(w->conf->shutdown_timeout / 2) / 1000.,
                   0.);
-    ev_timer_start(w->loop, &w->drain_timer);
-    ev_unref(w->loop); /* the timer alone must not keep the loop alive */
+    ev_timer_start(w->loop, &w->drain_timer); /* keeps the loop until the conns are gone */
     if (w->n_conns == 0)
         ev_break(w->loop, EVBREAK_ALL); /* pooled backend connections would keep it running */
 }
@@ -627,6 +638,7 @@ worker_init(struct pt_runtime *rt, struct pt_worker *w, unsigned id, struct pt_e
         return pt_err_set(err, "cannot create event loop for worker %u", id);
     ev_set_userdata(w->loop, w);
     pthread_mutex_init(&w->_mu, NULL);
+    pt_stats_init(&w->stats);
     ev_async_init(&w->wake, on_wake);
     ev_async_start(w->loop, &w->wake);
     ev_unref(w->loop); /* the wake-up watcher must not keep a draining loop alive */
@@ -839,6 +851,9 @@ pt_runtime_join(struct pt_runtime *rt)
     }
     if (rt->old_socks != NULL)
         pt_runtime_reload_done(rt); /* stopped during a reload */
+    /* only now: until the last worker stopped, any of them could be reading the others' */
+    for (unsigned i = 0; i < rt->n_workers; i++)
+        pt_stats_fini(&rt->workers[i].stats);
     for (unsigned i = 0; i < rt->conf->n_listens; i++)
         socks_close(&rt->socks[i]);
     free(rt->socks);

@@ -112,6 +112,7 @@ struct pt_exchange {
     unsigned tls : 1;
     const char *tls_client_subject; /* verified client certificate subject (RFC 2253) */
     struct pt_listen *listen;
+    unsigned proto : 2; /* enum pt_http_proto: for metrics (pt_http_stats_begin) */
     struct pt_vhost *vh;
     struct pt_location *loc;
     const struct pt_http_conf *http; /* effective settings (location level once routed) */

@@ -170,6 +170,7 @@ pt_exchange_finish(struct pt_exchange *x)
         x->be->detach(x);
     x->t_end = ev_now(x->w->loop);
     x->w->n_requests++;
+    pt_http_stats_end(x);
     if (x->method_name != NULL) {
         for (unsigned i = 0; pt_modules[i] != NULL; i++)
             if (pt_modules[i]->kind == PT_MODULE_LOGGER)
@@ -221,6 +222,50 @@ pt_exchange_respond_with(struct pt_exchange *x, unsigned status, const char *bod
         return PT_OK;
     if (n > 0 && !x->resp_no_body && x->fe->send_body(x, body, n) == PT_ERR)
         return PT_OK;
+    x->fe->send_end(x);
+    return PT_OK;
+}
+
+int
+pt_exchange_respond_chain(struct pt_exchange *x, unsigned status, const char *ctype,
+                          struct pt_chain *body, const char *hname, const char *hvalue)
+{
+    struct pt_chunk_pool *p = &x->w->chunks;
+
+    if (x->resp_head_sent) {
+        pt_chain_free(p, body);
+        x->fe->abort(x);
+        return PT_OK;
+    }
+    x->status = status;
+    x->resp.n = 0;
+    x->resp_local = 1;
+    x->resp_cl = (int64_t)body->bytes;
+    pt_hdrs_add(&x->arena, &x->resp, "Server", 6, "portico", 7);
+    pt_hdrs_add(&x->arena, &x->resp, "Content-Type", 12, ctype, strlen(ctype));
+    pt_hdrs_add(&x->arena, &x->resp, "Cache-Control", 13, "no-store", 8);
+    if (hname != NULL)
+        pt_hdrs_add(&x->arena, &x->resp, hname, strlen(hname), hvalue, strlen(hvalue));
+    x->resp_no_body = status == 204 || status == 304 || x->method == HTTP_HEAD;
+    if (x->fe->send_head(x) == PT_ERR) {
+        pt_chain_free(p, body);
+        return PT_OK;
+    }
+    if (x->resp_no_body)
+        pt_chain_free(p, body);
+    /* each chunk is handed over whole: a frontend over its output cap still takes it */
+    while (body->head != NULL) {
+        struct pt_chunk *c = body->head;
+
+        body->head = c->next;
+        body->bytes -= c->wpos - c->rpos;
+        c->next = NULL;
+        if (x->fe->send_chunk(x, c) == PT_ERR) {
+            pt_chain_free(p, body);
+            return PT_OK;
+        }
+    }
+    pt_chain_init(body);
     x->fe->send_end(x);
     return PT_OK;
 }

@@ -4,6 +4,7 @@
 #define PT_EXCHANGE_H
 
 #include "http/exchange-t.h"
+#include "http/http_stats.h"
 
 /* Limits for the chains between the two sides of an exchange: a producer stops (pause reason)
  * when the chain it fills is over this, so memory per exchange is bounded. */
@@ -21,6 +22,11 @@ int pt_exchange_respond(struct pt_exchange *x, unsigned status, const char *body
 /* Same, with one extra response header (e.g. Location). */
 int pt_exchange_respond_with(struct pt_exchange *x, unsigned status, const char *body,
                              const char *hname, const char *hvalue);
+/* Same, with a body portico generated in `body` (taken over: handed to the frontend or freed),
+ * of media type ctype, marked not cacheable, and one extra header when hname is not NULL; HEAD
+ * gets the head alone. Only before the response head was sent. Returns PT_OK. */
+int pt_exchange_respond_chain(struct pt_exchange *x, unsigned status, const char *ctype,
+                              struct pt_chain *body, const char *hname, const char *hvalue);
 /* Forgets a response head the frontend took back (fe->retract), so a local answer can follow. */
 void pt_exchange_reset_response(struct pt_exchange *x);
 /* Canonical reason phrase for a status. */

@@ -172,7 +172,7 @@ bconn_fail(struct pt_bconn *b, enum pt_backend_failure kind, const char *what, i
         return;
     x->be = NULL;
     x->be_ctx = NULL;
-    b->ws->failures++;
+    b->ws->stats->failures++;
     pt_proxy_backend_failed(x, kind, reused, started);
 }
 
@@ -951,6 +951,7 @@ pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
     }
     int one = 1;
 
+    ws->stats->conns_opened++;
     setsockopt(b->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ev_io_set(&b->rio, b->fd, EV_READ);
     ev_io_set(&b->wio, b->fd, EV_WRITE);

@@ -22,6 +22,7 @@
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/log.h"
+#include "core/rate.h"
 #include "core/worker.h"
 #include "http/errors.h"
 #include "http/exchange.h"
@@ -69,6 +70,10 @@ struct pt_h1_conn {
     ev_io wio;
     ev_timer timer;
     enum timer_kind tkind;
+    ev_tstamp t_end; /* when the current kind's own time is up (0: never) */
+    ev_tstamp t_at;  /* what the timer is armed for: t_end or a rate meter's deadline (0: off) */
+    struct pt_rate_meter rq;  /* the request head, then its body, against their minimum rates */
+    struct pt_rate_meter snd; /* response bytes against send_min_rate, for the connection */
     uint64_t id;
     union pt_sockaddr peer;
     unsigned pause;
@@ -127,25 +132,83 @@ static void parser_put(struct pt_h1_conn *c);
 
 /* ---- timers --------------------------------------------------------------------------- */
 
-static void
-set_timer(struct pt_h1_conn *c, enum timer_kind k, pt_msec ms, int restart)
-{
-    if (c->tkind == k && !restart)
-        return;
-    ev_timer_stop(c->w->loop, &c->timer);
-    c->tkind = k;
-    if (k == T_NONE || ms <= 0)
-        return;
-    ev_timer_set(&c->timer, (double)ms / 1000.0, 0.);
-    ev_timer_start(c->w->loop, &c->timer);
-}
-
 static const struct pt_http_conf *
 conn_http(struct pt_h1_conn *c)
 {
     if (c->x != NULL && c->x->http != NULL)
         return c->x->http;
     return &pt_http_listen(c->listen)->default_vhost->http;
+}
+
+/* The rate meter that runs while the connection waits in timer kind k, and its setting; NULL
+ * when none applies (or its rate is off). */
+static struct pt_rate_meter *
+kind_meter(struct pt_h1_conn *c, enum timer_kind k, const struct pt_min_rate **r)
+{
+    const struct pt_http_conf *h = conn_http(c);
+    struct pt_rate_meter *m;
+
+    switch (k) {
+    case T_HEADER:
+        *r = &h->client_header_min_rate;
+        m = &c->rq;
+        break;
+    case T_BODY:
+        *r = &h->client_body_min_rate;
+        m = &c->rq;
+        break;
+    case T_SEND:
+        *r = &h->send_min_rate;
+        m = &c->snd;
+        break;
+    default:
+        return NULL;
+    }
+    return (*r)->rate > 0 ? m : NULL;
+}
+
+/* Arms the one timer for the earlier of the kind's own time and its rate meter's deadline.
+ * Only the meter of what the connection is waiting for runs: time spent waiting for the backend,
+ * or with the body paused, is not the client's. */
+static void
+timer_arm(struct pt_h1_conn *c)
+{
+    ev_tstamp now = ev_now(c->w->loop), at = c->t_end;
+    int64_t now_us = pt_rate_usec(now);
+    const struct pt_min_rate *r = NULL;
+    struct pt_rate_meter *m = kind_meter(c, c->tkind, &r);
+
+    if (m != &c->rq)
+        pt_rate_pause(&c->rq, now_us);
+    if (m != &c->snd)
+        pt_rate_pause(&c->snd, now_us);
+    if (m != NULL) {
+        if (m == &c->snd && m->state == PT_RATE_OFF)
+            pt_rate_start(m, r); /* per connection: full credit the first time it blocks */
+        pt_rate_resume(m, now_us);
+        int64_t dl = pt_rate_deadline(m);
+
+        if (dl != INT64_MAX && (at == 0 || (double)dl / 1e6 < at))
+            at = (double)dl / 1e6;
+    }
+    if (at == c->t_at)
+        return;
+    ev_timer_stop(c->w->loop, &c->timer);
+    c->t_at = at;
+    if (at == 0)
+        return;
+    ev_timer_set(&c->timer, at > now ? at - now : 0., 0.);
+    ev_timer_start(c->w->loop, &c->timer);
+}
+
+static void
+set_timer(struct pt_h1_conn *c, enum timer_kind k, pt_msec ms, int restart)
+{
+    if (c->tkind != k || restart) {
+        c->tkind = k;
+        c->t_end = k == T_NONE || ms <= 0 ? 0 : ev_now(c->w->loop) + (double)ms / 1000.0;
+    }
+    timer_arm(c);
 }
 
 static void
@@ -182,13 +245,58 @@ local_error(struct pt_h1_conn *c, unsigned status)
     flush(c);
 }
 
+/* A client below a minimum rate: as for the matching timeout, 408 while a response can still
+ * be given, else the connection closes. */
+static void
+rate_cut(struct pt_h1_conn *c, enum timer_kind k, const struct pt_min_rate *r)
+{
+    static const char *const what[] = {"the request head", "the request body", "the response"};
+    static const char *const name[] = {"client_header_min_rate", "client_body_min_rate",
+                                       "send_min_rate"};
+    enum pt_rate_kind rk = k == T_HEADER ? PT_RATE_HEAD : k == T_BODY ? PT_RATE_BODY
+                                                                      : PT_RATE_SEND;
+    bool answer = rk != PT_RATE_SEND && c->x != NULL && !c->x->resp_head_sent;
+    char rate[32], period[32];
+
+    c->w->n_rate_cuts[rk]++;
+    pt_log(PT_LOG_INFO, "client %s too slow %s %s: under %s %s %s, %s (c%llu) request_id=%s",
+           peer_ip(c), rk == PT_RATE_SEND ? "reading" : "sending", what[rk], name[rk],
+           pt_fmt_size(r->rate, rate, sizeof(rate)), pt_fmt_msec(r->period, period, sizeof(period)),
+           answer ? "answering 408" : rk == PT_RATE_SEND ? "resetting" : "closing",
+           (unsigned long long)c->id, rid(c));
+    c->tkind = T_NONE;
+    c->t_end = 0;
+    pt_rate_stop(&c->rq);
+    if (answer) {
+        c->x->perr_details = name[rk];
+        local_error(c, 408);
+        return;
+    }
+    if (rk == PT_RATE_SEND)
+        pt_io_reset_on_close(c->fd); /* what it did not read would be kept and retried */
+    conn_close(c);
+}
+
 static void
 on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct pt_h1_conn *c = pt_container_of(t, struct pt_h1_conn, timer);
     enum timer_kind k = c->tkind;
+    ev_tstamp now = ev_now(loop);
+    const struct pt_min_rate *r = NULL;
+    struct pt_rate_meter *m = kind_meter(c, k, &r);
 
+    c->t_at = 0;
+    if (m != NULL && pt_rate_expired(m, pt_rate_usec(now), 1000)) {
+        rate_cut(c, k, r);
+        return;
+    }
+    if (c->t_end == 0 || now + 0.001 < c->t_end) {
+        timer_arm(c); /* the meter's deadline moved on: not yet */
+        return;
+    }
     c->tkind = T_NONE;
+    c->t_end = 0;
     switch (k) {
     case T_HEADER:
         if (c->x != NULL || (c->in != NULL && c->in->wpos > c->in->rpos)) {
@@ -211,9 +319,11 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     case T_SEND:
         pt_log(PT_LOG_INFO, "client %s timed out reading the response (c%llu) request_id=%s",
                peer_ip(c), (unsigned long long)c->id, rid(c));
+        pt_io_reset_on_close(c->fd);
         conn_close(c);
         return;
     case T_HANDSHAKE:
+        pt_tls_count_timeout();
         pt_log(PT_LOG_INFO, "TLS handshake with %s timed out (c%llu)", peer_ip(c),
                (unsigned long long)c->id);
         conn_close(c);
@@ -308,6 +418,8 @@ flush(struct pt_h1_conn *c)
         }
         pt_chain_consume(&c->w->chunks, &c->out, (size_t)w);
         c->out_written += (uint64_t)w;
+        pt_rate_add(&c->snd, &conn_http(c)->send_min_rate, pt_rate_usec(ev_now(c->w->loop)),
+                    (uint64_t)w);
     }
     if (ev_is_active(&c->wio)) {
         ev_io_stop(c->w->loop, &c->wio);
@@ -629,6 +741,7 @@ exchange_maybe_done(struct pt_h1_conn *c)
     pt_exchange_finish(x);
     c->x = NULL;
     c->requests++;
+    pt_rate_stop(&c->rq);
     c->pause &= ~(PAUSE_PIPELINE | PAUSE_BODY);
     if (c->close_after || (c->eof && (c->in == NULL || c->in->rpos == c->in->wpos))) {
         c->close_after = 1;
@@ -698,6 +811,7 @@ on_message_begin(llhttp_t *p)
         return -1;
     }
     x->fe = &h1_fe_ops;
+    pt_http_stats_begin(x, PT_HTTP_PROTO_H1);
     x->fe_ctx = c;
     x->peer = &c->peer.sa;
     x->peer_ip = pt_arena_strdup(&x->arena, peer_ip(c));
@@ -712,6 +826,9 @@ on_message_begin(llhttp_t *p)
     c->in_trailers = 0;
     c->head_lf = 0;
     c->chunk = (struct pt_h1_chunk_guard){0};
+    /* the head's rate counts from its first byte: a connection opened ahead of need (browsers
+     * preconnect) is left to client_header_timeout */
+    pt_rate_start(&c->rq, &conn_http(c)->client_header_min_rate);
     update_timer(c, 0);
     return 0;
 }
@@ -1234,6 +1351,10 @@ parse(struct pt_h1_conn *c)
         if (e == HPE_OK || e == HPE_PAUSED) {
             if (c->in != NULL)
                 c->in->rpos += (uint32_t)used;
+            if (c->x != NULL)
+                pt_rate_add(&c->rq, in_head ? &conn_http(c)->client_header_min_rate
+                                            : &conn_http(c)->client_body_min_rate,
+                            pt_rate_usec(ev_now(c->w->loop)), used);
             if (in_head && c->x != NULL && !scan_head(c, data, used)) {
                 pt_log(PT_LOG_INFO, "client %s sent an invalid request: obs-fold or whitespace "
                        "before a header line, answering 400 (c%llu) request_id=%s",
@@ -1259,6 +1380,11 @@ parse(struct pt_h1_conn *c)
             continue;
         if (x->state == PT_X_HEAD && e == HPE_PAUSED) {
             request_start(c);
+            /* the body's rate, from the end of the head, with the routed location's setting */
+            if (c->x == x && x->req_has_body && !x->req_complete && !c->closing)
+                pt_rate_start(&c->rq, &conn_http(c)->client_body_min_rate);
+            else
+                pt_rate_stop(&c->rq);
             kick = 1;
             continue;
         }
@@ -1266,8 +1392,10 @@ parse(struct pt_h1_conn *c)
             exchange_maybe_done(c);
             continue;
         }
-        if (x->req_complete)
+        if (x->req_complete) {
             c->pause |= PAUSE_PIPELINE;
+            pt_rate_stop(&c->rq);
+        }
         if (x->be != NULL && (x->req_body.bytes != body_before || x->req_complete))
             x->be->req_body(x);
     }
@@ -1341,7 +1469,15 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
     if (n == PT_AGAIN)
         return;
     if (n < 0) {
-        pt_log_debug("read from client %s failed: %s", peer_ip(c), strerror(errno));
+        bool eof = true;
+        const char *why = errno == EPROTO && c->ssl != NULL ? pt_io_tls_error(&eof) : NULL;
+
+        if (why != NULL && !eof)
+            pt_log(PT_LOG_INFO, "client %s: TLS error, closing: %s (c%llu) request_id=%s",
+                   peer_ip(c), why, (unsigned long long)c->id, rid(c));
+        else
+            pt_log_debug("read from client %s failed: %s", peer_ip(c),
+                         why != NULL ? why : strerror(errno));
         conn_close(c);
         return;
     }
@@ -1549,6 +1685,7 @@ static const struct pt_conn_ops h1_conn_ops = {
     .drain = conn_drain,
     .close = conn_close_now,
     .reload = conn_reload,
+    .kind = PT_HTTP_CONN_H1,
 };
 
 const struct pt_listen_proto pt_http_listen_proto = {

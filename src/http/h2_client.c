@@ -174,7 +174,7 @@ stream_fail(struct pt_h2b_stream *st, enum pt_backend_failure kind, const char *
                (int)PT_MIN(x->target_len, 200), x->target, pt_request_id(x));
     pt_proxy_fail_detail(x, st->b->fail_errno, what);
     stream_unlink(st);
-    st->b->ws->failures++;
+    st->b->ws->stats->failures++;
     pt_proxy_backend_failed(x, kind, st->reused, st->head_done);
 }
 
@@ -858,7 +858,7 @@ h2b_flush(struct pt_h2b *b)
 
     if (b->closing || b->state != H_READY)
         return;
-    rc = pt_h2_send(b->session, &b->w->chunks, &b->out, b->fd, b->ssl, &b->tls_retry, &why);
+    rc = pt_h2_send(b->session, &b->w->chunks, &b->out, b->fd, b->ssl, &b->tls_retry, NULL, &why);
     if (rc == PT_ERR) {
         h2b_close(b, why);
         return;
@@ -1115,6 +1115,7 @@ h2b_new(struct pt_worker *w, struct pt_wserver *ws)
         return NULL;
     }
     setsockopt(b->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    ws->stats->conns_opened++;
     ev_io_init(&b->rio, on_readable, b->fd, EV_READ);
     ev_io_init(&b->wio, on_writable, b->fd, EV_WRITE);
     ev_timer_init(&b->timer, on_conn_timer, 0., 0.);
@@ -1156,6 +1157,7 @@ pt_h2_client_start(struct pt_exchange *x, bool allow_reuse)
             }
         }
     }
+    ws->stats->conns_reused += b != NULL;
     if (b == NULL) {
         b = h2b_new(x->w, ws);
         if (b == NULL) {

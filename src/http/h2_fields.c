@@ -45,7 +45,7 @@ pt_h2_submit_trailers(nghttp2_session *s, int32_t id, struct pt_exchange *x,
 
 int
 pt_h2_send(nghttp2_session *s, struct pt_chunk_pool *pool, struct pt_chain *out, int fd,
-           SSL *ssl, size_t *tls_retry, const char **why)
+           SSL *ssl, size_t *tls_retry, uint64_t *written, const char **why)
 {
     struct iovec iov[64];
 
@@ -77,5 +77,7 @@ pt_h2_send(nghttp2_session *s, struct pt_chunk_pool *pool, struct pt_chain *out,
             return PT_ERR;
         }
         pt_chain_consume(pool, out, (size_t)w);
+        if (written != NULL)
+            *written += (uint64_t)w;
     }
 }

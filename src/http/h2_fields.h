@@ -8,6 +8,7 @@
 #include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/buf-t.h"
 #include "http/headers-t.h"
@@ -33,8 +34,9 @@ bool pt_h2_submit_trailers(nghttp2_session *s, int32_t id, struct pt_exchange *x
 /* Serialises the session's pending frames into out while it is under PT_OUT_CAP (so one write
  * carries the frames of many streams) and writes them to fd/ssl, until nothing is pending.
  * Returns PT_OK when all was written, PT_AGAIN when the socket is full (wait for writability),
- * PT_ERR with *why set. Shared by the h2 server and client connections. */
+ * PT_ERR with *why set. *written (when not NULL) grows by the bytes written to the socket.
+ * Shared by the h2 server and client connections. */
 int pt_h2_send(nghttp2_session *s, struct pt_chunk_pool *pool, struct pt_chain *out, int fd,
-               SSL *ssl, size_t *tls_retry, const char **why);
+               SSL *ssl, size_t *tls_retry, uint64_t *written, const char **why);
 
 #endif

@@ -28,6 +28,7 @@
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/log.h"
+#include "core/rate.h"
 #include "core/worker.h"
 #include "http/exchange.h"
 #include "http/h2_fields.h"
@@ -56,6 +57,9 @@ struct pt_h2_conn {
     ev_io rio;
     ev_io wio;
     ev_timer timer;
+    ev_tstamp t_end;          /* when the wait below is over (0: never) */
+    ev_tstamp t_at;           /* what the timer is armed for (t_end or the meter's deadline) */
+    struct pt_rate_meter snd; /* bytes written while the client holds the output up */
     uint64_t id;
     struct sockaddr_storage peer;
     char peer_ip[48];
@@ -68,6 +72,8 @@ struct pt_h2_conn {
     unsigned in_recv : 1;
     unsigned served : 1; /* at least one stream was opened */
     unsigned eof : 1;    /* the client half-closed: finish the streams, then close */
+    unsigned lingering : 1; /* done: our side shut, the client's last bytes read and dropped */
+    unsigned wait : 2;   /* enum conn_wait: what the connection timer times */
     unsigned n_streams;
     struct pt_list streams;
     struct pt_list heads; /* streams whose response head waits for the next write */
@@ -80,7 +86,12 @@ struct pt_h2_stream {
     struct pt_h2_conn *c;
     int32_t id;
     struct pt_exchange *x;
-    ev_timer timer;        /* client_header_timeout, then client_body_timeout between DATA */
+    ev_timer timer;        /* client_header_timeout, then client_body_timeout between DATA, and
+                            * the rate meters below */
+    ev_tstamp t_end;       /* when the head or body timeout is up (0: not running) */
+    ev_tstamp t_at;        /* what the timer is armed for (0: not armed) */
+    struct pt_rate_meter rq;  /* the request head, then its body, against their minimum rates */
+    struct pt_rate_meter snd; /* response DATA while the client's window for it is shut */
     struct pt_chain out;   /* response payload waiting for DATA frames */
     uint64_t consumed;     /* request payload acknowledged with WINDOW_UPDATE */
     size_t head_bytes;     /* header list size so far */
@@ -96,6 +107,8 @@ struct pt_h2_stream {
     unsigned out_full : 1;
     unsigned started : 1;
     unsigned shut_out : 1;   /* tunnel: END_STREAM once the relay's queue is sent */
+    unsigned rq_body : 1;    /* rq measures the body (else the head) */
+    unsigned rst_after_end : 1; /* answered 408 mid-body: RST_STREAM(NO_ERROR) once it is out */
     struct pt_relay *relay;  /* an RFC 8441 WebSocket: the stream is the relay's client side */
     struct pt_chain early;   /* DATA received before the tunnel started */
     uint64_t unconsumed;     /* tunnel DATA not yet written to the backend (window held) */
@@ -106,6 +119,7 @@ static const struct pt_conn_ops h2_conn_ops;
 static void h2_flush(struct pt_h2_conn *c);
 static void resume_stream_data(struct pt_h2_stream *st);
 static void h2_close(struct pt_h2_conn *c);
+static void h2_linger(struct pt_h2_conn *c);
 
 static void
 update_read(struct pt_h2_conn *c, int want)
@@ -121,37 +135,103 @@ update_read(struct pt_h2_conn *c, int want)
     }
 }
 
-/* Idle connections time out with keepalive_timeout; a blocked writer with send_timeout. */
-static void
-update_timer(struct pt_h2_conn *c)
+enum conn_wait {
+    W_NONE = 0,
+    W_SEND, /* the socket is full: send_timeout, restarted by each write */
+    W_IDLE, /* no stream: keepalive_timeout, restarted by any activity */
+};
+
+static const struct pt_http_conf *
+conn_http(const struct pt_h2_conn *c)
 {
-    const struct pt_http_conf *h = &pt_http_listen(c->listen)->default_vhost->http;
+    return &pt_http_listen(c->listen)->default_vhost->http;
+}
+
+/* Arms the connection timer for the earlier of the wait's time and the send meter's deadline. */
+static void
+conn_arm(struct pt_h2_conn *c)
+{
+    ev_tstamp now = ev_now(c->w->loop), at = c->t_end;
+    int64_t dl = pt_rate_deadline(&c->snd);
+
+    if (dl != INT64_MAX && (at == 0 || (double)dl / 1e6 < at))
+        at = (double)dl / 1e6;
+    if (at == c->t_at)
+        return;
+    ev_timer_stop(c->w->loop, &c->timer);
+    c->t_at = at;
+    if (at == 0)
+        return;
+    ev_timer_set(&c->timer, at > now ? at - now : 0., 0.);
+    ev_timer_start(c->w->loop, &c->timer);
+}
+
+/* Idle connections time out with keepalive_timeout; a blocked writer with send_timeout, counted
+ * from its last progress (`progress`: bytes were written). */
+static void
+update_timer(struct pt_h2_conn *c, bool progress)
+{
+    const struct pt_http_conf *h = conn_http(c);
+    enum conn_wait k = W_NONE;
     pt_msec ms = 0;
 
-    if (ev_is_active(&c->wio))
+    if (ev_is_active(&c->wio)) {
+        k = W_SEND;
         ms = h->send_timeout;
-    else if (c->n_streams == 0 && h->keepalive_timeout == 0)
+    } else if (c->n_streams == 0) {
+        k = W_IDLE;
         /* no keep-alive: end the connection as soon as it is idle, but give a new one the
          * time to send its first request */
-        ms = c->served ? 1 : h->client_header_timeout;
-    else if (c->n_streams == 0)
-        ms = h->keepalive_timeout;
-    ev_timer_stop(c->w->loop, &c->timer);
-    if (ms > 0) {
-        ev_timer_set(&c->timer, (double)ms / 1000.0, 0.);
-        ev_timer_start(c->w->loop, &c->timer);
+        ms = h->keepalive_timeout == 0 ? (c->served ? 1 : h->client_header_timeout)
+                                       : h->keepalive_timeout;
     }
+    if (k != c->wait || k == W_IDLE || progress) {
+        c->wait = k;
+        c->t_end = ms > 0 ? ev_now(c->w->loop) + (double)ms / 1000.0 : 0;
+    }
+    conn_arm(c);
+}
+
+/* A client that does not read what is sent: its unsent bytes are dropped with the connection
+ * (RST), which the kernel would otherwise keep and retry. */
+static void
+conn_abort(struct pt_h2_conn *c)
+{
+    pt_io_reset_on_close(c->fd);
+    h2_close(c);
 }
 
 static void
 on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct pt_h2_conn *c = pt_container_of(t, struct pt_h2_conn, timer);
+    ev_tstamp now = ev_now(loop);
 
-    if (ev_is_active(&c->wio)) {
+    if (c->lingering) {
+        h2_close(c); /* the lingering time is over */
+        return;
+    }
+    c->t_at = 0;
+    if (pt_rate_expired(&c->snd, pt_rate_usec(now), 1000)) {
+        const struct pt_min_rate *r = &conn_http(c)->send_min_rate;
+        char rate[32], period[32];
+
+        c->w->n_rate_cuts[PT_RATE_SEND]++;
+        pt_log(PT_LOG_INFO, "h2 client %s too slow reading: under send_min_rate %s %s, "
+               "resetting (c%llu)", c->peer_ip, pt_fmt_size(r->rate, rate, sizeof(rate)),
+               pt_fmt_msec(r->period, period, sizeof(period)), (unsigned long long)c->id);
+        conn_abort(c);
+        return;
+    }
+    if (c->t_end == 0 || now + 0.001 < c->t_end) {
+        conn_arm(c); /* the meter's deadline moved on: not yet */
+        return;
+    }
+    c->t_end = 0;
+    if (c->wait == W_SEND) {
         pt_log(PT_LOG_INFO, "h2 client %s timed out reading (c%llu)", c->peer_ip,
                (unsigned long long)c->id);
-        h2_close(c);
+        conn_abort(c);
         return;
     }
     nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
@@ -160,7 +240,7 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     c->goaway = 1;
     h2_flush(c);
     if (!c->closing)
-        h2_close(c); /* idle: nothing in flight */
+        h2_linger(c); /* idle: nothing in flight */
 }
 
 /* ---- streams -------------------------------------------------------------------------- */
@@ -171,38 +251,149 @@ stream_of(struct pt_h2_conn *c, int32_t id)
     return nghttp2_session_get_stream_user_data(c->session, id);
 }
 
-/* A stream that stops sending its head or body would hold its exchange, and a backend
- * connection waiting for the rest of the request, for ever: reset it after the client
- * timeouts, as an HTTP/1.1 connection would be closed. */
+/* The minimum rate the stream's request meter runs against: the head's (the listen address's
+ * default server, like the head limits), then the body's (the routed location). */
+static const struct pt_min_rate *
+stream_rq_rate(const struct pt_h2_stream *st)
+{
+    if (st->rq_body && st->x != NULL && st->x->http != NULL)
+        return &st->x->http->client_body_min_rate;
+    return &conn_http(st->c)->client_header_min_rate;
+}
+
+static const struct pt_min_rate *
+stream_send_rate(const struct pt_h2_stream *st)
+{
+    return st->x != NULL && st->x->http != NULL ? &st->x->http->send_min_rate
+                                                : &conn_http(st->c)->send_min_rate;
+}
+
+/* Arms the stream timer for the earliest of its timeout and its meters' deadlines. */
+static void
+stream_arm(struct pt_h2_stream *st)
+{
+    ev_tstamp now = ev_now(st->c->w->loop), at = st->t_end;
+    int64_t dl = PT_MIN(pt_rate_deadline(&st->rq), pt_rate_deadline(&st->snd));
+
+    if (dl != INT64_MAX && (at == 0 || (double)dl / 1e6 < at))
+        at = (double)dl / 1e6;
+    if (at == st->t_at)
+        return;
+    ev_timer_stop(st->c->w->loop, &st->timer);
+    st->t_at = at;
+    if (at == 0)
+        return;
+    ev_timer_set(&st->timer, at > now ? at - now : 0., 0.);
+    ev_timer_start(st->c->w->loop, &st->timer);
+}
+
+/* Sets (ms > 0) or stops (0) the stream's head or body timeout. */
+static void
+stream_timer(struct pt_h2_stream *st, pt_msec ms)
+{
+    st->t_end = ms > 0 ? ev_now(st->c->w->loop) + (double)ms / 1000.0 : 0;
+    stream_arm(st);
+}
+
+/* A stream too slow with its request: reset it, as an HTTP/1.1 connection would be closed; in
+ * its body, with no response begun, it is answered 408 first (then reset with NO_ERROR, RFC
+ * 9113 section 8.1, so that the rest of its body is not awaited). The backend connection that
+ * waited for the rest of the request is closed; the connection's other streams go on. */
+static void
+stream_cut(struct pt_h2_stream *st, const char *why)
+{
+    struct pt_h2_conn *c = st->c;
+    struct pt_exchange *x = st->x;
+    bool answer = st->started && x != NULL && !x->resp_head_sent && x->http != NULL;
+
+    pt_log(PT_LOG_INFO, "h2 client %s stream %d: %s, %s (c%llu) request_id=%s", c->peer_ip,
+           st->id, why, answer ? "answering 408" : "resetting", (unsigned long long)c->id,
+           x != NULL ? pt_request_id(x) : "-");
+    pt_rate_stop(&st->rq);
+    st->t_end = 0;
+    if (x != NULL && x->be != NULL)
+        x->be->detach(x);
+    if (answer) {
+        char body[64];
+
+        x->perr_details = why;
+        x->discard_body = 1;
+        st->rst_after_end = 1;
+        snprintf(body, sizeof(body), "%u %s\n", 408, pt_status_reason(408));
+        pt_exchange_respond(x, 408, body);
+    } else {
+        if (x != NULL && !x->resp_head_sent)
+            x->status = 408;
+        nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    }
+    stream_arm(st);
+    h2_flush(c);
+}
+
 static void
 on_stream_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct pt_h2_stream *st = pt_container_of(t, struct pt_h2_stream, timer);
     struct pt_h2_conn *c = st->c;
-    struct pt_exchange *x = st->x;
+    ev_tstamp now = ev_now(loop);
+    int64_t now_us = pt_rate_usec(now);
+    char why[160], rate[32], period[32];
 
-    pt_log(PT_LOG_INFO,
-           "h2 client %s stream %d: timed out sending the request %s (c%llu) request_id=%s",
-           c->peer_ip, st->id, st->started ? "body" : "head", (unsigned long long)c->id,
-           x != NULL ? pt_request_id(x) : "-");
-    if (x != NULL) {
-        if (x->be != NULL)
-            x->be->detach(x);
-        if (!x->resp_head_sent)
-            x->status = 408;
+    st->t_at = 0;
+    if (pt_rate_expired(&st->rq, now_us, 1000)) {
+        const struct pt_min_rate *r = stream_rq_rate(st);
+
+        c->w->n_rate_cuts[st->rq_body ? PT_RATE_BODY : PT_RATE_HEAD]++;
+        snprintf(why, sizeof(why), "too slow sending the request %s: under %s %s %s",
+                 st->rq_body ? "body" : "head",
+                 st->rq_body ? "client_body_min_rate" : "client_header_min_rate",
+                 pt_fmt_size(r->rate, rate, sizeof(rate)),
+                 pt_fmt_msec(r->period, period, sizeof(period)));
+        stream_cut(st, why);
+        return;
     }
-    nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
-    h2_flush(c);
+    if (pt_rate_expired(&st->snd, now_us, 1000)) {
+        const struct pt_min_rate *r = stream_send_rate(st);
+
+        c->w->n_rate_cuts[PT_RATE_SEND]++;
+        pt_log(PT_LOG_INFO, "h2 client %s stream %d: too slow reading the response (its window "
+               "shut): under send_min_rate %s %s, resetting (c%llu) request_id=%s", c->peer_ip,
+               st->id, pt_fmt_size(r->rate, rate, sizeof(rate)),
+               pt_fmt_msec(r->period, period, sizeof(period)), (unsigned long long)c->id,
+               st->x != NULL ? pt_request_id(st->x) : "-");
+        pt_rate_stop(&st->snd);
+        if (st->x != NULL && st->x->be != NULL)
+            st->x->be->detach(st->x);
+        nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+        h2_flush(c);
+        return;
+    }
+    if (st->t_end == 0 || now + 0.001 < st->t_end) {
+        stream_arm(st); /* a meter's deadline moved on: not yet */
+        return;
+    }
+    snprintf(why, sizeof(why), "timed out sending the request %s",
+             st->started ? "body" : "head");
+    stream_cut(st, why);
 }
 
+/* The body meter runs only while the client may send: not while its window for the stream (or
+ * the connection's) is used up, since flow control then holds it until the backend takes what
+ * portico holds. */
 static void
-stream_timer(struct pt_h2_stream *st, pt_msec ms)
+body_meter_update(struct pt_h2_stream *st)
 {
-    ev_timer_stop(st->c->w->loop, &st->timer);
-    if (ms > 0) {
-        ev_timer_set(&st->timer, (double)ms / 1000.0, 0.);
-        ev_timer_start(st->c->w->loop, &st->timer);
-    }
+    nghttp2_session *s = st->c->session;
+    int64_t now = pt_rate_usec(ev_now(st->c->w->loop));
+
+    if (!st->rq_body || st->rq.state == PT_RATE_OFF || st->c->closing)
+        return;
+    if (nghttp2_session_get_stream_local_window_size(s, st->id) > 0 &&
+        nghttp2_session_get_local_window_size(s) > 0)
+        pt_rate_resume(&st->rq, now);
+    else
+        pt_rate_pause(&st->rq, now);
+    stream_arm(st);
 }
 
 /* Acknowledges request DATA received on st but never handed to a backend. */
@@ -458,6 +649,7 @@ on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     st->x = x;
     pt_chain_init(&st->out);
     x->fe = &h2_fe_ops;
+    pt_http_stats_begin(x, PT_HTTP_PROTO_H2);
     x->fe_ctx = st;
     x->peer = (struct sockaddr *)&c->peer;
     x->peer_ip = c->peer_ip;
@@ -472,7 +664,9 @@ on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     c->served = 1;
     nghttp2_session_set_stream_user_data(s, st->id, st);
     ev_timer_init(&st->timer, on_stream_timer, 0., 0.);
-    stream_timer(st, pt_http_listen(c->listen)->default_vhost->http.client_header_timeout);
+    pt_rate_start(&st->rq, &conn_http(c)->client_header_min_rate);
+    pt_rate_resume(&st->rq, pt_rate_usec(ev_now(c->w->loop)));
+    stream_timer(st, conn_http(c)->client_header_timeout);
     return 0;
 }
 
@@ -489,6 +683,8 @@ on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_
         return 0;
     x = st->x;
     st->head_bytes += nlen + vlen + 32; /* RFC 9113 section 6.5.2 counts 32 per field */
+    if (!st->headers_done)
+        pt_rate_add(&st->rq, stream_rq_rate(st), pt_rate_usec(ev_now(c->w->loop)), nlen + vlen);
     if (st->head_bytes > (size_t)h->client_max_header_size ||
         x->req.n >= (unsigned)h->client_max_headers) {
         st->err_status = 431;
@@ -577,10 +773,20 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         if (st->malformed)
             return 0;
         stream_start(st, end);
-        if (stream_of(c, f->hd.stream_id) == st) /* not reset while starting */
-            stream_timer(st, !end && st->x != NULL && !st->x->req_complete && st->x->http != NULL
-                                 ? st->x->http->client_body_timeout
-                                 : 0);
+        if (stream_of(c, f->hd.stream_id) == st) { /* not reset while starting */
+            bool body = !end && st->x != NULL && !st->x->req_complete && st->x->http != NULL &&
+                        !st->x->resp_complete;
+
+            /* the body's rate from the end of the head, with the routed location's setting */
+            st->rq_body = 1;
+            if (body) {
+                pt_rate_start(&st->rq, stream_rq_rate(st));
+                pt_rate_resume(&st->rq, pt_rate_usec(ev_now(c->w->loop)));
+            } else {
+                pt_rate_stop(&st->rq);
+            }
+            stream_timer(st, body ? st->x->http->client_body_timeout : 0);
+        }
         return 0;
     }
     if (end && st->relay != NULL) {
@@ -589,6 +795,7 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     }
     if (end && st->x != NULL) {
         st->x->req_complete = 1;
+        pt_rate_stop(&st->rq);
         stream_timer(st, 0);
         request_body_progress(st);
     }
@@ -643,6 +850,8 @@ on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data
     x->req_body_bytes += len;
     if (pt_chain_append(&c->w->chunks, &x->req_body, data, len) != PT_OK)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    pt_rate_add(&st->rq, stream_rq_rate(st), pt_rate_usec(ev_now(c->w->loop)), len);
+    body_meter_update(st);
     /* the client is not late while we hold its bytes: flow control stops it until the
      * backend takes them, and resume_body restarts the timer then */
     stream_timer(st, 0);
@@ -765,6 +974,7 @@ data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *fl
         n += take;
         pt_chain_consume(&c->w->chunks, &st->out, take);
     }
+    pt_rate_add(&st->snd, stream_send_rate(st), pt_rate_usec(ev_now(c->w->loop)), n);
     if (st->out_full && st->out.bytes < PT_OUT_CAP / 2 && st->x != NULL && st->x->be != NULL) {
         st->out_full = 0;
         st->x->be->resume(st->x);
@@ -820,6 +1030,10 @@ submit_head(struct pt_h2_stream *st)
         nv[k++] = pt_h2_nv("content-length", 14, cl, (size_t)n);
     }
     nghttp2_data_provider prd = {.source = {.ptr = st}, .read_callback = data_read};
+
+    /* the response's rate, measured while the client keeps this stream's window shut */
+    if (!x->resp_no_body && !x->resp_head_only)
+        pt_rate_start(&st->snd, stream_send_rate(st));
 
     if (nghttp2_submit_response(c->session, st->id, nv, k,
                                 x->resp_no_body || x->resp_head_only ? NULL : &prd) != 0)
@@ -1003,6 +1217,7 @@ fe_resume_body(struct pt_exchange *x)
     if (delta > 0 && !st->c->closing) {
         nghttp2_session_consume(st->c->session, st->id, delta);
         st->consumed += delta;
+        body_meter_update(st);
         if (!x->req_complete && !x->discard_body && x->req_body.bytes == 0)
             stream_timer(st, x->http->client_body_timeout);
         if (!st->c->in_recv)
@@ -1052,16 +1267,60 @@ static const struct pt_fe_ops h2_fe_ops = {
 
 /* ---- I/O ------------------------------------------------------------------------------ */
 
+/* Which send meters run, after a write: the connection's while the client holds up its output
+ * (a full socket, or a connection window it keeps shut while responses wait); a stream's while
+ * the client keeps that stream's window shut although the connection could send. A stream that
+ * only waits for its turn among the others is not late. */
+static void
+rates_update(struct pt_h2_conn *c)
+{
+    int64_t now = pt_rate_usec(ev_now(c->w->loop));
+    bool sock_full = ev_is_active(&c->wio);
+    bool conn_window = nghttp2_session_get_remote_window_size(c->session) > 0;
+    bool waiting = false;
+
+    for (struct pt_list *e = c->streams.next; e != &c->streams; e = e->next) {
+        struct pt_h2_stream *st = pt_container_of(e, struct pt_h2_stream, link);
+        bool has_out = st->x != NULL && st->relay == NULL && st->out.bytes > 0;
+        bool shut;
+
+        waiting = waiting || has_out;
+        if (st->snd.state == PT_RATE_OFF)
+            continue;
+        shut = has_out && !sock_full && conn_window &&
+               nghttp2_session_get_stream_remote_window_size(c->session, st->id) <= 0;
+        if (shut == (st->snd.state == PT_RATE_RUNNING))
+            continue;
+        if (shut)
+            pt_rate_resume(&st->snd, now);
+        else
+            pt_rate_pause(&st->snd, now);
+        stream_arm(st);
+    }
+    if (c->snd.state == PT_RATE_OFF)
+        return;
+    if (sock_full || (!conn_window && waiting))
+        pt_rate_resume(&c->snd, now);
+    else
+        pt_rate_pause(&c->snd, now);
+    conn_arm(c);
+}
+
 static void
 h2_flush(struct pt_h2_conn *c)
 {
     const char *why = NULL;
+    uint64_t written = 0;
     int rc;
 
-    if (c->closing)
+    if (c->closing || c->lingering)
         return;
     submit_heads(c);
-    rc = pt_h2_send(c->session, &c->w->chunks, &c->out, c->fd, c->ssl, &c->tls_retry, &why);
+    rc = pt_h2_send(c->session, &c->w->chunks, &c->out, c->fd, c->ssl, &c->tls_retry, &written,
+                    &why);
+    if (written > 0)
+        pt_rate_add(&c->snd, &conn_http(c)->send_min_rate, pt_rate_usec(ev_now(c->w->loop)),
+                    written);
     if (rc == PT_ERR) {
         /* mostly a client that went away; protocol errors were logged when received or when
          * the GOAWAY went out */
@@ -1070,20 +1329,22 @@ h2_flush(struct pt_h2_conn *c)
         return;
     }
     if (rc == PT_AGAIN) {
-        if (!ev_is_active(&c->wio)) {
+        if (!ev_is_active(&c->wio))
             ev_io_start(c->w->loop, &c->wio);
-            update_timer(c);
-        }
+        /* send_timeout is the longest wait without progress, as on HTTP/1.1: a slow reader
+         * that keeps taking bytes is the send rate's to judge */
+        update_timer(c, written > 0);
+        rates_update(c);
         return;
     }
     if (ev_is_active(&c->wio)) {
         ev_io_stop(c->w->loop, &c->wio);
     }
-    update_timer(c);
-    if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
-        h2_close(c);
-    else if ((c->goaway || c->eof) && c->n_streams == 0)
-        h2_close(c);
+    update_timer(c, false);
+    rates_update(c);
+    if ((!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) ||
+        ((c->goaway || c->eof) && c->n_streams == 0))
+        h2_linger(c); /* everything went out: end without a reset */
 }
 
 static void
@@ -1144,6 +1405,14 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
     struct pt_chunk *ch;
     ssize_t n;
 
+    if (c->lingering) {
+        char drop[4096];
+
+        n = read(c->fd, drop, sizeof(drop)); /* TLS records too: nothing more is parsed */
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            h2_close(c);
+        return;
+    }
     if (c->pending != NULL) {
         /* what the HTTP/1.1 connection had already read (the preface, or frames after an
          * Upgrade): fed here, outside pt_h2_conn_start, so a connection that dies on them
@@ -1172,7 +1441,14 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
         return;
     }
     if (n <= 0) {
+        bool eof = true;
+        const char *why = n < 0 && errno == EPROTO && c->ssl != NULL ? pt_io_tls_error(&eof)
+                                                                     : NULL;
+
         pt_chunk_put(&c->w->chunks, ch);
+        if (why != NULL && !eof)
+            pt_log(PT_LOG_INFO, "h2 client %s: TLS error, closing: %s (c%llu)", c->peer_ip, why,
+                   (unsigned long long)c->id);
         if (n == 0 && half_close(c))
             return;
         h2_close(c);
@@ -1200,6 +1476,33 @@ conn_free(struct pt_reapable *r)
     nghttp2_session_del(c->session);
     pt_conf_unref(c->conf);
     free(c);
+}
+
+/* The connection is done and all its output went out (GOAWAY included). Closing now, with the
+ * client's WINDOW_UPDATEs or PINGs unread, would send a RST, and a RST makes the client's
+ * kernel drop what it has not read yet: the end of the last response. So our side is shut
+ * (close_notify first over TLS) and what the client still sends is read and dropped until it
+ * closes, or for LINGER_MSEC. A client that half-closed sends nothing more: closed at once. */
+#define LINGER_MSEC 2000
+
+static void
+h2_linger(struct pt_h2_conn *c)
+{
+    if (c->closing || c->lingering)
+        return;
+    if (c->eof || c->out.bytes > 0) {
+        h2_close(c);
+        return;
+    }
+    c->lingering = 1;
+    if (c->ssl != NULL)
+        SSL_shutdown(c->ssl); /* close_notify; its answer is not awaited */
+    shutdown(c->fd, SHUT_WR);
+    ev_io_stop(c->w->loop, &c->wio);
+    update_read(c, 1);
+    ev_timer_stop(c->w->loop, &c->timer);
+    ev_timer_set(&c->timer, LINGER_MSEC / 1000.0, 0.);
+    ev_timer_start(c->w->loop, &c->timer);
 }
 
 static void
@@ -1242,6 +1545,15 @@ on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
     struct pt_h2_conn *c = ud;
 
+    if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+        (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        struct pt_h2_stream *st = stream_of(c, f->hd.stream_id);
+
+        /* the 408 of a stream cut mid-body is out: the rest of its body is not wanted */
+        if (st != NULL && st->rst_after_end &&
+            nghttp2_session_get_stream_remote_close(s, f->hd.stream_id) == 0)
+            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
+    }
     if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR)
         pt_log(PT_LOG_INFO, "h2 client %s: closing with GOAWAY %s%s%.*s (c%llu)", c->peer_ip,
                nghttp2_http2_strerror(f->goaway.error_code),
@@ -1379,6 +1691,7 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     ev_io_init(&c->rio, on_read, c->fd, EV_READ);
     ev_io_init(&c->wio, on_write, c->fd, EV_WRITE);
     ev_timer_init(&c->timer, on_timer, 0., 0.);
+    pt_rate_start(&c->snd, &h->send_min_rate);
     /* the HTTP/1.1 connection's place passes to this one, so the count (and max_connections)
      * never sees the socket twice or not at all */
     pt_worker_conn_replace(t->conn, &c->conn, &h2_conn_ops);
@@ -1463,4 +1776,5 @@ static const struct pt_conn_ops h2_conn_ops = {
     .drain = conn_drain,
     .close = conn_close_now,
     .reload = conn_reload,
+    .kind = PT_HTTP_CONN_H2,
 };

@@ -11,6 +11,7 @@
 #include "core/common-t.h"
 #include "core/conf-t.h"
 #include "core/module-t.h"
+#include "core/rate-t.h"
 #include "net/tls-t.h"
 #include "upstream/upstream-t.h"
 
@@ -20,6 +21,9 @@ struct pt_http_conf {
     pt_msec client_body_timeout;
     pt_msec keepalive_timeout;
     pt_msec send_timeout;
+    struct pt_min_rate client_header_min_rate; /* slow-client limits (docs/configuration.md) */
+    struct pt_min_rate client_body_min_rate;
+    struct pt_min_rate send_min_rate;
     int64_t keepalive_requests;
     int64_t client_max_body_size; /* 0 = unlimited */
     int64_t client_max_header_size;
@@ -45,6 +49,13 @@ struct pt_http_conf {
     int websocket_close_on_down;     /* a server marked DOWN ends its tunnels (1001) */
 };
 
+/* One `allow` or `deny` rule of a location, checked in order, the first match deciding (nginx's
+ * access module). */
+struct pt_access_rule {
+    struct pt_cidr cidr; /* family 0: `all` */
+    unsigned allow : 1;
+};
+
 /* A location block: a path match and the handler that answers it. */
 struct pt_location {
     const char *path;
@@ -57,7 +68,12 @@ struct pt_location {
     const char *upstream_name;
     struct pt_upstream *upstream;
     int pass_line, pass_col;
+    struct pt_access_rule *access; /* allow / deny, in order (enforced by handlers that say
+                                    * so: pt_handler_ops.access) */
+    unsigned n_access;
+    int access_line, access_col;   /* of the first rule */
     int line, col; /* of the location directive */
+    unsigned index; /* among every location of the snapshot (per-worker metrics maps) */
     void *mod[PT_MODULES_MAX];
 };
 
@@ -96,6 +112,7 @@ struct pt_http_main {
                                 * string when it is not one (RFC 8941 section 3.3) */
     struct pt_vhost **vhosts;
     unsigned n_vhosts;
+    unsigned n_locs; /* every location of every server block */
 };
 
 #endif

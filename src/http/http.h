@@ -17,6 +17,17 @@ pt_http_main(const struct pt_conf *c)
     return (struct pt_http_main *)c->mod[pt_module_http._index];
 }
 
+/* What the location's allow / deny rules say about x's client: denied by a `deny`, allowed by
+ * an `allow`, or no rule matched (PT_ACCESS_DEFAULT: allowed to read, as in nginx; admin
+ * actions need PT_ACCESS_ALLOWED). */
+enum pt_access {
+    PT_ACCESS_DENIED = 0,
+    PT_ACCESS_DEFAULT,
+    PT_ACCESS_ALLOWED,
+};
+struct pt_exchange;
+enum pt_access pt_http_access(const struct pt_exchange *x);
+
 /* What HTTP keeps for a listening address it owns. */
 static inline struct pt_http_listen *
 pt_http_listen(const struct pt_listen *l)

@@ -19,6 +19,7 @@
 #include "http/h1_server.h"
 #include "http/headers.h"
 #include "http/http.h"
+#include "http/http_stats.h"
 #include "http/proxy.h"
 #include "http/router.h"
 #include "net/tls.h"
@@ -29,6 +30,8 @@ http_conf_unset(struct pt_http_conf *h)
 {
     h->client_header_timeout = h->client_body_timeout = PT_UNSET;
     h->keepalive_timeout = h->send_timeout = PT_UNSET;
+    h->client_header_min_rate.rate = h->client_body_min_rate.rate = PT_UNSET;
+    h->send_min_rate.rate = PT_UNSET;
     h->keepalive_requests = h->client_max_body_size = PT_UNSET;
     h->client_max_header_size = h->client_max_uri_size = h->client_max_headers = PT_UNSET;
     h->x_forwarded = h->forwarded = h->via = PT_UNSET;
@@ -103,6 +106,36 @@ set_proxy_name(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
                                  "no quote or backslash)",
                                  n);
     m->proxy_name = n;
+    return PT_OK;
+}
+
+/* client_header_min_rate, client_body_min_rate, send_min_rate: RATE [PERIOD]. RATE is bytes per
+ * second (a size: 500, 1k; 0 or off: no limit), PERIOD the slack (default: the directive's). */
+static const int64_t max_rate = (int64_t)1 << 30;
+static const pt_msec max_rate_period = 3600 * 1000;
+
+static int
+set_min_rate(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_min_rate *r = (struct pt_min_rate *)((char *)conf + d->offset);
+    uint64_t rate = 0;
+    pt_msec period = PT_UNSET;
+
+    if (r->rate != PT_UNSET)
+        return pt_conf_duplicate(cx);
+    if (strcmp(cx->args[1], "off") != 0 &&
+        (pt_parse_size(cx->args[1], &rate) != PT_OK || rate > (uint64_t)max_rate))
+        return pt_conf_error(cx, 1,
+                             "invalid rate \"%s\" in \"%s\" (bytes per second, at most 1g: "
+                             "500 1k 64k; 0 or off)",
+                             cx->args[1], d->name);
+    if (cx->nargs == 2 && (pt_parse_msec(cx->args[2], &period) != PT_OK || period <= 0 ||
+                           period > max_rate_period))
+        return pt_conf_error(cx, 2,
+                             "invalid period \"%s\" in \"%s\" (1ms to 1h: 5s 30s 1m)",
+                             cx->args[2], d->name);
+    r->rate = (int64_t)rate;
+    r->period = period;
     return PT_OK;
 }
 
@@ -213,6 +246,7 @@ set_location_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
 
     if (loc == NULL)
         return pt_conf_error(cx, 0, "out of memory");
+    loc->index = pt_http_main(c)->n_locs++;
     if (cx->nargs == 2) {
         if (strcmp(cx->args[1], "=") != 0)
             return pt_conf_error(cx, 1, "invalid location modifier \"%s\" (only \"=\")",
@@ -253,6 +287,44 @@ set_proxy_pass(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     return PT_OK;
 }
 
+/* `allow ADDRESS|CIDR|all;` / `deny ...;` in a location: appended in order. */
+static int
+set_access(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_location *loc = cx->block;
+    struct pt_access_rule r = {.allow = d->name[0] == 'a'};
+    struct pt_access_rule *v;
+
+    if (strcmp(cx->args[1], "all") != 0 && pt_cidr_parse(cx->args[1], &r.cidr) != PT_OK)
+        return pt_conf_error(cx, 1, "invalid address, CIDR or \"all\" \"%s\" in \"%s\"",
+                             cx->args[1], d->name);
+    v = pt_arena_grow(&cx->conf->arena, loc->access, loc->n_access * sizeof(*v),
+                      (loc->n_access + 1) * sizeof(*v));
+    if (v == NULL)
+        return pt_conf_error(cx, 0, "out of memory");
+    if (loc->n_access == 0) {
+        loc->access_line = cx->lines[0];
+        loc->access_col = cx->cols[0];
+    }
+    v[loc->n_access++] = r;
+    loc->access = v;
+    return PT_OK;
+}
+
+enum pt_access
+pt_http_access(const struct pt_exchange *x)
+{
+    const struct pt_location *loc = x->loc;
+
+    for (unsigned i = 0; loc != NULL && i < loc->n_access; i++) {
+        const struct pt_access_rule *r = &loc->access[i];
+
+        if (r->cidr.family == 0 || pt_cidr_match(&r->cidr, 1, x->peer))
+            return r->allow ? PT_ACCESS_ALLOWED : PT_ACCESS_DENIED;
+    }
+    return PT_ACCESS_DEFAULT;
+}
+
 static const int64_t max_requests = 1000000000;
 static const int64_t max_headers = 10000;
 static const int64_t max_streams = 100000;
@@ -266,6 +338,8 @@ static const struct pt_directive http_directives[] = {
     {"server_name", PT_CTX_SERVER, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_server_name, 0, NULL},
     {"location", PT_CTX_SERVER, 1, 2, 1, PT_BASE_NONE, set_location_block, 0, NULL},
     {"proxy_pass", PT_CTX_LOCATION, 1, 1, 0, PT_BASE_NONE, set_proxy_pass, 0, NULL},
+    {"allow", PT_CTX_LOCATION, 1, 1, 0, PT_BASE_NONE, set_access, 0, NULL},
+    {"deny", PT_CTX_LOCATION, 1, 1, 0, PT_BASE_NONE, set_access, 0, NULL},
     {"client_header_timeout", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
      HOFF(client_header_timeout), NULL},
     {"client_body_timeout", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
@@ -275,6 +349,12 @@ static const struct pt_directive http_directives[] = {
     {"keepalive_requests", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_count,
      HOFF(keepalive_requests), &max_requests},
     {"send_timeout", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_msec, HOFF(send_timeout), NULL},
+    {"client_header_min_rate", HTTP_CTX, 1, 2, 0, PT_BASE_MODULE, set_min_rate,
+     HOFF(client_header_min_rate), NULL},
+    {"client_body_min_rate", HTTP_CTX | PT_CTX_LOCATION, 1, 2, 0, PT_BASE_MODULE, set_min_rate,
+     HOFF(client_body_min_rate), NULL},
+    {"send_min_rate", HTTP_CTX | PT_CTX_LOCATION, 1, 2, 0, PT_BASE_MODULE, set_min_rate,
+     HOFF(send_min_rate), NULL},
     {"client_max_body_size", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_size,
      HOFF(client_max_body_size), NULL},
     {"client_max_header_size", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_size,
@@ -327,9 +407,31 @@ static struct pt_cidr loopback[] = {
     {.family = AF_INET6, .addr = {[15] = 1}, .prefix = 128},
 };
 
+/* A rate and its period go together: an unset rate takes the parent's pair; a rate written
+ * without a period takes the directive's default period. */
+static void
+merge_rate(const struct pt_min_rate *parent, struct pt_min_rate *child, int64_t rate,
+           pt_msec period)
+{
+    if (child->rate == PT_UNSET) {
+        *child = parent != NULL ? *parent : (struct pt_min_rate){.rate = rate, .period = period};
+        return;
+    }
+    if (child->period == PT_UNSET)
+        child->period = period;
+}
+
 static void
 http_conf_merge(const struct pt_http_conf *parent, struct pt_http_conf *child)
 {
+    /* the periods are the matching timeouts' defaults: a client that stops is cut as before,
+     * by the timeout; one that trickles is cut too, instead of never (docs/configuration.md) */
+    merge_rate(parent != NULL ? &parent->client_header_min_rate : NULL,
+               &child->client_header_min_rate, 500, 10000);
+    merge_rate(parent != NULL ? &parent->client_body_min_rate : NULL,
+               &child->client_body_min_rate, 500, 60000);
+    merge_rate(parent != NULL ? &parent->send_min_rate : NULL, &child->send_min_rate, 500,
+               60000);
     MERGE(client_header_timeout, 10000);
     MERGE(client_body_timeout, 60000);
     MERGE(keepalive_timeout, 75000);
@@ -572,6 +674,10 @@ http_conf_validate(struct pt_conf_ctx *cx)
                                  loc->path);
                 continue;
             }
+            if (loc->n_access > 0 && !loc->handler->access)
+                pt_conf_error_at(cx, loc->access_line, loc->access_col,
+                                 "\"allow\" and \"deny\" are enforced only in status and "
+                                 "metrics locations");
             if (loc->upstream_name == NULL)
                 continue;
             loc->upstream = pt_upstream_find(c, loc->upstream_name);
@@ -594,4 +700,7 @@ struct pt_module pt_module_http = {
     .conf_create = http_conf_create,
     .directive_conf = http_directive_conf,
     .conf_validate = http_conf_validate,
+    .worker_init = pt__http_stats_worker_init,
+    .worker_reload = pt__http_stats_worker_reload,
+    .worker_fini = pt__http_stats_worker_fini,
 };

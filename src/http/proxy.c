@@ -310,6 +310,7 @@ on_queue_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     struct pt_exchange *x = pt_container_of(t, struct pt_exchange, qtimer);
 
     dequeue(x);
+    pt_upstream_group(x->w, x->up)->stats->queue_timeouts++;
     pt_log(PT_LOG_WARN,
            "upstream \"%s\": no server freed within queue_timeout for %s %.*s request_id=%s",
            x->up->name, x->method_name, (int)PT_MIN(x->target_len, 200), x->target,
@@ -358,8 +359,10 @@ enqueue(struct pt_exchange *x)
 
     if ((int64_t)n >= x->up->res.max_pending) {
         atomic_fetch_sub_explicit(&x->up->origin->_pending, 1, memory_order_relaxed);
+        g->stats->queue_full++;
         return false;
     }
+    g->stats->queued++;
     pt_list_insert_tail(&g->queue, &x->qlink);
     g->n_queued++;
     ev_timer_init(&x->qtimer, on_queue_timeout, (double)x->up->res.queue_timeout / 1000.0, 0.);
@@ -405,6 +408,7 @@ proxy_try(struct pt_exchange *x, bool allow_reuse)
 
             if (saturated && x->up->res.max_pending > 0 && enqueue(x))
                 return;
+            pt_upstream_group(x->w, x->up)->stats->no_server++;
             pt_log(PT_LOG_ERROR, "upstream \"%s\": no server available for %s %.*s%s request_id=%s",
                    x->up->name, x->method_name, (int)PT_MIN(x->target_len, 200), x->target,
                    saturated                ? " (all at max_conns)"
@@ -493,6 +497,7 @@ retry_elsewhere(struct pt_exchange *x, bool resend)
 {
     if (resend)
         x->retries_done++;
+    pt_upstream_group(x->w, x->up)->stats->retries++;
     if (pt_exchange_prepare_replay(x) != PT_OK) {
         answer_error(x, 502, PT_PERR_PROXY_INTERNAL_ERROR, "out of memory");
         return;
@@ -624,6 +629,9 @@ pt_proxy_response_head(struct pt_exchange *x)
         a->t_head = ev_now(x->w->loop);
         a->status = x->status;
     }
+    if (x->status >= 100 && x->status < 600)
+        pt_upstream_wserver(pt_upstream_group(x->w, x->up), x->att.srv)->stats
+            ->responses[x->status / 100 - 1]++;
     pt_outlier_record(x->att.srv, x->status >= 500 ? PT_FC_5XX : 0, false);
     if (x->status >= 500 && pt_retry_allowed(x, 0, x->status))
         return PT_DECLINED;

@@ -370,6 +370,8 @@ closed(struct pt_relay *r, const char *why)
     /* the access log line: 101, the bytes each way, the whole tunnel's duration */
     x->req_body_bytes = r->end[PT_RELAY_A].bytes_in;
     x->resp_body_bytes = r->end[PT_RELAY_B].bytes_in;
+    pt_http_stats_ws_closed(x, why, t->code, t->goodbye, t->dir[PT_RELAY_A].messages,
+                            t->dir[PT_RELAY_B].messages);
     x->resp_complete = 1;
     if (x->up != NULL) {
         pt_proxy_release(x); /* least_conn and max_conns counted the tunnel until now */
@@ -547,6 +549,7 @@ pt_ws_tunnel_end(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void
     t->x = x;
     t->r = r;
     t->max_message = (uint64_t)x->http->websocket_max_message;
+    pt_http_stats_ws_open(x);
     x->fe = NULL;
     x->be = NULL;
     pt_relay_attach_ops(r, PT_RELAY_B, ops, ctx);
@@ -609,6 +612,7 @@ pt_ws_tunnel(struct pt_exchange *x, int fd, struct ssl_st *ssl, struct pt_chain 
     t->x = x;
     t->r = r;
     t->max_message = (uint64_t)x->http->websocket_max_message;
+    pt_http_stats_ws_open(x);
     x->fe = NULL; /* neither codec is left: the relay owns both sockets */
     x->be = NULL;
     pt_relay_attach_socket(r, PT_RELAY_B, fd, ssl, true);

@@ -25,6 +25,10 @@ enum pt_relay_side {
     PT_RELAY_B = 1,
 };
 
+/* The worker counts relays that took a client connection's place as this kind of connection
+ * (struct pt_conn_ops.kind; HTTP has 1 and 2). */
+#define PT_RELAY_CONN_KIND 3
+
 /* Each side holds at most this many bytes queued for it; past it the other side stops reading
  * until the queue is half drained. So a peer that never reads costs at most this much. */
 #define PT_RELAY_QUEUE_CAP (64 * 1024)

@@ -323,6 +323,7 @@ static const struct pt_conn_ops relay_conn_ops = {
     .drain = conn_drain,
     .close = conn_close,
     .reload = conn_reload,
+    .kind = PT_RELAY_CONN_KIND,
 };
 
 struct pt_relay *

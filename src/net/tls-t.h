@@ -15,6 +15,32 @@ enum pt_tls_proto {
     PT_TLS_V13 = 1u << 1,
 };
 
+/* The two ends portico does TLS handshakes at. */
+enum pt_tls_side {
+    PT_TLS_FRONTEND = 0, /* with clients, on TLS listeners */
+    PT_TLS_BACKEND,      /* with servers of `tls on` upstreams (health checks not counted) */
+    PT_TLS_SIDES,
+};
+
+/* Why a handshake failed, for metrics: broad classes of OpenSSL's reasons. */
+enum pt_tls_fail {
+    PT_TLS_FAIL_PROTOCOL = 0,  /* no common protocol version (TLS 1.1 or older, ...) */
+    PT_TLS_FAIL_CIPHER,        /* no common cipher suite or group */
+    PT_TLS_FAIL_HTTP,          /* plain HTTP sent to a TLS port */
+    PT_TLS_FAIL_CERTIFICATE,   /* a certificate was missing or did not verify (either way) */
+    PT_TLS_FAIL_CLOSED,        /* the peer closed or reset the connection */
+    PT_TLS_FAIL_TIMEOUT,       /* tls_handshake_timeout (frontend) */
+    PT_TLS_FAIL_OTHER,
+    PT_TLS_FAILS,
+};
+
+/* Block kind "tls" (core/stats-t.h), per worker, unnamed. Only uint64_t. */
+struct pt_tls_stats {
+    uint64_t handshakes[PT_TLS_SIDES]; /* completed */
+    uint64_t resumed[PT_TLS_SIDES];    /* of those, resumed sessions (ticket or cache) */
+    uint64_t failures[PT_TLS_SIDES][PT_TLS_FAILS];
+};
+
 enum pt_tls_verify {
     PT_TLS_VERIFY_OFF = 0,
     PT_TLS_VERIFY_ON,

@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/arena.h"
@@ -24,6 +25,8 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/priv.h"
+#include "core/stats.h"
+#include "core/worker.h"
 #include "net/tls.h"
 
 #define DEFAULT_CIPHERS                                                                          \
@@ -800,6 +803,94 @@ pt_tls_connect(SSL_CTX *ctx, const char *name, bool verify, int fd, SSL_SESSION 
     return ssl;
 }
 
+/* ---- counting (metrics) ---------------------------------------------------------------- */
+
+/* The calling worker's counters (NULL on the main thread: health checks are not counted). */
+static struct pt_tls_stats *
+tls_stats(void)
+{
+    struct pt_worker *w = pt_worker_self();
+
+    return w != NULL ? w->mod[pt_module_tls._index] : NULL;
+}
+
+static enum pt_tls_fail
+fail_reason(int code, unsigned long e)
+{
+    if (e == 0)
+        return code == SSL_ERROR_SYSCALL || code == SSL_ERROR_ZERO_RETURN ? PT_TLS_FAIL_CLOSED
+                                                                           : PT_TLS_FAIL_OTHER;
+    switch (ERR_GET_REASON(e)) {
+    case SSL_R_UNSUPPORTED_PROTOCOL:
+    case SSL_R_WRONG_VERSION_NUMBER:
+    case SSL_R_VERSION_TOO_LOW:
+    case SSL_R_VERSION_TOO_HIGH:
+    case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+        return PT_TLS_FAIL_PROTOCOL;
+    case SSL_R_NO_SHARED_CIPHER:
+    case SSL_R_NO_CIPHERS_AVAILABLE:
+    case SSL_R_NO_SHARED_GROUPS:
+    case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE:
+        return PT_TLS_FAIL_CIPHER;
+    case SSL_R_HTTP_REQUEST:
+    case SSL_R_HTTPS_PROXY_REQUEST:
+        return PT_TLS_FAIL_HTTP;
+    case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+    case SSL_R_CERTIFICATE_VERIFY_FAILED:
+    case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+    case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+    case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+        return PT_TLS_FAIL_CERTIFICATE;
+    case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+        return PT_TLS_FAIL_CLOSED;
+    default:
+        return PT_TLS_FAIL_OTHER;
+    }
+}
+
+static void
+count_done(enum pt_tls_side side, SSL *ssl)
+{
+    struct pt_tls_stats *st = tls_stats();
+
+    if (st == NULL)
+        return;
+    st->handshakes[side]++;
+    if (SSL_session_reused(ssl))
+        st->resumed[side]++;
+}
+
+static void
+count_failed(enum pt_tls_side side, enum pt_tls_fail why)
+{
+    struct pt_tls_stats *st = tls_stats();
+
+    if (st != NULL)
+        st->failures[side][why]++;
+}
+
+void
+pt_tls_count_timeout(void)
+{
+    count_failed(PT_TLS_FRONTEND, PT_TLS_FAIL_TIMEOUT);
+}
+
+static int
+tls_worker_init(struct pt_worker *w)
+{
+    w->mod[pt_module_tls._index] =
+        pt_stats_get(&w->stats, "tls", NULL, NULL, sizeof(struct pt_tls_stats));
+    return w->mod[pt_module_tls._index] != NULL ? PT_OK : PT_ERR;
+}
+
+static void
+tls_worker_fini(struct pt_worker *w)
+{
+    w->mod[pt_module_tls._index] = NULL; /* the block itself lives on in w->stats */
+}
+
 /* The common part of both handshake drivers: PT_OK, PT_AGAIN (with *want_write), or PT_ERR
  * with the SSL error code in *code (errors left on OpenSSL's queue for the caller). */
 static int
@@ -826,8 +917,13 @@ pt_tls_connect_step(SSL *ssl, const char *who, bool *want_write)
     char errs[300];
     int code, rc = handshake_step(ssl, want_write, &code);
 
+    if (rc == PT_OK)
+        count_done(PT_TLS_BACKEND, ssl);
     if (rc != PT_ERR)
         return rc;
+    count_failed(PT_TLS_BACKEND, SSL_get_verify_result(ssl) != X509_V_OK
+                                     ? PT_TLS_FAIL_CERTIFICATE
+                                     : fail_reason(code, ERR_peek_error()));
     if (SSL_get_verify_result(ssl) != X509_V_OK)
         snprintf(errs, sizeof(errs), "certificate verification failed: %s",
                  X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
@@ -1032,6 +1128,8 @@ struct pt_module pt_module_tls = {
     .conf_merge = tls_conf_merge,
     .conf_validate = tls_conf_validate,
     .conf_release = tls_conf_release,
+    .worker_init = tls_worker_init,
+    .worker_fini = tls_worker_fini,
     .upgrade_save = tls_upgrade_save,
     .upgrade_load = tls_upgrade_load,
 };
@@ -1065,8 +1163,11 @@ pt_tls_handshake(SSL *ssl, const char *peer, bool *want_write)
     char errs[300];
     int code, rc = handshake_step(ssl, want_write, &code);
 
+    if (rc == PT_OK)
+        count_done(PT_TLS_FRONTEND, ssl);
     if (rc != PT_ERR)
         return rc;
+    count_failed(PT_TLS_FRONTEND, fail_reason(code, ERR_peek_error()));
     if (code == SSL_ERROR_SYSCALL) {
         ERR_clear_error();
         pt_log(PT_LOG_INFO, "TLS handshake with %s failed: %s", peer,
@@ -1113,6 +1214,25 @@ pt_tls_client_subject(SSL *ssl, struct pt_arena *a)
     return pt_arena_strndup(a, buf, (size_t)n);
 }
 
+/* Why the last pt_io_read of this thread failed on a TLS connection (PT_ERR with EPROTO). */
+static __thread char io_error[256];
+static __thread bool io_error_eof;
+
+const char *
+pt_io_tls_error(bool *eof)
+{
+    *eof = io_error_eof;
+    return io_error;
+}
+
+void
+pt_io_reset_on_close(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
 ssize_t
 pt_io_read(int fd, SSL *ssl, char *buf, size_t n)
 {
@@ -1139,7 +1259,10 @@ pt_io_read(int fd, SSL *ssl, char *buf, size_t n)
             return 0; /* EOF without close_notify: treat as EOF */
         return PT_ERR;
     default:
-        ERR_clear_error();
+        /* a protocol error (a bad record, a renegotiation refused, ...) or, with OpenSSL 3, an
+         * EOF without close_notify (a truncation): the caller says which */
+        io_error_eof = ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+        ssl_errors(io_error, sizeof(io_error));
         errno = EPROTO;
         return PT_ERR;
     }

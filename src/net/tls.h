@@ -50,6 +50,8 @@ SSL *pt_tls_accept(const struct pt_tls_listen *l, int fd);
 /* Drives the handshake: PT_OK when done, PT_AGAIN (sets *want_write when it waits for
  * writability), PT_ERR (logged with the client address). */
 int pt_tls_handshake(SSL *ssl, const char *peer, bool *want_write);
+/* A frontend handshake ran out of tls_handshake_timeout: counted for metrics. Worker thread. */
+void pt_tls_count_timeout(void);
 /* True when ALPN chose "h2". */
 bool pt_tls_alpn_h2(SSL *ssl);
 /* The verified client certificate subject (RFC 2253) copied into the arena, or NULL. */
@@ -83,6 +85,12 @@ int pt_tls_connect_io(struct ev_loop *loop, ev_io *wio, SSL *ssl, const char *wh
 
 /* Reads into buf: > 0 bytes, 0 at EOF, PT_AGAIN, PT_ERR (errno set for socket errors). */
 ssize_t pt_io_read(int fd, SSL *ssl, char *buf, size_t n);
+/* After pt_io_read returned PT_ERR with errno EPROTO: OpenSSL's reasons, and whether it was only
+ * an EOF without close_notify (a client that went away, not one that misbehaved). */
+const char *pt_io_tls_error(bool *eof);
+/* Makes the coming close() of fd an abortive one (RST, SO_LINGER 0): for a client cut for not
+ * reading, whose unsent bytes the kernel would otherwise keep trying to deliver. */
+void pt_io_reset_on_close(int fd);
 /* Writes from iov: bytes written, PT_AGAIN, or PT_ERR. Over TLS, a write that would block must
  * be retried with the same length (OpenSSL's rule); *retry_len remembers it between calls. */
 ssize_t pt_io_writev(int fd, SSL *ssl, const struct iovec *iov, int n, size_t *retry_len);

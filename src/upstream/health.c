@@ -46,6 +46,13 @@ struct probe {
 
 static struct probe *probes;
 static unsigned n_probes;
+/* Checks asked for by workers (pt_health_check_now): a flag on the server, then a wake-up of
+ * the main loop, which starts them. The wake-up is set up once, by the first
+ * pt_health_start() (reloads stop and start the probers, never it), and published with
+ * hc_ready. */
+static struct ev_loop *hc_loop;
+static ev_async hc_force;
+static atomic_int hc_ready;
 
 static void probe_schedule(struct probe *p, double after);
 
@@ -86,14 +93,54 @@ pt_health_count(struct pt_health_run *r, bool ok, unsigned fall, unsigned rise)
     return 0;
 }
 
+const char *
+pt_health_result_text(enum pt_hc_result r, int detail, char *buf, size_t len)
+{
+    switch (r) {
+    case PT_HC_NONE:
+        return "not checked yet";
+    case PT_HC_PASS:
+        return "passed";
+    case PT_HC_TIMEOUT:
+        return "timeout";
+    case PT_HC_CONNECT:
+        snprintf(buf, len, "%s", strerror(detail));
+        return buf;
+    case PT_HC_TLS:
+        return "TLS handshake failed";
+    case PT_HC_IO:
+        if (detail == 0)
+            return "connection closed";
+        snprintf(buf, len, "%s", strerror(detail));
+        return buf;
+    case PT_HC_INVALID:
+        return "invalid response";
+    case PT_HC_STATUS:
+        snprintf(buf, len, "status %d", detail);
+        return buf;
+    case PT_HC_BODY:
+        return "body does not contain the expected text";
+    }
+    return "unknown";
+}
+
+/* A check ended with result r (PT_HC_PASS or a failure) and its detail (errno, status). */
 static void
-probe_done(struct probe *p, int ok, const char *why)
+probe_done(struct probe *p, enum pt_hc_result r, int detail)
 {
     const struct pt_health_conf *h = p->h;
     struct pt_server *s = p->srv;
+    bool ok = r == PT_HC_PASS;
+    char buf[128];
+    const char *why = pt_health_result_text(r, detail, buf, sizeof(buf));
     int changing;
 
     probe_cleanup(p);
+    /* the status page reads these three while they change: a moment's mix is harmless */
+    atomic_store_explicit(&s->_hc_result, (int)r, memory_order_relaxed);
+    atomic_store_explicit(&s->_hc_detail, detail, memory_order_relaxed);
+    atomic_store_explicit(&s->_hc_at, pt_now_ms(), memory_order_relaxed);
+    atomic_fetch_add_explicit(ok ? &s->_hc_passes : &s->_hc_fails, 1, memory_order_relaxed);
     switch (pt_health_count(&p->run, ok, h->fall, h->rise)) {
     case 1:
         atomic_store_explicit(&s->_usable_since, pt_now_ms(), memory_order_relaxed);
@@ -131,39 +178,37 @@ judge_response(struct probe *p, int eof)
 {
     const struct pt_health_conf *h = p->h;
     uint64_t st = 0;
-    char why[128];
 
     p->buf[p->len] = '\0';
     /* status-line = HTTP-version SP 3DIGIT SP ... (RFC 9112 section 4), through the one number
      * parser: "-12" or " 20" is not a status */
     if (p->len < 13 && memchr(p->buf, '\n', p->len) == NULL) {
         if (eof || p->len >= PROBE_BUF - 1)
-            probe_done(p, 0, "invalid response");
+            probe_done(p, PT_HC_INVALID, 0);
         return; /* the status line is not complete yet */
     }
     if (p->len < 13 || strncmp(p->buf, "HTTP/1.", 7) != 0 || p->buf[8] != ' ' ||
         pt_parse_u64(p->buf + 9, 3, 999, &st) != PT_OK ||
         (p->buf[12] != ' ' && p->buf[12] != '\r')) {
-        probe_done(p, 0, "invalid response");
+        probe_done(p, PT_HC_INVALID, 0);
         return;
     }
     if (!status_ok(h, (unsigned)st)) {
-        snprintf(why, sizeof(why), "status %u", (unsigned)st);
-        probe_done(p, 0, why);
+        probe_done(p, PT_HC_STATUS, (int)st);
         return;
     }
     if (h->body == NULL) {
-        probe_done(p, 1, NULL);
+        probe_done(p, PT_HC_PASS, 0);
         return;
     }
     const char *body = strstr(p->buf, "\r\n\r\n");
 
     if (body != NULL && strstr(body + 4, h->body) != NULL) {
-        probe_done(p, 1, NULL);
+        probe_done(p, PT_HC_PASS, 0);
         return;
     }
     if (eof || p->len >= PROBE_BUF - 1)
-        probe_done(p, 0, "body does not contain the expected text");
+        probe_done(p, PT_HC_BODY, 0);
 }
 
 static void
@@ -181,7 +226,7 @@ send_request(struct probe *p)
     if (w == PT_AGAIN)
         return; /* writable again later */
     if (w != n) {
-        probe_done(p, 0, w < 0 ? strerror(errno) : "short write");
+        probe_done(p, PT_HC_IO, w < 0 ? errno : 0);
         return;
     }
     p->sent = 1;
@@ -204,17 +249,17 @@ on_io(struct ev_loop *loop, ev_io *io, int revents)
             if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &l) == -1)
                 err = errno;
             if (err != 0) {
-                probe_done(p, 0, strerror(err));
+                probe_done(p, PT_HC_CONNECT, err);
                 return;
             }
             if (!p->h->http) {
-                probe_done(p, 1, NULL);
+                probe_done(p, PT_HC_PASS, 0);
                 return;
             }
             if (p->srv->upstream->tls) {
                 p->ssl = pt_upstream_tls(p->srv, p->fd, NULL);
                 if (p->ssl == NULL) {
-                    probe_done(p, 0, "cannot start TLS");
+                    probe_done(p, PT_HC_TLS, 0);
                     return;
                 }
                 p->handshaking = 1;
@@ -233,7 +278,7 @@ on_io(struct ev_loop *loop, ev_io *io, int revents)
                  p->srv->upstream->name);
         rc = pt_tls_connect_step(p->ssl, who, &want_write);
         if (rc == PT_ERR) {
-            probe_done(p, 0, "TLS handshake failed");
+            probe_done(p, PT_HC_TLS, 0);
             return;
         }
         if (rc == PT_AGAIN) {
@@ -258,7 +303,7 @@ on_io(struct ev_loop *loop, ev_io *io, int revents)
     if (n == PT_AGAIN)
         return;
     if (n < 0) {
-        probe_done(p, 0, strerror(errno));
+        probe_done(p, PT_HC_IO, errno);
         return;
     }
     p->len += (size_t)n;
@@ -272,7 +317,7 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     int one = 1;
 
     if (p->running) {
-        probe_done(p, 0, "timeout");
+        probe_done(p, PT_HC_TIMEOUT, 0);
         return;
     }
     /* start a check */
@@ -283,13 +328,13 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     p->tls_retry = 0;
     p->fd = socket(p->srv->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (p->fd == -1) {
-        probe_done(p, 0, strerror(errno));
+        probe_done(p, PT_HC_CONNECT, errno);
         return;
     }
     setsockopt(p->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (connect(p->fd, (struct sockaddr *)&p->srv->addr.sa, p->srv->addr.len) == -1 &&
         errno != EINPROGRESS) {
-        probe_done(p, 0, strerror(errno));
+        probe_done(p, PT_HC_CONNECT, errno);
         return;
     }
     ev_io_init(&p->io, on_io, p->fd, EV_WRITE);
@@ -306,11 +351,44 @@ probe_schedule(struct probe *p, double after)
     ev_timer_start(p->loop, &p->timer);
 }
 
+/* Main loop: starts the checks workers asked for, unless one is running already (its result
+ * is as fresh as a new one would be). */
+static void
+on_force(struct ev_loop *loop, ev_async *a, int revents)
+{
+    for (unsigned i = 0; i < n_probes; i++) {
+        struct probe *p = &probes[i];
+
+        if (atomic_exchange_explicit(&p->srv->_hc_force, 0, memory_order_relaxed) &&
+            !p->running)
+            probe_schedule(p, 0.);
+    }
+}
+
+bool
+pt_health_check_now(struct pt_server *s)
+{
+    if (!s->upstream->res.health.enabled)
+        return false;
+    atomic_store_explicit(&s->_hc_force, 1, memory_order_relaxed);
+    /* ev_async_send is thread-safe; the main loop lives until the process exits */
+    if (atomic_load_explicit(&hc_ready, memory_order_acquire))
+        ev_async_send(hc_loop, &hc_force);
+    return true;
+}
+
 int
 pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err)
 {
     unsigned n = 0, k = 0;
 
+    if (!atomic_load_explicit(&hc_ready, memory_order_relaxed)) {
+        hc_loop = loop;
+        ev_async_init(&hc_force, on_force);
+        ev_async_start(loop, &hc_force);
+        ev_unref(loop); /* the wake-up alone must not keep the main loop running */
+        atomic_store_explicit(&hc_ready, 1, memory_order_release);
+    }
     /* the running server lists: the newest versions DNS made (resolve.c) */
     for (unsigned i = 0; i < pt_upstream_main(conf)->n_upstreams; i++)
         if (pt_upstream_main(conf)->upstreams[i]->res.health.enabled)

@@ -21,6 +21,19 @@ struct pt_status_range {
     uint16_t lo, hi;
 };
 
+/* The outcome of one active health check (struct pt_server._hc_result). */
+enum pt_hc_result {
+    PT_HC_NONE = 0, /* not checked yet */
+    PT_HC_PASS,
+    PT_HC_TIMEOUT,
+    PT_HC_CONNECT,  /* detail: errno */
+    PT_HC_TLS,      /* TLS handshake failed */
+    PT_HC_IO,       /* read or write failed; detail: errno (0: connection closed) */
+    PT_HC_INVALID,  /* not an HTTP/1.x response */
+    PT_HC_STATUS,   /* detail: the status, outside the expected ranges */
+    PT_HC_BODY,     /* the body does not contain the expected text */
+};
+
 /* The counting state of one server's active health checks. Owner: its prober (main thread). */
 struct pt_health_run {
     unsigned ok_run;   /* consecutive passes */

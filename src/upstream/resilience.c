@@ -404,7 +404,9 @@ pt__server_runtime_usable(const struct pt_server *cs)
     int64_t until = atomic_load_explicit(&s->_ejected_until, memory_order_relaxed);
     int64_t now = 0;
 
-    if (atomic_load_explicit(&s->_check_down, memory_order_relaxed))
+    /* drained by an admin, or DOWN by active checks: no new request */
+    if (atomic_load_explicit(&s->_admin_drain, memory_order_relaxed) ||
+        atomic_load_explicit(&s->_check_down, memory_order_relaxed))
         return false;
     if (until != 0) {
         now = pt_now_ms();
@@ -465,8 +467,8 @@ static const struct pt_outlier_conf connect_default = {
     .max_ejected_percent = 50,
 };
 
-/* True when a server other than s is in rotation: not `down`, not DOWN by health checks, not
- * ejected. */
+/* True when a server other than s is in rotation: not `down`, not drained, not DOWN by health
+ * checks, not ejected. */
 static bool
 others_in_rotation(const struct pt_upstream *up, const struct pt_server *s, int64_t now)
 {
@@ -474,6 +476,7 @@ others_in_rotation(const struct pt_upstream *up, const struct pt_server *s, int6
         struct pt_server *o = up->servers[i];
 
         if (o != s && !o->down &&
+            !atomic_load_explicit(&o->_admin_drain, memory_order_relaxed) &&
             !atomic_load_explicit(&o->_check_down, memory_order_relaxed) &&
             atomic_load_explicit(&o->_ejected_until, memory_order_relaxed) <= now)
             return true;
@@ -566,10 +569,10 @@ pt_retry_budget_take(struct pt_wupstream *g)
         g->retry_tokens -= 1.0;
         return true;
     }
-    g->retries_denied++;
-    if (g->retries_denied == 1 || g->retries_denied % 100 == 0)
+    g->stats->retries_denied++;
+    if (g->stats->retries_denied == 1 || g->stats->retries_denied % 100 == 0)
         pt_log(PT_LOG_WARN, "upstream \"%s\": retry budget exhausted (%llu retries denied)",
-               g->up->name, (unsigned long long)g->retries_denied);
+               g->up->name, (unsigned long long)g->stats->retries_denied);
     return false;
 }
 

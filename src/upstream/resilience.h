@@ -23,7 +23,8 @@ void pt_resilience_unset(struct pt_resilience *r);
 /* Fills defaults after parsing (main thread, at load). */
 void pt_resilience_defaults(struct pt_resilience *r);
 
-/* The runtime half of pt_server_usable(): active health, ejection, slow start. Any thread. */
+/* The runtime half of pt_server_usable(): admin drain, active health, ejection, slow start.
+ * Any thread. */
 bool pt__server_runtime_usable(const struct pt_server *s);
 /* Outlier detection: a failure of class fail_class (0 for a success) on s. `unreachable`: the
  * connection itself could not be made (connect() or the TLS handshake failed), so ejecting s
@@ -45,5 +46,11 @@ uint32_t pt_server_token(const struct pt_server *s);
 int pt_health_count(struct pt_health_run *r, bool ok, unsigned fall, unsigned rise);
 int pt_health_start(struct ev_loop *loop, struct pt_conf *conf, struct pt_err *err);
 void pt_health_stop(void);
+/* Asks the prober to check s now (on the main thread, soon), unless a check is running. False
+ * when s's upstream has no health_check. Any thread; no lock. */
+bool pt_health_check_now(struct pt_server *s);
+/* A health check result as text ("status 503", "Connection refused"), as the DOWN log line
+ * says it; formatted in buf when it needs to be. Any thread. */
+const char *pt_health_result_text(enum pt_hc_result r, int detail, char *buf, size_t len);
 
 #endif

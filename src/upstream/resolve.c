@@ -934,6 +934,14 @@ version_build(struct rup *u)
                 atomic_init(&s->_consec_fail, atomic_load(&prev->_consec_fail));
                 atomic_init(&s->_ejections, atomic_load(&prev->_ejections));
                 atomic_init(&s->_usable_since, atomic_load(&prev->_usable_since));
+                /* an admin's drain and the status page's record of its health checks */
+                atomic_init(&s->_admin_drain, atomic_load(&prev->_admin_drain));
+                atomic_init(&s->_hc_result, atomic_load(&prev->_hc_result));
+                atomic_init(&s->_hc_detail, atomic_load(&prev->_hc_detail));
+                atomic_init(&s->_hc_at, atomic_load(&prev->_hc_at));
+                atomic_init(&s->_hc_passes, atomic_load(&prev->_hc_passes));
+                atomic_init(&s->_hc_fails, atomic_load(&prev->_hc_fails));
+                atomic_init(&s->_hc_force, 0);
             } else {
                 s->slot = slot_of(u, s->addr.name);
                 atomic_init(&s->_check_down, 0);
@@ -942,6 +950,13 @@ version_build(struct rup *u)
                 atomic_init(&s->_ejections, 0);
                 /* a new address warms up like a server that came back (slow_start) */
                 atomic_init(&s->_usable_since, pt_now_ms());
+                atomic_init(&s->_admin_drain, 0);
+                atomic_init(&s->_hc_result, 0);
+                atomic_init(&s->_hc_detail, 0);
+                atomic_init(&s->_hc_at, 0);
+                atomic_init(&s->_hc_passes, 0);
+                atomic_init(&s->_hc_fails, 0);
+                atomic_init(&s->_hc_force, 0);
             }
             v->servers[n++] = s;
         }

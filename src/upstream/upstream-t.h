@@ -11,6 +11,7 @@
 
 #include "core/common-t.h"
 #include "core/conf-t.h"
+#include "core/stats-t.h"
 #include "upstream/resilience-t.h"
 
 struct pt_upstream;
@@ -43,6 +44,19 @@ struct pt_server {
     atomic_uint _consec_fail;     /* consecutive failures seen by outlier detection */
     atomic_uint _ejections;       /* ejections so far (backoff exponent) */
     atomic_int_fast64_t _usable_since; /* pt_now_ms() when it last became usable (slow start) */
+    /* Admin (status location, any worker): 1 while drained: pt_server_usable() is false, so
+     * it gets no new request; those in flight finish. Carried over a reload by identity. */
+    atomic_int _admin_drain;
+    /* Active health checks, written by the prober (main thread), read by the status page and
+     * metrics: the last result (enum pt_hc_result), its detail (a status or an errno), when
+     * (pt_now_ms(); 0: never), and the checks passed and failed so far. _hc_force: a worker
+     * asks for a check now (pt_health_check_now). */
+    atomic_int _hc_result;
+    atomic_int _hc_detail;
+    atomic_int_fast64_t _hc_at;
+    atomic_uint_fast64_t _hc_passes;
+    atomic_uint_fast64_t _hc_fails;
+    atomic_int _hc_force;
 };
 
 /* A `server NAME:PORT resolve` or `server NAME service=S resolve` line: its name is resolved
@@ -163,6 +177,30 @@ struct pt_attempt {
     unsigned counted : 1;    /* counted in srv->_active and the lb's on_conn */
 };
 
+/* Block kind "upstream_server" (core/stats-t.h), per worker, named (upstream, server address):
+ * what one worker did with one server, kept across reloads by name. Only uint64_t. */
+struct pt_server_stats {
+    uint64_t requests;      /* attempts started (pt_upstream_acquire) */
+    uint64_t failures;      /* attempts that failed: connect, reset, timeout, bad response */
+    uint64_t responses[5];  /* response heads received, by class 1xx..5xx */
+    uint64_t conns_opened;  /* new backend connections */
+    uint64_t conns_reused;  /* attempts sent on an open connection (pooled HTTP/1.1, shared
+                             * HTTP/2) */
+    uint64_t idle;          /* gauge: idle pooled connections now */
+    struct pt_hist response_time; /* attempt start to the response head (or the failure) */
+};
+
+/* Block kind "upstream", per worker, named (upstream): request-level events. */
+struct pt_upstream_stats {
+    uint64_t retries;        /* attempts after a failed one on another server (or the same
+                              * one in a one-server upstream): connect errors and retry_on */
+    uint64_t retries_denied; /* a retry was allowed by retry_on but the budget was empty */
+    uint64_t no_server;      /* answered 503: no server could be picked */
+    uint64_t queued;         /* waited in the max_pending queue */
+    uint64_t queue_full;     /* answered 503: the queue was at max_pending */
+    uint64_t queue_timeouts; /* answered 503: no server freed within queue_timeout */
+};
+
 /* Per worker, per upstream server: the idle pool and counters. Owner: worker. */
 /* A balancer's running estimate of one server (ewma: its latency, decayed from `stamp`), kept
  * with the rest of the worker's server state across reloads. */
@@ -188,8 +226,7 @@ struct pt_wserver {
     struct pt_list shared; /* multiplexed connections (HTTP/2), idle or not */
     void *tls_session;     /* SSL_SESSION to resume on the next TLS connection */
     unsigned n_active;
-    uint64_t requests;
-    uint64_t failures;
+    struct pt_server_stats *stats; /* this worker's block for the server (never NULL) */
     struct pt_lb_est lb_est;  /* the balancer's, if it keeps one per server */
     struct pt_list pinned;    /* struct pt_pin: what ends when the server goes DOWN */
 };
@@ -203,7 +240,7 @@ struct pt_wupstream {
     void *lb_state;             /* owned by the lb module (group_init / group_fini) */
     struct pt_worker *w;
     double retry_tokens;        /* retry budget: +budget% per request, -1 per retry, cap 10 */
-    uint64_t retries_denied;
+    struct pt_upstream_stats *stats; /* this worker's block for the upstream (never NULL) */
     struct pt_list queue;       /* requests waiting for a server under max_conns */
     unsigned n_queued;
     ev_timer queue_poll;        /* retries the queue while it is not empty */

@@ -7,6 +7,7 @@
 
 #include "core/common.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "core/worker.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
@@ -63,6 +64,14 @@ group_servers(struct pt_wupstream *g, struct pt_upstream *up)
             pt_list_init(&ws->idle);
             pt_list_init(&ws->shared);
             pt_list_init(&ws->pinned);
+            /* counters by name: a server that comes back (or changes slot with its transport)
+             * counts on in the same block */
+            ws->stats = pt_stats_get(&g->w->stats, "upstream_server", up->name,
+                                     srv->addr.name, sizeof(*ws->stats));
+            if (ws->stats == NULL) {
+                free(ws);
+                return PT_ERR;
+            }
             g->servers[srv->slot] = ws;
         }
         ws->srv = srv;
@@ -141,6 +150,11 @@ group_attach(struct pt_worker *w, struct pt_upstream *up)
         g->w = w;
         g->retry_tokens = 10.0;
         pt_list_init(&g->queue);
+        g->stats = pt_stats_get(&w->stats, "upstream", up->name, NULL, sizeof(*g->stats));
+        if (g->stats == NULL) {
+            free(g);
+            return PT_ERR;
+        }
         t->g[up->slot] = g;
     } else if (g->up != NULL && g->lb_state != NULL) {
         const struct pt_lb_ops *old = g->up->lb->ops;
@@ -343,6 +357,39 @@ pt__upstream_version_publish(struct pt_upstream *v)
     return pt_runtime_post(version_switch, v);
 }
 
+const char *const pt_server_state_names[PT_SRV_STATES] = {
+    "up", "down", "ejected", "draining", "disabled",
+};
+
+enum pt_server_state
+pt_server_state(const struct pt_server *cs)
+{
+    struct pt_server *s = (struct pt_server *)cs;
+
+    if (s->down)
+        return PT_SRV_DISABLED;
+    if (atomic_load_explicit(&s->_admin_drain, memory_order_relaxed))
+        return PT_SRV_DRAINING;
+    if (atomic_load_explicit(&s->_check_down, memory_order_relaxed))
+        return PT_SRV_DOWN;
+    if (atomic_load_explicit(&s->_ejected_until, memory_order_relaxed) > pt_now_ms())
+        return PT_SRV_EJECTED;
+    return PT_SRV_UP;
+}
+
+bool
+pt_upstream_server_drain(struct pt_server *s, bool on, const char *who)
+{
+    if (atomic_exchange_explicit(&s->_admin_drain, on ? 1 : 0, memory_order_relaxed) == on)
+        return false;
+    if (!on) /* back in rotation: slow start applies, as after a health check's UP */
+        atomic_store_explicit(&s->_usable_since, pt_now_ms(), memory_order_relaxed);
+    pt_log(PT_LOG_NOTICE, "server %s in %s %s by %s", s->name, s->upstream->name,
+           on ? "drained (no new requests)" : "enabled", who);
+    pt_upstream_server_changed(s);
+    return true;
+}
+
 struct pt_module pt_module_upstream = {
     .abi = PT_MODULE_ABI,
     .name = "upstream",
@@ -396,7 +443,7 @@ pt_upstream_acquire(struct pt_wupstream *g, struct pt_attempt *a, struct pt_serv
     a->t_start = now;
     atomic_fetch_add_explicit(&srv->_active, 1, memory_order_relaxed);
     pt_upstream_wserver(g, srv)->n_active++;
-    pt_upstream_wserver(g, srv)->requests++;
+    pt_upstream_wserver(g, srv)->stats->requests++;
     /* a request of an older snapshot (after a reload) is not the balancer's business: its
      * state was rebuilt on the new server list */
     if (ops->on_conn != NULL && srv->upstream == g->up)
@@ -408,6 +455,9 @@ pt_upstream_result(struct pt_wupstream *g, const struct pt_attempt *a, ev_tstamp
 {
     const struct pt_lb_ops *ops = g->up->lb->ops;
 
+    if (ok && a->srv != NULL)
+        pt_hist_observe(&pt_upstream_wserver(g, a->srv)->stats->response_time,
+                        now - a->t_start);
     if (ops->on_result != NULL && a->srv != NULL && a->srv->upstream == g->up)
         ops->on_result(g, a->srv, now - a->t_start, ok);
 }
@@ -445,6 +495,8 @@ pt_pool_get(struct pt_wserver *ws)
     e = ws->idle.next;
     pt_list_remove(e);
     ws->n_idle--;
+    ws->stats->idle--;
+    ws->stats->conns_reused++;
     return pt_container_of(e, struct pt_pooled, link);
 }
 
@@ -456,6 +508,7 @@ pt_pool_put(struct pt_wserver *ws, struct pt_pooled *p)
     p->ops->rebind(p, ws); /* a connection of an older snapshot joins the newest */
     pt_list_insert_head(&ws->idle, &p->link);
     ws->n_idle++;
+    ws->stats->idle++;
     return true;
 }
 
@@ -464,4 +517,5 @@ pt_pool_remove(struct pt_wserver *ws, struct pt_pooled *p)
 {
     pt_list_remove(&p->link);
     ws->n_idle--;
+    ws->stats->idle--;
 }

@@ -100,7 +100,8 @@ pt_upstream_wserver(const struct pt_wupstream *g, const struct pt_server *s)
     return g->servers[s->slot];
 }
 
-/* True when s may take a request now: not down, not tried, under max_conns. For lb modules. */
+/* True when s may take a request now: not down, not tried, under max_conns, not drained by an
+ * admin (status_write), not DOWN by health checks, not ejected. For lb modules. */
 static inline bool
 pt_server_usable(const struct pt_server *s, const uint8_t *tried)
 {
@@ -116,6 +117,26 @@ pt_server_usable(const struct pt_server *s, const uint8_t *tried)
 /* Tells every worker that s went up or down (health check, ejection), so its balancer's
  * on_server_state runs on that worker's thread. Any thread. */
 void pt_upstream_server_changed(struct pt_server *s);
+
+/* What a server is doing, for the status page and metrics, in this order of precedence:
+ * `down` in the configuration, drained by an admin, DOWN by active checks, ejected by outlier
+ * detection, else up. */
+enum pt_server_state {
+    PT_SRV_UP = 0,
+    PT_SRV_DOWN,
+    PT_SRV_EJECTED,
+    PT_SRV_DRAINING,
+    PT_SRV_DISABLED,
+    PT_SRV_STATES,
+};
+extern const char *const pt_server_state_names[PT_SRV_STATES]; /* "up", "down", ... */
+/* s's state now. Any thread. */
+enum pt_server_state pt_server_state(const struct pt_server *s);
+
+/* Drains s (on: no new request goes to it, those in flight finish) or puts it back in rotation
+ * (off), for the status location's admin actions; `who` says who asked, for the log line.
+ * Returns false when s was already in that state. Any thread. */
+bool pt_upstream_server_drain(struct pt_server *s, bool on, const char *who);
 
 /* True when no server can take a request only because they are all at max_conns. */
 bool pt_upstream_saturated(const struct pt_upstream *up);

@@ -646,6 +646,13 @@ pt__upstream_conf_adopt(struct pt_conf *c, struct pt_conf *old)
             atomic_store(&s->_consec_fail, atomic_load(&os->_consec_fail));
             atomic_store(&s->_ejections, atomic_load(&os->_ejections));
             atomic_store(&s->_usable_since, atomic_load(&os->_usable_since));
+            /* an admin's drain, and what the status page shows of its health checks */
+            atomic_store(&s->_admin_drain, atomic_load(&os->_admin_drain));
+            atomic_store(&s->_hc_result, atomic_load(&os->_hc_result));
+            atomic_store(&s->_hc_detail, atomic_load(&os->_hc_detail));
+            atomic_store(&s->_hc_at, atomic_load(&os->_hc_at));
+            atomic_store(&s->_hc_passes, atomic_load(&os->_hc_passes));
+            atomic_store(&s->_hc_fails, atomic_load(&os->_hc_fails));
         }
     }
 }
@@ -677,6 +684,12 @@ pt__upstream_upgrade_save(struct pt_conf *c, struct pt_handoff *h)
             pt_handoff_kv(h, "consec_fail", atomic_load(&s->_consec_fail));
             pt_handoff_kv(h, "ejections", atomic_load(&s->_ejections));
             pt_handoff_kv(h, "usable_since", atomic_load(&s->_usable_since));
+            pt_handoff_kv(h, "admin_drain", atomic_load(&s->_admin_drain));
+            pt_handoff_kv(h, "hc_result", atomic_load(&s->_hc_result));
+            pt_handoff_kv(h, "hc_detail", atomic_load(&s->_hc_detail));
+            pt_handoff_kv(h, "hc_at", atomic_load(&s->_hc_at));
+            pt_handoff_kv(h, "hc_passes", (int64_t)atomic_load(&s->_hc_passes));
+            pt_handoff_kv(h, "hc_fails", (int64_t)atomic_load(&s->_hc_fails));
             if (pt_handoff_end(h) != PT_OK)
                 pt_log(PT_LOG_WARN, "upgrade: the state of server %s in %s is not carried over "
                        "(record too long)", s->name, up->name);
@@ -710,4 +723,16 @@ pt__upstream_upgrade_load(struct pt_conf *c, const struct pt_handoff_rec *r)
         atomic_store(&s->_ejections, (unsigned)v);
     if (pt_handoff_get_i64(r, 3, "usable_since", &v) == PT_OK && v >= 0)
         atomic_store(&s->_usable_since, v);
+    if (pt_handoff_get_i64(r, 3, "admin_drain", &v) == PT_OK)
+        atomic_store(&s->_admin_drain, v != 0);
+    if (pt_handoff_get_i64(r, 3, "hc_result", &v) == PT_OK && v >= PT_HC_NONE && v <= PT_HC_BODY)
+        atomic_store(&s->_hc_result, (int)v);
+    if (pt_handoff_get_i64(r, 3, "hc_detail", &v) == PT_OK && v >= INT32_MIN && v <= INT32_MAX)
+        atomic_store(&s->_hc_detail, (int)v);
+    if (pt_handoff_get_i64(r, 3, "hc_at", &v) == PT_OK && v >= 0)
+        atomic_store(&s->_hc_at, v);
+    if (pt_handoff_get_i64(r, 3, "hc_passes", &v) == PT_OK && v >= 0)
+        atomic_store(&s->_hc_passes, (uint64_t)v);
+    if (pt_handoff_get_i64(r, 3, "hc_fails", &v) == PT_OK && v >= 0)
+        atomic_store(&s->_hc_fails, (uint64_t)v);
 }

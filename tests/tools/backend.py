@@ -21,6 +21,8 @@ Behaviour is chosen by the request path (the query string is ignored):
                    X-Body-Sha256, X-Body-Length, X-Request-Framing
   /upload...       body streamed and hashed, not stored; JSON answer
                    {"length", "sha256", "framing"} + the same X- headers
+  /slow-read/MS[/KIB]  takes the body KIB (64) KiB at a time with MS ms between pieces
+                   (a backend slower than its client), then JSON {"length"}
   /headers         JSON {"method", "target", "version", "headers": [[n, v]..]}
   /bytes/N         N deterministic bytes (pattern_iter), Content-Length,
                    X-Body-Sha256; streamed, never built in memory
@@ -245,12 +247,12 @@ def body_framing(req):
     return "none", 0
 
 
-def body_iter(rd, req):
+def body_iter(rd, req, most=262144):
     framing, n = body_framing(req)
     if framing == "length":
         left = n
         while left > 0:
-            d = rd.read_some(min(left, 262144))
+            d = rd.read_some(min(left, most))
             left -= len(d)
             yield d
     elif framing == "chunked":
@@ -270,7 +272,7 @@ def body_iter(rd, req):
                         return
             left = size
             while left > 0:
-                d = rd.read_some(min(left, 262144))
+                d = rd.read_some(min(left, most))
                 left -= len(d)
                 yield d
             if rd.read_exact(2) != b"\r\n":
@@ -410,6 +412,19 @@ class Handler:
                         extra=[("X-Body-Sha256", h.hexdigest()),
                                ("X-Body-Length", str(n)),
                                ("X-Request-Framing", framing)])
+        elif p0 == "slow-read":
+            # a backend slower than its client: takes KIB KiB of the body, then waits MS ms
+            ms = int(arg or "1000")
+            size = int(parts[2]) * 1024 if len(parts) > 2 and parts[2] else 65536
+            n = piece = 0
+            for d in body_iter(self.rd, req, size):
+                n += len(d)
+                piece += len(d)
+                if piece >= size:
+                    piece = 0
+                    time.sleep(ms / 1000.0)
+            self.simple(req, 200, json.dumps({"length": n}).encode(), keep,
+                        ctype="application/json")
         elif p0 == "headers":
             self.drain(req)
             body = json.dumps({"method": req.method, "target": req.target,

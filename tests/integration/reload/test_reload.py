@@ -376,7 +376,7 @@ server {
     location / { proxy_pass app; }
 }
 """ % (b1.addr, port, tport, certs.localhost, certs.localhost_key), shutdown_timeout="20s",
-        access_log="off")
+        access_log="off", error_level="debug")
     p = start_portico(conf, [port, tport], shutdown_timeout=20)
     n = 60 * lib.MiB
     url = "http://127.0.0.1:%d/bytes/%d" % (port, n)
@@ -401,4 +401,43 @@ server {
         code, size, ver = out.decode().split()
         assert (code, int(size)) == ("200", n), (k, out)
         assert ver == ("1.1" if k == "h1" else "2"), (k, ver)
+    assert p.wait_exit(10) == 0
+
+
+@pytest.mark.hard_timeout(60)
+@pytest.mark.parametrize("proto", ["h2c", "h1"])
+def test_sigterm_with_a_stalled_download_waits_for_it(tmp_path, start_backend, start_portico,
+                                                       proto):
+    """SIGTERM while a download is held by its client (curl stopped with SIGSTOP: the HTTP/2
+    window or the socket buffers fill, the backend is paused): the worker waits for it (its
+    loop is kept by the drain deadline, not by the connections' own watchers), curl then goes
+    on and gets the whole body, and portico exits 0 as soon as it is done (not at the
+    deadline)."""
+    b1 = start_backend("b1")
+    port = lib.free_port()
+    conf = lib.make_conf(tmp_path, """upstream app { server %s; }
+server { listen 127.0.0.1:%d; location / { proxy_pass app; } }
+""" % (b1.addr, port), shutdown_timeout="20s", access_log="off")
+    p = start_portico(conf, [port], shutdown_timeout=20)
+    n = 64 * lib.MiB
+    out = str(tmp_path / "body")
+    args = ["curl", "-s", "--limit-rate", "16M", "-o", out, "-w", "%{http_code} %{size_download}"]
+    if proto == "h2c":
+        args.append("--http2-prior-knowledge")
+    c = subprocess.Popen(args + ["http://127.0.0.1:%d/bytes/%d" % (port, n)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lib.wait_until(lambda: os.path.exists(out) and os.path.getsize(out) > 0, 10,
+                       what="the download under way")
+        os.kill(c.pid, signal.SIGSTOP)
+        time.sleep(1.0)  # every buffer on the way fills; portico waits on the client
+        p.signal(signal.SIGTERM)
+        time.sleep(1.5)  # everything else has drained by now
+        assert p.proc.poll() is None, "portico left while a download was in flight"
+    finally:
+        os.kill(c.pid, signal.SIGCONT)
+    stdout, stderr = c.communicate(timeout=30)
+    assert c.returncode == 0, (c.returncode, stderr)
+    assert stdout.decode().split() == ["200", str(n)], stdout
+    assert lib.file_sha256(out) == lib.pattern_sha256(n)
     assert p.wait_exit(10) == 0

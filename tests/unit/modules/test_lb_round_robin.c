@@ -454,6 +454,33 @@ test_lb_rr_shared_across_groups(void **state)
     pt_conf_unref(c);
 }
 
+/* An admin drain (status_write) takes a server out of every pick, enable puts it back; with
+ * every primary drained the backup answers. */
+static void
+test_lb_rr_drained_never_picked(void **state)
+{
+    static const struct srv_spec s[] = {{.weight = 1}, {.weight = 1}, {.weight = 1},
+                                        {.weight = 1, .backup = 1}};
+    struct fixture *f = make(4, s);
+    char seq[16];
+
+    assert_true(pt_upstream_server_drain(&f->srv[1], true, "test"));
+    assert_false(pt_upstream_server_drain(&f->srv[1], true, "test")); /* already drained */
+    assert_int_equal(pt_server_state(&f->srv[1]), PT_SRV_DRAINING);
+    assert_false(pt_server_usable(&f->srv[1], NULL));
+    sequence(f, NULL, 6, seq);
+    assert_null(strchr(seq, 'b'));
+    assert_null(strchr(seq, 'd'));
+    assert_true(pt_upstream_server_drain(&f->srv[1], false, "test"));
+    assert_int_equal(pt_server_state(&f->srv[1]), PT_SRV_UP);
+    sequence(f, NULL, 6, seq);
+    assert_non_null(strchr(seq, 'b'));
+    for (unsigned i = 0; i < 3; i++)
+        pt_upstream_server_drain(&f->srv[i], true, "test");
+    sequence(f, NULL, 4, seq);
+    assert_string_equal(seq, "dddd");
+}
+
 #define T(fn) cmocka_unit_test_teardown(fn, teardown)
 
 int
@@ -475,6 +502,7 @@ main(void)
         T(test_lb_rr_all_unusable),
         T(test_lb_rr_all_down_at_init),
         T(test_lb_rr_no_servers),
+        T(test_lb_rr_drained_never_picked),
         cmocka_unit_test(test_lb_rr_shared_across_groups),
     };
 

@@ -198,6 +198,7 @@ test_health_fall_rise_counted_in_a_row(void **state)
 
 static struct pt_worker rw;
 static struct pt_wupstream rg;
+static struct pt_upstream_stats rstats; /* rg's counters (a worker binds them at start) */
 static struct pt_wupstream *rgs[1] = {&rg};
 static struct pt_wupstreams rt = {rgs, 1};
 static struct pt_exchange rx;
@@ -212,12 +213,14 @@ request(const char *method, unsigned on)
     up.res.retry.on = on;
     memset(&rw, 0, sizeof(rw));
     memset(&rg, 0, sizeof(rg));
+    memset(&rstats, 0, sizeof(rstats));
     memset(&rx, 0, sizeof(rx));
     pt_chunk_pool_init(&rw.chunks, 8);
     rw.mod[pt_module_upstream._index] = &rt;
     up.slot = 0;
     rg.up = &up;
     rg.retry_tokens = 10.0;
+    rg.stats = &rstats;
     rx.w = &rw;
     rx.up = &up;
     rx.method = pt_http_method_lookup(method, strlen(method));
