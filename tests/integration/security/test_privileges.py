@@ -344,13 +344,27 @@ def free_low_port():
     pytest.skip("no free port below 1024 on 127.0.0.1")
 
 
+def tell(p, how, sig):
+    """The signal to portico: sent directly, or with `portico -s NAME` (through the pid file
+    the helper wrote)."""
+    if how == "signal":
+        p.signal(sig)
+        return
+    rc, out = lib.run_portico(["-c", p.conf_path, "-s", how.split()[1]])
+    assert rc == 0, out
+
+
 @pytest.mark.hard_timeout(60)
-def test_reload_adds_a_port_below_1024(tmp_path, start_portico):
+@pytest.mark.parametrize("how", ["signal", "-s reload"])
+def test_reload_adds_a_port_below_1024(tmp_path, start_portico, how):
     port = lib.free_port()
-    p = start_portico(conf(tmp_path, plain_server(port, "one")), [port])
+    pid = "pid %s;" % (tmp_path / "portico.pid")
+    p = start_portico(conf(tmp_path, plain_server(port, "one"), extra=pid), [port])
+    lib.wait_until(lambda: (tmp_path / "portico.pid").exists(), 5, what="the pid file")
     low = free_low_port()
-    p.write_conf(conf(tmp_path, plain_server(port, "one") + plain_server(low, "low")))
-    p.signal(signal.SIGHUP)
+    p.write_conf(conf(tmp_path, plain_server(port, "one") + plain_server(low, "low"),
+                      extra=pid))
+    tell(p, how, signal.SIGHUP)
     log = reloaded(p, 1)
     assert "listening on 127.0.0.1:%d" % low in log, log
     r = lib.curl("http://127.0.0.1:%d/" % low)
@@ -360,7 +374,9 @@ def test_reload_adds_a_port_below_1024(tmp_path, start_portico):
 
 
 @pytest.mark.hard_timeout(60)
-def test_log_reopen_and_pid_file_in_a_directory_only_root_may_write(tmp_path, start_portico):
+@pytest.mark.parametrize("how", ["signal", "-s reopen"])
+def test_log_reopen_and_pid_file_in_a_directory_only_root_may_write(tmp_path, start_portico,
+                                                                    how):
     port = lib.free_port()
     pid_path = tmp_path / "portico.pid"
     p = start_portico(conf(tmp_path, plain_server(port), extra="pid %s;" % pid_path), [port])
@@ -371,7 +387,7 @@ def test_log_reopen_and_pid_file_in_a_directory_only_root_may_write(tmp_path, st
     lib.wait_until(lambda: "/first" in p.read(p.access_log), 5, what="the first access line")
     os.rename(p.access_log, p.access_log + ".1")
     os.rename(p.error_log, p.error_log + ".1")
-    p.signal(signal.SIGUSR1)
+    tell(p, how, signal.SIGUSR1)
     lib.wait_until(lambda: "log files reopened" in p.read(p.error_log), 5,
                    what="a new error log")
     assert lib.curl(p.url("/second")).status == 200

@@ -5,10 +5,13 @@ drops to the user in every thread and starts its own helper, through which it th
 Needs root and the `nobody` user."""
 
 import os
+import re
 import shutil
 import signal
 import socket
 import ssl
+import subprocess
+import time
 
 import pytest
 
@@ -107,3 +110,83 @@ def test_upgrade_under_user_starts_root_then_drops_again(tmp_path, start_portico
     assert "reload failed" not in p.read(p.error_log)
     lib.wait_until(lambda: served_cert_der(port) == file_cert_der(certs.other_localhost), 5,
                    what="the renewed certificate")
+
+
+def h2load_counts(path):
+    with open(path) as f:
+        text = f.read()
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", text)
+    assert m, text
+    return [int(x) for x in m.groups()], text
+
+
+def low_port():
+    for port in range(1023, 900, -1):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    pytest.skip("no free port below 1024 on 127.0.0.1")
+
+
+@pytest.mark.hard_timeout(120)
+def test_signal_option_upgrade_under_user_keeps_serving(tmp_path, start_portico, upgrades):
+    # `portico -s upgrade` (root, reading the pid file the helper wrote in a directory only
+    # root may write) while clients keep sending: none fails; the new process writes the pid
+    # file through its own helper, runs as nobody, and `-s reload` then adds a port below 1024
+    port = lib.free_port()
+    pid_path = tmp_path / "portico.pid"
+    assert os.stat(str(tmp_path)).st_mode & 0o077 == 0  # pytest's: root's alone
+
+    def conf(extra=""):
+        return lib.make_conf(tmp_path, """server {
+    listen 127.0.0.1:%d;
+    location / { return 200 "up\\n"; }
+}
+%s""" % (port, extra), workers=2, main_extra="user nobody;\npid %s;" % pid_path,
+            shutdown_timeout="10s")
+
+    p = start_portico(conf(), [port], shutdown_timeout=10)
+    lib.wait_until(lambda: pid_path.exists() and pid_path.read_text() == "%d\n" % p.pid, 5,
+                   what="the pid file")
+    out = str(tmp_path / "h2load.out")
+    with open(out, "w") as f:
+        load = subprocess.Popen(["h2load", "--h1", "-c", "2", "-D", "5", p.url("/")],
+                                stdout=f, stderr=subprocess.STDOUT)
+        try:
+            time.sleep(1.5)
+            rc, text = lib.run_portico(["-c", p.conf_path, "-s", "upgrade"])
+            assert rc == 0, text
+            new = upgrades.wait_upgraded(p, 1, shutdown_timeout=10)
+        finally:
+            load.wait(40)
+    (done, ok, failed, errored, timeout), text = h2load_counts(out)
+    assert done > 20 and (failed, errored, timeout) == (0, 0, 0), text
+    assert p.wait_exit(15) == 0
+    lib.wait_until(lambda: pid_path.read_text() == "%d\n" % new.pid, 5,
+                   what="the pid file naming the new process")
+    for t in [None] + os.listdir("/proc/%d/task" % new.pid):
+        assert [int(x) for x in status(new.pid, t)["Uid"].split()] == [NOBODY] * 4, t
+    assert lib.curl(p.url("/")).status == 200
+    # the new process reloads through its helper: a port below 1024, as nobody
+    low = low_port()
+    n = p.read(p.error_log).count("reloaded: configuration generation")
+    with open(p.conf_path + ".tmp", "w") as f:
+        f.write(conf("""server {
+    listen 127.0.0.1:%d;
+    location / { return 200 "low\\n"; }
+}
+""" % low))
+    os.rename(p.conf_path + ".tmp", p.conf_path)
+    rc, text = lib.run_portico(["-c", p.conf_path, "-s", "reload"])
+    assert rc == 0, text
+    lib.wait_until(lambda: p.read(p.error_log).count("reloaded: configuration generation") > n,
+                   10, what="the new process's reload")
+    assert "reload failed" not in p.read(p.error_log)
+    r = lib.curl("http://127.0.0.1:%d/" % low)
+    assert (r.status, r.body) == (200, b"low\n")
