@@ -158,7 +158,6 @@ mkdir -p "$T/www" "$T/tmp"
 chmod 777 "$T/tmp"
 head -c 1048576 /dev/urandom >"$T/www/1m"
 chmod -R a+rX "$T/www"
-# as root, nginx and portico run as root too (portico refuses root without a `user` line)
 USER_LINE=; [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
 NGX_TMP="client_body_temp_path $T/tmp/cb; proxy_temp_path $T/tmp/px;
     fastcgi_temp_path $T/tmp/fc; uwsgi_temp_path $T/tmp/uw; scgi_temp_path $T/tmp/sc;"
@@ -197,7 +196,6 @@ lib waitport "$BACKEND_PORT" 10 "$BACKEND_PID" || { cat "$T/backend.log" "$T/bac
 # ------------------------------------------------------------------ proxy configs
 write_portico_conf() {  # PORT FILE
     cat >"$2" <<EOF
-$USER_LINE
 workers 1;
 access_log off;
 error_log stderr warn;
@@ -278,7 +276,6 @@ EOF
 TLS13_SUITES=TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256
 write_portico_tls_conf() {  # PORT FILE
     cat >"$2" <<EOF
-$USER_LINE
 workers 1;
 access_log off;
 error_log stderr warn;

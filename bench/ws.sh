@@ -62,10 +62,7 @@ cleanup() {
 trap cleanup EXIT
 
 read -r BP PP HP NP OP < <(lib freeports 5)
-# as root, portico runs as root like the other proxies here (it refuses root without `user`)
-USER_LINE=; [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
 cat >"$T/backend.conf" <<EOC
-$USER_LINE
 workers 1;
 error_log $T/backend.err warn;
 access_log off;
@@ -79,7 +76,6 @@ lib waitport "$BP" 10 "$BPID" || { log "backend did not start: $(tail -3 "$T/bac
 write_conf() {   # NAME PORT FILE
     case $1 in
     portico) cat >"$3" <<EOC ;;
-$USER_LINE
 workers 1;
 access_log off;
 error_log $T/portico.err warn;

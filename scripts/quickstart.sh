@@ -8,14 +8,6 @@ bash scripts/deps.sh
 bash scripts/build.sh
 bash scripts/gen-cert.sh
 ./portico -t -c etc/portico.conf
-conf=etc/portico.conf
-if [ "$(id -u)" = 0 ]; then
-    # portico refuses to run as root without `user` (docs/security.md): as root, the demo runs
-    # with `user nobody;` added, so it binds its ports and reads its key as root, then switches
-    conf=$(mktemp /tmp/portico-demo.XXXXXX.conf)
-    { cat etc/portico.conf; printf '\nuser nobody;\n'; } >"$conf"
-    echo "running as root: $conf is etc/portico.conf with \"user nobody;\" added"
-fi
 cat <<'MSG'
 
 portico is starting on http://127.0.0.1:8080 (and [::1]:8080). Try, from another terminal:
@@ -34,4 +26,4 @@ portico is starting on http://127.0.0.1:8080 (and [::1]:8080). Try, from another
 Access log lines appear below; Ctrl-C (SIGINT) stops portico gracefully.
 
 MSG
-exec ./portico -c "$conf"
+exec ./portico -c etc/portico.conf

@@ -765,11 +765,11 @@ pt_priv_check(const struct pt_conf *c, struct pt_err *err)
                    "CapabilityBoundingSet=)");
             return PT_OK;
         }
-        return pt_err_set(err, "portico runs as root and %s has no \"user\" directive: every "
-                          "thread that reads client bytes would keep root's privileges. Add "
-                          "\"user NAME;\" to switch to NAME once the ports are bound, or "
-                          "\"user root;\" to run as root on purpose (docs/security.md)",
-                          c->path);
+        /* as before `user` existed: root throughout, no helper; said once, not refused */
+        pt_log(PT_LOG_NOTICE, "running as root: %s has no \"user\" directive, so every thread "
+               "that reads client bytes keeps root's privileges (\"user NAME;\" switches to "
+               "NAME once the ports are bound: docs/security.md)", c->path);
+        return PT_OK;
     }
     if (c->uid == 0) {
         pt_log(PT_LOG_WARN, "%s:%d:%d: \"user %s\": running as root on purpose: every thread "

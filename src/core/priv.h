@@ -22,9 +22,10 @@ enum pt_priv_mode {
 #define PT_PRIV_REUSEPORT 1u /* SO_REUSEPORT (one socket per worker); without it, a probe */
 #define PT_PRIV_NONBLOCK 2u  /* SOCK_NONBLOCK */
 
-/* Whether this process may run with the privileges it has and the `user` it is given: an
- * error (with the reason) when it runs as root and the configuration has no `user`; a warning
- * logged for `user root`. Main thread, before anything is bound. */
+/* Whether this process may run with the privileges it has and the `user` it is given: a
+ * notice when it runs as root without `user` (it runs as it always did), a warning for
+ * `user root`, an error only when the switch cannot work. Main thread, before anything is
+ * bound. */
 int pt_priv_check(const struct pt_conf *c, struct pt_err *err);
 
 /* Once the listeners are bound and the logs open, before any other thread exists: with a

@@ -115,10 +115,9 @@ def start_portico(tmp_path):
     started = []
 
     def _start(conf, ports, host="127.0.0.1", name="portico", shutdown_timeout=2.0,
-               wait=True, wrap=(), exe=None, user_root=True):
+               wait=True, wrap=(), exe=None):
         p = lib.Portico(tmp_path, conf, ports, host=host, name=name,
-                        shutdown_timeout=shutdown_timeout, wait=wait, wrap=wrap, exe=exe,
-                        user_root=user_root)
+                        shutdown_timeout=shutdown_timeout, wait=wait, wrap=wrap, exe=exe)
         started.append(p)
         return p
 

@@ -36,21 +36,6 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
-# ----------------------------------------------------------- privileges ---
-
-USER_DIRECTIVE = re.compile(r"^\s*user\s", re.M)
-
-
-def as_root_on_purpose(conf):
-    """portico refuses to run as root without a `user` directive (docs/security.md); the
-    tests run as root in CI and most of them do not test privileges, so a configuration
-    without `user` gets `user root;` at its end (after every line: positions in messages stay
-    where the test wrote them). Tests of privileges write their own `user`."""
-    if os.geteuid() != 0 or USER_DIRECTIVE.search(conf):
-        return conf
-    return conf + ("" if conf.endswith("\n") else "\n") + "user root;\n"
-
-
 # ---------------------------------------------------------------- ports ---
 
 def _port_range():
@@ -247,9 +232,8 @@ class Portico:
     binary-upgrade test replaces)."""
 
     def __init__(self, tmpdir, conf, ports, host="127.0.0.1", name="portico",
-                 shutdown_timeout=2.0, wait=True, wrap=(), exe=None, user_root=True):
+                 shutdown_timeout=2.0, wait=True, wrap=(), exe=None):
         self.tmpdir = str(tmpdir)
-        self.user_root = user_root
         self.conf_path = os.path.join(self.tmpdir, name + ".conf")
         self.write_conf(conf)
         self.stdout_path = os.path.join(self.tmpdir, name + ".stdout")
@@ -278,11 +262,9 @@ class Portico:
                                          % (hostport(host, p), rc, logs))
 
     def write_conf(self, conf):
-        """(Re)writes the configuration file, atomically, for a start or a reload; as root,
-        with `user root;` unless it names a user (as_root_on_purpose) or the Portico was made
-        with user_root=False."""
+        """(Re)writes the configuration file, atomically, for a start or a reload."""
         with open(self.conf_path + ".tmp", "w") as f:
-            f.write(as_root_on_purpose(conf) if self.user_root else conf)
+            f.write(conf)
         os.rename(self.conf_path + ".tmp", self.conf_path)
 
     def url(self, path="/"):

@@ -222,7 +222,7 @@ def test_config_listen_port_in_use(tmp_path):
     try:
         text = ("error_log stderr;\nserver {\n    listen 127.0.0.1:%d;\n"
                 "    location / { return 200 \"x\"; }\n}\n" % port)
-        path = write(tmp_path, lib.as_root_on_purpose(text))
+        path = write(tmp_path, text)
         p = subprocess.run([lib.PORTICO_BIN, "-c", path], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, timeout=10)
         out = p.stdout.decode("utf-8", "replace")

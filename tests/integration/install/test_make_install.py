@@ -129,7 +129,7 @@ def test_installed_config_checks_from_root_and_serves(installed, tree, tmp_path)
             .replace("127.0.0.1:9002", "127.0.0.1:%d" % b2)
             .replace("127.0.0.1:9009", "127.0.0.1:%d" % lib.free_port()))
     mine = tmp_path / "demo.conf"
-    mine.write_text(lib.as_root_on_purpose(text))
+    mine.write_text(text)
     out = open(str(tmp_path / "demo.out"), "wb")
     p = subprocess.Popen([binary, "-c", str(mine)], cwd="/", stdout=out,
                          stderr=subprocess.STDOUT)

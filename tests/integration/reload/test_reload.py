@@ -36,7 +36,9 @@ def reloaded(p, n, timeout=5.0):
 
 
 def rewrite(p, conf):
-    p.write_conf(conf)
+    with open(p.conf_path + ".tmp", "w") as f:
+        f.write(conf)
+    os.rename(p.conf_path + ".tmp", p.conf_path)
 
 
 def reload_with(p, conf, n):

@@ -181,15 +181,36 @@ def run_to_exit(tmp_path, text, wrap=(), timeout=10):
     return r.returncode, r.stdout + r.stderr
 
 
-def test_root_without_user_is_refused_before_binding(tmp_path):
+def children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if status(int(d)).get("PPid") == str(pid):
+                    out.append(int(d))
+            except OSError:
+                continue
+    return out
+
+
+def test_root_without_user_runs_as_root_as_before(tmp_path, start_portico):
+    # without `user` nothing changes: root in every thread, no helper, reloads as before;
+    # one notice says how to drop
     port = lib.free_port()
-    text = "error_log stderr;\n" + plain_server(port)
-    rc, out = run_to_exit(tmp_path, text)
-    assert rc == 1, out
-    assert "portico runs as root and %s has no \"user\" directive" % (tmp_path / "run.conf") \
-        in out, out
-    assert "user root;" in out and "user NAME;" in out, out
-    assert "listening on" not in out, out
+    p = start_portico(conf(tmp_path, plain_server(port), user=""), [port])
+    assert lib.curl(p.url("/")).status == 200
+    for t in [None] + os.listdir("/proc/%d/task" % p.pid):
+        assert ids(status(p.pid, t)["Uid"]) == [0] * 4, t
+    assert children(p.pid) == []
+    low = free_low_port()
+    p.write_conf(conf(tmp_path, plain_server(port) + plain_server(low, "low"), user=""))
+    p.signal(signal.SIGHUP)
+    log = reloaded(p, 1)
+    assert lib.curl("http://127.0.0.1:%d/" % low).body == b"low\n"
+    assert re.search(r"\[notice\] main: running as root: \S+portico\.conf has no \"user\" "
+                     r"directive", log), log
+    assert "[warn]" not in log and "[error]" not in log, log
+    assert children(p.pid) == []
 
 
 def test_user_root_runs_as_root_with_a_warning(tmp_path, start_portico):
@@ -206,7 +227,7 @@ def test_bounded_root_like_the_systemd_unit_needs_no_user(tmp_path, start_portic
     # uid 0 holding only CAP_NET_BIND_SERVICE (CapabilityBoundingSet= in the shipped unit)
     port = lib.free_port()
     p = start_portico(lib.make_conf(tmp_path, plain_server(port)), [port],
-                      wrap=SETPRIV_UNIT, user_root=False)
+                      wrap=SETPRIV_UNIT)
     assert lib.curl(p.url("/")).status == 200
     assert int(status(p.pid)["CapEff"], 16) == 1 << 10
     assert "running as uid 0 with no capability but CAP_NET_BIND_SERVICE" in \

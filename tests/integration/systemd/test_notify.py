@@ -151,7 +151,7 @@ def test_notify_no_ready_when_start_fails(tmp_path, manager):
     busy.bind(("127.0.0.1", port))
     busy.listen(1)
     conf = tmp_path / "busy.conf"
-    conf.write_text(lib.as_root_on_purpose(conf_for(tmp_path, port)))
+    conf.write_text(conf_for(tmp_path, port))
     try:
         r = subprocess.run([lib.PORTICO_BIN, "-c", str(conf)], capture_output=True, text=True,
                            timeout=10)

@@ -46,7 +46,7 @@ def listen_inodes(port):
 
 def rewrite(path, conf):
     with open(path + ".tmp", "w") as f:
-        f.write(lib.as_root_on_purpose(conf))
+        f.write(conf)
     os.rename(path + ".tmp", path)
 
 

@@ -101,7 +101,7 @@ def test_failed_upgrade_keeps_the_main_pid(tmp_path, start_portico, upgrades, ma
     msg, _ = manager.recv()
     assert msg and msg.get("READY") == "1", msg
     with open(p.conf_path, "w") as f:
-        f.write(lib.as_root_on_purpose(conf) + "nonsense;\n")
+        f.write(conf + "nonsense;\n")
     upgrades.failed(p, p.pid, 1)
     msgs = []
     while True:
