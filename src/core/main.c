@@ -524,7 +524,7 @@ int
 main(int argc, char **argv)
 {
     const char *path = PT_DEFAULT_CONF, *signame = NULL;
-    int test = 0, verbose = 0, opt, upgrading;
+    int test = 0, verbose = 0, opt, upgrading, drop_first;
     struct pt_err err = {{0}};
     struct pt_conf *conf;
     struct ev_loop *loop;
@@ -619,6 +619,12 @@ main(int argc, char **argv)
     raise_nofile(conf);
     if (pt_tls_init(&err) != PT_OK)
         return start_failed(err.msg);
+    /* an upgrade's new process switches to `user` first: the previous process runs as `user`
+     * and may have been taken over, so what it sends is parsed without root (addresses it does
+     * not hand over are bound below through the helper, like a reload's) */
+    drop_first = upgrading;
+    if (drop_first && pt_priv_drop(conf, path, &err) != PT_OK)
+        return start_failed(err.msg);
     if (upgrading) {
         /* the previous process's sockets, counters and module state (after pt_tls_init: the
          * TLS ticket keys it hands over replace the fresh ones) */
@@ -647,8 +653,9 @@ main(int argc, char **argv)
                    "socket(s)", l->name, l->n_handed);
     }
     pt_upgrade_inherit_free(&inherit);
-    /* ports bound, logs and keys open: switch to `user` before any other thread exists */
-    if (pt_priv_drop(conf, path, &err) != PT_OK)
+    /* ports bound, logs and keys open: switch to `user` before any other thread exists (an
+     * upgrade's new process did before it read the handoff) */
+    if (!drop_first && pt_priv_drop(conf, path, &err) != PT_OK)
         return start_failed(err.msg);
     loop = ev_default_loop(EVFLAG_AUTO);
     ev_async_init(&reload_switched, on_reload_switched);

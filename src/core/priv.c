@@ -22,7 +22,9 @@
  * CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SETUID and CAP_SETGID (those it had), no other
  * capability, no new privileges, and none of portico's descriptors; it exits when portico does.
  * A binary upgrade's new process is started by the helper (PRIV_UPGRADE), as root with those
- * capabilities, so that it can do what the first start did and drop again.
+ * capabilities, so that it can do what the first start did and drop again; it drops before it
+ * reads the handoff of the previous (unprivileged) process, and the helper starts one such
+ * process at a time.
  *
  * The messages are fixed-size structs (struct priv_req, struct priv_rep below);
  * tests/integration/security/test_privileges.py speaks them to check that the helper refuses
@@ -33,6 +35,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -390,30 +393,52 @@ helper_rescan(const char *conf_path)
     pt_conf_unref(c);
 }
 
+/* The process the last PRIV_UPGRADE started, as a pidfd (-1: none, or not tracked on a kernel
+ * without pidfd_open): one upgrade's process at a time, so that a portico taken over cannot
+ * make the helper start root processes without end. */
+static int upgrade_pidfd = -1;
+
+/* Whether the process of the previous upgrade still runs (its pidfd not yet readable). */
+static bool
+upgrade_running(void)
+{
+    struct pollfd p = {.fd = upgrade_pidfd, .events = POLLIN};
+
+    if (upgrade_pidfd == -1)
+        return false;
+    if (poll(&p, 1, 0) == 0)
+        return true;
+    close(upgrade_pidfd);
+    upgrade_pidfd = -1;
+    return false;
+}
+
 /* A binary upgrade: a child forks the new process and exits, so that the new process is
  * reparented to portico (its subreaper) and portico watches it as its own child. The new
  * process runs the binary portico was started from (pt_upgrade_exec_successor), as root: with
  * this process's capabilities and no_new_privs, it can bind, read its keys and drop to `user`
- * as the first one did. Its pid, or -1 with errno. */
+ * as the first one did (it drops before it reads anything the previous process sends). The
+ * child passes back the new process's pid and a pidfd for it, opened while the new process is
+ * still its own child (so the pid cannot be reused in between). Its pid, or -1 with errno. */
 static pid_t
 helper_spawn(int sock)
 {
     static const int quiet[] = {SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2, SIGPIPE, SIGQUIT};
-    int pfd[2], e = 0;
+    int sv[2], e = 0;
     pid_t c, g = -1;
 
-    if (pipe2(pfd, O_CLOEXEC) == -1)
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
         return -1;
     c = fork();
     if (c == -1) {
         e = errno;
-        close(pfd[0]);
-        close(pfd[1]);
+        close(sv[0]);
+        close(sv[1]);
         errno = e;
         return -1;
     }
     if (c == 0) {
-        int32_t out[2];
+        int pidfd = -1;
 
         g = fork();
         if (g == 0) {
@@ -421,28 +446,46 @@ helper_spawn(int sock)
                 signal(quiet[i], SIG_DFL);
             pt_upgrade_exec_successor(sock);
         }
-        out[0] = (int32_t)g;
-        out[1] = g == -1 ? errno : 0;
-        if (write(pfd[1], out, sizeof(out)) != (ssize_t)sizeof(out))
+        if (g == -1) {
+            reply(sv[1], errno, -1, -1);
             _exit(1);
+        }
+        pidfd = (int)syscall(SYS_pidfd_open, g, 0);
+        reply(sv[1], 0, pidfd, (int32_t)g);
         _exit(0);
     }
-    close(pfd[1]);
+    close(sv[1]);
     {
-        int32_t in[2] = {-1, EIO};
+        struct priv_rep r = {.err = EIO, .value = -1};
+        struct iovec iov = {.iov_base = &r, .iov_len = sizeof(r)};
+        union {
+            struct cmsghdr align;
+            char buf[CMSG_SPACE(sizeof(int))];
+        } u;
+        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                           .msg_controllen = sizeof(u.buf)};
         ssize_t n;
+        int pidfd = -1;
 
         do
-            n = read(pfd[0], in, sizeof(in));
+            n = recvmsg(sv[0], &m, MSG_CMSG_CLOEXEC);
         while (n == -1 && errno == EINTR);
-        close(pfd[0]);
+        close(sv[0]);
         while (waitpid(c, NULL, 0) == -1 && errno == EINTR)
             ;
-        if (n != (ssize_t)sizeof(in) || in[0] <= 0) {
-            errno = n == (ssize_t)sizeof(in) && in[1] != 0 ? in[1] : EIO;
+        if (n == (ssize_t)sizeof(r))
+            for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm != NULL; cm = CMSG_NXTHDR(&m, cm))
+                if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+                    cm->cmsg_len == CMSG_LEN(sizeof(int)))
+                    memcpy(&pidfd, CMSG_DATA(cm), sizeof(int));
+        if (n != (ssize_t)sizeof(r) || r.err != 0 || r.value <= 0) {
+            if (pidfd != -1)
+                close(pidfd);
+            errno = n == (ssize_t)sizeof(r) && r.err != 0 ? r.err : EIO;
             return -1;
         }
-        g = (pid_t)in[0];
+        g = (pid_t)r.value;
+        upgrade_pidfd = pidfd; /* -1 without pidfd_open: then not tracked */
     }
     return g;
 }
@@ -499,6 +542,12 @@ helper_serve(int fd, const struct priv_req *q, int passed, const char *conf_path
 
         if (passed == -1) {
             reply(fd, EINVAL, -1, 0);
+            return;
+        }
+        if (upgrade_running()) {
+            pt_log(PT_LOG_WARN, "privileged helper: refused to start a binary upgrade: the "
+                   "process of the previous one still runs");
+            reply(fd, EBUSY, -1, 0);
             return;
         }
         pid = helper_spawn(passed);

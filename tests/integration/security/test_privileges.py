@@ -528,3 +528,58 @@ def test_helper_opens_only_what_the_configuration_names(tmp_path, start_portico,
     assert "refused a request of 5 bytes" in log, log
     # portico itself serves on
     assert served_cert_der(port) == file_cert_der(certs.localhost)
+
+
+UPGRADE, EBUSY = 7, 16
+
+
+def ask_upgrade(chan, sock):
+    """PRIV_UPGRADE with sock passed: (error, the new process's pid)."""
+    chan.sendmsg([REQ.pack(UPGRADE, 0, 0, b"", b"")],
+                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("=i", sock.fileno()))])
+    chan.settimeout(10)
+    msg, _, _, _ = chan.recvmsg(8, socket.CMSG_SPACE(4))
+    return struct.unpack("=ii", msg)
+
+
+def gone(pid):
+    try:
+        return status(pid).get("State", "").startswith(("Z", "X"))
+    except OSError:
+        return True
+
+
+@pytest.mark.hard_timeout(90)
+def test_helper_starts_one_upgrade_at_a_time_and_it_drops_before_reading(tmp_path,
+                                                                        start_portico):
+    # a taken-over portico asks its helper for binary upgrades: the process started is root
+    # only until it has loaded its configuration, and drops to nobody before it reads a byte
+    # of what the (hostile) previous process sends; a second one while it runs is refused
+    port = lib.free_port()
+    p = start_portico(conf(tmp_path, plain_server(port)), [port])
+    chan = steal_channel(p.pid)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    other, other_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        err, pid = ask_upgrade(chan, theirs)
+        theirs.close()
+        assert err == 0 and pid > 0, (err, pid)
+        # it waits for the handoff on our socket, as nobody in every thread
+        lib.wait_until(lambda: all(ids(status(pid, t)["Uid"]) == [NOBODY] * 4
+                                   for t in os.listdir("/proc/%d/task" % pid)), 15,
+                       what="the upgrade's process running as nobody before the handoff")
+        assert not gone(pid)
+        assert ask_upgrade(chan, other_theirs)[0] == EBUSY
+        # once it is gone (no handoff came), the next one may start
+        ours.close()
+        lib.wait_until(lambda: gone(pid), 15, what="the upgrade's process gone")
+        err, pid2 = ask_upgrade(chan, other_theirs)
+        assert err == 0 and pid2 > 0 and pid2 != pid, (err, pid2)
+        other.close()
+        lib.wait_until(lambda: gone(pid2), 15, what="the second upgrade's process gone")
+    finally:
+        for s in (chan, ours, theirs, other, other_theirs):
+            s.close()
+    log = wait_log(p, "privileged helper: refused to start a binary upgrade: the process of "
+                      "the previous one still runs")
+    assert lib.curl(p.url("/")).status == 200, log

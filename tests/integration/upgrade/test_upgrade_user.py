@@ -137,8 +137,10 @@ def low_port():
 @pytest.mark.hard_timeout(120)
 def test_signal_option_upgrade_under_user_keeps_serving(tmp_path, start_portico, upgrades):
     # `portico -s upgrade` (root, reading the pid file the helper wrote in a directory only
-    # root may write) while clients keep sending: none fails; the new process writes the pid
-    # file through its own helper, runs as nobody, and `-s reload` then adds a port below 1024
+    # root may write) while clients keep sending: none fails; the new configuration adds a port
+    # below 1024, which the new process (dropped before it reads the handoff) binds through its
+    # helper; it writes the pid file through that helper, runs as nobody, and `-s reload` then
+    # adds another port below 1024
     port = lib.free_port()
     pid_path = tmp_path / "portico.pid"
     assert os.stat(str(tmp_path)).st_mode & 0o077 == 0  # pytest's: root's alone
@@ -151,9 +153,23 @@ def test_signal_option_upgrade_under_user_keeps_serving(tmp_path, start_portico,
 %s""" % (port, extra), workers=2, main_extra="user nobody;\npid %s;" % pid_path,
             shutdown_timeout="10s")
 
+    def low_server(low, text):
+        return """server {
+    listen 127.0.0.1:%d;
+    location / { return 200 "%s\\n"; }
+}
+""" % (low, text)
+
+    def rewrite(text):
+        with open(p.conf_path + ".tmp", "w") as f:
+            f.write(text)
+        os.rename(p.conf_path + ".tmp", p.conf_path)
+
     p = start_portico(conf(), [port], shutdown_timeout=10)
     lib.wait_until(lambda: pid_path.exists() and pid_path.read_text() == "%d\n" % p.pid, 5,
                    what="the pid file")
+    low1 = low_port()
+    rewrite(conf(low_server(low1, "low1")))
     out = str(tmp_path / "h2load.out")
     with open(out, "w") as f:
         load = subprocess.Popen(["h2load", "--h1", "-c", "2", "-D", "5", p.url("/")],
@@ -173,16 +189,12 @@ def test_signal_option_upgrade_under_user_keeps_serving(tmp_path, start_portico,
     for t in [None] + os.listdir("/proc/%d/task" % new.pid):
         assert [int(x) for x in status(new.pid, t)["Uid"].split()] == [NOBODY] * 4, t
     assert lib.curl(p.url("/")).status == 200
-    # the new process reloads through its helper: a port below 1024, as nobody
+    r = lib.curl("http://127.0.0.1:%d/" % low1)
+    assert (r.status, r.body) == (200, b"low1\n")
+    # the new process reloads through its helper: another port below 1024, as nobody
     low = low_port()
     n = p.read(p.error_log).count("reloaded: configuration generation")
-    with open(p.conf_path + ".tmp", "w") as f:
-        f.write(conf("""server {
-    listen 127.0.0.1:%d;
-    location / { return 200 "low\\n"; }
-}
-""" % low))
-    os.rename(p.conf_path + ".tmp", p.conf_path)
+    rewrite(conf(low_server(low1, "low1") + low_server(low, "low")))
     rc, text = lib.run_portico(["-c", p.conf_path, "-s", "reload"])
     assert rc == 0, text
     lib.wait_until(lambda: p.read(p.error_log).count("reloaded: configuration generation") > n,
