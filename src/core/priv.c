@@ -936,6 +936,10 @@ pt_priv_drop(const struct pt_conf *c, const char *conf_path, struct pt_err *err)
                           c->user);
     if (setuid(0) != -1 || (c->gid != 0 && setgid(0) != -1))
         return pt_err_set(err, "cannot switch to user %s: root can be regained", c->user);
+    /* other processes of the same user (`nobody` is often shared) must not attach to it or
+     * take its channel to the helper: the kernel does this on setuid() unless
+     * fs.suid_dumpable says otherwise, so say it here */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     drop_uid = c->uid;
     drop_gid = c->gid;
     dropped = true;

@@ -143,6 +143,9 @@ def test_user_drops_every_thread_and_keeps_no_capability(tmp_path, start_portico
         for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
             assert int(st[cap], 16) == 0, (t, cap, st[cap])
     assert "running as user nobody (uid 65534, gid 65534" in p.read(p.error_log)
+    # not dumpable: its /proc entries stay root's, so another process running as nobody can
+    # neither attach to it nor take its descriptors (the channel to the helper)
+    assert os.stat("/proc/%d/fd" % p.pid).st_uid == 0
 
 
 def test_helper_keeps_root_with_five_capabilities_and_no_socket_of_portico(tmp_path,
