@@ -470,6 +470,7 @@ r_headers_complete(llhttp_t *p)
         }
         pt_hdrs_mark_hop_by_hop(&x->resp, true);
         x->resp_no_body = 1;
+        pt_trace_response(x, false); /* X-Request-ID, as on every relayed response */
         if (x->fe->send_head(x) != PT_OK)
             return -1;
         b->upgraded = 1;

@@ -26,6 +26,7 @@
 #include "core/worker.h"
 #include "http/errors.h"
 #include "http/exchange.h"
+#include "http/h1_checks.h"
 #include "http/h1_chunk.h"
 #include "http/h1_server.h"
 #include "http/h2_server.h"
@@ -871,13 +872,9 @@ on_header_value(llhttp_t *p, const char *at, size_t n)
     if (head_grow(c, n) != 0)
         return -1;
     /* llhttp rejects CR, LF and NUL; other control bytes are rejected here (RFC 9110 5.5) */
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)at[i];
-
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
-            c->err_status = 400;
-            return -1;
-        }
+    if (!pt_h1_field_value_ok(at, n)) {
+        c->err_status = 400;
+        return -1;
     }
     return append(c->x, &c->x->h1_hval, &c->x->h1_hval_len, at, n);
 }
@@ -1075,22 +1072,12 @@ reject(struct pt_h1_conn *c, unsigned status, const char *why)
 static int
 absolute_form(struct pt_exchange *x)
 {
-    const char *t = x->target, *end = x->target + x->target_len;
-    size_t skip;
+    const char *end = x->target + x->target_len, *auth, *a_end;
+    size_t auth_len;
 
-    if (x->target_len > 7 && strncasecmp(t, "http://", 7) == 0)
-        skip = 7;
-    else if (x->target_len > 8 && strncasecmp(t, "https://", 8) == 0)
-        skip = 8;
-    else
+    if (!pt_h1_absolute_form(x->target, x->target_len, &auth, &auth_len, &a_end))
         return PT_ERR;
-    const char *auth = t + skip, *a_end = auth;
-
-    while (a_end < end && *a_end != '/' && *a_end != '?' && *a_end != '#')
-        a_end++;
-    if (a_end == auth || memchr(auth, '@', (size_t)(a_end - auth)) != NULL)
-        return PT_ERR; /* no host, or userinfo (deprecated, RFC 9110 section 4.2.4) */
-    char *host = pt_arena_strndup(&x->arena, auth, (size_t)(a_end - auth));
+    char *host = pt_arena_strndup(&x->arena, auth, auth_len);
     const char *path = a_end < end && *a_end == '/' ? a_end : NULL;
 
     if (host == NULL)
@@ -1170,11 +1157,7 @@ request_start(struct pt_h1_conn *c)
     if (x->loc != NULL)
         x->http = &x->loc->http;
     /* RFC 9112 section 3.2: HTTP/1.1 requests carry exactly one Host */
-    if (!absolute && ((x->minor >= 1 && hi < 0) ||
-        (hi >= 0 && pt_hdrs_find(&x->req, PT_H_HOST) != hi) ||
-        (hi >= 0 && x->req.n > (unsigned)hi + 1 &&
-         pt_hdrs_find_name(&(struct pt_hdrs){x->req.v + hi + 1, x->req.n - hi - 1, 0}, "host",
-                           4) >= 0))) {
+    if (!absolute && !pt_h1_host_fields_ok(&x->req, hi, x->minor)) {
         reject(c, 400, "missing or duplicate Host");
         return;
     }
@@ -1241,9 +1224,7 @@ parse_error_status(struct pt_h1_conn *c, llhttp_errno_t e)
 
     if (pos == NULL || pos < (c->in != NULL ? c->in->data : pos) || pos > end)
         return 400;
-    while (pos < end && pt_http_is_tchar((unsigned char)*pos))
-        pos++;
-    return pos == end || *pos == ' ' ? 501 : 400;
+    return pt_h1_unknown_method_status(pos, (size_t)(end - pos));
 }
 
 /* The parser (96 bytes) exists only while a request is in flight: an idle keep-alive

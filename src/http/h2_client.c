@@ -430,6 +430,7 @@ tunnel_start(struct pt_h2b_stream *st, bool end)
     pt_hdrs_add(&x->arena, &x->resp, "Upgrade", 7, "websocket", 9);
     pt_hdrs_add(&x->arena, &x->resp, "Sec-WebSocket-Accept", 20,
                 pt_arena_strndup(&x->arena, accept, 28), 28);
+    pt_trace_response(x, false); /* X-Request-ID, as on every relayed response */
     stream_unlink(st); /* the tunnel takes the exchange */
     if (pt_ws_tunnel_end(x, &h2b_end_ops, st, &st->relay) != PT_OK) {
         pt_log(PT_LOG_ERROR, "websocket %.*s: cannot start the tunnel (x%llu) request_id=%s",

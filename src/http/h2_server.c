@@ -31,6 +31,7 @@
 #include "core/rate.h"
 #include "core/worker.h"
 #include "http/exchange.h"
+#include "http/h2_checks.h"
 #include "http/h2_fields.h"
 #include "http/h2_server.h"
 #include "http/h1_server.h"
@@ -501,7 +502,6 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
 {
     struct pt_h2_conn *c = st->c;
     struct pt_exchange *x = st->x;
-    int cl;
 
     st->started = 1;
     x->state = PT_X_ACTIVE;
@@ -540,25 +540,22 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
         stream_reject(st, 400, "invalid :authority or host (userinfo, a bad character or port)");
         return;
     }
-    if (st->method == NULL) {
-        stream_reject(st, 400, "missing :method");
-        return;
-    }
-    bool ext_ws = false;
+    /* the checks of the pseudo-header fields and content-length (h2_checks.h) */
+    bool ext_ws;
+    int64_t req_cl = -1;
+    const char *why = NULL;
+    unsigned status = pt_h2_request_check(st->method, st->scheme, st->path, st->protocol,
+                                          &x->req, &ext_ws, &req_cl, &why);
 
-    if (st->protocol != NULL) {
+    if (ext_ws) {
         /* extended CONNECT (RFC 8441): a WebSocket, translated below into the RFC 6455
-         * handshake an HTTP/1.1 backend expects; no other protocol is served */
-        if (strcmp(st->protocol, "websocket") != 0) {
-            x->method_name = "CONNECT";
-            stream_reject(st, 501, ":protocol other than websocket is not supported");
-            return;
-        }
-        ext_ws = true;
+         * handshake an HTTP/1.1 backend expects */
         x->method = HTTP_GET;
         x->method_name = "GET";
+    } else if (st->method != NULL && st->protocol != NULL) {
+        x->method_name = "CONNECT"; /* answered 501: another protocol */
     }
-    if (x->method == HTTP_CONNECT) {
+    if (status == 405) {
         pt_log(PT_LOG_INFO, "h2 client %s stream %d: CONNECT is not supported, answering 405 "
                "(c%llu) request_id=%s", c->peer_ip, st->id, (unsigned long long)c->id,
                pt_request_id(x));
@@ -566,27 +563,13 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
         pt_exchange_respond_with(x, 405, "405 Method Not Allowed\n", "Allow", PT_ALLOW_METHODS);
         return;
     }
-    if (strcmp(st->method, "PRI") == 0) {
-        /* the HTTP/2 preface's method: forwarded to an HTTP/1.1 backend it could be read as
-         * the start of a preface */
-        stream_reject(st, 501, "method PRI is not forwarded");
-        return;
-    }
-    if (st->path == NULL || st->path[0] != '/' || st->scheme == NULL) {
-        stream_reject(st, 400, "missing :scheme or :path not in origin form");
+    if (status != 0) {
+        stream_reject(st, status, why);
         return;
     }
     /* content-length is checked against DATA by nghttp2 (http messaging is on) */
-    cl = pt_hdrs_find(&x->req, PT_H_CONTENT_LENGTH);
-    if (cl >= 0) {
-        uint64_t v;
-
-        if (pt_parse_u64(x->req.v[cl].value, x->req.v[cl].vlen, INT64_MAX, &v) != PT_OK) {
-            stream_reject(st, 400, "invalid content-length");
-            return;
-        }
-        x->req_cl = (int64_t)v;
-    }
+    if (req_cl >= 0)
+        x->req_cl = req_cl;
     x->req_has_body = !end_stream;
     /* a body of unknown length goes to an h1 backend chunked */
     x->req_chunked = !end_stream && x->req_cl < 0;

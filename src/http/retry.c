@@ -18,7 +18,7 @@
 void
 pt_retry_count_request(struct pt_exchange *x)
 {
-    pt_retry_budget_add(pt_upstream_group(x->w, x->up));
+    pt_retry_budget_add(pt_upstream_group(x->w, x->up), ev_now(x->w->loop));
 }
 
 bool

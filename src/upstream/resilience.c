@@ -563,10 +563,8 @@ pt_outlier_record(struct pt_server *s, unsigned fail_class, bool unreachable)
 bool
 pt_retry_budget_take(struct pt_wupstream *g)
 {
-    /* each first attempt adds budget_percent/100 of a retry; at most 10 retries bank up, so
-     * a burst of failures after a quiet period is allowed a few retries and no more */
-    if (g->retry_tokens >= 1.0) {
-        g->retry_tokens -= 1.0;
+    if (g->retry_tokens >= 100) {
+        g->retry_tokens -= 100;
         return true;
     }
     g->stats->retries_denied++;
@@ -576,12 +574,29 @@ pt_retry_budget_take(struct pt_wupstream *g)
     return false;
 }
 
+/* Each first attempt adds budget_percent/100 of a retry. What banks up is bounded by what the
+ * last second of traffic earned (at least 10): a server that dies with many requests in flight
+ * has them all resent when traffic is high, while after a quiet period a burst of failures gets
+ * a few retries and no more. Over any second, resends stay within about budget_percent of the
+ * requests of that second and the one before. */
 void
-pt_retry_budget_add(struct pt_wupstream *g)
+pt_retry_budget_add(struct pt_wupstream *g, double now)
 {
-    g->retry_tokens += (double)g->up->res.retry.budget_percent / 100.0;
-    if (g->retry_tokens > 10.0)
-        g->retry_tokens = 10.0;
+    int64_t pct = g->up->res.retry.budget_percent, cap;
+
+    if (now - g->budget_at >= 1.0) {
+        g->budget_prev = now - g->budget_at < 2.0 ? g->budget_n : 0;
+        g->budget_n = 0;
+        g->budget_at = now;
+    }
+    if (g->budget_n < UINT32_MAX)
+        g->budget_n++;
+    cap = pct * (int64_t)(g->budget_n > g->budget_prev ? g->budget_n : g->budget_prev);
+    if (cap < 10 * 100)
+        cap = 10 * 100;
+    g->retry_tokens += pct;
+    if (g->retry_tokens > cap)
+        g->retry_tokens = cap;
 }
 
 /* ---- sticky sessions ------------------------------------------------------------------ */

@@ -33,7 +33,7 @@ void pt_outlier_record(struct pt_server *s, unsigned fail_class, bool unreachabl
 /* The retry budget of an upstream in one worker: takes one retry (false, logged now and then,
  * when none is left) / adds one first attempt's share (budget_percent). Worker thread. */
 bool pt_retry_budget_take(struct pt_wupstream *g);
-void pt_retry_budget_add(struct pt_wupstream *g);
+void pt_retry_budget_add(struct pt_wupstream *g, double now); /* now: ev_now() */
 /* The sticky cookie value naming s: a hash of its concrete address (so each address of a host
  * name has its own), stable across restarts and instances with the same server list. */
 uint32_t pt_server_token(const struct pt_server *s);

@@ -239,7 +239,11 @@ struct pt_wupstream {
     unsigned retired : 1;       /* gone from the newest snapshot */
     void *lb_state;             /* owned by the lb module (group_init / group_fini) */
     struct pt_worker *w;
-    double retry_tokens;        /* retry budget: +budget% per request, -1 per retry, cap 10 */
+    int64_t retry_tokens;       /* retry budget in hundredths of a retry: +budget_percent per
+                                 * request, -100 per retry; at most the budget of the last
+                                 * second banks up (at least 10 retries) */
+    uint32_t budget_n, budget_prev; /* requests counted this second and the one before */
+    double budget_at;           /* when this second of counting began (ev_now) */
     struct pt_upstream_stats *stats; /* this worker's block for the upstream (never NULL) */
     struct pt_list queue;       /* requests waiting for a server under max_conns */
     unsigned n_queued;

@@ -148,7 +148,7 @@ group_attach(struct pt_worker *w, struct pt_upstream *up)
         if (g == NULL)
             return PT_ERR;
         g->w = w;
-        g->retry_tokens = 10.0;
+        g->retry_tokens = 10 * 100;
         pt_list_init(&g->queue);
         g->stats = pt_stats_get(&w->stats, "upstream", up->name, NULL, sizeof(*g->stats));
         if (g->stats == NULL) {

@@ -4,11 +4,10 @@ round_robin weights across workers, least_conn and ewma steering away from a slo
 random_two by weight, hash uri / header (consistent, with a server removed) / cookie.
 """
 
-import time
-
 import pytest
 
 from lbutil import Client, Load, counts, names, spread, statuses
+from portico_testlib import wait_until
 
 
 def test_balance_rr_weights_exact_across_workers(start_backend, start_lb):
@@ -33,7 +32,9 @@ def test_balance_least_conn_avoids_slow_server(start_backend, start_flaky, start
     slow = start_flaky("SLOW", delay_ms=300)
     p = start_lb([fast.addr, slow.addr], "balance least_conn;")
     load = Load(p.host, p.port, "/name", threads=6, max_seconds=20)
-    time.sleep(3.0)
+    # run until 200 answers, the slow server among them (not a fixed 3 s: fewer on a busy machine)
+    wait_until(lambda: load.count() >= 200 and
+               any(be == "SLOW" for _, _, be in load.results()), timeout=18)
     res = load.stop()
     assert not load.errors, load.errors[:5]
     st = statuses([(s, b) for _, s, b in res])
@@ -66,7 +67,7 @@ def test_balance_ewma_prefers_fast_server(start_backend, start_flaky, start_lb):
     slow = start_flaky("SLOW", delay_ms=150)
     p = start_lb([fast.addr, slow.addr], "balance ewma;", workers=1)
     load = Load(p.host, p.port, "/name", threads=2, max_seconds=20)
-    time.sleep(3.0)
+    wait_until(lambda: load.count() >= 200, timeout=18)
     res = load.stop()
     assert not load.errors, load.errors[:5]
     got = counts([(s, b) for _, s, b in res])

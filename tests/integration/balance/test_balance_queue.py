@@ -8,6 +8,7 @@ import time
 import pytest
 
 from lbutil import Client, log_lines
+from portico_testlib import wait_until
 
 
 def timed_get(p, path, out, key):
@@ -26,7 +27,7 @@ def test_balance_max_conns_queue_overflow(start_backend, start_lb):
     # r0 takes the only slot for 1 s
     t = [threading.Thread(target=timed_get, args=(p, "/slow/1000", out, 0), daemon=True)]
     t[0].start()
-    time.sleep(0.3)
+    wait_until(lambda: s.stats()["requests"] >= 1, timeout=10, what="r0 reached the backend")
     # four more at once: two wait in the queue, two are turned away
     for k in range(1, 5):
         t.append(threading.Thread(target=timed_get, args=(p, "/slow/1000", out, k),
@@ -61,7 +62,8 @@ def test_balance_queue_timeout_503(start_backend, start_lb):
     out = {}
     t0 = threading.Thread(target=timed_get, args=(p, "/slow/2500", out, 0), daemon=True)
     t0.start()
-    time.sleep(0.3)
+    wait_until(lambda: s.stats()["requests"] >= 1, timeout=10,
+               what="the first request reached the backend")
     timed_get(p, "/name", out, 1)
     st, be, hs, a, b = out[1]
     assert st == 503, out[1]

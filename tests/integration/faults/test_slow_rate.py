@@ -144,7 +144,7 @@ def test_h2_500_slow_clients_cut_at_their_rate_normal_client_served(front):
 @pytest.mark.hard_timeout(60)
 @pytest.mark.parametrize("tls", [True, False], ids=["tls", "h2c"])
 def test_h2_slow_body_stream_answered_408_others_continue(front, tls):
-    f = front(extra=LIMITS)
+    f = front(extra=LIMITS + METRICS)
     with f.h2(tls=tls) as c:
         slow = c.request("POST", "/upload", body=b"x", end_stream=False)
         big = c.request("GET", "/bytes/3000000")
@@ -173,6 +173,7 @@ def test_h2_slow_body_stream_answered_408_others_continue(front, tls):
     log = f.log()
     assert len(re.findall(r"stream 1: too slow sending the request body: under "
                           r"client_body_min_rate 1k 3s, answering 408", log)) == 1, log
+    assert cut_counts(f) == {"header": 0, "body": 1, "send": 0}
     # the upload's backend connection was closed with the cut
     assert lib.wait_until(lambda: f.backend_open() == 0, 10), f.backend.stats()
 
@@ -186,7 +187,7 @@ def test_h2_stream_with_shut_window_reset_others_continue(front):
     from h2_attacks import (DATA, END_HEADERS, END_STREAM, HEADERS, RST_STREAM, RawH2, frame,
                             parse_frames, request_block, settings, window_update)
 
-    f = front(extra=LIMITS)
+    f = front(extra=LIMITS + METRICS)
     raw = RawH2("127.0.0.1", f.plain_port)
     dec = hpack.Decoder()
     got, ended, rst, status = {1: 0, 3: 0, 5: 0}, set(), {}, {}
@@ -241,6 +242,7 @@ def test_h2_stream_with_shut_window_reset_others_continue(front):
         raw.close()
     assert re.search(r"stream 1: too slow reading the response \(its window shut\): under "
                      r"send_min_rate 16k 3s, resetting", f.log())
+    assert cut_counts(f) == {"header": 0, "body": 0, "send": 1}
 
 
 # ---- time the client is not to blame for -------------------------------------------------
@@ -307,7 +309,8 @@ def test_upload_held_up_by_the_backend_is_not_cut(front, proto):
 def test_min_rate_off_in_a_location(front):
     """client_body_min_rate is per location: `off` there lets a slow upload go on, while the
     same upload elsewhere on the server is cut."""
-    f = front(extra=LIMITS + "    location /free/ { proxy_pass app; client_body_min_rate off; }\n")
+    f = front(extra=LIMITS + METRICS +
+              "    location /free/ { proxy_pass app; client_body_min_rate off; }\n")
     conns = {}
     for path in ("/upload", "/free/upload"):
         c = lib.RawConn("127.0.0.1", f.plain_port, timeout=0.2)
@@ -342,6 +345,7 @@ def test_min_rate_off_in_a_location(front):
     for c in conns.values():
         c.close()
     assert len(re.findall(r"too slow sending the request body", f.log())) == 1
+    assert cut_counts(f) == {"header": 0, "body": 1, "send": 0}
 
 
 def check_conf(tmp_path, line):

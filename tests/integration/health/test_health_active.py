@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+import portico_testlib as lib
+
 from hcutil import (Client, Load, by_backend, by_status, first_from, last_from, log_lines,
                     wait_for, wait_log)
 
@@ -84,8 +86,8 @@ def test_health_killed_server_connection_refused(start_flaky, start_lb):
     res = [c.get("/")[:2] for _ in range(30)]
     c.close()
     assert res == [(200, "A")] * 30, res
-    time.sleep(0.5)
-    assert len(log_lines(p, " DOWN: ")) == 1, p.logs()
+    # DOWN is said once: the failing checks that follow (every interval) say nothing more
+    assert lib.stays(lambda: len(log_lines(p, " DOWN: ")) == 1, INTERVAL * 3), p.logs()
 
 
 @pytest.mark.hard_timeout(30)
@@ -94,7 +96,14 @@ def test_health_tcp_check_kill_and_restart(start_backend, start_lb):
     a, b = start_backend("A"), start_backend("B")
     p = start_lb([a.addr, b.addr],
                  "health_check tcp interval=300ms timeout=250ms rise=2 fall=2;")
-    time.sleep(1.0)
+    # three checks of each, none failed: a check is a connection the backend accepts (the
+    # backend counts each look at its /stats too, so those are taken off)
+    looks = {a: 0, b: 0}
+
+    def checks(be):
+        looks[be] += 1
+        return be.stats()["accepted"] - looks[be]
+    assert wait_for(lambda: min(checks(a), checks(b)) >= 3, 10)
     assert not log_lines(p, " DOWN: "), p.logs()
     c = Client(p.host, p.port)
     assert set(c.get("/name")[1] for _ in range(10)) == {"A", "B"}
@@ -160,7 +169,7 @@ def test_health_slow_start_ramps_share(start_flaky, start_lb):
     # first second it gets clearly less than its full half of the traffic
     a, b = start_flaky("A"), start_flaky("B")
     p = start_lb([a.addr, b.addr],
-                 "health_check http path=/health interval=200ms timeout=200ms rise=1 fall=1;\n"
+                 "health_check http path=/health interval=200ms timeout=1s rise=1 fall=1;\n"
                  "    slow_start 4s;")
     assert wait_for(lambda: both_get_traffic(p), 5)
     b.set_health(503)
@@ -220,7 +229,8 @@ def test_health_status_line_without_reason_phrase(start_flaky, start_lb):
         p = start_lb([a.addr, r.addr],
                      "health_check http path=/health interval=100ms timeout=500ms rise=1 "
                      "fall=2;", workers=1)
-        time.sleep(0.8)
+        # three checks answered "HTTP/1.1 200" (two failures in a row would be DOWN)
+        assert wait_for(lambda: len(r.requests) >= 3, 10), r.requests
         assert not log_lines(p, "DOWN"), p.logs()
     finally:
         r.stop()

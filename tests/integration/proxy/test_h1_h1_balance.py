@@ -129,7 +129,7 @@ def test_h1_h1_max_conns_503(tmp_path, start_backend, start_portico):
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.5)
+    lib.wait_until(lambda: a.stats()["requests"] >= 1, 10, what="the slow request at A")
     r = lib.curl(p.url("/name"))
     t.join(10)
     assert slow["r"].status == 200, slow["r"]

@@ -100,8 +100,8 @@ def test_h1_h1_no_body_status(proxy, code):
         r1 = c.read_response()
         assert r1.status == code
         assert r1.header("Transfer-Encoding") is None, r1
-        if code == 204:
-            assert r1.header("Content-Length") in (None, "0"), r1
+        # no Content-Length on a 204 (RFC 9110 section 8.6), none added to a 304
+        assert r1.header("Content-Length") is None, r1
         r2 = c.read_response()
         # had portico sent a body (e.g. chunked "0\r\n\r\n") after the 204/304,
         # this would not parse as the next response
@@ -140,7 +140,8 @@ def test_h1_h1_early_hints_not_to_http10(proxy):
     with RawConn("127.0.0.1", proxy.port) as c:
         c.send("GET /early-hints HTTP/1.0\r\nHost: t\r\n\r\n")
         data = c.read_all(5)
-    assert data.startswith(b"HTTP/1.1 200") or data.startswith(b"HTTP/1.0 200"), data[:200]
+    # portico's own version in the status line (RFC 9110 section 6.2), and no 103 before it
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
     assert b" 103 " not in data
 
 

@@ -53,8 +53,8 @@ server {
     assert p.stop() == 0
     lines = [json.loads(l) for l in log2.read_text().splitlines() if l.strip()]
     assert [o["uri"] for o in lines] == ["/name?two"], lines
-    assert not (tmp_path / "access.log").exists() or \
-        "/name?one" not in (tmp_path / "access.log").read_text()
+    # `access_log off` in main: the first server logs nowhere, so no file was ever opened
+    assert not (tmp_path / "access.log").exists()
 
 
 def test_h1_h1_client_max_body_size_from_main(tmp_path, start_backend, start_portico):

@@ -165,7 +165,7 @@ def test_h1_h1_end_to_end_headers_kept(proxy):
     r, hs = backend_headers(proxy.url("/headers"), "-H", "X-Multi: a", "-H", "X-Multi: b",
                             "-H", "Cookie: a=1", "-H", "Authorization: Bearer t",
                             "-A", "agent/1.0")
-    assert values(hs, "x-multi") in (["a", "b"], ["a, b"]), hs
+    assert values(hs, "x-multi") == ["a", "b"], hs   # two fields stay two fields, in order
     assert values(hs, "cookie") == ["a=1"]
     assert values(hs, "authorization") == ["Bearer t"]
     assert values(hs, "user-agent") == ["agent/1.0"]

@@ -20,7 +20,8 @@ def test_h1_h1_graceful_stop_finishes_inflight(make_proxy):
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.4)
+    lib.wait_until(lambda: p.backend.stats()["requests"] >= 1, timeout=10,
+                   what="the request reached the backend")
     t0 = time.monotonic()
     p.portico.signal(signal.SIGTERM)
     time.sleep(0.3)
@@ -62,7 +63,8 @@ def test_h1_h1_graceful_stop_keepalive_gets_close(make_proxy):
     p = make_proxy(upstream_extra="    read_timeout 10s;\n")
     with RawConn("127.0.0.1", p.port, timeout=5) as c:
         c.send("GET /slow/800 HTTP/1.1\r\nHost: t\r\n\r\n")
-        time.sleep(0.3)
+        lib.wait_until(lambda: p.backend.stats()["requests"] >= 1, timeout=10,
+                       what="the request reached the backend")
         p.portico.signal(signal.SIGTERM)
         r = c.read_response()
         assert r.status == 200
@@ -78,7 +80,8 @@ def test_h1_h1_shutdown_timeout_deadline(make_proxy):
     c = RawConn("127.0.0.1", p.port, timeout=10)
     try:
         c.send("GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")
-        time.sleep(0.3)
+        lib.wait_until(lambda: p.backend.stats()["requests"] >= 1, timeout=10,
+                       what="the request reached the backend")
         t0 = time.monotonic()
         p.portico.signal(signal.SIGTERM)
         rc = p.portico.wait_exit(8)

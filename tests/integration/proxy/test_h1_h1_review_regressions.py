@@ -104,7 +104,7 @@ def test_h1_h1_queue_503_with_body_keeps_connection_usable(tmp_path, start_backe
     hold = threading.Thread(target=lambda: lib.curl("http://127.0.0.1:%d/slow/6000" % port,
                                                     timeout=15), daemon=True)
     hold.start()
-    time.sleep(0.5)
+    lib.wait_until(lambda: b.stats()["requests"] >= 1, 10, what="the first request at b1")
     payload = b"z" * 100000  # over the 64 KiB body cap: reading pauses while queued
     with RawConn("127.0.0.1", port, timeout=8) as c:
         c.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(payload)

@@ -263,6 +263,7 @@ def test_h1_h1_bad_chunk_in_same_read_as_head_is_502(rec, body):
     ("FOO / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
     ("get / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
     ("QUERY / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+    (" GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400),               # no token before the space
 ])
 def test_h1_h1_bad_request_lines(gw, line, status):
     out, _ = send_raw(gw.port, line)

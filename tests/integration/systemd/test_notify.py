@@ -4,6 +4,8 @@ what portico sends (src/core/notify.c; docs/operations.md, "Running under system
 
 - READY=1 (with a STATUS=) once the listeners are open and the workers run: the port accepts
   and answers as soon as the datagram arrives, and nothing else came before it;
+- RELOADING=1 (with MONOTONIC_USEC=) when a SIGHUP begins a reload, then READY=1 whether the
+  new configuration was taken or refused;
 - STOPPING=1 when SIGTERM or SIGINT begins the graceful stop, before portico exits 0;
 - the datagrams come from portico's own pid (what NotifyAccess=main checks, through the
   SCM_CREDENTIALS the kernel attaches);
@@ -127,6 +129,40 @@ def test_notify_ready_then_stopping(tmp_path, start_portico, manager, abstract):
     assert msg == {"STOPPING": "1", "STATUS": "stopping"}, msg
     assert pid == p.pid
     assert p.wait_exit(5) == 0
+
+
+def test_notify_reloading_then_ready(tmp_path, start_portico, manager):
+    m = manager()
+    port = lib.free_port()
+    conf = conf_for(tmp_path, port, workers=1)
+    p = start_portico(conf, [port])
+    msg, _ = m.recv()
+    assert msg and msg.get("READY") == "1", msg
+    # a reload that is taken: RELOADING=1 with the time systemd wants, then READY=1 once done
+    with open(p.conf_path, "w") as f:
+        f.write(conf.replace('return 200 "up\\n";', 'return 200 "new\\n";'))
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    p.signal(signal.SIGHUP)
+    msg, pid = m.recv()
+    assert msg is not None and msg.get("RELOADING") == "1", msg
+    assert pid == p.pid
+    assert before <= int(msg["MONOTONIC_USEC"]) <= \
+        time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000, msg
+    msg, _ = m.recv()
+    assert msg == {"READY": "1", "STATUS": "configuration generation 2"}, msg
+    st, _, body = lib.raw_request("127.0.0.1", port, "GET", "/")
+    assert (st, body) == (200, b"new\n")
+    # a reload that is refused: READY=1 all the same, the status says so
+    with open(p.conf_path, "w") as f:
+        f.write(conf.replace("location /", "bogus_directive 1;\n    location /"))
+    p.signal(signal.SIGHUP)
+    msg, _ = m.recv()
+    assert msg is not None and msg.get("RELOADING") == "1", msg
+    msg, _ = m.recv()
+    assert msg == {"READY": "1",
+                   "STATUS": "reload failed: still serving the previous configuration"}, msg
+    st, _, body = lib.raw_request("127.0.0.1", port, "GET", "/")
+    assert (st, body) == (200, b"new\n")
 
 
 def test_notify_stopping_on_sigint(tmp_path, start_portico, manager):

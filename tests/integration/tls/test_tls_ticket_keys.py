@@ -3,7 +3,8 @@
 - two portico instances with the same key file: a session from one resumes on the other
   (TLS 1.3 and 1.2); without the directive each instance has its own in-memory keys and the
   other does a full handshake;
-- rotation: a new key first, the old one second: a ticket of the old key still resumes;
+- rotation: a new key first, the old one second: a ticket of the old key still resumes, and
+  is renewed as a ticket of the new key; new tickets are the new key's;
 - a reload re-reads the files: after the old key is dropped, its tickets no longer resume;
 - a file of the wrong size fails `portico -t` at the directive's file:line:col."""
 
@@ -45,11 +46,33 @@ def new_session(port, certs, sess, version):
     return out
 
 
-def resumed(port, certs, sess, version):
+def resumed(port, certs, sess, version, out_of=None):
+    """Whether the session in sess resumes on port; out_of: a list that gets s_client's
+    output."""
     rc, out = s_client(port, ["-servername", "localhost", version, "-ign_eof", "-CAfile",
                               certs.ca, "-sess_in", sess], stdin=REQ)
     assert "HTTP/1.1 200" in out, out
+    if out_of is not None:
+        out_of.append(out)
     return bool(re.search(r"^Reused, TLSv1\.[23]", out, re.M))
+
+
+def ticket_key_name(out):
+    """The key name of the ticket the session ends with (its first 16 bytes, RFC 5077 section
+    4), from s_client's hex dump of it."""
+    dump = out.split("TLS session ticket:\n", 1)[1]
+    hexes = []
+    for line in dump.splitlines()[:2]:
+        m = re.match(r"\s*[0-9a-f]{4} - ((?:[0-9a-f]{2}[ -]){1,16})", line)
+        assert m, out
+        hexes += re.findall(r"[0-9a-f]{2}", m.group(1))
+    return bytes.fromhex("".join(hexes[:16]))
+
+
+def key_name(path):
+    """A key file's key name: its first 16 bytes (nginx's format, 48 or 80 bytes)."""
+    with open(path, "rb") as f:
+        return f.read(16)
 
 
 @pytest.mark.parametrize("version", ["-tls1_3", "-tls1_2"])
@@ -87,6 +110,29 @@ def test_rotation_old_key_still_decrypts(tmp_path, certs, start_backend, start_p
     new_session(pa, certs, sess, "-tls1_2")
     assert resumed(pb, certs, sess, "-tls1_2")
     assert not resumed(pc, certs, sess, "-tls1_2")
+
+
+def test_rotation_new_tickets_use_the_first_key(tmp_path, certs, start_backend,
+                                               start_portico_in):
+    # TLS 1.2: a ticket is renewed only when the server says so (TLS 1.3 issues one on every
+    # handshake), so this shows both which key encrypts and that an old key's ticket is renewed
+    b = start_backend("b1")
+    k1, k2 = key_file(tmp_path, "k1.key"), key_file(tmp_path, "k2.key")
+    _, pa = instance(start_portico_in, certs, b, "a", [k1])
+    _, pb = instance(start_portico_in, certs, b, "b", [k2, k1])   # rotated: k2 encrypts
+    _, pc = instance(start_portico_in, certs, b, "c", [k2])       # k1 dropped
+    # a new session on b: its ticket is k2's, so it resumes where only k2 is left
+    fresh = str(tmp_path / "fresh.pem")
+    out = new_session(pb, certs, fresh, "-tls1_2")
+    assert ticket_key_name(out) == key_name(k2), out
+    assert resumed(pc, certs, fresh, "-tls1_2")
+    # a k1 ticket resumed on b is renewed as a k2 ticket
+    old = str(tmp_path / "old.pem")
+    out = new_session(pa, certs, old, "-tls1_2")
+    assert ticket_key_name(out) == key_name(k1), out
+    outs = []
+    assert resumed(pb, certs, old, "-tls1_2", out_of=outs)
+    assert ticket_key_name(outs[0]) == key_name(k2), outs[0]
 
 
 def test_reload_rereads_the_key_files(tmp_path, certs, start_backend, start_portico_in):

@@ -12,6 +12,7 @@ The backend is tests/tools/h2ws_backend.py (python3-h2)."""
 import asyncio
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -189,6 +190,8 @@ def test_backend_close_code_reaches_the_client(ws_front, h2ws):
     with f.raw() as c:
         r, _ = wsl.raw_ws_connect(c, "/bye")
         assert r.status == 101
+        # a relayed response like any other: it carries the request ID
+        assert re.fullmatch(r"[0-9a-f]{32}", r.header("x-request-id") or ""), r.headers
         fin, op, data, masked = wsl.FrameReader(c).read(5)
         assert (op, wsl.close_code_of(data), data[2:], masked) == (wsl.OP_CLOSE, 4001, b"bye",
                                                                    False)

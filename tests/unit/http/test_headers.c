@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for header lists (src/http/headers.c): name tokens, add/find, comma-separated list
- * matching, and the hop-by-hop marking of RFC 9110 section 7.6.1. */
+ * matching, the hop-by-hop marking of RFC 9110 section 7.6.1, and the checks both codecs make
+ * on field names and methods (tokens) and on Host / :authority. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -336,6 +337,93 @@ test_hop_by_hop_none(void **state)
     assert_int_equal(f->h.n, 0);
 }
 
+/* RFC 9110 section 5.6.2: field names and methods are tokens; both codecs check them (a
+ * field name in h1_server.c, :method in h2_server.c) */
+static bool
+token(const char *s)
+{
+    return pt_http_is_token(s, strlen(s));
+}
+
+static void
+test_is_token(void **state)
+{
+    static const char tchars[] = "!#$%&'*+-.^_`|~09azAZ";
+    char one[2] = {0, 0};
+
+    assert_true(token("Content-Type"));
+    assert_true(token("GET"));
+    assert_true(token(tchars));
+    assert_false(token(""));
+    for (unsigned ch = 1; ch < 256; ch++) {
+        bool is = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+                  (ch >= 'A' && ch <= 'Z') || (ch < 128 && strchr("!#$%&'*+-.^_`|~", (int)ch));
+
+        one[0] = (char)ch;
+        assert_int_equal(pt_http_is_token(one, 1), is);
+        assert_int_equal(pt_http_is_tchar((unsigned char)ch), is);
+    }
+    assert_false(token("Name "));           /* "Name : value" (llhttp 8 lets it through) */
+    assert_false(token("a:b"));
+    assert_false(token("a b"));
+    assert_false(token("caf\xc3\xa9"));
+    assert_false(pt_http_is_token("a\0b", 3));
+}
+
+/* RFC 9110 section 7.2, RFC 3986 section 3.2: Host and :authority */
+static bool
+authority(const char *s, size_t *host_len)
+{
+    *host_len = 999;
+    return pt_http_valid_authority(s, strlen(s), host_len);
+}
+
+static void
+test_valid_authority(void **state)
+{
+    static const struct {
+        const char *s;
+        size_t host_len;
+    } ok[] = {
+        {"example.com", 11},
+        {"example.com:8080", 11},
+        {"a:", 1},                  /* an empty port is allowed (RFC 3986 section 3.2.3) */
+        {"a:65535", 1},
+        {"a:0", 1},
+        {"127.0.0.1:80", 9},
+        {"[::1]", 5},
+        {"[::1]:443", 5},
+        {"xn--bcher-kva.example", 21},
+        {"a_b-c~d!$&'()*+,;=", 18},  /* unreserved and sub-delims */
+        {"%41%42", 6},
+        {"", 0},                    /* an empty Host (RFC 9112 section 3.2: no authority) */
+    };
+    static const char *const bad[] = {
+        "user@host", "user:pw@host", "@host", ":80", "a:65536", "a:99999", "a:80x", "a:-1",
+        "a:+80", "a: 80", "a b", "a\tb", "a/b", "a?b", "a#b", "a\\b", "a\"b", "a<b",
+        "a\x01", "a\x7f", "caf\xc3\xa9", "%4", "%zz", "a%4", "[]", "[::1", "[::1]x",
+        "[::1]:x", "[::1%eth0]", "[::1]@h", "[a b]",
+    };
+    size_t n;
+
+    for (unsigned i = 0; i < PT_ARRAY_LEN(ok); i++) {
+        assert_true(authority(ok[i].s, &n));
+        assert_int_equal(n, ok[i].host_len);
+    }
+    for (unsigned i = 0; i < PT_ARRAY_LEN(bad); i++) {
+        if (authority(bad[i], &n))
+            fail_msg("accepted authority \"%s\"", bad[i]);
+    }
+    /* inside brackets only what an IP literal holds: hex digits, ':', '.', and 'v' (so not an
+     * IPvFuture with other characters) */
+    assert_false(authority("[v1.fe80::a+en1]", &n));
+    assert_true(authority("[::ffff:127.0.0.1]:8080", &n));
+    assert_int_equal(n, 18);
+    /* the length bounds the input */
+    assert_true(pt_http_valid_authority("a:80@evil", 4, &n));
+    assert_int_equal(n, 1);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int
@@ -352,6 +440,8 @@ main(void)
         T(test_hop_by_hop_keep_upgrade),
         T(test_hop_by_hop_keep_upgrade_named_after),
         T(test_hop_by_hop_none),
+        cmocka_unit_test(test_is_token),
+        cmocka_unit_test(test_valid_authority),
     };
 
     return cmocka_run_group_tests_name("headers", tests, NULL, NULL);

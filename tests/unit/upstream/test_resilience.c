@@ -4,7 +4,10 @@
  * beyond it while another server stays in rotation; consecutive failures counted exactly.
  * The active health check counting (pt_health_count: fall and rise in a row), and the retry
  * rules (pt_retry_allowed with the replay rules of pt_exchange_body_taken): retries, retry_on,
- * statuses, idempotent methods, a body larger than retry_buffer_size, the budget. */
+ * statuses, idempotent methods, a body larger than retry_buffer_size, the budget; the retry of a
+ * request that reached no server (pt_retry_unsent: no budget, any method); the ejection time
+ * (doubling up to max_ejection), the return to rotation and slow start (pt_server_usable);
+ * sticky cookies (pt_sticky_server). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,12 +17,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/arena.h"
 #include "core/buf.h"
 #include "core/common.h"
 #include "core/conf-t.h"
 #include "core/worker-t.h"
 #include "http/exchange-t.h"
 #include "http/exchange.h"
+#include "http/headers.h"
 #include "http/retry.h"
 #include "upstream/resilience.h"
 #include "upstream/upstream.h"
@@ -219,7 +224,7 @@ request(const char *method, unsigned on)
     rw.mod[pt_module_upstream._index] = &rt;
     up.slot = 0;
     rg.up = &up;
-    rg.retry_tokens = 10.0;
+    rg.retry_tokens = 10 * 100;
     rg.stats = &rstats;
     rx.w = &rw;
     rx.up = &up;
@@ -324,7 +329,8 @@ test_retry_needs_the_whole_body(void **state)
     done();
 }
 
-/* retry_budget 20%: each request adds 0.2 of a retry, at most 10 bank up */
+/* retry_budget 20%: each request adds 0.2 of a retry; what banks up is what the last second of
+ * traffic earned, at least 10 */
 static void
 test_retry_budget(void **state)
 {
@@ -332,14 +338,227 @@ test_retry_budget(void **state)
     rg.retry_tokens = 0;
     assert_false(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
     for (unsigned i = 0; i < 5; i++)
-        pt_retry_count_request(&rx);
+        pt_retry_budget_add(&rg, 100.0);
     assert_true(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
     assert_false(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
-    for (unsigned i = 0; i < 1000; i++)
-        pt_retry_count_request(&rx);
-    for (unsigned i = 0; i < 10; i++)
+    /* 30 requests in a second: the floor of 10 holds */
+    for (unsigned i = 0; i < 30; i++)
+        pt_retry_budget_add(&rg, 100.5);
+    for (unsigned i = 0; i < 6; i++)
+        assert_true(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
+    for (unsigned i = 0; i < 30; i++)
+        pt_retry_budget_add(&rg, 100.9);
+    for (unsigned i = 0; i < 6; i++)
         assert_true(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
     assert_false(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
+    /* 1000 requests within a second: 20% of them bank up, for a server that dies with many
+     * requests in flight */
+    rg.retry_tokens = 0;
+    for (unsigned i = 0; i < 1000; i++)
+        pt_retry_budget_add(&rg, 101.0 + i / 2000.0);
+    for (unsigned i = 0; i < 200; i++)
+        assert_true(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
+    assert_false(pt_retry_allowed(&rx, PT_FC_CONNECT, 0));
+    /* the next second still sees the previous one's traffic; after a quiet period the cap is
+     * back to 10 */
+    pt_retry_budget_add(&rg, 102.2);
+    rg.retry_tokens = 100000;
+    pt_retry_budget_add(&rg, 102.3);
+    assert_int_equal(rg.retry_tokens, 200 * 100);
+    rg.retry_tokens = 100000;
+    pt_retry_budget_add(&rg, 110.0);
+    assert_int_equal(rg.retry_tokens, 10 * 100);
+    done();
+}
+
+/* the implicit connect-failure ejection, then outlier_detection's: base_ejection, doubled for
+ * each ejection the server already had, at most max_ejection */
+static int64_t
+ejected_for(unsigned i)
+{
+    int64_t left = atomic_load(&srv[i]._ejected_until) - pt_now_ms();
+
+    return left;
+}
+
+static void
+eject_again(unsigned i, unsigned fail_class)
+{
+    atomic_store(&srv[i]._ejected_until, 0); /* the last ejection is over */
+    pt_outlier_record(&srv[i], fail_class, false);
+}
+
+static void
+test_ejection_time_doubles_up_to_max(void **state)
+{
+    static const int64_t want[] = {1000, 2000, 4000, 5000, 5000};
+
+    make(4, NULL, NULL);
+    up.res.outlier.enabled = 1;
+    up.res.outlier.consecutive = 1;
+    up.res.outlier.base_ejection = 1000;
+    up.res.outlier.max_ejection = 5000;
+    up.res.outlier.max_ejected_percent = 100;
+    for (unsigned k = 0; k < PT_ARRAY_LEN(want); k++) {
+        eject_again(1, PT_FC_5XX);
+        assert_true(ejected(1));
+        /* the clock moved at most a little between the two readings */
+        assert_in_range(ejected_for(1), want[k] - 200, want[k]);
+        assert_int_equal(atomic_load(&srv[1]._ejections), k + 1);
+    }
+    /* an ejected server is not ejected again (its time does not grow) while it is out */
+    int64_t until = atomic_load(&srv[1]._ejected_until);
+
+    pt_outlier_record(&srv[1], PT_FC_5XX, false);
+    assert_int_equal(atomic_load(&srv[1]._ejected_until), until);
+
+    /* without outlier_detection: a refused connection leaves the server out for 2 s */
+    make(3, NULL, NULL);
+    pt_outlier_record(&srv[1], PT_FC_CONNECT, true);
+    assert_in_range(ejected_for(1), 1800, 2000);
+    /* ... and neither a 5xx nor a reset ejects it */
+    make(3, NULL, NULL);
+    for (unsigned k = 0; k < 10; k++) {
+        pt_outlier_record(&srv[1], PT_FC_5XX, false);
+        pt_outlier_record(&srv[1], PT_FC_RESET, false);
+        pt_outlier_record(&srv[1], PT_FC_TIMEOUT, false);
+    }
+    assert_false(ejected(1));
+}
+
+/* a server comes back once its ejection is over: usable, no longer marked ejected, and its
+ * slow start (if any) counted from then; a server DOWN by health checks is never usable */
+static void
+test_back_in_rotation_after_ejection(void **state)
+{
+    int64_t now = pt_now_ms();
+
+    make(2, NULL, NULL);
+    atomic_store(&srv[1]._ejected_until, now + 60000);
+    assert_false(pt_server_usable(&srv[1], NULL));
+    atomic_store(&srv[1]._ejected_until, now - 1);
+    assert_true(pt_server_usable(&srv[1], NULL));
+    assert_int_equal(atomic_load(&srv[1]._ejected_until), 0);
+    assert_in_range(atomic_load(&srv[1]._usable_since), now, pt_now_ms());
+
+    atomic_store(&srv[0]._check_down, 1);
+    assert_false(pt_server_usable(&srv[0], NULL));
+    atomic_store(&srv[0]._check_down, 0);
+    assert_true(pt_server_usable(&srv[0], NULL));
+    /* marked down in the configuration, tried already, or at max_conns */
+    srv[0].down = 1;
+    assert_false(pt_server_usable(&srv[0], NULL));
+    srv[0].down = 0;
+    assert_false(pt_server_usable(&srv[0], (const uint8_t[]){1, 0}));
+    srv[0].max_conns = 2;
+    atomic_store(&srv[0]._active, 2);
+    assert_false(pt_server_usable(&srv[0], NULL));
+    atomic_store(&srv[0]._active, 1);
+    assert_true(pt_server_usable(&srv[0], NULL));
+}
+
+/* slow_start: a server back in rotation takes a share of the picks that grows from 10% to all
+ * of them over slow_start */
+static void
+test_slow_start_share(void **state)
+{
+    unsigned yes = 0;
+
+    make(2, NULL, NULL);
+    up.res.slow_start = 100000;
+    atomic_store(&srv[1]._usable_since, pt_now_ms());
+    for (unsigned k = 0; k < 4000; k++)
+        yes += pt_server_usable(&srv[1], NULL);
+    /* about 10% at the start (400 of 4000): far from none and from all */
+    assert_in_range(yes, 200, 800);
+    atomic_store(&srv[1]._usable_since, pt_now_ms() - 100000);
+    for (unsigned k = 0; k < 1000; k++)
+        assert_true(pt_server_usable(&srv[1], NULL));
+    up.res.slow_start = 0;
+    atomic_store(&srv[1]._usable_since, pt_now_ms());
+    for (unsigned k = 0; k < 1000; k++)
+        assert_true(pt_server_usable(&srv[1], NULL));
+}
+
+/* a request that reached no server (a refused or timed-out connect) goes to another one
+ * whatever its method and without the retry budget, when retry_on has connect_error, there is
+ * another server, and its body is whole */
+static void
+test_retry_unsent(void **state)
+{
+    request("POST", PT_FC_CONNECT);
+    rg.retry_tokens = 0;
+    rx.retries_done = 5;
+    assert_true(pt_retry_unsent(&rx));
+    assert_true(rg.retry_tokens == 0); /* no budget taken */
+    done();
+
+    request("GET", PT_FC_TIMEOUT | PT_FC_RESET); /* retry_on without connect_error */
+    assert_false(pt_retry_unsent(&rx));
+    done();
+
+    request("GET", PT_FC_CONNECT);
+    up.n_servers = 1; /* no other server */
+    assert_false(pt_retry_unsent(&rx));
+    done();
+
+    request("PUT", PT_FC_CONNECT);
+    up.res.retry.buffer_size = 10;
+    sent(11); /* more was taken than retry_buffer_size keeps */
+    assert_false(pt_retry_unsent(&rx));
+    done();
+}
+
+/* sticky: the cookie names a server by its 8-hex-digit token; any other value names none */
+static struct pt_arena sa;
+
+static struct pt_server *
+sticky(const char *cookie)
+{
+    char *v = cookie != NULL ? pt_arena_strdup(&sa, cookie) : NULL;
+
+    rx.req.n = 0;
+    if (cookie != NULL)
+        assert_int_equal(pt_hdrs_add(&sa, &rx.req, "Cookie", 6, v, strlen(v)), PT_OK);
+    rx.sticky_hit = NULL;
+    return pt_sticky_server(&rx);
+}
+
+static void
+test_sticky_cookie(void **state)
+{
+    char c[128];
+    uint8_t tried[MAX_SRV] = {0};
+
+    request("GET", PT_FC_CONNECT);
+    pt_arena_init(&sa, 1024);
+    memset(&rx.req, 0, sizeof(rx.req));
+    up.res.sticky_cookie = "srv";
+    rx.tried = tried;
+    assert_null(sticky(NULL));
+    snprintf(c, sizeof(c), "srv=%08x", pt_server_token(&srv[1]));
+    assert_ptr_equal(sticky(c), &srv[1]);
+    snprintf(c, sizeof(c), "a=1; srv=%08x; b=2", pt_server_token(&srv[0]));
+    assert_ptr_equal(sticky(c), &srv[0]);
+    assert_ptr_equal(rx.sticky_hit, &srv[0]);
+    /* another cookie whose name ends or begins like ours is not ours */
+    snprintf(c, sizeof(c), "xsrv=%08x; srvx=%08x", pt_server_token(&srv[1]),
+             pt_server_token(&srv[1]));
+    assert_null(sticky(c));
+    /* not a token of ours: no server */
+    assert_null(sticky("srv=zz"));
+    assert_null(sticky("srv="));
+    assert_null(sticky("srv=123456789"));
+    /* the named server cannot take it (tried, here): no pick, but it was named */
+    tried[1] = 1;
+    snprintf(c, sizeof(c), "srv=%08x", pt_server_token(&srv[1]));
+    assert_null(sticky(c));
+    assert_ptr_equal(rx.sticky_hit, &srv[1]);
+    /* stickiness off: the cookie means nothing */
+    tried[1] = 0;
+    up.res.sticky_cookie = NULL;
+    assert_null(sticky(c));
+    pt_arena_free(&sa);
     done();
 }
 
@@ -358,6 +577,11 @@ main(void)
         cmocka_unit_test(test_retry_idempotent_methods),
         cmocka_unit_test(test_retry_needs_the_whole_body),
         cmocka_unit_test(test_retry_budget),
+        cmocka_unit_test(test_ejection_time_doubles_up_to_max),
+        cmocka_unit_test(test_back_in_rotation_after_ejection),
+        cmocka_unit_test(test_slow_start_share),
+        cmocka_unit_test(test_retry_unsent),
+        cmocka_unit_test(test_sticky_cookie),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
