@@ -199,6 +199,48 @@ allow_conf(const struct pt_conf *c)
         allow_file(c->error_log, PT_PRIV_APPEND);
 }
 
+/* The directories of the files the helper may open (at most `max`, each once), malloc'd, for
+ * the check after the drop; NULL entries past *n. */
+#define PRIV_DIRS_CHECKED 64
+
+static char **
+allowed_dirs(unsigned *n)
+{
+    char **dirs = calloc(PRIV_DIRS_CHECKED, sizeof(*dirs));
+
+    *n = 0;
+    if (dirs == NULL)
+        return NULL;
+    for (unsigned i = 0; i < n_files && *n < PRIV_DIRS_CHECKED; i++) {
+        const char *slash = strrchr(files[i].path, '/');
+        size_t len = slash == NULL ? 0 : (size_t)(slash - files[i].path);
+        bool seen = false;
+        char *d;
+
+        if (slash == NULL)
+            d = strdup(".");
+        else
+            d = strndup(files[i].path, len == 0 ? 1 : len);
+        if (d == NULL)
+            break;
+        for (unsigned j = 0; j < *n && !seen; j++)
+            seen = strcmp(dirs[j], d) == 0;
+        if (seen)
+            free(d);
+        else
+            dirs[(*n)++] = d;
+    }
+    return dirs;
+}
+
+static void
+free_dirs(char **dirs, unsigned n)
+{
+    for (unsigned i = 0; i < n && dirs != NULL; i++)
+        free(dirs[i]);
+    free(dirs);
+}
+
 static void
 allow_forget(void)
 {
@@ -884,6 +926,8 @@ pt_priv_drop(const struct pt_conf *c, const char *conf_path, struct pt_err *err)
     gid_t *groups = NULL;
     int ngroups = 0, sv[2];
     pid_t pid, self = getpid();
+    char **dirs;
+    unsigned n_dirs;
 
     if (c->user == NULL || c->uid == 0 || geteuid() != 0) {
         allow_forget(); /* nothing to drop: this process opens its files itself */
@@ -914,18 +958,28 @@ pt_priv_drop(const struct pt_conf *c, const char *conf_path, struct pt_err *err)
     helper_pid = pid;
     /* a binary upgrade's new process, forked by the helper's child, becomes ours */
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    allow_forget(); /* the helper has the list; this process asks it */
+    dirs = allowed_dirs(&n_dirs); /* checked once this process is the user */
+    allow_forget();               /* the helper has the list; this process asks it */
     if (setgroups((size_t)ngroups, groups) == -1) {
         int e = errno;
 
         free(groups);
+        free_dirs(dirs, n_dirs);
         return drop_fail(err, c, "setgroups()", e);
     }
     free(groups);
-    if (setgid(c->gid) == -1)
-        return drop_fail(err, c, "setgid()", errno);
-    if (setuid(c->uid) == -1)
-        return drop_fail(err, c, "setuid()", errno);
+    if (setgid(c->gid) == -1) {
+        int e = errno;
+
+        free_dirs(dirs, n_dirs); /* (the process exits: the lists need not be freed after) */
+        return drop_fail(err, c, "setgid()", e);
+    }
+    if (setuid(c->uid) == -1) {
+        int e = errno;
+
+        free_dirs(dirs, n_dirs);
+        return drop_fail(err, c, "setuid()", e);
+    }
     /* check, rather than trust, what the calls did */
     if (getresuid(&ru, &eu, &su) == -1 || ru != c->uid || eu != c->uid || su != c->uid ||
         getresgid(&rg, &eg, &sg) == -1 || rg != c->gid || eg != c->gid || sg != c->gid)
@@ -955,6 +1009,15 @@ pt_priv_drop(const struct pt_conf *c, const char *conf_path, struct pt_err *err)
                    "as %s can make the privileged helper open what they name; keep it "
                    "writable by root alone", conf_path, c->user, c->user);
     }
+    /* the helper opens the named paths as root and follows links: a link put in a directory
+     * the user may write would point it at another file (as with nginx's logs, CVE-2016-1247) */
+    for (unsigned i = 0; i < n_dirs; i++)
+        if (access(dirs[i], W_OK) == 0)
+            pt_log(PT_LOG_WARN, "%s holds a file the configuration names and is writable by "
+                   "user %s: a link put there would make the privileged helper open another "
+                   "file as root on a reload or a log reopen; keep it writable by root alone",
+                   dirs[i], c->user);
+    free_dirs(dirs, n_dirs);
     pt_log(PT_LOG_NOTICE, "running as user %s (uid %ld, gid %ld, %d group(s)); the privileged "
            "helper (pid %ld) opens what %s names for reloads", c->user, (long)c->uid,
            (long)c->gid, ngroups, (long)pid, conf_path);
