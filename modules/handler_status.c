@@ -669,6 +669,11 @@ set_status(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 
     if (loc->handler != NULL)
         return pt_conf_error(cx, 0, "location \"%s\" already has a handler", loc->path);
+    /* the page links to, and the admin actions are, sub-paths of the location's path: a
+     * regex has none */
+    if (loc->regex != NULL)
+        return pt_conf_error(cx, 0, "\"status\" needs a prefix or exact location, not a regex "
+                                    "one (its admin actions are paths under the location's)");
     if (loc->mod[pt_module_handler_status._index] == NULL)
         return pt_conf_error(cx, 0, "out of memory");
     loc->handler = &status_ops;

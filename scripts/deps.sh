@@ -3,7 +3,7 @@
 # Installs what building and testing portico needs, with apt, only when something is missing
 # (idempotent). Run as root on Debian 12.
 set -euo pipefail
-pkgs=(build-essential autoconf automake pkg-config libev-dev libnghttp2-dev libssl-dev
+pkgs=(build-essential autoconf automake pkg-config libev-dev libnghttp2-dev libssl-dev libpcre2-dev
       node-llhttp libcmocka-dev curl openssl zlib1g-dev libbrotli-dev libzstd-dev
       libc-ares-dev)
 if [ "${1:-}" = "--test" ]; then

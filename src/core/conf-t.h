@@ -48,6 +48,7 @@ struct pt_cidr {
 
 struct pt_worker;
 struct pt_listen;
+struct pt_regex;
 
 /* What a listening address speaks, registered by the subsystem that owns the address (HTTP
  * server blocks today): the worker hands it each accepted socket and knows nothing else. */
@@ -97,6 +98,8 @@ struct pt_conf {
     unsigned max_connections_auto : 1; /* not set: main lowers it to fit the fd limit */
     struct pt_listen **listens;
     unsigned n_listens;
+    struct pt_regex **regexes; /* every pattern compiled for this snapshot (pt_conf_regex) */
+    unsigned n_regexes;
     void *mod[PT_MODULES_MAX]; /* each subsystem's and module's main-level conf: upstreams and
                                 * server blocks live in their subsystems' slots */
 };

@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/priv.h"
+#include "core/regex.h"
 
 /* Loaded snapshots alive now. */
 static atomic_uint generations_live;
@@ -130,6 +131,87 @@ pt_conf_error(struct pt_conf_ctx *cx, unsigned i, const char *fmt, ...)
     return PT_ERR;
 }
 
+/* Where byte `off` of argument i (as the setter sees it: quotes removed, escapes decoded)
+ * was written: walks the source from the argument's first character. */
+static void
+arg_position(struct pt_conf_ctx *cx, unsigned i, size_t off, int *line, int *col)
+{
+    const struct pt_conf_parser *p = cx->p;
+    size_t pos = 0;
+    int l = 1, c = 1, q = 0;
+
+    *line = cx->lines[i];
+    *col = cx->cols[i];
+    while (pos < p->len && (l < *line || (l == *line && c < *col))) {
+        if (p->text[pos++] == '\n') {
+            l++;
+            c = 1;
+        } else {
+            c++;
+        }
+    }
+    if (pos >= p->len || l != *line)
+        return; /* past the end: keep the argument's own position */
+    if (p->text[pos] == '"' || p->text[pos] == '\'')
+        q = p->text[pos];
+    if (q == 0) {
+        *col += (int)off;
+        return;
+    }
+    pos++;
+    c++;
+    for (size_t k = 0; k < off && pos < p->len && p->text[pos] != q; k++) {
+        if (p->text[pos] == '\\' && pos + 1 < p->len &&
+            strchr("ntr\\\"'", p->text[pos + 1]) != NULL) {
+            pos++; /* an escape: two characters written, one read */
+            c++;
+        }
+        if (p->text[pos++] == '\n') {
+            l++;
+            c = 1;
+        } else {
+            c++;
+        }
+    }
+    *line = l;
+    *col = c;
+}
+
+int
+pt_conf_error_in(struct pt_conf_ctx *cx, unsigned i, size_t off, const char *fmt, ...)
+{
+    va_list ap;
+    int line, col;
+
+    if (i > cx->nargs)
+        i = 0;
+    arg_position(cx, i, off, &line, &col);
+    va_start(ap, fmt);
+    report(cx->p, line, col, fmt, ap);
+    va_end(ap);
+    return PT_ERR;
+}
+
+struct pt_regex *
+pt_conf_regex(struct pt_conf_ctx *cx, unsigned i, bool caseless)
+{
+    struct pt_conf *c = cx->conf;
+    struct pt_regex *re = pt_arena_calloc(&c->arena, sizeof(*re));
+    char why[256];
+    size_t off = 0;
+
+    if (re == NULL || PT_CONF_PUSH(&c->arena, &c->regexes, &c->n_regexes, re) != PT_OK) {
+        pt_conf_error(cx, i, "out of memory");
+        return NULL;
+    }
+    if (pt_regex_compile(re, cx->args[i], caseless, why, sizeof(why), &off) != PT_OK) {
+        pt_conf_error_in(cx, i, off, "invalid regular expression \"%s\": %s", cx->args[i],
+                         why);
+        return NULL;
+    }
+    return re;
+}
+
 /* ---- tokenizer ------------------------------------------------------------------------ */
 
 static int
@@ -199,14 +281,15 @@ next_token(struct pt_conf_parser *p, struct pt_arena *a, struct tok *t)
             }
             if (c == q)
                 break;
+            /* nginx's escapes; a backslash before anything else stays, so a quoted regex
+             * ("\.png$", "^/\d+") means what it says */
             if (c == '\\') {
-                c = getc_(p);
-                if (c == 'n')
-                    c = '\n';
-                else if (c == 't')
-                    c = '\t';
-                else if (c == -1)
-                    continue;
+                int e = peekc(p);
+
+                if (e == 'n' || e == 't' || e == 'r' || e == '\\' || e == '"' || e == '\'') {
+                    getc_(p);
+                    c = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e;
+                }
             }
             if (n + 1 >= sizeof(buf)) {
                 perr(p, t->line, t->col, "string too long");
@@ -216,13 +299,19 @@ next_token(struct pt_conf_parser *p, struct pt_arena *a, struct tok *t)
             buf[n++] = (char)c;
         }
     } else {
-        while ((c = peekc(p)) != -1 && !isspace(c) && c != ';' && c != '{' && c != '}' &&
-               c != '#') {
+        bool in_var = false; /* inside "${...}": braces belong to the word, as in nginx */
+
+        while ((c = peekc(p)) != -1 && !isspace(c) && c != ';' && c != '#' &&
+               (in_var ? true : (c != '{' && c != '}'))) {
             if (n + 1 >= sizeof(buf)) {
                 perr(p, t->line, t->col, "word too long");
                 t->type = TOK_ERROR;
                 return;
             }
+            if (c == '$' && p->pos + 1 < p->len && p->text[p->pos + 1] == '{')
+                in_var = true;
+            else if (c == '}')
+                in_var = false;
             buf[n++] = (char)getc_(p);
         }
     }
@@ -1224,6 +1313,8 @@ pt_conf_unref(struct pt_conf *c)
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         if (pt_modules[i]->conf_release != NULL)
             pt_modules[i]->conf_release(c);
+    for (unsigned i = 0; i < c->n_regexes; i++)
+        pt_regex_free(c->regexes[i]);
     pt_arena_free(&c->arena);
     free(c);
 }

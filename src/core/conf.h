@@ -26,6 +26,13 @@ void pt_conf_unref(struct pt_conf *c);
 /* For directive setters: report an error at argument i (0 = the directive name). Returns PT_ERR. */
 int pt_conf_error(struct pt_conf_ctx *cx, unsigned i, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Reports an error at byte `off` of argument i, as the setter sees the argument (quotes
+ * removed, escapes decoded): the column of a variable in a value, of a regex error. PT_ERR. */
+int pt_conf_error_in(struct pt_conf_ctx *cx, unsigned i, size_t off, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Compiles argument i as a regular expression (PCRE2; caseless for ~* and the like) that lives
+ * as long as the snapshot. NULL after reporting the error at the offending character. */
+struct pt_regex *pt_conf_regex(struct pt_conf_ctx *cx, unsigned i, bool caseless);
 /* Reports an error at a position of the file being loaded (validation of a block recorded
  * earlier). Returns PT_ERR. */
 int pt_conf_error_at(struct pt_conf_ctx *cx, int line, int col, const char *fmt, ...)

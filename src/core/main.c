@@ -23,6 +23,7 @@
 #include "core/module.h"
 #include "core/notify.h"
 #include "core/priv.h"
+#include "core/regex.h"
 #include "core/upgrade.h"
 #include "core/worker.h"
 #include "http/explain.h"
@@ -67,11 +68,14 @@ usage(FILE *f)
 static void
 versions(void)
 {
+    char re[80];
+
     printf("portico %s\n", PACKAGE_VERSION);
     printf("libev %d.%d\n", ev_version_major(), ev_version_minor());
     printf("nghttp2 %s\n", nghttp2_version(0)->version_str);
     printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
     printf("llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
+    printf("PCRE2 %s\n", pt_regex_version(re, sizeof(re)));
     printf("modules:");
     for (unsigned i = 0; pt_modules[i] != NULL; i++)
         printf(" %s", pt_modules[i]->name);

@@ -11,6 +11,7 @@
 #include "core/arena-t.h"
 #include "core/buf-t.h"
 #include "core/conf-t.h"
+#include "core/regex-t.h"
 #include "http/errors-t.h"
 #include "http/http-t.h"
 #include "http/headers-t.h"
@@ -19,6 +20,7 @@
 struct pt_exchange;
 struct pt_worker;
 struct pt_relay;
+struct ssl_st;
 struct pt_compress;
 
 /* Frontend side, implemented by each frontend codec (h1 server today, h2 server next). All calls
@@ -111,6 +113,8 @@ struct pt_exchange {
     const char *peer_ip;
     unsigned tls : 1;
     const char *tls_client_subject; /* verified client certificate subject (RFC 2253) */
+    struct ssl_st *ssl;             /* the client's TLS connection ($ssl_* variables); NULL in
+                                     * cleartext. Valid while the frontend is attached */
     struct pt_listen *listen;
     unsigned proto : 2; /* enum pt_http_proto: for metrics (pt_http_stats_begin) */
     struct pt_vhost *vh;
@@ -122,14 +126,23 @@ struct pt_exchange {
     const char *method_name;
     const char *target; /* origin-form path?query */
     size_t target_len;
-    const char *path; /* normalised path, for routing (pt_router_normalize) */
+    const char *path; /* normalised path, for routing (pt_router_normalize); $uri */
     size_t path_len;
+    const char *req_uri; /* the target as received when a rule changed `target`, else NULL
+                          * ($request_uri) */
+    size_t req_uri_len;
+    struct pt_re_match *caps; /* groups of the last regex that matched (regex location or
+                               * rewrite; $1..$9), NULL before any (arena) */
+    unsigned rule_status;     /* a rule answers (return, redirect): this status, else 0 */
+    const char *rule_text;    /* its Location (redirects) or body, NUL-terminated (arena) */
+    size_t rule_text_len;
     unsigned major, minor;
     const char *host; /* without port, lower case; NULL when absent */
     size_t host_len;
     struct pt_hdrs req;
     struct pt_hdrs req_trailers;
     struct pt_hdrs fwd; /* headers portico adds when forwarding (X-Forwarded-*, Via) */
+    unsigned host_rule : 1; /* a request rule put a Host into fwd (pt_proxy_host) */
     int64_t req_cl; /* -1 when no Content-Length */
     unsigned req_chunked : 1;
     unsigned req_has_body : 1;

@@ -16,6 +16,7 @@
 #include "http/errors.h"
 #include "http/exchange.h"
 #include "http/headers.h"
+#include "http/rules.h"
 #include "http/trace.h"
 #include "upstream/upstream.h"
 
@@ -209,6 +210,7 @@ pt_exchange_respond_with(struct pt_exchange *x, unsigned status, const char *bod
     if (status >= 400)
         pt_proxy_status_local(x);
     pt_trace_response(x, true);
+    pt_rules_response(x, true);
     if (grpc) {
         pt_grpc_error_head(x); /* HTTP 200, grpc-status: the client's library reads these */
         n = 0;

@@ -18,6 +18,7 @@
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/module.h"
+#include "core/regex.h"
 #include "core/worker-t.h"
 #include "http/errors.h"
 #include "http/exchange.h"
@@ -29,6 +30,7 @@
 #include "http/http.h"
 #include "http/proxy.h"
 #include "http/router.h"
+#include "http/rules.h"
 #include "http/trace.h"
 #include "http/websocket.h"
 #include "upstream/resilience-t.h"
@@ -94,11 +96,26 @@ print_http_settings(FILE *out, const char *ind, const struct pt_http_conf *h)
     fprintf(out, "\n");
 }
 
+/* How a location was written: "= ", "^~ ", "~ ", "~* " or nothing. */
+static const char *
+modifier(const struct pt_location *loc)
+{
+    if (loc->exact)
+        return "= ";
+    if (loc->noregex)
+        return "^~ ";
+    if (loc->regex != NULL)
+        return loc->regex->caseless ? "~* " : "~ ";
+    return "";
+}
+
 static const char *
 handler_text(const struct pt_location *loc, char *buf, size_t len)
 {
     if (loc->handler != NULL && loc->handler->describe != NULL)
         loc->handler->describe(loc->handler_conf, buf, len);
+    else if (loc->handler == NULL)
+        pt_rules_describe(loc, buf, len);
     else
         snprintf(buf, len, "a handler");
     return buf;
@@ -134,7 +151,8 @@ pt_http_routes_print(const struct pt_conf *c, FILE *out)
     char buf[200];
 
     fprintf(out, "routing table of %s (requests go: listen -> server block by Host/SNI -> "
-                 "location: \"= path\" exact, else the longest prefix)\n",
+                 "location: \"= path\" exact, else the longest prefix unless ^~, then the "
+                 "regexes in order, else that prefix)\n",
             c->path);
     for (unsigned li = 0; li < c->n_listens; li++) {
         const struct pt_listen *l = c->listens[li];
@@ -158,15 +176,25 @@ pt_http_routes_print(const struct pt_conf *c, FILE *out)
             for (unsigned k = 0; k < vh->n_locs; k++) {
                 const struct pt_location *loc = vh->locs[k];
 
-                fprintf(out, "    location %s%s (%s:%d) -> %s\n", loc->exact ? "= " : "",
-                        loc->path, vh->file, loc->line, handler_text(loc, buf, sizeof(buf)));
+                fprintf(out, "    location %s%s (%s:%d) -> %s\n", modifier(loc), loc->path,
+                        vh->file, loc->line, handler_text(loc, buf, sizeof(buf)));
+                pt_rules_print(loc, out, "      rule: ");
                 if (loc->upstream != NULL) {
                     fprintf(out, "      -> ");
                     print_upstream_line(out, loc->upstream);
                 }
                 print_http_settings(out, "      ", &loc->http);
             }
-            if (pt_router_location(vh, "/", 1) == NULL)
+            if (vh->rules != NULL)
+                for (unsigned k = 0; k < vh->rules->rw.n; k++)
+                    fprintf(out, "    server rule at line %d runs before a location is "
+                                 "chosen\n",
+                            vh->rules->rw.v[k].line);
+            bool answered = false;
+
+            for (unsigned k = 0; vh->rules != NULL && k < vh->rules->rw.n; k++)
+                answered |= vh->rules->rw.v[k].op == PT_RW_RETURN;
+            if (!answered && pt_router_location(vh, "/", 1, NULL) == NULL)
                 fprintf(out, "    (no location for \"/\": other paths get 404)\n");
         }
     }
@@ -406,22 +434,20 @@ print_backend_request(FILE *out, struct pt_exchange *x)
 
     if (up->protocol == PT_PROTO_H2) {
         nghttp2_nv nv[256];
-        size_t k = 0;
-        int hi = pt_hdrs_find_live(&x->req, PT_H_HOST);
+        size_t k = 0, alen;
+        const char *authority = pt_proxy_host(x, up->servers[0], &alen);
 
         fprintf(out, "  (HTTP/2 to the picked server, one stream of a shared connection)\n");
         fprintf(out, "    :method: %s\n    :scheme: %s\n    :authority: %.*s\n    :path: %.*s\n",
-                x->method_name, up->tls ? "https" : "http",
-                hi >= 0 ? (int)x->req.v[hi].vlen : (int)strlen(up->servers[0]->addr.name),
-                hi >= 0 ? x->req.v[hi].value : up->servers[0]->addr.name, (int)x->target_len,
-                x->target);
+                x->method_name, up->tls ? "https" : "http", (int)alen, authority,
+                (int)x->target_len, x->target);
         for (unsigned i = 0; i < x->req.n; i++)
             if (x->req.v[i].tok == PT_H_TE &&
                 pt_hdr_list_has(x->req.v[i].value, x->req.v[i].vlen, "trailers"))
                 fprintf(out, "    te: trailers\n");
         pt_h2_add_fields(x, nv, &k, PT_ARRAY_LEN(nv), &x->req,
                          1u << PT_H_HOST | 1u << PT_H_CONTENT_LENGTH | 1u << PT_H_TE);
-        pt_h2_add_fields(x, nv, &k, PT_ARRAY_LEN(nv), &x->fwd, 0);
+        pt_h2_add_fields(x, nv, &k, PT_ARRAY_LEN(nv), &x->fwd, 1u << PT_H_HOST);
         for (size_t i = 0; i < k; i++)
             fprintf(out, "    %.*s: %.*s\n", (int)nv[i].namelen, (const char *)nv[i].name,
                     (int)nv[i].valuelen, (const char *)nv[i].value);
@@ -479,9 +505,13 @@ print_changes(FILE *out, struct pt_exchange *x)
     if (x->req_cl >= 0 || x->req_chunked)
         fprintf(out, "  framing   re-serialised by portico (%s), never forwarded raw\n",
                 x->req_chunked ? "chunked" : "Content-Length");
-    fprintf(out, "  target    %.*s, forwarded as received (the normalised path %s is only "
-                 "for matching)\n",
-            (int)x->target_len, x->target, x->path);
+    if (x->req_uri != NULL)
+        fprintf(out, "  target    %.*s, made by the rules from %.*s\n", (int)x->target_len,
+                x->target, (int)x->req_uri_len, x->req_uri);
+    else
+        fprintf(out, "  target    %.*s, forwarded as received (the normalised path %s is only "
+                     "for matching)\n",
+                (int)x->target_len, x->target, x->path);
     if (n == 0)
         fprintf(out, "  (no header added or removed)\n");
 }
@@ -610,24 +640,60 @@ explain(struct pt_conf *c, struct explain_req *r, FILE *out)
         goto out;
     }
     x->path = norm;
-    x->loc = pt_router_location(x->vh, x->path, x->path_len);
+    if (pt_rules_route(x) != PT_OK) {
+        fprintf(out, "answer    500 from portico: the rewrite rules found no answer (a rewrite "
+                     "cycle, or a rewritten path that is invalid)\n");
+        goto out;
+    }
+    if (x->req_uri != NULL)
+        fprintf(out, "rewrite   %.*s became %.*s (path %s)\n", (int)x->req_uri_len, x->req_uri,
+                (int)x->target_len, x->target, x->path);
+    if (x->loc == NULL && x->rule_status != 0) {
+        fprintf(out, "location  none: the server block's rules answer before one is chosen\n"
+                     "answer    %u from the server block's rules%s%s\n",
+                x->rule_status, x->rule_text_len > 0 ? ": " : "",
+                x->rule_text_len > 0 ? x->rule_text : "");
+        goto out;
+    }
     if (x->loc == NULL) {
         fprintf(out, "location  none matches %s\nanswer    404 from portico (Proxy-Status "
                      "error=destination_not_found)\n",
                 x->path);
         goto out;
     }
-    x->http = &x->loc->http;
-    fprintf(out, "location  %s%s (%s:%d), for the path %s\n", x->loc->exact ? "= " : "",
-            x->loc->path, x->vh->file, x->loc->line, x->path);
+    fprintf(out, "location  %s%s (%s:%d), for the path %s\n", modifier(x->loc), x->loc->path,
+            x->vh->file, x->loc->line, x->path);
     for (unsigned i = 0; i < x->vh->n_locs; i++) {
         const struct pt_location *o = x->vh->locs[i];
 
-        if (o == x->loc || o->exact || o->path_len > x->path_len ||
+        if (o == x->loc || o->exact || o->regex != NULL || o->path_len > x->path_len ||
             memcmp(o->path, x->path, o->path_len) != 0)
             continue;
-        fprintf(out, "          (also matches %s (line %d), a shorter prefix)\n", o->path,
-                o->line);
+        if (x->loc->regex != NULL)
+            fprintf(out, "          (also matches the prefix %s (line %d): a regex wins over a "
+                         "prefix without ^~)\n",
+                    o->path, o->line);
+        else
+            fprintf(out, "          (also matches %s (line %d), a shorter prefix)\n", o->path,
+                    o->line);
+    }
+    if (x->loc->rules != NULL) {
+        fprintf(out, "rules     in effect here, in order:\n");
+        pt_rules_print(x->loc, out, "            ");
+    }
+    if (x->rule_status != 0) {
+        if (x->loc->handler == NULL)
+            fprintf(out, "handler   %s\n", handler_text(x->loc, buf, sizeof(buf)));
+        fprintf(out, "answer    %u from a rule%s%s\n          answered by portico; nothing is "
+                     "forwarded\n",
+                x->rule_status, x->rule_text_len > 0 ? ": " : "",
+                x->rule_text_len > 0 ? x->rule_text : "");
+        goto out;
+    }
+    if (x->loc->handler == NULL) {
+        fprintf(out, "answer    404 from portico: no rule answered and the location has no "
+                     "proxy_pass\n");
+        goto out;
     }
     if (x->http->client_max_body_size > 0 && x->req_cl > x->http->client_max_body_size) {
         fprintf(out, "answer    413 from portico: Content-Length over client_max_body_size\n");
@@ -662,6 +728,8 @@ explain(struct pt_conf *c, struct explain_req *r, FILE *out)
         if (x->request_id_ours)
             x->request_id = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
         pt_proxy_forward_headers(x);
+        if (x->loc->rules != NULL)
+            pt_rules_request(x);
         fprintf(out, "upstream  ");
         print_upstream_line(out, x->up);
         fprintf(out, "          the server is picked per request (health and load are "
@@ -685,6 +753,7 @@ explain(struct pt_conf *c, struct explain_req *r, FILE *out)
                                      "trailers-only)"
                                    : "");
 out:
+    pt_regex_thread_done();
     pt_arena_free(&x->arena);
     free(x);
     return rc;

@@ -188,27 +188,27 @@ put_hdr(struct pt_chunk_pool *p, struct pt_chain *o, const struct pt_hdr *h)
 }
 
 void
-pt_h1_request_head(const struct pt_exchange *x, const struct pt_server *srv,
-                   struct pt_chunk_pool *p, struct pt_chain *o)
+pt_h1_request_head(struct pt_exchange *x, const struct pt_server *srv, struct pt_chunk_pool *p,
+                   struct pt_chain *o)
 {
+    size_t hl;
+    const char *host = pt_proxy_host(x, srv, &hl);
+
     pt_chain_append(p, o, x->method_name, strlen(x->method_name));
     pt_chain_append(p, o, " ", 1);
     pt_chain_append(p, o, x->target, x->target_len);
-    pt_chain_append(p, o, " HTTP/1.1\r\n", 11);
-    if (pt_hdrs_find_live(&x->req, PT_H_HOST) < 0) {
-        /* HTTP/1.0 clients may omit Host; HTTP/1.1 requires one (RFC 9112 section 3.2) */
-        pt_chain_append(p, o, "Host: ", 6);
-        pt_chain_append(p, o, srv->addr.name, strlen(srv->addr.name));
-        pt_chain_append(p, o, "\r\n", 2);
-    }
+    pt_chain_append(p, o, " HTTP/1.1\r\nHost: ", 17);
+    pt_chain_append(p, o, host, hl);
+    pt_chain_append(p, o, "\r\n", 2);
     for (unsigned i = 0; i < x->req.n; i++) {
         const struct pt_hdr *h = &x->req.v[i];
 
-        if (!h->skip && h->tok != PT_H_CONTENT_LENGTH)
+        if (!h->skip && h->tok != PT_H_CONTENT_LENGTH && h->tok != PT_H_HOST)
             put_hdr(p, o, h);
     }
     for (unsigned i = 0; i < x->fwd.n; i++)
-        put_hdr(p, o, &x->fwd.v[i]);
+        if (!x->fwd.v[i].skip && x->fwd.v[i].tok != PT_H_HOST)
+            put_hdr(p, o, &x->fwd.v[i]);
     if (x->req_chunked)
         pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
     else if (x->req_cl >= 0)

@@ -26,7 +26,7 @@ enum pt_backend_failure {
 /* Serialises x's request head as it goes to srv (request line, the client's fields not marked
  * skip, x->fwd, portico's own framing) onto o. Used for every request, and by `portico
  * explain` to show what a backend would receive. */
-void pt_h1_request_head(const struct pt_exchange *x, const struct pt_server *srv,
+void pt_h1_request_head(struct pt_exchange *x, const struct pt_server *srv,
                         struct pt_chunk_pool *p, struct pt_chain *o);
 /* Attaches x to a connection to x->att.srv: an idle pooled one when allow_reuse, else a new one.
  * Failures are reported through pt_proxy_backend_failed(). Worker thread. */

@@ -36,6 +36,7 @@
 #include "http/websocket.h"
 #include "net/relay.h"
 #include "http/router.h"
+#include "http/rules.h"
 #include "http/trace.h"
 #include "net/tls.h"
 
@@ -819,6 +820,7 @@ on_message_begin(llhttp_t *p)
     x->listen = c->listen;
     if (c->ssl != NULL) {
         x->tls = 1;
+        x->ssl = c->ssl;
         x->tls_client_subject = pt_tls_client_subject(c->ssl, &x->arena);
     }
     x->state = PT_X_HEAD;
@@ -1048,9 +1050,7 @@ try_upgrade_h2c(struct pt_h1_conn *c, struct pt_exchange *x)
         return true;
     }
     /* now stream 1 of the new connection: run the handler as for any request */
-    if (x->loc == NULL)
-        pt_exchange_respond(x, 404, "404 Not Found\n");
-    else if (x->loc->handler->handle(x, x->loc->handler_conf) != PT_OK && !x->resp_head_sent)
+    if (pt_rules_dispatch(x) != PT_OK && !x->resp_head_sent)
         pt_exchange_respond(x, 500, "500 Internal Server Error\n");
     x->fe->flush(x);
     return true;
@@ -1153,9 +1153,10 @@ request_start(struct pt_h1_conn *c)
         return;
     }
     x->path = norm;
-    x->loc = pt_router_location(x->vh, x->path, x->path_len);
-    if (x->loc != NULL)
-        x->http = &x->loc->http;
+    if (pt_rules_route(x) != PT_OK) {
+        reject(c, 500, "the rewrite rules found no answer (see the warning before)");
+        return;
+    }
     /* RFC 9112 section 3.2: HTTP/1.1 requests carry exactly one Host */
     if (!absolute && !pt_h1_host_fields_ok(&x->req, hi, x->minor)) {
         reject(c, 400, "missing or duplicate Host");
@@ -1178,7 +1179,7 @@ request_start(struct pt_h1_conn *c)
     /* RFC 6455: a WebSocket handshake to a proxied location with `websocket on` keeps its
      * upgrade fields and may become a tunnel; anywhere else Upgrade is dropped (hop-by-hop) and
      * the request is an ordinary one */
-    if (x->loc != NULL && x->loc->handler->websocket && x->http->websocket &&
+    if (!pt_rules_answers(x) && x->loc->handler->websocket && x->http->websocket &&
         pt_ws_requested(x)) {
         unsigned st = pt_ws_check_request(x);
 
@@ -1196,17 +1197,15 @@ request_start(struct pt_h1_conn *c)
         x->ws = 1;
     }
     pt_hdrs_mark_hop_by_hop(&x->req, x->ws);
-    if (x->loc == NULL) {
-        x->discard_body = 1;
-        pt_exchange_respond(x, 404, "404 Not Found\n");
+    if (pt_rules_answers(x)) { /* a rule's answer or 404: no 100 Continue, no h2c */
+        pt_rules_dispatch(x);
         return;
     }
     if (!x->ws && try_upgrade_h2c(c, x))
         return;
     if (x->expect_continue)
         pt_chain_append(&c->w->chunks, &c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    if (x->loc->handler->handle(x, x->loc->handler_conf) != PT_OK && c->x == x &&
-        !x->resp_head_sent)
+    if (pt_rules_dispatch(x) != PT_OK && c->x == x && !x->resp_head_sent)
         local_error(c, 500);
 }
 

@@ -369,18 +369,15 @@ submit_connect(struct pt_h2b_stream *st)
 {
     struct pt_h2b *b = st->b;
     struct pt_exchange *x = st->x;
-    size_t max = x->req.n + x->fwd.n + 8, k = 0;
+    size_t max = x->req.n + x->fwd.n + 8, k = 0, alen;
     nghttp2_nv *nv = pt_arena_alloc(&x->arena, max * sizeof(*nv));
-    int hi = pt_hdrs_find(&x->req, PT_H_HOST);
     const char *authority;
 
     for (unsigned i = 0; i < x->req.n; i++)
         if (pt_str_ieq(x->req.v[i].name, x->req.v[i].nlen, "sec-websocket-key", 17))
             x->req.v[i].skip = 1;
-    authority = hi >= 0 && !x->req.v[hi].skip
-                    ? pt_arena_strndup(&x->arena, x->req.v[hi].value, x->req.v[hi].vlen)
-                    : b->srv->addr.name;
-    if (nv == NULL || authority == NULL) {
+    authority = pt_proxy_host(x, b->srv, &alen);
+    if (nv == NULL) {
         stream_fail(st, PT_BF_RESET, "out of memory");
         stream_free(st);
         return;
@@ -389,12 +386,12 @@ submit_connect(struct pt_h2b_stream *st)
     nv[k++] = pt_h2_nv(":protocol", 9, "websocket", 9);
     nv[k++] = pt_h2_nv(":scheme", 7, b->srv->upstream->tls ? "https" : "http",
                        b->srv->upstream->tls ? 5 : 4);
-    nv[k++] = pt_h2_nv(":authority", 10, authority, strlen(authority));
+    nv[k++] = pt_h2_nv(":authority", 10, authority, alen);
     nv[k++] = pt_h2_nv(":path", 5, x->target, x->target_len);
     if (pt_h2_add_fields(x, nv, &k, max, &x->req,
                          1u << PT_H_HOST | 1u << PT_H_CONTENT_LENGTH | 1u << PT_H_TE |
                              1u << PT_H_UPGRADE | 1u << PT_H_CONNECTION) != PT_OK ||
-        pt_h2_add_fields(x, nv, &k, max, &x->fwd, 0) != PT_OK) {
+        pt_h2_add_fields(x, nv, &k, max, &x->fwd, 1u << PT_H_HOST) != PT_OK) {
         stream_fail(st, PT_BF_RESET, "out of memory");
         stream_free(st);
         return;
@@ -455,8 +452,7 @@ stream_submit(struct pt_h2b_stream *st)
     struct pt_h2b *b = st->b;
     struct pt_exchange *x = st->x;
     nghttp2_nv *nv;
-    size_t k = 0;
-    int hi = -1;
+    size_t k = 0, alen;
     const char *authority;
 
     if (x->ws) {
@@ -475,15 +471,11 @@ stream_submit(struct pt_h2b_stream *st)
         stream_free(st); /* never submitted: nghttp2 will not close it for us */
         return;
     }
-    for (unsigned i = 0; i < x->req.n; i++)
-        if (x->req.v[i].tok == PT_H_HOST && !x->req.v[i].skip)
-            hi = (int)i;
-    authority = hi >= 0 ? pt_arena_strndup(&x->arena, x->req.v[hi].value, x->req.v[hi].vlen)
-                        : b->srv->addr.name;
+    authority = pt_proxy_host(x, b->srv, &alen);
     nv[k++] = pt_h2_nv(":method", 7, x->method_name, strlen(x->method_name));
     nv[k++] = pt_h2_nv(":scheme", 7, b->srv->upstream->tls ? "https" : "http",
                        b->srv->upstream->tls ? 5 : 4);
-    nv[k++] = pt_h2_nv(":authority", 10, authority, strlen(authority));
+    nv[k++] = pt_h2_nv(":authority", 10, authority, alen);
     nv[k++] = pt_h2_nv(":path", 5, x->target, x->target_len);
     for (unsigned i = 0; i < x->req.n; i++) {
         struct pt_hdr *h = &x->req.v[i];
@@ -494,7 +486,8 @@ stream_submit(struct pt_h2b_stream *st)
     }
     if (pt_h2_add_fields(x, nv, &k, x->req.n + x->fwd.n + 8, &x->req,
                          1u << PT_H_HOST | 1u << PT_H_CONTENT_LENGTH | 1u << PT_H_TE) != PT_OK ||
-        pt_h2_add_fields(x, nv, &k, x->req.n + x->fwd.n + 8, &x->fwd, 0) != PT_OK) {
+        pt_h2_add_fields(x, nv, &k, x->req.n + x->fwd.n + 8, &x->fwd, 1u << PT_H_HOST) !=
+            PT_OK) {
         stream_fail(st, PT_BF_RESET, "out of memory");
         stream_free(st);
         return;

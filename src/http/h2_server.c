@@ -41,6 +41,7 @@
 #include "http/websocket.h"
 #include "net/relay.h"
 #include "http/router.h"
+#include "http/rules.h"
 #include "http/trace.h"
 #include "net/tls.h"
 
@@ -469,8 +470,8 @@ websocket_request(struct pt_h2_stream *st)
     unsigned char raw[16];
     char *key = pt_arena_alloc(&x->arena, 25);
 
-    if (x->loc == NULL)
-        return true; /* answered 404 like any request */
+    if (pt_rules_answers(x))
+        return true; /* answered (404, a rule's answer) like any request */
     if (!x->loc->handler->websocket || !x->http->websocket) {
         stream_reject(st, 501, "WebSocket (extended CONNECT) is not enabled at this location");
         return false;
@@ -582,9 +583,10 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
         return;
     }
     x->path = norm;
-    x->loc = pt_router_location(x->vh, x->path, x->path_len);
-    if (x->loc != NULL)
-        x->http = &x->loc->http;
+    if (pt_rules_route(x) != PT_OK) {
+        stream_reject(st, 500, "the rewrite rules found no answer (see the warning before)");
+        return;
+    }
     if (x->http->client_max_body_size > 0 && x->req_cl > x->http->client_max_body_size) {
         stream_reject(st, 413, "content-length over client_max_body_size");
         return;
@@ -596,12 +598,7 @@ stream_start(struct pt_h2_stream *st, bool end_stream)
     if (ext_ws && !websocket_request(st))
         return;
     pt_hdrs_mark_hop_by_hop(&x->req, x->ws);
-    if (x->loc == NULL) {
-        x->discard_body = 1;
-        pt_exchange_respond(x, 404, "404 Not Found\n");
-        return;
-    }
-    if (x->loc->handler->handle(x, x->loc->handler_conf) != PT_OK && !x->resp_head_sent)
+    if (pt_rules_dispatch(x) != PT_OK && !x->resp_head_sent)
         stream_reject(st, 500, "handler failed");
 }
 
@@ -640,6 +637,7 @@ on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     x->state = PT_X_HEAD;
     if (c->ssl != NULL) {
         x->tls = 1;
+        x->ssl = c->ssl;
         x->tls_client_subject = pt_tls_client_subject(c->ssl, &x->arena);
     }
     pt_list_insert_tail(&c->streams, &st->link);

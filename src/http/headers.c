@@ -46,9 +46,10 @@ pt_hdr_token(const char *name, size_t len)
     return PT_H_OTHER;
 }
 
-int
-pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
-            const char *value, size_t vlen)
+/* One more entry; inlined into both adders, so neither pays a second call. */
+static inline int
+hdrs_push(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
+          const char *value, size_t vlen, enum pt_hdr_tok tok)
 {
     if (h->n == h->cap) {
         unsigned cap = h->cap ? h->cap * 2 : 16;
@@ -65,9 +66,23 @@ pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen
     e->nlen = (uint32_t)nlen;
     e->value = value;
     e->vlen = (uint32_t)vlen;
-    e->tok = (uint8_t)pt_hdr_token(name, nlen);
+    e->tok = (uint8_t)tok;
     e->skip = 0;
     return PT_OK;
+}
+
+int
+pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
+            const char *value, size_t vlen)
+{
+    return hdrs_push(a, h, name, nlen, value, vlen, pt_hdr_token(name, nlen));
+}
+
+int
+pt_hdrs_add_tok(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
+                const char *value, size_t vlen, enum pt_hdr_tok tok)
+{
+    return hdrs_push(a, h, name, nlen, value, vlen, tok);
 }
 
 int

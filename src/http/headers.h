@@ -14,6 +14,9 @@ enum pt_hdr_tok pt_hdr_token(const char *name, size_t len);
 /* Appends a header; name and value must already live in the arena. PT_OK or PT_ERR (memory). */
 int pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
                 const char *value, size_t vlen);
+/* The same, when the name's token is already known (pt_hdr_token of name). */
+int pt_hdrs_add_tok(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
+                    const char *value, size_t vlen, enum pt_hdr_tok tok);
 /* Index of the first header with this token, or -1. */
 int pt_hdrs_find(const struct pt_hdrs *h, enum pt_hdr_tok tok);
 /* Index of the first header with this token that is forwarded (skip == 0), or -1. */

@@ -49,6 +49,9 @@ struct pt_http_conf {
     int websocket_close_on_down;     /* a server marked DOWN ends its tunnels (1001) */
 };
 
+struct pt_regex;
+struct pt_rules;
+
 /* One `allow` or `deny` rule of a location, checked in order, the first match deciding (nginx's
  * access module). */
 struct pt_access_rule {
@@ -58,9 +61,14 @@ struct pt_access_rule {
 
 /* A location block: a path match and the handler that answers it. */
 struct pt_location {
-    const char *path;
+    const char *path;  /* the prefix, the exact path, or the regex as written */
     size_t path_len;
-    unsigned exact : 1;
+    unsigned exact : 1;   /* location = PATH */
+    unsigned noregex : 1; /* location ^~ PREFIX: when it is the longest prefix, no regex is
+                           * tried */
+    const struct pt_regex *regex; /* location ~ REGEX / ~* REGEX (caseless); NULL otherwise */
+    const struct pt_rules *rules; /* header rules and rewrite program in effect here; NULL
+                                   * when there is none (nothing to run per request) */
     struct pt_http_conf http;
     const struct pt_handler_ops *handler;
     const void *handler_conf;
@@ -85,8 +93,13 @@ struct pt_vhost {
     struct pt_conf_pos **name_pos; /* where each name was written (n_names of them) */
     unsigned n_name_pos;
     struct pt_http_conf http;
-    struct pt_location **locs;
+    struct pt_location **locs;   /* every location, in the order written */
     unsigned n_locs;
+    struct pt_location **regex_locs; /* the regex ones, in the order written */
+    unsigned n_regex_locs;
+    const struct pt_rules *rules; /* the server block's rules (its rewrite program, and the
+                                   * header rules of answers given before a location is
+                                   * chosen); NULL when none */
     struct pt_tls_conf *tls; /* the TLS subsystem's conf of this block (its slot), merged */
     void *mod[PT_MODULES_MAX];
     const char *file;

@@ -16,12 +16,14 @@
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/module.h"
+#include "core/regex-t.h"
 #include "http/h1_server.h"
 #include "http/headers.h"
 #include "http/http.h"
 #include "http/http_stats.h"
 #include "http/proxy.h"
 #include "http/router.h"
+#include "http/rules.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
 
@@ -248,14 +250,28 @@ set_location_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
         return pt_conf_error(cx, 0, "out of memory");
     loc->index = pt_http_main(c)->n_locs++;
     if (cx->nargs == 2) {
-        if (strcmp(cx->args[1], "=") != 0)
-            return pt_conf_error(cx, 1, "invalid location modifier \"%s\" (only \"=\")",
-                                 cx->args[1]);
-        loc->exact = 1;
+        const char *m = cx->args[1];
+
+        if (strcmp(m, "=") == 0) {
+            loc->exact = 1;
+        } else if (strcmp(m, "^~") == 0) {
+            loc->noregex = 1;
+        } else if (strcmp(m, "~") == 0 || strcmp(m, "~*") == 0) {
+            /* matched against the normalised path, as nginx matches $uri */
+            loc->regex = pt_conf_regex(cx, 2, m[1] == '*');
+            if (loc->regex == NULL)
+                return PT_ERR;
+        } else {
+            return pt_conf_error(cx, 1,
+                                 "invalid location modifier \"%s\" (=, ^~, ~ or ~*)", m);
+        }
         pi = 2;
     }
-    if (cx->args[pi][0] != '/')
-        pt_conf_error(cx, pi, "location path \"%s\" must start with \"/\"", cx->args[pi]);
+    if (loc->regex == NULL && cx->args[pi][0] != '/')
+        pt_conf_error(cx, pi, "location path \"%s\" must start with \"/\"%s", cx->args[pi],
+                      cx->nargs == 1 && (cx->args[pi][0] == '~' || cx->args[pi][0] == '^')
+                          ? " (a modifier is a word of its own: \"location ~ REGEX\")"
+                          : "");
     loc->path = cx->args[pi];
     loc->path_len = strlen(loc->path);
     loc->line = cx->lines[0];
@@ -263,11 +279,17 @@ set_location_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
     for (unsigned i = 0; i < vh->n_locs; i++) {
         struct pt_location *o = vh->locs[i];
 
-        if (o->exact == loc->exact && strcmp(o->path, loc->path) == 0)
+        /* a prefix and a ^~ prefix of the same path are the same location; two regexes are
+         * the same when written alike and with the same case rule */
+        if (o->exact == loc->exact && (o->regex == NULL) == (loc->regex == NULL) &&
+            (o->regex == NULL || o->regex->caseless == loc->regex->caseless) &&
+            strcmp(o->path, loc->path) == 0)
             pt_conf_error(cx, pi, "duplicate location \"%s\"", loc->path);
     }
     http_conf_unset(&loc->http);
-    if (PT_CONF_PUSH(&c->arena, &vh->locs, &vh->n_locs, loc) != PT_OK)
+    if (PT_CONF_PUSH(&c->arena, &vh->locs, &vh->n_locs, loc) != PT_OK ||
+        (loc->regex != NULL &&
+         PT_CONF_PUSH(&c->arena, &vh->regex_locs, &vh->n_regex_locs, loc) != PT_OK))
         return pt_conf_error(cx, 0, "out of memory");
     return pt_conf_block_open(cx, PT_CTX_LOCATION, loc, loc->mod);
 }
@@ -669,9 +691,14 @@ http_conf_validate(struct pt_conf_ctx *cx)
             cx->slots = loc->mod;
             pt_conf_modules_merge(cx, vh->mod, loc->mod);
             if (loc->handler == NULL) {
-                pt_conf_error_at(cx, loc->line, loc->col,
-                                 "location \"%s\" has no handler (proxy_pass or return)",
-                                 loc->path);
+                /* a location may answer by its rules alone: return, or a rewrite (a request
+                 * no rule answers then gets 404) */
+                const struct pt_rules *r = pt_rules_of(loc->mod);
+
+                if (r == NULL || !r->has_return)
+                    pt_conf_error_at(cx, loc->line, loc->col,
+                                     "location \"%s\" has no handler (proxy_pass or return)",
+                                     loc->path);
                 continue;
             }
             if (loc->n_access > 0 && !loc->handler->access)

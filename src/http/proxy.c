@@ -18,6 +18,7 @@
 #include "http/headers.h"
 #include "http/proxy.h"
 #include "http/retry.h"
+#include "http/rules.h"
 #include "http/h2_client.h"
 #include "http/trace.h"
 #include "upstream/upstream.h"
@@ -124,6 +125,51 @@ pt_proxy_forward_headers(struct pt_exchange *x)
         add_joined(x, "Via", prev_via, buf);
     }
     pt_trace_forward(x);
+}
+
+const char *
+pt_proxy_host(struct pt_exchange *x, const struct pt_server *srv, size_t *len)
+{
+    const struct pt_upstream *up = srv->upstream;
+    int i = x->host_rule ? pt_hdrs_find_live(&x->fwd, PT_H_HOST) : -1;
+    const struct pt_hdr *h;
+
+    if (i >= 0) { /* proxy_set_header Host VALUE */
+        h = &x->fwd.v[i];
+        *len = h->vlen;
+        return h->value;
+    }
+    switch (up->host_mode) {
+    case PT_HOST_FIXED:
+        *len = strlen(up->host_value);
+        return up->host_value;
+    case PT_HOST_SERVER: {
+        unsigned port = srv->addr.sa.ss_family == AF_INET6
+                            ? ntohs(((const struct sockaddr_in6 *)&srv->addr.sa)->sin6_port)
+                            : ntohs(((const struct sockaddr_in *)&srv->addr.sa)->sin_port);
+        bool v6 = strchr(srv->host, ':') != NULL;
+        bool dflt = port == (up->tls ? 443 : 80);
+        size_t n = strlen(srv->host) + 10;
+        char *v = pt_arena_alloc(&x->arena, n);
+
+        if (v == NULL)
+            break;
+        *len = (size_t)snprintf(v, n, dflt ? "%s%s%s" : "%s%s%s:%u", v6 ? "[" : "", srv->host,
+                                v6 ? "]" : "", port);
+        return v;
+    }
+    default:
+        break;
+    }
+    i = pt_hdrs_find_live(&x->req, PT_H_HOST);
+    if (i >= 0) {
+        h = &x->req.v[i];
+        *len = h->vlen;
+        return h->value;
+    }
+    /* HTTP/1.0 clients may omit Host; HTTP/1.1 requires one (RFC 9112 section 3.2) */
+    *len = strlen(srv->addr.name);
+    return srv->addr.name;
 }
 
 /* Answers a failure of class perr (details: safe to show, or NULL). */
@@ -456,6 +502,8 @@ proxy_handle(struct pt_exchange *x, const void *conf)
     x->replay_ok = x->up->res.retry.buffer_size > 0 &&
                    (x->req_cl < 0 || x->req_cl <= x->up->res.retry.buffer_size);
     pt_proxy_forward_headers(x);
+    if (x->loc->rules != NULL)
+        pt_rules_request(x);
     pt_retry_count_request(x);
     proxy_try(x, true);
     return PT_OK;
@@ -641,6 +689,7 @@ pt_proxy_response_head(struct pt_exchange *x)
     if (x->n_attempts > 1)
         pt_proxy_status_relayed(x);
     pt_trace_response(x, false);
+    pt_rules_response(x, false);
     pt_compress_attach(x); /* decides at send_head, once the head is final */
     return PT_OK;
 }

@@ -16,6 +16,11 @@ extern const struct pt_handler_ops pt_proxy_handler;
  * X-Client-Cert-Subject, X-Request-ID, traceparent) and marks the client's fields it replaces
  * (skip). Needs x->http (the routed location). Used by the handler and by `portico explain`. */
 void pt_proxy_forward_headers(struct pt_exchange *x);
+/* What x's request to srv carries as Host (HTTP/1.1) or :authority (HTTP/2), the same for
+ * both codecs: a `proxy_set_header Host` value, else the upstream's `host` (a fixed value, or
+ * the server's name as written with its port unless it is 80 / 443 with tls), else the
+ * client's Host, else the server's address. *len is its length (not NUL-terminated). */
+const char *pt_proxy_host(struct pt_exchange *x, const struct pt_server *srv, size_t *len);
 /* A backend codec reports that x's attempt failed. `reused`: the connection came from the pool;
  * `resp_started`: response bytes had arrived. Decides between a retry and an error answer. */
 void pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, bool reused,

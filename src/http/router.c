@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "core/regex.h"
 #include "http/http.h"
 #include "http/router.h"
 
@@ -40,7 +41,8 @@ pt_router_vhost(const struct pt_listen *l, const char *host, size_t len)
 }
 
 struct pt_location *
-pt_router_location(const struct pt_vhost *vh, const char *path, size_t len)
+pt_router_location(const struct pt_vhost *vh, const char *path, size_t len,
+                   struct pt_re_match *m)
 {
     struct pt_location *best = NULL;
 
@@ -49,6 +51,8 @@ pt_router_location(const struct pt_vhost *vh, const char *path, size_t len)
     for (unsigned i = 0; i < vh->n_locs; i++) {
         struct pt_location *loc = vh->locs[i];
 
+        if (loc->regex != NULL)
+            continue;
         if (loc->exact) {
             if (loc->path_len == len && memcmp(loc->path, path, len) == 0)
                 return loc;
@@ -58,6 +62,11 @@ pt_router_location(const struct pt_vhost *vh, const char *path, size_t len)
             (best == NULL || loc->path_len > best->path_len))
             best = loc;
     }
+    if (best != NULL && best->noregex)
+        return best;
+    for (unsigned i = 0; i < vh->n_regex_locs; i++)
+        if (pt_regex_match(vh->regex_locs[i]->regex, path, len, m) == 1)
+            return vh->regex_locs[i];
     return best;
 }
 

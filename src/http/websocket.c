@@ -404,7 +404,7 @@ route_kept(const struct pt_exchange *x, struct pt_conf *conf)
     if (l == NULL || x->loc == NULL || x->path == NULL)
         return false;
     vh = pt_router_vhost(l, x->host, x->host_len);
-    loc = vh != NULL ? pt_router_location(vh, x->path, x->path_len) : NULL;
+    loc = vh != NULL ? pt_router_location(vh, x->path, x->path_len, NULL) : NULL;
     if (loc == NULL || loc->handler != x->loc->handler || !loc->http.websocket)
         return false;
     if (x->up == NULL)

@@ -219,7 +219,10 @@ send_request(struct probe *p)
     int n = snprintf(req, sizeof(req),
                      "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: portico-health-check\r\n"
                      "Connection: close\r\n\r\n",
-                     h->method, h->path, h->host != NULL ? h->host : p->srv->host);
+                     h->method, h->path,
+                     h->host != NULL                        ? h->host
+                     : p->srv->upstream->host_value != NULL ? p->srv->upstream->host_value
+                                                            : p->srv->host);
     struct iovec iov = {req, (size_t)n};
     ssize_t w = pt_io_writev(p->fd, p->ssl, &iov, 1, &p->tls_retry);
 

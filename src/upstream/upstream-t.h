@@ -59,6 +59,14 @@ struct pt_server {
     atomic_int _hc_force;
 };
 
+/* What an upstream's requests carry as Host (HTTP/1.1) or :authority (HTTP/2): `host`. */
+enum pt_host_mode {
+    PT_HOST_KEEP = 0, /* the client's (the server's address when the client sent none) */
+    PT_HOST_SERVER,   /* the server's name as written in its `server` line, with its port
+                       * unless it is the scheme's default */
+    PT_HOST_FIXED,    /* host_value */
+};
+
 /* A `server NAME:PORT resolve` or `server NAME service=S resolve` line: its name is resolved
  * again while portico runs, and its servers follow the answers (resolve.c). Owner: the snapshot
  * arena. */
@@ -114,7 +122,12 @@ struct pt_upstream {
     int tls;                      /* `tls on`: TLS to the servers */
     int tls_verify;               /* verify the server certificate and name (default on) */
     const char *tls_trusted;      /* CA file; NULL: the system store */
-    const char *tls_sni;          /* SNI and name to verify; NULL: the server's host name */
+    const char *tls_sni;          /* SNI and name to verify; NULL: host_sni, else the
+                                   * server's host name */
+    int host_mode;                /* enum pt_host_mode (`host`); PT_UNSET until set */
+    const char *host_value;       /* PT_HOST_FIXED: the Host sent, "name[:port]" */
+    const char *host_sni;         /* PT_HOST_FIXED: its name, without the port: the SNI and
+                                   * the certificate name too, unless tls_sni says otherwise */
     struct ssl_ctx_st *tls_ctx;   /* built at load, freed with the snapshot */
     struct pt_resilience res;
     atomic_uint _pending;         /* requests queued for a free server, all workers */

@@ -481,7 +481,11 @@ pt_upstream_tls(const struct pt_server *s, int fd, SSL_SESSION *resume)
 {
     const struct pt_upstream *up = s->upstream;
 
-    return pt_tls_connect(up->tls_ctx, up->tls_sni != NULL ? up->tls_sni : s->host,
+    /* one setting decides the name: tls_sni, else a fixed `host`, else the server's own */
+    return pt_tls_connect(up->tls_ctx,
+                          up->tls_sni != NULL    ? up->tls_sni
+                          : up->host_sni != NULL ? up->host_sni
+                                                 : s->host,
                           up->tls_verify, fd, resume);
 }
 

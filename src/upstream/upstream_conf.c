@@ -3,6 +3,7 @@
  * (a host name becomes one server per address), balancing policy, backend protocol, pool and
  * timeout settings, and TLS to the servers. Registered through pt_module_upstream. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,6 +38,7 @@ set_upstream_block(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
     up->keepalive_timeout = up->connect_timeout = up->read_timeout = up->send_timeout = PT_UNSET;
     up->max_response_header_size = PT_UNSET;
     up->tls = up->tls_verify = PT_UNSET;
+    up->host_mode = PT_UNSET;
     pt_resilience_unset(&up->res);
     up->file = cx->file;
     up->line = cx->lines[0];
@@ -337,6 +339,60 @@ set_up_str(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     return PT_OK;
 }
 
+/* `host keep | server | NAME[:PORT]`: what Host the servers get, and (a fixed name) their SNI.
+ * The name is an authority without userinfo (RFC 3986 section 3.2): a DNS name or IPv4
+ * address, or a bracketed IPv6 literal, then an optional port. */
+static int
+set_host(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_upstream *up = cx->block;
+    const char *v = cx->args[1], *port = NULL, *name_end;
+    uint64_t n;
+
+    if (up->host_mode != PT_UNSET)
+        return pt_conf_duplicate(cx);
+    if (strcmp(v, "keep") == 0) {
+        up->host_mode = PT_HOST_KEEP;
+        return PT_OK;
+    }
+    if (strcmp(v, "server") == 0) {
+        up->host_mode = PT_HOST_SERVER;
+        return PT_OK;
+    }
+    if (v[0] == '[') {
+        name_end = strchr(v, ']');
+        if (name_end == NULL || name_end == v + 1 || (name_end[1] != '\0' && name_end[1] != ':'))
+            return pt_conf_error(cx, 1, "invalid host \"%s\" (keep, server, or NAME[:PORT])", v);
+        name_end++;
+    } else {
+        name_end = strchr(v, ':') != NULL ? strchr(v, ':') : v + strlen(v);
+    }
+    for (const char *p = v[0] == '[' ? v + 1 : v; p < name_end - (v[0] == '[' ? 1 : 0); p++)
+        if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '.' || *p == '_' ||
+              (v[0] == '[' && (*p == ':' || isxdigit((unsigned char)*p)))))
+            return pt_conf_error(cx, 1,
+                                 "invalid host \"%s\" (a name, an IPv4 address or [IPv6], "
+                                 "then an optional :PORT)",
+                                 v);
+    if (*name_end == ':') {
+        port = name_end + 1;
+        if (pt_parse_uint(port, 65535, &n) != PT_OK || n == 0)
+            return pt_conf_error(cx, 1, "invalid port in host \"%s\"", v);
+    }
+    if (name_end == v || (v[0] == '[' && name_end == v + 2))
+        return pt_conf_error(cx, 1, "invalid host \"%s\"", v);
+    up->host_mode = PT_HOST_FIXED;
+    up->host_value = v;
+    /* the SNI is the name alone; an IPv6 literal loses its brackets (and is not sent as SNI,
+     * RFC 6066 section 3, but is checked against the certificate's addresses) */
+    up->host_sni = v[0] == '['
+                       ? pt_arena_strndup(&cx->conf->arena, v + 1, (size_t)(name_end - v - 2))
+                       : pt_arena_strndup(&cx->conf->arena, v, (size_t)(name_end - v));
+    if (up->host_sni == NULL)
+        return pt_conf_error(cx, 1, "out of memory");
+    return PT_OK;
+}
+
 static const int64_t max_requests = 1000000000;
 static const int64_t max_keepalive = 100000;
 
@@ -365,6 +421,7 @@ const struct pt_directive pt_upstream_directives[] = {
     {"tls_trusted_certificate", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, set_up_str,
      UOFF(tls_trusted), NULL},
     {"tls_sni", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, set_up_str, UOFF(tls_sni), NULL},
+    {"host", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_NONE, set_host, 0, NULL},
     {"max_response_header_size", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_size,
      UOFF(max_response_header_size), NULL},
     {"resolver", PT_CTX_MAIN, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, pt__set_resolver, 0, NULL},
@@ -393,6 +450,8 @@ upstream_defaults(struct pt_upstream *up)
         up->tls = 0;
     if (up->tls_verify == PT_UNSET)
         up->tls_verify = 1;
+    if (up->host_mode == PT_UNSET)
+        up->host_mode = PT_HOST_KEEP;
     if (up->max_response_header_size == PT_UNSET)
         up->max_response_header_size = 64 * 1024;
     if (up->lb == NULL)
@@ -519,7 +578,10 @@ pt_upstream_print(const struct pt_upstream *up, FILE *out, const char *indent)
             up->protocol == PT_PROTO_H2 ? (up->tls ? "h2" : "h2c") : "http1");
     if (up->tls)
         fprintf(out, ", tls on (verify %s%s%s)", up->tls_verify ? "on" : "off",
-                up->tls_sni != NULL ? ", sni " : "", up->tls_sni != NULL ? up->tls_sni : "");
+                up->tls_sni != NULL || up->host_sni != NULL ? ", sni " : "",
+                up->tls_sni != NULL ? up->tls_sni : up->host_sni != NULL ? up->host_sni : "");
+    if (up->host_mode != PT_HOST_KEEP)
+        fprintf(out, ", host %s", up->host_mode == PT_HOST_SERVER ? "server" : up->host_value);
     fprintf(out, "\n%s  timeouts: connect %s, read %s, send %s\n", indent,
             pt_fmt_msec(up->connect_timeout, a, sizeof(a)),
             pt_fmt_msec(up->read_timeout, b, sizeof(b)),
@@ -603,7 +665,7 @@ same_transport(const struct pt_upstream *a, const struct pt_upstream *b)
 {
     return a->protocol == b->protocol && a->h2c == b->h2c && a->tls == b->tls &&
            a->tls_verify == b->tls_verify && pt_str_eq(a->tls_trusted, b->tls_trusted) &&
-           pt_str_eq(a->tls_sni, b->tls_sni);
+           pt_str_eq(a->tls_sni, b->tls_sni) && pt_str_eq(a->host_sni, b->host_sni);
 }
 
 /* Gives each upstream and server of c the worker-state slot of the same name (and address) in

@@ -47,6 +47,15 @@ def test_config_one_handler_per_location(tmp_path):
     assert rc == 1 and 'location "/s" already has a handler' in out, out
 
 
+def test_config_status_not_in_a_regex_location(tmp_path):
+    # the status page's links and admin actions are paths under the location's path
+    rc, out = check(tmp_path, "    location ~ ^/st { status; }")
+    assert rc == 1 and ':9:23: "status" needs a prefix or exact location, not a regex one' \
+        in out, out
+    rc, out = check(tmp_path, "    location ~* ^/metrics$ { metrics; allow 127.0.0.1; }")
+    assert rc == 0, out
+
+
 def test_config_metrics_and_status_only_in_locations(tmp_path):
     rc, out = check(tmp_path, "    metrics;\n    location / { proxy_pass app; }")
     assert rc == 1 and "metrics" in out and ":9:5: " in out, out

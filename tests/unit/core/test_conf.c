@@ -23,6 +23,7 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "http/http.h"
+#include "http/rules-t.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
 
@@ -267,8 +268,11 @@ test_conf_valid_http_inheritance(void **state)
     assert_ptr_equal(root->upstream, find_upstream(c, "app"));
     assert_ptr_equal(upload->upstream, find_upstream(c, "tuned"));
     assert_ptr_equal(root->handler, upload->handler);
-    assert_non_null(health->handler);
-    assert_ptr_not_equal(health->handler, root->handler);
+    /* `return` is a rule, not a handler: the location answers by its rules alone */
+    assert_null(health->handler);
+    assert_non_null(health->rules);
+    assert_int_equal(health->rules->rw.n, 1);
+    assert_int_equal(health->rules->rw.v[0].op, PT_RW_RETURN);
     assert_null(health->upstream);
 
     assert_int_equal(c->n_listens, 1);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for request routing (src/http/router.c) on configurations loaded from text: server
- * block by Host (exact, wildcard, default) and location by path (exact, longest prefix). */
+ * block by Host (exact, wildcard, default) and location by path with nginx's precedence (exact,
+ * longest prefix, ^~, regexes in the order written, then the remembered prefix). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +17,7 @@
 #include "http/http.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
+#include "core/regex.h"
 #include "http/router.h"
 
 static int
@@ -68,11 +70,16 @@ location_for(const struct pt_vhost *vh, const char *target)
 
     if (pt_router_normalize(target, strlen(target), norm, &n) != PT_OK)
         return NULL;
-    loc = pt_router_location(vh, norm, n);
+    loc = pt_router_location(vh, norm, n, NULL);
 
     if (loc == NULL)
         return NULL;
-    snprintf(buf, sizeof(buf), "%s%s", loc->exact ? "=" : "", loc->path);
+    snprintf(buf, sizeof(buf), "%s%s", loc->exact     ? "="
+                                       : loc->noregex ? "^~"
+                                       : loc->regex != NULL
+                                           ? (loc->regex->caseless ? "~*" : "~")
+                                           : "",
+             loc->path);
     return buf;
 }
 
@@ -294,7 +301,7 @@ test_router_location_query_ignored(void **state)
     /* an encoded '?' is part of the path, not a query: it must not shorten the match */
     assert_string_not_equal(location_for(vh, "/exact%3Fzzz"), "=/exact");
     /* len bounds the path */
-    assert_ptr_equal(pt_router_location(vh, "/exactXYZ", 6), vh->locs[4]);
+    assert_ptr_equal(pt_router_location(vh, "/exactXYZ", 6, NULL), vh->locs[4]);
     pt_conf_unref(c);
 }
 
@@ -309,6 +316,88 @@ test_router_location_no_match(void **state)
     assert_null(location_for(vh, "/"));
     assert_null(location_for(vh, "/onl"));
     assert_null(location_for(vh, ""));
+    pt_conf_unref(c);
+}
+
+/* nginx's precedence, every rule in one block: the regexes are written between the prefixes on
+ * purpose, since their order among themselves counts and their place among the others does
+ * not. */
+static const char regex_conf[] = "access_log off;\n"
+                                 "server {\n"
+                                 "    listen 18080;\n"
+                                 "    location / { return 200; }\n"
+                                 "    location ~ \\.(png|jpg)$ { return 200; }\n"
+                                 "    location /static/ { return 200; }\n"
+                                 "    location ^~ /assets/ { return 200; }\n"
+                                 "    location ~* ^/API/ { return 200; }\n"
+                                 "    location ~ ^/api/v2/ { return 200; }\n"
+                                 "    location = /logo.png { return 200; }\n"
+                                 "    location /api/ { return 200; }\n"
+                                 "    location ^~ /a { return 200; }\n"
+                                 "    location /assets/deep/ { return 200; }\n"
+                                 "}\n";
+
+static void
+test_router_location_precedence(void **state)
+{
+    struct pt_conf *c = load(regex_conf);
+    struct pt_vhost *vh = pt_http_main(c)->vhosts[0];
+
+    assert_int_equal(vh->n_regex_locs, 3);
+    /* 1. exact wins over everything, regexes included */
+    assert_string_equal(location_for(vh, "/logo.png"), "=/logo.png");
+    /* 3. a regex wins over the longest prefix that is not ^~ */
+    assert_string_equal(location_for(vh, "/static/a.png"), "~\\.(png|jpg)$");
+    assert_string_equal(location_for(vh, "/x.jpg"), "~\\.(png|jpg)$");
+    /* 2. ^~ as the longest prefix stops the regex search */
+    assert_string_equal(location_for(vh, "/assets/a.png"), "^~/assets/");
+    /* ...but only when it is the longest prefix: a longer plain prefix lets regexes run */
+    assert_string_equal(location_for(vh, "/assets/deep/a.png"), "~\\.(png|jpg)$");
+    assert_string_equal(location_for(vh, "/assets/deep/a.txt"), "/assets/deep/");
+    /* 3. regexes in the order written: the caseless one comes before ^/api/v2/ */
+    assert_string_equal(location_for(vh, "/api/v2/x"), "~*^/API/");
+    assert_string_equal(location_for(vh, "/Api/x"), "~*^/API/");
+    /* case-sensitive regex: does not match another case */
+    assert_string_equal(location_for(vh, "/x.PNG"), "/");
+    /* 4. no regex matches: the remembered longest prefix */
+    assert_string_equal(location_for(vh, "/static/a.css"), "/static/");
+    assert_string_equal(location_for(vh, "/nothing"), "/");
+    /* a ^~ prefix that is not the longest does not stop anything */
+    assert_string_equal(location_for(vh, "/ab"), "^~/a");
+    /* regexes see the normalised path: decoded and without dot segments */
+    assert_string_equal(location_for(vh, "/static/x/../b%2Epng"), "~\\.(png|jpg)$");
+    /* the query is not part of what a regex sees */
+    assert_string_equal(location_for(vh, "/static/a.css?x.png"), "/static/");
+    pt_conf_unref(c);
+}
+
+/* A regex location's groups are returned for $1..$9. */
+static void
+test_router_location_regex_groups(void **state)
+{
+    struct pt_conf *c = load("access_log off;\n"
+                             "server {\n"
+                             "    listen 18080;\n"
+                             "    location ~ ^/u/([0-9]+)/(\\w+)?$ { return 200; }\n"
+                             "}\n");
+    struct pt_vhost *vh = pt_http_main(c)->vhosts[0];
+    struct pt_re_match m;
+    const char *g;
+    size_t gl;
+
+    assert_non_null(pt_router_location(vh, "/u/42/name", 10, &m));
+    assert_int_equal(m.n, 3);
+    assert_true(pt_re_group(&m, 1, &g, &gl));
+    assert_int_equal(gl, 2);
+    assert_memory_equal(g, "42", 2);
+    assert_true(pt_re_group(&m, 2, &g, &gl));
+    assert_memory_equal(g, "name", 4);
+    assert_false(pt_re_group(&m, 3, &g, &gl));
+    /* an optional group that did not take part is unset, not empty-matched */
+    assert_non_null(pt_router_location(vh, "/u/7/", 5, &m));
+    assert_false(pt_re_group(&m, 2, &g, &gl));
+    assert_int_equal(gl, 0);
+    assert_null(pt_router_location(vh, "/u/x/", 5, &m));
     pt_conf_unref(c);
 }
 
@@ -365,6 +454,8 @@ main(void)
         cmocka_unit_test(test_router_location_exact),
         cmocka_unit_test(test_router_location_query_ignored),
         cmocka_unit_test(test_router_location_no_match),
+        cmocka_unit_test(test_router_location_precedence),
+        cmocka_unit_test(test_router_location_regex_groups),
         cmocka_unit_test(test_router_normalize),
     };
 
