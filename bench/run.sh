@@ -30,6 +30,7 @@
 #   H2_BIG_CONNS=10 H2_BIG_DURATION=3s   h2 1 MiB body (h2load -m1); 0 conns: skip
 #   TLS_IDLE_N=1000   idle TLS and idle h2 connections for the memory test
 # WebSocket section (bench/ws.sh, its knobs there): SKIP_WS=1 skips it
+# Layer 4 section (bench/stream.sh, its knobs there): SKIP_STREAM=1 skips it
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -843,6 +844,12 @@ echo
 if [ "${SKIP_WS:-0}" != 1 ]; then
     PORTICO_BIN="$PORTICO_BIN" ROUNDS="$ROUNDS" PROXY_CPU="$PROXY_CPU" LOAD_CPU="$LOAD_CPU" \
         KEEP_TMP="$KEEP_TMP" bash "$HERE/ws.sh" || log "WebSocket section failed"
+    echo
+fi
+# Layer 4 section (bench/stream.sh): TCP relay throughput and small request/response
+if [ "${SKIP_STREAM:-0}" != 1 ]; then
+    PORTICO_BIN="$PORTICO_BIN" ROUNDS="$ROUNDS" PROXY_CPU="$PROXY_CPU" LOAD_CPU="$LOAD_CPU" \
+        bash "$HERE/stream.sh" || log "layer 4 section failed"
     echo
 fi
 log "done in $(( $(date +%s) - T0 ))s"

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Access log: one line per exchange, `combined` or `json`, to stdout or a file. Each worker
+/* Access log: one line per exchange, and one per connection of a stream server (layer 4),
+ * `combined` or `json`, to stdout or a file. Each worker
  * buffers its lines per file and writes them in one write(2) when the buffer is nearly full,
  * every second, and when it stops, so logging costs no syscall per request. Files are opened
  * O_APPEND; SIGUSR1 reopens them in place with dup3, so workers need no message. */
@@ -24,6 +25,7 @@
 #include "http/headers.h"
 #include "http/http.h"
 #include "http/trace.h"
+#include "stream/stream.h"
 #include "upstream/upstream-t.h"
 
 #define AL_BUF 65536
@@ -34,7 +36,7 @@ enum al_format {
     AL_JSON,
 };
 
-/* Per level (main, server). file < 0: off. */
+/* Per level (main, server; stream, stream server). file < 0: off. */
 struct al_conf {
     int set;
     int file; /* index into the main conf's files */
@@ -75,7 +77,8 @@ al_create(struct pt_conf_ctx *cx, unsigned level)
         for (int i = 0; i < AL_MAX_FILES; i++)
             m->fds[i] = -1;
         c = &m->c;
-    } else if (level == PT_CTX_SERVER) {
+    } else if (level == PT_CTX_SERVER || level == PT_CTX_STREAM ||
+               level == PT_CTX_STREAM_SERVER) {
         c = pt_arena_calloc(&cx->conf->arena, sizeof(*c));
     } else {
         return NULL;
@@ -186,6 +189,9 @@ al_finish(struct pt_conf *conf, struct pt_err *err)
         return PT_ERR;
     for (unsigned i = 0; i < pt_http_main(conf)->n_vhosts; i++)
         if (assign_file(m, pt_http_main(conf)->vhosts[i]->mod[idx], err) != PT_OK)
+            return PT_ERR;
+    for (unsigned i = 0; i < pt_stream_main(conf)->n_servers; i++)
+        if (assign_file(m, pt_stream_main(conf)->servers[i]->mod[idx], err) != PT_OK)
             return PT_ERR;
     return PT_OK;
 }
@@ -438,6 +444,42 @@ upstream_list(struct al_line *l, const struct pt_exchange *x, enum al_list what)
     }
 }
 
+/* The time stamps of the second `now`, cached per worker. */
+static void
+stamp(struct al_worker *aw, time_t now)
+{
+    struct tm tm;
+
+    if (now == aw->cached_sec)
+        return;
+    gmtime_r(&now, &tm);
+    strftime(aw->cached_time, sizeof(aw->cached_time), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    strftime(aw->cached_iso, sizeof(aw->cached_iso), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    aw->cached_sec = now;
+}
+
+/* Ends the line and buffers it for its file. */
+static void
+emit(struct pt_worker *w, const struct pt_conf *conf, const struct al_conf *c,
+     struct al_line *l)
+{
+    unsigned idx = pt_module_access_log._index;
+    struct al_worker *aw = w->mod[idx];
+
+    l->buf[l->o++] = '\n'; /* lprintf and lesc always leave one byte for it */
+    if (conf->mod[idx] != aw->m || aw->buf[c->file] == NULL) {
+        /* an exchange of an older snapshot (a reload since it began): its own files */
+        const struct al_main *xm = conf->mod[idx];
+
+        write_all(xm->fds[c->file], l->buf, l->o);
+        return;
+    }
+    if (aw->len[c->file] + l->o > AL_BUF)
+        al_flush(w);
+    memcpy(aw->buf[c->file] + aw->len[c->file], l->buf, l->o);
+    aw->len[c->file] += l->o;
+}
+
 static void
 al_log(struct pt_exchange *x)
 {
@@ -452,14 +494,7 @@ al_log(struct pt_exchange *x)
 
     if (aw == NULL || c == NULL || c->file < 0)
         return;
-    if (now != aw->cached_sec) {
-        struct tm tm;
-
-        gmtime_r(&now, &tm);
-        strftime(aw->cached_time, sizeof(aw->cached_time), "%d/%b/%Y:%H:%M:%S +0000", &tm);
-        strftime(aw->cached_iso, sizeof(aw->cached_iso), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        aw->cached_sec = now;
-    }
+    stamp(aw, now);
     l.o = 0;
     hdr_value(x, PT_H_USER_AGENT, &ua, &ualen);
     hdr_value(x, PT_H_REFERER, &ref, &reflen);
@@ -528,26 +563,99 @@ al_log(struct pt_exchange *x)
             lesc(&l, ref, PT_MIN(reflen, 1024), 1);
         lprintf(&l, "\"}");
     }
-    l.buf[l.o++] = '\n'; /* lprintf and lesc always leave one byte for it */
-    if (x->conf->mod[idx] != aw->m || aw->buf[c->file] == NULL) {
-        /* an exchange of an older snapshot (a reload since it began): its own files */
-        struct al_main *xm = x->conf->mod[idx];
+    emit(w, x->conf, c, &l);
+}
 
-        write_all(xm->fds[c->file], l.buf, l.o);
+/* The servers a stream session tried, one per attempt, ", " between them; "-" for none. */
+static void
+stream_attempts(struct al_line *l, const struct pt_stream_session *s, int connect_times)
+{
+    if (s->n_attempts == 0) {
+        lprintf(l, "-");
         return;
     }
-    if (aw->len[c->file] + l.o > AL_BUF)
-        al_flush(w);
-    memcpy(aw->buf[c->file] + aw->len[c->file], l.buf, l.o);
-    aw->len[c->file] += l.o;
+    for (unsigned i = 0; i < s->n_attempts; i++) {
+        const struct pt_stream_attempt *a = &s->attempts[i];
+
+        if (i > 0)
+            lprintf(l, ", ");
+        if (!connect_times)
+            lprintf(l, "%s", a->addr);
+        else if (a->t_connected != 0)
+            lprintf(l, "%.3f", a->t_connected - a->t_start);
+        else
+            lprintf(l, "-");
+    }
+}
+
+/* A stream server's connection: nginx stream's fields (client, $status, $bytes_sent,
+ * $bytes_received, $session_time, $upstream_*), then how it ended. In `combined` the request
+ * line names the protocol and the listening address: "TCP 127.0.0.1:6380", "TLS ..." when TLS
+ * ends at portico. */
+static void
+al_log_stream(const struct pt_stream_session *s)
+{
+    struct pt_worker *w = s->w;
+    unsigned idx = pt_module_access_log._index;
+    struct al_worker *aw = w->mod[idx];
+    struct al_conf *c = s->ss->mod[idx];
+    const char *proto = s->ss->tls_ends ? "TLS" : "TCP";
+    struct al_line l;
+
+    if (aw == NULL || c == NULL || c->file < 0)
+        return;
+    stamp(aw, (time_t)s->t_end);
+    l.o = 0;
+    if (c->format != AL_JSON) {
+        lprintf(&l, "%s - - [%s] \"%s %s\" %u %llu %llu %.3f upstream=%s upstream_addr=\"",
+                s->peer_ip, aw->cached_time, proto, s->listen->addr.name, s->status,
+                (unsigned long long)s->bytes_to_client,
+                (unsigned long long)s->bytes_from_client, s->t_end - s->t_start,
+                s->up != NULL ? s->up->name : "-");
+        stream_attempts(&l, s, 0);
+        lprintf(&l, "\" upstream_connect_time=\"");
+        stream_attempts(&l, s, 1);
+        lprintf(&l, "\" upstream_bytes_sent=%llu upstream_bytes_received=%llu sni=\"",
+                (unsigned long long)s->bytes_to_server,
+                (unsigned long long)s->bytes_from_server);
+        if (s->sni[0] != '\0')
+            lesc(&l, s->sni, strlen(s->sni), 0);
+        else
+            lprintf(&l, "-");
+        lprintf(&l, "\" outcome=%s", s->outcome != NULL ? s->outcome : "-");
+    } else {
+        lprintf(&l,
+                "{\"time\":\"%s\",\"remote_addr\":\"%s\",\"protocol\":\"%s\",\"listen\":\"%s\","
+                "\"status\":%u,\"bytes_sent\":%llu,\"bytes_received\":%llu,"
+                "\"session_time\":%.3f,\"upstream\":",
+                aw->cached_iso, s->peer_ip, proto, s->listen->addr.name, s->status,
+                (unsigned long long)s->bytes_to_client, (unsigned long long)s->bytes_from_client,
+                s->t_end - s->t_start);
+        if (s->up != NULL)
+            lprintf(&l, "\"%s\"", s->up->name);
+        else
+            lprintf(&l, "null");
+        lprintf(&l, ",\"upstream_addr\":\"");
+        stream_attempts(&l, s, 0);
+        lprintf(&l, "\",\"upstream_connect_time\":\"");
+        stream_attempts(&l, s, 1);
+        lprintf(&l, "\",\"upstream_bytes_sent\":%llu,\"upstream_bytes_received\":%llu,\"sni\":\"",
+                (unsigned long long)s->bytes_to_server,
+                (unsigned long long)s->bytes_from_server);
+        lesc(&l, s->sni, strlen(s->sni), 1);
+        lprintf(&l, "\",\"outcome\":\"%s\"}", s->outcome != NULL ? s->outcome : "");
+    }
+    emit(w, s->conf, c, &l);
 }
 
 static const struct pt_logger_ops al_ops = {
     .log = al_log,
+    .log_stream = al_log_stream,
 };
 
 static const struct pt_directive al_directives[] = {
-    {"access_log", PT_CTX_MAIN | PT_CTX_SERVER, 1, 2, 0, PT_BASE_MODULE, al_set, 0, NULL},
+    {"access_log", PT_CTX_MAIN | PT_CTX_SERVER | PT_CTX_STREAM | PT_CTX_STREAM_SERVER, 1, 2, 0,
+     PT_BASE_MODULE, al_set, 0, NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 

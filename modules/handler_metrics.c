@@ -26,6 +26,7 @@
 #include "http/http_stats.h"
 #include "net/relay-t.h"
 #include "net/tls-t.h"
+#include "stream/stream-t.h"
 #include "upstream/upstream.h"
 
 /* The text being built: a chain of chunks, handed to the frontend whole. */
@@ -201,11 +202,15 @@ runtime_metrics(struct out *o, const struct pt_runtime *rt, const struct pt_conf
 static void
 connection_metrics(struct out *o, const struct pt_runtime *rt)
 {
-    /* connection kinds: HTTP's, then the relay's (every relay is a WebSocket tunnel today) */
+    /* connection kinds: HTTP's, WebSocket tunnels (relays that took an HTTP/1.1 connection's
+     * place), stream servers' connections */
     static const struct {
         unsigned kind;
         const char *name;
-    } kinds[] = {{PT_HTTP_CONN_H1, "http1"}, {PT_HTTP_CONN_H2, "h2"}, {PT_RELAY_CONN_KIND, "ws"}};
+    } kinds[] = {{PT_HTTP_CONN_H1, "http1"},
+                 {PT_HTTP_CONN_H2, "h2"},
+                 {PT_RELAY_CONN_KIND, "ws"},
+                 {PT_STREAM_CONN_KIND, "stream"}};
     static const char *const rate_names[PT_RATE_KINDS] = {"header", "body", "send"};
     uint64_t accepted = 0, by_kind[PT_CONN_KINDS] = {0}, cuts[PT_RATE_KINDS] = {0};
     char wname[16];
@@ -223,7 +228,7 @@ connection_metrics(struct out *o, const struct pt_runtime *rt)
     sample(o, "portico_connections_accepted_total", NULL, accepted);
     family(o, "portico_connections_active", "gauge",
            "Open client connections by protocol (ws: WebSocket tunnels that took over an "
-           "HTTP/1.1 connection).");
+           "HTTP/1.1 connection; stream: connections of stream servers).");
     for (unsigned k = 0; k < PT_ARRAY_LEN(kinds); k++) {
         const char *kv[] = {"protocol", kinds[k].name, NULL};
 
@@ -606,6 +611,58 @@ upstream_metrics(struct out *o, const struct pt_runtime *rt)
     pt_stats_set_free(&set);
 }
 
+static void
+stream_metrics(struct out *o, const struct pt_runtime *rt)
+{
+    static const char *const statuses[PT_STREAM_STATUSES] = {"200", "400", "403",
+                                                             "500", "502", "503"};
+    struct pt_stats_set set;
+
+    if (pt_stats_collect(rt, "stream", &set) != PT_OK) {
+        o->failed = 1;
+        return;
+    }
+#define EACH_STREAM                                                                               \
+    for (unsigned i = 0; i < set.n; i++)                                                         \
+        for (const struct pt_stream_stats *s = (const void *)set.v[i]->v; s != NULL; s = NULL)
+#define STREAM_KV(...)                                                                            \
+    {"listen", set.v[i]->labels[0], "upstream", set.v[i]->labels[1], __VA_ARGS__}
+    family(o, "portico_stream_sessions_total", "counter",
+           "Stream server connections that ended, by listening address, upstream (empty: not "
+           "routed) and status (as in the access log: 200 relayed, 400 bad or slow ClientHello, "
+           "500 internal, 502 no route or every connect failed, 503 no server).");
+    EACH_STREAM
+    {
+        for (unsigned c = 0; c < PT_STREAM_STATUSES; c++) {
+            const char *kv[] = STREAM_KV("status", statuses[c], NULL);
+
+            sample(o, "portico_stream_sessions_total", kv, s->sessions[c]);
+        }
+    }
+    family(o, "portico_stream_bytes_total", "counter",
+           "Bytes stream servers relayed, counted when their connection ends (cleartext where "
+           "TLS ends or starts in portico).");
+    EACH_STREAM
+    {
+        const char *kv0[] = STREAM_KV("direction", "client_to_server", NULL);
+        const char *kv1[] = STREAM_KV("direction", "server_to_client", NULL);
+
+        sample(o, "portico_stream_bytes_total", kv0, s->bytes_from_client);
+        sample(o, "portico_stream_bytes_total", kv1, s->bytes_from_server);
+    }
+    family(o, "portico_stream_session_duration_seconds", "histogram",
+           "Time from accepting a stream server connection to its end.");
+    EACH_STREAM
+    {
+        const char *kv[] = STREAM_KV(NULL);
+
+        histogram(o, "portico_stream_session_duration_seconds", kv, &s->duration);
+    }
+#undef STREAM_KV
+#undef EACH_STREAM
+    pt_stats_set_free(&set);
+}
+
 /* ---- the handler ------------------------------------------------------------------------ */
 
 static int
@@ -629,6 +686,7 @@ metrics_handle(struct pt_exchange *x, const void *conf)
     http_metrics(&o, rt);
     tls_metrics(&o, rt);
     upstream_metrics(&o, rt);
+    stream_metrics(&o, rt);
     server_metrics(&o, x->w, x->conf);
     if (o.failed) {
         pt_chain_free(o.pool, &o.ch);

@@ -33,6 +33,7 @@
 #include "http/http.h"
 #include "http/http_stats.h"
 #include "net/relay-t.h"
+#include "stream/stream-t.h"
 #include "upstream/resilience.h"
 #include "upstream/upstream.h"
 
@@ -306,10 +307,11 @@ json_page(struct out *o, const struct view *v)
 
         putf(o, "%s{\"id\":%u,\"name\":\"w%u\",\"connections\":%u,", i ? "," : "", i, i,
              __atomic_load_n(&w->n_conns, __ATOMIC_RELAXED));
-        putf(o, "\"http1\":%llu,\"h2\":%llu,\"ws\":%llu,",
+        putf(o, "\"http1\":%llu,\"h2\":%llu,\"ws\":%llu,\"stream\":%llu,",
              (unsigned long long)pt_stats_load(&w->n_conns_kind[PT_HTTP_CONN_H1]),
              (unsigned long long)pt_stats_load(&w->n_conns_kind[PT_HTTP_CONN_H2]),
-             (unsigned long long)pt_stats_load(&w->n_conns_kind[PT_RELAY_CONN_KIND]));
+             (unsigned long long)pt_stats_load(&w->n_conns_kind[PT_RELAY_CONN_KIND]),
+             (unsigned long long)pt_stats_load(&w->n_conns_kind[PT_STREAM_CONN_KIND]));
         putf(o, "\"accepted\":%llu,\"requests\":%llu}",
              (unsigned long long)pt_stats_load(&w->n_accepted),
              (unsigned long long)pt_stats_load(&w->n_requests));
@@ -379,17 +381,19 @@ html_page(struct out *o, const struct view *v, const char *base, bool admin)
          (unsigned long long)pt_stats_load(&v->rt->reloads),
          (unsigned long long)pt_stats_load(&v->rt->reloads_failed), pt_conf_generations_live());
     puts_(o, "<h2>Workers</h2>\n<table id=\"workers\"><tr><th>worker</th><th>connections</th>"
-             "<th>HTTP/1.1</th><th>HTTP/2</th><th>WebSocket</th><th>accepted</th>"
+             "<th>HTTP/1.1</th><th>HTTP/2</th><th>WebSocket</th><th>stream</th><th>accepted</th>"
              "<th>requests</th></tr>\n");
     for (unsigned i = 0; i < v->rt->n_workers; i++) {
         const struct pt_worker *w = &v->rt->workers[i];
 
         putf(o, "<tr class=\"worker\"><td>w%u</td><td class=\"connections\">%u</td>", i,
              __atomic_load_n(&w->n_conns, __ATOMIC_RELAXED));
-        putf(o, "<td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td></tr>\n",
+        putf(o, "<td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td>"
+                "</tr>\n",
              (unsigned long long)pt_stats_load(&w->n_conns_kind[PT_HTTP_CONN_H1]),
              (unsigned long long)pt_stats_load(&w->n_conns_kind[PT_HTTP_CONN_H2]),
              (unsigned long long)pt_stats_load(&w->n_conns_kind[PT_RELAY_CONN_KIND]),
+             (unsigned long long)pt_stats_load(&w->n_conns_kind[PT_STREAM_CONN_KIND]),
              (unsigned long long)pt_stats_load(&w->n_accepted),
              (unsigned long long)pt_stats_load(&w->n_requests));
     }

@@ -217,7 +217,7 @@ cost(struct pt_wupstream *g, const struct pt_server *s, double now)
 }
 
 static struct pt_server *
-ewma_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint8_t *tried)
+ewma_pick(struct pt_wupstream *g, const struct pt_lb_ctx *c, const uint8_t *tried)
 {
     struct ewma_state *st = g->lb_state;
     double now = pt__lb_ewma_clock();

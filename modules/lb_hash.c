@@ -32,8 +32,6 @@
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/module.h"
-#include "http/exchange-t.h"
-#include "http/headers.h"
 #include "upstream/lb-t.h"
 #include "upstream/upstream.h"
 
@@ -379,71 +377,33 @@ hash_on_server_state(struct pt_wupstream *g, struct pt_server *s)
 
 /* ---- keys --------------------------------------------------------------------------------- */
 
-/* Finds cookie `name` in the Cookie header field(s). HTTP/2 clients may split cookies over
- * several fields (RFC 9113 section 8.2.3), so every one is searched. Pairs are separated by ";"
- * with optional spaces (RFC 6265 section 4.2.1); names are case-sensitive. */
+/* Hashes the request's key into *h; false when the request has no (non-empty) key. The client
+ * address is known for every protocol; the other keys only where the protocol has them (an HTTP
+ * request: c->key), so an upstream hashed by URI spreads TCP connections by weight. */
 static bool
-find_cookie(const struct pt_hdrs *h, const char *name, size_t nlen, const char **val,
-            size_t *vlen)
-{
-    for (unsigned i = 0; i < h->n; i++) {
-        const char *v = h->v[i].value, *end = v + h->v[i].vlen;
-
-        if (!pt_str_ieq(h->v[i].name, h->v[i].nlen, "cookie", 6))
-            continue;
-        while (v < end) {
-            const char *p, *eq = NULL;
-
-            while (v < end && (*v == ' ' || *v == '\t' || *v == ';'))
-                v++;
-            for (p = v; p < end && *p != ';'; p++)
-                if (*p == '=' && eq == NULL)
-                    eq = p;
-            if (eq != NULL && (size_t)(eq - v) == nlen && memcmp(v, name, nlen) == 0) {
-                const char *ve = p;
-
-                while (ve > eq + 1 && (ve[-1] == ' ' || ve[-1] == '\t'))
-                    ve--;
-                *val = eq + 1;
-                *vlen = (size_t)(ve - (eq + 1));
-                return true;
-            }
-            v = p;
-        }
-    }
-    return false;
-}
-
-/* Hashes the request's key into *h; false when the request has no (non-empty) key. */
-static bool
-key_hash(const struct hash_conf *hc, const struct pt_exchange *x, uint64_t *h)
+key_hash(const struct hash_conf *hc, const struct pt_lb_ctx *c, uint64_t *h)
 {
     const char *k = NULL;
     size_t len = 0;
-    int i;
 
-    if (x == NULL)
+    if (c == NULL)
         return false;
     switch (hc->kind) {
     case HASH_KEY_CLIENT_IP:
         /* the textual address without port: IPv4-mapped IPv6 is already shown as IPv4, so one
          * client keeps its server whichever way it connects */
-        k = x->peer_ip;
+        k = c->client_ip;
         len = k != NULL ? strlen(k) : 0;
         break;
     case HASH_KEY_URI:
-        k = x->target;
-        len = x->target_len;
+        if (c->key == NULL || !c->key(c, PT_LB_KEY_URI, NULL, 0, &k, &len))
+            k = NULL;
         break;
     case HASH_KEY_HEADER:
-        i = pt_hdrs_find_name(&x->req, hc->name, hc->name_len);
-        if (i >= 0) {
-            k = x->req.v[i].value;
-            len = x->req.v[i].vlen;
-        }
-        break;
     case HASH_KEY_COOKIE:
-        if (!find_cookie(&x->req, hc->name, hc->name_len, &k, &len))
+        if (c->key == NULL ||
+            !c->key(c, hc->kind == HASH_KEY_HEADER ? PT_LB_KEY_HEADER : PT_LB_KEY_COOKIE,
+                    hc->name, hc->name_len, &k, &len))
             k = NULL;
         break;
     }
@@ -529,12 +489,12 @@ pick_ring(struct hash_state *st, const struct hash_tier *t, const struct pt_upst
 }
 
 static struct pt_server *
-hash_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint8_t *tried)
+hash_pick(struct pt_wupstream *g, const struct pt_lb_ctx *c, const uint8_t *tried)
 {
     struct hash_state *st = g->lb_state;
     uint64_t h;
 
-    if (!key_hash(st->hc, x, &h))
+    if (!key_hash(st->hc, c, &h))
         h = mix64(st->spread++); /* no key: spread by weight, see the top of the file */
     for (unsigned t = 0; t < 2; t++) {
         const struct hash_tier *ht = &st->tab->tier[t];

@@ -105,7 +105,7 @@ pick_tier(struct pt_wupstream *g, struct lc_state *st, const uint8_t *tried, uns
 }
 
 static struct pt_server *
-lc_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint8_t *tried)
+lc_pick(struct pt_wupstream *g, const struct pt_lb_ctx *c, const uint8_t *tried)
 {
     struct lc_state *st = g->lb_state;
     struct pt_server *s = pick_tier(g, st, tried, 0);

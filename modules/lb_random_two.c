@@ -218,7 +218,7 @@ pick_tier(struct r2_state *st, const struct r2_tier *t, const struct pt_upstream
 }
 
 static struct pt_server *
-r2_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint8_t *tried)
+r2_pick(struct pt_wupstream *g, const struct pt_lb_ctx *c, const uint8_t *tried)
 {
     struct r2_state *st = g->lb_state;
     struct pt_server *s = pick_tier(st, &st->tier[0], g->up, tried);

@@ -19,7 +19,6 @@
 #include "core/common.h"
 #include "core/conf.h"
 #include "core/module.h"
-#include "http/exchange-t.h"
 #include "upstream/lb-t.h"
 #include "upstream/upstream.h"
 
@@ -218,12 +217,12 @@ peek_tier(struct pt_upstream *up, struct rr_seq *t, const uint8_t *tried)
 }
 
 static struct pt_server *
-rr_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint8_t *tried)
+rr_pick(struct pt_wupstream *g, const struct pt_lb_ctx *c, const uint8_t *tried)
 {
     struct rr_shared *sh = g->lb_state;
     struct pt_server *s;
 
-    if (x != NULL && x->tries > 0) {
+    if (c != NULL && c->tries > 0) {
         s = peek_tier(g->up, &sh->tier[0], tried);
         return s != NULL ? s : peek_tier(g->up, &sh->tier[1], tried);
     }

@@ -9,7 +9,8 @@ pkgs=(build-essential autoconf automake pkg-config libev-dev libnghttp2-dev libs
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(python3 python3-pytest python3-pytest-xdist python3-h2 python3-grpcio nghttp2-client
            iproute2 python3-websockets node-ws nodejs groff-base man-db python3-brotli
-           python3-zstandard prometheus chromium) # promtool checks /metrics; chromium loads /status
+           python3-zstandard redis-server redis-tools mosquitto mosquitto-clients
+           prometheus chromium) # promtool checks /metrics; chromium loads /status
 fi
 missing=()
 for p in "${pkgs[@]}"; do

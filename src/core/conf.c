@@ -394,6 +394,10 @@ level_name(unsigned level)
         return "server";
     case PT_CTX_LOCATION:
         return "location";
+    case PT_CTX_STREAM:
+        return "stream";
+    case PT_CTX_STREAM_SERVER:
+        return "stream server";
     default:
         return "main";
     }

@@ -27,6 +27,7 @@
 #include "core/upgrade.h"
 #include "core/worker.h"
 #include "http/explain.h"
+#include "stream/stream.h"
 #include "net/tls.h"
 #include "upstream/resilience.h"
 #include "upstream/upstream.h"
@@ -597,8 +598,10 @@ main(int argc, char **argv)
     }
     conf->generation = 1;
     if (test) {
-        if (verbose)
+        if (verbose) {
             pt_http_routes_print(conf, stdout);
+            pt_stream_print(conf, stdout);
+        }
         printf("portico: configuration file %s test is successful\n", path);
         pt_conf_unref(conf);
         return 0;

@@ -11,6 +11,7 @@ struct pt_conf;
 struct pt_conf_ctx;
 struct pt_worker;
 struct pt_exchange;
+struct pt_stream_session;
 struct pt_err;
 struct pt_handoff;
 struct pt_handoff_rec;
@@ -21,6 +22,8 @@ enum pt_ctx {
     PT_CTX_UPSTREAM = 1u << 1,
     PT_CTX_SERVER = 1u << 2,
     PT_CTX_LOCATION = 1u << 3,
+    PT_CTX_STREAM = 1u << 4,        /* the `stream { }` block (layer 4) */
+    PT_CTX_STREAM_SERVER = 1u << 5, /* a `server { }` inside it */
 };
 
 /* Which structure a directive's `offset` is relative to. */
@@ -121,9 +124,12 @@ struct pt_handler_ops {
     unsigned access : 1;
 };
 
-/* PT_MODULE_LOGGER ops: called once per exchange when it ends, on the worker thread. */
+/* PT_MODULE_LOGGER ops, on the worker thread. */
 struct pt_logger_ops {
+    /* once per exchange when it ends */
     void (*log)(struct pt_exchange *x);
+    /* once per connection of a stream server (layer 4) when it ends; may be NULL */
+    void (*log_stream)(const struct pt_stream_session *s);
 };
 
 #endif

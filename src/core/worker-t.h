@@ -33,8 +33,9 @@ struct pt_reapable {
 
 /* Kinds of client connection the worker counts apart (w->n_conns_kind), for metrics and the
  * status page. The core names none of them: each subsystem numbers its own kinds inside this
- * range (HTTP: src/http/http_stats-t.h; the relay: src/net/relay-t.h); 0 is "other". */
-#define PT_CONN_KINDS 4
+ * range (HTTP: src/http/http_stats-t.h; the relay: src/net/relay-t.h; stream servers:
+ * src/stream/stream-t.h); 0 is "other". */
+#define PT_CONN_KINDS 5
 
 /* A client connection as its worker sees it, whatever its protocol: it is on w->conns and can
  * be told to drain or to close. Embedded in each protocol's connection struct; the worker never

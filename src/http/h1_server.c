@@ -684,7 +684,7 @@ fe_take_socket(struct pt_exchange *x, struct pt_relay *r, struct pt_chain *from_
     else if (c->in != NULL)
         pt_chunk_put(&w->chunks, c->in);
     c->in = NULL;
-    pt_relay_replace(r, &c->conn);
+    pt_relay_replace(r, &c->conn, PT_RELAY_CONN_KIND);
     c->x = NULL;
     c->closing = 1;
     c->ssl = NULL;

@@ -112,6 +112,38 @@ pt_hdrs_find_name(const struct pt_hdrs *h, const char *name, size_t len)
     return -1;
 }
 
+bool
+pt_hdrs_cookie(const struct pt_hdrs *h, const char *name, size_t nlen, const char **val,
+               size_t *vlen)
+{
+    for (unsigned i = 0; i < h->n; i++) {
+        const char *v = h->v[i].value, *end = v + h->v[i].vlen;
+
+        if (!pt_str_ieq(h->v[i].name, h->v[i].nlen, "cookie", 6))
+            continue;
+        while (v < end) {
+            const char *p, *eq = NULL;
+
+            while (v < end && (*v == ' ' || *v == '\t' || *v == ';'))
+                v++;
+            for (p = v; p < end && *p != ';'; p++)
+                if (*p == '=' && eq == NULL)
+                    eq = p;
+            if (eq != NULL && (size_t)(eq - v) == nlen && memcmp(v, name, nlen) == 0) {
+                const char *ve = p;
+
+                while (ve > eq + 1 && (ve[-1] == ' ' || ve[-1] == '\t'))
+                    ve--;
+                *val = eq + 1;
+                *vlen = (size_t)(ve - (eq + 1));
+                return true;
+            }
+            v = p;
+        }
+    }
+    return false;
+}
+
 /* Calls fn for each element of a comma-separated list with OWS trimmed. */
 static bool
 list_each(const char *v, size_t n, bool (*fn)(const char *e, size_t len, void *arg), void *arg)

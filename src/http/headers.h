@@ -23,6 +23,12 @@ int pt_hdrs_find(const struct pt_hdrs *h, enum pt_hdr_tok tok);
 int pt_hdrs_find_live(const struct pt_hdrs *h, enum pt_hdr_tok tok);
 /* Index of the first header with this name, or -1. */
 int pt_hdrs_find_name(const struct pt_hdrs *h, const char *name, size_t len);
+/* Finds cookie `name` in the Cookie header field(s). HTTP/2 clients may split cookies over
+ * several fields (RFC 9113 section 8.2.3), so every one is searched. Pairs are separated by ";"
+ * with optional spaces (RFC 6265 section 4.2.1); names are case-sensitive. *val points into the
+ * field value. */
+bool pt_hdrs_cookie(const struct pt_hdrs *h, const char *name, size_t nlen, const char **val,
+                    size_t *vlen);
 /* True when a comma-separated value contains token (case-insensitive, OWS trimmed). */
 bool pt_hdr_list_has(const char *value, size_t vlen, const char *token);
 /* RFC 9110 section 5.6.2 tchar. */

@@ -285,6 +285,43 @@ pt_proxy_release(struct pt_exchange *x)
         pt_upstream_release(pt_upstream_group(x->w, x->up), &x->att);
 }
 
+/* The hash policy's keys of an HTTP request. */
+static bool
+lb_key(const struct pt_lb_ctx *c, enum pt_lb_key kind, const char *name, size_t nlen,
+       const char **v, size_t *vlen)
+{
+    const struct pt_exchange *x = c->req;
+    int i;
+
+    switch (kind) {
+    case PT_LB_KEY_URI:
+        *v = x->target;
+        *vlen = x->target_len;
+        return x->target != NULL;
+    case PT_LB_KEY_HEADER:
+        i = pt_hdrs_find_name(&x->req, name, nlen);
+        if (i < 0)
+            return false;
+        *v = x->req.v[i].value;
+        *vlen = x->req.v[i].vlen;
+        return true;
+    case PT_LB_KEY_COOKIE:
+        return pt_hdrs_cookie(&x->req, name, nlen, v, vlen);
+    }
+    return false;
+}
+
+void
+pt_proxy_lb_ctx(const struct pt_exchange *x, struct pt_lb_ctx *c)
+{
+    *c = (struct pt_lb_ctx){
+        .client_ip = x->peer_ip,
+        .tries = x->tries,
+        .key = lb_key,
+        .req = x,
+    };
+}
+
 /* A request between attempts whose upstream got a new server list from DNS meanwhile moves to
  * it: the servers it tried are marked tried in the new list (by address). PT_OK or PT_ERR. */
 static int
@@ -315,11 +352,15 @@ static struct pt_server *
 pick(struct pt_exchange *x)
 {
     struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
+    struct pt_lb_ctx c;
 
     if (g->up != x->up && g->up->origin == x->up->origin && !x->att.counted &&
         rebase(x, g->up) != PT_OK)
         return NULL;
-    return g->up == x->up ? pt_upstream_pick(g, x, x->tried) : NULL;
+    if (g->up != x->up)
+        return NULL;
+    pt_proxy_lb_ctx(x, &c);
+    return pt_upstream_pick(g, &c, x->tried);
 }
 
 /* ---- the pending queue (max_pending) ---------------------------------------------------- */

@@ -9,6 +9,7 @@
 #include "http/h1_client.h"
 
 struct pt_exchange;
+struct pt_lb_ctx;
 
 extern const struct pt_handler_ops pt_proxy_handler;
 
@@ -21,6 +22,9 @@ void pt_proxy_forward_headers(struct pt_exchange *x);
  * the server's name as written with its port unless it is 80 / 443 with tls), else the
  * client's Host, else the server's address. *len is its length (not NUL-terminated). */
 const char *pt_proxy_host(struct pt_exchange *x, const struct pt_server *srv, size_t *len);
+/* What the balancer may know of x for its next pick: the client address, the attempts made,
+ * and the URI, headers and cookies (the hash policy's keys). Valid while x is. */
+void pt_proxy_lb_ctx(const struct pt_exchange *x, struct pt_lb_ctx *c);
 /* A backend codec reports that x's attempt failed. `reused`: the connection came from the pool;
  * `resp_started`: response bytes had arrived. Decides between a retry and an error answer. */
 void pt_proxy_backend_failed(struct pt_exchange *x, enum pt_backend_failure kind, bool reused,

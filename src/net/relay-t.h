@@ -25,13 +25,16 @@ enum pt_relay_side {
     PT_RELAY_B = 1,
 };
 
-/* The worker counts relays that took a client connection's place as this kind of connection
- * (struct pt_conn_ops.kind; HTTP has 1 and 2). */
+/* The kind of connection (struct pt_conn_ops.kind; HTTP has 1 and 2) a relay that took an HTTP
+ * connection's place (a WebSocket tunnel) counts as; its owner may pass another one to
+ * pt_relay_replace() (a stream session passes its own). */
 #define PT_RELAY_CONN_KIND 3
 
 /* Each side holds at most this many bytes queued for it; past it the other side stops reading
  * until the queue is half drained. So a peer that never reads costs at most this much. */
 #define PT_RELAY_QUEUE_CAP (64 * 1024)
+/* Chunks one read of a cleartext socket fills at most (one readv): the queue cap's worth. */
+#define PT_RELAY_READ_CHUNKS 4
 
 /* What the relay tells its owner. Called on the worker thread; none may free the relay (call
  * pt_relay_close() instead). */
@@ -83,6 +86,7 @@ struct pt_relay_end {
     ev_io wio;
     struct pt_chain out;    /* bytes queued to be written to this side */
     uint64_t bytes_in;      /* read from this side */
+    uint64_t bytes_out;     /* written to this side (a socket side's) */
     unsigned reading : 1;   /* rio started */
     unsigned held : 1;      /* reading stopped: the other side's queue is full */
     unsigned stopped : 1;   /* reading stopped for good (a violation) */
@@ -104,7 +108,8 @@ struct pt_relay {
     ev_timer timer;          /* idle timeout, then the FIN and goodbye deadline */
     ev_tstamp last_active;   /* the activity clock: any byte either way */
     pt_msec idle_timeout;    /* 0: none */
-    pt_msec fin_timeout;     /* after one side's FIN, or a goodbye, the other has this long */
+    pt_msec fin_timeout;     /* after one side's FIN, or a goodbye, the other has this long;
+                              * < 0: a FIN sets no deadline (the idle timeout still runs) */
     ev_tstamp deadline;      /* when finishing: close at this time (0: not finishing) */
     unsigned closing : 1;
     unsigned finishing : 1;  /* close once every queue is flushed (or at the deadline) */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -48,6 +49,15 @@ arm_timer(struct pt_relay *r)
         return;
     ev_timer_set(&r->timer, at > now ? at - now : 0.001, 0.);
     ev_timer_start(r->w->loop, &r->timer);
+}
+
+/* Bytes that came from side `from` moved (read from it, or written to the other side): the one
+ * activity clock goes on, whichever way they go, so a stream pushed by one side while the other
+ * stays silent is not idle. */
+static void
+activity(struct pt_relay *r, enum pt_relay_side from)
+{
+    r->last_active = ev_now(r->w->loop);
 }
 
 static void
@@ -124,7 +134,8 @@ side_eof(struct pt_relay *r, enum pt_relay_side s)
     e->eof = 1;
     update_reading(r, s);
     shut_side(r, pt_relay_other(s)); /* now, or when its queue is written */
-    set_deadline(r);
+    if (r->fin_timeout >= 0)
+        set_deadline(r);
     maybe_done(r);
 }
 
@@ -164,7 +175,8 @@ update_reading(struct pt_relay *r, enum pt_relay_side s)
     }
 }
 
-/* Hands chunk ch (bytes from side `from`) to the other side, through the owner's inspection. */
+/* Hands chunk ch (bytes from side `from`) to the other side's queue, through the owner's
+ * inspection. The caller writes that side afterwards (relay_flush), once for all it forwards. */
 static void
 forward(struct pt_relay *r, enum pt_relay_side from, struct pt_chunk *ch)
 {
@@ -188,42 +200,97 @@ forward(struct pt_relay *r, enum pt_relay_side from, struct pt_chunk *ch)
         r->end[from].stopped = 1;
         update_reading(r, from);
         r->ops->violation(r, from);
-        if (r->closing)
-            return;
     }
-    relay_flush(r, to);
 }
 
+/* One read from side s into up to k empty chunks: a readv over all of them on a cleartext
+ * socket, one SSL_read (one record) over TLS. Bytes read (filling the chunks in order), 0 at
+ * EOF, PT_AGAIN or PT_ERR. */
+static ssize_t
+read_chunks(struct pt_relay_end *e, struct pt_chunk **ch, unsigned k)
+{
+    struct iovec iov[PT_RELAY_READ_CHUNKS];
+    ssize_t n;
+
+    if (e->ssl != NULL || k == 1)
+        return pt_io_read(e->fd, e->ssl, ch[0]->data, PT_CHUNK_SIZE);
+    for (unsigned i = 0; i < k; i++)
+        iov[i] = (struct iovec){ch[i]->data, PT_CHUNK_SIZE};
+    n = readv(e->fd, iov, (int)k);
+    if (n >= 0)
+        return n;
+    return errno == EAGAIN || errno == EINTR ? PT_AGAIN : PT_ERR;
+}
+
+/* Reads what side s has, as long as the other side's queue has room (PT_RELAY_QUEUE_CAP, so
+ * at most that much per event), then writes the other side once: a bulk transfer costs one
+ * readv of up to PT_RELAY_READ_CHUNKS chunks, one writev and one wake-up per 64 KiB rather
+ * than per chunk. A short read means the socket is drained: no read is spent on EAGAIN. */
 static void
 on_read(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct pt_relay_end *e = pt_container_of(io, struct pt_relay_end, rio);
     struct pt_relay *r = e->r;
     enum pt_relay_side s = side_of(e);
-    struct pt_chunk *ch = pt_chunk_get(&r->w->chunks);
-    ssize_t n;
+    struct pt_relay_end *o = &r->end[pt_relay_other(s)];
+    size_t budget = PT_RELAY_QUEUE_CAP;
 
-    if (ch == NULL) {
-        pt_relay_close(r, "out of memory");
-        return;
+    while (e->reading && budget > 0) {
+        struct pt_chunk *ch[PT_RELAY_READ_CHUNKS];
+        size_t room = o->out.bytes < PT_RELAY_QUEUE_CAP ? PT_RELAY_QUEUE_CAP - o->out.bytes : 0;
+        unsigned k = (unsigned)PT_MIN(PT_MIN(room, budget) / PT_CHUNK_SIZE,
+                                      (size_t)PT_RELAY_READ_CHUNKS);
+        size_t left;
+        ssize_t n;
+
+        if (k == 0)
+            k = 1;
+        for (unsigned i = 0; i < k; i++) {
+            ch[i] = pt_chunk_get(&r->w->chunks);
+            if (ch[i] == NULL) {
+                while (i-- > 0)
+                    pt_chunk_put(&r->w->chunks, ch[i]);
+                pt_relay_close(r, "out of memory");
+                return;
+            }
+        }
+        n = read_chunks(e, ch, k);
+        if (n <= 0) {
+            for (unsigned i = 0; i < k; i++)
+                pt_chunk_put(&r->w->chunks, ch[i]);
+            if (n == PT_AGAIN)
+                break;
+            /* what this event read before the end goes out first (a WebSocket close frame
+             * just before the peer hangs up must reach the other side) */
+            relay_flush(r, pt_relay_other(s));
+            if (r->closing)
+                return;
+            if (n == 0)
+                side_eof(r, s);
+            else
+                pt_relay_close(r, s == PT_RELAY_A ? "client read error" : "server read error");
+            return;
+        }
+        e->bytes_in += (uint64_t)n;
+        activity(r, s);
+        left = (size_t)n;
+        for (unsigned i = 0; i < k; i++) {
+            ch[i]->wpos = (uint32_t)PT_MIN(left, (size_t)PT_CHUNK_SIZE);
+            left -= ch[i]->wpos;
+            /* after a violation (stopped) nothing more from s is even looked at */
+            if (ch[i]->wpos == 0 || r->closing || e->stopped)
+                pt_chunk_put(&r->w->chunks, ch[i]);
+            else
+                forward(r, s, ch[i]);
+        }
+        if (r->closing)
+            return;
+        update_reading(r, s);
+        budget -= PT_MIN(budget, (size_t)n);
+        if ((size_t)n < (size_t)k * PT_CHUNK_SIZE && e->ssl == NULL)
+            break; /* a short read: nothing more is waiting */
     }
-    n = pt_io_read(e->fd, e->ssl, ch->data, PT_CHUNK_SIZE);
-    if (n == PT_AGAIN) {
-        pt_chunk_put(&r->w->chunks, ch);
-        return;
-    }
-    if (n <= 0) {
-        pt_chunk_put(&r->w->chunks, ch);
-        if (n == 0)
-            side_eof(r, s);
-        else
-            pt_relay_close(r, s == PT_RELAY_A ? "client read error" : "server read error");
-        return;
-    }
-    ch->wpos = (uint32_t)n;
-    e->bytes_in += (uint64_t)n;
-    r->last_active = ev_now(loop);
-    forward(r, s, ch);
+    relay_flush(r, pt_relay_other(s));
     if (!r->closing) {
         update_reading(r, s);
         if (e->reading && e->ssl != NULL && SSL_pending(e->ssl) > 0)
@@ -268,7 +335,8 @@ relay_flush(struct pt_relay *r, enum pt_relay_side s)
             return;
         }
         pt_chain_consume(&r->w->chunks, &e->out, (size_t)w);
-        r->last_active = ev_now(r->w->loop);
+        e->bytes_out += (uint64_t)w;
+        activity(r, pt_relay_other(s));
         if (o->ops != NULL && o->ops->delivered != NULL)
             o->ops->delivered(o, (size_t)w);
     }
@@ -319,11 +387,12 @@ conn_reload(struct pt_conn *c, struct pt_conf *conf)
     pt_relay_reload(pt_container_of(c, struct pt_relay, conn), conf);
 }
 
-static const struct pt_conn_ops relay_conn_ops = {
-    .drain = conn_drain,
-    .close = conn_close,
-    .reload = conn_reload,
-    .kind = PT_RELAY_CONN_KIND,
+/* One set of ops per connection kind, so the worker counts a relay as its owner says. */
+#define RELAY_CONN_OPS(k)                                                                          \
+    {.drain = conn_drain, .close = conn_close, .reload = conn_reload, .kind = (k)}
+_Static_assert(PT_CONN_KINDS == 5, "one relay_conn_ops entry per connection kind");
+static const struct pt_conn_ops relay_conn_ops[PT_CONN_KINDS] = {
+    RELAY_CONN_OPS(0), RELAY_CONN_OPS(1), RELAY_CONN_OPS(2), RELAY_CONN_OPS(3), RELAY_CONN_OPS(4),
 };
 
 struct pt_relay *
@@ -380,8 +449,10 @@ pt_relay_input(struct pt_relay *r, enum pt_relay_side from, struct pt_chunk *ch)
         return;
     }
     r->end[from].bytes_in += ch->wpos - ch->rpos;
-    r->last_active = ev_now(r->w->loop);
+    activity(r, from);
     forward(r, from, ch);
+    if (!r->closing)
+        relay_flush(r, pt_relay_other(from));
 }
 
 void
@@ -398,7 +469,7 @@ pt_relay_written(struct pt_relay *r, enum pt_relay_side side, size_t n)
 
     if (r->closing)
         return;
-    r->last_active = ev_now(r->w->loop);
+    activity(r, pt_relay_other(side));
     /* the bytes came from the other side: its flow control may give them back */
     if (n > 0 && o->ops != NULL && o->ops->delivered != NULL) {
         o->ops->delivered(o, n);
@@ -422,9 +493,9 @@ pt_relay_reload(struct pt_relay *r, struct pt_conf *conf)
 }
 
 void
-pt_relay_replace(struct pt_relay *r, struct pt_conn *old)
+pt_relay_replace(struct pt_relay *r, struct pt_conn *old, unsigned kind)
 {
-    pt_worker_conn_replace(old, &r->conn, &relay_conn_ops);
+    pt_worker_conn_replace(old, &r->conn, &relay_conn_ops[kind < PT_CONN_KINDS ? kind : 0]);
     r->counted = 1;
 }
 
@@ -472,7 +543,11 @@ pt_relay_start(struct pt_relay *r, struct pt_chain *from_a, struct pt_chain *fro
     if (!r->closing)
         relay_flush(r, PT_RELAY_B);
     forward_chain(r, PT_RELAY_A, from_a);
+    if (!r->closing)
+        relay_flush(r, PT_RELAY_B);
     forward_chain(r, PT_RELAY_B, from_b);
+    if (!r->closing)
+        relay_flush(r, PT_RELAY_A);
     if (r->closing)
         return;
     update_reading(r, PT_RELAY_A);

@@ -27,8 +27,9 @@ void pt_relay_drain(struct pt_relay *r);
 /* A reload (conf: the new snapshot): the owner's reload(), if it has one. */
 void pt_relay_reload(struct pt_relay *r, struct pt_conf *conf);
 /* The relay takes the place of the client connection `old` in its worker's w->conns (the
- * count does not change: a takeover). */
-void pt_relay_replace(struct pt_relay *r, struct pt_conn *old);
+ * count does not change: a takeover), counted from now on as connection kind `kind`
+ * (< PT_CONN_KINDS; PT_RELAY_CONN_KIND for a WebSocket tunnel). */
+void pt_relay_replace(struct pt_relay *r, struct pt_conn *old, unsigned kind);
 /* Moves bytes to be written to `side` (e.g. the 101 head the client has not read yet) into
  * its queue, before pt_relay_start(). The chain is left empty. */
 void pt_relay_queue(struct pt_relay *r, enum pt_relay_side side, struct pt_chain *c);
@@ -36,7 +37,8 @@ void pt_relay_queue(struct pt_relay *r, enum pt_relay_side side, struct pt_chain
  * forwarded first; may be NULL. Their chunks are taken. */
 void pt_relay_start(struct pt_relay *r, struct pt_chain *from_a, struct pt_chain *from_b);
 /* Idle timeout (the activity clock, both directions; 0: none) and the time a side has to
- * finish after the other's FIN or a goodbye (0: none, the relay closes at once). */
+ * finish after the other's FIN or a goodbye (0: none, the relay closes at once; < 0: a FIN sets
+ * no deadline, the half-closed connection runs on under the idle timeout, as TCP allows). */
 void pt_relay_set_timeouts(struct pt_relay *r, pt_msec idle, pt_msec fin);
 /* Appends a copy of bytes the owner makes (a close frame) to side `to`'s queue and writes. */
 void pt_relay_send(struct pt_relay *r, enum pt_relay_side to, const void *p, size_t n);

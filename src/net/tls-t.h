@@ -61,6 +61,8 @@ struct pt_tls_conf {
     int session_tickets;
     int64_t session_cache; /* sessions in the server-side cache, 0 = off */
     pt_msec handshake_timeout;
+    unsigned no_alpn : 1; /* set by the owner of the block before pt_tls_server_ctx(): offer no
+                           * ALPN (a stream server relays bytes, it speaks no HTTP) */
     struct ssl_ctx_st *ctx;
 };
 

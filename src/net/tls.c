@@ -101,7 +101,7 @@ set_tls_generic(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf
     return real->set(cx, real, conf);
 }
 
-#define TCTX (PT_CTX_MAIN | PT_CTX_SERVER)
+#define TCTX (PT_CTX_MAIN | PT_CTX_SERVER | PT_CTX_STREAM | PT_CTX_STREAM_SERVER)
 
 /* tls_session_ticket_key files, at most this many (the first encrypts, all decrypt) */
 #define TICKET_FILES_MAX 16
@@ -665,7 +665,8 @@ pt_tls_server_ctx(struct pt_tls_conf *t, char *why, size_t wlen)
                            NULL);
     }
     SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
-    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    if (!t->no_alpn)
+        SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"portico", 7);
     if (t->session_cache > 0) {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
@@ -1068,7 +1069,7 @@ tls_conf_create(struct pt_conf_ctx *cx, unsigned level)
             pt_tls_conf_unset(&m->conf);
         return m != NULL ? &m->conf : NULL;
     }
-    if (level != PT_CTX_SERVER)
+    if (level != PT_CTX_SERVER && level != PT_CTX_STREAM && level != PT_CTX_STREAM_SERVER)
         return NULL;
     m = (struct tls_main *)cx->conf->mod[pt_module_tls._index];
     t = pt_arena_calloc(&cx->conf->arena, sizeof(*t));

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Active health checks. They run on the main thread's loop, off the workers: one prober per
  * server of every upstream with `health_check`, started at a random offset within the interval
- * so checks do not align. A check is a TCP connect, or an HTTP request (over TLS when the
- * upstream uses TLS) whose status must fall in the expected ranges and whose body may have to
- * contain a string. After `fall` failures in a row a server is DOWN, after `rise` successes UP;
- * while it is changing state it is checked every fast_interval. The state is published with one
- * relaxed atomic that every worker's pick() reads, and each transition is logged once with its
- * reason. */
+ * so checks do not align. A check is a TCP connect, optionally followed by a send= string and an
+ * expect= string the first bytes of the answer must contain (for servers of any protocol: a
+ * Redis PING, an SMTP banner), or an HTTP request whose status must fall in the expected ranges
+ * and whose body may have to contain a string; both over TLS when the upstream uses TLS (a bare
+ * TCP check only connects). After `fall` failures in a row a server is DOWN, after `rise`
+ * successes UP; while it is changing state it is checked every fast_interval. The state is
+ * published with one relaxed atomic that every worker's pick() reads, and each transition is
+ * logged once with its reason. */
 #include <errno.h>
 #include <stdbool.h>
 #include <ev.h>
@@ -27,6 +29,15 @@
 
 #define PROBE_BUF 8192
 
+/* Where a running check is. */
+enum probe_state {
+    P_IDLE = 0,
+    P_CONNECT, /* waiting for connect() to finish */
+    P_TLS,     /* TLS handshake */
+    P_SEND,    /* writing the request (http) or the send= string (tcp) */
+    P_READ,    /* reading the answer */
+};
+
 struct probe {
     struct ev_loop *loop;
     struct pt_server *srv;
@@ -36,9 +47,8 @@ struct probe {
     int fd;
     SSL *ssl;
     size_t tls_retry;
-    int running;
-    int handshaking;
-    int sent;
+    enum probe_state state;
+    size_t sent;      /* bytes of the request written so far */
     size_t len;
     struct pt_health_run run;
     char buf[PROBE_BUF];
@@ -69,7 +79,7 @@ probe_cleanup(struct probe *p)
         close(p->fd);
         p->fd = -1;
     }
-    p->running = 0;
+    p->state = P_IDLE;
 }
 
 int
@@ -120,6 +130,9 @@ pt_health_result_text(enum pt_hc_result r, int detail, char *buf, size_t len)
         return buf;
     case PT_HC_BODY:
         return "body does not contain the expected text";
+    case PT_HC_EXPECT:
+        return detail ? "the answer does not contain the expected text"
+                      : "closed without an answer";
     }
     return "unknown";
 }
@@ -211,68 +224,122 @@ judge_response(struct probe *p, int eof)
         probe_done(p, PT_HC_BODY, 0);
 }
 
+/* A tcp check's answer: passes once the bytes read contain expect= (they may hold NULs, so
+ * memmem, not strstr), fails at EOF or when the buffer is full without it. */
 static void
-send_request(struct probe *p)
+judge_expect(struct probe *p, int eof)
+{
+    const char *want = p->h->expect;
+
+    if (memmem(p->buf, p->len, want, strlen(want)) != NULL) {
+        probe_done(p, PT_HC_PASS, 0);
+        return;
+    }
+    if (eof || p->len >= PROBE_BUF - 1)
+        probe_done(p, PT_HC_EXPECT, p->len > 0);
+}
+
+/* Waits for `events` on the probe's socket. */
+static void
+watch(struct probe *p, int events)
+{
+    ev_io_stop(p->loop, &p->io);
+    ev_io_set(&p->io, p->fd, events);
+    ev_io_start(p->loop, &p->io);
+}
+
+/* The request of an http check, or the send= string of a tcp check, into buf; its length. */
+static size_t
+request(struct probe *p, char *buf, size_t cap)
 {
     const struct pt_health_conf *h = p->h;
-    char req[1024];
-    int n = snprintf(req, sizeof(req),
+    int n;
+
+    if (!h->http) {
+        n = snprintf(buf, cap, "%s", h->send);
+    } else {
+        n = snprintf(buf, cap,
                      "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: portico-health-check\r\n"
                      "Connection: close\r\n\r\n",
                      h->method, h->path,
                      h->host != NULL                        ? h->host
                      : p->srv->upstream->host_value != NULL ? p->srv->upstream->host_value
                                                             : p->srv->host);
-    struct iovec iov = {req, (size_t)n};
+    }
+    return n < 0 ? 0 : PT_MIN((size_t)n, cap - 1);
+}
+
+/* After the connection (and TLS) is up: send, read, or (a bare tcp check) pass. */
+static void
+connected(struct probe *p)
+{
+    if (p->h->http || p->h->send != NULL) {
+        p->state = P_SEND;
+        watch(p, EV_WRITE);
+    } else if (p->h->expect != NULL) {
+        p->state = P_READ; /* the server speaks first (a banner) */
+        watch(p, EV_READ);
+    } else {
+        probe_done(p, PT_HC_PASS, 0);
+    }
+}
+
+static void
+send_request(struct probe *p)
+{
+    char req[1024];
+    size_t n = request(p, req, sizeof(req));
+    struct iovec iov = {req + p->sent, n - p->sent};
     ssize_t w = pt_io_writev(p->fd, p->ssl, &iov, 1, &p->tls_retry);
 
     if (w == PT_AGAIN)
         return; /* writable again later */
-    if (w != n) {
-        probe_done(p, PT_HC_IO, w < 0 ? errno : 0);
+    if (w < 0) {
+        probe_done(p, PT_HC_IO, errno);
         return;
     }
-    p->sent = 1;
-    ev_io_stop(p->loop, &p->io);
-    ev_io_set(&p->io, p->fd, EV_READ);
-    ev_io_start(p->loop, &p->io);
+    p->sent += (size_t)w;
+    if (p->sent < n)
+        return;
+    if (!p->h->http && p->h->expect == NULL) {
+        probe_done(p, PT_HC_PASS, 0); /* send= alone: the server took the bytes */
+        return;
+    }
+    p->state = P_READ;
+    watch(p, EV_READ);
 }
 
 static void
 on_io(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct probe *p = pt_container_of(io, struct probe, io);
+    int err = 0;
+    socklen_t l = sizeof(err);
 
-    if (!p->sent && !p->handshaking && p->ssl == NULL && !p->len) {
-        /* connect finished? */
-        int err = 0;
-        socklen_t l = sizeof(err);
-
-        if ((revents & EV_WRITE) && p->h != NULL) {
-            if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &l) == -1)
-                err = errno;
-            if (err != 0) {
-                probe_done(p, PT_HC_CONNECT, err);
-                return;
-            }
-            if (!p->h->http) {
-                probe_done(p, PT_HC_PASS, 0);
-                return;
-            }
-            if (p->srv->upstream->tls) {
-                p->ssl = pt_upstream_tls(p->srv, p->fd, NULL);
-                if (p->ssl == NULL) {
-                    probe_done(p, PT_HC_TLS, 0);
-                    return;
-                }
-                p->handshaking = 1;
-            } else {
-                send_request(p);
-                return;
-            }
+    switch (p->state) {
+    case P_CONNECT:
+        if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &l) == -1)
+            err = errno;
+        if (err != 0) {
+            probe_done(p, PT_HC_CONNECT, err);
+            return;
         }
-    }
-    if (p->handshaking) {
+        /* TLS when the upstream has it, except for a bare connect check */
+        if (!p->srv->upstream->tls ||
+            (!p->h->http && p->h->send == NULL && p->h->expect == NULL)) {
+            connected(p);
+            return;
+        }
+        p->ssl = pt_upstream_tls(p->srv, p->fd, NULL);
+        if (p->ssl == NULL) {
+            probe_done(p, PT_HC_TLS, 0);
+            return;
+        }
+        if (!p->h->http) /* a tcp check speaks the server's own protocol: no HTTP ALPN */
+            SSL_set_alpn_protos(p->ssl, NULL, 0);
+        p->state = P_TLS;
+        /* fall through */
+    case P_TLS: {
         char who[160];
         bool want_write;
         int rc;
@@ -285,20 +352,18 @@ on_io(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         if (rc == PT_AGAIN) {
-            ev_io_stop(loop, &p->io);
-            ev_io_set(&p->io, p->fd, want_write ? EV_WRITE : EV_READ);
-            ev_io_start(loop, &p->io);
+            watch(p, want_write ? EV_WRITE : EV_READ);
             return;
         }
-        p->handshaking = 0;
-        ev_io_stop(loop, &p->io);
-        ev_io_set(&p->io, p->fd, EV_WRITE);
-        ev_io_start(loop, &p->io);
-        send_request(p);
+        connected(p);
         return;
     }
-    if (!p->sent) {
+    case P_SEND:
         send_request(p);
+        return;
+    case P_READ:
+        break;
+    case P_IDLE:
         return;
     }
     ssize_t n = pt_io_read(p->fd, p->ssl, p->buf + p->len, PROBE_BUF - 1 - p->len);
@@ -310,7 +375,10 @@ on_io(struct ev_loop *loop, ev_io *io, int revents)
         return;
     }
     p->len += (size_t)n;
-    judge_response(p, n == 0);
+    if (p->h->http)
+        judge_response(p, n == 0);
+    else
+        judge_expect(p, n == 0);
 }
 
 static void
@@ -319,15 +387,14 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     struct probe *p = pt_container_of(t, struct probe, timer);
     int one = 1;
 
-    if (p->running) {
+    if (p->state != P_IDLE) {
         probe_done(p, PT_HC_TIMEOUT, 0);
         return;
     }
     /* start a check */
-    p->running = 1;
+    p->state = P_CONNECT;
     p->sent = 0;
     p->len = 0;
-    p->handshaking = 0;
     p->tls_retry = 0;
     p->fd = socket(p->srv->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (p->fd == -1) {
@@ -363,7 +430,7 @@ on_force(struct ev_loop *loop, ev_async *a, int revents)
         struct probe *p = &probes[i];
 
         if (atomic_exchange_explicit(&p->srv->_hc_force, 0, memory_order_relaxed) &&
-            !p->running)
+            p->state == P_IDLE)
             probe_schedule(p, 0.);
     }
 }

@@ -3,13 +3,38 @@
 #ifndef PT_LB_T_H
 #define PT_LB_T_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct pt_wupstream;
 struct pt_server;
-struct pt_exchange;
 struct pt_conf_ctx;
 struct pt_upstream;
+
+/* Keys a request of some protocol may carry besides the client's address (for the hash
+ * policy). */
+enum pt_lb_key {
+    PT_LB_KEY_URI = 0, /* the request target (HTTP) */
+    PT_LB_KEY_HEADER,  /* a request header field, by name (HTTP) */
+    PT_LB_KEY_COOKIE,  /* a cookie, by name (HTTP) */
+};
+
+struct pt_lb_ctx;
+/* Finds key `kind` (name: the header or cookie name) of the request: *v and *vlen point into
+ * the request, valid during the pick. False when the request has none. */
+typedef bool pt_lb_key_cb(const struct pt_lb_ctx *c, enum pt_lb_key kind, const char *name,
+                          size_t nlen, const char **v, size_t *vlen);
+
+/* What a balancer may know of what it picks a server for, whatever the protocol: an HTTP
+ * request (src/http/proxy.c) or a TCP connection (src/stream/). Filled by the caller for one
+ * pick, usually on its stack; NULL stands for "nothing known" (unit tests). */
+struct pt_lb_ctx {
+    const char *client_ip; /* the client's address as text, without port; NULL: unknown */
+    unsigned tries;        /* attempts already made for this request (> 0: a retry) */
+    pt_lb_key_cb *key;     /* NULL: the request carries no other key (a TCP connection) */
+    const void *req;       /* the caller's request object, for key() */
+};
 
 /* Ops of a PT_MODULE_LB module. The group is one upstream in one worker, so no call needs a
  * lock. pick() does no I/O, so unit tests call it with fabricated servers. */
@@ -24,7 +49,7 @@ struct pt_lb_ops {
     /* Picks a server that is not down, not marked in tried (one byte per server index, may be
      * NULL) and not at max_conns; primaries first, backups only when no primary can be picked.
      * Returns NULL when none can. */
-    struct pt_server *(*pick)(struct pt_wupstream *g, const struct pt_exchange *x,
+    struct pt_server *(*pick)(struct pt_wupstream *g, const struct pt_lb_ctx *c,
                               const uint8_t *tried);
     /* A server went up/down or changed weight. May be NULL. */
     void (*on_server_state)(struct pt_wupstream *g, struct pt_server *s);

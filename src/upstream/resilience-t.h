@@ -32,6 +32,7 @@ enum pt_hc_result {
     PT_HC_INVALID,  /* not an HTTP/1.x response */
     PT_HC_STATUS,   /* detail: the status, outside the expected ranges */
     PT_HC_BODY,     /* the body does not contain the expected text */
+    PT_HC_EXPECT,   /* tcp check: the answer lacks expect=; detail: 0 closed without one */
 };
 
 /* The counting state of one server's active health checks. Owner: its prober (main thread). */
@@ -50,6 +51,8 @@ struct pt_health_conf {
     struct pt_status_range status[8];
     unsigned n_status;   /* default 200-399 */
     const char *body;    /* substring the body must contain, or NULL */
+    const char *send;    /* tcp: bytes to send once connected (send=), or NULL */
+    const char *expect;  /* tcp: what the first bytes read must contain (expect=), or NULL */
     pt_msec interval;
     pt_msec timeout;
     pt_msec fast_interval; /* while a server is changing state */

@@ -75,6 +75,14 @@ set_health_check(struct pt_conf_ctx *cx, const struct pt_directive *d, void *con
             h->host = v;
         } else if ((v = kv(a, "body")) != NULL) {
             h->body = v;
+        } else if ((v = kv(a, "send")) != NULL) {
+            if (v[0] == '\0' || strlen(v) > 1000)
+                return pt_conf_error(cx, i, "send= takes 1 to 1000 bytes");
+            h->send = v;
+        } else if ((v = kv(a, "expect")) != NULL) {
+            if (v[0] == '\0' || strlen(v) > 1000)
+                return pt_conf_error(cx, i, "expect= takes 1 to 1000 bytes");
+            h->expect = v;
         } else if ((v = kv(a, "status")) != NULL) {
             /* status=200-299,302 */
             char buf[128];
@@ -116,13 +124,16 @@ set_health_check(struct pt_conf_ctx *cx, const struct pt_directive *d, void *con
         } else {
             return pt_conf_error(cx, i,
                                  "invalid health_check parameter \"%s\" (path=, method=, host=, "
-                                 "status=, body=, interval=, timeout=, fast_interval=, rise=, "
-                                 "fall=)",
+                                 "status=, body=, send=, expect=, interval=, timeout=, "
+                                 "fast_interval=, rise=, fall=)",
                                  a);
         }
     }
     if (!h->http && (h->path || h->method || h->host || h->body || h->n_status))
         return pt_conf_error(cx, 1, "tcp health checks take no HTTP parameters");
+    if (h->http && (h->send || h->expect))
+        return pt_conf_error(cx, 1, "send= and expect= are for tcp health checks (http checks "
+                             "send a request and check status= and body=)");
     return PT_OK;
 }
 

@@ -421,13 +421,13 @@ pt_upstream_saturated(const struct pt_upstream *up)
 }
 
 struct pt_server *
-pt_upstream_pick(struct pt_wupstream *g, const struct pt_exchange *x, const uint8_t *tried)
+pt_upstream_pick(struct pt_wupstream *g, const struct pt_lb_ctx *c, const uint8_t *tried)
 {
     const struct pt_lb_ops *ops = g->up->lb->ops;
 
     if (g->up->n_servers == 0)
         return NULL;
-    return ops->pick(g, x, tried);
+    return ops->pick(g, c, tried);
 }
 
 void

@@ -15,8 +15,6 @@
 #include "upstream/upstream-t.h"
 #include "upstream/resilience.h"
 
-struct pt_exchange;
-
 /* The upstream subsystem: its per-worker state (w->mod[its index]: one struct pt_wupstream per
  * upstream of the snapshot) is built, drained and freed through the module hooks. */
 extern struct pt_module pt_module_upstream;
@@ -141,9 +139,9 @@ bool pt_upstream_server_drain(struct pt_server *s, bool on, const char *who);
 /* True when no server can take a request only because they are all at max_conns. */
 bool pt_upstream_saturated(const struct pt_upstream *up);
 
-/* Picks a server with the upstream's policy for request x (opaque here: the policy modules read
- * it), skipping those marked in tried; NULL when none is usable. */
-struct pt_server *pt_upstream_pick(struct pt_wupstream *g, const struct pt_exchange *x,
+/* Picks a server with the upstream's policy for what c describes (may be NULL), skipping those
+ * marked in tried; NULL when none is usable. */
+struct pt_server *pt_upstream_pick(struct pt_wupstream *g, const struct pt_lb_ctx *c,
                                    const uint8_t *tried);
 /* Counts an attempt on srv as in flight (max_conns, lb on_conn) from now. */
 void pt_upstream_acquire(struct pt_wupstream *g, struct pt_attempt *a, struct pt_server *srv,

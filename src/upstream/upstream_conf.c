@@ -606,7 +606,9 @@ pt_upstream_print(const struct pt_upstream *up, FILE *out, const char *indent)
                 pt_fmt_msec(r->health.interval, a, sizeof(a)),
                 pt_fmt_msec(r->health.timeout, b, sizeof(b)), r->health.fall, r->health.rise);
     else if (r->health.enabled)
-        fprintf(out, "%s  health_check tcp every %s (timeout %s, fall %u, rise %u)\n", indent,
+        fprintf(out, "%s  health_check tcp%s%s every %s (timeout %s, fall %u, rise %u)\n", indent,
+                r->health.send != NULL ? " send" : "",
+                r->health.expect != NULL ? " expect" : "",
                 pt_fmt_msec(r->health.interval, a, sizeof(a)),
                 pt_fmt_msec(r->health.timeout, b, sizeof(b)), r->health.fall, r->health.rise);
     else
@@ -787,7 +789,7 @@ pt__upstream_upgrade_load(struct pt_conf *c, const struct pt_handoff_rec *r)
         atomic_store(&s->_usable_since, v);
     if (pt_handoff_get_i64(r, 3, "admin_drain", &v) == PT_OK)
         atomic_store(&s->_admin_drain, v != 0);
-    if (pt_handoff_get_i64(r, 3, "hc_result", &v) == PT_OK && v >= PT_HC_NONE && v <= PT_HC_BODY)
+    if (pt_handoff_get_i64(r, 3, "hc_result", &v) == PT_OK && v >= PT_HC_NONE && v <= PT_HC_EXPECT)
         atomic_store(&s->_hc_result, (int)v);
     if (pt_handoff_get_i64(r, 3, "hc_detail", &v) == PT_OK && v >= INT32_MIN && v <= INT32_MAX)
         atomic_store(&s->_hc_detail, (int)v);

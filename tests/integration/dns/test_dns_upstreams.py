@@ -6,6 +6,8 @@ until it does; a name that stops resolving keeps its last addresses; SRV records
 ports and backups."""
 
 import concurrent.futures
+import os
+import socket
 import subprocess
 import signal
 import time
@@ -326,3 +328,44 @@ def test_dns_changes_under_load_no_failed_request(tmp_path, dns, backends_on_por
     bodies = [b for _, b in results]
     assert b"b1" in bodies and b"b2" in bodies
     assert all(b == b"b2" for b in bodies[-8:]), bodies[-8:]  # after the removal, b2 serves
+
+
+def test_dns_stream_server_follows_changes(tmp_path, dns, start_portico):
+    """A stream server's upstream from DNS: new connections go to the addresses of the latest
+    answer, without a reload; a connection relaying to an address that went away runs on."""
+    tool = os.path.join(lib.TOOLS, "tcp_backend.py")
+    port = lib.free_port()
+    procs = []
+    try:
+        for name, host in (("t1", "127.0.0.1"), ("t2", "127.0.0.2")):
+            p = subprocess.Popen([lib.PYTHON, tool, "--mode", "greet", "--name", name, "--host",
+                                  host, "--port", str(port)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            assert p.stdout.readline().startswith(b"READY")
+            procs.append(p)
+        dns.set_zone(a_zone("tcp.test", ["127.0.0.1"]))
+        sport = lib.free_port()
+        conf = lib.make_conf(tmp_path, """resolver %s ttl_max=1s;
+upstream tcp { server tcp.test:%d resolve; connect_timeout 1s; }
+stream { server { listen 127.0.0.1:%d; proxy_pass tcp; } }
+""" % (dns.addr, port, sport))
+        p = start_portico(conf, [sport])
+
+        def hello():
+            s = socket.create_connection(("127.0.0.1", sport), timeout=5)
+            return s, s.recv(100)
+        old, greeting = hello()
+        assert greeting == b"hello from t1\n"
+        dns.set_zone(a_zone("tcp.test", ["127.0.0.2"]))
+        wait_log(p, "tcp.test now resolves to 127.0.0.2:%d (was" % port)
+        for _ in range(3):
+            s, greeting = hello()
+            assert greeting == b"hello from t2\n"
+            s.close()
+        old.sendall(b"still here\n")
+        assert old.recv(100) == b"still here\n"
+        old.close()
+    finally:
+        for pr in procs:
+            pr.kill()
+            pr.wait()

@@ -183,13 +183,17 @@ def test_twenty_reloads_under_load_fail_nothing_and_keep_the_pool(tmp_path, star
             l2.wait(30)
     log = p.read(p.error_log)
     assert "reloaded: configuration generation 21" in log
-    for path in (out1, out2):
+    figures = []
+    for name, path in (("h1", out1), ("h2c", out2)):
         (total, done, ok, failed, errored, timeout), (c2, c3, c4, c5), text = h2load_result(path)
         assert done > 100, text
         assert (failed, errored, timeout) == (0, 0, 0), text
         assert (c3, c4, c5) == (0, 0, 0), text
+        figures.append("%s: %d requests, %d failed" % (name, done, failed + errored + timeout))
     # pooled connections carried over every reload: not one new connection to the backend
     st = b1.stats()
+    print("20 reloads under load: %s; backend connections %d before, %d after" % (
+        "; ".join(figures), before, st["connections"]))
     assert st["connections"] == before, st
     assert st["requests"] > 200, st
 

@@ -614,3 +614,37 @@ def test_no_descriptor_of_the_old_process_leaks_into_the_new_one(tmp_path, start
         inodes = {s[len("socket:["):-1] for s in sockets if s.startswith("socket:[")}
         # its sockets: the two listening ones and its end of the pair to the old process
         assert listen_inodes(port) <= inodes and len(inodes) == 3, (inodes, sockets)
+
+
+def test_stream_connection_on_old_process_runs_on(tmp_path, start_portico, upgrades):
+    """A stream server's connection stays with the old process and relays on (TCP cannot be told
+    to go elsewhere) until it ends; a new connection goes to the new process."""
+    tool = os.path.join(lib.TOOLS, "tcp_backend.py")
+    b = subprocess.Popen([lib.PYTHON, tool, "--mode", "greet", "--name", "e"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        bport = int(b.stdout.readline().split()[2])
+        port = lib.free_port()
+        conf = lib.make_conf(tmp_path, """upstream app { server 127.0.0.1:%d; }
+stream { server { listen 127.0.0.1:%d; proxy_pass app; } }
+""" % (bport, port), shutdown_timeout="10s")
+        p = start_portico(conf, [port], shutdown_timeout=10)
+        old = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert old.recv(100) == b"hello from e\n"
+        new_process = upgrades.upgrade(p, p.pid, shutdown_timeout=10)
+        for i in range(3):
+            old.sendall(b"still relayed %d\n" % i)
+            assert old.recv(100) == b"still relayed %d\n" % i
+            time.sleep(0.2)
+        new = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert new.recv(100) == b"hello from e\n"
+        new.sendall(b"new\n")
+        assert new.recv(100) == b"new\n"
+        new.close()
+        assert p.proc.poll() is None  # the old process waits for its connection
+        old.close()
+        assert p.wait_exit(8) == 0
+        assert new_process.pid != p.pid
+    finally:
+        b.kill()
+        b.wait()

@@ -23,6 +23,7 @@
 #include "upstream/upstream-t.h"
 #include "upstream/upstream.h"
 #include "http/exchange-t.h"
+#include "http/proxy.h"
 #include "upstream/lb-t.h"
 
 extern struct pt_module pt_module_lb_hash;
@@ -184,10 +185,24 @@ req_hdr(struct req *r, const char *name, const char *value)
     h->vlen = (uint32_t)strlen(value);
 }
 
+/* What the HTTP layer gives the balancer for request x (NULL: nothing), as the proxy does. */
+static const struct pt_lb_ctx *
+lbc(const struct pt_exchange *x)
+{
+    static struct pt_lb_ctx c[4];
+    static unsigned i;
+
+    if (x == NULL)
+        return NULL;
+    i = (i + 1) % 4;
+    pt_proxy_lb_ctx(x, &c[i]);
+    return &c[i];
+}
+
 static int
 pick_x(struct fixture *f, const struct pt_exchange *x, const uint8_t *tried)
 {
-    struct pt_server *s = hash_ops()->pick(&f->g, x, tried);
+    struct pt_server *s = hash_ops()->pick(&f->g, lbc(x), tried);
 
     if (s == NULL)
         return -1;
@@ -248,7 +263,8 @@ test_lb_hash_same_key_same_server(void **state)
             assert_true(a >= 0);
             used[a]++;
             assert_int_equal(pick_key(f, k, NULL), a);
-            assert_int_equal((int)hash_ops()->pick(&g2, req_uri(&r, "/k/%u", k), NULL)->index, a);
+            assert_int_equal(
+                (int)hash_ops()->pick(&g2, lbc(req_uri(&r, "/k/%u", k)), NULL)->index, a);
         }
         for (unsigned i = 0; i < 4; i++)
             assert_true(used[i] > 0);
@@ -682,8 +698,8 @@ test_lb_hash_from_config(void **state)
         snprintf(v, sizeof(v), "u%u", k);
         req_uri(&r, "/", 0);
         req_hdr(&r, "X-User", v);
-        a = hash_ops()->pick(&g1, &r.x, NULL);
-        b = hash_ops()->pick(&g2, &r.x, NULL);
+        a = hash_ops()->pick(&g1, lbc(&r.x), NULL);
+        b = hash_ops()->pick(&g2, lbc(&r.x), NULL);
         assert_ptr_equal(a, b);
         assert_false(a->backup);
     }
