@@ -590,3 +590,34 @@ def test_helper_starts_one_upgrade_at_a_time_and_it_drops_before_reading(tmp_pat
     log = wait_log(p, "privileged helper: refused to start a binary upgrade: the process of "
                       "the previous one still runs")
     assert lib.curl(p.url("/")).status == 200, log
+
+
+@pytest.mark.hard_timeout(60)
+def test_stream_server_under_user_reload_adds_a_low_port_with_a_root_only_key(tmp_path,
+                                                                            start_portico,
+                                                                            certs):
+    # layer 4 stream servers bind and read their keys like HTTP servers: a reload as nobody
+    # adds a TLS stream listener below 1024 whose key only root can read
+    port = lib.free_port()
+    cert = private_copy(tmp_path, certs.localhost, "stream.pem")
+    key = private_copy(tmp_path, certs.localhost_key, "stream.key")
+    up = "upstream web { server 127.0.0.1:%d; }\n" % port
+    p = start_portico(conf(tmp_path, up + plain_server(port, "via stream")), [port])
+    low = free_low_port()
+    p.write_conf(conf(tmp_path, up + plain_server(port, "via stream") + """stream {
+    server {
+        listen 127.0.0.1:%d tls;
+        tls_certificate %s;
+        tls_certificate_key %s;
+        proxy_pass web;
+    }
+}
+""" % (low, cert, key)))
+    p.signal(signal.SIGHUP)
+    log = reloaded(p, 1)
+    assert "listening on 127.0.0.1:%d" % low in log, log
+    assert served_cert_der(low) == file_cert_der(certs.localhost)
+    r = lib.curl("https://localhost:%d/" % low, "-k", "--resolve",
+                 "localhost:%d:127.0.0.1" % low)
+    assert (r.status, r.body) == (200, b"via stream\n")
+    assert ids(status(p.pid)["Uid"])[1] == NOBODY
