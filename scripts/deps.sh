@@ -11,6 +11,7 @@ if [ "${1:-}" = "--test" ]; then
            iproute2 python3-websockets node-ws nodejs groff-base man-db python3-brotli
            python3-zstandard redis-server redis-tools mosquitto mosquitto-clients
            prometheus chromium) # promtool checks /metrics; chromium loads /status
+    pkgs+=(haproxy) # the PROXY protocol tests put it in front of portico
 fi
 missing=()
 for p in "${pkgs[@]}"; do

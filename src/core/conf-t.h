@@ -66,6 +66,12 @@ struct pt_listen {
     unsigned index;
     struct pt_addr addr;
     unsigned tls : 1;                    /* `listen ... tls` */
+    unsigned proxy_protocol : 1;         /* `listen ... proxy_protocol`: a PROXY header first */
+    /* with proxy_protocol, filled in by the owning subsystem when it validates: the peers
+     * allowed to send one (trusted_proxies) and the time they have (proxy_protocol_timeout) */
+    const struct pt_cidr *pp_trusted;
+    int pp_n_trusted;
+    int64_t pp_timeout; /* ms; 0: none */
     const struct pt_listen_proto *proto; /* set by the subsystem that owns the address */
     void *owner;                         /* that subsystem's data (HTTP: its server blocks) */
     int line, col;                       /* where it was first listened on */
@@ -96,6 +102,8 @@ struct pt_conf {
     pt_msec upgrade_timeout; /* binary upgrade: how long the new process has to be ready */
     int64_t max_connections; /* client connections per worker (h1 + h2); then accepts pause */
     unsigned max_connections_auto : 1; /* not set: main lowers it to fit the fd limit */
+    unsigned pp_send : 1; /* an upstream sends PROXY headers: client connections keep the
+                           * address they reached (getsockname at accept) */
     struct pt_listen **listens;
     unsigned n_listens;
     struct pt_regex **regexes; /* every pattern compiled for this snapshot (pt_conf_regex) */

@@ -109,8 +109,12 @@ struct pt_exchange {
     void *be_ctx;
 
     /* where the request came from */
-    const struct sockaddr *peer;
-    const char *peer_ip;
+    const struct sockaddr *peer; /* the client: the TCP peer, or what its PROXY header says;
+                                  * the one client address every use reads (logs,
+                                  * X-Forwarded-For, Forwarded, hashing, allow/deny) */
+    const char *peer_ip;         /* the same as text */
+    const struct sockaddr *local; /* the address the client reached (for PROXY headers to
+                                   * servers); NULL: not known */
     unsigned tls : 1;
     const char *tls_client_subject; /* verified client certificate subject (RFC 2253) */
     struct ssl_st *ssl;             /* the client's TLS connection ($ssl_* variables); NULL in

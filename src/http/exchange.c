@@ -131,6 +131,7 @@ pt_exchange_compact(struct pt_exchange *x)
     x->perr_details = keep_str(&a, x->perr_details,
                                x->perr_details != NULL ? strlen(x->perr_details) : 0);
     x->peer = peer;
+    x->local = NULL; /* no more PROXY headers to write */
     x->req = (struct pt_hdrs){req, nreq, nreq};
     x->req_trailers = x->fwd = x->resp = x->resp_trailers = (struct pt_hdrs){0};
     x->attempts = att;

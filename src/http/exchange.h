@@ -64,4 +64,13 @@ int pt_exchange_idempotent(const struct pt_exchange *x);
  * codecs have let go of the exchange. PT_ERR (out of memory): nothing changed. */
 int pt_exchange_compact(struct pt_exchange *x);
 
+/* The client's address: the TCP peer, or the one its PROXY header carried. Every rule about
+ * the client (allow/deny, status and metrics allow lists, hashing, forwarding headers, logs)
+ * reads it here or from x->peer_ip, its text. */
+static inline const struct sockaddr *
+pt_exchange_client(const struct pt_exchange *x)
+{
+    return x->peer;
+}
+
 #endif

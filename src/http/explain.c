@@ -160,8 +160,12 @@ pt_http_routes_print(const struct pt_conf *c, FILE *out)
 
         if (l->proto != &pt_http_listen_proto || hl == NULL)
             continue;
-        fprintf(out, "\nlisten %s%s (%s:%d)\n", l->addr.name, l->tls ? " tls" : "", c->path,
-                l->line);
+        fprintf(out, "\nlisten %s%s%s (%s:%d)\n", l->addr.name, l->tls ? " tls" : "",
+                l->proxy_protocol ? " proxy_protocol" : "", c->path, l->line);
+        if (l->proxy_protocol)
+            fprintf(out, "  PROXY header (v1 or v2) first, from %d trusted_proxies block(s), "
+                         "within %lld ms; its address is the client's\n",
+                    l->pp_n_trusted, (long long)l->pp_timeout);
         for (unsigned j = 0; j < hl->n_vhosts; j++) {
             const struct pt_vhost *vh = hl->vhosts[j];
 
@@ -471,7 +475,7 @@ print_backend_request(FILE *out, struct pt_exchange *x)
 static void
 print_changes(FILE *out, struct pt_exchange *x)
 {
-    bool trusted = pt_cidr_match(x->http->trusted, x->http->n_trusted, x->peer);
+    bool trusted = pt_cidr_match(x->http->trusted, x->http->n_trusted, pt_exchange_client(x));
     unsigned n = 0;
 
     fprintf(out, "changes portico makes\n");
@@ -746,7 +750,8 @@ explain(struct pt_conf *c, struct explain_req *r, FILE *out)
                  "and after failed attempts\n",
             x->http->server_timing ? ", Server-Timing" : "",
             x->http->debug_header &&
-                    pt_cidr_match(x->http->debug_from, x->http->n_debug_from, x->peer)
+                    pt_cidr_match(x->http->debug_from, x->http->n_debug_from,
+                                  pt_exchange_client(x))
                 ? ", Portico-Debug"
                 : "",
             pt_exchange_is_grpc(x) ? "; errors as gRPC status (HTTP 200, grpc-status, "

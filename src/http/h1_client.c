@@ -26,6 +26,7 @@
 #include "http/proxy.h"
 #include "http/trace.h"
 #include "http/websocket.h"
+#include "net/proxy_proto.h"
 #include "net/tls.h"
 #include "upstream/upstream.h"
 
@@ -73,6 +74,11 @@ struct pt_bconn {
     char *hname, *hval;
     size_t hname_len, hval_len;
     size_t head_bytes; /* of the response head being parsed, for max_response_header_size */
+    /* the PROXY header sent first (upstream proxy_protocol), pp_len 0: none. The connection
+     * is reused only for a request whose header would be the same: the same client
+     * connection (address and port) to the same address */
+    uint8_t pp_len;
+    uint8_t pp[PT_PP_OUT_MAX];
 };
 
 static llhttp_settings_t settings;
@@ -346,6 +352,18 @@ on_writable(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         ev_io_stop(loop, &b->wio);
+        if (b->pp_len > 0) {
+            ssize_t w;
+
+            do
+                w = send(b->fd, b->pp, b->pp_len, MSG_NOSIGNAL);
+            while (w == -1 && errno == EINTR);
+            if (w != b->pp_len) {
+                bconn_fail(b, PT_BF_CONNECT, "cannot send the PROXY header",
+                           w < 0 ? errno : EAGAIN);
+                return;
+            }
+        }
         pt_proxy_connected(b->x);
         if (b->srv->upstream->tls) {
             b->ssl = pt_upstream_tls(b->srv, b->fd, b->ws->tls_session);
@@ -904,12 +922,29 @@ attach(struct pt_bconn *b, struct pt_exchange *x)
     b->parser.data = b;
 }
 
+/* An idle connection that sent the same PROXY header as the request would. */
+static bool
+same_pp(const struct pt_pooled *p, const void *arg)
+{
+    const struct pt_bconn *b = pt_container_of(p, struct pt_bconn, pool);
+    const uint8_t *h = arg;
+
+    return b->pp_len == h[0] && memcmp(b->pp, h + 1, b->pp_len) == 0;
+}
+
 void
 pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
 {
     struct pt_wserver *ws = pt_upstream_wserver(pt_upstream_group(x->w, x->up), x->att.srv);
-    struct pt_pooled *idle = allow_reuse ? pt_pool_get(ws) : NULL;
+    uint8_t pp[1 + PT_PP_OUT_MAX]; /* length, then the header */
+    struct pt_pooled *idle = NULL;
     struct pt_bconn *b;
+
+    pp[0] = 0;
+    if (x->up->proxy_protocol)
+        pp[0] = (uint8_t)pt_pp_write(x->up->proxy_protocol, x->peer, x->local, pp + 1);
+    if (allow_reuse)
+        idle = pp[0] > 0 ? pt_pool_get_match(ws, same_pp, pp) : pt_pool_get(ws);
 
     init_settings();
     if (idle != NULL) {
@@ -933,6 +968,8 @@ pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
     b->w = x->w;
     b->ws = ws;
     b->srv = x->att.srv;
+    b->pp_len = pp[0];
+    memcpy(b->pp, pp + 1, pp[0]);
     pt_list_init(&b->pool.link);
     b->pool.ops = &h1_pool_ops;
     pt_chain_init(&b->out);

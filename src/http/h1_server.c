@@ -34,6 +34,7 @@
 #include "http/http.h"
 #include "http/proxy.h"
 #include "http/websocket.h"
+#include "net/proxy_proto.h"
 #include "net/relay.h"
 #include "http/router.h"
 #include "http/rules.h"
@@ -77,7 +78,9 @@ struct pt_h1_conn {
     struct pt_rate_meter rq;  /* the request head, then its body, against their minimum rates */
     struct pt_rate_meter snd; /* response bytes against send_min_rate, for the connection */
     uint64_t id;
-    union pt_sockaddr peer;
+    union pt_sockaddr peer;  /* the client: the TCP peer, or what its PROXY header says */
+    union pt_sockaddr local; /* the address it reached, when local_known (PROXY to servers) */
+    unsigned local_known : 1;
     unsigned pause;
     unsigned closing : 1;     /* closed; waiting for the reaper */
     unsigned close_after : 1; /* close once the current response is written */
@@ -817,6 +820,7 @@ on_message_begin(llhttp_t *p)
     x->fe_ctx = c;
     x->peer = &c->peer.sa;
     x->peer_ip = pt_arena_strdup(&x->arena, peer_ip(c));
+    x->local = c->local_known ? &c->local.sa : NULL;
     x->listen = c->listen;
     if (c->ssl != NULL) {
         x->tls = 1;
@@ -1568,10 +1572,12 @@ conn_close(struct pt_h1_conn *c)
     pt_worker_reap(w, &c->reap);
 }
 
-/* Every accepted connection starts as HTTP/1.1; it may become HTTP/2 (switch_to_h2). */
+/* Every accepted connection starts as HTTP/1.1; it may become HTTP/2 (switch_to_h2). peer: the
+ * client (its PROXY header's address on a proxy_protocol listen); local: the address it
+ * reached, NULL when not known. */
 static int
-h1_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
-          struct pt_listen *l)
+h1_start(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
+         const struct sockaddr *local, struct pt_listen *l)
 {
     struct pt_h1_conn *c;
     static int settings_ready;
@@ -1602,6 +1608,15 @@ h1_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t le
     c->fd = fd;
     c->id = ++w->next_id;
     memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
+    if (local != NULL) {
+        memcpy(&c->local, local, local->sa_family == AF_INET6 ? sizeof(c->local.in6)
+                                                              : sizeof(c->local.in));
+        c->local_known = 1;
+    } else if (w->conf->pp_send) {
+        socklen_t ll = sizeof(c->local);
+
+        c->local_known = getsockname(fd, &c->local.sa, &ll) == 0;
+    }
     pt_chain_init(&c->out);
     ev_io_init(&c->rio, on_read, fd, EV_READ);
     ev_io_init(&c->wio, on_write, fd, EV_WRITE);
@@ -1661,6 +1676,16 @@ conn_reload(struct pt_conn *cn, struct pt_conf *conf)
     conn_drain(cn);
 }
 
+/* A connection of a proxy_protocol listen starts once its header is read. */
+static int
+h1_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
+          struct pt_listen *l)
+{
+    if (l->proxy_protocol)
+        return pt_pp_accept(w, fd, peer, len, l, h1_start);
+    return h1_start(w, fd, peer, len, NULL, l);
+}
+
 static const struct pt_conn_ops h1_conn_ops = {
     .drain = conn_drain,
     .close = conn_close_now,
@@ -1686,6 +1711,7 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
         .ssl = c->ssl,
         .peer = &c->peer.sa,
         .peer_len = sizeof(c->peer),
+        .local = c->local_known ? &c->local.sa : NULL,
         .listen = c->listen,
         .conf = c->conf,
         .initial = c->in != NULL ? c->in->data + c->in->rpos : NULL,

@@ -64,6 +64,8 @@ struct pt_h2_conn {
     struct pt_rate_meter snd; /* bytes written while the client holds the output up */
     uint64_t id;
     struct sockaddr_storage peer;
+    struct sockaddr_storage local; /* when local_known: the address the client reached */
+    unsigned local_known : 1;
     char peer_ip[48];
     nghttp2_session *session;
     struct pt_chain out;
@@ -633,6 +635,7 @@ on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     x->fe_ctx = st;
     x->peer = (struct sockaddr *)&c->peer;
     x->peer_ip = c->peer_ip;
+    x->local = c->local_known ? (struct sockaddr *)&c->local : NULL;
     x->listen = c->listen;
     x->state = PT_X_HEAD;
     if (c->ssl != NULL) {
@@ -1579,6 +1582,12 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     c->fd = t->fd;
     c->id = ++w->next_id;
     memcpy(&c->peer, t->peer, PT_MIN((size_t)t->peer_len, sizeof(c->peer)));
+    if (t->local != NULL) {
+        memcpy(&c->local, t->local, t->local->sa_family == AF_INET6
+                                        ? sizeof(struct sockaddr_in6)
+                                        : sizeof(struct sockaddr_in));
+        c->local_known = 1;
+    }
     pt_chain_init(&c->out);
     pt_list_init(&c->streams);
     pt_list_init(&c->heads);
@@ -1657,6 +1666,7 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
         st->x->fe_ctx = st;
         st->x->peer = (struct sockaddr *)&c->peer; /* the h1 connection's copies go away */
         st->x->peer_ip = c->peer_ip;
+        st->x->local = c->local_known ? (struct sockaddr *)&c->local : NULL;
         pt_list_insert_tail(&c->streams, &st->link);
         c->n_streams++;
     }

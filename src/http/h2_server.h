@@ -18,6 +18,7 @@ struct pt_h2_takeover {
     SSL *ssl; /* NULL for h2c */
     const struct sockaddr *peer;
     socklen_t peer_len;
+    const struct sockaddr *local; /* the address the client reached; NULL: not known */
     struct pt_listen *listen;
     struct pt_conf *conf; /* the snapshot of listen (the new connection takes its own ref) */
     const char *initial; /* bytes already read (the preface, for prior knowledge) */

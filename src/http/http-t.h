@@ -36,6 +36,7 @@ struct pt_http_conf {
     int via;
     struct pt_cidr *trusted; /* NULL and n_trusted == PT_UNSET when not set */
     int n_trusted;
+    pt_msec proxy_protocol_timeout; /* a proxy_protocol listen's header within this */
     int tracing;             /* traceparent generated when absent or invalid */
     int server_timing;       /* Server-Timing on responses */
     int debug_header;        /* Portico-Debug on responses to debug_header_from clients */

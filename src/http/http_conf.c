@@ -17,6 +17,7 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "core/regex-t.h"
+#include "http/exchange.h"
 #include "http/h1_server.h"
 #include "http/headers.h"
 #include "http/http.h"
@@ -40,6 +41,7 @@ http_conf_unset(struct pt_http_conf *h)
     h->http2_max_concurrent_streams = h->http2_initial_window_size = PT_UNSET;
     h->trusted = NULL;
     h->n_trusted = PT_UNSET;
+    h->proxy_protocol_timeout = PT_UNSET;
     h->tracing = h->server_timing = h->debug_header = PT_UNSET;
     h->debug_from = NULL;
     h->n_debug_from = PT_UNSET;
@@ -167,7 +169,7 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     struct pt_err err;
     struct pt_listen *l;
     struct pt_http_listen *hl;
-    int dflt = 0;
+    int dflt = 0, pp = 0;
 
     vh->n_listen_written++;
     if (pt_addr_parse(cx->args[1], 1, &addr, &err) != PT_OK)
@@ -179,14 +181,21 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
             dflt = 1;
         else if (strcmp(cx->args[i], "tls") == 0)
             tls = 1;
+        else if (strcmp(cx->args[i], "proxy_protocol") == 0)
+            pp = 1;
         else
             return pt_conf_error(cx, i,
-                                 "invalid listen parameter \"%s\" (default_server, tls)",
+                                 "invalid listen parameter \"%s\" (default_server, tls, "
+                                 "proxy_protocol)",
                                  cx->args[i]);
     }
     l = pt_conf_listen(cx, 1, &addr, tls, &pt_http_listen_proto);
     if (l == NULL)
         return PT_ERR;
+    if (l->owner != NULL && l->proxy_protocol != (unsigned)pp)
+        return pt_conf_error(cx, 1, "listen %s is used both with and without proxy_protocol",
+                             addr.name);
+    l->proxy_protocol = pp ? 1 : 0;
     if (l->owner == NULL) {
         l->owner = pt_arena_calloc(&c->arena, sizeof(struct pt_http_listen));
         if (l->owner == NULL)
@@ -341,7 +350,7 @@ pt_http_access(const struct pt_exchange *x)
     for (unsigned i = 0; loc != NULL && i < loc->n_access; i++) {
         const struct pt_access_rule *r = &loc->access[i];
 
-        if (r->cidr.family == 0 || pt_cidr_match(&r->cidr, 1, x->peer))
+        if (r->cidr.family == 0 || pt_cidr_match(&r->cidr, 1, pt_exchange_client(x)))
             return r->allow ? PT_ACCESS_ALLOWED : PT_ACCESS_DENIED;
     }
     return PT_ACCESS_DEFAULT;
@@ -356,7 +365,7 @@ static const int64_t max_streams = 100000;
 
 static const struct pt_directive http_directives[] = {
     {"server", PT_CTX_MAIN, 0, 0, 1, PT_BASE_NONE, set_server_block, 0, NULL},
-    {"listen", PT_CTX_SERVER, 1, 3, 0, PT_BASE_NONE, set_listen, 0, NULL},
+    {"listen", PT_CTX_SERVER, 1, 4, 0, PT_BASE_NONE, set_listen, 0, NULL},
     {"server_name", PT_CTX_SERVER, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_server_name, 0, NULL},
     {"location", PT_CTX_SERVER, 1, 2, 1, PT_BASE_NONE, set_location_block, 0, NULL},
     {"proxy_pass", PT_CTX_LOCATION, 1, 1, 0, PT_BASE_NONE, set_proxy_pass, 0, NULL},
@@ -393,6 +402,8 @@ static const struct pt_directive http_directives[] = {
     {"forwarded", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_flag, HOFF(forwarded), NULL},
     {"via", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_flag, HOFF(via), NULL},
     {"trusted_proxies", HTTP_CTX, 1, PT_ARGS_MANY, 0, PT_BASE_MODULE, set_trusted, 0, NULL},
+    {"proxy_protocol_timeout", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
+     HOFF(proxy_protocol_timeout), NULL},
     {"proxy_name", PT_CTX_MAIN, 1, 1, 0, PT_BASE_NONE, set_proxy_name, 0, NULL},
     {"tracing", HTTP_CTX | PT_CTX_LOCATION, 1, 1, 0, PT_BASE_MODULE, pt_set_flag, HOFF(tracing),
      NULL},
@@ -474,6 +485,7 @@ http_conf_merge(const struct pt_http_conf *parent, struct pt_http_conf *child)
     MERGE(websocket_fin_timeout, 10 * 1000);
     MERGE(websocket_ping_interval, 0);
     MERGE(websocket_close_on_down, 0);
+    MERGE(proxy_protocol_timeout, 5000);
     if (child->n_trusted == PT_UNSET) {
         child->trusted = parent != NULL ? parent->trusted : NULL;
         child->n_trusted = parent != NULL ? parent->n_trusted : 0;
@@ -658,6 +670,53 @@ name_checks(struct pt_conf_ctx *cx)
     }
 }
 
+static bool
+same_cidrs(const struct pt_http_conf *a, const struct pt_http_conf *b)
+{
+    return a->n_trusted == b->n_trusted &&
+           (a->n_trusted == 0 ||
+            memcmp(a->trusted, b->trusted, (size_t)a->n_trusted * sizeof(*a->trusted)) == 0);
+}
+
+/* A proxy_protocol listen reads its header before any server block is chosen, so it takes
+ * trusted_proxies and proxy_protocol_timeout of its default server, and every server block on
+ * it must trust the same proxies (else which one applies would depend on a Host header not yet
+ * read). Without trusted_proxies no header is believed: the configuration is refused rather
+ * than every connection closed, or every sender believed. */
+static void
+pp_listeners(struct pt_conf_ctx *cx)
+{
+    struct pt_conf *c = cx->conf;
+
+    for (unsigned i = 0; i < c->n_listens; i++) {
+        struct pt_listen *l = c->listens[i];
+        const struct pt_http_listen *hl = l->owner;
+        const struct pt_vhost *d;
+
+        if (l->proto != &pt_http_listen_proto || hl == NULL || !l->proxy_protocol)
+            continue;
+        d = hl->default_vhost;
+        if (d->http.n_trusted <= 0) {
+            pt_conf_error_at(cx, l->line, l->col,
+                             "listen %s proxy_protocol: no trusted_proxies for its server "
+                             "block (line %d); list the load balancers allowed to send PROXY "
+                             "headers (\"trusted_proxies 0.0.0.0/0 ::/0\" believes anyone)",
+                             l->addr.name, d->line);
+            continue;
+        }
+        for (unsigned j = 0; j < hl->n_vhosts; j++)
+            if (!same_cidrs(&hl->vhosts[j]->http, &d->http))
+                pt_conf_error_at(cx, hl->vhosts[j]->line, hl->vhosts[j]->col,
+                                 "server blocks on listen %s proxy_protocol must have the same "
+                                 "trusted_proxies (this one differs from the default server's, "
+                                 "line %d): the header is read before the Host is",
+                                 l->addr.name, d->line);
+        l->pp_trusted = d->http.trusted;
+        l->pp_n_trusted = d->http.n_trusted;
+        l->pp_timeout = d->http.proxy_protocol_timeout;
+    }
+}
+
 static int
 http_conf_validate(struct pt_conf_ctx *cx)
 {
@@ -714,6 +773,7 @@ http_conf_validate(struct pt_conf_ctx *cx)
         }
     }
     name_checks(cx);
+    pp_listeners(cx);
     if (pt_conf_nerrors(cx) == 0)
         tls_listeners(cx);
     return pt_conf_nerrors(cx) > 0 ? PT_ERR : PT_OK;

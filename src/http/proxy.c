@@ -53,7 +53,7 @@ void
 pt_proxy_forward_headers(struct pt_exchange *x)
 {
     const struct pt_http_conf *h = x->http;
-    int trusted = pt_cidr_match(h->trusted, h->n_trusted, x->peer);
+    int trusted = pt_cidr_match(h->trusted, h->n_trusted, pt_exchange_client(x));
     const char *proto = x->tls ? "https" : "http";
     int hi = pt_hdrs_find_live(&x->req, PT_H_HOST);
     const char *host = hi >= 0 ? pt_arena_strndup(&x->arena, x->req.v[hi].value,

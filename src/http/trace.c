@@ -97,7 +97,7 @@ pt_request_id(struct pt_exchange *x)
     /* a client's ID is believed only from a proxy we trust: from anyone else it could be
      * chosen to collide with another request's, or to inject text into logs */
     if (i >= 0 && h != NULL && x->peer != NULL &&
-        pt_cidr_match(h->trusted, h->n_trusted, x->peer) &&
+        pt_cidr_match(h->trusted, h->n_trusted, pt_exchange_client(x)) &&
         pt_request_id_valid(x->req.v[i].value, x->req.v[i].vlen)) {
         x->request_id = pt_arena_strndup(&x->arena, x->req.v[i].value, x->req.v[i].vlen);
         x->request_id_len = x->req.v[i].vlen;
@@ -308,6 +308,6 @@ pt_trace_response(struct pt_exchange *x, bool local)
     if (h->server_timing)
         server_timing(x, local);
     if (h->debug_header && x->peer != NULL &&
-        pt_cidr_match(h->debug_from, h->n_debug_from, x->peer))
+        pt_cidr_match(h->debug_from, h->n_debug_from, pt_exchange_client(x)))
         debug_header(x, local);
 }

@@ -470,7 +470,8 @@ binary_addr(const struct sockaddr *sa, const char **v, size_t *len)
 static bool
 add_xff(struct pt_exchange *x, const char **v, size_t *len)
 {
-    int i = x->http != NULL && pt_cidr_match(x->http->trusted, x->http->n_trusted, x->peer)
+    int i = x->http != NULL &&
+                    pt_cidr_match(x->http->trusted, x->http->n_trusted, pt_exchange_client(x))
                 ? pt_hdrs_find(&x->req, PT_H_X_FORWARDED_FOR)
                 : -1;
     const char *ip = x->peer_ip != NULL ? x->peer_ip : "";
@@ -553,10 +554,10 @@ pt_var_get(struct pt_exchange *x, const struct pt_tpl_part *p, const char **v, s
         str(x->peer_ip, v, len);
         return true;
     case PT_VAR_BINARY_REMOTE_ADDR:
-        binary_addr(x->peer, v, len);
+        binary_addr(pt_exchange_client(x), v, len);
         return true;
     case PT_VAR_REMOTE_PORT:
-        n = snprintf(scratch, PT_VAR_SCRATCH, "%u", port_of(x->peer));
+        n = snprintf(scratch, PT_VAR_SCRATCH, "%u", port_of(pt_exchange_client(x)));
         *v = scratch;
         *len = (size_t)n;
         return true;

@@ -33,6 +33,7 @@
 #include "core/module.h"
 #include "core/stats.h"
 #include "core/worker.h"
+#include "net/proxy_proto.h"
 #include "net/relay.h"
 #include "net/tls.h"
 #include "stream/sni.h"
@@ -294,6 +295,13 @@ backend_io(struct pt_stream_session *s)
         ws->stats->conns_opened++;
         if (current(s) != NULL)
             current(s)->t_connected = ev_now(s->w->loop);
+        /* the client's address first, before any byte of its own or a TLS handshake */
+        if (s->up->proxy_protocol &&
+            pt_pp_send(s->bfd, s->up->proxy_protocol, (struct sockaddr *)&s->peer,
+                       s->local_known ? (struct sockaddr *)&s->local : NULL) != PT_OK) {
+            attempt_failed(s, "cannot send the PROXY header", errno);
+            return;
+        }
         if (!s->up->tls) {
             start_relay(s);
             return;
@@ -886,9 +894,11 @@ arm(struct pt_stream_session *s, pt_msec ms)
     ev_timer_start(s->w->loop, &s->su->timer);
 }
 
-int
-pt__stream_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
-                  struct pt_listen *l)
+/* A connection of a stream server; peer: the client (its PROXY header's address on a
+ * proxy_protocol listen), local: the address it reached when known. */
+static int
+stream_start(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
+             const struct sockaddr *local, struct pt_listen *l)
 {
     const struct pt_stream_server *ss = l->owner;
     struct pt_stream_session *s;
@@ -916,6 +926,16 @@ pt__stream_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, sock
     s->t_start = ev_now(w->loop);
     pt_addr_ip(peer, s->peer_ip, sizeof(s->peer_ip));
     pt_addr_format(peer, s->peer_name, sizeof(s->peer_name));
+    memcpy(&s->peer, peer, PT_MIN((size_t)len, sizeof(s->peer)));
+    if (local != NULL) {
+        memcpy(&s->local, local, local->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                              : sizeof(struct sockaddr_in));
+        s->local_known = 1;
+    } else if (w->conf->pp_send) {
+        socklen_t ll = sizeof(s->local);
+
+        s->local_known = getsockname(fd, (struct sockaddr *)&s->local, &ll) == 0;
+    }
     ev_io_init(&s->su->rio, on_client_read, fd, EV_READ);
     ev_io_init(&s->su->wio, on_client_write, fd, EV_WRITE);
     ev_io_init(&s->su->brio, on_backend_read, -1, EV_READ);
@@ -942,4 +962,13 @@ pt__stream_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, sock
     }
     route(s);
     return PT_OK;
+}
+
+int
+pt__stream_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
+                  struct pt_listen *l)
+{
+    if (l->proxy_protocol)
+        return pt_pp_accept(w, fd, peer, len, l, stream_start);
+    return stream_start(w, fd, peer, len, NULL, l);
 }

@@ -42,6 +42,9 @@ struct pt_stream_conf {
     pt_msec preread_timeout;       /* the whole ClientHello within this (ssl_preread) */
     int64_t preread_buffer_size;   /* the ClientHello fits in this much (at most one chunk) */
     int ssl_preread;               /* read the ClientHello's server_name before connecting */
+    const struct pt_cidr *trusted; /* trusted_proxies: who may send a PROXY header */
+    int n_trusted;                 /* PT_UNSET until merged */
+    pt_msec proxy_protocol_timeout; /* a proxy_protocol listen's header within this */
 };
 
 /* `proxy_pass_sni NAME... UPSTREAM;`: one name of it. */
@@ -148,6 +151,9 @@ struct pt_stream_session {
     const char *outcome;          /* how it ended, a word (docs/l4.md) */
     char peer_ip[46];
     char peer_name[64];           /* "ip:port" */
+    struct sockaddr_storage peer;  /* the client: the TCP peer, or what its PROXY header says */
+    struct sockaddr_storage local; /* the address it reached, when local_known */
+    unsigned local_known : 1;
     const char *sni;              /* the server name (ClientHello or handshake), lower case; ""
                                    * when none (allocated only when there is one) */
     struct pt_stream_attempt *attempts; /* n_attempts of them, or NULL */

@@ -25,6 +25,9 @@ sconf_unset(struct pt_stream_conf *sc)
     sc->proxy_timeout = sc->proxy_connect_timeout = sc->preread_timeout = PT_UNSET;
     sc->preread_buffer_size = PT_UNSET;
     sc->ssl_preread = PT_UNSET;
+    sc->trusted = NULL;
+    sc->n_trusted = PT_UNSET;
+    sc->proxy_protocol_timeout = PT_UNSET;
 }
 
 #define MERGE(f, dflt)                                                                           \
@@ -41,6 +44,34 @@ sconf_merge(const struct pt_stream_conf *parent, struct pt_stream_conf *child)
     MERGE(preread_timeout, 30 * 1000);
     MERGE(preread_buffer_size, 16 * 1024);
     MERGE(ssl_preread, 0);
+    MERGE(proxy_protocol_timeout, 5000);
+    if (child->n_trusted == PT_UNSET) {
+        child->trusted = parent != NULL ? parent->trusted : NULL;
+        child->n_trusted = parent != NULL ? parent->n_trusted : 0;
+    }
+}
+
+/* `trusted_proxies ADDRESS|CIDR ...;` */
+static int
+set_trusted(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_stream_conf *sc = conf;
+    struct pt_cidr *v;
+
+    if (sc->n_trusted != PT_UNSET)
+        return pt_conf_duplicate(cx);
+    v = pt_arena_calloc(&cx->conf->arena, cx->nargs * sizeof(*v));
+    if (v == NULL)
+        return pt_conf_error(cx, 0, "out of memory");
+    sc->n_trusted = 0;
+    for (unsigned i = 1; i <= cx->nargs; i++) {
+        if (pt_cidr_parse(cx->args[i], &v[sc->n_trusted]) != PT_OK)
+            pt_conf_error(cx, i, "invalid address or CIDR \"%s\"", cx->args[i]);
+        else
+            sc->n_trusted++;
+    }
+    sc->trusted = v;
+    return PT_OK;
 }
 
 static int
@@ -84,7 +115,7 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     struct pt_addr addr;
     struct pt_err err;
     struct pt_listen *l;
-    int tls = 0;
+    int tls = 0, pp = 0;
 
     ss->n_listen_written++;
     if (pt_addr_parse(cx->args[1], 1, &addr, &err) != PT_OK)
@@ -92,8 +123,11 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     for (unsigned i = 2; i <= cx->nargs; i++) {
         if (strcmp(cx->args[i], "tls") == 0)
             tls = 1;
+        else if (strcmp(cx->args[i], "proxy_protocol") == 0)
+            pp = 1;
         else
-            return pt_conf_error(cx, i, "invalid listen parameter \"%s\" (tls)", cx->args[i]);
+            return pt_conf_error(cx, i, "invalid listen parameter \"%s\" (tls, proxy_protocol)",
+                                 cx->args[i]);
     }
     if (ss->n_listens > 0 && (unsigned)tls != ss->tls_ends)
         return pt_conf_error(cx, 1, "a stream server listens either with tls or without; "
@@ -108,6 +142,7 @@ set_listen(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
                              addr.name, o->line);
     }
     l->owner = ss;
+    l->proxy_protocol = pp ? 1 : 0;
     ss->tls_ends = tls ? 1 : 0;
     if (PT_CONF_PUSH(&c->arena, &ss->listens, &ss->n_listens, l) != PT_OK)
         return pt_conf_error(cx, 1, "out of memory");
@@ -176,7 +211,7 @@ set_proxy_pass_sni(struct pt_conf_ctx *cx, const struct pt_directive *d, void *c
 static const struct pt_directive stream_directives[] = {
     {"stream", PT_CTX_MAIN, 0, 0, 1, PT_BASE_NONE, set_stream_block, 0, NULL},
     {"server", PT_CTX_STREAM, 0, 0, 1, PT_BASE_NONE, set_server_block, 0, NULL},
-    {"listen", PT_CTX_STREAM_SERVER, 1, 2, 0, PT_BASE_NONE, set_listen, 0, NULL},
+    {"listen", PT_CTX_STREAM_SERVER, 1, 3, 0, PT_BASE_NONE, set_listen, 0, NULL},
     {"proxy_pass", PT_CTX_STREAM_SERVER, 1, 1, 0, PT_BASE_NONE, set_proxy_pass, 0, NULL},
     {"proxy_pass_sni", PT_CTX_STREAM_SERVER, 2, PT_ARGS_MANY, 0, PT_BASE_NONE,
      set_proxy_pass_sni, 0, NULL},
@@ -188,6 +223,9 @@ static const struct pt_directive stream_directives[] = {
      NULL},
     {"preread_buffer_size", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_size,
      SOFF(preread_buffer_size), NULL},
+    {"trusted_proxies", SCTX, 1, PT_ARGS_MANY, 0, PT_BASE_MODULE, set_trusted, 0, NULL},
+    {"proxy_protocol_timeout", SCTX, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
+     SOFF(proxy_protocol_timeout), NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 
@@ -285,6 +323,21 @@ server_check(struct pt_conf_ctx *cx, struct pt_stream_server *ss, bool preread_o
         pt_conf_error_at(cx, ss->line, ss->col,
                          "preread_buffer_size must be between 512 and 16k");
     resolve(cx, ss);
+    for (unsigned i = 0; i < ss->n_listens; i++) {
+        struct pt_listen *l = ss->listens[i];
+
+        if (!l->proxy_protocol)
+            continue;
+        if (ss->sc.n_trusted <= 0)
+            pt_conf_error_at(cx, l->line, l->col,
+                             "listen %s proxy_protocol: no trusted_proxies for this stream "
+                             "server; list the load balancers allowed to send PROXY headers "
+                             "(\"trusted_proxies 0.0.0.0/0 ::/0\" believes anyone)",
+                             l->addr.name);
+        l->pp_trusted = ss->sc.trusted;
+        l->pp_n_trusted = ss->sc.n_trusted;
+        l->pp_timeout = ss->sc.proxy_protocol_timeout;
+    }
     if (ss->tls_ends) {
         /* the handshake ends here: its server_name routes, and nothing is left to preread */
         if (ss->sc.ssl_preread == 1)
@@ -379,7 +432,8 @@ pt_stream_print(const struct pt_conf *c, FILE *out)
 
         fprintf(out, "  stream server (%s:%d):", ss->file, ss->line);
         for (unsigned j = 0; j < ss->n_listens; j++)
-            fprintf(out, " listen %s%s", ss->listens[j]->addr.name, ss->tls_ends ? " tls" : "");
+            fprintf(out, " listen %s%s%s", ss->listens[j]->addr.name, ss->tls_ends ? " tls" : "",
+                    ss->listens[j]->proxy_protocol ? " proxy_protocol" : "");
         fprintf(out, "\n");
         if (ss->tls_ends)
             fprintf(out, "    tls: certificate %s (no ALPN), routed by the handshake's "

@@ -23,6 +23,7 @@
 #include "core/common.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "net/proxy_proto.h"
 #include "net/tls.h"
 #include "upstream/resilience.h"
 #include "upstream/upstream.h"
@@ -322,6 +323,13 @@ on_io(struct ev_loop *loop, ev_io *io, int revents)
             err = errno;
         if (err != 0) {
             probe_done(p, PT_HC_CONNECT, err);
+            return;
+        }
+        /* a server that reads a PROXY header first gets one without an address (v2 LOCAL,
+         * v1 UNKNOWN): the check is portico's own connection */
+        if (p->srv->upstream->proxy_protocol &&
+            pt_pp_send(p->fd, p->srv->upstream->proxy_protocol, NULL, NULL) != PT_OK) {
+            probe_done(p, PT_HC_IO, errno);
             return;
         }
         /* TLS when the upstream has it, except for a bare connect check */

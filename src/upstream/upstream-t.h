@@ -129,6 +129,8 @@ struct pt_upstream {
     const char *host_sni;         /* PT_HOST_FIXED: its name, without the port: the SNI and
                                    * the certificate name too, unless tls_sni says otherwise */
     struct ssl_ctx_st *tls_ctx;   /* built at load, freed with the snapshot */
+    unsigned proxy_protocol;      /* PROXY header version sent first to the servers (1, 2);
+                                   * 0: none */
     struct pt_resilience res;
     atomic_uint _pending;         /* requests queued for a free server, all workers */
     void *mod[PT_MODULES_MAX];

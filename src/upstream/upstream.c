@@ -504,6 +504,22 @@ pt_pool_get(struct pt_wserver *ws)
     return pt_container_of(e, struct pt_pooled, link);
 }
 
+struct pt_pooled *
+pt_pool_get_match(struct pt_wserver *ws,
+                  bool (*match)(const struct pt_pooled *p, const void *arg), const void *arg)
+{
+    for (struct pt_list *e = ws->idle.next; e != &ws->idle; e = e->next) {
+        struct pt_pooled *p = pt_container_of(e, struct pt_pooled, link);
+
+        if (match(p, arg)) {
+            pt_list_remove(e);
+            ws->n_idle--;
+            return p;
+        }
+    }
+    return NULL;
+}
+
 bool
 pt_pool_put(struct pt_wserver *ws, struct pt_pooled *p)
 {

@@ -163,6 +163,11 @@ SSL *pt_upstream_tls(const struct pt_server *s, int fd, SSL_SESSION *resume);
 void pt_upstream_pin(struct pt_worker *w, const struct pt_server *s, struct pt_pin *p);
 void pt_upstream_unpin(struct pt_pin *p);
 struct pt_pooled *pt_pool_get(struct pt_wserver *ws);
+/* The most recent idle connection for which match(p, arg) is true, or NULL (a pool of
+ * connections that are not all alike: those that sent a PROXY header, per client). */
+struct pt_pooled *pt_pool_get_match(struct pt_wserver *ws,
+                                    bool (*match)(const struct pt_pooled *p, const void *arg),
+                                    const void *arg);
 /* Returns false (caller closes) when the pool is full. */
 bool pt_pool_put(struct pt_wserver *ws, struct pt_pooled *p);
 void pt_pool_remove(struct pt_wserver *ws, struct pt_pooled *p);

@@ -328,6 +328,23 @@ set_protocol(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     return PT_OK;
 }
 
+/* `proxy_protocol v1 | v2 | off;` */
+static int
+set_proxy_protocol(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_upstream *up = cx->block;
+
+    if (strcmp(cx->args[1], "v1") == 0)
+        up->proxy_protocol = 1;
+    else if (strcmp(cx->args[1], "v2") == 0)
+        up->proxy_protocol = 2;
+    else if (strcmp(cx->args[1], "off") == 0)
+        up->proxy_protocol = 0;
+    else
+        return pt_conf_error(cx, 1, "invalid proxy_protocol \"%s\" (v1, v2, off)", cx->args[1]);
+    return PT_OK;
+}
+
 static int
 set_up_str(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 {
@@ -403,6 +420,7 @@ const struct pt_directive pt_upstream_directives[] = {
     {"server", PT_CTX_UPSTREAM, 1, 7, 0, PT_BASE_NONE, set_upstream_server, 0, NULL},
     {"balance", PT_CTX_UPSTREAM, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_balance, 0, NULL},
     {"protocol", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_NONE, set_protocol, 0, NULL},
+    {"proxy_protocol", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_NONE, set_proxy_protocol, 0, NULL},
     {"keepalive", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_count, UOFF(keepalive),
      &max_keepalive},
     {"keepalive_timeout", PT_CTX_UPSTREAM, 1, 1, 0, PT_BASE_BLOCK, pt_set_msec,
@@ -501,6 +519,16 @@ pt__upstream_conf_validate(struct pt_conf_ctx *cx)
                              "which servers of \"protocol %s\" may not understand; use "
                              "\"health_check tcp\"",
                              up->name, up->h2c ? "h2c" : "h2");
+        /* one HTTP/2 connection carries requests of many clients, and a PROXY header names
+         * one */
+        if (up->proxy_protocol && up->protocol == PT_PROTO_H2)
+            pt_conf_error_at(cx, up->line, up->col,
+                             "upstream \"%s\": proxy_protocol cannot be used with protocol %s "
+                             "(an HTTP/2 connection carries the requests of many clients; a "
+                             "PROXY header names one)",
+                             up->name, up->h2c ? "h2c" : "h2");
+        if (up->proxy_protocol)
+            c->pp_send = 1;
         upstream_defaults(up);
         up->origin = up;
         if (up->n_servers == 0 && up->n_resolve == 0)
@@ -582,6 +610,10 @@ pt_upstream_print(const struct pt_upstream *up, FILE *out, const char *indent)
                 up->tls_sni != NULL ? up->tls_sni : up->host_sni != NULL ? up->host_sni : "");
     if (up->host_mode != PT_HOST_KEEP)
         fprintf(out, ", host %s", up->host_mode == PT_HOST_SERVER ? "server" : up->host_value);
+    if (up->proxy_protocol)
+        fprintf(out, ", proxy_protocol v%u (pooled connections reused only by the same client "
+                     "connection)",
+                up->proxy_protocol);
     fprintf(out, "\n%s  timeouts: connect %s, read %s, send %s\n", indent,
             pt_fmt_msec(up->connect_timeout, a, sizeof(a)),
             pt_fmt_msec(up->read_timeout, b, sizeof(b)),
@@ -666,6 +698,7 @@ static bool
 same_transport(const struct pt_upstream *a, const struct pt_upstream *b)
 {
     return a->protocol == b->protocol && a->h2c == b->h2c && a->tls == b->tls &&
+           a->proxy_protocol == b->proxy_protocol &&
            a->tls_verify == b->tls_verify && pt_str_eq(a->tls_trusted, b->tls_trusted) &&
            pt_str_eq(a->tls_sni, b->tls_sni) && pt_str_eq(a->host_sni, b->host_sni);
 }

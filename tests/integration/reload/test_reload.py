@@ -158,8 +158,9 @@ def test_twenty_reloads_under_load_fail_nothing_and_keep_the_pool(tmp_path, star
     conf = conf_two(tmp_path, port, b1, workers=1)
     p = start_portico(conf, [port])
     # eight requests at once open eight pooled connections: as many as the load below ever
-    # has in flight (h2load --h1 -c4, and h2load -c2 -m2 over h2c)
-    threads = [threading.Thread(target=lib.curl, args=(p.url("/slow/400"),)) for _ in range(8)]
+    # has in flight (h2load --h1 -c4, and h2load -c2 -m2 over h2c); each takes 1.5 s, so they
+    # overlap even when starting the eight curls takes long on a loaded machine
+    threads = [threading.Thread(target=lib.curl, args=(p.url("/slow/1500"),)) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:

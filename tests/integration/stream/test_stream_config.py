@@ -57,9 +57,9 @@ server { listen 127.0.0.1:7000; location / { proxy_pass app; } }
 
 @pytest.mark.parametrize("body,where,what", [
     ("stream { server { listen 127.0.0.1:7001 udp; proxy_pass app; } }", ":5:41:",
-     'invalid listen parameter "udp" (tls)'),
-    ("stream { server { listen 127.0.0.1:7001 proxy_protocol; proxy_pass app; } }", ":5:41:",
-     'invalid listen parameter "proxy_protocol" (tls)'),
+     'invalid listen parameter "udp" (tls, proxy_protocol)'),
+    ("stream { server { listen 127.0.0.1:7001 proxy_protocol; proxy_pass app; } }", ":5:26:",
+     'listen 127.0.0.1:7001 proxy_protocol: no trusted_proxies'),
     ("stream { server { listen 127.0.0.1:7001; proxy_pass nowhere; } }", ":5:53:",
      'proxy_pass to undefined upstream "nowhere"'),
     ("stream { server { listen 127.0.0.1:7001; proxy_pass_sni a.example nowhere; } }",

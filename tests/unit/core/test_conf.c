@@ -909,7 +909,8 @@ test_conf_err_bad_listen(void **state)
                  "    listen 18080 default;\n"
                  "    location / { return 200; }\n"
                  "}\n",
-                 "t.conf:2:18: invalid listen parameter \"default\" (default_server, tls)");
+                 "t.conf:2:18: invalid listen parameter \"default\" (default_server, tls, "
+                 "proxy_protocol)");
 }
 
 static void
