@@ -21,6 +21,7 @@
 #include "core/module.h"
 #include "core/stats.h"
 #include "core/worker.h"
+#include "http/access-t.h"
 #include "http/exchange.h"
 #include "http/http.h"
 #include "http/http_stats.h"
@@ -376,6 +377,34 @@ http_metrics(struct out *o, const struct pt_runtime *rt)
     pt_stats_set_free(&set);
 }
 
+/* Requests the access phase refused, by reason (src/http/access-t.h). */
+static void
+access_metrics(struct out *o, const struct pt_runtime *rt)
+{
+    static const char *const reasons[PT_DENY_REASONS] = {"access", "auth", "client_cert",
+                                                         "limit_req", "limit_conn"};
+    struct pt_stats_set set;
+    const struct pt_stats_sum *g;
+    struct pt_access_stats zero = {{0}}, st;
+
+    if (pt_stats_collect(rt, "access", &set) != PT_OK) {
+        o->failed = 1;
+        return;
+    }
+    g = pt_stats_find(&set, NULL, NULL);
+    st = g != NULL ? *(const struct pt_access_stats *)g->v : zero;
+    pt_stats_set_free(&set);
+    family(o, "portico_http_requests_denied_total", "counter",
+           "Requests portico refused before their handler, by reason (access: a deny rule; "
+           "auth: basic authentication; client_cert: a location's client-certificate "
+           "requirement; limit_req, limit_conn: a limit).");
+    for (unsigned r = 0; r < PT_DENY_REASONS; r++) {
+        const char *kv[] = {"reason", reasons[r], NULL};
+
+        sample(o, "portico_http_requests_denied_total", kv, st.denied[r]);
+    }
+}
+
 static void
 tls_metrics(struct out *o, const struct pt_runtime *rt)
 {
@@ -672,10 +701,6 @@ metrics_handle(struct pt_exchange *x, const void *conf)
     struct out o = {.pool = &x->w->chunks};
 
     x->discard_body = 1;
-    if (pt_http_access(x) == PT_ACCESS_DENIED) {
-        pt_exchange_respond(x, 403, "403 Forbidden\n");
-        return PT_OK;
-    }
     if (x->method != HTTP_GET && x->method != HTTP_HEAD) {
         pt_exchange_respond_with(x, 405, "405 Method Not Allowed\n", "Allow", "GET, HEAD");
         return PT_OK;
@@ -684,6 +709,7 @@ metrics_handle(struct pt_exchange *x, const void *conf)
     runtime_metrics(&o, rt, x->conf);
     connection_metrics(&o, rt);
     http_metrics(&o, rt);
+    access_metrics(&o, rt);
     tls_metrics(&o, rt);
     upstream_metrics(&o, rt);
     stream_metrics(&o, rt);
@@ -699,7 +725,6 @@ metrics_handle(struct pt_exchange *x, const void *conf)
 
 static const struct pt_handler_ops metrics_ops = {
     .handle = metrics_handle,
-    .access = 1,
 };
 
 static int

@@ -602,8 +602,6 @@ status_handle(struct pt_exchange *x, const void *conf)
     bool json;
 
     x->discard_body = 1;
-    if (pt_http_access(x) == PT_ACCESS_DENIED)
-        return respond_json(x, 403, "{\"error\":\"forbidden\"}");
     if (!x->loc->exact && x->path_len >= x->loc->path_len)
         p += x->loc->path_len;
     else
@@ -648,7 +646,6 @@ status_handle(struct pt_exchange *x, const void *conf)
 
 static const struct pt_handler_ops status_ops = {
     .handle = status_handle,
-    .access = 1,
 };
 
 /* ---- configuration ------------------------------------------------------------------------ */

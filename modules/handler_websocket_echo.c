@@ -104,6 +104,10 @@ echo_write(struct pt_relay_end *e)
             pt_relay_input(r, PT_RELAY_B, o);
         else
             pt_chunk_put(&r->w->chunks, o);
+        /* the echo may have completed the closing handshake: then the relay closed and
+         * echo_close() freed s (found by fuzz_ws_frames: use after free) */
+        if (r->closing)
+            return;
         if (s->closing && s->left == 0 && s->hlen == 0) {
             pt_relay_eof(r, PT_RELAY_B); /* the close is echoed: nothing more from us */
             return;

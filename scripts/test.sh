@@ -2,7 +2,13 @@
 # SPDX-License-Identifier: MIT
 # Installs what is missing, builds, and runs every test: the cmocka unit tests (make check),
 # then the integration tests (pytest driving the real binary with curl, h2load and raw
-# sockets). The last line is "N passed, N failed"; the exit status is 0 only if nothing failed.
+# sockets). With PORTICO_HARDENING=1 (what .ci/run sets), then the hardening checks
+# (docs/testing.md, "Fuzzing and sanitizers"; about 6 more minutes on 2 cores): each fuzz
+# target for FUZZ_SECONDS (default 15, two at a time), a fixed subset of the integration tests
+# against an ASan + UBSan build, and the reload, health and multi-worker tests against a TSan
+# build (make check-asan and make check-tsan run more). A fuzz target that runs its time without
+# a crash counts as one passed test; a sanitizer report counts as a failed one. The last line
+# is "N passed, N failed"; the exit status is 0 only if nothing failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh --test || exit 1
@@ -58,5 +64,59 @@ int_pass=$(count passed); int_fail=$(count failed); int_err=$(count 'errors?')
 [ -n "$summary" ] || int_err=1   # pytest crashed or collected nothing
 passed=$((unit_pass + int_pass)); failed=$((unit_fail + int_fail + int_err))
 echo "integration: $int_pass passed, $((int_fail + int_err)) failed"
+
+# Hardening (about 6 minutes on 2 cores: fuzzing 13 targets x 15 s two at a time, the ASan
+# subset about 1.5, the TSan subset about 0.5, and the three builds, which take the most),
+# then the total. Each step's
+# own last line is "KIND: N passed, N failed[; R sanitizer report(s)]".
+hard() { # adds the counts of a step's last line to passed/failed
+    local line p f r
+    line=$(grep -E '^[a-z]+: [0-9]+ passed, [0-9]+ failed' "$1" | tail -1)
+    p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+    f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+    r=$(grep -oE '[0-9]+ sanitizer report' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+    [ -n "$line" ] || f=1   # the step did not get as far as its summary
+    passed=$((passed + p)); failed=$((failed + f + r))
+}
+if [ "${PORTICO_HARDENING:-0}" = 1 ] && [ "${PORTICO_SKIP_HARDENING:-0}" != 1 ]; then
+    hard_start=$(date +%s)
+    step=$(mktemp)
+    if make -j"$(nproc)" -s fuzz-build >"$step" 2>&1; then
+        bash tests/fuzz/run.sh -t "${FUZZ_SECONDS:-15}" -j 2 2>&1 | tee "$step"
+    else
+        tail -20 "$step"; echo "fuzz: 0 passed, 1 failed" | tee "$step"
+    fi
+    hard "$step"
+    if make -j"$(nproc)" -s portico-asan >"$step" 2>&1; then
+        # the fuzz regressions, malformed and hostile input, floods, bodies, compression
+        PORTICO_TEST_SKIP_SLOW=1 bash scripts/sanitize.sh asan ./portico-asan \
+            tests/integration/proxy/test_h1_h1_fuzz_regressions.py \
+            tests/integration/h2/test_h2_fuzz_regressions.py \
+            tests/integration/ws/test_ws_fuzz_regressions.py \
+            tests/integration/proxy/test_h1_h1_malformed.py \
+            tests/integration/proxy/test_h1_h1_security.py \
+            tests/integration/proxy/test_h1_h1_bodies.py \
+            tests/integration/h2/test_h2_security.py tests/integration/h2/test_h2_rfc9113.py \
+            tests/integration/h2/test_h2_floods.py tests/integration/compress/test_compress.py \
+            2>&1 | tee "$step"
+    else
+        tail -20 "$step"; echo "asan: 0 passed, 1 failed" | tee "$step"
+    fi
+    hard "$step"
+    if make -j"$(nproc)" -s portico-tsan >"$step" 2>&1; then
+        # where the main loop and the workers meet: reload, health checks, two workers, the
+        # metrics page (every worker's counters summed by the one that answers)
+        bash scripts/sanitize.sh tsan ./portico-tsan tests/integration/reload \
+            tests/integration/health tests/integration/proxy/test_h1_h1_concurrency.py \
+            tests/integration/ops/test_ops_metrics.py \
+            --deselect tests/integration/reload/test_reload.py::test_reload_keeps_process_settings \
+            2>&1 | tee "$step"
+    else
+        tail -20 "$step"; echo "tsan: 0 passed, 1 failed" | tee "$step"
+    fi
+    hard "$step"
+    rm -f "$step"
+    echo "hardening took $(( $(date +%s) - hard_start )) s"
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]

@@ -101,6 +101,21 @@ pt_chain_append(struct pt_chunk_pool *p, struct pt_chain *ch, const void *data, 
 }
 
 int
+pt_chain_append_num(struct pt_chunk_pool *p, struct pt_chain *ch, const char *pre, uint64_t v,
+                    bool hex, const char *post)
+{
+    char tmp[160];
+    size_t a = strlen(pre), b = strlen(post), n;
+
+    if (a + b + 21 > sizeof(tmp))
+        return PT_ERR;
+    memcpy(tmp, pre, a);
+    n = a + (hex ? pt_fmt_hex(v, tmp + a) : pt_fmt_u64(v, tmp + a));
+    memcpy(tmp + n, post, b);
+    return pt_chain_append(p, ch, tmp, n + b);
+}
+
+int
 pt_chain_printf(struct pt_chunk_pool *p, struct pt_chain *ch, const char *fmt, ...)
 {
     char tmp[512];

@@ -3,6 +3,8 @@
 #ifndef PT_BUF_H
 #define PT_BUF_H
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <sys/uio.h>
 
 #include "core/buf-t.h"
@@ -23,6 +25,10 @@ pt_chain_init(struct pt_chain *ch)
 /* Copies len bytes to the end of the chain. Returns PT_OK or PT_ERR (out of memory). */
 int pt_chain_append(struct pt_chunk_pool *p, struct pt_chain *ch, const void *data, size_t len);
 /* printf-style append; the formatted text must fit in one chunk. */
+/* Appends pre, the digits of v (decimal, or lower-case hex when `hex`), then post: a header line
+ * with a number or a chunk-size line without the printf family. */
+int pt_chain_append_num(struct pt_chunk_pool *p, struct pt_chain *ch, const char *pre, uint64_t v,
+                        bool hex, const char *post);
 int pt_chain_printf(struct pt_chunk_pool *p, struct pt_chain *ch, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Appends a whole chunk (its [rpos, wpos) bytes) to the chain, which takes ownership. */

@@ -88,22 +88,16 @@ pt_parse_uint(const char *s, uint64_t max, uint64_t *out)
     return pt_parse_u64(s, strlen(s), max, out);
 }
 
-/* Splits "123abc" into the number and its unit suffix. */
+/* Splits "123abc" into the number and its unit suffix; the digits go through the one number
+ * parser (its own loop here once refused 18446744073709551610..15, which fit). */
 static int
 split_unit(const char *s, uint64_t *num, const char **unit)
 {
-    uint64_t v = 0;
-    const char *p = s;
+    size_t n = strspn(s, "0123456789");
 
-    if (!isdigit((unsigned char)*p))
+    if (pt_parse_u64(s, n, UINT64_MAX, num) != PT_OK)
         return PT_ERR;
-    for (; isdigit((unsigned char)*p); p++) {
-        if (v > (UINT64_MAX - 9) / 10)
-            return PT_ERR;
-        v = v * 10 + (uint64_t)(*p - '0');
-    }
-    *num = v;
-    *unit = p;
+    *unit = s + n;
     return PT_OK;
 }
 
@@ -171,6 +165,38 @@ pt_fmt_msec(pt_msec ms, char *buf, size_t len)
     else
         snprintf(buf, len, "0");
     return buf;
+}
+
+size_t
+pt_fmt_u64(uint64_t v, char *buf)
+{
+    char tmp[20];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return n;
+}
+
+size_t
+pt_fmt_hex(uint64_t v, char *buf)
+{
+    char tmp[16];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return n;
 }
 
 const char *

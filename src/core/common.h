@@ -46,6 +46,11 @@ int pt_parse_uint(const char *s, uint64_t max, uint64_t *out);
  * "1m" "16k" "512" (sizes in powers of 1024). Return buf. */
 const char *pt_fmt_msec(pt_msec ms, char *buf, size_t len);
 const char *pt_fmt_size(int64_t size, char *buf, size_t len);
+/* Decimal (pt_fmt_u64) or lower-case hexadecimal (pt_fmt_hex) digits of v into buf, which holds
+ * at least 21 bytes; NUL-terminated; returns the number of digits. For the per-request paths
+ * (status lines, lengths, chunk sizes), where the printf family costs ~1 000 instructions. */
+size_t pt_fmt_u64(uint64_t v, char *buf);
+size_t pt_fmt_hex(uint64_t v, char *buf);
 
 #include <time.h>
 

@@ -119,9 +119,6 @@ struct pt_handler_ops {
     void (*describe)(const void *handler_conf, char *buf, size_t len);
     /* Takes WebSocket handshakes (x->ws set, the key checked) where `websocket on`. */
     unsigned websocket : 1;
-    /* Enforces the location's allow / deny rules itself; elsewhere they are a configuration
-     * error, so that no rule is silently ignored. */
-    unsigned access : 1;
 };
 
 /* PT_MODULE_LOGGER ops, on the worker thread. */

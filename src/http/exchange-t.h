@@ -22,6 +22,7 @@ struct pt_worker;
 struct pt_relay;
 struct ssl_st;
 struct pt_compress;
+struct pt_limit_hold;
 
 /* Frontend side, implemented by each frontend codec (h1 server today, h2 server next). All calls
  * happen on the worker thread; none frees the exchange. */
@@ -140,6 +141,14 @@ struct pt_exchange {
     unsigned rule_status;     /* a rule answers (return, redirect): this status, else 0 */
     const char *rule_text;    /* its Location (redirects) or body, NUL-terminated (arena) */
     size_t rule_text_len;
+    unsigned deny_status;     /* the access phase refuses (access.c): this status, else 0 */
+    const char *deny_body;    /* its body (static), and one header field or NULL */
+    const char *deny_hname, *deny_hvalue;
+    struct pt_limit_hold *limit_held; /* limit_conn slots taken (arena), given back at the end */
+    unsigned n_limit_held;
+    unsigned limit_timer_on : 1;
+    int64_t limit_delay_ns;     /* limit_req: wait this long before the handler */
+    ev_timer limit_timer;
     unsigned major, minor;
     const char *host; /* without port, lower case; NULL when absent */
     size_t host_len;

@@ -12,10 +12,12 @@
 #include "core/conf.h"
 #include "core/module.h"
 #include "core/worker.h"
+#include "http/access.h"
 #include "http/compress.h"
 #include "http/errors.h"
 #include "http/exchange.h"
 #include "http/headers.h"
+#include "http/limit-t.h"
 #include "http/rules.h"
 #include "http/trace.h"
 #include "upstream/upstream.h"
@@ -67,6 +69,7 @@ pt_exchange_compact(struct pt_exchange *x)
     unsigned natt = PT_MIN(x->n_attempts, x->cap_attempts);
     struct sockaddr *peer = NULL;
     socklen_t peer_len = 0;
+    struct pt_limit_hold *held = NULL;
 
     /* the size of everything kept, as the arena rounds it (16 bytes), so that it is one block */
 #define KEEP(n) (need += ((size_t)(n) + 15) & ~(size_t)15)
@@ -88,6 +91,7 @@ pt_exchange_compact(struct pt_exchange *x)
             }
     KEEP(nreq * sizeof(struct pt_hdr));
     KEEP(natt * sizeof(struct pt_x_attempt));
+    KEEP(x->n_limit_held * sizeof(struct pt_limit_hold));
     if (x->peer != NULL) {
         peer_len = x->peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                                    : sizeof(struct sockaddr_in);
@@ -100,6 +104,10 @@ pt_exchange_compact(struct pt_exchange *x)
     if (natt > 0 && (att = pt_arena_alloc(&a, natt * sizeof(*att))) == NULL)
         goto fail;
     if (x->peer != NULL && (peer = pt_arena_alloc(&a, peer_len)) == NULL)
+        goto fail;
+    /* limit_conn slots the tunnel holds until it closes */
+    if (x->n_limit_held > 0 &&
+        (held = pt_arena_alloc(&a, x->n_limit_held * sizeof(*held))) == NULL)
         goto fail;
     nreq = 0;
     for (unsigned i = 0; i < x->req.n; i++)
@@ -117,6 +125,10 @@ pt_exchange_compact(struct pt_exchange *x)
         memcpy(att, x->attempts, natt * sizeof(*att));
     if (peer != NULL)
         memcpy(peer, x->peer, peer_len);
+    if (held != NULL)
+        memcpy(held, x->limit_held, x->n_limit_held * sizeof(*held));
+    x->limit_held = held;
+    x->deny_body = x->deny_hname = x->deny_hvalue = NULL;
     x->target = keep_str(&a, x->target, x->target_len);
     x->path = keep_str(&a, x->path, x->path_len);
     x->host = keep_str(&a, x->host, x->host_len);
@@ -173,6 +185,7 @@ pt_exchange_finish(struct pt_exchange *x)
     x->t_end = ev_now(x->w->loop);
     x->w->n_requests++;
     pt_http_stats_end(x);
+    pt_access_end(x);
     if (x->method_name != NULL) {
         for (unsigned i = 0; pt_modules[i] != NULL; i++)
             if (pt_modules[i]->kind == PT_MODULE_LOGGER)

@@ -59,8 +59,8 @@ int pt_exchange_idempotent(const struct pt_exchange *x);
 
 /* For an exchange that lives on as a tunnel: keeps what logs and the reload check read (the
  * request line, host, path, peer, client certificate subject, request id, the User-Agent and
- * Referer fields, the attempts) in one block of the right size and frees the rest of the
- * arena (request and response fields, scratch). Nothing may point into the old arena: the
+ * Referer fields, the attempts) and the limit_conn slots it holds in one block of the right
+ * size and frees the rest of the arena (request and response fields, scratch). Nothing may point into the old arena: the
  * codecs have let go of the exchange. PT_ERR (out of memory): nothing changed. */
 int pt_exchange_compact(struct pt_exchange *x);
 

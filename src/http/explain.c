@@ -20,6 +20,7 @@
 #include "core/module.h"
 #include "core/regex.h"
 #include "core/worker-t.h"
+#include "http/access.h"
 #include "http/errors.h"
 #include "http/exchange.h"
 #include "http/explain.h"
@@ -699,6 +700,8 @@ explain(struct pt_conf *c, struct explain_req *r, FILE *out)
                      "proxy_pass\n");
         goto out;
     }
+    if (pt_access_explain(x, out))
+        goto out;
     if (x->http->client_max_body_size > 0 && x->req_cl > x->http->client_max_body_size) {
         fprintf(out, "answer    413 from portico: Content-Length over client_max_body_size\n");
         goto out;

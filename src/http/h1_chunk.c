@@ -106,7 +106,11 @@ pt_h1_chunk_check(struct pt_h1_chunk_guard *g, char *p, size_t len, const char *
         uint64_t size;
 
         if (lf == NULL) {
-            if (len - i > PT_H1_CHUNK_LINE_MAX) {
+            /* a CR at the end may be the line's own: a line of exactly the maximum must not
+             * be refused because its LF comes in the next read */
+            size_t have = len - i - (len > i && p[len - 1] == '\r' ? 1 : 0);
+
+            if (have > PT_H1_CHUNK_LINE_MAX) {
                 *why = "chunk-size line too long";
                 return PT_ERR;
             }
@@ -132,6 +136,7 @@ pt_h1_chunk_check(struct pt_h1_chunk_guard *g, char *p, size_t len, const char *
             *why = "invalid chunk extension";
             return PT_ERR;
         }
+        g->last = size == 0;
         if (cr > d) {
             /* "5;a=b" becomes "00005": the size llhttp will read, the same length */
             size_t ndig = d - i;
@@ -146,6 +151,30 @@ pt_h1_chunk_check(struct pt_h1_chunk_guard *g, char *p, size_t len, const char *
 no_crlf:
     *why = "no CRLF after chunk data";
     return PT_ERR;
+}
+
+int
+pt_h1_lines_check(struct pt_h1_lines *s, const char *p, size_t n, const char **why)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+
+        if (s->cr && ch != '\n') {
+            *why = "bare CR in the head or trailers";
+            return PT_ERR;
+        }
+        if (ch == '\n' && !s->cr) {
+            *why = "bare LF in the head or trailers";
+            return PT_ERR;
+        }
+        if (s->lf && (ch == ' ' || ch == '\t')) {
+            *why = "obs-fold or whitespace before a header line";
+            return PT_ERR;
+        }
+        s->cr = ch == '\r';
+        s->lf = ch == '\n';
+    }
+    return PT_OK;
 }
 
 /* The last coding of a Transfer-Encoding value (after the last comma, OWS trimmed). */

@@ -28,6 +28,9 @@ struct pt_hdrs;
 struct pt_h1_chunk_guard {
     unsigned crlf : 1; /* the CRLF closing chunk data */
     unsigned line : 1; /* then a chunk-size line */
+    unsigned last : 1; /* the last chunk's line (size 0) was checked: what llhttp reads from
+                        * there to the end of the message are lines (the trailer section),
+                        * which the codec checks with pt_h1_lines_check like a head */
 };
 
 /* True when the guard has something to check before llhttp may go on. */
@@ -42,6 +45,21 @@ pt_h1_chunk_pending(const struct pt_h1_chunk_guard *g)
  * is not complete yet (call again with more bytes), PT_ERR with *why when the framing is
  * invalid or the line is longer than PT_H1_CHUNK_LINE_MAX. */
 int pt_h1_chunk_check(struct pt_h1_chunk_guard *g, char *p, size_t len, const char **why);
+
+/* Line endings and folding of a head or a trailer section, which llhttp 8.1 leaves to us: it
+ * takes a CR followed by any byte, or a bare LF, as the end of the head or of the trailers
+ * (the CVE-2023-30589 class: two parsers then disagree on where the message ends), and folds
+ * obs-fold lines into the value. The codecs run every byte llhttp read as a head or trailers
+ * through this: each CR must be followed by LF, each LF preceded by CR (RFC 9112 section 2.2),
+ * and no line may start with SP or HTAB (obs-fold, or whitespace before the first field:
+ * sections 5.2 and 2.2). State across calls; zeroed when a message begins. */
+struct pt_h1_lines {
+    unsigned cr : 1; /* the last byte checked was CR */
+    unsigned lf : 1; /* the last byte checked was LF */
+};
+
+/* Checks p[0..n). PT_OK, or PT_ERR with *why. */
+int pt_h1_lines_check(struct pt_h1_lines *s, const char *p, size_t n, const char **why);
 
 /* The request framing rules of RFC 9112 sections 6.1 and 6.3 that portico enforces itself, on
  * the parsed header list, whatever its parser already rejected: Content-Length together with

@@ -8,6 +8,7 @@
 #include <llhttp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -39,6 +40,13 @@ enum bconn_state {
 
 /* A backend connection. Owner: its worker; while idle the pool (ws->idle) holds it, while
  * active its exchange points at it. Freed through the reaper. */
+/* What head bconn_parse sends once the lines llhttp read passed the check (head_send). */
+enum {
+    HEAD_SEND_INTERIM = 1,
+    HEAD_SEND_FINAL,
+    HEAD_SEND_UPGRADE,
+};
+
 struct pt_bconn {
     struct pt_reapable reap;
     struct pt_pooled pool; /* in ws->idle while B_IDLE */
@@ -64,11 +72,14 @@ struct pt_bconn {
     unsigned retry_status : 1; /* the response status is one to retry elsewhere */
     unsigned in_given : 1;     /* `in` was handed to the frontend during this parse */
     unsigned upgraded : 1;     /* a WebSocket 101 was accepted: the socket goes to a tunnel */
+    unsigned head_send : 2;    /* a head parsed, to send once its lines passed the check */
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
     llhttp_t parser;
     struct pt_h1_chunk_guard chunk; /* chunk framing to check before llhttp goes on */
+    struct pt_h1_lines lines;       /* line endings of the heads and trailers llhttp read */
+    unsigned in_head : 1;           /* llhttp reads a response head next (it pauses after) */
     const char *why;                /* what a callback rejected, for the log line */
     struct pt_exchange *x;
     char *hname, *hval;
@@ -218,7 +229,7 @@ pt_h1_request_head(struct pt_exchange *x, const struct pt_server *srv, struct pt
     if (x->req_chunked)
         pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
     else if (x->req_cl >= 0)
-        pt_chain_printf(p, o, "Content-Length: %lld\r\n", (long long)x->req_cl);
+        pt_chain_append_num(p, o, "Content-Length: ", (uint64_t)x->req_cl, false, "\r\n");
     if (x->ws)
         pt_chain_append(p, o, "Connection: upgrade\r\n", 21); /* Upgrade was kept */
     else if (srv->upstream->keepalive == 0)
@@ -246,7 +257,7 @@ take_body(struct pt_bconn *b)
         return;
     if (n > 0) {
         if (x->req_chunked)
-            pt_chain_printf(p, &b->out, "%zx\r\n", n);
+            pt_chain_append_num(p, &b->out, "", n, true, "\r\n");
         pt_exchange_chain_taken(x, &x->req_body);
         pt_chain_move(&b->out, &x->req_body);
         if (x->req_chunked)
@@ -417,6 +428,7 @@ r_message_begin(llhttp_t *p)
     b->x->resp_trailers.n = 0;
     b->in_trailers = 0;
     b->chunk = (struct pt_h1_chunk_guard){0};
+    b->lines = (struct pt_h1_lines){0};
     b->head_bytes = 0;
     b->hname = b->hval = NULL;
     b->hname_len = b->hval_len = 0;
@@ -461,6 +473,12 @@ r_header_value_complete(llhttp_t *p)
 
     if (x->resp.n + x->resp_trailers.n >= 1000)
         return -1;
+    /* llhttp 8.1 lets a space into a field name ("Content h: 0"); a name is a token (RFC 9110
+     * section 5.1), and such a name would reach clients as a field they cannot parse */
+    if (!pt_http_is_token(b->hname, b->hname_len)) {
+        b->why = "invalid field name";
+        return -1;
+    }
     while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
         vlen--;
     if (pt_hdrs_add(&x->arena, h, b->hname, b->hname_len, v, vlen) != PT_OK)
@@ -478,6 +496,12 @@ r_headers_complete(llhttp_t *p)
     unsigned status = llhttp_get_status_code(p);
 
     b->in_trailers = 1;
+    b->in_head = 0;
+    /* llhttp 8.1 takes one to three digits ("HTTP/1.1 2"); RFC 9110 section 15: 100-599 */
+    if (status < 100 || status > 599) {
+        b->why = "invalid status code";
+        return -1;
+    }
     if (status == 101 && x->ws) {
         /* RFC 6455 section 4.1: only a 101 with the accept value of our key switches */
         pt_proxy_result(x, 1);
@@ -489,11 +513,13 @@ r_headers_complete(llhttp_t *p)
         pt_hdrs_mark_hop_by_hop(&x->resp, true);
         x->resp_no_body = 1;
         pt_trace_response(x, false); /* X-Request-ID, as on every relayed response */
-        if (x->fe->send_head(x) != PT_OK)
-            return -1;
+        b->head_send = HEAD_SEND_UPGRADE;
         b->upgraded = 1;
         return HPE_PAUSED; /* what follows the head is the server's first WebSocket bytes */
     }
+    /* every head ends with a pause, so that bconn_parse checks the lines llhttp read
+     * (pt_h1_lines_check) before anything after them is parsed, and the head goes to the
+     * client only then (head_send) */
     if (status < 200) {
         b->interim = 1;
         /* 100 was answered by portico itself; 101 needs a tunnel (not negotiated here) */
@@ -501,11 +527,13 @@ r_headers_complete(llhttp_t *p)
             return -1;
         if (status != 100) {
             x->interim_status = status;
-            pt_hdrs_mark_hop_by_hop(&x->resp, false);
-            if (x->fe->send_interim(x) == PT_AGAIN)
-                b->paused = 1;
+            pt_hdrs_mark_interim(&x->resp);
+            b->head_send = HEAD_SEND_INTERIM;
         }
-        return 0;
+        /* RFC 9112 section 6.3: a 1xx ends with its head whatever its fields say; llhttp 8.1
+         * reads a body when there is a Content-Length (found by fuzz_h1_response) */
+        p->flags |= F_SKIPBODY;
+        return HPE_PAUSED;
     }
     b->interim = 0;
     pt_proxy_result(x, 1);
@@ -530,15 +558,15 @@ r_headers_complete(llhttp_t *p)
     }
     x->resp_no_body = x->method == HTTP_HEAD || status == 204 || status == 304;
     pt_hdrs_mark_hop_by_hop(&x->resp, false);
-    if (x->fe->send_head(x) == PT_AGAIN)
-        b->paused = 1;
-    if (x->method == HTTP_HEAD)
-        return 1;
-    if ((p->flags & F_CHUNKED) && !x->resp_no_body) {
+    b->head_send = HEAD_SEND_FINAL;
+    if (x->resp_no_body)
+        /* what returning 1 does, but with the pause. RFC 9112 section 6.3: the answer to a
+         * HEAD, a 204 and a 304 end with the head whatever the fields say; llhttp 8.1 reads a
+         * body after a 204 or 304 with a Content-Length, the next response's bytes */
+        p->flags |= F_SKIPBODY;
+    else if (p->flags & F_CHUNKED && !x->resp_no_body)
         b->chunk.line = 1; /* the first chunk-size line is checked before llhttp reads it */
-        return HPE_PAUSED;
-    }
-    return 0;
+    return HPE_PAUSED;
 }
 
 static int
@@ -583,7 +611,8 @@ r_message_complete(llhttp_t *p)
     if (b->interim) {
         b->interim = 0;
         b->x->resp.n = 0;
-        return 0;
+        b->in_head = 1;
+        return HPE_PAUSED; /* the next head starts here */
     }
     b->resp_done = 1;
     return HPE_PAUSED; /* anything after the response is stray: leave it unparsed */
@@ -655,14 +684,42 @@ bconn_tunnel(struct pt_bconn *b)
     pt_ws_tunnel(x, fd, ssl, &from_server);
 }
 
+/* The head llhttp parsed passed pt_h1_lines_check: hands it to the frontend. PT_OK, or PT_ERR
+ * when b failed (the upgraded head could not be sent). */
+static int
+send_parsed_head(struct pt_bconn *b)
+{
+    struct pt_exchange *x = b->x;
+    unsigned kind = b->head_send;
+    int rc;
+
+    b->head_send = 0;
+    if (kind == HEAD_SEND_UPGRADE) {
+        if (x->fe->send_head(x) != PT_OK) {
+            bconn_fail(b, PT_BF_PROTOCOL, "the 101 response could not be sent", 0);
+            return PT_ERR;
+        }
+        return PT_OK;
+    }
+    rc = kind == HEAD_SEND_INTERIM ? x->fe->send_interim(x) : x->fe->send_head(x);
+    if (rc == PT_AGAIN)
+        b->paused = 1;
+    return PT_OK;
+}
+
 static void
 bconn_parse(struct pt_bconn *b)
 {
-    while (b->in != NULL && b->in->rpos < b->in->wpos && !b->closing && !b->resp_done) {
+    bool kick = false; /* after a pause, one execute even without bytes: llhttp finishes a
+                        * message without body only then */
+
+    while (b->in != NULL && (b->in->rpos < b->in->wpos || kick) && !b->closing &&
+           !b->resp_done) {
         const char *data = b->in->data + b->in->rpos;
         size_t len = b->in->wpos - b->in->rpos;
         llhttp_errno_t e;
 
+        kick = false;
         if (pt_h1_chunk_pending(&b->chunk)) {
             const char *why;
             int rc = pt_h1_chunk_check(&b->chunk, b->in->data + b->in->rpos, len, &why);
@@ -678,7 +735,25 @@ bconn_parse(struct pt_bconn *b)
             }
         }
         b->in_given = 0;
+        bool lines = b->in_head || b->chunk.last; /* a head, or the trailer section */
+
         e = llhttp_execute(&b->parser, data, len);
+        if ((e == HPE_OK || e == HPE_PAUSED) && lines) {
+            const char *why;
+            size_t used = e == HPE_PAUSED ? (size_t)(llhttp_get_error_pos(&b->parser) - data)
+                                          : len;
+
+            if (pt_h1_lines_check(&b->lines, data, used, &why) != PT_OK) {
+                char what[200];
+
+                b->head_send = 0;
+                snprintf(what, sizeof(what), "invalid response: %s", why);
+                bconn_fail(b, PT_BF_PROTOCOL, what, 0);
+                return;
+            }
+        }
+        if ((e == HPE_OK || e == HPE_PAUSED) && b->head_send != 0 && send_parsed_head(b) != PT_OK)
+            return;
         if (b->in_given) {
             /* the frontend owns the chunk now; the span ended where the data did */
             b->in = NULL;
@@ -693,6 +768,7 @@ bconn_parse(struct pt_bconn *b)
         } else if (e == HPE_PAUSED) {
             b->in->rpos += (uint32_t)(llhttp_get_error_pos(&b->parser) - data);
             llhttp_resume(&b->parser);
+            kick = true;
             if (b->upgraded) {
                 bconn_tunnel(b);
                 return;
@@ -886,12 +962,8 @@ static const struct pt_be_ops h1_be_ops = {
 /* ---- start ---------------------------------------------------------------------------- */
 
 static void
-init_settings(void)
+settings_init(void)
 {
-    static int ready;
-
-    if (ready)
-        return;
     llhttp_settings_init(&settings);
     settings.on_message_begin = r_message_begin;
     settings.on_header_field = r_header_field;
@@ -900,13 +972,14 @@ init_settings(void)
     settings.on_headers_complete = r_headers_complete;
     settings.on_body = r_body;
     settings.on_message_complete = r_message_complete;
-    ready = 1;
 }
 
 static void
 attach(struct pt_bconn *b, struct pt_exchange *x)
 {
     b->x = x;
+    b->in_head = 1;
+    b->lines = (struct pt_h1_lines){0};
     b->resp_started = 0;
     b->resp_done = 0;
     b->req_end_queued = 0;
@@ -935,6 +1008,7 @@ same_pp(const struct pt_pooled *p, const void *arg)
 void
 pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     struct pt_wserver *ws = pt_upstream_wserver(pt_upstream_group(x->w, x->up), x->att.srv);
     uint8_t pp[1 + PT_PP_OUT_MAX]; /* length, then the header */
     struct pt_pooled *idle = NULL;
@@ -946,7 +1020,10 @@ pt_h1_client_start(struct pt_exchange *x, bool allow_reuse)
     if (allow_reuse)
         idle = pp[0] > 0 ? pt_pool_get_match(ws, same_pp, pp) : pt_pool_get(ws);
 
-    init_settings();
+    /* once for the process: a second llhttp_settings_init() (it starts with a memset) would
+     * clear the callbacks under another worker's parser (the race make check-tsan found in
+     * the HTTP/1.1 server) */
+    pthread_once(&once, settings_init);
     if (idle != NULL) {
         b = pt_container_of(idle, struct pt_bconn, pool);
         b->state = B_ACTIVE;

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <llhttp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -91,10 +92,10 @@ struct pt_h1_conn {
     unsigned resp_chunked : 1;
     unsigned out_full : 1;    /* told the backend to stop; resume it when drained */
     unsigned in_trailers : 1;
-    unsigned head_lf : 1;     /* the last head byte scanned was LF */
     unsigned handshaking : 1; /* TLS handshake in progress */
     unsigned hs_write : 1;    /* the handshake waits for the socket to drain: reads are off */
     struct pt_h1_chunk_guard chunk; /* chunk framing to check before llhttp goes on */
+    struct pt_h1_lines lines;       /* line endings of the head and trailers llhttp read */
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
@@ -508,7 +509,13 @@ fe_send_head(struct pt_exchange *x)
     }
     c->resp_chunked = 0;
     c->resp_start = c->out_written + o->bytes;
-    pt_chain_printf(p, o, "HTTP/1.1 %u %s\r\n", x->status, pt_status_reason(x->status));
+    {
+        const char *reason = pt_status_reason(x->status);
+
+        pt_chain_append_num(p, o, "HTTP/1.1 ", x->status, false, " ");
+        pt_chain_append(p, o, reason, strlen(reason));
+        pt_chain_append(p, o, "\r\n", 2);
+    }
     if (x->status == 101) {
         /* a WebSocket accepted by the backend: its upgrade fields, no framing; the connection
          * becomes a tunnel next (fe_take_socket) */
@@ -529,9 +536,9 @@ fe_send_head(struct pt_exchange *x)
     if (x->resp_no_body) {
         /* HEAD keeps the length of what GET would send; 204 and 1xx never carry one */
         if (x->resp_cl >= 0 && x->status != 204 && x->status >= 200)
-            pt_chain_printf(p, o, "Content-Length: %lld\r\n", (long long)x->resp_cl);
+            pt_chain_append_num(p, o, "Content-Length: ", (uint64_t)x->resp_cl, false, "\r\n");
     } else if (x->resp_cl >= 0) {
-        pt_chain_printf(p, o, "Content-Length: %lld\r\n", (long long)x->resp_cl);
+        pt_chain_append_num(p, o, "Content-Length: ", (uint64_t)x->resp_cl, false, "\r\n");
     } else if (!http10) {
         pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
         c->resp_chunked = 1;
@@ -560,7 +567,7 @@ fe_send_body(struct pt_exchange *x, const char *data, size_t len)
         return out_status(c);
     x->resp_body_bytes += len;
     if (c->resp_chunked) {
-        pt_chain_printf(p, &c->out, "%zx\r\n", len);
+        pt_chain_append_num(p, &c->out, "", len, true, "\r\n");
         pt_chain_append(p, &c->out, data, len);
         pt_chain_append(p, &c->out, "\r\n", 2);
     } else {
@@ -581,7 +588,7 @@ fe_send_chunk(struct pt_exchange *x, struct pt_chunk *ch)
     }
     x->resp_body_bytes += len;
     if (c->resp_chunked)
-        pt_chain_printf(&c->w->chunks, &c->out, "%zx\r\n", len);
+        pt_chain_append_num(&c->w->chunks, &c->out, "", len, true, "\r\n");
     pt_chain_push(&c->out, ch);
     if (c->resp_chunked)
         pt_chain_append(&c->w->chunks, &c->out, "\r\n", 2);
@@ -763,21 +770,6 @@ exchange_maybe_done(struct pt_h1_conn *c)
 
 /* ---- checks llhttp 8 leaves to us ------------------------------------------------------ */
 
-/* Scans head bytes that llhttp accepted for obs-fold (RFC 9112 section 5.2) and whitespace
- * before the first field (section 2.2): an LF followed by SP or HTAB. llhttp 8 folds such lines
- * into the value instead of rejecting them; we reject, since intermediaries that disagree on
- * folding are a smuggling vector. Returns false when the head must be rejected. */
-static bool
-scan_head(struct pt_h1_conn *c, const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (c->head_lf && (p[i] == ' ' || p[i] == '\t'))
-            return false;
-        c->head_lf = p[i] == '\n';
-    }
-    return true;
-}
-
 /* ---- llhttp callbacks: the request side ----------------------------------------------- */
 
 static int
@@ -831,7 +823,7 @@ on_message_begin(llhttp_t *p)
     c->x = x;
     c->head_bytes = 0;
     c->in_trailers = 0;
-    c->head_lf = 0;
+    c->lines = (struct pt_h1_lines){0};
     c->chunk = (struct pt_h1_chunk_guard){0};
     /* the head's rate counts from its first byte: a connection opened ahead of need (browsers
      * preconnect) is left to client_header_timeout */
@@ -852,6 +844,18 @@ on_url(llhttp_t *p, const char *at, size_t n)
     }
     if (head_grow(c, n) != 0)
         return -1;
+    /* llhttp 8.1 (built without LLHTTP_STRICT_MODE) lets HTAB and FF into a target; a backend
+     * that splits the request line on any whitespace would see another target (RFC 9112
+     * section 3: no whitespace inside; RFC 3986 has no control bytes) */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)at[i];
+
+        if (ch < 0x20 || ch == 0x7f) {
+            c->err_why = "control byte in the request target";
+            c->err_status = 400;
+            return -1;
+        }
+    }
     char *t = (char *)x->target;
 
     if (append(x, &t, &x->target_len, at, n) != 0)
@@ -1313,7 +1317,10 @@ parse(struct pt_h1_conn *c)
         kick = 0;
         const char *data = c->in != NULL ? c->in->data + c->in->rpos : "";
         uint64_t body_before = x != NULL ? x->req_body.bytes : 0;
+        /* a head, or the trailer section: lines whose endings and folding llhttp 8 does not
+         * check (h1_chunk.h, pt_h1_lines_check) */
         bool in_head = x == NULL || x->state == PT_X_HEAD;
+        bool lines = in_head || c->chunk.last;
         if (c->parser == NULL && parser_get(c) != PT_OK) {
             local_error(c, 503);
             break;
@@ -1335,14 +1342,17 @@ parse(struct pt_h1_conn *c)
         if (e == HPE_OK || e == HPE_PAUSED) {
             if (c->in != NULL)
                 c->in->rpos += (uint32_t)used;
+            const char *why;
+
             if (c->x != NULL)
                 pt_rate_add(&c->rq, in_head ? &conn_http(c)->client_header_min_rate
                                             : &conn_http(c)->client_body_min_rate,
                             pt_rate_usec(ev_now(c->w->loop)), used);
-            if (in_head && c->x != NULL && !scan_head(c, data, used)) {
-                pt_log(PT_LOG_INFO, "client %s sent an invalid request: obs-fold or whitespace "
-                       "before a header line, answering 400 (c%llu) request_id=%s",
-                       peer_ip(c), (unsigned long long)c->id, rid(c));
+            if (lines && c->x != NULL &&
+                pt_h1_lines_check(&c->lines, data, used, &why) != PT_OK) {
+                pt_log(PT_LOG_INFO, "client %s sent an invalid request: %s, answering 400 "
+                       "(c%llu) request_id=%s", peer_ip(c), why, (unsigned long long)c->id,
+                       rid(c));
                 local_error(c, 400);
                 break;
             }
@@ -1572,6 +1582,20 @@ conn_close(struct pt_h1_conn *c)
     pt_worker_reap(w, &c->reap);
 }
 
+static void
+settings_init(void)
+{
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_url = on_url;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+}
+
 /* Every accepted connection starts as HTTP/1.1; it may become HTTP/2 (switch_to_h2). peer: the
  * client (its PROXY header's address on a proxy_protocol listen); local: the address it
  * reached, NULL when not known. */
@@ -1579,24 +1603,14 @@ static int
 h1_start(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len,
          const struct sockaddr *local, struct pt_listen *l)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     struct pt_h1_conn *c;
-    static int settings_ready;
 
     if (w->draining)
         return PT_ERR;
-    if (!settings_ready) {
-        /* benign race: every thread writes the same values */
-        llhttp_settings_init(&settings);
-        settings.on_message_begin = on_message_begin;
-        settings.on_url = on_url;
-        settings.on_header_field = on_header_field;
-        settings.on_header_value = on_header_value;
-        settings.on_header_value_complete = on_header_value_complete;
-        settings.on_headers_complete = on_headers_complete;
-        settings.on_body = on_body;
-        settings.on_message_complete = on_message_complete;
-        settings_ready = 1;
-    }
+    /* once for the process: a second llhttp_settings_init() (it starts with a memset) would
+     * clear the callbacks under another worker's parser (found by make check-tsan) */
+    pthread_once(&once, settings_init);
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return PT_ERR;

@@ -618,8 +618,10 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         unsigned status = x->interim_status;
 
         if (status >= 100 && status < 200) {
-            if (status != 100 && status != 101)
+            if (status != 100 && status != 101) {
+                pt_hdrs_mark_interim(&x->resp);
                 x->fe->send_interim(x);
+            }
             x->resp.n = 0;
             return 0;
         }

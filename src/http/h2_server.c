@@ -1689,16 +1689,22 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     if (t->initial_len > 0) {
         c->pending = pt_chunk_get(&w->chunks);
         if (c->pending == NULL) {
-            h2_close(c);
-            return PT_OK; /* fd and ssl were ours: closed */
+            /* out of memory: the connection ends with the first flush */
+            nghttp2_session_terminate_session(c->session, NGHTTP2_INTERNAL_ERROR);
+        } else {
+            memcpy(c->pending->data, t->initial,
+                   PT_MIN(t->initial_len, (size_t)PT_CHUNK_SIZE));
+            c->pending->wpos = (uint32_t)PT_MIN(t->initial_len, (size_t)PT_CHUNK_SIZE);
         }
-        memcpy(c->pending->data, t->initial, PT_MIN(t->initial_len, (size_t)PT_CHUNK_SIZE));
-        c->pending->wpos = (uint32_t)PT_MIN(t->initial_len, (size_t)PT_CHUNK_SIZE);
     }
     update_read(c, 1);
     if (c->pending != NULL)
         ev_feed_event(w->loop, &c->rio, EV_READ);
-    h2_flush(c);
+    /* The first write (our SETTINGS, or the GOAWAY for an HTTP2-Settings that nghttp2 refused)
+     * is deferred to the end of the loop iteration, never done here: a flush may close the
+     * connection, which would free stream 1 and the upgraded exchange while the caller is
+     * about to run its handler (found by fuzz_h1_request: use after free). */
+    pt_worker_defer_flush(w, &c->df);
     return PT_OK;
 }
 

@@ -33,8 +33,9 @@ struct pt_h2_takeover {
 /* Starts an HTTP/2 connection owning fd and ssl. Worker thread. PT_OK, or PT_ERR (nothing taken
  * over: the caller still owns fd, ssl and upgrade_x). On PT_OK the caller's place in w->conns
  * (and its count) passes to the new connection (pt_worker_conn_replace): the caller retires
- * without pt_worker_conn_closed(), and the h2 connection calls it when it closes (possibly
- * before this returns). */
+ * without pt_worker_conn_closed(), and the h2 connection calls it when it closes, never before
+ * this returns (its first write waits for the end of the loop iteration), so upgrade_x stays
+ * valid for the caller. */
 int pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t);
 
 #endif

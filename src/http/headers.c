@@ -225,6 +225,15 @@ pt_hdrs_mark_hop_by_hop(struct pt_hdrs *h, bool keep_upgrade)
     }
 }
 
+void
+pt_hdrs_mark_interim(struct pt_hdrs *h)
+{
+    pt_hdrs_mark_hop_by_hop(h, false);
+    for (unsigned i = 0; i < h->n; i++)
+        if (h->v[i].tok == PT_H_CONTENT_LENGTH)
+            h->v[i].skip = 1;
+}
+
 bool
 pt_http_is_tchar(unsigned char ch)
 {

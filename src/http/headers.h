@@ -44,5 +44,10 @@ bool pt_http_valid_authority(const char *s, size_t len, size_t *host_len);
 /* Marks hop-by-hop headers skip=1: the fixed set and every name listed in Connection.
  * Keeps Upgrade when keep_upgrade (WebSocket). */
 void pt_hdrs_mark_hop_by_hop(struct pt_hdrs *h, bool keep_upgrade);
+/* Marks what an interim (1xx) response must not carry onwards skip=1: the hop-by-hop headers
+ * and Content-Length (RFC 9110 section 8.6 and RFC 9112 section 6.1: a 1xx has no content, and
+ * a server must not send Content-Length or Transfer-Encoding in one; a client that honoured a
+ * forwarded Content-Length would read the final response as the 1xx's body). */
+void pt_hdrs_mark_interim(struct pt_hdrs *h);
 
 #endif

@@ -53,13 +53,6 @@ struct pt_http_conf {
 struct pt_regex;
 struct pt_rules;
 
-/* One `allow` or `deny` rule of a location, checked in order, the first match deciding (nginx's
- * access module). */
-struct pt_access_rule {
-    struct pt_cidr cidr; /* family 0: `all` */
-    unsigned allow : 1;
-};
-
 /* A location block: a path match and the handler that answers it. */
 struct pt_location {
     const char *path;  /* the prefix, the exact path, or the regex as written */
@@ -77,10 +70,6 @@ struct pt_location {
     const char *upstream_name;
     struct pt_upstream *upstream;
     int pass_line, pass_col;
-    struct pt_access_rule *access; /* allow / deny, in order (enforced by handlers that say
-                                    * so: pt_handler_ops.access) */
-    unsigned n_access;
-    int access_line, access_col;   /* of the first rule */
     int line, col; /* of the location directive */
     unsigned index; /* among every location of the snapshot (per-worker metrics maps) */
     void *mod[PT_MODULES_MAX];

@@ -318,44 +318,6 @@ set_proxy_pass(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     return PT_OK;
 }
 
-/* `allow ADDRESS|CIDR|all;` / `deny ...;` in a location: appended in order. */
-static int
-set_access(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
-{
-    struct pt_location *loc = cx->block;
-    struct pt_access_rule r = {.allow = d->name[0] == 'a'};
-    struct pt_access_rule *v;
-
-    if (strcmp(cx->args[1], "all") != 0 && pt_cidr_parse(cx->args[1], &r.cidr) != PT_OK)
-        return pt_conf_error(cx, 1, "invalid address, CIDR or \"all\" \"%s\" in \"%s\"",
-                             cx->args[1], d->name);
-    v = pt_arena_grow(&cx->conf->arena, loc->access, loc->n_access * sizeof(*v),
-                      (loc->n_access + 1) * sizeof(*v));
-    if (v == NULL)
-        return pt_conf_error(cx, 0, "out of memory");
-    if (loc->n_access == 0) {
-        loc->access_line = cx->lines[0];
-        loc->access_col = cx->cols[0];
-    }
-    v[loc->n_access++] = r;
-    loc->access = v;
-    return PT_OK;
-}
-
-enum pt_access
-pt_http_access(const struct pt_exchange *x)
-{
-    const struct pt_location *loc = x->loc;
-
-    for (unsigned i = 0; loc != NULL && i < loc->n_access; i++) {
-        const struct pt_access_rule *r = &loc->access[i];
-
-        if (r->cidr.family == 0 || pt_cidr_match(&r->cidr, 1, pt_exchange_client(x)))
-            return r->allow ? PT_ACCESS_ALLOWED : PT_ACCESS_DENIED;
-    }
-    return PT_ACCESS_DEFAULT;
-}
-
 static const int64_t max_requests = 1000000000;
 static const int64_t max_headers = 10000;
 static const int64_t max_streams = 100000;
@@ -369,8 +331,6 @@ static const struct pt_directive http_directives[] = {
     {"server_name", PT_CTX_SERVER, 1, PT_ARGS_MANY, 0, PT_BASE_NONE, set_server_name, 0, NULL},
     {"location", PT_CTX_SERVER, 1, 2, 1, PT_BASE_NONE, set_location_block, 0, NULL},
     {"proxy_pass", PT_CTX_LOCATION, 1, 1, 0, PT_BASE_NONE, set_proxy_pass, 0, NULL},
-    {"allow", PT_CTX_LOCATION, 1, 1, 0, PT_BASE_NONE, set_access, 0, NULL},
-    {"deny", PT_CTX_LOCATION, 1, 1, 0, PT_BASE_NONE, set_access, 0, NULL},
     {"client_header_timeout", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
      HOFF(client_header_timeout), NULL},
     {"client_body_timeout", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_msec,
@@ -760,10 +720,6 @@ http_conf_validate(struct pt_conf_ctx *cx)
                                      loc->path);
                 continue;
             }
-            if (loc->n_access > 0 && !loc->handler->access)
-                pt_conf_error_at(cx, loc->access_line, loc->access_col,
-                                 "\"allow\" and \"deny\" are enforced only in status and "
-                                 "metrics locations");
             if (loc->upstream_name == NULL)
                 continue;
             loc->upstream = pt_upstream_find(c, loc->upstream_name);

@@ -46,6 +46,24 @@ add_joined(struct pt_exchange *x, const char *name, const struct pt_hdr *prev, c
     pt_hdrs_add(&x->arena, &x->fwd, name, strlen(name), v, vlen);
 }
 
+/* The n strings of parts one after the other into buf (cap bytes, NUL-terminated), cut where
+ * buf ends as snprintf would: a per-request header value without the printf family. */
+static void
+concat(char *buf, size_t cap, const char *const *parts, size_t n)
+{
+    size_t len = 0;
+
+    for (size_t i = 0; i < n && len + 1 < cap; i++) {
+        size_t l = strlen(parts[i]);
+
+        if (l > cap - 1 - len)
+            l = cap - 1 - len;
+        memcpy(buf + len, parts[i], l);
+        len += l;
+    }
+    buf[len] = '\0';
+}
+
 /* X-Forwarded-For/Proto/Host, Forwarded (RFC 7239) and Via. Incoming values are kept and
  * extended only from trusted_proxies; from anyone else they are dropped, since a client could
  * otherwise claim any address. */
@@ -111,18 +129,31 @@ pt_proxy_forward_headers(struct pt_exchange *x)
 
         /* RFC 7239 section 6: IPv6 nodes are quoted and bracketed; host is quoted-string-safe
          * because llhttp rejected quotes' controls, but we quote it whenever present */
-        snprintf(buf, sizeof(buf), "for=%s%s%s;proto=%s%s%s%s", v6 ? "\"[" : "", x->peer_ip,
-                 v6 ? "]\"" : "", proto, host != NULL ? ";host=\"" : "",
-                 host != NULL && strlen(host) < 200 && strchr(host, '"') == NULL ? host : "",
-                 host != NULL ? "\"" : "");
+        const char *parts[] = {"for=", v6 ? "\"[" : "", x->peer_ip, v6 ? "]\"" : "",
+                               ";proto=", proto, host != NULL ? ";host=\"" : "",
+                               host != NULL && strlen(host) < 200 && strchr(host, '"') == NULL
+                                   ? host
+                                   : "",
+                               host != NULL ? "\"" : ""};
+
+        concat(buf, sizeof(buf), parts, PT_ARRAY_LEN(parts));
         add_joined(x, "Forwarded", prev_fwd, buf);
     }
     if (x->tls_client_subject != NULL)
         pt_hdrs_add(&x->arena, &x->fwd, "X-Client-Cert-Subject", 21, x->tls_client_subject,
                     strlen(x->tls_client_subject));
     if (h->via) {
-        snprintf(buf, sizeof(buf), "%u.%u portico", x->major, x->minor);
-        add_joined(x, "Via", prev_via, buf);
+        /* "1.1 portico", "2 portico": the protocol version as RFC 9110 7.6.3 writes it */
+        const char *ver = x->major == 1 && x->minor == 1   ? "1.1 portico"
+                          : x->major == 1 && x->minor == 0 ? "1.0 portico"
+                          : x->major == 2                  ? "2 portico"
+                                                           : NULL;
+
+        if (ver == NULL) {
+            snprintf(buf, sizeof(buf), "%u.%u portico", x->major, x->minor);
+            ver = buf;
+        }
+        add_joined(x, "Via", prev_via, ver);
     }
     pt_trace_forward(x);
 }

@@ -26,9 +26,11 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/regex.h"
+#include "http/access.h"
 #include "http/errors.h"
 #include "http/exchange.h"
 #include "http/headers.h"
+#include "http/limit.h"
 #include "http/http.h"
 #include "http/router.h"
 #include "http/rules.h"
@@ -592,8 +594,21 @@ run_program(struct pt_exchange *x, const struct pt_rw_prog *prog)
     return res;
 }
 
+static int route(struct pt_exchange *x);
+
 int
 pt_rules_route(struct pt_exchange *x)
+{
+    int rc = route(x);
+
+    /* the access phase follows the rewrite phase, for a location that has a handler */
+    if (rc == PT_OK && x->rule_status == 0 && x->loc != NULL && x->loc->handler != NULL)
+        pt_access_phase(x);
+    return rc;
+}
+
+static int
+route(struct pt_exchange *x)
 {
     const struct pt_vhost *vh = x->vh;
     struct pt_re_match m;
@@ -654,7 +669,8 @@ pt_rules_route(struct pt_exchange *x)
 bool
 pt_rules_answers(const struct pt_exchange *x)
 {
-    return x->rule_status != 0 || x->loc == NULL || x->loc->handler == NULL;
+    return x->rule_status != 0 || x->loc == NULL || x->loc->handler == NULL ||
+           x->deny_status != 0;
 }
 
 int
@@ -675,6 +691,13 @@ pt_rules_dispatch(struct pt_exchange *x)
         x->discard_body = 1;
         return pt_exchange_respond(x, 404, "404 Not Found\n");
     }
+    if (x->deny_status != 0) {
+        x->discard_body = 1;
+        return pt_exchange_respond_with(x, x->deny_status, x->deny_body, x->deny_hname,
+                                        x->deny_hvalue);
+    }
+    if (x->limit_delay_ns > 0 && pt_limit_wait(x))
+        return PT_OK; /* limit_req's delay: the handler runs when it ends */
     return x->loc->handler->handle(x, x->loc->handler_conf);
 }
 

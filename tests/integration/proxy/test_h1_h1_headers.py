@@ -1,6 +1,8 @@
 """Header handling: hop-by-hop removal both ways, X-Forwarded-*, Forwarded, Via."""
 
 
+import pytest
+
 import portico_testlib as lib
 
 HOP_REQ = ["-H", "Connection: X-Custom-Hop, keep-alive",
@@ -135,6 +137,17 @@ def test_h1_h1_via_on(make_proxy):
     p = make_proxy(server_extra="    via on;\n")
     r, hs = backend_headers(p.url("/headers"))
     assert values(hs, "via") == ["1.1 portico"], hs
+
+
+@pytest.mark.parametrize("client,want", [(["--http1.0"], "1.0 portico"),
+                                         (["--http2-prior-knowledge"], "2 portico")])
+def test_h1_h1_via_names_the_client_version(make_proxy, client, want):
+    """Via carries the client's protocol version as RFC 9110 7.6.3 writes it; Forwarded the
+    client address and protocol, over either frontend."""
+    p = make_proxy(server_extra="    via on;\n")
+    r, hs = backend_headers(p.url("/headers"), *client)
+    assert values(hs, "via") == [want], hs
+    assert values(hs, "forwarded") == ['for=127.0.0.1;proto=http;host="127.0.0.1:%d"' % p.port], hs
 
 
 def test_h1_h1_via_default_off(proxy):

@@ -1187,6 +1187,38 @@ test_cidr_match_v4_mapped(void **state)
     assert_false(pt_cidr_match(&c, 1, (struct sockaddr *)&un));
 }
 
+/* pt_addr_ip writes what inet_ntop writes: every IPv4 byte value in every position (its own
+ * formatter), v4-mapped IPv6, plain IPv6, and a buffer too short for the fast path */
+static void
+test_addr_ip_matches_inet_ntop(void **state)
+{
+    char got[INET6_ADDRSTRLEN], want[INET6_ADDRSTRLEN];
+    struct sockaddr_in s4;
+    struct sockaddr_in6 s6;
+
+    (void)state;
+    memset(&s4, 0, sizeof(s4));
+    s4.sin_family = AF_INET;
+    for (unsigned v = 0; v < 256; v++) {
+        for (unsigned pos = 0; pos < 4; pos++) {
+            uint8_t *b = (uint8_t *)&s4.sin_addr;
+
+            b[0] = 10, b[1] = 200, b[2] = 7, b[3] = 99;
+            b[pos] = (uint8_t)v;
+            inet_ntop(AF_INET, &s4.sin_addr, want, sizeof(want));
+            assert_string_equal(pt_addr_ip((struct sockaddr *)&s4, got, sizeof(got)), want);
+        }
+    }
+    memset(&s6, 0, sizeof(s6));
+    s6.sin6_family = AF_INET6;
+    assert_int_equal(inet_pton(AF_INET6, "::ffff:192.0.2.255", &s6.sin6_addr), 1);
+    assert_string_equal(pt_addr_ip((struct sockaddr *)&s6, got, sizeof(got)), "192.0.2.255");
+    assert_int_equal(inet_pton(AF_INET6, "2001:db8::1", &s6.sin6_addr), 1);
+    assert_string_equal(pt_addr_ip((struct sockaddr *)&s6, got, sizeof(got)), "2001:db8::1");
+    s4.sin_addr.s_addr = htonl(0xffffffffu);
+    assert_string_equal(pt_addr_ip((struct sockaddr *)&s4, got, 8), ""); /* too short */
+}
+
 int
 main(void)
 {
@@ -1237,6 +1269,7 @@ main(void)
         cmocka_unit_test(test_cidr_match_v4),
         cmocka_unit_test(test_cidr_match_v6),
         cmocka_unit_test(test_cidr_match_v4_mapped),
+        cmocka_unit_test(test_addr_ip_matches_inet_ntop),
     };
 
     return cmocka_run_group_tests_name("conf", tests, setup, NULL);

@@ -105,6 +105,30 @@ test_hex(void **state)
     assert_int_equal(hex(" 1", UINT64_MAX, &v), PT_ERR);
 }
 
+/* Found by tests/fuzz/fuzz_numbers: the configuration's sizes and times had a digit loop of
+ * their own that refused the largest values that fit. */
+static void
+test_size_time_limits(void **state)
+{
+    uint64_t v;
+    pt_msec ms;
+
+    (void)state;
+    assert_int_equal(pt_parse_size("18446744073709551615", &v), PT_OK); /* 2^64-1 */
+    assert_true(v == UINT64_MAX);
+    assert_int_equal(pt_parse_size("18446744073709551610", &v), PT_OK);
+    assert_true(v == UINT64_MAX - 5);
+    assert_int_equal(pt_parse_size("18446744073709551616", &v), PT_ERR); /* 2^64 */
+    assert_int_equal(pt_parse_size("18014398509481983k", &v), PT_OK);
+    assert_true(v == 18014398509481983ULL * 1024);
+    assert_int_equal(pt_parse_size("18014398509481984k", &v), PT_ERR); /* 2^64 */
+    assert_int_equal(pt_parse_msec("9223372036854775807ms", &ms), PT_OK); /* 2^63-1 */
+    assert_true(ms == INT64_MAX);
+    assert_int_equal(pt_parse_msec("9223372036854775808ms", &ms), PT_ERR);
+    assert_int_equal(pt_parse_msec("18446744073709551615ms", &ms), PT_ERR);
+    assert_int_equal(pt_parse_msec("99999999999999999999ms", &ms), PT_ERR);
+}
+
 int
 main(void)
 {
@@ -112,6 +136,7 @@ main(void)
         cmocka_unit_test(test_dec_boundaries),
         cmocka_unit_test(test_dec_forms),
         cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_size_time_limits),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

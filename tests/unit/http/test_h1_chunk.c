@@ -157,6 +157,61 @@ test_line_length(void **state)
     memcpy(out, in, n);
     assert_int_equal(pt_h1_chunk_check(&g, out, n, &why), PT_ERR);
     assert_string_equal(why, "chunk-size line too long");
+    /* seen while writing tests/fuzz/fuzz_h1_chunk: a line of exactly the maximum whose LF comes in the
+     * next read (the guard sees the line and its CR first) is not refused */
+    memset(in + 4, 'b', PT_H1_CHUNK_LINE_MAX - 4);
+    memcpy(in + PT_H1_CHUNK_LINE_MAX, "\r\n", 3);
+    n = PT_H1_CHUNK_LINE_MAX + 1;
+    g = (struct pt_h1_chunk_guard){.line = 1};
+    memcpy(out, in, n + 2);
+    assert_int_equal(pt_h1_chunk_check(&g, out, n, &why), PT_AGAIN);
+    assert_int_equal(pt_h1_chunk_check(&g, out, n + 1, &why), PT_OK);
+    /* and one byte more than the maximum before the CR is refused before the LF */
+    memset(in + 4, 'b', PT_H1_CHUNK_LINE_MAX - 3);
+    memcpy(in + PT_H1_CHUNK_LINE_MAX + 1, "\r", 2);
+    g = (struct pt_h1_chunk_guard){.line = 1};
+    memcpy(out, in, PT_H1_CHUNK_LINE_MAX + 2);
+    assert_int_equal(pt_h1_chunk_check(&g, out, PT_H1_CHUNK_LINE_MAX + 2, &why), PT_ERR);
+}
+
+/* pt_h1_lines_check: the line endings llhttp 8.1 lets through (found by fuzz_h1_differential) */
+static void
+test_lines(void **state)
+{
+    static const char *const ok[] = {
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "\r\nGET / HTTP/1.1\r\n",
+        "A: b\tc\x80\r\n", /* a tab inside a value is fine; after CRLF it is not */
+    };
+    static const char *const bad[] = {
+        "GET / HTTP/1.1\r\nHost: a\r\n\rX",  /* CR + any byte ends the head */
+        "GET / HTTP/1.1\r\nHost: a\r\n\n",   /* bare LF ends the head */
+        "GET / HTTP/1.1\nHost: a\r\n\r\n",   /* bare LF after the request line */
+        "A: b\r\n c\r\n",                   /* obs-fold */
+        "A: b\r\r\n",
+    };
+    const char *why;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        struct pt_h1_lines l = {0};
+
+        assert_int_equal(pt_h1_lines_check(&l, ok[i], strlen(ok[i]), &why), PT_OK);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct pt_h1_lines l = {0};
+
+        assert_int_equal(pt_h1_lines_check(&l, bad[i], strlen(bad[i]), &why), PT_ERR);
+    }
+    /* the state carries across reads: CR at the end of one, LF at the start of the next */
+    {
+        struct pt_h1_lines l = {0};
+
+        assert_int_equal(pt_h1_lines_check(&l, "A: b\r", 5, &why), PT_OK);
+        assert_int_equal(pt_h1_lines_check(&l, "\n\r", 2, &why), PT_OK);
+        assert_int_equal(pt_h1_lines_check(&l, "X", 1, &why), PT_ERR);
+        assert_string_equal(why, "bare CR in the head or trailers");
+    }
 }
 
 /* pt_h1_request_framing on a header list given as "Name: value" strings (NULL-terminated);
@@ -277,6 +332,7 @@ main(void)
         cmocka_unit_test(test_invalid_lines),
         cmocka_unit_test(test_crlf_after_data),
         cmocka_unit_test(test_line_length),
+        cmocka_unit_test(test_lines),
         cmocka_unit_test(test_framing_accepted),
         cmocka_unit_test(test_framing_transfer_encoding),
         cmocka_unit_test(test_framing_content_length),
