@@ -19,6 +19,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/priv.h"
 #include "core/worker.h"
 #include "http/exchange.h"
 #include "http/headers.h"
@@ -142,7 +143,7 @@ open_log(const char *path, struct pt_err *err)
         return dup(1);
     if (strcmp(path, "stderr") == 0)
         return dup(2);
-    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    fd = pt_priv_open(path, PT_PRIV_APPEND);
     if (fd == -1)
         pt_err_errno(err, errno, "cannot open access log \"%s\"", path);
     return fd;
@@ -215,7 +216,7 @@ al_reopen(struct pt_conf *conf)
     for (int i = 0; i < m->n_files; i++) {
         if (strcmp(m->paths[i], "stdout") == 0 || strcmp(m->paths[i], "stderr") == 0)
             continue;
-        int fd = open(m->paths[i], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        int fd = pt_priv_open(m->paths[i], PT_PRIV_APPEND);
 
         if (fd == -1) {
             pt_log(PT_LOG_ERROR, "cannot reopen access log \"%s\": %s", m->paths[i],

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "core/arena-t.h"
@@ -98,6 +99,11 @@ struct pt_conf {
     const char *error_log;
     int error_log_level;
     const char *pid_file; /* `pid`: NULL for none */
+    const char *user;     /* `user NAME [GROUP]`: NULL when not set */
+    const char *group;    /* its GROUP, NULL for the user's primary group */
+    uid_t uid;            /* both resolved when the file is loaded */
+    gid_t gid;
+    struct pt_conf_pos user_pos; /* where `user` is, for messages */
     pt_msec shutdown_timeout;
     pt_msec upgrade_timeout; /* binary upgrade: how long the new process has to be ready */
     int64_t max_connections; /* client connections per worker (h1 + h2); then accepts pause */

@@ -5,7 +5,9 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -18,6 +20,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/priv.h"
 #include "core/regex.h"
 
 /* Loaded snapshots alive now. */
@@ -1006,6 +1009,64 @@ set_pid(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     return PT_OK;
 }
 
+/* `user NAME [GROUP]`: both names are resolved now, so that `portico -t` reports an unknown
+ * one at its place; GROUP defaults to the user's primary group. */
+static int
+set_user(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    struct pt_conf *c = cx->conf;
+    size_t cap = 16384;
+    char *buf = NULL;
+    int rc = PT_OK;
+
+    if (c->user != NULL)
+        return pt_conf_duplicate(cx);
+    for (;;) {
+        struct passwd pw, *pwr = NULL;
+        struct group gr, *grr = NULL;
+        char *grown = realloc(buf, cap);
+        int e;
+
+        if (grown == NULL) {
+            rc = pt_conf_error(cx, 0, "out of memory");
+            break;
+        }
+        buf = grown;
+        e = getpwnam_r(cx->args[1], &pw, buf, cap, &pwr);
+        if (e == ERANGE && cap < (1u << 20)) {
+            cap *= 2;
+            continue;
+        }
+        if (pwr == NULL) {
+            rc = pt_conf_error(cx, 1, "unknown user \"%s\" in \"user\"%s%s", cx->args[1],
+                               e != 0 ? ": " : "", e != 0 ? strerror(e) : "");
+            break;
+        }
+        c->uid = pw.pw_uid;
+        c->gid = pw.pw_gid;
+        if (cx->nargs == 2) {
+            e = getgrnam_r(cx->args[2], &gr, buf, cap, &grr);
+            if (e == ERANGE && cap < (1u << 20)) {
+                cap *= 2;
+                continue;
+            }
+            if (grr == NULL) {
+                rc = pt_conf_error(cx, 2, "unknown group \"%s\" in \"user\"%s%s",
+                                   cx->args[2], e != 0 ? ": " : "", e != 0 ? strerror(e) : "");
+                break;
+            }
+            c->gid = gr.gr_gid;
+            c->group = cx->args[2];
+        }
+        c->user = cx->args[1];
+        c->user_pos.line = cx->lines[0];
+        c->user_pos.col = cx->cols[0];
+        break;
+    }
+    free(buf);
+    return rc;
+}
+
 /* upgrade_timeout: a time, and more than nothing (a new process cannot be ready at once) */
 static int
 set_upgrade_timeout(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
@@ -1021,6 +1082,7 @@ set_upgrade_timeout(struct pt_conf_ctx *cx, const struct pt_directive *d, void *
 
 const struct pt_directive pt_core_directives[] = {
     {"pid", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_pid, 0, NULL},
+    {"user", PT_CTX_MAIN, 1, 2, 0, PT_BASE_MAIN, set_user, 0, NULL},
     {"workers", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_workers, 0, NULL},
     {"error_log", PT_CTX_MAIN, 1, 2, 0, PT_BASE_MAIN, set_error_log, 0, NULL},
     {"shutdown_timeout", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, pt_set_msec,
@@ -1245,13 +1307,18 @@ pt_conf_load_string(const char *name, const char *text, FILE *errout, struct pt_
 struct pt_conf *
 pt_conf_load(const char *path, FILE *errout, struct pt_err *err)
 {
-    FILE *f = fopen(path, "rb");
+    int fd = pt_priv_open(path, PT_PRIV_READ);
+    FILE *f = fd != -1 ? fdopen(fd, "rb") : NULL;
     char *text = NULL;
     size_t len = 0, cap = 0, n;
     struct pt_conf *c;
 
     if (f == NULL) {
-        pt_err_errno(err, errno, "cannot open configuration file \"%s\"", path);
+        int e = errno;
+
+        if (fd != -1)
+            close(fd);
+        pt_err_errno(err, e, "cannot open configuration file \"%s\"", path);
         if (errout != NULL)
             fprintf(errout, "%s\n", err->msg);
         return NULL;

@@ -13,6 +13,7 @@
 
 #include "core/common.h"
 #include "core/log.h"
+#include "core/priv.h"
 
 int pt__log_level = PT_LOG_NOTICE;
 static int log_fd = 2;
@@ -42,7 +43,7 @@ pt_log_open(const char *path, enum pt_log_level level, struct pt_err *err)
         log_fd = 2;
         return PT_OK;
     }
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    int fd = pt_priv_open(path, PT_PRIV_APPEND);
 
     if (fd == -1)
         return pt_err_errno(err, errno, "cannot open error log \"%s\"", path);
@@ -58,7 +59,7 @@ pt_log_reopen(struct pt_err *err)
 {
     if (log_path[0] == '\0')
         return PT_OK;
-    int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    int fd = pt_priv_open(log_path, PT_PRIV_APPEND);
 
     if (fd == -1)
         return pt_err_errno(err, errno, "cannot reopen error log \"%s\"", log_path);
@@ -84,6 +85,12 @@ void
 pt_log_set_level(enum pt_log_level level)
 {
     __atomic_store_n(&pt__log_level, (int)level, __ATOMIC_RELAXED);
+}
+
+int
+pt_log_fd(void)
+{
+    return log_fd;
 }
 
 void

@@ -21,6 +21,8 @@ int pt_log_level_parse(const char *name);
 const char *pt_log_level_name(int level);
 /* Changes the level (a reload). Any thread. */
 void pt_log_set_level(enum pt_log_level level);
+/* The descriptor lines are written to (2 for stderr). */
+int pt_log_fd(void);
 /* Sets the per-thread tag printed on each line, e.g. "w0" or "main". */
 void pt_log_set_thread_tag(const char *tag);
 void pt_log(enum pt_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/notify.h"
+#include "core/priv.h"
 #include "core/regex.h"
 #include "core/upgrade.h"
 #include "core/worker.h"
@@ -144,50 +145,6 @@ raise_nofile(struct pt_conf *c)
     fit_max_connections(c);
 }
 
-/* ---- pid file ---------------------------------------------------------------------------- */
-
-static int
-pid_write(const char *path)
-{
-    char tmp[4096], line[32];
-    int fd, n;
-
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
-        pt_log(PT_LOG_ERROR, "pid file name too long: %s", path);
-        return PT_ERR;
-    }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd == -1) {
-        int e = errno;
-
-        pt_log(PT_LOG_ERROR, "cannot write pid file %s: %s", path, strerror(e));
-        return PT_ERR;
-    }
-    n = snprintf(line, sizeof(line), "%ld\n", (long)getpid());
-    if (write(fd, line, (size_t)n) != n || close(fd) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-
-        pt_log(PT_LOG_ERROR, "cannot write pid file %s: %s", path, strerror(e));
-        unlink(tmp);
-        return PT_ERR;
-    }
-    return PT_OK;
-}
-
-/* Removes the pid file if it still names this process (another portico may have taken it). */
-static void
-pid_remove(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    long pid = 0;
-
-    if (f == NULL)
-        return;
-    if (fscanf(f, "%ld", &pid) == 1 && pid == (long)getpid())
-        unlink(path);
-    fclose(f);
-}
-
 /* portico -s SIGNAL: the running process is the one the configuration's pid file names. */
 static int
 send_signal(const char *path, const char *name)
@@ -270,6 +227,17 @@ keep_process_settings(struct pt_conf *c, const struct pt_conf *old)
         c->error_log = old->error_log != NULL ? pt_arena_strdup(&c->arena, old->error_log)
                                               : NULL;
     }
+    if (!pt_str_eq(c->user, old->user) || !pt_str_eq(c->group, old->group)) {
+        pt_log(PT_LOG_WARN, "reload: user %s%s%s needs a restart; keeping user %s%s%s",
+               c->user != NULL ? c->user : "(none)", c->group != NULL ? " " : "",
+               c->group != NULL ? c->group : "", old->user != NULL ? old->user : "(none)",
+               old->group != NULL ? " " : "", old->group != NULL ? old->group : "");
+        c->user = old->user != NULL ? pt_arena_strdup(&c->arena, old->user) : NULL;
+        c->group = old->group != NULL ? pt_arena_strdup(&c->arena, old->group) : NULL;
+        c->uid = old->uid;
+        c->gid = old->gid;
+        c->user_pos = old->user_pos;
+    }
     if (c->error_log_level != old->error_log_level) {
         pt_log(PT_LOG_NOTICE, "reload: error_log level %s", pt_log_level_name(c->error_log_level));
         pt_log_set_level((enum pt_log_level)c->error_log_level);
@@ -317,6 +285,7 @@ reload(struct ev_loop *loop)
     }
     pt_log(PT_LOG_NOTICE, "reloading %s", conf_path);
     pt_notify_reloading();
+    pt_priv_rescan(); /* after the drop, the helper learns what the file names now */
     errout = open_memstream(&text, &len);
     conf = pt_conf_load(conf_path, errout != NULL ? errout : stderr, &err);
     if (errout != NULL)
@@ -374,10 +343,14 @@ reload(struct ev_loop *loop)
         }
         if (conf->pid_file != NULL &&
             (old->pid_file == NULL || strcmp(conf->pid_file, old->pid_file) != 0)) {
-            if (pid_write(conf->pid_file) == PT_OK && old->pid_file != NULL)
-                pid_remove(old->pid_file);
+            struct pt_err perr = {{0}};
+
+            if (pt_priv_pid_write(conf->pid_file, &perr) != PT_OK)
+                pt_log(PT_LOG_ERROR, "reload: %s", perr.msg);
+            else if (old->pid_file != NULL)
+                pt_priv_pid_remove(old->pid_file);
         } else if (conf->pid_file == NULL && old->pid_file != NULL) {
-            pid_remove(old->pid_file);
+            pt_priv_pid_remove(old->pid_file);
         }
         pt_log(PT_LOG_NOTICE, "reloaded: configuration generation %u", conf->generation);
     }
@@ -495,8 +468,12 @@ upgrade_go(pid_t previous)
 
     pt_runtime_accept(&runtime);
     runtime.upgrades++; /* this one */
-    if (runtime.conf->pid_file != NULL)
-        pid_write(runtime.conf->pid_file); /* a failure is logged; too late to give up */
+    if (runtime.conf->pid_file != NULL) {
+        struct pt_err err = {{0}};
+
+        if (pt_priv_pid_write(runtime.conf->pid_file, &err) != PT_OK)
+            pt_log(PT_LOG_ERROR, "%s", err.msg); /* too late to give up */
+    }
     pt_log(PT_LOG_NOTICE, "upgrade: accepting connections as pid %ld; the previous process "
            "(pid %ld) drains", (long)getpid(), (long)previous);
     snprintf(status, sizeof(status), "portico %s: %u worker(s), config %s, upgraded from pid %ld",
@@ -554,12 +531,13 @@ int
 main(int argc, char **argv)
 {
     const char *path = PT_DEFAULT_CONF, *signame = NULL;
-    int test = 0, verbose = 0, opt, upgrading;
+    int test = 0, verbose = 0, opt, upgrading, drop_first;
     struct pt_err err = {{0}};
     struct pt_conf *conf;
     struct ev_loop *loop;
     struct pt_upgrade_inherit inherit = {0};
     ev_signal sig_term, sig_int, sig_usr1, sig_hup, sig_usr2;
+    sigset_t early;
     ev_timer ticket_timer;
 
     pt_upgrade_set_command(argc, argv);
@@ -636,8 +614,25 @@ main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* a signal that comes before its watcher exists (a SIGHUP as soon as the port accepts,
+     * while the helper starts) waits for it rather than ending the process */
+    sigemptyset(&early);
+    sigaddset(&early, SIGHUP);
+    sigaddset(&early, SIGTERM);
+    sigaddset(&early, SIGINT);
+    sigaddset(&early, SIGUSR1);
+    sigaddset(&early, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &early, NULL);
+    if (pt_priv_check(conf, &err) != PT_OK)
+        return start_failed(err.msg);
     raise_nofile(conf);
     if (pt_tls_init(&err) != PT_OK)
+        return start_failed(err.msg);
+    /* an upgrade's new process switches to `user` first: the previous process runs as `user`
+     * and may have been taken over, so what it sends is parsed without root (addresses it does
+     * not hand over are bound below through the helper, like a reload's) */
+    drop_first = upgrading;
+    if (drop_first && pt_priv_drop(conf, path, &err) != PT_OK)
         return start_failed(err.msg);
     if (upgrading) {
         /* the previous process's sockets, counters and module state (after pt_tls_init: the
@@ -667,6 +662,10 @@ main(int argc, char **argv)
                    "socket(s)", l->name, l->n_handed);
     }
     pt_upgrade_inherit_free(&inherit);
+    /* ports bound, logs and keys open: switch to `user` before any other thread exists (an
+     * upgrade's new process did before it read the handoff) */
+    if (!drop_first && pt_priv_drop(conf, path, &err) != PT_OK)
+        return start_failed(err.msg);
     loop = ev_default_loop(EVFLAG_AUTO);
     ev_async_init(&reload_switched, on_reload_switched);
     ev_async_start(loop, &reload_switched);
@@ -682,6 +681,7 @@ main(int argc, char **argv)
     ev_signal_start(loop, &sig_usr1);
     ev_signal_start(loop, &sig_hup);
     ev_signal_start(loop, &sig_usr2);
+    sigprocmask(SIG_UNBLOCK, &early, NULL);
     /* session ticket keys rotate hourly; the previous key still decrypts for one more hour */
     ev_timer_init(&ticket_timer, on_ticket_rotate, 3600., 3600.);
     ev_timer_start(loop, &ticket_timer);
@@ -704,8 +704,8 @@ main(int argc, char **argv)
                              upgrade_give_up, &err) != PT_OK)
             return start_failed(err.msg);
     } else {
-        if (conf->pid_file != NULL && pid_write(conf->pid_file) != PT_OK)
-            return 1;
+        if (conf->pid_file != NULL && pt_priv_pid_write(conf->pid_file, &err) != PT_OK)
+            return start_failed(err.msg);
         pt_log(PT_LOG_NOTICE, "portico %s started with %u worker(s), config %s", PACKAGE_VERSION,
                runtime.n_workers, path);
         notify_started(path);
@@ -716,7 +716,7 @@ main(int argc, char **argv)
 
         /* after a handover the new process owns the file when it names the same one */
         if (pid_file != NULL && !pt_upgrade_pid_file_taken(pid_file))
-            pid_remove(pid_file);
+            pt_priv_pid_remove(pid_file);
     }
     pt_runtime_join(&runtime);
     if (handed_to > 0)

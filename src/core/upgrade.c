@@ -37,6 +37,7 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/notify.h"
+#include "core/priv.h"
 #include "core/upgrade.h"
 #include "core/worker.h"
 
@@ -489,6 +490,17 @@ child_exec(int fd, char **env)
 }
 
 void
+pt_upgrade_exec_successor(int fd)
+{
+    char var[64];
+    char **env = child_env(fd, var, sizeof(var));
+
+    if (env == NULL)
+        _exit(127);
+    child_exec(fd, env);
+}
+
+void
 pt_upgrade_start(struct ev_loop *loop, struct pt_runtime *rt, pt_upgrade_commit_cb *commit_cb)
 {
     char var[64];
@@ -546,15 +558,23 @@ pt_upgrade_start(struct ev_loop *loop, struct pt_runtime *rt, pt_upgrade_commit_
         rt->upgrades_failed++;
         return;
     }
-    pid = fork();
-    if (pid == 0)
-        child_exec(sv[1], env);
+    if (pt_priv_dropped()) {
+        /* this process runs as `user`: the privileged helper starts the new one, as root like
+         * the first, and it becomes our child (we are its subreaper) */
+        pid = pt_priv_spawn_upgrade(sv[1]);
+    } else {
+        pid = fork();
+        if (pid == 0)
+            child_exec(sv[1], env);
+    }
     free(env);
     close(sv[1]);
     if (pid == -1) {
         int e = errno;
 
-        pt_log(PT_LOG_ERROR, "upgrade failed: fork(): %s", strerror(e));
+        pt_log(PT_LOG_ERROR, "upgrade failed: %s: %s",
+               pt_priv_dropped() ? "the privileged helper could not start it" : "fork()",
+               strerror(e));
         close(sv[0]);
         free(up.out);
         up.out = NULL;

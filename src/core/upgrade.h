@@ -28,6 +28,12 @@ void pt_upgrade_set_command(int argc, char **argv);
 
 /* ---- the running process ------------------------------------------------------------------ */
 
+/* In a freshly forked child: executes the binary at the path this process was started from,
+ * with its command line and PORTICO_UPGRADE_FD=fd; on failure writes `execfail ERRNO` to fd
+ * and exits 127. The privileged helper runs it, after portico dropped to `user`, so that the
+ * new process starts with root's rights as the first one did (pt_priv_spawn_upgrade). */
+void pt_upgrade_exec_successor(int fd) __attribute__((noreturn));
+
 /* Called when the new process said "ready" and was told "go": pid is the new process, which
  * now accepts on the same sockets. The caller stops accepting and drains
  * (pt_runtime_handover). */

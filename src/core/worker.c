@@ -20,6 +20,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/priv.h"
 #include "core/stats.h"
 #include "core/worker.h"
 
@@ -39,20 +40,10 @@ pt_worker_self(void)
 static int
 probe_listen(const struct pt_listen *l, struct pt_err *err)
 {
-    int one = 1;
-    int probe = socket(l->addr.sa.ss_family, (l->udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+    int probe = pt_priv_bind(&l->addr, l->udp ? PT_PRIV_DGRAM : 0, err);
 
     if (probe == -1)
-        return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
-    setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (l->addr.sa.ss_family == AF_INET6)
-        setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(probe, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1) {
-        int e = errno;
-
-        close(probe);
-        return pt_err_errno(err, e, "bind() to %s", l->addr.name);
-    }
+        return PT_ERR;
     close(probe);
     return PT_OK;
 }
@@ -62,33 +53,25 @@ probe_listen(const struct pt_listen *l, struct pt_err *err)
  * in socks (the caller closes them). A UDP address gets datagram sockets in one SO_REUSEPORT
  * group as well, one per worker: the kernel picks the socket of a datagram by a hash of its
  * source and destination addresses and ports, so every datagram of one client address:port
- * reaches the same worker (the one holding its session) as long as the group does not change. */
+ * reaches the same worker (the one holding its session) as long as the group does not change. Bound directly, or by the privileged
+ * helper once portico has dropped to `user` (a reload adding an address below 1024). */
 static int
 open_listen(const struct pt_listen *l, unsigned count, struct pt_listen_socks *socks,
             struct pt_err *err)
 {
-    int family = l->addr.sa.ss_family;
-    int one = 1;
     int *v = realloc(socks->fds, (socks->n + count + 1) * sizeof(int));
 
     if (v == NULL)
         return pt_err_set(err, "out of memory");
     socks->fds = v;
     for (unsigned j = 0; j < count; j++) {
-        int fd = socket(family, (l->udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        0);
+        int fd = pt_priv_bind(&l->addr, PT_PRIV_REUSEPORT | PT_PRIV_NONBLOCK |
+                                            (l->udp ? PT_PRIV_DGRAM : 0),
+                              err);
 
         if (fd == -1)
-            return pt_err_errno(err, errno, "socket() for listen %s", l->addr.name);
+            return PT_ERR;
         socks->fds[socks->n++] = fd;
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
-            return pt_err_errno(err, errno, "setsockopt() for listen %s", l->addr.name);
-        if (family == AF_INET6 &&
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1)
-            return pt_err_errno(err, errno, "IPV6_V6ONLY for listen %s", l->addr.name);
-        if (bind(fd, (struct sockaddr *)&l->addr.sa, l->addr.len) == -1)
-            return pt_err_errno(err, errno, "bind() to %s", l->addr.name);
         if (!l->udp && listen(fd, 4096) == -1)
             return pt_err_errno(err, errno, "listen() on %s", l->addr.name);
     }
@@ -641,12 +624,18 @@ static void *
 worker_main(void *arg)
 {
     struct pt_worker *w = arg;
+    struct pt_err err;
     sigset_t all;
 
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the main thread's */
     self_worker = w;
     pt_log_set_thread_tag(w->name);
+    /* credentials are per thread in Linux: this one's must be the dropped ones */
+    if (pt_priv_check_thread(&err) != PT_OK) {
+        pt_log(PT_LOG_EMERG, "privileges: %s; exiting", err.msg);
+        _exit(1);
+    }
     ev_run(w->loop, 0);
     while (!pt_list_empty(&w->conns)) {
         struct pt_conn *c = pt_container_of(w->conns.next, struct pt_conn, link);

@@ -1651,6 +1651,10 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
             free(c);
             return PT_ERR;
         }
+        /* upgrade2 ignores its stream_user_data on a server: without this, stream 1's close
+         * found no stream, which stayed listed with its exchange, so the connection never
+         * closed when the client did (CLOSE-WAIT; found by tests/soak) */
+        nghttp2_session_set_stream_user_data(c->session, 1, st);
         st->c = c;
         st->id = 1;
         st->x = t->upgrade_x;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
@@ -23,6 +24,7 @@
 #include "core/handoff.h"
 #include "core/log.h"
 #include "core/module.h"
+#include "core/priv.h"
 #include "core/stats.h"
 #include "core/worker.h"
 #include "net/tls.h"
@@ -469,6 +471,112 @@ ssl_errors(char *buf, size_t len)
         snprintf(buf, len, "unknown error");
 }
 
+/* ---- PEM files ------------------------------------------------------------------------ */
+
+/* Certificates, keys and CA bundles are read whole through pt_priv (the privileged helper once
+ * portico runs as `user`, so a reload still reads a key only root can read), then parsed from
+ * memory. A CA bundle of the system store is about 200 KB. */
+#define PT_TLS_PEM_MAX (16 * 1024 * 1024)
+
+/* An encrypted key is an error, never a passphrase prompt on the terminal. */
+static int
+no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    return -1;
+}
+
+/* The file in a memory BIO over *data (freed by the caller after the BIO). NULL with why set. */
+static BIO *
+pem_open(const char *path, const char *directive, char **data, char *why, size_t wlen)
+{
+    struct pt_err err = {{0}};
+    size_t len;
+    BIO *b;
+
+    if (pt_priv_read_file(path, PT_TLS_PEM_MAX, data, &len, &err) != PT_OK) {
+        snprintf(why, wlen, "cannot load %s \"%s\": %s", directive, path, err.msg);
+        return NULL;
+    }
+    b = BIO_new_mem_buf(*data, (int)len);
+    if (b == NULL) {
+        free(*data);
+        *data = NULL;
+        snprintf(why, wlen, "cannot load %s \"%s\": out of memory", directive, path);
+    }
+    return b;
+}
+
+static void
+pem_close(BIO *b, char *data)
+{
+    BIO_free(b);
+    free(data);
+}
+
+/* What SSL_CTX_use_certificate_chain_file does, from memory: the first certificate is the
+ * server's, the ones after it its chain. 1, or 0 with OpenSSL's errors queued. */
+static int
+use_chain(SSL_CTX *ctx, BIO *b)
+{
+    X509 *x = PEM_read_bio_X509_AUX(b, NULL, no_passphrase, NULL);
+    unsigned long e;
+    int ok;
+
+    if (x == NULL)
+        return 0;
+    ok = SSL_CTX_use_certificate(ctx, x);
+    X509_free(x);
+    if (ok != 1 || SSL_CTX_clear_chain_certs(ctx) != 1)
+        return 0;
+    for (;;) {
+        X509 *ca = PEM_read_bio_X509(b, NULL, no_passphrase, NULL);
+
+        if (ca == NULL)
+            break;
+        if (SSL_CTX_add0_chain_cert(ctx, ca) != 1) {
+            X509_free(ca);
+            return 0;
+        }
+    }
+    e = ERR_peek_last_error();
+    if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE)
+        return 0;
+    ERR_clear_error(); /* the end of the file */
+    return 1;
+}
+
+/* Every certificate (and CRL) of a bundle into the context's trust store, and with
+ * client_list, the certificates' names into the list of CAs sent to clients. The number of
+ * certificates (0: none, or an error with OpenSSL's errors queued). */
+static int
+load_cas(SSL_CTX *ctx, BIO *b, bool client_list)
+{
+    STACK_OF(X509_INFO) *infos = PEM_X509_INFO_read_bio(b, NULL, no_passphrase, NULL);
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    int n = 0;
+
+    if (infos == NULL)
+        return 0;
+    for (int i = 0; i < sk_X509_INFO_num(infos); i++) {
+        X509_INFO *xi = sk_X509_INFO_value(infos, i);
+
+        if (xi->x509 != NULL) {
+            if (X509_STORE_add_cert(store, xi->x509) != 1 ||
+                (client_list && SSL_CTX_add_client_CA(ctx, xi->x509) != 1)) {
+                n = 0;
+                break;
+            }
+            n++;
+        }
+        if (xi->crl != NULL && X509_STORE_add_crl(store, xi->crl) != 1) {
+            n = 0;
+            break;
+        }
+    }
+    sk_X509_INFO_pop_free(infos, X509_INFO_free);
+    return n;
+}
+
 int
 pt_tls_server_ctx(struct pt_tls_conf *t, char *why, size_t wlen)
 {
@@ -488,16 +596,40 @@ pt_tls_server_ctx(struct pt_tls_conf *t, char *why, size_t wlen)
         snprintf(why, wlen, "invalid tls_ciphers \"%s\"", t->ciphers);
         goto fail;
     }
-    if (SSL_CTX_use_certificate_chain_file(ctx, t->certificate) != 1) {
-        ssl_errors(errs, sizeof(errs));
-        snprintf(why, wlen, "cannot load tls_certificate \"%s\": %s", t->certificate, errs);
-        goto fail;
+    {
+        char *data;
+        BIO *b = pem_open(t->certificate, "tls_certificate", &data, why, wlen);
+        int ok;
+
+        if (b == NULL)
+            goto fail;
+        ok = use_chain(ctx, b);
+        pem_close(b, data);
+        if (!ok) {
+            ssl_errors(errs, sizeof(errs));
+            snprintf(why, wlen, "cannot load tls_certificate \"%s\": %s", t->certificate,
+                     errs);
+            goto fail;
+        }
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, t->certificate_key, SSL_FILETYPE_PEM) != 1) {
-        ssl_errors(errs, sizeof(errs));
-        snprintf(why, wlen, "cannot load tls_certificate_key \"%s\": %s", t->certificate_key,
-                 errs);
-        goto fail;
+    {
+        char *data;
+        BIO *b = pem_open(t->certificate_key, "tls_certificate_key", &data, why, wlen);
+        EVP_PKEY *key;
+        int ok;
+
+        if (b == NULL)
+            goto fail;
+        key = PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL);
+        ok = key != NULL && SSL_CTX_use_PrivateKey(ctx, key) == 1;
+        EVP_PKEY_free(key);
+        pem_close(b, data);
+        if (!ok) {
+            ssl_errors(errs, sizeof(errs));
+            snprintf(why, wlen, "cannot load tls_certificate_key \"%s\": %s",
+                     t->certificate_key, errs);
+            goto fail;
+        }
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
         ERR_clear_error();
@@ -506,15 +638,20 @@ pt_tls_server_ctx(struct pt_tls_conf *t, char *why, size_t wlen)
         goto fail;
     }
     if (t->client_ca != NULL) {
-        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(t->client_ca);
+        char *data;
+        BIO *b = pem_open(t->client_ca, "tls_client_certificate", &data, why, wlen);
+        int n;
 
-        if (names == NULL || SSL_CTX_load_verify_locations(ctx, t->client_ca, NULL) != 1) {
+        if (b == NULL)
+            goto fail;
+        n = load_cas(ctx, b, true);
+        pem_close(b, data);
+        if (n == 0) {
             ssl_errors(errs, sizeof(errs));
             snprintf(why, wlen, "cannot load tls_client_certificate \"%s\": %s", t->client_ca,
-                     errs);
+                     strcmp(errs, "unknown error") == 0 ? "no certificate in it" : errs);
             goto fail;
         }
-        SSL_CTX_set_client_CA_list(ctx, names);
     }
     if (t->verify_client != PT_TLS_VERIFY_OFF) {
         if (t->client_ca == NULL) {
@@ -583,10 +720,21 @@ pt_tls_client_ctx(const char *trusted, bool verify, bool h2, char *why, size_t w
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     if (trusted != NULL) {
-        if (SSL_CTX_load_verify_locations(ctx, trusted, NULL) != 1) {
-            ssl_errors(errs, sizeof(errs));
-            snprintf(why, wlen, "cannot load tls_trusted_certificate \"%s\": %s", trusted,
-                     errs);
+        char *data;
+        BIO *b = pem_open(trusted, "tls_trusted_certificate", &data, why, wlen);
+        int n = 0;
+
+        if (b != NULL) {
+            n = load_cas(ctx, b, false);
+            pem_close(b, data);
+            if (n == 0) {
+                ssl_errors(errs, sizeof(errs));
+                snprintf(why, wlen, "cannot load tls_trusted_certificate \"%s\": %s", trusted,
+                         strcmp(errs, "unknown error") == 0 ? "no certificate in it" : errs);
+            }
+        }
+        if (n == 0) {
+            ERR_clear_error();
             SSL_CTX_free(ctx);
             return NULL;
         }
@@ -836,15 +984,34 @@ static int
 read_ticket_file(struct pt_conf_ctx *cx, struct tls_main *m, unsigned i, struct ticket_key *k)
 {
     unsigned char buf[81];
-    FILE *f = fopen(m->ticket_files[i], "rb");
-    size_t n;
+    /* through pt_priv: after the drop to `user`, the privileged helper opens it for a reload;
+     * read(), not stdio, so no copy of the key stays in a stdio buffer */
+    int fd = pt_priv_open(m->ticket_files[i], PT_PRIV_READ);
+    size_t n = 0;
 
-    if (f == NULL)
+    if (fd == -1)
         return pt_conf_error_at(cx, m->ticket_lines[i], m->ticket_cols[i],
                                 "cannot open tls_session_ticket_key \"%s\": %s",
                                 m->ticket_files[i], strerror(errno));
-    n = fread(buf, 1, sizeof(buf), f);
-    fclose(f);
+    while (n < sizeof(buf)) {
+        ssize_t r = read(fd, buf + n, sizeof(buf) - n);
+
+        if (r == -1 && errno == EINTR)
+            continue;
+        if (r == -1) {
+            int e = errno;
+
+            close(fd);
+            OPENSSL_cleanse(buf, sizeof(buf));
+            return pt_conf_error_at(cx, m->ticket_lines[i], m->ticket_cols[i],
+                                    "cannot read tls_session_ticket_key \"%s\": %s",
+                                    m->ticket_files[i], strerror(e));
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
     if (n != 48 && n != 80) {
         OPENSSL_cleanse(buf, sizeof(buf));
         return pt_conf_error_at(cx, m->ticket_lines[i], m->ticket_cols[i],

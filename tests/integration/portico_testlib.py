@@ -235,8 +235,7 @@ class Portico:
                  shutdown_timeout=2.0, wait=True, wrap=(), exe=None):
         self.tmpdir = str(tmpdir)
         self.conf_path = os.path.join(self.tmpdir, name + ".conf")
-        with open(self.conf_path, "w") as f:
-            f.write(conf)
+        self.write_conf(conf)
         self.stdout_path = os.path.join(self.tmpdir, name + ".stdout")
         self.stderr_path = os.path.join(self.tmpdir, name + ".stderr")
         self.error_log = os.path.join(self.tmpdir, "error.log")
@@ -261,6 +260,12 @@ class Portico:
                     self.kill()
                     raise AssertionError("portico did not start listening on %s (exit %r)\n%s"
                                          % (hostport(host, p), rc, logs))
+
+    def write_conf(self, conf):
+        """(Re)writes the configuration file, atomically, for a start or a reload."""
+        with open(self.conf_path + ".tmp", "w") as f:
+            f.write(conf)
+        os.rename(self.conf_path + ".tmp", self.conf_path)
 
     def url(self, path="/"):
         return "http://%s%s" % (hostport(self.host, self.port), path)

@@ -70,6 +70,24 @@ def test_h2_h1_upgrade_h2c_head(h2_front):
     assert r.header("content-length") == "1234", r
 
 
+def test_h2_h1_upgrade_h2c_connection_closes_with_the_client(h2_front):
+    # stream 1 of an upgraded connection ends like any stream, so when the client closes,
+    # portico closes too (it used to keep such connections in CLOSE-WAIT for ever, holding a
+    # descriptor and the configuration snapshot: found by tests/soak)
+    f = h2_front()
+
+    def server_side():
+        p = subprocess.run(["ss", "-Htn", "( sport = :%d )" % f.plain_port],
+                           stdout=subprocess.PIPE, timeout=10)
+        return [l for l in p.stdout.decode().splitlines() if l.strip()]
+
+    for path in ("/name", "/bytes/5000") * 6:  # (it depended on how the client's close came)
+        r, ver = f.curl_plain(path, "--http2")
+        assert r.status == 200 and ver == "2", r
+    lib.wait_until(lambda: not server_side(), 5,
+                   what="no connection left on portico's side (%s)" % server_side())
+
+
 # ------------------------------------------------------- multiplexing ---
 
 NGHTTP_STAT = re.compile(r"^\s*\d+\s+\+\S+\s+\+\S+\s+\S+\s+(\d{3})\s+(\S+)\s+(\S+)\s*$", re.M)
