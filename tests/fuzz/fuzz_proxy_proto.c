@@ -2,10 +2,8 @@
 /* libFuzzer target for the PROXY protocol parser (src/net/proxy_proto.c): any input is safe, a
  * complete header never names a length past the input, and no prefix of an input answers
  * other than "more" or what the whole answers (the property the listener relies on when a
- * header arrives in pieces). Build and run:
- *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc tests/fuzz/fuzz_proxy_proto.c \
- *         src/net/proxy_proto.c src/core/common.c -o fuzz_proxy_proto   (see docs/stream.md)
+ * header arrives in pieces). Built by `make fuzz-build` with the others; run with
+ * tests/fuzz/run.sh proxy_proto (docs/testing.md, "Fuzzing and sanitizers").
  */
 #include <stddef.h>
 #include <stdint.h>
