@@ -156,23 +156,40 @@ no_crlf:
 int
 pt_h1_lines_check(struct pt_h1_lines *s, const char *p, size_t n, const char **why)
 {
-    for (size_t i = 0; i < n; i++) {
-        char ch = p[i];
+    /* what matters are CR, LF and the byte after each LF: memchr (vectorised) skips the rest,
+     * where a byte-by-byte loop cost ~20 instructions a byte on every head */
+    size_t i = 0;
 
-        if (s->cr && ch != '\n') {
-            *why = "bare CR in the head or trailers";
-            return PT_ERR;
+    while (i < n) {
+        const char *cr, *end;
+
+        if (s->cr) {
+            if (p[i] != '\n') {
+                *why = "bare CR in the head or trailers";
+                return PT_ERR;
+            }
+            s->cr = 0;
+            s->lf = 1;
+            i++;
+            continue;
         }
-        if (ch == '\n' && !s->cr) {
+        if (s->lf) {
+            if (p[i] == ' ' || p[i] == '\t') {
+                *why = "obs-fold or whitespace before a header line";
+                return PT_ERR;
+            }
+            s->lf = 0;
+        }
+        cr = memchr(p + i, '\r', n - i);
+        end = cr != NULL ? cr : p + n;
+        if (memchr(p + i, '\n', (size_t)(end - (p + i))) != NULL) {
             *why = "bare LF in the head or trailers";
             return PT_ERR;
         }
-        if (s->lf && (ch == ' ' || ch == '\t')) {
-            *why = "obs-fold or whitespace before a header line";
-            return PT_ERR;
-        }
-        s->cr = ch == '\r';
-        s->lf = ch == '\n';
+        if (cr == NULL)
+            return PT_OK;
+        s->cr = 1;
+        i = (size_t)(cr - p) + 1;
     }
     return PT_OK;
 }

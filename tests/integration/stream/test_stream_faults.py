@@ -66,9 +66,14 @@ def test_tcp_fault_abort_share(start_tcp, start_stream):
     share = reset / 2000.0
     print("tcp fault abort percent=25: %d ok, %d reset (%.1f %%)" % (ok, reset, share * 100))
     assert abs(share - 0.25) <= 0.05, (ok, reset)
+    wait_stream_log(p, reset, timeout=20, where=lambda l: l["outcome"] == "fault_abort")
     lines = wait_stream_log(p, 2000, timeout=20)
     aborted = [l for l in lines if l["outcome"] == "fault_abort"]
-    assert len(aborted) == reset and all(l["status"] == "502" for l in aborted)
+    # every reset the client saw is a logged abort; lines past 2000 are the harness's readiness
+    # probe connections, which the fault may abort too (one time in four)
+    probes = len(lines) - 2000
+    assert reset <= len(aborted) <= reset + probes, (reset, len(aborted), probes)
+    assert all(l["status"] == "502" for l in aborted)
 
 
 @pytest.mark.hard_timeout(120)
