@@ -423,6 +423,9 @@ set_zone(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     if (store != NULL && z->per_worker)
         return pt_conf_error(cx, 0, "scope=worker and store= together: a zone with a store is "
                              "shared by every worker and instance that uses it");
+    if (store != NULL && z->name != NULL && strlen(z->name) > 64)
+        return pt_conf_error(cx, 0, "a zone with store= needs a name of at most 64 bytes (it is "
+                             "part of the Redis key)");
     if (store != NULL) {
         store->lease = pt_limit_lease_size(z->interval_ns);
         z->store = store;
