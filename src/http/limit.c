@@ -1107,6 +1107,10 @@ pt_limit_print(const struct pt_location *loc, FILE *out, const char *first, cons
             fprintf(out, "delay=%u", u->delay);
         else
             fprintf(out, "excess requests delayed");
+        if (u->zone->store != NULL)
+            fprintf(out, "; shared through redis %s (store_fail=%s, store_timeout %lldms)",
+                    u->zone->store->addr.shown, u->zone->store->fail_closed ? "closed" : "open",
+                    (long long)(u->zone->store->timeout_ns / 1000000));
         fprintf(out, "; over it %u (%s:%d)\n", req_status(lc), u->file, u->line);
         pfx = indent;
     }
