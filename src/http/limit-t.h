@@ -129,7 +129,6 @@ struct pt_limit_zone {
     const char *rate_text;
     unsigned per_worker : 1;
     unsigned used : 1;
-    unsigned scope_set : 1;
     struct pt_limit_store_conf *store; /* NULL: the local table only */
     int line, col;
     struct pt_limit_state *st; /* made by conf_finish, or carried over by a reload */

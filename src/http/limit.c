@@ -379,7 +379,6 @@ set_zone(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
         } else if (param(a, "scope", &v) && (strcmp(v, "shared") == 0 ||
                                              strcmp(v, "worker") == 0)) {
             z->per_worker = v[0] == 'w';
-            z->scope_set = 1;
         } else if (param(a, "store", &v) || param(a, "store_fail", &v) ||
                    param(a, "store_timeout", &v)) {
             if (!req)
