@@ -381,6 +381,55 @@ server {
         fake.stop()
 
 
+@pytest.mark.parametrize("client", ["h1", "h2"])
+def test_burst_delay_and_retry_after_through_redis(tmp_path, start_portico, redis, backend,
+                                                   client):
+    """nginx's burst and delay= through Redis, over HTTP/1.1 and HTTP/2 (each request asks
+    Redis and resumes on its answer): at 1r/m, burst=2 delay=1, the first goes, the second
+    too (within delay=1), the third is delayed (a minute: curl gives up after 2 s), the fourth
+    is refused with a Retry-After of about a minute. A second zone (local) in the same
+    location refusing while the first one's answer is awaited answers at once."""
+    r = redis()
+    port = lib.free_port()
+    opts = ["--http1.1"] if client == "h1" else ["--http2-prior-knowledge"]
+    p = start_portico(lib.make_conf(tmp_path, """
+limit_req_zone $http_x_key zone=g:64k rate=1r/m store=redis://127.0.0.1:%d store_timeout=2s;
+limit_req_zone $http_x_other zone=l:64k rate=1r/m;
+upstream app { server %s; }
+server {
+    listen 127.0.0.1:%d;
+    location / { proxy_pass app; limit_req zone=g burst=2 delay=1; }
+    location /name { proxy_pass app; limit_req zone=g nodelay; limit_req zone=l nodelay; }
+    location = /metrics { metrics; }
+}
+""" % (r.port, BACKEND["addr"], port), workers=1, access_log="off"), [port])
+    wait_up([p])
+    assert lib.curl(p.url("/"), "-H", "X-Key: a", *opts).status == 200
+    assert lib.curl(p.url("/"), "-H", "X-Key: a", *opts).status == 200
+    slow = lib.curl(p.url("/"), "-H", "X-Key: a", "-m", "2", *opts)
+    assert slow.rc == 28, slow  # delayed: curl timed out
+    got = lib.curl(p.url("/"), "-H", "X-Key: a", *opts)
+    assert got.status == 429, got
+    assert 50 <= int(got.header("retry-after")) <= 60, got.headers
+    # /name: zone l (local) admits key x once, then refuses while zone g asks Redis
+    assert lib.curl(p.url("/name"), "-H", "X-Key: b", "-H", "X-Other: x", *opts).status == 200
+    got = lib.curl(p.url("/name"), "-H", "X-Key: c", "-H", "X-Other: x", *opts)
+    assert got.status == 429 and "zone=l" in got.header("proxy-status"), got
+    assert metric(p, "portico_limit_req_store_fallback_total", zone="g") == 0
+    assert lib.curl(p.url("/metrics"), *opts).status == 200
+
+
+def test_config_error_long_zone_name(tmp_path):
+    path = tmp_path / "p.conf"
+    path.write_text(lib.make_conf(tmp_path, """
+limit_req_zone $binary_remote_addr zone=%s:64k rate=1r/s store=redis://127.0.0.1:6379;
+server { listen 127.0.0.1:%d; location / { metrics; limit_req zone=%s; } }
+""" % ("z" * 65, lib.free_port(), "z" * 65), workers=1))
+    r = subprocess.run([lib.PORTICO_BIN, "-t", "-c", str(path)], capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode != 0 and "name of at most 64 bytes" in r.stderr, r
+
+
 def test_script_flushed_is_sent_again(tmp_path, start_portico, redis, backend):
     """SCRIPT FLUSH in Redis: the next EVALSHA gets NOSCRIPT and portico sends the script with
     EVAL; no request falls back."""
