@@ -205,7 +205,12 @@ wz_new(struct pt_worker *w, struct pt_limit_state *st, unsigned nworkers)
     wz->st = st;
     wz->stats->down = 1; /* until connected */
     __atomic_add_fetch(&st->refs, 1, __ATOMIC_ACQ_REL);
-    wz->r = pt_redis_new(w->loop, &st->store->addr, pt_limit_script, wz_state, wz);
+    /* unreachable after 1 s without an answer, or store_timeout when longer: a request never
+     * falls back before its store_timeout because of the connection's own timeout */
+    double quiet = (double)st->store->timeout_ns / 1e9;
+
+    wz->r = pt_redis_new(w->loop, &st->store->addr, pt_limit_script, quiet > 1.0 ? quiet : 1.0,
+                         wz_state, wz);
     if (wz->r == NULL)
         pt_log(PT_LOG_ERROR, "limit_req zone \"%s\": out of memory for its redis connection",
                st->name);

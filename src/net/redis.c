@@ -20,7 +20,6 @@
 #include "net/redis.h"
 
 #define REDIS_PORT_DEFAULT 6379
-#define REDIS_ANSWER_TIMEOUT 1.0 /* no answer for this long while commands wait: drop it */
 #define REDIS_ARGS_MAX 16
 
 struct pt_redis {
@@ -36,6 +35,7 @@ struct pt_redis {
     unsigned waiting;   /* commands sent and not answered */
     ev_timer retry;     /* the next attempt */
     ev_timer watchdog;  /* connect timeout, then "no answer" */
+    double answer_timeout; /* seconds without an answer while commands wait: drop it */
 };
 
 /* ---- URL --------------------------------------------------------------------------------- */
@@ -160,7 +160,7 @@ static void
 watchdog_update(struct pt_redis *r)
 {
     if (r->waiting > 0 || (r->ac != NULL && !r->up)) {
-        r->watchdog.repeat = REDIS_ANSWER_TIMEOUT;
+        r->watchdog.repeat = r->answer_timeout;
         ev_timer_again(r->loop, &r->watchdog);
     } else {
         ev_timer_stop(r->loop, &r->watchdog);
@@ -226,7 +226,11 @@ on_watchdog(struct ev_loop *loop, ev_timer *t, int revents)
 
     (void)loop;
     (void)revents;
-    fail(r, r->up ? "no answer within 1s" : "not connected within 1s");
+    char why[64];
+
+    snprintf(why, sizeof(why), "%s within %gs", r->up ? "no answer" : "not connected",
+             r->answer_timeout);
+    fail(r, why);
 }
 
 static void
@@ -324,7 +328,7 @@ attempt(struct pt_redis *r)
 
 struct pt_redis *
 pt_redis_new(struct ev_loop *loop, const struct pt_redis_addr *a, const char *script,
-             pt_redis_state_cb *state_cb, void *arg)
+             double answer_timeout, pt_redis_state_cb *state_cb, void *arg)
 {
     struct pt_redis *r = calloc(1, sizeof(*r));
 
@@ -334,6 +338,7 @@ pt_redis_new(struct ev_loop *loop, const struct pt_redis_addr *a, const char *sc
     }
     r->loop = loop;
     r->a = *a;
+    r->answer_timeout = answer_timeout > 0 ? answer_timeout : 1.0;
     r->state_cb = state_cb;
     r->arg = arg;
     ev_timer_init(&r->retry, on_retry, 0., 0.);

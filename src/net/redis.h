@@ -2,8 +2,8 @@
 /* An asynchronous Redis connection on one libev loop (hiredis and its libev adapter): connects
  * without blocking, authenticates, selects the database, loads one Lua script (SCRIPT LOAD) and
  * runs it with EVALSHA (EVAL again after NOSCRIPT); reconnects with a bounded backoff (100 ms
- * doubling to 5 s); a connection whose oldest command has had no answer for 1 s is dropped
- * (then reconnected). Only the thread of its loop touches a connection. */
+ * doubling to 5 s); a connection that gets no answer for answer_timeout seconds while
+ * commands wait (or is not connected within it) is dropped, then reconnected. Only the thread of its loop touches a connection. */
 #ifndef PT_REDIS_H
 #define PT_REDIS_H
 
@@ -21,7 +21,8 @@ int pt_redis_resolve(struct pt_redis_addr *a, char *err, size_t errlen);
 
 /* A connection to a (copied) that starts connecting at once. NULL when out of memory. */
 struct pt_redis *pt_redis_new(struct ev_loop *loop, const struct pt_redis_addr *a,
-                              const char *script, pt_redis_state_cb *state_cb, void *arg);
+                              const char *script, double answer_timeout,
+                              pt_redis_state_cb *state_cb, void *arg);
 /* Closes it; every command waiting for an answer gets its callback with v == NULL. */
 void pt_redis_free(struct pt_redis *r);
 /* True while connected and the script is loaded. */
