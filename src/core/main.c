@@ -697,17 +697,17 @@ main(int argc, char **argv)
     if (upgrading) {
         /* ready: configuration, TLS, modules, workers and the first health checks are up; the
          * previous process hands over when it hears it */
-        pt_log(PT_LOG_NOTICE, "portico %s started with %u worker(s), config %s; ready, waiting "
-               "for the previous process to hand over", PACKAGE_VERSION, runtime.n_workers,
-               path);
+        pt_log(PT_LOG_NOTICE, "portico %s (instance %s) started with %u worker(s), config %s; "
+               "ready, waiting for the previous process to hand over", PACKAGE_VERSION,
+               conf->instance_name, runtime.n_workers, path);
         if (pt_upgrade_ready(loop, conf->pid_file, conf->upgrade_timeout, upgrade_go,
                              upgrade_give_up, &err) != PT_OK)
             return start_failed(err.msg);
     } else {
         if (conf->pid_file != NULL && pt_priv_pid_write(conf->pid_file, &err) != PT_OK)
             return start_failed(err.msg);
-        pt_log(PT_LOG_NOTICE, "portico %s started with %u worker(s), config %s", PACKAGE_VERSION,
-               runtime.n_workers, path);
+        pt_log(PT_LOG_NOTICE, "portico %s (instance %s) started with %u worker(s), config %s",
+               PACKAGE_VERSION, conf->instance_name, runtime.n_workers, path);
         notify_started(path);
     }
     ev_run(loop, 0);
