@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <llhttp.h>
+#include <malloc.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -21,6 +22,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/arena.h"
@@ -78,7 +80,11 @@ struct pt_h2_conn {
     unsigned eof : 1;    /* the client half-closed: finish the streams, then close */
     unsigned lingering : 1; /* done: our side shut, the client's last bytes read and dropped */
     unsigned wait : 2;   /* enum conn_wait: what the connection timer times */
+    unsigned released : 1; /* idle: the pages of nghttp2's big blocks went back to the kernel */
     unsigned n_streams;
+    ev_tstamp t_release; /* idle: when those pages go back (0: not planned) */
+    void *big[2];        /* nghttp2's page-aligned blocks (its outbound frame buffer) */
+    size_t big_len[2];
     struct pt_list streams;
     struct pt_list heads; /* streams whose response head waits for the next write */
 };
@@ -139,6 +145,103 @@ update_read(struct pt_h2_conn *c, int want)
     }
 }
 
+/* ---- memory -------------------------------------------------------------------------- */
+
+/* nghttp2 allocates through these hooks (nghttp2_session_server_new3). Blocks of BIG_BLOCK
+ * bytes or more -- in practice its outbound frame buffer (16 KiB + 10 B) and its stream map's
+ * table (4 KiB), both allocated with the session and kept for its life -- are page-aligned and
+ * remembered, so that a connection idle for IDLE_RELEASE_SEC gives their pages back to the
+ * kernel (MADV_DONTNEED) without freeing them. That is safe because what an idle session has
+ * there is what zero pages hold too: nghttp2 writes every frame into the frame buffer before
+ * reading it, and an idle session (nothing queued, nothing half sent) has no frame in it; the
+ * table of a map with no stream in it is all zeros (empty buckets are zeroed). Everything else
+ * goes to malloc as before. */
+#define BIG_BLOCK 4096
+#define IDLE_RELEASE_SEC 1.0
+
+static size_t page_size = 4096;
+
+static void *
+mem_big(struct pt_h2_conn *c, size_t size)
+{
+    void *p;
+
+    for (size_t i = 0; i < PT_ARRAY_LEN(c->big); i++) {
+        if (c->big[i] != NULL)
+            continue;
+        if (posix_memalign(&p, page_size, size) != 0)
+            return NULL;
+        c->big[i] = p;
+        c->big_len[i] = size;
+        return p;
+    }
+    return malloc(size);
+}
+
+static int
+big_slot(const struct pt_h2_conn *c, const void *p)
+{
+    for (size_t i = 0; i < PT_ARRAY_LEN(c->big); i++)
+        if (p != NULL && c->big[i] == p)
+            return (int)i;
+    return -1;
+}
+
+static void *
+h2_malloc(size_t size, void *ud)
+{
+    return size >= BIG_BLOCK ? mem_big(ud, size) : malloc(size);
+}
+
+static void
+h2_free(void *p, void *ud)
+{
+    struct pt_h2_conn *c = ud;
+    int i = big_slot(c, p);
+
+    if (i >= 0)
+        c->big[i] = NULL;
+    free(p);
+}
+
+static void *
+h2_calloc(size_t n, size_t size, void *ud)
+{
+    void *p;
+
+    if (size != 0 && n > SIZE_MAX / size)
+        return NULL;
+    if (n * size < BIG_BLOCK)
+        return calloc(n, size);
+    p = mem_big(ud, n * size);
+    if (p != NULL)
+        memset(p, 0, n * size);
+    return p;
+}
+
+static void *
+h2_realloc(void *p, size_t size, void *ud)
+{
+    struct pt_h2_conn *c = ud;
+    int i = big_slot(c, p);
+    size_t old;
+    void *q;
+
+    if (i < 0 && size < BIG_BLOCK)
+        return realloc(p, size);
+    if (p == NULL)
+        return mem_big(c, size);
+    old = i >= 0 ? c->big_len[i] : malloc_usable_size(p);
+    q = size >= BIG_BLOCK ? mem_big(c, size) : malloc(size);
+    if (q == NULL)
+        return NULL;
+    memcpy(q, p, PT_MIN(old, size));
+    h2_free(p, c);
+    return q;
+}
+
+static void release_idle_memory(struct pt_h2_conn *c);
+
 enum conn_wait {
     W_NONE = 0,
     W_SEND, /* the socket is full: send_timeout, restarted by each write */
@@ -158,6 +261,8 @@ conn_arm(struct pt_h2_conn *c)
     ev_tstamp now = ev_now(c->w->loop), at = c->t_end;
     int64_t dl = pt_rate_deadline(&c->snd);
 
+    if (c->t_release != 0 && (at == 0 || c->t_release < at))
+        at = c->t_release;
     if (dl != INT64_MAX && (at == 0 || (double)dl / 1e6 < at))
         at = (double)dl / 1e6;
     if (at == c->t_at)
@@ -193,6 +298,7 @@ update_timer(struct pt_h2_conn *c, bool progress)
         c->wait = k;
         c->t_end = ms > 0 ? ev_now(c->w->loop) + (double)ms / 1000.0 : 0;
     }
+    c->t_release = k == W_IDLE && !c->released ? ev_now(c->w->loop) + IDLE_RELEASE_SEC : 0;
     conn_arm(c);
 }
 
@@ -216,6 +322,10 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     c->t_at = 0;
+    if (c->t_release != 0 && now + 0.001 >= c->t_release) {
+        c->t_release = 0;
+        release_idle_memory(c);
+    }
     if (pt_rate_expired(&c->snd, pt_rate_usec(now), 1000)) {
         const struct pt_min_rate *r = &conn_http(c)->send_min_rate;
         char rate[32], period[32];
@@ -1303,6 +1413,8 @@ h2_flush(struct pt_h2_conn *c)
     rc = pt_h2_send(c->session, &c->w->chunks, &c->out, c->fd, c->ssl, &c->tls_retry, &written,
                     &why);
     if (written > 0)
+        c->released = 0; /* nghttp2's frame buffer is in use again */
+    if (written > 0)
         pt_rate_add(&c->snd, &conn_http(c)->send_min_rate, pt_rate_usec(ev_now(c->w->loop)),
                     written);
     if (rc == PT_ERR) {
@@ -1329,6 +1441,31 @@ h2_flush(struct pt_h2_conn *c)
     if ((!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) ||
         ((c->goaway || c->eof) && c->n_streams == 0))
         h2_linger(c); /* everything went out: end without a reset */
+}
+
+/* An idle connection (no stream, nothing queued in nghttp2 or in c->out) gives back the pages
+ * of nghttp2's frame buffer; see mem_big. */
+static void
+release_idle_memory(struct pt_h2_conn *c)
+{
+    if (c->released || c->closing || c->lingering || c->n_streams > 0 || c->out.bytes > 0 ||
+        nghttp2_session_want_write(c->session))
+        return;
+    /* every stream nghttp2 holds (open, or idle for a PRIORITY frame; closed ones are not kept)
+     * hangs in the RFC 7540 dependency tree under the root: none there, the map is empty */
+    if (nghttp2_stream_get_first_child(nghttp2_session_get_root_stream(c->session)) != NULL)
+        return;
+    for (size_t i = 0; i < PT_ARRAY_LEN(c->big); i++) {
+        uintptr_t a = (uintptr_t)c->big[i], b;
+
+        if (c->big[i] == NULL)
+            continue;
+        b = (a + c->big_len[i]) & ~(uintptr_t)(page_size - 1);
+        a = (a + page_size - 1) & ~(uintptr_t)(page_size - 1);
+        if (b > a)
+            (void)madvise((void *)a, b - a, MADV_DONTNEED);
+    }
+    c->released = 1;
 }
 
 static void
@@ -1552,6 +1689,10 @@ static nghttp2_session_callbacks *callbacks;
 static void
 callbacks_init(void)
 {
+    long ps = sysconf(_SC_PAGESIZE);
+
+    if (ps > 0)
+        page_size = (size_t)ps;
     nghttp2_session_callbacks_new(&callbacks);
     nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
@@ -1568,6 +1709,8 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     const struct pt_http_conf *h = &pt_http_listen(t->listen)->default_vhost->http;
     struct pt_h2_conn *c;
     nghttp2_option *opt;
+    nghttp2_mem mem = {.malloc = h2_malloc, .free = h2_free, .calloc = h2_calloc,
+                       .realloc = h2_realloc};
     int rc;
 
     pthread_once(&once, callbacks_init);
@@ -1602,7 +1745,12 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_max_continuations(opt, 8);
-    rc = nghttp2_session_server_new2(&c->session, callbacks, c, opt);
+    /* a closed stream is forgotten at once (nghttp2 kept it for the RFC 7540 priority tree,
+     * which RFC 9113 deprecates): frames that still arrive for it are discarded as RFC 9113
+     * section 5.1 allows, and an idle session holds no stream (see release_idle_memory) */
+    nghttp2_option_set_no_closed_streams(opt, 1);
+    mem.mem_user_data = c;
+    rc = nghttp2_session_server_new3(&c->session, callbacks, c, opt, &mem);
     nghttp2_option_del(opt);
     if (rc != 0) {
         free(c);
