@@ -56,6 +56,7 @@ struct pt_h2_conn {
     struct pt_conf *conf;     /* the snapshot its listen and new streams come from (a ref) */
     struct pt_listen *listen;
     int fd;
+    unsigned n_streams;
     SSL *ssl;
     size_t tls_retry;
     ev_io rio;
@@ -65,8 +66,8 @@ struct pt_h2_conn {
     ev_tstamp t_at;           /* what the timer is armed for (t_end or the meter's deadline) */
     struct pt_rate_meter snd; /* bytes written while the client holds the output up */
     uint64_t id;
-    struct sockaddr_storage peer;
-    struct sockaddr_storage local; /* when local_known: the address the client reached */
+    union pt_sockaddr peer;
+    union pt_sockaddr local; /* when local_known: the address the client reached */
     unsigned local_known : 1;
     char peer_ip[48];
     nghttp2_session *session;
@@ -81,7 +82,6 @@ struct pt_h2_conn {
     unsigned lingering : 1; /* done: our side shut, the client's last bytes read and dropped */
     unsigned wait : 2;   /* enum conn_wait: what the connection timer times */
     unsigned released : 1; /* idle: the pages of nghttp2's big blocks went back to the kernel */
-    unsigned n_streams;
     ev_tstamp t_release; /* idle: when those pages go back (0: not planned) */
     void *big[2];        /* nghttp2's page-aligned blocks (its outbound frame buffer) */
     size_t big_len[2];
