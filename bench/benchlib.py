@@ -860,22 +860,25 @@ def cmd_report(path, proxies, workloads, tls_proxies='', tls_workloads=''):
     # idle connections
     out.append('')
     out.append('== memory per idle keep-alive connection')
-    out.append('%-9s %12s %12s %12s %s' % ('proxy', 'RSS before', 'RSS after',
-                                          'bytes/conn', ' conns open/ok'))
-    agg = {}
+    out.append('%-9s %12s %12s %12s %s %14s %s' % ('proxy', 'RSS before', 'RSS after',
+                                                  'bytes/conn', ' conns open/ok', 'h2c bytes/conn',
+                                                  ' open/ok'))
+    agg, agg2 = {}, {}
     for p in proxies:
         d = R.get(p, {})
         b, a, per = (med(d.get('idle.before')), med(d.get('idle.after')),
                      med(d.get('idle.per_conn')))
-        agg[p] = per
+        per2 = med(d.get('h2cidle.per_conn'))
+        agg[p], agg2[p] = per, per2
         extra = (d.get('idle.alive') or ['-'])[-1] + '/' + (d.get('idle.ok') or ['-'])[-1]
-        out.append('%-9s %12s %12s %12s  %s' % (p, human_kb(b), human_kb(a),
-                                               fmt(per, '%.0f'), extra))
+        extra2 = (d.get('h2cidle.alive') or ['-'])[-1] + '/' + (d.get('h2cidle.ok') or ['-'])[-1]
+        out.append('%-9s %12s %12s %12s  %-13s %14s  %s' % (
+            p, human_kb(b), human_kb(a), fmt(per, '%.0f'), extra, fmt(per2, '%.0f'), extra2))
     if 'portico' in proxies:
         for peer in proxies:
             if peer != 'portico':
-                out.append('  portico/%-8s bytes/conn %s (lower is better)' % (
-                    peer, ratio(agg['portico'], agg[peer])))
+                out.append('  portico/%-8s bytes/conn %s, h2c %s (lower is better)' % (
+                    peer, ratio(agg['portico'], agg[peer]), ratio(agg2['portico'], agg2[peer])))
     if tls_proxies:
         tls_report(R, tls_proxies.split(','),
                    [w.split(':', 1) for w in tls_workloads.split(',') if w], out)
