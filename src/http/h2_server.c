@@ -1749,6 +1749,9 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
      * which RFC 9113 deprecates): frames that still arrive for it are discarded as RFC 9113
      * section 5.1 allows, and an idle session holds no stream (see release_idle_memory) */
     nghttp2_option_set_no_closed_streams(opt, 1);
+    /* the HPACK table of our responses: an entry per new `date` each second fills a 4 KiB
+     * table within a minute, ~10 KiB of entries kept by every connection, idle or not */
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, (size_t)h->http2_encoder_table_size);
     mem.mem_user_data = c;
     rc = nghttp2_session_server_new3(&c->session, callbacks, c, opt, &mem);
     nghttp2_option_del(opt);
@@ -1760,6 +1763,7 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)h->http2_max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)h->http2_initial_window_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)h->client_max_header_size},
+        {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, (uint32_t)h->http2_header_table_size},
         /* RFC 8441: an extended CONNECT gets an HTTP answer rather than a stream reset */
         {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
