@@ -413,7 +413,16 @@ class H2Conn:
                     if fl & 0x20:                   # PRIORITY
                         pl = pl[5:]
                     if status is None:
-                        status = H2_STATIC_STATUS.get(pl[0], -1) if pl else -1
+                        # dynamic table size updates (001xxxxx, RFC 7541 section 6.3) may
+                        # come first, e.g. from a server whose table is below 4096
+                        i = 0
+                        while i < len(pl) and pl[i] & 0xe0 == 0x20:
+                            i += 1
+                            if pl[i - 1] & 0x1f == 0x1f:    # multi-byte integer
+                                while i < len(pl) and pl[i] & 0x80:
+                                    i += 1
+                                i += 1
+                        status = H2_STATIC_STATUS.get(pl[i], -1) if i < len(pl) else -1
                 else:
                     body.append(pl)
                 if fl & 1:                          # END_STREAM

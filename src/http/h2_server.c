@@ -82,6 +82,7 @@ struct pt_h2_conn {
     unsigned lingering : 1; /* done: our side shut, the client's last bytes read and dropped */
     unsigned wait : 2;   /* enum conn_wait: what the connection timer times */
     unsigned released : 1; /* idle: the pages of nghttp2's big blocks went back to the kernel */
+    unsigned creating : 1; /* inside nghttp2_session_server_new3: big blocks are remembered */
     ev_tstamp t_release; /* idle: when those pages go back (0: not planned) */
     void *big[2];        /* nghttp2's page-aligned blocks (its outbound frame buffer) */
     size_t big_len[2];
@@ -155,7 +156,9 @@ update_read(struct pt_h2_conn *c, int want)
  * there is what zero pages hold too: nghttp2 writes every frame into the frame buffer before
  * reading it, and an idle session (nothing queued, nothing half sent) has no frame in it; the
  * table of a map with no stream in it is all zeros (empty buckets are zeroed). Everything else
- * goes to malloc as before. */
+ * goes to malloc as before, and so does any block allocated after the session was made (a
+ * larger stream map, a buffer for one inbound frame, which may be half received when the
+ * connection goes idle). */
 #define BIG_BLOCK 4096
 #define IDLE_RELEASE_SEC 1.0
 
@@ -166,6 +169,8 @@ mem_big(struct pt_h2_conn *c, size_t size)
 {
     void *p;
 
+    if (!c->creating)
+        return malloc(size);
     for (size_t i = 0; i < PT_ARRAY_LEN(c->big); i++) {
         if (c->big[i] != NULL)
             continue;
@@ -1753,7 +1758,9 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
      * table within a minute, ~10 KiB of entries kept by every connection, idle or not */
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, (size_t)h->http2_encoder_table_size);
     mem.mem_user_data = c;
+    c->creating = 1;
     rc = nghttp2_session_server_new3(&c->session, callbacks, c, opt, &mem);
+    c->creating = 0;
     nghttp2_option_del(opt);
     if (rc != 0) {
         free(c);
