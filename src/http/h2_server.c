@@ -84,8 +84,10 @@ struct pt_h2_conn {
     unsigned released : 1; /* idle: the pages of nghttp2's big blocks went back to the kernel */
     unsigned creating : 1; /* inside nghttp2_session_server_new3: big blocks are remembered */
     ev_tstamp t_release; /* idle: when those pages go back (0: not planned) */
-    void *big[2];        /* nghttp2's page-aligned blocks (its outbound frame buffer) */
-    size_t big_len[2];
+    void *big[2];        /* nghttp2's page-aligned blocks (frame buffer, stream map's table) */
+    uint32_t big_len[2];
+    uint32_t region_used; /* bytes of the mapping handed out */
+    void *region;         /* the mapping they come from (region_len bytes), or NULL */
     struct pt_list streams;
     struct pt_list heads; /* streams whose response head waits for the next write */
 };
@@ -150,9 +152,11 @@ update_read(struct pt_h2_conn *c, int want)
 
 /* nghttp2 allocates through these hooks (nghttp2_session_server_new3). Blocks of BIG_BLOCK
  * bytes or more -- in practice its outbound frame buffer (16 KiB + 10 B) and its stream map's
- * table (4 KiB), both allocated with the session and kept for its life -- are page-aligned and
- * remembered, so that a connection idle for IDLE_RELEASE_SEC gives their pages back to the
- * kernel (MADV_DONTNEED) without freeing them. That is safe because what an idle session has
+ * table (4 KiB), both allocated with the session and kept for its life -- come page-aligned from
+ * a small mapping of the connection's own (no heap page shared with anything else, none touched
+ * before nghttp2 writes it; adjacent mappings merge into one kernel VMA) and are remembered, so
+ * that a connection idle for IDLE_RELEASE_SEC gives their pages back to the kernel
+ * (MADV_DONTNEED) without freeing them. That is safe because what an idle session has
  * there is what zero pages hold too: nghttp2 writes every frame into the frame buffer before
  * reading it, and an idle session (nothing queued, nothing half sent) has no frame in it; the
  * table of a map with no stream in it is all zeros (empty buckets are zeroed). Everything else
@@ -163,24 +167,55 @@ update_read(struct pt_h2_conn *c, int want)
 #define IDLE_RELEASE_SEC 1.0
 
 static size_t page_size = 4096;
+static size_t region_len; /* the stream map's table and the frame buffer, each page-aligned */
 
-static void *
-mem_big(struct pt_h2_conn *c, size_t size)
+static size_t
+page_up(size_t n)
 {
-    void *p;
+    return (n + page_size - 1) & ~(page_size - 1);
+}
 
+/* A block for nghttp2 while the session is made: from the connection's own mapping (zero pages,
+ * its own pages: nothing else of the heap shares them), or page-aligned from malloc when the
+ * mapping is full or could not be made. *fresh: the block is zeros already. */
+static void *
+mem_big(struct pt_h2_conn *c, size_t size, bool *fresh)
+{
+    void *p = NULL;
+    size_t i;
+
+    *fresh = false;
     if (!c->creating)
         return malloc(size);
-    for (size_t i = 0; i < PT_ARRAY_LEN(c->big); i++) {
-        if (c->big[i] != NULL)
-            continue;
-        if (posix_memalign(&p, page_size, size) != 0)
-            return NULL;
-        c->big[i] = p;
-        c->big_len[i] = size;
-        return p;
+    for (i = 0; i < PT_ARRAY_LEN(c->big) && c->big[i] != NULL; i++)
+        ;
+    if (i == PT_ARRAY_LEN(c->big))
+        return malloc(size);
+    if (c->region == NULL && c->region_used == 0) {
+        c->region = mmap(NULL, region_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                         -1, 0);
+        if (c->region == MAP_FAILED) {
+            c->region = NULL;
+            c->region_used = (uint32_t)region_len; /* not again */
+        }
     }
-    return malloc(size);
+    if (c->region != NULL && page_up(size) <= region_len - c->region_used) {
+        p = (char *)c->region + c->region_used;
+        c->region_used += (uint32_t)page_up(size);
+        *fresh = true;
+    } else if (posix_memalign(&p, page_size, size) != 0) {
+        return NULL;
+    }
+    c->big[i] = p;
+    c->big_len[i] = (uint32_t)size;
+    return p;
+}
+
+static bool
+in_region(const struct pt_h2_conn *c, const void *p)
+{
+    return c->region != NULL && (const char *)p >= (const char *)c->region &&
+           (const char *)p < (const char *)c->region + region_len;
 }
 
 static int
@@ -195,7 +230,9 @@ big_slot(const struct pt_h2_conn *c, const void *p)
 static void *
 h2_malloc(size_t size, void *ud)
 {
-    return size >= BIG_BLOCK ? mem_big(ud, size) : malloc(size);
+    bool fresh;
+
+    return size >= BIG_BLOCK ? mem_big(ud, size, &fresh) : malloc(size);
 }
 
 static void
@@ -206,20 +243,22 @@ h2_free(void *p, void *ud)
 
     if (i >= 0)
         c->big[i] = NULL;
-    free(p);
+    if (!in_region(c, p))
+        free(p); /* the mapping goes with the connection (conn_mem_free) */
 }
 
 static void *
 h2_calloc(size_t n, size_t size, void *ud)
 {
+    bool fresh;
     void *p;
 
     if (size != 0 && n > SIZE_MAX / size)
         return NULL;
     if (n * size < BIG_BLOCK)
         return calloc(n, size);
-    p = mem_big(ud, n * size);
-    if (p != NULL)
+    p = mem_big(ud, n * size, &fresh);
+    if (p != NULL && !fresh)
         memset(p, 0, n * size);
     return p;
 }
@@ -229,20 +268,30 @@ h2_realloc(void *p, size_t size, void *ud)
 {
     struct pt_h2_conn *c = ud;
     int i = big_slot(c, p);
+    bool fresh;
     size_t old;
     void *q;
 
     if (i < 0 && size < BIG_BLOCK)
         return realloc(p, size);
     if (p == NULL)
-        return mem_big(c, size);
+        return mem_big(c, size, &fresh);
     old = i >= 0 ? c->big_len[i] : malloc_usable_size(p);
-    q = size >= BIG_BLOCK ? mem_big(c, size) : malloc(size);
+    q = size >= BIG_BLOCK ? mem_big(c, size, &fresh) : malloc(size);
     if (q == NULL)
         return NULL;
     memcpy(q, p, PT_MIN(old, size));
     h2_free(p, c);
     return q;
+}
+
+/* After nghttp2_session_del. */
+static void
+conn_mem_free(struct pt_h2_conn *c)
+{
+    if (c->region != NULL)
+        munmap(c->region, region_len);
+    c->region = NULL;
 }
 
 static void release_idle_memory(struct pt_h2_conn *c);
@@ -1465,7 +1514,9 @@ release_idle_memory(struct pt_h2_conn *c)
 
         if (c->big[i] == NULL)
             continue;
-        b = (a + c->big_len[i]) & ~(uintptr_t)(page_size - 1);
+        /* in the mapping a block's last page is its own; from malloc it may be shared */
+        b = in_region(c, c->big[i]) ? page_up(a + c->big_len[i])
+                                    : (a + c->big_len[i]) & ~(uintptr_t)(page_size - 1);
         a = (a + page_size - 1) & ~(uintptr_t)(page_size - 1);
         if (b > a)
             (void)madvise((void *)a, b - a, MADV_DONTNEED);
@@ -1600,6 +1651,7 @@ conn_free(struct pt_reapable *r)
     struct pt_h2_conn *c = pt_container_of(r, struct pt_h2_conn, reap);
 
     nghttp2_session_del(c->session);
+    conn_mem_free(c);
     pt_conf_unref(c->conf);
     free(c);
 }
@@ -1698,6 +1750,8 @@ callbacks_init(void)
 
     if (ps > 0)
         page_size = (size_t)ps;
+    /* nghttp2 1.52: a 256-bucket stream map (4 KiB) and one frame buffer (16 KiB + 10 B) */
+    region_len = page_up(4096) + page_up(16384 + 10);
     nghttp2_session_callbacks_new(&callbacks);
     nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
@@ -1763,6 +1817,7 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     c->creating = 0;
     nghttp2_option_del(opt);
     if (rc != 0) {
+        conn_mem_free(c);
         free(c);
         return PT_ERR;
     }
@@ -1792,6 +1847,7 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
 
         if (dl < 0 || t->settings_len > 300) {
             nghttp2_session_del(c->session);
+            conn_mem_free(c);
             free(c);
             return PT_ERR;
         }
@@ -1807,6 +1863,7 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
                                      t->upgrade_x->method == HTTP_HEAD, st) != 0) {
             free(st);
             nghttp2_session_del(c->session);
+            conn_mem_free(c);
             free(c);
             return PT_ERR;
         }
