@@ -5,7 +5,7 @@
 set -euo pipefail
 pkgs=(build-essential autoconf automake pkg-config libev-dev libnghttp2-dev libssl-dev libpcre2-dev
       node-llhttp libcmocka-dev curl openssl zlib1g-dev libbrotli-dev libzstd-dev
-      libc-ares-dev libcrypt-dev)
+      libc-ares-dev libcrypt-dev libhiredis-dev)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(python3 python3-pytest python3-pytest-xdist python3-h2 python3-grpcio nghttp2-client
            iproute2 python3-websockets node-ws nodejs groff-base man-db python3-brotli
