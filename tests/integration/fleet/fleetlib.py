@@ -12,15 +12,15 @@
 
 Every process is started here and stopped by PID. Directives of the issue-19 branches (`ready`:
 instance_name, readiness, liveness, shutdown_delay, $instance_name; `redislimit`: limit_req_zone
-store=) are used when docs/configuration.md documents them (docs move with code); a test needing
-one that is missing skips naming it. Once documented, a configuration that does not load is a
-failure, not a skip.
+store=) are used when the binary accepts them (`portico -t` on a probe configuration); a test
+needing one that is missing skips with what `portico -t` said (the unknown directive).
 """
 
 import http.client
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -41,29 +41,43 @@ CLIENT_ADDR = "127.0.0.9"      # the real client, behind the L4 tier
 FRONT_ADDR = "127.0.0.1"       # the L4 tier; what each instance sees as the TCP peer
 HOST = "fleet.test"
 
-_CONFREF = os.path.join(lib.REPO, "docs", "configuration.md")
+_PROBES = {
+    "ready": "instance_name probe;\nshutdown_delay 1s;\nserver {\n    listen 127.0.0.1:1;\n"
+             "    add_header X-Instance $instance_name;\n"
+             "    location = /ready { readiness; }\n    location = /live { liveness; }\n}\n",
+    "redis": "limit_req_zone $host zone=g:64k rate=1r/s store=redis://127.0.0.1:1 "
+             "store_fail=open store_timeout=20ms;\n"
+             "server {\n    listen 127.0.0.1:1;\n    location / { limit_req zone=g; return 200; }\n}\n",
+}
+_probed = {}
 
 
-def _docs():
-    with open(_CONFREF) as f:
-        return f.read()
-
-
-def documented(directive):
-    """True when docs/configuration.md has a `### directive` entry."""
-    return re.search(r"^### %s\b" % re.escape(directive), _docs(), re.M) is not None
+def _probe(what):
+    """None when the binary accepts the probe configuration of `what`, else why not (the
+    `portico -t` message, which names the directive it does not know)."""
+    if what not in _probed:
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+            f.write(_PROBES[what])
+        try:
+            rc, out = lib.run_portico(["-t", "-c", f.name])
+        finally:
+            os.unlink(f.name)
+        _probed[what] = None if rc == 0 else " ".join(
+            l.split(": ", 1)[-1] for l in out.splitlines() if "test failed" not in l)
+    return _probed[what]
 
 
 def have_ready():
-    """The `ready` branch's directives (instance_name, readiness, liveness, shutdown_delay)."""
-    missing = [d for d in ("instance_name", "readiness", "liveness", "shutdown_delay")
-               if not documented(d)]
-    return missing
+    """None when the binary has the `ready` branch's directives (instance_name, shutdown_delay,
+    readiness, liveness, $instance_name), else what `portico -t` says of them."""
+    return _probe("ready")
 
 
 def have_redis_store():
-    """The `redislimit` branch's `limit_req_zone ... store=redis://`."""
-    return "store=redis://" in _docs()
+    """None when the binary has the `redislimit` branch's `limit_req_zone ... store=redis://
+    store_fail= store_timeout=`, else what `portico -t` says of it."""
+    return _probe("redis")
 
 
 def common_port(hosts):
@@ -113,10 +127,10 @@ server {
     tls_certificate_key @KEY@;
 @ADD_HEADER@
     location / { proxy_pass app; }
-    location /limited/ {
+    location /status/ {                       # the global limit (the backend answers
 @LIMIT_REQ@
-        return 200 "ok\\n";
-    }
+        proxy_pass app;                       # /status/CODE with CODE); a location without a
+    }                                         # handler (`return`) has no access phase
     location = /ready { @READY_HANDLER@ }
     location = /live { @LIVE_HANDLER@ }
     location = /metrics { metrics; }
@@ -163,7 +177,7 @@ class Fleet:
     """Built by the `fleet` fixture (conftest.py); .stop() stops everything by PID."""
 
     def __init__(self, tmpdir, certs, start_backend, rate=None, redis=False,
-                 ticket_keys=None, shutdown_delay="2s"):
+                 ticket_keys=None, shutdown_delay=None):
         self.procs = []          # Portico objects, stopped at teardown
         self.daemons = []        # Dnsmasq, Daemon
         try:
@@ -176,7 +190,7 @@ class Fleet:
     def _build(self, tmpdir, certs, start_backend, rate, redis, ticket_keys, shutdown_delay):
         self.tmpdir = str(tmpdir)
         self.ready_missing = have_ready()
-        self.ready = not self.ready_missing
+        self.ready = self.ready_missing is None
         self.rate = rate
         self.cert, self.key = certs.pair("localhost")
         self.ca = certs.ca
@@ -240,8 +254,9 @@ class Fleet:
             "CERT": self.cert, "KEY": self.key,
             "TICKET_KEYS": "\n".join("tls_session_ticket_key %s;" % k
                                      for k in (ticket_keys or self.ticket_keys)),
-            "READY_MAIN": ("instance_name %s;\nshutdown_delay %s;" % (name, self.shutdown_delay)
-                           if ready else ""),
+            "READY_MAIN": (("instance_name %s;" % name) +
+                           ("\nshutdown_delay %s;" % self.shutdown_delay
+                            if self.shutdown_delay else "") if ready else ""),
             "ADD_HEADER": "    add_header X-Instance $instance_name;" if ready else "",
             "READY_HANDLER": "readiness;" if ready else 'return 200 "ready\\n";',
             "LIVE_HANDLER": "liveness;" if ready else 'return 200 "alive\\n";',
@@ -285,6 +300,8 @@ class Fleet:
 
     def stop(self):
         problems = []
+        for p in self.procs:           # all at once: each may wait out its shutdown_delay
+            p.signal(signal.SIGTERM)
         for p in reversed(self.procs):
             if p.stopped:
                 continue
@@ -345,9 +362,11 @@ class Load:
         self.backends = {}
         self.failures = []
         self.retried = 0
+        self.retried_kinds = {}  # exception name -> count, of the retried ones
         self.sent = 0
         self.connections = 0
         self.times = []          # (t, status) of each answer, monotonic
+        self.max_latency = 0.0   # the slowest answer, seconds (reported, never asserted)
         self._stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(conns)]
 
@@ -383,8 +402,9 @@ class Load:
         r.read()
         return r
 
-    def _record(self, r):
+    def _record(self, r, started):
         with self.lock:
+            self.max_latency = max(self.max_latency, time.monotonic() - started)
             self.sent += 1
             self.statuses[r.status] = self.statuses.get(r.status, 0) + 1
             self.times.append((time.monotonic(), r.status))
@@ -418,6 +438,7 @@ class Load:
                     reused = False
                 else:
                     reused = True
+                started = time.monotonic()
                 try:
                     r = self._once(c)
                 except (http.client.RemoteDisconnected, ConnectionResetError,
@@ -430,9 +451,11 @@ class Load:
                         raise
                     with self.lock:
                         self.retried += 1
+                        k = type(e).__name__
+                        self.retried_kinds[k] = self.retried_kinds.get(k, 0) + 1
                     c = self._connect()
                     r = self._once(c)
-                self._record(r)
+                self._record(r, started)
                 if r.will_close:
                     c.close()
                     c = None
@@ -447,9 +470,9 @@ class Load:
 
     def summary(self):
         return ("%d requests on %d connections in %.2f s, statuses %s, instances %s, "
-                "retried after an idle close %d, failed %d%s"
+                "retried after an idle close %d %s, slowest answer %.3f s, failed %d%s"
                 % (self.sent, self.connections, self.t1 - self.t0, self.statuses,
-                   self.instances, self.retried, len(self.failures),
+                   self.instances, self.retried, self.retried_kinds, self.max_latency, len(self.failures),
                    (": " + "; ".join(self.failures[:5])) if self.failures else ""))
 
 

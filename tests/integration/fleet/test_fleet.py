@@ -109,3 +109,151 @@ def test_fleet_spreads_over_instances_and_srv_backends(fleet):
     assert set(backends) == {"b1", "b2"}, backends
     if f.ready:
         assert headers == per_instance, (headers, per_instance)
+
+
+# ------------------------------------------------------------ global rate limit (Redis) ---
+
+RATE = 30           # the global limit, requests a second across the three instances
+BURST = 5           # limit_req zone=global burst=5 nodelay
+
+
+def admitted_run(f, seconds, conns=6, rps=30):
+    """A paced run through the front on /status/200 (offered: conns * rps a second, spread over
+    the instances by the front); returns the Load (statuses 200 and 429 are both answers)."""
+    load = Load(f, "/status/200", conns=conns, rps=rps, ok_statuses=(200, 429)).run(seconds)
+    assert not load.failures, load.summary()
+    return load
+
+
+def answered_span(load):
+    """Seconds from the first answer to the last one."""
+    ts = [t for t, _ in load.times]
+    return max(ts) - min(ts)
+
+
+def per_instance_admitted(f, since):
+    """{instance: (200s, 429s)} of /status/200 lines in each access log, after `since` lines."""
+    out = {}
+    for i in f.instances:
+        lines = [l for l in i.access_lines()[since.get(i.name, 0):] if "/status/200" in l]
+        out[i.name] = (sum(1 for l in lines if '" 200 ' in l),
+                       sum(1 for l in lines if '" 429 ' in l))
+    return out
+
+
+def log_marks(f):
+    return {i.name: len(i.access_lines()) for i in f.instances}
+
+
+def wait_logged(f, load):
+    """Until every answer of load is in the access logs (written in batches)."""
+    total = sum(load.statuses.values())
+    lib.wait_until(lambda: sum(sum(v) for v in per_instance_admitted(f, {}).values()) >= total,
+                   timeout=10)
+
+
+@pytest.mark.hard_timeout(120)
+def test_fleet_global_rate_limit_in_redis(fleet):
+    missing = fleetlib.have_redis_store()
+    if missing:
+        pytest.skip("needs `limit_req_zone ... store=redis://HOST:PORT store_fail= "
+                    "store_timeout=` (branch redislimit); portico -t says: %s" % missing)
+    f = fleet(rate=RATE, redis=True)
+    assert f.wait_front_up()
+    # 1. Redis up: one limit for the fleet
+    marks = log_marks(f)
+    load = admitted_run(f, 5.0)
+    span = answered_span(load)
+    ok = load.statuses.get(200, 0)
+    expect = RATE * span
+    print("\nglobal limit %d r/s, Redis up: %s; admitted %d in %.2f s = %.1f r/s (expected "
+          "%.0f +- 10 %%, + burst %d)" % (RATE, load.summary(), ok, span, ok / span, expect,
+                                          BURST))
+    assert 0.9 * expect <= ok <= 1.1 * expect + BURST, (ok, expect)
+    wait_logged(f, load)
+    spread = per_instance_admitted(f, marks)
+    print("  per instance (200, 429) from the access logs: %s" % spread)
+    # the front spread the run over the three (which instance's requests the limit admits is
+    # Redis's and the leases' business: the sum is what is limited)
+    total = sum(a + r for a, r in spread.values())
+    assert all(a + r >= total / 6 for a, r in spread.values()), spread
+    # 2. Redis stops mid-run: store_fail=open, each instance limits locally (up to 3 x RATE)
+    f.stop_redis()
+    marks = log_marks(f)
+    load = admitted_run(f, 3.0)
+    span = answered_span(load)
+    ok = load.statuses.get(200, 0)
+    print("Redis stopped: %s; admitted %.1f r/s (each instance limits locally at %d r/s)"
+          % (load.summary(), ok / span, RATE))
+    assert ok / span > 1.5 * RATE, (ok, span)
+    assert ok <= 1.1 * 3 * RATE * span + 3 * BURST, (ok, span)
+    for i in f.instances:
+        text = i.p.read(i.p.error_log)
+        assert ('limit_req zone "global": redis 127.0.0.1:%d unreachable (' % f.redis_port
+                in text and "limiting locally (store_fail=open)" in text), text[-3000:]
+        m = instance_get(f, i, "/metrics")
+        up = metric(m.body.decode(), "portico_limit_req_store_up", {"zone": "global"})
+        fb = metric(m.body.decode(), "portico_limit_req_store_fallback_total",
+                    {"zone": "global"})
+        print("  %s: portico_limit_req_store_up %s, portico_limit_req_store_fallback_total %s"
+              % (i.name, up, fb))
+        assert up == 0 and fb and fb > 0, (up, fb)
+    # 3. Redis back (same port): the global limit again
+    f.start_redis()
+    admitted_run(f, 1.0)      # traffic that finds Redis back
+    for i in f.instances:
+        assert lib.wait_until(
+            lambda: "redis 127.0.0.1:%d reachable again" % f.redis_port in i.p.read(i.p.error_log),
+            timeout=10), i.p.read(i.p.error_log)[-3000:]
+    load = admitted_run(f, 4.0)
+    span = answered_span(load)
+    ok = load.statuses.get(200, 0)
+    expect = RATE * span
+    print("Redis back: %s; admitted %d in %.2f s = %.1f r/s (expected %.0f +- 10 %%)"
+          % (load.summary(), ok, span, ok / span, expect))
+    assert 0.9 * expect <= ok <= 1.1 * expect + BURST, (ok, expect)
+    for i in f.instances:
+        m = instance_get(f, i, "/metrics")
+        assert metric(m.body.decode(), "portico_limit_req_store_up", {"zone": "global"}) == 1
+
+
+# ------------------------------------------------------------------ graceful stop ---
+
+@pytest.mark.hard_timeout(120)
+def test_fleet_instance_stopped_under_load_no_failed_request(fleet):
+    missing = fleetlib.have_ready()
+    if missing:
+        pytest.skip("needs readiness;, liveness;, shutdown_delay, instance_name and "
+                    "$instance_name (branch ready); portico -t says: %s" % missing)
+    f = fleet(shutdown_delay="2s")
+    assert f.wait_front_up()
+    victim = f.instances[1]
+    load = Load(f, "/name", conns=6, rps=40).start()
+    time.sleep(1.5)
+    t_term = time.monotonic()
+    victim.p.signal(signal.SIGTERM)
+    # readiness turns 503 at once; liveness stays 200; the listeners still serve
+    r = instance_get(f, victim, "/ready")
+    assert (r.status, r.body) == (503, b"not ready: stopping\n"), r
+    r = instance_get(f, victim, "/live")
+    assert (r.status, r.body) == (200, b"alive\n"), r
+    down = "server %s:%d in fleet DOWN" % (victim.addr, f.port)
+    assert lib.wait_until(lambda: down in f.front_health_log(), timeout=10), \
+        f.front_health_log()
+    t_down = time.monotonic()
+    rc = victim.p.wait_exit(15)
+    t_exit = time.monotonic()
+    assert rc == 0, victim.p.logs()
+    time.sleep(1.0)
+    load.stop()
+    victim_served = load.instances.get(victim.name, 0)
+    print("\ngraceful stop of %s under load: %s\n  marked DOWN by the front %.2f s after "
+          "SIGTERM (health_check interval 200ms fall=2, shutdown_delay %s); exited %.2f s "
+          "after SIGTERM" % (victim.name, load.summary(), t_down - t_term, f.shutdown_delay,
+                             t_exit - t_term))
+    assert load.failures == [], load.summary()
+    assert victim_served > 0 and set(load.instances) == {i.name for i in f.instances}, \
+        load.instances
+    # after the stop, the other two carry everything
+    after = [t for t, _ in load.times if t > t_exit]
+    assert len(after) > 20, load.summary()
