@@ -272,8 +272,11 @@ reload(struct ev_loop *loop)
     size_t len = 0;
     FILE *errout;
 
-    if (stopping)
+    if (stopping) {
+        if (delaying) /* the loop still runs during shutdown_delay: say why nothing happens */
+            pt_log(PT_LOG_WARN, "reload refused: this process is stopping (shutdown_delay)");
         return;
+    }
     if (pt_upgrade_starting() || pt_upgrade_is_child()) {
         pt_log(PT_LOG_WARN, "reload refused: a binary upgrade is in progress (the new process "
                "reads the configuration file itself); reload again once it is over");

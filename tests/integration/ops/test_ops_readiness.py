@@ -6,7 +6,8 @@ or a load balancer"), from outside:
   the process goes on serving: a proxied request on a new connection succeeds, a keep-alive
   connection opened before is kept (no Connection: close), liveness is 200; then it drains and
   exits 0, with a log line for each phase;
-- a second SIGTERM during the delay starts the drain at once (and says so).
+- a second SIGTERM during the delay starts the drain at once (and says so); a reload or an
+  upgrade asked for during the delay is refused with a line.
 Binary upgrades (readiness says `not ready: upgrading` in the old process) are tested in
 tests/integration/upgrade/test_upgrade_readiness.py.  No timing is asserted: every wait polls
 with a generous bound, and the delay the serving checks run in is long and cut short by the
@@ -91,6 +92,14 @@ def test_shutdown_delay_serves_while_not_ready(tmp_path, start_backend, start_po
     assert "Terminated: not ready; still serving for shutdown_delay 600000ms, then stopping " \
            "gracefully (shutdown_timeout 5000ms)" in log, log
     assert "stopping gracefully now" not in log
+    # neither a reload nor an upgrade starts now
+    p.signal(signal.SIGHUP)
+    p.signal(signal.SIGUSR2)
+    lib.wait_until(lambda: "upgrade refused: this process is stopping" in p.read(p.error_log),
+                   10, what="upgrade refused")
+    lib.wait_until(lambda: "reload refused: this process is stopping (shutdown_delay)"
+                   in p.read(p.error_log), 10, what="reload refused")
+    assert get(port, "/bytes/3").status == 200
 
     # a second SIGTERM: the drain starts at once
     p.signal(signal.SIGTERM)
