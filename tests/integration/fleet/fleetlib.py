@@ -272,6 +272,17 @@ class Fleet:
         self.procs.append(p)
         return Instance(name, addr, p, self.port, self.tls_port, d)
 
+    def reload_instance(self, inst, ticket_keys=None):
+        """Rewrite the instance's configuration (its ticket keys) and SIGHUP it; returns once
+        it logged the new generation."""
+        n = len(re.findall(r"reloaded: configuration generation", inst.p.read(inst.p.error_log)))
+        inst.p.write_conf(self.instance_conf(inst.name, inst.addr, inst.dir, ticket_keys))
+        inst.p.signal(signal.SIGHUP)
+        ok = lib.wait_until(lambda: len(re.findall(
+            r"reloaded: configuration generation", inst.p.read(inst.p.error_log))) > n,
+            timeout=10)
+        assert ok, inst.p.read(inst.p.error_log)[-3000:]
+
     def start_front(self):
         d = os.path.join(self.tmpdir, "front")
         os.makedirs(d, exist_ok=True)

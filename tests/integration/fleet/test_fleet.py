@@ -62,6 +62,54 @@ def test_fleet_tls_session_resumes_on_another_instance(fleet, tmp_path):
     assert tls_session(f, f.tls_port, others[0].addr, sess, out=False) == "Reused"
 
 
+@pytest.mark.hard_timeout(90)
+def test_fleet_ticket_key_rotation_in_two_rounds(fleet, tmp_path):
+    """docs/fleet.md's rotation (current.key encrypts, previous.key decrypts): round 1 puts the
+    new key in previous.key, round 2 makes it current; each round reaches one gateway first, and
+    meanwhile a session from any gateway resumes on any other. The one-step rotation (the new key
+    first at once) does not: the negative control."""
+    f = fleet()
+    k = {n: f.key_file("K%d.key" % n) for n in range(4)}
+    i2, i3, i4 = f.instances
+    for i in f.instances:
+        f.reload_instance(i, [k[1], k[0]])
+    sess = str(tmp_path / "s.pem")
+
+    def crosses():
+        """For each ordered pair of gateways: does a new session from the first resume on the
+        second?"""
+        out = {}
+        for a in f.instances:
+            assert tls_session(f, f.tls_port, a.addr, sess) == "New"
+            for b in f.instances:
+                if b is not a:
+                    out[(a.name, b.name)] = tls_session(f, f.tls_port, b.addr, sess, out=False)
+        return out
+
+    steps = []
+    for label, keys in (("round 1 (previous.key = the new key)", [k[1], k[2]]),
+                        ("round 2 (current.key = the new key, previous.key = the old)",
+                         [k[2], k[1]])):
+        f.reload_instance(i2, keys)            # one gateway has it, the others not yet
+        got = crosses()
+        steps.append((label + ", one gateway reloaded", got))
+        assert set(got.values()) == {"Reused"}, (label, got)
+        for i in (i3, i4):
+            f.reload_instance(i, keys)
+        got = crosses()
+        steps.append((label + ", all reloaded", got))
+        assert set(got.values()) == {"Reused"}, (label, got)
+    # one step: a new key first on one gateway; its tickets do not open on the others yet
+    f.reload_instance(i2, [k[3], k[2]])
+    got = crosses()
+    steps.append(("one-step rotation (new key first at once), one gateway reloaded", got))
+    for label, got in steps:
+        print("%s: %s" % (label, ", ".join("%s->%s %s" % (a, b, v)
+                                           for (a, b), v in sorted(got.items()))))
+    assert got[("i2", "i3")] == "New" and got[("i2", "i4")] == "New", got
+    assert got[("i3", "i2")] == "Reused", got
+
+
 @pytest.mark.hard_timeout(60)
 def test_fleet_backend_sees_real_client_through_l4_tier(fleet):
     f = fleet()
@@ -252,6 +300,12 @@ def test_fleet_instance_stopped_under_load_no_failed_request(fleet):
           "after SIGTERM" % (victim.name, load.summary(), t_down - t_term, f.shutdown_delay,
                              t_exit - t_term))
     assert load.failures == [], load.summary()
+    # the front took it out because /ready said 503, during shutdown_delay: not because its
+    # listeners had closed (no connect of the front was refused by it)
+    front_log = f.front_health_log()
+    assert re.search(r"%s: \d/\d checks failed: status 503" % re.escape(down), front_log), \
+        front_log
+    assert "server %s:%d: connect() failed" % (victim.addr, f.port) not in front_log, front_log
     assert victim_served > 0 and set(load.instances) == {i.name for i in f.instances}, \
         load.instances
     # after the stop, the other two carry everything
