@@ -287,8 +287,10 @@ def test_fleet_instance_stopped_under_load_no_failed_request(fleet):
     t_term = time.monotonic()
     victim.p.signal(signal.SIGTERM)
     # readiness turns 503 at once; liveness stays 200; the listeners still serve
-    r = instance_get(f, victim, "/ready")
-    assert (r.status, r.body) == (503, b"not ready: stopping\n"), r
+    # (the signal is handled asynchronously: wait for the first 503)
+    r = lib.wait_until(lambda: (lambda r: r if r.status == 503 else None)(
+        instance_get(f, victim, "/ready")), timeout=5)
+    assert r and r.body == b"not ready: stopping\n", r
     r = instance_get(f, victim, "/live")
     assert (r.status, r.body) == (200, b"alive\n"), r
     down = "server %s:%d in fleet DOWN" % (victim.addr, f.port)
