@@ -1,7 +1,9 @@
 """A fleet of portico instances on one machine (tests/integration/fleet/, docs/fleet.md).
 
     client (127.0.0.9) --> front: portico `stream` server on 127.0.0.1:F, proxy_protocol v2,
-                           health_check http path=/ready against each instance
+                           health_check http path=/ready against each instance; a second
+                           stream server passes TLS through (health_check ... port= on the
+                           instances' plain ops port)
                         --> instances: three porticos on 127.0.0.2, .3, .4 (one configuration
                            template, the same ports on each address), `listen ... proxy_protocol`
                            with trusted_proxies 127.0.0.1 (the front), a direct `listen ... tls`
@@ -122,6 +124,7 @@ server {
     listen @ADDR@:@PORT@ proxy_protocol;      # from the L4 tier
     trusted_proxies 127.0.0.1;                # the front, and no one else
     listen @ADDR@:@TLS_PORT@ tls;             # TLS clients (here: openssl s_client, directly)
+    listen @ADDR@:@TLS_PP_PORT@ tls proxy_protocol;   # TLS passed through by the front
     server_name fleet.test;
     tls_certificate @CERT@;
     tls_certificate_key @KEY@;
@@ -135,6 +138,12 @@ server {
     location = /live { @LIVE_HANDLER@ }
     location = /metrics { metrics; }
 }
+
+server {
+    listen @ADDR@:@OPS_PORT@;                 # probes and metrics, without the PROXY protocol
+    location = /ready { @READY_HANDLER@ }
+    location = /metrics { metrics; }
+}
 """
 
 FRONT_CONF = """\
@@ -146,10 +155,23 @@ upstream fleet {
     retries 2;                                # a refused connect goes to another instance
 }
 
+upstream fleet_tls {
+@TLS_SERVERS@
+    proxy_protocol v2;
+    # TLS passes through, so the check goes to the gateways' plain ops port (no PROXY header)
+    health_check http path=/ready port=@OPS_PORT@ interval=200ms timeout=500ms fall=2 rise=2;
+    connect_timeout 1s;
+    retries 2;
+}
+
 stream {
     server {
         listen 127.0.0.1:@FRONT_PORT@;
         proxy_pass fleet;
+    }
+    server {
+        listen 127.0.0.1:@FRONT_TLS_PORT@;
+        proxy_pass fleet_tls;
     }
 }
 """
@@ -211,10 +233,13 @@ class Fleet:
         self.ticket_keys = ticket_keys
         self.port = common_port(list(ADDRS) + ["127.0.0.5"])
         self.tls_port = common_port(list(ADDRS) + ["127.0.0.5"])
+        self.tls_pp_port = common_port(list(ADDRS) + ["127.0.0.5"])
+        self.ops_port = common_port(list(ADDRS) + ["127.0.0.5"])
         self.shutdown_delay = shutdown_delay
         self.instances = [self.start_instance("i%d" % (i + 2), addr)
                           for i, addr in enumerate(ADDRS)]
         self.front_port = lib.free_port()
+        self.front_tls_port = lib.free_port()
         self.front = self.start_front()
 
     # -- pieces ----------------------------------------------------------------------------
@@ -251,6 +276,7 @@ class Fleet:
         return fill(INSTANCE_CONF, {
             "NAME": name, "ADDR": addr, "DIR": dir, "PORT": self.port,
             "TLS_PORT": self.tls_port, "DNS_PORT": self.dns.port,
+            "TLS_PP_PORT": self.tls_pp_port, "OPS_PORT": self.ops_port,
             "CERT": self.cert, "KEY": self.key,
             "TICKET_KEYS": "\n".join("tls_session_ticket_key %s;" % k
                                      for k in (ticket_keys or self.ticket_keys)),
@@ -267,7 +293,8 @@ class Fleet:
         d = os.path.join(self.tmpdir, name)
         os.makedirs(d, exist_ok=True)
         conf = self.instance_conf(name, addr, d, ticket_keys)
-        p = lib.Portico(d, conf, [self.port, self.tls_port], host=addr, name=name,
+        p = lib.Portico(d, conf, [self.ops_port, self.port, self.tls_port], host=addr,
+                        name=name,
                         shutdown_timeout=8.0)
         self.procs.append(p)
         return Instance(name, addr, p, self.port, self.tls_port, d)
@@ -288,9 +315,12 @@ class Fleet:
         os.makedirs(d, exist_ok=True)
         body = fill(FRONT_CONF, {
             "SERVERS": "\n".join("    server %s:%d;" % (a, self.port) for a in ADDRS),
-            "FRONT_PORT": self.front_port})
+            "TLS_SERVERS": "\n".join("    server %s:%d;" % (a, self.tls_pp_port) for a in ADDRS),
+            "OPS_PORT": self.ops_port,
+            "FRONT_PORT": self.front_port, "FRONT_TLS_PORT": self.front_tls_port})
         conf = lib.make_conf(d, body, workers=1, shutdown_timeout="2s")
-        p = lib.Portico(d, conf, [self.front_port], name="front", shutdown_timeout=2.0)
+        p = lib.Portico(d, conf, [self.front_port, self.front_tls_port], name="front",
+                        shutdown_timeout=2.0)
         self.procs.append(p)
         return p
 

@@ -63,6 +63,58 @@ def test_fleet_tls_session_resumes_on_another_instance(fleet, tmp_path):
 
 
 @pytest.mark.hard_timeout(90)
+def test_fleet_tls_through_the_front(fleet, tmp_path):
+    """TLS passed through the L4 tier with PROXY v2 (`listen ... tls proxy_protocol`): a
+    session made with whichever gateway the front chose resumes on the others the front
+    chooses next; the backend sees the real client and https; the front's checks of that
+    upstream go to the gateways' plain ops port (health_check ... port=), where a stopping
+    gateway's 503 takes it out during shutdown_delay, before its listeners close."""
+    missing = fleetlib.have_ready()
+    if missing:
+        pytest.skip("needs readiness;, shutdown_delay and $instance_name (branch ready); "
+                    "portico -t says: %s" % missing)
+    f = fleet(shutdown_delay="2s")
+    assert f.wait_front_up()
+    sess = str(tmp_path / "front.pem")
+    req = b"GET /name HTTP/1.0\r\nHost: localhost\r\n\r\n"
+
+    def via_front(out):
+        args = ["-servername", "localhost", "-ign_eof", "-CAfile", f.ca,
+                "-sess_out" if out else "-sess_in", sess]
+        rc, text = s_client(f.front_tls_port, args, stdin=req, host=fleetlib.FRONT_ADDR)
+        m = re.search(r"^(New|Reused), TLSv1\.[23]", text, re.M)
+        inst = re.search(r"^X-Instance: (\S+)", text, re.M | re.I)
+        assert m and inst and "HTTP/1.1 200" in text, text
+        return inst.group(1), m.group(1)
+
+    first = via_front(True)
+    seen = [via_front(False) for _ in range(5)]
+    print("\nTLS through the front: session from %s, then %s" % (first, seen))
+    assert first[1] == "New"
+    assert all(v == "Reused" for _, v in seen), seen
+    assert {i for i, _ in seen} - {first[0]}, seen          # resumed on other gateways
+    # the backend sees the client and https
+    r = lib.curl("https://localhost:%d/headers" % f.front_tls_port, "--cacert", f.ca,
+                 "--resolve", "localhost:%d:127.0.0.1" % f.front_tls_port,
+                 "--interface", CLIENT_ADDR)
+    assert r.status == 200, r
+    import json
+    hdrs = {n.lower(): v for n, v in json.loads(r.body)["headers"]}
+    assert hdrs.get("x-forwarded-for") == CLIENT_ADDR and \
+        hdrs.get("x-forwarded-proto") == "https", hdrs
+    # a stop: the ops port's 503 takes it out of fleet_tls while it still serves
+    victim = f.instances[2]
+    victim.p.signal(signal.SIGTERM)
+    down = "server %s:%d in fleet_tls DOWN" % (victim.addr, f.tls_pp_port)
+    assert lib.wait_until(lambda: down in f.front_health_log(), timeout=10), \
+        f.front_health_log()
+    assert victim.p.wait_exit(15) == 0
+    log = f.front_health_log()
+    assert re.search(r"%s: \d/\d checks failed: status 503" % re.escape(down), log), log
+    assert "server %s:%d: connect() failed" % (victim.addr, f.tls_pp_port) not in log, log
+
+
+@pytest.mark.hard_timeout(90)
 def test_fleet_ticket_key_rotation_in_two_rounds(fleet, tmp_path):
     """docs/fleet.md's rotation (current.key encrypts, previous.key decrypts): round 1 puts the
     new key in previous.key, round 2 makes it current; each round reaches one gateway first, and
