@@ -423,6 +423,9 @@ set_zone(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     if (store != NULL && z->per_worker)
         return pt_conf_error(cx, 0, "scope=worker and store= together: a zone with a store is "
                              "shared by every worker and instance that uses it");
+    if (store != NULL && z->name != NULL && strlen(z->name) > 64)
+        return pt_conf_error(cx, 0, "a zone with store= needs a name of at most 64 bytes (it is "
+                             "part of the Redis key)");
     if (store != NULL) {
         store->lease = pt_limit_lease_size(z->interval_ns);
         z->store = store;
@@ -1104,6 +1107,10 @@ pt_limit_print(const struct pt_location *loc, FILE *out, const char *first, cons
             fprintf(out, "delay=%u", u->delay);
         else
             fprintf(out, "excess requests delayed");
+        if (u->zone->store != NULL)
+            fprintf(out, "; shared through redis %s (store_fail=%s, store_timeout %lldms)",
+                    u->zone->store->addr.shown, u->zone->store->fail_closed ? "closed" : "open",
+                    (long long)(u->zone->store->timeout_ns / 1000000));
         fprintf(out, "; over it %u (%s:%d)\n", req_status(lc), u->file, u->line);
         pfx = indent;
     }
