@@ -53,7 +53,8 @@ def test_instance_name_everywhere(tmp_path, start_backend, start_portico):
     assert lines and all(x["instance"] == ODD for x in lines), lines
 
     # the error log's start line
-    assert "(instance %s) started with" % ODD in p.read(p.error_log), p.logs()
+    lib.wait_until(lambda: "(instance %s) started with" % ODD in p.read(p.error_log), 10,
+                   what="the start line")
 
     # Prometheus: one info series with the name, and the page still passes promtool
     text = o.metrics_text()
@@ -112,7 +113,8 @@ def test_default_is_the_host_name(tmp_path, start_backend, start_portico):
     assert r.status == 502 and r.header("X-Instance") == host, r
     ps = r.header("Proxy-Status")
     assert ps.startswith(host + "; error=") or ps.startswith('"%s"; error=' % host), ps
-    assert "(instance %s) started with" % host in o.portico.read(o.portico.error_log)
+    lib.wait_until(lambda: "(instance %s) started with" % host
+                   in o.portico.read(o.portico.error_log), 10, what="the start line")
 
 
 @pytest.mark.parametrize("value, message", [

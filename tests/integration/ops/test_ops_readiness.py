@@ -118,9 +118,10 @@ def test_shutdown_delay_ends_by_itself(tmp_path, start_backend, start_portico):
     p, port = start(tmp_path, start_portico, [b], main_extra="shutdown_delay 3s;")
     assert get(port, "/ready").status == 200
     p.signal(signal.SIGTERM)
-    # readiness turns at once; the answer may come from the delay or, on a very slow machine,
-    # not at all once the drain has closed the listeners
-    r = get(port, "/ready")
+    # readiness turns as soon as the signal is handled; the answer comes from the delay or, on
+    # a very slow machine, not at all once the drain has closed the listeners
+    r = lib.wait_until(lambda: (lambda r: r if r.status != 200 else None)(get(port, "/ready")),
+                       10, what="readiness no longer 200")
     assert r.status is None or (r.status, r.body) == (503, b"not ready: stopping\n"), r
     assert p.wait_exit(30) == 0
     log = p.read(p.error_log)

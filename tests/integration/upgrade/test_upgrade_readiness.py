@@ -60,8 +60,12 @@ def test_upgrading_while_the_new_process_starts_then_ready_when_it_fails(
     os.kill(p.pid, signal.SIGUSR2)
     lib.wait_until(lambda: os.path.exists(child_pid) and open(child_pid).read().strip(), 10,
                    what="the new process started")
-    # the old process still accepts, and tells balancers to move on
-    r = lib.curl(p.url("/ready"))
+    # the old process still accepts, and tells balancers to move on (set by the main thread
+    # just after the fork: polled, not read once)
+    def not_ready():
+        r = lib.curl(p.url("/ready"))
+        return r if r.status != 200 else None
+    r = lib.wait_until(not_ready, 10, what="readiness no longer 200")
     assert (r.status, r.body) == (503, b"not ready: upgrading\n"), r
     assert lib.curl(p.url("/who")).body == b"one"
     # the new process dies: the upgrade failed, the old one stays and is ready again
