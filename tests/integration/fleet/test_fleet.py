@@ -14,7 +14,8 @@ global rate limit from a redis-server (fleetlib.py draws the wiring). What a use
 - an instance stopped with SIGTERM (shutdown_delay, readiness 503, the front's health check
   marks it DOWN) under load: no request fails at the front's client.
 
-Figures are printed (`run.sh tests/integration/fleet -s` shows them)."""
+Figures are printed: `/usr/bin/python3 -m pytest -s tests/integration/fleet` shows them (pytest-xdist,
+which run.sh uses, keeps them)."""
 
 import os
 import re
