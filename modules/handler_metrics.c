@@ -440,7 +440,8 @@ limit_store_metrics(struct out *o, const struct pt_runtime *rt)
 
             if (!pt_limit_store_zone(rt->conf, g->labels[0]))
                 continue;
-            sample(o, name, kv, pass == 0 ? (st->down == 0) : st->fallback);
+            sample(o, name, kv, pass == 0 ? (pt_stats_load(&st->down) == 0)
+                                          : pt_stats_load(&st->fallback));
         }
     }
     pt_stats_set_free(&set);

@@ -58,12 +58,8 @@ pt_redis_parse_url(const char *url, struct pt_redis_addr *a, char *err, size_t e
     if (strncmp(url, "redis://", 8) != 0)
         return url_err(err, errlen, "expected redis://HOST:PORT[/DB], not \"%.64s\"", url);
     p = url + 8;
-    end = p + strcspn(p, "/");
-    /* userinfo: the last '@' before the path (a password may contain '@') */
-    at = NULL;
-    for (const char *q = p; q < end; q++)
-        if (*q == '@')
-            at = q;
+    /* userinfo: up to the last '@' (a password may contain '@' and '/'; the rest cannot) */
+    at = strrchr(p, '@');
     if (at != NULL) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         size_t ulen, plen;
@@ -80,6 +76,7 @@ pt_redis_parse_url(const char *url, struct pt_redis_addr *a, char *err, size_t e
         memcpy(a->password, colon + 1, plen);
         p = at + 1;
     }
+    end = p + strcspn(p, "/");
     /* host: [IPv6] or up to the port's colon */
     if (*p == '[') {
         hs = p + 1;

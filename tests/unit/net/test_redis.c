@@ -38,6 +38,11 @@ test_url_ok(void **state)
     assert_string_equal(a.password, "p@ss:w");
     assert_string_equal(a.host, "h");
     assert_string_equal(a.shown, "h:1");
+    assert_int_equal(pt_redis_parse_url("redis://:a/b@c@h:2/1", &a, err, sizeof(err)), PT_OK);
+    assert_string_equal(a.password, "a/b@c");
+    assert_string_equal(a.host, "h");
+    assert_int_equal(a.port, 2);
+    assert_int_equal(a.db, 1);
     assert_int_equal(pt_redis_parse_url("redis://bob:pw@h", &a, err, sizeof(err)), PT_OK);
     assert_string_equal(a.user, "bob");
     assert_string_equal(a.password, "pw");
