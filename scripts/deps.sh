@@ -12,7 +12,8 @@ if [ "${1:-}" = "--test" ]; then
            python3-zstandard redis-server redis-tools mosquitto mosquitto-clients
            prometheus chromium # promtool checks /metrics; chromium loads /status
            apache2-utils whois # htpasswd, mkpasswd make auth_basic files
-           dnsmasq-base dnsutils # dig against dnsmasq through UDP stream servers
+           dnsmasq-base dnsutils # dig against dnsmasq through UDP stream servers; SRV records
+           python3-yaml # the fleet examples' kubernetes.yaml (tests/integration/fleet)
            clang-14 libclang-rt-14-dev) # libFuzzer and the sanitizer runtimes (make fuzz)
     pkgs+=(haproxy) # the PROXY protocol tests put it in front of portico
 fi
