@@ -494,8 +494,9 @@ fe_send_head(struct pt_exchange *x)
     if (c->closing)
         return PT_ERR;
     /* leaving: a binary upgrade handed the listeners over; the client's next request goes to
-     * the new process, on a new connection, without a race against a close */
-    if (c->w->draining || c->w->leaving ||
+     * the new process, on a new connection, without a race against a close; parting: the
+     * same during shutdown_delay, through the balancer to another instance */
+    if (c->w->draining || c->w->leaving || c->w->parting ||
         c->requests + 1 >= (unsigned)conn_http(c)->keepalive_requests ||
         conn_http(c)->keepalive_timeout == 0 || c->parser == NULL ||
         !llhttp_should_keep_alive(c->parser))
