@@ -9,7 +9,9 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <ctype.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/arena.h"
 #include "core/common.h"
@@ -120,6 +122,90 @@ test_hdr_token(void **state)
     /* the length bounds the name: "Host" inside a longer buffer */
     assert_int_equal(pt_hdr_token("Hostname", 4), PT_H_HOST);
     assert_int_equal(pt_hdr_token("Host", 3), PT_H_OTHER);
+}
+
+/* The name -> token mapping the switch in pt_hdr_token replaced: a scan with strncasecmp. */
+static const struct {
+    const char *name;
+    enum pt_hdr_tok tok;
+} ref_known[] = {
+    {"connection", PT_H_CONNECTION},
+    {"keep-alive", PT_H_KEEP_ALIVE},
+    {"te", PT_H_TE},
+    {"trailer", PT_H_TRAILER},
+    {"transfer-encoding", PT_H_TRANSFER_ENCODING},
+    {"upgrade", PT_H_UPGRADE},
+    {"proxy-connection", PT_H_PROXY_CONNECTION},
+    {"content-length", PT_H_CONTENT_LENGTH},
+    {"host", PT_H_HOST},
+    {"expect", PT_H_EXPECT},
+    {"x-forwarded-for", PT_H_X_FORWARDED_FOR},
+    {"x-forwarded-proto", PT_H_X_FORWARDED_PROTO},
+    {"x-forwarded-host", PT_H_X_FORWARDED_HOST},
+    {"forwarded", PT_H_FORWARDED},
+    {"via", PT_H_VIA},
+    {"user-agent", PT_H_USER_AGENT},
+    {"referer", PT_H_REFERER},
+    {"content-type", PT_H_CONTENT_TYPE},
+    {"x-request-id", PT_H_X_REQUEST_ID},
+    {"traceparent", PT_H_TRACEPARENT},
+    {"tracestate", PT_H_TRACESTATE},
+};
+
+static enum pt_hdr_tok
+ref_token(const char *name, size_t len)
+{
+    for (size_t i = 0; i < PT_ARRAY_LEN(ref_known); i++)
+        if (strlen(ref_known[i].name) == len && strncasecmp(ref_known[i].name, name, len) == 0)
+            return ref_known[i].tok;
+    return PT_H_OTHER;
+}
+
+/* pt_hdr_token agrees with strncasecmp on every known name with every byte at every position
+ * replaced by each of the 256 values (case variants, NUL, high bytes, near misses), and on
+ * random mixed-case spellings and random names of every length up to 20. */
+static void
+test_hdr_token_vs_strcasecmp(void **state)
+{
+    char buf[32];
+    unsigned seed = 12345;
+
+    assert_int_equal(PT_ARRAY_LEN(ref_known), PT_H__COUNT - 1);
+    for (size_t k = 0; k < PT_ARRAY_LEN(ref_known); k++) {
+        size_t len = strlen(ref_known[k].name);
+
+        memcpy(buf, ref_known[k].name, len);
+        assert_int_equal(pt_hdr_token(buf, len), ref_known[k].tok);
+        for (size_t pos = 0; pos < len; pos++) {
+            for (unsigned b = 0; b < 256; b++) {
+                buf[pos] = (char)b;
+                if (pt_hdr_token(buf, len) != ref_token(buf, len))
+                    fail_msg("\"%s\" with byte %zu = %u: %d, strncasecmp says %d",
+                             ref_known[k].name, pos, b, (int)pt_hdr_token(buf, len),
+                             (int)ref_token(buf, len));
+            }
+            buf[pos] = ref_known[k].name[pos];
+        }
+        for (int r = 0; r < 200; r++) {
+            for (size_t pos = 0; pos < len; pos++) {
+                seed = seed * 1103515245u + 12345u;
+                buf[pos] = (seed >> 16) & 1 ? (char)toupper((unsigned char)ref_known[k].name[pos])
+                                           : ref_known[k].name[pos];
+            }
+            assert_int_equal(pt_hdr_token(buf, len), ref_known[k].tok);
+        }
+    }
+    for (int r = 0; r < 100000; r++) {
+        size_t len;
+
+        seed = seed * 1103515245u + 12345u;
+        len = (seed >> 16) % 21;
+        for (size_t pos = 0; pos < len; pos++) {
+            seed = seed * 1103515245u + 12345u;
+            buf[pos] = "teTEhostHOST-xXvia"[(seed >> 16) % 18];
+        }
+        assert_int_equal(pt_hdr_token(buf, len), ref_token(buf, len));
+    }
 }
 
 static void
@@ -355,9 +441,11 @@ test_is_token(void **state)
     assert_true(token("GET"));
     assert_true(token(tchars));
     assert_false(token(""));
-    for (unsigned ch = 1; ch < 256; ch++) {
+    /* every byte, NUL included, against the predicate the table replaced */
+    for (unsigned ch = 0; ch < 256; ch++) {
         bool is = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-                  (ch >= 'A' && ch <= 'Z') || (ch < 128 && strchr("!#$%&'*+-.^_`|~", (int)ch));
+                  (ch >= 'A' && ch <= 'Z') ||
+                  (ch != 0 && ch < 128 && strchr("!#$%&'*+-.^_`|~", (int)ch));
 
         one[0] = (char)ch;
         assert_int_equal(pt_http_is_token(one, 1), is);
@@ -431,6 +519,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hdr_token),
+        cmocka_unit_test(test_hdr_token_vs_strcasecmp),
         T(test_hdrs_add_find),
         T(test_hdrs_add_grows),
         cmocka_unit_test(test_hdr_list_has),
