@@ -204,37 +204,69 @@ put_hdr(struct pt_chunk_pool *p, struct pt_chain *o, const struct pt_hdr *h)
     pt_chain_append(p, o, "\r\n", 2);
 }
 
-void
-pt_h1_request_head(struct pt_exchange *x, const struct pt_server *srv, struct pt_chunk_pool *p,
-                   struct pt_chain *o)
-{
+/* What request_head_fn writes. */
+struct req_head {
+    const struct pt_exchange *x;
+    const struct pt_server *srv;
+    const char *host;
     size_t hl;
-    const char *host = pt_proxy_host(x, srv, &hl);
+    const char *method;
+    size_t mlen;
+    char cl[48]; /* "Content-Length: N\r\n" */
+    size_t cl_len;
+};
 
-    pt_chain_append(p, o, x->method_name, strlen(x->method_name));
-    pt_chain_append(p, o, " ", 1);
-    pt_chain_append(p, o, x->target, x->target_len);
-    pt_chain_append(p, o, " HTTP/1.1\r\nHost: ", 17);
-    pt_chain_append(p, o, host, hl);
-    pt_chain_append(p, o, "\r\n", 2);
+/* The request head in one pass (sizing when out is NULL): request line, Host, the client's
+ * fields but the hop-by-hop ones (skip), Content-Length and Host, the forwarding fields, then
+ * portico's own framing. */
+static size_t
+request_head_fn(void *arg, char *out)
+{
+    const struct req_head *r = arg;
+    const struct pt_exchange *x = r->x;
+    size_t n = 0;
+
+    n = pt_put(out, n, r->method, r->mlen);
+    n = pt_put(out, n, " ", 1);
+    n = pt_put(out, n, x->target, x->target_len);
+    n = pt_put(out, n, " HTTP/1.1\r\nHost: ", 17);
+    n = pt_put(out, n, r->host, r->hl);
+    n = pt_put(out, n, "\r\n", 2);
     for (unsigned i = 0; i < x->req.n; i++) {
         const struct pt_hdr *h = &x->req.v[i];
 
         if (!h->skip && h->tok != PT_H_CONTENT_LENGTH && h->tok != PT_H_HOST)
-            put_hdr(p, o, h);
+            n = pt_hdr_put(out, n, h);
     }
     for (unsigned i = 0; i < x->fwd.n; i++)
         if (!x->fwd.v[i].skip && x->fwd.v[i].tok != PT_H_HOST)
-            put_hdr(p, o, &x->fwd.v[i]);
+            n = pt_hdr_put(out, n, &x->fwd.v[i]);
     if (x->req_chunked)
-        pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
+        n = pt_put(out, n, "Transfer-Encoding: chunked\r\n", 28);
     else if (x->req_cl >= 0)
-        pt_chain_append_num(p, o, "Content-Length: ", (uint64_t)x->req_cl, false, "\r\n");
+        n = pt_put(out, n, r->cl, r->cl_len);
     if (x->ws)
-        pt_chain_append(p, o, "Connection: upgrade\r\n", 21); /* Upgrade was kept */
-    else if (srv->upstream->keepalive == 0)
-        pt_chain_append(p, o, "Connection: close\r\n", 19);
-    pt_chain_append(p, o, "\r\n", 2);
+        n = pt_put(out, n, "Connection: upgrade\r\n", 21); /* Upgrade was kept */
+    else if (r->srv->upstream->keepalive == 0)
+        n = pt_put(out, n, "Connection: close\r\n", 19);
+    return pt_put(out, n, "\r\n", 2);
+}
+
+void
+pt_h1_request_head(struct pt_exchange *x, const struct pt_server *srv, struct pt_chunk_pool *p,
+                   struct pt_chain *o)
+{
+    struct req_head r = {.x = x, .srv = srv, .method = x->method_name};
+
+    r.host = pt_proxy_host(x, srv, &r.hl);
+    r.mlen = strlen(r.method);
+    if (!x->req_chunked && x->req_cl >= 0) {
+        memcpy(r.cl, "Content-Length: ", 16);
+        r.cl_len = 16 + pt_fmt_u64((uint64_t)x->req_cl, r.cl + 16);
+        memcpy(r.cl + r.cl_len, "\r\n", 2);
+        r.cl_len += 2;
+    }
+    pt_chain_write(p, o, request_head_fn, &r);
 }
 
 static void

@@ -483,6 +483,47 @@ put_field(struct pt_chunk_pool *p, struct pt_chain *o, const struct pt_hdr *h)
     pt_chain_append(p, o, "\r\n", 2);
 }
 
+/* What response_head_fn writes. */
+struct resp_head {
+    const struct pt_exchange *x;
+    char line[32]; /* "HTTP/1.1 NNN " */
+    size_t line_len;
+    const char *reason;
+    size_t rlen;
+    bool upgrade; /* 101: every field, no framing */
+    bool cl;
+    bool chunked;
+    char cl_line[48]; /* "Content-Length: N\r\n" */
+    size_t cl_len;
+    const char *tail; /* Connection, if any, and the empty line */
+    size_t tail_len;
+};
+
+/* The response head in one pass (sizing when out is NULL): status line, the fields but the
+ * hop-by-hop ones (skip) and Content-Length, then portico's own framing. */
+static size_t
+response_head_fn(void *arg, char *out)
+{
+    const struct resp_head *r = arg;
+    const struct pt_exchange *x = r->x;
+    size_t n = 0;
+
+    n = pt_put(out, n, r->line, r->line_len);
+    n = pt_put(out, n, r->reason, r->rlen);
+    n = pt_put(out, n, "\r\n", 2);
+    for (unsigned i = 0; i < x->resp.n; i++) {
+        const struct pt_hdr *h = &x->resp.v[i];
+
+        if (!h->skip && (r->upgrade || h->tok != PT_H_CONTENT_LENGTH))
+            n = pt_hdr_put(out, n, h);
+    }
+    if (r->cl)
+        n = pt_put(out, n, r->cl_line, r->cl_len);
+    else if (r->chunked)
+        n = pt_put(out, n, "Transfer-Encoding: chunked\r\n", 28);
+    return pt_put(out, n, r->tail, r->tail_len);
+}
+
 static int
 fe_send_head(struct pt_exchange *x)
 {
@@ -509,48 +550,51 @@ fe_send_head(struct pt_exchange *x)
     }
     c->resp_chunked = 0;
     c->resp_start = c->out_written + o->bytes;
-    {
-        const char *reason = pt_status_reason(x->status);
+    struct resp_head r = {.x = x, .upgrade = x->status == 101};
 
-        pt_chain_append_num(p, o, "HTTP/1.1 ", x->status, false, " ");
-        pt_chain_append(p, o, reason, strlen(reason));
-        pt_chain_append(p, o, "\r\n", 2);
-    }
-    if (x->status == 101) {
+    r.line_len = 9 + pt_fmt_u64(x->status, r.line + 9);
+    memcpy(r.line, "HTTP/1.1 ", 9);
+    r.line[r.line_len++] = ' ';
+    r.reason = pt_status_reason(x->status);
+    r.rlen = strlen(r.reason);
+    if (r.upgrade) {
         /* a WebSocket accepted by the backend: its upgrade fields, no framing; the connection
          * becomes a tunnel next (fe_take_socket) */
-        for (unsigned i = 0; i < x->resp.n; i++)
-            if (!x->resp.v[i].skip)
-                put_field(p, o, &x->resp.v[i]);
-        pt_chain_append(p, o, "Connection: upgrade\r\n\r\n", 23);
+        r.tail = "Connection: upgrade\r\n\r\n";
+        r.tail_len = 23;
+        pt_chain_write(p, o, response_head_fn, &r);
         x->resp_head_sent = 1;
         return PT_OK;
-    }
-    for (unsigned i = 0; i < x->resp.n; i++) {
-        const struct pt_hdr *h = &x->resp.v[i];
-
-        if (h->skip || h->tok == PT_H_CONTENT_LENGTH)
-            continue;
-        put_field(p, o, h);
     }
     if (x->resp_no_body) {
         /* HEAD keeps the length of what GET would send; 204 and 1xx never carry one */
         if (x->resp_cl >= 0 && x->status != 204 && x->status >= 200)
-            pt_chain_append_num(p, o, "Content-Length: ", (uint64_t)x->resp_cl, false, "\r\n");
+            r.cl = true;
     } else if (x->resp_cl >= 0) {
-        pt_chain_append_num(p, o, "Content-Length: ", (uint64_t)x->resp_cl, false, "\r\n");
+        r.cl = true;
     } else if (!http10) {
-        pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
+        r.chunked = true;
         c->resp_chunked = 1;
     } else {
         c->close_after = 1; /* HTTP/1.0 client: the body ends when we close */
     }
-    if (c->close_after)
-        pt_chain_append(p, o, "Connection: close\r\n\r\n", 21);
-    else if (http10)
-        pt_chain_append(p, o, "Connection: keep-alive\r\n\r\n", 26);
-    else
-        pt_chain_append(p, o, "\r\n", 2);
+    if (r.cl) {
+        memcpy(r.cl_line, "Content-Length: ", 16);
+        r.cl_len = 16 + pt_fmt_u64((uint64_t)x->resp_cl, r.cl_line + 16);
+        memcpy(r.cl_line + r.cl_len, "\r\n", 2);
+        r.cl_len += 2;
+    }
+    if (c->close_after) {
+        r.tail = "Connection: close\r\n\r\n";
+        r.tail_len = 21;
+    } else if (http10) {
+        r.tail = "Connection: keep-alive\r\n\r\n";
+        r.tail_len = 26;
+    } else {
+        r.tail = "\r\n";
+        r.tail_len = 2;
+    }
+    pt_chain_write(p, o, response_head_fn, &r);
     x->resp_head_sent = 1;
     return out_status(c);
 }

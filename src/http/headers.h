@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "core/arena-t.h"
 #include "http/headers-t.h"
@@ -49,5 +50,25 @@ void pt_hdrs_mark_hop_by_hop(struct pt_hdrs *h, bool keep_upgrade);
  * a server must not send Content-Length or Transfer-Encoding in one; a client that honoured a
  * forwarded Content-Length would read the final response as the 1xx's body). */
 void pt_hdrs_mark_interim(struct pt_hdrs *h);
+
+/* Writes "name: value\r\n" at out + at unless out is NULL (sizing, for pt_chain_write);
+ * returns at + its length. */
+static inline size_t
+pt_hdr_put(char *out, size_t at, const struct pt_hdr *h)
+{
+    if (out != NULL) {
+        char *d = out + at;
+
+        memcpy(d, h->name, h->nlen);
+        d += h->nlen;
+        *d++ = ':';
+        *d++ = ' ';
+        memcpy(d, h->value, h->vlen);
+        d += h->vlen;
+        *d++ = '\r';
+        *d = '\n';
+    }
+    return at + h->nlen + h->vlen + 4;
+}
 
 #endif
