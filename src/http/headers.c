@@ -125,6 +125,7 @@ int
 pt_hdrs_add_tok(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
                 const char *value, size_t vlen, enum pt_hdr_tok tok)
 {
+    PT_ASSERT(tok == pt_hdr_token(name, nlen)); /* the caller's token is the name's */
     return hdrs_push(a, h, name, nlen, value, vlen, tok);
 }
 

@@ -26,7 +26,8 @@
 
 /* Appends `prev, add` (or just add) as a new forwarded header. */
 static void
-add_joined(struct pt_exchange *x, const char *name, const struct pt_hdr *prev, const char *add)
+add_joined(struct pt_exchange *x, const char *name, enum pt_hdr_tok tok, const struct pt_hdr *prev,
+           const char *add)
 {
     size_t alen = strlen(add);
     char *v;
@@ -44,7 +45,7 @@ add_joined(struct pt_exchange *x, const char *name, const struct pt_hdr *prev, c
         v = pt_arena_strdup(&x->arena, add);
         vlen = alen;
     }
-    pt_hdrs_add(&x->arena, &x->fwd, name, strlen(name), v, vlen);
+    pt_hdrs_add_tok(&x->arena, &x->fwd, name, strlen(name), v, vlen, tok);
 }
 
 /* The n strings of parts one after the other into buf (cap bytes, NUL-terminated), cut where
@@ -119,11 +120,13 @@ pt_proxy_forward_headers(struct pt_exchange *x)
         }
     }
     if (h->x_forwarded) {
-        add_joined(x, "X-Forwarded-For", prev_xff, x->peer_ip);
+        add_joined(x, "X-Forwarded-For", PT_H_X_FORWARDED_FOR, prev_xff, x->peer_ip);
         if (!trusted || pt_hdrs_find(&x->req, PT_H_X_FORWARDED_PROTO) < 0)
-            pt_hdrs_add(&x->arena, &x->fwd, "X-Forwarded-Proto", 17, proto, strlen(proto));
+            pt_hdrs_add_tok(&x->arena, &x->fwd, "X-Forwarded-Proto", 17, proto, strlen(proto),
+                            PT_H_X_FORWARDED_PROTO);
         if (host != NULL && (!trusted || pt_hdrs_find(&x->req, PT_H_X_FORWARDED_HOST) < 0))
-            pt_hdrs_add(&x->arena, &x->fwd, "X-Forwarded-Host", 16, host, strlen(host));
+            pt_hdrs_add_tok(&x->arena, &x->fwd, "X-Forwarded-Host", 16, host, strlen(host),
+                            PT_H_X_FORWARDED_HOST);
     }
     if (h->forwarded) {
         int v6 = strchr(x->peer_ip, ':') != NULL;
@@ -138,7 +141,7 @@ pt_proxy_forward_headers(struct pt_exchange *x)
                                host != NULL ? "\"" : ""};
 
         concat(buf, sizeof(buf), parts, PT_ARRAY_LEN(parts));
-        add_joined(x, "Forwarded", prev_fwd, buf);
+        add_joined(x, "Forwarded", PT_H_FORWARDED, prev_fwd, buf);
     }
     if (x->tls_client_subject != NULL)
         pt_hdrs_add(&x->arena, &x->fwd, "X-Client-Cert-Subject", 21, x->tls_client_subject,
@@ -154,7 +157,7 @@ pt_proxy_forward_headers(struct pt_exchange *x)
             snprintf(buf, sizeof(buf), "%u.%u portico", x->major, x->minor);
             ver = buf;
         }
-        add_joined(x, "Via", prev_via, ver);
+        add_joined(x, "Via", PT_H_VIA, prev_via, ver);
     }
     pt_trace_forward(x);
 }

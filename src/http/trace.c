@@ -138,12 +138,14 @@ pt_traceparent_valid(const char *s, size_t len)
 }
 
 static void
-add_hdr(struct pt_arena *a, struct pt_hdrs *h, const char *name, const char *value, size_t vlen)
+add_hdr(struct pt_arena *a, struct pt_hdrs *h, const char *name, enum pt_hdr_tok tok,
+        const char *value, size_t vlen)
 {
     char *v = pt_arena_strndup(a, value, vlen);
 
+    /* the names here are constants, their tokens known (pt_hdr_token of name) */
     if (v != NULL)
-        pt_hdrs_add(a, h, name, strlen(name), v, vlen);
+        pt_hdrs_add_tok(a, h, name, strlen(name), v, vlen, tok);
 }
 
 void
@@ -160,7 +162,7 @@ pt_trace_forward(struct pt_exchange *x)
         else if (e->tok == PT_H_TRACEPARENT && !e->skip && n_tp++ == 0)
             tp = (int)i;
     }
-    add_hdr(&x->arena, &x->fwd, "X-Request-ID", id, x->request_id_len);
+    add_hdr(&x->arena, &x->fwd, "X-Request-ID", PT_H_X_REQUEST_ID, id, x->request_id_len);
     if (x->http == NULL || !x->http->tracing)
         return; /* traceparent and tracestate pass through untouched */
     if (n_tp == 1 && pt_traceparent_valid(x->req.v[tp].value, x->req.v[tp].vlen))
@@ -185,7 +187,7 @@ pt_trace_forward(struct pt_exchange *x)
     /* sampled: portico keeps no spans of its own, so the trace it starts is left to the
      * services behind it to record */
     memcpy(tpv + 52, "-01", 4);
-    add_hdr(&x->arena, &x->fwd, "traceparent", tpv, 55);
+    add_hdr(&x->arena, &x->fwd, "traceparent", PT_H_TRACEPARENT, tpv, 55);
 }
 
 /* Appends to buf[o..len) and returns the new offset (never past len - 1). */
@@ -249,7 +251,7 @@ server_timing(struct pt_exchange *x, bool local)
     if (a != NULL)
         o = app(buf, o, sizeof(buf), ", upstream;desc=\"%s %s\"", x->up->name,
                 a->srv->addr.name);
-    add_hdr(&x->arena, &x->resp, "Server-Timing", buf, o);
+    add_hdr(&x->arena, &x->resp, "Server-Timing", PT_H_OTHER, buf, o);
 }
 
 /* Portico-Debug: a Structured Field dictionary of strings naming the route and every
@@ -292,7 +294,7 @@ debug_header(struct pt_exchange *x, bool local)
                 x->perr != PT_PERR_NONE ? pt_perr_token((enum pt_perr)x->perr) : "");
     else
         o = app(buf, o, sizeof(buf), ", answered=\"backend %u\"", x->status);
-    add_hdr(&x->arena, &x->resp, "Portico-Debug", buf, o);
+    add_hdr(&x->arena, &x->resp, "Portico-Debug", PT_H_OTHER, buf, o);
 }
 
 void
@@ -302,7 +304,7 @@ pt_trace_response(struct pt_exchange *x, bool local)
     const char *id = pt_request_id(x);
 
     if (local || pt_hdrs_find(&x->resp, PT_H_X_REQUEST_ID) < 0)
-        add_hdr(&x->arena, &x->resp, "X-Request-ID", id, x->request_id_len);
+        add_hdr(&x->arena, &x->resp, "X-Request-ID", PT_H_X_REQUEST_ID, id, x->request_id_len);
     if (h == NULL)
         return; /* not routed: no location said what it wants */
     if (h->server_timing)
