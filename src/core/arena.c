@@ -100,3 +100,24 @@ pt_arena_free(struct pt_arena *a)
     a->head = NULL;
     a->total = 0;
 }
+
+bool
+pt_arena_reset(struct pt_arena *a, size_t max)
+{
+    struct pt_arena_blk *b = a->head;
+
+    if (b == NULL || b->size > max) {
+        pt_arena_free(a);
+        return false;
+    }
+    for (struct pt_arena_blk *o = b->next; o != NULL;) {
+        struct pt_arena_blk *next = o->next;
+
+        free(o);
+        o = next;
+    }
+    b->next = NULL;
+    b->used = 0;
+    a->total = 0;
+    return true;
+}

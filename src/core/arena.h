@@ -3,6 +3,8 @@
 #ifndef PT_ARENA_H
 #define PT_ARENA_H
 
+#include <stdbool.h>
+
 #include "core/arena-t.h"
 
 /* Initialises an empty arena; no memory is taken until the first allocation. */
@@ -16,6 +18,10 @@ char *pt_arena_strndup(struct pt_arena *a, const char *s, size_t len);
 char *pt_arena_strdup(struct pt_arena *a, const char *s);
 /* Returns a copy of old (old_size bytes) in a new allocation of new_size bytes. */
 void *pt_arena_grow(struct pt_arena *a, void *old, size_t old_size, size_t new_size);
+/* Empties the arena for reuse but keeps its newest (largest) block when that is at most max
+ * bytes, so the next user of a recycled arena needs no malloc; frees the other blocks. True when
+ * a block was kept. */
+bool pt_arena_reset(struct pt_arena *a, size_t max);
 /* Frees every block; the arena can be reused afterwards. */
 void pt_arena_free(struct pt_arena *a);
 

@@ -22,6 +22,7 @@ struct http_worker {
                                       * none) */
     unsigned map_n;
     struct pt_http_stats **map;      /* [vhost index]: unrouted; [n_vhosts + loc index] */
+    struct pt_x_cache x_cache;
 };
 
 const char *
@@ -169,6 +170,14 @@ pt_http_stats_ws_closed(struct pt_exchange *x, const char *why, unsigned code, b
     s->ws_messages[1] += msgs_server;
 }
 
+struct pt_x_cache *
+pt__http_x_cache(struct pt_worker *w)
+{
+    struct http_worker *hw = worker_state(w);
+
+    return hw != NULL ? &hw->x_cache : NULL;
+}
+
 int
 pt__http_stats_worker_init(struct pt_worker *w)
 {
@@ -203,6 +212,7 @@ pt__http_stats_worker_fini(struct pt_worker *w)
 
     if (hw == NULL)
         return;
+    pt__exchange_cache_free(&hw->x_cache);
     free(hw->map);
     free(hw);
     w->mod[pt_module_http._index] = NULL;

@@ -29,6 +29,15 @@ void pt_http_stats_ws_closed(struct pt_exchange *x, const char *why, unsigned co
 const char *pt_http_vhost_label(const struct pt_vhost *vh);
 
 /* Per-worker state (the HTTP subsystem's worker_init / worker_fini). */
+/* Exchanges this worker keeps for reuse (exchange.c), so a request needs no calloc and, with the
+ * arena block it kept, no malloc. NULL for a worker without HTTP state. */
+struct pt_x_cache {
+    void *head; /* struct exchange_box, chained through their next_free */
+    unsigned n;
+};
+struct pt_x_cache *pt__http_x_cache(struct pt_worker *w);
+/* Frees what c holds (exchange.c); the worker's HTTP state calls it when it ends. */
+void pt__exchange_cache_free(struct pt_x_cache *c);
 int pt__http_stats_worker_init(struct pt_worker *w);
 void pt__http_stats_worker_reload(struct pt_worker *w, struct pt_conf *old);
 void pt__http_stats_worker_fini(struct pt_worker *w);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/arena.h"
 #include "core/buf.h"
 #include "core/common.h"
 
@@ -119,6 +120,35 @@ test_buf_write_runs(void **state)
     pt_chain_free(&p, &ch);
     assert_int_equal(p.allocated, 0);
     pt_chunk_pool_fini(&p);
+}
+
+/* pt_arena_reset keeps the newest block (reused by the next allocation, no malloc) when it is
+ * at most max bytes, frees the older ones, and frees all when the newest is larger. */
+static void
+test_arena_reset(void **state)
+{
+    struct pt_arena a;
+    char *p1, *p2, *q;
+
+    pt_arena_init(&a, 64);
+    assert_non_null(pt_arena_alloc(&a, 40));   /* block of 64 */
+    p1 = pt_arena_alloc(&a, 100);               /* newer block of 128 */
+    assert_non_null(p1);
+    memset(p1, 'x', 100);
+    assert_true(a.total > 0);
+    assert_true(pt_arena_reset(&a, 1024));
+    assert_int_equal(a.total, 0);
+    assert_non_null(a.head);
+    p2 = pt_arena_alloc(&a, 100); /* the kept block, from its start */
+    assert_ptr_equal(p2, p1);
+    q = pt_arena_alloc(&a, 16); /* still room in it */
+    assert_ptr_equal(q, p1 + 112);
+    assert_false(pt_arena_reset(&a, 64)); /* its block is 128 bytes: freed */
+    assert_null(a.head);
+    assert_int_equal(a.total, 0);
+    assert_non_null(pt_arena_alloc(&a, 10)); /* usable again */
+    assert_false(pt_arena_reset(&(struct pt_arena){0}, 1024)); /* nothing to keep */
+    pt_arena_free(&a);
 }
 
 static void
@@ -554,6 +584,7 @@ main(void)
         cmocka_unit_test(test_buf_pool_get_put),
         cmocka_unit_test(test_buf_append_within_chunk),
         cmocka_unit_test(test_buf_write_runs),
+        cmocka_unit_test(test_arena_reset),
         cmocka_unit_test(test_buf_append_across_chunks),
         cmocka_unit_test(test_buf_printf),
         cmocka_unit_test(test_buf_consume_partial),
