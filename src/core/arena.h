@@ -9,8 +9,24 @@
 
 /* Initialises an empty arena; no memory is taken until the first allocation. */
 void pt_arena_init(struct pt_arena *a, size_t blk_size);
-/* Returns size bytes aligned to 16, or NULL when out of memory. */
-void *pt_arena_alloc(struct pt_arena *a, size_t size);
+/* The slow path of pt_arena_alloc: a new block. */
+void *pt__arena_alloc_block(struct pt_arena *a, size_t need);
+/* Returns size bytes aligned to 16, or NULL when out of memory. Inline: a bump of the current
+ * block's free part (the call cost ~26 instructions, ~30 times per proxied request). */
+static inline void *
+pt_arena_alloc(struct pt_arena *a, size_t size)
+{
+    size_t need = (size + 15) & ~(size_t)15;
+
+    if (need >= size && (size_t)(a->end - a->pos) >= need && a->pos != NULL) {
+        void *p = a->pos;
+
+        a->pos += need;
+        a->total += need;
+        return p;
+    }
+    return pt__arena_alloc_block(a, size);
+}
 /* Zeroed allocation. */
 void *pt_arena_calloc(struct pt_arena *a, size_t size);
 /* Copies len bytes and NUL-terminates. */
