@@ -458,6 +458,93 @@ test_is_token(void **state)
     assert_false(pt_http_is_token("a\0b", 3));
 }
 
+/* Every byte as a one-byte host against the reg-name character predicate the table replaced
+ * (':' '%' '[' are not reg-name characters either way). */
+static void
+test_authority_host_bytes(void **state)
+{
+    for (unsigned ch = 0; ch < 256; ch++) {
+        char s[1] = {(char)ch};
+        size_t hl = 999;
+        bool old = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+                   (ch >= 'A' && ch <= 'Z') ||
+                   (ch != '\0' && ch < 128 && strchr("-._~!$&'()*+,;=", (int)ch) != NULL);
+
+        if (pt_http_valid_authority(s, 1, &hl) != old)
+            fail_msg("byte %u: %d, expected %d", ch, !old, old);
+    }
+}
+
+/* Names listed in Connection are marked by token when known and by name among the unknown ones:
+ * on random lists of mixed-case known names, unknown names and near misses, the marks are the
+ * ones the name-by-name strncasecmp comparison gave. */
+static void
+test_hop_by_hop_connection_tokens_vs_names(void **state)
+{
+    static const char *const pool[] = {
+        "Keep-Alive", "keep-alive", "KEEP-ALIVE", "X-Foo",  "x-foo",      "X-Fooo",
+        "Host",       "host",       "Hos",       "Via",    "VIA",        "Content-Type",
+        "content-typf", "User-Agent", "x-request-id", "X-Request-Id", "Foo-Bar", "foo-bar",
+        "Trailer",    "Cookie",     "cookie",     "TE",     "tf",         "Forwarded",
+    };
+    unsigned seed = 99;
+
+    for (int round = 0; round < 3000; round++) {
+        struct pt_arena a;
+        struct pt_hdrs h = {0};
+        char conn[256];
+        size_t cl = 0;
+        unsigned n, k;
+        bool want[16];
+
+        pt_arena_init(&a, 1024);
+        seed = seed * 1103515245u + 12345u;
+        n = 1 + (seed >> 16) % 12;
+        seed = seed * 1103515245u + 12345u;
+        k = 1 + (seed >> 16) % 4;
+        for (unsigned j = 0; j < k; j++) {
+            const char *nm;
+
+            seed = seed * 1103515245u + 12345u;
+            nm = pool[(seed >> 16) % PT_ARRAY_LEN(pool)];
+            cl += (size_t)snprintf(conn + cl, sizeof(conn) - cl, "%s%s", j ? " , " : "", nm);
+        }
+        assert_int_equal(pt_hdrs_add(&a, &h, "Connection", 10, conn, cl), PT_OK);
+        for (unsigned i = 0; i < n; i++) {
+            const char *nm;
+
+            seed = seed * 1103515245u + 12345u;
+            nm = pool[(seed >> 16) % PT_ARRAY_LEN(pool)];
+            assert_int_equal(pt_hdrs_add(&a, &h, nm, strlen(nm), "v", 1), PT_OK);
+        }
+        /* the expectation, name by name */
+        for (unsigned i = 0; i < h.n; i++) {
+            const struct pt_hdr *e = &h.v[i];
+
+            want[i] = e->tok == PT_H_CONNECTION || e->tok == PT_H_KEEP_ALIVE ||
+                      e->tok == PT_H_TE || e->tok == PT_H_TRAILER ||
+                      e->tok == PT_H_TRANSFER_ENCODING || e->tok == PT_H_PROXY_CONNECTION ||
+                      e->tok == PT_H_UPGRADE;
+            for (const char *p = conn; *p != '\0';) {
+                size_t l;
+
+                while (*p == ' ' || *p == ',')
+                    p++;
+                l = strcspn(p, " ,");
+                if (l > 0 && l == e->nlen && strncasecmp(p, e->name, l) == 0)
+                    want[i] = true;
+                p += l;
+            }
+        }
+        pt_hdrs_mark_hop_by_hop(&h, false);
+        for (unsigned i = 0; i < h.n; i++)
+            if (h.v[i].skip != want[i])
+                fail_msg("round %d: \"%.*s\" with Connection: %s: skip %d, expected %d", round,
+                         (int)h.v[i].nlen, h.v[i].name, conn, h.v[i].skip, want[i]);
+        pt_arena_free(&a);
+    }
+}
+
 /* RFC 9110 section 7.2, RFC 3986 section 3.2: Host and :authority */
 static bool
 authority(const char *s, size_t *host_len)
@@ -531,6 +618,8 @@ main(void)
         T(test_hop_by_hop_none),
         cmocka_unit_test(test_is_token),
         cmocka_unit_test(test_valid_authority),
+        cmocka_unit_test(test_authority_host_bytes),
+        cmocka_unit_test(test_hop_by_hop_connection_tokens_vs_names),
     };
 
     return cmocka_run_group_tests_name("headers", tests, NULL, NULL);
