@@ -1004,14 +1004,26 @@ submit_head(struct pt_h2_stream *st)
 
     if (nv == NULL || status == NULL || cl == NULL)
         return PT_ERR;
-    snprintf(status, 4, "%03u", x->status);
+    {
+        /* "%03u" cut to three characters, without the printf family (two snprintf calls cost
+         * ~1 400 instructions per response) */
+        char d[24];
+        size_t n = pt_fmt_u64(x->status, d);
+
+        memset(status, '0', 3);
+        if (n >= 3)
+            memcpy(status, d, 3);
+        else
+            memcpy(status + 3 - n, d, n);
+        status[3] = '\0';
+    }
     nv[k++] = pt_h2_nv(":status", 7, status, 3);
     if (pt_h2_add_fields(x, nv, &k, x->resp.n + 1, &x->resp, 1u << PT_H_CONTENT_LENGTH) != PT_OK)
         return PT_ERR;
     if (x->resp_cl >= 0 && x->status != 204 && x->status != 304 && !x->resp_head_only) {
-        int n = snprintf(cl, 24, "%lld", (long long)x->resp_cl);
+        size_t n = pt_fmt_u64((uint64_t)x->resp_cl, cl);
 
-        nv[k++] = pt_h2_nv("content-length", 14, cl, (size_t)n);
+        nv[k++] = pt_h2_nv("content-length", 14, cl, n);
     }
     nghttp2_data_provider prd = {.source = {.ptr = st}, .read_callback = data_read};
 

@@ -89,6 +89,36 @@ pt_hdr_token(const char *name, size_t len)
     return PT_H_OTHER;
 }
 
+const char *
+pt_hdr_tok_name(enum pt_hdr_tok tok)
+{
+    static const char *const names[PT_H__COUNT] = {
+        [PT_H_CONNECTION] = "connection",
+        [PT_H_KEEP_ALIVE] = "keep-alive",
+        [PT_H_TE] = "te",
+        [PT_H_TRAILER] = "trailer",
+        [PT_H_TRANSFER_ENCODING] = "transfer-encoding",
+        [PT_H_UPGRADE] = "upgrade",
+        [PT_H_PROXY_CONNECTION] = "proxy-connection",
+        [PT_H_CONTENT_LENGTH] = "content-length",
+        [PT_H_HOST] = "host",
+        [PT_H_EXPECT] = "expect",
+        [PT_H_X_FORWARDED_FOR] = "x-forwarded-for",
+        [PT_H_X_FORWARDED_PROTO] = "x-forwarded-proto",
+        [PT_H_X_FORWARDED_HOST] = "x-forwarded-host",
+        [PT_H_FORWARDED] = "forwarded",
+        [PT_H_VIA] = "via",
+        [PT_H_USER_AGENT] = "user-agent",
+        [PT_H_REFERER] = "referer",
+        [PT_H_CONTENT_TYPE] = "content-type",
+        [PT_H_X_REQUEST_ID] = "x-request-id",
+        [PT_H_TRACEPARENT] = "traceparent",
+        [PT_H_TRACESTATE] = "tracestate",
+    };
+
+    return (unsigned)tok < PT_H__COUNT ? names[tok] : NULL;
+}
+
 /* One more entry; inlined into both adders, so neither pays a second call. */
 static inline int
 hdrs_push(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,

@@ -12,6 +12,9 @@
 
 /* Returns the token for a header name (case-insensitive). */
 enum pt_hdr_tok pt_hdr_token(const char *name, size_t len);
+/* The lower-case name of a known token (PT_H_OTHER: NULL); its length is the length of every
+ * name with that token. */
+const char *pt_hdr_tok_name(enum pt_hdr_tok tok);
 /* Appends a header; name and value must already live in the arena. PT_OK or PT_ERR (memory). */
 int pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
                 const char *value, size_t vlen);
