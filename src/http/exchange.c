@@ -36,16 +36,7 @@ struct exchange_box {
  * under AddressSanitizer, so that a use after the end of an exchange is still caught there. */
 #define X_CACHE_MAX 8
 #define X_CACHE_ARENA_MAX (16 * 1024)
-#if defined(__SANITIZE_ADDRESS__)
-#define X_CACHE_ON 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define X_CACHE_ON 0
-#endif
-#endif
-#ifndef X_CACHE_ON
-#define X_CACHE_ON 1
-#endif
+#define X_CACHE_ON PT_HTTP_CACHE_ON
 
 void
 pt__exchange_cache_free(struct pt_x_cache *c)

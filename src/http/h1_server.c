@@ -1287,10 +1287,16 @@ parse_error_status(struct pt_h1_conn *c, llhttp_errno_t e)
 /* The parser (96 bytes) exists only while a request is in flight: an idle keep-alive
  * connection holds neither buffer nor parser state. Between two messages llhttp is at the start
  * of a new one, so a fresh parser is equivalent. */
+/* parsers a worker keeps for the next requests (96 bytes each): a malloc and a free per request
+ * cost ~250 instructions */
+#define PARSER_CACHE_MAX 64
+
 static int
 parser_get(struct pt_h1_conn *c)
 {
-    c->parser = malloc(sizeof(*c->parser));
+    c->parser = pt__cache_get(pt__http_cache(c->w, PT_HTTP_CACHE_PARSER));
+    if (c->parser == NULL)
+        c->parser = malloc(sizeof(*c->parser));
     if (c->parser == NULL)
         return PT_ERR;
     llhttp_init(c->parser, HTTP_REQUEST, &settings);
@@ -1301,7 +1307,9 @@ parser_get(struct pt_h1_conn *c)
 static void
 parser_put(struct pt_h1_conn *c)
 {
-    free(c->parser);
+    if (c->parser != NULL &&
+        !pt__cache_put(pt__http_cache(c->w, PT_HTTP_CACHE_PARSER), c->parser, PARSER_CACHE_MAX))
+        free(c->parser);
     c->parser = NULL;
 }
 
