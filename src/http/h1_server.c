@@ -1290,6 +1290,9 @@ parse_error_status(struct pt_h1_conn *c, llhttp_errno_t e)
 /* parsers a worker keeps for the next requests (96 bytes each): a malloc and a free per request
  * cost ~250 instructions */
 #define PARSER_CACHE_MAX 64
+/* connection structs kept the same way for new connections (a calloc and a free per connection
+ * cost ~500 instructions) */
+#define CONN_CACHE_MAX 32
 
 static int
 parser_get(struct pt_h1_conn *c)
@@ -1606,7 +1609,8 @@ conn_free(struct pt_reapable *r)
     struct pt_h1_conn *c = pt_container_of(r, struct pt_h1_conn, reap);
 
     pt_conf_unref(c->conf);
-    free(c);
+    if (!pt__cache_put(pt__http_cache(c->w, PT_HTTP_CACHE_H1_CONN), c, CONN_CACHE_MAX))
+        free(c);
 }
 
 static void
@@ -1669,8 +1673,10 @@ h1_start(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len
     /* once for the process: a second llhttp_settings_init() (it starts with a memset) would
      * clear the callbacks under another worker's parser (found by make check-tsan) */
     pthread_once(&once, settings_init);
-    c = calloc(1, sizeof(*c));
-    if (c == NULL)
+    c = pt__cache_get(pt__http_cache(w, PT_HTTP_CACHE_H1_CONN));
+    if (c != NULL)
+        memset(c, 0, sizeof(*c));
+    else if ((c = calloc(1, sizeof(*c))) == NULL)
         return PT_ERR;
     c->reap.free = conn_free;
     c->w = w;
