@@ -9,16 +9,27 @@
 #include "core/common.h"
 #include "http/headers.h"
 
-/* Compares s[0..n) case-insensitively (ASCII) with lower, which is lower-case. */
+/* Compares s[0..n) case-insensitively (ASCII) with lower, a known name: lower-case letters and
+ * '-' only. A letter of lower has bit 0x40 set, and (c | 0x20) equals it exactly when c is that
+ * letter in either case; '-' (0x2d) has it clear and must match exactly (a CR, 0x0d, would
+ * otherwise pass as '-'). Eight bytes at a time. */
 static inline bool
 ieq_lower(const char *s, const char *lower, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+    size_t i = 0;
 
-        if ((unsigned)(c - 'A') < 26u)
-            c = (unsigned char)(c + ('a' - 'A'));
-        if (c != (unsigned char)lower[i])
+    for (; i + 8 <= n; i += 8) {
+        uint64_t a, b;
+
+        memcpy(&a, s + i, 8);
+        memcpy(&b, lower + i, 8);
+        if ((a | ((b & 0x4040404040404040ULL) >> 1)) != b)
+            return false;
+    }
+    for (; i < n; i++) {
+        unsigned char l = (unsigned char)lower[i];
+
+        if (((unsigned char)s[i] | ((l & 0x40) >> 1)) != l)
             return false;
     }
     return true;
