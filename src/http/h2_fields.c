@@ -41,7 +41,13 @@ pt_h2_add_fields(struct pt_exchange *x, nghttp2_nv *nv, size_t *k, size_t max,
                 lname = low;
             }
         }
-        nv[(*k)++] = pt_h2_nv(lname, e->nlen, e->value, e->vlen);
+        nv[*k] = pt_h2_nv(lname, e->nlen, e->value, e->vlen);
+        /* a value that is new on every message is never worth a place in the peer's HPACK table
+         * (it would only evict fields that repeat): sent as a literal, not indexed, which also
+         * spares the encoder the table insertion */
+        if (e->tok == PT_H_X_REQUEST_ID || e->tok == PT_H_TRACEPARENT)
+            nv[*k].flags |= NGHTTP2_NV_FLAG_NO_INDEX;
+        (*k)++;
     }
     return PT_OK;
 }
