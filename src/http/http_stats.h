@@ -37,10 +37,15 @@ struct pt_x_cache {
 };
 struct pt_x_cache *pt__http_x_cache(struct pt_worker *w);
 /* Small objects a worker keeps for reuse, each freelist bounded by its user: HTTP/1.1 parsers
- * and client connection structs (h1_server.c). Objects are malloc'd; a cached one holds its
+ * and client connection structs (h1_server.c), HTTP/2 stream structs (h2_server.c). Objects are malloc'd; a cached one holds its
  * freelist link in its first bytes. Off under AddressSanitizer (PT_HTTP_CACHE_ON), so that a
  * use after free is still caught there. */
-enum pt_http_cache { PT_HTTP_CACHE_PARSER, PT_HTTP_CACHE_H1_CONN, PT_HTTP_CACHE__N };
+enum pt_http_cache {
+    PT_HTTP_CACHE_PARSER,
+    PT_HTTP_CACHE_H1_CONN,
+    PT_HTTP_CACHE_H2_STREAM,
+    PT_HTTP_CACHE__N
+};
 #if defined(__SANITIZE_ADDRESS__)
 #define PT_HTTP_CACHE_ON 0
 #elif defined(__has_feature)
