@@ -59,6 +59,8 @@ struct pt_bconn {
     ev_io rio;
     ev_io wio;
     ev_timer timer;
+    ev_tstamp t_due; /* when what the connection waits for times out (0: never); the timer may
+                      * be armed for earlier (arm_timer) */
     enum bconn_state state;
     unsigned closing : 1;
     unsigned reused : 1;
@@ -144,11 +146,18 @@ set_reading(struct pt_bconn *b, int on)
 static void
 arm_timer(struct pt_bconn *b, pt_msec ms)
 {
+    ev_tstamp now = ev_now(b->w->loop);
+
+    /* Touched lazily (a stop and a start twice per request cost ~150 instructions): a timer
+     * armed for no later than the new deadline stays; on_timeout re-arms it when woken early,
+     * and does nothing when nothing is due. */
+    b->t_due = ms > 0 ? now + (double)ms / 1000.0 : 0;
+    if (ms <= 0 ||
+        (ev_is_active(&b->timer) && ev_timer_remaining(b->w->loop, &b->timer) <= b->t_due - now))
+        return;
     ev_timer_stop(b->w->loop, &b->timer);
-    if (ms > 0) {
-        ev_timer_set(&b->timer, (double)ms / 1000.0, 0.);
-        ev_timer_start(b->w->loop, &b->timer);
-    }
+    ev_timer_set(&b->timer, (double)ms / 1000.0, 0.);
+    ev_timer_start(b->w->loop, &b->timer);
 }
 
 /* Applies the timeout of what the connection is waiting for. */
@@ -924,7 +933,16 @@ static void
 on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct pt_bconn *b = pt_container_of(t, struct pt_bconn, timer);
+    ev_tstamp now = ev_now(loop);
 
+    if (b->t_due == 0)
+        return; /* armed for a wait that is over */
+    if (now + 0.001 < b->t_due) {
+        ev_timer_set(t, b->t_due - now, 0.); /* woken early: the wait moved on */
+        ev_timer_start(loop, t);
+        return;
+    }
+    b->t_due = 0;
     switch (b->state) {
     case B_IDLE:
         bconn_close(b);
