@@ -33,14 +33,24 @@ fmix(uint64_t z)
     return z ^ (z >> 31);
 }
 
+/* The 16 lower-case hex digits of v, two per step from the 256 digit pairs (a digit per step
+ * cost ~150 instructions per request). */
 static void
 hex64(uint64_t v, char *out)
 {
-    static const char hex[] = "0123456789abcdef";
+    static const char pairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
-    for (int i = 15; i >= 0; i--) {
-        out[i] = hex[v & 15];
-        v >>= 4;
+    for (int i = 14; i >= 0; i -= 2) {
+        memcpy(out + i, pairs + 2 * (v & 0xff), 2);
+        v >>= 8;
     }
 }
 
@@ -162,7 +172,9 @@ pt_trace_forward(struct pt_exchange *x)
         else if (e->tok == PT_H_TRACEPARENT && !e->skip && n_tp++ == 0)
             tp = (int)i;
     }
-    add_hdr(&x->arena, &x->fwd, "X-Request-ID", PT_H_X_REQUEST_ID, id, x->request_id_len);
+    /* the ID lives as long as the exchange (its arena, or the constant "-"): not copied */
+    pt_hdrs_add_tok(&x->arena, &x->fwd, "X-Request-ID", 12, id, x->request_id_len,
+                    PT_H_X_REQUEST_ID);
     if (x->http == NULL || !x->http->tracing)
         return; /* traceparent and tracestate pass through untouched */
     if (n_tp == 1 && pt_traceparent_valid(x->req.v[tp].value, x->req.v[tp].vlen))
@@ -304,7 +316,8 @@ pt_trace_response(struct pt_exchange *x, bool local)
     const char *id = pt_request_id(x);
 
     if (local || pt_hdrs_find(&x->resp, PT_H_X_REQUEST_ID) < 0)
-        add_hdr(&x->arena, &x->resp, "X-Request-ID", PT_H_X_REQUEST_ID, id, x->request_id_len);
+        pt_hdrs_add_tok(&x->arena, &x->resp, "X-Request-ID", 12, id, x->request_id_len,
+                        PT_H_X_REQUEST_ID);
     if (h == NULL)
         return; /* not routed: no location said what it wants */
     if (h->server_timing)
