@@ -515,14 +515,17 @@ r_header_value_complete(llhttp_t *p)
     if (x->resp.n + x->resp_trailers.n >= 1000)
         return -1;
     /* llhttp 8.1 lets a space into a field name ("Content h: 0"); a name is a token (RFC 9110
-     * section 5.1), and such a name would reach clients as a field they cannot parse */
-    if (!pt_http_is_token(b->hname, b->hname_len)) {
+     * section 5.1), and such a name would reach clients as a field they cannot parse; a known
+     * name is one already (letters and '-'), so only the others are checked */
+    enum pt_hdr_tok tok = pt_hdr_token(b->hname, b->hname_len);
+
+    if (tok == PT_H_OTHER && !pt_http_is_token(b->hname, b->hname_len)) {
         b->why = "invalid field name";
         return -1;
     }
     while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
         vlen--;
-    if (pt_hdrs_add(&x->arena, h, b->hname, b->hname_len, v, vlen) != PT_OK)
+    if (pt_hdrs_add_tok(&x->arena, h, b->hname, b->hname_len, v, vlen, tok) != PT_OK)
         return -1;
     b->hname = b->hval = NULL;
     b->hname_len = b->hval_len = 0;

@@ -950,8 +950,11 @@ on_header_value_complete(llhttp_t *p)
 
     if (head_grow(c, 4) != 0)
         return -1;
-    /* llhttp 8 lets "Name : value" through; RFC 9112 section 5.1 requires a 400 */
-    if (!pt_http_is_token(c->x->h1_hname, c->x->h1_hname_len)) {
+    /* llhttp 8 lets "Name : value" through; RFC 9112 section 5.1 requires a 400. A name that
+     * is a known one is a token already (letters and '-'): only the others are checked. */
+    enum pt_hdr_tok tok = pt_hdr_token(c->x->h1_hname, c->x->h1_hname_len);
+
+    if (tok == PT_H_OTHER && !pt_http_is_token(c->x->h1_hname, c->x->h1_hname_len)) {
         c->err_status = 400;
         return -1;
     }
@@ -962,7 +965,7 @@ on_header_value_complete(llhttp_t *p)
     /* trailing whitespace is not part of the value (RFC 9110 section 5.5) */
     while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
         vlen--;
-    if (pt_hdrs_add(&x->arena, h, c->x->h1_hname, c->x->h1_hname_len, v, vlen) != PT_OK)
+    if (pt_hdrs_add_tok(&x->arena, h, c->x->h1_hname, c->x->h1_hname_len, v, vlen, tok) != PT_OK)
         return -1;
     c->x->h1_hname = c->x->h1_hval = NULL;
     c->x->h1_hname_len = c->x->h1_hval_len = 0;
