@@ -130,28 +130,16 @@ pt_hdr_tok_name(enum pt_hdr_tok tok)
     return (unsigned)tok < PT_H__COUNT ? names[tok] : NULL;
 }
 
-/* One more entry; inlined into both adders, so neither pays a second call. */
-static inline int
-hdrs_push(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
-          const char *value, size_t vlen, enum pt_hdr_tok tok)
+int
+pt__hdrs_grow(struct pt_arena *a, struct pt_hdrs *h)
 {
-    if (h->n == h->cap) {
-        unsigned cap = h->cap ? h->cap * 2 : 16;
-        struct pt_hdr *v = pt_arena_grow(a, h->v, h->n * sizeof(*v), cap * sizeof(*v));
+    unsigned cap = h->cap ? h->cap * 2 : 16;
+    struct pt_hdr *v = pt_arena_grow(a, h->v, h->n * sizeof(*v), cap * sizeof(*v));
 
-        if (v == NULL)
-            return PT_ERR;
-        h->v = v;
-        h->cap = cap;
-    }
-    struct pt_hdr *e = &h->v[h->n++];
-
-    e->name = name;
-    e->nlen = (uint32_t)nlen;
-    e->value = value;
-    e->vlen = (uint32_t)vlen;
-    e->tok = (uint8_t)tok;
-    e->skip = 0;
+    if (v == NULL)
+        return PT_ERR;
+    h->v = v;
+    h->cap = cap;
     return PT_OK;
 }
 
@@ -159,15 +147,7 @@ int
 pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
             const char *value, size_t vlen)
 {
-    return hdrs_push(a, h, name, nlen, value, vlen, pt_hdr_token(name, nlen));
-}
-
-int
-pt_hdrs_add_tok(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
-                const char *value, size_t vlen, enum pt_hdr_tok tok)
-{
-    PT_ASSERT(tok == pt_hdr_token(name, nlen)); /* the caller's token is the name's */
-    return hdrs_push(a, h, name, nlen, value, vlen, tok);
+    return pt_hdrs_add_tok(a, h, name, nlen, value, vlen, pt_hdr_token(name, nlen));
 }
 
 int

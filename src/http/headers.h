@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/arena-t.h"
+#include "core/common.h"
 #include "http/headers-t.h"
 
 /* Returns the token for a header name (case-insensitive). */
@@ -18,9 +19,26 @@ const char *pt_hdr_tok_name(enum pt_hdr_tok tok);
 /* Appends a header; name and value must already live in the arena. PT_OK or PT_ERR (memory). */
 int pt_hdrs_add(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
                 const char *value, size_t vlen);
-/* The same, when the name's token is already known (pt_hdr_token of name). */
-int pt_hdrs_add_tok(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
-                    const char *value, size_t vlen, enum pt_hdr_tok tok);
+/* Doubles h's array (16 entries the first time). PT_OK or PT_ERR (memory). */
+int pt__hdrs_grow(struct pt_arena *a, struct pt_hdrs *h);
+/* The same as pt_hdrs_add, when the name's token is already known (pt_hdr_token of name).
+ * Inline: the push itself is a few stores (the call cost ~20 instructions, 13 times per
+ * proxied HTTP/1.1 request). */
+static inline int
+pt_hdrs_add_tok(struct pt_arena *a, struct pt_hdrs *h, const char *name, size_t nlen,
+                const char *value, size_t vlen, enum pt_hdr_tok tok)
+{
+    PT_ASSERT(tok == pt_hdr_token(name, nlen)); /* the caller's token is the name's */
+    if (h->n == h->cap && pt__hdrs_grow(a, h) != PT_OK)
+        return PT_ERR;
+    h->v[h->n++] = (struct pt_hdr){.name = name,
+                                   .value = value,
+                                   .nlen = (uint32_t)nlen,
+                                   .vlen = (uint32_t)vlen,
+                                   .tok = (uint8_t)tok,
+                                   .skip = 0};
+    return PT_OK;
+}
 /* Index of the first header with this token, or -1. */
 int pt_hdrs_find(const struct pt_hdrs *h, enum pt_hdr_tok tok);
 /* Index of the first header with this token that is forwarded (skip == 0), or -1. */
