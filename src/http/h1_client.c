@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -829,6 +830,76 @@ parse_end(struct pt_bconn *b)
         b->x->fe->flush(b->x);
 }
 
+/* Whether the next body bytes may be spliced: a cleartext backend, a Content-Length body
+ * with more than one byte left (the last byte goes through llhttp, which then completes the
+ * message), nothing read and not yet parsed, and a frontend that can take spliced bytes. */
+static bool
+can_splice(const struct pt_bconn *b)
+{
+    const llhttp_t *p = &b->parser;
+
+    return b->ssl == NULL && b->in == NULL && b->x != NULL && b->x->fe->splice_room != NULL &&
+           b->resp_started && !b->in_head && b->head_send == 0 && !b->interim &&
+           !b->resp_done && !b->retry_status && !b->upgraded && !b->paused &&
+           (p->flags & F_CONTENT_LENGTH) && !(p->flags & (F_CHUNKED | F_SKIPBODY)) &&
+           p->content_length > 1;
+}
+
+/* Moves body bytes from the backend socket into the frontend's pipe (the kernel moves the
+ * pages; no copy into or out of user space). PT_OK: *n bytes moved, *want asked; PT_AGAIN:
+ * the socket is empty or the frontend is full (b->paused); PT_DECLINED: read a chunk instead;
+ * PT_DONE: b failed or was detached, the caller returns. */
+static int
+splice_body(struct pt_bconn *b, size_t *want, ssize_t *n)
+{
+    struct pt_exchange *x = b->x;
+    int pipe_fd = -1;
+    size_t room = 0;
+    int rc = x->fe->splice_room(x, &pipe_fd, &room);
+
+    if (rc == PT_AGAIN) {
+        b->paused = 1;
+        return PT_AGAIN;
+    }
+    if (rc == PT_ERR)
+        return PT_DECLINED; /* the frontend is closing: the usual path notices */
+    if (rc != PT_OK)
+        return PT_DECLINED;
+    *want = room < b->parser.content_length - 1 ? room : (size_t)b->parser.content_length - 1;
+    *n = splice(b->fd, NULL, pipe_fd, NULL, *want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (*n < 0 && errno == EAGAIN) {
+        /* an empty socket, or a pipe without free slots: the frontend tells which */
+        rc = x->fe->send_spliced(x, 0);
+        if (b->closing || b->x == NULL)
+            return PT_DONE;
+        if (rc == PT_AGAIN)
+            b->paused = 1;
+        if (rc == PT_OK) {
+            *n = 0; /* the pipe was drained: splice again */
+            return PT_OK;
+        }
+        return rc == PT_ERR ? PT_DECLINED : PT_AGAIN;
+    }
+    if (*n <= 0)
+        return PT_DECLINED; /* EOF or an error: the read path reports it */
+    /* llhttp counts the body down in content_length: these bytes bypassed it */
+    b->parser.content_length -= (uint64_t)*n;
+    rc = x->fe->send_spliced(x, (size_t)*n);
+    if (b->closing || b->x == NULL)
+        return PT_DONE;
+    if (rc == PT_ERR)
+        return PT_DECLINED; /* the read path meets the same answer and handles it as always */
+    if (rc == PT_AGAIN) {
+        b->paused = 1;
+        x->fe->flush(x); /* resumes us (be_resume) if it drained */
+        if (b->closing || b->x == NULL)
+            return PT_DONE;
+        if (b->paused)
+            return PT_AGAIN;
+    }
+    return PT_OK;
+}
+
 static void
 on_readable(struct ev_loop *loop, ev_io *io, int revents)
 {
@@ -858,6 +929,23 @@ on_readable(struct ev_loop *loop, ev_io *io, int revents)
     for (size_t moved = 0;;) {
         size_t want;
 
+        if (can_splice(b)) {
+            int rc = splice_body(b, &want, &n);
+
+            if (rc == PT_DONE)
+                return; /* b failed or the frontend went away */
+            if (rc == PT_AGAIN)
+                break;
+            if (rc == PT_OK) {
+                /* a short splice may mean a full pipe, not an empty socket: go on until
+                 * EAGAIN says which */
+                moved += (size_t)n;
+                if (moved >= READ_BUDGET)
+                    break;
+                continue;
+            }
+            /* PT_DECLINED: read into a chunk */
+        }
         if (b->in == NULL) {
             b->in = pt_chunk_get(&b->w->chunks);
             if (b->in == NULL) {
