@@ -543,6 +543,9 @@ al_log(struct pt_exchange *x)
             lprintf(&l, "null");
         lprintf(&l, ",\"request_id\":\"");
         lesc(&l, pt_request_id(x), x->request_id_len, 1);
+        /* which instance wrote it, once lines of many are collected in one place */
+        lprintf(&l, "\",\"instance\":\"");
+        lesc(&l, x->conf->instance_name, strlen(x->conf->instance_name), 1);
         lprintf(&l, "\",\"upstream_addr\":\"");
         upstream_list(&l, x, AL_ADDR);
         lprintf(&l, "\",\"upstream_status\":\"");

@@ -175,9 +175,15 @@ static void
 runtime_metrics(struct out *o, const struct pt_runtime *rt, const struct pt_conf *conf)
 {
     const char *kv[] = {"version", PACKAGE_VERSION, NULL};
+    const char *ikv[] = {"instance_name", conf->instance_name, "version", PACKAGE_VERSION, NULL};
 
     family(o, "portico_build_info", "gauge", "portico's version (always 1).");
     sample(o, "portico_build_info", kv, 1);
+    /* instance_name on this one series only, to join on (docs/operations.md#metrics says why
+     * not on every series) */
+    family(o, "portico_instance_info", "gauge",
+           "This instance: its instance_name and version (always 1).");
+    sample(o, "portico_instance_info", ikv, 1);
     family(o, "portico_start_time_seconds", "gauge", "When the process started (Unix time).");
     sample_ms(o, "portico_start_time_seconds", NULL, rt->started_at);
     family(o, "portico_workers", "gauge", "Worker threads.");

@@ -293,8 +293,9 @@ json_page(struct out *o, const struct view *v)
 {
     const struct pt_upstream_main *m = pt_upstream_main(v->conf);
 
-    puts_(o, "{\"version\":\"" PACKAGE_VERSION "\",");
-    putf(o, "\"generation\":%u,", v->conf->generation);
+    puts_(o, "{\"version\":\"" PACKAGE_VERSION "\",\"instance\":");
+    put_json(o, v->conf->instance_name);
+    putf(o, ",\"generation\":%u,", v->conf->generation);
     json_time(o, "loaded_at", (int64_t)v->conf->loaded_at * 1000);
     puts_(o, ",");
     json_time(o, "started_at", v->rt->started_at);
@@ -371,7 +372,9 @@ html_page(struct out *o, const struct view *v, const char *base, bool admin)
              "margin-bottom:1.5em}th,td{border:1px solid #ccc;padding:.2em .5em;text-align:left}"
              ".state-up{color:#060}.state-down,.state-ejected{color:#b00}"
              ".state-draining,.state-disabled{color:#a60}form{display:inline}</style>"
-             "</head><body>\n<h1>portico " PACKAGE_VERSION "</h1>\n");
+             "</head><body>\n<h1><span id=\"instance\">");
+    put_html(o, v->conf->instance_name);
+    puts_(o, "</span>: portico " PACKAGE_VERSION "</h1>\n");
     putf(o, "<p id=\"config\">Configuration generation <span id=\"generation\">%u</span>, "
             "loaded <span id=\"loaded-at\">%s</span>; started %s; ",
          v->conf->generation, iso_time((int64_t)v->conf->loaded_at * 1000, t1, sizeof(t1)),

@@ -38,6 +38,7 @@ OPS_SECTIONS = [
     ("Command line", "OPTIONS"),
     ("Running", "RUNNING"),
     ("Signals", "SIGNALS"),
+    ("Behind an orchestrator or a load balancer", "LOAD BALANCERS"),
     ("Reload", "RELOAD"),
     ("Binary upgrade", "BINARY UPGRADE"),
     ("Installing", "INSTALLING"),

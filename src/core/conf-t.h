@@ -88,6 +88,9 @@ struct pt_listen {
 #define PT_MAX_CONNECTIONS_DEFAULT 16384
 #define PT_MAX_CONNECTIONS_MAX 1048576
 
+/* shutdown_delay: the largest value accepted (ms) */
+#define PT_SHUTDOWN_DELAY_MAX (10 * 60 * 1000)
+
 /* The snapshot. */
 struct pt_conf {
     atomic_int _refs;
@@ -105,6 +108,9 @@ struct pt_conf {
     gid_t gid;
     struct pt_conf_pos user_pos; /* where `user` is, for messages */
     pt_msec shutdown_timeout;
+    pt_msec shutdown_delay;  /* SIGTERM: not ready, but serving, this long before the drain */
+    const char *instance_name; /* `instance_name`; the host name when not set (never NULL once
+                                * loaded): status, metrics, $instance_name, proxy_name */
     pt_msec upgrade_timeout; /* binary upgrade: how long the new process has to be ready */
     int64_t max_connections; /* client connections per worker (h1 + h2); then accepts pause */
     unsigned max_connections_auto : 1; /* not set: main lowers it to fit the fd limit */

@@ -1080,6 +1080,62 @@ set_upgrade_timeout(struct pt_conf_ctx *cx, const struct pt_directive *d, void *
     return PT_OK;
 }
 
+/* instance_name: the rule of proxy_name (printable ASCII without quote or backslash, 1 to 128
+ * characters), since it is proxy_name's default: a Structured Field string, a JSON string and
+ * a Prometheus label value that never need an escape for the name's own sake. */
+static int
+set_instance_name(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    const char *n = cx->args[1];
+    size_t len = strlen(n);
+
+    if (cx->conf->instance_name != NULL)
+        return pt_conf_duplicate(cx);
+    if (len == 0 || len > 128)
+        return pt_conf_error(cx, 1, "instance_name must be 1 to 128 characters");
+    for (size_t i = 0; i < len; i++)
+        if (n[i] < 0x20 || n[i] > 0x7e || n[i] == '"' || n[i] == '\\')
+            return pt_conf_error(cx, 1,
+                                 "invalid character in instance_name \"%s\" (printable ASCII, "
+                                 "no quote or backslash)",
+                                 n);
+    cx->conf->instance_name = n;
+    return PT_OK;
+}
+
+/* shutdown_delay: how long a stopping process keeps serving, not ready, before it drains */
+static int
+set_shutdown_delay(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
+{
+    if (pt_set_msec(cx, d, conf) != PT_OK)
+        return PT_ERR;
+    if (cx->conf->shutdown_delay > PT_SHUTDOWN_DELAY_MAX) {
+        cx->conf->shutdown_delay = PT_UNSET;
+        return pt_conf_error(cx, 1, "shutdown_delay must be at most 10m");
+    }
+    return PT_OK;
+}
+
+/* The host name as instance_name's default: what gethostname() says, with any byte the rule
+ * above refuses (and space) made '-'; "portico" when there is none. */
+static const char *
+default_instance_name(struct pt_conf *c)
+{
+    char host[256];
+    const char *n;
+
+    if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+        snprintf(host, sizeof(host), "portico");
+    host[sizeof(host) - 1] = '\0';
+    if (strlen(host) > 128)
+        host[128] = '\0';
+    for (char *p = host; *p != '\0'; p++)
+        if (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\\')
+            *p = '-';
+    n = pt_arena_strdup(&c->arena, host);
+    return n != NULL ? n : "portico";
+}
+
 const struct pt_directive pt_core_directives[] = {
     {"pid", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_pid, 0, NULL},
     {"user", PT_CTX_MAIN, 1, 2, 0, PT_BASE_MAIN, set_user, 0, NULL},
@@ -1090,6 +1146,9 @@ const struct pt_directive pt_core_directives[] = {
     {"max_connections", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_max_connections, 0, NULL},
     {"upgrade_timeout", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_upgrade_timeout,
      offsetof(struct pt_conf, upgrade_timeout), NULL},
+    {"instance_name", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_instance_name, 0, NULL},
+    {"shutdown_delay", PT_CTX_MAIN, 1, 1, 0, PT_BASE_MAIN, set_shutdown_delay,
+     offsetof(struct pt_conf, shutdown_delay), NULL},
     {NULL, 0, 0, 0, 0, PT_BASE_NONE, NULL, 0, NULL},
 };
 
@@ -1216,6 +1275,10 @@ validate(struct pt_conf_ctx *cx)
         c->shutdown_timeout = 10000;
     if (c->upgrade_timeout == PT_UNSET)
         c->upgrade_timeout = 60000;
+    if (c->shutdown_delay == PT_UNSET)
+        c->shutdown_delay = 0;
+    if (c->instance_name == NULL)
+        c->instance_name = default_instance_name(c);
     if (c->max_connections == PT_UNSET) {
         c->max_connections = PT_MAX_CONNECTIONS_DEFAULT;
         c->max_connections_auto = 1;
@@ -1250,6 +1313,7 @@ load(const char *name, const char *text, size_t len, FILE *errout, struct pt_err
     c->error_log_level = PT_UNSET;
     c->shutdown_timeout = PT_UNSET;
     c->upgrade_timeout = PT_UNSET;
+    c->shutdown_delay = PT_UNSET;
     c->max_connections = PT_UNSET;
     p.file = name;
     p.text = text;

@@ -48,6 +48,8 @@ static int reload_again;              /* a SIGHUP came while a reload was in pro
 static ev_async reload_switched;
 static int exit_code;                 /* what main returns after its loop */
 static pid_t handed_to;               /* a binary upgrade handed over to this process */
+static int delaying;                  /* stopping, within shutdown_delay: still serving */
+static ev_timer delay_timer;
 
 static void
 usage(FILE *f)
@@ -270,8 +272,11 @@ reload(struct ev_loop *loop)
     size_t len = 0;
     FILE *errout;
 
-    if (stopping)
+    if (stopping) {
+        if (delaying) /* the loop still runs during shutdown_delay: say why nothing happens */
+            pt_log(PT_LOG_WARN, "reload refused: this process is stopping (shutdown_delay)");
         return;
+    }
     if (pt_upgrade_starting() || pt_upgrade_is_child()) {
         pt_log(PT_LOG_WARN, "reload refused: a binary upgrade is in progress (the new process "
                "reads the configuration file itself); reload again once it is over");
@@ -388,20 +393,63 @@ notify_started(const char *path)
     pt_notify_ready(status);
 }
 
+/* The graceful stop proper (docs/operations.md, "Graceful stop"): workers drain, the main loop
+ * ends, main joins them. */
 static void
-on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+drain_now(struct ev_loop *loop)
 {
-    if (stopping)
-        return;
-    stopping = 1;
-    pt_upgrade_abandon("a stop signal came while the new process was starting; stopped it");
-    pt_notify_stopping();
-    pt_log(PT_LOG_NOTICE, "%s: stopping gracefully (shutdown_timeout %lldms)",
-           strsignal(w->signum), (long long)runtime.conf->shutdown_timeout);
     pt_runtime_stop(&runtime);
     pt_health_stop();
     pt_resolve_stop();
     ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+on_delay_over(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    delaying = 0;
+    pt_log(PT_LOG_NOTICE, "shutdown_delay over: stopping gracefully (shutdown_timeout %lldms)",
+           (long long)runtime.conf->shutdown_timeout);
+    drain_now(loop);
+}
+
+/* SIGTERM, SIGINT. Readiness turns 503 at once (and systemd hears STOPPING=1); with
+ * shutdown_delay the listeners go on accepting and serving as before for that long, so that
+ * balancers that poll the readiness probe, or deregister the instance on their own clock, stop
+ * sending before anything is refused; then the drain. A second signal during the delay starts
+ * the drain at once; one during the drain is ignored. */
+static void
+on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    pt_msec delay = runtime.conf->shutdown_delay;
+
+    if (delaying) {
+        ev_timer_stop(loop, &delay_timer);
+        delaying = 0;
+        pt_log(PT_LOG_NOTICE, "%s again during shutdown_delay: stopping gracefully now "
+               "(shutdown_timeout %lldms)", strsignal(w->signum),
+               (long long)runtime.conf->shutdown_timeout);
+        drain_now(loop);
+        return;
+    }
+    if (stopping)
+        return;
+    stopping = 1;
+    pt_upgrade_abandon("a stop signal came while the new process was starting; stopped it");
+    pt_runtime_set_readiness(PT_READINESS_STOPPING);
+    pt_notify_stopping();
+    if (delay > 0) {
+        delaying = 1;
+        pt_log(PT_LOG_NOTICE, "%s: not ready; still serving for shutdown_delay %lldms, then "
+               "stopping gracefully (shutdown_timeout %lldms)", strsignal(w->signum),
+               (long long)delay, (long long)runtime.conf->shutdown_timeout);
+        ev_timer_init(&delay_timer, on_delay_over, (double)delay / 1000.0, 0.);
+        ev_timer_start(loop, &delay_timer);
+        return;
+    }
+    pt_log(PT_LOG_NOTICE, "%s: stopping gracefully (shutdown_timeout %lldms)",
+           strsignal(w->signum), (long long)runtime.conf->shutdown_timeout);
+    drain_now(loop);
 }
 
 static void
@@ -466,6 +514,7 @@ upgrade_go(pid_t previous)
 {
     char status[512];
 
+    pt_runtime_set_readiness(PT_READINESS_READY);
     pt_runtime_accept(&runtime);
     runtime.upgrades++; /* this one */
     if (runtime.conf->pid_file != NULL) {
@@ -487,6 +536,7 @@ upgrade_give_up(void)
 {
     stopping = 1;
     exit_code = 1;
+    pt_runtime_set_readiness(PT_READINESS_STOPPING);
     pt_runtime_stop(&runtime);
     pt_health_stop();
     pt_resolve_stop();
@@ -685,6 +735,10 @@ main(int argc, char **argv)
     /* session ticket keys rotate hourly; the previous key still decrypts for one more hour */
     ev_timer_init(&ticket_timer, on_ticket_rotate, 3600., 3600.);
     ev_timer_start(loop, &ticket_timer);
+    /* a worker answers a probe only once it accepts: ready from its first connection on, except
+     * in an upgrade's new process, held until the previous one says "go" (upgrade_go) */
+    if (!upgrading)
+        pt_runtime_set_readiness(PT_READINESS_READY);
     if (pt_runtime_start(&runtime, &err) != PT_OK)
         return start_failed(err.msg);
     if (pt_health_start(loop, conf, &err) != PT_OK)
@@ -697,17 +751,17 @@ main(int argc, char **argv)
     if (upgrading) {
         /* ready: configuration, TLS, modules, workers and the first health checks are up; the
          * previous process hands over when it hears it */
-        pt_log(PT_LOG_NOTICE, "portico %s started with %u worker(s), config %s; ready, waiting "
-               "for the previous process to hand over", PACKAGE_VERSION, runtime.n_workers,
-               path);
+        pt_log(PT_LOG_NOTICE, "portico %s (instance %s) started with %u worker(s), config %s; "
+               "ready, waiting for the previous process to hand over", PACKAGE_VERSION,
+               conf->instance_name, runtime.n_workers, path);
         if (pt_upgrade_ready(loop, conf->pid_file, conf->upgrade_timeout, upgrade_go,
                              upgrade_give_up, &err) != PT_OK)
             return start_failed(err.msg);
     } else {
         if (conf->pid_file != NULL && pt_priv_pid_write(conf->pid_file, &err) != PT_OK)
             return start_failed(err.msg);
-        pt_log(PT_LOG_NOTICE, "portico %s started with %u worker(s), config %s", PACKAGE_VERSION,
-               runtime.n_workers, path);
+        pt_log(PT_LOG_NOTICE, "portico %s (instance %s) started with %u worker(s), config %s",
+               PACKAGE_VERSION, conf->instance_name, runtime.n_workers, path);
         notify_started(path);
     }
     ev_run(loop, 0);

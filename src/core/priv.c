@@ -33,7 +33,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <linux/capability.h>
+#include <linux/magic.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -44,6 +46,8 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -285,12 +289,136 @@ caps_set(uint64_t keep)
 
 /* ---- opening things directly ------------------------------------------------------------- */
 
+#define WALK_LINKS_MAX 40
+
+/* Opens path as root would, but follows a symbolic link only when root owns it: a link that
+ * an unprivileged user made (in a log directory it may write, say) must not point a root
+ * open() at a file of root's choosing (CVE-2016-1247 is that attack on nginx's logs). Walks
+ * the path a component at a time with O_PATH | O_NOFOLLOW descriptors, so a component swapped
+ * after it was checked is never followed; the last one is opened with O_NOFOLLOW, so a file
+ * replaced by a link between the check and the open fails with ELOOP instead. Root-owned links
+ * (Let's Encrypt's live/ links, /etc/alternatives) are followed as usual. -1 with errno
+ * (EPERM for a refused link, logged with its owner). */
+static int
+open_walk(const char *path, int flags, mode_t perm)
+{
+    char rest[PATH_MAX * 2], target[PATH_MAX];
+    int dir, links = 0, fd = -1;
+    size_t len = strlen(path);
+
+    if (len == 0 || len >= PATH_MAX) {
+        errno = len == 0 ? ENOENT : ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(rest, path, len + 1);
+    dir = open(rest[0] == '/' ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir == -1)
+        return -1;
+    for (char *p = rest;;) {
+        char *comp, *slash;
+        struct stat st;
+        struct statfs sfs;
+        int next;
+        ssize_t n;
+
+        while (*p == '/')
+            p++;
+        if (*p == '\0') { /* the path ended in '/': open the directory itself */
+            fd = openat(dir, ".", flags & ~(O_CREAT | O_APPEND | O_WRONLY), perm);
+            break;
+        }
+        comp = p;
+        slash = strchr(p, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            p = slash + 1;
+        } else {
+            p += strlen(p);
+        }
+        next = openat(dir, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (next == -1) {
+            if (errno == ENOENT && slash == NULL && (flags & O_CREAT))
+                fd = openat(dir, comp, flags | O_NOFOLLOW, perm);
+            break;
+        }
+        if (fstat(next, &st) == -1) {
+            close(next);
+            break;
+        }
+        if (!S_ISLNK(st.st_mode)) {
+            if (slash == NULL) { /* the last component: open it for real */
+                close(next);
+                fd = openat(dir, comp, flags | O_NOFOLLOW, perm);
+                break;
+            }
+            close(dir);
+            dir = next;
+            continue;
+        }
+        if (fstatfs(next, &sfs) == 0 && sfs.f_type == PROC_SUPER_MAGIC) {
+            /* a /proc magic link (/dev/stderr is /proc/self/fd/2): its target is one of this
+             * process's own descriptors, not a path to walk; the kernel follows it */
+            close(next);
+            fd = openat(dir, comp, slash == NULL ? flags : O_PATH | O_DIRECTORY | O_CLOEXEC,
+                        perm);
+            if (slash == NULL || fd == -1)
+                break;
+            close(dir);
+            dir = fd;
+            fd = -1;
+            continue;
+        }
+        if (st.st_uid != 0) {
+            pt_log(PT_LOG_ERROR, "refusing to open \"%s\" as root: its path goes through the "
+                   "symbolic link \"%s\", owned by uid %ld, not by root (docs/security.md, "
+                   "\"Privileges\")", path, comp, (long)st.st_uid);
+            close(next);
+            errno = EPERM;
+            break;
+        }
+        n = readlinkat(next, "", target, sizeof(target) - 1);
+        close(next);
+        if (n <= 0 || ++links > WALK_LINKS_MAX) {
+            if (n >= 0)
+                errno = ELOOP;
+            break;
+        }
+        target[n] = '\0';
+        /* what remains: the link's target, then the rest of the path */
+        if (strlen(p) + (size_t)n + 2 > sizeof(rest)) {
+            errno = ENAMETOOLONG;
+            break;
+        }
+        memmove(rest + n + 1, p, strlen(p) + 1);
+        memcpy(rest, target, (size_t)n);
+        rest[n] = rest[n + 1] != '\0' ? '/' : '\0';
+        p = rest;
+        if (target[0] == '/') {
+            next = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (next == -1)
+                break;
+            close(dir);
+            dir = next;
+        }
+    }
+    {
+        int e = errno;
+
+        close(dir);
+        errno = e;
+    }
+    return fd;
+}
+
 static int
 open_direct(const char *path, enum pt_priv_mode mode)
 {
-    if (mode == PT_PRIV_APPEND)
-        return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
-    return open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    int flags = mode == PT_PRIV_APPEND ? O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY
+                                       : O_RDONLY | O_CLOEXEC | O_NOCTTY;
+
+    if (geteuid() != 0)
+        return open(path, flags, 0644);
+    return open_walk(path, flags, 0644);
 }
 
 /* socket + options + bind; -1 with errno and *step naming the call that failed */

@@ -237,6 +237,10 @@ upgrade_failed(const char *fmt, ...)
     attempt_close();
     up.state = UP_IDLE;
     up.rt->upgrades_failed++;
+    /* serving on, and meaning it: ready again (a stop that abandoned the upgrade says
+     * stopping right after) */
+    if (pt_runtime_readiness() == PT_READINESS_UPGRADING)
+        pt_runtime_set_readiness(PT_READINESS_READY);
     pt_log(PT_LOG_ERROR, "upgrade failed: %s; still serving as pid %ld", why, (long)getpid());
     pt_notify_status("upgrade failed; still serving");
 }
@@ -582,6 +586,9 @@ pt_upgrade_start(struct ev_loop *loop, struct pt_runtime *rt, pt_upgrade_commit_
         return;
     }
     up.state = UP_STARTING;
+    /* from now on a balancer should prefer the instance that will stay: the new process
+     * serves the same addresses, and the readiness probe of this one says so */
+    pt_runtime_set_readiness(PT_READINESS_UPGRADING);
     up.child = pid;
     up.sock = sv[0];
     up.successor_pid_file[0] = '\0';

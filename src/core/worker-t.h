@@ -114,6 +114,15 @@ struct pt_log_limit {
     unsigned long quiet; /* repeats since then that were not written */
 };
 
+/* What `readiness` answers: whether this process wants new traffic. One value per process,
+ * written by the main thread, read by any worker. */
+enum pt_readiness {
+    PT_READINESS_STARTING = 0, /* workers not accepting yet (an upgrade's new process, held) */
+    PT_READINESS_READY,        /* accepting, and staying */
+    PT_READINESS_STOPPING,     /* SIGTERM/SIGINT: draining, or serving out shutdown_delay */
+    PT_READINESS_UPGRADING,    /* a binary upgrade began: the new process takes over */
+};
+
 enum pt_worker_msg {
     PT_MSG_STOP = 1u << 0,
     PT_MSG_POST = 1u << 1, /* functions in _posts to run */

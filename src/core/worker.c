@@ -35,6 +35,20 @@ pt_worker_self(void)
     return self_worker;
 }
 
+static _Atomic int readiness = PT_READINESS_STARTING;
+
+void
+pt_runtime_set_readiness(enum pt_readiness r)
+{
+    atomic_store_explicit(&readiness, (int)r, memory_order_relaxed);
+}
+
+enum pt_readiness
+pt_runtime_readiness(void)
+{
+    return (enum pt_readiness)atomic_load_explicit(&readiness, memory_order_relaxed);
+}
+
 /* SO_REUSEPORT would let a second instance share a port silently and split traffic with this
  * one; a bind without it fails if anyone listens there already. */
 static int

@@ -16,6 +16,11 @@ int pt_runtime_listen(struct pt_runtime *rt, struct pt_conf *conf, struct pt_inh
 /* Starts the worker threads; with rt->held set they do not accept until pt_runtime_accept().
  * Main thread. */
 int pt_runtime_start(struct pt_runtime *rt, struct pt_err *err);
+/* The process's readiness (the `readiness` handler's answer). Set by the main thread only;
+ * read from any thread (a relaxed atomic: a probe that reads the old value a moment late is
+ * answered as if it had come a moment earlier). */
+void pt_runtime_set_readiness(enum pt_readiness r);
+enum pt_readiness pt_runtime_readiness(void);
 /* Binary upgrade, new process: the previous one has stopped accepting; held workers start.
  * Main thread. */
 void pt_runtime_accept(struct pt_runtime *rt);

@@ -581,8 +581,9 @@ tls_listeners(struct pt_conf_ctx *cx)
 }
 
 /* Proxy-Status names the instance that answered (RFC 9209 section 2: a host name or a service
- * name, not the product's name). Not set: the host name, which tells the instances behind one
- * address apart. Written as a token when it is one, else as a quoted string. */
+ * name, not the product's name). Not set: instance_name (itself the host name by default),
+ * which tells the instances behind one address apart. Written as a token when it is one, else
+ * as a quoted string (instance_name's rule is proxy_name's: no quote or backslash to escape). */
 static void
 proxy_name_default(struct pt_conf_ctx *cx, struct pt_http_main *m)
 {
@@ -590,19 +591,9 @@ proxy_name_default(struct pt_conf_ctx *cx, struct pt_http_main *m)
     bool token;
     char *q;
 
-    if (n == NULL) {
-        char host[256];
-
-        if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
-            snprintf(host, sizeof(host), "portico");
-        host[sizeof(host) - 1] = '\0';
-        for (char *p = host; *p != '\0'; p++)
-            if (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\\')
-                *p = '-';
-        n = m->proxy_name = pt_arena_strdup(&cx->conf->arena, host);
-        if (n == NULL)
-            n = m->proxy_name = "portico";
-    }
+    if (n == NULL)
+        n = m->proxy_name = cx->conf->instance_name != NULL ? cx->conf->instance_name
+                                                            : "portico";
     token = isalpha((unsigned char)n[0]) || n[0] == '*';
     for (const char *p = n + 1; token && *p != '\0'; p++)
         token = pt_http_is_tchar((unsigned char)*p) || *p == ':' || *p == '/';

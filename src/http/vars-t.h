@@ -35,6 +35,7 @@ enum pt_var_id {
     PT_VAR_SSL_SERVER_NAME,       /* $ssl_server_name */
     PT_VAR_UPSTREAM_ADDR,         /* $upstream_addr (response) */
     PT_VAR_STATUS,                /* $status (response) */
+    PT_VAR_INSTANCE_NAME,         /* $instance_name (instance_name) */
     PT_VAR_CAPTURE,               /* $0 .. $9 */
     PT_VAR__COUNT,
 };

@@ -48,6 +48,7 @@ static const struct {
     {"ssl_server_name", 15, PT_VAR_SSL_SERVER_NAME},
     {"upstream_addr", 13, PT_VAR_UPSTREAM_ADDR},
     {"status", 6, PT_VAR_STATUS},
+    {"instance_name", 13, PT_VAR_INSTANCE_NAME},
 };
 
 static const struct {
@@ -606,6 +607,9 @@ pt_var_get(struct pt_exchange *x, const struct pt_tpl_part *p, const char **v, s
                                        : 0);
         *v = scratch;
         *len = (size_t)n;
+        return true;
+    case PT_VAR_INSTANCE_NAME:
+        str(x->conf->instance_name, v, len);
         return true;
     case PT_VAR_SERVER_PROTOCOL:
         n = snprintf(scratch, PT_VAR_SCRATCH, "HTTP/%u.%u", x->major, x->minor);

@@ -55,7 +55,8 @@ struct pt_tls_conf {
     const char *cert_file; /* where tls_certificate was written, for errors */
     int cert_line, cert_col;
     int64_t protocols;     /* enum pt_tls_proto bits */
-    const char *ciphers;   /* TLS 1.2 cipher list (TLS 1.3 suites stay OpenSSL's) */
+    const char *ciphers;      /* TLS 1.2 cipher list */
+    const char *ciphersuites; /* TLS 1.3 cipher suites, in the server's order */
     const char *client_ca; /* tls_client_certificate */
     int64_t verify_client; /* enum pt_tls_verify */
     int session_tickets;

@@ -684,3 +684,88 @@ def test_udp_stream_server_under_user_reload_adds_a_low_port(tmp_path, start_por
         stop.set()
         t.join(2)
         echo.close()
+
+
+# ---- symbolic links: root follows only root's -------------------------------------------
+
+def link_owned_by(link, target, uid):
+    os.symlink(target, link)
+    os.lchown(link, uid, -1)
+
+
+def root_only_file(tmp_path, name="secret"):
+    path = tmp_path / name
+    path.write_text("root's secret\n")
+    os.chmod(str(path), 0o600)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["error_log", "access_log", "tls_certificate_key"])
+def test_start_refuses_a_path_through_a_link_the_user_made(tmp_path, kind, certs):
+    """A user-owned link where root opens a file (CVE-2016-1247's attack on nginx's logs):
+    portico refuses to start, names the link and its owner, and the target is untouched."""
+    secret = root_only_file(tmp_path)
+    d = tmp_path / "userdir"
+    d.mkdir()
+    os.chown(str(d), NOBODY, -1)
+    link = d / "file"
+    link_owned_by(str(link), str(secret), NOBODY)
+    port = lib.free_port()
+    body = plain_server(port)
+    extra = ""
+    if kind == "error_log":
+        text = "user nobody;\nworkers 1;\nerror_log %s;\n" % link + body
+    elif kind == "access_log":
+        text = "user nobody;\nworkers 1;\naccess_log %s combined;\n" % link + body
+    else:
+        text = "user nobody;\nworkers 1;\n" + tls_server(port, certs.localhost, str(link))
+    rc, out = run_to_exit(tmp_path, text)
+    assert rc != 0, out
+    assert ('symbolic link "file", owned by uid %d, not by root' % NOBODY) in out, out
+    assert secret.read_text() == "root's secret\n"
+
+
+def test_start_follows_links_root_made(tmp_path, start_portico, certs):
+    """Root-owned links are followed as before (Let's Encrypt's live/ directory)."""
+    live = tmp_path / "live"
+    live.mkdir()
+    os.symlink(certs.localhost, str(live / "cert.pem"))
+    os.symlink(certs.localhost_key, str(live / "key.pem"))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    real = tmp_path / "real-error.log"
+    os.symlink(str(real), str(logs / "error.log"))
+    port = lib.free_port()
+    text = "error_log %s info;\n" % (logs / "error.log")
+    p = start_portico(conf(tmp_path, tls_server(port, str(live / "cert.pem"),
+                                                str(live / "key.pem")), extra=text), [port])
+    assert served_cert_der(port) == file_cert_der(certs.localhost)
+    lib.wait_until(lambda: real.exists() and "started" in real.read_text(), 5,
+                   what="the log through the root-owned link")
+    assert p.stop() == 0
+
+
+@pytest.mark.hard_timeout(60)
+def test_reopen_refuses_a_log_the_user_replaced_by_a_link(tmp_path, start_portico):
+    """The dropped process's log directory is the user's: replacing the log by a link to a
+    root-only file before a reopen must not make the helper append to that file."""
+    secret = root_only_file(tmp_path)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.chown(str(logs), NOBODY, -1)
+    log = logs / "access.log"
+    port = lib.free_port()
+    text = "user nobody;\nworkers 1;\nerror_log %s info;\naccess_log %s combined;\n" % (
+        tmp_path / "error.log", log) + plain_server(port)
+    p = start_portico(text, [port])
+    assert lib.curl(p.url("/first")).status == 200
+    lib.wait_until(lambda: log.exists() and "/first" in log.read_text(), 5,
+                   what="the first access line")
+    os.rename(str(log), str(log) + ".1")
+    link_owned_by(str(log), str(secret), NOBODY)
+    p.signal(signal.SIGUSR1)
+    out = wait_log(p, "not by root")
+    assert 'symbolic link "access.log", owned by uid %d' % NOBODY in out, out
+    assert lib.curl(p.url("/second")).status == 200
+    assert secret.read_text() == "root's secret\n"
+    assert p.stop() == 0

@@ -220,3 +220,26 @@ def test_without_notify_socket_nothing_is_logged(tmp_path, start_portico, monkey
     p = start_portico(conf_for(tmp_path, port, workers=1), [port])
     assert p.stop() == 0
     assert "cannot notify" not in p.read(p.error_log)
+
+
+def test_notify_stopping_at_the_start_of_shutdown_delay(tmp_path, start_portico, manager):
+    """With shutdown_delay, STOPPING=1 goes at the first SIGTERM, while portico still serves
+    (systemd then knows the stop has begun); the second SIGTERM, which cuts the delay short,
+    sends nothing more."""
+    m = manager()
+    port = lib.free_port()
+    conf = conf_for(tmp_path, port, workers=1).replace(
+        "shutdown_timeout", "shutdown_delay 10m;\nshutdown_timeout", 1)
+    p = start_portico(conf, [port])
+    msg, _ = m.recv()
+    assert msg and msg.get("READY") == "1", msg
+    p.signal(signal.SIGTERM)
+    msg, _ = m.recv()
+    assert msg == {"STOPPING": "1", "STATUS": "stopping"}, msg
+    st, _, body = lib.raw_request("127.0.0.1", port, "GET", "/")   # still serving
+    assert (st, body) == (200, b"up\n")
+    assert p.proc.poll() is None
+    p.signal(signal.SIGTERM)
+    assert p.wait_exit(10) == 0
+    msg, _ = m.recv(timeout=0.2)
+    assert msg is None, msg

@@ -1219,11 +1219,53 @@ test_addr_ip_matches_inet_ntop(void **state)
     assert_string_equal(pt_addr_ip((struct sockaddr *)&s4, got, 8), ""); /* too short */
 }
 
+/* instance_name: the host name by default (bytes the rule refuses made '-'), proxy_name's
+ * default; shutdown_delay 0 by default, at most 10m; both errors at their file:line:col. */
+static void
+test_conf_instance_name_and_shutdown_delay(void **state)
+{
+    struct pt_err err;
+    struct pt_conf *c = load(GOOD_SERVER, &err);
+    char host[256];
+
+    assert_non_null(c);
+    assert_int_equal(c->shutdown_delay, 0);
+    assert_non_null(c->instance_name);
+    if (gethostname(host, sizeof(host)) == 0 && host[0] != '\0' && strlen(host) <= 128 &&
+        strpbrk(host, " \"\\") == NULL)
+        assert_string_equal(c->instance_name, host);
+    assert_string_equal(pt_http_main(c)->proxy_name, c->instance_name);
+    pt_conf_unref(c);
+
+    c = load("instance_name \"edge <1> & 'x'\";\nshutdown_delay 10m;\n" GOOD_SERVER, &err);
+    assert_non_null(c);
+    assert_string_equal(c->instance_name, "edge <1> & 'x'");
+    assert_string_equal(pt_http_main(c)->proxy_name, "edge <1> & 'x'");
+    assert_string_equal(pt_http_main(c)->proxy_name_sf, "\"edge <1> & 'x'\"");
+    assert_int_equal(c->shutdown_delay, 600000);
+    pt_conf_unref(c);
+
+    c = load("instance_name node-7;\nproxy_name edge;\n" GOOD_SERVER, &err);
+    assert_non_null(c);
+    assert_string_equal(c->instance_name, "node-7");
+    assert_string_equal(pt_http_main(c)->proxy_name, "edge");
+    pt_conf_unref(c);
+
+    expect_error("instance_name \"a\\\"b\";\n" GOOD_SERVER,
+                 "t.conf:1:15: invalid character in instance_name \"a\"b\" (printable ASCII, "
+                 "no quote or backslash)");
+    expect_error("instance_name a;\ninstance_name b;\n" GOOD_SERVER,
+                 "t.conf:2:1: \"instance_name\" directive is duplicate");
+    expect_error("shutdown_delay 601s;\n" GOOD_SERVER,
+                 "t.conf:1:16: shutdown_delay must be at most 10m");
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conf_valid_main_and_upstreams),
+        cmocka_unit_test(test_conf_instance_name_and_shutdown_delay),
         cmocka_unit_test(test_conf_valid_http_inheritance),
         cmocka_unit_test(test_conf_minimal_defaults),
         cmocka_unit_test(test_conf_location_override_only),
