@@ -5,13 +5,13 @@
  * idle means EOF or stray bytes, so the connection is evicted at once and reuse needs no probe
  * syscall. */
 #include <errno.h>
+#include <fcntl.h>
 #include <llhttp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>

@@ -101,8 +101,9 @@ struct pt_h1_conn {
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
-    /* response body spliced from a cleartext backend (fe_splice_room), written after `out`;
-     * the pipe exists from the first spliced byte until the response is written out */
+    /* response body spliced from a cleartext backend (fe_splice_room): queued only while `out`
+     * is empty, so written before it; the pipe exists from the first spliced byte until the
+     * response is written out */
     int pipe_r, pipe_w;
     size_t pipe_bytes;
     uint64_t out_written; /* bytes of `out` and the pipe written to the socket so far */
@@ -376,7 +377,7 @@ update_timer(struct pt_h1_conn *c, int progress)
 
 /* ---- output --------------------------------------------------------------------------- */
 
-/* Response bytes not yet written: in chunks, then in the splice pipe. */
+/* Response bytes not yet written: in the splice pipe, then in chunks. */
 static size_t
 out_pending(const struct pt_h1_conn *c)
 {
