@@ -12,6 +12,7 @@ import socket
 import ssl
 import statistics
 import struct
+import subprocess
 import sys
 import time
 
@@ -245,11 +246,34 @@ def cmd_count(port, path, n, conns='10'):
     print('done %d non200 %d' % (done, bad))
 
 
+def idle_snap(pid, tag):
+    """RSS of the proxy's tree (kB) at an idle-test checkpoint; with IDLE_HOOK set
+    (bench/idle.sh MASSIF=1), that command runs first with the tag (before/after) as its
+    argument, e.g. to take a heap snapshot of the proxy at the same moment."""
+    hook = os.environ.get('IDLE_HOOK')
+    if hook:
+        subprocess.run([hook, tag], check=False)
+    return tree_kb(pid, 'VmRSS')
+
+
+def raise_nofile(n):
+    """room for n client sockets in this process"""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n + 200
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard) if hard > 0 else want, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def cmd_idle(port, pid, n, path='/small'):
     """Memory per idle connection: warm up, read tree RSS, open n keep-alive
     connections each after one complete request, wait, read RSS again.
     Prints: before_kB after_kB bytes_per_conn ok_conns."""
     port, pid, n = int(port), int(pid), int(n)
+    raise_nofile(n)
     req = request_bytes(port, path)
     # warm-up: a few connections and requests, then closed
     warm = []
@@ -262,7 +286,7 @@ def cmd_idle(port, pid, n, path='/small'):
     for s in warm:
         s.close()
     time.sleep(1.0)
-    before = tree_kb(pid, 'VmRSS')
+    before = idle_snap(pid, 'before')
     conns, ok = [], 0
     for _ in range(n):
         try:
@@ -275,7 +299,7 @@ def cmd_idle(port, pid, n, path='/small'):
             sys.stderr.write('idle: connection %d failed: %s\n' % (len(conns), e))
             break
     time.sleep(1.5)
-    after = tree_kb(pid, 'VmRSS')
+    after = idle_snap(pid, 'after')
     # are they still open (proxy did not drop them)?
     alive = 0
     for s in conns:
@@ -330,10 +354,14 @@ class H2Conn:
     read the responses: big windows, so no flow control is needed for
     responses below 2 GiB; SETTINGS and PING are acknowledged."""
 
-    def __init__(self, port, timeout=5):
+    def __init__(self, port, timeout=5, tls=True):
         self.port = int(port)
-        self.s = tls_connect(port, ['h2'], timeout)
-        if self.s.selected_alpn_protocol() != 'h2':
+        if tls:
+            self.s = tls_connect(port, ['h2'], timeout)
+        else:                   # h2c with prior knowledge (RFC 9113 section 3.3)
+            self.s = socket.create_connection(('127.0.0.1', self.port), timeout)
+            self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls and self.s.selected_alpn_protocol() != 'h2':
             raise ConnectionError('ALPN: server chose %r, not h2'
                                   % self.s.selected_alpn_protocol())
         self.buf = b''
@@ -385,7 +413,16 @@ class H2Conn:
                     if fl & 0x20:                   # PRIORITY
                         pl = pl[5:]
                     if status is None:
-                        status = H2_STATIC_STATUS.get(pl[0], -1) if pl else -1
+                        # dynamic table size updates (001xxxxx, RFC 7541 section 6.3) may
+                        # come first, e.g. from a server whose table is below 4096
+                        i = 0
+                        while i < len(pl) and pl[i] & 0xe0 == 0x20:
+                            i += 1
+                            if pl[i - 1] & 0x1f == 0x1f:    # multi-byte integer
+                                while i < len(pl) and pl[i] & 0x80:
+                                    i += 1
+                                i += 1
+                        status = H2_STATIC_STATUS.get(pl[i], -1) if i < len(pl) else -1
                 else:
                     body.append(pl)
                 if fl & 1:                          # END_STREAM
@@ -446,13 +483,15 @@ def cmd_tlscheck(port, file_1m):
 
 def cmd_tlsidle(port, pid, n, proto='h1', path='/small'):
     """Like idle, over TLS: proto h1 (ALPN http/1.1) or h2 (ALPN h2, one
-    GET on stream 1).  Prints: before_kB after_kB bytes_per_conn ok alive."""
+    GET on stream 1); or h2c: cleartext HTTP/2 with prior knowledge, one GET
+    on stream 1.  Prints: before_kB after_kB bytes_per_conn ok alive."""
     port, pid, n = int(port), int(pid), int(n)
+    raise_nofile(n)
     req = request_bytes(port, path)
 
     def one():
-        if proto == 'h2':
-            c = H2Conn(port)
+        if proto in ('h2', 'h2c'):
+            c = H2Conn(port, tls=proto == 'h2')
             st, _ = c.request(path)
             return c.s, st
         s = tls_connect(port, ['http/1.1'])
@@ -467,7 +506,7 @@ def cmd_tlsidle(port, pid, n, proto='h1', path='/small'):
     for s in warm:
         s.close()
     time.sleep(1.0)
-    before = tree_kb(pid, 'VmRSS')
+    before = idle_snap(pid, 'before')
     conns, ok = [], 0
     for _ in range(n):
         try:
@@ -478,7 +517,7 @@ def cmd_tlsidle(port, pid, n, proto='h1', path='/small'):
             sys.stderr.write('tlsidle: connection %d failed: %s\n' % (len(conns), e))
             break
     time.sleep(1.5)
-    after = tree_kb(pid, 'VmRSS')
+    after = idle_snap(pid, 'after')
     alive = 0
     for s in conns:
         s.setblocking(False)
@@ -830,22 +869,25 @@ def cmd_report(path, proxies, workloads, tls_proxies='', tls_workloads=''):
     # idle connections
     out.append('')
     out.append('== memory per idle keep-alive connection')
-    out.append('%-9s %12s %12s %12s %s' % ('proxy', 'RSS before', 'RSS after',
-                                          'bytes/conn', ' conns open/ok'))
-    agg = {}
+    out.append('%-9s %12s %12s %12s %s %14s %s' % ('proxy', 'RSS before', 'RSS after',
+                                                  'bytes/conn', ' conns open/ok', 'h2c bytes/conn',
+                                                  ' open/ok'))
+    agg, agg2 = {}, {}
     for p in proxies:
         d = R.get(p, {})
         b, a, per = (med(d.get('idle.before')), med(d.get('idle.after')),
                      med(d.get('idle.per_conn')))
-        agg[p] = per
+        per2 = med(d.get('h2cidle.per_conn'))
+        agg[p], agg2[p] = per, per2
         extra = (d.get('idle.alive') or ['-'])[-1] + '/' + (d.get('idle.ok') or ['-'])[-1]
-        out.append('%-9s %12s %12s %12s  %s' % (p, human_kb(b), human_kb(a),
-                                               fmt(per, '%.0f'), extra))
+        extra2 = (d.get('h2cidle.alive') or ['-'])[-1] + '/' + (d.get('h2cidle.ok') or ['-'])[-1]
+        out.append('%-9s %12s %12s %12s  %-13s %14s  %s' % (
+            p, human_kb(b), human_kb(a), fmt(per, '%.0f'), extra, fmt(per2, '%.0f'), extra2))
     if 'portico' in proxies:
         for peer in proxies:
             if peer != 'portico':
-                out.append('  portico/%-8s bytes/conn %s (lower is better)' % (
-                    peer, ratio(agg['portico'], agg[peer])))
+                out.append('  portico/%-8s bytes/conn %s, h2c %s (lower is better)' % (
+                    peer, ratio(agg['portico'], agg[peer]), ratio(agg2['portico'], agg2[peer])))
     if tls_proxies:
         tls_report(R, tls_proxies.split(','),
                    [w.split(':', 1) for w in tls_workloads.split(',') if w], out)
@@ -955,12 +997,12 @@ def cmd_wshold(port, pid, n):
         pass
     warm = [ws_handshake(port) for _ in range(50)]
     time.sleep(1.0)
-    before = tree_kb(int(pid), 'VmRSS')
+    before = idle_snap(int(pid), 'before')
     socks = list(warm)
     for _ in range(n - len(warm)):
         socks.append(ws_handshake(port))
     time.sleep(1.5)
-    after = tree_kb(int(pid), 'VmRSS')
+    after = idle_snap(int(pid), 'after')
     alive = 0
     for s in socks:
         s.setblocking(False)
@@ -975,6 +1017,88 @@ def cmd_wshold(port, pid, n):
     print(before, after, per, alive)
     for s in socks:
         s.close()
+
+
+# --------------------------------------------------------------- heap breakdown (massif)
+
+# allocator layers skipped when naming who allocated a block
+MASSIF_WRAPPERS = re.compile(
+    r'^(malloc|calloc|realloc|free|operator new.*|CRYPTO_(malloc|zalloc|realloc|clear_realloc|'
+    r'memdup|strdup|strndup)|default_(malloc|calloc|realloc)|nghttp2_mem_(malloc|calloc|realloc)|'
+    r'nghttp2_buf_reserve|nghttp2_buf_init2|nghttp2_bufs_init3?|buf_chain_new|'
+    r'count_(malloc|calloc|realloc)|pt_xmalloc|pt_xcalloc|pt_xrealloc|'
+    r'BUF_MEM_grow(_clean)?|sk_\w+|OPENSSL_sk_\w+|lh_\w+|OPENSSL_LH_\w+)$')
+
+
+def massif_tree(path):
+    """the last snapshot's heap tree of a massif file -> {call path tuple: bytes}, leaves
+    only (each block counted once)"""
+    lines = open(path, errors='replace').read().split('\n')
+    start = max(i for i, l in enumerate(lines) if l.startswith('heap_tree='))
+    leaves, stack = {}, []
+    for l in lines[start + 1:]:
+        m = re.match(r'^( *)n(\d+): (\d+) (.*)$', l)
+        if not m:
+            if l.startswith('#') or l.startswith('snapshot='):
+                break
+            continue
+        depth, kids, size, what = len(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
+        f = re.match(r'^0x[0-9A-Fa-f]+: (\S+)', what)
+        name = f.group(1) if f else ('(below threshold)' if 'below' in what else what[:40])
+        del stack[depth:]
+        stack.append(name)
+        if kids == 0:
+            key = tuple(stack[1:])
+            leaves[key] = leaves.get(key, 0) + size
+    return leaves
+
+
+def massif_owner(path):
+    """(library, allocating function): the first frame above the allocator wrappers, and the
+    library it belongs to, told by its name"""
+    fn = '?'
+    for fr in path:
+        if not MASSIF_WRAPPERS.match(fr):
+            fn = fr
+            break
+    lib = 'other'
+    for fr in path:
+        if fr.startswith('nghttp2_') or fr.startswith('session_') and fn.startswith('nghttp2'):
+            lib = 'nghttp2'
+            break
+        if re.match(r'^(SSL_|ssl|tls|ossl|OSSL|EVP_|CRYPTO_|BIO_|ssl3_|RECORD_LAYER|dtls|'
+                    r'ENGINE|OPENSSL_|ERR_|X509|ASN1|EC_|BN_|RAND_)', fr):
+            lib = 'OpenSSL'
+            break
+        if fr.startswith('pt_') or fr in ('main',):
+            lib = 'portico'
+            break
+    if lib == 'other' and fn.startswith('pt_'):
+        lib = 'portico'
+    return lib, fn
+
+
+def cmd_massifdiff(before, after, n, top='14'):
+    """heap bytes per connection between two massif snapshots (bench/idle.sh MASSIF=1):
+    by library (portico, nghttp2, OpenSSL) and by allocating function"""
+    n, top = int(n), int(top)
+    a, b = massif_tree(before), massif_tree(after)
+    by_lib, by_fn = {}, {}
+    for key in set(a) | set(b):
+        d = b.get(key, 0) - a.get(key, 0)
+        if d == 0:
+            continue
+        lib, fn = massif_owner(key)
+        by_lib[lib] = by_lib.get(lib, 0) + d
+        by_fn[(lib, fn)] = by_fn.get((lib, fn), 0) + d
+    total = sum(by_lib.values())
+    print('  heap per connection (massif, requested bytes + 8 B per block): %.0f B' % (total / n))
+    for lib, d in sorted(by_lib.items(), key=lambda x: -x[1]):
+        print('    %-8s %8.0f B' % (lib, d / n))
+    print('  by allocating function (per connection, largest first):')
+    for (lib, fn), d in sorted(by_fn.items(), key=lambda x: -x[1])[:top]:
+        if abs(d) / n >= 1:
+            print('    %8.0f B  %-8s %s' % (d / n, lib, fn))
 
 
 def main():

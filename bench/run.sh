@@ -477,7 +477,22 @@ if [ "$SKIP_IDLE" != 1 ]; then
         else
             problem "$p" "idle test failed: $(tail -c 300 "$T/idle-$p.err" | tr '\n' ' ')"
         fi
-        alive "$p" || mark_dead "$p" "idle test"
+        alive "$p" || { mark_dead "$p" "idle test"; continue; }
+        # h2c (prior knowledge) on a fresh process; nginx cannot serve h2c and HTTP/1.1 on
+        # one cleartext listener, so it is left out
+        [ "$p" = nginx ] && continue
+        stop_pid "${PID[$p]}" 5
+        start_proxy "$p" || { drop_active "$p"; continue; }
+        log "idle: $IDLE_N h2c connections to $p"
+        if out=$(lib tlsidle "${PORT[$p]}" "${PID[$p]}" "$IDLE_N" h2c 2>"$T/h2cidle-$p.err"); then
+            read -r before after per ok alive_n <<<"$out"
+            rec "$p" h2cidle.per_conn "$per"; rec "$p" h2cidle.ok "$ok"; rec "$p" h2cidle.alive "$alive_n"
+            [ "$ok" != "$IDLE_N" ] && problem "$p" "h2c idle test: only $ok of $IDLE_N requests got 200"
+            [ "$alive_n" != "$IDLE_N" ] && problem "$p" "h2c idle test: only $alive_n of $IDLE_N connections still open after 1.5s"
+        else
+            problem "$p" "h2c idle test failed: $(tail -c 300 "$T/h2cidle-$p.err" | tr '\n' ' ')"
+        fi
+        alive "$p" || mark_dead "$p" "h2c idle test"
     done
 fi
 

@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <llhttp.h>
+#include <malloc.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -21,6 +22,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/arena.h"
@@ -54,6 +56,7 @@ struct pt_h2_conn {
     struct pt_conf *conf;     /* the snapshot its listen and new streams come from (a ref) */
     struct pt_listen *listen;
     int fd;
+    unsigned n_streams;
     SSL *ssl;
     size_t tls_retry;
     ev_io rio;
@@ -63,8 +66,8 @@ struct pt_h2_conn {
     ev_tstamp t_at;           /* what the timer is armed for (t_end or the meter's deadline) */
     struct pt_rate_meter snd; /* bytes written while the client holds the output up */
     uint64_t id;
-    struct sockaddr_storage peer;
-    struct sockaddr_storage local; /* when local_known: the address the client reached */
+    union pt_sockaddr peer;
+    union pt_sockaddr local; /* when local_known: the address the client reached */
     unsigned local_known : 1;
     char peer_ip[48];
     nghttp2_session *session;
@@ -78,7 +81,13 @@ struct pt_h2_conn {
     unsigned eof : 1;    /* the client half-closed: finish the streams, then close */
     unsigned lingering : 1; /* done: our side shut, the client's last bytes read and dropped */
     unsigned wait : 2;   /* enum conn_wait: what the connection timer times */
-    unsigned n_streams;
+    unsigned released : 1; /* idle: the pages of nghttp2's big blocks went back to the kernel */
+    unsigned creating : 1; /* inside nghttp2_session_server_new3: big blocks are remembered */
+    ev_tstamp t_release; /* idle: when those pages go back (0: not planned) */
+    void *big[2];        /* nghttp2's page-aligned blocks (frame buffer, stream map's table) */
+    uint32_t big_len[2];
+    uint32_t region_used; /* bytes of the mapping handed out */
+    void *region;         /* the mapping they come from (region_len bytes), or NULL */
     struct pt_list streams;
     struct pt_list heads; /* streams whose response head waits for the next write */
 };
@@ -139,6 +148,154 @@ update_read(struct pt_h2_conn *c, int want)
     }
 }
 
+/* ---- memory -------------------------------------------------------------------------- */
+
+/* nghttp2 allocates through these hooks (nghttp2_session_server_new3). Blocks of BIG_BLOCK
+ * bytes or more -- in practice its outbound frame buffer (16 KiB + 10 B) and its stream map's
+ * table (4 KiB), both allocated with the session and kept for its life -- come page-aligned from
+ * a small mapping of the connection's own (no heap page shared with anything else, none touched
+ * before nghttp2 writes it; adjacent mappings merge into one kernel VMA) and are remembered, so
+ * that a connection idle for IDLE_RELEASE_SEC gives their pages back to the kernel
+ * (MADV_DONTNEED) without freeing them. That is safe because what an idle session has
+ * there is what zero pages hold too: nghttp2 writes every frame into the frame buffer before
+ * reading it, and an idle session (nothing queued, nothing half sent) has no frame in it; the
+ * table of a map with no stream in it is all zeros (empty buckets are zeroed). Everything else
+ * goes to malloc as before, and so does any block allocated after the session was made (a
+ * larger stream map, a buffer for one inbound frame, which may be half received when the
+ * connection goes idle). */
+#define BIG_BLOCK 4096
+#define IDLE_RELEASE_SEC 1.0
+
+static size_t page_size = 4096;
+static size_t region_len; /* the stream map's table and the frame buffer, each page-aligned */
+
+static size_t
+page_up(size_t n)
+{
+    return (n + page_size - 1) & ~(page_size - 1);
+}
+
+/* A block for nghttp2 while the session is made: from the connection's own mapping (zero pages,
+ * its own pages: nothing else of the heap shares them), or page-aligned from malloc when the
+ * mapping is full or could not be made. *fresh: the block is zeros already. */
+static void *
+mem_big(struct pt_h2_conn *c, size_t size, bool *fresh)
+{
+    void *p = NULL;
+    size_t i;
+
+    *fresh = false;
+    if (!c->creating)
+        return malloc(size);
+    for (i = 0; i < PT_ARRAY_LEN(c->big) && c->big[i] != NULL; i++)
+        ;
+    if (i == PT_ARRAY_LEN(c->big))
+        return malloc(size);
+    if (c->region == NULL && c->region_used == 0) {
+        c->region = mmap(NULL, region_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                         -1, 0);
+        if (c->region == MAP_FAILED) {
+            c->region = NULL;
+            c->region_used = (uint32_t)region_len; /* not again */
+        }
+    }
+    if (c->region != NULL && page_up(size) <= region_len - c->region_used) {
+        p = (char *)c->region + c->region_used;
+        c->region_used += (uint32_t)page_up(size);
+        *fresh = true;
+    } else if (posix_memalign(&p, page_size, size) != 0) {
+        return NULL;
+    }
+    c->big[i] = p;
+    c->big_len[i] = (uint32_t)size;
+    return p;
+}
+
+static bool
+in_region(const struct pt_h2_conn *c, const void *p)
+{
+    return c->region != NULL && (const char *)p >= (const char *)c->region &&
+           (const char *)p < (const char *)c->region + region_len;
+}
+
+static int
+big_slot(const struct pt_h2_conn *c, const void *p)
+{
+    for (size_t i = 0; i < PT_ARRAY_LEN(c->big); i++)
+        if (p != NULL && c->big[i] == p)
+            return (int)i;
+    return -1;
+}
+
+static void *
+h2_malloc(size_t size, void *ud)
+{
+    bool fresh;
+
+    return size >= BIG_BLOCK ? mem_big(ud, size, &fresh) : malloc(size);
+}
+
+static void
+h2_free(void *p, void *ud)
+{
+    struct pt_h2_conn *c = ud;
+    int i = big_slot(c, p);
+
+    if (i >= 0)
+        c->big[i] = NULL;
+    if (!in_region(c, p))
+        free(p); /* the mapping goes with the connection (conn_mem_free) */
+}
+
+static void *
+h2_calloc(size_t n, size_t size, void *ud)
+{
+    bool fresh;
+    void *p;
+
+    if (size != 0 && n > SIZE_MAX / size)
+        return NULL;
+    if (n * size < BIG_BLOCK)
+        return calloc(n, size);
+    p = mem_big(ud, n * size, &fresh);
+    if (p != NULL && !fresh)
+        memset(p, 0, n * size);
+    return p;
+}
+
+static void *
+h2_realloc(void *p, size_t size, void *ud)
+{
+    struct pt_h2_conn *c = ud;
+    int i = big_slot(c, p);
+    bool fresh;
+    size_t old;
+    void *q;
+
+    if (i < 0 && size < BIG_BLOCK)
+        return realloc(p, size);
+    if (p == NULL)
+        return mem_big(c, size, &fresh);
+    old = i >= 0 ? c->big_len[i] : malloc_usable_size(p);
+    q = size >= BIG_BLOCK ? mem_big(c, size, &fresh) : malloc(size);
+    if (q == NULL)
+        return NULL;
+    memcpy(q, p, PT_MIN(old, size));
+    h2_free(p, c);
+    return q;
+}
+
+/* After nghttp2_session_del. */
+static void
+conn_mem_free(struct pt_h2_conn *c)
+{
+    if (c->region != NULL)
+        munmap(c->region, region_len);
+    c->region = NULL;
+}
+
+static void release_idle_memory(struct pt_h2_conn *c);
+
 enum conn_wait {
     W_NONE = 0,
     W_SEND, /* the socket is full: send_timeout, restarted by each write */
@@ -158,6 +315,8 @@ conn_arm(struct pt_h2_conn *c)
     ev_tstamp now = ev_now(c->w->loop), at = c->t_end;
     int64_t dl = pt_rate_deadline(&c->snd);
 
+    if (c->t_release != 0 && (at == 0 || c->t_release < at))
+        at = c->t_release;
     if (dl != INT64_MAX && (at == 0 || (double)dl / 1e6 < at))
         at = (double)dl / 1e6;
     if (at == c->t_at)
@@ -193,6 +352,7 @@ update_timer(struct pt_h2_conn *c, bool progress)
         c->wait = k;
         c->t_end = ms > 0 ? ev_now(c->w->loop) + (double)ms / 1000.0 : 0;
     }
+    c->t_release = k == W_IDLE && !c->released ? ev_now(c->w->loop) + IDLE_RELEASE_SEC : 0;
     conn_arm(c);
 }
 
@@ -216,6 +376,10 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     c->t_at = 0;
+    if (c->t_release != 0 && now + 0.001 >= c->t_release) {
+        c->t_release = 0;
+        release_idle_memory(c);
+    }
     if (pt_rate_expired(&c->snd, pt_rate_usec(now), 1000)) {
         const struct pt_min_rate *r = &conn_http(c)->send_min_rate;
         char rate[32], period[32];
@@ -1332,6 +1496,8 @@ h2_flush(struct pt_h2_conn *c)
     rc = pt_h2_send(c->session, &c->w->chunks, &c->out, c->fd, c->ssl, &c->tls_retry, &written,
                     &why);
     if (written > 0)
+        c->released = 0; /* nghttp2's frame buffer is in use again */
+    if (written > 0)
         pt_rate_add(&c->snd, &conn_http(c)->send_min_rate, pt_rate_usec(ev_now(c->w->loop)),
                     written);
     if (rc == PT_ERR) {
@@ -1358,6 +1524,33 @@ h2_flush(struct pt_h2_conn *c)
     if ((!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) ||
         ((c->goaway || c->eof) && c->n_streams == 0))
         h2_linger(c); /* everything went out: end without a reset */
+}
+
+/* An idle connection (no stream, nothing queued in nghttp2 or in c->out) gives back the pages
+ * of nghttp2's frame buffer; see mem_big. */
+static void
+release_idle_memory(struct pt_h2_conn *c)
+{
+    if (c->released || c->closing || c->lingering || c->n_streams > 0 || c->out.bytes > 0 ||
+        nghttp2_session_want_write(c->session))
+        return;
+    /* every stream nghttp2 holds (open, or idle for a PRIORITY frame; closed ones are not kept)
+     * hangs in the RFC 7540 dependency tree under the root: none there, the map is empty */
+    if (nghttp2_stream_get_first_child(nghttp2_session_get_root_stream(c->session)) != NULL)
+        return;
+    for (size_t i = 0; i < PT_ARRAY_LEN(c->big); i++) {
+        uintptr_t a = (uintptr_t)c->big[i], b;
+
+        if (c->big[i] == NULL)
+            continue;
+        /* in the mapping a block's last page is its own; from malloc it may be shared */
+        b = in_region(c, c->big[i]) ? page_up(a + c->big_len[i])
+                                    : (a + c->big_len[i]) & ~(uintptr_t)(page_size - 1);
+        a = (a + page_size - 1) & ~(uintptr_t)(page_size - 1);
+        if (b > a)
+            (void)madvise((void *)a, b - a, MADV_DONTNEED);
+    }
+    c->released = 1;
 }
 
 static void
@@ -1487,6 +1680,7 @@ conn_free(struct pt_reapable *r)
     struct pt_h2_conn *c = pt_container_of(r, struct pt_h2_conn, reap);
 
     nghttp2_session_del(c->session);
+    conn_mem_free(c);
     pt_conf_unref(c->conf);
     free(c);
 }
@@ -1581,6 +1775,12 @@ static nghttp2_session_callbacks *callbacks;
 static void
 callbacks_init(void)
 {
+    long ps = sysconf(_SC_PAGESIZE);
+
+    if (ps > 0)
+        page_size = (size_t)ps;
+    /* nghttp2 1.52: a 256-bucket stream map (4 KiB) and one frame buffer (16 KiB + 10 B) */
+    region_len = page_up(4096) + page_up(16384 + 10);
     nghttp2_session_callbacks_new(&callbacks);
     nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
@@ -1598,6 +1798,8 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     const struct pt_http_conf *h = &pt_http_listen(t->listen)->default_vhost->http;
     struct pt_h2_conn *c;
     nghttp2_option *opt;
+    nghttp2_mem mem = {.malloc = h2_malloc, .free = h2_free, .calloc = h2_calloc,
+                       .realloc = h2_realloc};
     int rc;
 
     pthread_once(&once, callbacks_init);
@@ -1632,9 +1834,20 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_max_continuations(opt, 8);
-    rc = nghttp2_session_server_new2(&c->session, callbacks, c, opt);
+    /* a closed stream is forgotten at once (nghttp2 kept it for the RFC 7540 priority tree,
+     * which RFC 9113 deprecates): frames that still arrive for it are discarded as RFC 9113
+     * section 5.1 allows, and an idle session holds no stream (see release_idle_memory) */
+    nghttp2_option_set_no_closed_streams(opt, 1);
+    /* the HPACK table of our responses: an entry per new `date` each second fills a 4 KiB
+     * table within a minute, ~10 KiB of entries kept by every connection, idle or not */
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, (size_t)h->http2_encoder_table_size);
+    mem.mem_user_data = c;
+    c->creating = 1;
+    rc = nghttp2_session_server_new3(&c->session, callbacks, c, opt, &mem);
+    c->creating = 0;
     nghttp2_option_del(opt);
     if (rc != 0) {
+        conn_mem_free(c);
         free(c);
         return PT_ERR;
     }
@@ -1642,6 +1855,7 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)h->http2_max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)h->http2_initial_window_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)h->client_max_header_size},
+        {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, (uint32_t)h->http2_header_table_size},
         /* RFC 8441: an extended CONNECT gets an HTTP answer rather than a stream reset */
         {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
@@ -1663,6 +1877,7 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
 
         if (dl < 0 || t->settings_len > 300) {
             nghttp2_session_del(c->session);
+            conn_mem_free(c);
             free(c);
             return PT_ERR;
         }
@@ -1678,6 +1893,7 @@ pt_h2_conn_start(struct pt_worker *w, const struct pt_h2_takeover *t)
                                      t->upgrade_x->method == HTTP_HEAD, st) != 0) {
             free(st);
             nghttp2_session_del(c->session);
+            conn_mem_free(c);
             free(c);
             return PT_ERR;
         }

@@ -32,6 +32,8 @@ struct pt_http_conf {
     int64_t client_max_headers;
     int64_t http2_max_concurrent_streams;
     int64_t http2_initial_window_size;
+    int64_t http2_header_table_size;  /* SETTINGS_HEADER_TABLE_SIZE: the requests' HPACK table */
+    int64_t http2_encoder_table_size; /* the responses' HPACK table (our encoder's) */
     int x_forwarded;
     int forwarded;
     int via;

@@ -40,6 +40,7 @@ http_conf_unset(struct pt_http_conf *h)
     h->client_max_header_size = h->client_max_uri_size = h->client_max_headers = PT_UNSET;
     h->x_forwarded = h->forwarded = h->via = PT_UNSET;
     h->http2_max_concurrent_streams = h->http2_initial_window_size = PT_UNSET;
+    h->http2_header_table_size = h->http2_encoder_table_size = PT_UNSET;
     h->trusted = NULL;
     h->n_trusted = PT_UNSET;
     h->proxy_protocol_timeout = PT_UNSET;
@@ -406,6 +407,10 @@ static const struct pt_directive http_directives[] = {
      HOFF(http2_max_concurrent_streams), &max_streams},
     {"http2_initial_window_size", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_size,
      HOFF(http2_initial_window_size), NULL},
+    {"http2_header_table_size", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_size,
+     HOFF(http2_header_table_size), NULL},
+    {"http2_encoder_table_size", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_size,
+     HOFF(http2_encoder_table_size), NULL},
     {"x_forwarded", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_flag, HOFF(x_forwarded), NULL},
     {"forwarded", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_flag, HOFF(forwarded), NULL},
     {"via", HTTP_CTX, 1, 1, 0, PT_BASE_MODULE, pt_set_flag, HOFF(via), NULL},
@@ -484,6 +489,8 @@ http_conf_merge(const struct pt_http_conf *parent, struct pt_http_conf *child)
     MERGE(client_max_headers, 100);
     MERGE(http2_max_concurrent_streams, 128);
     MERGE(http2_initial_window_size, 65535);
+    MERGE(http2_header_table_size, 4096);
+    MERGE(http2_encoder_table_size, 512);
     MERGE(x_forwarded, 1);
     MERGE(forwarded, 1);
     MERGE(via, 0);
@@ -733,6 +740,10 @@ http_conf_validate(struct pt_conf_ctx *cx)
             pt_conf_error_at(cx, vh->line, vh->col,
                              "http2_initial_window_size must be at most 2147483647 and "
                              "http2_max_concurrent_streams at least 1");
+        if (vh->http.http2_header_table_size > 65536 || vh->http.http2_encoder_table_size > 65536)
+            pt_conf_error_at(cx, vh->line, vh->col,
+                             "http2_header_table_size and http2_encoder_table_size must be at "
+                             "most 64k");
         cx->level = PT_CTX_SERVER;
         cx->block = vh;
         cx->slots = vh->mod;

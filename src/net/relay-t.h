@@ -95,9 +95,17 @@ struct pt_relay_end {
     unsigned shut : 1;      /* we shut our write side towards it */
     unsigned client_tls : 1; /* ssl is a client session (free without close_notify wait) */
     unsigned rate_held : 1; /* reading stopped: over the relay's rate until its timer */
-    double tokens;          /* rate limit: bytes this side may still send on (may go below 0
-                             * by one read's worth; reading waits until it is back to 0) */
-    ev_tstamp refilled;     /* when tokens were last topped up */
+};
+
+/* The rate limit of a relay (`fault limit_rate`), allocated only for a limited one: an idle
+ * tunnel does not carry it. */
+struct pt_relay_rate {
+    struct pt_relay *r;
+    int64_t rate;            /* bytes per second each way */
+    ev_timer timer;          /* wakes a side held by the rate */
+    double tokens[2];        /* by side: bytes it may still send on (may go below 0 by one
+                              * read's worth; reading waits until it is back to 0) */
+    ev_tstamp refilled[2];   /* when tokens were last topped up */
 };
 
 /* A relay. Owner: its worker (w->conns: it takes the place of the client connection it came
@@ -118,8 +126,7 @@ struct pt_relay {
     unsigned closing : 1;
     unsigned finishing : 1;  /* close once every queue is flushed (or at the deadline) */
     unsigned counted : 1;    /* on w->conns */
-    int64_t rate;            /* bytes per second each way (0: not limited; fault limit_rate) */
-    ev_timer rate_timer;     /* wakes a side held by the rate */
+    struct pt_relay_rate *rl; /* NULL: not limited */
 };
 
 #endif

@@ -181,17 +181,17 @@ update_reading(struct pt_relay *r, enum pt_relay_side s)
 
 /* ---- the rate limit ---------------------------------------------------------------------- */
 
-/* Tops up side e's tokens for the time since the last top-up, to at most one second's worth
+/* Tops up side s's tokens for the time since the last top-up, to at most one second's worth
  * (or one chunk, when the rate is smaller): an idle side does not save up a long burst. */
 static void
-refill(struct pt_relay *r, struct pt_relay_end *e, ev_tstamp now)
+refill(struct pt_relay_rate *rl, int s, ev_tstamp now)
 {
-    double cap = PT_MAX((double)r->rate, (double)PT_CHUNK_SIZE);
+    double cap = PT_MAX((double)rl->rate, (double)PT_CHUNK_SIZE);
 
-    e->tokens += (double)r->rate * (now - e->refilled);
-    if (e->tokens > cap)
-        e->tokens = cap;
-    e->refilled = now;
+    rl->tokens[s] += (double)rl->rate * (now - rl->refilled[s]);
+    if (rl->tokens[s] > cap)
+        rl->tokens[s] = cap;
+    rl->refilled[s] = now;
 }
 
 static void
@@ -201,30 +201,30 @@ arm_rate(struct pt_relay *r)
 
     for (int i = 0; i < 2; i++)
         if (r->end[i].rate_held) {
-            double w = -r->end[i].tokens / (double)r->rate;
+            double w = -r->rl->tokens[i] / (double)r->rl->rate;
 
             if (wait == 0 || w < wait)
                 wait = w;
         }
-    ev_timer_stop(r->w->loop, &r->rate_timer);
+    ev_timer_stop(r->w->loop, &r->rl->timer);
     if (wait > 0 || r->end[0].rate_held || r->end[1].rate_held) {
-        ev_timer_set(&r->rate_timer, PT_MAX(wait, 0.001), 0.);
-        ev_timer_start(r->w->loop, &r->rate_timer);
+        ev_timer_set(&r->rl->timer, PT_MAX(wait, 0.001), 0.);
+        ev_timer_start(r->w->loop, &r->rl->timer);
     }
 }
 
 static void
 on_rate_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    struct pt_relay *r = pt_container_of(t, struct pt_relay, rate_timer);
+    struct pt_relay *r = pt_container_of(t, struct pt_relay_rate, timer)->r;
 
     for (int i = 0; i < 2; i++) {
         struct pt_relay_end *e = &r->end[i];
 
         if (!e->rate_held)
             continue;
-        refill(r, e, ev_now(loop));
-        if (e->tokens >= 0) {
+        refill(r->rl, i, ev_now(loop));
+        if (r->rl->tokens[i] >= 0) {
             e->rate_held = 0;
             update_reading(r, (enum pt_relay_side)i);
         }
@@ -238,8 +238,8 @@ rate_spent(struct pt_relay *r, enum pt_relay_side s, size_t n)
 {
     struct pt_relay_end *e = &r->end[s];
 
-    e->tokens -= (double)n;
-    if (e->tokens < 0 && !e->rate_held) {
+    r->rl->tokens[s] -= (double)n;
+    if (r->rl->tokens[s] < 0 && !e->rate_held) {
         e->rate_held = 1;
         update_reading(r, s);
         arm_rate(r);
@@ -306,10 +306,11 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
     struct pt_relay_end *o = &r->end[pt_relay_other(s)];
     size_t budget = PT_RELAY_QUEUE_CAP;
 
-    if (r->rate > 0) {
-        refill(r, e, ev_now(loop));
+    if (r->rl != NULL) {
+        refill(r->rl, s, ev_now(loop));
         /* at least one read, which may take a chunk past the share: the wait pays for it */
-        budget = e->tokens > (double)PT_CHUNK_SIZE ? (size_t)e->tokens : PT_CHUNK_SIZE;
+        budget = r->rl->tokens[s] > (double)PT_CHUNK_SIZE ? (size_t)r->rl->tokens[s]
+                                                          : PT_CHUNK_SIZE;
         budget = PT_MIN(budget, (size_t)PT_RELAY_QUEUE_CAP);
     }
     while (e->reading && budget > 0) {
@@ -350,7 +351,7 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
         }
         e->bytes_in += (uint64_t)n;
         activity(r, s);
-        if (r->rate > 0)
+        if (r->rl != NULL)
             rate_spent(r, s, (size_t)n);
         left = (size_t)n;
         for (unsigned i = 0; i < k; i++) {
@@ -440,7 +441,10 @@ on_write(struct ev_loop *loop, ev_io *io, int revents)
 static void
 relay_free(struct pt_reapable *reap)
 {
-    free(pt_container_of(reap, struct pt_relay, reap));
+    struct pt_relay *r = pt_container_of(reap, struct pt_relay, reap);
+
+    free(r->rl);
+    free(r);
 }
 
 static void
@@ -487,7 +491,6 @@ pt_relay_new(struct pt_worker *w, const struct pt_relay_owner_ops *ops, void *ow
     r->owner = owner;
     pt_list_init(&r->conn.link);
     ev_timer_init(&r->timer, on_timer, 0., 0.);
-    ev_timer_init(&r->rate_timer, on_rate_timer, 0., 0.);
     r->last_active = ev_now(w->loop);
     for (int i = 0; i < 2; i++) {
         r->end[i].r = r;
@@ -596,10 +599,26 @@ pt_relay_set_timeouts(struct pt_relay *r, pt_msec idle, pt_msec fin)
 void
 pt_relay_set_rate(struct pt_relay *r, int64_t rate)
 {
-    r->rate = rate;
+    if (rate <= 0) {
+        if (r->rl != NULL)
+            ev_timer_stop(r->w->loop, &r->rl->timer);
+        free(r->rl);
+        r->rl = NULL;
+        return;
+    }
+    if (r->rl == NULL) {
+        r->rl = calloc(1, sizeof(*r->rl));
+        if (r->rl == NULL) {
+            pt_log(PT_LOG_ERROR, "relay: out of memory for its rate limit; not limited");
+            return;
+        }
+        r->rl->r = r;
+        ev_timer_init(&r->rl->timer, on_rate_timer, 0., 0.);
+    }
+    r->rl->rate = rate;
     for (int i = 0; i < 2; i++) {
-        r->end[i].tokens = 0;
-        r->end[i].refilled = ev_now(r->w->loop);
+        r->rl->tokens[i] = 0;
+        r->rl->refilled[i] = ev_now(r->w->loop);
     }
 }
 
@@ -694,7 +713,8 @@ pt_relay_close(struct pt_relay *r, const char *why)
         return;
     r->closing = 1;
     ev_timer_stop(w->loop, &r->timer);
-    ev_timer_stop(w->loop, &r->rate_timer);
+    if (r->rl != NULL)
+        ev_timer_stop(w->loop, &r->rl->timer);
     for (int i = 0; i < 2; i++) {
         ev_io_stop(w->loop, &r->end[i].rio);
         ev_io_stop(w->loop, &r->end[i].wio);
