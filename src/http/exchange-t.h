@@ -69,6 +69,10 @@ struct pt_fe_ops {
      * the request into *from_client), gives r its place among the worker's connections and
      * retires. PT_OK, or PT_ERR (nothing taken). NULL where tunnels cannot start. */
     int (*take_socket)(struct pt_exchange *x, struct pt_relay *r, struct pt_chain *from_client);
+    /* Bytes a backend keeps free in front of the data of a fresh chunk it reads a response
+     * body into and hands over with send_chunk: the h2 frontend writes a DATA frame's header
+     * there, so the frame goes out from the chunk itself as one TLS record. 0: none. */
+    unsigned body_headroom;
 };
 
 /* Backend side, implemented by each backend codec (h1 client today, h2 client next). */

@@ -996,6 +996,10 @@ on_readable(struct ev_loop *loop, ev_io *io, int revents)
                 bconn_fail(b, PT_BF_RESET, "out of memory", 0);
                 return;
             }
+            /* a body chunk the frontend frames in place (h2 DATA): room for its header */
+            if (b->x != NULL && !b->in_head && b->x->fe->send_chunk != NULL &&
+                b->x->fe->body_headroom > 0)
+                b->in->rpos = b->in->wpos = b->x->fe->body_headroom;
         } else if (b->in->wpos == PT_CHUNK_SIZE) {
             /* a chunk-size line waits for its end: make room after the bytes kept */
             if (b->in->rpos == 0) {
@@ -1009,7 +1013,7 @@ on_readable(struct ev_loop *loop, ev_io *io, int revents)
         want = PT_CHUNK_SIZE - b->in->wpos;
         n = pt_io_read(b->fd, b->ssl, b->in->data + b->in->wpos, want);
         if (n == PT_AGAIN) {
-            if (b->in->wpos == 0) { /* no buffer held while waiting for the backend */
+            if (b->in->wpos == b->in->rpos) { /* no buffer held while waiting for the backend */
                 pt_chunk_put(&b->w->chunks, b->in);
                 b->in = NULL;
             }

@@ -89,6 +89,14 @@ pt_h2_send(nghttp2_session *s, struct pt_chunk_pool *pool, struct pt_chain *out,
         if (out->bytes == 0)
             return PT_OK;
         int k = pt_chain_iov(out, iov, 64);
+
+        /* Over TLS, a part-filled last chunk while more frames wait (the cap stopped the loop)
+         * stays for them: written now, it would make a short record of its own. Not when a
+         * blocked write is repeated (it must carry the same bytes). */
+        if (ssl != NULL && out->bytes >= PT_OUT_CAP && *tls_retry == 0 && k > 1 &&
+            out->tail->wpos < PT_CHUNK_SIZE &&
+            iov[k - 1].iov_base == out->tail->data + out->tail->rpos)
+            k--;
         ssize_t w = pt_io_writev(fd, ssl, iov, k, tls_retry);
 
         if (w == PT_AGAIN)

@@ -165,6 +165,7 @@ update_read(struct pt_h2_conn *c, int want)
  * connection goes idle). */
 #define BIG_BLOCK 4096
 #define IDLE_RELEASE_SEC 1.0
+#define H2_FRAME_HD 9 /* a frame header's length (RFC 9113 section 4.1) */
 
 static size_t page_size = 4096;
 static size_t region_len; /* the stream map's table and the frame buffer, each page-aligned */
@@ -1120,6 +1121,17 @@ static const struct pt_relay_end_ops h2_end_ops = {
     .close = end_close,
 };
 
+/* A chunk whose payload fits one DATA frame of at most len bytes, with the 9-byte frame header
+ * fitting in front of it (body_headroom): such a frame is one contiguous run, written from the
+ * chunk, and at most one TLS record. Small chunks are copied instead, several to a frame. */
+static bool
+frame_in_place(const struct pt_chunk *ch, size_t len)
+{
+    size_t have = ch->wpos - ch->rpos;
+
+    return ch->rpos >= H2_FRAME_HD && have <= len && have >= PT_CHUNK_SIZE / 4;
+}
+
 /* DATA source: how many bytes of the stream's chain the next frame carries; defers when it is
  * empty and not finished. The payload is not copied here (NGHTTP2_DATA_FLAG_NO_COPY):
  * send_data writes the frame straight from the chain into the connection output. */
@@ -1133,6 +1145,10 @@ data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *fl
     if (st->relay != NULL)
         return tunnel_read(st, buf, len, flags);
     n = PT_MIN(len, st->out.bytes);
+    /* a chunk with room for the frame header in front goes out as one frame of its own, taken
+     * over by the connection output without a copy (send_data) */
+    if (st->out.head != NULL && frame_in_place(st->out.head, len))
+        n = st->out.head->wpos - st->out.head->rpos;
     if (n > 0 || st->resp_eof)
         *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
     if (st->out.bytes == n && st->resp_eof) {
@@ -1160,7 +1176,23 @@ send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd, size
     struct pt_h2_stream *st = src->ptr;
     struct pt_chunk_pool *p = &c->w->chunks;
     size_t left = length;
-    int rc = pt_chain_append(p, &c->out, framehd, 9);
+    struct pt_chunk *head = st->out.head;
+    int rc;
+
+    if (frame->data.padlen == 0 && head != NULL && head->wpos - head->rpos == length &&
+        frame_in_place(head, length)) {
+        /* the header goes in front of the payload and the chunk moves to the output */
+        st->out.head = head->next;
+        if (st->out.head == NULL)
+            st->out.tail = NULL;
+        st->out.bytes -= length;
+        head->rpos -= H2_FRAME_HD;
+        memcpy(head->data + head->rpos, framehd, H2_FRAME_HD);
+        pt_chain_push(&c->out, head);
+        left = 0;
+        goto sent;
+    }
+    rc = pt_chain_append(p, &c->out, framehd, H2_FRAME_HD);
 
     if (frame->data.padlen > 0) { /* we never ask for padding; written as the RFC says */
         uint8_t pad[256] = {(uint8_t)(frame->data.padlen - 1)};
@@ -1180,6 +1212,7 @@ send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd, size
     }
     if (rc != PT_OK || left > 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
+sent:
     pt_rate_add(&st->snd, stream_send_rate(st), pt_rate_usec(ev_now(c->w->loop)), length);
     if (st->out_full && st->out.bytes < PT_OUT_CAP / 2 && st->x != NULL && st->x->be != NULL) {
         st->out_full = 0;
@@ -1459,6 +1492,7 @@ fe_abort(struct pt_exchange *x)
 }
 
 static const struct pt_fe_ops h2_fe_ops = {
+    .body_headroom = H2_FRAME_HD,
     .send_head = fe_send_head,
     .send_body = fe_send_body,
     .send_chunk = fe_send_chunk,

@@ -1313,10 +1313,18 @@ pt_io_read(int fd, SSL *ssl, char *buf, size_t n)
     }
 }
 
+/* A TLS record's most plaintext (RFC 8446 section 5.1). */
+#define TLS_RECORD_MAX 16384
+
+/* Small buffers gathered into one record (pt_io_writev); only this thread uses it. */
+static __thread char gather_buf[TLS_RECORD_MAX];
+
 ssize_t
 pt_io_writev(int fd, SSL *ssl, const struct iovec *iov, int n, size_t *retry_len)
 {
     ssize_t total = 0;
+    int i = 0;
+    size_t off = 0; /* bytes of iov[i] already written */
 
     if (ssl == NULL) {
         ssize_t w = writev(fd, iov, n);
@@ -1325,25 +1333,64 @@ pt_io_writev(int fd, SSL *ssl, const struct iovec *iov, int n, size_t *retry_len
             return w;
         return errno == EAGAIN || errno == EINTR ? PT_AGAIN : PT_ERR;
     }
-    /* one SSL_write per buffer: each is a 16 KiB chunk at most, so one TLS record */
-    for (int i = 0; i < n; i++) {
-        size_t len = iov[i].iov_len;
+    /* OpenSSL has no writev: each SSL_write makes its own records. A buffer of a record or
+     * more is written from where it is (one call, OpenSSL cuts it into full records); smaller
+     * ones that follow each other are gathered into one record while they fit, so a frame
+     * header, a head or a chunk-size line does not go out as a record of its own. */
+    while (i < n) {
+        const char *src = (const char *)iov[i].iov_base + off;
+        size_t have = iov[i].iov_len - off, len;
 
-        if (*retry_len != 0 && i == 0)
-            len = *retry_len < len ? *retry_len : len;
-        int w = SSL_write(ssl, iov[i].iov_base, (int)len);
+        if (have == 0) {
+            i++;
+            off = 0;
+            continue;
+        }
+        if (*retry_len != 0) {
+            len = *retry_len; /* the write that would block, again: the same bytes */
+        } else {
+            len = have;
+            if (have < TLS_RECORD_MAX)
+                for (int j = i + 1; j < n && len + iov[j].iov_len <= TLS_RECORD_MAX; j++)
+                    len += iov[j].iov_len;
+        }
+        if (len > have) {
+            size_t got = 0, o = off;
+
+            for (int j = i; j < n && got < len; j++, o = 0) {
+                size_t k = PT_MIN(len - got, iov[j].iov_len - o);
+
+                memcpy(gather_buf + got, (const char *)iov[j].iov_base + o, k);
+                got += k;
+            }
+            len = got;
+            src = gather_buf;
+        }
+        int w = SSL_write(ssl, src, (int)len);
 
         if (w > 0) {
+            size_t adv = (size_t)w;
+
             *retry_len = 0;
             total += w;
-            if ((size_t)w < iov[i].iov_len)
+            while (adv > 0 && i < n) {
+                size_t k = PT_MIN(adv, iov[i].iov_len - off);
+
+                adv -= k;
+                off += k;
+                if (off == iov[i].iov_len) {
+                    i++;
+                    off = 0;
+                }
+            }
+            if ((size_t)w < len)
                 break;
             continue;
         }
         int e = SSL_get_error(ssl, w);
 
         if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-            /* after the caller consumes `total`, this buffer is first: same length again */
+            /* after the caller consumes `total`, these bytes are first: same length again */
             *retry_len = len;
             return total > 0 ? total : PT_AGAIN;
         }
