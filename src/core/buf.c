@@ -76,6 +76,13 @@ chain_push(struct pt_chain *ch, struct pt_chunk *c)
 int
 pt_chain_append(struct pt_chunk_pool *p, struct pt_chain *ch, const void *data, size_t len)
 {
+    return pt_chain_append_room(p, ch, data, len, 0);
+}
+
+int
+pt_chain_append_room(struct pt_chunk_pool *p, struct pt_chain *ch, const void *data, size_t len,
+                     size_t room_before)
+{
     const char *src = data;
 
     while (len > 0) {
@@ -87,7 +94,8 @@ pt_chain_append(struct pt_chunk_pool *p, struct pt_chain *ch, const void *data, 
             if (c == NULL)
                 return PT_ERR;
             chain_push(ch, c);
-            room = PT_CHUNK_SIZE;
+            c->rpos = c->wpos = (uint32_t)room_before;
+            room = PT_CHUNK_SIZE - room_before;
         }
         size_t n = len < room ? len : room;
 

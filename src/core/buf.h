@@ -25,6 +25,10 @@ pt_chain_init(struct pt_chain *ch)
 
 /* Copies len bytes to the end of the chain. Returns PT_OK or PT_ERR (out of memory). */
 int pt_chain_append(struct pt_chunk_pool *p, struct pt_chain *ch, const void *data, size_t len);
+/* The same, with each fresh chunk's data starting room_before bytes in (< PT_CHUNK_SIZE): room
+ * for a header written in front of the data later (an h2 DATA frame's). */
+int pt_chain_append_room(struct pt_chunk_pool *p, struct pt_chain *ch, const void *data, size_t len,
+                         size_t room_before);
 /* printf-style append; the formatted text must fit in one chunk. */
 /* Appends pre, the digits of v (decimal, or lower-case hex when `hex`), then post: a header line
  * with a number or a chunk-size line without the printf family. */

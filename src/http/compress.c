@@ -631,6 +631,9 @@ run(struct pt_exchange *x, struct pt_compress *st, const char *in, size_t len, e
             st->out = pt_chunk_get(&x->w->chunks);
             if (st->out == NULL)
                 return PT_ERR;
+            /* room for a frame header when the frontend frames chunks in place (h2 DATA) */
+            if (st->next->send_chunk != NULL)
+                st->out->rpos = st->out->wpos = st->next->body_headroom;
         }
         made = PT_CHUNK_SIZE - st->out->wpos;
         if (compressor_step(st, op, in, &used, st->out->data + st->out->wpos, &made, &done) !=

@@ -1377,7 +1377,8 @@ fe_send_body(struct pt_exchange *x, const char *data, size_t len)
         return PT_ERR;
     if (len > 0 && !x->resp_no_body) {
         x->resp_body_bytes += len;
-        if (pt_chain_append(&st->c->w->chunks, &st->out, data, len) != PT_OK)
+        /* fresh chunks keep room for the DATA frame header (frame_in_place) */
+        if (pt_chain_append_room(&st->c->w->chunks, &st->out, data, len, H2_FRAME_HD) != PT_OK)
             return PT_ERR;
         resume_stream_data(st);
     }
