@@ -115,7 +115,7 @@ pt_x_tunnel_init(struct pt_x_tunnel *t, struct pt_exchange *x)
     struct pt_x_log *l = &t->log;
 
     /* the fixed-size arrays first: t + 1 is suitably aligned for them */
-    t->attempts = natt > 0 ? (struct pt_x_attempt *)(void *)p : NULL;
+    l->attempts = natt > 0 ? (struct pt_x_attempt *)(void *)p : NULL;
     memcpy(p, x->attempts, natt * sizeof(struct pt_x_attempt));
     p += natt * sizeof(struct pt_x_attempt);
     t->limit_held = x->n_limit_held > 0 ? (struct pt_limit_hold *)(void *)p : NULL;
@@ -139,10 +139,7 @@ pt_x_tunnel_init(struct pt_x_tunnel *t, struct pt_exchange *x)
 
     t->id = x->id;
     t->path = put_str(&p, x->path, x->path_len);
-    t->path_len = x->path_len;
-    t->loc = x->loc;
-    t->up = x->up;
-    x->up = NULL; /* its reference goes with the tunnel */
+    t->path_len = (uint32_t)x->path_len;
     t->att = x->att;
     *l = (struct pt_x_log){
         .w = x->w,
@@ -150,7 +147,8 @@ pt_x_tunnel_init(struct pt_x_tunnel *t, struct pt_exchange *x)
         .listen = x->listen,
         .vh = x->vh,
         .loc = x->loc,
-        .up = t->up,
+        .up = x->up,
+        .attempts = l->attempts,
         .target = put_str(&p, x->target, x->target_len),
         .target_len = x->target_len,
         .host = put_str(&p, x->host, x->host_len),
@@ -158,14 +156,14 @@ pt_x_tunnel_init(struct pt_x_tunnel *t, struct pt_exchange *x)
         .request_id = put_str(&p, x->request_id, x->request_id_len),
         .request_id_len = x->request_id_len,
         .req = &t->kept,
-        .attempts = t->attempts,
-        .n_attempts = natt,
+        .n_attempts = (uint8_t)natt,
         .major = x->major,
         .minor = x->minor,
         .status = x->status,
         .proto = x->proto,
         .t_start = x->t_start,
     };
+    x->up = NULL; /* its reference goes with the tunnel */
     pt_conf_ref(x->conf); /* the exchange's goes with it */
     l->peer_ip = put_str(&p, x->peer_ip, slen(x->peer_ip) + 1);
     l->method_name = put_str(&p, x->method_name, slen(x->method_name) + 1);
@@ -196,19 +194,19 @@ pt_x_tunnel_end(struct pt_x_tunnel *t)
     struct pt_worker *w = l->w;
 
     l->t_end = ev_now(w->loop);
-    if (t->up != NULL) {
+    if (l->up != NULL) {
         /* least_conn and max_conns counted the tunnel until now */
-        if (l->n_attempts > 0 && t->attempts[l->n_attempts - 1].t_end == 0)
-            t->attempts[l->n_attempts - 1].t_end = l->t_end;
+        if (l->n_attempts > 0 && l->attempts[l->n_attempts - 1].t_end == 0)
+            l->attempts[l->n_attempts - 1].t_end = l->t_end;
         if (t->att.counted)
-            pt_upstream_release(pt_upstream_group(w, t->up), &t->att);
-        pt_proxy_queue_run(w, t->up);
+            pt_upstream_release(pt_upstream_group(w, l->up), &t->att);
+        pt_proxy_queue_run(w, l->up);
     }
     report(l);
     pt_limit_release(t->limit_held, t->n_limit_held);
     t->n_limit_held = 0;
-    pt_upstream_unref(t->up);
-    t->up = NULL;
+    pt_upstream_unref(l->up);
+    l->up = NULL;
     pt_conf_unref(l->conf);
 }
 
@@ -252,7 +250,7 @@ pt_exchange_finish(struct pt_exchange *x)
         .host_len = x->host_len,
         .req = &x->req,
         .attempts = x->attempts,
-        .n_attempts = PT_MIN(x->n_attempts, x->cap_attempts),
+        .n_attempts = (uint8_t)PT_MIN(x->n_attempts, x->cap_attempts),
         .major = x->major,
         .minor = x->minor,
         .status = x->status,

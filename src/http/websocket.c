@@ -131,9 +131,9 @@ pt_ws_response_ok(const struct pt_exchange *x)
 struct ws_dir {
     uint8_t hdr[14];     /* the header of the frame being read, while incomplete */
     uint8_t hlen;        /* bytes of it so far */
-    unsigned in_msg : 1; /* a fragmented data message has begun */
-    unsigned closed : 1; /* a close frame went this way (or none will: see goodbye()) */
-    unsigned torn : 1;   /* stopped inside a frame header already partly forwarded */
+    uint8_t in_msg : 1;  /* a fragmented data message has begun */
+    uint8_t closed : 1;  /* a close frame went this way (or none will: see goodbye()) */
+    uint8_t torn : 1;    /* stopped inside a frame header already partly forwarded */
     uint64_t left;       /* payload bytes of the current frame still to come */
     uint64_t msg_bytes;  /* payload of the current data message so far */
     uint64_t messages;   /* data messages completed */
@@ -400,15 +400,15 @@ route_kept(const struct pt_x_tunnel *x, struct pt_conf *conf)
         if (conf->listens[i]->proto == x->log.listen->proto &&
             strcmp(conf->listens[i]->addr.name, x->log.listen->addr.name) == 0)
             l = conf->listens[i];
-    if (l == NULL || x->loc == NULL || x->path == NULL)
+    if (l == NULL || x->log.loc == NULL || x->path == NULL)
         return false;
     vh = pt_router_vhost(l, x->log.host, x->log.host_len);
     loc = vh != NULL ? pt_router_location(vh, x->path, x->path_len, NULL) : NULL;
-    if (loc == NULL || loc->handler != x->loc->handler || !loc->http.websocket)
+    if (loc == NULL || loc->handler != x->log.loc->handler || !loc->http.websocket)
         return false;
-    if (x->up == NULL)
+    if (x->log.up == NULL)
         return true;
-    if (loc->upstream == NULL || strcmp(loc->upstream->name, x->up->name) != 0)
+    if (loc->upstream == NULL || strcmp(loc->upstream->name, x->log.up->name) != 0)
         return false;
     for (unsigned i = 0; x->att.srv != NULL && i < loc->upstream->n_servers; i++)
         if (strcmp(loc->upstream->servers[i]->addr.name, x->att.srv->addr.name) == 0)
