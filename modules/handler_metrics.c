@@ -22,6 +22,7 @@
 #include "core/stats.h"
 #include "core/worker.h"
 #include "http/access-t.h"
+#include "http/limit.h"
 #include "http/exchange.h"
 #include "http/http.h"
 #include "http/http_stats.h"
@@ -411,6 +412,41 @@ access_metrics(struct out *o, const struct pt_runtime *rt)
     }
 }
 
+/* limit_req zones with a store (src/http/limit_store.c): whether every worker reaches Redis,
+ * and the requests store_fail decided. Only the zones of the running configuration. */
+static void
+limit_store_metrics(struct out *o, const struct pt_runtime *rt)
+{
+    struct pt_stats_set set;
+
+    if (pt_stats_collect(rt, "limit_store", &set) != PT_OK) {
+        o->failed = 1;
+        return;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        const char *name = pass == 0 ? "portico_limit_req_store_up"
+                                     : "portico_limit_req_store_fallback_total";
+
+        if (pass == 0)
+            family(o, name, "gauge", "1 while every worker reaches the Redis of a limit_req "
+                   "zone with store=, else 0.");
+        else
+            family(o, name, "counter", "Requests of a limit_req zone with store= that "
+                   "store_fail decided (Redis down, slow, or no answer within store_timeout).");
+        for (unsigned i = 0; i < set.n; i++) {
+            const struct pt_stats_sum *g = set.v[i];
+            const struct pt_limit_store_stats *st = (const void *)g->v;
+            const char *kv[] = {"zone", g->labels[0], NULL};
+
+            if (!pt_limit_store_zone(rt->conf, g->labels[0]))
+                continue;
+            sample(o, name, kv, pass == 0 ? (pt_stats_load(&st->down) == 0)
+                                          : pt_stats_load(&st->fallback));
+        }
+    }
+    pt_stats_set_free(&set);
+}
+
 static void
 tls_metrics(struct out *o, const struct pt_runtime *rt)
 {
@@ -716,6 +752,7 @@ metrics_handle(struct pt_exchange *x, const void *conf)
     connection_metrics(&o, rt);
     http_metrics(&o, rt);
     access_metrics(&o, rt);
+    limit_store_metrics(&o, rt);
     tls_metrics(&o, rt);
     upstream_metrics(&o, rt);
     stream_metrics(&o, rt);

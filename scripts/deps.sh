@@ -5,14 +5,15 @@
 set -euo pipefail
 pkgs=(build-essential autoconf automake pkg-config libev-dev libnghttp2-dev libssl-dev libpcre2-dev
       node-llhttp libcmocka-dev curl openssl zlib1g-dev libbrotli-dev libzstd-dev
-      libc-ares-dev libcrypt-dev)
+      libc-ares-dev libcrypt-dev libhiredis-dev)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(python3 python3-pytest python3-pytest-xdist python3-h2 python3-grpcio nghttp2-client
            iproute2 python3-websockets node-ws nodejs groff-base man-db python3-brotli
            python3-zstandard redis-server redis-tools mosquitto mosquitto-clients
            prometheus chromium # promtool checks /metrics; chromium loads /status
            apache2-utils whois # htpasswd, mkpasswd make auth_basic files
-           dnsmasq-base dnsutils # dig against dnsmasq through UDP stream servers
+           dnsmasq-base dnsutils # dig against dnsmasq through UDP stream servers; SRV records
+           python3-yaml # the fleet examples' kubernetes.yaml (tests/integration/fleet)
            clang-14 libclang-rt-14-dev) # libFuzzer and the sanitizer runtimes (make fuzz)
     pkgs+=(haproxy) # the PROXY protocol tests put it in front of portico
 fi

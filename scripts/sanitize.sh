@@ -36,7 +36,8 @@ tsan)
         tests/integration/proxy/test_h1_h1_concurrency.py \
         tests/integration/proxy/test_h1_h1_lifecycle.py tests/integration/proxy/test_h1_h1_pool.py \
         tests/integration/proxy/test_h1_h1_request_id.py tests/integration/grpc/test_grpc_h2c.py \
-        tests/integration/tls/test_tls_frontend.py
+        tests/integration/tls/test_tls_frontend.py \
+        tests/integration/access/test_access_limit_store.py
     # these count the process's threads, and TSan runs one of its own
     set -- "$@" --deselect \
         tests/integration/reload/test_reload.py::test_reload_keeps_process_settings \

@@ -23,6 +23,7 @@ struct pt_relay;
 struct ssl_st;
 struct pt_compress;
 struct pt_limit_hold;
+struct pt_limit_ask;
 
 /* Frontend side, implemented by each frontend codec (h1 server today, h2 server next). All calls
  * happen on the worker thread; none frees the exchange. */
@@ -192,6 +193,7 @@ struct pt_exchange {
     unsigned limit_timer_on : 1;
     int64_t limit_delay_ns;     /* limit_req: wait this long before the handler */
     ev_timer limit_timer;
+    struct pt_limit_ask *limit_asks; /* limit_req zones with a store: answers awaited */
     unsigned major, minor;
     const char *host; /* without port, lower case; NULL when absent */
     size_t host_len;

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "net/redis-t.h"
 #include "http/vars-t.h"
 
 /* ---- the key table interface --------------------------------------------------------------
@@ -70,6 +71,36 @@ enum pt_limit_kind {
     PT_LIMIT_CONN,
 };
 
+/* store= of a limit_req_zone (docs/access.md#global-limits). */
+struct pt_limit_store_conf {
+    struct pt_redis_addr addr;
+    const char *url_text; /* as written, for reload comparisons (may hold a password) */
+    unsigned fail_closed : 1; /* store_fail=closed: refuse while Redis cannot answer */
+    int64_t timeout_ns;       /* store_timeout: the most a request waits for Redis */
+    uint32_t lease;           /* tokens a worker asks for at once: 10 ms of the rate, 1-1000 */
+};
+
+/* A worker's lease of tokens for one key of a zone with a store (direct-mapped table, one per
+ * worker and zone). Times are this process's monotonic clock. */
+struct pt_limit_lease {
+    uint64_t h1, h2;        /* the key's two hashes; both 0: an empty slot */
+    int64_t tat_ns;         /* theoretical arrival time of the next leased token */
+    int64_t refused_until;  /* Redis said no token before this: refuse without asking */
+    uint32_t avail;         /* leased tokens not yet used */
+    uint32_t asking;        /* asks in flight */
+};
+
+/* Leased tokens older than this are dropped (never used late). */
+#define PT_LIMIT_LEASE_TTL_NS 1000000000ll
+
+/* Per worker, block kind "limit_store" named by the zone (core/stats-t.h rules). */
+struct pt_limit_store_stats {
+    uint64_t down;     /* 1 while this worker cannot use the zone's Redis */
+    uint64_t fallback; /* requests decided by store_fail (Redis down, slow or busy) */
+};
+
+struct pt_limit_wz;
+
 /* A zone's state: the shared table, or one table per worker (scope=worker), made on first use
  * by that worker. */
 #define PT_LIMIT_WORKERS_MAX 256
@@ -78,6 +109,14 @@ struct pt_limit_state {
     uint64_t size;
     struct pt_limit_store *shared;
     struct pt_limit_store *per[PT_LIMIT_WORKERS_MAX];
+    /* store= only: a copy of the zone's settings (the state outlives snapshots), the workers
+     * that cannot reach Redis now (atomic; the zone's state changes are logged when it leaves
+     * or reaches 0), each worker's connection and leases (written by that worker only) */
+    char *name;
+    struct pt_limit_store_conf *store;
+    int64_t interval_ns;
+    int n_down;
+    struct pt_limit_wz *wz[PT_LIMIT_WORKERS_MAX];
 };
 
 /* limit_req_zone / limit_conn_zone. */
@@ -90,6 +129,7 @@ struct pt_limit_zone {
     const char *rate_text;
     unsigned per_worker : 1;
     unsigned used : 1;
+    struct pt_limit_store_conf *store; /* NULL: the local table only */
     int line, col;
     struct pt_limit_state *st; /* made by conf_finish, or carried over by a reload */
 };

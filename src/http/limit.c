@@ -16,10 +16,12 @@
 #include "core/log.h"
 #include "core/module.h"
 #include "core/worker-t.h"
+#include "net/redis.h"
 #include "http/access.h"
 #include "http/exchange.h"
 #include "http/http.h"
 #include "http/limit.h"
+#include "http/limit_store.h"
 #include "http/rules.h"
 #include "http/trace.h"
 #include "http/vars.h"
@@ -287,6 +289,23 @@ main_of(const struct pt_conf *c)
     return (struct pt_limit_conf *)c->mod[pt_module_limit._index];
 }
 
+bool
+pt_limit_store_zone(const struct pt_conf *conf, const char *name)
+{
+    const struct pt_limit_conf *m = conf != NULL ? main_of(conf) : NULL;
+
+    for (unsigned i = 0; m != NULL && i < m->n_zones; i++)
+        if (m->zones[i]->store != NULL && strcmp(m->zones[i]->name, name) == 0)
+            return true;
+    return false;
+}
+
+const struct pt_limit_conf *
+pt__limit_main(const struct pt_conf *c)
+{
+    return main_of(c);
+}
+
 static bool
 param(const char *arg, const char *name, const char **val)
 {
@@ -310,7 +329,8 @@ parse_uint(struct pt_conf_ctx *cx, unsigned i, const char *v, uint64_t max, unsi
     return PT_OK;
 }
 
-/* limit_req_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m [scope=shared|worker];
+/* limit_req_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m [scope=shared|worker]
+ *                [store=redis://HOST:PORT[/DB] [store_fail=open|closed] [store_timeout=TIME]];
  * limit_conn_zone KEY zone=NAME:SIZE [scope=shared|worker]; */
 static int
 set_zone(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
@@ -318,6 +338,7 @@ set_zone(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
     struct pt_limit_conf *lc = conf;
     struct pt_limit_zone *z = pt_arena_calloc(&cx->conf->arena, sizeof(*z));
     bool req = strcmp(d->name, "limit_req_zone") == 0;
+    struct pt_limit_store_conf *store = NULL;
     const char *v;
 
     if (z == NULL)
@@ -358,10 +379,55 @@ set_zone(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
         } else if (param(a, "scope", &v) && (strcmp(v, "shared") == 0 ||
                                              strcmp(v, "worker") == 0)) {
             z->per_worker = v[0] == 'w';
+        } else if (param(a, "store", &v) || param(a, "store_fail", &v) ||
+                   param(a, "store_timeout", &v)) {
+            if (!req)
+                return pt_conf_error(cx, i, "\"limit_conn_zone\" takes no %.*s: a count of "
+                                     "requests in flight kept in Redis would stay taken when "
+                                     "the instance holding them dies (docs/access.md#global-"
+                                     "limits)", (int)(v - a - 1), a);
+            if (store == NULL) {
+                store = pt_arena_calloc(&cx->conf->arena, sizeof(*store));
+                if (store == NULL)
+                    return pt_conf_error(cx, 0, "out of memory");
+                store->timeout_ns = 20000000ll;
+            }
+            if (strncmp(a, "store=", 6) == 0) {
+                char err[200];
+
+                if (pt_redis_parse_url(v, &store->addr, err, sizeof(err)) != PT_OK)
+                    return pt_conf_error(cx, i, "store=: %s", err);
+                store->url_text = v;
+            } else if (strncmp(a, "store_fail=", 11) == 0) {
+                if (strcmp(v, "open") != 0 && strcmp(v, "closed") != 0)
+                    return pt_conf_error(cx, i, "expected store_fail=open or store_fail=closed, "
+                                         "not \"%s\"", a);
+                store->fail_closed = v[0] == 'c';
+            } else {
+                pt_msec ms;
+
+                if (pt_parse_msec(v, &ms) != PT_OK || ms < 1 || ms > 10000)
+                    return pt_conf_error(cx, i, "expected store_timeout=TIME from 1ms to 10s in "
+                                         "\"%s\"", a);
+                store->timeout_ns = (int64_t)ms * 1000000ll;
+            }
         } else {
-            return pt_conf_error(cx, i, "unknown parameter \"%s\" in \"%s\" (zone=, %sscope=)", a,
-                                 d->name, req ? "rate=, " : "");
+            return pt_conf_error(cx, i, "unknown parameter \"%s\" in \"%s\" (zone=, %sscope=%s)",
+                                 a, d->name, req ? "rate=, " : "",
+                                 req ? ", store=, store_fail=, store_timeout=" : "");
         }
+    }
+    if (store != NULL && store->url_text == NULL)
+        return pt_conf_error(cx, 0, "store_fail= and store_timeout= need store=redis://HOST:PORT");
+    if (store != NULL && z->per_worker)
+        return pt_conf_error(cx, 0, "scope=worker and store= together: a zone with a store is "
+                             "shared by every worker and instance that uses it");
+    if (store != NULL && z->name != NULL && strlen(z->name) > 64)
+        return pt_conf_error(cx, 0, "a zone with store= needs a name of at most 64 bytes (it is "
+                             "part of the Redis key)");
+    if (store != NULL) {
+        store->lease = pt_limit_lease_size(z->interval_ns);
+        z->store = store;
     }
     if (z->name == NULL)
         return pt_conf_error(cx, 0, "\"%s\" needs zone=NAME:SIZE", d->name);
@@ -470,7 +536,7 @@ set_status(struct pt_conf_ctx *cx, const struct pt_directive *d, void *conf)
 }
 
 static const struct pt_directive limit_directives[] = {
-    {"limit_req_zone", PT_CTX_MAIN, 3, 4, 0, PT_BASE_MODULE, set_zone, 0, NULL},
+    {"limit_req_zone", PT_CTX_MAIN, 3, 7, 0, PT_BASE_MODULE, set_zone, 0, NULL},
     {"limit_conn_zone", PT_CTX_MAIN, 2, 3, 0, PT_BASE_MODULE, set_zone, 0, NULL},
     {"limit_req", LIMIT_CTX, 1, 3, 0, PT_BASE_MODULE, set_limit_req, 0, NULL},
     {"limit_conn", LIMIT_CTX, 2, 2, 0, PT_BASE_MODULE, set_limit_conn, 0, NULL},
@@ -585,11 +651,15 @@ limit_conf_validate(struct pt_conf_ctx *cx)
     return pt_conf_nerrors(cx) > 0 ? PT_ERR : PT_OK;
 }
 
-static void
-state_unref(struct pt_limit_state *st)
+void
+pt__limit_state_unref(struct pt_limit_state *st)
 {
     if (st == NULL || __atomic_sub_fetch(&st->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
+    if (st->store != NULL)
+        explicit_bzero(st->store, sizeof(*st->store)); /* the password */
+    free(st->store);
+    free(st->name);
     if (st->shared != NULL)
         st->shared->ops->destroy(st->shared);
     for (unsigned i = 0; i < PT_LIMIT_WORKERS_MAX; i++)
@@ -617,6 +687,21 @@ limit_conf_finish(struct pt_conf *conf, struct pt_err *err)
                               (unsigned long long)z->size);
         }
         z->st = st;
+        if (z->store != NULL) {
+            char e[300];
+
+            st->interval_ns = z->interval_ns;
+            st->name = strdup(z->name);
+            st->store = malloc(sizeof(*st->store));
+            if (st->name == NULL || st->store == NULL)
+                return pt_err_set(err, "out of memory for zone \"%s\"", z->name);
+            *st->store = *z->store;
+            st->store->url_text = NULL;
+            /* a host name is resolved now (main thread), never on a worker */
+            if (pt_redis_resolve(&st->store->addr, e, sizeof(e)) != PT_OK)
+                return pt_err_set(err, "limit_req_zone \"%s\" (line %d): %s", z->name, z->line,
+                                  e);
+        }
     }
     return PT_OK;
 }
@@ -627,7 +712,7 @@ limit_conf_release(struct pt_conf *conf)
     struct pt_limit_conf *m = main_of(conf);
 
     for (unsigned i = 0; m != NULL && i < m->n_zones; i++) {
-        state_unref(m->zones[i]->st);
+        pt__limit_state_unref(m->zones[i]->st);
         m->zones[i]->st = NULL;
     }
 }
@@ -644,12 +729,34 @@ limit_conf_adopt(struct pt_conf *conf, struct pt_conf *old)
 
         if (oz == NULL || oz->st == NULL || oz->kind != z->kind || oz->size != z->size ||
             oz->interval_ns != z->interval_ns || oz->per_worker != z->per_worker ||
-            strcmp(oz->key.text, z->key.text) != 0)
-            continue;
+            strcmp(oz->key.text, z->key.text) != 0 || (oz->store == NULL) != (z->store == NULL) ||
+            (z->store != NULL && (strcmp(oz->store->url_text, z->store->url_text) != 0 ||
+                                  oz->store->fail_closed != z->store->fail_closed ||
+                                  oz->store->timeout_ns != z->store->timeout_ns)))
+            continue; /* a new state: a zone whose store changed connects again */
         __atomic_add_fetch(&oz->st->refs, 1, __ATOMIC_ACQ_REL);
-        state_unref(z->st);
+        pt__limit_state_unref(z->st);
         z->st = oz->st;
     }
+}
+
+static int
+limit_worker_init(struct pt_worker *w)
+{
+    pt__limit_store_sync(w, w->conf, NULL);
+    return PT_OK;
+}
+
+static void
+limit_worker_reload(struct pt_worker *w, struct pt_conf *old)
+{
+    pt__limit_store_sync(w, w->conf, old);
+}
+
+static void
+limit_worker_fini(struct pt_worker *w)
+{
+    pt__limit_store_sync(w, NULL, w->conf);
 }
 
 struct pt_module pt_module_limit = {
@@ -663,6 +770,9 @@ struct pt_module pt_module_limit = {
     .conf_finish = limit_conf_finish,
     .conf_release = limit_conf_release,
     .conf_adopt = limit_conf_adopt,
+    .worker_init = limit_worker_init,
+    .worker_reload = limit_worker_reload,
+    .worker_fini = limit_worker_fini,
 };
 
 /* ---- running ------------------------------------------------------------------------------ */
@@ -741,6 +851,89 @@ body(struct pt_exchange *x, unsigned status, const char *what)
     return b;
 }
 
+static void
+refuse_req(struct pt_exchange *x, const struct pt_limit_conf *lc, const struct pt_limit_zone *z,
+           const struct pt_limit_req_use *u, int64_t wait, const char *why)
+{
+    char *ra = pt_arena_alloc(&x->arena, 24);
+    char *det = pt_arena_alloc(&x->arena, 96);
+    int64_t secs = (wait + 999999999ll) / 1000000000ll;
+
+    if (ra != NULL)
+        snprintf(ra, 24, "%lld", (long long)(secs < 1 ? 1 : secs));
+    if (det != NULL)
+        snprintf(det, 96, "limit_req zone=%s%s", z->name, why);
+    pt_log(PT_LOG_INFO, "client %s: over limit_req zone=%s (rate %s, burst %u%s) at %s:%d, "
+           "answering %u request_id=%s", x->peer_ip != NULL ? x->peer_ip : "?", z->name,
+           z->rate_text, u->burst, why, u->file, u->line, req_status(lc), pt_request_id(x));
+    pt_access_refuse(x, PT_DENY_LIMIT_REQ, req_status(lc),
+                     body(x, req_status(lc),
+                          why[0] != '\0' ? "request-rate limit (limit_req; its store cannot "
+                                           "answer: store_fail=closed)"
+                                         : "request-rate limit (limit_req)"),
+                     ra != NULL ? "Retry-After" : NULL, ra, det);
+}
+
+/* store_fail decides for a zone with a store: open, the zone's local table; closed, refused.
+ * PT_OK (admitted, *wait) or PT_AGAIN (refused; already answered through pt_access_refuse). */
+static int
+fail_mode(struct pt_exchange *x, const struct pt_limit_conf *lc, const struct pt_limit_zone *z,
+          const struct pt_limit_req_use *u, const void *key, size_t klen, int64_t now,
+          int64_t *wait)
+{
+    struct pt_limit_store *s = z->st != NULL ? z->st->shared : NULL;
+    int rc;
+
+    *wait = 0;
+    if (z->store->fail_closed) {
+        refuse_req(x, lc, z, u, z->interval_ns, ", store unavailable");
+        return PT_AGAIN;
+    }
+    if (s == NULL)
+        return PT_OK;
+    rc = s->ops->take(s, key, klen, now, z->interval_ns, (int64_t)u->burst * z->interval_ns,
+                      (int64_t)u->delay * z->interval_ns, wait);
+    if (rc == PT_AGAIN) {
+        refuse_req(x, lc, z, u, *wait, "");
+        return PT_AGAIN;
+    }
+    if (rc == PT_ERR)
+        *wait = 0;
+    return PT_OK;
+}
+
+void
+pt__limit_decided(struct pt_exchange *x, const struct pt_limit_zone *z,
+                  const struct pt_limit_req_use *u, enum pt_limit_verdict v, int64_t wait,
+                  const void *key, size_t klen)
+{
+    const struct pt_limit_conf *lc = conf_of(x->loc->mod);
+    int rc = PT_OK;
+
+    if (x->deny_status != 0)
+        return; /* already refused (and answered) */
+    switch (v) {
+    case PT_LIMIT_ADMIT:
+        break;
+    case PT_LIMIT_REFUSE:
+        refuse_req(x, lc, z, u, wait, "");
+        rc = PT_AGAIN;
+        break;
+    default:
+        rc = fail_mode(x, lc, z, u, key, klen, now_ns(), &wait);
+        break;
+    }
+    if (rc == PT_OK && wait > x->limit_delay_ns)
+        x->limit_delay_ns = wait;
+    if (rc == PT_AGAIN)
+        pt__limit_store_forget(x); /* the other answers are not needed */
+    else if (x->limit_asks != NULL)
+        return; /* another zone's answer still awaited */
+    /* as pt_rules_dispatch would have: the refusal, the delay or the handler */
+    if (pt_rules_dispatch(x) != PT_OK && !x->resp_head_sent)
+        pt_exchange_respond(x, 500, "500 Internal Server Error\n");
+}
+
 void
 pt_limit_phase(struct pt_exchange *x)
 {
@@ -761,6 +954,30 @@ pt_limit_phase(struct pt_exchange *x)
 
         if (z == NULL || !key_of(x, z, key, sizeof(key), &klen))
             continue;
+        if (z->store != NULL) {
+            switch (pt__limit_store_take(x, z, u, key, klen, now, &wait)) {
+            case PT_LIMIT_ADMIT:
+                rc = PT_OK;
+                break;
+            case PT_LIMIT_REFUSE:
+                refuse_req(x, lc, z, u, wait, "");
+                rc = PT_AGAIN;
+                break;
+            case PT_LIMIT_ASKING:
+                continue; /* decided when Redis answers or store_timeout passes */
+            default:
+                pt__limit_store_fallback(x, z);
+                rc = fail_mode(x, lc, z, u, key, klen, now, &wait);
+                break;
+            }
+            if (rc == PT_AGAIN) {
+                pt__limit_store_forget(x);
+                return;
+            }
+            if (wait > wait_max)
+                wait_max = wait;
+            continue;
+        }
         s = store_of(x, z);
         if (s == NULL) {
             warn_store(z, "out of memory");
@@ -773,20 +990,8 @@ pt_limit_phase(struct pt_exchange *x)
             continue;
         }
         if (rc == PT_AGAIN) {
-            char *ra = pt_arena_alloc(&x->arena, 24);
-            char *det = pt_arena_alloc(&x->arena, 96);
-            int64_t secs = (wait + 999999999ll) / 1000000000ll;
-
-            if (ra != NULL)
-                snprintf(ra, 24, "%lld", (long long)(secs < 1 ? 1 : secs));
-            if (det != NULL)
-                snprintf(det, 96, "limit_req zone=%s", z->name);
-            pt_log(PT_LOG_INFO, "client %s: over limit_req zone=%s (rate %s, burst %u) at %s:%d, "
-                   "answering %u request_id=%s", x->peer_ip != NULL ? x->peer_ip : "?", z->name,
-                   z->rate_text, u->burst, u->file, u->line, req_status(lc), pt_request_id(x));
-            pt_access_refuse(x, PT_DENY_LIMIT_REQ, req_status(lc),
-                             body(x, req_status(lc), "request-rate limit (limit_req)"),
-                             ra != NULL ? "Retry-After" : NULL, ra, det);
+            refuse_req(x, lc, z, u, wait, "");
+            pt__limit_store_forget(x);
             return;
         }
         if (wait > wait_max)
@@ -830,6 +1035,7 @@ pt_limit_phase(struct pt_exchange *x)
             pt_access_refuse(x, PT_DENY_LIMIT_CONN, conn_status(lc),
                              body(x, conn_status(lc), "concurrency limit (limit_conn)"), NULL,
                              NULL, det);
+            pt__limit_store_forget(x);
             return;
         }
         __atomic_add_fetch(&z->st->refs, 1, __ATOMIC_ACQ_REL);
@@ -841,6 +1047,7 @@ pt_limit_phase(struct pt_exchange *x)
 void
 pt_limit_end(struct pt_exchange *x)
 {
+    pt__limit_store_forget(x);
     if (x->limit_timer_on) {
         ev_timer_stop(x->w->loop, &x->limit_timer);
         x->limit_timer_on = 0;
@@ -856,7 +1063,7 @@ pt_limit_release(struct pt_limit_hold *held, unsigned n)
         struct pt_limit_hold *h = &held[i];
 
         h->store->ops->release(h->store, h->ticket);
-        state_unref(h->st);
+        pt__limit_state_unref(h->st);
     }
 }
 
@@ -876,6 +1083,8 @@ on_delay(struct ev_loop *loop, ev_timer *t, int revents)
 bool
 pt_limit_wait(struct pt_exchange *x)
 {
+    if (x->limit_asks != NULL)
+        return true; /* Redis's answers (or store_timeout) decide: pt__limit_decided */
     if (x->limit_delay_ns <= 0 || x->w == NULL || x->w->loop == NULL)
         return false;
     ev_timer_init(&x->limit_timer, on_delay, (double)x->limit_delay_ns / 1e9, 0.);
@@ -903,6 +1112,10 @@ pt_limit_print(const struct pt_location *loc, FILE *out, const char *first, cons
             fprintf(out, "delay=%u", u->delay);
         else
             fprintf(out, "excess requests delayed");
+        if (u->zone->store != NULL)
+            fprintf(out, "; shared through redis %s (store_fail=%s, store_timeout %lldms)",
+                    u->zone->store->addr.shown, u->zone->store->fail_closed ? "closed" : "open",
+                    (long long)(u->zone->store->timeout_ns / 1000000));
         fprintf(out, "; over it %u (%s:%d)\n", req_status(lc), u->file, u->line);
         pfx = indent;
     }

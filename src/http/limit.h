@@ -10,6 +10,7 @@
 #include "core/module-t.h"
 #include "http/limit-t.h"
 
+struct pt_conf;
 struct pt_exchange;
 struct pt_location;
 
@@ -20,6 +21,9 @@ extern struct pt_module pt_module_limit;
 struct pt_limit_store *pt_limit_local_new(uint64_t bytes);
 /* Keys dropped from a local table to make room so far. */
 uint64_t pt_limit_local_evicted(const struct pt_limit_store *s);
+
+/* True when conf has a limit_req_zone `name` with a store (for the metrics). */
+bool pt_limit_store_zone(const struct pt_conf *conf, const char *name);
 
 /* The limits of x's location: limit_req zones in the order written, then limit_conn. Refuses
  * through pt_access_refuse(); an admitted request that must wait sets x->limit_delay_ns (the

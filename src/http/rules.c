@@ -696,7 +696,7 @@ pt_rules_dispatch(struct pt_exchange *x)
         return pt_exchange_respond_with(x, x->deny_status, x->deny_body, x->deny_hname,
                                         x->deny_hvalue);
     }
-    if (x->limit_delay_ns > 0 && pt_limit_wait(x))
+    if ((x->limit_delay_ns > 0 || x->limit_asks != NULL) && pt_limit_wait(x))
         return PT_OK; /* limit_req's delay: the handler runs when it ends */
     return x->loc->handler->handle(x, x->loc->handler_conf);
 }

@@ -326,8 +326,10 @@ on_io(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         /* a server that reads a PROXY header first gets one without an address (v2 LOCAL,
-         * v1 UNKNOWN): the check is portico's own connection */
-        if (p->srv->upstream->proxy_protocol &&
+         * v1 UNKNOWN): the check is portico's own connection. Not on another port (port=):
+         * that is another listener, a health or metrics port without the protocol, as
+         * HAProxy's `check port` sends none unless told to */
+        if (p->srv->upstream->proxy_protocol && p->h->port == 0 &&
             pt_pp_send(p->fd, p->srv->upstream->proxy_protocol, NULL, NULL) != PT_OK) {
             probe_done(p, PT_HC_IO, errno);
             return;
@@ -393,6 +395,7 @@ static void
 on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct probe *p = pt_container_of(t, struct probe, timer);
+    struct sockaddr_storage to;
     int one = 1;
 
     if (p->state != P_IDLE) {
@@ -410,7 +413,15 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     setsockopt(p->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(p->fd, (struct sockaddr *)&p->srv->addr.sa, p->srv->addr.len) == -1 &&
+    /* the server's address, or its port= port */
+    to = p->srv->addr.sa;
+    if (p->h->port != 0) {
+        if (to.ss_family == AF_INET6)
+            ((struct sockaddr_in6 *)&to)->sin6_port = htons((uint16_t)p->h->port);
+        else
+            ((struct sockaddr_in *)&to)->sin_port = htons((uint16_t)p->h->port);
+    }
+    if (connect(p->fd, (struct sockaddr *)&to, p->srv->addr.len) == -1 &&
         errno != EINPROGRESS) {
         probe_done(p, PT_HC_CONNECT, errno);
         return;

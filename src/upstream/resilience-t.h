@@ -58,6 +58,8 @@ struct pt_health_conf {
     pt_msec fast_interval; /* while a server is changing state */
     unsigned rise;
     unsigned fall;
+    unsigned port; /* port=: checks go to this port of the server's address (no PROXY
+                    * protocol header there); 0: the server's own port */
     int line, col; /* of the health_check directive */
 };
 

@@ -114,6 +114,10 @@ set_health_check(struct pt_conf_ctx *cx, const struct pt_directive *d, void *con
                 h->timeout = ms;
             else
                 h->fast_interval = ms;
+        } else if ((v = kv(a, "port")) != NULL) {
+            if (pt_parse_uint(v, 65535, &n) != PT_OK || n == 0)
+                return pt_conf_error(cx, i, "invalid port in \"%s\" (1-65535)", a);
+            h->port = (unsigned)n;
         } else if ((v = kv(a, "rise")) != NULL || (v = kv(a, "fall")) != NULL) {
             if (pt_parse_uint(v, 100, &n) != PT_OK || n == 0)
                 return pt_conf_error(cx, i, "invalid count in \"%s\" (1-100)", a);
@@ -125,7 +129,7 @@ set_health_check(struct pt_conf_ctx *cx, const struct pt_directive *d, void *con
             return pt_conf_error(cx, i,
                                  "invalid health_check parameter \"%s\" (path=, method=, host=, "
                                  "status=, body=, send=, expect=, interval=, timeout=, "
-                                 "fast_interval=, rise=, fall=)",
+                                 "fast_interval=, rise=, fall=, port=)",
                                  a);
         }
     }

@@ -632,15 +632,19 @@ pt_upstream_print(const struct pt_upstream *up, FILE *out, const char *indent)
     fprintf(out, "; budget %lld%%, retry_buffer_size %s, non-idempotent %s\n",
             (long long)r->retry.budget_percent, pt_fmt_size(r->retry.buffer_size, a, sizeof(a)),
             r->retry.non_idempotent ? "on" : "off");
+    char port[24] = "";
+
+    if (r->health.port != 0)
+        snprintf(port, sizeof(port), " on port %u", r->health.port);
     if (r->health.enabled && r->health.http)
-        fprintf(out, "%s  health_check http %s %s every %s (timeout %s, fall %u, rise %u)\n",
-                indent, r->health.method, r->health.path,
+        fprintf(out, "%s  health_check http %s %s%s every %s (timeout %s, fall %u, rise %u)\n",
+                indent, r->health.method, r->health.path, port,
                 pt_fmt_msec(r->health.interval, a, sizeof(a)),
                 pt_fmt_msec(r->health.timeout, b, sizeof(b)), r->health.fall, r->health.rise);
     else if (r->health.enabled)
-        fprintf(out, "%s  health_check tcp%s%s every %s (timeout %s, fall %u, rise %u)\n", indent,
-                r->health.send != NULL ? " send" : "",
-                r->health.expect != NULL ? " expect" : "",
+        fprintf(out, "%s  health_check tcp%s%s%s every %s (timeout %s, fall %u, rise %u)\n",
+                indent, r->health.send != NULL ? " send" : "",
+                r->health.expect != NULL ? " expect" : "", port,
                 pt_fmt_msec(r->health.interval, a, sizeof(a)),
                 pt_fmt_msec(r->health.timeout, b, sizeof(b)), r->health.fall, r->health.rise);
     else

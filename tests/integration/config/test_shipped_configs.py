@@ -6,7 +6,8 @@ The systemd unit (etc/portico.service.in, whose @sbindir@ and @sysconfdir@ `make
 restarts portico after a crash and gives it a descriptor limit; is Type=notify, checks the
 configuration before starting, reloads with SIGHUP and is sandboxed (docs/operations.md,
 "Running under systemd"); and, where systemd is installed, `systemd-analyze verify` accepts it
-with the paths filled in and `systemd-analyze security` rates it below 5 ("OK" or better)."""
+with the paths filled in and `systemd-analyze security` rates it below 5 ("OK" or better); the
+template unit etc/portico@.service.in too, an instance of it reading @sysconfdir@/portico/NAME.conf."""
 
 import glob
 import os
@@ -140,5 +141,47 @@ def test_systemd_unit_security_exposure(tmp_path):
     if "--offline" in r.stderr and r.returncode != 0:
         pytest.skip("systemd-analyze security has no --offline (systemd < 250)")
     m = re.search(r"Overall exposure level for portico.service: ([0-9.]+)", r.stdout)
+    assert m, (r.stdout[-2000:], r.stderr)
+    assert float(m.group(1)) < 5.0, r.stdout
+
+
+TEMPLATE_IN = os.path.join(ROOT, "etc", "portico@.service.in")
+
+
+def test_systemd_template_unit_reads_the_instance_config():
+    """portico@NAME: `portico -c @sysconfdir@/portico/NAME.conf`, checked first; the instance's
+    own log and runtime directories (docs/fleet.md)."""
+    u = unit_settings(TEMPLATE_IN)
+    conf = "@sysconfdir@/portico/%i.conf"
+    assert u[("Service", "ExecStartPre")] == ["@sbindir@/portico -t -c " + conf]
+    assert u[("Service", "ExecStart")] == ["@sbindir@/portico -c " + conf]
+    assert u[("Service", "LogsDirectory")] == ["portico/%i"]
+    assert u[("Service", "RuntimeDirectory")] == ["portico-%i"]
+    with open(TEMPLATE_IN) as f:
+        assert set(re.findall(r"@[a-z_]+@", f.read())) == {"@sbindir@", "@sysconfdir@"}
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze is not installed (Debian package systemd)")
+def test_systemd_template_unit_verifies(tmp_path):
+    confdir = tmp_path / "etc"
+    (confdir / "portico").mkdir(parents=True)
+    (confdir / "portico" / "edge.conf").write_text("# empty\n")
+    with open(TEMPLATE_IN) as f:
+        text = f.read()
+    text = text.replace("@sbindir@", os.path.dirname(os.path.abspath(lib.PORTICO_BIN)))
+    text = text.replace("@sysconfdir@", str(confdir))
+    (tmp_path / "portico@.service").write_text(text)
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no",
+                        str(tmp_path / "portico@edge.service")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not r.stderr.strip() and not r.stdout.strip(), \
+        (r.returncode, r.stdout, r.stderr)
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager",
+                        str(tmp_path / "portico@edge.service")], capture_output=True, text=True,
+                       timeout=60)
+    if "--offline" in r.stderr and r.returncode != 0:
+        return
+    m = re.search(r"Overall exposure level for portico@edge.service: ([0-9.]+)", r.stdout)
     assert m, (r.stdout[-2000:], r.stderr)
     assert float(m.group(1)) < 5.0, r.stdout

@@ -5,7 +5,8 @@
 - the installed configuration checks with the installed binary from / (no path in it is
   relative to the source tree) and serves: its demo answers on its port;
 - the installed unit names the installed binary and configuration, and systemd-analyze verifies
-  it (with those paths moved under DESTDIR);
+  it (with those paths moved under DESTDIR); the template unit portico@.service too, an instance
+  of it reading $(sysconfdir)/portico/NAME.conf, with every other setting portico.service's;
 - the installed pages render with `man -l`;
 - a second install keeps an edited portico.conf and rewrites portico.conf.default; uninstall
   removes every installed file but the edited portico.conf.
@@ -97,6 +98,7 @@ def test_make_install_tree(installed, tree):
               rel(tree["docdir"] + "/examples/api-gateway.conf")]
     if tree["systemdsystemunitdir"]:
         expect.append(rel(tree["systemdsystemunitdir"] + "/portico.service"))
+        expect.append(rel(tree["systemdsystemunitdir"] + "/portico@.service"))
     for f in expect:
         assert f in files, (f, files)
     assert os.access(under(installed, tree["sbindir"] + "/portico"), os.X_OK)
@@ -164,6 +166,61 @@ def test_installed_unit_names_installed_paths(installed, tree, tmp_path):
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(moved)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+
+
+def unit_settings(text):
+    """(section, key, value) of each setting of a unit file, in order, comments left out."""
+    out, section = [], None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = line
+            continue
+        key, _, value = line.partition("=")
+        out.append((section, key, value))
+    return out
+
+
+@pytest.mark.hard_timeout(300)
+def test_installed_template_unit(installed, tree, tmp_path):
+    """portico@.service: instance NAME runs `portico -c $(sysconfdir)/portico/NAME.conf`, with its
+    own log and runtime directories; every other setting is portico.service's (a change to the one
+    and not the other fails here); systemd-analyze verifies an instance of it."""
+    if not tree["systemdsystemunitdir"]:
+        pytest.skip("configured --with-systemdsystemunitdir=no")
+    unitdir = under(installed, tree["systemdsystemunitdir"])
+    with open(os.path.join(unitdir, "portico@.service")) as f:
+        text = f.read()
+    with open(os.path.join(unitdir, "portico.service")) as f:
+        single = f.read()
+    assert "@" not in text.replace("$MAINPID", "").replace("portico@", "")
+    sbin = tree["sbindir"] + "/portico"
+    conf = tree["sysconfdir"] + "/portico/%i.conf"
+    assert "\nExecStart=%s -c %s\n" % (sbin, conf) in text
+    assert "\nExecStartPre=%s -t -c %s\n" % (sbin, conf) in text
+    own = {"Description", "ExecStart", "ExecStartPre", "LogsDirectory", "RuntimeDirectory"}
+    mine = unit_settings(text)
+    assert ("[Service]", "LogsDirectory", "portico/%i") in mine
+    assert ("[Service]", "RuntimeDirectory", "portico-%i") in mine
+    assert [s for s in mine if s[1] not in own] == \
+        [s for s in unit_settings(single) if s[1] not in own]
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    moved = tmp_path / "units"
+    moved.mkdir()
+    (moved / "portico@.service").write_text(text.replace(sbin, under(installed, sbin)))
+    for unit in ("portico@.service", "portico@edge.service"):
+        r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(moved / unit)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and not r.stderr.strip(), (unit, r.stderr)
+    # the check is real: an instance of a template whose binary is missing fails it
+    (moved / "portico@.service").write_text(text)
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(moved / "portico@edge.service")],
+                       capture_output=True, text=True, timeout=60)
+    if not os.path.exists(sbin):
+        assert r.returncode != 0 and "portico@edge.service" in r.stderr, r.stderr
 
 
 @pytest.mark.hard_timeout(300)

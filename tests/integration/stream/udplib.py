@@ -83,9 +83,10 @@ class UdpBackend:
 
 class Dnsmasq:
     """dnsmasq in the foreground on a loopback port, answering from a hosts file of the test's
-    own (no upstream servers, no /etc/hosts), stopped by PID."""
+    own (no upstream servers, no /etc/hosts), stopped by PID.  extra: more command-line options
+    (`--srv-host=...` for SRV records: tests/integration/fleet)."""
 
-    def __init__(self, hosts, tmpdir):
+    def __init__(self, hosts, tmpdir, extra=()):
         self.port = udp_free_port()
         self.hosts = os.path.join(tmpdir, "hosts-%d" % self.port)
         with open(self.hosts, "w") as f:
@@ -97,7 +98,7 @@ class Dnsmasq:
         args = [binary, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
                 "--no-hosts", "--addn-hosts=" + self.hosts, "--port=%d" % self.port,
                 "--listen-address=127.0.0.1", "--bind-interfaces", "--pid-file=",
-                "--log-facility=-", "--cache-size=0"]
+                "--log-facility=-", "--cache-size=0"] + list(extra)
         if os.geteuid() == 0:
             args.append("--user=root")  # it reads the hosts file in the test's directory
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
