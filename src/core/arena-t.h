@@ -12,6 +12,7 @@ struct pt_arena {
     struct pt_arena_blk *head; /* current block; older blocks chained behind it */
     size_t blk_size;           /* size of the next block to allocate */
     size_t total;              /* bytes handed out, for limits and stats */
+    unsigned char *pos, *end;  /* the free part of the current block (NULL: none) */
 };
 
 #endif

@@ -9,7 +9,6 @@
 struct pt_arena_blk {
     struct pt_arena_blk *next;
     size_t size;
-    size_t used;
     _Alignas(16) unsigned char data[];
 };
 
@@ -19,33 +18,32 @@ pt_arena_init(struct pt_arena *a, size_t blk_size)
     a->head = NULL;
     a->blk_size = blk_size ? blk_size : 4096;
     a->total = 0;
+    a->pos = a->end = NULL;
 }
 
 void *
-pt_arena_alloc(struct pt_arena *a, size_t size)
+pt__arena_alloc_block(struct pt_arena *a, size_t size)
 {
-    struct pt_arena_blk *b = a->head;
     size_t need = (size + 15) & ~(size_t)15;
+    size_t bs = a->blk_size;
+    struct pt_arena_blk *b;
 
-    if (b == NULL || b->size - b->used < need) {
-        size_t bs = a->blk_size;
-
-        while (bs < need)
-            bs *= 2;
-        b = malloc(sizeof(*b) + bs);
-        if (b == NULL)
-            return NULL;
-        b->size = bs;
-        b->used = 0;
-        b->next = a->head;
-        a->head = b;
-        if (a->blk_size < 64 * 1024)
-            a->blk_size *= 2; /* later blocks grow so long-lived arenas stay few blocks */
-    }
-    void *p = b->data + b->used;
-    b->used += need;
+    if (need < size)
+        return NULL; /* size near SIZE_MAX */
+    while (bs < need)
+        bs *= 2;
+    b = malloc(sizeof(*b) + bs);
+    if (b == NULL)
+        return NULL;
+    b->size = bs;
+    b->next = a->head;
+    a->head = b;
+    if (a->blk_size < 64 * 1024)
+        a->blk_size *= 2; /* later blocks grow so long-lived arenas stay few blocks */
+    a->pos = b->data + need;
+    a->end = b->data + bs;
     a->total += need;
-    return p;
+    return b->data;
 }
 
 void *
@@ -99,4 +97,27 @@ pt_arena_free(struct pt_arena *a)
     }
     a->head = NULL;
     a->total = 0;
+    a->pos = a->end = NULL;
+}
+
+bool
+pt_arena_reset(struct pt_arena *a, size_t max)
+{
+    struct pt_arena_blk *b = a->head;
+
+    if (b == NULL || b->size > max) {
+        pt_arena_free(a);
+        return false;
+    }
+    for (struct pt_arena_blk *o = b->next; o != NULL;) {
+        struct pt_arena_blk *next = o->next;
+
+        free(o);
+        o = next;
+    }
+    b->next = NULL;
+    a->pos = b->data;
+    a->end = b->data + b->size;
+    a->total = 0;
+    return true;
 }

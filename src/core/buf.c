@@ -240,3 +240,36 @@ pt_chain_free(struct pt_chunk_pool *p, struct pt_chain *ch)
     }
     pt_chain_init(ch);
 }
+
+int
+pt_chain_write(struct pt_chunk_pool *p, struct pt_chain *ch,
+               size_t (*fn)(void *arg, char *out), void *arg)
+{
+    size_t n = fn(arg, NULL);
+    struct pt_chunk *c = ch->tail;
+
+    if (n == 0)
+        return PT_OK;
+    if (n > PT_CHUNK_SIZE) {
+        /* larger than a chunk (a head near its size limit): built aside, then copied */
+        char *tmp = malloc(n);
+        int rc;
+
+        if (tmp == NULL)
+            return PT_ERR;
+        fn(arg, tmp);
+        rc = pt_chain_append(p, ch, tmp, n);
+        free(tmp);
+        return rc;
+    }
+    if (c == NULL || PT_CHUNK_SIZE - c->wpos < n) {
+        c = pt_chunk_get(p);
+        if (c == NULL)
+            return PT_ERR;
+        chain_push(ch, c);
+    }
+    fn(arg, c->data + c->wpos);
+    c->wpos += (uint32_t)n;
+    ch->bytes += n;
+    return PT_OK;
+}

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/uio.h>
 
 #include "core/buf-t.h"
@@ -31,6 +32,20 @@ int pt_chain_append_num(struct pt_chunk_pool *p, struct pt_chain *ch, const char
                         bool hex, const char *post);
 int pt_chain_printf(struct pt_chunk_pool *p, struct pt_chain *ch, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Appends what fn writes, in one run: fn(arg, NULL) returns the length, fn(arg, out) writes
+ * exactly that many bytes to out. The run goes to the tail chunk when it has room, else to a new
+ * one (a run larger than a chunk is built aside and copied). Heads are written this way: one
+ * pass sizes them, one copies, instead of a pt_chain_append per piece. PT_OK or PT_ERR. */
+int pt_chain_write(struct pt_chunk_pool *p, struct pt_chain *ch,
+                   size_t (*fn)(void *arg, char *out), void *arg);
+/* For such an fn: copies s[0..len) to out + at unless out is NULL (sizing); returns at + len. */
+static inline size_t
+pt_put(char *out, size_t at, const void *s, size_t len)
+{
+    if (out != NULL)
+        memcpy(out + at, s, len);
+    return at + len;
+}
 /* Appends a whole chunk (its [rpos, wpos) bytes) to the chain, which takes ownership. */
 void pt_chain_push(struct pt_chain *ch, struct pt_chunk *c);
 /* Moves every chunk of src to the end of dst (no copy). */

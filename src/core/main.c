@@ -445,6 +445,7 @@ on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
                (long long)delay, (long long)runtime.conf->shutdown_timeout);
         ev_timer_init(&delay_timer, on_delay_over, (double)delay / 1000.0, 0.);
         ev_timer_start(loop, &delay_timer);
+        pt_runtime_part(&runtime);
         return;
     }
     pt_log(PT_LOG_NOTICE, "%s: stopping gracefully (shutdown_timeout %lldms)",

@@ -151,6 +151,9 @@ struct pt_worker {
     unsigned draining : 1;
     unsigned leaving : 1; /* a binary upgrade handed the sockets over: no accepts, connections
                            * finish what they do (HTTP/1.1 says Connection: close), then drain */
+    unsigned parting : 1; /* shutdown_delay: accepting and serving, but HTTP/1.1 responses say
+                           * Connection: close, so keep-alive clients go back to the balancer
+                           * on their own rather than race the drain's close of idle ones */
 
     struct pt_chunk_pool chunks;
     struct pt_acceptor *accept_w; /* one per listening socket of this worker (k % n_workers

@@ -547,6 +547,13 @@ worker_leave(struct pt_worker *w, void *arg)
         ev_break(w->loop, EVBREAK_ALL); /* pooled backend connections would keep it running */
 }
 
+/* shutdown_delay began (pt_runtime_part). */
+static void
+worker_part(struct pt_worker *w, void *arg)
+{
+    w->parting = 1;
+}
+
 /* A binary upgrade is done: the previous process stopped accepting, these workers start. */
 static void
 worker_release(struct pt_worker *w, void *arg)
@@ -749,6 +756,14 @@ pt_runtime_handover(struct pt_runtime *rt)
 {
     if (!pt_runtime_post(worker_leave, NULL))
         pt_log(PT_LOG_ERROR, "a worker could not be told to hand over; stopping it");
+}
+
+void
+pt_runtime_part(struct pt_runtime *rt)
+{
+    if (!pt_runtime_post(worker_part, NULL))
+        pt_log(PT_LOG_WARN, "a worker could not be told of shutdown_delay; its keep-alive "
+               "connections stay open until the drain");
 }
 
 /* ---- reload ------------------------------------------------------------------------------ */

@@ -42,6 +42,11 @@ bool pt_runtime_reloading(struct pt_runtime *rt);
 /* Every worker has switched: closes the sockets of addresses no longer listened on and drops
  * the runtime's reference to the old snapshot. Main thread. */
 void pt_runtime_reload_done(struct pt_runtime *rt);
+/* shutdown_delay began: workers go on accepting and serving, but end each HTTP/1.1 keep-alive
+ * connection after its next response (Connection: close), so that clients reconnect through
+ * their balancer, which stops choosing this process once readiness says so, instead of having
+ * idle connections closed under them when the drain starts. Main thread. */
+void pt_runtime_part(struct pt_runtime *rt);
 /* Asks every worker to drain and stop. Main thread (signal watcher). */
 void pt_runtime_stop(struct pt_runtime *rt);
 /* Waits for the workers, closes sockets, drops the snapshot. Main thread. */

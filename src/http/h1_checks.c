@@ -9,7 +9,21 @@
 bool
 pt_h1_field_value_ok(const char *v, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+
+    /* eight bytes at a time: a word with no byte below 0x20 and none equal to 0x7f is fine as
+     * it is; one with such a byte (a tab, most likely) is checked byte by byte below */
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, lo, del;
+
+        memcpy(&w, v + i, 8);
+        lo = (w - 0x2020202020202020ULL) & ~w & 0x8080808080808080ULL;
+        del = ((w ^ 0x7f7f7f7f7f7f7f7fULL) - 0x0101010101010101ULL) &
+              ~(w ^ 0x7f7f7f7f7f7f7f7fULL) & 0x8080808080808080ULL;
+        if ((lo | del) != 0)
+            break;
+    }
+    for (; i < n; i++) {
         unsigned char ch = (unsigned char)v[i];
 
         if ((ch < 0x20 && ch != '\t') || ch == 0x7f)

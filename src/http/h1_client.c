@@ -59,6 +59,8 @@ struct pt_bconn {
     ev_io rio;
     ev_io wio;
     ev_timer timer;
+    ev_tstamp t_due; /* when what the connection waits for times out (0: never); the timer may
+                      * be armed for earlier (arm_timer) */
     enum bconn_state state;
     unsigned closing : 1;
     unsigned reused : 1;
@@ -144,11 +146,18 @@ set_reading(struct pt_bconn *b, int on)
 static void
 arm_timer(struct pt_bconn *b, pt_msec ms)
 {
+    ev_tstamp now = ev_now(b->w->loop);
+
+    /* Touched lazily (a stop and a start twice per request cost ~150 instructions): a timer
+     * armed for no later than the new deadline stays; on_timeout re-arms it when woken early,
+     * and does nothing when nothing is due. */
+    b->t_due = ms > 0 ? now + (double)ms / 1000.0 : 0;
+    if (ms <= 0 ||
+        (ev_is_active(&b->timer) && ev_timer_remaining(b->w->loop, &b->timer) <= b->t_due - now))
+        return;
     ev_timer_stop(b->w->loop, &b->timer);
-    if (ms > 0) {
-        ev_timer_set(&b->timer, (double)ms / 1000.0, 0.);
-        ev_timer_start(b->w->loop, &b->timer);
-    }
+    ev_timer_set(&b->timer, (double)ms / 1000.0, 0.);
+    ev_timer_start(b->w->loop, &b->timer);
 }
 
 /* Applies the timeout of what the connection is waiting for. */
@@ -204,37 +213,69 @@ put_hdr(struct pt_chunk_pool *p, struct pt_chain *o, const struct pt_hdr *h)
     pt_chain_append(p, o, "\r\n", 2);
 }
 
-void
-pt_h1_request_head(struct pt_exchange *x, const struct pt_server *srv, struct pt_chunk_pool *p,
-                   struct pt_chain *o)
-{
+/* What request_head_fn writes. */
+struct req_head {
+    const struct pt_exchange *x;
+    const struct pt_server *srv;
+    const char *host;
     size_t hl;
-    const char *host = pt_proxy_host(x, srv, &hl);
+    const char *method;
+    size_t mlen;
+    char cl[48]; /* "Content-Length: N\r\n" */
+    size_t cl_len;
+};
 
-    pt_chain_append(p, o, x->method_name, strlen(x->method_name));
-    pt_chain_append(p, o, " ", 1);
-    pt_chain_append(p, o, x->target, x->target_len);
-    pt_chain_append(p, o, " HTTP/1.1\r\nHost: ", 17);
-    pt_chain_append(p, o, host, hl);
-    pt_chain_append(p, o, "\r\n", 2);
+/* The request head in one pass (sizing when out is NULL): request line, Host, the client's
+ * fields but the hop-by-hop ones (skip), Content-Length and Host, the forwarding fields, then
+ * portico's own framing. */
+static size_t
+request_head_fn(void *arg, char *out)
+{
+    const struct req_head *r = arg;
+    const struct pt_exchange *x = r->x;
+    size_t n = 0;
+
+    n = pt_put(out, n, r->method, r->mlen);
+    n = pt_put(out, n, " ", 1);
+    n = pt_put(out, n, x->target, x->target_len);
+    n = pt_put(out, n, " HTTP/1.1\r\nHost: ", 17);
+    n = pt_put(out, n, r->host, r->hl);
+    n = pt_put(out, n, "\r\n", 2);
     for (unsigned i = 0; i < x->req.n; i++) {
         const struct pt_hdr *h = &x->req.v[i];
 
         if (!h->skip && h->tok != PT_H_CONTENT_LENGTH && h->tok != PT_H_HOST)
-            put_hdr(p, o, h);
+            n = pt_hdr_put(out, n, h);
     }
     for (unsigned i = 0; i < x->fwd.n; i++)
         if (!x->fwd.v[i].skip && x->fwd.v[i].tok != PT_H_HOST)
-            put_hdr(p, o, &x->fwd.v[i]);
+            n = pt_hdr_put(out, n, &x->fwd.v[i]);
     if (x->req_chunked)
-        pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
+        n = pt_put(out, n, "Transfer-Encoding: chunked\r\n", 28);
     else if (x->req_cl >= 0)
-        pt_chain_append_num(p, o, "Content-Length: ", (uint64_t)x->req_cl, false, "\r\n");
+        n = pt_put(out, n, r->cl, r->cl_len);
     if (x->ws)
-        pt_chain_append(p, o, "Connection: upgrade\r\n", 21); /* Upgrade was kept */
-    else if (srv->upstream->keepalive == 0)
-        pt_chain_append(p, o, "Connection: close\r\n", 19);
-    pt_chain_append(p, o, "\r\n", 2);
+        n = pt_put(out, n, "Connection: upgrade\r\n", 21); /* Upgrade was kept */
+    else if (r->srv->upstream->keepalive == 0)
+        n = pt_put(out, n, "Connection: close\r\n", 19);
+    return pt_put(out, n, "\r\n", 2);
+}
+
+void
+pt_h1_request_head(struct pt_exchange *x, const struct pt_server *srv, struct pt_chunk_pool *p,
+                   struct pt_chain *o)
+{
+    struct req_head r = {.x = x, .srv = srv, .method = x->method_name};
+
+    r.host = pt_proxy_host(x, srv, &r.hl);
+    r.mlen = strlen(r.method);
+    if (!x->req_chunked && x->req_cl >= 0) {
+        memcpy(r.cl, "Content-Length: ", 16);
+        r.cl_len = 16 + pt_fmt_u64((uint64_t)x->req_cl, r.cl + 16);
+        memcpy(r.cl + r.cl_len, "\r\n", 2);
+        r.cl_len += 2;
+    }
+    pt_chain_write(p, o, request_head_fn, &r);
 }
 
 static void
@@ -474,14 +515,17 @@ r_header_value_complete(llhttp_t *p)
     if (x->resp.n + x->resp_trailers.n >= 1000)
         return -1;
     /* llhttp 8.1 lets a space into a field name ("Content h: 0"); a name is a token (RFC 9110
-     * section 5.1), and such a name would reach clients as a field they cannot parse */
-    if (!pt_http_is_token(b->hname, b->hname_len)) {
+     * section 5.1), and such a name would reach clients as a field they cannot parse; a known
+     * name is one already (letters and '-'), so only the others are checked */
+    enum pt_hdr_tok tok = pt_hdr_token(b->hname, b->hname_len);
+
+    if (tok == PT_H_OTHER && !pt_http_is_token(b->hname, b->hname_len)) {
         b->why = "invalid field name";
         return -1;
     }
     while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
         vlen--;
-    if (pt_hdrs_add(&x->arena, h, b->hname, b->hname_len, v, vlen) != PT_OK)
+    if (pt_hdrs_add_tok(&x->arena, h, b->hname, b->hname_len, v, vlen, tok) != PT_OK)
         return -1;
     b->hname = b->hval = NULL;
     b->hname_len = b->hval_len = 0;
@@ -892,7 +936,16 @@ static void
 on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct pt_bconn *b = pt_container_of(t, struct pt_bconn, timer);
+    ev_tstamp now = ev_now(loop);
 
+    if (b->t_due == 0)
+        return; /* armed for a wait that is over */
+    if (now + 0.001 < b->t_due) {
+        ev_timer_set(t, b->t_due - now, 0.); /* woken early: the wait moved on */
+        ev_timer_start(loop, t);
+        return;
+    }
+    b->t_due = 0;
     switch (b->state) {
     case B_IDLE:
         bconn_close(b);

@@ -75,7 +75,8 @@ struct pt_h1_conn {
     ev_timer timer;
     enum timer_kind tkind;
     ev_tstamp t_end; /* when the current kind's own time is up (0: never) */
-    ev_tstamp t_at;  /* what the timer is armed for: t_end or a rate meter's deadline (0: off) */
+    ev_tstamp t_at;  /* what is due: t_end or a rate meter's deadline (0: nothing); the timer
+                      * may be armed for earlier (timer_arm) */
     struct pt_rate_meter rq;  /* the request head, then its body, against their minimum rates */
     struct pt_rate_meter snd; /* response bytes against send_min_rate, for the connection */
     uint64_t id;
@@ -199,10 +200,15 @@ timer_arm(struct pt_h1_conn *c)
     }
     if (at == c->t_at)
         return;
-    ev_timer_stop(c->w->loop, &c->timer);
     c->t_at = at;
+    /* Touched lazily (a stop and a start cost ~350 instructions, several times per request): a
+     * timer armed for no later than the new deadline is left as it is. When it fires early,
+     * on_timer finds the deadline not reached (or none) and arms it again for what is due. */
     if (at == 0)
         return;
+    if (ev_is_active(&c->timer) && ev_timer_remaining(c->w->loop, &c->timer) <= at - now)
+        return;
+    ev_timer_stop(c->w->loop, &c->timer);
     ev_timer_set(&c->timer, at > now ? at - now : 0., 0.);
     ev_timer_start(c->w->loop, &c->timer);
 }
@@ -483,6 +489,47 @@ put_field(struct pt_chunk_pool *p, struct pt_chain *o, const struct pt_hdr *h)
     pt_chain_append(p, o, "\r\n", 2);
 }
 
+/* What response_head_fn writes. */
+struct resp_head {
+    const struct pt_exchange *x;
+    char line[32]; /* "HTTP/1.1 NNN " */
+    size_t line_len;
+    const char *reason;
+    size_t rlen;
+    bool upgrade; /* 101: every field, no framing */
+    bool cl;
+    bool chunked;
+    char cl_line[48]; /* "Content-Length: N\r\n" */
+    size_t cl_len;
+    const char *tail; /* Connection, if any, and the empty line */
+    size_t tail_len;
+};
+
+/* The response head in one pass (sizing when out is NULL): status line, the fields but the
+ * hop-by-hop ones (skip) and Content-Length, then portico's own framing. */
+static size_t
+response_head_fn(void *arg, char *out)
+{
+    const struct resp_head *r = arg;
+    const struct pt_exchange *x = r->x;
+    size_t n = 0;
+
+    n = pt_put(out, n, r->line, r->line_len);
+    n = pt_put(out, n, r->reason, r->rlen);
+    n = pt_put(out, n, "\r\n", 2);
+    for (unsigned i = 0; i < x->resp.n; i++) {
+        const struct pt_hdr *h = &x->resp.v[i];
+
+        if (!h->skip && (r->upgrade || h->tok != PT_H_CONTENT_LENGTH))
+            n = pt_hdr_put(out, n, h);
+    }
+    if (r->cl)
+        n = pt_put(out, n, r->cl_line, r->cl_len);
+    else if (r->chunked)
+        n = pt_put(out, n, "Transfer-Encoding: chunked\r\n", 28);
+    return pt_put(out, n, r->tail, r->tail_len);
+}
+
 static int
 fe_send_head(struct pt_exchange *x)
 {
@@ -494,8 +541,9 @@ fe_send_head(struct pt_exchange *x)
     if (c->closing)
         return PT_ERR;
     /* leaving: a binary upgrade handed the listeners over; the client's next request goes to
-     * the new process, on a new connection, without a race against a close */
-    if (c->w->draining || c->w->leaving ||
+     * the new process, on a new connection, without a race against a close; parting: the
+     * same during shutdown_delay, through the balancer to another instance */
+    if (c->w->draining || c->w->leaving || c->w->parting ||
         c->requests + 1 >= (unsigned)conn_http(c)->keepalive_requests ||
         conn_http(c)->keepalive_timeout == 0 || c->parser == NULL ||
         !llhttp_should_keep_alive(c->parser))
@@ -509,48 +557,51 @@ fe_send_head(struct pt_exchange *x)
     }
     c->resp_chunked = 0;
     c->resp_start = c->out_written + o->bytes;
-    {
-        const char *reason = pt_status_reason(x->status);
+    struct resp_head r = {.x = x, .upgrade = x->status == 101};
 
-        pt_chain_append_num(p, o, "HTTP/1.1 ", x->status, false, " ");
-        pt_chain_append(p, o, reason, strlen(reason));
-        pt_chain_append(p, o, "\r\n", 2);
-    }
-    if (x->status == 101) {
+    r.line_len = 9 + pt_fmt_u64(x->status, r.line + 9);
+    memcpy(r.line, "HTTP/1.1 ", 9);
+    r.line[r.line_len++] = ' ';
+    r.reason = pt_status_reason(x->status);
+    r.rlen = strlen(r.reason);
+    if (r.upgrade) {
         /* a WebSocket accepted by the backend: its upgrade fields, no framing; the connection
          * becomes a tunnel next (fe_take_socket) */
-        for (unsigned i = 0; i < x->resp.n; i++)
-            if (!x->resp.v[i].skip)
-                put_field(p, o, &x->resp.v[i]);
-        pt_chain_append(p, o, "Connection: upgrade\r\n\r\n", 23);
+        r.tail = "Connection: upgrade\r\n\r\n";
+        r.tail_len = 23;
+        pt_chain_write(p, o, response_head_fn, &r);
         x->resp_head_sent = 1;
         return PT_OK;
-    }
-    for (unsigned i = 0; i < x->resp.n; i++) {
-        const struct pt_hdr *h = &x->resp.v[i];
-
-        if (h->skip || h->tok == PT_H_CONTENT_LENGTH)
-            continue;
-        put_field(p, o, h);
     }
     if (x->resp_no_body) {
         /* HEAD keeps the length of what GET would send; 204 and 1xx never carry one */
         if (x->resp_cl >= 0 && x->status != 204 && x->status >= 200)
-            pt_chain_append_num(p, o, "Content-Length: ", (uint64_t)x->resp_cl, false, "\r\n");
+            r.cl = true;
     } else if (x->resp_cl >= 0) {
-        pt_chain_append_num(p, o, "Content-Length: ", (uint64_t)x->resp_cl, false, "\r\n");
+        r.cl = true;
     } else if (!http10) {
-        pt_chain_append(p, o, "Transfer-Encoding: chunked\r\n", 28);
+        r.chunked = true;
         c->resp_chunked = 1;
     } else {
         c->close_after = 1; /* HTTP/1.0 client: the body ends when we close */
     }
-    if (c->close_after)
-        pt_chain_append(p, o, "Connection: close\r\n\r\n", 21);
-    else if (http10)
-        pt_chain_append(p, o, "Connection: keep-alive\r\n\r\n", 26);
-    else
-        pt_chain_append(p, o, "\r\n", 2);
+    if (r.cl) {
+        memcpy(r.cl_line, "Content-Length: ", 16);
+        r.cl_len = 16 + pt_fmt_u64((uint64_t)x->resp_cl, r.cl_line + 16);
+        memcpy(r.cl_line + r.cl_len, "\r\n", 2);
+        r.cl_len += 2;
+    }
+    if (c->close_after) {
+        r.tail = "Connection: close\r\n\r\n";
+        r.tail_len = 21;
+    } else if (http10) {
+        r.tail = "Connection: keep-alive\r\n\r\n";
+        r.tail_len = 26;
+    } else {
+        r.tail = "\r\n";
+        r.tail_len = 2;
+    }
+    pt_chain_write(p, o, response_head_fn, &r);
     x->resp_head_sent = 1;
     return out_status(c);
 }
@@ -900,8 +951,11 @@ on_header_value_complete(llhttp_t *p)
 
     if (head_grow(c, 4) != 0)
         return -1;
-    /* llhttp 8 lets "Name : value" through; RFC 9112 section 5.1 requires a 400 */
-    if (!pt_http_is_token(c->x->h1_hname, c->x->h1_hname_len)) {
+    /* llhttp 8 lets "Name : value" through; RFC 9112 section 5.1 requires a 400. A name that
+     * is a known one is a token already (letters and '-'): only the others are checked. */
+    enum pt_hdr_tok tok = pt_hdr_token(c->x->h1_hname, c->x->h1_hname_len);
+
+    if (tok == PT_H_OTHER && !pt_http_is_token(c->x->h1_hname, c->x->h1_hname_len)) {
         c->err_status = 400;
         return -1;
     }
@@ -912,7 +966,7 @@ on_header_value_complete(llhttp_t *p)
     /* trailing whitespace is not part of the value (RFC 9110 section 5.5) */
     while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
         vlen--;
-    if (pt_hdrs_add(&x->arena, h, c->x->h1_hname, c->x->h1_hname_len, v, vlen) != PT_OK)
+    if (pt_hdrs_add_tok(&x->arena, h, c->x->h1_hname, c->x->h1_hname_len, v, vlen, tok) != PT_OK)
         return -1;
     c->x->h1_hname = c->x->h1_hval = NULL;
     c->x->h1_hname_len = c->x->h1_hval_len = 0;
@@ -1237,10 +1291,19 @@ parse_error_status(struct pt_h1_conn *c, llhttp_errno_t e)
 /* The parser (96 bytes) exists only while a request is in flight: an idle keep-alive
  * connection holds neither buffer nor parser state. Between two messages llhttp is at the start
  * of a new one, so a fresh parser is equivalent. */
+/* parsers a worker keeps for the next requests (96 bytes each): a malloc and a free per request
+ * cost ~250 instructions */
+#define PARSER_CACHE_MAX 64
+/* connection structs kept the same way for new connections (a calloc and a free per connection
+ * cost ~500 instructions) */
+#define CONN_CACHE_MAX 32
+
 static int
 parser_get(struct pt_h1_conn *c)
 {
-    c->parser = malloc(sizeof(*c->parser));
+    c->parser = pt__cache_get(pt__http_cache(c->w, PT_HTTP_CACHE_PARSER));
+    if (c->parser == NULL)
+        c->parser = malloc(sizeof(*c->parser));
     if (c->parser == NULL)
         return PT_ERR;
     llhttp_init(c->parser, HTTP_REQUEST, &settings);
@@ -1251,7 +1314,9 @@ parser_get(struct pt_h1_conn *c)
 static void
 parser_put(struct pt_h1_conn *c)
 {
-    free(c->parser);
+    if (c->parser != NULL &&
+        !pt__cache_put(pt__http_cache(c->w, PT_HTTP_CACHE_PARSER), c->parser, PARSER_CACHE_MAX))
+        free(c->parser);
     c->parser = NULL;
 }
 
@@ -1548,7 +1613,8 @@ conn_free(struct pt_reapable *r)
     struct pt_h1_conn *c = pt_container_of(r, struct pt_h1_conn, reap);
 
     pt_conf_unref(c->conf);
-    free(c);
+    if (!pt__cache_put(pt__http_cache(c->w, PT_HTTP_CACHE_H1_CONN), c, CONN_CACHE_MAX))
+        free(c);
 }
 
 static void
@@ -1611,8 +1677,10 @@ h1_start(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len
     /* once for the process: a second llhttp_settings_init() (it starts with a memset) would
      * clear the callbacks under another worker's parser (found by make check-tsan) */
     pthread_once(&once, settings_init);
-    c = calloc(1, sizeof(*c));
-    if (c == NULL)
+    c = pt__cache_get(pt__http_cache(w, PT_HTTP_CACHE_H1_CONN));
+    if (c != NULL)
+        memset(c, 0, sizeof(*c));
+    else if ((c = calloc(1, sizeof(*c))) == NULL)
         return PT_ERR;
     c->reap.free = conn_free;
     c->w = w;

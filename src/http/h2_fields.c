@@ -8,6 +8,7 @@
 #include "core/common.h"
 #include "http/exchange.h"
 #include "http/h2_fields.h"
+#include "http/headers.h"
 #include "net/tls.h"
 
 int
@@ -19,14 +20,34 @@ pt_h2_add_fields(struct pt_exchange *x, nghttp2_nv *nv, size_t *k, size_t max,
 
         if (e->skip || (except_mask & (1u << e->tok)))
             continue;
-        char *lname = pt_arena_strndup(&x->arena, e->name, e->nlen);
+        /* a known name's lower-case form is a constant; another one is copied only when it has
+         * an upper-case letter */
+        const char *lname = pt_hdr_tok_name((enum pt_hdr_tok)e->tok);
 
-        if (lname == NULL)
-            return PT_ERR;
-        for (size_t j = 0; j < e->nlen; j++)
-            if (lname[j] >= 'A' && lname[j] <= 'Z')
-                lname[j] = (char)(lname[j] + 32);
-        nv[(*k)++] = pt_h2_nv(lname, e->nlen, e->value, e->vlen);
+        if (lname == NULL) {
+            size_t j = 0;
+
+            while (j < e->nlen && !(e->name[j] >= 'A' && e->name[j] <= 'Z'))
+                j++;
+            lname = e->name;
+            if (j < e->nlen) {
+                char *low = pt_arena_strndup(&x->arena, e->name, e->nlen);
+
+                if (low == NULL)
+                    return PT_ERR;
+                for (; j < e->nlen; j++)
+                    if (low[j] >= 'A' && low[j] <= 'Z')
+                        low[j] = (char)(low[j] + 32);
+                lname = low;
+            }
+        }
+        nv[*k] = pt_h2_nv(lname, e->nlen, e->value, e->vlen);
+        /* a value that is new on every message is never worth a place in the peer's HPACK table
+         * (it would only evict fields that repeat): sent as a literal, not indexed, which also
+         * spares the encoder the table insertion */
+        if (e->tok == PT_H_X_REQUEST_ID || e->tok == PT_H_TRACEPARENT)
+            nv[*k].flags |= NGHTTP2_NV_FLAG_NO_INDEX;
+        (*k)++;
     }
     return PT_OK;
 }

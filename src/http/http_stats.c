@@ -22,6 +22,8 @@ struct http_worker {
                                       * none) */
     unsigned map_n;
     struct pt_http_stats **map;      /* [vhost index]: unrouted; [n_vhosts + loc index] */
+    struct pt_x_cache x_cache;
+    struct pt_x_cache cache[PT_HTTP_CACHE__N];
 };
 
 const char *
@@ -170,6 +172,22 @@ pt_http_stats_ws_closed(const struct pt_x_log *l, const char *why, unsigned code
     s->ws_messages[1] += msgs_server;
 }
 
+struct pt_x_cache *
+pt__http_x_cache(struct pt_worker *w)
+{
+    struct http_worker *hw = worker_state(w);
+
+    return hw != NULL ? &hw->x_cache : NULL;
+}
+
+struct pt_x_cache *
+pt__http_cache(struct pt_worker *w, enum pt_http_cache k)
+{
+    struct http_worker *hw = PT_HTTP_CACHE_ON ? worker_state(w) : NULL;
+
+    return hw != NULL ? &hw->cache[k] : NULL;
+}
+
 int
 pt__http_stats_worker_init(struct pt_worker *w)
 {
@@ -204,6 +222,13 @@ pt__http_stats_worker_fini(struct pt_worker *w)
 
     if (hw == NULL)
         return;
+    pt__exchange_cache_free(&hw->x_cache);
+    for (unsigned k = 0; k < PT_HTTP_CACHE__N; k++) {
+        void *p;
+
+        while ((p = pt__cache_get(&hw->cache[k])) != NULL)
+            free(p);
+    }
     free(hw->map);
     free(hw);
     w->mod[pt_module_http._index] = NULL;

@@ -24,45 +24,30 @@
 #include "http/trace.h"
 #include "upstream/upstream.h"
 
-/* Appends `prev, add` (or just add) as a new forwarded header. */
+/* Appends `prev, add` (or just add) as a new forwarded header. add (alen bytes, NUL-terminated)
+ * is copied unless `stable`: it lives as long as the exchange already (its arena, a constant). */
 static void
-add_joined(struct pt_exchange *x, const char *name, const struct pt_hdr *prev, const char *add)
+add_joined(struct pt_exchange *x, const char *name, size_t nlen, enum pt_hdr_tok tok,
+           const struct pt_hdr *prev, const char *add, size_t alen, bool stable)
 {
-    size_t alen = strlen(add);
-    char *v;
-    size_t vlen;
+    const char *v = add;
+    size_t vlen = alen;
 
     if (prev != NULL) {
+        char *j;
+
         vlen = prev->vlen + 2 + alen;
-        v = pt_arena_alloc(&x->arena, vlen + 1);
-        if (v == NULL)
+        j = pt_arena_alloc(&x->arena, vlen + 1);
+        if (j == NULL)
             return;
-        memcpy(v, prev->value, prev->vlen);
-        memcpy(v + prev->vlen, ", ", 2);
-        memcpy(v + prev->vlen + 2, add, alen + 1);
-    } else {
-        v = pt_arena_strdup(&x->arena, add);
-        vlen = alen;
+        memcpy(j, prev->value, prev->vlen);
+        memcpy(j + prev->vlen, ", ", 2);
+        memcpy(j + prev->vlen + 2, add, alen + 1);
+        v = j;
+    } else if (!stable && (v = pt_arena_strndup(&x->arena, add, alen)) == NULL) {
+        return;
     }
-    pt_hdrs_add(&x->arena, &x->fwd, name, strlen(name), v, vlen);
-}
-
-/* The n strings of parts one after the other into buf (cap bytes, NUL-terminated), cut where
- * buf ends as snprintf would: a per-request header value without the printf family. */
-static void
-concat(char *buf, size_t cap, const char *const *parts, size_t n)
-{
-    size_t len = 0;
-
-    for (size_t i = 0; i < n && len + 1 < cap; i++) {
-        size_t l = strlen(parts[i]);
-
-        if (l > cap - 1 - len)
-            l = cap - 1 - len;
-        memcpy(buf + len, parts[i], l);
-        len += l;
-    }
-    buf[len] = '\0';
+    pt_hdrs_add_tok(&x->arena, &x->fwd, name, nlen, v, vlen, tok);
 }
 
 /* X-Forwarded-For/Proto/Host, Forwarded (RFC 7239) and Via. Incoming values are kept and
@@ -74,12 +59,15 @@ pt_proxy_forward_headers(struct pt_exchange *x)
     const struct pt_http_conf *h = x->http;
     int trusted = pt_cidr_match(h->trusted, h->n_trusted, pt_exchange_client(x));
     const char *proto = x->tls ? "https" : "http";
+    size_t plen = x->tls ? 5 : 4;
     int hi = pt_hdrs_find_live(&x->req, PT_H_HOST);
-    const char *host = hi >= 0 ? pt_arena_strndup(&x->arena, x->req.v[hi].value,
-                                                  x->req.v[hi].vlen)
-                               : NULL;
+    /* the Host value lives in the arena, NUL-terminated, as long as the exchange */
+    const char *host = hi >= 0 ? x->req.v[hi].value : NULL;
+    size_t hlen = hi >= 0 ? x->req.v[hi].vlen : 0;
+    size_t iplen = strlen(x->peer_ip);
     const struct pt_hdr *prev_xff = NULL, *prev_fwd = NULL, *prev_via = NULL;
     char buf[512];
+    size_t n;
 
     for (unsigned i = 0; i < x->req.n; i++) {
         struct pt_hdr *e = &x->req.v[i];
@@ -119,26 +107,51 @@ pt_proxy_forward_headers(struct pt_exchange *x)
         }
     }
     if (h->x_forwarded) {
-        add_joined(x, "X-Forwarded-For", prev_xff, x->peer_ip);
+        add_joined(x, "X-Forwarded-For", 15, PT_H_X_FORWARDED_FOR, prev_xff, x->peer_ip, iplen,
+                   true);
         if (!trusted || pt_hdrs_find(&x->req, PT_H_X_FORWARDED_PROTO) < 0)
-            pt_hdrs_add(&x->arena, &x->fwd, "X-Forwarded-Proto", 17, proto, strlen(proto));
+            pt_hdrs_add_tok(&x->arena, &x->fwd, "X-Forwarded-Proto", 17, proto, plen,
+                            PT_H_X_FORWARDED_PROTO);
         if (host != NULL && (!trusted || pt_hdrs_find(&x->req, PT_H_X_FORWARDED_HOST) < 0))
-            pt_hdrs_add(&x->arena, &x->fwd, "X-Forwarded-Host", 16, host, strlen(host));
+            pt_hdrs_add_tok(&x->arena, &x->fwd, "X-Forwarded-Host", 16, host, hlen,
+                            PT_H_X_FORWARDED_HOST);
     }
     if (h->forwarded) {
-        int v6 = strchr(x->peer_ip, ':') != NULL;
+        bool v6 = memchr(x->peer_ip, ':', iplen) != NULL;
 
         /* RFC 7239 section 6: IPv6 nodes are quoted and bracketed; host is quoted-string-safe
-         * because llhttp rejected quotes' controls, but we quote it whenever present */
-        const char *parts[] = {"for=", v6 ? "\"[" : "", x->peer_ip, v6 ? "]\"" : "",
-                               ";proto=", proto, host != NULL ? ";host=\"" : "",
-                               host != NULL && strlen(host) < 200 && strchr(host, '"') == NULL
-                                   ? host
-                                   : "",
-                               host != NULL ? "\"" : ""};
-
-        concat(buf, sizeof(buf), parts, PT_ARRAY_LEN(parts));
-        add_joined(x, "Forwarded", prev_fwd, buf);
+         * because llhttp rejected quotes' controls, but we quote it whenever present (left out,
+         * the quotes kept, when it is 200 bytes or more or holds a quote); in one pass */
+        n = 0;
+        memcpy(buf, "for=", 4);
+        n = 4;
+        if (v6) {
+            memcpy(buf + n, "\"[", 2);
+            n += 2;
+        }
+        if (iplen > 100)
+            iplen = 100; /* an address is at most 45 characters; bounds buf */
+        memcpy(buf + n, x->peer_ip, iplen);
+        n += iplen;
+        if (v6) {
+            memcpy(buf + n, "]\"", 2);
+            n += 2;
+        }
+        memcpy(buf + n, ";proto=", 7);
+        n += 7;
+        memcpy(buf + n, proto, plen);
+        n += plen;
+        if (host != NULL) {
+            memcpy(buf + n, ";host=\"", 7);
+            n += 7;
+            if (hlen < 200 && memchr(host, '"', hlen) == NULL) {
+                memcpy(buf + n, host, hlen);
+                n += hlen;
+            }
+            buf[n++] = '"';
+        }
+        buf[n] = '\0';
+        add_joined(x, "Forwarded", 9, PT_H_FORWARDED, prev_fwd, buf, n, false);
     }
     if (x->tls_client_subject != NULL)
         pt_hdrs_add(&x->arena, &x->fwd, "X-Client-Cert-Subject", 21, x->tls_client_subject,
@@ -152,9 +165,10 @@ pt_proxy_forward_headers(struct pt_exchange *x)
 
         if (ver == NULL) {
             snprintf(buf, sizeof(buf), "%u.%u portico", x->major, x->minor);
-            ver = buf;
+            add_joined(x, "Via", 3, PT_H_VIA, prev_via, buf, strlen(buf), false);
+        } else {
+            add_joined(x, "Via", 3, PT_H_VIA, prev_via, ver, strlen(ver), true);
         }
-        add_joined(x, "Via", prev_via, ver);
     }
     pt_trace_forward(x);
 }

@@ -33,14 +33,24 @@ fmix(uint64_t z)
     return z ^ (z >> 31);
 }
 
+/* The 16 lower-case hex digits of v, two per step from the 256 digit pairs (a digit per step
+ * cost ~150 instructions per request). */
 static void
 hex64(uint64_t v, char *out)
 {
-    static const char hex[] = "0123456789abcdef";
+    static const char pairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
-    for (int i = 15; i >= 0; i--) {
-        out[i] = hex[v & 15];
-        v >>= 4;
+    for (int i = 14; i >= 0; i -= 2) {
+        memcpy(out + i, pairs + 2 * (v & 0xff), 2);
+        v >>= 8;
     }
 }
 
@@ -138,12 +148,14 @@ pt_traceparent_valid(const char *s, size_t len)
 }
 
 static void
-add_hdr(struct pt_arena *a, struct pt_hdrs *h, const char *name, const char *value, size_t vlen)
+add_hdr(struct pt_arena *a, struct pt_hdrs *h, const char *name, enum pt_hdr_tok tok,
+        const char *value, size_t vlen)
 {
     char *v = pt_arena_strndup(a, value, vlen);
 
+    /* the names here are constants, their tokens known (pt_hdr_token of name) */
     if (v != NULL)
-        pt_hdrs_add(a, h, name, strlen(name), v, vlen);
+        pt_hdrs_add_tok(a, h, name, strlen(name), v, vlen, tok);
 }
 
 void
@@ -160,7 +172,9 @@ pt_trace_forward(struct pt_exchange *x)
         else if (e->tok == PT_H_TRACEPARENT && !e->skip && n_tp++ == 0)
             tp = (int)i;
     }
-    add_hdr(&x->arena, &x->fwd, "X-Request-ID", id, x->request_id_len);
+    /* the ID lives as long as the exchange (its arena, or the constant "-"): not copied */
+    pt_hdrs_add_tok(&x->arena, &x->fwd, "X-Request-ID", 12, id, x->request_id_len,
+                    PT_H_X_REQUEST_ID);
     if (x->http == NULL || !x->http->tracing)
         return; /* traceparent and tracestate pass through untouched */
     if (n_tp == 1 && pt_traceparent_valid(x->req.v[tp].value, x->req.v[tp].vlen))
@@ -185,7 +199,7 @@ pt_trace_forward(struct pt_exchange *x)
     /* sampled: portico keeps no spans of its own, so the trace it starts is left to the
      * services behind it to record */
     memcpy(tpv + 52, "-01", 4);
-    add_hdr(&x->arena, &x->fwd, "traceparent", tpv, 55);
+    add_hdr(&x->arena, &x->fwd, "traceparent", PT_H_TRACEPARENT, tpv, 55);
 }
 
 /* Appends to buf[o..len) and returns the new offset (never past len - 1). */
@@ -249,7 +263,7 @@ server_timing(struct pt_exchange *x, bool local)
     if (a != NULL)
         o = app(buf, o, sizeof(buf), ", upstream;desc=\"%s %s\"", x->up->name,
                 a->srv->addr.name);
-    add_hdr(&x->arena, &x->resp, "Server-Timing", buf, o);
+    add_hdr(&x->arena, &x->resp, "Server-Timing", PT_H_OTHER, buf, o);
 }
 
 /* Portico-Debug: a Structured Field dictionary of strings naming the route and every
@@ -292,7 +306,7 @@ debug_header(struct pt_exchange *x, bool local)
                 x->perr != PT_PERR_NONE ? pt_perr_token((enum pt_perr)x->perr) : "");
     else
         o = app(buf, o, sizeof(buf), ", answered=\"backend %u\"", x->status);
-    add_hdr(&x->arena, &x->resp, "Portico-Debug", buf, o);
+    add_hdr(&x->arena, &x->resp, "Portico-Debug", PT_H_OTHER, buf, o);
 }
 
 void
@@ -302,7 +316,8 @@ pt_trace_response(struct pt_exchange *x, bool local)
     const char *id = pt_request_id(x);
 
     if (local || pt_hdrs_find(&x->resp, PT_H_X_REQUEST_ID) < 0)
-        add_hdr(&x->arena, &x->resp, "X-Request-ID", id, x->request_id_len);
+        pt_hdrs_add_tok(&x->arena, &x->resp, "X-Request-ID", 12, id, x->request_id_len,
+                        PT_H_X_REQUEST_ID);
     if (h == NULL)
         return; /* not routed: no location said what it wants */
     if (h->server_timing)

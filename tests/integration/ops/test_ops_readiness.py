@@ -3,9 +3,10 @@ or a load balancer"), from outside:
 - readiness answers 200 `ready`, liveness 200 `alive`; GET and HEAD only (405 with Allow);
   `Cache-Control: no-store`; the location's allow / deny rules apply;
 - with shutdown_delay, after SIGTERM readiness says 503 `not ready: stopping` at once while
-  the process goes on serving: a proxied request on a new connection succeeds, a keep-alive
-  connection opened before is kept (no Connection: close), liveness is 200; then it drains and
-  exits 0, with a log line for each phase;
+  the process goes on serving: a proxied request on a new connection succeeds, liveness is
+  200; HTTP/1.1 responses say Connection: close, so a keep-alive client reconnects through its
+  balancer after its next response instead of racing the drain's close of idle connections;
+  one idle all along is closed by the drain; then it exits 0, with a log line for each phase;
 - a second SIGTERM during the delay starts the drain at once (and says so); a reload or an
   upgrade asked for during the delay is refused with a line.
 Binary upgrades (readiness says `not ready: upgrading` in the old process) are tested in
@@ -67,7 +68,11 @@ def test_shutdown_delay_serves_while_not_ready(tmp_path, start_backend, start_po
     assert get(port, "/ready").status == 200
     early = lib.RawConn("127.0.0.1", port, timeout=10)
     early.send(b"GET /bytes/5 HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert early.read_response().status == 200
+    r = early.read_response()
+    assert r.status == 200 and r.header("connection") != "close", r
+    idle = lib.RawConn("127.0.0.1", port, timeout=10)
+    idle.send(b"GET /bytes/5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert idle.read_response().status == 200
 
     p.signal(signal.SIGTERM)
     lib.wait_until(lambda: get(port, "/ready").status == 503, 10, what="readiness 503")
@@ -76,17 +81,17 @@ def test_shutdown_delay_serves_while_not_ready(tmp_path, start_backend, start_po
         (503, b"not ready: stopping\n", "no-store"), r
     # still serving, as before: a proxied request on a new connection, HTTP/1.1 and HTTP/2
     r = get(port, "/bytes/100")
-    assert r.status == 200 and len(r.body) == 100 and r.header("Connection") != "close", r
+    assert r.status == 200 and len(r.body) == 100 and r.header("Connection") == "close", r
     r = get(port, "/bytes/100", "--http2-prior-knowledge")
     assert r.status == 200 and len(r.body) == 100, r
     assert get(port, "/alive").status == 200
-    # the keep-alive connection from before the signal is kept
-    early.send(b"GET /bytes/7 HTTP/1.1\r\nHost: x\r\n\r\n")
-    r = early.read_response()
-    assert r.status == 200 and r.header("connection") != "close", r
+    # a keep-alive connection from before the signal gets its next response, which says
+    # Connection: close, and is closed after it: the client's next request goes to a new one
     early.send(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
     r = early.read_response()
-    assert (r.status, r.body) == (503, b"not ready: stopping\n"), r
+    assert (r.status, r.body, r.header("connection")) == \
+        (503, b"not ready: stopping\n", "close"), r
+    assert early.is_closed(10)
     assert p.proc.poll() is None
     log = p.read(p.error_log)
     assert "Terminated: not ready; still serving for shutdown_delay 600000ms, then stopping " \
@@ -102,8 +107,9 @@ def test_shutdown_delay_serves_while_not_ready(tmp_path, start_backend, start_po
     assert get(port, "/bytes/3").status == 200
 
     # a second SIGTERM: the drain starts at once
+    assert not idle.is_closed(0.2)  # idle all along: the delay leaves it alone
     p.signal(signal.SIGTERM)
-    assert early.is_closed(10)   # an idle keep-alive connection is closed by the drain
+    assert idle.is_closed(10)    # an idle keep-alive connection is closed by the drain
     assert p.wait_exit(15) == 0
     log = p.read(p.error_log)
     assert "Terminated again during shutdown_delay: stopping gracefully now " \
@@ -111,6 +117,7 @@ def test_shutdown_delay_serves_while_not_ready(tmp_path, start_backend, start_po
     assert "shutdown_delay over" not in log
     assert log.rstrip().endswith("stopped"), log
     early.close()
+    idle.close()
 
 
 def test_shutdown_delay_ends_by_itself(tmp_path, start_backend, start_portico):

@@ -182,3 +182,16 @@ def test_h1_h1_end_to_end_headers_kept(proxy):
     assert values(hs, "cookie") == ["a=1"]
     assert values(hs, "authorization") == ["Bearer t"]
     assert values(hs, "user-agent") == ["agent/1.0"]
+
+
+@pytest.mark.parametrize("hlen", [199, 200])
+def test_h1_h1_forwarded_host_bound(proxy, hlen):
+    """Forwarded quotes the Host the client sent, joined with X-Forwarded-Host's copy; a Host of
+    200 bytes or more is left out of Forwarded (the quotes stay), not of X-Forwarded-Host."""
+    host = "h" * (hlen - 5) + ".test"
+    r, hs = backend_headers(proxy.url("/headers"), "-H", "Host: " + host)
+    want = host if hlen < 200 else ""
+    assert values(hs, "forwarded") == ['for=127.0.0.1;proto=http;host="%s"' % want], hs
+    assert values(hs, "x-forwarded-host") == [host], hs
+    assert values(hs, "x-forwarded-for") == ["127.0.0.1"], hs
+    assert values(hs, "x-forwarded-proto") == ["http"], hs

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/arena.h"
 #include "core/buf.h"
 #include "core/common.h"
 
@@ -58,6 +59,96 @@ assert_chain_data(const struct pt_chain *ch, const void *expect, size_t len)
         off += iov[i].iov_len;
     }
     assert_int_equal(off, len);
+}
+
+/* pt_chain_write: a run of pattern bytes [off, off + len) */
+struct wrun {
+    size_t off, len;
+    unsigned sized, written;
+};
+
+static size_t
+wrun_fn(void *arg, char *out)
+{
+    struct wrun *r = arg;
+
+    if (out == NULL)
+        r->sized++;
+    else
+        r->written++;
+    return pt_put(out, 0, pattern + r->off, r->len);
+}
+
+/* A run goes whole into the tail chunk when it fits, else whole into a new chunk (never split
+ * over two), and one larger than a chunk is copied across chunks; the data is always the same as
+ * pt_chain_append would have queued. */
+static void
+test_buf_write_runs(void **state)
+{
+    struct pt_chunk_pool p;
+    struct pt_chain ch;
+    struct wrun r = {0, 100, 0, 0};
+
+    pt_chunk_pool_init(&p, 16);
+    pt_chain_init(&ch);
+    assert_int_equal(pt_chain_write(&p, &ch, wrun_fn, &r), PT_OK);
+    assert_int_equal(r.sized, 1);
+    assert_int_equal(r.written, 1);
+    assert_chain_data(&ch, pattern, 100);
+    assert_int_equal(chain_chunks(&ch), 1);
+    /* fits behind the first run */
+    r = (struct wrun){100, PT_CHUNK_SIZE - 200, 0, 0};
+    assert_int_equal(pt_chain_write(&p, &ch, wrun_fn, &r), PT_OK);
+    assert_chain_data(&ch, pattern, PT_CHUNK_SIZE - 100);
+    assert_int_equal(chain_chunks(&ch), 1);
+    /* 100 bytes left in the tail: a run of 101 starts a new chunk */
+    r = (struct wrun){PT_CHUNK_SIZE - 100, 101, 0, 0};
+    assert_int_equal(pt_chain_write(&p, &ch, wrun_fn, &r), PT_OK);
+    assert_int_equal(chain_chunks(&ch), 2);
+    assert_int_equal(ch.head->wpos, PT_CHUNK_SIZE - 100);
+    assert_chain_data(&ch, pattern, PT_CHUNK_SIZE + 1);
+    /* an empty run changes nothing */
+    r = (struct wrun){0, 0, 0, 0};
+    assert_int_equal(pt_chain_write(&p, &ch, wrun_fn, &r), PT_OK);
+    assert_int_equal(r.written, 0);
+    assert_chain_data(&ch, pattern, PT_CHUNK_SIZE + 1);
+    /* larger than a chunk */
+    r = (struct wrun){PT_CHUNK_SIZE + 1, 2 * PT_CHUNK_SIZE + 5, 0, 0};
+    assert_int_equal(pt_chain_write(&p, &ch, wrun_fn, &r), PT_OK);
+    assert_int_equal(r.written, 1);
+    assert_chain_data(&ch, pattern, 3 * PT_CHUNK_SIZE + 6);
+    pt_chain_free(&p, &ch);
+    assert_int_equal(p.allocated, 0);
+    pt_chunk_pool_fini(&p);
+}
+
+/* pt_arena_reset keeps the newest block (reused by the next allocation, no malloc) when it is
+ * at most max bytes, frees the older ones, and frees all when the newest is larger. */
+static void
+test_arena_reset(void **state)
+{
+    struct pt_arena a;
+    char *p1, *p2, *q;
+
+    pt_arena_init(&a, 64);
+    assert_non_null(pt_arena_alloc(&a, 40));   /* block of 64 */
+    p1 = pt_arena_alloc(&a, 100);               /* newer block of 128 */
+    assert_non_null(p1);
+    memset(p1, 'x', 100);
+    assert_true(a.total > 0);
+    assert_true(pt_arena_reset(&a, 1024));
+    assert_int_equal(a.total, 0);
+    assert_non_null(a.head);
+    p2 = pt_arena_alloc(&a, 100); /* the kept block, from its start */
+    assert_ptr_equal(p2, p1);
+    q = pt_arena_alloc(&a, 16); /* still room in it */
+    assert_ptr_equal(q, p1 + 112);
+    assert_false(pt_arena_reset(&a, 64)); /* its block is 128 bytes: freed */
+    assert_null(a.head);
+    assert_int_equal(a.total, 0);
+    assert_non_null(pt_arena_alloc(&a, 10)); /* usable again */
+    assert_false(pt_arena_reset(&(struct pt_arena){0}, 1024)); /* nothing to keep */
+    pt_arena_free(&a);
 }
 
 static void
@@ -492,6 +583,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_pool_get_put),
         cmocka_unit_test(test_buf_append_within_chunk),
+        cmocka_unit_test(test_buf_write_runs),
+        cmocka_unit_test(test_arena_reset),
         cmocka_unit_test(test_buf_append_across_chunks),
         cmocka_unit_test(test_buf_printf),
         cmocka_unit_test(test_buf_consume_partial),

@@ -49,6 +49,49 @@ test_field_value_bytes(void **state)
     assert_true(pt_h1_field_value_ok("ok\x01", 2));
 }
 
+/* The word-at-a-time check against the byte rule it stands for: every byte value at every
+ * offset of values of every length up to 40 (so in each lane of a word and in the tail), and
+ * random values mixing bytes around the bounds (0x1f 0x20 0x7e 0x7f 0x80 0xff, HTAB). */
+static bool
+value_ok_bytewise(const unsigned char *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f)
+            return false;
+    return true;
+}
+
+static void
+test_field_value_words(void **state)
+{
+    static const unsigned char edge[] = {0x00, 0x09, 0x0a, 0x1f, 0x20, 0x21, 'a', 0x7e,
+                                         0x7f, 0x80, 0x81, 0xa0, 0xfe, 0xff};
+    unsigned char v[48];
+    unsigned seed = 7;
+
+    for (size_t n = 1; n <= 40; n++)
+        for (size_t pos = 0; pos < n; pos++)
+            for (unsigned b = 0; b < 256; b++) {
+                memset(v, 'x', n);
+                v[pos] = (unsigned char)b;
+                if (pt_h1_field_value_ok((const char *)v, n) != value_ok_bytewise(v, n))
+                    fail_msg("length %zu, byte %u at %zu", n, b, pos);
+            }
+    for (int r = 0; r < 200000; r++) {
+        size_t n;
+
+        seed = seed * 1103515245u + 12345u;
+        n = (seed >> 16) % 41;
+        for (size_t i = 0; i < n; i++) {
+            seed = seed * 1103515245u + 12345u;
+            /* mostly fine bytes, now and then an edge one */
+            v[i] = (seed >> 16) % 8 == 0 ? edge[(seed >> 20) % sizeof(edge)]
+                                         : (unsigned char)(0x20 + (seed >> 20) % 0x5f);
+        }
+        assert_int_equal(pt_h1_field_value_ok((const char *)v, n), value_ok_bytewise(v, n));
+    }
+}
+
 /* a header list from "Name: value" strings (NULL-terminated), in arena a */
 static void
 fields(struct pt_arena *a, struct pt_hdrs *h, const char *const *f)
@@ -184,6 +227,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_field_value_bytes),
+        cmocka_unit_test(test_field_value_words),
         cmocka_unit_test(test_host_exactly_one),
         cmocka_unit_test(test_absolute_form),
         cmocka_unit_test(test_unknown_method_status),

@@ -265,6 +265,52 @@ test_lines_match_the_bytewise_rule(void **state)
     }
 }
 
+/* The same on longer heads of every byte value with CR and LF sparse, so that runs of eight
+ * bytes without either (the word-at-a-time scan) sit before, between and after them, next to
+ * bytes that differ from CR or LF by one bit or by the borrow of the zero-byte test (0x0c 0x0e
+ * 0x0b 0x09 0x8d 0x8a 0x00 0x01 0xff). */
+static void
+test_lines_words_match_the_bytewise_rule(void **state)
+{
+    static const unsigned char near[] = {0x0c, 0x0e, 0x0b, 0x09, 0x8d, 0x8a, 0x00,
+                                         0x01, 0xff, 0x2d, 0x20, 0x1d, 0x1a};
+    unsigned seed = 4242;
+    char buf[128];
+
+    (void)state;
+    for (unsigned round = 0; round < 200000; round++) {
+        size_t n, at = 0;
+        struct pt_h1_lines l = {0};
+        const char *why;
+        int rc = PT_OK;
+
+        seed = seed * 1103515245u + 12345u;
+        n = (seed >> 16) % sizeof(buf);
+        for (size_t i = 0; i < n; i++) {
+            unsigned r;
+
+            seed = seed * 1103515245u + 12345u;
+            r = (seed >> 16) % 64;
+            buf[i] = r < 3   ? '\r'
+                     : r < 5 ? '\n'
+                     : r < 20 ? (char)near[(seed >> 22) % sizeof(near)]
+                              : (char)((seed >> 22) & 0xff);
+            /* a CR mostly followed by LF, so that lines go on past it */
+            if (buf[i] == '\r' && i + 1 < n && (seed >> 30) != 0)
+                buf[++i] = '\n';
+        }
+        while (at < n && rc == PT_OK) {
+            size_t k;
+
+            seed = seed * 1103515245u + 12345u;
+            k = (seed >> 16) % 4 == 0 ? 1 + (seed >> 18) % (n - at) : n - at;
+            rc = pt_h1_lines_check(&l, buf + at, k, &why);
+            at += k;
+        }
+        assert_int_equal(rc == PT_OK, lines_reference(buf, n) == 0);
+    }
+}
+
 /* pt_h1_request_framing on a header list given as "Name: value" strings (NULL-terminated);
  * returns the status (0: accepted) and leaves chunked and cl. */
 static unsigned
@@ -386,6 +432,7 @@ main(void)
         cmocka_unit_test(test_lines),
         cmocka_unit_test(test_framing_accepted),
         cmocka_unit_test(test_lines_match_the_bytewise_rule),
+        cmocka_unit_test(test_lines_words_match_the_bytewise_rule),
         cmocka_unit_test(test_framing_transfer_encoding),
         cmocka_unit_test(test_framing_content_length),
     };

@@ -9,7 +9,9 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <ctype.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/arena.h"
 #include "core/common.h"
@@ -120,6 +122,103 @@ test_hdr_token(void **state)
     /* the length bounds the name: "Host" inside a longer buffer */
     assert_int_equal(pt_hdr_token("Hostname", 4), PT_H_HOST);
     assert_int_equal(pt_hdr_token("Host", 3), PT_H_OTHER);
+}
+
+/* The name -> token mapping the switch in pt_hdr_token replaced: a scan with strncasecmp. */
+static const struct {
+    const char *name;
+    enum pt_hdr_tok tok;
+} ref_known[] = {
+    {"connection", PT_H_CONNECTION},
+    {"keep-alive", PT_H_KEEP_ALIVE},
+    {"te", PT_H_TE},
+    {"trailer", PT_H_TRAILER},
+    {"transfer-encoding", PT_H_TRANSFER_ENCODING},
+    {"upgrade", PT_H_UPGRADE},
+    {"proxy-connection", PT_H_PROXY_CONNECTION},
+    {"content-length", PT_H_CONTENT_LENGTH},
+    {"host", PT_H_HOST},
+    {"expect", PT_H_EXPECT},
+    {"x-forwarded-for", PT_H_X_FORWARDED_FOR},
+    {"x-forwarded-proto", PT_H_X_FORWARDED_PROTO},
+    {"x-forwarded-host", PT_H_X_FORWARDED_HOST},
+    {"forwarded", PT_H_FORWARDED},
+    {"via", PT_H_VIA},
+    {"user-agent", PT_H_USER_AGENT},
+    {"referer", PT_H_REFERER},
+    {"content-type", PT_H_CONTENT_TYPE},
+    {"x-request-id", PT_H_X_REQUEST_ID},
+    {"traceparent", PT_H_TRACEPARENT},
+    {"tracestate", PT_H_TRACESTATE},
+};
+
+static enum pt_hdr_tok
+ref_token(const char *name, size_t len)
+{
+    for (size_t i = 0; i < PT_ARRAY_LEN(ref_known); i++)
+        if (strlen(ref_known[i].name) == len && strncasecmp(ref_known[i].name, name, len) == 0)
+            return ref_known[i].tok;
+    return PT_H_OTHER;
+}
+
+/* pt_hdr_token agrees with strncasecmp on every known name with every byte at every position
+ * replaced by each of the 256 values (case variants, NUL, high bytes, near misses), and on
+ * random mixed-case spellings and random names of every length up to 20. */
+static void
+test_hdr_token_vs_strcasecmp(void **state)
+{
+    char buf[32];
+    unsigned seed = 12345;
+
+    assert_int_equal(PT_ARRAY_LEN(ref_known), PT_H__COUNT - 1);
+    /* pt_hdr_tok_name is the lower-case name of each token */
+    assert_null(pt_hdr_tok_name(PT_H_OTHER));
+    for (size_t k = 0; k < PT_ARRAY_LEN(ref_known); k++) {
+        assert_string_equal(pt_hdr_tok_name(ref_known[k].tok), ref_known[k].name);
+        /* pt_hdr_token's comparison relies on known names being lower-case letters and '-' */
+        assert_int_equal(strspn(ref_known[k].name, "abcdefghijklmnopqrstuvwxyz-"),
+                         strlen(ref_known[k].name));
+        /* and so a name with a known token is a token (the codecs check only the others) */
+        assert_true(pt_http_is_token(ref_known[k].name, strlen(ref_known[k].name)));
+    }
+    for (size_t k = 0; k < PT_ARRAY_LEN(ref_known); k++) {
+        size_t len = strlen(ref_known[k].name);
+
+        memcpy(buf, ref_known[k].name, len);
+        assert_int_equal(pt_hdr_token(buf, len), ref_known[k].tok);
+        for (size_t pos = 0; pos < len; pos++) {
+            for (unsigned b = 0; b < 256; b++) {
+                buf[pos] = (char)b;
+                if (pt_hdr_token(buf, len) != PT_H_OTHER && !pt_http_is_token(buf, len))
+                    fail_msg("\"%s\" with byte %zu = %u: a known token for a non-token",
+                             ref_known[k].name, pos, b);
+                if (pt_hdr_token(buf, len) != ref_token(buf, len))
+                    fail_msg("\"%s\" with byte %zu = %u: %d, strncasecmp says %d",
+                             ref_known[k].name, pos, b, (int)pt_hdr_token(buf, len),
+                             (int)ref_token(buf, len));
+            }
+            buf[pos] = ref_known[k].name[pos];
+        }
+        for (int r = 0; r < 200; r++) {
+            for (size_t pos = 0; pos < len; pos++) {
+                seed = seed * 1103515245u + 12345u;
+                buf[pos] = (seed >> 16) & 1 ? (char)toupper((unsigned char)ref_known[k].name[pos])
+                                           : ref_known[k].name[pos];
+            }
+            assert_int_equal(pt_hdr_token(buf, len), ref_known[k].tok);
+        }
+    }
+    for (int r = 0; r < 100000; r++) {
+        size_t len;
+
+        seed = seed * 1103515245u + 12345u;
+        len = (seed >> 16) % 21;
+        for (size_t pos = 0; pos < len; pos++) {
+            seed = seed * 1103515245u + 12345u;
+            buf[pos] = "teTEhostHOST-xXvia"[(seed >> 16) % 18];
+        }
+        assert_int_equal(pt_hdr_token(buf, len), ref_token(buf, len));
+    }
 }
 
 static void
@@ -355,9 +454,11 @@ test_is_token(void **state)
     assert_true(token("GET"));
     assert_true(token(tchars));
     assert_false(token(""));
-    for (unsigned ch = 1; ch < 256; ch++) {
+    /* every byte, NUL included, against the predicate the table replaced */
+    for (unsigned ch = 0; ch < 256; ch++) {
         bool is = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-                  (ch >= 'A' && ch <= 'Z') || (ch < 128 && strchr("!#$%&'*+-.^_`|~", (int)ch));
+                  (ch >= 'A' && ch <= 'Z') ||
+                  (ch != 0 && ch < 128 && strchr("!#$%&'*+-.^_`|~", (int)ch));
 
         one[0] = (char)ch;
         assert_int_equal(pt_http_is_token(one, 1), is);
@@ -368,6 +469,93 @@ test_is_token(void **state)
     assert_false(token("a b"));
     assert_false(token("caf\xc3\xa9"));
     assert_false(pt_http_is_token("a\0b", 3));
+}
+
+/* Every byte as a one-byte host against the reg-name character predicate the table replaced
+ * (':' '%' '[' are not reg-name characters either way). */
+static void
+test_authority_host_bytes(void **state)
+{
+    for (unsigned ch = 0; ch < 256; ch++) {
+        char s[1] = {(char)ch};
+        size_t hl = 999;
+        bool old = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+                   (ch >= 'A' && ch <= 'Z') ||
+                   (ch != '\0' && ch < 128 && strchr("-._~!$&'()*+,;=", (int)ch) != NULL);
+
+        if (pt_http_valid_authority(s, 1, &hl) != old)
+            fail_msg("byte %u: %d, expected %d", ch, !old, old);
+    }
+}
+
+/* Names listed in Connection are marked by token when known and by name among the unknown ones:
+ * on random lists of mixed-case known names, unknown names and near misses, the marks are the
+ * ones the name-by-name strncasecmp comparison gave. */
+static void
+test_hop_by_hop_connection_tokens_vs_names(void **state)
+{
+    static const char *const pool[] = {
+        "Keep-Alive", "keep-alive", "KEEP-ALIVE", "X-Foo",  "x-foo",      "X-Fooo",
+        "Host",       "host",       "Hos",       "Via",    "VIA",        "Content-Type",
+        "content-typf", "User-Agent", "x-request-id", "X-Request-Id", "Foo-Bar", "foo-bar",
+        "Trailer",    "Cookie",     "cookie",     "TE",     "tf",         "Forwarded",
+    };
+    unsigned seed = 99;
+
+    for (int round = 0; round < 3000; round++) {
+        struct pt_arena a;
+        struct pt_hdrs h = {0};
+        char conn[256];
+        size_t cl = 0;
+        unsigned n, k;
+        bool want[16];
+
+        pt_arena_init(&a, 1024);
+        seed = seed * 1103515245u + 12345u;
+        n = 1 + (seed >> 16) % 12;
+        seed = seed * 1103515245u + 12345u;
+        k = 1 + (seed >> 16) % 4;
+        for (unsigned j = 0; j < k; j++) {
+            const char *nm;
+
+            seed = seed * 1103515245u + 12345u;
+            nm = pool[(seed >> 16) % PT_ARRAY_LEN(pool)];
+            cl += (size_t)snprintf(conn + cl, sizeof(conn) - cl, "%s%s", j ? " , " : "", nm);
+        }
+        assert_int_equal(pt_hdrs_add(&a, &h, "Connection", 10, conn, cl), PT_OK);
+        for (unsigned i = 0; i < n; i++) {
+            const char *nm;
+
+            seed = seed * 1103515245u + 12345u;
+            nm = pool[(seed >> 16) % PT_ARRAY_LEN(pool)];
+            assert_int_equal(pt_hdrs_add(&a, &h, nm, strlen(nm), "v", 1), PT_OK);
+        }
+        /* the expectation, name by name */
+        for (unsigned i = 0; i < h.n; i++) {
+            const struct pt_hdr *e = &h.v[i];
+
+            want[i] = e->tok == PT_H_CONNECTION || e->tok == PT_H_KEEP_ALIVE ||
+                      e->tok == PT_H_TE || e->tok == PT_H_TRAILER ||
+                      e->tok == PT_H_TRANSFER_ENCODING || e->tok == PT_H_PROXY_CONNECTION ||
+                      e->tok == PT_H_UPGRADE;
+            for (const char *p = conn; *p != '\0';) {
+                size_t l;
+
+                while (*p == ' ' || *p == ',')
+                    p++;
+                l = strcspn(p, " ,");
+                if (l > 0 && l == e->nlen && strncasecmp(p, e->name, l) == 0)
+                    want[i] = true;
+                p += l;
+            }
+        }
+        pt_hdrs_mark_hop_by_hop(&h, false);
+        for (unsigned i = 0; i < h.n; i++)
+            if (h.v[i].skip != want[i])
+                fail_msg("round %d: \"%.*s\" with Connection: %s: skip %d, expected %d", round,
+                         (int)h.v[i].nlen, h.v[i].name, conn, h.v[i].skip, want[i]);
+        pt_arena_free(&a);
+    }
 }
 
 /* RFC 9110 section 7.2, RFC 3986 section 3.2: Host and :authority */
@@ -431,6 +619,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hdr_token),
+        cmocka_unit_test(test_hdr_token_vs_strcasecmp),
         T(test_hdrs_add_find),
         T(test_hdrs_add_grows),
         cmocka_unit_test(test_hdr_list_has),
@@ -442,6 +631,8 @@ main(void)
         T(test_hop_by_hop_none),
         cmocka_unit_test(test_is_token),
         cmocka_unit_test(test_valid_authority),
+        cmocka_unit_test(test_authority_host_bytes),
+        cmocka_unit_test(test_hop_by_hop_connection_tokens_vs_names),
     };
 
     return cmocka_run_group_tests_name("headers", tests, NULL, NULL);

@@ -43,6 +43,22 @@ test_request_id_form_and_unique(void **state)
         assert_int_equal(strlen(ids[i]), 32);
         assert_int_equal(strspn(ids[i], "0123456789abcdef"), 32);
     }
+    /* the digits are the two 64-bit mixes of seed and number, most significant first (values
+     * computed apart from portico); an all-zero ID becomes ...01 */
+    {
+        static struct pt_worker w;
+        char id[33];
+
+        w.seed[0] = 5;
+        w.seed[1] = 9;
+        pt_request_id_make(&w, 7, id);
+        assert_string_equal(id, "fc4de41f1bcc1b21a553b8a65aacb8cc");
+        w.seed[0] = w.seed[1] = 0;
+        pt_request_id_make(&w, 1, id);
+        assert_string_equal(id, "e220a8397b1dcdafe220a8397b1dcdaf");
+        pt_request_id_make(&w, 0, id);
+        assert_string_equal(id, "00000000000000000000000000000001");
+    }
     /* consecutive numbers give unrelated IDs, and none repeats within or across workers */
     assert_int_not_equal(memcmp(ids[0], ids[2], 16), 0);
     qsort(ids, n, sizeof(ids[0]), cmp_id);
