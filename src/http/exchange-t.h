@@ -38,6 +38,16 @@ struct pt_fe_ops {
     /* Response payload as a whole chunk ([rpos, wpos)), taken over without a copy; the caller
      * never touches it again. Same returns as send_head. */
     int (*send_chunk)(struct pt_exchange *x, struct pt_chunk *c);
+    /* Response payload without a copy through user space (splice): PT_OK with *pipe_fd, the
+     * write end of a pipe the frontend drains to its socket in order, and *room, the bytes it
+     * may take now (> 0); PT_AGAIN when its output is over the cap (resume follows); PT_ERR;
+     * PT_DECLINED when it cannot take spliced bytes now (TLS, chunk framing, output queued in
+     * chunks), and the caller reads as usual. NULL where never possible (h2, filters). */
+    int (*splice_room)(struct pt_exchange *x, int *pipe_fd, size_t *room);
+    /* n payload bytes went into that pipe: same returns as send_body. With n 0, a splice into
+     * the pipe would have blocked: PT_DECLINED when the pipe was empty (so the source is), PT_OK
+     * when writing it out emptied it (try again), PT_AGAIN when it stays full, or PT_ERR. */
+    int (*send_spliced)(struct pt_exchange *x, size_t n);
     /* End of response; trailers in x->resp_trailers. */
     int (*send_end)(struct pt_exchange *x);
     /* A 1xx interim response (status in x->interim_status, headers in x->resp). */

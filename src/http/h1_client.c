@@ -5,6 +5,7 @@
  * idle means EOF or stray bytes, so the connection is evicted at once and reuse needs no probe
  * syscall. */
 #include <errno.h>
+#include <fcntl.h>
 #include <llhttp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -94,13 +95,17 @@ struct pt_bconn {
     uint8_t pp[PT_PP_OUT_MAX];
 };
 
+/* Response bytes one read wakeup may move before it yields to other connections (fairness,
+ * docs/architecture.md "Body relay"); memory is bounded by the frontend's output cap. */
+#define READ_BUDGET (256 * 1024)
+
 static llhttp_settings_t settings;
 static const struct pt_be_ops h1_be_ops;
 static const struct pt_pool_ops h1_pool_ops;
 
 static void bconn_close(struct pt_bconn *b);
 static void bconn_write(struct pt_bconn *b);
-static void bconn_parse(struct pt_bconn *b);
+static bool bconn_parse(struct pt_bconn *b);
 static void tls_step(struct pt_bconn *b);
 static void start_request(struct pt_bconn *b);
 
@@ -751,7 +756,10 @@ send_parsed_head(struct pt_bconn *b)
     return PT_OK;
 }
 
-static void
+/* Parses what `in` holds. True while the response goes on (b active, its exchange attached):
+ * then the caller reads on, and parse_end applies the pause, the timer and the flush once per
+ * wakeup, not once per chunk. */
+static bool
 bconn_parse(struct pt_bconn *b)
 {
     bool kick = false; /* after a pause, one execute even without bytes: llhttp finishes a
@@ -775,7 +783,7 @@ bconn_parse(struct pt_bconn *b)
 
                 snprintf(what, sizeof(what), "invalid response: %s", why);
                 bconn_fail(b, PT_BF_PROTOCOL, what, 0);
-                return;
+                return false;
             }
         }
         b->in_given = 0;
@@ -793,11 +801,11 @@ bconn_parse(struct pt_bconn *b)
                 b->head_send = 0;
                 snprintf(what, sizeof(what), "invalid response: %s", why);
                 bconn_fail(b, PT_BF_PROTOCOL, what, 0);
-                return;
+                return false;
             }
         }
         if ((e == HPE_OK || e == HPE_PAUSED) && b->head_send != 0 && send_parsed_head(b) != PT_OK)
-            return;
+            return false;
         if (b->in_given) {
             /* the frontend owns the chunk now; the span ended where the data did */
             b->in = NULL;
@@ -815,7 +823,7 @@ bconn_parse(struct pt_bconn *b)
             kick = true;
             if (b->upgraded) {
                 bconn_tunnel(b);
-                return;
+                return false;
             }
         } else if (b->retry_status) {
             struct pt_exchange *x = b->x;
@@ -826,7 +834,7 @@ bconn_parse(struct pt_bconn *b)
             x->be_ctx = NULL;
             bconn_close(b);
             pt_proxy_retry_status(x);
-            return;
+            return false;
         } else {
             char what[200];
 
@@ -838,24 +846,102 @@ bconn_parse(struct pt_bconn *b)
                 snprintf(what, sizeof(what), "invalid response: %s (%s)", llhttp_errno_name(e),
                          llhttp_get_error_reason(&b->parser));
             bconn_fail(b, PT_BF_PROTOCOL, what, 0);
-            return;
+            return false;
         }
     }
     if (b->closing)
-        return;
+        return false;
     if (b->resp_done) {
         bconn_response_done(b);
-        return;
+        return false;
     }
     if (b->in != NULL && b->in->rpos == b->in->wpos) {
         pt_chunk_put(&b->w->chunks, b->in);
         b->in = NULL;
     }
+    return b->x != NULL;
+}
+
+/* The end of a wakeup that read: stop reading while the frontend is full, arm the timer of
+ * what the connection now waits for, write out what the frontend queued. */
+static void
+parse_end(struct pt_bconn *b)
+{
     if (b->paused)
         set_reading(b, 0);
     update_timer(b);
     if (b->x != NULL)
         b->x->fe->flush(b->x);
+}
+
+/* Whether the next body bytes may be spliced: a cleartext backend, a Content-Length body
+ * with more than one byte left (the last byte goes through llhttp, which then completes the
+ * message), nothing read and not yet parsed, and a frontend that can take spliced bytes. */
+static bool
+can_splice(const struct pt_bconn *b)
+{
+    const llhttp_t *p = &b->parser;
+
+    return b->ssl == NULL && b->in == NULL && b->x != NULL && b->x->fe->splice_room != NULL &&
+           b->resp_started && !b->in_head && b->head_send == 0 && !b->interim &&
+           !b->resp_done && !b->retry_status && !b->upgraded && !b->paused &&
+           (p->flags & F_CONTENT_LENGTH) && !(p->flags & (F_CHUNKED | F_SKIPBODY)) &&
+           p->content_length > 1;
+}
+
+/* Moves body bytes from the backend socket into the frontend's pipe (the kernel moves the
+ * pages; no copy into or out of user space). PT_OK: *n bytes moved, *want asked; PT_AGAIN:
+ * the socket is empty or the frontend is full (b->paused); PT_DECLINED: read a chunk instead;
+ * PT_DONE: b failed or was detached, the caller returns. */
+static int
+splice_body(struct pt_bconn *b, size_t *want, ssize_t *n)
+{
+    struct pt_exchange *x = b->x;
+    int pipe_fd = -1;
+    size_t room = 0;
+    int rc = x->fe->splice_room(x, &pipe_fd, &room);
+
+    if (rc == PT_AGAIN) {
+        b->paused = 1;
+        return PT_AGAIN;
+    }
+    if (rc == PT_ERR)
+        return PT_DECLINED; /* the frontend is closing: the usual path notices */
+    if (rc != PT_OK)
+        return PT_DECLINED;
+    *want = room < b->parser.content_length - 1 ? room : (size_t)b->parser.content_length - 1;
+    *n = splice(b->fd, NULL, pipe_fd, NULL, *want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (*n < 0 && errno == EAGAIN) {
+        /* an empty socket, or a pipe without free slots: the frontend tells which */
+        rc = x->fe->send_spliced(x, 0);
+        if (b->closing || b->x == NULL)
+            return PT_DONE;
+        if (rc == PT_AGAIN)
+            b->paused = 1;
+        if (rc == PT_OK) {
+            *n = 0; /* the pipe was drained: splice again */
+            return PT_OK;
+        }
+        return rc == PT_ERR ? PT_DECLINED : PT_AGAIN;
+    }
+    if (*n <= 0)
+        return PT_DECLINED; /* EOF or an error: the read path reports it */
+    /* llhttp counts the body down in content_length: these bytes bypassed it */
+    b->parser.content_length -= (uint64_t)*n;
+    rc = x->fe->send_spliced(x, (size_t)*n);
+    if (b->closing || b->x == NULL)
+        return PT_DONE;
+    if (rc == PT_ERR)
+        return PT_DECLINED; /* the read path meets the same answer and handles it as always */
+    if (rc == PT_AGAIN) {
+        b->paused = 1;
+        x->fe->flush(x); /* resumes us (be_resume) if it drained */
+        if (b->closing || b->x == NULL)
+            return PT_DONE;
+        if (b->paused)
+            return PT_AGAIN;
+    }
+    return PT_OK;
 }
 
 static void
@@ -884,50 +970,96 @@ on_readable(struct ev_loop *loop, ev_io *io, int revents)
         bconn_close(b);
         return;
     }
-    if (b->in == NULL) {
-        b->in = pt_chunk_get(&b->w->chunks);
-        if (b->in == NULL) {
-            bconn_fail(b, PT_BF_RESET, "out of memory", 0);
-            return;
-        }
-    } else if (b->in->wpos == PT_CHUNK_SIZE) {
-        /* a chunk-size line waits for its end: make room after the bytes kept */
-        if (b->in->rpos == 0) {
-            bconn_fail(b, PT_BF_PROTOCOL, "invalid response: line too long", 0);
-            return;
-        }
-        memmove(b->in->data, b->in->data + b->in->rpos, b->in->wpos - b->in->rpos);
-        b->in->wpos -= b->in->rpos;
-        b->in->rpos = 0;
-    }
-    n = pt_io_read(b->fd, b->ssl, b->in->data + b->in->wpos, PT_CHUNK_SIZE - b->in->wpos);
-    if (n == PT_AGAIN)
-        return;
-    if (n < 0) {
-        bconn_fail(b, PT_BF_RESET, "read failed", errno);
-        return;
-    }
-    if (n == 0) {
-        /* EOF ends a close-delimited body (RFC 9112 section 6.3 item 8); anything else is a
-         * truncated response */
-        if (b->resp_started && b->x != NULL) {
-            llhttp_errno_t e = llhttp_finish(&b->parser);
+    for (size_t moved = 0;;) {
+        size_t want;
 
-            /* our on_message_complete pauses, so a complete message finishes as HPE_PAUSED */
-            if ((e == HPE_OK || e == HPE_PAUSED) && b->resp_done) {
-                bconn_response_done(b); /* llhttp_should_keep_alive is false after EOF */
+        if (can_splice(b)) {
+            int rc = splice_body(b, &want, &n);
+
+            if (rc == PT_DONE)
+                return; /* b failed or the frontend went away */
+            if (rc == PT_AGAIN)
+                break;
+            if (rc == PT_OK) {
+                /* a short splice may mean a full pipe, not an empty socket: go on until
+                 * EAGAIN says which */
+                moved += (size_t)n;
+                if (moved >= READ_BUDGET)
+                    break;
+                continue;
+            }
+            /* PT_DECLINED: read into a chunk */
+        }
+        if (b->in == NULL) {
+            b->in = pt_chunk_get(&b->w->chunks);
+            if (b->in == NULL) {
+                bconn_fail(b, PT_BF_RESET, "out of memory", 0);
                 return;
             }
+        } else if (b->in->wpos == PT_CHUNK_SIZE) {
+            /* a chunk-size line waits for its end: make room after the bytes kept */
+            if (b->in->rpos == 0) {
+                bconn_fail(b, PT_BF_PROTOCOL, "invalid response: line too long", 0);
+                return;
+            }
+            memmove(b->in->data, b->in->data + b->in->rpos, b->in->wpos - b->in->rpos);
+            b->in->wpos -= b->in->rpos;
+            b->in->rpos = 0;
         }
-        bconn_fail(b, PT_BF_RESET,
-                   b->resp_started ? "connection closed mid-response"
-                                   : "connection closed before the response",
-                   0);
-        return;
+        want = PT_CHUNK_SIZE - b->in->wpos;
+        n = pt_io_read(b->fd, b->ssl, b->in->data + b->in->wpos, want);
+        if (n == PT_AGAIN) {
+            if (b->in->wpos == 0) { /* no buffer held while waiting for the backend */
+                pt_chunk_put(&b->w->chunks, b->in);
+                b->in = NULL;
+            }
+            break;
+        }
+        if (n < 0) {
+            bconn_fail(b, PT_BF_RESET, "read failed", errno);
+            return;
+        }
+        if (n == 0) {
+            /* EOF ends a close-delimited body (RFC 9112 section 6.3 item 8); anything else is
+             * a truncated response */
+            if (b->resp_started && b->x != NULL) {
+                llhttp_errno_t e = llhttp_finish(&b->parser);
+
+                /* our on_message_complete pauses, so a complete message finishes as
+                 * HPE_PAUSED */
+                if ((e == HPE_OK || e == HPE_PAUSED) && b->resp_done) {
+                    bconn_response_done(b); /* llhttp_should_keep_alive is false after EOF */
+                    return;
+                }
+            }
+            bconn_fail(b, PT_BF_RESET,
+                       b->resp_started ? "connection closed mid-response"
+                                       : "connection closed before the response",
+                       0);
+            return;
+        }
+        b->resp_started = 1;
+        b->in->wpos += (uint32_t)n;
+        if (!bconn_parse(b))
+            return; /* closed, failed, or the response is complete */
+        /* Read on within this wakeup while the socket had more than a chunk's room: one
+         * epoll_wait per READ_BUDGET bytes instead of one per chunk. The frontend's output cap
+         * still bounds the memory: a full frontend is flushed here, and if that does not drain
+         * it, reading stops (parse_end) until the client reads. */
+        if (b->paused) {
+            b->x->fe->flush(b->x); /* resumes us (be_resume) if it drained */
+            if (b->closing || b->x == NULL)
+                return;
+            if (b->paused)
+                break;
+        }
+        moved += (size_t)n;
+        if ((size_t)n < want && (b->ssl == NULL || SSL_pending(b->ssl) == 0))
+            break; /* the socket is empty: no read that would only say EAGAIN */
+        if (moved >= READ_BUDGET)
+            break; /* let other connections run; level-triggered epoll comes back */
     }
-    b->resp_started = 1;
-    b->in->wpos += (uint32_t)n;
-    bconn_parse(b);
+    parse_end(b);
     if (!b->closing && b->reading && b->ssl != NULL && SSL_pending(b->ssl) > 0)
         ev_feed_event(b->w->loop, &b->rio, EV_READ);
 }

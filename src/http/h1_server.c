@@ -9,6 +9,7 @@
  * 9.3.2 requires responses in request order). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <llhttp.h>
 #include <pthread.h>
@@ -93,6 +94,7 @@ struct pt_h1_conn {
     unsigned resp_chunked : 1;
     unsigned out_full : 1;    /* told the backend to stop; resume it when drained */
     unsigned in_trailers : 1;
+    unsigned piped : 1;       /* pipe_r/pipe_w are open */
     unsigned handshaking : 1; /* TLS handshake in progress */
     unsigned hs_write : 1;    /* the handshake waits for the socket to drain: reads are off */
     struct pt_h1_chunk_guard chunk; /* chunk framing to check before llhttp goes on */
@@ -100,7 +102,12 @@ struct pt_h1_conn {
     unsigned requests;
     struct pt_chunk *in;
     struct pt_chain out;
-    uint64_t out_written; /* bytes of `out` written to the socket so far */
+    /* response body spliced from a cleartext backend (fe_splice_room): queued only while `out`
+     * is empty, so written before it; the pipe exists from the first spliced byte until the
+     * response is written out */
+    int pipe_r, pipe_w;
+    size_t pipe_bytes;
+    uint64_t out_written; /* bytes of `out` and the pipe written to the socket so far */
     uint64_t resp_start;  /* where the current response head starts, counted like out_written */
     llhttp_t *parser; /* only while a request is being parsed or answered (NULL when idle) */
     struct pt_exchange *x;
@@ -376,10 +383,53 @@ update_timer(struct pt_h1_conn *c, int progress)
 
 /* ---- output --------------------------------------------------------------------------- */
 
+/* Response bytes not yet written: in the splice pipe, then in chunks. */
+static size_t
+out_pending(const struct pt_h1_conn *c)
+{
+    return c->out.bytes + c->pipe_bytes;
+}
+
+static void
+pipe_close(struct pt_h1_conn *c)
+{
+    if (!c->piped)
+        return;
+    close(c->pipe_r);
+    close(c->pipe_w);
+    c->piped = 0;
+    c->pipe_bytes = 0;
+}
+
+/* Writes what the pipe holds: PT_OK once it is empty, PT_AGAIN, PT_ERR (errno set). */
+static int
+pipe_flush(struct pt_h1_conn *c)
+{
+    while (c->pipe_bytes > 0) {
+        ssize_t w = splice(c->pipe_r, NULL, c->fd, NULL, c->pipe_bytes,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EAGAIN)
+            return PT_AGAIN;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EPIPE;
+            return PT_ERR;
+        }
+        c->pipe_bytes -= (size_t)w;
+        c->out_written += (uint64_t)w;
+        pt_rate_add(&c->snd, &conn_http(c)->send_min_rate, pt_rate_usec(ev_now(c->w->loop)),
+                    (uint64_t)w);
+    }
+    return PT_OK;
+}
+
 static void
 maybe_close_after_output(struct pt_h1_conn *c)
 {
-    if (!c->close_after || c->out.bytes > 0 || c->closing)
+    if (!c->close_after || out_pending(c) > 0 || c->closing)
         return;
     if (c->x != NULL && !c->x->resp_complete)
         return;
@@ -406,33 +456,41 @@ static void
 flush(struct pt_h1_conn *c)
 {
     struct iovec iov[64];
+    ssize_t w = 0;
 
     if (c->closing)
         return;
-    while (c->out.bytes > 0) {
+    /* spliced bytes were queued while `out` was empty (fe_splice_room), so they go first */
+    if (c->pipe_bytes > 0)
+        w = pipe_flush(c);
+    while (w >= 0 && c->out.bytes > 0) {
         int n = pt_chain_iov(&c->out, iov, 64);
-        ssize_t w = pt_io_writev(c->fd, c->ssl, iov, n, &c->tls_retry);
 
-        if (w < 0) {
-            int e = errno;
-
-            if (w == PT_AGAIN) {
-                if (!ev_is_active(&c->wio)) {
-                    ev_io_start(c->w->loop, &c->wio);
-                    update_timer(c, 1);
-                }
-                return;
-            }
-            pt_log_debug("write to client %s failed: %s (c%llu)", peer_ip(c), strerror(e),
-                         (unsigned long long)c->id);
-            conn_close(c);
-            return;
-        }
+        w = pt_io_writev(c->fd, c->ssl, iov, n, &c->tls_retry);
+        if (w < 0)
+            break;
         pt_chain_consume(&c->w->chunks, &c->out, (size_t)w);
         c->out_written += (uint64_t)w;
         pt_rate_add(&c->snd, &conn_http(c)->send_min_rate, pt_rate_usec(ev_now(c->w->loop)),
                     (uint64_t)w);
     }
+    if (w < 0) {
+        int e = errno;
+
+        if (w == PT_AGAIN) {
+            if (!ev_is_active(&c->wio)) {
+                ev_io_start(c->w->loop, &c->wio);
+                update_timer(c, 1);
+            }
+            return;
+        }
+        pt_log_debug("write to client %s failed: %s (c%llu)", peer_ip(c), strerror(e),
+                     (unsigned long long)c->id);
+        conn_close(c);
+        return;
+    }
+    if (c->piped && (c->x == NULL || c->x->resp_complete))
+        pipe_close(c); /* the response is out: no pipe kept between responses */
     if (ev_is_active(&c->wio)) {
         ev_io_stop(c->w->loop, &c->wio);
         update_timer(c, 0);
@@ -454,7 +512,7 @@ static void
 on_write(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct pt_h1_conn *c = pt_container_of(io, struct pt_h1_conn, wio);
-    size_t before = c->out.bytes;
+    size_t before = out_pending(c);
 
     if (c->handshaking) {
         handshake(c);
@@ -462,7 +520,7 @@ on_write(struct ev_loop *loop, ev_io *io, int revents)
     }
 
     flush(c);
-    if (!c->closing && c->out.bytes < before && ev_is_active(&c->wio))
+    if (!c->closing && out_pending(c) < before && ev_is_active(&c->wio))
         update_timer(c, 1);
 }
 
@@ -471,7 +529,7 @@ out_status(struct pt_h1_conn *c)
 {
     if (c->closing)
         return PT_ERR;
-    if (c->out.bytes >= PT_OUT_CAP) {
+    if (out_pending(c) >= PT_OUT_CAP) {
         c->out_full = 1;
         return PT_AGAIN;
     }
@@ -646,6 +704,67 @@ fe_send_chunk(struct pt_exchange *x, struct pt_chunk *ch)
     return out_status(c);
 }
 
+static int
+fe_splice_room(struct pt_exchange *x, int *pipe_fd, size_t *room)
+{
+    struct pt_h1_conn *c = x->fe_ctx;
+
+    if (c->closing)
+        return PT_ERR;
+    /* spliced bytes go unframed and unencrypted, after everything queued */
+    if (c->ssl != NULL || c->resp_chunked || x->resp_no_body)
+        return PT_DECLINED;
+    if (c->out.bytes > 0) {
+        flush(c);
+        if (c->closing)
+            return PT_ERR;
+        if (c->out.bytes > 0)
+            return PT_DECLINED; /* a slow client: the body queues in chunks up to the cap */
+    }
+    if (out_pending(c) >= PT_OUT_CAP) {
+        c->out_full = 1;
+        return PT_AGAIN;
+    }
+    if (!c->piped) {
+        int p[2];
+
+        if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0)
+            return PT_DECLINED; /* out of descriptors: copy instead */
+        c->pipe_r = p[0];
+        c->pipe_w = p[1];
+        c->piped = 1;
+    }
+    *pipe_fd = c->pipe_w;
+    *room = PT_OUT_CAP - out_pending(c);
+    return PT_OK;
+}
+
+static int
+fe_send_spliced(struct pt_exchange *x, size_t n)
+{
+    struct pt_h1_conn *c = x->fe_ctx;
+
+    if (c->closing)
+        return PT_ERR;
+    if (n == 0) {
+        /* A splice into the pipe would block: the socket is empty, or the pipe's slots are
+         * full of partial pages. Drain it and say which. */
+        if (c->pipe_bytes == 0)
+            return PT_DECLINED;
+        flush(c);
+        if (c->closing)
+            return PT_ERR;
+        if (c->pipe_bytes > 0) {
+            c->out_full = 1;
+            return PT_AGAIN;
+        }
+        return PT_OK;
+    }
+    x->resp_body_bytes += n;
+    c->pipe_bytes += n;
+    return out_status(c);
+}
+
 static void exchange_maybe_done(struct pt_h1_conn *c);
 
 static int
@@ -783,6 +902,8 @@ static const struct pt_fe_ops h1_fe_ops = {
     .send_head = fe_send_head,
     .send_body = fe_send_body,
     .send_chunk = fe_send_chunk,
+    .splice_room = fe_splice_room,
+    .send_spliced = fe_send_spliced,
     .send_end = fe_send_end,
     .send_interim = fe_send_interim,
     .resume_body = fe_resume_body,
@@ -1644,6 +1765,7 @@ conn_close(struct pt_h1_conn *c)
         pt_chunk_put(&w->chunks, c->in);
     c->in = NULL;
     pt_chain_free(&w->chunks, &c->out);
+    pipe_close(c);
     pt_worker_conn_closed(w, &c->conn);
     pt_worker_reap(w, &c->reap);
 }
@@ -1723,7 +1845,7 @@ conn_drain(struct pt_conn *cn)
 {
     struct pt_h1_conn *c = pt_container_of(cn, struct pt_h1_conn, conn);
 
-    if (c->x == NULL && c->out.bytes == 0)
+    if (c->x == NULL && out_pending(c) == 0)
         conn_close(c);
     else
         c->close_after = 1;

@@ -1120,31 +1120,22 @@ static const struct pt_relay_end_ops h2_end_ops = {
     .close = end_close,
 };
 
-/* DATA source: copies from the stream's chain; defers when it is empty and not finished. */
+/* DATA source: how many bytes of the stream's chain the next frame carries; defers when it is
+ * empty and not finished. The payload is not copied here (NGHTTP2_DATA_FLAG_NO_COPY):
+ * send_data writes the frame straight from the chain into the connection output. */
 static ssize_t
 data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
           nghttp2_data_source *src, void *ud)
 {
     struct pt_h2_stream *st = src->ptr;
-    struct pt_h2_conn *c = st->c;
-    size_t n = 0;
+    size_t n;
 
     if (st->relay != NULL)
         return tunnel_read(st, buf, len, flags);
-    while (n < len && st->out.head != NULL) {
-        struct pt_chunk *ch = st->out.head;
-        size_t take = PT_MIN(len - n, (size_t)(ch->wpos - ch->rpos));
-
-        memcpy(buf + n, ch->data + ch->rpos, take);
-        n += take;
-        pt_chain_consume(&c->w->chunks, &st->out, take);
-    }
-    pt_rate_add(&st->snd, stream_send_rate(st), pt_rate_usec(ev_now(c->w->loop)), n);
-    if (st->out_full && st->out.bytes < PT_OUT_CAP / 2 && st->x != NULL && st->x->be != NULL) {
-        st->out_full = 0;
-        st->x->be->resume(st->x);
-    }
-    if (st->out.bytes == 0 && st->resp_eof) {
+    n = PT_MIN(len, st->out.bytes);
+    if (n > 0 || st->resp_eof)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (st->out.bytes == n && st->resp_eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         struct pt_exchange *x = st->x;
 
@@ -1157,6 +1148,44 @@ data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *fl
         return NGHTTP2_ERR_DEFERRED;
     }
     return (ssize_t)n;
+}
+
+/* A DATA frame data_read sized (NO_COPY): its header, then `length` payload bytes taken off
+ * the stream's chain, appended to the connection output in the order nghttp2 serialises. */
+static int
+send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+          nghttp2_data_source *src, void *ud)
+{
+    struct pt_h2_conn *c = ud;
+    struct pt_h2_stream *st = src->ptr;
+    struct pt_chunk_pool *p = &c->w->chunks;
+    size_t left = length;
+    int rc = pt_chain_append(p, &c->out, framehd, 9);
+
+    if (frame->data.padlen > 0) { /* we never ask for padding; written as the RFC says */
+        uint8_t pad[256] = {(uint8_t)(frame->data.padlen - 1)};
+
+        if (rc == PT_OK)
+            rc = pt_chain_append(p, &c->out, pad, 1);
+        if (rc == PT_OK && frame->data.padlen > 1)
+            rc = pt_chain_append(p, &c->out, pad + 1, frame->data.padlen - 1);
+    }
+    while (rc == PT_OK && left > 0 && st->out.head != NULL) {
+        struct pt_chunk *ch = st->out.head;
+        size_t take = PT_MIN(left, (size_t)(ch->wpos - ch->rpos));
+
+        rc = pt_chain_append(p, &c->out, ch->data + ch->rpos, take);
+        left -= take;
+        pt_chain_consume(p, &st->out, take);
+    }
+    if (rc != PT_OK || left > 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    pt_rate_add(&st->snd, stream_send_rate(st), pt_rate_usec(ev_now(c->w->loop)), length);
+    if (st->out_full && st->out.bytes < PT_OUT_CAP / 2 && st->x != NULL && st->x->be != NULL) {
+        st->out_full = 0;
+        st->x->be->resume(st->x);
+    }
+    return 0;
 }
 
 /* ---- frontend ops --------------------------------------------------------------------- */
@@ -1788,6 +1817,7 @@ callbacks_init(void)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
+    nghttp2_session_callbacks_set_send_data_callback(callbacks, send_data);
 }
 
 int
