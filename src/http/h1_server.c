@@ -71,8 +71,7 @@ struct pt_h1_conn {
     int fd;
     SSL *ssl;          /* NULL on cleartext listeners */
     size_t tls_retry;  /* SSL_write length to repeat (see pt_io_writev) */
-    ev_io rio;
-    ev_io wio;
+    ev_io io; /* one watcher for both directions: events follow `reading` and `writing` */
     ev_timer timer;
     enum timer_kind tkind;
     ev_tstamp t_end; /* when the current kind's own time is up (0: never) */
@@ -89,7 +88,8 @@ struct pt_h1_conn {
     unsigned close_after : 1; /* close once the current response is written */
     unsigned lingering : 1;   /* write side shut; discarding input before close */
     unsigned eof : 1;         /* client half-closed */
-    unsigned reading : 1;     /* rio started */
+    unsigned reading : 1;     /* io watches EV_READ */
+    unsigned writing : 1;     /* io watches EV_WRITE: output (or the handshake) waits */
     unsigned in_parse : 1;    /* inside parse(); nested calls must not recurse */
     unsigned resp_chunked : 1;
     unsigned out_full : 1;    /* told the backend to stop; resume it when drained */
@@ -143,6 +143,29 @@ static void parse(struct pt_h1_conn *c);
 static void flush(struct pt_h1_conn *c);
 static void update_read(struct pt_h1_conn *c);
 static void parser_put(struct pt_h1_conn *c);
+
+/* Sets the watcher's events to what `reading` and `writing` ask for. One watcher rather than a
+ * read and a write one keeps 48 B out of every idle connection; the write side is wanted only
+ * while output (or the TLS handshake) waits for the socket, so the restart it costs is rare. An
+ * event already pending for the watcher (ev_feed_event of bytes OpenSSL holds) survives it. */
+static void
+io_update(struct pt_h1_conn *c)
+{
+    struct ev_loop *loop = c->w->loop;
+    int want = (c->reading ? EV_READ : 0) | (c->writing ? EV_WRITE : 0);
+    int pending;
+
+    if (want == (c->io.events & (EV_READ | EV_WRITE)) && (want != 0) == ev_is_active(&c->io))
+        return;
+    pending = ev_clear_pending(loop, &c->io);
+    ev_io_stop(loop, &c->io);
+    if (want == 0)
+        return;
+    ev_io_modify(&c->io, want);
+    ev_io_start(loop, &c->io);
+    if ((pending & want) != 0)
+        ev_feed_event(loop, &c->io, pending & want);
+}
 
 /* ---- timers --------------------------------------------------------------------------- */
 
@@ -367,7 +390,7 @@ update_timer(struct pt_h1_conn *c, int progress)
                   0);
     else if (c->lingering)
         set_timer(c, T_LINGER, LINGER_MSEC, 0);
-    else if (ev_is_active(&c->wio))
+    else if (c->writing)
         set_timer(c, T_SEND, h->send_timeout, progress);
     else if (x == NULL && (c->requests == 0 || (c->in != NULL && c->in->wpos > c->in->rpos)))
         set_timer(c, T_HEADER, h->client_header_timeout, 0);
@@ -478,8 +501,9 @@ flush(struct pt_h1_conn *c)
         int e = errno;
 
         if (w == PT_AGAIN) {
-            if (!ev_is_active(&c->wio)) {
-                ev_io_start(c->w->loop, &c->wio);
+            if (!c->writing) {
+                c->writing = 1;
+                io_update(c);
                 update_timer(c, 1);
             }
             return;
@@ -491,8 +515,9 @@ flush(struct pt_h1_conn *c)
     }
     if (c->piped && (c->x == NULL || c->x->resp_complete))
         pipe_close(c); /* the response is out: no pipe kept between responses */
-    if (ev_is_active(&c->wio)) {
-        ev_io_stop(c->w->loop, &c->wio);
+    if (c->writing) {
+        c->writing = 0;
+        io_update(c);
         update_timer(c, 0);
     }
     if (c->out_full && c->x != NULL && c->x->be != NULL) {
@@ -509,18 +534,12 @@ static int switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, con
                         size_t settings_len);
 
 static void
-on_write(struct ev_loop *loop, ev_io *io, int revents)
+on_write(struct pt_h1_conn *c)
 {
-    struct pt_h1_conn *c = pt_container_of(io, struct pt_h1_conn, wio);
     size_t before = out_pending(c);
 
-    if (c->handshaking) {
-        handshake(c);
-        return;
-    }
-
     flush(c);
-    if (!c->closing && out_pending(c) < before && ev_is_active(&c->wio))
+    if (!c->closing && out_pending(c) < before && c->writing)
         update_timer(c, 1);
 }
 
@@ -868,8 +887,8 @@ fe_take_socket(struct pt_exchange *x, struct pt_relay *r, struct pt_chain *from_
     c->x = NULL;
     c->closing = 1;
     c->ssl = NULL;
-    ev_io_stop(w->loop, &c->rio);
-    ev_io_stop(w->loop, &c->wio);
+    ev_io_stop(w->loop, &c->io);
+    c->reading = c->writing = 0;
     ev_timer_stop(w->loop, &c->timer);
     parser_put(c);
     pt_worker_reap(w, &c->reap);
@@ -1613,27 +1632,22 @@ update_read(struct pt_h1_conn *c)
                !(c->in != NULL && c->in->wpos - c->in->rpos == PT_CHUNK_SIZE && !c->lingering);
 
     if (want && !c->reading) {
-        ev_io_start(c->w->loop, &c->rio);
         c->reading = 1;
+        io_update(c);
         /* bytes OpenSSL already decrypted will not wake epoll: deliver them now */
         if (c->ssl != NULL && !c->handshaking && SSL_pending(c->ssl) > 0)
-            ev_feed_event(c->w->loop, &c->rio, EV_READ);
+            ev_feed_event(c->w->loop, &c->io, EV_READ);
     } else if (!want && c->reading) {
-        ev_io_stop(c->w->loop, &c->rio);
         c->reading = 0;
+        io_update(c);
     }
 }
 
 static void
-on_read(struct ev_loop *loop, ev_io *io, int revents)
+on_read(struct pt_h1_conn *c)
 {
-    struct pt_h1_conn *c = pt_container_of(io, struct pt_h1_conn, rio);
     ssize_t n;
 
-    if (c->handshaking) {
-        handshake(c);
-        return;
-    }
     if (c->in == NULL) {
         c->in = pt_chunk_get(&c->w->chunks);
         if (c->in == NULL) {
@@ -1688,7 +1702,23 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
     parse(c);
     update_read(c);
     if (!c->closing && c->reading && c->ssl != NULL && SSL_pending(c->ssl) > 0)
-        ev_feed_event(c->w->loop, &c->rio, EV_READ);
+        ev_feed_event(c->w->loop, &c->io, EV_READ);
+}
+
+static void
+on_io(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct pt_h1_conn *c = pt_container_of(io, struct pt_h1_conn, io);
+
+    (void)loop;
+    if (c->handshaking) {
+        handshake(c);
+        return;
+    }
+    if ((revents & EV_WRITE) && c->writing)
+        on_write(c);
+    if ((revents & EV_READ) && c->reading && !c->closing)
+        on_read(c);
 }
 
 static void
@@ -1707,23 +1737,23 @@ handshake(struct pt_h1_conn *c)
          * stopped reading would otherwise wake us (level-triggered) on every loop iteration
          * until tls_handshake_timeout */
         c->hs_write = want_write;
-        if (want_write && !ev_is_active(&c->wio))
-            ev_io_start(c->w->loop, &c->wio);
-        else if (!want_write && ev_is_active(&c->wio))
-            ev_io_stop(c->w->loop, &c->wio);
+        c->writing = want_write;
+        io_update(c);
         update_read(c);
         return;
     }
     c->handshaking = 0;
     c->hs_write = 0;
-    if (ev_is_active(&c->wio))
-        ev_io_stop(c->w->loop, &c->wio);
+    if (c->writing) {
+        c->writing = 0;
+        io_update(c);
+    }
     if (pt_tls_alpn_h2(c->ssl) && switch_to_h2(c, NULL, NULL, 0) == PT_DONE)
         return;
     update_read(c);
     update_timer(c, 0);
     /* the client's first request may already sit in OpenSSL's buffer */
-    ev_feed_event(c->w->loop, &c->rio, EV_READ);
+    ev_feed_event(c->w->loop, &c->io, EV_READ);
 }
 
 /* ---- connection lifetime -------------------------------------------------------------- */
@@ -1754,8 +1784,8 @@ conn_close(struct pt_h1_conn *c)
         c->x = NULL;
         pt_exchange_finish(x);
     }
-    ev_io_stop(w->loop, &c->rio);
-    ev_io_stop(w->loop, &c->wio);
+    ev_io_stop(w->loop, &c->io);
+    c->reading = c->writing = 0;
     ev_timer_stop(w->loop, &c->timer);
     pt_tls_free(c->ssl);
     c->ssl = NULL;
@@ -1822,8 +1852,7 @@ h1_start(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len
         c->local_known = getsockname(fd, &c->local.sa, &ll) == 0;
     }
     pt_chain_init(&c->out);
-    ev_io_init(&c->rio, on_read, fd, EV_READ);
-    ev_io_init(&c->wio, on_write, fd, EV_WRITE);
+    ev_io_init(&c->io, on_io, fd, 0);
     ev_timer_init(&c->timer, on_timer, 0., 0.);
     if (l->tls) {
         c->ssl = pt_tls_accept(&pt_http_listen(l)->tls, fd);
@@ -1930,8 +1959,8 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
     if (upgrade_x != NULL && c->x == upgrade_x)
         c->x = NULL;
     c->closing = 1;
-    ev_io_stop(w->loop, &c->rio);
-    ev_io_stop(w->loop, &c->wio);
+    ev_io_stop(w->loop, &c->io);
+    c->reading = c->writing = 0;
     ev_timer_stop(w->loop, &c->timer);
     if (c->in != NULL)
         pt_chunk_put(&w->chunks, c->in);
