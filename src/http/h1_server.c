@@ -72,6 +72,16 @@ struct h1_req {
     unsigned err_status; /* set by a callback that rejects the request */
     struct pt_h1_chunk_guard chunk; /* chunk framing to check before llhttp goes on */
     struct pt_h1_lines lines;       /* line endings of the head and trailers llhttp read */
+    /* output: a connection with bytes to write is not idle, so these live here too */
+    struct pt_chain out;
+    /* response body spliced from a cleartext backend (fe_splice_room): queued only while `out`
+     * is empty, so written before it; the pipe exists from the first spliced byte until the
+     * response is written out */
+    int pipe_r, pipe_w;
+    size_t pipe_bytes;
+    uint64_t out_written; /* bytes of `out` and the pipe written to the socket so far */
+    uint64_t resp_start;  /* where the current response head starts, counted like out_written */
+    size_t tls_retry;     /* SSL_write length to repeat (see pt_io_writev) */
 };
 
 /* A client connection. Owner: its worker (w->conns); freed through the reaper. */
@@ -84,7 +94,6 @@ struct pt_h1_conn {
     struct pt_conf *conf;     /* the snapshot its listen and new exchanges come from (a ref) */
     struct pt_listen *listen;
     SSL *ssl;          /* NULL on cleartext listeners */
-    size_t tls_retry;  /* SSL_write length to repeat (see pt_io_writev) */
     ev_io io; /* one watcher for both directions: events follow `reading` and `writing` */
     ev_timer timer;
     ev_tstamp t_end; /* when the current kind's own time is up (0: never) */
@@ -93,6 +102,7 @@ struct pt_h1_conn {
     struct pt_rate_meter snd; /* response bytes against send_min_rate, for the connection */
     uint64_t id;
     union pt_sockaddr peer;  /* the client: the TCP peer, or what its PROXY header says */
+    unsigned requests;
     union pt_sockaddr *local; /* the address it reached, when known (PROXY to servers) */
     unsigned tkind : 3;       /* enum timer_kind */
     unsigned pause : 2;       /* enum pause_reason */
@@ -109,16 +119,7 @@ struct pt_h1_conn {
     unsigned piped : 1;       /* pipe_r/pipe_w are open */
     unsigned handshaking : 1; /* TLS handshake in progress */
     unsigned hs_write : 1;    /* the handshake waits for the socket to drain: reads are off */
-    unsigned requests;
     struct pt_chunk *in;
-    struct pt_chain out;
-    /* response body spliced from a cleartext backend (fe_splice_room): queued only while `out`
-     * is empty, so written before it; the pipe exists from the first spliced byte until the
-     * response is written out */
-    int pipe_r, pipe_w;
-    size_t pipe_bytes;
-    uint64_t out_written; /* bytes of `out` and the pipe written to the socket so far */
-    uint64_t resp_start;  /* where the current response head starts, counted like out_written */
     struct h1_req *req; /* only while a request is being parsed or answered (NULL when idle) */
     struct pt_exchange *x;
 };
@@ -151,6 +152,7 @@ static void parse(struct pt_h1_conn *c);
 static void flush(struct pt_h1_conn *c);
 static void update_read(struct pt_h1_conn *c);
 static void parser_put(struct pt_h1_conn *c);
+static int parser_get(struct pt_h1_conn *c);
 static void parser_put_unless_parsing(struct pt_h1_conn *c);
 
 static void
@@ -275,6 +277,10 @@ local_error(struct pt_h1_conn *c, unsigned status)
     struct pt_exchange *x = c->x;
 
     c->close_after = 1;
+    if (x == NULL && c->req == NULL && parser_get(c) != PT_OK) {
+        conn_close(c);
+        return;
+    }
     if (x == NULL) {
         /* bytes that never became a request: answer without an exchange */
         const char *reason = pt_status_reason(status);
@@ -284,7 +290,7 @@ local_error(struct pt_h1_conn *c, unsigned status)
         if (pt_proxy_status_format(pt_http_main(c->w->conf), pt_perr_of_status(status), NULL, ps,
                                    sizeof(ps)) != PT_OK)
             ps[0] = '\0';
-        pt_chain_printf(&c->w->chunks, &c->out,
+        pt_chain_printf(&c->w->chunks, &c->req->out,
                         "HTTP/1.1 %u %s\r\nServer: portico\r\nContent-Type: text/plain\r\n"
                         "Proxy-Status: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
                         status, reason, ps, n, body);
@@ -426,7 +432,7 @@ update_timer(struct pt_h1_conn *c, int progress)
 static size_t
 out_pending(const struct pt_h1_conn *c)
 {
-    return c->out.bytes + c->pipe_bytes;
+    return c->req != NULL ? c->req->out.bytes + c->req->pipe_bytes : 0;
 }
 
 static void
@@ -434,18 +440,18 @@ pipe_close(struct pt_h1_conn *c)
 {
     if (!c->piped)
         return;
-    close(c->pipe_r);
-    close(c->pipe_w);
+    close(c->req->pipe_r);
+    close(c->req->pipe_w);
     c->piped = 0;
-    c->pipe_bytes = 0;
+    c->req->pipe_bytes = 0;
 }
 
 /* Writes what the pipe holds: PT_OK once it is empty, PT_AGAIN, PT_ERR (errno set). */
 static int
 pipe_flush(struct pt_h1_conn *c)
 {
-    while (c->pipe_bytes > 0) {
-        ssize_t w = splice(c->pipe_r, NULL, c->io.fd, NULL, c->pipe_bytes,
+    while (c->req->pipe_bytes > 0) {
+        ssize_t w = splice(c->req->pipe_r, NULL, c->io.fd, NULL, c->req->pipe_bytes,
                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 
         if (w < 0 && errno == EINTR)
@@ -457,8 +463,8 @@ pipe_flush(struct pt_h1_conn *c)
                 errno = EPIPE;
             return PT_ERR;
         }
-        c->pipe_bytes -= (size_t)w;
-        c->out_written += (uint64_t)w;
+        c->req->pipe_bytes -= (size_t)w;
+        c->req->out_written += (uint64_t)w;
         pt_rate_add(&c->snd, &conn_http(c)->send_min_rate, pt_rate_usec(ev_now(c->w->loop)),
                     (uint64_t)w);
     }
@@ -491,6 +497,16 @@ maybe_close_after_output(struct pt_h1_conn *c)
         conn_close(c);
 }
 
+/* Gives the per-request part back once nothing needs it: no request, no byte buffered either
+ * way, not inside parse() (which still reads the parser). */
+static void
+req_put_if_idle(struct pt_h1_conn *c)
+{
+    if (c->req != NULL && c->x == NULL && c->in == NULL && !c->closing && !c->in_parse &&
+        !c->piped && c->req->out.bytes == 0 && !c->writing)
+        parser_put(c);
+}
+
 static void
 flush(struct pt_h1_conn *c)
 {
@@ -500,16 +516,16 @@ flush(struct pt_h1_conn *c)
     if (c->closing)
         return;
     /* spliced bytes were queued while `out` was empty (fe_splice_room), so they go first */
-    if (c->pipe_bytes > 0)
+    if (c->req != NULL && c->req->pipe_bytes > 0)
         w = pipe_flush(c);
-    while (w >= 0 && c->out.bytes > 0) {
-        int n = pt_chain_iov(&c->out, iov, 64);
+    while (w >= 0 && c->req != NULL && c->req->out.bytes > 0) {
+        int n = pt_chain_iov(&c->req->out, iov, 64);
 
-        w = pt_io_writev(c->io.fd, c->ssl, iov, n, &c->tls_retry);
+        w = pt_io_writev(c->io.fd, c->ssl, iov, n, &c->req->tls_retry);
         if (w < 0)
             break;
-        pt_chain_consume(&c->w->chunks, &c->out, (size_t)w);
-        c->out_written += (uint64_t)w;
+        pt_chain_consume(&c->w->chunks, &c->req->out, (size_t)w);
+        c->req->out_written += (uint64_t)w;
         pt_rate_add(&c->snd, &conn_http(c)->send_min_rate, pt_rate_usec(ev_now(c->w->loop)),
                     (uint64_t)w);
     }
@@ -543,6 +559,7 @@ flush(struct pt_h1_conn *c)
             return;
     }
     maybe_close_after_output(c);
+    req_put_if_idle(c);
 }
 
 static void handshake(struct pt_h1_conn *c);
@@ -628,11 +645,12 @@ fe_send_head(struct pt_exchange *x)
 {
     struct pt_h1_conn *c = x->fe_ctx;
     struct pt_chunk_pool *p = &c->w->chunks;
-    struct pt_chain *o = &c->out;
+    struct pt_chain *o;
     int http10 = x->major == 1 && x->minor == 0;
 
     if (c->closing)
         return PT_ERR;
+    o = &c->req->out;
     /* leaving: a binary upgrade handed the listeners over; the client's next request goes to
      * the new process, on a new connection, without a race against a close; parting: the
      * same during shutdown_delay, through the balancer to another instance */
@@ -649,7 +667,7 @@ fe_send_head(struct pt_exchange *x)
         x->discard_body = 1;
     }
     c->resp_chunked = 0;
-    c->resp_start = c->out_written + o->bytes;
+    c->req->resp_start = c->req->out_written + o->bytes;
     struct resp_head r = {.x = x, .upgrade = x->status == 101};
 
     r.line_len = 9 + pt_fmt_u64(x->status, r.line + 9);
@@ -711,11 +729,11 @@ fe_send_body(struct pt_exchange *x, const char *data, size_t len)
         return out_status(c);
     x->resp_body_bytes += len;
     if (c->resp_chunked) {
-        pt_chain_append_num(p, &c->out, "", len, true, "\r\n");
-        pt_chain_append(p, &c->out, data, len);
-        pt_chain_append(p, &c->out, "\r\n", 2);
+        pt_chain_append_num(p, &c->req->out, "", len, true, "\r\n");
+        pt_chain_append(p, &c->req->out, data, len);
+        pt_chain_append(p, &c->req->out, "\r\n", 2);
     } else {
-        pt_chain_append(p, &c->out, data, len);
+        pt_chain_append(p, &c->req->out, data, len);
     }
     return out_status(c);
 }
@@ -732,10 +750,10 @@ fe_send_chunk(struct pt_exchange *x, struct pt_chunk *ch)
     }
     x->resp_body_bytes += len;
     if (c->resp_chunked)
-        pt_chain_append_num(&c->w->chunks, &c->out, "", len, true, "\r\n");
-    pt_chain_push(&c->out, ch);
+        pt_chain_append_num(&c->w->chunks, &c->req->out, "", len, true, "\r\n");
+    pt_chain_push(&c->req->out, ch);
     if (c->resp_chunked)
-        pt_chain_append(&c->w->chunks, &c->out, "\r\n", 2);
+        pt_chain_append(&c->w->chunks, &c->req->out, "\r\n", 2);
     return out_status(c);
 }
 
@@ -749,11 +767,11 @@ fe_splice_room(struct pt_exchange *x, int *pipe_fd, size_t *room)
     /* spliced bytes go unframed and unencrypted, after everything queued */
     if (c->ssl != NULL || c->resp_chunked || x->resp_no_body)
         return PT_DECLINED;
-    if (c->out.bytes > 0) {
+    if (c->req->out.bytes > 0) {
         flush(c);
         if (c->closing)
             return PT_ERR;
-        if (c->out.bytes > 0)
+        if (c->req->out.bytes > 0)
             return PT_DECLINED; /* a slow client: the body queues in chunks up to the cap */
     }
     if (out_pending(c) >= PT_OUT_CAP) {
@@ -765,11 +783,11 @@ fe_splice_room(struct pt_exchange *x, int *pipe_fd, size_t *room)
 
         if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0)
             return PT_DECLINED; /* out of descriptors: copy instead */
-        c->pipe_r = p[0];
-        c->pipe_w = p[1];
+        c->req->pipe_r = p[0];
+        c->req->pipe_w = p[1];
         c->piped = 1;
     }
-    *pipe_fd = c->pipe_w;
+    *pipe_fd = c->req->pipe_w;
     *room = PT_OUT_CAP - out_pending(c);
     return PT_OK;
 }
@@ -784,19 +802,19 @@ fe_send_spliced(struct pt_exchange *x, size_t n)
     if (n == 0) {
         /* A splice into the pipe would block: the socket is empty, or the pipe's slots are
          * full of partial pages. Drain it and say which. */
-        if (c->pipe_bytes == 0)
+        if (c->req->pipe_bytes == 0)
             return PT_DECLINED;
         flush(c);
         if (c->closing)
             return PT_ERR;
-        if (c->pipe_bytes > 0) {
+        if (c->req->pipe_bytes > 0) {
             c->out_full = 1;
             return PT_AGAIN;
         }
         return PT_OK;
     }
     x->resp_body_bytes += n;
-    c->pipe_bytes += n;
+    c->req->pipe_bytes += n;
     return out_status(c);
 }
 
@@ -811,14 +829,14 @@ fe_send_end(struct pt_exchange *x)
     if (c->closing)
         return PT_ERR;
     if (c->resp_chunked) {
-        pt_chain_append(p, &c->out, "0\r\n", 3);
+        pt_chain_append(p, &c->req->out, "0\r\n", 3);
         for (unsigned i = 0; i < x->resp_trailers.n; i++) {
             const struct pt_hdr *h = &x->resp_trailers.v[i];
 
             if (!h->skip)
-                put_field(p, &c->out, h);
+                put_field(p, &c->req->out, h);
         }
-        pt_chain_append(p, &c->out, "\r\n", 2);
+        pt_chain_append(p, &c->req->out, "\r\n", 2);
     }
     x->resp_complete = 1;
     if (!x->req_complete) {
@@ -848,15 +866,15 @@ fe_send_interim(struct pt_exchange *x)
     /* RFC 9110 section 15.2: a server must not send 1xx to an HTTP/1.0 client */
     if (c->closing || x->minor == 0)
         return PT_OK;
-    pt_chain_printf(p, &c->out, "HTTP/1.1 %u %s\r\n", x->interim_status,
+    pt_chain_printf(p, &c->req->out, "HTTP/1.1 %u %s\r\n", x->interim_status,
                     pt_status_reason(x->interim_status));
     for (unsigned i = 0; i < x->resp.n; i++) {
         const struct pt_hdr *h = &x->resp.v[i];
 
         if (!h->skip)
-            put_field(p, &c->out, h);
+            put_field(p, &c->req->out, h);
     }
-    pt_chain_append(p, &c->out, "\r\n", 2);
+    pt_chain_append(p, &c->req->out, "\r\n", 2);
     return out_status(c);
 }
 
@@ -893,7 +911,7 @@ fe_take_socket(struct pt_exchange *x, struct pt_relay *r, struct pt_chain *from_
     if (c->closing || c->x != x)
         return PT_ERR;
     pt_relay_attach_socket(r, PT_RELAY_A, c->io.fd, c->ssl, false);
-    pt_relay_queue(r, PT_RELAY_A, &c->out);
+    pt_relay_queue(r, PT_RELAY_A, &c->req->out);
     if (c->in != NULL && c->in->rpos < c->in->wpos)
         pt_chain_push(from_client, c->in);
     else if (c->in != NULL)
@@ -916,9 +934,10 @@ fe_retract(struct pt_exchange *x)
 {
     struct pt_h1_conn *c = x->fe_ctx;
 
-    if (c->closing || c->out_written > c->resp_start)
+    if (c->closing || c->req->out_written > c->req->resp_start)
         return PT_ERR;
-    pt_chain_truncate(&c->w->chunks, &c->out, (size_t)(c->resp_start - c->out_written));
+    pt_chain_truncate(&c->w->chunks, &c->req->out,
+                      (size_t)(c->req->resp_start - c->req->out_written));
     c->resp_chunked = 0;
     c->out_full = 0;
     return PT_OK;
@@ -1240,7 +1259,7 @@ try_upgrade_h2c(struct pt_h1_conn *c, struct pt_exchange *x)
                                "Upgrade: h2c\r\n\r\n";
     int ui = -1, si = -1, ci = -1;
 
-    if (c->ssl != NULL || x->minor != 1 || x->req_has_body || c->out.bytes > 0 ||
+    if (c->ssl != NULL || x->minor != 1 || x->req_has_body || c->req->out.bytes > 0 ||
         c->requests > 0)
         return false;
     for (unsigned i = 0; i < x->req.n; i++) {
@@ -1422,7 +1441,7 @@ request_start(struct pt_h1_conn *c)
     if (!x->ws && try_upgrade_h2c(c, x))
         return;
     if (x->expect_continue)
-        pt_chain_append(&c->w->chunks, &c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        pt_chain_append(&c->w->chunks, &c->req->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     if (pt_rules_dispatch(x) != PT_OK && c->x == x && !x->resp_head_sent)
         local_error(c, 500);
 }
@@ -1631,8 +1650,7 @@ parse(struct pt_h1_conn *c)
         pt_chunk_put(&c->w->chunks, c->in);
         c->in = NULL;
     }
-    if (c->in == NULL && c->x == NULL && c->req != NULL && !c->closing)
-        parser_put(c);
+    req_put_if_idle(c);
     if (c->eof && !c->closing && !c->lingering) {
         /* half-closed: a request still incomplete in the buffer can never complete */
         if (c->x != NULL && !c->x->req_complete) {
@@ -1828,13 +1846,14 @@ conn_close(struct pt_h1_conn *c)
     ev_timer_stop(w->loop, &c->timer);
     pt_tls_free(c->ssl);
     c->ssl = NULL;
-    parser_put_unless_parsing(c);
     close(c->io.fd);
     if (c->in != NULL)
         pt_chunk_put(&w->chunks, c->in);
     c->in = NULL;
-    pt_chain_free(&w->chunks, &c->out);
+    if (c->req != NULL)
+        pt_chain_free(&w->chunks, &c->req->out);
     pipe_close(c);
+    parser_put_unless_parsing(c);
     pt_worker_conn_closed(w, &c->conn);
     retire(c);
 }
@@ -1892,7 +1911,6 @@ h1_start(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len
             c->local = NULL;
         }
     }
-    pt_chain_init(&c->out);
     ev_io_init(&c->io, on_io, fd, 0);
     ev_timer_init(&c->timer, on_timer, 0., 0.);
     if (l->tls) {
@@ -2008,7 +2026,8 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
     if (c->in != NULL)
         pt_chunk_put(&w->chunks, c->in);
     c->in = NULL;
-    pt_chain_free(&w->chunks, &c->out);
+    if (c->req != NULL)
+        pt_chain_free(&w->chunks, &c->req->out);
     c->ssl = NULL;
     parser_put_unless_parsing(c);
     /* no pt_worker_conn_closed(): the h2 connection took our place in w->conns */
