@@ -499,11 +499,11 @@ maybe_close_after_output(struct pt_h1_conn *c)
 
 /* Gives the per-request part back once nothing needs it: no request, no byte buffered either
  * way, not inside parse() (which still reads the parser). */
-static void
+static inline void
 req_put_if_idle(struct pt_h1_conn *c)
 {
-    if (c->req != NULL && c->x == NULL && c->in == NULL && !c->closing && !c->in_parse &&
-        !c->piped && c->req->out.bytes == 0 && !c->writing)
+    if (c->x == NULL && c->in == NULL && c->req != NULL && !c->closing && !c->in_parse &&
+        !c->piped && !c->writing && c->req->out.bytes == 0)
         parser_put(c);
 }
 
@@ -1480,7 +1480,8 @@ parser_get(struct pt_h1_conn *c)
 
     if (q == NULL && (q = malloc(sizeof(*q))) == NULL)
         return PT_ERR;
-    memset(q, 0, sizeof(*q));
+    /* llhttp_init clears the parser itself */
+    memset((char *)q + sizeof(q->parser), 0, sizeof(*q) - sizeof(q->parser));
     llhttp_init(&q->parser, HTTP_REQUEST, &settings);
     q->parser.data = c;
     c->req = q;
@@ -1650,7 +1651,7 @@ parse(struct pt_h1_conn *c)
         pt_chunk_put(&c->w->chunks, c->in);
         c->in = NULL;
     }
-    req_put_if_idle(c);
+    /* the per-request part goes back in flush() below, once nothing waits to be written */
     if (c->eof && !c->closing && !c->lingering) {
         /* half-closed: a request still incomplete in the buffer can never complete */
         if (c->x != NULL && !c->x->req_complete) {
