@@ -381,17 +381,17 @@ lesc(struct al_line *l, const char *s, size_t n, int json)
 }
 
 static void
-hdr_value(const struct pt_exchange *x, enum pt_hdr_tok tok, const char **v, size_t *n)
+hdr_value(const struct pt_x_log *x, enum pt_hdr_tok tok, const char **v, size_t *n)
 {
-    int i = pt_hdrs_find(&x->req, tok);
+    int i = pt_hdrs_find(x->req, tok);
 
     if (i < 0) {
         *v = NULL;
         *n = 0;
         return;
     }
-    *v = x->req.v[i].value;
-    *n = x->req.v[i].vlen;
+    *v = x->req->v[i].value;
+    *n = x->req->v[i].vlen;
 }
 
 enum al_list {
@@ -405,9 +405,9 @@ enum al_list {
  * server was tried. Times in seconds with millisecond resolution; a connect time of an
  * attempt that never connected is "-" (0.000 on a reused connection). */
 static void
-upstream_list(struct al_line *l, const struct pt_exchange *x, enum al_list what)
+upstream_list(struct al_line *l, const struct pt_x_log *x, enum al_list what)
 {
-    unsigned n = PT_MIN(x->n_attempts, x->cap_attempts);
+    unsigned n = x->n_attempts;
 
     if (n == 0) {
         lprintf(l, "-");
@@ -480,8 +480,9 @@ emit(struct pt_worker *w, const struct pt_conf *conf, const struct al_conf *c,
     aw->len[c->file] += l->o;
 }
 
+/* An exchange's or a tunnel's line, from what it reports. */
 static void
-al_log(struct pt_exchange *x)
+al_log(const struct pt_x_log *x)
 {
     struct pt_worker *w = x->w;
     unsigned idx = pt_module_access_log._index;
@@ -518,7 +519,7 @@ al_log(struct pt_exchange *x)
             lprintf(&l, "-");
         /* combined as nginx writes it, then the request ID and the upstream lists */
         lprintf(&l, "\" request_id=");
-        lesc(&l, pt_request_id(x), x->request_id_len, 0);
+        lesc(&l, x->request_id, x->request_id_len, 0);
         lprintf(&l, " upstream_addr=\"");
         upstream_list(&l, x, AL_ADDR);
         lprintf(&l, "\" upstream_status=\"");
@@ -542,7 +543,7 @@ al_log(struct pt_exchange *x)
         else
             lprintf(&l, "null");
         lprintf(&l, ",\"request_id\":\"");
-        lesc(&l, pt_request_id(x), x->request_id_len, 1);
+        lesc(&l, x->request_id, x->request_id_len, 1);
         /* which instance wrote it, once lines of many are collected in one place */
         lprintf(&l, "\",\"instance\":\"");
         lesc(&l, x->conf->instance_name, strlen(x->conf->instance_name), 1);

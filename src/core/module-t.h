@@ -11,6 +11,7 @@ struct pt_conf;
 struct pt_conf_ctx;
 struct pt_worker;
 struct pt_exchange;
+struct pt_x_log;
 struct pt_stream_session;
 struct pt_err;
 struct pt_handoff;
@@ -123,8 +124,8 @@ struct pt_handler_ops {
 
 /* PT_MODULE_LOGGER ops, on the worker thread. */
 struct pt_logger_ops {
-    /* once per exchange when it ends */
-    void (*log)(struct pt_exchange *x);
+    /* once per exchange (or tunnel) when it ends: what it reports (http/exchange-t.h) */
+    void (*log)(const struct pt_x_log *l);
     /* once per connection of a stream server (layer 4) when it ends; may be NULL */
     void (*log_stream)(const struct pt_stream_session *s);
 };

@@ -106,6 +106,49 @@ enum pt_x_state {
     PT_X_DONE,     /* response complete and request consumed */
 };
 
+/* What a finished exchange or tunnel reports to the counters (http_stats.c) and the loggers
+ * (pt_logger_ops.log): filled from the exchange when it ends, or kept in a tunnel's record
+ * (struct pt_x_tunnel) from its start. One formatter reads it for both. Pointers are valid for
+ * the call; strings are not NUL-terminated unless said. */
+struct pt_x_log {
+    struct pt_worker *w;
+    struct pt_conf *conf;            /* the snapshot it started with */
+    const struct pt_listen *listen;
+    const struct pt_vhost *vh;       /* NULL: not routed */
+    struct pt_location *loc;
+    struct pt_upstream *up;          /* NULL: not proxied */
+    const char *peer_ip;             /* NUL-terminated */
+    const char *method_name;         /* NUL-terminated; NULL: no request (not logged) */
+    const char *target, *host, *request_id;
+    const struct pt_hdrs *req;       /* request fields (User-Agent, Referer) */
+    struct pt_x_attempt *attempts;
+    uint64_t req_body_bytes;         /* from the client (a tunnel's: all it sent) */
+    uint64_t resp_body_bytes;        /* to the client */
+    ev_tstamp t_start, t_end;
+    uint32_t target_len, host_len, request_id_len;
+    uint16_t status;
+    uint8_t major, minor;
+    uint8_t proto;                   /* enum pt_http_proto */
+    uint8_t n_attempts;              /* recorded in attempts (at most PT_X_ATTEMPTS_MAX) */
+};
+
+/* An exchange that became a long-lived tunnel (a WebSocket after its 101), shrunk to what its
+ * end needs: the log fields (log.up holds the upstream reference the exchange held, log.conf
+ * the snapshot's), the upstream attempt it counts in (least_conn, max_conns), the limit_conn
+ * slots it holds, and what the reload check reads. The exchange itself is freed when the
+ * tunnel starts. Owner: the tunnel (pt_x_tunnel_init / pt_x_tunnel_end, exchange.h); its
+ * strings and arrays live in the bytes after it that pt_x_tunnel_size() counted. */
+struct pt_x_tunnel {
+    struct pt_x_log log;
+    uint64_t id;
+    struct pt_hdrs kept;             /* User-Agent and Referer, for log.req */
+    const char *path;                /* normalised path (the reload check) */
+    struct pt_limit_hold *limit_held; /* limit_conn slots, given back at the end */
+    struct pt_attempt att;           /* att.srv: the server the tunnel is connected to */
+    uint32_t path_len;
+    uint32_t n_limit_held;
+};
+
 /* One request/response. Owner: its frontend connection (or stream); freed by pt_exchange_free()
  * from the frontend once both directions are complete. Header strings live in `arena`. */
 struct pt_exchange {

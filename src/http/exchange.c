@@ -19,6 +19,8 @@
 #include "http/headers.h"
 #include "http/http_stats.h"
 #include "http/limit-t.h"
+#include "http/limit.h"
+#include "http/proxy.h"
 #include "http/rules.h"
 #include "http/trace.h"
 #include "upstream/upstream.h"
@@ -28,6 +30,8 @@ struct exchange_box {
     struct pt_exchange x;
     struct exchange_box *next_free; /* in the worker's cache */
 };
+
+static void exchange_free(struct pt_reapable *r);
 
 /* Finished exchanges a worker keeps for the next ones, each with one arena block of at most
  * X_CACHE_ARENA_MAX bytes: a proxied request then allocates nothing from malloc for its
@@ -87,113 +91,160 @@ pt_exchange_new(struct pt_worker *w, struct pt_conf *conf)
     return x;
 }
 
-/* Copies a string into the compact block (NULL stays NULL). */
-static const char *
-keep_str(struct pt_arena *a, const char *s, size_t len)
+/* ---- an exchange that becomes a tunnel ---------------------------------------------------- */
+
+static const uint8_t tunnel_fields[] = {PT_H_USER_AGENT, PT_H_REFERER};
+
+static bool
+tunnel_field(const struct pt_hdr *h)
 {
-    return s != NULL ? pt_arena_strndup(a, s, len) : NULL;
+    for (size_t k = 0; k < sizeof(tunnel_fields); k++)
+        if (h->tok == tunnel_fields[k])
+            return true;
+    return false;
 }
 
-int
-pt_exchange_compact(struct pt_exchange *x)
+static size_t
+slen(const char *s)
 {
-    static const uint8_t kept_fields[] = {PT_H_USER_AGENT, PT_H_REFERER};
-    struct pt_arena a;
-    size_t need;
-    unsigned nreq = 0;
-    struct pt_hdr *req = NULL;
-    struct pt_x_attempt *att = NULL;
+    return s != NULL ? strlen(s) : 0;
+}
+
+/* Everything a tunnel's record keeps of x, in the order pt_x_tunnel_init() lays it out
+ * (pointer-sized things first, then the strings). */
+size_t
+pt_x_tunnel_size(struct pt_exchange *x)
+{
+    size_t need = 0;
     unsigned natt = PT_MIN(x->n_attempts, x->cap_attempts);
-    struct sockaddr *peer = NULL;
-    socklen_t peer_len = 0;
-    struct pt_limit_hold *held = NULL;
 
-    /* the size of everything kept, as the arena rounds it (16 bytes), so that it is one block */
-#define KEEP(n) (need += ((size_t)(n) + 15) & ~(size_t)15)
-    need = 0;
-    KEEP(x->target_len + 1);
-    KEEP(x->path_len + 1);
-    KEEP(x->host_len + 1);
-    KEEP(x->request_id_len + 1);
-    KEEP(x->peer_ip != NULL ? strlen(x->peer_ip) + 1 : 0);
-    KEEP(x->method_name != NULL ? strlen(x->method_name) + 1 : 0);
-    KEEP(x->tls_client_subject != NULL ? strlen(x->tls_client_subject) + 1 : 0);
-    KEEP(x->perr_details != NULL ? strlen(x->perr_details) + 1 : 0);
+    pt_request_id(x); /* the ID the log line will carry is the one it has now */
+    need += natt * sizeof(struct pt_x_attempt);
+    need += x->n_limit_held * sizeof(struct pt_limit_hold);
     for (unsigned i = 0; i < x->req.n; i++)
-        for (size_t k = 0; k < sizeof(kept_fields); k++)
-            if (x->req.v[i].tok == kept_fields[k]) {
-                nreq++;
-                KEEP(x->req.v[i].nlen + 1);
-                KEEP(x->req.v[i].vlen + 1);
-            }
-    KEEP(nreq * sizeof(struct pt_hdr));
-    KEEP(natt * sizeof(struct pt_x_attempt));
-    KEEP(x->n_limit_held * sizeof(struct pt_limit_hold));
-    if (x->peer != NULL) {
-        peer_len = x->peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                   : sizeof(struct sockaddr_in);
-        KEEP(peer_len);
+        if (tunnel_field(&x->req.v[i]))
+            need += sizeof(struct pt_hdr) + x->req.v[i].nlen + x->req.v[i].vlen;
+    need += x->target_len + x->path_len + x->host_len + x->request_id_len;
+    need += slen(x->peer_ip) + 1 + slen(x->method_name) + 1;
+    return need;
+}
+
+/* Copies n bytes of s to *p (advancing it); NULL stays NULL. */
+static const char *
+put_str(char **p, const char *s, size_t n)
+{
+    char *d = *p;
+
+    if (s == NULL)
+        return NULL;
+    memcpy(d, s, n);
+    *p += n;
+    return d;
+}
+
+void
+pt_x_tunnel_init(struct pt_x_tunnel *t, struct pt_exchange *x)
+{
+    struct exchange_box *b = pt_container_of(x, struct exchange_box, x);
+    char *p = (char *)(t + 1);
+    unsigned natt = PT_MIN(x->n_attempts, x->cap_attempts);
+    unsigned nkept = 0;
+    struct pt_x_log *l = &t->log;
+
+    /* the fixed-size arrays first: t + 1 is suitably aligned for them */
+    l->attempts = natt > 0 ? (struct pt_x_attempt *)(void *)p : NULL;
+    memcpy(p, x->attempts, natt * sizeof(struct pt_x_attempt));
+    p += natt * sizeof(struct pt_x_attempt);
+    t->limit_held = x->n_limit_held > 0 ? (struct pt_limit_hold *)(void *)p : NULL;
+    t->n_limit_held = x->n_limit_held;
+    memcpy(p, x->limit_held, x->n_limit_held * sizeof(struct pt_limit_hold));
+    p += x->n_limit_held * sizeof(struct pt_limit_hold);
+    x->n_limit_held = 0; /* the tunnel holds them now */
+    for (unsigned i = 0; i < x->req.n; i++)
+        if (tunnel_field(&x->req.v[i]))
+            nkept++;
+    t->kept = (struct pt_hdrs){nkept > 0 ? (struct pt_hdr *)(void *)p : NULL, 0, nkept};
+    p += nkept * sizeof(struct pt_hdr);
+    for (unsigned i = 0; i < x->req.n; i++)
+        if (tunnel_field(&x->req.v[i])) {
+            struct pt_hdr h = x->req.v[i];
+
+            h.name = put_str(&p, h.name, h.nlen);
+            h.value = put_str(&p, h.value, h.vlen);
+            t->kept.v[t->kept.n++] = h;
+        }
+
+    t->id = x->id;
+    t->path = put_str(&p, x->path, x->path_len);
+    t->path_len = (uint32_t)x->path_len;
+    t->att = x->att;
+    *l = (struct pt_x_log){
+        .w = x->w,
+        .conf = x->conf,
+        .listen = x->listen,
+        .vh = x->vh,
+        .loc = x->loc,
+        .up = x->up,
+        .attempts = l->attempts,
+        .target = put_str(&p, x->target, x->target_len),
+        .target_len = x->target_len,
+        .host = put_str(&p, x->host, x->host_len),
+        .host_len = x->host_len,
+        .request_id = put_str(&p, x->request_id, x->request_id_len),
+        .request_id_len = x->request_id_len,
+        .req = &t->kept,
+        .n_attempts = (uint8_t)natt,
+        .major = x->major,
+        .minor = x->minor,
+        .status = x->status,
+        .proto = x->proto,
+        .t_start = x->t_start,
+    };
+    x->up = NULL; /* its reference goes with the tunnel */
+    pt_conf_ref(x->conf); /* the exchange's goes with it */
+    l->peer_ip = put_str(&p, x->peer_ip, slen(x->peer_ip) + 1);
+    l->method_name = put_str(&p, x->method_name, slen(x->method_name) + 1);
+    /* the exchange goes without a log line or a count: the tunnel's end makes them */
+    x->be = NULL;
+    x->fe = NULL;
+    b->reap.free = exchange_free;
+    pt_worker_reap(x->w, &b->reap);
+}
+
+/* The counters and the loggers of a finished exchange or tunnel. */
+static void
+report(const struct pt_x_log *l)
+{
+    l->w->n_requests++;
+    pt_http_stats_end(l);
+    if (l->method_name != NULL) {
+        for (unsigned i = 0; pt_modules[i] != NULL; i++)
+            if (pt_modules[i]->kind == PT_MODULE_LOGGER)
+                ((const struct pt_logger_ops *)pt_modules[i]->ops)->log(l);
     }
-#undef KEEP
-    pt_arena_init(&a, need);
-    if (nreq > 0 && (req = pt_arena_alloc(&a, nreq * sizeof(*req))) == NULL)
-        goto fail;
-    if (natt > 0 && (att = pt_arena_alloc(&a, natt * sizeof(*att))) == NULL)
-        goto fail;
-    if (x->peer != NULL && (peer = pt_arena_alloc(&a, peer_len)) == NULL)
-        goto fail;
-    /* limit_conn slots the tunnel holds until it closes */
-    if (x->n_limit_held > 0 &&
-        (held = pt_arena_alloc(&a, x->n_limit_held * sizeof(*held))) == NULL)
-        goto fail;
-    nreq = 0;
-    for (unsigned i = 0; i < x->req.n; i++)
-        for (size_t k = 0; k < sizeof(kept_fields); k++)
-            if (x->req.v[i].tok == kept_fields[k]) {
-                struct pt_hdr h = x->req.v[i];
+}
 
-                h.name = pt_arena_strndup(&a, h.name, h.nlen);
-                h.value = pt_arena_strndup(&a, h.value, h.vlen);
-                if (h.name == NULL || h.value == NULL)
-                    goto fail;
-                req[nreq++] = h;
-            }
-    if (natt > 0)
-        memcpy(att, x->attempts, natt * sizeof(*att));
-    if (peer != NULL)
-        memcpy(peer, x->peer, peer_len);
-    if (held != NULL)
-        memcpy(held, x->limit_held, x->n_limit_held * sizeof(*held));
-    x->limit_held = held;
-    x->deny_body = x->deny_hname = x->deny_hvalue = NULL;
-    x->target = keep_str(&a, x->target, x->target_len);
-    x->path = keep_str(&a, x->path, x->path_len);
-    x->host = keep_str(&a, x->host, x->host_len);
-    x->request_id = keep_str(&a, x->request_id, x->request_id_len);
-    x->peer_ip = keep_str(&a, x->peer_ip, x->peer_ip != NULL ? strlen(x->peer_ip) : 0);
-    x->method_name = keep_str(&a, x->method_name,
-                              x->method_name != NULL ? strlen(x->method_name) : 0);
-    x->tls_client_subject = keep_str(&a, x->tls_client_subject,
-                                     x->tls_client_subject != NULL
-                                         ? strlen(x->tls_client_subject)
-                                         : 0);
-    x->perr_details = keep_str(&a, x->perr_details,
-                               x->perr_details != NULL ? strlen(x->perr_details) : 0);
-    x->peer = peer;
-    x->local = NULL; /* no more PROXY headers to write */
-    x->req = (struct pt_hdrs){req, nreq, nreq};
-    x->req_trailers = x->fwd = x->resp = x->resp_trailers = (struct pt_hdrs){0};
-    x->attempts = att;
-    x->cap_attempts = natt;
-    x->tried = NULL; /* no more picks */
-    x->ws_key = NULL;
-    x->h1_hname = x->h1_hval = NULL;
-    pt_arena_free(&x->arena);
-    x->arena = a;
-    return PT_OK;
-fail:
-    pt_arena_free(&a);
-    return PT_ERR;
+void
+pt_x_tunnel_end(struct pt_x_tunnel *t)
+{
+    struct pt_x_log *l = &t->log;
+    struct pt_worker *w = l->w;
+
+    l->t_end = ev_now(w->loop);
+    if (l->up != NULL) {
+        /* least_conn and max_conns counted the tunnel until now */
+        if (l->n_attempts > 0 && l->attempts[l->n_attempts - 1].t_end == 0)
+            l->attempts[l->n_attempts - 1].t_end = l->t_end;
+        if (t->att.counted)
+            pt_upstream_release(pt_upstream_group(w, l->up), &t->att);
+        pt_proxy_queue_run(w, l->up);
+    }
+    report(l);
+    pt_limit_release(t->limit_held, t->n_limit_held);
+    t->n_limit_held = 0;
+    pt_upstream_unref(l->up);
+    l->up = NULL;
+    pt_conf_unref(l->conf);
 }
 
 static void
@@ -224,19 +275,43 @@ void
 pt_exchange_finish(struct pt_exchange *x)
 {
     struct exchange_box *b = pt_container_of(x, struct exchange_box, x);
+    struct pt_x_log l;
 
     b->reap.free = exchange_free;
     if (x->be != NULL)
         x->be->detach(x);
     x->t_end = ev_now(x->w->loop);
-    x->w->n_requests++;
-    pt_http_stats_end(x);
-    pt_access_end(x);
-    if (x->method_name != NULL) {
-        for (unsigned i = 0; pt_modules[i] != NULL; i++)
-            if (pt_modules[i]->kind == PT_MODULE_LOGGER)
-                ((const struct pt_logger_ops *)pt_modules[i]->ops)->log(x);
+    l = (struct pt_x_log){
+        .w = x->w,
+        .conf = x->conf,
+        .listen = x->listen,
+        .vh = x->vh,
+        .loc = x->loc,
+        .up = x->up,
+        .peer_ip = x->peer_ip,
+        .method_name = x->method_name,
+        .target = x->target,
+        .target_len = x->target_len,
+        .host = x->host,
+        .host_len = x->host_len,
+        .req = &x->req,
+        .attempts = x->attempts,
+        .n_attempts = (uint8_t)PT_MIN(x->n_attempts, x->cap_attempts),
+        .major = x->major,
+        .minor = x->minor,
+        .status = x->status,
+        .proto = x->proto,
+        .req_body_bytes = x->req_body_bytes,
+        .resp_body_bytes = x->resp_body_bytes,
+        .t_start = x->t_start,
+        .t_end = x->t_end,
+    };
+    if (x->method_name != NULL) { /* logged: its ID as the log line shows it */
+        l.request_id = pt_request_id(x);
+        l.request_id_len = x->request_id_len;
     }
+    report(&l);
+    pt_access_end(x);
     pt_worker_reap(x->w, &b->reap);
 }
 

@@ -57,12 +57,17 @@ int pt_exchange_set_host(struct pt_exchange *x);
 /* True for methods that RFC 9110 section 9.2.2 calls idempotent. */
 int pt_exchange_idempotent(const struct pt_exchange *x);
 
-/* For an exchange that lives on as a tunnel: keeps what logs and the reload check read (the
- * request line, host, path, peer, client certificate subject, request id, the User-Agent and
- * Referer fields, the attempts) and the limit_conn slots it holds in one block of the right
- * size and frees the rest of the arena (request and response fields, scratch). Nothing may point into the old arena: the
- * codecs have let go of the exchange. PT_ERR (out of memory): nothing changed. */
-int pt_exchange_compact(struct pt_exchange *x);
+/* An exchange that becomes a long-lived tunnel (a WebSocket after its 101) is shrunk into a
+ * struct pt_x_tunnel, its record: pt_x_tunnel_size() says how many bytes the record needs
+ * after it for x's strings and arrays (and fixes x's request ID); pt_x_tunnel_init() fills the
+ * record and retires x, without a count or a log line (the record takes over its snapshot and
+ * upstream references, its limit_conn slots and its upstream attempt); x is freed after the
+ * current callbacks, and the codecs must have let go of it. pt_x_tunnel_end(), when the tunnel
+ * ends: the attempt released, the request counted and logged as the exchange would have been,
+ * the references and slots given back (t itself is the caller's to free). */
+size_t pt_x_tunnel_size(struct pt_exchange *x);
+void pt_x_tunnel_init(struct pt_x_tunnel *t, struct pt_exchange *x);
+void pt_x_tunnel_end(struct pt_x_tunnel *t);
 
 /* The client's address: the TCP peer, or the one its PROXY header carried. Every rule about
  * the client (allow/deny, status and metrics allow lists, hashing, forwarding headers, logs)

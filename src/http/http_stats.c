@@ -78,19 +78,19 @@ map_build(struct http_worker *hw, struct pt_worker *w, const struct pt_conf *con
 
 /* The block x is counted in, or NULL (out of memory). */
 static struct pt_http_stats *
-stats_of(struct http_worker *hw, struct pt_exchange *x)
+stats_of(struct http_worker *hw, struct pt_worker *w, struct pt_conf *conf,
+         const struct pt_listen *listen, const struct pt_vhost *vh, const struct pt_location *loc)
 {
-    const struct pt_vhost *vh = x->vh;
     unsigned slot;
 
-    if (vh == NULL && x->listen != NULL)
-        vh = pt_http_listen(x->listen)->default_vhost; /* unrouted: the default server */
+    if (vh == NULL && listen != NULL)
+        vh = pt_http_listen(listen)->default_vhost; /* unrouted: the default server */
     if (vh == NULL)
         return hw->fallback;
-    if (PT_UNLIKELY(hw->map_gen != x->conf->generation) &&
-        (x->conf != x->w->conf || map_build(hw, x->w, x->conf) != PT_OK))
-        return block(x->w, vh, x->loc);
-    slot = x->loc != NULL ? pt_http_main(x->conf)->n_vhosts + x->loc->index : vh->index;
+    if (PT_UNLIKELY(hw->map_gen != conf->generation) &&
+        (conf != w->conf || map_build(hw, w, conf) != PT_OK))
+        return block(w, vh, loc);
+    slot = loc != NULL ? pt_http_main(conf)->n_vhosts + loc->index : vh->index;
     return slot < hw->map_n ? hw->map[slot] : NULL;
 }
 
@@ -105,23 +105,24 @@ pt_http_stats_begin(struct pt_exchange *x, enum pt_http_proto proto)
 }
 
 void
-pt_http_stats_end(struct pt_exchange *x)
+pt_http_stats_end(const struct pt_x_log *l)
 {
-    struct http_worker *hw = worker_state(x->w);
+    struct http_worker *hw = worker_state(l->w);
     struct pt_http_stats *s;
     unsigned cls;
 
     if (hw == NULL)
         return;
-    hw->gauges->active[x->proto]--;
-    if (x->method_name == NULL || (s = stats_of(hw, x)) == NULL)
+    hw->gauges->active[l->proto]--;
+    if (l->method_name == NULL ||
+        (s = stats_of(hw, l->w, l->conf, l->listen, l->vh, l->loc)) == NULL)
         return; /* bytes that never became a request are not one (as in the access log) */
-    cls = x->status >= 100 && x->status < 600 ? x->status / 100 - 1 : PT_HTTP_CLASSES - 1;
-    s->requests[x->proto][cls]++;
-    s->bytes_in[x->proto] += x->req_body_bytes;
-    s->bytes_out[x->proto] += x->resp_body_bytes;
-    if (x->proto != PT_HTTP_PROTO_WS)
-        pt_hist_observe(&s->duration, x->t_end - x->t_start);
+    cls = l->status >= 100 && l->status < 600 ? l->status / 100 - 1 : PT_HTTP_CLASSES - 1;
+    s->requests[l->proto][cls]++;
+    s->bytes_in[l->proto] += l->req_body_bytes;
+    s->bytes_out[l->proto] += l->resp_body_bytes;
+    if (l->proto != PT_HTTP_PROTO_WS)
+        pt_hist_observe(&s->duration, l->t_end - l->t_start);
 }
 
 void
@@ -135,7 +136,7 @@ pt_http_stats_ws_open(struct pt_exchange *x)
     hw->gauges->active[x->proto]--;
     x->proto = PT_HTTP_PROTO_WS;
     hw->gauges->active[PT_HTTP_PROTO_WS]++;
-    if ((s = stats_of(hw, x)) != NULL)
+    if ((s = stats_of(hw, x->w, x->conf, x->listen, x->vh, x->loc)) != NULL)
         s->ws_opened++;
 }
 
@@ -158,13 +159,13 @@ close_reason(const char *why, unsigned code, bool goodbye)
 }
 
 void
-pt_http_stats_ws_closed(struct pt_exchange *x, const char *why, unsigned code, bool goodbye,
+pt_http_stats_ws_closed(const struct pt_x_log *l, const char *why, unsigned code, bool goodbye,
                         uint64_t msgs_client, uint64_t msgs_server)
 {
-    struct http_worker *hw = worker_state(x->w);
+    struct http_worker *hw = worker_state(l->w);
     struct pt_http_stats *s;
 
-    if (hw == NULL || (s = stats_of(hw, x)) == NULL)
+    if (hw == NULL || (s = stats_of(hw, l->w, l->conf, l->listen, l->vh, l->loc)) == NULL)
         return;
     s->ws_closed[close_reason(why != NULL ? why : "", code, goodbye)]++;
     s->ws_messages[0] += msgs_client;

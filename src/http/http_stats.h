@@ -15,14 +15,14 @@ struct pt_worker;
 /* A frontend created x for protocol proto: counted as in flight. Once per exchange, right
  * after pt_exchange_new(). */
 void pt_http_stats_begin(struct pt_exchange *x, enum pt_http_proto proto);
-/* x ends (from pt_exchange_finish): counted by server block, upstream, status class and
- * protocol, with its bytes and duration. */
-void pt_http_stats_end(struct pt_exchange *x);
+/* An exchange or tunnel ends (what it reports: pt_exchange_finish, pt_x_tunnel_end): counted
+ * by server block, upstream, status class and protocol, with its bytes and duration. */
+void pt_http_stats_end(const struct pt_x_log *l);
 /* x became a WebSocket tunnel (its 101 or RFC 8441 200 was accepted). */
 void pt_http_stats_ws_open(struct pt_exchange *x);
-/* x's tunnel ends (before pt_exchange_finish): why (the relay's reason), the close code of a
- * violation (0: none), whether portico said goodbye, and the data messages each way. */
-void pt_http_stats_ws_closed(struct pt_exchange *x, const char *why, unsigned code,
+/* A tunnel ends (l: its record's, before pt_x_tunnel_end): why (the relay's reason), the close
+ * code of a violation (0: none), whether portico said goodbye, and the data messages each way. */
+void pt_http_stats_ws_closed(const struct pt_x_log *l, const char *why, unsigned code,
                              bool goodbye, uint64_t msgs_client, uint64_t msgs_server);
 
 /* The label of a server block in metrics: its first server_name, or "_" without one. */

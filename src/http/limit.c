@@ -1052,13 +1052,19 @@ pt_limit_end(struct pt_exchange *x)
         ev_timer_stop(x->w->loop, &x->limit_timer);
         x->limit_timer_on = 0;
     }
-    for (unsigned i = 0; i < x->n_limit_held; i++) {
-        struct pt_limit_hold *h = &x->limit_held[i];
+    pt_limit_release(x->limit_held, x->n_limit_held);
+    x->n_limit_held = 0;
+}
+
+void
+pt_limit_release(struct pt_limit_hold *held, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        struct pt_limit_hold *h = &held[i];
 
         h->store->ops->release(h->store, h->ticket);
         pt__limit_state_unref(h->st);
     }
-    x->n_limit_held = 0;
 }
 
 static void

@@ -35,6 +35,8 @@ void pt_limit_print(const struct pt_location *loc, FILE *out, const char *first,
                     const char *indent);
 /* Gives back what x holds (limit_conn) and stops its delay timer. */
 void pt_limit_end(struct pt_exchange *x);
+/* Gives back n limit_conn slots (a tunnel's, kept from its exchange: pt_x_tunnel_end). */
+void pt_limit_release(struct pt_limit_hold *held, unsigned n);
 /* Runs x's handler after x->limit_delay_ns (limit_req's delay); true when it took x over. */
 bool pt_limit_wait(struct pt_exchange *x);
 

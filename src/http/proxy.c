@@ -512,7 +512,13 @@ enqueue(struct pt_exchange *x)
 void
 pt_proxy_request_done(struct pt_exchange *x)
 {
-    struct pt_wupstream *g = pt_upstream_group(x->w, x->up);
+    pt_proxy_queue_run(x->w, x->up);
+}
+
+void
+pt_proxy_queue_run(struct pt_worker *w, struct pt_upstream *up)
+{
+    struct pt_wupstream *g = pt_upstream_group(w, up);
 
     if (g->n_queued > 0)
         queue_run(g);

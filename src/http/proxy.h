@@ -52,5 +52,7 @@ void pt_proxy_fail_detail(struct pt_exchange *x, int err, const char *what);
 void pt_proxy_release(struct pt_exchange *x);
 /* A request on x->up ended (success or failure): start queued ones if a server has room. */
 void pt_proxy_request_done(struct pt_exchange *x);
+/* Same for a request that is no longer an exchange (a tunnel's record): w's queue of up. */
+void pt_proxy_queue_run(struct pt_worker *w, struct pt_upstream *up);
 
 #endif

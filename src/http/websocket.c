@@ -131,9 +131,9 @@ pt_ws_response_ok(const struct pt_exchange *x)
 struct ws_dir {
     uint8_t hdr[14];     /* the header of the frame being read, while incomplete */
     uint8_t hlen;        /* bytes of it so far */
-    unsigned in_msg : 1; /* a fragmented data message has begun */
-    unsigned closed : 1; /* a close frame went this way (or none will: see goodbye()) */
-    unsigned torn : 1;   /* stopped inside a frame header already partly forwarded */
+    uint8_t in_msg : 1;  /* a fragmented data message has begun */
+    uint8_t closed : 1;  /* a close frame went this way (or none will: see goodbye()) */
+    uint8_t torn : 1;    /* stopped inside a frame header already partly forwarded */
     uint64_t left;       /* payload bytes of the current frame still to come */
     uint64_t msg_bytes;  /* payload of the current data message so far */
     uint64_t messages;   /* data messages completed */
@@ -152,16 +152,22 @@ struct ws_extra {
     unsigned ping_out : 1;  /* a ping went to a silent client: it has one interval to answer */
 };
 
-/* A tunnel. Owner: its relay (freed in closed()). */
+/* A tunnel. Owner: its relay (freed in closed()). Its exchange is gone: `rec` keeps what the
+ * end of the tunnel reports (the access log line, counters) and the reload check reads, with
+ * its strings in the bytes allocated after the struct (pt_x_tunnel_size). */
 struct ws_tunnel {
-    struct pt_exchange *x;
     struct pt_relay *r;
     struct ws_extra *ex;    /* NULL unless pinging or close_on_down */
     struct ws_dir dir[2];   /* by the side the frames come from */
     uint64_t max_message;   /* websocket_max_message; 0: no limit */
     unsigned code;          /* the close code of a violation */
     unsigned goodbye : 1;   /* portico sent its close frames (stop or violation) */
+    struct pt_x_tunnel rec; /* last: its strings follow */
 };
+
+/* The request target and ID of a tunnel, for its log messages ("%.*s"). */
+#define WS_TARGET(t) (int)PT_MIN((t)->rec.log.target_len, 200), (t)->rec.log.target
+#define WS_RID(t) (int)(t)->rec.log.request_id_len, (t)->rec.log.request_id
 
 static bool
 at_boundary(const struct ws_dir *d)
@@ -330,12 +336,11 @@ static void
 violation(struct pt_relay *r, enum pt_relay_side from)
 {
     struct ws_tunnel *t = r->owner;
-    struct pt_exchange *x = t->x;
 
-    pt_log(PT_LOG_INFO, "websocket %.*s: %s sent %s, closing with %u (x%llu) request_id=%s",
-           (int)PT_MIN(x->target_len, 200), x->target, from == PT_RELAY_A ? "client" : "server",
+    pt_log(PT_LOG_INFO, "websocket %.*s: %s sent %s, closing with %u (x%llu) request_id=%.*s",
+           WS_TARGET(t), from == PT_RELAY_A ? "client" : "server",
            t->code == PT_WS_TOO_BIG ? "a message over websocket_max_message" : "an invalid frame",
-           t->code, (unsigned long long)x->id, pt_request_id(x));
+           t->code, (unsigned long long)t->rec.id, WS_RID(t));
     /* the offender gets the code; the other side hears that the tunnel is going away */
     goodbye(t, from == PT_RELAY_A ? t->code : PT_WS_GOING_AWAY,
             from == PT_RELAY_B ? t->code : PT_WS_GOING_AWAY);
@@ -358,32 +363,26 @@ static void
 closed(struct pt_relay *r, const char *why)
 {
     struct ws_tunnel *t = r->owner;
-    struct pt_exchange *x = t->x;
 
     pt_log_debug("websocket %.*s closed: %s; %llu message(s) and %llu byte(s) from the client, "
                  "%llu and %llu from the server (x%llu)",
-                 (int)PT_MIN(x->target_len, 200), x->target, why,
+                 WS_TARGET(t), why,
                  (unsigned long long)t->dir[PT_RELAY_A].messages,
                  (unsigned long long)r->end[PT_RELAY_A].bytes_in,
                  (unsigned long long)t->dir[PT_RELAY_B].messages,
-                 (unsigned long long)r->end[PT_RELAY_B].bytes_in, (unsigned long long)x->id);
+                 (unsigned long long)r->end[PT_RELAY_B].bytes_in, (unsigned long long)t->rec.id);
     /* the access log line: 101, the bytes each way, the whole tunnel's duration */
-    x->req_body_bytes = r->end[PT_RELAY_A].bytes_in;
-    x->resp_body_bytes = r->end[PT_RELAY_B].bytes_in;
-    pt_http_stats_ws_closed(x, why, t->code, t->goodbye, t->dir[PT_RELAY_A].messages,
-                            t->dir[PT_RELAY_B].messages);
-    x->resp_complete = 1;
-    if (x->up != NULL) {
-        pt_proxy_release(x); /* least_conn and max_conns counted the tunnel until now */
-        pt_proxy_request_done(x);
-    }
+    t->rec.log.req_body_bytes = r->end[PT_RELAY_A].bytes_in;
+    t->rec.log.resp_body_bytes = r->end[PT_RELAY_B].bytes_in;
+    pt_http_stats_ws_closed(&t->rec.log, why, t->code, t->goodbye,
+                            t->dir[PT_RELAY_A].messages, t->dir[PT_RELAY_B].messages);
     if (t->ex != NULL) {
-        ev_timer_stop(x->w->loop, &t->ex->ping);
+        ev_timer_stop(r->w->loop, &t->ex->ping);
         if (t->ex->pinned)
             pt_upstream_unpin(&t->ex->pin);
         free(t->ex);
     }
-    pt_exchange_finish(x);
+    pt_x_tunnel_end(&t->rec); /* the attempt released, counted, logged */
     free(t);
 }
 
@@ -391,25 +390,25 @@ closed(struct pt_relay *r, const char *why)
  * address, a location with the same handler and websocket on, and for a proxied tunnel the
  * same upstream name still holding the server it is connected to. */
 static bool
-route_kept(const struct pt_exchange *x, struct pt_conf *conf)
+route_kept(const struct pt_x_tunnel *x, struct pt_conf *conf)
 {
     const struct pt_listen *l = NULL;
     const struct pt_vhost *vh;
     const struct pt_location *loc;
 
     for (unsigned i = 0; i < conf->n_listens && l == NULL; i++)
-        if (conf->listens[i]->proto == x->listen->proto &&
-            strcmp(conf->listens[i]->addr.name, x->listen->addr.name) == 0)
+        if (conf->listens[i]->proto == x->log.listen->proto &&
+            strcmp(conf->listens[i]->addr.name, x->log.listen->addr.name) == 0)
             l = conf->listens[i];
-    if (l == NULL || x->loc == NULL || x->path == NULL)
+    if (l == NULL || x->log.loc == NULL || x->path == NULL)
         return false;
-    vh = pt_router_vhost(l, x->host, x->host_len);
+    vh = pt_router_vhost(l, x->log.host, x->log.host_len);
     loc = vh != NULL ? pt_router_location(vh, x->path, x->path_len, NULL) : NULL;
-    if (loc == NULL || loc->handler != x->loc->handler || !loc->http.websocket)
+    if (loc == NULL || loc->handler != x->log.loc->handler || !loc->http.websocket)
         return false;
-    if (x->up == NULL)
+    if (x->log.up == NULL)
         return true;
-    if (loc->upstream == NULL || strcmp(loc->upstream->name, x->up->name) != 0)
+    if (loc->upstream == NULL || strcmp(loc->upstream->name, x->log.up->name) != 0)
         return false;
     for (unsigned i = 0; x->att.srv != NULL && i < loc->upstream->n_servers; i++)
         if (strcmp(loc->upstream->servers[i]->addr.name, x->att.srv->addr.name) == 0)
@@ -423,12 +422,11 @@ static void
 reload(struct pt_relay *r, struct pt_conf *conf)
 {
     struct ws_tunnel *t = r->owner;
-    struct pt_exchange *x = t->x;
 
-    if (t->goodbye || route_kept(x, conf))
+    if (t->goodbye || route_kept(&t->rec, conf))
         return;
     pt_log(PT_LOG_INFO, "websocket %.*s: its route is gone after the reload, closing with 1001 "
-           "(x%llu)", (int)PT_MIN(x->target_len, 200), x->target, (unsigned long long)x->id);
+           "(x%llu)", WS_TARGET(t), (unsigned long long)t->rec.id);
     goodbye(t, PT_WS_GOING_AWAY, PT_WS_GOING_AWAY);
 }
 
@@ -453,12 +451,9 @@ on_ping(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     if (ex->ping_out) {
-        struct pt_exchange *x = t->x;
-
         pt_log(PT_LOG_INFO, "websocket %.*s: the client did not answer a ping within "
-               "websocket_ping_interval, closing (x%llu) request_id=%s",
-               (int)PT_MIN(x->target_len, 200), x->target, (unsigned long long)x->id,
-               pt_request_id(x));
+               "websocket_ping_interval, closing (x%llu) request_id=%.*s",
+               WS_TARGET(t), (unsigned long long)t->rec.id, WS_RID(t));
         goodbye(t, PT_WS_GOING_AWAY, PT_WS_GOING_AWAY);
         /* nothing more is awaited from the client: only the backend's close frame */
         if (!r->closing && !t->dir[PT_RELAY_A].closed) {
@@ -481,24 +476,21 @@ on_server_down(struct pt_pin *p)
 {
     struct ws_extra *ex = pt_container_of(p, struct ws_extra, pin);
     struct ws_tunnel *t = ex->t;
-    struct pt_exchange *x = t->x;
 
     pt_upstream_unpin(p);
     ex->pinned = 0;
     if (t->goodbye || t->r->closing)
         return;
     pt_log(PT_LOG_INFO, "websocket %.*s: server %s is DOWN, closing with 1001 "
-           "(websocket_close_on_down) (x%llu) request_id=%s",
-           (int)PT_MIN(x->target_len, 200), x->target, x->att.srv->name,
-           (unsigned long long)x->id, pt_request_id(x));
+           "(websocket_close_on_down) (x%llu) request_id=%.*s",
+           WS_TARGET(t), t->rec.att.srv->name, (unsigned long long)t->rec.id, WS_RID(t));
     goodbye(t, PT_WS_GOING_AWAY, PT_WS_GOING_AWAY);
 }
 
 /* Starts what the location asked for beyond the relay itself. */
 static int
-extras_start(struct ws_tunnel *t)
+extras_start(struct ws_tunnel *t, struct pt_exchange *x)
 {
-    struct pt_exchange *x = t->x;
     bool pin = x->http->websocket_close_on_down && x->up != NULL && x->att.srv != NULL;
 
     if (x->http->websocket_ping_interval <= 0 && !pin)
@@ -535,7 +527,7 @@ int
 pt_ws_tunnel_end(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void *ctx,
                  struct pt_relay **rp)
 {
-    struct ws_tunnel *t = calloc(1, sizeof(*t));
+    struct ws_tunnel *t = calloc(1, sizeof(*t) + pt_x_tunnel_size(x));
     struct pt_relay *r = t != NULL ? pt_relay_new(x->w, &ws_ops, t) : NULL;
     struct pt_chain from_client;
 
@@ -546,7 +538,6 @@ pt_ws_tunnel_end(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void
         free(t);
         return PT_ERR;
     }
-    t->x = x;
     t->r = r;
     t->max_message = (uint64_t)x->http->websocket_max_message;
     pt_http_stats_ws_open(x);
@@ -554,10 +545,10 @@ pt_ws_tunnel_end(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void
     x->be = NULL;
     pt_relay_attach_ops(r, PT_RELAY_B, ops, ctx);
     pt_relay_set_timeouts(r, x->http->websocket_idle_timeout, x->http->websocket_fin_timeout);
-    if (extras_start(t) != PT_OK)
+    if (extras_start(t, x) != PT_OK)
         pt_log(PT_LOG_ERROR, "websocket: out of memory for websocket_ping_interval or "
                "websocket_close_on_down (x%llu)", (unsigned long long)x->id);
-    pt_exchange_compact(x); /* a long-lived tunnel keeps only what its log line needs */
+    pt_x_tunnel_init(&t->rec, x); /* a long-lived tunnel keeps only what its end reports */
     *rp = r;
     pt_relay_start(r, &from_client, NULL);
     return PT_OK;
@@ -587,7 +578,7 @@ pt_ws_serve(struct pt_exchange *x, const struct pt_relay_end_ops *ops, void *ctx
 void
 pt_ws_tunnel(struct pt_exchange *x, int fd, struct ssl_st *ssl, struct pt_chain *from_server)
 {
-    struct ws_tunnel *t = calloc(1, sizeof(*t));
+    struct ws_tunnel *t = calloc(1, sizeof(*t) + pt_x_tunnel_size(x));
     struct pt_relay *r = t != NULL ? pt_relay_new(x->w, &ws_ops, t) : NULL;
     struct pt_chain from_client;
 
@@ -609,7 +600,6 @@ pt_ws_tunnel(struct pt_exchange *x, int fd, struct ssl_st *ssl, struct pt_chain 
         x->fe->abort(x);
         return;
     }
-    t->x = x;
     t->r = r;
     t->max_message = (uint64_t)x->http->websocket_max_message;
     pt_http_stats_ws_open(x);
@@ -617,9 +607,9 @@ pt_ws_tunnel(struct pt_exchange *x, int fd, struct ssl_st *ssl, struct pt_chain 
     x->be = NULL;
     pt_relay_attach_socket(r, PT_RELAY_B, fd, ssl, true);
     pt_relay_set_timeouts(r, x->http->websocket_idle_timeout, x->http->websocket_fin_timeout);
-    if (extras_start(t) != PT_OK)
+    if (extras_start(t, x) != PT_OK)
         pt_log(PT_LOG_ERROR, "websocket: out of memory for websocket_ping_interval or "
                "websocket_close_on_down (x%llu)", (unsigned long long)x->id);
-    pt_exchange_compact(x); /* a long-lived tunnel keeps only what its log line needs */
+    pt_x_tunnel_init(&t->rec, x); /* a long-lived tunnel keeps only what its end reports */
     pt_relay_start(r, &from_client, from_server);
 }

@@ -79,15 +79,16 @@ struct pt_relay_end {
     struct pt_relay *r;
     const struct pt_relay_end_ops *ops; /* NULL: a socket */
     void *ctx;                          /* the ops' object */
-    int fd;
     struct ssl_st *ssl;
     size_t tls_retry;
-    ev_io rio;
-    ev_io wio;
+    ev_io io;               /* a socket's one watcher: EV_READ while reading, EV_WRITE while
+                             * writing */
     struct pt_chain out;    /* bytes queued to be written to this side */
     uint64_t bytes_in;      /* read from this side */
     uint64_t bytes_out;     /* written to this side (a socket side's) */
-    unsigned reading : 1;   /* rio started */
+    int fd;                 /* (beside the flags: no padding) */
+    unsigned reading : 1;   /* reading (a socket: io has EV_READ) */
+    unsigned writing : 1;   /* a socket's queue waits for room (io has EV_WRITE) */
     unsigned held : 1;      /* reading stopped: the other side's queue is full */
     unsigned stopped : 1;   /* reading stopped for good (a violation) */
     unsigned discard : 1;   /* what it sends is inspected, then dropped (goodbye sent) */

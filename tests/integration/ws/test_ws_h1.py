@@ -940,3 +940,59 @@ def test_h1_h1_ws_access_log_one_line_per_tunnel(ws_front):
     # close frame
     assert sorted(re.search(r'"GET (\S+) HTTP/1.1" (\d+) (\d+) ', l).groups()
                   for l in ws_lines) == [("/echo?a", "101", "1008"), ("/echo?b", "101", "1008")]
+
+
+def test_h1_h1_ws_access_log_fields(ws_front, raw_ws_backend):
+    """The line a tunnel leaves when it closes carries what its request and its whole life
+    were, although the tunnel keeps only a small record of its exchange (the exchange is freed
+    at the 101): status 101, the request line, the bytes the server sent (frame bytes, headers
+    included), the tunnel's duration, the request ID the backend was sent, the Host, User-Agent
+    and Referer, and the upstream fields (the attempt lasts as long as the tunnel)."""
+
+    def serve(c, b):
+        _, h = c.read_request()
+        b.record(("rid", h.get("x-request-id")))
+        c.answer_101(h["sec-websocket-key"])
+        rd = wsl.FrameReader(c)
+        assert rd.read()[2] == b"hello"
+        c.send(wsl.frame(wsl.OP_TEXT, "x" * 300, mask=False))   # 4 + 300 bytes
+        fin, op, data, _ = rd.read()
+        assert op == wsl.OP_CLOSE
+        c.send(wsl.frame(wsl.OP_CLOSE, data[:2], mask=False))     # 4 bytes
+        c.read_all(5)
+
+    rb = raw_ws_backend(serve)
+    f = ws_front(servers=[rb.addr], access_log="json")
+    log = f.portico.access_log
+    with f.raw() as c:
+        req, _ = wsl.upgrade_request("/chat/room?x=1", extra=(
+            "User-Agent: line-test/1.0", "Referer: http://ref.example/page"))
+        c.send(req)
+        r = c.read_response(allow_interim=True)
+        assert r.status == 101
+        c.send(wsl.frame(wsl.OP_TEXT, "hello"))                  # 2 + 4 + 5 bytes
+        rd = wsl.FrameReader(c)
+        assert rd.read()[2] == b"x" * 300
+        time.sleep(1.2)                                           # the tunnel's life
+        c.send(wsl.frame(wsl.OP_CLOSE, struct.pack("!H", 1000)))  # 2 + 4 + 2 bytes
+        assert rd.read()[1] == wsl.OP_CLOSE
+        c.read_all(5)
+
+    def line():
+        ls = [l for l in f.portico.read(log).splitlines() if "/chat/room" in l]
+        return ls[0] if ls else None
+
+    import json
+    rec = json.loads(lib.wait_until(line, 10, what="the tunnel's access log line"))
+    rid = [v for k, v in rb.log if k == "rid"]
+    assert rid and rid[0]
+    assert (rec["method"], rec["uri"], rec["protocol"], rec["status"], rec["bytes_sent"]) == \
+        ("GET", "/chat/room?x=1", "HTTP/1.1", 101, 308)
+    assert rec["request_time"] >= 1.0
+    assert rec["request_id"] == rid[0]
+    assert (rec["host"], rec["user_agent"], rec["referer"]) == \
+        ("test.local", "line-test/1.0", "http://ref.example/page")
+    assert (rec["remote_addr"], rec["upstream"], rec["upstream_addr"]) == \
+        ("127.0.0.1", "app", rb.addr)
+    assert float(rec["upstream_response_time"]) >= 1.0
+    assert float(rec["upstream_connect_time"]) >= 0.0
