@@ -88,8 +88,12 @@ if [ "${PORTICO_HARDENING:-0}" = 1 ] && [ "${PORTICO_SKIP_HARDENING:-0}" != 1 ];
     fi
     hard "$step"
     if make -j"$(nproc)" -s portico-asan >"$step" 2>&1; then
-        # the fuzz regressions, malformed and hostile input, floods, bodies, compression
+        # the fuzz regressions, malformed and hostile input, floods, bodies, compression; the
+        # memory-saving paths (spliced bodies, a tunnel's record instead of its exchange, h2
+        # pages given back when idle)
         PORTICO_TEST_SKIP_SLOW=1 bash scripts/sanitize.sh asan ./portico-asan \
+            tests/integration/proxy/test_h1_h1_splice.py tests/integration/ws/test_ws_h1.py \
+            tests/integration/h2/test_h2_idle_memory.py \
             tests/integration/proxy/test_h1_h1_fuzz_regressions.py \
             tests/integration/h2/test_h2_fuzz_regressions.py \
             tests/integration/ws/test_ws_fuzz_regressions.py \

@@ -153,11 +153,13 @@ pt_x_tunnel_init(struct pt_x_tunnel *t, struct pt_exchange *x)
 
     /* the fixed-size arrays first: t + 1 is suitably aligned for them */
     l->attempts = natt > 0 ? (struct pt_x_attempt *)(void *)p : NULL;
-    memcpy(p, x->attempts, natt * sizeof(struct pt_x_attempt));
+    if (natt > 0) /* memcpy's source may not be NULL, even for 0 bytes */
+        memcpy(p, x->attempts, natt * sizeof(struct pt_x_attempt));
     p += natt * sizeof(struct pt_x_attempt);
     t->limit_held = x->n_limit_held > 0 ? (struct pt_limit_hold *)(void *)p : NULL;
     t->n_limit_held = x->n_limit_held;
-    memcpy(p, x->limit_held, x->n_limit_held * sizeof(struct pt_limit_hold));
+    if (x->n_limit_held > 0)
+        memcpy(p, x->limit_held, x->n_limit_held * sizeof(struct pt_limit_hold));
     p += x->n_limit_held * sizeof(struct pt_limit_hold);
     x->n_limit_held = 0; /* the tunnel holds them now */
     for (unsigned i = 0; i < x->req.n; i++)

@@ -61,46 +61,18 @@ enum timer_kind {
 #define LINGER_MSEC 2000
 #define DISCARD_MAX (64 * 1024)
 
-/* A client connection. Owner: its worker (w->conns); freed through the reaper. */
-struct pt_h1_conn {
-    struct pt_reapable reap;
-    struct pt_conn conn; /* in w->conns */
-    struct pt_worker *w;
-    struct pt_conf *conf;     /* the snapshot its listen and new exchanges come from (a ref) */
-    struct pt_listen *listen;
-    int fd;
-    SSL *ssl;          /* NULL on cleartext listeners */
-    size_t tls_retry;  /* SSL_write length to repeat (see pt_io_writev) */
-    ev_io rio;
-    ev_io wio;
-    ev_timer timer;
-    enum timer_kind tkind;
-    ev_tstamp t_end; /* when the current kind's own time is up (0: never) */
-    ev_tstamp t_at;  /* what is due: t_end or a rate meter's deadline (0: nothing); the timer
-                      * may be armed for earlier (timer_arm) */
-    struct pt_rate_meter rq;  /* the request head, then its body, against their minimum rates */
-    struct pt_rate_meter snd; /* response bytes against send_min_rate, for the connection */
-    uint64_t id;
-    union pt_sockaddr peer;  /* the client: the TCP peer, or what its PROXY header says */
-    union pt_sockaddr local; /* the address it reached, when local_known (PROXY to servers) */
-    unsigned local_known : 1;
-    unsigned pause;
-    unsigned closing : 1;     /* closed; waiting for the reaper */
-    unsigned close_after : 1; /* close once the current response is written */
-    unsigned lingering : 1;   /* write side shut; discarding input before close */
-    unsigned eof : 1;         /* client half-closed */
-    unsigned reading : 1;     /* rio started */
-    unsigned in_parse : 1;    /* inside parse(); nested calls must not recurse */
-    unsigned resp_chunked : 1;
-    unsigned out_full : 1;    /* told the backend to stop; resume it when drained */
-    unsigned in_trailers : 1;
-    unsigned piped : 1;       /* pipe_r/pipe_w are open */
-    unsigned handshaking : 1; /* TLS handshake in progress */
-    unsigned hs_write : 1;    /* the handshake waits for the socket to drain: reads are off */
+/* What a connection needs only while a request is parsed or answered: taken when its first
+ * byte is parsed and given back (to a per-worker cache) when the connection is idle with nothing
+ * buffered, so an idle connection does not carry it. */
+struct h1_req {
+    llhttp_t parser; /* parser.data is the connection */
+    struct pt_rate_meter rq; /* the request head, then its body, against their minimum rates */
+    size_t head_bytes;
+    const char *err_why; /* why err_status, for the log line (llhttp overwrites its reason) */
+    unsigned err_status; /* set by a callback that rejects the request */
     struct pt_h1_chunk_guard chunk; /* chunk framing to check before llhttp goes on */
     struct pt_h1_lines lines;       /* line endings of the head and trailers llhttp read */
-    unsigned requests;
-    struct pt_chunk *in;
+    /* output: a connection with bytes to write is not idle, so these live here too */
     struct pt_chain out;
     /* response body spliced from a cleartext backend (fe_splice_room): queued only while `out`
      * is empty, so written before it; the pipe exists from the first spliced byte until the
@@ -109,11 +81,47 @@ struct pt_h1_conn {
     size_t pipe_bytes;
     uint64_t out_written; /* bytes of `out` and the pipe written to the socket so far */
     uint64_t resp_start;  /* where the current response head starts, counted like out_written */
-    llhttp_t *parser; /* only while a request is being parsed or answered (NULL when idle) */
+    size_t tls_retry;     /* SSL_write length to repeat (see pt_io_writev) */
+};
+
+/* A client connection. Owner: its worker (w->conns); freed through the reaper. */
+struct pt_h1_conn {
+    union {
+        struct pt_conn conn;     /* in w->conns while open */
+        struct pt_reapable reap; /* in the reaper's queue once out of w->conns (retire) */
+    };
+    struct pt_worker *w;
+    struct pt_conf *conf;     /* the snapshot its listen and new exchanges come from (a ref) */
+    struct pt_listen *listen;
+    SSL *ssl;          /* NULL on cleartext listeners */
+    ev_io io; /* one watcher for both directions: events follow `reading` and `writing` */
+    ev_timer timer;
+    ev_tstamp t_end; /* when the current kind's own time is up (0: never) */
+    ev_tstamp t_at;  /* what is due: t_end or a rate meter's deadline (0: nothing); the timer
+                      * may be armed for earlier (timer_arm) */
+    struct pt_rate_meter snd; /* response bytes against send_min_rate, for the connection */
+    uint64_t id;
+    union pt_sockaddr peer;  /* the client: the TCP peer, or what its PROXY header says */
+    unsigned requests;
+    union pt_sockaddr *local; /* the address it reached, when known (PROXY to servers) */
+    unsigned tkind : 3;       /* enum timer_kind */
+    unsigned pause : 2;       /* enum pause_reason */
+    unsigned closing : 1;     /* closed; waiting for the reaper */
+    unsigned close_after : 1; /* close once the current response is written */
+    unsigned lingering : 1;   /* write side shut; discarding input before close */
+    unsigned eof : 1;         /* client half-closed */
+    unsigned reading : 1;     /* io watches EV_READ */
+    unsigned writing : 1;     /* io watches EV_WRITE: output (or the handshake) waits */
+    unsigned in_parse : 1;    /* inside parse(); nested calls must not recurse */
+    unsigned resp_chunked : 1;
+    unsigned out_full : 1;    /* told the backend to stop; resume it when drained */
+    unsigned in_trailers : 1;
+    unsigned piped : 1;       /* pipe_r/pipe_w are open */
+    unsigned handshaking : 1; /* TLS handshake in progress */
+    unsigned hs_write : 1;    /* the handshake waits for the socket to drain: reads are off */
+    struct pt_chunk *in;
+    struct h1_req *req; /* only while a request is being parsed or answered (NULL when idle) */
     struct pt_exchange *x;
-    size_t head_bytes;
-    unsigned err_status; /* set by a callback that rejects the request */
-    const char *err_why; /* and why, for the log line (llhttp overwrites its own reason) */
 };
 
 static llhttp_settings_t settings;
@@ -139,10 +147,43 @@ rid(struct pt_h1_conn *c)
 }
 
 static void conn_close(struct pt_h1_conn *c);
+static void retire(struct pt_h1_conn *c);
 static void parse(struct pt_h1_conn *c);
 static void flush(struct pt_h1_conn *c);
 static void update_read(struct pt_h1_conn *c);
 static void parser_put(struct pt_h1_conn *c);
+static int parser_get(struct pt_h1_conn *c);
+static void parser_put_unless_parsing(struct pt_h1_conn *c);
+
+static void
+rq_stop(struct pt_h1_conn *c)
+{
+    if (c->req != NULL)
+        pt_rate_stop(&c->req->rq);
+}
+
+/* Sets the watcher's events to what `reading` and `writing` ask for. One watcher rather than a
+ * read and a write one keeps 48 B out of every idle connection; the write side is wanted only
+ * while output (or the TLS handshake) waits for the socket, so the restart it costs is rare. An
+ * event already pending for the watcher (ev_feed_event of bytes OpenSSL holds) survives it. */
+static void
+io_update(struct pt_h1_conn *c)
+{
+    struct ev_loop *loop = c->w->loop;
+    int want = (c->reading ? EV_READ : 0) | (c->writing ? EV_WRITE : 0);
+    int pending;
+
+    if (want == (c->io.events & (EV_READ | EV_WRITE)) && (want != 0) == ev_is_active(&c->io))
+        return;
+    pending = ev_clear_pending(loop, &c->io);
+    ev_io_stop(loop, &c->io);
+    if (want == 0)
+        return;
+    ev_io_modify(&c->io, want);
+    ev_io_start(loop, &c->io);
+    if ((pending & want) != 0)
+        ev_feed_event(loop, &c->io, pending & want);
+}
 
 /* ---- timers --------------------------------------------------------------------------- */
 
@@ -165,11 +206,11 @@ kind_meter(struct pt_h1_conn *c, enum timer_kind k, const struct pt_min_rate **r
     switch (k) {
     case T_HEADER:
         *r = &h->client_header_min_rate;
-        m = &c->rq;
+        m = c->req != NULL ? &c->req->rq : NULL;
         break;
     case T_BODY:
         *r = &h->client_body_min_rate;
-        m = &c->rq;
+        m = c->req != NULL ? &c->req->rq : NULL;
         break;
     case T_SEND:
         *r = &h->send_min_rate;
@@ -178,7 +219,7 @@ kind_meter(struct pt_h1_conn *c, enum timer_kind k, const struct pt_min_rate **r
     default:
         return NULL;
     }
-    return (*r)->rate > 0 ? m : NULL;
+    return m != NULL && (*r)->rate > 0 ? m : NULL;
 }
 
 /* Arms the one timer for the earlier of the kind's own time and its rate meter's deadline.
@@ -192,8 +233,8 @@ timer_arm(struct pt_h1_conn *c)
     const struct pt_min_rate *r = NULL;
     struct pt_rate_meter *m = kind_meter(c, c->tkind, &r);
 
-    if (m != &c->rq)
-        pt_rate_pause(&c->rq, now_us);
+    if (c->req != NULL && m != &c->req->rq)
+        pt_rate_pause(&c->req->rq, now_us);
     if (m != &c->snd)
         pt_rate_pause(&c->snd, now_us);
     if (m != NULL) {
@@ -236,6 +277,10 @@ local_error(struct pt_h1_conn *c, unsigned status)
     struct pt_exchange *x = c->x;
 
     c->close_after = 1;
+    if (x == NULL && c->req == NULL && parser_get(c) != PT_OK) {
+        conn_close(c);
+        return;
+    }
     if (x == NULL) {
         /* bytes that never became a request: answer without an exchange */
         const char *reason = pt_status_reason(status);
@@ -245,7 +290,7 @@ local_error(struct pt_h1_conn *c, unsigned status)
         if (pt_proxy_status_format(pt_http_main(c->w->conf), pt_perr_of_status(status), NULL, ps,
                                    sizeof(ps)) != PT_OK)
             ps[0] = '\0';
-        pt_chain_printf(&c->w->chunks, &c->out,
+        pt_chain_printf(&c->w->chunks, &c->req->out,
                         "HTTP/1.1 %u %s\r\nServer: portico\r\nContent-Type: text/plain\r\n"
                         "Proxy-Status: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
                         status, reason, ps, n, body);
@@ -285,14 +330,14 @@ rate_cut(struct pt_h1_conn *c, enum timer_kind k, const struct pt_min_rate *r)
            (unsigned long long)c->id, rid(c));
     c->tkind = T_NONE;
     c->t_end = 0;
-    pt_rate_stop(&c->rq);
+    rq_stop(c);
     if (answer) {
         c->x->perr_details = name[rk];
         local_error(c, 408);
         return;
     }
     if (rk == PT_RATE_SEND)
-        pt_io_reset_on_close(c->fd); /* what it did not read would be kept and retried */
+        pt_io_reset_on_close(c->io.fd); /* what it did not read would be kept and retried */
     conn_close(c);
 }
 
@@ -338,7 +383,7 @@ on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     case T_SEND:
         pt_log(PT_LOG_INFO, "client %s timed out reading the response (c%llu) request_id=%s",
                peer_ip(c), (unsigned long long)c->id, rid(c));
-        pt_io_reset_on_close(c->fd);
+        pt_io_reset_on_close(c->io.fd);
         conn_close(c);
         return;
     case T_HANDSHAKE:
@@ -367,7 +412,7 @@ update_timer(struct pt_h1_conn *c, int progress)
                   0);
     else if (c->lingering)
         set_timer(c, T_LINGER, LINGER_MSEC, 0);
-    else if (ev_is_active(&c->wio))
+    else if (c->writing)
         set_timer(c, T_SEND, h->send_timeout, progress);
     else if (x == NULL && (c->requests == 0 || (c->in != NULL && c->in->wpos > c->in->rpos)))
         set_timer(c, T_HEADER, h->client_header_timeout, 0);
@@ -387,7 +432,7 @@ update_timer(struct pt_h1_conn *c, int progress)
 static size_t
 out_pending(const struct pt_h1_conn *c)
 {
-    return c->out.bytes + c->pipe_bytes;
+    return c->req != NULL ? c->req->out.bytes + c->req->pipe_bytes : 0;
 }
 
 static void
@@ -395,18 +440,18 @@ pipe_close(struct pt_h1_conn *c)
 {
     if (!c->piped)
         return;
-    close(c->pipe_r);
-    close(c->pipe_w);
+    close(c->req->pipe_r);
+    close(c->req->pipe_w);
     c->piped = 0;
-    c->pipe_bytes = 0;
+    c->req->pipe_bytes = 0;
 }
 
 /* Writes what the pipe holds: PT_OK once it is empty, PT_AGAIN, PT_ERR (errno set). */
 static int
 pipe_flush(struct pt_h1_conn *c)
 {
-    while (c->pipe_bytes > 0) {
-        ssize_t w = splice(c->pipe_r, NULL, c->fd, NULL, c->pipe_bytes,
+    while (c->req->pipe_bytes > 0) {
+        ssize_t w = splice(c->req->pipe_r, NULL, c->io.fd, NULL, c->req->pipe_bytes,
                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 
         if (w < 0 && errno == EINTR)
@@ -418,8 +463,8 @@ pipe_flush(struct pt_h1_conn *c)
                 errno = EPIPE;
             return PT_ERR;
         }
-        c->pipe_bytes -= (size_t)w;
-        c->out_written += (uint64_t)w;
+        c->req->pipe_bytes -= (size_t)w;
+        c->req->out_written += (uint64_t)w;
         pt_rate_add(&c->snd, &conn_http(c)->send_min_rate, pt_rate_usec(ev_now(c->w->loop)),
                     (uint64_t)w);
     }
@@ -438,7 +483,7 @@ maybe_close_after_output(struct pt_h1_conn *c)
     if (!c->lingering && !c->eof &&
         ((c->x != NULL && !c->x->req_complete) || (c->in != NULL && c->in->wpos > c->in->rpos))) {
         c->lingering = 1;
-        shutdown(c->fd, SHUT_WR);
+        shutdown(c->io.fd, SHUT_WR);
         if (c->x != NULL) {
             pt_exchange_finish(c->x);
             c->x = NULL;
@@ -452,6 +497,16 @@ maybe_close_after_output(struct pt_h1_conn *c)
         conn_close(c);
 }
 
+/* Gives the per-request part back once nothing needs it: no request, no byte buffered either
+ * way, not inside parse() (which still reads the parser). */
+static inline void
+req_put_if_idle(struct pt_h1_conn *c)
+{
+    if (c->x == NULL && c->in == NULL && c->req != NULL && !c->closing && !c->in_parse &&
+        !c->piped && !c->writing && c->req->out.bytes == 0)
+        parser_put(c);
+}
+
 static void
 flush(struct pt_h1_conn *c)
 {
@@ -461,16 +516,16 @@ flush(struct pt_h1_conn *c)
     if (c->closing)
         return;
     /* spliced bytes were queued while `out` was empty (fe_splice_room), so they go first */
-    if (c->pipe_bytes > 0)
+    if (c->req != NULL && c->req->pipe_bytes > 0)
         w = pipe_flush(c);
-    while (w >= 0 && c->out.bytes > 0) {
-        int n = pt_chain_iov(&c->out, iov, 64);
+    while (w >= 0 && c->req != NULL && c->req->out.bytes > 0) {
+        int n = pt_chain_iov(&c->req->out, iov, 64);
 
-        w = pt_io_writev(c->fd, c->ssl, iov, n, &c->tls_retry);
+        w = pt_io_writev(c->io.fd, c->ssl, iov, n, &c->req->tls_retry);
         if (w < 0)
             break;
-        pt_chain_consume(&c->w->chunks, &c->out, (size_t)w);
-        c->out_written += (uint64_t)w;
+        pt_chain_consume(&c->w->chunks, &c->req->out, (size_t)w);
+        c->req->out_written += (uint64_t)w;
         pt_rate_add(&c->snd, &conn_http(c)->send_min_rate, pt_rate_usec(ev_now(c->w->loop)),
                     (uint64_t)w);
     }
@@ -478,8 +533,9 @@ flush(struct pt_h1_conn *c)
         int e = errno;
 
         if (w == PT_AGAIN) {
-            if (!ev_is_active(&c->wio)) {
-                ev_io_start(c->w->loop, &c->wio);
+            if (!c->writing) {
+                c->writing = 1;
+                io_update(c);
                 update_timer(c, 1);
             }
             return;
@@ -491,8 +547,9 @@ flush(struct pt_h1_conn *c)
     }
     if (c->piped && (c->x == NULL || c->x->resp_complete))
         pipe_close(c); /* the response is out: no pipe kept between responses */
-    if (ev_is_active(&c->wio)) {
-        ev_io_stop(c->w->loop, &c->wio);
+    if (c->writing) {
+        c->writing = 0;
+        io_update(c);
         update_timer(c, 0);
     }
     if (c->out_full && c->x != NULL && c->x->be != NULL) {
@@ -502,6 +559,7 @@ flush(struct pt_h1_conn *c)
             return;
     }
     maybe_close_after_output(c);
+    req_put_if_idle(c);
 }
 
 static void handshake(struct pt_h1_conn *c);
@@ -509,18 +567,12 @@ static int switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, con
                         size_t settings_len);
 
 static void
-on_write(struct ev_loop *loop, ev_io *io, int revents)
+on_write(struct pt_h1_conn *c)
 {
-    struct pt_h1_conn *c = pt_container_of(io, struct pt_h1_conn, wio);
     size_t before = out_pending(c);
 
-    if (c->handshaking) {
-        handshake(c);
-        return;
-    }
-
     flush(c);
-    if (!c->closing && out_pending(c) < before && ev_is_active(&c->wio))
+    if (!c->closing && out_pending(c) < before && c->writing)
         update_timer(c, 1);
 }
 
@@ -593,18 +645,19 @@ fe_send_head(struct pt_exchange *x)
 {
     struct pt_h1_conn *c = x->fe_ctx;
     struct pt_chunk_pool *p = &c->w->chunks;
-    struct pt_chain *o = &c->out;
+    struct pt_chain *o;
     int http10 = x->major == 1 && x->minor == 0;
 
     if (c->closing)
         return PT_ERR;
+    o = &c->req->out;
     /* leaving: a binary upgrade handed the listeners over; the client's next request goes to
      * the new process, on a new connection, without a race against a close; parting: the
      * same during shutdown_delay, through the balancer to another instance */
     if (c->w->draining || c->w->leaving || c->w->parting ||
         c->requests + 1 >= (unsigned)conn_http(c)->keepalive_requests ||
-        conn_http(c)->keepalive_timeout == 0 || c->parser == NULL ||
-        !llhttp_should_keep_alive(c->parser))
+        conn_http(c)->keepalive_timeout == 0 || c->req == NULL ||
+        !llhttp_should_keep_alive(&c->req->parser))
         c->close_after = 1;
     if (x->resp_local && !x->req_complete) {
         /* answering before the body arrived: keep the connection only if what is left is small
@@ -614,7 +667,7 @@ fe_send_head(struct pt_exchange *x)
         x->discard_body = 1;
     }
     c->resp_chunked = 0;
-    c->resp_start = c->out_written + o->bytes;
+    c->req->resp_start = c->req->out_written + o->bytes;
     struct resp_head r = {.x = x, .upgrade = x->status == 101};
 
     r.line_len = 9 + pt_fmt_u64(x->status, r.line + 9);
@@ -676,11 +729,11 @@ fe_send_body(struct pt_exchange *x, const char *data, size_t len)
         return out_status(c);
     x->resp_body_bytes += len;
     if (c->resp_chunked) {
-        pt_chain_append_num(p, &c->out, "", len, true, "\r\n");
-        pt_chain_append(p, &c->out, data, len);
-        pt_chain_append(p, &c->out, "\r\n", 2);
+        pt_chain_append_num(p, &c->req->out, "", len, true, "\r\n");
+        pt_chain_append(p, &c->req->out, data, len);
+        pt_chain_append(p, &c->req->out, "\r\n", 2);
     } else {
-        pt_chain_append(p, &c->out, data, len);
+        pt_chain_append(p, &c->req->out, data, len);
     }
     return out_status(c);
 }
@@ -697,10 +750,10 @@ fe_send_chunk(struct pt_exchange *x, struct pt_chunk *ch)
     }
     x->resp_body_bytes += len;
     if (c->resp_chunked)
-        pt_chain_append_num(&c->w->chunks, &c->out, "", len, true, "\r\n");
-    pt_chain_push(&c->out, ch);
+        pt_chain_append_num(&c->w->chunks, &c->req->out, "", len, true, "\r\n");
+    pt_chain_push(&c->req->out, ch);
     if (c->resp_chunked)
-        pt_chain_append(&c->w->chunks, &c->out, "\r\n", 2);
+        pt_chain_append(&c->w->chunks, &c->req->out, "\r\n", 2);
     return out_status(c);
 }
 
@@ -714,11 +767,11 @@ fe_splice_room(struct pt_exchange *x, int *pipe_fd, size_t *room)
     /* spliced bytes go unframed and unencrypted, after everything queued */
     if (c->ssl != NULL || c->resp_chunked || x->resp_no_body)
         return PT_DECLINED;
-    if (c->out.bytes > 0) {
+    if (c->req->out.bytes > 0) {
         flush(c);
         if (c->closing)
             return PT_ERR;
-        if (c->out.bytes > 0)
+        if (c->req->out.bytes > 0)
             return PT_DECLINED; /* a slow client: the body queues in chunks up to the cap */
     }
     if (out_pending(c) >= PT_OUT_CAP) {
@@ -730,11 +783,11 @@ fe_splice_room(struct pt_exchange *x, int *pipe_fd, size_t *room)
 
         if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0)
             return PT_DECLINED; /* out of descriptors: copy instead */
-        c->pipe_r = p[0];
-        c->pipe_w = p[1];
+        c->req->pipe_r = p[0];
+        c->req->pipe_w = p[1];
         c->piped = 1;
     }
-    *pipe_fd = c->pipe_w;
+    *pipe_fd = c->req->pipe_w;
     *room = PT_OUT_CAP - out_pending(c);
     return PT_OK;
 }
@@ -749,19 +802,19 @@ fe_send_spliced(struct pt_exchange *x, size_t n)
     if (n == 0) {
         /* A splice into the pipe would block: the socket is empty, or the pipe's slots are
          * full of partial pages. Drain it and say which. */
-        if (c->pipe_bytes == 0)
+        if (c->req->pipe_bytes == 0)
             return PT_DECLINED;
         flush(c);
         if (c->closing)
             return PT_ERR;
-        if (c->pipe_bytes > 0) {
+        if (c->req->pipe_bytes > 0) {
             c->out_full = 1;
             return PT_AGAIN;
         }
         return PT_OK;
     }
     x->resp_body_bytes += n;
-    c->pipe_bytes += n;
+    c->req->pipe_bytes += n;
     return out_status(c);
 }
 
@@ -776,14 +829,14 @@ fe_send_end(struct pt_exchange *x)
     if (c->closing)
         return PT_ERR;
     if (c->resp_chunked) {
-        pt_chain_append(p, &c->out, "0\r\n", 3);
+        pt_chain_append(p, &c->req->out, "0\r\n", 3);
         for (unsigned i = 0; i < x->resp_trailers.n; i++) {
             const struct pt_hdr *h = &x->resp_trailers.v[i];
 
             if (!h->skip)
-                put_field(p, &c->out, h);
+                put_field(p, &c->req->out, h);
         }
-        pt_chain_append(p, &c->out, "\r\n", 2);
+        pt_chain_append(p, &c->req->out, "\r\n", 2);
     }
     x->resp_complete = 1;
     if (!x->req_complete) {
@@ -813,15 +866,15 @@ fe_send_interim(struct pt_exchange *x)
     /* RFC 9110 section 15.2: a server must not send 1xx to an HTTP/1.0 client */
     if (c->closing || x->minor == 0)
         return PT_OK;
-    pt_chain_printf(p, &c->out, "HTTP/1.1 %u %s\r\n", x->interim_status,
+    pt_chain_printf(p, &c->req->out, "HTTP/1.1 %u %s\r\n", x->interim_status,
                     pt_status_reason(x->interim_status));
     for (unsigned i = 0; i < x->resp.n; i++) {
         const struct pt_hdr *h = &x->resp.v[i];
 
         if (!h->skip)
-            put_field(p, &c->out, h);
+            put_field(p, &c->req->out, h);
     }
-    pt_chain_append(p, &c->out, "\r\n", 2);
+    pt_chain_append(p, &c->req->out, "\r\n", 2);
     return out_status(c);
 }
 
@@ -857,8 +910,8 @@ fe_take_socket(struct pt_exchange *x, struct pt_relay *r, struct pt_chain *from_
 
     if (c->closing || c->x != x)
         return PT_ERR;
-    pt_relay_attach_socket(r, PT_RELAY_A, c->fd, c->ssl, false);
-    pt_relay_queue(r, PT_RELAY_A, &c->out);
+    pt_relay_attach_socket(r, PT_RELAY_A, c->io.fd, c->ssl, false);
+    pt_relay_queue(r, PT_RELAY_A, &c->req->out);
     if (c->in != NULL && c->in->rpos < c->in->wpos)
         pt_chain_push(from_client, c->in);
     else if (c->in != NULL)
@@ -868,11 +921,11 @@ fe_take_socket(struct pt_exchange *x, struct pt_relay *r, struct pt_chain *from_
     c->x = NULL;
     c->closing = 1;
     c->ssl = NULL;
-    ev_io_stop(w->loop, &c->rio);
-    ev_io_stop(w->loop, &c->wio);
+    ev_io_stop(w->loop, &c->io);
+    c->reading = c->writing = 0;
     ev_timer_stop(w->loop, &c->timer);
-    parser_put(c);
-    pt_worker_reap(w, &c->reap);
+    parser_put_unless_parsing(c);
+    retire(c);
     return PT_OK;
 }
 
@@ -881,9 +934,10 @@ fe_retract(struct pt_exchange *x)
 {
     struct pt_h1_conn *c = x->fe_ctx;
 
-    if (c->closing || c->out_written > c->resp_start)
+    if (c->closing || c->req->out_written > c->req->resp_start)
         return PT_ERR;
-    pt_chain_truncate(&c->w->chunks, &c->out, (size_t)(c->resp_start - c->out_written));
+    pt_chain_truncate(&c->w->chunks, &c->req->out,
+                      (size_t)(c->req->resp_start - c->req->out_written));
     c->resp_chunked = 0;
     c->out_full = 0;
     return PT_OK;
@@ -925,7 +979,7 @@ exchange_maybe_done(struct pt_h1_conn *c)
     pt_exchange_finish(x);
     c->x = NULL;
     c->requests++;
-    pt_rate_stop(&c->rq);
+    rq_stop(c);
     c->pause &= ~(PAUSE_PIPELINE | PAUSE_BODY);
     if (c->close_after || (c->eof && (c->in == NULL || c->in->rpos == c->in->wpos))) {
         c->close_after = 1;
@@ -947,9 +1001,9 @@ exchange_maybe_done(struct pt_h1_conn *c)
 static int
 head_grow(struct pt_h1_conn *c, size_t n)
 {
-    c->head_bytes += n;
-    if (c->head_bytes > (size_t)conn_http(c)->client_max_header_size) {
-        c->err_status = 431;
+    c->req->head_bytes += n;
+    if (c->req->head_bytes > (size_t)conn_http(c)->client_max_header_size) {
+        c->req->err_status = 431;
         return -1;
     }
     return 0;
@@ -976,7 +1030,7 @@ on_message_begin(llhttp_t *p)
     struct pt_exchange *x = pt_exchange_new(c->w, c->conf);
 
     if (x == NULL) {
-        c->err_status = 503;
+        c->req->err_status = 503;
         return -1;
     }
     x->fe = &h1_fe_ops;
@@ -984,7 +1038,7 @@ on_message_begin(llhttp_t *p)
     x->fe_ctx = c;
     x->peer = &c->peer.sa;
     x->peer_ip = pt_arena_strdup(&x->arena, peer_ip(c));
-    x->local = c->local_known ? &c->local.sa : NULL;
+    x->local = c->local != NULL ? &c->local->sa : NULL;
     x->listen = c->listen;
     if (c->ssl != NULL) {
         x->tls = 1;
@@ -993,13 +1047,13 @@ on_message_begin(llhttp_t *p)
     }
     x->state = PT_X_HEAD;
     c->x = x;
-    c->head_bytes = 0;
+    c->req->head_bytes = 0;
     c->in_trailers = 0;
-    c->lines = (struct pt_h1_lines){0};
-    c->chunk = (struct pt_h1_chunk_guard){0};
+    c->req->lines = (struct pt_h1_lines){0};
+    c->req->chunk = (struct pt_h1_chunk_guard){0};
     /* the head's rate counts from its first byte: a connection opened ahead of need (browsers
      * preconnect) is left to client_header_timeout */
-    pt_rate_start(&c->rq, &conn_http(c)->client_header_min_rate);
+    pt_rate_start(&c->req->rq, &conn_http(c)->client_header_min_rate);
     update_timer(c, 0);
     return 0;
 }
@@ -1011,7 +1065,7 @@ on_url(llhttp_t *p, const char *at, size_t n)
     struct pt_exchange *x = c->x;
 
     if (x->target_len + n > (size_t)conn_http(c)->client_max_uri_size) {
-        c->err_status = 414;
+        c->req->err_status = 414;
         return -1;
     }
     if (head_grow(c, n) != 0)
@@ -1023,8 +1077,8 @@ on_url(llhttp_t *p, const char *at, size_t n)
         unsigned char ch = (unsigned char)at[i];
 
         if (ch < 0x20 || ch == 0x7f) {
-            c->err_why = "control byte in the request target";
-            c->err_status = 400;
+            c->req->err_why = "control byte in the request target";
+            c->req->err_status = 400;
             return -1;
         }
     }
@@ -1055,7 +1109,7 @@ on_header_value(llhttp_t *p, const char *at, size_t n)
         return -1;
     /* llhttp rejects CR, LF and NUL; other control bytes are rejected here (RFC 9110 5.5) */
     if (!pt_h1_field_value_ok(at, n)) {
-        c->err_status = 400;
+        c->req->err_status = 400;
         return -1;
     }
     return append(c->x, &c->x->h1_hval, &c->x->h1_hval_len, at, n);
@@ -1077,11 +1131,11 @@ on_header_value_complete(llhttp_t *p)
     enum pt_hdr_tok tok = pt_hdr_token(c->x->h1_hname, c->x->h1_hname_len);
 
     if (tok == PT_H_OTHER && !pt_http_is_token(c->x->h1_hname, c->x->h1_hname_len)) {
-        c->err_status = 400;
+        c->req->err_status = 400;
         return -1;
     }
     if (x->req.n + x->req_trailers.n >= (unsigned)conn_http(c)->client_max_headers) {
-        c->err_status = 431;
+        c->req->err_status = 431;
         return -1;
     }
     /* trailing whitespace is not part of the value (RFC 9110 section 5.5) */
@@ -1108,8 +1162,8 @@ on_headers_complete(llhttp_t *p)
     x->req_cl = -1;
     c->in_trailers = 1;
     if (x->method_name == NULL) {
-        c->err_why = "method without a name";
-        c->err_status = 501;
+        c->req->err_why = "method without a name";
+        c->req->err_status = 501;
         return -1;
     }
     if (p->flags & F_CONTENT_LENGTH) {
@@ -1122,16 +1176,16 @@ on_headers_complete(llhttp_t *p)
         if (ci < 0 ||
             pt_parse_u64(x->req.v[ci].value, x->req.v[ci].vlen, INT64_MAX, &cl) != PT_OK ||
             cl != p->content_length) {
-            c->err_why = "Content-Length over 2^63-1";
-            c->err_status = 400;
+            c->req->err_why = "Content-Length over 2^63-1";
+            c->req->err_status = 400;
             return -1;
         }
         x->req_cl = (int64_t)cl;
     }
     x->req_has_body = x->req_chunked || x->req_cl > 0;
-    c->chunk.line = x->req_chunked;
+    c->req->chunk.line = x->req_chunked;
     if (x->major != 1) {
-        c->err_status = 505;
+        c->req->err_status = 505;
         return -1;
     }
     /* llhttp checks framing only after this callback, but we act on the request as soon as we
@@ -1149,8 +1203,8 @@ on_headers_complete(llhttp_t *p)
             st = 400;
         }
         if (st != 0) {
-            c->err_why = why;
-            c->err_status = st;
+            c->req->err_why = why;
+            c->req->err_status = st;
             return -1;
         }
     }
@@ -1165,19 +1219,19 @@ on_body(llhttp_t *p, const char *at, size_t n)
     int64_t max = x->http->client_max_body_size;
 
     if (max > 0 && x->req_body_bytes + n > (uint64_t)max && !x->discard_body) {
-        c->err_status = 413;
+        c->req->err_status = 413;
         return -1;
     }
     x->req_body_bytes += n;
     if (!x->discard_body && pt_chain_append(&c->w->chunks, &x->req_body, at, n) != PT_OK) {
-        c->err_status = 503;
+        c->req->err_status = 503;
         return -1;
     }
     if (x->req_chunked && p->content_length == 0) {
         /* this span ends a chunk: its CRLF and the next chunk-size line are checked before
          * llhttp reads them (h1_chunk.h) */
-        c->chunk.crlf = 1;
-        c->chunk.line = 1;
+        c->req->chunk.crlf = 1;
+        c->req->chunk.line = 1;
         return HPE_PAUSED;
     }
     return 0;
@@ -1205,7 +1259,7 @@ try_upgrade_h2c(struct pt_h1_conn *c, struct pt_exchange *x)
                                "Upgrade: h2c\r\n\r\n";
     int ui = -1, si = -1, ci = -1;
 
-    if (c->ssl != NULL || x->minor != 1 || x->req_has_body || c->out.bytes > 0 ||
+    if (c->ssl != NULL || x->minor != 1 || x->req_has_body || c->req->out.bytes > 0 ||
         c->requests > 0)
         return false;
     for (unsigned i = 0; i < x->req.n; i++) {
@@ -1225,7 +1279,7 @@ try_upgrade_h2c(struct pt_h1_conn *c, struct pt_exchange *x)
         return false;
     x->req.v[si].skip = 1; /* connection-specific, never forwarded */
     /* the 101 is tiny and the socket buffer empty on a first request */
-    if (write(c->fd, resp, sizeof(resp) - 1) != (ssize_t)(sizeof(resp) - 1))
+    if (write(c->io.fd, resp, sizeof(resp) - 1) != (ssize_t)(sizeof(resp) - 1))
         return false;
     x->req_complete = 1;
     if (switch_to_h2(c, x, x->req.v[si].value, x->req.v[si].vlen) != PT_DONE) {
@@ -1387,7 +1441,7 @@ request_start(struct pt_h1_conn *c)
     if (!x->ws && try_upgrade_h2c(c, x))
         return;
     if (x->expect_continue)
-        pt_chain_append(&c->w->chunks, &c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        pt_chain_append(&c->w->chunks, &c->req->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     if (pt_rules_dispatch(x) != PT_OK && c->x == x && !x->resp_head_sent)
         local_error(c, 500);
 }
@@ -1395,13 +1449,13 @@ request_start(struct pt_h1_conn *c)
 static unsigned
 parse_error_status(struct pt_h1_conn *c, llhttp_errno_t e)
 {
-    if (c->err_status != 0)
-        return c->err_status;
+    if (c->req->err_status != 0)
+        return c->req->err_status;
     if (e != HPE_INVALID_METHOD)
         return 400;
     /* 501 only for what could be a method portico cannot forward (a token followed by a space,
      * RFC 9110 section 9.1); bytes that are not a request line at all are a 400 */
-    const char *pos = llhttp_get_error_pos(c->parser);
+    const char *pos = llhttp_get_error_pos(&c->req->parser);
     const char *end = c->in != NULL ? c->in->data + c->in->wpos : pos;
 
     if (pos == NULL || pos < (c->in != NULL ? c->in->data : pos) || pos > end)
@@ -1422,23 +1476,34 @@ parse_error_status(struct pt_h1_conn *c, llhttp_errno_t e)
 static int
 parser_get(struct pt_h1_conn *c)
 {
-    c->parser = pt__cache_get(pt__http_cache(c->w, PT_HTTP_CACHE_PARSER));
-    if (c->parser == NULL)
-        c->parser = malloc(sizeof(*c->parser));
-    if (c->parser == NULL)
+    struct h1_req *q = pt__cache_get(pt__http_cache(c->w, PT_HTTP_CACHE_PARSER));
+
+    if (q == NULL && (q = malloc(sizeof(*q))) == NULL)
         return PT_ERR;
-    llhttp_init(c->parser, HTTP_REQUEST, &settings);
-    c->parser->data = c;
+    /* llhttp_init clears the parser itself */
+    memset((char *)q + sizeof(q->parser), 0, sizeof(*q) - sizeof(q->parser));
+    llhttp_init(&q->parser, HTTP_REQUEST, &settings);
+    q->parser.data = c;
+    c->req = q;
     return PT_OK;
 }
 
 static void
 parser_put(struct pt_h1_conn *c)
 {
-    if (c->parser != NULL &&
-        !pt__cache_put(pt__http_cache(c->w, PT_HTTP_CACHE_PARSER), c->parser, PARSER_CACHE_MAX))
-        free(c->parser);
-    c->parser = NULL;
+    if (c->req != NULL &&
+        !pt__cache_put(pt__http_cache(c->w, PT_HTTP_CACHE_PARSER), c->req, PARSER_CACHE_MAX))
+        free(c->req);
+    c->req = NULL;
+}
+
+/* A connection closed or handed over from inside parse() (a callback of llhttp_execute) keeps
+ * its parser until conn_free: the parser is still running, and parse() reads it after. */
+static void
+parser_put_unless_parsing(struct pt_h1_conn *c)
+{
+    if (!c->in_parse)
+        parser_put(c);
 }
 
 static void
@@ -1480,9 +1545,9 @@ parse(struct pt_h1_conn *c)
                 c->in_parse = 1;
             }
         }
-        if (x != NULL && pt_h1_chunk_pending(&c->chunk)) {
+        if (x != NULL && pt_h1_chunk_pending(&c->req->chunk)) {
             const char *why;
-            int rc = len > 0 ? pt_h1_chunk_check(&c->chunk, c->in->data + c->in->rpos, len, &why)
+            int rc = len > 0 ? pt_h1_chunk_check(&c->req->chunk, c->in->data + c->in->rpos, len, &why)
                              : PT_AGAIN;
 
             if (rc == PT_AGAIN)
@@ -1506,12 +1571,12 @@ parse(struct pt_h1_conn *c)
         /* a head, or the trailer section: lines whose endings and folding llhttp 8 does not
          * check (h1_chunk.h, pt_h1_lines_check) */
         bool in_head = x == NULL || x->state == PT_X_HEAD;
-        bool lines = in_head || c->chunk.last;
-        if (c->parser == NULL && parser_get(c) != PT_OK) {
+        bool lines = in_head || c->req->chunk.last;
+        if (c->req == NULL && parser_get(c) != PT_OK) {
             local_error(c, 503);
             break;
         }
-        llhttp_errno_t e = llhttp_execute(c->parser, data, len);
+        llhttp_errno_t e = llhttp_execute(&c->req->parser, data, len);
         size_t used = len;
 
         if (e == HPE_PAUSED_UPGRADE) {
@@ -1519,11 +1584,11 @@ parse(struct pt_h1_conn *c)
              * again unless this exchange became a tunnel, and then the connection is no longer
              * ours to parse (fe_take_socket). A refused upgrade leaves no tunnel behind. */
             e = HPE_PAUSED;
-            used = (size_t)(llhttp_get_error_pos(c->parser) - data);
-            llhttp_resume_after_upgrade(c->parser);
+            used = (size_t)(llhttp_get_error_pos(&c->req->parser) - data);
+            llhttp_resume_after_upgrade(&c->req->parser);
         } else if (e == HPE_PAUSED) {
-            used = (size_t)(llhttp_get_error_pos(c->parser) - data);
-            llhttp_resume(c->parser);
+            used = (size_t)(llhttp_get_error_pos(&c->req->parser) - data);
+            llhttp_resume(&c->req->parser);
         }
         if (e == HPE_OK || e == HPE_PAUSED) {
             if (c->in != NULL)
@@ -1531,11 +1596,11 @@ parse(struct pt_h1_conn *c)
             const char *why;
 
             if (c->x != NULL)
-                pt_rate_add(&c->rq, in_head ? &conn_http(c)->client_header_min_rate
+                pt_rate_add(&c->req->rq, in_head ? &conn_http(c)->client_header_min_rate
                                             : &conn_http(c)->client_body_min_rate,
                             pt_rate_usec(ev_now(c->w->loop)), used);
             if (lines && c->x != NULL &&
-                pt_h1_lines_check(&c->lines, data, used, &why) != PT_OK) {
+                pt_h1_lines_check(&c->req->lines, data, used, &why) != PT_OK) {
                 pt_log(PT_LOG_INFO, "client %s sent an invalid request: %s, answering 400 "
                        "(c%llu) request_id=%s", peer_ip(c), why, (unsigned long long)c->id,
                        rid(c));
@@ -1548,7 +1613,9 @@ parse(struct pt_h1_conn *c)
             pt_log(PT_LOG_INFO,
                    "client %s sent an invalid request: %s (%s), answering %u (c%llu) request_id=%s",
                    peer_ip(c), llhttp_errno_name(e),
-                   c->err_why != NULL ? c->err_why : llhttp_get_error_reason(c->parser), status,
+                   c->req->err_why != NULL ? c->req->err_why
+                                           : llhttp_get_error_reason(&c->req->parser),
+                   status,
                    (unsigned long long)c->id, rid(c));
             if (c->in != NULL)
                 c->in->rpos = c->in->wpos;
@@ -1562,9 +1629,9 @@ parse(struct pt_h1_conn *c)
             request_start(c);
             /* the body's rate, from the end of the head, with the routed location's setting */
             if (c->x == x && x->req_has_body && !x->req_complete && !c->closing)
-                pt_rate_start(&c->rq, &conn_http(c)->client_body_min_rate);
+                pt_rate_start(&c->req->rq, &conn_http(c)->client_body_min_rate);
             else
-                pt_rate_stop(&c->rq);
+                rq_stop(c);
             kick = 1;
             continue;
         }
@@ -1574,7 +1641,7 @@ parse(struct pt_h1_conn *c)
         }
         if (x->req_complete) {
             c->pause |= PAUSE_PIPELINE;
-            pt_rate_stop(&c->rq);
+            rq_stop(c);
         }
         if (x->be != NULL && (x->req_body.bytes != body_before || x->req_complete))
             x->be->req_body(x);
@@ -1584,8 +1651,7 @@ parse(struct pt_h1_conn *c)
         pt_chunk_put(&c->w->chunks, c->in);
         c->in = NULL;
     }
-    if (c->in == NULL && c->x == NULL && c->parser != NULL && !c->closing)
-        parser_put(c);
+    /* the per-request part goes back in flush() below, once nothing waits to be written */
     if (c->eof && !c->closing && !c->lingering) {
         /* half-closed: a request still incomplete in the buffer can never complete */
         if (c->x != NULL && !c->x->req_complete) {
@@ -1613,27 +1679,22 @@ update_read(struct pt_h1_conn *c)
                !(c->in != NULL && c->in->wpos - c->in->rpos == PT_CHUNK_SIZE && !c->lingering);
 
     if (want && !c->reading) {
-        ev_io_start(c->w->loop, &c->rio);
         c->reading = 1;
+        io_update(c);
         /* bytes OpenSSL already decrypted will not wake epoll: deliver them now */
         if (c->ssl != NULL && !c->handshaking && SSL_pending(c->ssl) > 0)
-            ev_feed_event(c->w->loop, &c->rio, EV_READ);
+            ev_feed_event(c->w->loop, &c->io, EV_READ);
     } else if (!want && c->reading) {
-        ev_io_stop(c->w->loop, &c->rio);
         c->reading = 0;
+        io_update(c);
     }
 }
 
 static void
-on_read(struct ev_loop *loop, ev_io *io, int revents)
+on_read(struct pt_h1_conn *c)
 {
-    struct pt_h1_conn *c = pt_container_of(io, struct pt_h1_conn, rio);
     ssize_t n;
 
-    if (c->handshaking) {
-        handshake(c);
-        return;
-    }
     if (c->in == NULL) {
         c->in = pt_chunk_get(&c->w->chunks);
         if (c->in == NULL) {
@@ -1645,7 +1706,7 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
         c->in->wpos -= c->in->rpos;
         c->in->rpos = 0;
     }
-    n = pt_io_read(c->fd, c->ssl, c->in->data + c->in->wpos, PT_CHUNK_SIZE - c->in->wpos);
+    n = pt_io_read(c->io.fd, c->ssl, c->in->data + c->in->wpos, PT_CHUNK_SIZE - c->in->wpos);
     if (n == PT_AGAIN)
         return;
     if (n < 0) {
@@ -1688,7 +1749,23 @@ on_read(struct ev_loop *loop, ev_io *io, int revents)
     parse(c);
     update_read(c);
     if (!c->closing && c->reading && c->ssl != NULL && SSL_pending(c->ssl) > 0)
-        ev_feed_event(c->w->loop, &c->rio, EV_READ);
+        ev_feed_event(c->w->loop, &c->io, EV_READ);
+}
+
+static void
+on_io(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct pt_h1_conn *c = pt_container_of(io, struct pt_h1_conn, io);
+
+    (void)loop;
+    if (c->handshaking) {
+        handshake(c);
+        return;
+    }
+    if ((revents & EV_WRITE) && c->writing)
+        on_write(c);
+    if ((revents & EV_READ) && c->reading && !c->closing)
+        on_read(c);
 }
 
 static void
@@ -1707,23 +1784,23 @@ handshake(struct pt_h1_conn *c)
          * stopped reading would otherwise wake us (level-triggered) on every loop iteration
          * until tls_handshake_timeout */
         c->hs_write = want_write;
-        if (want_write && !ev_is_active(&c->wio))
-            ev_io_start(c->w->loop, &c->wio);
-        else if (!want_write && ev_is_active(&c->wio))
-            ev_io_stop(c->w->loop, &c->wio);
+        c->writing = want_write;
+        io_update(c);
         update_read(c);
         return;
     }
     c->handshaking = 0;
     c->hs_write = 0;
-    if (ev_is_active(&c->wio))
-        ev_io_stop(c->w->loop, &c->wio);
+    if (c->writing) {
+        c->writing = 0;
+        io_update(c);
+    }
     if (pt_tls_alpn_h2(c->ssl) && switch_to_h2(c, NULL, NULL, 0) == PT_DONE)
         return;
     update_read(c);
     update_timer(c, 0);
     /* the client's first request may already sit in OpenSSL's buffer */
-    ev_feed_event(c->w->loop, &c->rio, EV_READ);
+    ev_feed_event(c->w->loop, &c->io, EV_READ);
 }
 
 /* ---- connection lifetime -------------------------------------------------------------- */
@@ -1734,8 +1811,19 @@ conn_free(struct pt_reapable *r)
     struct pt_h1_conn *c = pt_container_of(r, struct pt_h1_conn, reap);
 
     pt_conf_unref(c->conf);
+    parser_put(c);
+    free(c->local);
+    c->local = NULL;
     if (!pt__cache_put(pt__http_cache(c->w, PT_HTTP_CACHE_H1_CONN), c, CONN_CACHE_MAX))
         free(c);
+}
+
+/* Hands the connection, already out of w->conns, to the reaper (the two share their links). */
+static void
+retire(struct pt_h1_conn *c)
+{
+    c->reap.free = conn_free;
+    pt_worker_reap(c->w, &c->reap);
 }
 
 static void
@@ -1754,20 +1842,21 @@ conn_close(struct pt_h1_conn *c)
         c->x = NULL;
         pt_exchange_finish(x);
     }
-    ev_io_stop(w->loop, &c->rio);
-    ev_io_stop(w->loop, &c->wio);
+    ev_io_stop(w->loop, &c->io);
+    c->reading = c->writing = 0;
     ev_timer_stop(w->loop, &c->timer);
     pt_tls_free(c->ssl);
     c->ssl = NULL;
-    parser_put(c);
-    close(c->fd);
+    close(c->io.fd);
     if (c->in != NULL)
         pt_chunk_put(&w->chunks, c->in);
     c->in = NULL;
-    pt_chain_free(&w->chunks, &c->out);
+    if (c->req != NULL)
+        pt_chain_free(&w->chunks, &c->req->out);
     pipe_close(c);
+    parser_put_unless_parsing(c);
     pt_worker_conn_closed(w, &c->conn);
-    pt_worker_reap(w, &c->reap);
+    retire(c);
 }
 
 static void
@@ -1804,30 +1893,32 @@ h1_start(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t len
         memset(c, 0, sizeof(*c));
     else if ((c = calloc(1, sizeof(*c))) == NULL)
         return PT_ERR;
-    c->reap.free = conn_free;
     c->w = w;
     c->listen = l;
     c->conf = w->conf;
     pt_conf_ref(c->conf);
-    c->fd = fd;
     c->id = ++w->next_id;
     memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
-    if (local != NULL) {
-        memcpy(&c->local, local, local->sa_family == AF_INET6 ? sizeof(c->local.in6)
-                                                              : sizeof(c->local.in));
-        c->local_known = 1;
-    } else if (w->conf->pp_send) {
-        socklen_t ll = sizeof(c->local);
+    /* kept apart, allocated only where used: most connections never need it */
+    if (local != NULL || w->conf->pp_send) {
+        socklen_t ll = sizeof(*c->local);
 
-        c->local_known = getsockname(fd, &c->local.sa, &ll) == 0;
+        c->local = calloc(1, sizeof(*c->local));
+        if (c->local != NULL && local != NULL)
+            memcpy(c->local, local, local->sa_family == AF_INET6 ? sizeof(c->local->in6)
+                                                                 : sizeof(c->local->in));
+        else if (c->local != NULL && getsockname(fd, &c->local->sa, &ll) != 0) {
+            free(c->local);
+            c->local = NULL;
+        }
     }
-    pt_chain_init(&c->out);
-    ev_io_init(&c->rio, on_read, fd, EV_READ);
-    ev_io_init(&c->wio, on_write, fd, EV_WRITE);
+    ev_io_init(&c->io, on_io, fd, 0);
     ev_timer_init(&c->timer, on_timer, 0., 0.);
     if (l->tls) {
         c->ssl = pt_tls_accept(&pt_http_listen(l)->tls, fd);
         if (c->ssl == NULL) {
+            pt_conf_unref(c->conf);
+            free(c->local);
             free(c);
             return PT_ERR;
         }
@@ -1911,11 +2002,11 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
     struct pt_worker *w = c->w;
     struct pt_h2_takeover t = {
         .conn = &c->conn,
-        .fd = c->fd,
+        .fd = c->io.fd,
         .ssl = c->ssl,
         .peer = &c->peer.sa,
         .peer_len = sizeof(c->peer),
-        .local = c->local_known ? &c->local.sa : NULL,
+        .local = c->local != NULL ? &c->local->sa : NULL,
         .listen = c->listen,
         .conf = c->conf,
         .initial = c->in != NULL ? c->in->data + c->in->rpos : NULL,
@@ -1930,16 +2021,17 @@ switch_to_h2(struct pt_h1_conn *c, struct pt_exchange *upgrade_x, const char *h2
     if (upgrade_x != NULL && c->x == upgrade_x)
         c->x = NULL;
     c->closing = 1;
-    ev_io_stop(w->loop, &c->rio);
-    ev_io_stop(w->loop, &c->wio);
+    ev_io_stop(w->loop, &c->io);
+    c->reading = c->writing = 0;
     ev_timer_stop(w->loop, &c->timer);
     if (c->in != NULL)
         pt_chunk_put(&w->chunks, c->in);
     c->in = NULL;
-    pt_chain_free(&w->chunks, &c->out);
+    if (c->req != NULL)
+        pt_chain_free(&w->chunks, &c->req->out);
     c->ssl = NULL;
-    parser_put(c);
+    parser_put_unless_parsing(c);
     /* no pt_worker_conn_closed(): the h2 connection took our place in w->conns */
-    pt_worker_reap(w, &c->reap);
+    retire(c);
     return PT_DONE;
 }

@@ -141,6 +141,19 @@ def test_h1_h1_408_client_header_timeout(make_proxy):
     assert p.backend.stats()["requests"] == 0
 
 
+def test_h1_h1_408_client_header_timeout_partial_h2c_preface(make_proxy):
+    # bytes that never reach the parser (the start of an h2c preface waits for the rest):
+    # the 408 is written by a connection that holds no per-request state yet
+    p = make_proxy(server_extra="    client_header_timeout 500ms;\n")
+    with RawConn("127.0.0.1", p.port, timeout=5) as c:
+        c.send("PRI * HTTP/2.0\r\n")
+        r = c.read_response()
+        assert r.status == 408, r
+        assert c.is_closed(3)
+    assert lib.get(p.port, "/name")[0] == 200
+    assert p.backend.stats()["requests"] == 1
+
+
 def test_h1_h1_header_timeout_silent_close_when_no_bytes(make_proxy):
     p = make_proxy(server_extra="    client_header_timeout 500ms;\n")
     with RawConn("127.0.0.1", p.port, timeout=5) as c:
