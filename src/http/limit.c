@@ -28,8 +28,8 @@
 
 /* ---- the local key table ------------------------------------------------------------------ */
 
-static uint64_t
-key_hash(uint64_t seed, const uint8_t *k, size_t n)
+uint64_t
+pt_limit_key_hash(uint64_t seed, const uint8_t *k, size_t n)
 {
     uint64_t h = 0xcbf29ce484222325ull ^ seed;
 
@@ -105,7 +105,7 @@ lookup(struct pt_limit_local *t, const void *key, size_t klen)
     }
     size_t cmp = kl <= PT_LIMIT_KEY_INLINE ? kl : SHA256_DIGEST_LENGTH;
 
-    h = key_hash(t->seed, k, cmp);
+    h = pt_limit_key_hash(t->seed, k, cmp);
     for (i = t->bucket[h & (t->nbucket - 1)]; i != 0; i = t->e[i].chain) {
         struct pt_limit_entry *e = &t->e[i];
 

@@ -19,6 +19,9 @@ extern struct pt_module pt_module_limit;
 /* The local key table: `bytes` of memory hold bytes / PT_LIMIT_KEY_COST keys (at least 8).
  * NULL when out of memory. Any thread; operations lock. */
 struct pt_limit_store *pt_limit_local_new(uint64_t bytes);
+/* A key's hash for the zones' tables (FNV-1a, then murmur3's final mix so every bit counts);
+ * `seed` is per table, so keys cannot be chosen to collide without knowing it. */
+uint64_t pt_limit_key_hash(uint64_t seed, const uint8_t *k, size_t n);
 /* Keys dropped from a local table to make room so far. */
 uint64_t pt_limit_local_evicted(const struct pt_limit_store *s);
 

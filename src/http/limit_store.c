@@ -130,16 +130,7 @@ struct pt_limit_ask {
 static uint64_t
 hash(uint64_t seed, const uint8_t *k, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull ^ seed;
-
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ k[i]) * 0x100000001b3ull;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h | 1; /* never 0: 0 marks an empty slot */
+    return pt_limit_key_hash(seed, k, n) | 1; /* never 0: 0 marks an empty slot */
 }
 
 /* The lease of (h1, h2), taking the slot over from another key when needed (NULL never). */
