@@ -37,22 +37,7 @@ log() { printf '# [%3ds] idle: %s\n' $(( $(date +%s) - T0 )) "$*" >&2; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 T=$(mktemp -d /tmp/portico-idle.XXXXXX)
-STARTED=()
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    return 0
-}
-cleanup() {
-    local p
-    for p in "${STARTED[@]}"; do stop_pid "$p"; done
-    if [ "$KEEP_TMP" = 1 ]; then log "kept $T"; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
+. "$HERE/proc.sh"   # STARTED, stop_pid, cleanup at exit
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \

@@ -113,28 +113,7 @@ T=$(mktemp -d /tmp/portico-bench.XXXXXX)
 chmod 755 "$T"
 RES="$T/results.tsv"
 : >"$RES"
-STARTED=()          # every pid we started, killed on exit
-
-stop_pid() {        # stop_pid PID [grace-seconds]
-    local pid=$1 grace=${2:-5} i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < grace * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null
-    return 0
-}
-cleanup() {
-    local p
-    for p in "${STARTED[@]}"; do stop_pid "$p" 3; done
-    if [ "$KEEP_TMP" = 1 ]; then log "kept $T"; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
+. "$HERE/proc.sh"   # STARTED, stop_pid, cleanup at exit
 trap 'log "interrupted"; exit 130' INT TERM
 
 rec() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RES"; }

@@ -44,22 +44,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 T=$(mktemp -d /tmp/portico-wsbench.XXXXXX)
-STARTED=()
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    return 0
-}
-cleanup() {
-    local p
-    for p in "${STARTED[@]}"; do stop_pid "$p"; done
-    if [ "$KEEP_TMP" = 1 ]; then log "kept $T"; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
+. "$HERE/proc.sh"   # STARTED, stop_pid, cleanup at exit
 
 read -r BP PP HP NP OP < <(lib freeports 5)
 cat >"$T/backend.conf" <<EOC
