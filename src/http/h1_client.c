@@ -314,7 +314,7 @@ take_body(struct pt_bconn *b)
         if (x->req_chunked) {
             pt_chain_append(p, &b->out, "0\r\n", 3);
             for (unsigned i = 0; i < x->req_trailers.n; i++)
-                if (!x->req_trailers.v[i].skip)
+                if (pt_hdr_trailer_forwarded(&x->req_trailers.v[i]))
                     put_hdr(p, &b->out, &x->req_trailers.v[i]);
             pt_chain_append(p, &b->out, "\r\n", 2);
         }

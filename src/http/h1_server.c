@@ -833,7 +833,7 @@ fe_send_end(struct pt_exchange *x)
         for (unsigned i = 0; i < x->resp_trailers.n; i++) {
             const struct pt_hdr *h = &x->resp_trailers.v[i];
 
-            if (!h->skip)
+            if (pt_hdr_trailer_forwarded(h))
                 put_field(p, &c->req->out, h);
         }
         pt_chain_append(p, &c->req->out, "\r\n", 2);

@@ -59,7 +59,8 @@ pt_h2_submit_trailers(nghttp2_session *s, int32_t id, struct pt_exchange *x,
     nghttp2_nv nv[64];
     size_t k = 0;
 
-    if (h->n == 0 || pt_h2_add_fields(x, nv, &k, PT_ARRAY_LEN(nv), h, 0) != PT_OK || k == 0)
+    if (h->n == 0 ||
+        pt_h2_add_fields(x, nv, &k, PT_ARRAY_LEN(nv), h, PT_TRAILER_DROP) != PT_OK || k == 0)
         return false;
     return nghttp2_submit_trailer(s, id, nv, k) == 0;
 }

@@ -25,9 +25,10 @@ pt_h2_nv(const char *name, size_t nlen, const char *value, size_t vlen)
  * nv[*k..max), names lower-cased into x's arena. Returns PT_OK or PT_ERR (memory). */
 int pt_h2_add_fields(struct pt_exchange *x, nghttp2_nv *nv, size_t *k, size_t max,
                      const struct pt_hdrs *h, unsigned except_mask);
-/* Submits h as the trailer section of stream id when it has forwarded fields. Returns true
- * when trailers were submitted (the data source must then set NGHTTP2_DATA_FLAG_NO_END_STREAM).
- * May be called from an nghttp2 data source callback. */
+/* Submits h as the trailer section of stream id when it has forwarded fields (those
+ * pt_hdr_trailer_forwarded accepts). Returns true when trailers were submitted (the data source
+ * must then set NGHTTP2_DATA_FLAG_NO_END_STREAM). May be called from an nghttp2 data source
+ * callback. */
 bool pt_h2_submit_trailers(nghttp2_session *s, int32_t id, struct pt_exchange *x,
                            const struct pt_hdrs *h);
 

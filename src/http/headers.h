@@ -71,6 +71,25 @@ void pt_hdrs_mark_hop_by_hop(struct pt_hdrs *h, bool keep_upgrade);
  * a server must not send Content-Length or Transfer-Encoding in one; a client that honoured a
  * forwarded Content-Length would read the final response as the 1xx's body). */
 void pt_hdrs_mark_interim(struct pt_hdrs *h);
+/* The fields a trailer section never carries onwards, as a mask of enum pt_hdr_tok bits: the
+ * connection-specific ones (RFC 9113 section 8.2.2 makes a message carrying them malformed, so
+ * an HTTP/2 peer resets the stream; found by fuzz_h1_response), framing, routing and request
+ * modifiers (RFC 9110 section 6.5.1: Content-Length, Transfer-Encoding, Trailer, Host, Expect,
+ * TE), and the forwarding fields portico owns (a backend that merges trailers into the head
+ * would take a client's X-Forwarded-For from one). */
+#define PT_TRAILER_DROP                                                                          \
+    ((1u << PT_H_CONNECTION) | (1u << PT_H_KEEP_ALIVE) | (1u << PT_H_TE) |                       \
+     (1u << PT_H_TRAILER) | (1u << PT_H_TRANSFER_ENCODING) | (1u << PT_H_UPGRADE) |               \
+     (1u << PT_H_PROXY_CONNECTION) | (1u << PT_H_CONTENT_LENGTH) | (1u << PT_H_HOST) |            \
+     (1u << PT_H_EXPECT) | (1u << PT_H_X_FORWARDED_FOR) | (1u << PT_H_X_FORWARDED_PROTO) |        \
+     (1u << PT_H_X_FORWARDED_HOST) | (1u << PT_H_FORWARDED))
+/* Whether a received trailer field is forwarded: not skipped and not in PT_TRAILER_DROP. Every
+ * writer of a trailer section (HTTP/1.1 and HTTP/2, both directions) goes through it. */
+static inline bool
+pt_hdr_trailer_forwarded(const struct pt_hdr *e)
+{
+    return !e->skip && !(PT_TRAILER_DROP & (1u << e->tok));
+}
 
 /* Writes "name: value\r\n" at out + at unless out is NULL (sizing, for pt_chain_write);
  * returns at + its length. */

@@ -270,6 +270,58 @@ def test_h2_h1_response_trailers(start_portico_in, recording_backend):
     assert st.trailers is not None and ("x-resp-sum", "42") in st.trailers, st.trailers
 
 
+# Fields a trailer section must not carry onwards (PT_TRAILER_DROP in src/http/headers.h):
+# connection-specific ones make an HTTP/2 message malformed (RFC 9113 section 8.2.2, the client
+# resets the stream: found by fuzz_h1_response), framing and routing ones are not trailers
+# (RFC 9110 section 6.5.1), the forwarding ones are portico's.
+FORBIDDEN_TRAILERS = (b"Transfer-Encoding: chunked\r\nConnection: close\r\nKeep-Alive: 5\r\n"
+                      b"Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nTE: trailers\r\n"
+                      b"Trailer: X-Resp-Sum\r\nContent-Length: 9\r\nHost: evil.example\r\n"
+                      b"Expect: 100-continue\r\nX-Forwarded-For: 192.0.2.66\r\n"
+                      b"Forwarded: for=192.0.2.66\r\n")
+
+
+def test_h2_h1_response_trailers_drop_connection_specific_fields(start_portico_in,
+                                                                 recording_backend):
+    rb = recording_backend(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                           b"Transfer-Encoding: chunked\r\nTrailer: X-Resp-Sum\r\n\r\n"
+                           b"5\r\nhello\r\n0\r\nX-Resp-Sum: 42\r\n" + FORBIDDEN_TRAILERS +
+                           b"X-After: 1\r\n\r\n")
+    p, port = trailer_front(start_portico_in, rb)
+    from h2_attacks import H2Client
+    with H2Client("127.0.0.1", port) as c:
+        st = c.get("/t", headers=[("te", "trailers")])
+    assert st.status == 200 and bytes(st.data) == b"hello" and st.reset is None, st
+    assert st.trailers == [("x-resp-sum", "42"), ("x-after", "1")], st.trailers
+    # a strict client (curl and nghttp2 check every field) gets the response, not a reset
+    r = lib.curl("http://127.0.0.1:%d/t" % port, "--http2-prior-knowledge")
+    assert r.rc == 0 and r.status == 200 and r.body == b"hello", r
+    if shutil.which("nghttp"):
+        out = subprocess.run(["nghttp", "-v", "http://127.0.0.1:%d/t" % port],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+        text = out.stdout.decode(errors="replace")
+        assert out.returncode == 0 and "RST_STREAM" not in text, text
+        assert "x-resp-sum: 42" in text and "transfer-encoding" not in text.split("hello")[-1]
+
+
+def test_h2_h1_request_trailers_drop_forbidden_fields(start_portico_in, recording_backend):
+    rb = recording_backend()
+    p, port = trailer_front(start_portico_in, rb)
+    from h2_attacks import H2Client
+    with H2Client("127.0.0.1", port) as c:
+        sid = c.request("POST", "/t", headers=[("te", "trailers")], body=b"hello trailers",
+                        end_stream=False)
+        c.end_stream(sid, trailers=[("x-checksum", "abc123"), ("host", "evil.example"),
+                                    ("x-forwarded-for", "192.0.2.66"),
+                                    ("forwarded", "for=192.0.2.66"), ("x-last", "z")])
+        st = c.response(sid, 10)
+    assert st.status == 200, st
+    assert len(rb.requests) == 1, rb.requests
+    body = rb.requests[0].partition(b"\r\n\r\n")[2]
+    trailer = body[body.rindex(b"\r\n0\r\n") + 5:]
+    assert trailer.lower() == b"x-checksum: abc123\r\nx-last: z\r\n\r\n", body
+
+
 # ---------------------------------------------------- stream isolation ---
 
 @pytest.mark.parametrize("tls", [True, False], ids=["tls", "h2c"])

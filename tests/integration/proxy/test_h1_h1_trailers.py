@@ -80,3 +80,44 @@ def test_h1_h1_response_trailers_dropped_for_http10(recorded):
     assert head.startswith(b"HTTP/1.1 200"), data
     assert b"transfer-encoding" not in head.lower()
     assert body == b"hello world", data       # close-delimited, no trailer bytes
+
+
+# What a trailer section never carries onwards (PT_TRAILER_DROP in src/http/headers.h): the
+# connection-specific fields, framing and routing fields (RFC 9110 section 6.5.1) and the
+# forwarding fields portico writes itself.
+FORBIDDEN = (b"Transfer-Encoding: chunked\r\nConnection: close\r\nKeep-Alive: 5\r\n"
+             b"Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nTE: trailers\r\n"
+             b"Trailer: X-A\r\nContent-Length: 9\r\nHost: evil.example\r\n"
+             b"Expect: 100-continue\r\nX-Forwarded-For: 192.0.2.66\r\n"
+             b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n"
+             b"Forwarded: for=192.0.2.66\r\n")
+
+
+def test_h1_h1_request_trailers_drop_forbidden_fields(recorded):
+    p, b = recorded()
+    # llhttp itself refuses a Transfer-Encoding in a request's trailers (400, nothing forwarded)
+    with RawConn("127.0.0.1", p.port) as c:
+        c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 400 and b.requests == [], r
+    rest = FORBIDDEN.replace(b"Transfer-Encoding: chunked\r\n", b"")
+    with RawConn("127.0.0.1", p.port) as c:
+        c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n0\r\nX-Checksum: abc123\r\n" + rest +
+               b"X-Second: 2\r\n\r\n")
+        r = c.read_response()
+    assert (r.status, r.body) == (200, b"ok"), r
+    body = b.requests[0].partition(b"\r\n\r\n")[2]
+    assert body.endswith(b"5\r\nhello\r\n0\r\nX-Checksum: abc123\r\nX-Second: 2\r\n\r\n"), body
+
+
+def test_h1_h1_response_trailers_drop_forbidden_fields(recorded):
+    p, _ = recorded(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n0\r\nX-Checksum: sha-1234\r\n" + FORBIDDEN +
+                    b"X-Other: two\r\n\r\n")
+    with RawConn("127.0.0.1", p.port) as c:
+        c.send(b"GET /t HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = c.read_all(5)
+    assert data.endswith(b"5\r\nhello\r\n0\r\nX-Checksum: sha-1234\r\nX-Other: two\r\n\r\n"), \
+        data
