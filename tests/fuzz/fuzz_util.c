@@ -215,8 +215,9 @@ struct resp_check {
     unsigned n;        /* final responses completed or begun */
     unsigned *seqs;
     unsigned max_seqs;
-    char hname[16];
+    char hname[32];
     size_t hname_len;
+    bool in_trailers;  /* the fields now read are a trailer section */
     bool in_seq;       /* the current field is X-Fz-Seq */
     unsigned seq;
     bool interim;
@@ -229,6 +230,7 @@ rc_message_begin(llhttp_t *p)
 
     rc->seq = 0;
     rc->hname_len = 0;
+    rc->in_trailers = false;
     return 0;
 }
 
@@ -255,11 +257,22 @@ rc_header_value(llhttp_t *p, const char *at, size_t n)
     return 0;
 }
 
+/* what no trailer section may carry onwards (RFC 9110 section 6.5.1, RFC 9113 section 8.2.2;
+ * portico's PT_TRAILER_DROP) */
+static const char *const no_trailer[] = {
+    "connection", "keep-alive",     "te",   "trailer", "transfer-encoding", "upgrade",
+    "proxy-connection", "content-length", "host", "expect", NULL,
+};
+
 static int
 rc_header_value_complete(llhttp_t *p)
 {
     struct resp_check *rc = p->data;
 
+    for (unsigned i = 0; rc->in_trailers && no_trailer[i] != NULL; i++)
+        if (rc->hname_len == strlen(no_trailer[i]) &&
+            strncasecmp(rc->hname, no_trailer[i], rc->hname_len) == 0)
+            fz_fail("a trailer section carries %s", no_trailer[i]);
     rc->hname_len = 0;
     return 0;
 }
@@ -270,6 +283,7 @@ rc_headers_complete(llhttp_t *p)
     struct resp_check *rc = p->data;
 
     rc->interim = p->status_code >= 100 && p->status_code < 200;
+    rc->in_trailers = true; /* any field read from here on, before the next message */
     if (rc->interim)
         return 0;
     if (rc->seqs != NULL && rc->n < rc->max_seqs)
