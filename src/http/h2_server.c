@@ -5,8 +5,8 @@
  * Flow control (RFC 9113 section 5.2): nghttp2's automatic WINDOW_UPDATEs are off and request
  * DATA is consumed only when the backend has taken it, so a slow backend closes only its own
  * stream's window. The connection window is opened to max streams x stream window, so no stream
- * can starve the others. Response bodies wait in a per-stream chain capped at PT_OUT_CAP; over
- * it, the backend stops reading until the DATA frames drain it.
+ * can starve the others. Response bodies wait in a per-stream chain capped at STREAM_OUT_CAP;
+ * over it, the backend stops reading until the DATA frames drain it below half.
  *
  * Abuse limits come from nghttp2: stream reset rate limit (CVE-2023-44487), outbound ACK limit
  * (SETTINGS and PING floods), CONTINUATION limit, header list size; any of them ends the
@@ -166,6 +166,15 @@ update_read(struct pt_h2_conn *c, int want)
 #define BIG_BLOCK 4096
 #define IDLE_RELEASE_SEC 1.0
 #define H2_FRAME_HD 9 /* a frame header's length (RFC 9113 section 4.1) */
+/* A stream's response payload waiting for DATA frames: over it the backend stops reading, below
+ * half it reads again. Twice PT_OUT_CAP, because with 64 KiB portico could never take a whole
+ * receive window from the backend socket at once (Linux opens one at about 64 KiB,
+ * tcp_rmem[1] / 2), so the kernel never grew it (receive-buffer autotuning grows the window only
+ * for a reader that empties it within a round trip); the backend then sent in window-limited
+ * bursts whose transmit work ran in portico's reads (ACK, push of its queued frames): 1 MiB over
+ * h2 with TLS cost ~1 000 us of CPU per response against ~560 us with 128 KiB
+ * (docs/performance.md). */
+#define STREAM_OUT_CAP (2 * PT_OUT_CAP)
 
 static size_t page_size = 4096;
 static size_t region_len; /* the stream map's table and the frame buffer, each page-aligned */
@@ -1214,7 +1223,8 @@ send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd, size
         return NGHTTP2_ERR_CALLBACK_FAILURE;
 sent:
     pt_rate_add(&st->snd, stream_send_rate(st), pt_rate_usec(ev_now(c->w->loop)), length);
-    if (st->out_full && st->out.bytes < PT_OUT_CAP / 2 && st->x != NULL && st->x->be != NULL) {
+    if (st->out_full && st->out.bytes < STREAM_OUT_CAP / 2 && st->x != NULL &&
+        st->x->be != NULL) {
         st->out_full = 0;
         st->x->be->resume(st->x);
     }
@@ -1383,7 +1393,7 @@ fe_send_body(struct pt_exchange *x, const char *data, size_t len)
         resume_stream_data(st);
     }
     /* with len 0 too: a filter holding bytes asks where the stream stands */
-    if (st->out.bytes >= PT_OUT_CAP) {
+    if (st->out.bytes >= STREAM_OUT_CAP) {
         st->out_full = 1;
         return PT_AGAIN;
     }
@@ -1403,7 +1413,7 @@ fe_send_chunk(struct pt_exchange *x, struct pt_chunk *ch)
     x->resp_body_bytes += len;
     pt_chain_push(&st->out, ch);
     resume_stream_data(st);
-    if (st->out.bytes >= PT_OUT_CAP) {
+    if (st->out.bytes >= STREAM_OUT_CAP) {
         st->out_full = 1;
         return PT_AGAIN;
     }
