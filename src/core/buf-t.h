@@ -7,6 +7,14 @@
 #include <stdint.h>
 
 #define PT_CHUNK_SIZE (16 * 1024)
+/* The least a reader takes from a socket before it pauses for a slower other side: twice the
+ * receive window Linux opens a TCP connection with (about 64 KiB, tcp_rmem[1] / 2). Linux grows
+ * a receive window only for a reader that empties it within a round trip; a reader that pauses
+ * at 64 KiB never does, so the window keeps its first size, and the sender's transmit work runs
+ * in the reader's own system calls (each read's ACK lets the sender's queued segments go, on the
+ * reader's CPU). Measured through one worker (docs/performance.md): 1 MiB h2-over-TLS responses
+ * ~1 000 -> ~590 us of CPU each; a layer-4 relay 0.64 -> 0.40 s of CPU per GiB. */
+#define PT_READ_PAUSE_CAP (128 * 1024)
 
 /* One 16 KiB buffer. Owner: the chain (or the single holder) it is on; returned to the
  * worker's freelist with pt_chunk_put(). Bytes [rpos, wpos) are data. */

@@ -167,14 +167,9 @@ update_read(struct pt_h2_conn *c, int want)
 #define IDLE_RELEASE_SEC 1.0
 #define H2_FRAME_HD 9 /* a frame header's length (RFC 9113 section 4.1) */
 /* A stream's response payload waiting for DATA frames: over it the backend stops reading, below
- * half it reads again. Twice PT_OUT_CAP, because with 64 KiB portico could never take a whole
- * receive window from the backend socket at once (Linux opens one at about 64 KiB,
- * tcp_rmem[1] / 2), so the kernel never grew it (receive-buffer autotuning grows the window only
- * for a reader that empties it within a round trip); the backend then sent in window-limited
- * bursts whose transmit work ran in portico's reads (ACK, push of its queued frames): 1 MiB over
- * h2 with TLS cost ~1 000 us of CPU per response against ~560 us with 128 KiB
- * (docs/performance.md). */
-#define STREAM_OUT_CAP (2 * PT_OUT_CAP)
+ * half it reads again. Not PT_OUT_CAP (64 KiB): the backend socket's window would never grow
+ * (PT_READ_PAUSE_CAP). */
+#define STREAM_OUT_CAP PT_READ_PAUSE_CAP
 
 static size_t page_size = 4096;
 static size_t region_len; /* the stream map's table and the frame buffer, each page-aligned */

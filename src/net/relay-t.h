@@ -31,8 +31,9 @@ enum pt_relay_side {
 #define PT_RELAY_CONN_KIND 3
 
 /* Each side holds at most this many bytes queued for it; past it the other side stops reading
- * until the queue is half drained. So a peer that never reads costs at most this much. */
-#define PT_RELAY_QUEUE_CAP (64 * 1024)
+ * until the queue is half drained. So a peer that never reads costs at most this much; not less,
+ * or the reading side's receive window never grows (PT_READ_PAUSE_CAP). */
+#define PT_RELAY_QUEUE_CAP PT_READ_PAUSE_CAP
 /* Chunks one read of a cleartext socket fills at most (one readv): the queue cap's worth. */
 #define PT_RELAY_READ_CHUNKS 4
 

@@ -11,7 +11,7 @@ What portico guarantees here (src/http/websocket.c, src/net/relay.c):
   - its own checks: 426 for a version other than 13, 400 for a bad key, a POST, HTTP/1.0;
     `websocket off` forwards the request without its Upgrade;
   - frames are tracked: an oversize message gets 1009 (the other side 1001), an unmasked client
-    frame 1002; a peer that never reads costs at most PT_RELAY_QUEUE_CAP (64 KiB) per direction;
+    frame 1002; a peer that never reads costs at most PT_RELAY_QUEUE_CAP (128 KiB) per direction;
   - one activity clock for websocket_idle_timeout; a graceful stop says 1001 to both sides;
   - least_conn counts open tunnels; one access log line (101) per tunnel when it closes.
 """
