@@ -9,6 +9,9 @@
 #   ROUNDS=3      interleaved wrk rounds (medians are reported)
 #   DURATION=5s   wrk duration per run;  WARMUP=1s (first round only)
 #   SMALL_CONNS=50  BIG_CONNS=10   wrk connections per workload
+#   RATE_CONNS=50 RATE_RPS=1200   latency at one offered load for every proxy (h2load --h1
+#                 --rps: RATE_CONNS x RATE_RPS requests a second, 60 000 by default, below
+#                 what any of them saturates at here); RATE_CONNS=0 skips it
 #   COUNT_N=20000 BIG_COUNT_N=500 fixed-count requests for strace (small, 1 MiB)
 #   CG_N=2000 CG_BIG_N=100   requests measured under callgrind (small, 1 MiB)
 #   IDLE_N=2000   idle keep-alive connections for the memory test
@@ -59,6 +62,8 @@ SKIP_IDLE=${SKIP_IDLE:-0}
 # a smaller cap closes and reopens most backend connections (6 syscalls each)
 POOL=${POOL:-1024}
 SKIP_WRK=${SKIP_WRK:-0}
+RATE_CONNS=${RATE_CONNS:-50}
+RATE_RPS=${RATE_RPS:-1200}
 SKIP_TLS=${SKIP_TLS:-0}
 TLS_PROXIES=${TLS_PROXIES:-$PROXIES nghttpx}
 TLS_DURATION=${TLS_DURATION:-5s}
@@ -185,6 +190,7 @@ upstream b {
 }
 server {
     listen 127.0.0.1:$1;
+    keepalive_requests 1000000000; # h2load (the rate workload) does not reconnect
     client_max_body_size 0;
     location / { proxy_pass b; }
 }
@@ -236,6 +242,8 @@ http {
     }
     server {
         listen 127.0.0.1:$1 backlog=4096;
+        # h2load (the rate workload) does not reconnect; wrk does
+        keepalive_requests 1000000000;
         client_max_body_size 0;
         location / {
             proxy_pass http://b;
@@ -477,9 +485,14 @@ fi
 
 # ------------------------------------------------------------------ wrk rounds
 # workload table (RW): name kind path conns streams duration; kind is wrk
-# (cleartext), wrktls (wrk over TLS, HTTP/1.1) or h2load (h2 over TLS)
+# (cleartext), wrktls (wrk over TLS, HTTP/1.1), h2load (h2 over TLS) or h2rate (cleartext
+# HTTP/1.1 at a fixed offered load: what issue 18 compares p99 at)
 WORKLOADS=("small wrk /small $SMALL_CONNS 1 $DURATION" "big wrk /1m $BIG_CONNS 1 $DURATION")
 WDESC="small:13 B body - wrk -t1 -c$SMALL_CONNS -d$DURATION,big:1 MiB body - wrk -t1 -c$BIG_CONNS -d$DURATION"
+if [ "$RATE_CONNS" -gt 0 ]; then
+    WORKLOADS+=("rate h2rate /small $RATE_CONNS 1 $DURATION")
+    WDESC="$WDESC,rate:13 B body at one offered load for all - h2load --h1 -t1 -c$RATE_CONNS --rps=$RATE_RPS ($((RATE_CONNS * RATE_RPS)) req/s) -D $DURATION; compare p99 and cpu us/req"
+fi
 
 dur_s() {               # 5s -> 5, 1m -> 60, 500ms -> 1
     case $1 in
@@ -502,6 +515,9 @@ run_load() {
         h2load) { time taskset -c "$LOAD_CPU" timeout -k 5 $(( $(dur_s "$6") + 30 )) \
                    h2load -t1 -c"$4" -m"$5" -D "$6" --log-file="$7.log" --tls13-ciphers="$TLS13_SUITES" \
                    "https://127.0.0.1:$port$3" >"$7" 2>&1; } 2>"$7.time" ;;
+        h2rate) { time taskset -c "$LOAD_CPU" timeout -k 5 $(( $(dur_s "$6") + 30 )) \
+                   h2load --h1 -t1 -c"$4" --rps="$RATE_RPS" -D "$6" --log-file="$7.log" \
+                   "http://127.0.0.1:$port$3" >"$7" 2>&1; } 2>"$7.time" ;;
     esac
 }
 
@@ -512,7 +528,7 @@ measure() {
     local p=$1 wname=$2 wpath=$3 wconns=$4 out=$5 kind=${6:-wrk} wstreams=${7:-1} wdur=${8:-$DURATION}
     local c0 s0 c1 s1 t0 t1 b0 a0 b1 a1 k0 k1 wu ws hwm rps p99 reqs errs cpu cpr sys other _
     local mean max proto tls parser=wrk
-    [ "$kind" = h2load ] && parser=h2load
+    { [ "$kind" = h2load ] || [ "$kind" = h2rate ]; } && parser=h2load
     lib clear-hwm "${PID[$p]}"
     read -r c0 s0 <<<"$(lib cpu "${PID[$p]}")"; t0=$(date +%s.%N)
     read -r b0 a0 <<<"$(lib cpustat "$CPUS")"
