@@ -35,6 +35,18 @@ CURL = "curl"
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
+# What a trailer section never carries onwards (PT_TRAILER_DROP in src/http/headers.h), as
+# HTTP/1.1 field lines: the connection-specific fields (RFC 9113 section 8.2.2 makes an HTTP/2
+# message with one malformed: found by fuzz_h1_response), framing and routing fields (RFC 9110
+# section 6.5.1) and the forwarding fields portico writes itself.
+FORBIDDEN_TRAILER_FIELDS = (
+    b"Transfer-Encoding: chunked\r\nConnection: close\r\nKeep-Alive: 5\r\n"
+    b"Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nTE: trailers\r\n"
+    b"Trailer: X-A\r\nContent-Length: 9\r\nHost: evil.example\r\n"
+    b"Expect: 100-continue\r\nX-Forwarded-For: 192.0.2.66\r\n"
+    b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n"
+    b"Forwarded: for=192.0.2.66\r\n")
+
 
 # ---------------------------------------------------------------- ports ---
 

@@ -82,15 +82,7 @@ def test_h1_h1_response_trailers_dropped_for_http10(recorded):
     assert body == b"hello world", data       # close-delimited, no trailer bytes
 
 
-# What a trailer section never carries onwards (PT_TRAILER_DROP in src/http/headers.h): the
-# connection-specific fields, framing and routing fields (RFC 9110 section 6.5.1) and the
-# forwarding fields portico writes itself.
-FORBIDDEN = (b"Transfer-Encoding: chunked\r\nConnection: close\r\nKeep-Alive: 5\r\n"
-             b"Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nTE: trailers\r\n"
-             b"Trailer: X-A\r\nContent-Length: 9\r\nHost: evil.example\r\n"
-             b"Expect: 100-continue\r\nX-Forwarded-For: 192.0.2.66\r\n"
-             b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n"
-             b"Forwarded: for=192.0.2.66\r\n")
+FORBIDDEN = lib.FORBIDDEN_TRAILER_FIELDS
 
 
 def test_h1_h1_request_trailers_drop_forbidden_fields(recorded):
